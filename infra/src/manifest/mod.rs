@@ -1,0 +1,743 @@
+//! The manifest: the cluster's shared state, as keys in a [`MetaStore`]
+//! under `/dlog/<cluster>/` (DESIGN §3).
+//!
+//! ```text
+//! ns/<ns>                          NamespaceConfig            admin
+//! log/<ns>/<log>/meta              LogMeta                    admin
+//! log/<ns>/<log>/epoch             writer epoch (decimal)     new owner, by CAS
+//! log/<ns>/<log>/next_segment      next segment id (decimal)  owner
+//! log/<ns>/<log>/seg/<id:020>      SegmentMeta                owner (open, seal), compactor (offloaded)
+//! log/<ns>/<log>/trim              trim offset (decimal)      admin / retention
+//! log/<ns>/<log>/sub/<name>        committed offset (decimal) readers
+//! owner/<ns>/<log>                 NodeInfo, on the owner's lease
+//! node/<role>/<id>                 NodeInfo, on the node's lease
+//! counter/log_id                   last log id (decimal)
+//! ```
+//!
+//! Fencing invariant: every write an owner makes is a transaction that also
+//! compares `epoch == my_epoch`, so an owner deposed by a newer epoch can
+//! change nothing. Epochs only grow, by compare-and-swap, so two claimants
+//! of one log get distinct epochs and exactly one of them the newest.
+
+use std::fmt;
+
+use bytes::Bytes;
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use crate::error::{Classify, ErrorKind};
+use crate::metastore::{
+    self, Compare, KeyValue, LeaseId, Revision, SharedMetaStore, Txn, TxnOp, WatchStream,
+};
+use crate::names::{LogName, Namespace};
+
+mod types;
+pub use types::*;
+
+/// Errors of manifest operations.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("log {0} not found")]
+    LogNotFound(LogName),
+    #[error("log {0} already exists")]
+    LogExists(LogName),
+    #[error("log {0} is being deleted")]
+    LogDeleting(LogName),
+    #[error("epoch {mine} of log {log} is stale: the current epoch is {current}")]
+    StaleEpoch { log: LogName, mine: u64, current: u64 },
+    #[error("log {log} is owned by node {} at {}", owner.id, owner.address)]
+    OwnedBy { log: LogName, owner: NodeInfo },
+    #[error("segment {segment} of log {log} not found")]
+    SegmentNotFound { log: LogName, segment: u64 },
+    #[error("segment {segment} of log {log} is {actual:?}, expected {expected:?}")]
+    SegmentState {
+        log: LogName,
+        segment: u64,
+        expected: SegmentState,
+        actual: SegmentState,
+    },
+    #[error("segment {segment} of log {log} changed concurrently")]
+    SegmentChanged { log: LogName, segment: u64 },
+    #[error("invalid namespace configuration: {0}")]
+    InvalidConfig(String),
+    #[error("manifest key {key} holds an unreadable value: {reason}")]
+    Corrupt { key: String, reason: String },
+    #[error("manifest")]
+    Store(#[from] metastore::Error),
+}
+
+impl Classify for Error {
+    fn kind(&self) -> ErrorKind {
+        match self {
+            Error::LogNotFound(_) | Error::SegmentNotFound { .. } => ErrorKind::NotFound,
+            Error::LogExists(_) => ErrorKind::AlreadyExists,
+            Error::LogDeleting(_)
+            | Error::StaleEpoch { .. }
+            | Error::SegmentState { .. }
+            | Error::SegmentChanged { .. } => ErrorKind::FailedPrecondition,
+            Error::OwnedBy { .. } => ErrorKind::Unavailable,
+            Error::InvalidConfig(_) => ErrorKind::InvalidArgument,
+            Error::Corrupt { .. } => ErrorKind::DataLoss,
+            Error::Store(err) => err.kind(),
+        }
+    }
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Typed access to the manifest of one cluster.
+#[derive(Clone)]
+pub struct Manifest {
+    store: SharedMetaStore,
+    root: String,
+}
+
+impl fmt::Debug for Manifest {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Manifest").field("root", &self.root).finish()
+    }
+}
+
+fn encode_json<T: Serialize>(value: &T) -> Bytes {
+    Bytes::from(serde_json::to_vec(value).expect("manifest values serialize"))
+}
+
+fn decode_json<T: DeserializeOwned>(kv: &KeyValue) -> Result<T> {
+    serde_json::from_slice(&kv.value).map_err(|err| Error::Corrupt {
+        key: kv.key.clone(),
+        reason: err.to_string(),
+    })
+}
+
+fn decode_u64(kv: &KeyValue) -> Result<u64> {
+    std::str::from_utf8(&kv.value)
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .ok_or_else(|| Error::Corrupt {
+            key: kv.key.clone(),
+            reason: "expected a decimal number".into(),
+        })
+}
+
+fn encode_u64(value: u64) -> Bytes {
+    Bytes::from(value.to_string())
+}
+
+/// A key's value and the revision it was last changed at (0: absent), for
+/// compare-and-swap.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Versioned<T> {
+    pub value: T,
+    pub mod_revision: Revision,
+}
+
+impl Manifest {
+    /// The manifest of `cluster` in `store`.
+    pub fn new(store: SharedMetaStore, cluster: &str) -> Manifest {
+        Manifest {
+            store,
+            root: format!("/dlog/{cluster}/"),
+        }
+    }
+
+    pub fn store(&self) -> &SharedMetaStore {
+        &self.store
+    }
+
+    /// `/dlog/<cluster>/`.
+    pub fn root(&self) -> &str {
+        &self.root
+    }
+
+    // ---- keys ----
+
+    fn namespace_key(&self, ns: &Namespace) -> String {
+        format!("{}ns/{ns}", self.root)
+    }
+
+    /// `/dlog/<cluster>/log/<ns>/<log>/`: every key of one log.
+    pub fn log_prefix(&self, log: &LogName) -> String {
+        format!("{}log/{}/{}/", self.root, log.namespace(), log.log())
+    }
+
+    fn meta_key(&self, log: &LogName) -> String {
+        format!("{}meta", self.log_prefix(log))
+    }
+
+    fn epoch_key(&self, log: &LogName) -> String {
+        format!("{}epoch", self.log_prefix(log))
+    }
+
+    fn next_segment_key(&self, log: &LogName) -> String {
+        format!("{}next_segment", self.log_prefix(log))
+    }
+
+    /// Prefix of a log's segment keys.
+    pub fn segments_prefix(&self, log: &LogName) -> String {
+        format!("{}seg/", self.log_prefix(log))
+    }
+
+    fn segment_key(&self, log: &LogName, segment: u64) -> String {
+        format!("{}{segment:020}", self.segments_prefix(log))
+    }
+
+    fn trim_key(&self, log: &LogName) -> String {
+        format!("{}trim", self.log_prefix(log))
+    }
+
+    fn subscription_key(&self, log: &LogName, subscription: &str) -> String {
+        format!("{}sub/{subscription}", self.log_prefix(log))
+    }
+
+    fn owner_key(&self, log: &LogName) -> String {
+        format!("{}owner/{}/{}", self.root, log.namespace(), log.log())
+    }
+
+    /// Prefix of the registrations of one role.
+    pub fn nodes_prefix(&self, role: Role) -> String {
+        format!("{}node/{}/", self.root, role.as_str())
+    }
+
+    fn log_id_counter_key(&self) -> String {
+        format!("{}counter/log_id", self.root)
+    }
+
+    // ---- namespaces ----
+
+    /// Writes a namespace's configuration.
+    pub async fn put_namespace(&self, ns: &Namespace, config: &NamespaceConfig) -> Result<()> {
+        config.replication.validate().map_err(Error::InvalidConfig)?;
+        self.store
+            .put(&self.namespace_key(ns), encode_json(config))
+            .await?;
+        Ok(())
+    }
+
+    /// A namespace's configuration; the defaults when none was written.
+    pub async fn namespace(&self, ns: &Namespace) -> Result<NamespaceConfig> {
+        match self.store.get(&self.namespace_key(ns)).await? {
+            Some(kv) => decode_json(&kv),
+            None => Ok(NamespaceConfig::default()),
+        }
+    }
+
+    /// The configuration that applies to a log: its overrides, else its
+    /// namespace's.
+    pub async fn log_config(&self, log: &LogName) -> Result<NamespaceConfig> {
+        match self.log(log).await?.config {
+            Some(config) => Ok(config),
+            None => self.namespace(log.namespace()).await,
+        }
+    }
+
+    // ---- logs ----
+
+    /// Creates a log with a fresh, never reused log id.
+    pub async fn create_log(&self, log: &LogName) -> Result<LogMeta> {
+        let meta_key = self.meta_key(log);
+        let counter_key = self.log_id_counter_key();
+        loop {
+            let counter = self.store.get(&counter_key).await?;
+            let (last_id, counter_revision) = match &counter {
+                Some(kv) => (decode_u64(kv)?, kv.mod_revision),
+                None => (0, 0),
+            };
+            let meta = LogMeta {
+                log_id: last_id + 1,
+                created_at_ms: crate::now_ms(),
+                state: LogState::Active,
+                config: None,
+                end_of_stream: None,
+            };
+            let response = self
+                .store
+                .txn(
+                    Txn::new()
+                        .when([
+                            Compare::absent(&meta_key),
+                            Compare::mod_revision_is(&counter_key, counter_revision),
+                        ])
+                        .and_then([
+                            TxnOp::put(&counter_key, encode_u64(meta.log_id)),
+                            TxnOp::put(&meta_key, encode_json(&meta)),
+                        ])
+                        .or_else([TxnOp::get(&meta_key)]),
+                )
+                .await?;
+            if response.succeeded {
+                return Ok(meta);
+            }
+            if let Some(Some(existing)) = response.gets.first() {
+                let existing: LogMeta = decode_json(existing)?;
+                return Err(match existing.state {
+                    LogState::Deleting => Error::LogDeleting(log.clone()),
+                    LogState::Active => Error::LogExists(log.clone()),
+                });
+            }
+            // Another log took the next id first: try the one after.
+        }
+    }
+
+    /// A log's metadata, `LogNotFound` if absent.
+    pub async fn log(&self, log: &LogName) -> Result<LogMeta> {
+        Ok(self.log_versioned(log).await?.value)
+    }
+
+    async fn log_versioned(&self, log: &LogName) -> Result<Versioned<LogMeta>> {
+        match self.store.get(&self.meta_key(log)).await? {
+            Some(kv) => Ok(Versioned {
+                value: decode_json(&kv)?,
+                mod_revision: kv.mod_revision,
+            }),
+            None => Err(Error::LogNotFound(log.clone())),
+        }
+    }
+
+    /// Full names of the logs whose name starts with `prefix`, in order.
+    pub async fn list_logs(&self, prefix: &str) -> Result<Vec<LogName>> {
+        let logs_root = format!("{}log/", self.root);
+        let range = self
+            .store
+            .range(&format!("{logs_root}{prefix}"), true)
+            .await?;
+        let mut logs = Vec::new();
+        for kv in range.kvs {
+            let Some(name) = kv
+                .key
+                .strip_prefix(&logs_root)
+                .and_then(|rest| rest.strip_suffix("/meta"))
+            else {
+                continue;
+            };
+            let meta: LogMeta = decode_json(&kv)?;
+            if meta.state == LogState::Active
+                && let Ok(name) = name.parse::<LogName>()
+            {
+                logs.push(name);
+            }
+        }
+        Ok(logs)
+    }
+
+    /// Marks a log deleted: it disappears from listings and refuses appends
+    /// and reads; the compactor then removes its objects and calls
+    /// [`Manifest::purge_log`].
+    pub async fn delete_log(&self, log: &LogName) -> Result<LogMeta> {
+        loop {
+            let current = self.log_versioned(log).await?;
+            if current.value.state == LogState::Deleting {
+                return Err(Error::LogNotFound(log.clone()));
+            }
+            let mut meta = current.value;
+            meta.state = LogState::Deleting;
+            if self
+                .cas(&self.meta_key(log), current.mod_revision, encode_json(&meta))
+                .await?
+            {
+                return Ok(meta);
+            }
+        }
+    }
+
+    /// Removes every key of a log (after its data is gone).
+    pub async fn purge_log(&self, log: &LogName) -> Result<()> {
+        self.store
+            .txn(Txn::new().and_then([
+                TxnOp::DeletePrefix {
+                    prefix: self.log_prefix(log),
+                },
+                TxnOp::delete(self.owner_key(log)),
+            ]))
+            .await?;
+        Ok(())
+    }
+
+    async fn cas(&self, key: &str, mod_revision: Revision, value: Bytes) -> Result<bool> {
+        let response = self
+            .store
+            .txn(
+                Txn::new()
+                    .when([Compare::mod_revision_is(key, mod_revision)])
+                    .and_then([TxnOp::put(key, value)]),
+            )
+            .await?;
+        Ok(response.succeeded)
+    }
+
+    // ---- epochs and ownership ----
+
+    /// The log's current writer epoch (0 before any owner).
+    pub async fn epoch(&self, log: &LogName) -> Result<u64> {
+        match self.store.get(&self.epoch_key(log)).await? {
+            Some(kv) => decode_u64(&kv),
+            None => Ok(0),
+        }
+    }
+
+    fn epoch_is(&self, log: &LogName, epoch: u64) -> Compare {
+        let key = self.epoch_key(log);
+        if epoch == 0 {
+            Compare::absent(key)
+        } else {
+            Compare::value_is(key, encode_u64(epoch))
+        }
+    }
+
+    /// Moves the epoch from `seen` to `seen + 1`; the caller then owns the
+    /// new epoch. Fails with `StaleEpoch` if another claimant moved it first.
+    pub async fn bump_epoch(&self, log: &LogName, seen: u64) -> Result<u64> {
+        let next = seen + 1;
+        let response = self
+            .store
+            .txn(
+                Txn::new()
+                    .when([
+                        Compare::new(
+                            self.meta_key(log),
+                            metastore::CmpOp::Greater,
+                            metastore::CompareTarget::Version(0),
+                        ),
+                        self.epoch_is(log, seen),
+                    ])
+                    .and_then([TxnOp::put(self.epoch_key(log), encode_u64(next))]),
+            )
+            .await?;
+        if response.succeeded {
+            return Ok(next);
+        }
+        self.log(log).await?;
+        Err(Error::StaleEpoch {
+            log: log.clone(),
+            mine: seen,
+            current: self.epoch(log).await?,
+        })
+    }
+
+    /// Runs an owner's transaction under the epoch fence; a failed compare
+    /// is reported as `StaleEpoch` when the epoch moved, else as `otherwise`.
+    async fn fenced(
+        &self,
+        log: &LogName,
+        epoch: u64,
+        mut txn: Txn,
+        otherwise: impl FnOnce() -> Error,
+    ) -> Result<()> {
+        txn.compares.push(self.epoch_is(log, epoch));
+        if self.store.txn(txn).await?.succeeded {
+            return Ok(());
+        }
+        let current = self.epoch(log).await?;
+        if current != epoch {
+            return Err(Error::StaleEpoch {
+                log: log.clone(),
+                mine: epoch,
+                current,
+            });
+        }
+        Err(otherwise())
+    }
+
+    /// Records `node` as the log's owner on `lease`. Succeeds when the key is
+    /// free or already this node's; otherwise `OwnedBy` the current owner.
+    pub async fn claim_owner(&self, log: &LogName, node: &NodeInfo, lease: LeaseId) -> Result<()> {
+        let key = self.owner_key(log);
+        let response = self
+            .store
+            .txn(
+                Txn::new()
+                    .when([Compare::absent(&key)])
+                    .and_then([TxnOp::put_with_lease(&key, encode_json(node), lease)])
+                    .or_else([TxnOp::get(&key)]),
+            )
+            .await?;
+        if response.succeeded {
+            return Ok(());
+        }
+        match response.gets.into_iter().next().flatten() {
+            Some(kv) => {
+                let owner: NodeInfo = decode_json(&kv)?;
+                if owner.id == node.id && kv.lease == Some(lease) {
+                    Ok(())
+                } else {
+                    Err(Error::OwnedBy {
+                        log: log.clone(),
+                        owner,
+                    })
+                }
+            }
+            // Released between the compare and the read: try again.
+            None => Box::pin(self.claim_owner(log, node, lease)).await,
+        }
+    }
+
+    /// The log's current owner, if any.
+    pub async fn owner(&self, log: &LogName) -> Result<Option<NodeInfo>> {
+        match self.store.get(&self.owner_key(log)).await? {
+            Some(kv) => Ok(Some(decode_json(&kv)?)),
+            None => Ok(None),
+        }
+    }
+
+    /// Gives up ownership if `node_id` still holds it.
+    pub async fn release_owner(&self, log: &LogName, node_id: &str) -> Result<bool> {
+        let key = self.owner_key(log);
+        let Some(kv) = self.store.get(&key).await? else {
+            return Ok(false);
+        };
+        let owner: NodeInfo = decode_json(&kv)?;
+        if owner.id != node_id {
+            return Ok(false);
+        }
+        let response = self
+            .store
+            .txn(
+                Txn::new()
+                    .when([Compare::mod_revision_is(&key, kv.mod_revision)])
+                    .and_then([TxnOp::delete(&key)]),
+            )
+            .await?;
+        Ok(response.succeeded)
+    }
+
+    /// Marks the log ended at `end_offset`, under the epoch fence.
+    pub async fn mark_end_of_stream(&self, log: &LogName, epoch: u64, end_offset: u64) -> Result<()> {
+        let current = self.log_versioned(log).await?;
+        let mut meta = current.value;
+        meta.end_of_stream = Some(end_offset);
+        let key = self.meta_key(log);
+        let txn = Txn::new()
+            .when([Compare::mod_revision_is(&key, current.mod_revision)])
+            .and_then([TxnOp::put(&key, encode_json(&meta))]);
+        self.fenced(log, epoch, txn, || Error::LogDeleting(log.clone()))
+            .await
+    }
+
+    // ---- segments ----
+
+    /// Every segment of the log, by id, and the revision they were read at
+    /// (watch from `revision + 1` to follow changes without a gap).
+    pub async fn segments(&self, log: &LogName) -> Result<(Vec<SegmentMeta>, Revision)> {
+        let range = self.store.range(&self.segments_prefix(log), true).await?;
+        let segments = range
+            .kvs
+            .iter()
+            .map(decode_json)
+            .collect::<Result<Vec<SegmentMeta>>>()?;
+        Ok((segments, range.revision))
+    }
+
+    /// One segment with its revision, for compare-and-swap.
+    pub async fn segment(&self, log: &LogName, segment: u64) -> Result<Versioned<SegmentMeta>> {
+        match self.store.get(&self.segment_key(log, segment)).await? {
+            Some(kv) => Ok(Versioned {
+                value: decode_json(&kv)?,
+                mod_revision: kv.mod_revision,
+            }),
+            None => Err(Error::SegmentNotFound {
+                log: log.clone(),
+                segment,
+            }),
+        }
+    }
+
+    /// Opens the next segment (ids are dense and increasing) under the epoch
+    /// fence. `segment_id`, `epoch` and `state` of `template` are set here.
+    pub async fn create_segment(
+        &self,
+        log: &LogName,
+        epoch: u64,
+        template: SegmentMeta,
+    ) -> Result<SegmentMeta> {
+        let counter_key = self.next_segment_key(log);
+        loop {
+            let counter = self.store.get(&counter_key).await?;
+            let (next_id, counter_revision) = match &counter {
+                Some(kv) => (decode_u64(kv)?, kv.mod_revision),
+                None => (1, 0),
+            };
+            let segment = SegmentMeta {
+                segment_id: next_id,
+                epoch,
+                state: SegmentState::Open,
+                ..template.clone()
+            };
+            let txn = Txn::new()
+                .when([Compare::mod_revision_is(&counter_key, counter_revision)])
+                .and_then([
+                    TxnOp::put(&counter_key, encode_u64(next_id + 1)),
+                    TxnOp::put(self.segment_key(log, next_id), encode_json(&segment)),
+                ]);
+            match self
+                .fenced(log, epoch, txn, || Error::SegmentChanged {
+                    log: log.clone(),
+                    segment: next_id,
+                })
+                .await
+            {
+                Ok(()) => return Ok(segment),
+                Err(Error::SegmentChanged { .. }) => continue,
+                Err(err) => return Err(err),
+            }
+        }
+    }
+
+    /// Seals an open segment under the epoch fence (the owner rolling it, or
+    /// a new owner after recovery).
+    pub async fn seal_segment(
+        &self,
+        log: &LogName,
+        epoch: u64,
+        segment: u64,
+        seal: &SealInfo,
+    ) -> Result<SegmentMeta> {
+        let current = self.segment(log, segment).await?;
+        if current.value.state != SegmentState::Open {
+            return Err(Error::SegmentState {
+                log: log.clone(),
+                segment,
+                expected: SegmentState::Open,
+                actual: current.value.state,
+            });
+        }
+        let sealed = SegmentMeta {
+            state: SegmentState::Sealed,
+            end_offset: Some(seal.end_offset),
+            last_entry_id: seal.last_entry_id,
+            bytes: seal.bytes,
+            min_timestamp_ms: seal.min_timestamp_ms,
+            max_timestamp_ms: seal.max_timestamp_ms,
+            min_txid: seal.min_txid,
+            max_txid: seal.max_txid,
+            ..current.value
+        };
+        let key = self.segment_key(log, segment);
+        let txn = Txn::new()
+            .when([Compare::mod_revision_is(&key, current.mod_revision)])
+            .and_then([TxnOp::put(&key, encode_json(&sealed))]);
+        self.fenced(log, epoch, txn, || Error::SegmentChanged {
+            log: log.clone(),
+            segment,
+        })
+        .await?;
+        Ok(sealed)
+    }
+
+    /// Records a sealed segment's object (compactor). Not epoch-fenced: the
+    /// compactor is not the owner; the segment's revision is the fence.
+    pub async fn mark_offloaded(
+        &self,
+        log: &LogName,
+        segment: u64,
+        object: ObjectInfo,
+    ) -> Result<SegmentMeta> {
+        let current = self.segment(log, segment).await?;
+        if current.value.state != SegmentState::Sealed {
+            return Err(Error::SegmentState {
+                log: log.clone(),
+                segment,
+                expected: SegmentState::Sealed,
+                actual: current.value.state,
+            });
+        }
+        let offloaded = SegmentMeta {
+            state: SegmentState::Offloaded,
+            object: Some(object),
+            ..current.value
+        };
+        if self
+            .cas(
+                &self.segment_key(log, segment),
+                current.mod_revision,
+                encode_json(&offloaded),
+            )
+            .await?
+        {
+            Ok(offloaded)
+        } else {
+            Err(Error::SegmentChanged {
+                log: log.clone(),
+                segment,
+            })
+        }
+    }
+
+    /// Removes a segment's key (retention, after its data is deleted).
+    pub async fn delete_segment(&self, log: &LogName, segment: u64) -> Result<()> {
+        self.store.delete(&self.segment_key(log, segment)).await?;
+        Ok(())
+    }
+
+    /// Watches every key of a log from `start_revision`.
+    pub async fn watch_log(&self, log: &LogName, start_revision: Option<Revision>) -> Result<WatchStream> {
+        Ok(self.store.watch(&self.log_prefix(log), start_revision).await?)
+    }
+
+    // ---- trim and subscriptions ----
+
+    /// The first readable offset (0 when never trimmed).
+    pub async fn trim_point(&self, log: &LogName) -> Result<u64> {
+        match self.store.get(&self.trim_key(log)).await? {
+            Some(kv) => decode_u64(&kv),
+            None => Ok(0),
+        }
+    }
+
+    /// Moves the trim point up to `offset`; it never moves down. Returns the
+    /// trim point now in force.
+    pub async fn trim(&self, log: &LogName, offset: u64) -> Result<u64> {
+        self.log(log).await?;
+        let key = self.trim_key(log);
+        loop {
+            let current = self.store.get(&key).await?;
+            let (point, revision) = match &current {
+                Some(kv) => (decode_u64(kv)?, kv.mod_revision),
+                None => (0, 0),
+            };
+            if offset <= point {
+                return Ok(point);
+            }
+            if self.cas(&key, revision, encode_u64(offset)).await? {
+                return Ok(offset);
+            }
+        }
+    }
+
+    /// Stores a subscription's committed offset.
+    pub async fn commit_subscription(&self, log: &LogName, name: &str, offset: u64) -> Result<()> {
+        Namespace::new(name).map_err(|_| {
+            Error::InvalidConfig(format!(
+                "invalid subscription name {name:?}: only A-Z a-z 0-9 . _ - are allowed"
+            ))
+        })?;
+        self.log(log).await?;
+        self.store
+            .put(&self.subscription_key(log, name), encode_u64(offset))
+            .await?;
+        Ok(())
+    }
+
+    /// A subscription's committed offset, if any.
+    pub async fn subscription(&self, log: &LogName, name: &str) -> Result<Option<u64>> {
+        match self.store.get(&self.subscription_key(log, name)).await? {
+            Some(kv) => Ok(Some(decode_u64(&kv)?)),
+            None => Ok(None),
+        }
+    }
+
+    // ---- nodes ----
+
+    /// Registers a node on its lease; the key vanishes when the lease does.
+    pub async fn register_node(&self, role: Role, node: &NodeInfo, lease: LeaseId) -> Result<()> {
+        let key = format!("{}{}", self.nodes_prefix(role), node.id);
+        self.store
+            .txn(Txn::new().and_then([TxnOp::put_with_lease(key, encode_json(node), lease)]))
+            .await?;
+        Ok(())
+    }
+
+    /// Live nodes of a role, by id.
+    pub async fn nodes(&self, role: Role) -> Result<Vec<NodeInfo>> {
+        let range = self.store.range(&self.nodes_prefix(role), true).await?;
+        range.kvs.iter().map(decode_json).collect()
+    }
+}

@@ -1,0 +1,214 @@
+//! Values stored in the manifest. JSON, so operators can read them with
+//! `etcdctl get --prefix /dlog/`.
+
+use serde::{Deserialize, Serialize};
+
+/// Replication of a log's segments: ensemble size E, write quorum W, ack
+/// quorum A (DL/BookKeeper terms), with E >= W >= A >= 1.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Replication {
+    pub ensemble: u32,
+    pub write_quorum: u32,
+    pub ack_quorum: u32,
+}
+
+impl Replication {
+    /// 3/3/2: survives one cache node failure without stalling acks.
+    pub const DEFAULT: Replication = Replication {
+        ensemble: 3,
+        write_quorum: 3,
+        ack_quorum: 2,
+    };
+    /// Standalone: one cache node.
+    pub const SINGLE: Replication = Replication {
+        ensemble: 1,
+        write_quorum: 1,
+        ack_quorum: 1,
+    };
+
+    /// Checks E >= W >= A >= 1.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.ack_quorum == 0 || self.write_quorum < self.ack_quorum || self.ensemble < self.write_quorum {
+            return Err(format!(
+                "replication {}/{}/{} must satisfy ensemble >= write quorum >= ack quorum >= 1",
+                self.ensemble, self.write_quorum, self.ack_quorum
+            ));
+        }
+        Ok(())
+    }
+}
+
+impl Default for Replication {
+    fn default() -> Self {
+        Replication::DEFAULT
+    }
+}
+
+/// When the owner rolls the open segment to a new one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct RollPolicy {
+    pub max_bytes: u64,
+    pub max_records: u64,
+    pub max_age_ms: u64,
+}
+
+impl Default for RollPolicy {
+    fn default() -> Self {
+        RollPolicy {
+            max_bytes: 256 * 1024 * 1024,
+            max_records: 10_000_000,
+            max_age_ms: 10 * 60 * 1000,
+        }
+    }
+}
+
+/// Per-namespace configuration (`ns/<ns>`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct NamespaceConfig {
+    /// Delete segments whose newest record is older than this.
+    pub retention_ms: Option<u64>,
+    /// Delete the oldest segments while the log is larger than this.
+    pub retention_bytes: Option<u64>,
+    pub roll: RollPolicy,
+    pub replication: Replication,
+    /// Appended bytes per second per log; above it appends get
+    /// `RESOURCE_EXHAUSTED`.
+    pub max_append_bytes_per_sec: Option<u64>,
+}
+
+/// Life cycle of a log.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LogState {
+    Active,
+    /// Deleted by an admin; the compactor removes its objects and then its keys.
+    Deleting,
+}
+
+/// `log/<ns>/<log>/meta`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LogMeta {
+    /// Unique for the cluster's lifetime: a re-created log never meets the
+    /// old one's segments on cache nodes or in object storage.
+    pub log_id: u64,
+    pub created_at_ms: i64,
+    pub state: LogState,
+    /// Overrides of the namespace configuration.
+    #[serde(default)]
+    pub config: Option<NamespaceConfig>,
+    /// Set by `MarkEndOfStream`: no append is accepted afterwards.
+    #[serde(default)]
+    pub end_of_stream: Option<u64>,
+}
+
+/// Life cycle of a segment: `open -> sealed -> offloaded`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SegmentState {
+    Open,
+    Sealed,
+    Offloaded,
+}
+
+impl SegmentState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SegmentState::Open => "open",
+            SegmentState::Sealed => "sealed",
+            SegmentState::Offloaded => "offloaded",
+        }
+    }
+}
+
+/// Where an offloaded segment's Parquet file is.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ObjectInfo {
+    pub key: String,
+    pub size: u64,
+    /// CRC32C of the whole object.
+    pub crc32c: u32,
+}
+
+/// `log/<ns>/<log>/seg/<segment_id:020>`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SegmentMeta {
+    pub segment_id: u64,
+    /// Epoch of the owner that opened the segment.
+    pub epoch: u64,
+    /// Cache node ids holding the segment.
+    pub ensemble: Vec<String>,
+    pub write_quorum: u32,
+    pub ack_quorum: u32,
+    pub start_offset: u64,
+    pub state: SegmentState,
+    /// Exclusive end; set when sealed.
+    pub end_offset: Option<u64>,
+    pub last_entry_id: Option<u64>,
+    pub bytes: u64,
+    pub min_timestamp_ms: Option<i64>,
+    pub max_timestamp_ms: Option<i64>,
+    pub min_txid: Option<i64>,
+    pub max_txid: Option<i64>,
+    pub object: Option<ObjectInfo>,
+}
+
+/// What sealing records about a segment.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SealInfo {
+    pub end_offset: u64,
+    pub last_entry_id: Option<u64>,
+    pub bytes: u64,
+    pub min_timestamp_ms: Option<i64>,
+    pub max_timestamp_ms: Option<i64>,
+    pub min_txid: Option<i64>,
+    pub max_txid: Option<i64>,
+}
+
+/// A node's registration (`node/<role>/<id>`) and a log's owner
+/// (`owner/<ns>/<log>`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeInfo {
+    pub id: String,
+    pub address: String,
+    #[serde(default)]
+    pub zone: String,
+    /// Relative capacity for placement; 0 = default.
+    #[serde(default)]
+    pub capacity: u32,
+}
+
+/// Roles a node can run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Role {
+    Ingest,
+    Cache,
+    Compactor,
+    Reader,
+}
+
+impl Role {
+    pub const ALL: [Role; 4] = [Role::Ingest, Role::Cache, Role::Compactor, Role::Reader];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Ingest => "ingest",
+            Role::Cache => "cache",
+            Role::Compactor => "compactor",
+            Role::Reader => "reader",
+        }
+    }
+}
+
+impl std::str::FromStr for Role {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Role, String> {
+        Role::ALL
+            .into_iter()
+            .find(|r| r.as_str() == s)
+            .ok_or_else(|| format!("unknown role {s:?}: expected ingest, cache, compactor or reader"))
+    }
+}

@@ -1,0 +1,285 @@
+//! The production [`MetaStore`] backend: a real etcd cluster via etcd-client.
+//!
+//! A thin translation layer: etcd already has exactly the semantics of the
+//! trait. Keys must be UTF-8 (every key this project writes is).
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use etcd_client as etcd;
+use futures::StreamExt;
+
+use super::{
+    CmpOp, Compare, CompareTarget, Error, KeyValue, LeaseId, MetaStore, RangeResponse, Result,
+    Revision, TxnOp, TxnResponse, WatchEvent, WatchStream,
+};
+
+/// A [`MetaStore`] on an etcd cluster.
+#[derive(Clone)]
+pub struct EtcdStore {
+    client: etcd::Client,
+    endpoints: Vec<String>,
+}
+
+impl std::fmt::Debug for EtcdStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EtcdStore")
+            .field("endpoints", &self.endpoints)
+            .finish()
+    }
+}
+
+impl EtcdStore {
+    /// Connects to etcd at `endpoints` (`http://host:port`).
+    pub async fn connect(endpoints: &[String]) -> Result<EtcdStore> {
+        let options = etcd::ConnectOptions::new()
+            .with_connect_timeout(Duration::from_secs(5))
+            .with_timeout(Duration::from_secs(10))
+            .with_keep_alive(Duration::from_secs(5), Duration::from_secs(5));
+        let client = etcd::Client::connect(endpoints, Some(options))
+            .await
+            .map_err(|err| {
+                Error::Unavailable(format!(
+                    "connect to etcd at {}: {err}",
+                    endpoints.join(",")
+                ))
+            })?;
+        Ok(EtcdStore {
+            client,
+            endpoints: endpoints.to_vec(),
+        })
+    }
+}
+
+/// Maps etcd's "lease not found" (a gRPC status or a keep-alive error) to
+/// [`Error::LeaseNotFound`]; callers fill in the lease id.
+fn map_err(err: etcd::Error) -> Error {
+    match &err {
+        etcd::Error::GRpcStatus(status) if status.message().contains("lease not found") => {
+            Error::LeaseNotFound(0)
+        }
+        etcd::Error::LeaseKeepAliveError(message) if message.contains("lease not found") => {
+            Error::LeaseNotFound(0)
+        }
+        _ => Error::Etcd(err),
+    }
+}
+
+/// [`map_err`] for calls about one lease.
+fn map_lease_err(lease: LeaseId) -> impl FnOnce(etcd::Error) -> Error {
+    move |err| match map_err(err) {
+        Error::LeaseNotFound(_) => Error::LeaseNotFound(lease),
+        other => other,
+    }
+}
+
+fn convert_kv(kv: &etcd::KeyValue) -> Result<KeyValue> {
+    let key = std::str::from_utf8(kv.key())
+        .map_err(|_| Error::KeyNotUtf8(kv.key().to_vec()))?
+        .to_owned();
+    Ok(KeyValue {
+        key,
+        value: Bytes::copy_from_slice(kv.value()),
+        create_revision: kv.create_revision(),
+        mod_revision: kv.mod_revision(),
+        version: kv.version(),
+        lease: (kv.lease() != 0).then_some(kv.lease()),
+    })
+}
+
+fn convert_compare(compare: Compare) -> etcd::Compare {
+    let op = match compare.op {
+        CmpOp::Equal => etcd::CompareOp::Equal,
+        CmpOp::NotEqual => etcd::CompareOp::NotEqual,
+        CmpOp::Greater => etcd::CompareOp::Greater,
+        CmpOp::Less => etcd::CompareOp::Less,
+    };
+    match compare.target {
+        CompareTarget::Value(value) => etcd::Compare::value(compare.key, op, value.to_vec()),
+        CompareTarget::Version(v) => etcd::Compare::version(compare.key, op, v),
+        CompareTarget::ModRevision(r) => etcd::Compare::mod_revision(compare.key, op, r),
+        CompareTarget::CreateRevision(r) => etcd::Compare::create_revision(compare.key, op, r),
+    }
+}
+
+fn convert_op(op: TxnOp) -> etcd::TxnOp {
+    match op {
+        TxnOp::Put { key, value, lease } => etcd::TxnOp::put(
+            key,
+            value.to_vec(),
+            lease.map(|l| etcd::PutOptions::new().with_lease(l)),
+        ),
+        TxnOp::Delete { key } => etcd::TxnOp::delete(key, None),
+        TxnOp::DeletePrefix { prefix } => {
+            etcd::TxnOp::delete(prefix, Some(etcd::DeleteOptions::new().with_prefix()))
+        }
+        TxnOp::Get { key } => etcd::TxnOp::get(key, None),
+    }
+}
+
+#[async_trait]
+impl MetaStore for EtcdStore {
+    async fn range(&self, key: &str, prefix: bool) -> Result<RangeResponse> {
+        let options = prefix.then(|| etcd::GetOptions::new().with_prefix());
+        let response = self
+            .client
+            .clone()
+            .get(key, options)
+            .await
+            .map_err(map_err)?;
+        let revision = response.header().map_or(0, |h| h.revision());
+        let kvs = response
+            .kvs()
+            .iter()
+            .map(convert_kv)
+            .collect::<Result<Vec<_>>>()?;
+        Ok(RangeResponse { kvs, revision })
+    }
+
+    async fn txn(&self, txn: super::Txn) -> Result<TxnResponse> {
+        let has_lease_put = txn
+            .success
+            .iter()
+            .chain(&txn.failure)
+            .find_map(|op| match op {
+                TxnOp::Put { lease: Some(l), .. } => Some(*l),
+                _ => None,
+            });
+        let request = etcd::Txn::new()
+            .when(txn.compares.into_iter().map(convert_compare).collect::<Vec<_>>())
+            .and_then(txn.success.into_iter().map(convert_op).collect::<Vec<_>>())
+            .or_else(txn.failure.into_iter().map(convert_op).collect::<Vec<_>>());
+        let response = self
+            .client
+            .clone()
+            .txn(request)
+            .await
+            .map_err(|err| match has_lease_put {
+                Some(lease) => map_lease_err(lease)(err),
+                None => map_err(err),
+            })?;
+        let mut gets = Vec::new();
+        for op in response.op_responses() {
+            if let etcd::TxnOpResponse::Get(get) = op {
+                gets.push(get.kvs().first().map(convert_kv).transpose()?);
+            }
+        }
+        Ok(TxnResponse {
+            succeeded: response.succeeded(),
+            revision: response.header().map_or(0, |h| h.revision()),
+            gets,
+        })
+    }
+
+    async fn watch(&self, prefix: &str, start_revision: Option<Revision>) -> Result<WatchStream> {
+        let mut options = etcd::WatchOptions::new().with_prefix();
+        if let Some(revision) = start_revision {
+            options = options.with_start_revision(revision);
+        }
+        let mut stream = self
+            .client
+            .clone()
+            .watch(prefix, Some(options))
+            .await
+            .map_err(map_err)?;
+        // The first message confirms creation, or refuses a compacted start.
+        let first = stream.message().await.map_err(map_err)?;
+        let mut pending = Vec::new();
+        if let Some(response) = first {
+            if response.canceled() {
+                return Err(Error::Compacted {
+                    requested: start_revision.unwrap_or(0),
+                    compacted: response.compact_revision(),
+                });
+            }
+            pending = convert_events(&response)?;
+        }
+        let events = futures::stream::unfold(
+            (stream, pending.into_iter(), false),
+            |(mut stream, mut pending, done)| async move {
+                loop {
+                    if done {
+                        return None;
+                    }
+                    if let Some(event) = pending.next() {
+                        return Some((Ok(event), (stream, pending, false)));
+                    }
+                    match stream.message().await {
+                        Ok(Some(response)) if response.canceled() => {
+                            let err = Error::Compacted {
+                                requested: 0,
+                                compacted: response.compact_revision(),
+                            };
+                            return Some((Err(err), (stream, pending, true)));
+                        }
+                        Ok(Some(response)) => match convert_events(&response) {
+                            Ok(events) => pending = events.into_iter(),
+                            Err(err) => return Some((Err(err), (stream, pending, true))),
+                        },
+                        Ok(None) => {
+                            let err = Error::Unavailable("etcd closed the watch".into());
+                            return Some((Err(err), (stream, pending, true)));
+                        }
+                        Err(err) => return Some((Err(map_err(err)), (stream, pending, true))),
+                    }
+                }
+            },
+        );
+        Ok(events.boxed())
+    }
+
+    async fn lease_grant(&self, ttl: Duration) -> Result<LeaseId> {
+        let secs = i64::try_from(ttl.as_secs().max(1)).unwrap_or(i64::MAX);
+        let response = self
+            .client
+            .clone()
+            .lease_grant(secs, None)
+            .await
+            .map_err(map_err)?;
+        Ok(response.id())
+    }
+
+    async fn lease_keep_alive(&self, lease: LeaseId) -> Result<Duration> {
+        let (mut keeper, mut responses) = self
+            .client
+            .clone()
+            .lease_keep_alive(lease)
+            .await
+            .map_err(map_lease_err(lease))?;
+        keeper.keep_alive().await.map_err(map_lease_err(lease))?;
+        match responses.message().await.map_err(map_lease_err(lease))? {
+            Some(response) if response.ttl() > 0 => {
+                Ok(Duration::from_secs(response.ttl().unsigned_abs()))
+            }
+            _ => Err(Error::LeaseNotFound(lease)),
+        }
+    }
+
+    async fn lease_revoke(&self, lease: LeaseId) -> Result<()> {
+        self.client
+            .clone()
+            .lease_revoke(lease)
+            .await
+            .map_err(map_lease_err(lease))?;
+        Ok(())
+    }
+}
+
+fn convert_events(response: &etcd::WatchResponse) -> Result<Vec<WatchEvent>> {
+    response
+        .events()
+        .iter()
+        .filter_map(|event| event.kv().map(|kv| (event.event_type(), kv)))
+        .map(|(kind, kv)| {
+            let kv = convert_kv(kv)?;
+            Ok(match kind {
+                etcd::EventType::Put => WatchEvent::Put(kv),
+                etcd::EventType::Delete => WatchEvent::Delete {
+                    key: kv.key,
+                    revision: kv.mod_revision,
+                },
+            })
+        })
+        .collect()
+}

@@ -1,0 +1,34 @@
+output "ingest_endpoint" {
+  description = "Point `dlog --endpoint` (or DLOG_ENDPOINT) here."
+  value       = module.distributedlog.ingest_endpoint
+}
+
+output "reader_endpoint" {
+  description = "ReadService endpoint through the NLB."
+  value       = module.distributedlog.reader_endpoint
+}
+
+output "nlb_dns_name" {
+  description = "DNS name of the network load balancer."
+  value       = module.distributedlog.nlb_dns_name
+}
+
+output "bucket_name" {
+  description = "Segment bucket."
+  value       = module.distributedlog.bucket_name
+}
+
+output "object_store_url" {
+  description = "Where the Parquet files are, for analytics engines."
+  value       = module.distributedlog.object_store_url
+}
+
+output "etcd_endpoints" {
+  description = "etcd client endpoints."
+  value       = module.distributedlog.etcd_endpoints
+}
+
+output "metastore_url" {
+  description = "The --metastore URL of the cluster."
+  value       = module.distributedlog.metastore_url
+}

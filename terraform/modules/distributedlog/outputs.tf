@@ -1,0 +1,70 @@
+# Outputs of the distributedlog module; terraform/README.md lists each one.
+
+output "nlb_dns_name" {
+  description = "DNS name of the network load balancer in front of ingest and reader nodes."
+  value       = aws_lb.this.dns_name
+}
+
+output "ingest_endpoint" {
+  description = "gRPC endpoint of LogService through the NLB, for `dlog --endpoint` and the SDK."
+  value       = "http://${aws_lb.this.dns_name}:${var.ingest_port}"
+}
+
+output "reader_endpoint" {
+  description = "gRPC endpoint of ReadService through the NLB."
+  value       = "http://${aws_lb.this.dns_name}:${var.reader_port}"
+}
+
+output "bucket_name" {
+  description = "Name of the segment bucket."
+  value       = aws_s3_bucket.segments.bucket
+}
+
+output "bucket_arn" {
+  description = "ARN of the segment bucket."
+  value       = aws_s3_bucket.segments.arn
+}
+
+output "kms_key_arn" {
+  description = "ARN of the KMS key that encrypts segment objects."
+  value       = local.kms_key_arn
+}
+
+output "object_store_url" {
+  description = "The --object-store URL every node runs with (s3://BUCKET/PREFIX); analytics engines read Parquet under it."
+  value       = local.object_store_url
+}
+
+output "etcd_endpoints" {
+  description = "Client endpoints (IP:2379) of the etcd members."
+  value       = local.etcd_endpoints
+}
+
+output "metastore_url" {
+  description = "The --metastore URL every node runs with (etcd://HOST:PORT,.../CLUSTER)."
+  value       = local.metastore_url
+}
+
+output "cache_private_ips" {
+  description = "Private IPs of the cache nodes."
+  value       = aws_instance.cache[*].private_ip
+}
+
+output "autoscaling_group_names" {
+  description = "Names of the ingest, reader and compactor auto-scaling groups."
+  value = {
+    ingest    = aws_autoscaling_group.ingest.name
+    reader    = aws_autoscaling_group.reader.name
+    compactor = aws_autoscaling_group.compactor.name
+  }
+}
+
+output "security_group_ids" {
+  description = "Security group IDs by role (nlb, ingest, reader, cache, compactor, etcd)."
+  value       = local.security_group_ids
+}
+
+output "iam_role_arns" {
+  description = "IAM role ARNs by node role."
+  value       = { for role in local.node_roles : role => aws_iam_role.node[role].arn }
+}

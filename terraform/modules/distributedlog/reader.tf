@@ -1,0 +1,149 @@
+# Reader nodes (ReadService): stateless, an auto-scaling group behind the
+# NLB's reader_port listener. A reader owns nothing; its fan-out cache is
+# rebuilt from the cache tier and S3, so any node can go at any time. The
+# termination hook still stops dlog before the instance goes, so tailing
+# streams end cleanly and clients resume from their last offset elsewhere.
+
+resource "aws_launch_template" "reader" {
+  name_prefix            = "${var.cluster_name}-reader-"
+  description            = "distributedlog ${var.cluster_name}: reader nodes"
+  image_id               = local.node_ami_id
+  instance_type          = var.reader_instance_type
+  key_name               = var.ssh_key_name
+  vpc_security_group_ids = [aws_security_group.node["reader"].id]
+  update_default_version = true
+
+  user_data = base64encode(templatefile("${path.module}/templates/dlog-node.tftpl", merge(local.node_template_vars, {
+    role            = "reader"
+    port            = var.reader_port
+    nvme_journal    = false
+    lifecycle_watch = true
+  })))
+
+  iam_instance_profile {
+    arn = aws_iam_instance_profile.node["reader"].arn
+  }
+
+  metadata_options {
+    http_endpoint               = "enabled"
+    http_tokens                 = "required"
+    http_put_response_hop_limit = 1
+  }
+
+  block_device_mappings {
+    device_name = local.root_device_name
+
+    ebs {
+      volume_type           = "gp3"
+      volume_size           = var.root_volume_size_gb
+      encrypted             = true
+      delete_on_termination = true
+    }
+  }
+
+  monitoring {
+    enabled = true
+  }
+
+  tag_specifications {
+    resource_type = "instance"
+    tags          = merge(local.common_tags, { Name = "${var.cluster_name}-reader", "dlog:role" = "reader" })
+  }
+
+  tag_specifications {
+    resource_type = "volume"
+    tags          = merge(local.common_tags, { Name = "${var.cluster_name}-reader", "dlog:role" = "reader" })
+  }
+
+  tags = local.common_tags
+}
+
+resource "aws_lb_target_group" "reader" {
+  name                 = "${var.cluster_name}-reader"
+  port                 = var.reader_port
+  protocol             = "TCP"
+  target_type          = "instance"
+  vpc_id               = var.vpc_id
+  deregistration_delay = var.nlb_deregistration_delay_seconds
+  # Long-lived Read (follow) streams are closed when the delay ends, so the
+  # client resumes on a live node instead of hanging on a drained one.
+  connection_termination = true
+
+  health_check {
+    protocol            = "TCP"
+    port                = "traffic-port"
+    interval            = 10
+    healthy_threshold   = 3
+    unhealthy_threshold = 3
+  }
+
+  tags = local.common_tags
+}
+
+resource "aws_lb_listener" "reader" {
+  load_balancer_arn = aws_lb.this.arn
+  port              = var.reader_port
+  protocol          = "TCP"
+
+  default_action {
+    type             = "forward"
+    target_group_arn = aws_lb_target_group.reader.arn
+  }
+
+  tags = local.common_tags
+}
+
+resource "aws_autoscaling_group" "reader" {
+  name                      = "${var.cluster_name}-reader"
+  vpc_zone_identifier       = var.subnet_ids
+  min_size                  = var.reader_min_size
+  max_size                  = var.reader_max_size
+  desired_capacity          = var.reader_desired_capacity
+  target_group_arns         = [aws_lb_target_group.reader.arn]
+  health_check_type         = "ELB"
+  health_check_grace_period = 180
+  default_instance_warmup   = 60
+
+  launch_template {
+    id      = aws_launch_template.reader.id
+    version = aws_launch_template.reader.latest_version
+  }
+
+  # Terminating:Wait gives dlog time to end its streams cleanly.
+  initial_lifecycle_hook {
+    name                 = "drain"
+    lifecycle_transition = "autoscaling:EC2_INSTANCE_TERMINATING"
+    default_result       = "CONTINUE"
+    heartbeat_timeout    = local.termination_hook_seconds
+  }
+
+  instance_refresh {
+    strategy = "Rolling"
+
+    preferences {
+      min_healthy_percentage = var.instance_refresh_min_healthy_percentage
+      max_healthy_percentage = local.refresh_max_healthy_percentage
+      instance_warmup        = 60
+    }
+  }
+
+  dynamic "tag" {
+    for_each = merge(local.common_tags, { "dlog:role" = "reader" })
+
+    content {
+      key                 = tag.key
+      value               = tag.value
+      propagate_at_launch = false
+    }
+  }
+
+  lifecycle {
+    precondition {
+      condition     = var.reader_min_size <= var.reader_desired_capacity && var.reader_desired_capacity <= var.reader_max_size
+      error_message = "reader_min_size <= reader_desired_capacity <= reader_max_size must hold."
+    }
+  }
+
+  # Nodes register in etcd at start; have the members up first.
+  depends_on = [aws_instance.etcd]
+}

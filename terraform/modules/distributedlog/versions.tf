@@ -1,0 +1,13 @@
+terraform {
+  # The oldest Terraform release this module is written and reviewed for.
+  required_version = ">= 1.5.0"
+
+  required_providers {
+    aws = {
+      source = "hashicorp/aws"
+      # 5.40 or later: security groups on network load balancers and the
+      # max_healthy_percentage preference of instance refresh are both used.
+      version = ">= 5.40, < 6.0"
+    }
+  }
+}
