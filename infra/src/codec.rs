@@ -94,7 +94,10 @@ pub enum DecodeError {
     #[error("header name of record {index} is not UTF-8")]
     HeaderName { index: u32 },
     #[error("offsets of the entry overflow u64: first {first_offset}, {record_count} records")]
-    OffsetOverflow { first_offset: u64, record_count: u32 },
+    OffsetOverflow {
+        first_offset: u64,
+        record_count: u32,
+    },
 }
 
 impl Classify for DecodeError {
@@ -328,8 +331,8 @@ impl BodyReader {
         for _ in 0..header_count {
             let name_len = usize::from(self.u16("header name length")?);
             let name = self.take("header name", name_len)?;
-            let name = String::from_utf8(name.to_vec())
-                .map_err(|_| DecodeError::HeaderName { index })?;
+            let name =
+                String::from_utf8(name.to_vec()).map_err(|_| DecodeError::HeaderName { index })?;
             let value_len = self.u32("header value length")? as usize;
             headers.insert(name, self.take("header value", value_len)?);
         }
@@ -366,7 +369,10 @@ mod tests {
                 record: Record {
                     payload: payload.into(),
                     key: key.map(Bytes::from),
-                    headers: headers.into_iter().map(|(k, v)| (k, Bytes::from(v))).collect(),
+                    headers: headers
+                        .into_iter()
+                        .map(|(k, v)| (k, Bytes::from(v)))
+                        .collect(),
                     txid,
                 },
             })
@@ -379,18 +385,20 @@ mod tests {
             proptest::option::of(0u64..1000),
             vec(arb_record(), 0..8),
         )
-            .prop_map(|([log_id, segment_id, entry_id, epoch], first_offset, lac, records)| {
-                let header = EntryHeader {
-                    log_id,
-                    segment_id,
-                    entry_id,
-                    epoch,
-                    first_offset,
-                    lac,
-                    record_count: records.len() as u32,
-                };
-                (header, records)
-            })
+            .prop_map(
+                |([log_id, segment_id, entry_id, epoch], first_offset, lac, records)| {
+                    let header = EntryHeader {
+                        log_id,
+                        segment_id,
+                        entry_id,
+                        epoch,
+                        first_offset,
+                        lac,
+                        record_count: records.len() as u32,
+                    };
+                    (header, records)
+                },
+            )
     }
 
     proptest! {

@@ -139,7 +139,14 @@ mod tests {
                 .put(&path, PutPayload::from(Bytes::from_static(b"abc")))
                 .await
                 .unwrap();
-            let got = handle.store.get(&path).await.unwrap().bytes().await.unwrap();
+            let got = handle
+                .store
+                .get(&path)
+                .await
+                .unwrap()
+                .bytes()
+                .await
+                .unwrap();
             assert_eq!(got, Bytes::from_static(b"abc"));
         }
         assert!(dir.path().join("objects/a.bin").exists());
@@ -151,7 +158,12 @@ mod tests {
         assert_eq!(err.kind(), ErrorKind::InvalidArgument);
         assert!(err.to_string().contains("expected s3://BUCKET[/PREFIX]"));
         assert!(open("s3://").unwrap_err().to_string().contains("no bucket"));
-        assert!(open("file://relative").unwrap_err().to_string().contains("absolute"));
+        assert!(
+            open("file://relative")
+                .unwrap_err()
+                .to_string()
+                .contains("absolute")
+        );
         let handle = open_with("s3://bucket/some/prefix/", [("aws_region", "us-east-1")]).unwrap();
         assert_eq!(handle.prefix.as_ref(), "some/prefix");
     }

@@ -109,13 +109,29 @@ pub enum RecordError {
     #[error("append is {bytes} bytes, more than the limit of {max}")]
     AppendTooLarge { bytes: usize, max: usize },
     #[error("record {index} is {bytes} bytes, more than the limit of {max}")]
-    RecordTooLarge { index: usize, bytes: usize, max: usize },
+    RecordTooLarge {
+        index: usize,
+        bytes: usize,
+        max: usize,
+    },
     #[error("key of record {index} is {bytes} bytes, more than the limit of {max}")]
-    KeyTooLarge { index: usize, bytes: usize, max: usize },
+    KeyTooLarge {
+        index: usize,
+        bytes: usize,
+        max: usize,
+    },
     #[error("headers of record {index} are {bytes} bytes, more than the limit of {max}")]
-    HeadersTooLarge { index: usize, bytes: usize, max: usize },
+    HeadersTooLarge {
+        index: usize,
+        bytes: usize,
+        max: usize,
+    },
     #[error("txid {txid} of record {index} is below txid {previous} of an earlier record")]
-    TxidDecreasing { index: usize, txid: i64, previous: i64 },
+    TxidDecreasing {
+        index: usize,
+        txid: i64,
+        previous: i64,
+    },
 }
 
 impl Classify for RecordError {
@@ -164,7 +180,10 @@ pub struct Append {
 
 impl Append {
     /// Validates a request against configured limits.
-    pub fn from_proto(request: proto::AppendRequest, limits: &Limits) -> Result<Append, RecordError> {
+    pub fn from_proto(
+        request: proto::AppendRequest,
+        limits: &Limits,
+    ) -> Result<Append, RecordError> {
         let log: LogName = request.log.parse()?;
         let records: Vec<Record> = request
             .records
@@ -266,8 +285,11 @@ mod tests {
     #[test]
     fn rejects_each_limit_with_a_precise_error() {
         let limits = Limits::DEFAULT;
-        let err = Append::try_from(request(vec![payload(1), payload(limits.max_record_bytes + 1)]))
-            .unwrap_err();
+        let err = Append::try_from(request(vec![
+            payload(1),
+            payload(limits.max_record_bytes + 1),
+        ]))
+        .unwrap_err();
         assert_eq!(
             err,
             RecordError::RecordTooLarge {
@@ -287,7 +309,11 @@ mod tests {
         };
         assert!(matches!(
             Append::try_from(request(vec![big_key])).unwrap_err(),
-            RecordError::KeyTooLarge { index: 0, bytes: 4097, .. }
+            RecordError::KeyTooLarge {
+                index: 0,
+                bytes: 4097,
+                ..
+            }
         ));
 
         let mut big_headers = payload(1);
@@ -296,7 +322,11 @@ mod tests {
             .insert("h".into(), Bytes::from(vec![0u8; 64 * 1024]));
         assert!(matches!(
             Append::try_from(request(vec![big_headers])).unwrap_err(),
-            RecordError::HeadersTooLarge { index: 0, bytes: 65537, .. }
+            RecordError::HeadersTooLarge {
+                index: 0,
+                bytes: 65537,
+                ..
+            }
         ));
 
         let five = (0..5).map(|_| payload(1024 * 1024)).collect();
@@ -316,7 +346,10 @@ mod tests {
                 max: 10_000
             }
         );
-        assert_eq!(Append::try_from(request(vec![])).unwrap_err(), RecordError::Empty);
+        assert_eq!(
+            Append::try_from(request(vec![])).unwrap_err(),
+            RecordError::Empty
+        );
     }
 
     #[test]
@@ -344,6 +377,9 @@ mod tests {
         req.log = "no-slash".into();
         let err = Append::try_from(req).unwrap_err();
         assert_eq!(err.kind(), ErrorKind::InvalidArgument);
-        assert_eq!(err.to_string(), "invalid log name \"no-slash\": expected NS/LOG");
+        assert_eq!(
+            err.to_string(),
+            "invalid log name \"no-slash\": expected NS/LOG"
+        );
     }
 }

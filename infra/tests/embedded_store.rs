@@ -27,9 +27,15 @@ async fn state_and_revisions_survive_a_restart() {
     };
     let store = EmbeddedStore::open(dir.path()).await.unwrap();
     let kv = store.get("/a").await.unwrap().unwrap();
-    assert_eq!((kv.value, kv.mod_revision, kv.version), (Bytes::from("2"), rev, 2));
+    assert_eq!(
+        (kv.value, kv.mod_revision, kv.version),
+        (Bytes::from("2"), rev, 2)
+    );
     assert_eq!(store.get("/gone").await.unwrap(), None);
-    assert_eq!(store.get("/leased").await.unwrap().unwrap().lease, Some(lease));
+    assert_eq!(
+        store.get("/leased").await.unwrap().unwrap().lease,
+        Some(lease)
+    );
     // The lease came back alive, and new leases never reuse its id.
     store.lease_keep_alive(lease).await.unwrap();
     let next = store.lease_grant(Duration::from_secs(30)).await.unwrap();
@@ -56,7 +62,10 @@ async fn a_torn_wal_tail_is_cut_and_earlier_records_kept() {
         .write_all(&[200, 0, 0, 0, 1, 2, 3, 4, b'{'])
         .unwrap();
     let store = EmbeddedStore::open(dir.path()).await.unwrap();
-    assert_eq!(store.get("/kept").await.unwrap().unwrap().value, Bytes::from("1"));
+    assert_eq!(
+        store.get("/kept").await.unwrap().unwrap().value,
+        Bytes::from("1")
+    );
     assert_eq!(std::fs::metadata(&wal).unwrap().len(), good_len);
     store.put("/after", Bytes::from("2")).await.unwrap();
     drop(store);
@@ -80,8 +89,13 @@ async fn snapshots_keep_everything_and_compact_the_wal() {
         last
     };
     assert!(dir.path().join("meta.snapshot").exists());
-    let wal_len = std::fs::metadata(dir.path().join("meta.wal")).unwrap().len();
-    assert!(wal_len < 100 * 1024, "WAL was not truncated: {wal_len} bytes");
+    let wal_len = std::fs::metadata(dir.path().join("meta.wal"))
+        .unwrap()
+        .len();
+    assert!(
+        wal_len < 100 * 1024,
+        "WAL was not truncated: {wal_len} bytes"
+    );
     let store = EmbeddedStore::open(dir.path()).await.unwrap();
     let range = store.range("/k/", true).await.unwrap();
     assert_eq!(range.kvs.len(), 100);

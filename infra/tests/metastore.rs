@@ -8,8 +8,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use dlog_infra::metastore::embedded::EmbeddedStore;
 use dlog_infra::metastore::{
-    CmpOp, Compare, CompareTarget, Error, LeaseKeeper, SharedMetaStore, Txn, TxnOp,
-    WatchEvent,
+    CmpOp, Compare, CompareTarget, Error, LeaseKeeper, SharedMetaStore, Txn, TxnOp, WatchEvent,
 };
 use dlog_infra::testkit::{self, EtcdServer};
 use futures::StreamExt;
@@ -58,7 +57,10 @@ async fn next_event(stream: &mut dlog_infra::metastore::WatchStream) -> WatchEve
 async fn wait_until_gone(f: &Fixture, key: &str, within: Duration) -> Duration {
     let start = Instant::now();
     while f.store.get(key).await.unwrap().is_some() {
-        assert!(start.elapsed() < within, "{key} still present after {within:?}");
+        assert!(
+            start.elapsed() < within,
+            "{key} still present after {within:?}"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     start.elapsed()
@@ -69,16 +71,28 @@ async fn put_get_and_revisions(f: Fixture) {
     let r1 = f.store.put(&a, Bytes::from("1")).await.unwrap();
     let kv = f.store.get(&a).await.unwrap().unwrap();
     assert_eq!(kv.value, Bytes::from("1"));
-    assert_eq!((kv.create_revision, kv.mod_revision, kv.version), (r1, r1, 1));
+    assert_eq!(
+        (kv.create_revision, kv.mod_revision, kv.version),
+        (r1, r1, 1)
+    );
 
     let r2 = f.store.put(&a, Bytes::from("2")).await.unwrap();
     assert!(r2 > r1);
     let kv = f.store.get(&a).await.unwrap().unwrap();
-    assert_eq!((kv.create_revision, kv.mod_revision, kv.version), (r1, r2, 2));
+    assert_eq!(
+        (kv.create_revision, kv.mod_revision, kv.version),
+        (r1, r2, 2)
+    );
 
     f.store.put(&f.key("c"), Bytes::from("c")).await.unwrap();
     f.store.put(&f.key("b"), Bytes::from("b")).await.unwrap();
-    f.store.put(&format!("{}x", f.prefix.trim_end_matches('/')), Bytes::from("outside")).await.unwrap();
+    f.store
+        .put(
+            &format!("{}x", f.prefix.trim_end_matches('/')),
+            Bytes::from("outside"),
+        )
+        .await
+        .unwrap();
     let range = f.store.range(&f.prefix, true).await.unwrap();
     let keys: Vec<_> = range.kvs.iter().map(|kv| kv.key.clone()).collect();
     assert_eq!(keys, vec![f.key("a"), f.key("b"), f.key("c")]);
@@ -103,10 +117,16 @@ async fn txn_compares(f: Fixture) {
     assert!(first.succeeded);
     assert!(first.gets.is_empty());
     let second = f.store.txn(create).await.unwrap();
-    assert!(!second.succeeded, "absent compare must fail once the key exists");
+    assert!(
+        !second.succeeded,
+        "absent compare must fail once the key exists"
+    );
     let seen = second.gets[0].clone().expect("failure branch get");
     assert_eq!(seen.value, Bytes::from("v1"));
-    assert_eq!(second.revision, first.revision, "a failed txn writes nothing");
+    assert_eq!(
+        second.revision, first.revision,
+        "a failed txn writes nothing"
+    );
 
     let wrong_value = Txn::new()
         .when([Compare::value_is(&k, "nope")])
@@ -126,12 +146,19 @@ async fn txn_compares(f: Fixture) {
         .when([
             Compare::mod_revision_is(&k, kv.mod_revision),
             Compare::new(&k, CmpOp::Greater, CompareTarget::Version(1)),
-            Compare::new(&k, CmpOp::Less, CompareTarget::CreateRevision(kv.mod_revision + 1)),
+            Compare::new(
+                &k,
+                CmpOp::Less,
+                CompareTarget::CreateRevision(kv.mod_revision + 1),
+            ),
             Compare::new(&k, CmpOp::NotEqual, CompareTarget::Value(Bytes::from("v1"))),
         ])
         .and_then([TxnOp::put(&k, "v3")]);
     assert!(f.store.txn(fresh).await.unwrap().succeeded);
-    assert_eq!(f.store.get(&k).await.unwrap().unwrap().value, Bytes::from("v3"));
+    assert_eq!(
+        f.store.get(&k).await.unwrap().unwrap().value,
+        Bytes::from("v3")
+    );
 
     // An absent key never equals a value.
     let absent_value = Txn::new()
@@ -161,7 +188,14 @@ async fn txn_multi_key_and_delete_prefix(f: Fixture) {
         }]))
         .await
         .unwrap();
-    assert!(f.store.range(&f.key("d/"), true).await.unwrap().kvs.is_empty());
+    assert!(
+        f.store
+            .range(&f.key("d/"), true)
+            .await
+            .unwrap()
+            .kvs
+            .is_empty()
+    );
     assert!(f.store.get(&f.key("e")).await.unwrap().is_some());
 }
 
@@ -177,7 +211,13 @@ async fn concurrent_cas_loses_no_update(f: Fixture) {
                 loop {
                     let current = store.get(&counter).await.unwrap();
                     let (value, rev) = match &current {
-                        Some(kv) => (std::str::from_utf8(&kv.value).unwrap().parse::<u64>().unwrap(), kv.mod_revision),
+                        Some(kv) => (
+                            std::str::from_utf8(&kv.value)
+                                .unwrap()
+                                .parse::<u64>()
+                                .unwrap(),
+                            kv.mod_revision,
+                        ),
                         None => (0, 0),
                     };
                     let txn = Txn::new()
@@ -200,20 +240,32 @@ async fn concurrent_cas_loses_no_update(f: Fixture) {
 
 async fn watch_replays_history_then_follows(f: Fixture) {
     let r1 = f.store.put(&f.key("w/a"), Bytes::from("1")).await.unwrap();
-    f.store.put(&f.key("other"), Bytes::from("x")).await.unwrap();
+    f.store
+        .put(&f.key("other"), Bytes::from("x"))
+        .await
+        .unwrap();
     let r2 = f.store.put(&f.key("w/b"), Bytes::from("2")).await.unwrap();
     let mut stream = f.store.watch(&f.key("w/"), Some(r1)).await.unwrap();
     let first = next_event(&mut stream).await;
     assert_eq!((first.key(), first.revision()), (f.key("w/a").as_str(), r1));
     let second = next_event(&mut stream).await;
-    assert_eq!((second.key(), second.revision()), (f.key("w/b").as_str(), r2));
+    assert_eq!(
+        (second.key(), second.revision()),
+        (f.key("w/b").as_str(), r2)
+    );
 
-    f.store.put(&f.key("other"), Bytes::from("y")).await.unwrap();
+    f.store
+        .put(&f.key("other"), Bytes::from("y"))
+        .await
+        .unwrap();
     let r3 = f.store.put(&f.key("w/a"), Bytes::from("3")).await.unwrap();
     assert!(f.store.delete(&f.key("w/b")).await.unwrap());
     match next_event(&mut stream).await {
         WatchEvent::Put(kv) => {
-            assert_eq!((kv.key, kv.value, kv.mod_revision), (f.key("w/a"), Bytes::from("3"), r3));
+            assert_eq!(
+                (kv.key, kv.value, kv.mod_revision),
+                (f.key("w/a"), Bytes::from("3"), r3)
+            );
         }
         other => panic!("expected a put, got {other:?}"),
     }
@@ -227,11 +279,21 @@ async fn watch_replays_history_then_follows(f: Fixture) {
 }
 
 async fn watch_without_start_sees_only_new_changes(f: Fixture) {
-    f.store.put(&f.key("n/old"), Bytes::from("1")).await.unwrap();
+    f.store
+        .put(&f.key("n/old"), Bytes::from("1"))
+        .await
+        .unwrap();
     let mut stream = f.store.watch(&f.key("n/"), None).await.unwrap();
-    let r = f.store.put(&f.key("n/new"), Bytes::from("2")).await.unwrap();
+    let r = f
+        .store
+        .put(&f.key("n/new"), Bytes::from("2"))
+        .await
+        .unwrap();
     let event = next_event(&mut stream).await;
-    assert_eq!((event.key(), event.revision()), (f.key("n/new").as_str(), r));
+    assert_eq!(
+        (event.key(), event.revision()),
+        (f.key("n/new").as_str(), r)
+    );
 }
 
 async fn lease_expiry_deletes_keys_and_tells_watchers(f: Fixture) {
@@ -243,9 +305,16 @@ async fn lease_expiry_deletes_keys_and_tells_watchers(f: Fixture) {
         .unwrap();
     let kv = f.store.get(&key).await.unwrap().unwrap();
     assert_eq!(kv.lease, Some(lease));
-    let mut stream = f.store.watch(&key, Some(kv.mod_revision + 1)).await.unwrap();
+    let mut stream = f
+        .store
+        .watch(&key, Some(kv.mod_revision + 1))
+        .await
+        .unwrap();
     let gone_after = wait_until_gone(&f, &key, Duration::from_secs(15)).await;
-    assert!(gone_after >= Duration::from_millis(1000), "expired too early: {gone_after:?}");
+    assert!(
+        gone_after >= Duration::from_millis(1000),
+        "expired too early: {gone_after:?}"
+    );
     match next_event(&mut stream).await {
         WatchEvent::Delete { key: deleted, .. } => assert_eq!(deleted, key),
         other => panic!("expected the expiry delete, got {other:?}"),
@@ -266,20 +335,29 @@ async fn lease_expiry_deletes_keys_and_tells_watchers(f: Fixture) {
 }
 
 async fn keep_alive_holds_a_lease_and_revoke_ends_it(f: Fixture) {
-    let keeper = LeaseKeeper::start(f.store.clone(), Duration::from_secs(2)).await.unwrap();
+    let keeper = LeaseKeeper::start(f.store.clone(), Duration::from_secs(2))
+        .await
+        .unwrap();
     let key = f.key("kept");
     f.store
         .txn(Txn::new().and_then([TxnOp::put_with_lease(&key, "x", keeper.lease)]))
         .await
         .unwrap();
     tokio::time::sleep(Duration::from_secs(4)).await;
-    assert!(f.store.get(&key).await.unwrap().is_some(), "a kept lease must not expire");
+    assert!(
+        f.store.get(&key).await.unwrap().is_some(),
+        "a kept lease must not expire"
+    );
     assert!(!keeper.lost.is_cancelled());
     let ttl = f.store.lease_keep_alive(keeper.lease).await.unwrap();
     assert!(ttl >= Duration::from_secs(1));
 
     f.store.lease_revoke(keeper.lease).await.unwrap();
-    assert_eq!(f.store.get(&key).await.unwrap(), None, "revoke deletes at once");
+    assert_eq!(
+        f.store.get(&key).await.unwrap(),
+        None,
+        "revoke deletes at once"
+    );
     tokio::time::timeout(Duration::from_secs(10), keeper.lost.cancelled())
         .await
         .expect("the keeper notices its lease is gone");

@@ -44,9 +44,13 @@ pub enum Error {
     #[error("log {0} is being deleted")]
     LogDeleting(LogName),
     #[error("epoch {mine} of log {log} is stale: the current epoch is {current}")]
-    StaleEpoch { log: LogName, mine: u64, current: u64 },
+    StaleEpoch {
+        log: LogName,
+        mine: u64,
+        current: u64,
+    },
     #[error("log {log} is owned by node {} at {}", owner.id, owner.address)]
-    OwnedBy { log: LogName, owner: NodeInfo },
+    OwnedBy { log: LogName, owner: Box<NodeInfo> },
     #[error("segment {segment} of log {log} not found")]
     SegmentNotFound { log: LogName, segment: u64 },
     #[error("segment {segment} of log {log} is {actual:?}, expected {expected:?}")]
@@ -94,7 +98,9 @@ pub struct Manifest {
 
 impl fmt::Debug for Manifest {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Manifest").field("root", &self.root).finish()
+        f.debug_struct("Manifest")
+            .field("root", &self.root)
+            .finish()
     }
 }
 
@@ -206,7 +212,10 @@ impl Manifest {
 
     /// Writes a namespace's configuration.
     pub async fn put_namespace(&self, ns: &Namespace, config: &NamespaceConfig) -> Result<()> {
-        config.replication.validate().map_err(Error::InvalidConfig)?;
+        config
+            .replication
+            .validate()
+            .map_err(Error::InvalidConfig)?;
         self.store
             .put(&self.namespace_key(ns), encode_json(config))
             .await?;
@@ -331,7 +340,11 @@ impl Manifest {
             let mut meta = current.value;
             meta.state = LogState::Deleting;
             if self
-                .cas(&self.meta_key(log), current.mod_revision, encode_json(&meta))
+                .cas(
+                    &self.meta_key(log),
+                    current.mod_revision,
+                    encode_json(&meta),
+                )
                 .await?
             {
                 return Ok(meta);
@@ -461,7 +474,7 @@ impl Manifest {
                 } else {
                     Err(Error::OwnedBy {
                         log: log.clone(),
-                        owner,
+                        owner: Box::new(owner),
                     })
                 }
             }
@@ -500,7 +513,12 @@ impl Manifest {
     }
 
     /// Marks the log ended at `end_offset`, under the epoch fence.
-    pub async fn mark_end_of_stream(&self, log: &LogName, epoch: u64, end_offset: u64) -> Result<()> {
+    pub async fn mark_end_of_stream(
+        &self,
+        log: &LogName,
+        epoch: u64,
+        end_offset: u64,
+    ) -> Result<()> {
         let current = self.log_versioned(log).await?;
         let mut meta = current.value;
         meta.end_of_stream = Some(end_offset);
@@ -668,8 +686,15 @@ impl Manifest {
     }
 
     /// Watches every key of a log from `start_revision`.
-    pub async fn watch_log(&self, log: &LogName, start_revision: Option<Revision>) -> Result<WatchStream> {
-        Ok(self.store.watch(&self.log_prefix(log), start_revision).await?)
+    pub async fn watch_log(
+        &self,
+        log: &LogName,
+        start_revision: Option<Revision>,
+    ) -> Result<WatchStream> {
+        Ok(self
+            .store
+            .watch(&self.log_prefix(log), start_revision)
+            .await?)
     }
 
     // ---- trim and subscriptions ----

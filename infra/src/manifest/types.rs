@@ -28,7 +28,10 @@ impl Replication {
 
     /// Checks E >= W >= A >= 1.
     pub fn validate(&self) -> Result<(), String> {
-        if self.ack_quorum == 0 || self.write_quorum < self.ack_quorum || self.ensemble < self.write_quorum {
+        if self.ack_quorum == 0
+            || self.write_quorum < self.ack_quorum
+            || self.ensemble < self.write_quorum
+        {
             return Err(format!(
                 "replication {}/{}/{} must satisfy ensemble >= write quorum >= ack quorum >= 1",
                 self.ensemble, self.write_quorum, self.ack_quorum
@@ -209,6 +212,8 @@ impl std::str::FromStr for Role {
         Role::ALL
             .into_iter()
             .find(|r| r.as_str() == s)
-            .ok_or_else(|| format!("unknown role {s:?}: expected ingest, cache, compactor or reader"))
+            .ok_or_else(|| {
+                format!("unknown role {s:?}: expected ingest, cache, compactor or reader")
+            })
     }
 }

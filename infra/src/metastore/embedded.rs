@@ -36,8 +36,8 @@ use tokio::sync::mpsc;
 use tokio_stream::wrappers::UnboundedReceiverStream;
 
 use super::{
-    Error, KeyValue, LeaseId, MetaStore, RangeResponse, Result, Revision, Txn, TxnOp,
-    TxnResponse, WatchEvent, WatchStream,
+    Error, KeyValue, LeaseId, MetaStore, RangeResponse, Result, Revision, Txn, TxnOp, TxnResponse,
+    WatchEvent, WatchStream,
 };
 
 const WAL_FILE: &str = "meta.wal";
@@ -380,7 +380,11 @@ impl State {
         frame.extend_from_slice(&crc32c::crc32c(&payload).to_le_bytes());
         frame.extend_from_slice(&payload);
         let wal_path = dir.join(WAL_FILE);
-        if let Err(err) = self.wal.write_all(&frame).and_then(|()| self.wal.sync_data()) {
+        if let Err(err) = self
+            .wal
+            .write_all(&frame)
+            .and_then(|()| self.wal.sync_data())
+        {
             self.poisoned = true;
             return Err(io_err(&wal_path, "append")(err));
         }
@@ -547,10 +551,7 @@ impl State {
     }
 
     fn txn(&mut self, dir: &Path, txn: Txn) -> Result<TxnResponse> {
-        let succeeded = txn
-            .compares
-            .iter()
-            .all(|c| c.holds(self.kvs.get(&c.key)));
+        let succeeded = txn.compares.iter().all(|c| c.holds(self.kvs.get(&c.key)));
         let ops = if succeeded { txn.success } else { txn.failure };
         let mut gets = Vec::new();
         let mut mutations = Vec::new();

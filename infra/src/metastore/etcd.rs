@@ -40,10 +40,7 @@ impl EtcdStore {
         let client = etcd::Client::connect(endpoints, Some(options))
             .await
             .map_err(|err| {
-                Error::Unavailable(format!(
-                    "connect to etcd at {}: {err}",
-                    endpoints.join(",")
-                ))
+                Error::Unavailable(format!("connect to etcd at {}: {err}", endpoints.join(",")))
             })?;
         Ok(EtcdStore {
             client,
@@ -147,18 +144,23 @@ impl MetaStore for EtcdStore {
                 _ => None,
             });
         let request = etcd::Txn::new()
-            .when(txn.compares.into_iter().map(convert_compare).collect::<Vec<_>>())
+            .when(
+                txn.compares
+                    .into_iter()
+                    .map(convert_compare)
+                    .collect::<Vec<_>>(),
+            )
             .and_then(txn.success.into_iter().map(convert_op).collect::<Vec<_>>())
             .or_else(txn.failure.into_iter().map(convert_op).collect::<Vec<_>>());
-        let response = self
-            .client
-            .clone()
-            .txn(request)
-            .await
-            .map_err(|err| match has_lease_put {
-                Some(lease) => map_lease_err(lease)(err),
-                None => map_err(err),
-            })?;
+        let response =
+            self.client
+                .clone()
+                .txn(request)
+                .await
+                .map_err(|err| match has_lease_put {
+                    Some(lease) => map_lease_err(lease)(err),
+                    None => map_err(err),
+                })?;
         let mut gets = Vec::new();
         for op in response.op_responses() {
             if let etcd::TxnOpResponse::Get(get) = op {

@@ -123,9 +123,9 @@ impl Compare {
             CompareTarget::ModRevision(r) => {
                 self.op.holds(current.map_or(0, |kv| kv.mod_revision), *r)
             }
-            CompareTarget::CreateRevision(r) => {
-                self.op.holds(current.map_or(0, |kv| kv.create_revision), *r)
-            }
+            CompareTarget::CreateRevision(r) => self
+                .op
+                .holds(current.map_or(0, |kv| kv.create_revision), *r),
         }
     }
 }
@@ -159,7 +159,11 @@ impl TxnOp {
         }
     }
 
-    pub fn put_with_lease(key: impl Into<String>, value: impl Into<Bytes>, lease: LeaseId) -> TxnOp {
+    pub fn put_with_lease(
+        key: impl Into<String>,
+        value: impl Into<Bytes>,
+        lease: LeaseId,
+    ) -> TxnOp {
         TxnOp::Put {
             key: key.into(),
             value: value.into(),
@@ -259,7 +263,9 @@ pub enum Error {
     Unavailable(String),
     #[error("lease {0:#x} not found (expired or revoked)")]
     LeaseNotFound(LeaseId),
-    #[error("watch from revision {requested} is no longer possible: history compacted up to {compacted}")]
+    #[error(
+        "watch from revision {requested} is no longer possible: history compacted up to {compacted}"
+    )]
     Compacted {
         requested: Revision,
         compacted: Revision,
@@ -327,7 +333,9 @@ pub trait MetaStore: Send + Sync + std::fmt::Debug + 'static {
 
     /// Puts a key unconditionally; returns the new revision.
     async fn put(&self, key: &str, value: Bytes) -> Result<Revision> {
-        let response = self.txn(Txn::new().and_then([TxnOp::put(key, value)])).await?;
+        let response = self
+            .txn(Txn::new().and_then([TxnOp::put(key, value)]))
+            .await?;
         Ok(response.revision)
     }
 
@@ -380,7 +388,9 @@ pub async fn open(url: &str) -> Result<(SharedMetaStore, String)> {
         let store = embedded::EmbeddedStore::open(dir).await?;
         Ok((Arc::new(store), "default".to_owned()))
     } else {
-        Err(invalid("expected etcd://HOST:PORT[,HOST:PORT..][/CLUSTER] or embedded://DIR"))
+        Err(invalid(
+            "expected etcd://HOST:PORT[,HOST:PORT..][/CLUSTER] or embedded://DIR",
+        ))
     }
 }
 
@@ -424,11 +434,16 @@ impl LeaseKeeper {
                         return;
                     }
                     Err(err) if tokio::time::Instant::now() + period >= deadline => {
-                        tracing::warn!(lease, "lease keep-alive failed, giving the lease up: {err:#}");
+                        tracing::warn!(
+                            lease,
+                            "lease keep-alive failed, giving the lease up: {err:#}"
+                        );
                         lost.cancel();
                         return;
                     }
-                    Err(err) => tracing::debug!(lease, "lease keep-alive failed, will retry: {err:#}"),
+                    Err(err) => {
+                        tracing::debug!(lease, "lease keep-alive failed, will retry: {err:#}")
+                    }
                 }
             }
         });

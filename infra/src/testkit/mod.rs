@@ -40,7 +40,9 @@ pub fn find_binary(name: &str, extra_dirs: &[PathBuf]) -> Option<PathBuf> {
 pub fn require_binary(name: &str, extra_dirs: &[PathBuf], install_hint: &str) -> Option<PathBuf> {
     match find_binary(name, extra_dirs) {
         Some(path) => Some(path),
-        None if is_ci() => panic!("{name} not found and CI=true: a missing server is a failure ({install_hint})"),
+        None if is_ci() => {
+            panic!("{name} not found and CI=true: a missing server is a failure ({install_hint})")
+        }
         None => {
             eprintln!("SKIPPED: {name} not found ({install_hint})");
             None

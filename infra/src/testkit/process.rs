@@ -42,7 +42,12 @@ impl Process {
             .arg(self.pid().to_string())
             .status()
             .expect("run kill");
-        assert!(status.success(), "kill -{signal} {} ({}) failed", self.pid(), self.name);
+        assert!(
+            status.success(),
+            "kill -{signal} {} ({}) failed",
+            self.pid(),
+            self.name
+        );
     }
 
     /// `kill -9`: the process dies without any cleanup.

@@ -1,0 +1,137 @@
+//! Command-line surface of `dlog`. The flags are a contract (DESIGN §8):
+//! scripts depend on them, so they change only compatibly.
+
+use std::path::PathBuf;
+
+use anyhow::bail;
+use clap::{Parser, Subcommand};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "dlog",
+    version,
+    about = "distributedlog: a replicated log tiered on object storage"
+)]
+pub struct Args {
+    /// Endpoint of any node serving the public API.
+    #[arg(
+        long,
+        global = true,
+        env = "DLOG_ENDPOINT",
+        default_value = "http://127.0.0.1:7070"
+    )]
+    pub endpoint: String,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// All roles in one process: embedded metastore, one cache node, file object store.
+    Standalone {
+        #[arg(long, default_value = "./dlog-data")]
+        data_dir: PathBuf,
+        #[arg(long, default_value = "127.0.0.1:7070")]
+        listen: String,
+    },
+    /// Run one or more roles of a cluster.
+    Serve {
+        /// Comma-separated: ingest, cache, compactor, reader.
+        #[arg(long, value_delimiter = ',', required = true)]
+        roles: Vec<String>,
+        /// etcd://HOST:PORT[,HOST:PORT..][/CLUSTER] or embedded://DIR.
+        #[arg(long)]
+        metastore: Option<String>,
+        /// s3://BUCKET[/PREFIX], file:///DIR or memory://.
+        #[arg(long)]
+        object_store: Option<String>,
+        #[arg(long)]
+        listen: Option<String>,
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
+        #[arg(long)]
+        node_id: Option<String>,
+        /// TOML file with the same keys; flags win.
+        #[arg(long)]
+        config: Option<PathBuf>,
+    },
+    /// Create, delete, list and inspect logs.
+    Logs {
+        #[command(subcommand)]
+        command: LogsCommand,
+    },
+    /// Append one record per stdin line.
+    Append {
+        log: String,
+        #[arg(long)]
+        expected_offset: Option<u64>,
+        /// Take each record's txid from its "txid" JSON field.
+        #[arg(long)]
+        txid_from_field: bool,
+    },
+    /// Read records.
+    Read {
+        log: String,
+        #[arg(long, conflicts_with_all = ["from_time", "from_txid"])]
+        from: Option<u64>,
+        #[arg(long, conflicts_with = "from_txid")]
+        from_time: Option<String>,
+        #[arg(long)]
+        from_txid: Option<i64>,
+        #[arg(long)]
+        limit: Option<u64>,
+        #[arg(long)]
+        follow: bool,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Delete records below an offset.
+    Trim {
+        log: String,
+        #[arg(long)]
+        before: u64,
+    },
+    /// Force-roll the open segment.
+    Seal { log: String },
+    /// Load generator with latency histograms.
+    Bench,
+    /// Nodes, logs and segments by state.
+    Status {
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum LogsCommand {
+    Create {
+        log: String,
+    },
+    Delete {
+        log: String,
+    },
+    List {
+        prefix: Option<String>,
+    },
+    Info {
+        log: String,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+/// Runs a parsed command.
+pub async fn run(args: Args) -> anyhow::Result<()> {
+    let name = match &args.command {
+        Command::Standalone { .. } => "standalone",
+        Command::Serve { .. } => "serve",
+        Command::Logs { .. } => "logs",
+        Command::Append { .. } => "append",
+        Command::Read { .. } => "read",
+        Command::Trim { .. } => "trim",
+        Command::Seal { .. } => "seal",
+        Command::Bench => "bench",
+        Command::Status { .. } => "status",
+    };
+    bail!("`dlog {name}` is not implemented yet: this build has the foundation only (see README)")
+}
