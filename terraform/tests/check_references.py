@@ -24,7 +24,8 @@ variables.tf, and a row for each output, and no rows for anything else.
 
 Usage: check_references.py [TERRAFORM_DIR]   (default: the folder above this
 file). Prints each problem, then `terraform checks: N files, M references,
-K problems`; exits 1 when K > 0, 2 when a file cannot be read at all.
+K problems`; exits 1 when K > 0 (a file that does not parse is a problem),
+2 when python-hcl2 is missing or the folder does not exist.
 """
 
 from __future__ import annotations

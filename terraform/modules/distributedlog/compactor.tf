@@ -72,15 +72,6 @@ resource "aws_autoscaling_group" "compactor" {
     version = aws_launch_template.compactor.latest_version
   }
 
-  # Terminating:Wait lets a compactor finish or abandon its upload and give
-  # back its segment claims before the instance goes.
-  initial_lifecycle_hook {
-    name                 = "drain"
-    lifecycle_transition = "autoscaling:EC2_INSTANCE_TERMINATING"
-    default_result       = "CONTINUE"
-    heartbeat_timeout    = local.termination_hook_seconds
-  }
-
   instance_refresh {
     strategy = "Rolling"
 
@@ -111,4 +102,16 @@ resource "aws_autoscaling_group" "compactor" {
   # Compactors read sealed segments from the cache nodes and the manifest
   # from etcd; have both up first.
   depends_on = [aws_instance.etcd, aws_instance.cache]
+}
+
+# Terminating:Wait holds a leaving node while dlog-lifecycle-watch stops dlog,
+# so it finishes or abandons its upload and gives back its segment claims.
+# A separate resource (not initial_lifecycle_hook) so that a new
+# drain_timeout_seconds reaches an existing group.
+resource "aws_autoscaling_lifecycle_hook" "compactor_drain" {
+  name                   = "drain"
+  autoscaling_group_name = aws_autoscaling_group.compactor.name
+  lifecycle_transition   = "autoscaling:EC2_INSTANCE_TERMINATING"
+  default_result         = "CONTINUE"
+  heartbeat_timeout      = local.termination_hook_seconds
 }

@@ -108,14 +108,6 @@ resource "aws_autoscaling_group" "ingest" {
     version = aws_launch_template.ingest.latest_version
   }
 
-  # Terminating:Wait gives dlog time to release its logs cleanly.
-  initial_lifecycle_hook {
-    name                 = "drain"
-    lifecycle_transition = "autoscaling:EC2_INSTANCE_TERMINATING"
-    default_result       = "CONTINUE"
-    heartbeat_timeout    = local.termination_hook_seconds
-  }
-
   instance_refresh {
     strategy = "Rolling"
 
@@ -145,4 +137,16 @@ resource "aws_autoscaling_group" "ingest" {
 
   # Nodes register in etcd at start; have the members up first.
   depends_on = [aws_instance.etcd]
+}
+
+# Terminating:Wait holds a leaving node while dlog-lifecycle-watch stops dlog,
+# whose clean shutdown releases the logs the node owns.
+# A separate resource (not initial_lifecycle_hook) so that a new
+# drain_timeout_seconds reaches an existing group.
+resource "aws_autoscaling_lifecycle_hook" "ingest_drain" {
+  name                   = "drain"
+  autoscaling_group_name = aws_autoscaling_group.ingest.name
+  lifecycle_transition   = "autoscaling:EC2_INSTANCE_TERMINATING"
+  default_result         = "CONTINUE"
+  heartbeat_timeout      = local.termination_hook_seconds
 }

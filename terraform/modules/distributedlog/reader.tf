@@ -109,14 +109,6 @@ resource "aws_autoscaling_group" "reader" {
     version = aws_launch_template.reader.latest_version
   }
 
-  # Terminating:Wait gives dlog time to end its streams cleanly.
-  initial_lifecycle_hook {
-    name                 = "drain"
-    lifecycle_transition = "autoscaling:EC2_INSTANCE_TERMINATING"
-    default_result       = "CONTINUE"
-    heartbeat_timeout    = local.termination_hook_seconds
-  }
-
   instance_refresh {
     strategy = "Rolling"
 
@@ -146,4 +138,16 @@ resource "aws_autoscaling_group" "reader" {
 
   # Nodes register in etcd at start; have the members up first.
   depends_on = [aws_instance.etcd]
+}
+
+# Terminating:Wait holds a leaving node while dlog-lifecycle-watch stops dlog,
+# so its streams end cleanly.
+# A separate resource (not initial_lifecycle_hook) so that a new
+# drain_timeout_seconds reaches an existing group.
+resource "aws_autoscaling_lifecycle_hook" "reader_drain" {
+  name                   = "drain"
+  autoscaling_group_name = aws_autoscaling_group.reader.name
+  lifecycle_transition   = "autoscaling:EC2_INSTANCE_TERMINATING"
+  default_result         = "CONTINUE"
+  heartbeat_timeout      = local.termination_hook_seconds
 }
