@@ -1,1 +1,31 @@
-//! placeholder
+//! `dlog-cache`: the cache node, the replicated local write cache and the
+//! durability point of every append.
+//!
+//! An entry a cache node acknowledges is fdatasynced in its journal and
+//! survives `kill -9` and power loss of the node. The owner of a log counts
+//! a write as acknowledged once A of its W cache nodes said so.
+//!
+//! Segment life cycle as a cache node sees it:
+//!
+//! ```text
+//!  adds (epoch e) ──▶ open ──fence(e' > e)──▶ fenced: adds below e' refused
+//!                       │                        │ (recovery reads, copies)
+//!                       └──────── sealed in the manifest by the owner ──▶
+//!                                  offloaded by the compactor ──▶ DropSegment
+//! ```
+//!
+//! | module | owns |
+//! |---|---|
+//! | [`journal`] | the append-only, group-committed journal files; replay; file deletion |
+//! | [`index`] | (segment, entry) → journal position, fencing epochs, LAC, damage marks |
+//! | [`store`] | the engine: adds, fences, reads up to the LAC, LAC long-poll, drops, hot-entry cache |
+//! | [`service`] | the `CacheService` gRPC server |
+
+pub mod error;
+pub mod index;
+pub mod journal;
+pub mod service;
+pub mod store;
+
+pub use error::{Error, SegmentKey};
+pub use store::{CacheStore, StoreOptions};

@@ -1,0 +1,70 @@
+//! Errors of the cache node.
+
+use std::fmt;
+
+use dlog_infra::codec::DecodeError;
+use dlog_infra::error::{Classify, ErrorKind};
+
+/// A segment on this node: `(log_id, segment_id)`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct SegmentKey {
+    pub log_id: u64,
+    pub segment_id: u64,
+}
+
+impl fmt::Display for SegmentKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.log_id, self.segment_id)
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("segment {segment} is fenced at epoch {fenced}: epoch {epoch} refused")]
+    Fenced {
+        segment: SegmentKey,
+        epoch: u64,
+        fenced: u64,
+    },
+    #[error("segment {segment} was dropped from this node")]
+    Dropped { segment: SegmentKey },
+    #[error("segment {segment} is not on this node")]
+    SegmentNotFound { segment: SegmentKey },
+    #[error("entry {entry} of segment {segment} is not on this node")]
+    EntryNotFound { segment: SegmentKey, entry: u64 },
+    #[error("segment {segment} is damaged on this node ({reason}): read it from another replica")]
+    Corrupt { segment: SegmentKey, reason: String },
+    #[error("entry {entry} of segment {segment} already holds different bytes")]
+    Conflict { segment: SegmentKey, entry: u64 },
+    #[error("entry does not match its request: {0}")]
+    Mismatch(String),
+    #[error("invalid entry")]
+    InvalidEntry(#[source] DecodeError),
+    #[error("journal {path}: {what}")]
+    Io {
+        path: String,
+        what: &'static str,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("the journal stopped after a write failure; restart the node")]
+    JournalFailed,
+    #[error("the cache node is shutting down")]
+    ShuttingDown,
+}
+
+impl Classify for Error {
+    fn kind(&self) -> ErrorKind {
+        match self {
+            Error::Fenced { .. } | Error::Dropped { .. } | Error::Conflict { .. } => {
+                ErrorKind::FailedPrecondition
+            }
+            Error::SegmentNotFound { .. } | Error::EntryNotFound { .. } => ErrorKind::NotFound,
+            Error::Corrupt { .. } => ErrorKind::DataLoss,
+            Error::Mismatch(_) | Error::InvalidEntry(_) => ErrorKind::InvalidArgument,
+            Error::Io { .. } | Error::JournalFailed | Error::ShuttingDown => ErrorKind::Unavailable,
+        }
+    }
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -1,0 +1,193 @@
+//! The in-memory index of a cache node: per segment, where each entry is in
+//! the journal, the fencing epoch, the LAC, and whether the segment was
+//! damaged here. Rebuilt by replaying the journal on start.
+//!
+//! Also decides journal garbage collection: it knows which segments have
+//! records in which file, and hands back the oldest files no live segment
+//! uses (oldest first only: see [`crate::journal`]).
+
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+
+use tokio::sync::watch;
+
+use crate::error::SegmentKey;
+use crate::journal::{Location, Record};
+
+/// Where a segment's LAC and last entry stand; sent to long-pollers.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Progress {
+    /// Last add confirmed: every entry up to it is acknowledged by a quorum.
+    pub lac: Option<u64>,
+    /// Highest entry id this node holds.
+    pub last_entry_id: Option<u64>,
+}
+
+/// What the node knows of one segment.
+#[derive(Debug)]
+pub struct SegmentState {
+    pub entries: BTreeMap<u64, Location>,
+    /// Adds below this epoch are refused. Raised in memory as soon as a
+    /// fence is accepted, made durable by its journal record.
+    pub fence_epoch: u64,
+    /// Set when replay found damage that may belong to this segment.
+    pub damaged: Option<String>,
+    files: BTreeSet<u64>,
+    progress: watch::Sender<Progress>,
+}
+
+impl SegmentState {
+    fn new() -> SegmentState {
+        SegmentState {
+            entries: BTreeMap::new(),
+            fence_epoch: 0,
+            damaged: None,
+            files: BTreeSet::new(),
+            progress: watch::Sender::new(Progress::default()),
+        }
+    }
+
+    pub fn progress(&self) -> Progress {
+        *self.progress.borrow()
+    }
+
+    /// Follows the segment's progress (for LAC long-polls).
+    pub fn subscribe(&self) -> watch::Receiver<Progress> {
+        self.progress.subscribe()
+    }
+
+    /// Raises the LAC; it never goes back.
+    pub fn advance_lac(&self, lac: u64) {
+        self.progress.send_if_modified(|p| {
+            if p.lac.is_none_or(|current| lac > current) {
+                p.lac = Some(lac);
+                true
+            } else {
+                false
+            }
+        });
+    }
+}
+
+/// The node's index.
+#[derive(Debug, Default)]
+pub struct Index {
+    segments: HashMap<SegmentKey, SegmentState>,
+    /// Dropped segments, refused from then on.
+    dropped: HashSet<SegmentKey>,
+    /// Live segments with records in each journal file.
+    file_users: BTreeMap<u64, HashSet<SegmentKey>>,
+}
+
+impl Index {
+    pub fn segment(&self, key: &SegmentKey) -> Option<&SegmentState> {
+        self.segments.get(key)
+    }
+
+    pub fn segment_mut(&mut self, key: &SegmentKey) -> Option<&mut SegmentState> {
+        self.segments.get_mut(key)
+    }
+
+    /// The segment's state, created empty if unknown.
+    pub fn segment_or_new(&mut self, key: SegmentKey) -> &mut SegmentState {
+        self.segments.entry(key).or_insert_with(SegmentState::new)
+    }
+
+    pub fn is_dropped(&self, key: &SegmentKey) -> bool {
+        self.dropped.contains(key)
+    }
+
+    pub fn segment_count(&self) -> usize {
+        self.segments.len()
+    }
+
+    /// Journal files that exist, by sequence number.
+    pub fn note_file(&mut self, file: u64) {
+        self.file_users.entry(file).or_default();
+    }
+
+    /// Applies a durable record (on replay and on the writer thread).
+    pub fn apply(&mut self, record: &Record, location: Location) {
+        match record {
+            Record::Entry {
+                segment,
+                entry_id,
+                lac,
+                ..
+            } => {
+                if self.dropped.contains(segment) {
+                    return;
+                }
+                let state = self
+                    .segments
+                    .entry(*segment)
+                    .or_insert_with(SegmentState::new);
+                state.entries.insert(*entry_id, location);
+                state.files.insert(location.file);
+                state.progress.send_if_modified(|p| {
+                    let changed = p.last_entry_id.is_none_or(|last| *entry_id > last);
+                    if changed {
+                        p.last_entry_id = Some(*entry_id);
+                    }
+                    changed
+                });
+                if let Some(lac) = lac {
+                    state.advance_lac(*lac);
+                }
+                self.file_users
+                    .entry(location.file)
+                    .or_default()
+                    .insert(*segment);
+            }
+            Record::Fence { segment, epoch } => {
+                if self.dropped.contains(segment) {
+                    return;
+                }
+                let state = self
+                    .segments
+                    .entry(*segment)
+                    .or_insert_with(SegmentState::new);
+                state.fence_epoch = state.fence_epoch.max(*epoch);
+                state.files.insert(location.file);
+                self.file_users
+                    .entry(location.file)
+                    .or_default()
+                    .insert(*segment);
+            }
+            Record::Drop { segment } => {
+                self.dropped.insert(*segment);
+                if let Some(state) = self.segments.remove(segment) {
+                    for file in state.files {
+                        if let Some(users) = self.file_users.get_mut(&file) {
+                            users.remove(segment);
+                        }
+                    }
+                }
+                self.file_users.entry(location.file).or_default();
+            }
+        }
+    }
+
+    /// Marks a segment damaged on this node (reads then fail with
+    /// `DATA_LOSS`, so readers go to another replica).
+    pub fn mark_damaged(&mut self, key: SegmentKey, reason: String) {
+        if !self.dropped.contains(&key) {
+            self.segment_or_new(key).damaged = Some(reason);
+        }
+    }
+
+    /// Takes the oldest files, up to the first still in use, that no live
+    /// segment has records in; never the file being written.
+    pub fn take_deletable_files(&mut self, active: u64) -> Vec<u64> {
+        let mut deletable = Vec::new();
+        for (&file, users) in &self.file_users {
+            if file >= active || !users.is_empty() {
+                break;
+            }
+            deletable.push(file);
+        }
+        for file in &deletable {
+            self.file_users.remove(file);
+        }
+        deletable
+    }
+}

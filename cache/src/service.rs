@@ -1,0 +1,209 @@
+//! The `CacheService` gRPC server over a [`CacheStore`].
+//!
+//! `AddEntries` pipelines: requests are queued to the journal in stream
+//! order as they arrive, and answered in the same order as each becomes
+//! durable. A refused add answers with its error status, after the answers
+//! of the adds queued before it, and ends the stream.
+
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use dlog_infra::error::to_status;
+use dlog_infra::proto::cache_service_server::CacheService;
+use dlog_infra::proto::{
+    AddEntryRequest, AddEntryResponse, DropSegmentRequest, DropSegmentResponse, FenceRequest,
+    FenceResponse, ReadEntriesRequest, ReadEntriesResponse, ReadLacRequest, ReadLacResponse,
+    SegmentRef,
+};
+use futures::stream::FuturesOrdered;
+use futures::{FutureExt, Stream, StreamExt};
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::{Request, Response, Status, Streaming};
+
+use crate::error::SegmentKey;
+use crate::store::CacheStore;
+
+/// Adds one stream may have queued but not yet answered.
+const MAX_IN_FLIGHT_ADDS: usize = 4096;
+/// Longest LAC long-poll.
+const MAX_LAC_WAIT: Duration = Duration::from_secs(60);
+/// Most entries one `ReadEntries` returns.
+const MAX_READ_ENTRIES: usize = 10_000;
+
+/// The gRPC face of a cache node.
+#[derive(Debug, Clone)]
+pub struct CacheServer {
+    store: Arc<CacheStore>,
+}
+
+impl CacheServer {
+    pub fn new(store: Arc<CacheStore>) -> CacheServer {
+        CacheServer { store }
+    }
+
+    /// A tonic service for a `Router`.
+    pub fn into_service(
+        self,
+    ) -> dlog_infra::proto::cache_service_server::CacheServiceServer<CacheServer> {
+        dlog_infra::proto::cache_service_server::CacheServiceServer::new(self)
+            .max_decoding_message_size(64 * 1024 * 1024)
+            .max_encoding_message_size(64 * 1024 * 1024)
+    }
+}
+
+fn segment_key(segment: Option<&SegmentRef>) -> Result<SegmentKey, Status> {
+    let segment = segment.ok_or_else(|| Status::invalid_argument("segment is required"))?;
+    Ok(SegmentKey {
+        log_id: segment.log_id,
+        segment_id: segment.segment_id,
+    })
+}
+
+type AddFuture = Pin<Box<dyn Future<Output = Result<AddEntryResponse, Status>> + Send>>;
+
+fn submit_add(store: &CacheStore, request: AddEntryRequest) -> AddFuture {
+    let key = match segment_key(request.segment.as_ref()) {
+        Ok(key) => key,
+        Err(status) => return futures::future::ready(Err(status)).boxed(),
+    };
+    let segment = request.segment;
+    if request.entry.is_empty() {
+        let result = match request.lac {
+            Some(lac) => store
+                .advance_lac(key, request.epoch, lac)
+                .map(|()| AddEntryResponse {
+                    segment,
+                    entry_id: lac,
+                })
+                .map_err(|err| to_status(&err)),
+            None => Err(Status::invalid_argument(
+                "an add needs an entry, or a lac for an explicit LAC update",
+            )),
+        };
+        return futures::future::ready(result).boxed();
+    }
+    match store.add(key, request.epoch, request.entry) {
+        Ok(durable) => async move {
+            let entry_id = durable.await.map_err(|err| to_status(&err))?;
+            Ok(AddEntryResponse { segment, entry_id })
+        }
+        .boxed(),
+        Err(err) => futures::future::ready(Err(to_status(&err))).boxed(),
+    }
+}
+
+type ResponseStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl CacheService for CacheServer {
+    type AddEntriesStream = ResponseStream<AddEntryResponse>;
+    type ReadEntriesStream = ResponseStream<ReadEntriesResponse>;
+
+    async fn add_entries(
+        &self,
+        request: Request<Streaming<AddEntryRequest>>,
+    ) -> Result<Response<Self::AddEntriesStream>, Status> {
+        let mut incoming = request.into_inner();
+        let store = self.store.clone();
+        let (sender, receiver) = mpsc::channel(1024);
+        tokio::spawn(async move {
+            let mut pending: FuturesOrdered<AddFuture> = FuturesOrdered::new();
+            let mut input_open = true;
+            loop {
+                tokio::select! {
+                    biased;
+                    Some(answer) = pending.next(), if !pending.is_empty() => {
+                        let failed = answer.is_err();
+                        if sender.send(answer).await.is_err() || failed {
+                            return;
+                        }
+                    }
+                    message = incoming.message(), if input_open && pending.len() < MAX_IN_FLIGHT_ADDS => {
+                        match message {
+                            Ok(Some(request)) => pending.push_back(submit_add(&store, request)),
+                            Ok(None) => input_open = false,
+                            Err(status) => {
+                                tracing::debug!("cache: add stream broke: {status}");
+                                input_open = false;
+                            }
+                        }
+                    }
+                    else => return,
+                }
+            }
+        });
+        Ok(Response::new(Box::pin(ReceiverStream::new(receiver))))
+    }
+
+    async fn read_entries(
+        &self,
+        request: Request<ReadEntriesRequest>,
+    ) -> Result<Response<Self::ReadEntriesStream>, Status> {
+        let request = request.into_inner();
+        let key = segment_key(request.segment.as_ref())?;
+        let max = match request.max_entries {
+            0 => MAX_READ_ENTRIES,
+            n => (n as usize).min(MAX_READ_ENTRIES),
+        };
+        let entries = self
+            .store
+            .read(key, request.from_entry, max, request.fence_epoch)
+            .await
+            .map_err(|err| to_status(&err))?;
+        let stream = futures::stream::iter(
+            entries
+                .into_iter()
+                .map(|entry| Ok(ReadEntriesResponse { entry })),
+        );
+        Ok(Response::new(Box::pin(stream)))
+    }
+
+    async fn read_lac(
+        &self,
+        request: Request<ReadLacRequest>,
+    ) -> Result<Response<ReadLacResponse>, Status> {
+        let request = request.into_inner();
+        let key = segment_key(request.segment.as_ref())?;
+        let timeout = Duration::from_millis(u64::from(request.timeout_ms)).min(MAX_LAC_WAIT);
+        let progress = self
+            .store
+            .wait_for_lac(key, request.after_entry, timeout)
+            .await
+            .map_err(|err| to_status(&err))?;
+        Ok(Response::new(ReadLacResponse {
+            lac: progress.lac,
+            last_entry_id: progress.last_entry_id,
+        }))
+    }
+
+    async fn fence(
+        &self,
+        request: Request<FenceRequest>,
+    ) -> Result<Response<FenceResponse>, Status> {
+        let request = request.into_inner();
+        let key = segment_key(request.segment.as_ref())?;
+        let progress = self
+            .store
+            .fence(key, request.epoch)
+            .await
+            .map_err(|err| to_status(&err))?;
+        Ok(Response::new(FenceResponse {
+            last_entry_id: progress.last_entry_id,
+            lac: progress.lac,
+        }))
+    }
+
+    async fn drop_segment(
+        &self,
+        request: Request<DropSegmentRequest>,
+    ) -> Result<Response<DropSegmentResponse>, Status> {
+        let key = segment_key(request.into_inner().segment.as_ref())?;
+        self.store
+            .drop_segment(key)
+            .await
+            .map_err(|err| to_status(&err))?;
+        Ok(Response::new(DropSegmentResponse {}))
+    }
+}

@@ -1,0 +1,369 @@
+//! The cache node's storage engine: journal + index + hot-entry cache.
+//!
+//! ```text
+//!   segment entries on this node:   0  1  2  3  4  5  6  7
+//!                                   ^^^^^^^^^^^^^^  ^^^^^
+//!                        readable (<= LAC)    held, durable, not yet known
+//!                                                   to be acknowledged
+//!                                          LAC ─┘        └─ last_entry_id
+//! ```
+//!
+//! Guarantees:
+//! * an add completes only after its entry is fdatasynced (group commit);
+//! * adds with an epoch below the segment's fencing epoch are refused, also
+//!   for entries the node does not hold yet, and a fence is raised in memory
+//!   before it is durable, so no add slips in after a fence was accepted;
+//!   a fence answers only once durable, and then counts every add accepted
+//!   before it;
+//! * normal reads never go past the LAC; recovery reads carry the fencing
+//!   epoch, fence the segment first (sticky) and may read to the last entry;
+//! * every read checks the entry's CRC; a bad one marks the segment damaged
+//!   here (`DATA_LOSS`) so readers go to another replica.
+
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use bytes::Bytes;
+use dlog_infra::codec;
+use moka::sync::Cache;
+
+use crate::error::{Error, Result, SegmentKey};
+use crate::index::{Index, Progress};
+use crate::journal::{self, Journal, JournalOptions, Location, Record};
+
+/// Storage settings of a cache node.
+#[derive(Debug, Clone)]
+pub struct StoreOptions {
+    pub journal: JournalOptions,
+    /// Bytes of recently added entries kept in memory for tailing readers.
+    pub hot_cache_bytes: u64,
+}
+
+impl StoreOptions {
+    pub fn new(journal_dir: impl Into<PathBuf>) -> StoreOptions {
+        StoreOptions {
+            journal: JournalOptions::new(journal_dir),
+            hot_cache_bytes: 256 * 1024 * 1024,
+        }
+    }
+}
+
+type HotKey = (SegmentKey, u64);
+
+/// The storage engine; cheap to share behind an `Arc`.
+#[derive(Debug)]
+pub struct CacheStore {
+    journal: Journal,
+    index: Arc<Mutex<Index>>,
+    hot: Cache<HotKey, Bytes>,
+}
+
+fn lock(index: &Mutex<Index>) -> MutexGuard<'_, Index> {
+    index.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+impl CacheStore {
+    /// Replays the journal, rebuilds the index and starts the writer.
+    /// Blocking: call from a blocking context or `spawn_blocking`.
+    pub fn open(options: StoreOptions) -> Result<CacheStore> {
+        let replay = journal::replay(&options.journal.dir)?;
+        let mut index = Index::default();
+        for &file in &replay.files {
+            index.note_file(file);
+        }
+        for (record, location) in &replay.records {
+            index.apply(record, *location);
+        }
+        for damage in &replay.damage {
+            if damage.torn_tail {
+                continue;
+            }
+            if let Some(segment) = damage.segment {
+                index.mark_damaged(
+                    segment,
+                    format!(
+                        "journal file {} damaged at byte {}",
+                        damage.file, damage.offset
+                    ),
+                );
+            }
+        }
+        tracing::info!(
+            records = replay.records.len(),
+            segments = index.segment_count(),
+            damaged = replay.damage.iter().filter(|d| !d.torn_tail).count(),
+            "cache store: journal replayed"
+        );
+        let index = Arc::new(Mutex::new(index));
+        let hot: Cache<HotKey, Bytes> = Cache::builder()
+            .weigher(|_, bytes: &Bytes| u32::try_from(bytes.len()).unwrap_or(u32::MAX))
+            .max_capacity(options.hot_cache_bytes)
+            .build();
+        let on_durable = {
+            let index = index.clone();
+            let hot = hot.clone();
+            Box::new(move |batch: &[(Record, Location)], active: u64| {
+                let mut index = lock(&index);
+                for (record, location) in batch {
+                    index.apply(record, *location);
+                    if let Record::Entry {
+                        segment,
+                        entry_id,
+                        bytes,
+                        ..
+                    } = record
+                    {
+                        hot.insert((*segment, *entry_id), bytes.clone());
+                    }
+                }
+                index.take_deletable_files(active)
+            })
+        };
+        let last_file = replay.files.last().copied().unwrap_or(0);
+        let journal = Journal::start(options.journal, last_file, on_durable)?;
+        Ok(CacheStore {
+            journal,
+            index,
+            hot,
+        })
+    }
+
+    /// Validates an entry and queues it; the returned future completes once
+    /// it is durable. Calls made in order on one segment are journaled in
+    /// that order, so a stream can pipeline adds.
+    pub fn add(
+        &self,
+        segment: SegmentKey,
+        epoch: u64,
+        entry: Bytes,
+    ) -> Result<impl Future<Output = Result<u64>> + Send + 'static> {
+        let header = codec::verify_entry(&entry).map_err(Error::InvalidEntry)?;
+        if header.log_id != segment.log_id || header.segment_id != segment.segment_id {
+            return Err(Error::Mismatch(format!(
+                "entry of segment {}/{} sent for segment {segment}",
+                header.log_id, header.segment_id
+            )));
+        }
+        if header.epoch > epoch {
+            return Err(Error::Mismatch(format!(
+                "entry written at epoch {} sent with epoch {epoch}",
+                header.epoch
+            )));
+        }
+        let entry_id = header.entry_id;
+        let receiver = {
+            let mut index = lock(&self.index);
+            if index.is_dropped(&segment) {
+                return Err(Error::Dropped { segment });
+            }
+            let state = index.segment_or_new(segment);
+            if epoch < state.fence_epoch {
+                return Err(Error::Fenced {
+                    segment,
+                    epoch,
+                    fenced: state.fence_epoch,
+                });
+            }
+            // Queued under the index lock, so a concurrent fence is ordered
+            // strictly before or after this add in the journal.
+            self.journal.submit(Record::Entry {
+                segment,
+                entry_id,
+                lac: header.lac,
+                bytes: entry,
+            })?
+        };
+        Ok(async move {
+            receiver.await.map_err(|_| Error::ShuttingDown)??;
+            Ok(entry_id)
+        })
+    }
+
+    /// Records an explicit LAC (an idle owner's heartbeat to readers).
+    pub fn advance_lac(&self, segment: SegmentKey, epoch: u64, lac: u64) -> Result<()> {
+        let mut index = lock(&self.index);
+        if index.is_dropped(&segment) {
+            return Err(Error::Dropped { segment });
+        }
+        let state = index.segment_or_new(segment);
+        if epoch < state.fence_epoch {
+            return Err(Error::Fenced {
+                segment,
+                epoch,
+                fenced: state.fence_epoch,
+            });
+        }
+        state.advance_lac(lac);
+        Ok(())
+    }
+
+    /// Fences a segment at `epoch`: from now on adds below it are refused.
+    /// Answers, once the fence is durable, with the node's progress.
+    pub async fn fence(&self, segment: SegmentKey, epoch: u64) -> Result<Progress> {
+        let receiver = {
+            let mut index = lock(&self.index);
+            if index.is_dropped(&segment) {
+                return Err(Error::Dropped { segment });
+            }
+            let state = index.segment_or_new(segment);
+            if epoch < state.fence_epoch {
+                return Err(Error::Fenced {
+                    segment,
+                    epoch,
+                    fenced: state.fence_epoch,
+                });
+            }
+            state.fence_epoch = epoch;
+            self.journal.submit(Record::Fence { segment, epoch })?
+        };
+        receiver.await.map_err(|_| Error::ShuttingDown)??;
+        let index = lock(&self.index);
+        let state = index.segment(&segment).ok_or(Error::Dropped { segment })?;
+        Ok(state.progress())
+    }
+
+    /// The segment's progress now, if the node knows it.
+    pub fn progress(&self, segment: SegmentKey) -> Option<Progress> {
+        lock(&self.index).segment(&segment).map(|s| s.progress())
+    }
+
+    /// Waits until the LAC passes `after` (or is set at all, for `None`), at
+    /// most `timeout`; returns the progress then.
+    pub async fn wait_for_lac(
+        &self,
+        segment: SegmentKey,
+        after: Option<u64>,
+        timeout: Duration,
+    ) -> Result<Progress> {
+        let mut receiver = {
+            let mut index = lock(&self.index);
+            if index.is_dropped(&segment) {
+                return Err(Error::Dropped { segment });
+            }
+            index.segment_or_new(segment).subscribe()
+        };
+        let passed = |p: &Progress| match (p.lac, after) {
+            (Some(lac), Some(after)) => lac > after,
+            (Some(_), None) => true,
+            (None, _) => false,
+        };
+        let waited = tokio::time::timeout(timeout, receiver.wait_for(passed))
+            .await
+            .ok()
+            .and_then(Result::ok)
+            .map(|progress| *progress);
+        // Timed out, or the segment was dropped meanwhile: answer with what
+        // is known.
+        Ok(waited.unwrap_or_else(|| *receiver.borrow()))
+    }
+
+    /// Reads up to `max` consecutive entries from `from`.
+    ///
+    /// Normal reads stop at the LAC. A recovery read passes the recovering
+    /// owner's epoch: it fences the segment first, then reads up to the last
+    /// entry held. Asking for an entry at or below the limit that the node
+    /// does not hold is `EntryNotFound` (ask another replica).
+    pub async fn read(
+        &self,
+        segment: SegmentKey,
+        from: u64,
+        max: usize,
+        fence_epoch: Option<u64>,
+    ) -> Result<Vec<Bytes>> {
+        if let Some(epoch) = fence_epoch {
+            self.fence(segment, epoch).await?;
+        }
+        let locations: Vec<(u64, Location)> = {
+            let index = lock(&self.index);
+            if index.is_dropped(&segment) {
+                return Err(Error::Dropped { segment });
+            }
+            let state = index
+                .segment(&segment)
+                .ok_or(Error::SegmentNotFound { segment })?;
+            if let Some(reason) = &state.damaged {
+                return Err(Error::Corrupt {
+                    segment,
+                    reason: reason.clone(),
+                });
+            }
+            let progress = state.progress();
+            let limit = if fence_epoch.is_some() {
+                progress.last_entry_id
+            } else {
+                progress.lac
+            };
+            let Some(limit) = limit.filter(|limit| from <= *limit) else {
+                return Ok(Vec::new());
+            };
+            let mut locations = Vec::new();
+            for (expected, (&id, &location)) in
+                (from..=limit).zip(state.entries.range(from..=limit))
+            {
+                if id != expected || locations.len() >= max {
+                    break;
+                }
+                locations.push((id, location));
+            }
+            if locations.is_empty() {
+                return Err(Error::EntryNotFound {
+                    segment,
+                    entry: from,
+                });
+            }
+            locations
+        };
+        let mut entries = Vec::with_capacity(locations.len());
+        for (entry_id, location) in locations {
+            entries.push(self.read_entry(segment, entry_id, location).await?);
+        }
+        Ok(entries)
+    }
+
+    async fn read_entry(
+        &self,
+        segment: SegmentKey,
+        entry_id: u64,
+        location: Location,
+    ) -> Result<Bytes> {
+        if let Some(bytes) = self.hot.get(&(segment, entry_id)) {
+            return Ok(bytes);
+        }
+        let reader = self.journal.reader();
+        let bytes = tokio::task::spawn_blocking(move || reader.read(location))
+            .await
+            .map_err(|_| Error::ShuttingDown)??;
+        if let Err(err) = codec::verify_entry(&bytes) {
+            let reason = format!("entry {entry_id}: {err}");
+            tracing::error!(%segment, entry_id, "cache store: checksum failure on read: {err}");
+            lock(&self.index).mark_damaged(segment, reason.clone());
+            return Err(Error::Corrupt { segment, reason });
+        }
+        self.hot.insert((segment, entry_id), bytes.clone());
+        Ok(bytes)
+    }
+
+    /// Drops a segment (after it was offloaded): durable, then forgotten;
+    /// journal files only it used are deleted.
+    pub async fn drop_segment(&self, segment: SegmentKey) -> Result<()> {
+        let receiver = self.journal.submit(Record::Drop { segment })?;
+        receiver.await.map_err(|_| Error::ShuttingDown)??;
+        Ok(())
+    }
+
+    /// Group-commit counters.
+    pub fn journal_stats(&self) -> &journal::JournalStats {
+        self.journal.stats()
+    }
+
+    /// Number of segments the node knows.
+    pub fn segment_count(&self) -> usize {
+        lock(&self.index).segment_count()
+    }
+
+    /// Finishes queued writes and stops the writer.
+    pub fn shutdown(&self) {
+        self.journal.shutdown();
+    }
+}

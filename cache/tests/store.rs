@@ -1,0 +1,424 @@
+//! The cache store against its guarantees: durability across reopen,
+//! torn tails and bit flips, sticky fencing, LAC long-polls and reads that
+//! never pass the LAC, many concurrent segments with group commit, drops
+//! and journal garbage collection.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use dlog_cache::error::Error;
+use dlog_cache::{CacheStore, SegmentKey, StoreOptions};
+use dlog_infra::codec::{EntryHeader, EntryRecord, encode_entry};
+use dlog_infra::record::Record;
+
+fn key(log_id: u64, segment_id: u64) -> SegmentKey {
+    SegmentKey { log_id, segment_id }
+}
+
+/// Entry `entry_id` of `segment`, one record per entry, carrying `lac`.
+fn entry(segment: SegmentKey, entry_id: u64, epoch: u64, lac: Option<u64>, payload: &str) -> Bytes {
+    encode_entry(
+        &EntryHeader {
+            log_id: segment.log_id,
+            segment_id: segment.segment_id,
+            entry_id,
+            epoch,
+            first_offset: entry_id,
+            lac,
+            record_count: 1,
+        },
+        &[EntryRecord {
+            timestamp_ms: 1_700_000_000_000 + entry_id as i64,
+            record: Record::new(payload.to_owned()),
+        }],
+    )
+}
+
+fn open(dir: &std::path::Path) -> Arc<CacheStore> {
+    Arc::new(CacheStore::open(StoreOptions::new(dir)).unwrap())
+}
+
+async fn add(
+    store: &CacheStore,
+    segment: SegmentKey,
+    id: u64,
+    epoch: u64,
+    lac: Option<u64>,
+) -> Bytes {
+    let bytes = entry(segment, id, epoch, lac, &format!("payload {segment} {id}"));
+    store
+        .add(segment, epoch, bytes.clone())
+        .unwrap()
+        .await
+        .unwrap();
+    bytes
+}
+
+fn journal_files(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut files: Vec<_> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "log"))
+        .collect();
+    files.sort();
+    files
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn acknowledged_entries_survive_reopen_byte_exact() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = key(1, 1);
+    let mut written = Vec::new();
+    {
+        let store = open(dir.path());
+        for id in 0..20 {
+            written.push(add(&store, s, id, 1, id.checked_sub(1)).await);
+        }
+        store.advance_lac(s, 1, 19).unwrap();
+        store.shutdown();
+    }
+    let store = open(dir.path());
+    // The LAC piggybacked on entry 19 was 18; the explicit one was not journaled.
+    let read = store.read(s, 0, 100, None).await.unwrap();
+    assert_eq!(read, written[..19].to_vec());
+    // A recovery read sees every entry held, byte for byte.
+    let all = store.read(s, 0, 100, Some(2)).await.unwrap();
+    assert_eq!(all, written);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_torn_tail_is_cut_and_never_served() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = key(1, 1);
+    let kept = {
+        let store = open(dir.path());
+        let mut kept = Vec::new();
+        for id in 0..5 {
+            kept.push(add(&store, s, id, 1, None).await);
+        }
+        store.shutdown();
+        kept
+    };
+    // A crash while the next batch was being written: half a frame.
+    let file = journal_files(dir.path()).pop().unwrap();
+    let full_len = std::fs::metadata(&file).unwrap().len();
+    let next = entry(s, 5, 1, None, "never acknowledged");
+    let mut frame = b"DLJ1\x01".to_vec();
+    frame.extend_from_slice(&(next.len() as u32).to_le_bytes());
+    frame.extend_from_slice(&[0, 0, 0, 0]);
+    frame.extend_from_slice(&next[..next.len() / 2]);
+    std::fs::OpenOptions::new()
+        .append(true)
+        .open(&file)
+        .unwrap()
+        .write_all_compat(&frame);
+
+    let store = open(dir.path());
+    assert_eq!(
+        std::fs::metadata(&file).unwrap().len(),
+        full_len,
+        "torn tail cut"
+    );
+    let all = store.read(s, 0, 100, Some(2)).await.unwrap();
+    assert_eq!(
+        all, kept,
+        "entries before the tear are intact, the torn one is absent"
+    );
+    assert_eq!(store.progress(s).unwrap().last_entry_id, Some(4));
+}
+
+trait WriteAllCompat {
+    fn write_all_compat(self, bytes: &[u8]);
+}
+
+impl WriteAllCompat for std::fs::File {
+    fn write_all_compat(mut self, bytes: &[u8]) {
+        use std::io::Write;
+        self.write_all(bytes).unwrap();
+        self.sync_all().unwrap();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flipped_bit_marks_only_the_damaged_segment() {
+    let dir = tempfile::tempdir().unwrap();
+    let (damaged, healthy) = (key(1, 1), key(2, 1));
+    let healthy_entries = {
+        let store = open(dir.path());
+        let mut healthy_entries = Vec::new();
+        for id in 0..3 {
+            add(&store, damaged, id, 1, None).await;
+            healthy_entries.push(add(&store, healthy, id, 1, None).await);
+        }
+        store.shutdown();
+        healthy_entries
+    };
+    // Flip one bit inside the payload of the damaged segment's entry 1.
+    let file = journal_files(dir.path()).pop().unwrap();
+    let mut data = std::fs::read(&file).unwrap();
+    let needle = b"payload 1/1 1";
+    let at = data
+        .windows(needle.len())
+        .position(|w| w == needle)
+        .unwrap();
+    data[at + 3] ^= 0x10;
+    std::fs::write(&file, &data).unwrap();
+
+    let store = open(dir.path());
+    let err = store.read(damaged, 0, 10, Some(2)).await.unwrap_err();
+    assert!(
+        matches!(err, Error::Corrupt { segment, .. } if segment == damaged),
+        "{err}"
+    );
+    assert!(err.to_string().contains("read it from another replica"));
+    assert_eq!(
+        dlog_infra::error::Classify::kind(&err),
+        dlog_infra::error::ErrorKind::DataLoss
+    );
+    let read = store.read(healthy, 0, 10, Some(2)).await.unwrap();
+    assert_eq!(
+        read, healthy_entries,
+        "the records after the damage are kept"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fencing_is_sticky_covers_unheld_entries_and_survives_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = key(7, 3);
+    {
+        let store = open(dir.path());
+        add(&store, s, 0, 1, None).await;
+        add(&store, s, 1, 1, Some(0)).await;
+        let progress = store.fence(s, 2).await.unwrap();
+        assert_eq!((progress.last_entry_id, progress.lac), (Some(1), Some(0)));
+
+        // The old owner can add nothing, not even entries this node lacks.
+        for id in [1, 2, 50] {
+            let err = store
+                .add(s, 1, entry(s, id, 1, None, "late"))
+                .err()
+                .unwrap();
+            assert!(
+                matches!(
+                    err,
+                    Error::Fenced {
+                        epoch: 1,
+                        fenced: 2,
+                        ..
+                    }
+                ),
+                "{err}"
+            );
+        }
+        assert_eq!(
+            err_text(store.add(s, 1, entry(s, 2, 1, None, "late")).err().unwrap()),
+            "segment 7/3 is fenced at epoch 2: epoch 1 refused"
+        );
+        assert!(matches!(
+            store.advance_lac(s, 1, 5),
+            Err(Error::Fenced { .. })
+        ));
+        // A lower fence is refused too; the recovering owner copies at epoch 2.
+        assert!(matches!(store.fence(s, 1).await, Err(Error::Fenced { .. })));
+        store
+            .add(s, 2, entry(s, 2, 1, Some(1), "copied"))
+            .unwrap()
+            .await
+            .unwrap();
+        // A fence on a segment the node never saw still refuses older adds.
+        let unseen = key(7, 4);
+        store.fence(unseen, 5).await.unwrap();
+        assert!(matches!(
+            store.add(unseen, 4, entry(unseen, 0, 4, None, "x")),
+            Err(Error::Fenced { fenced: 5, .. })
+        ));
+        store.shutdown();
+    }
+    let store = open(dir.path());
+    assert!(matches!(
+        store.add(s, 1, entry(s, 3, 1, None, "after restart")),
+        Err(Error::Fenced { fenced: 2, .. })
+    ));
+    assert!(matches!(
+        store.add(key(7, 4), 4, entry(key(7, 4), 0, 4, None, "x")),
+        Err(Error::Fenced { fenced: 5, .. })
+    ));
+    // Recovery reads fence as they read: epoch 3 refuses epoch 2 afterwards.
+    let read = store.read(s, 0, 10, Some(3)).await.unwrap();
+    assert_eq!(read.len(), 3);
+    assert!(matches!(
+        store.add(s, 2, entry(s, 3, 2, None, "x")),
+        Err(Error::Fenced { fenced: 3, .. })
+    ));
+}
+
+fn err_text(err: Error) -> String {
+    err.to_string()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_adds_are_refused_with_the_reason() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    let s = key(1, 1);
+    let mut corrupt = entry(s, 0, 1, None, "x").to_vec();
+    corrupt[70] ^= 1;
+    let err = store.add(s, 1, Bytes::from(corrupt)).err().unwrap();
+    assert!(matches!(err, Error::InvalidEntry(_)), "{err}");
+    let err = store
+        .add(key(1, 2), 1, entry(s, 0, 1, None, "x"))
+        .err()
+        .unwrap();
+    assert_eq!(
+        err.to_string(),
+        "entry does not match its request: entry of segment 1/1 sent for segment 1/2"
+    );
+    let err = store.add(s, 1, entry(s, 0, 2, None, "x")).err().unwrap();
+    assert!(
+        err.to_string()
+            .contains("written at epoch 2 sent with epoch 1")
+    );
+    assert!(store.progress(s).is_none_or(|p| p.last_entry_id.is_none()));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reads_stop_at_the_lac_and_long_polls_wake_on_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    let s = key(3, 1);
+    add(&store, s, 0, 1, None).await;
+    add(&store, s, 1, 1, Some(0)).await;
+    // Entry 1 is durable here but not known to be acknowledged: not readable.
+    assert_eq!(store.read(s, 0, 10, None).await.unwrap().len(), 1);
+    assert!(store.read(s, 1, 10, None).await.unwrap().is_empty());
+
+    // A long-poll for LAC > 0 times out when nothing happens...
+    let start = Instant::now();
+    let progress = store
+        .wait_for_lac(s, Some(0), Duration::from_millis(200))
+        .await
+        .unwrap();
+    assert_eq!(progress.lac, Some(0));
+    assert!(start.elapsed() >= Duration::from_millis(190));
+
+    // ...and returns as soon as the LAC moves.
+    let waiter = {
+        let store = store.clone();
+        tokio::spawn(async move {
+            let start = Instant::now();
+            let p = store
+                .wait_for_lac(s, Some(0), Duration::from_secs(10))
+                .await
+                .unwrap();
+            (p, start.elapsed())
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    store.advance_lac(s, 1, 1).unwrap();
+    let (progress, waited) = waiter.await.unwrap();
+    assert_eq!(progress.lac, Some(1));
+    assert!(waited < Duration::from_secs(2), "woke after {waited:?}");
+    assert_eq!(store.read(s, 0, 10, None).await.unwrap().len(), 2);
+
+    // A long-poll on a segment not seen yet waits for its first LAC.
+    let fresh = key(3, 2);
+    let waiter = {
+        let store = store.clone();
+        tokio::spawn(async move {
+            store
+                .wait_for_lac(fresh, None, Duration::from_secs(10))
+                .await
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    add(&store, fresh, 0, 1, None).await;
+    add(&store, fresh, 1, 1, Some(0)).await;
+    assert_eq!(waiter.await.unwrap().unwrap().lac, Some(0));
+
+    // An entry below the LAC that this node misses: ask another replica.
+    let gap = key(3, 3);
+    add(&store, gap, 0, 1, None).await;
+    add(&store, gap, 2, 1, Some(1)).await;
+    let err = store.read(gap, 1, 10, None).await.unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "entry 1 of segment 3/3 is not on this node"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_thousand_segments_written_concurrently_share_fsyncs() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    let mut tasks = Vec::new();
+    for segment_id in 0..1000u64 {
+        let store = store.clone();
+        tasks.push(tokio::spawn(async move {
+            let s = key(segment_id % 10, segment_id);
+            for id in 0..5 {
+                add(&store, s, id, 1, id.checked_sub(1)).await;
+            }
+        }));
+    }
+    for task in tasks {
+        task.await.unwrap();
+    }
+    let stats = store.journal_stats();
+    let records = stats.records.load(std::sync::atomic::Ordering::Relaxed);
+    let fsyncs = stats.fsyncs.load(std::sync::atomic::Ordering::Relaxed);
+    assert_eq!(records, 5000);
+    assert!(
+        fsyncs < records / 4,
+        "group commit: {fsyncs} fsyncs for {records} records"
+    );
+    for segment_id in (0..1000u64).step_by(37) {
+        let s = key(segment_id % 10, segment_id);
+        let read = store.read(s, 0, 10, None).await.unwrap();
+        assert_eq!(read.len(), 4, "entries up to the LAC (3) of segment {s}");
+    }
+    assert_eq!(store.segment_count(), 1000);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dropped_segments_free_their_journal_files() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut options = StoreOptions::new(dir.path());
+    options.journal.roll_bytes = 2 * 1024;
+    let (old, live) = (key(1, 1), key(1, 2));
+    {
+        let store = Arc::new(CacheStore::open(options.clone()).unwrap());
+        for id in 0..100 {
+            add(&store, old, id, 1, None).await;
+        }
+        let before = journal_files(dir.path()).len();
+        assert!(before >= 3, "rolled into several files: {before}");
+        store.drop_segment(old).await.unwrap();
+        // Later writes roll on; the files only the old segment used go.
+        for id in 0..100 {
+            add(&store, live, id, 1, None).await;
+        }
+        let after = journal_files(dir.path());
+        assert!(
+            after.len() < before + 3,
+            "old files deleted: {} files",
+            after.len()
+        );
+        assert!(matches!(
+            store.read(old, 0, 1, Some(2)).await,
+            Err(Error::Dropped { .. })
+        ));
+        assert!(matches!(
+            store.add(old, 1, entry(old, 100, 1, None, "x")),
+            Err(Error::Dropped { .. })
+        ));
+        store.shutdown();
+    }
+    let store = Arc::new(CacheStore::open(options).unwrap());
+    assert!(
+        store.progress(old).is_none(),
+        "a dropped segment does not come back on replay"
+    );
+    assert_eq!(store.read(live, 0, 1000, Some(2)).await.unwrap().len(), 100);
+}
