@@ -20,10 +20,10 @@ echo "== cargo fmt --check"
 cargo fmt --all -- --check
 echo "== cargo clippy"
 cargo clippy --workspace --all-targets --locked -- -D warnings
-echo "== cargo nextest"
-cargo nextest run --workspace --locked --profile ci
 echo "== doc tests"
 cargo test --workspace --doc --locked
+echo "== cargo nextest"
+cargo nextest run --workspace --locked --profile ci
 if [ -f scripts/check-terraform.sh ]; then
     echo "== terraform"
     bash scripts/check-terraform.sh

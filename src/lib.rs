@@ -7,3 +7,5 @@
 //! (foundation), `dlog-cache`, `dlog-ingest`, `dlog-compactor`, `dlog-reader`.
 
 pub use dlog_infra as infra;
+
+pub mod server;

@@ -5,6 +5,8 @@ use std::path::PathBuf;
 
 use anyhow::bail;
 use clap::{Parser, Subcommand};
+use distributedlog::server::{ServeOptions, cancel_on_signals, serve};
+use tokio_util::sync::CancellationToken;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -37,7 +39,7 @@ pub enum Command {
     /// Run one or more roles of a cluster.
     Serve {
         /// Comma-separated: ingest, cache, compactor, reader.
-        #[arg(long, value_delimiter = ',', required = true)]
+        #[arg(long, value_delimiter = ',')]
         roles: Vec<String>,
         /// etcd://HOST:PORT[,HOST:PORT..][/CLUSTER] or embedded://DIR.
         #[arg(long)]
@@ -122,6 +124,32 @@ pub enum LogsCommand {
 
 /// Runs a parsed command.
 pub async fn run(args: Args) -> anyhow::Result<()> {
+    if let Command::Serve {
+        roles,
+        metastore,
+        object_store,
+        listen,
+        data_dir,
+        node_id,
+        config,
+    } = args.command
+    {
+        let flags = ServeOptions {
+            roles,
+            metastore,
+            object_store,
+            listen,
+            data_dir,
+            node_id,
+        };
+        let options = match config {
+            Some(path) => flags.or(ServeOptions::from_file(&path)?),
+            None => flags,
+        };
+        let shutdown = CancellationToken::new();
+        cancel_on_signals(shutdown.clone());
+        return serve(options, shutdown).await;
+    }
     let name = match &args.command {
         Command::Standalone { .. } => "standalone",
         Command::Serve { .. } => "serve",

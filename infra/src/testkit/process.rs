@@ -80,13 +80,8 @@ impl Process {
 
 impl Drop for Process {
     fn drop(&mut self) {
-        // A stopped process ignores SIGKILL until continued on some kernels'
-        // views of the test; SIGKILL does terminate stopped processes, but
-        // continue first so its exit is reaped promptly.
-        let _ = Command::new("kill")
-            .arg("-CONT")
-            .arg(self.pid().to_string())
-            .status();
-        self.kill();
+        if self.is_running() {
+            self.kill();
+        }
     }
 }

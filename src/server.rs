@@ -1,0 +1,190 @@
+//! Running nodes: `dlog serve` (chosen roles) and, later, `dlog standalone`
+//! (every role in one process). Each role adds its gRPC service to one
+//! server on one address and registers the node in the manifest on a lease.
+//!
+//! Shutdown is ordered: stop accepting requests and let in-flight ones
+//! finish, flush the cache journal, then revoke the lease so the node's
+//! registrations vanish at once instead of after their TTL.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use dlog_cache::service::CacheServer;
+use dlog_cache::{CacheStore, StoreOptions};
+use dlog_infra::manifest::{Manifest, NodeInfo, Role};
+use dlog_infra::metastore::{self, LeaseKeeper};
+use serde::Deserialize;
+use tokio_stream::wrappers::TcpListenerStream;
+use tokio_util::sync::CancellationToken;
+
+/// TTL of a node's lease: how long a dead node stays registered.
+const NODE_LEASE_TTL: Duration = Duration::from_secs(10);
+
+/// What `dlog serve` runs; from flags and an optional TOML file with the
+/// same keys (flags win).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServeOptions {
+    #[serde(default)]
+    pub roles: Vec<String>,
+    pub metastore: Option<String>,
+    pub object_store: Option<String>,
+    pub listen: Option<String>,
+    pub data_dir: Option<PathBuf>,
+    pub node_id: Option<String>,
+}
+
+impl ServeOptions {
+    /// Reads a config file.
+    pub fn from_file(path: &std::path::Path) -> anyhow::Result<ServeOptions> {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("read config file {}", path.display()))?;
+        toml::from_str(&text).with_context(|| format!("parse config file {}", path.display()))
+    }
+
+    /// `self` with the unset fields taken from `file`.
+    pub fn or(self, file: ServeOptions) -> ServeOptions {
+        ServeOptions {
+            roles: if self.roles.is_empty() {
+                file.roles
+            } else {
+                self.roles
+            },
+            metastore: self.metastore.or(file.metastore),
+            object_store: self.object_store.or(file.object_store),
+            listen: self.listen.or(file.listen),
+            data_dir: self.data_dir.or(file.data_dir),
+            node_id: self.node_id.or(file.node_id),
+        }
+    }
+}
+
+fn parse_roles(roles: &[String]) -> anyhow::Result<Vec<Role>> {
+    if roles.is_empty() {
+        bail!("--roles is required: one or more of ingest, cache, compactor, reader");
+    }
+    let mut parsed = Vec::new();
+    for role in roles {
+        let role: Role = role.trim().parse().map_err(anyhow::Error::msg)?;
+        if !parsed.contains(&role) {
+            parsed.push(role);
+        }
+    }
+    for role in &parsed {
+        if *role != Role::Cache {
+            bail!(
+                "role {} is not implemented yet in this build (only cache is)",
+                role.as_str()
+            );
+        }
+    }
+    Ok(parsed)
+}
+
+fn default_node_id(addr: SocketAddr) -> String {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_owned())
+        .unwrap_or_else(|_| "node".into());
+    format!("{host}-{}", addr.port())
+}
+
+/// Runs the roles until `shutdown` is cancelled.
+pub async fn serve(options: ServeOptions, shutdown: CancellationToken) -> anyhow::Result<()> {
+    let roles = parse_roles(&options.roles)?;
+    let metastore_url = options
+        .metastore
+        .context("--metastore is required (etcd://HOST:PORT[/CLUSTER] or embedded://DIR)")?;
+    let listen = options
+        .listen
+        .context("--listen is required (e.g. 127.0.0.1:7070)")?;
+    let data_dir = options.data_dir.context("--data-dir is required")?;
+    if let Some(url) = &options.object_store {
+        // Checked now so a typo fails at start, not at the first offload.
+        dlog_infra::objstore::open(url).context("--object-store")?;
+    }
+
+    let (store, cluster) = metastore::open(&metastore_url)
+        .await
+        .with_context(|| format!("open metastore {metastore_url}"))?;
+    let manifest = Manifest::new(store.clone(), &cluster);
+    let listener = tokio::net::TcpListener::bind(&listen)
+        .await
+        .with_context(|| format!("listen on {listen}"))?;
+    let addr = listener
+        .local_addr()
+        .context("read the listening address")?;
+    let node = NodeInfo {
+        id: options.node_id.unwrap_or_else(|| default_node_id(addr)),
+        address: format!("http://{addr}"),
+        zone: String::new(),
+        capacity: 0,
+    };
+
+    let mut routes = tonic::service::RoutesBuilder::default();
+    let mut cache_store = None;
+    if roles.contains(&Role::Cache) {
+        let options = StoreOptions::new(data_dir.join("cache"));
+        let cache = tokio::task::spawn_blocking(move || CacheStore::open(options))
+            .await
+            .context("open the cache journal")?
+            .context("open the cache journal")?;
+        let cache = Arc::new(cache);
+        routes.add_service(CacheServer::new(cache.clone()).into_service());
+        cache_store = Some(cache);
+    }
+
+    let lease = LeaseKeeper::start(store.clone(), NODE_LEASE_TTL)
+        .await
+        .context("take a node lease")?;
+    for role in &roles {
+        manifest
+            .register_node(*role, &node, lease.lease)
+            .await
+            .with_context(|| format!("register as a {} node", role.as_str()))?;
+    }
+    let role_names: Vec<&str> = roles.iter().map(|r| r.as_str()).collect();
+    tracing::info!(node = %node.id, %addr, roles = %role_names.join(","), "serving");
+
+    let result = tonic::transport::Server::builder()
+        .add_routes(routes.routes())
+        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown.cancelled())
+        .await
+        .context("serve gRPC");
+
+    if let Some(cache) = cache_store {
+        tokio::task::spawn_blocking(move || cache.shutdown())
+            .await
+            .ok();
+    }
+    lease.stop();
+    if let Err(err) = store.lease_revoke(lease.lease).await {
+        tracing::warn!("deregistering failed (the lease expires on its own): {err:#}");
+    }
+    tracing::info!(node = %node.id, "stopped");
+    result
+}
+
+/// Cancels the token on Ctrl-C or SIGTERM.
+pub fn cancel_on_signals(token: CancellationToken) {
+    tokio::spawn(async move {
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(term) => term,
+                Err(err) => {
+                    tracing::warn!("cannot watch SIGTERM: {err}");
+                    let _ = tokio::signal::ctrl_c().await;
+                    token.cancel();
+                    return;
+                }
+            };
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = term.recv() => {}
+        }
+        tracing::info!("shutting down");
+        token.cancel();
+    });
+}
