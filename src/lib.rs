@@ -8,4 +8,7 @@
 
 pub use dlog_infra as infra;
 
+pub mod client;
 pub mod server;
+
+pub use client::Client;

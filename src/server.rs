@@ -16,12 +16,21 @@ use dlog_cache::service::CacheServer;
 use dlog_cache::{CacheStore, StoreOptions};
 use dlog_infra::manifest::{Manifest, NodeInfo, Role};
 use dlog_infra::metastore::{self, LeaseKeeper};
+use dlog_ingest::{IngestNode, IngestOptions, LogServer};
 use serde::Deserialize;
 use tokio_stream::wrappers::TcpListenerStream;
 use tokio_util::sync::CancellationToken;
 
-/// TTL of a node's lease: how long a dead node stays registered.
+/// TTL of a node's lease: how long a dead node stays registered and keeps
+/// the logs it owned. `DLOG_NODE_LEASE_TTL_SECS` overrides it (tests use 2).
 const NODE_LEASE_TTL: Duration = Duration::from_secs(10);
+
+fn node_lease_ttl() -> Duration {
+    std::env::var("DLOG_NODE_LEASE_TTL_SECS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .map_or(NODE_LEASE_TTL, Duration::from_secs)
+}
 
 /// What `dlog serve` runs; from flags and an optional TOML file with the
 /// same keys (flags win).
@@ -74,9 +83,9 @@ fn parse_roles(roles: &[String]) -> anyhow::Result<Vec<Role>> {
         }
     }
     for role in &parsed {
-        if *role != Role::Cache {
+        if matches!(role, Role::Compactor | Role::Reader) {
             bail!(
-                "role {} is not implemented yet in this build (only cache is)",
+                "role {} is not implemented yet in this build (cache and ingest are)",
                 role.as_str()
             );
         }
@@ -123,6 +132,10 @@ pub async fn serve(options: ServeOptions, shutdown: CancellationToken) -> anyhow
         capacity: 0,
     };
 
+    let lease = LeaseKeeper::start(store.clone(), node_lease_ttl())
+        .await
+        .context("take a node lease")?;
+
     let mut routes = tonic::service::RoutesBuilder::default();
     let mut cache_store = None;
     if roles.contains(&Role::Cache) {
@@ -135,10 +148,19 @@ pub async fn serve(options: ServeOptions, shutdown: CancellationToken) -> anyhow
         routes.add_service(CacheServer::new(cache.clone()).into_service());
         cache_store = Some(cache);
     }
+    let mut ingest = None;
+    if roles.contains(&Role::Ingest) {
+        let node = IngestNode::new(
+            manifest.clone(),
+            node.clone(),
+            lease.lease,
+            lease.lost.clone(),
+            IngestOptions::default(),
+        );
+        routes.add_service(LogServer::new(node.clone()).into_service());
+        ingest = Some(node);
+    }
 
-    let lease = LeaseKeeper::start(store.clone(), NODE_LEASE_TTL)
-        .await
-        .context("take a node lease")?;
     for role in &roles {
         manifest
             .register_node(*role, &node, lease.lease)
@@ -150,7 +172,18 @@ pub async fn serve(options: ServeOptions, shutdown: CancellationToken) -> anyhow
 
     let result = tonic::transport::Server::builder()
         .add_routes(routes.routes())
-        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown.cancelled())
+        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), async {
+            tokio::select! {
+                _ = shutdown.cancelled() => {}
+                _ = lease.lost.cancelled() => {
+                    tracing::error!("lost the node lease; stopping");
+                }
+            }
+            // Owners finish what is in flight and seal before the server stops.
+            if let Some(ingest) = &ingest {
+                ingest.shut_down().await;
+            }
+        })
         .await
         .context("serve gRPC");
 

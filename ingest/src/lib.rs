@@ -1,1 +1,28 @@
-//! placeholder
+//! `dlog-ingest`: the ingest node, where every append is sequenced.
+//!
+//! Each log has one owner at a time, fenced by an epoch in the manifest. The
+//! owner assigns dense offsets, batches appends into entries, replicates each
+//! entry to its segment's ensemble of cache nodes and answers an append once
+//! A replicas made every entry up to it durable. A new owner first recovers
+//! what the previous one left open.
+//!
+//! | module | owns |
+//! |---|---|
+//! | [`node`] | ownership: claim, epoch bump, recovery, routing and redirects |
+//! | [`owner`] | one log's sequencing, batching, quorum acks, segment roll and seal |
+//! | [`replicas`] | the pipelined `AddEntries` streams of one open segment |
+//! | [`recovery`] | fence, copy and seal a segment left open (DESIGN §4 step 6) |
+//! | [`pool`] | connections to cache nodes, ensemble choice |
+//! | [`service`] | the public `LogService` gRPC server |
+//! | [`error`] | errors and their gRPC status, redirects included |
+
+pub mod error;
+pub mod node;
+pub mod owner;
+pub mod pool;
+pub mod recovery;
+pub mod replicas;
+pub mod service;
+
+pub use node::{IngestNode, IngestOptions};
+pub use service::LogServer;

@@ -3,8 +3,12 @@
 
 use std::path::PathBuf;
 
+mod admin;
+mod append;
+
 use anyhow::bail;
 use clap::{Parser, Subcommand};
+use distributedlog::Client;
 use distributedlog::server::{ServeOptions, cancel_on_signals, serve};
 use tokio_util::sync::CancellationToken;
 
@@ -15,7 +19,7 @@ use tokio_util::sync::CancellationToken;
     about = "distributedlog: a replicated log tiered on object storage"
 )]
 pub struct Args {
-    /// Endpoint of any node serving the public API.
+    /// Endpoint(s) of nodes serving the public API, comma-separated.
     #[arg(
         long,
         global = true,
@@ -150,16 +154,24 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         cancel_on_signals(shutdown.clone());
         return serve(options, shutdown).await;
     }
-    let name = match &args.command {
-        Command::Standalone { .. } => "standalone",
-        Command::Serve { .. } => "serve",
-        Command::Logs { .. } => "logs",
-        Command::Append { .. } => "append",
-        Command::Read { .. } => "read",
-        Command::Trim { .. } => "trim",
-        Command::Seal { .. } => "seal",
-        Command::Bench => "bench",
-        Command::Status { .. } => "status",
-    };
-    bail!("`dlog {name}` is not implemented yet: this build has the foundation only (see README)")
+    let client = Client::new(args.endpoint.clone());
+    match args.command {
+        Command::Logs { command } => admin::logs(&client, command).await,
+        Command::Append {
+            log,
+            expected_offset,
+            txid_from_field,
+        } => append::append(&client, &log, expected_offset, txid_from_field).await,
+        Command::Seal { log } => admin::seal(&client, &log).await,
+        Command::Trim { log, before } => admin::trim(&client, &log, before).await,
+        Command::Status { json } => admin::status(&client, json).await,
+        Command::Standalone { .. } => not_yet("standalone"),
+        Command::Read { .. } => not_yet("read"),
+        Command::Bench => not_yet("bench"),
+        Command::Serve { .. } => unreachable!("handled above"),
+    }
+}
+
+fn not_yet(name: &str) -> anyhow::Result<()> {
+    bail!("`dlog {name}` is not implemented yet in this build (see README)")
 }

@@ -1,0 +1,102 @@
+//! Errors of the ingest tier, and how they reach the wire.
+
+use dlog_infra::error::{Classify, ErrorKind};
+use dlog_infra::manifest::{self, NodeInfo};
+use dlog_infra::names::LogName;
+use dlog_infra::record::RecordError;
+
+/// gRPC metadata key carrying the owner's address on a redirect.
+pub const OWNER_METADATA: &str = "dlog-owner";
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("log {log} is owned by node {} at {}", owner.id, owner.address)]
+    NotOwner { log: LogName, owner: Box<NodeInfo> },
+    #[error("expected offset {expected} but the next offset of log {log} is {actual}")]
+    ExpectedOffset {
+        log: LogName,
+        expected: u64,
+        actual: u64,
+    },
+    #[error("txid {txid} is below txid {last} already in log {log}")]
+    TxidDecreasing { log: LogName, txid: i64, last: i64 },
+    #[error("log {log} ended at offset {end}: appends are refused after end of stream")]
+    EndOfStream { log: LogName, end: u64 },
+    #[error("log {log} has {in_flight} bytes in flight, over its limit of {limit}: retry later")]
+    Backpressure {
+        log: LogName,
+        in_flight: usize,
+        limit: usize,
+    },
+    #[error("not enough live cache nodes: {live} live, {needed} needed")]
+    NoCacheNodes { live: usize, needed: usize },
+    #[error("replicate to cache node {node}")]
+    Cache {
+        node: String,
+        #[source]
+        status: tonic::Status,
+    },
+    #[error("ownership of log {log} was lost (epoch {epoch} is no longer current): retry")]
+    OwnershipLost { log: LogName, epoch: u64 },
+    #[error("recover log {log}: {reason}")]
+    Recovery { log: LogName, reason: String },
+    #[error("the ingest node is shutting down")]
+    ShuttingDown,
+    #[error(transparent)]
+    Record(#[from] RecordError),
+    #[error(transparent)]
+    Manifest(#[from] manifest::Error),
+}
+
+impl Classify for Error {
+    fn kind(&self) -> ErrorKind {
+        match self {
+            Error::NotOwner { .. }
+            | Error::NoCacheNodes { .. }
+            | Error::Cache { .. }
+            | Error::OwnershipLost { .. }
+            | Error::Recovery { .. }
+            | Error::ShuttingDown => ErrorKind::Unavailable,
+            Error::ExpectedOffset { .. } | Error::EndOfStream { .. } => {
+                ErrorKind::FailedPrecondition
+            }
+            Error::TxidDecreasing { .. } => ErrorKind::InvalidArgument,
+            Error::Backpressure { .. } => ErrorKind::ResourceExhausted,
+            Error::Record(err) => err.kind(),
+            Error::Manifest(manifest::Error::OwnedBy { .. }) => ErrorKind::Unavailable,
+            Error::Manifest(err) => err.kind(),
+        }
+    }
+}
+
+impl Error {
+    /// The owner to redirect to, when this is a redirect.
+    pub fn owner(&self) -> Option<&NodeInfo> {
+        match self {
+            Error::NotOwner { owner, .. } => Some(owner),
+            Error::Manifest(manifest::Error::OwnedBy { owner, .. }) => Some(owner),
+            _ => None,
+        }
+    }
+}
+
+/// The gRPC status for an error: its kind's code, the context chain as the
+/// message, and on redirects the owner's address in `dlog-owner` metadata.
+/// An expected-offset mismatch carries the actual next offset in
+/// `dlog-next-offset`.
+pub fn to_status(err: &Error) -> tonic::Status {
+    let mut status = dlog_infra::error::to_status(err);
+    if let Some(owner) = err.owner()
+        && let Ok(value) = owner.address.parse()
+    {
+        status.metadata_mut().insert(OWNER_METADATA, value);
+    }
+    if let Error::ExpectedOffset { actual, .. } = err
+        && let Ok(value) = actual.to_string().parse()
+    {
+        status.metadata_mut().insert("dlog-next-offset", value);
+    }
+    status
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -1,0 +1,805 @@
+//! The owner of one log: a task that sequences appends, batches them into
+//! entries, replicates each entry to its segment's ensemble and answers
+//! appends in offset order once an ack quorum made the entry durable.
+//!
+//! ```text
+//!  appends ──▶ batch ──flush──▶ entry k (offsets assigned) ──▶ W replicas
+//!                                                               │ acks
+//!  answers ◀── in offset order ◀── LAC advances when A acked ◀──┘
+//! ```
+//!
+//! Invariants:
+//! * an append is answered only after every entry up to its own reached A
+//!   replicas (the LAC passed it): acknowledged means durable on A nodes;
+//! * offsets are dense and assigned in arrival order; timestamps never go
+//!   back; txids never decrease;
+//! * every manifest write is fenced by this owner's epoch; when one fails
+//!   with a stale epoch the owner stops and fails what it holds (retryable).
+//!
+//! A segment rolls (seal at the LAC, open the next on a fresh ensemble) at
+//! the namespace's size / record / age limits, on demand, and when a replica
+//! fails; entries not yet acknowledged when it seals are re-sent, at the same
+//! offsets, in the next segment. Crash points: dying with entries in flight
+//! leaves the segment open; the next owner's recovery keeps exactly what
+//! reached the cache nodes (see [`crate::recovery`]), so an unanswered append
+//! may or may not be in the log, and an answered one always is.
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use dlog_infra::codec::{EntryHeader, EntryRecord, encode_entry};
+use dlog_infra::manifest::{Manifest, NamespaceConfig, SegmentMeta, SegmentState};
+use dlog_infra::names::LogName;
+use dlog_infra::proto::SegmentRef;
+use dlog_infra::record::Append;
+use tokio::sync::{mpsc, oneshot};
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use crate::error::{Error, Result};
+use crate::pool::CachePool;
+use crate::recovery::SegmentStats;
+use crate::replicas::{EventSender, ReplicaEvent, Replicas};
+
+/// Tuning of an owner.
+#[derive(Debug, Clone)]
+pub struct OwnerOptions {
+    /// An entry is flushed once its records reach this size.
+    pub max_entry_bytes: usize,
+    /// Longest a record waits for more to batch with while entries are in
+    /// flight (with none in flight, a batch goes at once).
+    pub linger: Duration,
+    /// Bytes appended but not yet acknowledged, per log.
+    pub max_in_flight_bytes: usize,
+    /// How long a rolling segment waits for in-flight entries after a
+    /// replica failed, before it seals at the LAC anyway.
+    pub drain_timeout: Duration,
+}
+
+impl Default for OwnerOptions {
+    fn default() -> Self {
+        OwnerOptions {
+            max_entry_bytes: 1024 * 1024,
+            linger: Duration::from_millis(1),
+            max_in_flight_bytes: 64 * 1024 * 1024,
+            drain_timeout: Duration::from_secs(2),
+        }
+    }
+}
+
+/// What a successful append gets back.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AppendAck {
+    pub first_offset: u64,
+    pub last_offset: u64,
+    pub timestamp_ms: i64,
+}
+
+/// Where a log stands, as its owner sees it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct OwnerInfo {
+    /// Offset of the next acknowledged record.
+    pub next_offset: u64,
+    pub epoch: u64,
+    pub end_of_stream: Option<u64>,
+}
+
+/// Requests to an owner.
+#[derive(Debug)]
+pub enum Command {
+    Append {
+        append: Append,
+        reply: oneshot::Sender<Result<AppendAck>>,
+    },
+    /// Seal the open segment (after what is in flight is acknowledged).
+    Seal {
+        reply: oneshot::Sender<Result<Option<SegmentMeta>>>,
+    },
+    /// Refuse appends from now on; answers with the end offset.
+    EndOfStream {
+        reply: oneshot::Sender<Result<u64>>,
+    },
+    Info {
+        reply: oneshot::Sender<OwnerInfo>,
+    },
+}
+
+/// Where a recovered log continues.
+#[derive(Debug, Clone)]
+pub struct Resume {
+    pub log_id: u64,
+    pub epoch: u64,
+    pub next_offset: u64,
+    pub last_timestamp_ms: i64,
+    pub last_txid: Option<i64>,
+    pub end_of_stream: Option<u64>,
+    pub config: NamespaceConfig,
+}
+
+#[derive(Debug)]
+struct Waiter {
+    reply: oneshot::Sender<Result<AppendAck>>,
+    ack: AppendAck,
+}
+
+/// Records batched for the next entry.
+#[derive(Debug, Default)]
+struct Batch {
+    first_offset: u64,
+    records: Vec<EntryRecord>,
+    waiters: Vec<Waiter>,
+    bytes: usize,
+    since: Option<Instant>,
+}
+
+#[derive(Debug)]
+struct InFlight {
+    entry_id: u64,
+    first_offset: u64,
+    records: Vec<EntryRecord>,
+    waiters: Vec<Waiter>,
+    encoded: Bytes,
+    size: usize,
+    acked_by: u64,
+}
+
+#[derive(Debug)]
+struct OpenSegment {
+    meta: SegmentMeta,
+    replicas: Replicas,
+    ack_quorum: usize,
+    next_entry_id: u64,
+    lac: Option<u64>,
+    lac_sent: Option<u64>,
+    stats: SegmentStats,
+    records: u64,
+    opened: Instant,
+    /// Why it must be sealed, and by when at the latest.
+    rolling: Option<Instant>,
+    seal_waiters: Vec<oneshot::Sender<Result<Option<SegmentMeta>>>>,
+}
+
+/// The owner task of one log.
+pub struct Owner {
+    log: LogName,
+    resume: Resume,
+    options: OwnerOptions,
+    manifest: Manifest,
+    pool: Arc<CachePool>,
+    events: EventSender,
+    next_offset: u64,
+    acked_offset: u64,
+    last_timestamp_ms: i64,
+    last_txid: Option<i64>,
+    end_of_stream: Option<u64>,
+    batch: Batch,
+    in_flight: VecDeque<InFlight>,
+    /// Entries of a sealed segment that were not acknowledged, to re-send.
+    resend: VecDeque<InFlight>,
+    in_flight_bytes: usize,
+    segment: Option<OpenSegment>,
+    open_retry_at: Option<Instant>,
+    eos_waiters: Vec<oneshot::Sender<Result<u64>>>,
+}
+
+impl std::fmt::Debug for Owner {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Owner")
+            .field("log", &self.log)
+            .field("epoch", &self.resume.epoch)
+            .field("next_offset", &self.next_offset)
+            .finish()
+    }
+}
+
+/// A handle to a running owner.
+#[derive(Debug, Clone)]
+pub struct OwnerHandle {
+    pub epoch: u64,
+    commands: mpsc::Sender<Command>,
+    stopped: CancellationToken,
+}
+
+impl OwnerHandle {
+    /// Sends a command; `None` if the owner stopped.
+    pub async fn send(&self, command: Command) -> Option<()> {
+        self.commands.send(command).await.ok()
+    }
+
+    pub fn is_stopped(&self) -> bool {
+        self.stopped.is_cancelled() || self.commands.is_closed()
+    }
+
+    /// Waits until the owner task ended.
+    pub async fn stopped(&self) {
+        self.stopped.cancelled().await;
+    }
+}
+
+impl Owner {
+    /// Starts the owner task of a recovered log.
+    pub fn spawn(
+        log: LogName,
+        resume: Resume,
+        options: OwnerOptions,
+        manifest: Manifest,
+        pool: Arc<CachePool>,
+        shutdown: CancellationToken,
+        lost: CancellationToken,
+    ) -> OwnerHandle {
+        let (commands, receiver) = mpsc::channel(4096);
+        let (events, event_receiver) = mpsc::unbounded_channel();
+        let stopped = CancellationToken::new();
+        let epoch = resume.epoch;
+        let owner = Owner {
+            log,
+            next_offset: resume.next_offset,
+            acked_offset: resume.next_offset,
+            last_timestamp_ms: resume.last_timestamp_ms,
+            last_txid: resume.last_txid,
+            end_of_stream: resume.end_of_stream,
+            resume,
+            options,
+            manifest,
+            pool,
+            events,
+            batch: Batch::default(),
+            in_flight: VecDeque::new(),
+            resend: VecDeque::new(),
+            in_flight_bytes: 0,
+            segment: None,
+            open_retry_at: None,
+            eos_waiters: Vec::new(),
+        };
+        let done = stopped.clone();
+        tokio::spawn(async move {
+            owner.run(receiver, event_receiver, shutdown, lost).await;
+            done.cancel();
+        });
+        OwnerHandle {
+            epoch,
+            commands,
+            stopped,
+        }
+    }
+
+    #[tracing::instrument(name = "owner", skip_all, fields(log = %self.log, epoch = self.resume.epoch))]
+    async fn run(
+        mut self,
+        mut commands: mpsc::Receiver<Command>,
+        mut events: mpsc::UnboundedReceiver<(u64, ReplicaEvent)>,
+        shutdown: CancellationToken,
+        lost: CancellationToken,
+    ) {
+        tracing::info!(next_offset = self.next_offset, "owning the log");
+        let result = loop {
+            let wake = self.next_wake();
+            tokio::select! {
+                biased;
+                // The node lost its lease: another node may own the log now.
+                _ = lost.cancelled() => break Err(Error::OwnershipLost {
+                    log: self.log.clone(),
+                    epoch: self.resume.epoch,
+                }),
+                _ = shutdown.cancelled() => break self.shut_down(&mut events).await,
+                Some((segment_id, event)) = events.recv() => self.on_event(segment_id, event),
+                command = commands.recv() => match command {
+                    Some(command) => self.on_command(command),
+                    None => break Ok(()),
+                },
+                _ = tokio::time::sleep_until(wake) => {}
+            }
+            if let Err(err) = self.drive().await {
+                break Err(err);
+            }
+        };
+        if let Err(err) = result {
+            tracing::warn!("owner stopped: {err:#}");
+            let (log, epoch) = (self.log.clone(), self.resume.epoch);
+            self.fail_all(|| Error::OwnershipLost {
+                log: log.clone(),
+                epoch,
+            });
+        }
+        commands.close();
+        while let Ok(command) = commands.try_recv() {
+            self.refuse(command, Error::ShuttingDown);
+        }
+    }
+
+    fn next_wake(&self) -> Instant {
+        let far = Instant::now() + Duration::from_secs(1);
+        let mut wake = far;
+        if let Some(since) = self.batch.since {
+            wake = wake.min(since + self.options.linger);
+        }
+        if let Some(segment) = &self.segment
+            && let Some(deadline) = segment.rolling
+        {
+            wake = wake.min(deadline);
+        }
+        if let Some(at) = self.open_retry_at {
+            wake = wake.min(at);
+        }
+        wake
+    }
+
+    fn refuse(&self, command: Command, error: Error) {
+        match command {
+            Command::Append { reply, .. } => {
+                let _ = reply.send(Err(error));
+            }
+            Command::Seal { reply } => {
+                let _ = reply.send(Err(error));
+            }
+            Command::EndOfStream { reply } => {
+                let _ = reply.send(Err(error));
+            }
+            Command::Info { reply } => {
+                let _ = reply.send(self.info());
+            }
+        }
+    }
+
+    fn info(&self) -> OwnerInfo {
+        OwnerInfo {
+            next_offset: self.acked_offset,
+            epoch: self.resume.epoch,
+            end_of_stream: self.end_of_stream,
+        }
+    }
+
+    fn on_command(&mut self, command: Command) {
+        match command {
+            Command::Append { append, reply } => self.accept(append, reply),
+            Command::Seal { reply } => match &mut self.segment {
+                Some(segment) => {
+                    segment.seal_waiters.push(reply);
+                    segment
+                        .rolling
+                        .get_or_insert(Instant::now() + Duration::from_secs(3600));
+                }
+                None => {
+                    let _ = reply.send(Ok(None));
+                }
+            },
+            Command::EndOfStream { reply } => {
+                if let Some(end) = self.end_of_stream {
+                    let _ = reply.send(Ok(end));
+                } else {
+                    self.eos_waiters.push(reply);
+                }
+            }
+            Command::Info { reply } => {
+                let _ = reply.send(self.info());
+            }
+        }
+    }
+
+    /// Checks an append against the log's state: end of stream, expected
+    /// offset, txid order across appends, in-flight budget.
+    fn check(&self, append: &Append) -> Result<()> {
+        if let Some(end) = self.end_of_stream {
+            return Err(Error::EndOfStream {
+                log: self.log.clone(),
+                end,
+            });
+        }
+        if !self.eos_waiters.is_empty() {
+            return Err(Error::EndOfStream {
+                log: self.log.clone(),
+                end: self.next_offset,
+            });
+        }
+        if let Some(expected) = append.expected_offset
+            && expected != self.next_offset
+        {
+            return Err(Error::ExpectedOffset {
+                log: self.log.clone(),
+                expected,
+                actual: self.next_offset,
+            });
+        }
+        if let (Some(last), Some(first)) =
+            (self.last_txid, append.records.iter().find_map(|r| r.txid))
+            && first < last
+        {
+            return Err(Error::TxidDecreasing {
+                log: self.log.clone(),
+                txid: first,
+                last,
+            });
+        }
+        let queued = self.in_flight_bytes + self.batch.bytes;
+        if queued > 0 && queued + append.size() > self.options.max_in_flight_bytes {
+            return Err(Error::Backpressure {
+                log: self.log.clone(),
+                in_flight: queued,
+                limit: self.options.max_in_flight_bytes,
+            });
+        }
+        Ok(())
+    }
+
+    /// Assigns offsets and a timestamp to a checked append and batches it.
+    fn accept(&mut self, append: Append, reply: oneshot::Sender<Result<AppendAck>>) {
+        if let Err(err) = self.check(&append) {
+            tracing::debug!("append refused: {err}");
+            let _ = reply.send(Err(err));
+            return;
+        }
+        let size = append.size();
+        let timestamp_ms = dlog_infra::now_ms().max(self.last_timestamp_ms);
+        self.last_timestamp_ms = timestamp_ms;
+        if let Some(txid) = append.records.iter().rev().find_map(|r| r.txid) {
+            self.last_txid = Some(txid);
+        }
+        let count = append.records.len() as u64;
+        let ack = AppendAck {
+            first_offset: self.next_offset,
+            last_offset: self.next_offset + count - 1,
+            timestamp_ms,
+        };
+        if self.batch.records.is_empty() {
+            self.batch.first_offset = self.next_offset;
+            self.batch.since = Some(Instant::now());
+        }
+        self.next_offset += count;
+        self.batch.bytes += size;
+        self.batch
+            .records
+            .extend(append.records.into_iter().map(|record| EntryRecord {
+                timestamp_ms,
+                record,
+            }));
+        self.batch.waiters.push(Waiter { reply, ack });
+    }
+
+    fn on_event(&mut self, segment_id: u64, event: ReplicaEvent) {
+        let Some(segment) = self
+            .segment
+            .as_mut()
+            .filter(|s| s.meta.segment_id == segment_id)
+        else {
+            return; // an event of a segment already sealed
+        };
+        match event {
+            ReplicaEvent::Acked { replica, entry_id } => {
+                if let Some(entry) = self.in_flight.iter_mut().find(|e| e.entry_id == entry_id) {
+                    entry.acked_by |= 1 << replica;
+                }
+                while let Some(front) = self.in_flight.front() {
+                    if (front.acked_by.count_ones() as usize) < segment.ack_quorum {
+                        break;
+                    }
+                    let entry = self.in_flight.pop_front().expect("front exists");
+                    segment.lac = Some(entry.entry_id);
+                    let end = entry.first_offset + entry.records.len() as u64;
+                    self.acked_offset = end;
+                    self.in_flight_bytes -= entry.size;
+                    segment.records += entry.records.len() as u64;
+                    segment.stats.add_records(
+                        entry.entry_id,
+                        entry.first_offset,
+                        &entry.records,
+                        entry.encoded.len(),
+                    );
+                    for waiter in entry.waiters {
+                        let _ = waiter.reply.send(Ok(waiter.ack));
+                    }
+                }
+            }
+            ReplicaEvent::Failed { replica, error } => {
+                tracing::warn!(
+                    segment = segment_id,
+                    "replica failed, rolling the segment: {error:#}"
+                );
+                self.pool.suspect(segment.replicas.node(replica));
+                segment.replicas.close(replica);
+                let deadline = Instant::now() + self.options.drain_timeout;
+                segment.rolling = Some(segment.rolling.map_or(deadline, |d| d.min(deadline)));
+            }
+        }
+    }
+
+    /// Does whatever the state calls for: seal, open, flush, LAC.
+    async fn drive(&mut self) -> Result<()> {
+        self.maybe_roll_by_policy();
+        if let Some(segment) = &self.segment
+            && let Some(deadline) = segment.rolling
+            && (self.in_flight.is_empty() || Instant::now() >= deadline)
+        {
+            self.seal_segment().await?;
+        }
+        if self.segment.is_none()
+            && (!self.batch.records.is_empty() || !self.resend.is_empty())
+            && self.open_retry_at.is_none_or(|at| Instant::now() >= at)
+        {
+            self.open_segment().await?;
+        }
+        self.resend_entries();
+        self.flush();
+        self.send_idle_lac();
+        self.finish_end_of_stream().await?;
+        Ok(())
+    }
+
+    fn maybe_roll_by_policy(&mut self) {
+        let roll = self.resume.config.roll;
+        let Some(segment) = &mut self.segment else {
+            return;
+        };
+        if segment.rolling.is_some() || segment.records == 0 {
+            return;
+        }
+        let too_big = segment.stats.bytes >= roll.max_bytes || segment.records >= roll.max_records;
+        let too_old = segment.opened.elapsed() >= Duration::from_millis(roll.max_age_ms);
+        if too_big || too_old {
+            tracing::debug!(
+                segment = segment.meta.segment_id,
+                too_big,
+                too_old,
+                "rolling by policy"
+            );
+            segment.rolling = Some(Instant::now() + Duration::from_secs(3600));
+        }
+    }
+
+    async fn seal_segment(&mut self) -> Result<()> {
+        let Some(mut segment) = self.segment.take() else {
+            return Ok(());
+        };
+        let mut seal = segment.stats.seal_info();
+        seal.end_offset = self.acked_offset;
+        seal.last_entry_id = segment.lac;
+        let sealed = self
+            .manifest
+            .seal_segment(&self.log, self.resume.epoch, segment.meta.segment_id, &seal)
+            .await;
+        let sealed = match sealed {
+            Ok(sealed) => sealed,
+            Err(err) => {
+                for waiter in segment.seal_waiters.drain(..) {
+                    let _ = waiter.send(Err(Error::OwnershipLost {
+                        log: self.log.clone(),
+                        epoch: self.resume.epoch,
+                    }));
+                }
+                return Err(err.into());
+            }
+        };
+        tracing::info!(
+            segment = sealed.segment_id,
+            end_offset = seal.end_offset,
+            unacknowledged = self.in_flight.len(),
+            "sealed segment"
+        );
+        // Entries the old ensemble did not acknowledge go out again in the
+        // next segment, at the same offsets.
+        self.resend.extend(self.in_flight.drain(..));
+        for waiter in segment.seal_waiters.drain(..) {
+            let _ = waiter.send(Ok(Some(sealed.clone())));
+        }
+        Ok(())
+    }
+
+    async fn open_segment(&mut self) -> Result<()> {
+        let config = &self.resume.config;
+        let replication = config.replication;
+        let ensemble = match self
+            .pool
+            .choose_ensemble(
+                replication.ensemble as usize,
+                replication.ack_quorum as usize,
+                self.resume.log_id,
+            )
+            .await
+        {
+            Ok(ensemble) => ensemble,
+            Err(err) => {
+                tracing::warn!("cannot open a segment yet: {err:#}");
+                self.open_retry_at = Some(Instant::now() + Duration::from_millis(500));
+                return Ok(());
+            }
+        };
+        self.open_retry_at = None;
+        let ack_quorum = (replication.ack_quorum as usize).min(ensemble.len());
+        let write_quorum = (replication.write_quorum as usize).min(ensemble.len());
+        let start_offset = self
+            .resend
+            .front()
+            .map_or(self.acked_offset, |entry| entry.first_offset);
+        let template = SegmentMeta {
+            segment_id: 0,
+            epoch: self.resume.epoch,
+            ensemble: ensemble.iter().map(|n| n.id.clone()).collect(),
+            write_quorum: write_quorum as u32,
+            ack_quorum: ack_quorum as u32,
+            start_offset,
+            state: SegmentState::Open,
+            end_offset: None,
+            last_entry_id: None,
+            bytes: 0,
+            min_timestamp_ms: None,
+            max_timestamp_ms: None,
+            min_txid: None,
+            max_txid: None,
+            object: None,
+        };
+        let meta = self
+            .manifest
+            .create_segment(&self.log, self.resume.epoch, template)
+            .await?;
+        let reference = SegmentRef {
+            log: self.log.to_string(),
+            log_id: self.resume.log_id,
+            segment_id: meta.segment_id,
+        };
+        let replicas = Replicas::open(
+            &self.pool,
+            reference,
+            self.resume.epoch,
+            &meta.ensemble,
+            self.events.clone(),
+        )
+        .await;
+        tracing::info!(segment = meta.segment_id, ensemble = ?meta.ensemble, start_offset, "opened segment");
+        self.segment = Some(OpenSegment {
+            stats: SegmentStats::new(start_offset),
+            meta,
+            replicas,
+            ack_quorum,
+            next_entry_id: 0,
+            lac: None,
+            lac_sent: None,
+            records: 0,
+            opened: Instant::now(),
+            rolling: None,
+            seal_waiters: Vec::new(),
+        });
+        Ok(())
+    }
+
+    fn writable(&self) -> bool {
+        self.segment.as_ref().is_some_and(|s| s.rolling.is_none())
+    }
+
+    fn send_entry(&mut self, mut entry: InFlight) {
+        let segment = self.segment.as_mut().expect("writable checked");
+        entry.entry_id = segment.next_entry_id;
+        segment.next_entry_id += 1;
+        let header = EntryHeader {
+            log_id: self.resume.log_id,
+            segment_id: segment.meta.segment_id,
+            entry_id: entry.entry_id,
+            epoch: self.resume.epoch,
+            first_offset: entry.first_offset,
+            lac: segment.lac,
+            record_count: entry.records.len() as u32,
+        };
+        entry.encoded = encode_entry(&header, &entry.records);
+        entry.acked_by = 0;
+        segment.lac_sent = segment.lac;
+        segment.replicas.send(&entry.encoded, &self.events);
+        self.in_flight.push_back(entry);
+    }
+
+    fn resend_entries(&mut self) {
+        while self.writable() {
+            let Some(entry) = self.resend.pop_front() else {
+                return;
+            };
+            self.send_entry(entry);
+        }
+    }
+
+    fn flush(&mut self) {
+        if !self.writable() || !self.resend.is_empty() || self.batch.records.is_empty() {
+            return;
+        }
+        let due = self.in_flight.is_empty()
+            || self.batch.bytes >= self.options.max_entry_bytes
+            || self
+                .batch
+                .since
+                .is_some_and(|since| since.elapsed() >= self.options.linger);
+        if !due {
+            return;
+        }
+        let batch = std::mem::take(&mut self.batch);
+        self.in_flight_bytes += batch.bytes;
+        self.send_entry(InFlight {
+            entry_id: 0,
+            first_offset: batch.first_offset,
+            records: batch.records,
+            waiters: batch.waiters,
+            encoded: Bytes::new(),
+            size: batch.bytes,
+            acked_by: 0,
+        });
+    }
+
+    /// With nothing in flight, tells the replicas how far the LAC is, so
+    /// tailing readers see the last entries without waiting for more writes.
+    fn send_idle_lac(&mut self) {
+        if !self.in_flight.is_empty() {
+            return;
+        }
+        let Some(segment) = self.segment.as_mut() else {
+            return;
+        };
+        if let Some(lac) = segment.lac
+            && segment.lac_sent != Some(lac)
+        {
+            segment.lac_sent = Some(lac);
+            segment.replicas.send_lac(lac, &self.events);
+        }
+    }
+
+    async fn finish_end_of_stream(&mut self) -> Result<()> {
+        if self.eos_waiters.is_empty()
+            || !self.in_flight.is_empty()
+            || !self.resend.is_empty()
+            || !self.batch.records.is_empty()
+        {
+            return Ok(());
+        }
+        let end = self.acked_offset;
+        self.manifest
+            .mark_end_of_stream(&self.log, self.resume.epoch, end)
+            .await?;
+        self.end_of_stream = Some(end);
+        for waiter in self.eos_waiters.drain(..) {
+            let _ = waiter.send(Ok(end));
+        }
+        tracing::info!(end, "log marked end of stream");
+        Ok(())
+    }
+
+    /// Clean shutdown: let what is in flight finish (briefly), seal, stop.
+    async fn shut_down(
+        &mut self,
+        events: &mut mpsc::UnboundedReceiver<(u64, ReplicaEvent)>,
+    ) -> Result<()> {
+        self.fail_batch(|| Error::ShuttingDown);
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while !self.in_flight.is_empty() && Instant::now() < deadline {
+            match tokio::time::timeout_at(deadline, events.recv()).await {
+                Ok(Some((segment_id, event))) => self.on_event(segment_id, event),
+                _ => break,
+            }
+        }
+        if self.segment.is_some() {
+            self.seal_segment().await?;
+        }
+        self.fail_all(|| Error::ShuttingDown);
+        tracing::info!("released the log");
+        Ok(())
+    }
+
+    fn fail_batch(&mut self, error: impl Fn() -> Error) {
+        let batch = std::mem::take(&mut self.batch);
+        for waiter in batch.waiters {
+            let _ = waiter.reply.send(Err(error()));
+        }
+    }
+
+    fn fail_all(&mut self, error: impl Fn() -> Error) {
+        self.fail_batch(&error);
+        for entry in self.in_flight.drain(..).chain(self.resend.drain(..)) {
+            for waiter in entry.waiters {
+                let _ = waiter.reply.send(Err(error()));
+            }
+        }
+        if let Some(segment) = &mut self.segment {
+            for waiter in segment.seal_waiters.drain(..) {
+                let _ = waiter.send(Err(error()));
+            }
+        }
+        for waiter in self.eos_waiters.drain(..) {
+            let _ = waiter.send(Err(error()));
+        }
+    }
+}

@@ -1,0 +1,313 @@
+//! Recovery of a segment left `open` by a dead or deposed owner (DESIGN §4
+//! step 6), run by a new owner before it writes.
+//!
+//! 1. `Fence(segment, my_epoch)` to every node of the ensemble. A node that
+//!    answers refuses adds of older epochs from then on, also for entries
+//!    it does not hold yet, and reports its last entry id and LAC.
+//! 2. Wait for at least E − A + 1 answers: then every acknowledged entry
+//!    (on A nodes) is on at least one answering node.
+//! 3. Read entries from 0 with recovery reads (they carry `my_epoch` and
+//!    fence again, so fencing is sticky on every node read from). Entries
+//!    up to the highest known LAC are acknowledged already; each entry after
+//!    it that an answering node holds is copied to the ensemble until A
+//!    nodes have it. Stop at the first entry no answering node holds.
+//! 4. Seal the segment in the manifest, under the epoch fence, at the end of
+//!    the last entry recovered, with its statistics.
+//!
+//! Crash points: a new owner that dies anywhere before step 4 leaves the
+//! segment open and fenced at its epoch; the next owner (higher epoch)
+//! fences again and repeats the same steps, and copies are idempotent. After
+//! step 4 the segment is sealed and never recovered again.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use dlog_infra::codec::{self, Entry, EntryRecord};
+use dlog_infra::manifest::{Manifest, SealInfo, SegmentMeta};
+use dlog_infra::names::LogName;
+use dlog_infra::proto::{AddEntryRequest, FenceRequest, ReadEntriesRequest, SegmentRef};
+use futures::future::join_all;
+use tokio_stream::wrappers::ReceiverStream;
+
+use crate::error::{Error, Result};
+use crate::pool::CachePool;
+
+const NODE_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Statistics gathered over a segment's entries, for its seal.
+#[derive(Debug, Clone, Default)]
+pub struct SegmentStats {
+    pub end_offset: u64,
+    pub last_entry_id: Option<u64>,
+    pub bytes: u64,
+    pub min_timestamp_ms: Option<i64>,
+    pub max_timestamp_ms: Option<i64>,
+    pub min_txid: Option<i64>,
+    pub max_txid: Option<i64>,
+}
+
+impl SegmentStats {
+    pub fn new(start_offset: u64) -> SegmentStats {
+        SegmentStats {
+            end_offset: start_offset,
+            ..SegmentStats::default()
+        }
+    }
+
+    /// Counts an entry (in entry order).
+    pub fn add(&mut self, entry: &Entry, encoded_len: usize) {
+        self.add_records(
+            entry.header.entry_id,
+            entry.header.first_offset,
+            &entry.records,
+            encoded_len,
+        );
+    }
+
+    /// Counts an entry given by its parts.
+    pub fn add_records(
+        &mut self,
+        entry_id: u64,
+        first_offset: u64,
+        records: &[EntryRecord],
+        encoded_len: usize,
+    ) {
+        self.end_offset = first_offset + records.len() as u64;
+        self.last_entry_id = Some(entry_id);
+        self.bytes += encoded_len as u64;
+        for record in records {
+            let ts = record.timestamp_ms;
+            self.min_timestamp_ms = Some(self.min_timestamp_ms.map_or(ts, |m| m.min(ts)));
+            self.max_timestamp_ms = Some(self.max_timestamp_ms.map_or(ts, |m| m.max(ts)));
+            if let Some(txid) = record.record.txid {
+                self.min_txid = Some(self.min_txid.map_or(txid, |m| m.min(txid)));
+                self.max_txid = Some(self.max_txid.map_or(txid, |m| m.max(txid)));
+            }
+        }
+    }
+
+    pub fn seal_info(&self) -> SealInfo {
+        SealInfo {
+            end_offset: self.end_offset,
+            last_entry_id: self.last_entry_id,
+            bytes: self.bytes,
+            min_timestamp_ms: self.min_timestamp_ms,
+            max_timestamp_ms: self.max_timestamp_ms,
+            min_txid: self.min_txid,
+            max_txid: self.max_txid,
+        }
+    }
+}
+
+/// Recovers and seals one open segment at `epoch`; returns it sealed.
+pub async fn recover_segment(
+    pool: &CachePool,
+    manifest: &Manifest,
+    log: &LogName,
+    log_id: u64,
+    epoch: u64,
+    segment: &SegmentMeta,
+) -> Result<SegmentMeta> {
+    let fail = |reason: String| Error::Recovery {
+        log: log.clone(),
+        reason: format!("segment {}: {reason}", segment.segment_id),
+    };
+    let reference = SegmentRef {
+        log: log.to_string(),
+        log_id,
+        segment_id: segment.segment_id,
+    };
+    let ensemble = &segment.ensemble;
+    let ack_quorum = (segment.ack_quorum as usize).clamp(1, ensemble.len().max(1));
+    let needed = ensemble.len() + 1 - ack_quorum;
+
+    // 1–2. Fence every node; enough answers cover every acknowledged entry.
+    let fences = join_all(ensemble.iter().map(|node| {
+        let reference = reference.clone();
+        async move {
+            let mut client = pool.client(node).await?;
+            let request = FenceRequest {
+                segment: Some(reference),
+                epoch,
+            };
+            match tokio::time::timeout(NODE_TIMEOUT, client.fence(request)).await {
+                Ok(Ok(response)) => Ok((node.clone(), response.into_inner())),
+                Ok(Err(status)) => Err(Error::Cache {
+                    node: node.clone(),
+                    status,
+                }),
+                Err(_) => Err(Error::Cache {
+                    node: node.clone(),
+                    status: tonic::Status::deadline_exceeded("fence timed out"),
+                }),
+            }
+        }
+    }))
+    .await;
+    let mut responders = Vec::new();
+    let mut lac: Option<u64> = None;
+    for fence in fences {
+        match fence {
+            Ok((node, response)) => {
+                lac = lac.max(response.lac);
+                responders.push(node);
+            }
+            Err(err) => {
+                tracing::warn!(%log, segment = segment.segment_id, "recovery: fence failed: {err:#}")
+            }
+        }
+    }
+    if responders.len() < needed {
+        return Err(fail(format!(
+            "only {} of {} cache nodes answered the fence, {needed} needed",
+            responders.len(),
+            ensemble.len()
+        )));
+    }
+
+    // 3. Read every entry; copy those past the LAC to an ack quorum.
+    let mut stats = SegmentStats::new(segment.start_offset);
+    let mut next_entry = 0u64;
+    let mut to_copy: Vec<Bytes> = Vec::new();
+    'read: loop {
+        let mut progressed = false;
+        for node in &responders {
+            let batch = read_entries(pool, node, &reference, next_entry, epoch).await;
+            let entries = match batch {
+                Ok(entries) => entries,
+                Err(err) => {
+                    tracing::debug!(%log, node, "recovery: read failed, trying another node: {err:#}");
+                    continue;
+                }
+            };
+            for bytes in entries {
+                let entry = codec::decode_entry(bytes.clone())
+                    .map_err(|err| fail(format!("entry from {node}: {err}")))?;
+                if entry.header.entry_id != next_entry {
+                    break;
+                }
+                stats.add(&entry, bytes.len());
+                if lac.is_none_or(|lac| next_entry > lac) {
+                    to_copy.push(bytes);
+                }
+                next_entry += 1;
+                progressed = true;
+            }
+            if progressed {
+                continue 'read;
+            }
+        }
+        break;
+    }
+    if !to_copy.is_empty() {
+        copy_to_quorum(pool, &reference, epoch, ensemble, ack_quorum, &to_copy)
+            .await
+            .map_err(fail)?;
+    }
+
+    // 4. Seal where the recovered entries end.
+    let sealed = manifest
+        .seal_segment(log, epoch, segment.segment_id, &stats.seal_info())
+        .await?;
+    tracing::info!(
+        %log,
+        segment = segment.segment_id,
+        end_offset = stats.end_offset,
+        entries = next_entry,
+        copied = to_copy.len(),
+        "recovered and sealed a segment"
+    );
+    Ok(sealed)
+}
+
+async fn read_entries(
+    pool: &CachePool,
+    node: &str,
+    segment: &SegmentRef,
+    from_entry: u64,
+    epoch: u64,
+) -> Result<Vec<Bytes>> {
+    let mut client = pool.client(node).await?;
+    let request = ReadEntriesRequest {
+        segment: Some(segment.clone()),
+        from_entry,
+        max_entries: 0,
+        fence_epoch: Some(epoch),
+    };
+    let to_error = |status| Error::Cache {
+        node: node.to_owned(),
+        status,
+    };
+    let read = async {
+        let mut stream = client.read_entries(request).await?.into_inner();
+        let mut entries = Vec::new();
+        while let Some(message) = stream.message().await? {
+            entries.push(message.entry);
+        }
+        Ok::<_, tonic::Status>(entries)
+    };
+    match tokio::time::timeout(NODE_TIMEOUT, read).await {
+        Ok(result) => result.map_err(to_error),
+        Err(_) => Err(to_error(tonic::Status::deadline_exceeded("read timed out"))),
+    }
+}
+
+/// Writes entries (at the recovering epoch) to every node of the ensemble
+/// and waits until each is on `ack_quorum` nodes.
+async fn copy_to_quorum(
+    pool: &CachePool,
+    segment: &SegmentRef,
+    epoch: u64,
+    ensemble: &[String],
+    ack_quorum: usize,
+    entries: &[Bytes],
+) -> std::result::Result<(), String> {
+    let copies = join_all(ensemble.iter().map(|node| async move {
+        let mut client = pool.client(node).await.map_err(|e| e.to_string())?;
+        let requests: Vec<AddEntryRequest> = entries
+            .iter()
+            .map(|entry| AddEntryRequest {
+                segment: Some(segment.clone()),
+                epoch,
+                entry: entry.clone(),
+                lac: None,
+            })
+            .collect();
+        let (sender, receiver) = tokio::sync::mpsc::channel(requests.len().max(1));
+        for request in requests {
+            let _ = sender.try_send(request);
+        }
+        drop(sender);
+        let copy = async {
+            let mut acks = client
+                .add_entries(ReceiverStream::new(receiver))
+                .await?
+                .into_inner();
+            let mut count = 0usize;
+            while acks.message().await?.is_some() {
+                count += 1;
+            }
+            Ok::<_, tonic::Status>(count)
+        };
+        match tokio::time::timeout(NODE_TIMEOUT, copy).await {
+            Ok(Ok(count)) => Ok(count),
+            Ok(Err(status)) => Err(format!("copy to {node}: {status}")),
+            Err(_) => Err(format!("copy to {node}: timed out")),
+        }
+    }))
+    .await;
+    let complete = copies
+        .iter()
+        .filter(|copy| matches!(copy, Ok(count) if *count == entries.len()))
+        .count();
+    if complete >= ack_quorum {
+        Ok(())
+    } else {
+        let errors: Vec<String> = copies.into_iter().filter_map(|c| c.err()).collect();
+        Err(format!(
+            "copied {} entries to {complete} nodes, {ack_quorum} needed: {}",
+            entries.len(),
+            errors.join("; ")
+        ))
+    }
+}

@@ -1,0 +1,347 @@
+//! The public `LogService` of ingest nodes: admin calls answered by any
+//! node from the manifest, appends routed to this node's owner of the log
+//! or redirected (`UNAVAILABLE` + `dlog-owner` metadata) to another's.
+
+use std::pin::Pin;
+use std::sync::Arc;
+
+use dlog_infra::manifest::{self, LogMeta, Role, SegmentMeta, SegmentState};
+use dlog_infra::names::LogName;
+use dlog_infra::proto::log_service_server::{LogService, LogServiceServer};
+use dlog_infra::proto::{self as pb};
+use dlog_infra::record::{Append, RecordError};
+use futures::stream::FuturesOrdered;
+use futures::{FutureExt, Stream, StreamExt};
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::{Request, Response, Status, Streaming};
+
+use crate::error::{Error, to_status};
+use crate::node::IngestNode;
+use crate::owner::AppendAck;
+
+/// Appends one session may have queued but not yet answered.
+const MAX_SESSION_IN_FLIGHT: usize = 1024;
+
+/// The gRPC face of an ingest node.
+#[derive(Debug, Clone)]
+pub struct LogServer {
+    node: Arc<IngestNode>,
+}
+
+impl LogServer {
+    pub fn new(node: Arc<IngestNode>) -> LogServer {
+        LogServer { node }
+    }
+
+    pub fn into_service(self) -> LogServiceServer<LogServer> {
+        LogServiceServer::new(self)
+            .max_decoding_message_size(16 * 1024 * 1024)
+            .max_encoding_message_size(16 * 1024 * 1024)
+    }
+
+    async fn next_offset(
+        &self,
+        log: &LogName,
+        meta: &LogMeta,
+        segments: &[SegmentMeta],
+    ) -> Result<u64, Error> {
+        if let Some(info) = self.node.info_if_owned(log).await {
+            return Ok(info.next_offset);
+        }
+        let open = segments.iter().any(|s| s.state == SegmentState::Open);
+        if let Some(owner) = self.node.manifest().owner(log).await?
+            && owner.id != self.node.me().id
+            && open
+        {
+            return Err(Error::NotOwner {
+                log: log.clone(),
+                owner: Box::new(owner),
+            });
+        }
+        if open {
+            // Its owner died: recover it (as a write would) to learn the end.
+            return Ok(self.node.info(log).await?.next_offset);
+        }
+        let trim = self.node.manifest().trim_point(log).await?;
+        let sealed_end = segments
+            .iter()
+            .filter_map(|s| s.end_offset)
+            .max()
+            .unwrap_or(0);
+        Ok(sealed_end.max(trim).max(meta.end_of_stream.unwrap_or(0)))
+    }
+
+    async fn log_info(&self, log: &LogName) -> Result<pb::LogInfo, Error> {
+        let manifest = self.node.manifest();
+        let meta = live_log(manifest, log).await?;
+        let (segments, _) = manifest.segments(log).await?;
+        let next_offset = self.next_offset(log, &meta, &segments).await?;
+        let first_offset = manifest.trim_point(log).await?.min(next_offset);
+        let end_of_stream = match self.node.info_if_owned(log).await {
+            Some(info) => info.end_of_stream.is_some(),
+            None => meta.end_of_stream.is_some(),
+        };
+        Ok(pb::LogInfo {
+            log: log.to_string(),
+            log_id: meta.log_id,
+            created_at_ms: meta.created_at_ms,
+            first_offset,
+            next_offset,
+            records: next_offset - first_offset,
+            end_of_stream,
+            segments: segments.iter().map(segment_info).collect(),
+        })
+    }
+}
+
+async fn live_log(manifest: &manifest::Manifest, log: &LogName) -> Result<LogMeta, Error> {
+    let meta = manifest.log(log).await?;
+    if meta.state == manifest::LogState::Deleting {
+        return Err(manifest::Error::LogNotFound(log.clone()).into());
+    }
+    Ok(meta)
+}
+
+fn segment_info(segment: &SegmentMeta) -> pb::SegmentInfo {
+    pb::SegmentInfo {
+        segment_id: segment.segment_id,
+        state: match segment.state {
+            SegmentState::Open => pb::SegmentState::Open,
+            SegmentState::Sealed => pb::SegmentState::Sealed,
+            SegmentState::Offloaded => pb::SegmentState::Offloaded,
+        } as i32,
+        start_offset: segment.start_offset,
+        end_offset: segment.end_offset,
+        epoch: segment.epoch,
+        ensemble: segment.ensemble.clone(),
+        bytes: segment.bytes,
+        object: segment.object.as_ref().map(|o| o.key.clone()),
+    }
+}
+
+fn parse_log(name: &str) -> Result<LogName, Status> {
+    name.parse::<LogName>()
+        .map_err(|err| to_status(&Error::Record(RecordError::Name(err))))
+}
+
+fn status(err: Error) -> Status {
+    to_status(&err)
+}
+
+fn append_response(ack: AppendAck) -> pb::AppendResponse {
+    pb::AppendResponse {
+        first_offset: ack.first_offset,
+        last_offset: ack.last_offset,
+        timestamp_ms: ack.timestamp_ms,
+    }
+}
+
+type SessionFuture = Pin<Box<dyn Future<Output = Result<pb::AppendResponse, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl LogService for LogServer {
+    type AppendSessionStream =
+        Pin<Box<dyn Stream<Item = Result<pb::AppendResponse, Status>> + Send>>;
+
+    async fn create_log(
+        &self,
+        request: Request<pb::CreateLogRequest>,
+    ) -> Result<Response<pb::CreateLogResponse>, Status> {
+        let log = parse_log(&request.into_inner().log)?;
+        self.node
+            .manifest()
+            .create_log(&log)
+            .await
+            .map_err(|err| status(err.into()))?;
+        let info = self.log_info(&log).await.map_err(status)?;
+        Ok(Response::new(pb::CreateLogResponse { log: Some(info) }))
+    }
+
+    async fn delete_log(
+        &self,
+        request: Request<pb::DeleteLogRequest>,
+    ) -> Result<Response<pb::DeleteLogResponse>, Status> {
+        let log = parse_log(&request.into_inner().log)?;
+        self.node
+            .manifest()
+            .delete_log(&log)
+            .await
+            .map_err(|err| status(err.into()))?;
+        self.node.forget(&log);
+        Ok(Response::new(pb::DeleteLogResponse {}))
+    }
+
+    async fn list_logs(
+        &self,
+        request: Request<pb::ListLogsRequest>,
+    ) -> Result<Response<pb::ListLogsResponse>, Status> {
+        let prefix = request.into_inner().prefix;
+        let logs = self
+            .node
+            .manifest()
+            .list_logs(&prefix)
+            .await
+            .map_err(|err| status(err.into()))?;
+        Ok(Response::new(pb::ListLogsResponse {
+            logs: logs.iter().map(ToString::to_string).collect(),
+        }))
+    }
+
+    async fn get_log(
+        &self,
+        request: Request<pb::GetLogRequest>,
+    ) -> Result<Response<pb::GetLogResponse>, Status> {
+        let log = parse_log(&request.into_inner().log)?;
+        let info = self.log_info(&log).await.map_err(status)?;
+        Ok(Response::new(pb::GetLogResponse { log: Some(info) }))
+    }
+
+    async fn append(
+        &self,
+        request: Request<pb::AppendRequest>,
+    ) -> Result<Response<pb::AppendResponse>, Status> {
+        let append = Append::from_proto(request.into_inner(), self.node.limits())
+            .map_err(|err| status(err.into()))?;
+        let ack = self.node.append(append).await.map_err(status)?;
+        Ok(Response::new(append_response(ack)))
+    }
+
+    async fn append_session(
+        &self,
+        request: Request<Streaming<pb::AppendRequest>>,
+    ) -> Result<Response<Self::AppendSessionStream>, Status> {
+        let mut incoming = request.into_inner();
+        let node = self.node.clone();
+        let (sender, receiver) = mpsc::channel(MAX_SESSION_IN_FLIGHT);
+        tokio::spawn(async move {
+            let mut pending: FuturesOrdered<SessionFuture> = FuturesOrdered::new();
+            let mut input_open = true;
+            loop {
+                tokio::select! {
+                    biased;
+                    Some(answer) = pending.next(), if !pending.is_empty() => {
+                        let failed = answer.is_err();
+                        if sender.send(answer).await.is_err() || failed {
+                            return;
+                        }
+                    }
+                    message = incoming.message(), if input_open && pending.len() < MAX_SESSION_IN_FLIGHT => {
+                        match message {
+                            Ok(Some(request)) => {
+                                let answer: SessionFuture = match Append::from_proto(request, node.limits()) {
+                                    Err(err) => futures::future::ready(Err(status(err.into()))).boxed(),
+                                    Ok(append) => match node.submit(append).await {
+                                        Err(err) => futures::future::ready(Err(status(err))).boxed(),
+                                        Ok(receiver) => async move {
+                                            match receiver.await {
+                                                Ok(Ok(ack)) => Ok(append_response(ack)),
+                                                Ok(Err(err)) => Err(status(err)),
+                                                Err(_) => Err(Status::unavailable("the log's owner stopped: retry")),
+                                            }
+                                        }
+                                        .boxed(),
+                                    },
+                                };
+                                pending.push_back(answer);
+                            }
+                            Ok(None) | Err(_) => input_open = false,
+                        }
+                    }
+                    else => return,
+                }
+            }
+        });
+        Ok(Response::new(Box::pin(ReceiverStream::new(receiver))))
+    }
+
+    async fn trim(
+        &self,
+        request: Request<pb::TrimRequest>,
+    ) -> Result<Response<pb::TrimResponse>, Status> {
+        let request = request.into_inner();
+        let log = parse_log(&request.log)?;
+        let info = self.log_info(&log).await.map_err(status)?;
+        if request.before_offset > info.next_offset {
+            return Err(Status::invalid_argument(format!(
+                "cannot trim log {log} before offset {}: its next offset is {}",
+                request.before_offset, info.next_offset
+            )));
+        }
+        let first_offset = self
+            .node
+            .manifest()
+            .trim(&log, request.before_offset)
+            .await
+            .map_err(|err| status(err.into()))?;
+        Ok(Response::new(pb::TrimResponse { first_offset }))
+    }
+
+    async fn mark_end_of_stream(
+        &self,
+        request: Request<pb::MarkEndOfStreamRequest>,
+    ) -> Result<Response<pb::MarkEndOfStreamResponse>, Status> {
+        let log = parse_log(&request.into_inner().log)?;
+        let end_offset = self.node.end_of_stream(&log).await.map_err(status)?;
+        Ok(Response::new(pb::MarkEndOfStreamResponse { end_offset }))
+    }
+
+    async fn seal_log(
+        &self,
+        request: Request<pb::SealLogRequest>,
+    ) -> Result<Response<pb::SealLogResponse>, Status> {
+        let log = parse_log(&request.into_inner().log)?;
+        let sealed = self.node.seal(&log).await.map_err(status)?;
+        let info = self.log_info(&log).await.map_err(status)?;
+        Ok(Response::new(pb::SealLogResponse {
+            segment_id: sealed.as_ref().map(|s| s.segment_id),
+            end_offset: sealed
+                .and_then(|s| s.end_offset)
+                .unwrap_or(info.next_offset),
+        }))
+    }
+
+    async fn get_status(
+        &self,
+        _request: Request<pb::GetStatusRequest>,
+    ) -> Result<Response<pb::GetStatusResponse>, Status> {
+        let manifest = self.node.manifest();
+        let mut response = pb::GetStatusResponse::default();
+        for role in Role::ALL {
+            let nodes = manifest
+                .nodes(role)
+                .await
+                .map_err(|err| status(err.into()))?;
+            response
+                .nodes
+                .extend(nodes.into_iter().map(|n| pb::NodeInfo {
+                    role: role.as_str().to_owned(),
+                    id: n.id,
+                    address: n.address,
+                    zone: n.zone,
+                }));
+        }
+        let logs = manifest
+            .list_logs("")
+            .await
+            .map_err(|err| status(err.into()))?;
+        response.logs = logs.len() as u64;
+        for log in &logs {
+            let (segments, _) = manifest
+                .segments(log)
+                .await
+                .map_err(|err| status(err.into()))?;
+            for segment in segments {
+                match segment.state {
+                    SegmentState::Open => response.open_segments += 1,
+                    SegmentState::Sealed => {
+                        response.sealed_segments += 1;
+                        response.offload_lag_bytes += segment.bytes;
+                    }
+                    SegmentState::Offloaded => response.offloaded_segments += 1,
+                }
+            }
+        }
+        Ok(Response::new(response))
+    }
+}

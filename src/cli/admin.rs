@@ -1,0 +1,126 @@
+//! `dlog logs …`, `dlog seal`, `dlog trim`, `dlog status`.
+
+use distributedlog::Client;
+use dlog_infra::proto::{self as pb};
+use serde_json::json;
+
+use super::LogsCommand;
+
+fn state_name(state: i32) -> &'static str {
+    match pb::SegmentState::try_from(state) {
+        Ok(pb::SegmentState::Open) => "open",
+        Ok(pb::SegmentState::Sealed) => "sealed",
+        Ok(pb::SegmentState::Offloaded) => "offloaded",
+        _ => "unknown",
+    }
+}
+
+/// The JSON of `dlog logs info --json` (a contract: DESIGN §8).
+pub fn info_json(info: &pb::LogInfo) -> serde_json::Value {
+    json!({
+        "log": info.log,
+        "first_offset": info.first_offset,
+        "next_offset": info.next_offset,
+        "records": info.records,
+        "end_of_stream": info.end_of_stream,
+        "segments": info.segments.iter().map(|s| json!({
+            "id": s.segment_id,
+            "state": state_name(s.state),
+            "start_offset": s.start_offset,
+            "end_offset": s.end_offset,
+            "object": s.object,
+        })).collect::<Vec<_>>(),
+    })
+}
+
+pub async fn logs(client: &Client, command: LogsCommand) -> anyhow::Result<()> {
+    match command {
+        LogsCommand::Create { log } => {
+            let info = client.create_log(&log).await?;
+            println!("created {} (log id {})", info.log, info.log_id);
+        }
+        LogsCommand::Delete { log } => {
+            client.delete_log(&log).await?;
+            println!("deleted {log}");
+        }
+        LogsCommand::List { prefix } => {
+            for log in client.list_logs(prefix.as_deref().unwrap_or("")).await? {
+                println!("{log}");
+            }
+        }
+        LogsCommand::Info { log, json } => {
+            let info = client.get_log(&log).await?;
+            if json {
+                println!("{}", info_json(&info));
+            } else {
+                println!("log:          {}", info.log);
+                println!("first offset: {}", info.first_offset);
+                println!("next offset:  {}", info.next_offset);
+                println!("records:      {}", info.records);
+                if info.end_of_stream {
+                    println!("end of stream");
+                }
+                println!("segments:");
+                for s in &info.segments {
+                    let end = s.end_offset.map_or("-".to_owned(), |e| e.to_string());
+                    println!(
+                        "  {:>6}  {:<9}  [{}, {})  {} bytes  {}",
+                        s.segment_id,
+                        state_name(s.state),
+                        s.start_offset,
+                        end,
+                        s.bytes,
+                        s.object.as_deref().unwrap_or("")
+                    );
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+pub async fn seal(client: &Client, log: &str) -> anyhow::Result<()> {
+    let sealed = client.seal(log).await?;
+    println!(
+        "{}",
+        json!({"segment_id": sealed.segment_id, "end_offset": sealed.end_offset})
+    );
+    Ok(())
+}
+
+pub async fn trim(client: &Client, log: &str, before: u64) -> anyhow::Result<()> {
+    let first_offset = client.trim(log, before).await?;
+    println!("{}", json!({ "first_offset": first_offset }));
+    Ok(())
+}
+
+pub async fn status(client: &Client, as_json: bool) -> anyhow::Result<()> {
+    let status = client.status().await?;
+    if as_json {
+        let value = json!({
+            "nodes": status.nodes.iter().map(|n| json!({
+                "role": n.role, "id": n.id, "address": n.address,
+            })).collect::<Vec<_>>(),
+            "logs": status.logs,
+            "segments": {
+                "open": status.open_segments,
+                "sealed": status.sealed_segments,
+                "offloaded": status.offloaded_segments,
+            },
+            "offload_lag_bytes": status.offload_lag_bytes,
+        });
+        println!("{value}");
+    } else {
+        println!("nodes:");
+        for n in &status.nodes {
+            println!("  {:<9} {:<24} {}", n.role, n.id, n.address);
+        }
+        println!("logs: {}", status.logs);
+        println!(
+            "segments: {} open, {} sealed, {} offloaded",
+            status.open_segments, status.sealed_segments, status.offloaded_segments
+        );
+        println!("offload lag: {} bytes", status.offload_lag_bytes);
+    }
+    Ok(())
+}

@@ -1,0 +1,227 @@
+//! A local cluster of real processes for end-to-end tests: one etcd, cache
+//! nodes and ingest nodes (`dlog serve`), each killable, stoppable and
+//! restartable; plus a checker that reads a log back straight from the
+//! cache nodes (segment by segment, up to each sealed end).
+
+#![allow(dead_code)]
+
+use std::collections::BTreeMap;
+use std::process::Command;
+use std::time::Duration;
+
+use bytes::Bytes;
+use dlog_infra::codec::decode_entry;
+use dlog_infra::manifest::{Manifest, SegmentState};
+use dlog_infra::names::LogName;
+use dlog_infra::proto::cache_service_client::CacheServiceClient;
+use dlog_infra::proto::{ReadEntriesRequest, SegmentRef};
+use dlog_infra::testkit::{EtcdServer, Process, free_port, wait_for_port};
+
+/// Lease TTL of the test nodes: short, so failover tests are quick.
+pub const LEASE_TTL_SECS: u64 = 2;
+
+/// One `dlog serve` process and how to start it again.
+pub struct Node {
+    pub id: String,
+    pub role: &'static str,
+    pub port: u16,
+    pub process: Option<Process>,
+    dir: std::path::PathBuf,
+    metastore: String,
+}
+
+impl Node {
+    pub fn address(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    pub fn start(&mut self) {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_dlog"));
+        command
+            .args([
+                "serve",
+                "--roles",
+                self.role,
+                "--metastore",
+                &self.metastore,
+            ])
+            .args(["--listen", &format!("127.0.0.1:{}", self.port)])
+            .arg("--data-dir")
+            .arg(&self.dir)
+            .args(["--node-id", &self.id])
+            .env("DLOG_NODE_LEASE_TTL_SECS", LEASE_TTL_SECS.to_string())
+            .env("RUST_LOG", "info");
+        let log = self.dir.join(format!("{}.log", self.id));
+        std::fs::create_dir_all(&self.dir).unwrap();
+        let process = Process::spawn(&self.id, command, &log).unwrap();
+        assert!(
+            wait_for_port(([127, 0, 0, 1], self.port).into(), Duration::from_secs(20)),
+            "{} did not start: {}",
+            self.id,
+            std::fs::read_to_string(&log).unwrap_or_default()
+        );
+        self.process = Some(process);
+    }
+
+    pub fn kill(&mut self) {
+        if let Some(mut process) = self.process.take() {
+            process.kill();
+        }
+    }
+
+    pub fn process(&self) -> &Process {
+        self.process.as_ref().expect("running")
+    }
+
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(self.dir.join(format!("{}.log", self.id))).unwrap_or_default()
+    }
+}
+
+pub struct Cluster {
+    pub etcd: EtcdServer,
+    pub caches: Vec<Node>,
+    pub ingests: Vec<Node>,
+    pub manifest: Manifest,
+    _dir: tempfile::TempDir,
+}
+
+impl Cluster {
+    /// Starts etcd, `caches` cache nodes and `ingests` ingest nodes, or
+    /// `None` (skip) when etcd is not installed outside CI.
+    pub async fn start(caches: usize, ingests: usize) -> Option<Cluster> {
+        let etcd = EtcdServer::start()?;
+        let dir = tempfile::tempdir().unwrap();
+        let node = |role: &'static str, i: usize| Node {
+            id: format!("{role}-{i}"),
+            role,
+            port: free_port(),
+            process: None,
+            dir: dir.path().join(format!("{role}-{i}")),
+            metastore: etcd.url(),
+        };
+        let mut caches: Vec<Node> = (1..=caches).map(|i| node("cache", i)).collect();
+        let mut ingests: Vec<Node> = (1..=ingests).map(|i| node("ingest", i)).collect();
+        for n in caches.iter_mut().chain(ingests.iter_mut()) {
+            n.start();
+        }
+        let manifest = Manifest::new(etcd.store().await, "default");
+        // Wait until every node registered.
+        for _ in 0..100 {
+            let registered = manifest
+                .nodes(dlog_infra::manifest::Role::Cache)
+                .await
+                .unwrap()
+                .len()
+                + manifest
+                    .nodes(dlog_infra::manifest::Role::Ingest)
+                    .await
+                    .unwrap()
+                    .len();
+            if registered == caches.len() + ingests.len() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        Some(Cluster {
+            etcd,
+            caches,
+            ingests,
+            manifest,
+            _dir: dir,
+        })
+    }
+
+    /// The ingest node that owns `log` now, by index.
+    pub async fn owner_of(&self, log: &str) -> Option<usize> {
+        let log: LogName = log.parse().unwrap();
+        let owner = self.manifest.owner(&log).await.unwrap()?;
+        self.ingests.iter().position(|n| n.id == owner.id)
+    }
+
+    fn cache_address(&self, id: &str) -> Option<String> {
+        self.caches.iter().find(|n| n.id == id).map(Node::address)
+    }
+
+    /// Every record of the log as stored: offset → payload, read from the
+    /// cache nodes segment by segment up to each sealed segment's end.
+    /// Panics on a gap, an overlap or an open segment.
+    pub async fn read_back(&self, log: &str) -> BTreeMap<u64, Bytes> {
+        let name: LogName = log.parse().unwrap();
+        let meta = self.manifest.log(&name).await.unwrap();
+        let (segments, _) = self.manifest.segments(&name).await.unwrap();
+        let mut records = BTreeMap::new();
+        let mut expected_start = 0;
+        for segment in segments {
+            assert_ne!(
+                segment.state,
+                SegmentState::Open,
+                "seal {log} before reading it back"
+            );
+            assert_eq!(
+                segment.start_offset, expected_start,
+                "segments of {log} leave a gap or overlap"
+            );
+            let end = segment.end_offset.unwrap();
+            expected_start = end;
+            if end == segment.start_offset {
+                continue;
+            }
+            let reference = SegmentRef {
+                log: log.to_owned(),
+                log_id: meta.log_id,
+                segment_id: segment.segment_id,
+            };
+            let mut next_offset = segment.start_offset;
+            let mut next_entry = 0;
+            'entries: while next_offset < end {
+                let mut progressed = false;
+                for node in &segment.ensemble {
+                    let Some(address) = self.cache_address(node) else {
+                        continue;
+                    };
+                    let Ok(mut client) = CacheServiceClient::connect(address).await else {
+                        continue;
+                    };
+                    let request = ReadEntriesRequest {
+                        segment: Some(reference.clone()),
+                        from_entry: next_entry,
+                        max_entries: 0,
+                        // Recovery-style read: past the LAC, up to the sealed end.
+                        fence_epoch: Some(u64::MAX / 2),
+                    };
+                    let Ok(response) = client.read_entries(request).await else {
+                        continue;
+                    };
+                    let mut stream = response.into_inner();
+                    while let Ok(Some(message)) = stream.message().await {
+                        let entry = decode_entry(message.entry).unwrap();
+                        if entry.header.entry_id != next_entry || next_offset >= end {
+                            break;
+                        }
+                        assert_eq!(
+                            entry.header.first_offset, next_offset,
+                            "entry offsets are dense"
+                        );
+                        for record in entry.records {
+                            if next_offset < end {
+                                records.insert(next_offset, record.record.payload);
+                            }
+                            next_offset += 1;
+                        }
+                        next_entry += 1;
+                        progressed = true;
+                    }
+                    if progressed {
+                        continue 'entries;
+                    }
+                }
+                panic!(
+                    "segment {} of {log}: no replica has entry {next_entry}",
+                    segment.segment_id
+                );
+            }
+        }
+        records
+    }
+}
