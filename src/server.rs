@@ -137,6 +137,14 @@ pub async fn serve(options: ServeOptions, shutdown: CancellationToken) -> anyhow
         .context("take a node lease")?;
 
     let mut routes = tonic::service::RoutesBuilder::default();
+    // gRPC reflection (grpcurl) and the standard health service.
+    let reflection = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(dlog_infra::proto::FILE_DESCRIPTOR_SET)
+        .build_v1()
+        .context("build the reflection service")?;
+    routes.add_service(reflection);
+    let (health, health_service) = tonic_health::server::health_reporter();
+    routes.add_service(health_service);
     let mut cache_store = None;
     if roles.contains(&Role::Cache) {
         let options = StoreOptions::new(data_dir.join("cache"));
@@ -146,6 +154,9 @@ pub async fn serve(options: ServeOptions, shutdown: CancellationToken) -> anyhow
             .context("open the cache journal")?;
         let cache = Arc::new(cache);
         routes.add_service(CacheServer::new(cache.clone()).into_service());
+        health
+            .set_serving::<dlog_infra::proto::cache_service_server::CacheServiceServer<CacheServer>>()
+            .await;
         cache_store = Some(cache);
     }
     let mut ingest = None;
@@ -158,6 +169,9 @@ pub async fn serve(options: ServeOptions, shutdown: CancellationToken) -> anyhow
             IngestOptions::default(),
         );
         routes.add_service(LogServer::new(node.clone()).into_service());
+        health
+            .set_serving::<dlog_infra::proto::log_service_server::LogServiceServer<LogServer>>()
+            .await;
         ingest = Some(node);
     }
 

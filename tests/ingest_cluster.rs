@@ -437,3 +437,138 @@ async fn redirects_and_bad_inputs() {
     assert!(info.end_of_stream);
     assert_eq!(info.next_offset, next);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn segments_roll_by_policy_and_a_clean_shutdown_hands_over() {
+    let Some(mut cluster) = Cluster::start(3, 2).await else {
+        return;
+    };
+    let namespace = dlog_infra::names::Namespace::new("roll").unwrap();
+    let mut config = dlog_infra::manifest::NamespaceConfig::default();
+    config.roll.max_records = 50;
+    cluster
+        .manifest
+        .put_namespace(&namespace, &config)
+        .await
+        .unwrap();
+    let client = Client::new(endpoints(&cluster));
+    client.create_log("roll/a").await.unwrap();
+    for batch in 0..20i64 {
+        let records = (0..10)
+            .map(|i| Record {
+                txid: Some(batch * 10 + i),
+                ..Record::new(format!("r{}", batch * 10 + i))
+            })
+            .collect();
+        client.append("roll/a", records, None).await.unwrap();
+    }
+    let log: dlog_infra::names::LogName = "roll/a".parse().unwrap();
+    let (segments, _) = cluster.manifest.segments(&log).await.unwrap();
+    let sealed: Vec<_> = segments
+        .iter()
+        .filter(|s| s.state == dlog_infra::manifest::SegmentState::Sealed)
+        .collect();
+    assert!(sealed.len() >= 3, "rolled by record count: {segments:?}");
+    for segment in &sealed {
+        let records = segment.end_offset.unwrap() - segment.start_offset;
+        assert_eq!(
+            records, 50,
+            "segment {} holds {records} records",
+            segment.segment_id
+        );
+        let first_txid = segment.start_offset as i64;
+        assert_eq!(
+            (segment.min_txid, segment.max_txid),
+            (Some(first_txid), Some(first_txid + 49))
+        );
+        assert!(segment.min_timestamp_ms.is_some() && segment.bytes > 0);
+    }
+
+    // SIGTERM: the owner seals and releases the log at once, no lease wait.
+    let owner = cluster.owner_of("roll/a").await.unwrap();
+    let status = cluster.ingests[owner]
+        .process
+        .take()
+        .unwrap()
+        .terminate()
+        .unwrap();
+    assert!(status.success(), "clean exit: {status:?}");
+    assert_eq!(
+        cluster.owner_of("roll/a").await,
+        None,
+        "ownership released on shutdown"
+    );
+    let (segments, _) = cluster.manifest.segments(&log).await.unwrap();
+    assert!(
+        segments
+            .iter()
+            .all(|s| s.state != dlog_infra::manifest::SegmentState::Open),
+        "the open segment was sealed on shutdown"
+    );
+    let other = Client::new(cluster.ingests[1 - owner].address());
+    let started = std::time::Instant::now();
+    let appended = other
+        .append("roll/a", vec![Record::new("after")], None)
+        .await
+        .unwrap();
+    assert_eq!(appended.first_offset, 200);
+    assert!(
+        started.elapsed() < Duration::from_secs(LEASE_TTL_SECS),
+        "took over without waiting for a lease"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nodes_serve_health_and_reflection() {
+    let Some(cluster) = Cluster::start(1, 1).await else {
+        return;
+    };
+    let address = cluster.ingests[0].address();
+    let channel = tonic::transport::Endpoint::from_shared(address)
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let mut health = tonic_health::pb::health_client::HealthClient::new(channel.clone());
+    let response = health
+        .check(tonic_health::pb::HealthCheckRequest {
+            service: "dlog.v1.LogService".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        response.status,
+        tonic_health::pb::health_check_response::ServingStatus::Serving as i32
+    );
+
+    use tonic_reflection::pb::v1::server_reflection_client::ServerReflectionClient;
+    use tonic_reflection::pb::v1::server_reflection_request::MessageRequest;
+    use tonic_reflection::pb::v1::server_reflection_response::MessageResponse;
+    let mut reflection = ServerReflectionClient::new(channel);
+    let request = tonic_reflection::pb::v1::ServerReflectionRequest {
+        host: String::new(),
+        message_request: Some(MessageRequest::ListServices(String::new())),
+    };
+    let mut responses = reflection
+        .server_reflection_info(futures::stream::iter([request]))
+        .await
+        .unwrap()
+        .into_inner();
+    let Some(MessageResponse::ListServicesResponse(list)) =
+        responses.message().await.unwrap().unwrap().message_response
+    else {
+        panic!("expected a service list");
+    };
+    let names: Vec<String> = list.service.into_iter().map(|s| s.name).collect();
+    for service in [
+        "dlog.v1.LogService",
+        "dlog.v1.ReadService",
+        "dlog.v1.CacheService",
+    ] {
+        assert!(
+            names.contains(&service.to_owned()),
+            "{service} missing from {names:?}"
+        );
+    }
+}

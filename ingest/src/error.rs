@@ -28,6 +28,10 @@ pub enum Error {
         in_flight: usize,
         limit: usize,
     },
+    #[error(
+        "this ingest node has {in_flight} bytes in flight, over its limit of {limit}: retry later"
+    )]
+    NodeBackpressure { in_flight: usize, limit: usize },
     #[error("not enough live cache nodes: {live} live, {needed} needed")]
     NoCacheNodes { live: usize, needed: usize },
     #[error("replicate to cache node {node}")]
@@ -61,7 +65,9 @@ impl Classify for Error {
                 ErrorKind::FailedPrecondition
             }
             Error::TxidDecreasing { .. } => ErrorKind::InvalidArgument,
-            Error::Backpressure { .. } => ErrorKind::ResourceExhausted,
+            Error::Backpressure { .. } | Error::NodeBackpressure { .. } => {
+                ErrorKind::ResourceExhausted
+            }
             Error::Record(err) => err.kind(),
             Error::Manifest(manifest::Error::OwnedBy { .. }) => ErrorKind::Unavailable,
             Error::Manifest(err) => err.kind(),

@@ -26,15 +26,29 @@ use tokio::sync::oneshot;
 use tokio_util::sync::CancellationToken;
 
 use crate::error::{Error, Result};
-use crate::owner::{AppendAck, Command, Owner, OwnerHandle, OwnerInfo, OwnerOptions, Resume};
+use crate::owner::{
+    AppendAck, Command, NodeBudget, Owner, OwnerHandle, OwnerInfo, OwnerOptions, Resume,
+};
 use crate::pool::CachePool;
 use crate::recovery::recover_segment;
 
 /// Settings of an ingest node.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct IngestOptions {
     pub owner: OwnerOptions,
     pub limits: Limits,
+    /// Bytes appended but not yet answered, over all logs of the node.
+    pub max_node_in_flight_bytes: usize,
+}
+
+impl Default for IngestOptions {
+    fn default() -> Self {
+        IngestOptions {
+            owner: OwnerOptions::default(),
+            limits: Limits::default(),
+            max_node_in_flight_bytes: 512 * 1024 * 1024,
+        }
+    }
 }
 
 /// A running ingest node.
@@ -42,6 +56,7 @@ pub struct IngestOptions {
 pub struct IngestNode {
     manifest: Manifest,
     pool: Arc<CachePool>,
+    budget: Arc<NodeBudget>,
     me: NodeInfo,
     lease: LeaseId,
     options: IngestOptions,
@@ -64,9 +79,11 @@ impl IngestNode {
         options: IngestOptions,
     ) -> Arc<IngestNode> {
         let pool = Arc::new(CachePool::new(manifest.clone()));
+        let budget = Arc::new(NodeBudget::new(options.max_node_in_flight_bytes));
         Arc::new(IngestNode {
             manifest,
             pool,
+            budget,
             me,
             lease,
             options,
@@ -174,6 +191,7 @@ impl IngestNode {
             self.options.owner.clone(),
             self.manifest.clone(),
             self.pool.clone(),
+            self.budget.clone(),
             self.shutdown.child_token(),
             self.lost.clone(),
         ))

@@ -26,6 +26,7 @@
 
 use std::collections::VecDeque;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -66,6 +67,53 @@ impl Default for OwnerOptions {
             max_in_flight_bytes: 64 * 1024 * 1024,
             drain_timeout: Duration::from_secs(2),
         }
+    }
+}
+
+/// Bytes appended but not yet answered on the whole node, shared by its
+/// owners: past the limit appends get `RESOURCE_EXHAUSTED`.
+#[derive(Debug)]
+pub struct NodeBudget {
+    used: AtomicUsize,
+    limit: usize,
+}
+
+impl NodeBudget {
+    pub fn new(limit: usize) -> NodeBudget {
+        NodeBudget {
+            used: AtomicUsize::new(0),
+            limit,
+        }
+    }
+
+    fn reserve(&self, bytes: usize) -> Result<()> {
+        let mut used = self.used.load(Ordering::Relaxed);
+        loop {
+            if used > 0 && used + bytes > self.limit {
+                return Err(Error::NodeBackpressure {
+                    in_flight: used,
+                    limit: self.limit,
+                });
+            }
+            match self.used.compare_exchange_weak(
+                used,
+                used + bytes,
+                Ordering::AcqRel,
+                Ordering::Relaxed,
+            ) {
+                Ok(_) => return Ok(()),
+                Err(actual) => used = actual,
+            }
+        }
+    }
+
+    fn release(&self, bytes: usize) {
+        self.used.fetch_sub(bytes, Ordering::AcqRel);
+    }
+
+    /// Bytes in flight now.
+    pub fn used(&self) -> usize {
+        self.used.load(Ordering::Relaxed)
     }
 }
 
@@ -168,6 +216,7 @@ pub struct Owner {
     options: OwnerOptions,
     manifest: Manifest,
     pool: Arc<CachePool>,
+    budget: Arc<NodeBudget>,
     events: EventSender,
     next_offset: u64,
     acked_offset: u64,
@@ -226,6 +275,7 @@ impl Owner {
         options: OwnerOptions,
         manifest: Manifest,
         pool: Arc<CachePool>,
+        budget: Arc<NodeBudget>,
         shutdown: CancellationToken,
         lost: CancellationToken,
     ) -> OwnerHandle {
@@ -244,6 +294,7 @@ impl Owner {
             options,
             manifest,
             pool,
+            budget,
             events,
             batch: Batch::default(),
             in_flight: VecDeque::new(),
@@ -425,12 +476,12 @@ impl Owner {
 
     /// Assigns offsets and a timestamp to a checked append and batches it.
     fn accept(&mut self, append: Append, reply: oneshot::Sender<Result<AppendAck>>) {
-        if let Err(err) = self.check(&append) {
+        let size = append.size();
+        if let Err(err) = self.check(&append).and_then(|()| self.budget.reserve(size)) {
             tracing::debug!("append refused: {err}");
             let _ = reply.send(Err(err));
             return;
         }
-        let size = append.size();
         let timestamp_ms = dlog_infra::now_ms().max(self.last_timestamp_ms);
         self.last_timestamp_ms = timestamp_ms;
         if let Some(txid) = append.records.iter().rev().find_map(|r| r.txid) {
@@ -479,6 +530,7 @@ impl Owner {
                     let end = entry.first_offset + entry.records.len() as u64;
                     self.acked_offset = end;
                     self.in_flight_bytes -= entry.size;
+                    self.budget.release(entry.size);
                     segment.records += entry.records.len() as u64;
                     segment.stats.add_records(
                         entry.entry_id,
@@ -781,6 +833,7 @@ impl Owner {
 
     fn fail_batch(&mut self, error: impl Fn() -> Error) {
         let batch = std::mem::take(&mut self.batch);
+        self.budget.release(batch.bytes);
         for waiter in batch.waiters {
             let _ = waiter.reply.send(Err(error()));
         }
@@ -789,6 +842,7 @@ impl Owner {
     fn fail_all(&mut self, error: impl Fn() -> Error) {
         self.fail_batch(&error);
         for entry in self.in_flight.drain(..).chain(self.resend.drain(..)) {
+            self.budget.release(entry.size);
             for waiter in entry.waiters {
                 let _ = waiter.reply.send(Err(error()));
             }
@@ -801,5 +855,28 @@ impl Owner {
         for waiter in self.eos_waiters.drain(..) {
             let _ = waiter.send(Err(error()));
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_node_budget_refuses_past_its_limit_and_frees_on_release() {
+        let budget = NodeBudget::new(100);
+        budget.reserve(60).unwrap();
+        budget.reserve(40).unwrap();
+        let err = budget.reserve(1).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "this ingest node has 100 bytes in flight, over its limit of 100: retry later"
+        );
+        budget.release(50);
+        budget.reserve(30).unwrap();
+        assert_eq!(budget.used(), 80);
+        // One append larger than the whole budget still goes through alone.
+        let empty = NodeBudget::new(10);
+        empty.reserve(1000).unwrap();
     }
 }
