@@ -27,7 +27,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::error::{Error, Result};
 use crate::owner::{
-    AppendAck, Command, NodeBudget, Owner, OwnerHandle, OwnerInfo, OwnerOptions, Resume,
+    AppendAck, Command, NodeBudget, Owner, OwnerEnv, OwnerHandle, OwnerInfo, OwnerOptions, Resume,
 };
 use crate::pool::CachePool;
 use crate::recovery::recover_segment;
@@ -185,13 +185,16 @@ impl IngestNode {
                 .max(segment.max_timestamp_ms.unwrap_or(0));
             resume.last_txid = resume.last_txid.max(segment.max_txid);
         }
+        let env = OwnerEnv {
+            options: self.options.owner.clone(),
+            manifest: self.manifest.clone(),
+            pool: self.pool.clone(),
+            budget: self.budget.clone(),
+        };
         Ok(Owner::spawn(
             log.clone(),
             resume,
-            self.options.owner.clone(),
-            self.manifest.clone(),
-            self.pool.clone(),
-            self.budget.clone(),
+            &env,
             self.shutdown.child_token(),
             self.lost.clone(),
         ))

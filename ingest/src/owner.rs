@@ -243,6 +243,15 @@ impl std::fmt::Debug for Owner {
     }
 }
 
+/// What every owner of a node shares.
+#[derive(Debug, Clone)]
+pub struct OwnerEnv {
+    pub options: OwnerOptions,
+    pub manifest: Manifest,
+    pub pool: Arc<CachePool>,
+    pub budget: Arc<NodeBudget>,
+}
+
 /// A handle to a running owner.
 #[derive(Debug, Clone)]
 pub struct OwnerHandle {
@@ -272,13 +281,16 @@ impl Owner {
     pub fn spawn(
         log: LogName,
         resume: Resume,
-        options: OwnerOptions,
-        manifest: Manifest,
-        pool: Arc<CachePool>,
-        budget: Arc<NodeBudget>,
+        env: &OwnerEnv,
         shutdown: CancellationToken,
         lost: CancellationToken,
     ) -> OwnerHandle {
+        let OwnerEnv {
+            options,
+            manifest,
+            pool,
+            budget,
+        } = env.clone();
         let (commands, receiver) = mpsc::channel(4096);
         let (events, event_receiver) = mpsc::unbounded_channel();
         let stopped = CancellationToken::new();
