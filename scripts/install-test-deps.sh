@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs what the test suite needs, when missing: protoc, etcd (Debian's
-# etcd-server), the s3s-fs S3-compatible server and cargo-nextest.
+# etcd-server), the s3s-fs S3-compatible server, pyarrow (in a venv under
+# ~/.cache/distributedlog) and cargo-nextest.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/lib.sh
@@ -15,6 +16,16 @@ if ! command -v s3s-fs >/dev/null 2>&1; then
     # 0.14.1: newer releases need a newer rustc than 1.95.
     echo "installing s3s-fs 0.14.1 (about 3 minutes on 2 cores)" >&2
     cargo install s3s-fs --locked --version 0.14.1 --features binary
+fi
+# pyarrow: the analytics-engine test reads the offloaded Parquet files on
+# the S3 server with it. Same venv as the terraform checks.
+venv="${XDG_CACHE_HOME:-$HOME/.cache}/distributedlog/venv"
+if [ ! -x "$venv/bin/python" ]; then
+    python3 -m venv "$venv"
+fi
+if ! "$venv/bin/python" -c 'import pyarrow' >/dev/null 2>&1; then
+    echo "installing pyarrow into $venv" >&2
+    "$venv/bin/pip" install -q 'pyarrow>=14'
 fi
 if ! cargo nextest --version >/dev/null 2>&1; then
     echo "installing cargo-nextest" >&2

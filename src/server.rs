@@ -14,6 +14,7 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 use dlog_cache::service::CacheServer;
 use dlog_cache::{CacheStore, StoreOptions};
+use dlog_compactor::{Compactor, CompactorOptions};
 use dlog_infra::manifest::{Manifest, NodeInfo, Role};
 use dlog_infra::metastore::{self, LeaseKeeper};
 use dlog_ingest::{IngestNode, IngestOptions, LogServer};
@@ -26,10 +27,15 @@ use tokio_util::sync::CancellationToken;
 const NODE_LEASE_TTL: Duration = Duration::from_secs(10);
 
 fn node_lease_ttl() -> Duration {
-    std::env::var("DLOG_NODE_LEASE_TTL_SECS")
+    env_secs("DLOG_NODE_LEASE_TTL_SECS").unwrap_or(NODE_LEASE_TTL)
+}
+
+/// A duration in whole seconds from an environment variable (test tuning).
+fn env_secs(name: &str) -> Option<Duration> {
+    std::env::var(name)
         .ok()
         .and_then(|s| s.parse().ok())
-        .map_or(NODE_LEASE_TTL, Duration::from_secs)
+        .map(Duration::from_secs)
 }
 
 /// What `dlog serve` runs; from flags and an optional TOML file with the
@@ -83,10 +89,9 @@ fn parse_roles(roles: &[String]) -> anyhow::Result<Vec<Role>> {
         }
     }
     for role in &parsed {
-        if matches!(role, Role::Compactor | Role::Reader) {
+        if *role == Role::Reader {
             bail!(
-                "role {} is not implemented yet in this build (cache and ingest are)",
-                role.as_str()
+                "role reader is not implemented yet in this build (cache, ingest and compactor are)"
             );
         }
     }
@@ -110,9 +115,15 @@ pub async fn serve(options: ServeOptions, shutdown: CancellationToken) -> anyhow
         .listen
         .context("--listen is required (e.g. 127.0.0.1:7070)")?;
     let data_dir = options.data_dir.context("--data-dir is required")?;
-    if let Some(url) = &options.object_store {
-        // Checked now so a typo fails at start, not at the first offload.
-        dlog_infra::objstore::open(url).context("--object-store")?;
+    // Checked now so a typo fails at start, not at the first offload.
+    let objects = match &options.object_store {
+        Some(url) => Some(dlog_infra::objstore::open(url).context("--object-store")?),
+        None => None,
+    };
+    if roles.contains(&Role::Compactor) && objects.is_none() {
+        bail!(
+            "the compactor role needs --object-store (s3://BUCKET[/PREFIX], file:///DIR or memory://)"
+        );
     }
 
     let (store, cluster) = metastore::open(&metastore_url)
@@ -175,6 +186,24 @@ pub async fn serve(options: ServeOptions, shutdown: CancellationToken) -> anyhow
         ingest = Some(node);
     }
 
+    let compactor_stop = CancellationToken::new();
+    let mut compactor_task = None;
+    if let (true, Some(objects)) = (roles.contains(&Role::Compactor), objects) {
+        let options = CompactorOptions {
+            cache_drop_grace: env_secs("DLOG_CACHE_DROP_GRACE_SECS")
+                .unwrap_or(CompactorOptions::default().cache_drop_grace),
+            ..CompactorOptions::default()
+        };
+        let compactor = Compactor::new(
+            manifest.clone(),
+            objects,
+            node.id.clone(),
+            lease.lease,
+            options,
+        );
+        compactor_task = Some(tokio::spawn(compactor.run(compactor_stop.clone())));
+    }
+
     for role in &roles {
         manifest
             .register_node(*role, &node, lease.lease)
@@ -201,6 +230,10 @@ pub async fn serve(options: ServeOptions, shutdown: CancellationToken) -> anyhow
         .await
         .context("serve gRPC");
 
+    compactor_stop.cancel();
+    if let Some(task) = compactor_task {
+        let _ = task.await;
+    }
     if let Some(cache) = cache_store {
         tokio::task::spawn_blocking(move || cache.shutdown())
             .await

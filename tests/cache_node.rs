@@ -159,6 +159,7 @@ async fn kill_9_during_concurrent_adds_loses_no_acknowledged_entry() {
                     from_entry: held.len() as u64,
                     max_entries: 0,
                     fence_epoch: Some(2),
+                    sealed_last_entry: None,
                 })
                 .await
                 .unwrap()

@@ -28,4 +28,4 @@ pub mod service;
 pub mod store;
 
 pub use error::{Error, SegmentKey};
-pub use store::{CacheStore, StoreOptions};
+pub use store::{CacheStore, ReadMode, StoreOptions};

@@ -23,7 +23,7 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 
 use crate::error::SegmentKey;
-use crate::store::CacheStore;
+use crate::store::{CacheStore, ReadMode};
 
 /// Adds one stream may have queued but not yet answered.
 const MAX_IN_FLIGHT_ADDS: usize = 4096;
@@ -147,9 +147,14 @@ impl CacheService for CacheServer {
             0 => MAX_READ_ENTRIES,
             n => (n as usize).min(MAX_READ_ENTRIES),
         };
+        let mode = match (request.fence_epoch, request.sealed_last_entry) {
+            (Some(epoch), _) => ReadMode::Recovery { epoch },
+            (None, Some(last_entry)) => ReadMode::Sealed { last_entry },
+            (None, None) => ReadMode::Committed,
+        };
         let entries = self
             .store
-            .read(key, request.from_entry, max, request.fence_epoch)
+            .read(key, request.from_entry, max, mode)
             .await
             .map_err(|err| to_status(&err))?;
         let stream = futures::stream::iter(

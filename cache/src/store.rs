@@ -15,8 +15,9 @@
 //!   before it is durable, so no add slips in after a fence was accepted;
 //!   a fence answers only once durable, and then counts every add accepted
 //!   before it;
-//! * normal reads never go past the LAC; recovery reads carry the fencing
-//!   epoch, fence the segment first (sticky) and may read to the last entry;
+//! * normal reads never go past the LAC; reads of a sealed segment go up to
+//!   its sealed last entry; recovery reads carry the fencing epoch, fence
+//!   the segment first (sticky) and may read to the last entry;
 //! * every read checks the entry's CRC; a bad one marks the segment damaged
 //!   here (`DATA_LOSS`) so readers go to another replica.
 
@@ -50,6 +51,17 @@ impl StoreOptions {
 }
 
 type HotKey = (SegmentKey, u64);
+
+/// How far a read may go.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReadMode {
+    /// Up to the LAC: what tailing readers may see.
+    Committed,
+    /// Up to a sealed segment's last entry, as the manifest records it.
+    Sealed { last_entry: u64 },
+    /// Up to the last entry held, after fencing at `epoch` (recovery).
+    Recovery { epoch: u64 },
+}
 
 /// The storage engine; cheap to share behind an `Arc`.
 #[derive(Debug)]
@@ -260,18 +272,17 @@ impl CacheStore {
 
     /// Reads up to `max` consecutive entries from `from`.
     ///
-    /// Normal reads stop at the LAC. A recovery read passes the recovering
-    /// owner's epoch: it fences the segment first, then reads up to the last
-    /// entry held. Asking for an entry at or below the limit that the node
-    /// does not hold is `EntryNotFound` (ask another replica).
+    /// How far a read may go depends on who asks ([`ReadMode`]). Asking for
+    /// an entry within the limit that the node does not hold is
+    /// `EntryNotFound` (ask another replica).
     pub async fn read(
         &self,
         segment: SegmentKey,
         from: u64,
         max: usize,
-        fence_epoch: Option<u64>,
+        mode: ReadMode,
     ) -> Result<Vec<Bytes>> {
-        if let Some(epoch) = fence_epoch {
+        if let ReadMode::Recovery { epoch } = mode {
             self.fence(segment, epoch).await?;
         }
         let locations: Vec<(u64, Location)> = {
@@ -289,10 +300,10 @@ impl CacheStore {
                 });
             }
             let progress = state.progress();
-            let limit = if fence_epoch.is_some() {
-                progress.last_entry_id
-            } else {
-                progress.lac
+            let limit = match mode {
+                ReadMode::Committed => progress.lac,
+                ReadMode::Sealed { last_entry } => Some(last_entry),
+                ReadMode::Recovery { .. } => progress.last_entry_id,
             };
             let Some(limit) = limit.filter(|limit| from <= *limit) else {
                 return Ok(Vec::new());

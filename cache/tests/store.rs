@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use dlog_cache::error::Error;
-use dlog_cache::{CacheStore, SegmentKey, StoreOptions};
+use dlog_cache::{CacheStore, ReadMode, SegmentKey, StoreOptions};
 use dlog_infra::codec::{EntryHeader, EntryRecord, encode_entry};
 use dlog_infra::record::Record;
 
@@ -80,10 +80,13 @@ async fn acknowledged_entries_survive_reopen_byte_exact() {
     }
     let store = open(dir.path());
     // The LAC piggybacked on entry 19 was 18; the explicit one was not journaled.
-    let read = store.read(s, 0, 100, None).await.unwrap();
+    let read = store.read(s, 0, 100, ReadMode::Committed).await.unwrap();
     assert_eq!(read, written[..19].to_vec());
     // A recovery read sees every entry held, byte for byte.
-    let all = store.read(s, 0, 100, Some(2)).await.unwrap();
+    let all = store
+        .read(s, 0, 100, ReadMode::Recovery { epoch: 2 })
+        .await
+        .unwrap();
     assert_eq!(all, written);
 }
 
@@ -120,7 +123,10 @@ async fn a_torn_tail_is_cut_and_never_served() {
         full_len,
         "torn tail cut"
     );
-    let all = store.read(s, 0, 100, Some(2)).await.unwrap();
+    let all = store
+        .read(s, 0, 100, ReadMode::Recovery { epoch: 2 })
+        .await
+        .unwrap();
     assert_eq!(
         all, kept,
         "entries before the tear are intact, the torn one is absent"
@@ -166,7 +172,10 @@ async fn a_flipped_bit_marks_only_the_damaged_segment() {
     std::fs::write(&file, &data).unwrap();
 
     let store = open(dir.path());
-    let err = store.read(damaged, 0, 10, Some(2)).await.unwrap_err();
+    let err = store
+        .read(damaged, 0, 10, ReadMode::Recovery { epoch: 2 })
+        .await
+        .unwrap_err();
     assert!(
         matches!(err, Error::Corrupt { segment, .. } if segment == damaged),
         "{err}"
@@ -176,7 +185,10 @@ async fn a_flipped_bit_marks_only_the_damaged_segment() {
         dlog_infra::error::Classify::kind(&err),
         dlog_infra::error::ErrorKind::DataLoss
     );
-    let read = store.read(healthy, 0, 10, Some(2)).await.unwrap();
+    let read = store
+        .read(healthy, 0, 10, ReadMode::Recovery { epoch: 2 })
+        .await
+        .unwrap();
     assert_eq!(
         read, healthy_entries,
         "the records after the damage are kept"
@@ -246,7 +258,10 @@ async fn fencing_is_sticky_covers_unheld_entries_and_survives_restart() {
         Err(Error::Fenced { fenced: 5, .. })
     ));
     // Recovery reads fence as they read: epoch 3 refuses epoch 2 afterwards.
-    let read = store.read(s, 0, 10, Some(3)).await.unwrap();
+    let read = store
+        .read(s, 0, 10, ReadMode::Recovery { epoch: 3 })
+        .await
+        .unwrap();
     assert_eq!(read.len(), 3);
     assert!(matches!(
         store.add(s, 2, entry(s, 3, 2, None, "x")),
@@ -291,8 +306,21 @@ async fn reads_stop_at_the_lac_and_long_polls_wake_on_it() {
     add(&store, s, 0, 1, None).await;
     add(&store, s, 1, 1, Some(0)).await;
     // Entry 1 is durable here but not known to be acknowledged: not readable.
-    assert_eq!(store.read(s, 0, 10, None).await.unwrap().len(), 1);
-    assert!(store.read(s, 1, 10, None).await.unwrap().is_empty());
+    assert_eq!(
+        store
+            .read(s, 0, 10, ReadMode::Committed)
+            .await
+            .unwrap()
+            .len(),
+        1
+    );
+    assert!(
+        store
+            .read(s, 1, 10, ReadMode::Committed)
+            .await
+            .unwrap()
+            .is_empty()
+    );
 
     // A long-poll for LAC > 0 times out when nothing happens...
     let start = Instant::now();
@@ -320,7 +348,14 @@ async fn reads_stop_at_the_lac_and_long_polls_wake_on_it() {
     let (progress, waited) = waiter.await.unwrap();
     assert_eq!(progress.lac, Some(1));
     assert!(waited < Duration::from_secs(2), "woke after {waited:?}");
-    assert_eq!(store.read(s, 0, 10, None).await.unwrap().len(), 2);
+    assert_eq!(
+        store
+            .read(s, 0, 10, ReadMode::Committed)
+            .await
+            .unwrap()
+            .len(),
+        2
+    );
 
     // A long-poll on a segment not seen yet waits for its first LAC.
     let fresh = key(3, 2);
@@ -341,7 +376,10 @@ async fn reads_stop_at_the_lac_and_long_polls_wake_on_it() {
     let gap = key(3, 3);
     add(&store, gap, 0, 1, None).await;
     add(&store, gap, 2, 1, Some(1)).await;
-    let err = store.read(gap, 1, 10, None).await.unwrap_err();
+    let err = store
+        .read(gap, 1, 10, ReadMode::Committed)
+        .await
+        .unwrap_err();
     assert_eq!(
         err.to_string(),
         "entry 1 of segment 3/3 is not on this node"
@@ -375,7 +413,7 @@ async fn a_thousand_segments_written_concurrently_share_fsyncs() {
     );
     for segment_id in (0..1000u64).step_by(37) {
         let s = key(segment_id % 10, segment_id);
-        let read = store.read(s, 0, 10, None).await.unwrap();
+        let read = store.read(s, 0, 10, ReadMode::Committed).await.unwrap();
         assert_eq!(read.len(), 4, "entries up to the LAC (3) of segment {s}");
     }
     assert_eq!(store.segment_count(), 1000);
@@ -406,7 +444,7 @@ async fn dropped_segments_free_their_journal_files() {
             after.len()
         );
         assert!(matches!(
-            store.read(old, 0, 1, Some(2)).await,
+            store.read(old, 0, 1, ReadMode::Recovery { epoch: 2 }).await,
             Err(Error::Dropped { .. })
         ));
         assert!(matches!(
@@ -420,5 +458,12 @@ async fn dropped_segments_free_their_journal_files() {
         store.progress(old).is_none(),
         "a dropped segment does not come back on replay"
     );
-    assert_eq!(store.read(live, 0, 1000, Some(2)).await.unwrap().len(), 100);
+    assert_eq!(
+        store
+            .read(live, 0, 1000, ReadMode::Recovery { epoch: 2 })
+            .await
+            .unwrap()
+            .len(),
+        100
+    );
 }

@@ -1,1 +1,15 @@
-//! placeholder
+//! `dlog-compactor`: moves sealed segments from the cache tier to object
+//! storage as Parquet, and applies retention and trim. The file format
+//! itself lives in [`dlog_infra::segment_file`]: readers share it.
+//!
+//! | module | owns |
+//! |---|---|
+//! | [`offload`] | reading a sealed segment from its replicas, crash-safe upload, the `offloaded` CAS |
+//! | [`compactor`] | the work loop: offload, cache drops after a grace period, retention, deleted logs |
+
+pub mod compactor;
+pub mod error;
+pub mod offload;
+
+pub use compactor::{Compactor, CompactorOptions, PassReport};
+pub use error::Error;

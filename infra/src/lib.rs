@@ -6,16 +6,21 @@
 //! | [`names`] | validated namespace and log names |
 //! | [`limits`] | size and count limits of records and appends |
 //! | [`record`] | validated records and appends, converted from protobuf |
+//! | [`cache_clients`] | connections to cache nodes by id, suspects |
 //! | [`codec`] | the binary entry format: header, records, CRC32C |
 //! | [`error`] | error kinds, retryability and the mapping to gRPC status |
+//! | [`failpoint`] | named crash points for tests (`DLOG_FAILPOINTS`) |
 //! | [`metastore`] | the `MetaStore` KV trait with etcd semantics; etcd and embedded backends |
 //! | [`manifest`] | logs, epochs, segments, owners, nodes, trim points, subscriptions on a `MetaStore` |
 //! | [`objstore`] | object stores built from a URL (`s3://`, `file://`, `memory://`) |
+//! | [`segment_file`] | the Parquet form of a segment: schema, object keys, encoding and decoding |
 //! | [`telemetry`] | tracing set-up |
 //! | `testkit` | (feature `testkit`) real etcd / S3 servers and processes for tests |
 
+pub mod cache_clients;
 pub mod codec;
 pub mod error;
+pub mod failpoint;
 pub mod limits;
 pub mod manifest;
 pub mod metastore;
@@ -23,6 +28,7 @@ pub mod names;
 pub mod objstore;
 pub mod proto;
 pub mod record;
+pub mod segment_file;
 pub mod telemetry;
 #[cfg(feature = "testkit")]
 pub mod testkit;

@@ -67,6 +67,7 @@ fn open_segment(start_offset: u64) -> SegmentMeta {
         min_txid: None,
         max_txid: None,
         object: None,
+        cache_dropped: false,
     }
 }
 
@@ -326,6 +327,7 @@ async fn segments_move_open_sealed_offloaded(f: Fixture) {
         key: "ns=ns/log=segs/x.parquet".into(),
         size: 10,
         crc32c: 7,
+        offloaded_at_ms: 0,
     };
     let err = m
         .mark_offloaded(&log, s1.segment_id, object.clone())

@@ -691,6 +691,7 @@ impl Owner {
             min_txid: None,
             max_txid: None,
             object: None,
+            cache_dropped: false,
         };
         let meta = self
             .manifest

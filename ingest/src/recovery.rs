@@ -233,6 +233,7 @@ async fn read_entries(
         from_entry,
         max_entries: 0,
         fence_epoch: Some(epoch),
+        sealed_last_entry: None,
     };
     let to_error = |status| Error::Cache {
         node: node.to_owned(),

@@ -15,7 +15,7 @@ use dlog_infra::manifest::{Manifest, SegmentState};
 use dlog_infra::names::LogName;
 use dlog_infra::proto::cache_service_client::CacheServiceClient;
 use dlog_infra::proto::{ReadEntriesRequest, SegmentRef};
-use dlog_infra::testkit::{EtcdServer, Process, free_port, wait_for_port};
+use dlog_infra::testkit::{EtcdServer, Process, S3Server, free_port, wait_for_port};
 
 /// Lease TTL of the test nodes: short, so failover tests are quick.
 pub const LEASE_TTL_SECS: u64 = 2;
@@ -28,6 +28,8 @@ pub struct Node {
     pub process: Option<Process>,
     dir: std::path::PathBuf,
     metastore: String,
+    extra_args: Vec<String>,
+    env: Vec<(String, String)>,
 }
 
 impl Node {
@@ -36,7 +38,36 @@ impl Node {
     }
 
     pub fn start(&mut self) {
+        self.start_with_env(&[]);
+    }
+
+    /// Starts with extra environment variables and waits for its port.
+    pub fn start_with_env(&mut self, env: &[(&str, &str)]) {
+        self.spawn(env);
+        assert!(
+            wait_for_port(([127, 0, 0, 1], self.port).into(), Duration::from_secs(20)),
+            "{} did not start: {}",
+            self.id,
+            self.log_text()
+        );
+    }
+
+    /// Starts with `DLOG_FAILPOINTS=point`, not waiting for the port: it
+    /// may abort before it listens. See [`Node::wait_exit`].
+    pub fn start_to_crash_at(&mut self, point: &str) {
+        self.spawn(&[("DLOG_FAILPOINTS", point)]);
+    }
+
+    fn spawn(&mut self, env: &[(&str, &str)]) {
         let mut command = Command::new(env!("CARGO_BIN_EXE_dlog"));
+        for (key, value) in self
+            .env
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .chain(env.iter().copied())
+        {
+            command.env(key, value);
+        }
         command
             .args([
                 "serve",
@@ -49,18 +80,12 @@ impl Node {
             .arg("--data-dir")
             .arg(&self.dir)
             .args(["--node-id", &self.id])
+            .args(&self.extra_args)
             .env("DLOG_NODE_LEASE_TTL_SECS", LEASE_TTL_SECS.to_string())
             .env("RUST_LOG", "info");
         let log = self.dir.join(format!("{}.log", self.id));
         std::fs::create_dir_all(&self.dir).unwrap();
-        let process = Process::spawn(&self.id, command, &log).unwrap();
-        assert!(
-            wait_for_port(([127, 0, 0, 1], self.port).into(), Duration::from_secs(20)),
-            "{} did not start: {}",
-            self.id,
-            std::fs::read_to_string(&log).unwrap_or_default()
-        );
-        self.process = Some(process);
+        self.process = Some(Process::spawn(&self.id, command, &log).unwrap());
     }
 
     pub fn kill(&mut self) {
@@ -73,6 +98,20 @@ impl Node {
         self.process.as_ref().expect("running")
     }
 
+    /// Waits until the process exits on its own (e.g. at a failpoint).
+    pub async fn wait_exit(&mut self, timeout: Duration) -> bool {
+        let deadline = std::time::Instant::now() + timeout;
+        while std::time::Instant::now() < deadline {
+            let running = self.process.as_mut().is_some_and(|p| p.is_running());
+            if !running {
+                self.process = None;
+                return true;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        false
+    }
+
     pub fn log_text(&self) -> String {
         std::fs::read_to_string(self.dir.join(format!("{}.log", self.id))).unwrap_or_default()
     }
@@ -80,17 +119,38 @@ impl Node {
 
 pub struct Cluster {
     pub etcd: EtcdServer,
+    pub s3: Option<S3Server>,
     pub caches: Vec<Node>,
     pub ingests: Vec<Node>,
+    pub compactors: Vec<Node>,
     pub manifest: Manifest,
     _dir: tempfile::TempDir,
 }
+
+/// Key prefix of the test cluster's objects in the S3 bucket.
+pub const OBJECT_PREFIX: &str = "cluster";
 
 impl Cluster {
     /// Starts etcd, `caches` cache nodes and `ingests` ingest nodes, or
     /// `None` (skip) when etcd is not installed outside CI.
     pub async fn start(caches: usize, ingests: usize) -> Option<Cluster> {
+        Self::start_with(caches, ingests, 0, &[]).await
+    }
+
+    /// Also starts an S3 server and `compactors` compactor nodes (started
+    /// with `compactor_env` too; `DLOG_CACHE_DROP_GRACE_SECS` is 1).
+    pub async fn start_with(
+        caches: usize,
+        ingests: usize,
+        compactors: usize,
+        compactor_env: &[(&str, &str)],
+    ) -> Option<Cluster> {
         let etcd = EtcdServer::start()?;
+        let s3 = if compactors > 0 {
+            Some(S3Server::start()?)
+        } else {
+            None
+        };
         let dir = tempfile::tempdir().unwrap();
         let node = |role: &'static str, i: usize| Node {
             id: format!("{role}-{i}"),
@@ -99,10 +159,31 @@ impl Cluster {
             process: None,
             dir: dir.path().join(format!("{role}-{i}")),
             metastore: etcd.url(),
+            extra_args: Vec::new(),
+            env: Vec::new(),
         };
         let mut caches: Vec<Node> = (1..=caches).map(|i| node("cache", i)).collect();
         let mut ingests: Vec<Node> = (1..=ingests).map(|i| node("ingest", i)).collect();
-        for n in caches.iter_mut().chain(ingests.iter_mut()) {
+        let mut compactors: Vec<Node> = (1..=compactors).map(|i| node("compactor", i)).collect();
+        for compactor in &mut compactors {
+            let s3 = s3.as_ref().expect("started with compactors");
+            compactor.extra_args = vec![
+                "--object-store".into(),
+                format!("s3://{}/{OBJECT_PREFIX}", S3Server::BUCKET),
+            ];
+            compactor.env = s3.env();
+            compactor
+                .env
+                .push(("DLOG_CACHE_DROP_GRACE_SECS".into(), "1".into()));
+            for (k, v) in compactor_env {
+                compactor.env.push(((*k).into(), (*v).into()));
+            }
+        }
+        for n in caches
+            .iter_mut()
+            .chain(ingests.iter_mut())
+            .chain(compactors.iter_mut())
+        {
             n.start();
         }
         let manifest = Manifest::new(etcd.store().await, "default");
@@ -125,8 +206,10 @@ impl Cluster {
         }
         Some(Cluster {
             etcd,
+            s3,
             caches,
             ingests,
+            compactors,
             manifest,
             _dir: dir,
         })
@@ -187,8 +270,9 @@ impl Cluster {
                         segment: Some(reference.clone()),
                         from_entry: next_entry,
                         max_entries: 0,
-                        // Recovery-style read: past the LAC, up to the sealed end.
-                        fence_epoch: Some(u64::MAX / 2),
+                        fence_epoch: None,
+                        // A sealed segment reads up to its sealed last entry.
+                        sealed_last_entry: segment.last_entry_id,
                     };
                     let Ok(response) = client.read_entries(request).await else {
                         continue;

@@ -12,6 +12,7 @@
 //! owner/<ns>/<log>                 NodeInfo, on the owner's lease
 //! node/<role>/<id>                 NodeInfo, on the node's lease
 //! counter/log_id                   last log id (decimal)
+//! claim/<what>                     holder id, on its lease    workers (compactors)
 //! ```
 //!
 //! Fencing invariant: every write an owner makes is a transaction that also
@@ -161,6 +162,10 @@ impl Manifest {
         format!("{}ns/{ns}", self.root)
     }
 
+    fn default_namespace_key(&self) -> String {
+        format!("{}default_ns", self.root)
+    }
+
     /// `/dlog/<cluster>/log/<ns>/<log>/`: every key of one log.
     pub fn log_prefix(&self, log: &LogName) -> String {
         format!("{}log/{}/{}/", self.root, log.namespace(), log.log())
@@ -222,9 +227,31 @@ impl Manifest {
         Ok(())
     }
 
-    /// A namespace's configuration; the defaults when none was written.
+    /// A namespace's configuration; when none was written, the cluster's
+    /// default ([`Manifest::put_default_namespace`]), else the built-in one.
     pub async fn namespace(&self, ns: &Namespace) -> Result<NamespaceConfig> {
         match self.store.get(&self.namespace_key(ns)).await? {
+            Some(kv) => decode_json(&kv),
+            None => self.default_namespace().await,
+        }
+    }
+
+    /// Sets the configuration of namespaces that have none of their own
+    /// (standalone mode sets replication 1/1/1 here).
+    pub async fn put_default_namespace(&self, config: &NamespaceConfig) -> Result<()> {
+        config
+            .replication
+            .validate()
+            .map_err(Error::InvalidConfig)?;
+        self.store
+            .put(&self.default_namespace_key(), encode_json(config))
+            .await?;
+        Ok(())
+    }
+
+    /// The configuration of namespaces that have none of their own.
+    pub async fn default_namespace(&self) -> Result<NamespaceConfig> {
+        match self.store.get(&self.default_namespace_key()).await? {
             Some(kv) => decode_json(&kv),
             None => Ok(NamespaceConfig::default()),
         }
@@ -302,8 +329,20 @@ impl Manifest {
         }
     }
 
-    /// Full names of the logs whose name starts with `prefix`, in order.
+    /// Full names of the active logs whose name starts with `prefix`, in order.
     pub async fn list_logs(&self, prefix: &str) -> Result<Vec<LogName>> {
+        Ok(self
+            .log_metas(prefix)
+            .await?
+            .into_iter()
+            .filter(|(_, meta)| meta.state == LogState::Active)
+            .map(|(name, _)| name)
+            .collect())
+    }
+
+    /// Every log whose name starts with `prefix`, deleted ones included,
+    /// with its metadata, in name order.
+    pub async fn log_metas(&self, prefix: &str) -> Result<Vec<(LogName, LogMeta)>> {
         let logs_root = format!("{}log/", self.root);
         let range = self
             .store
@@ -318,11 +357,8 @@ impl Manifest {
             else {
                 continue;
             };
-            let meta: LogMeta = decode_json(&kv)?;
-            if meta.state == LogState::Active
-                && let Ok(name) = name.parse::<LogName>()
-            {
-                logs.push(name);
+            if let Ok(name) = name.parse::<LogName>() {
+                logs.push((name, decode_json(&kv)?));
             }
         }
         Ok(logs)
@@ -677,6 +713,63 @@ impl Manifest {
                 segment,
             })
         }
+    }
+
+    /// Records that the cache nodes dropped an offloaded segment.
+    pub async fn mark_cache_dropped(&self, log: &LogName, segment: u64) -> Result<()> {
+        let current = self.segment(log, segment).await?;
+        let dropped = SegmentMeta {
+            cache_dropped: true,
+            ..current.value
+        };
+        if self
+            .cas(
+                &self.segment_key(log, segment),
+                current.mod_revision,
+                encode_json(&dropped),
+            )
+            .await?
+        {
+            Ok(())
+        } else {
+            Err(Error::SegmentChanged {
+                log: log.clone(),
+                segment,
+            })
+        }
+    }
+
+    /// Takes a work claim (`claim/<what>`) on `lease`: true when it is
+    /// ours, false when another holder has it. Claims vanish with their
+    /// holder's lease, so a dead worker's claims free themselves.
+    pub async fn claim(&self, what: &str, holder: &str, lease: LeaseId) -> Result<bool> {
+        let key = format!("{}claim/{what}", self.root);
+        let response = self
+            .store
+            .txn(
+                Txn::new()
+                    .when([Compare::absent(&key)])
+                    .and_then([TxnOp::put_with_lease(&key, holder.to_owned(), lease)])
+                    .or_else([TxnOp::get(&key)]),
+            )
+            .await?;
+        if response.succeeded {
+            return Ok(true);
+        }
+        Ok(response
+            .gets
+            .into_iter()
+            .flatten()
+            .next()
+            .is_some_and(|kv| kv.value == holder.as_bytes() && kv.lease == Some(lease)))
+    }
+
+    /// Gives a claim back.
+    pub async fn release_claim(&self, what: &str) -> Result<()> {
+        self.store
+            .delete(&format!("{}claim/{what}", self.root))
+            .await?;
+        Ok(())
     }
 
     /// Removes a segment's key (retention, after its data is deleted).

@@ -132,6 +132,10 @@ pub struct ObjectInfo {
     pub size: u64,
     /// CRC32C of the whole object.
     pub crc32c: u32,
+    /// When the segment was marked offloaded; cache nodes drop it a grace
+    /// period later.
+    #[serde(default)]
+    pub offloaded_at_ms: i64,
 }
 
 /// `log/<ns>/<log>/seg/<segment_id:020>`.
@@ -155,6 +159,9 @@ pub struct SegmentMeta {
     pub min_txid: Option<i64>,
     pub max_txid: Option<i64>,
     pub object: Option<ObjectInfo>,
+    /// Set once every cache node of the ensemble dropped the offloaded segment.
+    #[serde(default)]
+    pub cache_dropped: bool,
 }
 
 /// What sealing records about a segment.

@@ -1,0 +1,147 @@
+//! Offload benchmark: how fast one core turns a sealed segment's entries
+//! into a Parquet file and stores it, for 100 B and 1 KiB records.
+//!
+//!     cargo bench -p dlog-compactor --bench offload [-- --mib N --dir DIR]
+//!
+//! Per record size, on a current-thread runtime (one core does the work):
+//! * `encode`: entries → Parquet bytes (arrow batch, zstd, statistics);
+//! * `offload`: encode, then the create-only upload to a `file://` store
+//!   and the read-back CRC check the compactor does before its manifest CAS.
+//!
+//! Reading the entries from the cache nodes is not in it (that is network
+//! and the cache node's work, measured in the cache benchmark). Payloads
+//! are pseudo-random letters and digits (about 6 bits of entropy a byte),
+//! so zstd has some but not much to gain. Prints a Markdown table.
+
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use dlog_compactor::offload::{read_object, upload};
+use dlog_infra::codec::{Entry, EntryHeader, EntryRecord};
+use dlog_infra::names::LogName;
+use dlog_infra::objstore;
+use dlog_infra::record::Record;
+use dlog_infra::segment_file::{FileInfo, encode_segment, object_key};
+
+const RECORDS_PER_ENTRY: usize = 100;
+
+fn parse_args() -> (usize, Option<std::path::PathBuf>) {
+    let (mut mib, mut dir) = (128, None);
+    let mut it = std::env::args().skip(1);
+    while let Some(arg) = it.next() {
+        match arg.as_str() {
+            "--mib" => mib = it.next().and_then(|s| s.parse().ok()).unwrap_or(mib),
+            "--dir" => dir = it.next().map(Into::into),
+            _ => {} // cargo passes --bench
+        }
+    }
+    (mib, dir)
+}
+
+/// A segment of `count` records of `size` bytes, in entries of 100.
+fn segment(count: usize, size: usize) -> Vec<Entry> {
+    const ALPHABET: &[u8] = b"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789";
+    let mut state: u64 = 0x9E37_79B9_7F4A_7C15;
+    let mut payload = || {
+        let bytes: Vec<u8> = (0..size)
+            .map(|_| {
+                state ^= state << 13;
+                state ^= state >> 7;
+                state ^= state << 17;
+                ALPHABET[(state % ALPHABET.len() as u64) as usize]
+            })
+            .collect();
+        Bytes::from(bytes)
+    };
+    (0..count.div_ceil(RECORDS_PER_ENTRY))
+        .map(|e| {
+            let first = e * RECORDS_PER_ENTRY;
+            let n = RECORDS_PER_ENTRY.min(count - first);
+            Entry {
+                header: EntryHeader {
+                    log_id: 1,
+                    segment_id: 1,
+                    entry_id: e as u64,
+                    epoch: 1,
+                    first_offset: first as u64,
+                    lac: None,
+                    record_count: n as u32,
+                },
+                records: (0..n)
+                    .map(|i| EntryRecord {
+                        timestamp_ms: 1_800_000_000_000 + ((first + i) / 1000) as i64,
+                        record: Record::new(payload()),
+                    })
+                    .collect(),
+            }
+        })
+        .collect()
+}
+
+fn rate(bytes: usize, records: usize, elapsed: Duration) -> (f64, f64) {
+    let secs = elapsed.as_secs_f64();
+    (bytes as f64 / secs / 1e6, records as f64 / secs)
+}
+
+fn main() {
+    let (mib, dir) = parse_args();
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = dir.unwrap_or_else(|| tmp.path().to_owned());
+    let objects = objstore::open(&format!("file://{}", dir.display())).unwrap();
+    let log: LogName = "bench/offload".parse().unwrap();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+
+    println!("| record | records | payload MiB | step | MB/s | records/s | file MiB | ratio |");
+    println!("|---|---|---|---|---|---|---|---|");
+    for (n, size) in [100usize, 1024].into_iter().enumerate() {
+        let count = mib * 1024 * 1024 / size;
+        let entries = segment(count, size);
+        let payload_bytes = count * size;
+        let info = FileInfo {
+            log: &log,
+            segment_id: 1,
+            start_offset: 0,
+            end_offset: count as u64,
+        };
+        // Warm-up: allocator and page cache.
+        encode_segment(
+            &entries[..entries.len().min(100)],
+            &FileInfo {
+                end_offset: (RECORDS_PER_ENTRY * entries.len().min(100)).min(count) as u64,
+                ..info.clone()
+            },
+        )
+        .unwrap();
+
+        let started = Instant::now();
+        let file = encode_segment(&entries, &info).unwrap();
+        let encode = started.elapsed();
+
+        let key = object_key(
+            &objects.prefix,
+            &log,
+            n as u64 * 1_000_000_000,
+            count as u64,
+        );
+        let started = Instant::now();
+        let file_again = encode_segment(&entries, &info).unwrap();
+        runtime.block_on(async {
+            upload(&objects, &key, &file_again).await.unwrap();
+            let stored = read_object(&objects, &key).await.unwrap();
+            assert_eq!(crc32c::crc32c(&stored), file_again.crc32c);
+        });
+        let offload = started.elapsed();
+
+        let file_mib = file.bytes.len() as f64 / (1024.0 * 1024.0);
+        let ratio = payload_bytes as f64 / file.bytes.len() as f64;
+        for (step, elapsed) in [("encode", encode), ("offload", offload)] {
+            let (mbps, rps) = rate(payload_bytes, count, elapsed);
+            println!(
+                "| {size} B | {count} | {mib} | {step} | {mbps:.0} | {rps:.0} | {file_mib:.1} | {ratio:.2} |"
+            );
+        }
+    }
+}

@@ -1,0 +1,343 @@
+//! The compactor's work loop. Stateless: everything it needs is in the
+//! manifest, so any number may run; work on a segment is claimed first.
+//!
+//! Each pass over the logs:
+//! * offloads every `sealed` segment ([`crate::offload`]);
+//! * drops offloaded segments from their cache nodes once the grace period
+//!   after offload passed, then records that in the manifest;
+//! * applies retention: moves the trim point past segments older than the
+//!   namespace's retention age or beyond its retention size, then deletes
+//!   whole segments below the trim point (explicit `dlog trim` included);
+//! * removes deleted logs: objects, cache copies, then their keys.
+//!
+//! Deletion order is always manifest first (trim point, which readers
+//! obey), then the data (object, cache copy), then the segment key, so a
+//! crash in between leaves a segment key below the trim point that the next
+//! pass deletes again (deleting what is already gone is not an error).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use dlog_infra::cache_clients::CacheClients;
+use dlog_infra::failpoint;
+use dlog_infra::manifest::{LogMeta, LogState, Manifest, SegmentMeta, SegmentState};
+use dlog_infra::metastore::LeaseId;
+use dlog_infra::names::LogName;
+use dlog_infra::objstore::ObjectStoreHandle;
+use dlog_infra::proto::{DropSegmentRequest, SegmentRef};
+use object_store::ObjectStoreExt;
+use tokio_util::sync::CancellationToken;
+
+use crate::error::{Error, Result};
+use crate::offload::offload_segment;
+
+/// Settings of a compactor.
+#[derive(Debug, Clone)]
+pub struct CompactorOptions {
+    /// Pause between passes.
+    pub poll_interval: Duration,
+    /// How long after offload the cache nodes keep a segment, so readers
+    /// that saw it sealed a moment ago still find it there.
+    pub cache_drop_grace: Duration,
+}
+
+impl Default for CompactorOptions {
+    fn default() -> Self {
+        CompactorOptions {
+            poll_interval: Duration::from_secs(1),
+            cache_drop_grace: Duration::from_secs(60),
+        }
+    }
+}
+
+/// What one pass did.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct PassReport {
+    pub offloaded: usize,
+    pub dropped_from_cache: usize,
+    pub deleted_segments: usize,
+    pub purged_logs: usize,
+    pub failures: usize,
+}
+
+/// A compactor.
+#[derive(Debug)]
+pub struct Compactor {
+    manifest: Manifest,
+    objects: ObjectStoreHandle,
+    caches: Arc<CacheClients>,
+    node_id: String,
+    lease: LeaseId,
+    options: CompactorOptions,
+}
+
+impl Compactor {
+    /// `lease` holds this compactor's claims; `node_id` names it in them.
+    pub fn new(
+        manifest: Manifest,
+        objects: ObjectStoreHandle,
+        node_id: String,
+        lease: LeaseId,
+        options: CompactorOptions,
+    ) -> Compactor {
+        let caches = Arc::new(CacheClients::new(manifest.clone()));
+        Compactor {
+            manifest,
+            objects,
+            caches,
+            node_id,
+            lease,
+            options,
+        }
+    }
+
+    /// Runs passes until cancelled.
+    pub async fn run(self, cancel: CancellationToken) {
+        tracing::info!(node = %self.node_id, "compactor running");
+        loop {
+            match self.pass().await {
+                Ok(report) if report != PassReport::default() => {
+                    tracing::debug!(?report, "compactor pass")
+                }
+                Ok(_) => {}
+                Err(err) => tracing::warn!("compactor pass failed: {err:#}"),
+            }
+            tokio::select! {
+                _ = cancel.cancelled() => return,
+                _ = tokio::time::sleep(self.options.poll_interval) => {}
+            }
+        }
+    }
+
+    /// One pass over every log.
+    pub async fn pass(&self) -> Result<PassReport> {
+        let mut report = PassReport::default();
+        for (log, meta) in self.manifest.log_metas("").await? {
+            let result = match meta.state {
+                LogState::Deleting => self.purge_log(&log, &meta, &mut report).await,
+                LogState::Active => self.work_on_log(&log, &meta, &mut report).await,
+            };
+            if let Err(err) = result {
+                report.failures += 1;
+                tracing::warn!(%log, "compactor: {err:#}");
+            }
+        }
+        Ok(report)
+    }
+
+    async fn work_on_log(
+        &self,
+        log: &LogName,
+        meta: &LogMeta,
+        report: &mut PassReport,
+    ) -> Result<()> {
+        let (segments, _) = self.manifest.segments(log).await?;
+        for segment in &segments {
+            match segment.state {
+                SegmentState::Sealed if self.offload(log, meta, segment).await? => {
+                    report.offloaded += 1;
+                }
+                SegmentState::Offloaded if !segment.cache_dropped => {
+                    let offloaded_at = segment.object.as_ref().map_or(0, |o| o.offloaded_at_ms);
+                    let grace = self.options.cache_drop_grace.as_millis() as i64;
+                    if dlog_infra::now_ms() >= offloaded_at + grace {
+                        self.drop_from_cache(log, meta.log_id, segment).await?;
+                        failpoint::hit("offload.after_cache_drop");
+                        self.manifest
+                            .mark_cache_dropped(log, segment.segment_id)
+                            .await?;
+                        report.dropped_from_cache += 1;
+                    }
+                }
+                _ => {}
+            }
+        }
+        self.apply_retention(log, meta, &segments, report).await
+    }
+
+    async fn offload(&self, log: &LogName, meta: &LogMeta, segment: &SegmentMeta) -> Result<bool> {
+        let claim = format!(
+            "offload/{}/{}/{}",
+            log.namespace(),
+            log.log(),
+            segment.segment_id
+        );
+        if !self
+            .manifest
+            .claim(&claim, &self.node_id, self.lease)
+            .await?
+        {
+            return Ok(false);
+        }
+        let result = if segment.end_offset == Some(segment.start_offset) {
+            // Nothing to offload: an empty segment (sealed right after it
+            // opened) just leaves the manifest and the cache.
+            self.drop_from_cache(log, meta.log_id, segment).await?;
+            self.manifest
+                .delete_segment(log, segment.segment_id)
+                .await?;
+            Ok(true)
+        } else {
+            offload_segment(
+                &self.manifest,
+                &self.caches,
+                &self.objects,
+                log,
+                meta.log_id,
+                segment,
+            )
+            .await
+            .map(|_| true)
+        };
+        self.manifest.release_claim(&claim).await?;
+        result
+    }
+
+    /// Tells every registered node of the ensemble to drop the segment.
+    async fn drop_from_cache(
+        &self,
+        log: &LogName,
+        log_id: u64,
+        segment: &SegmentMeta,
+    ) -> Result<()> {
+        let reference = SegmentRef {
+            log: log.to_string(),
+            log_id,
+            segment_id: segment.segment_id,
+        };
+        let live: Vec<String> = self
+            .caches
+            .live_nodes()
+            .await
+            .map_err(|err| Error::Read {
+                log: log.clone(),
+                segment: segment.segment_id,
+                reason: err.to_string(),
+            })?
+            .into_iter()
+            .map(|n| n.id)
+            .collect();
+        for node in segment.ensemble.iter().filter(|n| live.contains(n)) {
+            let dropped = async {
+                let mut client = self.caches.client(node).await.map_err(|e| e.to_string())?;
+                client
+                    .drop_segment(DropSegmentRequest {
+                        segment: Some(reference.clone()),
+                    })
+                    .await
+                    .map_err(|status| status.message().to_owned())
+            };
+            if let Err(reason) = dropped.await {
+                return Err(Error::Read {
+                    log: log.clone(),
+                    segment: segment.segment_id,
+                    reason: format!("drop from {node}: {reason}"),
+                });
+            }
+        }
+        Ok(())
+    }
+
+    async fn apply_retention(
+        &self,
+        log: &LogName,
+        meta: &LogMeta,
+        segments: &[SegmentMeta],
+        report: &mut PassReport,
+    ) -> Result<()> {
+        let config = match &meta.config {
+            Some(config) => config.clone(),
+            None => self.manifest.namespace(log.namespace()).await?,
+        };
+        let closed: Vec<&SegmentMeta> = segments
+            .iter()
+            .filter(|s| s.state != SegmentState::Open && s.end_offset.is_some())
+            .collect();
+        let mut trim_to = self.manifest.trim_point(log).await?;
+        if let Some(retention_ms) = config.retention_ms {
+            let cutoff = dlog_infra::now_ms() - retention_ms as i64;
+            for segment in &closed {
+                match segment.max_timestamp_ms {
+                    Some(newest) if newest < cutoff => {
+                        trim_to = trim_to.max(segment.end_offset.unwrap_or(0));
+                    }
+                    _ => break,
+                }
+            }
+        }
+        if let Some(retention_bytes) = config.retention_bytes {
+            let mut total: u64 = segments.iter().map(|s| s.bytes).sum();
+            for segment in &closed {
+                if total <= retention_bytes {
+                    break;
+                }
+                total -= segment.bytes;
+                trim_to = trim_to.max(segment.end_offset.unwrap_or(0));
+            }
+        }
+        // Manifest first: readers refuse offsets below the trim point.
+        let trim_point = self.manifest.trim(log, trim_to).await?;
+        let below: Vec<&SegmentMeta> = closed
+            .into_iter()
+            .filter(|s| s.end_offset.is_some_and(|end| end <= trim_point))
+            .collect();
+        if !below.is_empty() {
+            failpoint::hit("retention.after_trim_point");
+        }
+        for segment in below {
+            self.delete_segment_data(log, meta.log_id, segment).await?;
+            self.manifest
+                .delete_segment(log, segment.segment_id)
+                .await?;
+            report.deleted_segments += 1;
+            tracing::info!(%log, segment = segment.segment_id, trim_point, "deleted a segment below the trim point");
+        }
+        Ok(())
+    }
+
+    async fn delete_segment_data(
+        &self,
+        log: &LogName,
+        log_id: u64,
+        segment: &SegmentMeta,
+    ) -> Result<()> {
+        if let Some(object) = &segment.object {
+            let key = object_store::path::Path::from(object.key.as_str());
+            match self.objects.store.delete(&key).await {
+                Ok(()) | Err(object_store::Error::NotFound { .. }) => {}
+                Err(source) => {
+                    return Err(Error::ObjectStore {
+                        what: "delete",
+                        key: object.key.clone(),
+                        source,
+                    });
+                }
+            }
+            failpoint::hit("retention.after_object_delete");
+        }
+        if !segment.cache_dropped {
+            self.drop_from_cache(log, log_id, segment).await?;
+        }
+        Ok(())
+    }
+
+    async fn purge_log(
+        &self,
+        log: &LogName,
+        meta: &LogMeta,
+        report: &mut PassReport,
+    ) -> Result<()> {
+        let (segments, _) = self.manifest.segments(log).await?;
+        if segments.iter().any(|s| s.state == SegmentState::Open) {
+            // Its owner may still be sealing; come back next pass.
+            return Ok(());
+        }
+        for segment in &segments {
+            self.delete_segment_data(log, meta.log_id, segment).await?;
+        }
+        self.manifest.purge_log(log).await?;
+        report.purged_logs += 1;
+        tracing::info!(%log, "removed a deleted log");
+        Ok(())
+    }
+}

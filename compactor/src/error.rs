@@ -1,0 +1,46 @@
+//! Errors of the compactor.
+
+use dlog_infra::error::{Classify, ErrorKind};
+use dlog_infra::names::LogName;
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("segment {segment} of log {log}: {reason}")]
+    Incomplete {
+        log: LogName,
+        segment: u64,
+        reason: String,
+    },
+    #[error("read segment {segment} of log {log} from the cache nodes: {reason}")]
+    Read {
+        log: LogName,
+        segment: u64,
+        reason: String,
+    },
+    #[error("object {key} already exists with other content (size {size}, crc {crc:#010x})")]
+    ObjectConflict { key: String, size: u64, crc: u32 },
+    #[error("object store: {what} {key}")]
+    ObjectStore {
+        what: &'static str,
+        key: String,
+        #[source]
+        source: object_store::Error,
+    },
+    #[error(transparent)]
+    File(#[from] dlog_infra::segment_file::Error),
+    #[error(transparent)]
+    Manifest(#[from] dlog_infra::manifest::Error),
+}
+
+impl Classify for Error {
+    fn kind(&self) -> ErrorKind {
+        match self {
+            Error::Manifest(err) => err.kind(),
+            Error::ObjectConflict { .. } | Error::Incomplete { .. } => ErrorKind::DataLoss,
+            Error::File(err) => err.kind(),
+            Error::Read { .. } | Error::ObjectStore { .. } => ErrorKind::Unavailable,
+        }
+    }
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;

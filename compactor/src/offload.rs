@@ -1,0 +1,300 @@
+//! Offload of one sealed segment (DESIGN §5), step by step:
+//!
+//! 1. claim `offload/<ns>/<log>/<segment>` on this compactor's lease (several
+//!    compactors may run; a dead one's claims expire with its lease);
+//! 2. read the entries from a replica, falling back to the others on error
+//!    or CRC mismatch, up to the sealed last entry;
+//! 3. encode the Parquet file (deterministic bytes);
+//! 4. upload with `PutMode::Create` (multipart above a threshold); if the
+//!    object exists (a crashed earlier attempt), it must hold the same bytes;
+//! 5. verify: read the object back and compare its CRC32C;
+//! 6. CAS the segment to `offloaded` with key, size, checksum and time.
+//!
+//! Dropping the segment from the cache nodes happens a grace period later
+//! ([`crate::Compactor`]), so readers that listed the segment as sealed a
+//! moment ago still find it in cache.
+//!
+//! | crash after step | state | the next compactor |
+//! |---|---|---|
+//! | 1 | claim on a dead lease | claims again once the lease expired |
+//! | 2–3 | nothing written | starts over |
+//! | 4 | object uploaded, segment still `sealed` | uploads again: `AlreadyExists` with the same bytes, then 5–6 |
+//! | 5 | same as 4 | same as 4 |
+//! | 6 | segment `offloaded`, cache copy kept | drops it after the grace period |
+//!
+//! So no crash loses data (the cache copy goes only after the manifest
+//! points at a verified object) and none duplicates rows (one object per
+//! segment, at a key fixed by its offsets).
+
+use bytes::Bytes;
+use dlog_infra::cache_clients::CacheClients;
+use dlog_infra::codec::{self, Entry};
+use dlog_infra::failpoint;
+use dlog_infra::manifest::{Manifest, ObjectInfo, SegmentMeta};
+use dlog_infra::names::LogName;
+use dlog_infra::objstore::ObjectStoreHandle;
+use dlog_infra::proto::{ReadEntriesRequest, SegmentRef};
+use object_store::{ObjectStoreExt, PutMode, PutOptions, PutPayload};
+
+use crate::error::{Error, Result};
+use dlog_infra::segment_file::{self, FileInfo, SegmentFile};
+
+/// Objects at least this big go up as multipart uploads.
+pub const MULTIPART_THRESHOLD: usize = 32 * 1024 * 1024;
+const PART_SIZE: usize = 16 * 1024 * 1024;
+
+/// Reads every entry of a sealed segment from its replicas, in order.
+pub async fn read_segment(
+    caches: &CacheClients,
+    log: &LogName,
+    log_id: u64,
+    segment: &SegmentMeta,
+) -> Result<Vec<Entry>> {
+    let fail = |reason: String| Error::Read {
+        log: log.clone(),
+        segment: segment.segment_id,
+        reason,
+    };
+    let Some(last_entry) = segment.last_entry_id else {
+        return Ok(Vec::new());
+    };
+    let reference = SegmentRef {
+        log: log.to_string(),
+        log_id,
+        segment_id: segment.segment_id,
+    };
+    let mut entries: Vec<Entry> = Vec::new();
+    let mut errors = Vec::new();
+    'entries: while (entries.len() as u64) <= last_entry {
+        let next = entries.len() as u64;
+        let before = entries.len();
+        for node in &segment.ensemble {
+            let mut client = match caches.client(node).await {
+                Ok(client) => client,
+                Err(err) => {
+                    errors.push(err.to_string());
+                    continue;
+                }
+            };
+            let request = ReadEntriesRequest {
+                segment: Some(reference.clone()),
+                from_entry: next,
+                max_entries: 0,
+                fence_epoch: None,
+                sealed_last_entry: Some(last_entry),
+            };
+            let mut stream = match client.read_entries(request).await {
+                Ok(response) => response.into_inner(),
+                Err(status) => {
+                    errors.push(format!("{node}: {}", status.message()));
+                    continue;
+                }
+            };
+            loop {
+                match stream.message().await {
+                    Ok(Some(message)) => match codec::decode_entry(message.entry) {
+                        Ok(entry) if entry.header.entry_id == entries.len() as u64 => {
+                            entries.push(entry)
+                        }
+                        Ok(entry) => {
+                            errors.push(format!(
+                                "{node}: entry {} out of order",
+                                entry.header.entry_id
+                            ));
+                            break;
+                        }
+                        Err(err) => {
+                            // A damaged copy: take this entry from another replica.
+                            errors.push(format!("{node}: {err}"));
+                            break;
+                        }
+                    },
+                    Ok(None) => break,
+                    Err(status) => {
+                        errors.push(format!("{node}: {}", status.message()));
+                        break;
+                    }
+                }
+            }
+            if entries.len() > before {
+                continue 'entries;
+            }
+        }
+        return Err(fail(format!(
+            "no replica has entry {next} of {}: {}",
+            last_entry + 1,
+            errors.join("; ")
+        )));
+    }
+    // The entries must tile the segment's offsets exactly.
+    let mut offset = segment.start_offset;
+    for entry in &entries {
+        if entry.header.first_offset != offset {
+            return Err(fail(format!(
+                "entry {} starts at offset {}, expected {offset}",
+                entry.header.entry_id, entry.header.first_offset
+            )));
+        }
+        offset = entry.header.end_offset();
+    }
+    if Some(offset) != segment.end_offset {
+        return Err(fail(format!(
+            "entries end at offset {offset}, the segment at {:?}",
+            segment.end_offset
+        )));
+    }
+    Ok(entries)
+}
+
+/// Uploads a file at `key` so that a retry is harmless: create-only, and an
+/// existing object must already hold exactly these bytes.
+pub async fn upload(
+    objects: &ObjectStoreHandle,
+    key: &object_store::path::Path,
+    file: &SegmentFile,
+) -> Result<()> {
+    let store = &objects.store;
+    let object_error = |what: &'static str| {
+        let key = key.to_string();
+        move |source| Error::ObjectStore { what, key, source }
+    };
+    let created = if file.bytes.len() >= MULTIPART_THRESHOLD {
+        // Multipart uploads cannot be create-only; check first instead. The
+        // bytes are deterministic, so a concurrent or repeated upload of
+        // the same segment writes the same object.
+        match store.head(key).await {
+            Ok(_) => Err(object_store::Error::AlreadyExists {
+                path: key.to_string(),
+                source: "exists".into(),
+            }),
+            Err(object_store::Error::NotFound { .. }) => {
+                let mut upload = store
+                    .put_multipart(key)
+                    .await
+                    .map_err(object_error("start multipart upload of"))?;
+                for part in file.bytes.chunks(PART_SIZE) {
+                    upload
+                        .put_part(PutPayload::from(file.bytes.slice_ref(part)))
+                        .await
+                        .map_err(object_error("upload part of"))?;
+                }
+                upload
+                    .complete()
+                    .await
+                    .map_err(object_error("complete upload of"))?;
+                Ok(())
+            }
+            Err(err) => Err(err),
+        }
+    } else {
+        let options = PutOptions {
+            mode: PutMode::Create,
+            ..PutOptions::default()
+        };
+        store
+            .put_opts(key, PutPayload::from(file.bytes.clone()), options)
+            .await
+            .map(|_| ())
+    };
+    match created {
+        Ok(()) => Ok(()),
+        Err(object_store::Error::AlreadyExists { .. }) => {
+            let existing = read_object(objects, key).await?;
+            let crc = crc32c::crc32c(&existing);
+            if crc == file.crc32c && existing.len() == file.bytes.len() {
+                tracing::info!(%key, "object already uploaded by an earlier attempt");
+                Ok(())
+            } else {
+                Err(Error::ObjectConflict {
+                    key: key.to_string(),
+                    size: existing.len() as u64,
+                    crc,
+                })
+            }
+        }
+        Err(err) => Err(object_error("upload")(err)),
+    }
+}
+
+/// The whole object at `key`.
+pub async fn read_object(
+    objects: &ObjectStoreHandle,
+    key: &object_store::path::Path,
+) -> Result<Bytes> {
+    let object_error = |what: &'static str| {
+        let key = key.to_string();
+        move |source| Error::ObjectStore { what, key, source }
+    };
+    objects
+        .store
+        .get(key)
+        .await
+        .map_err(object_error("read"))?
+        .bytes()
+        .await
+        .map_err(object_error("read"))
+}
+
+/// Offloads one sealed segment (the caller holds its claim). Returns the
+/// object's description as recorded in the manifest.
+pub async fn offload_segment(
+    manifest: &Manifest,
+    caches: &CacheClients,
+    objects: &ObjectStoreHandle,
+    log: &LogName,
+    log_id: u64,
+    segment: &SegmentMeta,
+) -> Result<ObjectInfo> {
+    let entries = read_segment(caches, log, log_id, segment).await?;
+    failpoint::hit("offload.after_read");
+    let end_offset = segment.end_offset.unwrap_or(segment.start_offset);
+    let (owned_log, segment_id, start_offset) =
+        (log.clone(), segment.segment_id, segment.start_offset);
+    // Encoding is CPU work: keep it off the async workers.
+    let file = tokio::task::spawn_blocking(move || {
+        let info = FileInfo {
+            log: &owned_log,
+            segment_id,
+            start_offset,
+            end_offset,
+        };
+        segment_file::encode_segment(&entries, &info)
+    })
+    .await
+    .map_err(|err| Error::Incomplete {
+        log: log.clone(),
+        segment: segment_id,
+        reason: format!("encoding task failed: {err}"),
+    })??;
+    let key = segment_file::object_key(&objects.prefix, log, segment.start_offset, end_offset);
+    upload(objects, &key, &file).await?;
+    failpoint::hit("offload.after_upload");
+    let stored = read_object(objects, &key).await?;
+    if crc32c::crc32c(&stored) != file.crc32c {
+        return Err(Error::ObjectConflict {
+            key: key.to_string(),
+            size: stored.len() as u64,
+            crc: crc32c::crc32c(&stored),
+        });
+    }
+    failpoint::hit("offload.after_verify");
+    let object = ObjectInfo {
+        key: key.to_string(),
+        size: file.bytes.len() as u64,
+        crc32c: file.crc32c,
+        offloaded_at_ms: dlog_infra::now_ms(),
+    };
+    manifest
+        .mark_offloaded(log, segment.segment_id, object.clone())
+        .await?;
+    failpoint::hit("offload.after_manifest");
+    tracing::info!(
+        %log,
+        segment = segment.segment_id,
+        key = %object.key,
+        rows = file.rows,
+        bytes = object.size,
+        "offloaded segment"
+    );
+    Ok(object)
+}

@@ -1,0 +1,487 @@
+//! Offload end to end with real processes: a real etcd, a real S3 server
+//! (s3s-fs), three cache nodes, an ingest node and a compactor (`dlog
+//! serve`). Sealed segments must arrive on S3 as Parquet files holding
+//! exactly the records appended, readable in place by pyarrow; a compactor
+//! killed between any two steps of an offload must leave one object with
+//! exactly those rows once the next one finishes; trim and retention remove
+//! whole segments, manifest first.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use bytes::Bytes;
+use common::{Cluster, OBJECT_PREFIX};
+use distributedlog::Client;
+use dlog_infra::manifest::{NamespaceConfig, SegmentMeta, SegmentState};
+use dlog_infra::names::LogName;
+use dlog_infra::objstore::ObjectStoreHandle;
+use dlog_infra::proto::cache_service_client::CacheServiceClient;
+use dlog_infra::proto::{ReadEntriesRequest, SegmentRef};
+use dlog_infra::record::{Record, StoredRecord};
+use dlog_infra::segment_file::decode_file;
+use dlog_infra::testkit::{S3Server, is_ci};
+use futures::TryStreamExt;
+use object_store::ObjectStoreExt;
+
+/// A record with everything a record can carry, varied by `i`.
+fn rich_record(i: u64) -> Record {
+    let mut record = Record::new(Bytes::from(format!(
+        "payload-{i}-{}",
+        "x".repeat((i % 50) as usize)
+    )));
+    if i.is_multiple_of(2) {
+        record.key = Some(Bytes::from(format!("key-{}", i % 7)));
+    }
+    if i.is_multiple_of(3) {
+        record
+            .headers
+            .insert("trace".into(), Bytes::from(format!("t{i}")));
+        record
+            .headers
+            .insert("bin".into(), Bytes::from_static(b"\x00\x01\xff"));
+    }
+    if !i.is_multiple_of(4) {
+        record.txid = Some(1_000 + i as i64);
+    }
+    record
+}
+
+/// Appends `batches` batches of `per_batch` records; returns what the log
+/// must hold, by offset.
+async fn append_rich(
+    client: &Client,
+    log: &str,
+    first: u64,
+    batches: u64,
+    per_batch: u64,
+) -> BTreeMap<u64, StoredRecord> {
+    let mut expected = BTreeMap::new();
+    for b in 0..batches {
+        let records: Vec<Record> = (0..per_batch)
+            .map(|i| rich_record(first + b * per_batch + i))
+            .collect();
+        let appended = client.append(log, records.clone(), None).await.unwrap();
+        for (i, record) in records.into_iter().enumerate() {
+            let offset = appended.first_offset + i as u64;
+            expected.insert(
+                offset,
+                StoredRecord {
+                    offset,
+                    timestamp_ms: appended.timestamp_ms,
+                    record,
+                },
+            );
+        }
+    }
+    expected
+}
+
+/// Waits until every closed segment of `log` satisfies `done`; returns them.
+async fn wait_segments(
+    cluster: &Cluster,
+    log: &str,
+    what: &str,
+    done: impl Fn(&SegmentMeta) -> bool,
+) -> Vec<SegmentMeta> {
+    let name: LogName = log.parse().unwrap();
+    for _ in 0..300 {
+        let (segments, _) = cluster.manifest.segments(&name).await.unwrap();
+        let closed: Vec<SegmentMeta> = segments
+            .into_iter()
+            .filter(|s| s.state != SegmentState::Open)
+            .collect();
+        if !closed.is_empty() && closed.iter().all(&done) {
+            return closed;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let (segments, _) = cluster.manifest.segments(&name).await.unwrap();
+    panic!(
+        "segments of {log} not {what} in 30 s: {segments:?}\ncompactor log:\n{}",
+        cluster.compactors[0].log_text()
+    );
+}
+
+/// Creates `log` with `segments` sealed segments of `batches` × 25
+/// records and waits until all are offloaded.
+async fn offloaded_segments(
+    cluster: &Cluster,
+    client: &Client,
+    log: &str,
+    segments: u64,
+    batches: u64,
+) -> Vec<SegmentMeta> {
+    client.create_log(log).await.unwrap();
+    for s in 0..segments {
+        append_rich(client, log, s * 100, batches, 25).await;
+        client.seal(log).await.unwrap();
+    }
+    wait_segments(cluster, log, "offloaded", |s| {
+        s.state == SegmentState::Offloaded
+    })
+    .await
+}
+
+fn offloaded_and_dropped(segment: &SegmentMeta) -> bool {
+    segment.state == SegmentState::Offloaded && segment.cache_dropped
+}
+
+/// Every record in the objects of `segments`, checked against their
+/// manifest entries (size, checksum, offset range).
+async fn read_objects(
+    objects: &ObjectStoreHandle,
+    segments: &[SegmentMeta],
+) -> BTreeMap<u64, StoredRecord> {
+    let mut records = BTreeMap::new();
+    for segment in segments {
+        let object = segment
+            .object
+            .as_ref()
+            .expect("offloaded segments name their object");
+        let bytes = objects
+            .store
+            .get(&object.key.as_str().into())
+            .await
+            .unwrap()
+            .bytes()
+            .await
+            .unwrap();
+        assert_eq!(bytes.len() as u64, object.size, "size of {}", object.key);
+        assert_eq!(
+            crc32c::crc32c(&bytes),
+            object.crc32c,
+            "checksum of {}",
+            object.key
+        );
+        let rows = decode_file(bytes).unwrap();
+        let offsets: Vec<u64> = rows.iter().map(|r| r.offset).collect();
+        let range: Vec<u64> = (segment.start_offset..segment.end_offset.unwrap()).collect();
+        assert_eq!(
+            offsets, range,
+            "rows of {} are its offsets, in order",
+            object.key
+        );
+        records.extend(rows.into_iter().map(|r| (r.offset, r)));
+    }
+    records
+}
+
+/// The object keys under a log's folder.
+async fn object_keys(objects: &ObjectStoreHandle, log: &str) -> Vec<String> {
+    let name: LogName = log.parse().unwrap();
+    let folder = objects
+        .prefix
+        .clone()
+        .join(format!("ns={}", name.namespace()))
+        .join(format!("log={}", name.log()));
+    let mut keys: Vec<String> = objects
+        .store
+        .list(Some(&folder))
+        .map_ok(|meta| meta.location.to_string())
+        .try_collect()
+        .await
+        .unwrap();
+    keys.sort();
+    keys
+}
+
+fn python() -> Option<PathBuf> {
+    let home = std::env::var_os("HOME").map(PathBuf::from)?;
+    let python = home.join(".cache/distributedlog/venv/bin/python");
+    if python.exists() {
+        return Some(python);
+    }
+    assert!(
+        !is_ci(),
+        "pyarrow venv missing at {} (run scripts/install-test-deps.sh)",
+        python.display()
+    );
+    eprintln!(
+        "skipping the pyarrow check: no venv at {}",
+        python.display()
+    );
+    None
+}
+
+/// pyarrow reads the files in place on the S3 server: row count and
+/// min/max(offset) per file match the manifest.
+fn check_with_pyarrow(s3: &S3Server, log: &str, segments: &[SegmentMeta]) {
+    let Some(python) = python() else { return };
+    let name: LogName = log.parse().unwrap();
+    let files: Vec<serde_json::Value> = segments
+        .iter()
+        .map(|s| {
+            let end = s.end_offset.unwrap();
+            serde_json::json!({
+                "key": s.object.as_ref().unwrap().key,
+                "rows": end - s.start_offset,
+                "min": s.start_offset,
+                "max": end - 1,
+            })
+        })
+        .collect();
+    let expected = serde_json::json!({
+        "dataset": format!("{}/{OBJECT_PREFIX}/ns={}/log={}", S3Server::BUCKET, name.namespace(), name.log()),
+        "files": files,
+    });
+    let env: BTreeMap<String, String> = s3.env().into_iter().collect();
+    let output = std::process::Command::new(python)
+        .arg(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/python/check_parquet.py"
+        ))
+        .args([
+            s3.endpoint(),
+            S3Server::BUCKET.to_owned(),
+            env["AWS_ACCESS_KEY_ID"].clone(),
+            env["AWS_SECRET_ACCESS_KEY"].clone(),
+            expected.to_string(),
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "pyarrow check failed:\n{}\n{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let found: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(
+        found["files"], expected["files"],
+        "pyarrow saw what the manifest says"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn offloaded_files_hold_exactly_the_records_appended() {
+    let Some(cluster) = Cluster::start_with(3, 1, 1, &[]).await else {
+        return;
+    };
+    let s3 = cluster.s3.as_ref().unwrap();
+    let client = Client::new(cluster.ingests[0].address());
+    let log = "analytics/clicks";
+    client.create_log(log).await.unwrap();
+    let mut expected = append_rich(&client, log, 0, 20, 50).await;
+    client.seal(log).await.unwrap();
+    expected.extend(append_rich(&client, log, 1_000, 3, 200).await);
+    client.seal(log).await.unwrap();
+
+    let segments = wait_segments(&cluster, log, "offloaded", |s| {
+        s.state == SegmentState::Offloaded
+    })
+    .await;
+    assert_eq!(segments.len(), 2, "two sealed segments, two files");
+    let objects = s3.object_store(OBJECT_PREFIX);
+    let stored = read_objects(&objects, &segments).await;
+    assert_eq!(stored.len(), 1_600);
+    assert_eq!(
+        stored, expected,
+        "the files hold exactly the records appended"
+    );
+    assert_eq!(object_keys(&objects, log).await.len(), 2);
+    check_with_pyarrow(s3, log, &segments);
+
+    // After the grace period the cache nodes let go of the segments.
+    let segments = wait_segments(&cluster, log, "dropped from cache", offloaded_and_dropped).await;
+    let meta = cluster.manifest.log(&log.parse().unwrap()).await.unwrap();
+    for node in &segments[0].ensemble {
+        let cache = cluster.caches.iter().find(|c| &c.id == node).unwrap();
+        let mut cache = CacheServiceClient::connect(cache.address()).await.unwrap();
+        let read = cache
+            .read_entries(ReadEntriesRequest {
+                segment: Some(SegmentRef {
+                    log: log.to_owned(),
+                    log_id: meta.log_id,
+                    segment_id: segments[0].segment_id,
+                }),
+                from_entry: 0,
+                max_entries: 0,
+                fence_epoch: None,
+                sealed_last_entry: segments[0].last_entry_id,
+            })
+            .await;
+        let entries = match read {
+            Ok(response) => response.into_inner().message().await.ok().flatten(),
+            Err(_) => None,
+        };
+        assert!(entries.is_none(), "{node} still serves a dropped segment");
+    }
+
+    // `dlog status` shows no offload lag left.
+    let status = client.status().await.unwrap();
+    assert_eq!(status.sealed_segments, 0);
+    assert_eq!(status.offload_lag_bytes, 0);
+    assert!(status.offloaded_segments >= 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_compactor_killed_between_steps_leaves_one_object_with_exact_rows() {
+    let Some(mut cluster) = Cluster::start_with(3, 1, 1, &[]).await else {
+        return;
+    };
+    let client = Client::new(cluster.ingests[0].address());
+    let objects = cluster.s3.as_ref().unwrap().object_store(OBJECT_PREFIX);
+    let points = [
+        "offload.after_read",
+        "offload.after_upload",
+        "offload.after_verify",
+        "offload.after_manifest",
+        "offload.after_cache_drop",
+    ];
+    for (i, point) in points.iter().enumerate() {
+        cluster.compactors[0].kill();
+        let log = format!("crash/at-{i}");
+        client.create_log(&log).await.unwrap();
+        let expected = append_rich(&client, &log, 0, 10, 30).await;
+        client.seal(&log).await.unwrap();
+
+        cluster.compactors[0].start_to_crash_at(point);
+        assert!(
+            cluster.compactors[0]
+                .wait_exit(Duration::from_secs(30))
+                .await,
+            "the compactor did not reach {point}:\n{}",
+            cluster.compactors[0].log_text()
+        );
+        assert!(
+            cluster.compactors[0]
+                .log_text()
+                .contains(&format!("failpoint {point}")),
+            "the compactor died elsewhere than {point}"
+        );
+
+        cluster.compactors[0].start();
+        let segments = wait_segments(
+            &cluster,
+            &log,
+            "offloaded and dropped",
+            offloaded_and_dropped,
+        )
+        .await;
+        assert_eq!(
+            object_keys(&objects, &log).await.len(),
+            segments.len(),
+            "one object per segment after a crash at {point}"
+        );
+        let stored = read_objects(&objects, &segments).await;
+        assert_eq!(stored, expected, "exact rows after a crash at {point}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn trim_and_retention_remove_whole_segments_manifest_first() {
+    let Some(mut cluster) = Cluster::start_with(3, 1, 1, &[]).await else {
+        return;
+    };
+    let client = Client::new(cluster.ingests[0].address());
+    let objects = cluster.s3.as_ref().unwrap().object_store(OBJECT_PREFIX);
+
+    // Explicit trim at a segment boundary: the two older segments go.
+    let log = "retain/trimmed";
+    let segments = offloaded_segments(&cluster, &client, log, 3, 4).await;
+    assert_eq!(segments.len(), 3);
+    let boundary = segments[1].end_offset.unwrap();
+    assert_eq!(client.trim(log, boundary).await.unwrap(), boundary);
+    let segments = wait_segments(&cluster, log, "trimmed", |s| s.start_offset >= boundary).await;
+    assert_eq!(
+        segments.len(),
+        1,
+        "only the segment above the trim point is left"
+    );
+    for _ in 0..100 {
+        if object_keys(&objects, log).await.len() == 1 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(
+        object_keys(&objects, log).await,
+        vec![segments[0].object.as_ref().unwrap().key.clone()],
+        "objects below the trim point are deleted"
+    );
+    let kept = read_objects(&objects, &segments).await;
+    assert_eq!(kept.keys().next(), Some(&boundary));
+
+    // Trimming past the end of the log is refused and changes nothing.
+    let err = client.trim(log, 1_000_000).await.unwrap_err();
+    assert_eq!(err.code(), tonic::Code::InvalidArgument, "{err}");
+    let name: LogName = log.parse().unwrap();
+    assert_eq!(cluster.manifest.trim_point(&name).await.unwrap(), boundary);
+
+    // Retention by size: the namespace keeps about one segment's bytes.
+    let log = "small/sized";
+    let segments = offloaded_segments(&cluster, &client, log, 3, 4).await;
+    let newest = segments.last().unwrap().clone();
+    let ns = dlog_infra::names::Namespace::new("small").unwrap();
+    let mut config: NamespaceConfig = cluster.manifest.namespace(&ns).await.unwrap();
+    config.retention_bytes = Some(newest.bytes);
+    cluster.manifest.put_namespace(&ns, &config).await.unwrap();
+    let segments = wait_segments(&cluster, log, "cut to size", |s| {
+        s.segment_id == newest.segment_id
+    })
+    .await;
+    assert_eq!(segments.len(), 1);
+    let name: LogName = log.parse().unwrap();
+    assert_eq!(
+        cluster.manifest.trim_point(&name).await.unwrap(),
+        newest.start_offset,
+        "retention moves the trim point to the oldest segment kept"
+    );
+
+    // Retention by age: everything older than 1 ms goes (the open segment
+    // holds nothing, so nothing is left).
+    config.retention_bytes = None;
+    config.retention_ms = Some(1);
+    cluster.manifest.put_namespace(&ns, &config).await.unwrap();
+    for _ in 0..300 {
+        let (segments, _) = cluster.manifest.segments(&name).await.unwrap();
+        if segments.iter().all(|s| s.state == SegmentState::Open) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let (segments, _) = cluster.manifest.segments(&name).await.unwrap();
+    assert!(
+        segments.iter().all(|s| s.state == SegmentState::Open),
+        "retention by age left {segments:?}"
+    );
+    assert!(object_keys(&objects, log).await.is_empty());
+    assert_eq!(
+        cluster.manifest.trim_point(&name).await.unwrap(),
+        newest.end_offset.unwrap()
+    );
+
+    // A crash right after moving the trim point, or after deleting an
+    // object, is finished by the next compactor.
+    for (i, point) in [
+        "retention.after_trim_point",
+        "retention.after_object_delete",
+    ]
+    .iter()
+    .enumerate()
+    {
+        let log = format!("retain/crash-{i}");
+        let segments = offloaded_segments(&cluster, &client, &log, 2, 2).await;
+        cluster.compactors[0].kill();
+        let boundary = segments[0].end_offset.unwrap();
+        client.trim(&log, boundary).await.unwrap();
+        cluster.compactors[0].start_to_crash_at(point);
+        assert!(
+            cluster.compactors[0]
+                .wait_exit(Duration::from_secs(30))
+                .await,
+            "the compactor did not reach {point}"
+        );
+        cluster.compactors[0].start();
+        let left = wait_segments(&cluster, &log, "trimmed", |s| s.start_offset >= boundary).await;
+        assert_eq!(left.len(), 1);
+        assert_eq!(
+            object_keys(&objects, &log).await.len(),
+            1,
+            "after a crash at {point}"
+        );
+    }
+}
