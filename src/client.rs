@@ -1,5 +1,5 @@
-//! The Rust client of distributedlog (its first part: admin calls and
-//! appends; reads come with the reader tier).
+//! The Rust client of distributedlog: admin calls and appends here, reads in
+//! [`crate::reader`], batched ordered writes in [`crate::writer`].
 //!
 //! Requests go to the configured endpoint; when a node answers that another
 //! node owns the log (`UNAVAILABLE` with the owner's address in `dlog-owner`
@@ -9,14 +9,15 @@
 //! this one was answered (pipelined sessions keep their own order).
 
 use std::collections::HashMap;
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use dlog_infra::error::ErrorKind;
 use dlog_infra::proto::log_service_client::LogServiceClient;
+use dlog_infra::proto::read_service_client::ReadServiceClient;
 use dlog_infra::proto::{self as pb};
-use dlog_infra::record::Record;
+use dlog_infra::record::{Record, RecordError};
 use futures::future::BoxFuture;
 use tonic::transport::{Channel, Endpoint};
 
@@ -24,16 +25,52 @@ use tonic::transport::{Channel, Endpoint};
 const OWNER_METADATA: &str = "dlog-owner";
 /// Attempts of one call (redirects and retries of transient failures).
 const MAX_ATTEMPTS: usize = 10;
+/// Metadata key of the actual next offset on an `expected_offset` mismatch.
+const NEXT_OFFSET_METADATA: &str = "dlog-next-offset";
 /// Longest a single request may take: a frozen node must not hang a client.
+/// (For a `Read` stream it bounds nothing: streams use a channel without it,
+/// and HTTP/2 keep-alive pings find a frozen node instead.)
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
+/// HTTP/2 pings on connections with open streams, and how long to wait for
+/// the answer: a node that stopped answering fails its streams with
+/// `UNAVAILABLE` within about 20 s.
+const KEEP_ALIVE_INTERVAL: Duration = Duration::from_secs(10);
+const KEEP_ALIVE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Largest message the client decodes: appends answer small messages, read
+/// batches carry up to a few MiB of records.
+const MAX_MESSAGE_BYTES: usize = 64 * 1024 * 1024;
 
-/// A failed call: the server's status, or a connection failure.
-#[derive(Debug, thiserror::Error)]
+/// A failed call: the server's status, a connection failure, or a failure
+/// the SDK found itself.
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum Error {
     #[error("{}", .0.message())]
     Status(tonic::Status),
     #[error("connect to {endpoint}: {reason}")]
     Connect { endpoint: String, reason: String },
+    /// A record the limits refuse; found before it was sent.
+    #[error(transparent)]
+    Record(#[from] RecordError),
+    /// A [`LogWriter`](crate::LogWriter) found the log at another offset
+    /// than its own appends left it: another writer appended to it (a
+    /// `LogWriter` must be the only writer of its log), or a batch whose
+    /// outcome was in doubt landed in part.
+    #[error(
+        "log {log} is at offset {actual}, not at {expected} where this writer's appends left it{}",
+        if *.in_doubt { " (the batch sent there was in doubt and may be in the log)" } else { "; another writer appended to it" }
+    )]
+    Conflict {
+        log: String,
+        expected: u64,
+        actual: u64,
+        in_doubt: bool,
+    },
+    /// The server broke the protocol (e.g. a read skipped offsets).
+    #[error("protocol violation: {0}")]
+    Protocol(String),
+    /// The writer's background task is gone (its runtime shut down).
+    #[error("the writer is closed")]
+    Closed,
 }
 
 impl Error {
@@ -42,6 +79,9 @@ impl Error {
         match self {
             Error::Status(status) => ErrorKind::from_code(status.code()),
             Error::Connect { .. } => ErrorKind::Unavailable,
+            Error::Record(_) => ErrorKind::InvalidArgument,
+            Error::Conflict { .. } => ErrorKind::FailedPrecondition,
+            Error::Protocol(_) | Error::Closed => ErrorKind::Internal,
         }
     }
 
@@ -50,11 +90,55 @@ impl Error {
         match self {
             Error::Status(status) => status.code(),
             Error::Connect { .. } => tonic::Code::Unavailable,
+            other => other.kind().code(),
+        }
+    }
+
+    /// On an `expected_offset` mismatch (`FAILED_PRECONDITION`), the log's
+    /// actual next offset, as the owner reported it.
+    pub fn next_offset(&self) -> Option<u64> {
+        match self {
+            Error::Status(status) if status.code() == tonic::Code::FailedPrecondition => status
+                .metadata()
+                .get(NEXT_OFFSET_METADATA)?
+                .to_str()
+                .ok()?
+                .parse()
+                .ok(),
+            Error::Conflict { actual, .. } => Some(*actual),
+            _ => None,
         }
     }
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// The kind of a failed call, for retries: a request that timed out (tonic
+/// reports `Cancelled`) and a connection that broke under the call (tonic
+/// reports `UNKNOWN` or `INTERNAL` made from a transport error, which a
+/// status from a server never carries as its source) count as an
+/// unavailable node.
+pub(crate) fn failure_kind(status: &tonic::Status) -> ErrorKind {
+    use std::error::Error as _;
+    match status.code() {
+        tonic::Code::Cancelled => ErrorKind::Unavailable,
+        tonic::Code::Unknown | tonic::Code::Internal if status.source().is_some() => {
+            ErrorKind::Unavailable
+        }
+        code => ErrorKind::from_code(code),
+    }
+}
+
+/// The outcome of a call with its retries.
+#[derive(Debug)]
+pub(crate) struct Called<T> {
+    pub result: Result<T>,
+    /// An attempt before the last failed in a way that leaves open whether
+    /// the server applied it (timeout, lost connection, `UNAVAILABLE` from
+    /// the node that had it): a request that is not idempotent may have
+    /// taken effect although `result` is an error, or twice.
+    pub in_doubt: bool,
+}
 
 /// Offsets an append got.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -65,13 +149,38 @@ pub struct Appended {
 }
 
 /// A connection to a distributedlog cluster.
-#[derive(Debug)]
+///
+/// Cheap to clone: clones share connections and the cache of log owners.
+/// Reads ([`Client::reader`]) and writes ([`Client::writer`],
+/// [`Client::append`]) go to the same endpoints; in `dlog standalone` every
+/// role listens on one address, in a cluster make one client with ingest
+/// endpoints for writes and one with reader endpoints for reads.
+///
+/// ```no_run
+/// use distributedlog::{Client, Record};
+///
+/// # async fn example() -> Result<(), distributedlog::ClientError> {
+/// let client = Client::new("http://127.0.0.1:7070");
+/// client.create_log("ns/events").await?;
+/// // Only if the log is still at offset 0: a retry cannot write it twice.
+/// let appended = client
+///     .append("ns/events", vec![Record::new("hello")], Some(0))
+///     .await?;
+/// assert_eq!(appended.first_offset, 0);
+/// let info = client.get_log("ns/events").await?;
+/// println!("next offset {}", info.next_offset);
+/// # Ok(())
+/// # }
+/// ```
+#[derive(Debug, Clone)]
 pub struct Client {
-    endpoints: Vec<String>,
+    endpoints: Arc<[String]>,
     /// Index of the endpoint in use; moves on when one is unreachable.
-    current: AtomicUsize,
-    channels: Mutex<HashMap<String, Channel>>,
-    owners: Mutex<HashMap<String, String>>,
+    current: Arc<AtomicUsize>,
+    /// Channels by address; `stream:`-prefixed keys are the channels of
+    /// `Read` streams (no per-request timeout).
+    channels: Arc<Mutex<HashMap<String, Channel>>>,
+    owners: Arc<Mutex<HashMap<String, String>>>,
 }
 
 impl Client {
@@ -87,14 +196,14 @@ impl Client {
             .map(str::to_owned)
             .collect();
         Client {
-            endpoints,
-            current: AtomicUsize::new(0),
-            channels: Mutex::default(),
-            owners: Mutex::default(),
+            endpoints: endpoints.into(),
+            current: Arc::default(),
+            channels: Arc::default(),
+            owners: Arc::default(),
         }
     }
 
-    fn endpoint(&self) -> String {
+    pub(crate) fn endpoint(&self) -> String {
         let i = self.current.load(Ordering::Relaxed);
         self.endpoints
             .get(i % self.endpoints.len().max(1))
@@ -102,32 +211,56 @@ impl Client {
             .unwrap_or_else(|| "http://127.0.0.1:7070".to_owned())
     }
 
-    fn next_endpoint(&self) {
+    pub(crate) fn next_endpoint(&self) {
         self.current.fetch_add(1, Ordering::Relaxed);
     }
 
-    fn channel(&self, address: &str) -> Result<Channel> {
+    /// The channel to `address`: with the request timeout for unary calls,
+    /// without it for streams (`streaming`), whose responses may take as
+    /// long as the reader wants.
+    fn channel(&self, address: &str, streaming: bool) -> Result<Channel> {
+        let key = if streaming {
+            format!("stream:{address}")
+        } else {
+            address.to_owned()
+        };
         let mut channels = self.channels.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(channel) = channels.get(address) {
+        if let Some(channel) = channels.get(&key) {
             return Ok(channel.clone());
         }
-        let channel = Endpoint::from_shared(address.to_owned())
+        let mut endpoint = Endpoint::from_shared(address.to_owned())
             .map_err(|err| Error::Connect {
                 endpoint: address.to_owned(),
                 reason: err.to_string(),
             })?
             .connect_timeout(Duration::from_secs(5))
-            .timeout(REQUEST_TIMEOUT)
-            .tcp_nodelay(true)
-            .connect_lazy();
-        channels.insert(address.to_owned(), channel.clone());
+            .http2_keep_alive_interval(KEEP_ALIVE_INTERVAL)
+            .keep_alive_timeout(KEEP_ALIVE_TIMEOUT)
+            .tcp_nodelay(true);
+        if !streaming {
+            endpoint = endpoint.timeout(REQUEST_TIMEOUT);
+        }
+        let channel = endpoint.connect_lazy();
+        channels.insert(key, channel.clone());
         Ok(channel)
     }
 
     fn log_client(&self, address: &str) -> Result<LogServiceClient<Channel>> {
-        Ok(LogServiceClient::new(self.channel(address)?)
-            .max_decoding_message_size(16 * 1024 * 1024)
+        Ok(LogServiceClient::new(self.channel(address, false)?)
+            .max_decoding_message_size(MAX_MESSAGE_BYTES)
             .max_encoding_message_size(16 * 1024 * 1024))
+    }
+
+    /// A `ReadService` client for unary calls.
+    pub(crate) fn read_client(&self, address: &str) -> Result<ReadServiceClient<Channel>> {
+        Ok(ReadServiceClient::new(self.channel(address, false)?)
+            .max_decoding_message_size(MAX_MESSAGE_BYTES))
+    }
+
+    /// A `ReadService` client for `Read` streams.
+    pub(crate) fn read_stream_client(&self, address: &str) -> Result<ReadServiceClient<Channel>> {
+        Ok(ReadServiceClient::new(self.channel(address, true)?)
+            .max_decoding_message_size(MAX_MESSAGE_BYTES))
     }
 
     fn address_for(&self, log: Option<&str>) -> String {
@@ -141,32 +274,53 @@ impl Client {
         .unwrap_or_else(|| self.endpoint())
     }
 
-    /// Runs a call, following redirects for `log` and retrying transient
-    /// failures with backoff.
+    /// Runs a `LogService` call, following redirects for `log` and retrying
+    /// transient failures with backoff.
     async fn call<T>(
         &self,
         log: Option<&str>,
         call: impl Fn(LogServiceClient<Channel>) -> BoxFuture<'static, Result<T, tonic::Status>>,
     ) -> Result<T> {
+        self.call_with(log, Client::log_client, call).await.result
+    }
+
+    /// Runs a call on the service client `make` builds, following redirects
+    /// for `log` and retrying transient failures with backoff. Also tells
+    /// whether an earlier attempt may have taken effect ([`Called::in_doubt`]).
+    pub(crate) async fn call_with<C, T>(
+        &self,
+        log: Option<&str>,
+        make: impl Fn(&Client, &str) -> Result<C>,
+        call: impl Fn(C) -> BoxFuture<'static, Result<T, tonic::Status>>,
+    ) -> Called<T> {
         let mut backoff = Duration::from_millis(50);
         let mut last_error = None;
+        let mut in_doubt = false;
         for _ in 0..MAX_ATTEMPTS {
             let address = self.address_for(log);
-            let client = self.log_client(&address)?;
+            let client = match make(self, &address) {
+                Ok(client) => client,
+                Err(err) => {
+                    return Called {
+                        result: Err(err),
+                        in_doubt,
+                    };
+                }
+            };
             match call(client).await {
-                Ok(value) => return Ok(value),
+                Ok(value) => {
+                    return Called {
+                        result: Ok(value),
+                        in_doubt,
+                    };
+                }
                 Err(status) => {
                     let redirect = status
                         .metadata()
                         .get(OWNER_METADATA)
                         .and_then(|v| v.to_str().ok())
                         .map(str::to_owned);
-                    // A request that timed out (tonic reports `Cancelled`)
-                    // is retried elsewhere like any unavailable node.
-                    let kind = match status.code() {
-                        tonic::Code::Cancelled => ErrorKind::Unavailable,
-                        code => ErrorKind::from_code(code),
-                    };
+                    let kind = failure_kind(&status);
                     if let (Some(owner), Some(log)) = (&redirect, log)
                         && *owner != address
                     {
@@ -179,7 +333,16 @@ impl Client {
                         continue;
                     }
                     if !kind.is_retryable() {
-                        return Err(Error::Status(status));
+                        return Called {
+                            result: Err(Error::Status(status)),
+                            in_doubt,
+                        };
+                    }
+                    // Refused for backpressure: not applied. Anything else
+                    // (timeout, lost connection, lost ownership) may have
+                    // been applied before the failure.
+                    if kind != ErrorKind::ResourceExhausted {
+                        in_doubt = true;
                     }
                     // The cached owner may be gone: ask an endpoint again,
                     // the next one if this one is the unreachable one.
@@ -198,9 +361,12 @@ impl Client {
                 }
             }
         }
-        Err(Error::Status(last_error.unwrap_or_else(|| {
-            tonic::Status::unavailable("no attempt was made")
-        })))
+        Called {
+            result: Err(Error::Status(last_error.unwrap_or_else(|| {
+                tonic::Status::unavailable("no attempt was made")
+            }))),
+            in_doubt,
+        }
     }
 
     pub async fn create_log(&self, log: &str) -> Result<pb::LogInfo> {
@@ -262,20 +428,41 @@ impl Client {
         .await
     }
 
-    /// Appends records; with `expected_offset`, only if the log's next
-    /// offset is exactly that (retries then cannot duplicate).
+    /// Appends records, atomically and in order; with `expected_offset`,
+    /// only if the log's next offset is exactly that.
+    ///
+    /// Transient failures are retried. A retry of an append whose first
+    /// attempt failed after the owner took it (a timeout, a lost connection,
+    /// a lost ownership) can write the records twice when `expected_offset`
+    /// is `None`: that is at-least-once. With `expected_offset`, the retry
+    /// fails with `FAILED_PRECONDITION` instead ([`Error::next_offset`] is
+    /// then the log's actual next offset), so nothing is written twice;
+    /// [`LogWriter`](crate::LogWriter) resolves that case itself.
     pub async fn append(
         &self,
         log: &str,
         records: Vec<Record>,
         expected_offset: Option<u64>,
     ) -> Result<Appended> {
+        self.append_traced(log, records, expected_offset)
+            .await
+            .result
+    }
+
+    /// [`Client::append`], also telling whether an attempt before the last
+    /// one may have written the records.
+    pub(crate) async fn append_traced(
+        &self,
+        log: &str,
+        records: Vec<Record>,
+        expected_offset: Option<u64>,
+    ) -> Called<Appended> {
         let request = pb::AppendRequest {
             log: log.to_owned(),
             records: records.into_iter().map(Into::into).collect(),
             expected_offset,
         };
-        self.call(Some(log), move |mut c| {
+        self.call_with(Some(log), Client::log_client, move |mut c| {
             let request = request.clone();
             Box::pin(async move {
                 let response = c.append(request).await?.into_inner();

@@ -1,5 +1,6 @@
-//! Running nodes: `dlog serve` (chosen roles) and, later, `dlog standalone`
-//! (every role in one process). Each role adds its gRPC service to one
+//! Running nodes: `dlog serve` (chosen roles) and `dlog standalone` (every
+//! role in one process, embedded metastore, one cache node, `file://`
+//! objects under the data directory). Each role adds its gRPC service to one
 //! server on one address and registers the node in the manifest on a lease.
 //!
 //! Shutdown is ordered: stop accepting requests and let in-flight ones
@@ -7,7 +8,7 @@
 //! registrations vanish at once instead of after their TTL.
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -15,9 +16,10 @@ use anyhow::{Context, bail};
 use dlog_cache::service::CacheServer;
 use dlog_cache::{CacheStore, StoreOptions};
 use dlog_compactor::{Compactor, CompactorOptions};
-use dlog_infra::manifest::{Manifest, NodeInfo, Role};
+use dlog_infra::manifest::{Manifest, NodeInfo, Replication, Role};
 use dlog_infra::metastore::{self, LeaseKeeper};
 use dlog_ingest::{IngestNode, IngestOptions, LogServer};
+use dlog_reader::{ReadEngine, ReadServer, ReaderOptions};
 use serde::Deserialize;
 use tokio_stream::wrappers::TcpListenerStream;
 use tokio_util::sync::CancellationToken;
@@ -50,6 +52,10 @@ pub struct ServeOptions {
     pub listen: Option<String>,
     pub data_dir: Option<PathBuf>,
     pub node_id: Option<String>,
+    /// Standalone: one cache node, so logs without their own replication
+    /// settings use 1/1/1.
+    #[serde(skip)]
+    pub single_node: bool,
 }
 
 impl ServeOptions {
@@ -73,6 +79,7 @@ impl ServeOptions {
             listen: self.listen.or(file.listen),
             data_dir: self.data_dir.or(file.data_dir),
             node_id: self.node_id.or(file.node_id),
+            single_node: self.single_node,
         }
     }
 }
@@ -88,13 +95,6 @@ fn parse_roles(roles: &[String]) -> anyhow::Result<Vec<Role>> {
             parsed.push(role);
         }
     }
-    for role in &parsed {
-        if *role == Role::Reader {
-            bail!(
-                "role reader is not implemented yet in this build (cache, ingest and compactor are)"
-            );
-        }
-    }
     Ok(parsed)
 }
 
@@ -103,6 +103,55 @@ fn default_node_id(addr: SocketAddr) -> String {
         .map(|h| h.trim().to_owned())
         .unwrap_or_else(|_| "node".into());
     format!("{host}-{}", addr.port())
+}
+
+/// `dlog standalone`: every role in one process on `listen`, state under
+/// `data_dir` (`meta/` embedded metastore, `cache/` journal, `objects/`
+/// Parquet files), until `shutdown` is cancelled.
+pub async fn standalone(
+    data_dir: &Path,
+    listen: &str,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
+    let objects = data_dir.join("objects");
+    std::fs::create_dir_all(&objects).with_context(|| format!("create {}", objects.display()))?;
+    let data_dir = data_dir
+        .canonicalize()
+        .with_context(|| format!("resolve {}", data_dir.display()))?;
+    let options = ServeOptions {
+        roles: ["cache", "ingest", "compactor", "reader"]
+            .map(String::from)
+            .to_vec(),
+        metastore: Some(format!("embedded://{}", data_dir.join("meta").display())),
+        object_store: Some(format!("file://{}", data_dir.join("objects").display())),
+        listen: Some(listen.to_owned()),
+        data_dir: Some(data_dir),
+        node_id: Some("standalone".to_owned()),
+        single_node: true,
+    };
+    serve(options, shutdown).await
+}
+
+/// With one cache node, the default replication (3/3/2) could never be
+/// met: make 1/1/1 the default of namespaces without their own settings.
+async fn one_replica_by_default(manifest: &Manifest) -> anyhow::Result<()> {
+    let mut config = manifest
+        .default_namespace()
+        .await
+        .context("read the default namespace settings")?;
+    let single = Replication {
+        ensemble: 1,
+        write_quorum: 1,
+        ack_quorum: 1,
+    };
+    if config.replication != single {
+        config.replication = single;
+        manifest
+            .put_default_namespace(&config)
+            .await
+            .context("set replication 1/1/1 for standalone")?;
+    }
+    Ok(())
 }
 
 /// Runs the roles until `shutdown` is cancelled.
@@ -120,16 +169,22 @@ pub async fn serve(options: ServeOptions, shutdown: CancellationToken) -> anyhow
         Some(url) => Some(dlog_infra::objstore::open(url).context("--object-store")?),
         None => None,
     };
-    if roles.contains(&Role::Compactor) && objects.is_none() {
-        bail!(
-            "the compactor role needs --object-store (s3://BUCKET[/PREFIX], file:///DIR or memory://)"
-        );
+    for role in [Role::Compactor, Role::Reader] {
+        if roles.contains(&role) && objects.is_none() {
+            bail!(
+                "the {} role needs --object-store (s3://BUCKET[/PREFIX], file:///DIR or memory://)",
+                role.as_str()
+            );
+        }
     }
 
     let (store, cluster) = metastore::open(&metastore_url)
         .await
         .with_context(|| format!("open metastore {metastore_url}"))?;
     let manifest = Manifest::new(store.clone(), &cluster);
+    if options.single_node {
+        one_replica_by_default(&manifest).await?;
+    }
     let listener = tokio::net::TcpListener::bind(&listen)
         .await
         .with_context(|| format!("listen on {listen}"))?;
@@ -170,6 +225,8 @@ pub async fn serve(options: ServeOptions, shutdown: CancellationToken) -> anyhow
             .await;
         cache_store = Some(cache);
     }
+    // Stops the background work (orphan adoption, compactor) at shutdown.
+    let background_stop = CancellationToken::new();
     let mut ingest = None;
     if roles.contains(&Role::Ingest) {
         let node = IngestNode::new(
@@ -183,10 +240,21 @@ pub async fn serve(options: ServeOptions, shutdown: CancellationToken) -> anyhow
         health
             .set_serving::<dlog_infra::proto::log_service_server::LogServiceServer<LogServer>>()
             .await;
+        tokio::spawn(dlog_ingest::orphans::adopt_orphans(
+            node.clone(),
+            background_stop.clone(),
+        ));
         ingest = Some(node);
     }
 
-    let compactor_stop = CancellationToken::new();
+    if let (true, Some(objects)) = (roles.contains(&Role::Reader), &objects) {
+        let engine = ReadEngine::new(manifest.clone(), objects.clone(), ReaderOptions::default());
+        routes.add_service(ReadServer::new(Arc::new(engine)).into_service());
+        health
+            .set_serving::<dlog_infra::proto::read_service_server::ReadServiceServer<ReadServer>>()
+            .await;
+    }
+
     let mut compactor_task = None;
     if let (true, Some(objects)) = (roles.contains(&Role::Compactor), objects) {
         let options = CompactorOptions {
@@ -201,7 +269,7 @@ pub async fn serve(options: ServeOptions, shutdown: CancellationToken) -> anyhow
             lease.lease,
             options,
         );
-        compactor_task = Some(tokio::spawn(compactor.run(compactor_stop.clone())));
+        compactor_task = Some(tokio::spawn(compactor.run(background_stop.clone())));
     }
 
     for role in &roles {
@@ -230,7 +298,7 @@ pub async fn serve(options: ServeOptions, shutdown: CancellationToken) -> anyhow
         .await
         .context("serve gRPC");
 
-    compactor_stop.cancel();
+    background_stop.cancel();
     if let Some(task) = compactor_task {
         let _ = task.await;
     }

@@ -257,7 +257,7 @@ fn check_with_pyarrow(s3: &S3Server, log: &str, segments: &[SegmentMeta]) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn offloaded_files_hold_exactly_the_records_appended() {
-    let Some(cluster) = Cluster::start_with(3, 1, 1, &[]).await else {
+    let Some(cluster) = Cluster::start_with(3, 1, 1, 0).await else {
         return;
     };
     let s3 = cluster.s3.as_ref().unwrap();
@@ -319,7 +319,7 @@ async fn offloaded_files_hold_exactly_the_records_appended() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_compactor_killed_between_steps_leaves_one_object_with_exact_rows() {
-    let Some(mut cluster) = Cluster::start_with(3, 1, 1, &[]).await else {
+    let Some(mut cluster) = Cluster::start_with(3, 1, 1, 0).await else {
         return;
     };
     let client = Client::new(cluster.ingests[0].address());
@@ -373,7 +373,7 @@ async fn a_compactor_killed_between_steps_leaves_one_object_with_exact_rows() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn trim_and_retention_remove_whole_segments_manifest_first() {
-    let Some(mut cluster) = Cluster::start_with(3, 1, 1, &[]).await else {
+    let Some(mut cluster) = Cluster::start_with(3, 1, 1, 0).await else {
         return;
     };
     let client = Client::new(cluster.ingests[0].address());

@@ -15,12 +15,13 @@
 //! crash in between leaves a segment key below the trim point that the next
 //! pass deletes again (deleting what is already gone is not an error).
 
+use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
 use dlog_infra::cache_clients::CacheClients;
 use dlog_infra::failpoint;
-use dlog_infra::manifest::{LogMeta, LogState, Manifest, SegmentMeta, SegmentState};
+use dlog_infra::manifest::{self, LogMeta, LogState, Manifest, SegmentMeta, SegmentState};
 use dlog_infra::metastore::LeaseId;
 use dlog_infra::names::LogName;
 use dlog_infra::objstore::ObjectStoreHandle;
@@ -134,7 +135,7 @@ impl Compactor {
         let (segments, _) = self.manifest.segments(log).await?;
         for segment in &segments {
             match segment.state {
-                SegmentState::Sealed if self.offload(log, meta, segment).await? => {
+                SegmentState::Sealed if self.offload(log, meta, segment.segment_id).await? => {
                     report.offloaded += 1;
                 }
                 SegmentState::Offloaded if !segment.cache_dropped => {
@@ -155,42 +156,72 @@ impl Compactor {
         self.apply_retention(log, meta, &segments, report).await
     }
 
-    async fn offload(&self, log: &LogName, meta: &LogMeta, segment: &SegmentMeta) -> Result<bool> {
-        let claim = format!(
-            "offload/{}/{}/{}",
-            log.namespace(),
-            log.log(),
-            segment.segment_id
-        );
+    /// Runs `work` on the segment's current manifest entry while holding
+    /// the segment's claim (on this compactor's lease), so offload and
+    /// deletion of one segment never overlap, across compactors too.
+    /// `None` when another compactor holds it or the segment is gone.
+    async fn claimed<T, F, Fut>(&self, log: &LogName, segment_id: u64, work: F) -> Result<Option<T>>
+    where
+        F: FnOnce(SegmentMeta) -> Fut,
+        Fut: Future<Output = Result<T>>,
+    {
+        let claim = format!("segment/{}/{}/{segment_id}", log.namespace(), log.log());
         if !self
             .manifest
             .claim(&claim, &self.node_id, self.lease)
             .await?
         {
-            return Ok(false);
+            return Ok(None);
         }
-        let result = if segment.end_offset == Some(segment.start_offset) {
-            // Nothing to offload: an empty segment (sealed right after it
-            // opened) just leaves the manifest and the cache.
-            self.drop_from_cache(log, meta.log_id, segment).await?;
-            self.manifest
-                .delete_segment(log, segment.segment_id)
-                .await?;
-            Ok(true)
-        } else {
-            offload_segment(
-                &self.manifest,
-                &self.caches,
-                &self.objects,
-                log,
-                meta.log_id,
-                segment,
-            )
-            .await
-            .map(|_| true)
+        let result = match self.manifest.segment(log, segment_id).await {
+            Ok(current) => work(current.value).await.map(Some),
+            Err(manifest::Error::SegmentNotFound { .. }) => Ok(None),
+            Err(err) => Err(err.into()),
         };
         self.manifest.release_claim(&claim).await?;
         result
+    }
+
+    async fn offload(&self, log: &LogName, meta: &LogMeta, segment_id: u64) -> Result<bool> {
+        let offloaded = self
+            .claimed(log, segment_id, |segment| async move {
+                if segment.state != SegmentState::Sealed {
+                    return Ok(false); // done by another compactor meanwhile
+                }
+                if segment.end_offset == Some(segment.start_offset) {
+                    // Nothing to offload: an empty segment (sealed right
+                    // after it opened) just leaves the manifest and the cache.
+                    self.drop_from_cache(log, meta.log_id, &segment).await?;
+                    self.manifest.delete_segment(log, segment_id).await?;
+                    return Ok(true);
+                }
+                offload_segment(
+                    &self.manifest,
+                    &self.caches,
+                    &self.objects,
+                    log,
+                    meta.log_id,
+                    &segment,
+                )
+                .await?;
+                Ok(true)
+            })
+            .await?;
+        Ok(offloaded == Some(true))
+    }
+
+    /// Deletes a segment below the trim point: its object and cache copies,
+    /// then its key. Reads the segment afresh under its claim, so an object
+    /// uploaded since the pass listed the segment is deleted too.
+    async fn delete_segment(&self, log: &LogName, log_id: u64, segment_id: u64) -> Result<bool> {
+        let deleted = self
+            .claimed(log, segment_id, |segment| async move {
+                self.delete_segment_data(log, log_id, &segment).await?;
+                self.manifest.delete_segment(log, segment_id).await?;
+                Ok(())
+            })
+            .await?;
+        Ok(deleted.is_some())
     }
 
     /// Tells every registered node of the ensemble to drop the segment.
@@ -285,12 +316,13 @@ impl Compactor {
             failpoint::hit("retention.after_trim_point");
         }
         for segment in below {
-            self.delete_segment_data(log, meta.log_id, segment).await?;
-            self.manifest
-                .delete_segment(log, segment.segment_id)
-                .await?;
-            report.deleted_segments += 1;
-            tracing::info!(%log, segment = segment.segment_id, trim_point, "deleted a segment below the trim point");
+            if self
+                .delete_segment(log, meta.log_id, segment.segment_id)
+                .await?
+            {
+                report.deleted_segments += 1;
+                tracing::info!(%log, segment = segment.segment_id, trim_point, "deleted a segment below the trim point");
+            }
         }
         Ok(())
     }

@@ -1,6 +1,6 @@
 //! Offload of one sealed segment (DESIGN §5), step by step:
 //!
-//! 1. claim `offload/<ns>/<log>/<segment>` on this compactor's lease (several
+//! 1. claim `segment/<ns>/<log>/<segment>` on this compactor's lease (several
 //!    compactors may run; a dead one's claims expire with its lease);
 //! 2. read the entries from a replica, falling back to the others on error
 //!    or CRC mismatch, up to the sealed last entry;

@@ -11,6 +11,7 @@
 //! | [`node`] | ownership: claim, epoch bump, recovery, routing and redirects |
 //! | [`owner`] | one log's sequencing, batching, quorum acks, segment roll and seal |
 //! | [`replicas`] | the pipelined `AddEntries` streams of one open segment |
+//! | [`orphans`] | adopting idle logs whose owner died with a segment open |
 //! | [`recovery`] | fence, copy and seal a segment left open (DESIGN §4 step 6) |
 //! | [`pool`] | connections to cache nodes, ensemble choice |
 //! | [`service`] | the public `LogService` gRPC server |
@@ -18,6 +19,7 @@
 
 pub mod error;
 pub mod node;
+pub mod orphans;
 pub mod owner;
 pub mod pool;
 pub mod recovery;

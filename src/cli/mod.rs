@@ -5,11 +5,12 @@ use std::path::PathBuf;
 
 mod admin;
 mod append;
+mod read;
 
 use anyhow::bail;
 use clap::{Parser, Subcommand};
 use distributedlog::Client;
-use distributedlog::server::{ServeOptions, cancel_on_signals, serve};
+use distributedlog::server::{ServeOptions, cancel_on_signals, serve, standalone};
 use tokio_util::sync::CancellationToken;
 
 #[derive(Debug, Parser)]
@@ -75,22 +76,8 @@ pub enum Command {
         #[arg(long)]
         txid_from_field: bool,
     },
-    /// Read records.
-    Read {
-        log: String,
-        #[arg(long, conflicts_with_all = ["from_time", "from_txid"])]
-        from: Option<u64>,
-        #[arg(long, conflicts_with = "from_txid")]
-        from_time: Option<String>,
-        #[arg(long)]
-        from_txid: Option<i64>,
-        #[arg(long)]
-        limit: Option<u64>,
-        #[arg(long)]
-        follow: bool,
-        #[arg(long)]
-        json: bool,
-    },
+    /// Read records: payloads one per line, from the earliest record unless told otherwise.
+    Read(read::ReadArgs),
     /// Delete records below an offset.
     Trim {
         log: String,
@@ -145,6 +132,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
             listen,
             data_dir,
             node_id,
+            single_node: false,
         };
         let options = match config {
             Some(path) => flags.or(ServeOptions::from_file(&path)?),
@@ -153,6 +141,11 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         let shutdown = CancellationToken::new();
         cancel_on_signals(shutdown.clone());
         return serve(options, shutdown).await;
+    }
+    if let Command::Standalone { data_dir, listen } = &args.command {
+        let shutdown = CancellationToken::new();
+        cancel_on_signals(shutdown.clone());
+        return standalone(data_dir, listen, shutdown).await;
     }
     let client = Client::new(args.endpoint.clone());
     match args.command {
@@ -165,8 +158,8 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         Command::Seal { log } => admin::seal(&client, &log).await,
         Command::Trim { log, before } => admin::trim(&client, &log, before).await,
         Command::Status { json } => admin::status(&client, json).await,
-        Command::Standalone { .. } => not_yet("standalone"),
-        Command::Read { .. } => not_yet("read"),
+        Command::Standalone { .. } => unreachable!("handled above"),
+        Command::Read(args) => read::read(&client, args).await,
         Command::Bench => not_yet("bench"),
         Command::Serve { .. } => unreachable!("handled above"),
     }

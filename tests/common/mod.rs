@@ -123,6 +123,7 @@ pub struct Cluster {
     pub caches: Vec<Node>,
     pub ingests: Vec<Node>,
     pub compactors: Vec<Node>,
+    pub readers: Vec<Node>,
     pub manifest: Manifest,
     _dir: tempfile::TempDir,
 }
@@ -134,19 +135,20 @@ impl Cluster {
     /// Starts etcd, `caches` cache nodes and `ingests` ingest nodes, or
     /// `None` (skip) when etcd is not installed outside CI.
     pub async fn start(caches: usize, ingests: usize) -> Option<Cluster> {
-        Self::start_with(caches, ingests, 0, &[]).await
+        Self::start_with(caches, ingests, 0, 0).await
     }
 
-    /// Also starts an S3 server and `compactors` compactor nodes (started
-    /// with `compactor_env` too; `DLOG_CACHE_DROP_GRACE_SECS` is 1).
+    /// Also starts an S3 server (when there are compactors or readers),
+    /// `compactors` compactor nodes (`DLOG_CACHE_DROP_GRACE_SECS` is 1) and
+    /// `readers` reader nodes.
     pub async fn start_with(
         caches: usize,
         ingests: usize,
         compactors: usize,
-        compactor_env: &[(&str, &str)],
+        readers: usize,
     ) -> Option<Cluster> {
         let etcd = EtcdServer::start()?;
-        let s3 = if compactors > 0 {
+        let s3 = if compactors + readers > 0 {
             Some(S3Server::start()?)
         } else {
             None
@@ -165,24 +167,22 @@ impl Cluster {
         let mut caches: Vec<Node> = (1..=caches).map(|i| node("cache", i)).collect();
         let mut ingests: Vec<Node> = (1..=ingests).map(|i| node("ingest", i)).collect();
         let mut compactors: Vec<Node> = (1..=compactors).map(|i| node("compactor", i)).collect();
-        for compactor in &mut compactors {
-            let s3 = s3.as_ref().expect("started with compactors");
-            compactor.extra_args = vec![
+        let mut readers: Vec<Node> = (1..=readers).map(|i| node("reader", i)).collect();
+        for n in compactors.iter_mut().chain(readers.iter_mut()) {
+            let s3 = s3.as_ref().expect("started with compactors or readers");
+            n.extra_args = vec![
                 "--object-store".into(),
                 format!("s3://{}/{OBJECT_PREFIX}", S3Server::BUCKET),
             ];
-            compactor.env = s3.env();
-            compactor
-                .env
+            n.env = s3.env();
+            n.env
                 .push(("DLOG_CACHE_DROP_GRACE_SECS".into(), "1".into()));
-            for (k, v) in compactor_env {
-                compactor.env.push(((*k).into(), (*v).into()));
-            }
         }
         for n in caches
             .iter_mut()
             .chain(ingests.iter_mut())
             .chain(compactors.iter_mut())
+            .chain(readers.iter_mut())
         {
             n.start();
         }
@@ -210,6 +210,7 @@ impl Cluster {
             caches,
             ingests,
             compactors,
+            readers,
             manifest,
             _dir: dir,
         })

@@ -200,6 +200,17 @@ impl Manifest {
         format!("{}sub/{subscription}", self.log_prefix(log))
     }
 
+    /// Prefix of every owner key.
+    pub fn owners_prefix(&self) -> String {
+        format!("{}owner/", self.root)
+    }
+
+    /// The log an owner key names.
+    pub fn log_of_owner_key(&self, key: &str) -> Option<LogName> {
+        let (ns, log) = key.strip_prefix(&self.owners_prefix())?.split_once('/')?;
+        LogName::new(ns, log).ok()
+    }
+
     fn owner_key(&self, log: &LogName) -> String {
         format!("{}owner/{}/{}", self.root, log.namespace(), log.log())
     }
@@ -507,6 +518,24 @@ impl Manifest {
                 let owner: NodeInfo = decode_json(&kv)?;
                 if owner.id == node.id && kv.lease == Some(lease) {
                     Ok(())
+                } else if owner.id == node.id {
+                    // Our own previous incarnation (killed, restarted with
+                    // the same id) still holds it on its old lease: take it
+                    // over now rather than waiting for that lease to expire.
+                    // The epoch bump that follows fences the old one anyway.
+                    let taken = self
+                        .store
+                        .txn(
+                            Txn::new()
+                                .when([Compare::mod_revision_is(&key, kv.mod_revision)])
+                                .and_then([TxnOp::put_with_lease(&key, encode_json(node), lease)]),
+                        )
+                        .await?;
+                    if taken.succeeded {
+                        Ok(())
+                    } else {
+                        Box::pin(self.claim_owner(log, node, lease)).await
+                    }
                 } else {
                     Err(Error::OwnedBy {
                         log: log.clone(),

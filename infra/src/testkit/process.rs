@@ -62,6 +62,12 @@ impl Process {
         self.child.wait()
     }
 
+    /// `SIGINT` (Ctrl-C) and wait: a clean shutdown.
+    pub fn interrupt(&mut self) -> std::io::Result<std::process::ExitStatus> {
+        self.signal("INT");
+        self.child.wait()
+    }
+
     /// `SIGSTOP`: the process freezes (a long GC pause, a hung VM).
     pub fn stop(&self) {
         self.signal("STOP");

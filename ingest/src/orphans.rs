@@ -1,0 +1,100 @@
+//! Adoption of orphaned logs. When an owner dies, the entries it had made
+//! durable but not yet covered by a LAC that reached the cache nodes stay
+//! invisible to readers until a new owner recovers the open segment. Most
+//! logs get a new owner at their next append; this task makes sure idle
+//! ones do too: at start it sweeps every log with an open segment and no
+//! live owner, and afterwards it watches owner keys and adopts a log when
+//! its owner key disappears (lease expired, node released it) while a
+//! segment is still open. Several ingest nodes may race for a log; the
+//! owner claim picks one.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use dlog_infra::manifest::{LogState, SegmentState};
+use dlog_infra::metastore::WatchEvent;
+use dlog_infra::names::LogName;
+use futures::StreamExt;
+use tokio_util::sync::CancellationToken;
+
+use crate::error::Error;
+use crate::node::IngestNode;
+
+/// Runs until `stop` is cancelled.
+pub async fn adopt_orphans(node: Arc<IngestNode>, stop: CancellationToken) {
+    tokio::select! {
+        _ = stop.cancelled() => {}
+        _ = watch_and_adopt(&node) => {}
+    }
+}
+
+async fn watch_and_adopt(node: &IngestNode) {
+    let manifest = node.manifest();
+    loop {
+        // Watch first, then sweep: an owner that vanishes during the sweep
+        // is seen by one or the other.
+        let mut events = match manifest
+            .store()
+            .watch(&manifest.owners_prefix(), None)
+            .await
+        {
+            Ok(events) => events,
+            Err(err) => {
+                tracing::warn!("watching owner keys failed: {err}; retrying");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                continue;
+            }
+        };
+        sweep(node).await;
+        while let Some(event) = events.next().await {
+            match event {
+                Ok(WatchEvent::Delete { key, .. }) => {
+                    if let Some(log) = manifest.log_of_owner_key(&key) {
+                        adopt_if_orphaned(node, &log).await;
+                    }
+                }
+                Ok(WatchEvent::Put(_)) => {}
+                Err(err) => {
+                    tracing::warn!("owner watch ended: {err}; restarting");
+                    break;
+                }
+            }
+        }
+    }
+}
+
+async fn sweep(node: &IngestNode) {
+    match node.manifest().log_metas("").await {
+        Ok(logs) => {
+            for (log, meta) in logs {
+                if meta.state == LogState::Active {
+                    adopt_if_orphaned(node, &log).await;
+                }
+            }
+        }
+        Err(err) => tracing::warn!("listing logs for orphans failed: {err}"),
+    }
+}
+
+/// Takes ownership of `log` (recovering its open segment) if it has an
+/// open segment and no live owner other than this node.
+async fn adopt_if_orphaned(node: &IngestNode, log: &LogName) {
+    let manifest = node.manifest();
+    let open = match manifest.segments(log).await {
+        Ok((segments, _)) => segments.iter().any(|s| s.state == SegmentState::Open),
+        Err(_) => return,
+    };
+    if !open {
+        return;
+    }
+    if let Ok(Some(owner)) = manifest.owner(log).await
+        && owner.id != node.me().id
+    {
+        return;
+    }
+    match node.owner(log).await {
+        Ok(_) => tracing::info!(%log, "adopted a log whose owner is gone"),
+        Err(Error::NotOwner { .. }) | Err(Error::ShuttingDown) => {}
+        Err(err) => tracing::warn!(%log, "adopting an orphaned log failed: {err:#}"),
+    }
+}

@@ -1,0 +1,259 @@
+//! Reads of sealed and open segments from the cache nodes.
+//!
+//! Entries fetched from a replica go into a moka cache shared by every read
+//! on this node, and concurrent misses on one entry make one upstream
+//! fetch (`try_get_with` coalesces them), which also prefetches the
+//! entries after it. The LAC of an open segment is followed by one shared
+//! long-poll per segment ([`SharedWatches`]). Nothing past the LAC is ever
+//! requested from an open segment.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use dlog_infra::cache_clients::CacheClients;
+use dlog_infra::codec::{Entry, decode_entry};
+use dlog_infra::manifest::{SegmentMeta, SegmentState};
+use dlog_infra::names::LogName;
+use dlog_infra::proto::{ReadEntriesRequest, ReadLacRequest, SegmentRef};
+use tokio::sync::watch;
+
+use crate::error::{Error, Result};
+use crate::shared_watch::SharedWatches;
+
+/// Entries fetched from a replica in one request, beyond the one asked for.
+const PREFETCH: u64 = 64;
+/// How long one LAC long-poll waits on a cache node.
+const LAC_POLL: Duration = Duration::from_secs(5);
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+struct EntryKey {
+    log_id: u64,
+    segment: u64,
+    entry: u64,
+}
+
+/// A segment to read, with what the read path needs to address it.
+#[derive(Debug, Clone)]
+pub struct SegmentSource {
+    pub log: LogName,
+    pub log_id: u64,
+    pub segment: SegmentMeta,
+}
+
+impl SegmentSource {
+    fn reference(&self) -> SegmentRef {
+        SegmentRef {
+            log: self.log.to_string(),
+            log_id: self.log_id,
+            segment_id: self.segment.segment_id,
+        }
+    }
+
+    fn unavailable(&self, reason: String) -> Error {
+        Error::Unavailable {
+            log: self.log.clone(),
+            segment: self.segment.segment_id,
+            reason,
+        }
+    }
+}
+
+/// The cache-node side of the read path.
+#[derive(Debug)]
+pub struct CacheTier {
+    caches: Arc<CacheClients>,
+    entries: moka::future::Cache<EntryKey, Arc<Entry>>,
+    lacs: SharedWatches<(u64, u64), Option<u64>>,
+}
+
+impl CacheTier {
+    /// `cache_bytes`: capacity of the shared entry cache.
+    pub fn new(caches: Arc<CacheClients>, cache_bytes: u64) -> CacheTier {
+        let entries = moka::future::Cache::builder()
+            .max_capacity(cache_bytes)
+            .weigher(|_, entry: &Arc<Entry>| {
+                let bytes: usize = entry.records.iter().map(|r| r.record.size() + 32).sum();
+                u32::try_from(bytes + 64).unwrap_or(u32::MAX)
+            })
+            .build();
+        CacheTier {
+            caches,
+            entries,
+            lacs: SharedWatches::default(),
+        }
+    }
+
+    /// Entry `entry` of the segment; `last` is the highest entry the read
+    /// may touch (the sealed last entry, or the LAC of an open segment).
+    pub async fn entry(&self, source: &SegmentSource, entry: u64, last: u64) -> Result<Arc<Entry>> {
+        let key = EntryKey {
+            log_id: source.log_id,
+            segment: source.segment.segment_id,
+            entry,
+        };
+        self.entries
+            .try_get_with(key, self.fetch(source, entry, last))
+            .await
+            .map_err(Error::Shared)
+    }
+
+    /// Reads `entry..=min(entry + PREFETCH, last)` from the first replica
+    /// that has it intact; caches all, returns the first.
+    async fn fetch(&self, source: &SegmentSource, entry: u64, last: u64) -> Result<Arc<Entry>> {
+        let sealed = source.segment.state != SegmentState::Open;
+        let count = (last.saturating_sub(entry) + 1).min(PREFETCH);
+        let mut errors = Vec::new();
+        // Spread the load: start at a different replica per entry.
+        let ensemble = &source.segment.ensemble;
+        for i in 0..ensemble.len() {
+            let node = &ensemble[(entry as usize + i) % ensemble.len()];
+            match self
+                .fetch_from(source, node, entry, count, sealed.then_some(last))
+                .await
+            {
+                Ok(mut fetched) if !fetched.is_empty() => {
+                    let first = fetched.remove(0);
+                    for more in fetched {
+                        let key = EntryKey {
+                            log_id: source.log_id,
+                            segment: source.segment.segment_id,
+                            entry: more.header.entry_id,
+                        };
+                        self.entries.insert(key, more).await;
+                    }
+                    return Ok(first);
+                }
+                Ok(_) => errors.push(format!("{node}: does not have entry {entry} yet")),
+                Err(reason) => errors.push(format!("{node}: {reason}")),
+            }
+        }
+        Err(source.unavailable(format!(
+            "no replica served entry {entry}: {}",
+            errors.join("; ")
+        )))
+    }
+
+    async fn fetch_from(
+        &self,
+        source: &SegmentSource,
+        node: &str,
+        from: u64,
+        count: u64,
+        sealed_last_entry: Option<u64>,
+    ) -> std::result::Result<Vec<Arc<Entry>>, String> {
+        let mut client = self.caches.client(node).await.map_err(|e| e.to_string())?;
+        let request = ReadEntriesRequest {
+            segment: Some(source.reference()),
+            from_entry: from,
+            max_entries: u32::try_from(count).unwrap_or(u32::MAX),
+            fence_epoch: None,
+            sealed_last_entry,
+        };
+        let mut stream = client
+            .read_entries(request)
+            .await
+            .map_err(|status| status.message().to_owned())?
+            .into_inner();
+        let mut entries = Vec::new();
+        while let Some(message) = stream.message().await.map_err(|s| s.message().to_owned())? {
+            let entry = decode_entry(message.entry).map_err(|err| err.to_string())?;
+            let expected = from + entries.len() as u64;
+            if entry.header.entry_id != expected || entry.header.log_id != source.log_id {
+                return Err(format!(
+                    "sent entry {} where {expected} was due",
+                    entry.header.entry_id
+                ));
+            }
+            entries.push(Arc::new(entry));
+            if entries.len() as u64 == count {
+                break;
+            }
+        }
+        Ok(entries)
+    }
+
+    /// The entry of the segment holding `offset`, searching entries
+    /// `0..=last` (entries tile the segment's offsets in order).
+    pub async fn locate(&self, source: &SegmentSource, offset: u64, last: u64) -> Result<u64> {
+        let (mut low, mut high) = (0, last);
+        while low < high {
+            let middle = low + (high - low).div_ceil(2);
+            let entry = self.entry(source, middle, last).await?;
+            if entry.header.first_offset <= offset {
+                low = middle;
+            } else {
+                high = middle - 1;
+            }
+        }
+        Ok(low)
+    }
+
+    /// The LAC of an open segment as this node follows it (`None` until a
+    /// replica reports one); one shared long-poll per segment.
+    pub fn lac(&self, source: &SegmentSource) -> watch::Receiver<Option<u64>> {
+        let key = (source.log_id, source.segment.segment_id);
+        let (caches, source) = (self.caches.clone(), source.clone());
+        self.lacs
+            .subscribe(key, None, move |sender| follow_lac(caches, source, sender))
+    }
+
+    /// The highest LAC any replica reports now (no waiting).
+    pub async fn current_lac(&self, source: &SegmentSource) -> Option<u64> {
+        let mut best = None;
+        for node in &source.segment.ensemble {
+            if let Ok(Some(lac)) = read_lac(&self.caches, source, node, None, Duration::ZERO).await
+            {
+                best = best.max(Some(lac));
+            }
+        }
+        best
+    }
+
+    /// Segments with a running LAC long-poll on this node.
+    pub fn followed_segments(&self) -> usize {
+        self.lacs.len()
+    }
+}
+
+async fn read_lac(
+    caches: &CacheClients,
+    source: &SegmentSource,
+    node: &str,
+    after: Option<u64>,
+    wait: Duration,
+) -> std::result::Result<Option<u64>, String> {
+    let mut client = caches.client(node).await.map_err(|e| e.to_string())?;
+    let response = client
+        .read_lac(ReadLacRequest {
+            segment: Some(source.reference()),
+            after_entry: after,
+            timeout_ms: u32::try_from(wait.as_millis()).unwrap_or(u32::MAX),
+        })
+        .await
+        .map_err(|status| status.message().to_owned())?;
+    Ok(response.into_inner().lac)
+}
+
+async fn follow_lac(
+    caches: Arc<CacheClients>,
+    source: SegmentSource,
+    sender: Arc<watch::Sender<Option<u64>>>,
+) {
+    let ensemble = &source.segment.ensemble;
+    let mut turn = 0;
+    loop {
+        let node = &ensemble[turn % ensemble.len()];
+        let known = *sender.borrow();
+        match read_lac(&caches, &source, node, known, LAC_POLL).await {
+            Ok(lac) if lac > known => {
+                sender.send_replace(lac);
+            }
+            Ok(_) => {}
+            Err(reason) => {
+                tracing::debug!(log = %source.log, segment = source.segment.segment_id, node, "LAC poll failed: {reason}");
+                turn += 1;
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    }
+}

@@ -1,0 +1,467 @@
+//! The tiered read loop: one task per `Read` call walks the log's segments
+//! in offset order, each from the tier that holds it:
+//!
+//! | segment | tier |
+//! |---|---|
+//! | offloaded | Parquet on object storage; the cache copy if the object fails and the copy is still there |
+//! | sealed | any cache replica, up to its sealed last entry |
+//! | open | any cache replica, up to the LAC; with `follow`, waits for the LAC to move |
+//!
+//! Between segments (and while waiting) it takes the latest manifest view,
+//! so a segment offloaded and dropped from the cache mid-read is picked up
+//! from Parquet at the next offset: no gap, no duplicate. Offsets below the
+//! trim point are refused with the first readable offset.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use dlog_infra::cache_clients::CacheClients;
+use dlog_infra::manifest::{self, Manifest, SegmentMeta, SegmentState};
+use dlog_infra::names::LogName;
+use dlog_infra::objstore::ObjectStoreHandle;
+use dlog_infra::record::StoredRecord;
+use tokio::sync::{mpsc, watch};
+
+use crate::cache_tier::{CacheTier, SegmentSource};
+use crate::error::{Error, Result};
+use crate::log_view::{LogView, LogViews};
+use crate::parquet_tier::{Column, ParquetTier};
+
+/// Where a read starts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Start {
+    Offset(u64),
+    /// The first record with a txid ≥ this.
+    Txid(i64),
+    /// The first record at or after this time (ms since the epoch).
+    Timestamp(i64),
+    /// The first readable record.
+    Earliest,
+    /// The next record appended after the read starts.
+    Tail,
+}
+
+/// One `Read` call.
+#[derive(Debug, Clone)]
+pub struct ReadSpec {
+    pub log: LogName,
+    pub start: Start,
+    pub limit: Option<u64>,
+    pub follow: bool,
+}
+
+/// What a read delivers, in order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ReadItem {
+    Records(Vec<StoredRecord>),
+    /// The log was marked end-of-stream and everything was delivered.
+    EndOfStream,
+}
+
+/// Where a log stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Tail {
+    pub first_offset: u64,
+    pub next_offset: u64,
+    pub end_of_stream: bool,
+}
+
+/// Settings of a reader node.
+#[derive(Debug, Clone)]
+pub struct ReaderOptions {
+    /// Capacity of the shared cache of entries read from cache nodes.
+    pub entry_cache_bytes: u64,
+    /// Capacity of the shared cache of decoded Parquet row groups.
+    pub row_group_cache_bytes: u64,
+    /// Records per streamed message, at most.
+    pub max_batch_records: usize,
+}
+
+impl Default for ReaderOptions {
+    fn default() -> Self {
+        ReaderOptions {
+            entry_cache_bytes: 256 * 1024 * 1024,
+            row_group_cache_bytes: 256 * 1024 * 1024,
+            max_batch_records: 1000,
+        }
+    }
+}
+
+/// The read engine of a reader node; shared by all its reads.
+#[derive(Debug)]
+pub struct ReadEngine {
+    manifest: Manifest,
+    views: LogViews,
+    cache: CacheTier,
+    parquet: ParquetTier,
+    options: ReaderOptions,
+}
+
+/// A position target that skips records until the first match.
+#[derive(Debug, Clone, Copy)]
+enum Seek {
+    Txid(i64),
+    Timestamp(i64),
+}
+
+impl Seek {
+    fn matches(self, record: &StoredRecord) -> bool {
+        match self {
+            Seek::Txid(x) => record.record.txid.is_some_and(|t| t >= x),
+            Seek::Timestamp(t) => record.timestamp_ms >= t,
+        }
+    }
+
+    /// A closed segment that cannot hold the first match.
+    fn skips(self, segment: &SegmentMeta) -> bool {
+        if segment.end_offset.is_none() {
+            return false;
+        }
+        match self {
+            Seek::Txid(x) => segment.max_txid.is_none_or(|max| max < x),
+            Seek::Timestamp(t) => segment.max_timestamp_ms.is_some_and(|max| max < t),
+        }
+    }
+}
+
+/// The sending side of one read: batches records, counts the limit,
+/// applies a pending seek.
+struct Out {
+    sender: mpsc::Sender<Result<ReadItem>>,
+    batch: Vec<StoredRecord>,
+    max_batch: usize,
+    remaining: Option<u64>,
+    seek: Option<Seek>,
+    /// The next offset to deliver.
+    next: u64,
+}
+
+impl Out {
+    fn done(&self) -> bool {
+        self.remaining == Some(0) || self.sender.is_closed()
+    }
+
+    /// Takes the record if it is the next one (earlier ones are skipped).
+    async fn push(&mut self, record: &StoredRecord) {
+        if record.offset < self.next || self.done() {
+            return;
+        }
+        self.next = record.offset + 1;
+        if let Some(seek) = self.seek {
+            if !seek.matches(record) {
+                return;
+            }
+            self.seek = None;
+        }
+        self.batch.push(record.clone());
+        if let Some(remaining) = &mut self.remaining {
+            *remaining -= 1;
+        }
+        if self.batch.len() >= self.max_batch || self.remaining == Some(0) {
+            self.flush().await;
+        }
+    }
+
+    async fn flush(&mut self) {
+        if !self.batch.is_empty() {
+            let batch = std::mem::take(&mut self.batch);
+            let _ = self.sender.send(Ok(ReadItem::Records(batch))).await;
+        }
+    }
+}
+
+impl ReadEngine {
+    pub fn new(
+        manifest: Manifest,
+        objects: ObjectStoreHandle,
+        options: ReaderOptions,
+    ) -> ReadEngine {
+        let caches = Arc::new(CacheClients::new(manifest.clone()));
+        ReadEngine {
+            views: LogViews::new(manifest.clone()),
+            cache: CacheTier::new(caches, options.entry_cache_bytes),
+            parquet: ParquetTier::new(objects, options.row_group_cache_bytes),
+            manifest,
+            options,
+        }
+    }
+
+    pub fn manifest(&self) -> &Manifest {
+        &self.manifest
+    }
+
+    /// Starts a read; its records arrive on the returned channel, in
+    /// offset order, and it stops when the receiver is dropped.
+    pub fn read(self: &Arc<Self>, spec: ReadSpec) -> mpsc::Receiver<Result<ReadItem>> {
+        let (sender, receiver) = mpsc::channel(4);
+        let engine = self.clone();
+        tokio::spawn(async move {
+            let mut out = Out {
+                sender: sender.clone(),
+                batch: Vec::new(),
+                max_batch: engine.options.max_batch_records.max(1),
+                remaining: spec.limit,
+                seek: None,
+                next: 0,
+            };
+            let result = engine.run(&spec, &mut out).await;
+            out.flush().await;
+            if let Err(err) = result {
+                tracing::debug!(log = %spec.log, "read ended: {err}");
+                let _ = sender.send(Err(err)).await;
+            }
+        });
+        receiver
+    }
+
+    /// The readable range of a log.
+    pub async fn check_tail(&self, log: &LogName) -> Result<Tail> {
+        let views = self.views.subscribe(log).await?;
+        let view = views.borrow().clone();
+        let next_offset = self.tail(log, &view).await?;
+        Ok(Tail {
+            first_offset: view.trim_point.min(next_offset),
+            next_offset,
+            end_of_stream: view.meta.as_ref().and_then(|m| m.end_of_stream).is_some(),
+        })
+    }
+
+    /// One past the last acknowledged record.
+    async fn tail(&self, log: &LogName, view: &LogView) -> Result<u64> {
+        let Some(open) = view.open_segment() else {
+            return Ok(view.sealed_end());
+        };
+        let source = source(log, view, open);
+        match self.cache.current_lac(&source).await {
+            Some(lac) => Ok(self
+                .cache
+                .entry(&source, lac, lac)
+                .await?
+                .header
+                .end_offset()),
+            None => Ok(open.start_offset),
+        }
+    }
+
+    async fn run(&self, spec: &ReadSpec, out: &mut Out) -> Result<()> {
+        let log = &spec.log;
+        let mut views = self.views.subscribe(log).await?;
+        let view = views.borrow_and_update().clone();
+        out.next = match spec.start {
+            Start::Offset(offset) => offset,
+            Start::Earliest | Start::Txid(_) | Start::Timestamp(_) => view.trim_point,
+            Start::Tail => self.tail(log, &view).await?,
+        };
+        out.seek = match spec.start {
+            Start::Txid(x) => Some(Seek::Txid(x)),
+            Start::Timestamp(t) => Some(Seek::Timestamp(t)),
+            _ => None,
+        };
+        loop {
+            if out.done() {
+                return Ok(());
+            }
+            let view = views.borrow_and_update().clone();
+            let Some(meta) = &view.meta else {
+                return Err(manifest::Error::LogNotFound(log.clone()).into());
+            };
+            if out.next < view.trim_point {
+                return Err(Error::Trimmed {
+                    log: log.clone(),
+                    offset: out.next,
+                    first_offset: view.trim_point,
+                });
+            }
+            if meta.end_of_stream.is_some_and(|end| out.next >= end) {
+                out.flush().await;
+                let _ = out.sender.send(Ok(ReadItem::EndOfStream)).await;
+                return Ok(());
+            }
+            let Some(segment) = view.segment_for(out.next) else {
+                // Past every segment (e.g. the owner is opening the next one).
+                out.flush().await;
+                if !spec.follow || !self.wait_for_change(&mut views, log, None).await? {
+                    return Ok(());
+                }
+                continue;
+            };
+            if let Some(seek) = out.seek
+                && seek.skips(segment)
+            {
+                out.next = out.next.max(segment.end_offset.unwrap_or(out.next));
+                continue;
+            }
+            let source = source(log, &view, segment);
+            match segment.state {
+                SegmentState::Offloaded => match self.read_offloaded(&source, out).await {
+                    Ok(()) => {}
+                    Err(err) if !segment.cache_dropped => {
+                        tracing::warn!(%log, segment = segment.segment_id, "Parquet read failed, using the cache copy: {err}");
+                        self.read_sealed(&source, out).await?;
+                    }
+                    Err(err) => return Err(err),
+                },
+                SegmentState::Sealed => {
+                    if let Err(err) = self.read_sealed(&source, out).await {
+                        // Offloaded and dropped meanwhile? A newer view says.
+                        out.flush().await;
+                        if !self
+                            .wait_for_change(&mut views, log, Some(Duration::from_secs(2)))
+                            .await?
+                        {
+                            return Err(err);
+                        }
+                        tracing::info!(%log, segment = segment.segment_id, next = out.next, "cache read failed ({err}); re-planning from the newer manifest view");
+                    }
+                }
+                SegmentState::Open => {
+                    let caught_up = self
+                        .read_open(&source, out, spec.follow, &mut views)
+                        .await?;
+                    if caught_up && !spec.follow {
+                        return Ok(());
+                    }
+                }
+            }
+        }
+    }
+
+    /// Waits for a newer view of the log (or `timeout`); false on timeout.
+    async fn wait_for_change(
+        &self,
+        views: &mut watch::Receiver<Arc<LogView>>,
+        log: &LogName,
+        timeout: Option<Duration>,
+    ) -> Result<bool> {
+        let changed = async {
+            if views.changed().await.is_err() {
+                // The shared watch restarted: subscribe to the new one.
+                *views = self.views.subscribe(log).await?;
+            }
+            Ok::<_, Error>(())
+        };
+        match timeout {
+            Some(timeout) => match tokio::time::timeout(timeout, changed).await {
+                Ok(result) => result.map(|()| true),
+                Err(_) => Ok(false),
+            },
+            None => changed.await.map(|()| true),
+        }
+    }
+
+    async fn read_offloaded(&self, source: &SegmentSource, out: &mut Out) -> Result<()> {
+        let segment = &source.segment;
+        let object = segment.object.as_ref().ok_or_else(|| Error::Corrupt {
+            log: source.log.clone(),
+            segment: segment.segment_id,
+            reason: "offloaded without an object".to_owned(),
+        })?;
+        let (column, from) = match out.seek {
+            Some(Seek::Txid(x)) => (Column::Txid, x),
+            Some(Seek::Timestamp(t)) => (Column::Timestamp, t),
+            None => (Column::Offset, i64::try_from(out.next).unwrap_or(i64::MAX)),
+        };
+        let groups = self.parquet.row_groups_from(object, column, from).await?;
+        let total = self.parquet.metadata(object).await?.num_row_groups();
+        // From the first row group that may hold the start, every one after.
+        for group in groups.first().copied().unwrap_or(total)..total {
+            let rows = self.parquet.row_group(object, group).await?;
+            for record in rows.iter() {
+                out.push(record).await;
+            }
+            if out.done() {
+                return Ok(());
+            }
+        }
+        out.next = out.next.max(segment.end_offset.unwrap_or(out.next));
+        Ok(())
+    }
+
+    async fn read_sealed(&self, source: &SegmentSource, out: &mut Out) -> Result<()> {
+        let end = source
+            .segment
+            .end_offset
+            .unwrap_or(source.segment.start_offset);
+        if let Some(last) = source.segment.last_entry_id {
+            self.read_entries(source, out, last).await?;
+        }
+        if !out.done() {
+            out.next = out.next.max(end);
+        }
+        Ok(())
+    }
+
+    /// Reads the open segment up to the LAC. Returns whether the read
+    /// caught up with the LAC and nothing moved while it waited (without
+    /// `follow` it does not wait). Returns early when the view changes
+    /// (e.g. the segment was sealed), so the caller re-plans.
+    async fn read_open(
+        &self,
+        source: &SegmentSource,
+        out: &mut Out,
+        follow: bool,
+        views: &mut watch::Receiver<Arc<LogView>>,
+    ) -> Result<bool> {
+        let mut lacs = self.cache.lac(source);
+        let followed = *lacs.borrow_and_update();
+        let mut lac = followed.max(self.cache.current_lac(source).await);
+        loop {
+            if let Some(lac) = lac {
+                self.read_entries(source, out, lac).await?;
+            }
+            out.flush().await;
+            if out.done() || !follow {
+                return Ok(true);
+            }
+            tokio::select! {
+                changed = lacs.changed() => {
+                    if changed.is_err() {
+                        lacs = self.cache.lac(source);
+                    }
+                    lac = lac.max(*lacs.borrow_and_update());
+                }
+                changed = views.changed() => {
+                    if changed.is_err() {
+                        *views = self.views.subscribe(&source.log).await?;
+                    }
+                    return Ok(false);
+                }
+            }
+        }
+    }
+
+    /// Delivers records from `out.next` through entry `last`.
+    async fn read_entries(&self, source: &SegmentSource, out: &mut Out, last: u64) -> Result<()> {
+        let end = self
+            .cache
+            .entry(source, last, last)
+            .await?
+            .header
+            .end_offset();
+        if out.next >= end {
+            return Ok(());
+        }
+        let mut entry_id = self.cache.locate(source, out.next, last).await?;
+        while entry_id <= last && !out.done() {
+            let entry = self.cache.entry(source, entry_id, last).await?;
+            for (i, record) in entry.records.iter().enumerate() {
+                let stored = StoredRecord {
+                    offset: entry.header.first_offset + i as u64,
+                    timestamp_ms: record.timestamp_ms,
+                    record: record.record.clone(),
+                };
+                out.push(&stored).await;
+            }
+            entry_id += 1;
+        }
+        Ok(())
+    }
+}
+
+fn source(log: &LogName, view: &LogView, segment: &SegmentMeta) -> SegmentSource {
+    SegmentSource {
+        log: log.clone(),
+        log_id: view.meta.as_ref().map_or(0, |m| m.log_id),
+        segment: segment.clone(),
+    }
+}

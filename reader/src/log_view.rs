@@ -1,0 +1,156 @@
+//! What the reader knows of a log's manifest: its metadata, segments and
+//! trim point, kept current by one manifest watch per log (shared by every
+//! reader of the log on this node), never by polling.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use dlog_infra::manifest::{self, LogMeta, LogState, Manifest, SegmentMeta};
+use dlog_infra::metastore::Revision;
+use dlog_infra::names::LogName;
+use futures::{FutureExt, StreamExt};
+use tokio::sync::watch;
+
+use crate::shared_watch::SharedWatches;
+
+/// A consistent-enough view of one log: everything changed after
+/// `revision` is delivered as a newer view.
+#[derive(Debug, Clone)]
+pub struct LogView {
+    /// `None` once the log was deleted.
+    pub meta: Option<LogMeta>,
+    /// In segment id (and so offset) order.
+    pub segments: Vec<SegmentMeta>,
+    pub trim_point: u64,
+    pub revision: Revision,
+}
+
+impl LogView {
+    /// The segment holding `offset`, or the open one starting at it.
+    pub fn segment_for(&self, offset: u64) -> Option<&SegmentMeta> {
+        self.segments
+            .iter()
+            .rev()
+            .find(|s| s.start_offset <= offset && s.end_offset.is_none_or(|end| offset < end))
+    }
+
+    /// One past the last offset of the closed segments.
+    pub fn sealed_end(&self) -> u64 {
+        self.segments
+            .iter()
+            .filter_map(|s| s.end_offset)
+            .max()
+            .unwrap_or(0)
+            .max(self.trim_point)
+    }
+
+    pub fn open_segment(&self) -> Option<&SegmentMeta> {
+        self.segments.iter().find(|s| s.end_offset.is_none())
+    }
+}
+
+async fn load(manifest: &Manifest, log: &LogName) -> manifest::Result<LogView> {
+    // Segments first: anything that changes after this read has a higher
+    // revision than the one the watch starts from.
+    let (segments, revision) = manifest.segments(log).await?;
+    let meta = match manifest.log(log).await {
+        Ok(meta) if meta.state == LogState::Active => Some(meta),
+        Ok(_) | Err(manifest::Error::LogNotFound(_)) => None,
+        Err(err) => return Err(err),
+    };
+    let trim_point = manifest.trim_point(log).await?;
+    Ok(LogView {
+        meta,
+        segments,
+        trim_point,
+        revision,
+    })
+}
+
+/// Shared, watched views of logs.
+#[derive(Debug)]
+pub struct LogViews {
+    manifest: Manifest,
+    watches: SharedWatches<LogName, Arc<LogView>>,
+}
+
+impl LogViews {
+    pub fn new(manifest: Manifest) -> LogViews {
+        LogViews {
+            manifest,
+            watches: SharedWatches::default(),
+        }
+    }
+
+    /// The current view of `log`, updated as the manifest changes.
+    pub async fn subscribe(
+        &self,
+        log: &LogName,
+    ) -> manifest::Result<watch::Receiver<Arc<LogView>>> {
+        let first = Arc::new(load(&self.manifest, log).await?);
+        if first.meta.is_none() {
+            return Err(manifest::Error::LogNotFound(log.clone()));
+        }
+        let (manifest, owned_log) = (self.manifest.clone(), log.clone());
+        Ok(self
+            .watches
+            .subscribe(log.clone(), first.clone(), move |sender| {
+                follow(manifest, owned_log, first.revision, sender)
+            }))
+    }
+
+    /// Logs with a running manifest watch on this node.
+    pub fn watched(&self) -> usize {
+        self.watches.len()
+    }
+}
+
+/// Keeps `sender` current: reloads the view on every batch of watch events.
+async fn follow(
+    manifest: Manifest,
+    log: LogName,
+    mut revision: Revision,
+    sender: Arc<watch::Sender<Arc<LogView>>>,
+) {
+    loop {
+        let mut events = match manifest.watch_log(&log, Some(revision + 1)).await {
+            Ok(events) => events,
+            Err(err) => {
+                tracing::warn!(%log, "manifest watch failed: {err}; retrying");
+                tokio::time::sleep(Duration::from_millis(500)).await;
+                continue;
+            }
+        };
+        loop {
+            match events.next().await {
+                // Subscription commits change nothing a read plans by.
+                Some(Ok(event)) if event.key().contains("/sub/") => continue,
+                Some(Ok(_)) => {
+                    // Take whatever else is ready too, then reload once.
+                    while let Some(Some(Ok(_))) = events.next().now_or_never() {}
+                }
+                Some(Err(err)) => {
+                    tracing::warn!(%log, "manifest watch ended: {err}; restarting");
+                    break;
+                }
+                None => break,
+            }
+            match load(&manifest, &log).await {
+                Ok(view) => {
+                    revision = revision.max(view.revision);
+                    sender.send_replace(Arc::new(view));
+                }
+                Err(err) => {
+                    tracing::warn!(%log, "reloading the log view failed: {err}");
+                    break;
+                }
+            }
+        }
+        // Catch up with whatever happened while the watch was down.
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        if let Ok(view) = load(&manifest, &log).await {
+            revision = view.revision;
+            sender.send_replace(Arc::new(view));
+        }
+    }
+}

@@ -1,0 +1,141 @@
+//! `ReadService` (DESIGN §7) over the [`ReadEngine`].
+
+use std::pin::Pin;
+use std::sync::Arc;
+
+use dlog_infra::names::LogName;
+use dlog_infra::proto::read_service_server::{ReadService, ReadServiceServer};
+use dlog_infra::proto::{self as pb, read_request};
+use futures::Stream;
+use tokio_stream::StreamExt;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::{Request, Response, Status};
+
+use crate::engine::{ReadEngine, ReadItem, ReadSpec, Start};
+use crate::error::Error;
+
+/// The public read API of a reader node.
+#[derive(Debug, Clone)]
+pub struct ReadServer {
+    engine: Arc<ReadEngine>,
+}
+
+impl ReadServer {
+    pub fn new(engine: Arc<ReadEngine>) -> ReadServer {
+        ReadServer { engine }
+    }
+
+    /// The tonic service, with message limits fit for record batches.
+    pub fn into_service(self) -> ReadServiceServer<ReadServer> {
+        ReadServiceServer::new(self)
+            .max_decoding_message_size(16 * 1024 * 1024)
+            .max_encoding_message_size(64 * 1024 * 1024)
+    }
+}
+
+fn parse_log(log: &str) -> Result<LogName, Status> {
+    log.parse::<LogName>()
+        .map_err(|err| Status::invalid_argument(format!("invalid log name {log:?}: {err}")))
+}
+
+fn start_of(start: Option<read_request::Start>) -> Start {
+    match start {
+        Some(read_request::Start::Offset(offset)) => Start::Offset(offset),
+        Some(read_request::Start::Txid(txid)) => Start::Txid(txid),
+        Some(read_request::Start::TimestampMs(ms)) => Start::Timestamp(ms),
+        Some(read_request::Start::Tail(_)) => Start::Tail,
+        Some(read_request::Start::Earliest(_)) | None => Start::Earliest,
+    }
+}
+
+type ReadStream = Pin<Box<dyn Stream<Item = Result<pb::ReadResponse, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl ReadService for ReadServer {
+    type ReadStream = ReadStream;
+
+    async fn read(
+        &self,
+        request: Request<pb::ReadRequest>,
+    ) -> Result<Response<ReadStream>, Status> {
+        let request = request.into_inner();
+        let log = parse_log(&request.log)?;
+        if request.limit == Some(0) {
+            return Err(Status::invalid_argument(
+                "limit must be at least 1 (or absent)",
+            ));
+        }
+        // Fail fast on an unknown log or a trimmed start, before streaming.
+        let tail = self.engine.check_tail(&log).await.map_err(Status::from)?;
+        if let Some(read_request::Start::Offset(offset)) = request.start
+            && offset < tail.first_offset
+        {
+            return Err(Error::Trimmed {
+                log,
+                offset,
+                first_offset: tail.first_offset,
+            }
+            .into());
+        }
+        let spec = ReadSpec {
+            log,
+            start: start_of(request.start),
+            limit: request.limit,
+            follow: request.follow,
+        };
+        let items = ReceiverStream::new(self.engine.read(spec)).map(|item| match item {
+            Ok(ReadItem::Records(records)) => Ok(pb::ReadResponse {
+                records: records.into_iter().map(Into::into).collect(),
+                end_of_stream: false,
+            }),
+            Ok(ReadItem::EndOfStream) => Ok(pb::ReadResponse {
+                records: Vec::new(),
+                end_of_stream: true,
+            }),
+            Err(err) => Err(Status::from(err)),
+        });
+        Ok(Response::new(Box::pin(items)))
+    }
+
+    async fn check_tail(
+        &self,
+        request: Request<pb::CheckTailRequest>,
+    ) -> Result<Response<pb::CheckTailResponse>, Status> {
+        let log = parse_log(&request.into_inner().log)?;
+        let tail = self.engine.check_tail(&log).await.map_err(Status::from)?;
+        Ok(Response::new(pb::CheckTailResponse {
+            first_offset: tail.first_offset,
+            next_offset: tail.next_offset,
+            end_of_stream: tail.end_of_stream,
+        }))
+    }
+
+    async fn commit_subscription(
+        &self,
+        request: Request<pb::CommitSubscriptionRequest>,
+    ) -> Result<Response<pb::CommitSubscriptionResponse>, Status> {
+        let request = request.into_inner();
+        let log = parse_log(&request.log)?;
+        self.engine
+            .manifest()
+            .commit_subscription(&log, &request.subscription, request.offset)
+            .await
+            .map_err(|err| Status::from(Error::from(err)))?;
+        Ok(Response::new(pb::CommitSubscriptionResponse {}))
+    }
+
+    async fn get_subscription(
+        &self,
+        request: Request<pb::GetSubscriptionRequest>,
+    ) -> Result<Response<pb::GetSubscriptionResponse>, Status> {
+        let request = request.into_inner();
+        let log = parse_log(&request.log)?;
+        let offset = self
+            .engine
+            .manifest()
+            .subscription(&log, &request.subscription)
+            .await
+            .map_err(|err| Status::from(Error::from(err)))?;
+        Ok(Response::new(pb::GetSubscriptionResponse { offset }))
+    }
+}

@@ -1,0 +1,286 @@
+//! `dlog standalone` driven through the `dlog` command, the way the README
+//! tells a newcomer: create a log, append 100 000 lines, read them back,
+//! seal, see the segment offloaded to a Parquet file pyarrow reads; then
+//! `kill -9` and Ctrl-C, and a restart on the same data directory that
+//! finds every acknowledged record. Bad input through the CLI: non-zero
+//! exit and one line on stderr.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::Duration;
+
+use dlog_infra::testkit::{Process, free_port, is_ci, wait_for_port};
+
+struct Standalone {
+    dir: tempfile::TempDir,
+    port: u16,
+    process: Option<Process>,
+}
+
+impl Standalone {
+    fn start() -> Standalone {
+        let mut standalone = Standalone {
+            dir: tempfile::tempdir().unwrap(),
+            port: free_port(),
+            process: None,
+        };
+        standalone.restart();
+        standalone
+    }
+
+    fn data_dir(&self) -> PathBuf {
+        self.dir.path().join("data")
+    }
+
+    fn restart(&mut self) {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_dlog"));
+        command
+            .arg("standalone")
+            .arg("--data-dir")
+            .arg(self.data_dir())
+            .args(["--listen", &format!("127.0.0.1:{}", self.port)])
+            .env("RUST_LOG", "info");
+        let log = self.dir.path().join("standalone.log");
+        self.process = Some(Process::spawn("standalone", command, &log).unwrap());
+        assert!(
+            wait_for_port(([127, 0, 0, 1], self.port).into(), Duration::from_secs(20)),
+            "standalone did not start: {}",
+            std::fs::read_to_string(&log).unwrap_or_default()
+        );
+    }
+
+    /// Runs `dlog ARGS` against this node with `stdin`.
+    fn dlog(&self, args: &[&str], stdin: &[u8]) -> Output {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_dlog"))
+            .args(args)
+            .env("DLOG_ENDPOINT", format!("http://127.0.0.1:{}", self.port))
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut input = child.stdin.take().unwrap();
+        let stdin = stdin.to_vec();
+        let writer = std::thread::spawn(move || {
+            let _ = input.write_all(&stdin);
+        });
+        let output = child.wait_with_output().unwrap();
+        writer.join().unwrap();
+        output
+    }
+
+    /// `dlog ARGS`, which must succeed; its stdout.
+    fn ok(&self, args: &[&str], stdin: &[u8]) -> String {
+        let output = self.dlog(args, stdin);
+        assert!(
+            output.status.success(),
+            "dlog {args:?} failed: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        String::from_utf8(output.stdout).unwrap()
+    }
+
+    /// `dlog ARGS`, which must fail with one line on stderr; that line.
+    fn fails(&self, args: &[&str]) -> String {
+        self.fails_with(args, b"")
+    }
+
+    fn fails_with(&self, args: &[&str], stdin: &[u8]) -> String {
+        let output = self.dlog(args, stdin);
+        let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
+        assert!(!output.status.success(), "dlog {args:?} succeeded");
+        assert_eq!(
+            stderr.trim_end().lines().count(),
+            1,
+            "dlog {args:?}: one line on stderr, got {stderr:?}"
+        );
+        stderr.trim_end().to_owned()
+    }
+}
+
+fn lines(n: u64) -> Vec<u8> {
+    (1..=n)
+        .map(|i| format!("{i}\n"))
+        .collect::<String>()
+        .into_bytes()
+}
+
+fn read_count(node: &Standalone, log: &str) -> usize {
+    let out = node.ok(&["read", log, "--from", "0"], b"");
+    let mut previous = 0u64;
+    for line in out.lines() {
+        let value: u64 = line.parse().unwrap();
+        assert_eq!(value, previous + 1, "lines come back in order, once each");
+        previous = value;
+    }
+    out.lines().count()
+}
+
+/// pyarrow reads the file; returns its row count (None: no pyarrow here).
+fn pyarrow_rows(file: &Path) -> Option<u64> {
+    let python = std::env::var_os("HOME")
+        .map(PathBuf::from)?
+        .join(".cache/distributedlog/venv/bin/python");
+    if !python.exists() {
+        assert!(
+            !is_ci(),
+            "pyarrow venv missing (run scripts/install-test-deps.sh)"
+        );
+        return None;
+    }
+    let output = Command::new(python)
+        .args([
+            "-c",
+            "import sys, pyarrow.parquet as pq; print(pq.read_table(sys.argv[1]).num_rows)",
+        ])
+        .arg(file)
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    Some(
+        String::from_utf8(output.stdout)
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap(),
+    )
+}
+
+#[test]
+fn the_readme_walkthrough_survives_kill_9_and_ctrl_c() {
+    let mut node = Standalone::start();
+    let log = "demo/events";
+    node.ok(&["logs", "create", log], b"");
+    let appended: serde_json::Value =
+        serde_json::from_str(node.ok(&["append", log], &lines(100_000)).trim()).unwrap();
+    assert_eq!(appended["count"], 100_000);
+    assert_eq!(read_count(&node, log), 100_000);
+    node.ok(&["seal", log], b"");
+
+    // The compactor offloads the sealed segment to a Parquet file.
+    let mut info = serde_json::Value::Null;
+    for _ in 0..100 {
+        info = serde_json::from_str(&node.ok(&["logs", "info", log, "--json"], b"")).unwrap();
+        if info["segments"][0]["state"] == "offloaded" {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(info["segments"][0]["state"], "offloaded", "{info}");
+    let key = info["segments"][0]["object"].as_str().unwrap();
+    let file = node.data_dir().join("objects").join(key);
+    if let Some(rows) = pyarrow_rows(&file) {
+        assert_eq!(rows, 100_000);
+    }
+
+    // kill -9 in the middle of nothing special: every acknowledged record
+    // is there after a restart, and the log takes appends again.
+    node.ok(&["append", log], b"100001\n");
+    node.process.take().unwrap().kill();
+    node.restart();
+    assert_eq!(read_count(&node, log), 100_001);
+    node.ok(&["append", log], b"100002\n");
+    assert_eq!(read_count(&node, log), 100_002);
+
+    // Ctrl-C: a clean exit, and the same on the next start.
+    let status = node.process.take().unwrap().interrupt().unwrap();
+    assert!(status.success(), "Ctrl-C exits cleanly: {status:?}");
+    node.restart();
+    assert_eq!(read_count(&node, log), 100_002);
+    let limited = node.ok(&["read", log, "--from", "99999", "--limit", "2"], b"");
+    assert_eq!(limited, "100000\n100001\n");
+}
+
+#[test]
+fn bad_input_through_the_cli_is_one_line_and_changes_nothing() {
+    let node = Standalone::start();
+    let log = "demo/strict";
+    node.ok(&["logs", "create", log], b"");
+    node.ok(&["append", log], &lines(10));
+
+    let line = node.fails(&["logs", "create", "bad name/x"]);
+    assert!(line.contains("bad name"), "{line}");
+    let line = node.fails(&["logs", "create", log]);
+    assert!(line.contains("exists"), "{line}");
+    let line = node.fails(&["read", "demo/missing", "--from", "0"]);
+    assert!(
+        line.contains("not found") || line.contains("NotFound") || line.contains("does not exist"),
+        "{line}"
+    );
+    let line = node.fails_with(&["append", "demo/missing"], b"x\n");
+    assert!(line.contains("demo/missing"), "{line}");
+    let line = node.fails_with(&["append", log, "--expected-offset", "3"], b"x\n");
+    assert!(line.contains("10"), "names the actual next offset: {line}");
+    let line = node.fails(&["read", log, "--from-time", "yesterday"]);
+    assert!(!line.is_empty());
+    let line = node.fails(&["trim", log, "--before", "11"]);
+    assert!(line.contains("11"), "{line}");
+    node.ok(&["trim", log, "--before", "4"], b"");
+    let line = node.fails(&["read", log, "--from", "2"]);
+    assert!(line.contains("first readable offset is 4"), "{line}");
+
+    // Nothing acknowledged was lost or changed by the failures.
+    let out = node.ok(&["read", log], b"");
+    assert_eq!(out, "5\n6\n7\n8\n9\n10\n");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_sdk_writer_and_a_following_reader_survive_a_kill_9() {
+    use distributedlog::{Client, ReadOptions, Record, Start, WriterOptions};
+    use futures::StreamExt;
+
+    let mut node = Standalone::start();
+    let client = Client::new(format!("http://127.0.0.1:{}", node.port));
+    let log = "sdk/events";
+    client.create_log(log).await.unwrap();
+    let write = |from: u64| {
+        let writer = client.writer(log, WriterOptions::default());
+        let pending: Vec<_> = (from..from + 1_000)
+            .map(|i| writer.write(Record::new(format!("r{i}"))))
+            .collect();
+        async move {
+            let offsets = futures::future::try_join_all(pending).await.unwrap();
+            writer.close().await.unwrap();
+            offsets
+        }
+    };
+    assert_eq!(
+        write(0).await,
+        (0..1_000).collect::<Vec<u64>>(),
+        "offsets in write order"
+    );
+
+    let mut reader = client.reader(
+        log,
+        Start::Offset(0),
+        ReadOptions {
+            limit: None,
+            follow: true,
+        },
+    );
+    let mut seen = Vec::new();
+    while seen.len() < 1_000 {
+        seen.push(reader.next().await.unwrap().unwrap());
+    }
+
+    // The node dies under the reader; it reconnects after the restart and
+    // goes on at the next offset.
+    node.process.take().unwrap().kill();
+    node.restart();
+    assert_eq!(write(1_000).await, (1_000..2_000).collect::<Vec<u64>>());
+    while seen.len() < 2_000 {
+        let next = tokio::time::timeout(Duration::from_secs(30), reader.next())
+            .await
+            .expect("the reader resumes after the restart");
+        seen.push(next.unwrap().unwrap());
+    }
+    for (i, record) in seen.iter().enumerate() {
+        assert_eq!(record.offset, i as u64);
+        assert_eq!(record.record.payload, format!("r{i}").as_bytes());
+    }
+}
