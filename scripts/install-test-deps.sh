@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs what the test suite needs, when missing: protoc, etcd (Debian's
 # etcd-server), the s3s-fs S3-compatible server, pyarrow (in a venv under
-# ~/.cache/distributedlog) and cargo-nextest.
+# ~/.cache/distributedlog), the benchmark's peers (redis-server, nats-server)
+# and cargo-nextest.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/lib.sh
@@ -27,6 +28,8 @@ if ! "$venv/bin/python" -c 'import pyarrow' >/dev/null 2>&1; then
     echo "installing pyarrow into $venv" >&2
     "$venv/bin/pip" install -q 'pyarrow>=14'
 fi
+# The benchmark's peers (their client code in src/bench is tested against them).
+bash scripts/bench-peers.sh install
 if ! cargo nextest --version >/dev/null 2>&1; then
     echo "installing cargo-nextest" >&2
     cargo install cargo-nextest --locked

@@ -9,6 +9,7 @@
 
 pub use dlog_infra as infra;
 
+pub mod bench;
 pub mod client;
 pub mod reader;
 pub mod server;

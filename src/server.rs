@@ -21,8 +21,8 @@ use dlog_infra::metastore::{self, LeaseKeeper};
 use dlog_ingest::{IngestNode, IngestOptions, LogServer};
 use dlog_reader::{ReadEngine, ReadServer, ReaderOptions};
 use serde::Deserialize;
-use tokio_stream::wrappers::TcpListenerStream;
 use tokio_util::sync::CancellationToken;
+use tonic::transport::server::TcpIncoming;
 
 /// TTL of a node's lease: how long a dead node stays registered and keeps
 /// the logs it owned. `DLOG_NODE_LEASE_TTL_SECS` overrides it (tests use 2).
@@ -281,9 +281,11 @@ pub async fn serve(options: ServeOptions, shutdown: CancellationToken) -> anyhow
     let role_names: Vec<&str> = roles.iter().map(|r| r.as_str()).collect();
     tracing::info!(node = %node.id, %addr, roles = %role_names.join(","), "serving");
 
+    // Small request/response frames must not wait for Nagle's algorithm.
+    let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
     let result = tonic::transport::Server::builder()
         .add_routes(routes.routes())
-        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), async {
+        .serve_with_incoming_shutdown(incoming, async {
             tokio::select! {
                 _ = shutdown.cancelled() => {}
                 _ = lease.lost.cancelled() => {

@@ -61,7 +61,9 @@ pub struct IngestNode {
     lease: LeaseId,
     options: IngestOptions,
     owners: Mutex<HashMap<LogName, OwnerHandle>>,
-    acquiring: tokio::sync::Mutex<()>,
+    /// One lock per log being taken over, so two requests never take the
+    /// same log twice while different logs are taken over in parallel.
+    acquiring: Mutex<HashMap<LogName, Arc<tokio::sync::Mutex<()>>>>,
     /// Clean shutdown of the owners (they seal).
     shutdown: CancellationToken,
     /// The lease is gone: owners stop at once.
@@ -88,7 +90,7 @@ impl IngestNode {
             lease,
             options,
             owners: Mutex::default(),
-            acquiring: tokio::sync::Mutex::new(()),
+            acquiring: Mutex::default(),
             shutdown: CancellationToken::new(),
             lost: lease_lost,
         })
@@ -119,7 +121,25 @@ impl IngestNode {
         if self.lost.is_cancelled() || self.shutdown.is_cancelled() {
             return Err(Error::ShuttingDown);
         }
-        let _one_at_a_time = self.acquiring.lock().await;
+        let log_lock = self
+            .acquiring
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .entry(log.clone())
+            .or_default()
+            .clone();
+        let _one_at_a_time = log_lock.lock().await;
+        let result = self.take_ownership(log).await;
+        let mut acquiring = self.acquiring.lock().unwrap_or_else(|p| p.into_inner());
+        // The map holds one reference; ours is the other: nobody waits.
+        if Arc::strong_count(&log_lock) <= 2 {
+            acquiring.remove(log);
+        }
+        result
+    }
+
+    /// Claims `log` and starts its owner (the caller holds the log's lock).
+    async fn take_ownership(&self, log: &LogName) -> Result<OwnerHandle> {
         if let Some(handle) = self.running_owner(log) {
             return Ok(handle);
         }

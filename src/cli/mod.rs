@@ -7,7 +7,6 @@ mod admin;
 mod append;
 mod read;
 
-use anyhow::bail;
 use clap::{Parser, Subcommand};
 use distributedlog::Client;
 use distributedlog::server::{ServeOptions, cancel_on_signals, serve, standalone};
@@ -86,8 +85,8 @@ pub enum Command {
     },
     /// Force-roll the open segment.
     Seal { log: String },
-    /// Load generator with latency histograms.
-    Bench,
+    /// Load generator with latency histograms (durable appends, tailing, reads; peers too).
+    Bench(distributedlog::bench::BenchArgs),
     /// Nodes, logs and segments by state.
     Status {
         #[arg(long)]
@@ -160,11 +159,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         Command::Status { json } => admin::status(&client, json).await,
         Command::Standalone { .. } => unreachable!("handled above"),
         Command::Read(args) => read::read(&client, args).await,
-        Command::Bench => not_yet("bench"),
+        Command::Bench(bench) => distributedlog::bench::run(&args.endpoint, bench).await,
         Command::Serve { .. } => unreachable!("handled above"),
     }
-}
-
-fn not_yet(name: &str) -> anyhow::Result<()> {
-    bail!("`dlog {name}` is not implemented yet in this build (see README)")
 }
