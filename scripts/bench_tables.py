@@ -125,9 +125,13 @@ def main():
             rows,
         )
     )
-    durability = {r["target"]: r["durability"] for r in results.values() if r.get("durability")}
+    durability = {
+        r["target"].split("://")[0]: r["durability"]
+        for r in results.values()
+        if r.get("durability") and r["workload"] != "disk"
+    }
     out.append("Durability of each target, as checked at the start of its runs:\n")
-    out.extend(f"- `{t}`: {d}\n" for t, d in sorted(durability.items()))
+    out.append("\n".join(f"- {t}: {d}" for t, d in sorted(durability.items())) + "\n")
     print("\n".join(out))
 
 
