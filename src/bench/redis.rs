@@ -246,31 +246,26 @@ impl Conn {
 #[cfg(test)]
 mod tests {
     use std::net::SocketAddr;
+    use std::path::Path;
     use std::process::Command;
 
     use dlog_infra::testkit::{Process, free_port, require_binary, wait_for_port};
 
     use super::*;
 
-    /// Against a real redis-server started as `scripts/bench-peers.sh
-    /// start-redis` does; skipped when redis-server is not installed.
-    #[tokio::test]
-    async fn appends_pipelines_to_a_real_redis() {
-        let Some(binary) =
-            require_binary("redis-server", &[], "run scripts/bench-peers.sh install")
-        else {
-            return;
-        };
-        let dir = tempfile::tempdir().unwrap();
+    /// Starts redis-server as `scripts/bench-peers.sh start-redis` does,
+    /// with `fsync` as appendfsync; `None` when it is not installed.
+    fn start_redis(dir: &Path, fsync: &str) -> Option<(Process, SocketAddr)> {
+        let binary = require_binary("redis-server", &[], "run scripts/bench-peers.sh install")?;
         let port = free_port();
         let mut command = Command::new(binary);
         command
             .args(["--bind", "127.0.0.1", "--port", &port.to_string()])
             .arg("--dir")
-            .arg(dir.path())
-            .args(["--appendonly", "yes", "--appendfsync", "always"])
+            .arg(dir)
+            .args(["--appendonly", "yes", "--appendfsync", fsync])
             .args(["--save", "", "--daemonize", "no"]);
-        let log = dir.path().join("redis.log");
+        let log = dir.join("redis.log");
         let mut server = Process::spawn("redis-server", command, &log).unwrap();
         let addr: SocketAddr = ([127, 0, 0, 1], port).into();
         assert!(
@@ -278,6 +273,16 @@ mod tests {
             "redis-server did not start: {}",
             std::fs::read_to_string(&log).unwrap_or_default()
         );
+        Some((server, addr))
+    }
+
+    /// Against a real redis-server; skipped when it is not installed.
+    #[tokio::test]
+    async fn appends_pipelines_to_a_real_redis() {
+        let dir = tempfile::tempdir().unwrap();
+        let Some((_server, addr)) = start_redis(dir.path(), "always") else {
+            return;
+        };
 
         let target = RedisTarget::connect(&addr.to_string(), 2).await.unwrap();
         let durability = target.check_durability().await.unwrap();
@@ -303,24 +308,10 @@ mod tests {
     /// A server without `appendfsync always` is refused.
     #[tokio::test]
     async fn refuses_a_server_without_fsync_always() {
-        let Some(binary) =
-            require_binary("redis-server", &[], "run scripts/bench-peers.sh install")
-        else {
+        let dir = tempfile::tempdir().unwrap();
+        let Some((_server, addr)) = start_redis(dir.path(), "everysec") else {
             return;
         };
-        let dir = tempfile::tempdir().unwrap();
-        let port = free_port();
-        let mut command = Command::new(binary);
-        command
-            .args(["--bind", "127.0.0.1", "--port", &port.to_string()])
-            .arg("--dir")
-            .arg(dir.path())
-            .args(["--appendonly", "yes", "--appendfsync", "everysec"])
-            .args(["--save", "", "--daemonize", "no"]);
-        let log = dir.path().join("redis.log");
-        let _server = Process::spawn("redis-server", command, &log).unwrap();
-        let addr: SocketAddr = ([127, 0, 0, 1], port).into();
-        assert!(wait_for_port(addr, Duration::from_secs(15)));
         let target = RedisTarget::connect(&addr.to_string(), 1).await.unwrap();
         let err = target.check_durability().await.unwrap_err().to_string();
         assert!(err.contains("appendfsync everysec"), "{err}");
