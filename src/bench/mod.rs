@@ -91,6 +91,10 @@ pub struct BenchArgs {
     /// Name printed with the result (scenario tables).
     #[arg(long)]
     pub label: Option<String>,
+    /// Async worker threads of the load generator (its own CPU competes
+    /// with the servers' on a small machine).
+    #[arg(long, default_value_t = 1)]
+    pub threads: usize,
     /// Directory for the disk workload's scratch file.
     #[arg(long, default_value = ".")]
     pub dir: std::path::PathBuf,

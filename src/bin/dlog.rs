@@ -12,6 +12,7 @@ fn main() -> ExitCode {
     let args = cli::Args::parse();
     dlog_infra::telemetry::init();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(worker_threads(&args))
         .enable_all()
         .build()
     {
@@ -28,4 +29,23 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// Async worker threads: `TOKIO_WORKER_THREADS` when set; `dlog bench
+/// --threads` for the load generator; else one per core but one, which is
+/// left to the threads that block (the cache journal's fdatasync, Parquet
+/// encoding). On two cores that measured faster for both latency and
+/// throughput than two workers fighting the journal thread (BENCHMARKS.md).
+fn worker_threads(args: &cli::Args) -> usize {
+    if let Some(threads) = std::env::var("TOKIO_WORKER_THREADS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+    {
+        return threads;
+    }
+    if let cli::Command::Bench(bench) = &args.command {
+        return bench.threads.max(1);
+    }
+    let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
+    cores.saturating_sub(1).max(1)
 }
