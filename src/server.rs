@@ -240,10 +240,6 @@ pub async fn serve(options: ServeOptions, shutdown: CancellationToken) -> anyhow
         health
             .set_serving::<dlog_infra::proto::log_service_server::LogServiceServer<LogServer>>()
             .await;
-        tokio::spawn(dlog_ingest::orphans::adopt_orphans(
-            node.clone(),
-            background_stop.clone(),
-        ));
         ingest = Some(node);
     }
 
@@ -277,6 +273,14 @@ pub async fn serve(options: ServeOptions, shutdown: CancellationToken) -> anyhow
             .register_node(*role, &node, lease.lease)
             .await
             .with_context(|| format!("register as a {} node", role.as_str()))?;
+    }
+    // After registration: adopting a log may recover it from this very
+    // node's cache role, which must be findable (and the listener is bound).
+    if let Some(node) = &ingest {
+        tokio::spawn(dlog_ingest::orphans::adopt_orphans(
+            node.clone(),
+            background_stop.clone(),
+        ));
     }
     let role_names: Vec<&str> = roles.iter().map(|r| r.as_str()).collect();
     tracing::info!(node = %node.id, %addr, roles = %role_names.join(","), "serving");

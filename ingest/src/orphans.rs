@@ -5,8 +5,8 @@
 //! ones do too: at start it sweeps every log with an open segment and no
 //! live owner, and afterwards it watches owner keys and adopts a log when
 //! its owner key disappears (lease expired, node released it) while a
-//! segment is still open. Several ingest nodes may race for a log; the
-//! owner claim picks one.
+//! segment is still open, and sweeps again every 30 s. Several ingest
+//! nodes may race for a log; the owner claim picks one.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -19,6 +19,9 @@ use tokio_util::sync::CancellationToken;
 
 use crate::error::Error;
 use crate::node::IngestNode;
+
+/// How often every log is checked again for a missing owner.
+const RESWEEP: Duration = Duration::from_secs(30);
 
 /// Runs until `stop` is cancelled.
 pub async fn adopt_orphans(node: Arc<IngestNode>, stop: CancellationToken) {
@@ -46,18 +49,30 @@ async fn watch_and_adopt(node: &IngestNode) {
             }
         };
         sweep(node).await;
-        while let Some(event) = events.next().await {
+        // A sweep now and then too: an adoption that failed (cache nodes
+        // down) gets another chance without a new owner event.
+        let mut resweep = tokio::time::interval(RESWEEP);
+        resweep.tick().await;
+        loop {
+            let event = tokio::select! {
+                event = events.next() => event,
+                _ = resweep.tick() => {
+                    sweep(node).await;
+                    continue;
+                }
+            };
             match event {
-                Ok(WatchEvent::Delete { key, .. }) => {
+                Some(Ok(WatchEvent::Delete { key, .. })) => {
                     if let Some(log) = manifest.log_of_owner_key(&key) {
                         adopt_if_orphaned(node, &log).await;
                     }
                 }
-                Ok(WatchEvent::Put(_)) => {}
-                Err(err) => {
+                Some(Ok(WatchEvent::Put(_))) => {}
+                Some(Err(err)) => {
                     tracing::warn!("owner watch ended: {err}; restarting");
                     break;
                 }
+                None => break,
             }
         }
     }
