@@ -134,6 +134,10 @@ struct Out {
     seek: Option<Seek>,
     /// The next offset to deliver.
     next: u64,
+    /// The entry holding `next`, when known: (segment id, entry id). Lets
+    /// a tailing read go on from where it stopped instead of searching
+    /// the segment again at every LAC move.
+    next_entry: Option<(u64, u64)>,
 }
 
 impl Out {
@@ -203,6 +207,7 @@ impl ReadEngine {
                 remaining: spec.limit,
                 seek: None,
                 next: 0,
+                next_entry: None,
             };
             let result = engine.run(&spec, &mut out).await;
             out.flush().await;
@@ -432,21 +437,32 @@ impl ReadEngine {
 
     /// Delivers records from `out.next` through entry `last`.
     async fn read_entries(&self, source: &SegmentSource, out: &mut Out, last: u64) -> Result<()> {
-        let end = self
-            .cache
-            .entry(source, last, last)
-            .await?
-            .header
-            .end_offset();
-        if out.next >= end {
-            return Ok(());
-        }
-        let mut entry_id = self.cache.locate(source, out.next, last).await?;
+        let segment = source.segment.segment_id;
+        let mut entry_id = match out.next_entry {
+            Some((known, entry_id)) if known == segment => entry_id,
+            _ => {
+                let end = self
+                    .cache
+                    .entry(source, last, last)
+                    .await?
+                    .header
+                    .end_offset();
+                if out.next >= end {
+                    out.next_entry = Some((segment, last + 1));
+                    return Ok(());
+                }
+                self.cache.locate(source, out.next, last).await?
+            }
+        };
         while entry_id <= last && !out.done() {
             let entry = self.cache.entry(source, entry_id, last).await?;
             for (i, record) in entry.records.iter().enumerate() {
+                let offset = entry.header.first_offset + i as u64;
+                if offset < out.next {
+                    continue;
+                }
                 let stored = StoredRecord {
-                    offset: entry.header.first_offset + i as u64,
+                    offset,
                     timestamp_ms: record.timestamp_ms,
                     record: record.record.clone(),
                 };
@@ -454,6 +470,7 @@ impl ReadEngine {
             }
             entry_id += 1;
         }
+        out.next_entry = Some((segment, entry_id));
         Ok(())
     }
 }
