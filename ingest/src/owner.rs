@@ -558,7 +558,8 @@ impl Owner {
             ReplicaEvent::Failed { replica, error } => {
                 tracing::warn!(
                     segment = segment_id,
-                    "replica failed, rolling the segment: {error:#}"
+                    "replica failed, rolling the segment: {}",
+                    dlog_infra::error::error_chain(&error)
                 );
                 self.pool.suspect(segment.replicas.node(replica));
                 segment.replicas.close(replica);

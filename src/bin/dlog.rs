@@ -32,10 +32,10 @@ fn main() -> ExitCode {
 }
 
 /// Async worker threads: `TOKIO_WORKER_THREADS` when set; `dlog bench
-/// --threads` for the load generator; else one per core but one, which is
-/// left to the threads that block (the cache journal's fdatasync, Parquet
-/// encoding). On two cores that measured faster for both latency and
-/// throughput than two workers fighting the journal thread (BENCHMARKS.md).
+/// --threads` for the load generator (its CPU competes with the servers'
+/// on a small machine); else one per core (tokio's default). One worker
+/// fewer than cores measured faster on two cores but starved the
+/// ingest-to-cache connection with 10 000 logs (BENCHMARKS.md).
 fn worker_threads(args: &cli::Args) -> usize {
     if let Some(threads) = std::env::var("TOKIO_WORKER_THREADS")
         .ok()
@@ -46,6 +46,5 @@ fn worker_threads(args: &cli::Args) -> usize {
     if let cli::Command::Bench(bench) = &args.command {
         return bench.threads.max(1);
     }
-    let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
-    cores.saturating_sub(1).max(1)
+    std::thread::available_parallelism().map_or(2, |n| n.get())
 }
