@@ -17,6 +17,7 @@ use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use dlog_infra::proto::{self as pb};
+pub use dlog_infra::record::Start;
 use dlog_infra::record::StoredRecord;
 use futures::stream::{BoxStream, FusedStream};
 use futures::{Stream, StreamExt};
@@ -29,21 +30,6 @@ const MAX_ATTEMPTS: u32 = 10;
 /// A stream that lasted this long counts as having worked: the failures
 /// before it are forgotten (an idle follower delivers no records).
 const HEALTHY_STREAM: Duration = Duration::from_secs(10);
-
-/// Where a read starts.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Start {
-    /// At this offset.
-    Offset(u64),
-    /// At the first record with a txid at or above this.
-    Txid(i64),
-    /// At the first record stored at or after this time (ms since the epoch).
-    Timestamp(i64),
-    /// At the first readable record.
-    Earliest,
-    /// At the next record appended after the read starts.
-    Tail,
-}
 
 /// How much to read.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -299,14 +285,7 @@ impl Cursor {
 
     /// The `Read` request that continues this read.
     pub(crate) fn request(&self, log: &str, follow: bool) -> pb::ReadRequest {
-        use pb::read_request::Start as P;
-        let start = match self.position() {
-            Start::Offset(offset) => P::Offset(offset),
-            Start::Txid(txid) => P::Txid(txid),
-            Start::Timestamp(ms) => P::TimestampMs(ms),
-            Start::Earliest => P::Earliest(pb::Earliest {}),
-            Start::Tail => P::Tail(pb::Tail {}),
-        };
+        let start = self.position().into();
         pb::ReadRequest {
             log: log.to_owned(),
             start: Some(start),

@@ -383,3 +383,45 @@ mod tests {
         );
     }
 }
+
+/// Where a read starts (DESIGN §6), shared by the SDK and the reader.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Start {
+    /// At this offset.
+    Offset(u64),
+    /// At the first record with a txid at or above this.
+    Txid(i64),
+    /// At the first record stored at or after this time (ms since the epoch).
+    Timestamp(i64),
+    /// At the first readable record.
+    Earliest,
+    /// At the next record appended after the read starts.
+    Tail,
+}
+
+impl From<Start> for proto::read_request::Start {
+    fn from(start: Start) -> Self {
+        use proto::read_request::Start as P;
+        match start {
+            Start::Offset(offset) => P::Offset(offset),
+            Start::Txid(txid) => P::Txid(txid),
+            Start::Timestamp(ms) => P::TimestampMs(ms),
+            Start::Earliest => P::Earliest(proto::Earliest {}),
+            Start::Tail => P::Tail(proto::Tail {}),
+        }
+    }
+}
+
+impl From<Option<proto::read_request::Start>> for Start {
+    /// No start means the earliest record.
+    fn from(start: Option<proto::read_request::Start>) -> Self {
+        use proto::read_request::Start as P;
+        match start {
+            Some(P::Offset(offset)) => Start::Offset(offset),
+            Some(P::Txid(txid)) => Start::Txid(txid),
+            Some(P::TimestampMs(ms)) => Start::Timestamp(ms),
+            Some(P::Tail(_)) => Start::Tail,
+            Some(P::Earliest(_)) | None => Start::Earliest,
+        }
+    }
+}

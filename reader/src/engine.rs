@@ -19,6 +19,7 @@ use dlog_infra::cache_clients::CacheClients;
 use dlog_infra::manifest::{self, Manifest, SegmentMeta, SegmentState};
 use dlog_infra::names::LogName;
 use dlog_infra::objstore::ObjectStoreHandle;
+pub use dlog_infra::record::Start;
 use dlog_infra::record::StoredRecord;
 use tokio::sync::{mpsc, watch};
 
@@ -26,20 +27,6 @@ use crate::cache_tier::{CacheTier, SegmentSource};
 use crate::error::{Error, Result};
 use crate::log_view::{LogView, LogViews};
 use crate::parquet_tier::{Column, ParquetTier};
-
-/// Where a read starts.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Start {
-    Offset(u64),
-    /// The first record with a txid ≥ this.
-    Txid(i64),
-    /// The first record at or after this time (ms since the epoch).
-    Timestamp(i64),
-    /// The first readable record.
-    Earliest,
-    /// The next record appended after the read starts.
-    Tail,
-}
 
 /// One `Read` call.
 #[derive(Debug, Clone)]

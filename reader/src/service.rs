@@ -11,7 +11,7 @@ use tokio_stream::StreamExt;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
 
-use crate::engine::{ReadEngine, ReadItem, ReadSpec, Start};
+use crate::engine::{ReadEngine, ReadItem, ReadSpec};
 use crate::error::Error;
 
 /// The public read API of a reader node.
@@ -36,16 +36,6 @@ impl ReadServer {
 fn parse_log(log: &str) -> Result<LogName, Status> {
     log.parse::<LogName>()
         .map_err(|err| Status::invalid_argument(format!("invalid log name {log:?}: {err}")))
-}
-
-fn start_of(start: Option<read_request::Start>) -> Start {
-    match start {
-        Some(read_request::Start::Offset(offset)) => Start::Offset(offset),
-        Some(read_request::Start::Txid(txid)) => Start::Txid(txid),
-        Some(read_request::Start::TimestampMs(ms)) => Start::Timestamp(ms),
-        Some(read_request::Start::Tail(_)) => Start::Tail,
-        Some(read_request::Start::Earliest(_)) | None => Start::Earliest,
-    }
 }
 
 type ReadStream = Pin<Box<dyn Stream<Item = Result<pb::ReadResponse, Status>> + Send>>;
@@ -79,7 +69,7 @@ impl ReadService for ReadServer {
         }
         let spec = ReadSpec {
             log,
-            start: start_of(request.start),
+            start: request.start.into(),
             limit: request.limit,
             follow: request.follow,
         };
