@@ -83,6 +83,12 @@ pub struct LogName {
 }
 
 impl LogName {
+    /// The log a gRPC request names; `INVALID_ARGUMENT` with the reason
+    /// when the name is not valid.
+    pub fn from_request(name: &str) -> Result<Self, tonic::Status> {
+        name.parse().map_err(|err| crate::error::to_status(&err))
+    }
+
     pub fn new(namespace: &str, log: &str) -> Result<Self, NameError> {
         let namespace = Namespace::new(namespace)?;
         check_part("log name", log)?;

@@ -9,7 +9,7 @@ use dlog_infra::manifest::{self, LogMeta, Role, SegmentMeta, SegmentState};
 use dlog_infra::names::LogName;
 use dlog_infra::proto::log_service_server::{LogService, LogServiceServer};
 use dlog_infra::proto::{self as pb};
-use dlog_infra::record::{Append, RecordError};
+use dlog_infra::record::Append;
 use futures::stream::FuturesOrdered;
 use futures::{FutureExt, Stream, StreamExt};
 use tokio::sync::mpsc;
@@ -120,11 +120,6 @@ fn segment_info(segment: &SegmentMeta) -> pb::SegmentInfo {
     }
 }
 
-fn parse_log(name: &str) -> Result<LogName, Status> {
-    name.parse::<LogName>()
-        .map_err(|err| to_status(&Error::Record(RecordError::Name(err))))
-}
-
 fn status(err: Error) -> Status {
     to_status(&err)
 }
@@ -148,7 +143,7 @@ impl LogService for LogServer {
         &self,
         request: Request<pb::CreateLogRequest>,
     ) -> Result<Response<pb::CreateLogResponse>, Status> {
-        let log = parse_log(&request.into_inner().log)?;
+        let log = LogName::from_request(&request.into_inner().log)?;
         self.node
             .manifest()
             .create_log(&log)
@@ -162,7 +157,7 @@ impl LogService for LogServer {
         &self,
         request: Request<pb::DeleteLogRequest>,
     ) -> Result<Response<pb::DeleteLogResponse>, Status> {
-        let log = parse_log(&request.into_inner().log)?;
+        let log = LogName::from_request(&request.into_inner().log)?;
         self.node
             .manifest()
             .delete_log(&log)
@@ -192,7 +187,7 @@ impl LogService for LogServer {
         &self,
         request: Request<pb::GetLogRequest>,
     ) -> Result<Response<pb::GetLogResponse>, Status> {
-        let log = parse_log(&request.into_inner().log)?;
+        let log = LogName::from_request(&request.into_inner().log)?;
         let info = self.log_info(&log).await.map_err(status)?;
         Ok(Response::new(pb::GetLogResponse { log: Some(info) }))
     }
@@ -260,7 +255,7 @@ impl LogService for LogServer {
         request: Request<pb::TrimRequest>,
     ) -> Result<Response<pb::TrimResponse>, Status> {
         let request = request.into_inner();
-        let log = parse_log(&request.log)?;
+        let log = LogName::from_request(&request.log)?;
         let info = self.log_info(&log).await.map_err(status)?;
         if request.before_offset > info.next_offset {
             return Err(Status::invalid_argument(format!(
@@ -281,7 +276,7 @@ impl LogService for LogServer {
         &self,
         request: Request<pb::MarkEndOfStreamRequest>,
     ) -> Result<Response<pb::MarkEndOfStreamResponse>, Status> {
-        let log = parse_log(&request.into_inner().log)?;
+        let log = LogName::from_request(&request.into_inner().log)?;
         let end_offset = self.node.end_of_stream(&log).await.map_err(status)?;
         Ok(Response::new(pb::MarkEndOfStreamResponse { end_offset }))
     }
@@ -290,7 +285,7 @@ impl LogService for LogServer {
         &self,
         request: Request<pb::SealLogRequest>,
     ) -> Result<Response<pb::SealLogResponse>, Status> {
-        let log = parse_log(&request.into_inner().log)?;
+        let log = LogName::from_request(&request.into_inner().log)?;
         let sealed = self.node.seal(&log).await.map_err(status)?;
         let info = self.log_info(&log).await.map_err(status)?;
         Ok(Response::new(pb::SealLogResponse {

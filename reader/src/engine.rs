@@ -206,6 +206,21 @@ impl ReadEngine {
         receiver
     }
 
+    /// Checks what can be refused before a read streams anything: the log
+    /// exists, and an offset start is not below the trim point. Costs no
+    /// cache-node round trip (unlike [`ReadEngine::check_tail`]).
+    pub async fn check_start(&self, log: &LogName, start: Start) -> Result<()> {
+        let trim_point = self.views.subscribe(log).await?.borrow().trim_point;
+        match start {
+            Start::Offset(offset) if offset < trim_point => Err(Error::Trimmed {
+                log: log.clone(),
+                offset,
+                first_offset: trim_point,
+            }),
+            _ => Ok(()),
+        }
+    }
+
     /// The readable range of a log.
     pub async fn check_tail(&self, log: &LogName) -> Result<Tail> {
         let views = self.views.subscribe(log).await?;

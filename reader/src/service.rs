@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use dlog_infra::names::LogName;
 use dlog_infra::proto::read_service_server::{ReadService, ReadServiceServer};
-use dlog_infra::proto::{self as pb, read_request};
+use dlog_infra::proto::{self as pb};
 use futures::Stream;
 use tokio_stream::StreamExt;
 use tokio_stream::wrappers::ReceiverStream;
@@ -33,11 +33,6 @@ impl ReadServer {
     }
 }
 
-fn parse_log(log: &str) -> Result<LogName, Status> {
-    log.parse::<LogName>()
-        .map_err(|err| Status::invalid_argument(format!("invalid log name {log:?}: {err}")))
-}
-
 type ReadStream = Pin<Box<dyn Stream<Item = Result<pb::ReadResponse, Status>> + Send>>;
 
 #[tonic::async_trait]
@@ -49,27 +44,21 @@ impl ReadService for ReadServer {
         request: Request<pb::ReadRequest>,
     ) -> Result<Response<ReadStream>, Status> {
         let request = request.into_inner();
-        let log = parse_log(&request.log)?;
+        let log = LogName::from_request(&request.log)?;
         if request.limit == Some(0) {
             return Err(Status::invalid_argument(
                 "limit must be at least 1 (or absent)",
             ));
         }
+        let start = request.start.into();
         // Fail fast on an unknown log or a trimmed start, before streaming.
-        let tail = self.engine.check_tail(&log).await.map_err(Status::from)?;
-        if let Some(read_request::Start::Offset(offset)) = request.start
-            && offset < tail.first_offset
-        {
-            return Err(Error::Trimmed {
-                log,
-                offset,
-                first_offset: tail.first_offset,
-            }
-            .into());
-        }
+        self.engine
+            .check_start(&log, start)
+            .await
+            .map_err(Status::from)?;
         let spec = ReadSpec {
             log,
-            start: request.start.into(),
+            start,
             limit: request.limit,
             follow: request.follow,
         };
@@ -91,7 +80,7 @@ impl ReadService for ReadServer {
         &self,
         request: Request<pb::CheckTailRequest>,
     ) -> Result<Response<pb::CheckTailResponse>, Status> {
-        let log = parse_log(&request.into_inner().log)?;
+        let log = LogName::from_request(&request.into_inner().log)?;
         let tail = self.engine.check_tail(&log).await.map_err(Status::from)?;
         Ok(Response::new(pb::CheckTailResponse {
             first_offset: tail.first_offset,
@@ -105,7 +94,7 @@ impl ReadService for ReadServer {
         request: Request<pb::CommitSubscriptionRequest>,
     ) -> Result<Response<pb::CommitSubscriptionResponse>, Status> {
         let request = request.into_inner();
-        let log = parse_log(&request.log)?;
+        let log = LogName::from_request(&request.log)?;
         self.engine
             .manifest()
             .commit_subscription(&log, &request.subscription, request.offset)
@@ -119,7 +108,7 @@ impl ReadService for ReadServer {
         request: Request<pb::GetSubscriptionRequest>,
     ) -> Result<Response<pb::GetSubscriptionResponse>, Status> {
         let request = request.into_inner();
-        let log = parse_log(&request.log)?;
+        let log = LogName::from_request(&request.log)?;
         let offset = self
             .engine
             .manifest()
