@@ -25,6 +25,6 @@ cargo_bin_on_path() {
 ensure_protoc() {
     if ! command -v protoc >/dev/null 2>&1; then
         echo "installing protoc (protobuf-compiler)" >&2
-        apt_install protobuf-compiler
+        apt_install protobuf-compiler libprotobuf-dev
     fi
 }

@@ -26,7 +26,7 @@
 //! - otherwise the writer fails with [`Error::Conflict`].
 //!
 //! This relies on the writer being the only writer of its log while it is
-//! open (the single-writer model of DESIGN): another writer's appends
+//! open (the single-writer model of docs/wire.md): another writer's appends
 //! surface as [`Error::Conflict`] rather than interleaving silently. A batch
 //! that still failed after the client's retries with a retryable error
 //! (`UNAVAILABLE`) may or may not be in the log; the writer fails then too,

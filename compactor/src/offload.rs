@@ -1,4 +1,4 @@
-//! Offload of one sealed segment (DESIGN §5), step by step:
+//! Offload of one sealed segment (ARCHITECTURE.md, "The compactor"), step by step:
 //!
 //! 1. claim `segment/<ns>/<log>/<segment>` on this compactor's lease (several
 //!    compactors may run; a dead one's claims expire with its lease);

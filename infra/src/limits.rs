@@ -1,4 +1,4 @@
-//! Size and count limits of records and append requests (DESIGN §2).
+//! Size and count limits of records and append requests (docs/wire.md, "Limits").
 //!
 //! Configurable per deployment; requests above a limit are refused with
 //! `INVALID_ARGUMENT` before anything is written.

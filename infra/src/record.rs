@@ -384,7 +384,7 @@ mod tests {
     }
 }
 
-/// Where a read starts (DESIGN §6), shared by the SDK and the reader.
+/// Where a read starts (docs/wire.md, "Read"), shared by the SDK and the reader.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Start {
     /// At this offset.

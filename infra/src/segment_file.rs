@@ -1,4 +1,4 @@
-//! The Parquet form of a segment (DESIGN §5): one row per record,
+//! The Parquet form of a segment (docs/wire.md, "Parquet files"): one row per record,
 //!
 //! ```text
 //! offset UInt64, timestamp Timestamp(ms, UTC), txid Int64?, key Binary?,

@@ -12,7 +12,7 @@
 //! | [`owner`] | one log's sequencing, batching, quorum acks, segment roll and seal |
 //! | [`replicas`] | the pipelined `AddEntries` streams of one open segment |
 //! | [`orphans`] | adopting idle logs whose owner died with a segment open |
-//! | [`recovery`] | fence, copy and seal a segment left open (DESIGN §4 step 6) |
+//! | [`recovery`] | fence, copy and seal a segment left open (ARCHITECTURE.md, "The recovery protocol") |
 //! | [`pool`] | connections to cache nodes, ensemble choice |
 //! | [`service`] | the public `LogService` gRPC server |
 //! | [`error`] | errors and their gRPC status, redirects included |

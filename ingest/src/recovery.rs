@@ -1,5 +1,5 @@
-//! Recovery of a segment left `open` by a dead or deposed owner (DESIGN §4
-//! step 6), run by a new owner before it writes.
+//! Recovery of a segment left `open` by a dead or deposed owner (ARCHITECTURE.md,
+//! "The recovery protocol"), run by a new owner before it writes.
 //!
 //! 1. `Fence(segment, my_epoch)` to every node of the ensemble. A node that
 //!    answers refuses adds of older epochs from then on, also for entries

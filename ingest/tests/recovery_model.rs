@@ -1,4 +1,4 @@
-//! Exhaustive model of segment recovery (DESIGN §4 step 6), checked with
+//! Exhaustive model of segment recovery (ARCHITECTURE.md, "The recovery protocol"), checked with
 //! stateright's breadth-first model checker.
 //!
 //! # What is modelled
@@ -9,7 +9,7 @@
 //!
 //! * the entries it holds (entry id → epoch of the write that stored it),
 //! * its fencing epoch (initially 0): adds below it are refused, also for
-//!   entries the node does not hold yet (DESIGN §4 step 6: sticky fencing),
+//!   entries the node does not hold yet (sticky fencing, ARCHITECTURE.md),
 //! * the highest LAC piggybacked on an add it accepted.
 //!
 //! **The old owner** (epoch 1) appends entries `0..N` in order. Appending an
@@ -25,7 +25,7 @@
 //!
 //! An entry is *quorum-accepted* once `A` nodes accepted it. It is
 //! *acknowledged* (to the client) once it and every entry before it are
-//! quorum-accepted: DESIGN §4 step 3 acks clients in offset order, and the
+//! quorum-accepted: the owner acks clients in offset order, and the
 //! old owner's LAC is exactly the highest acknowledged entry. This
 //! distinction matters: an entry can be quorum-accepted behind a hole (an
 //! earlier entry that reached fewer than `A` nodes), and recovery is right to
@@ -43,8 +43,8 @@
 //!    read;
 //! 2. on the `E − A + 1 = 2`nd answer it takes the highest LAC among the
 //!    answers (fences still in flight may be delivered later, or never, and
-//!    their answers are ignored). The model keeps only that LAC: like DESIGN
-//!    step 6, the recovery below is driven by its stop rule, not by the last
+//!    their answers are ignored). The model keeps only that LAC: as in the protocol,
+//!    the recovery below is driven by its stop rule, not by the last
 //!    entry ids;
 //! 3. for entry ids from that LAC + 1 upward, it makes a *recovery read* of
 //!    the entry from the nodes (any of them may answer, in any order, or not
@@ -67,15 +67,15 @@
 //!
 //! [`FencingMode`] says which requests of the recovery fence a node:
 //!
-//! * [`FencingMode::Full`], the protocol of DESIGN §4 step 6: the `Fence`
+//! * [`FencingMode::Full`], the protocol of ARCHITECTURE.md: the `Fence`
 //!   and every recovery read fence the node before it answers;
 //! * [`FencingMode::NoReadFencing`]: no read fences, not even the step 1
 //!   `Fence`/LAC read: nodes just answer. This removes sticky fencing
 //!   altogether, and the checker finds an acknowledged entry cut off by the
 //!   seal;
 //! * [`FencingMode::FenceRequestOnly`]: the step 1 `Fence` fences, the entry
-//!   reads of step 3 do not (the variant DESIGN §4 step 6 warns about:
-//!   "BookKeeper lost acked entries when only the LAC read fenced").
+//!   reads of step 3 do not (the variant with which BookKeeper lost acknowledged entries,
+//!   because only its LAC read fenced).
 //!   Two nodes are fenced when the reads start, so the old owner cannot get
 //!   a *new* entry onto two nodes; but an entry that reached one fenced node
 //!   before its fence can still reach the third, unfenced, node later. If
@@ -155,7 +155,7 @@ type NodeId = u8;
 /// Which recovery requests fence the node they reach.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 enum FencingMode {
-    /// The `Fence` of step 1 and every recovery read fence (DESIGN §4 step 6).
+    /// The `Fence` of step 1 and every recovery read fence (ARCHITECTURE.md, "The recovery protocol").
     Full,
     /// Only the `Fence` of step 1 fences; entry reads do not.
     FenceRequestOnly,

@@ -1,4 +1,4 @@
-//! `ReadService` (DESIGN §7) over the [`ReadEngine`].
+//! `ReadService` (docs/wire.md) over the [`ReadEngine`].
 
 use std::pin::Pin;
 use std::sync::Arc;

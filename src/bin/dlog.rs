@@ -1,4 +1,4 @@
-//! The `dlog` command (DESIGN §8): run nodes, administer logs, append, read,
+//! The `dlog` command (docs/cli.md): run nodes, administer logs, append, read,
 //! benchmark. Errors print one line on stderr and exit non-zero.
 
 use std::process::ExitCode;

@@ -15,7 +15,7 @@ fn state_name(state: i32) -> &'static str {
     }
 }
 
-/// The JSON of `dlog logs info --json` (a contract: DESIGN §8).
+/// The JSON of `dlog logs info --json` (a contract: docs/cli.md).
 pub fn info_json(info: &pb::LogInfo) -> serde_json::Value {
     json!({
         "log": info.log,

@@ -1,4 +1,4 @@
-//! Command-line surface of `dlog`. The flags are a contract (DESIGN §8):
+//! Command-line surface of `dlog`. The flags are a contract (docs/cli.md):
 //! scripts depend on them, so they change only compatibly.
 
 use std::path::PathBuf;

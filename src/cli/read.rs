@@ -1,5 +1,5 @@
 //! `dlog read`: prints records, payloads one per line or one JSON object
-//! per record (`--json`, a contract: DESIGN §8).
+//! per record (`--json`, a contract: docs/cli.md).
 
 use std::io::{self, Write};
 

@@ -1,5 +1,5 @@
 //! The manifest: the cluster's shared state, as keys in a [`MetaStore`]
-//! under `/dlog/<cluster>/` (DESIGN §3).
+//! under `/dlog/<cluster>/` (ARCHITECTURE.md, "Manifest keys").
 //!
 //! ```text
 //! ns/<ns>                          NamespaceConfig            admin

@@ -1,4 +1,4 @@
-//! A child process a test owns, with the fault controls of DESIGN §9.
+//! A child process a test owns, with the fault controls the fault tests use (kill -9, SIGSTOP, SIGCONT, SIGINT).
 
 use std::path::Path;
 use std::process::{Child, Command, Stdio};

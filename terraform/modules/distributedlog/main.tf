@@ -49,7 +49,7 @@ locals {
     for i, name in local.etcd_member_names : "${name}=http://${local.etcd_private_ips[i]}:${local.etcd_peer_port}"
   ])
 
-  # The two URLs of `dlog serve` (DESIGN §8).
+  # The two URLs of `dlog serve` (docs/cli.md).
   metastore_url    = "etcd://${join(",", local.etcd_endpoints)}/${var.cluster_name}"
   object_prefix    = trim(var.object_prefix, "/")
   object_store_url = local.object_prefix == "" ? "s3://${aws_s3_bucket.segments.bucket}" : "s3://${aws_s3_bucket.segments.bucket}/${local.object_prefix}"
