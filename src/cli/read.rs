@@ -17,14 +17,23 @@ pub struct ReadArgs {
     /// The log, NS/LOG.
     pub log: String,
     /// Start at this offset.
-    #[arg(long, value_name = "OFFSET", conflicts_with_all = ["from_time", "from_txid"])]
+    #[arg(long, value_name = "OFFSET", conflicts_with_all = ["from_time", "from_txid", "from_tail"])]
     pub from: Option<u64>,
     /// Start at the first record stored at or after this RFC 3339 time (e.g. 2024-05-01T12:00:00Z).
-    #[arg(long, value_name = "RFC3339", conflicts_with = "from_txid")]
+    #[arg(long, value_name = "RFC3339", conflicts_with_all = ["from_txid", "from_tail"])]
     pub from_time: Option<String>,
     /// Start at the first record with a txid at or above X.
-    #[arg(long, value_name = "X", allow_negative_numbers = true)]
+    #[arg(
+        long,
+        value_name = "X",
+        allow_negative_numbers = true,
+        conflicts_with = "from_tail"
+    )]
     pub from_txid: Option<i64>,
+    /// Start at the tail: only records appended from now on (with --follow,
+    /// like `tail -f` without the history).
+    #[arg(long)]
+    pub from_tail: bool,
     /// Stop after N records.
     #[arg(long, value_name = "N")]
     pub limit: Option<u64>,
@@ -108,6 +117,7 @@ fn start_of(args: &ReadArgs) -> anyhow::Result<Start> {
         (Some(offset), _, _) => Start::Offset(*offset),
         (_, Some(time), _) => Start::Timestamp(parse_time(time)?),
         (_, _, Some(txid)) => Start::Txid(*txid),
+        _ if args.from_tail => Start::Tail,
         _ => Start::Earliest,
     })
 }
@@ -167,6 +177,13 @@ async fn print_records(
         };
         let stored = match next {
             Some(Ok(stored)) => stored,
+            Some(Err(err)) if err.code() == tonic::Code::Unimplemented => {
+                return Err(Failure::Read(anyhow!(
+                    "read {}: the endpoint serves no reads (an ingest node?); \
+                     give a reader node with --read-endpoint or DLOG_READ_ENDPOINT",
+                    args.log
+                )));
+            }
             Some(Err(err)) => {
                 // One line on stderr, whatever the server's message holds.
                 let message = err.to_string().replace(['\r', '\n'], " ");
@@ -274,6 +291,7 @@ mod tests {
             from,
             from_time: from_time.map(str::to_owned),
             from_txid,
+            from_tail: false,
             limit: None,
             follow: false,
             json: false,
@@ -292,5 +310,25 @@ mod tests {
             Start::Timestamp(1_000)
         );
         assert!(start_of(&args(None, Some("soon"), None)).is_err());
+        let tail = ReadArgs {
+            from_tail: true,
+            ..args(None, None, None)
+        };
+        assert_eq!(start_of(&tail).unwrap(), Start::Tail);
+    }
+
+    #[test]
+    fn from_tail_conflicts_with_other_starts() {
+        use clap::Parser;
+        #[derive(Debug, clap::Parser)]
+        struct Cli {
+            #[command(flatten)]
+            read: ReadArgs,
+        }
+        assert!(Cli::try_parse_from(["read", "a/b", "--from-tail"]).is_ok());
+        for other in [["--from", "3"], ["--from-txid", "3"], ["--from-time", "x"]] {
+            let args = ["read", "a/b", "--from-tail", other[0], other[1]];
+            assert!(Cli::try_parse_from(args).is_err(), "{args:?}");
+        }
     }
 }

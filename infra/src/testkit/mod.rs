@@ -21,9 +21,50 @@ use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-/// Whether we run under CI (`CI=true`), where nothing may be skipped.
+/// Whether we run under CI (`CI=true`, or `CI=1`, as `scripts/lib.sh`
+/// reads it too), where nothing may be skipped.
 pub fn is_ci() -> bool {
     std::env::var("CI").is_ok_and(|v| v == "true" || v == "1")
+}
+
+/// The project's Python venv (pyarrow, nats-server, the Terraform checks),
+/// resolved as `scripts/lib.sh` resolves it: `$DLOG_VENV`, else
+/// `${XDG_CACHE_HOME:-$HOME/.cache}/distributedlog/venv`.
+pub fn project_venv() -> PathBuf {
+    if let Some(venv) = std::env::var_os("DLOG_VENV").filter(|v| !v.is_empty()) {
+        return PathBuf::from(venv);
+    }
+    let cache = std::env::var_os("XDG_CACHE_HOME")
+        .filter(|v| !v.is_empty())
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|home| PathBuf::from(home).join(".cache")))
+        .unwrap_or_default();
+    cache.join("distributedlog/venv")
+}
+
+/// The venv's python when it can import `module`. Missing: `None` (skip,
+/// with a message) locally, a panic under CI.
+pub fn require_python_module(module: &str) -> Option<PathBuf> {
+    let python = project_venv().join("bin/python");
+    let imports = std::process::Command::new(&python)
+        .args(["-c", &format!("import {module}")])
+        .output()
+        .is_ok_and(|output| output.status.success());
+    match imports {
+        true => Some(python),
+        false if is_ci() => panic!(
+            "{} cannot import {module} and CI=true: a missing tool is a failure \
+             (run scripts/install-test-deps.sh)",
+            python.display()
+        ),
+        false => {
+            eprintln!(
+                "SKIPPED: {} cannot import {module} (run scripts/install-test-deps.sh)",
+                python.display()
+            );
+            None
+        }
+    }
 }
 
 /// Finds an executable on `PATH` or in the extra directories.

