@@ -157,11 +157,26 @@ pub struct Appended {
 /// [`Client::with_read_endpoints`] names reader nodes. In `dlog standalone`
 /// every role listens on one address; in a cluster, name both.
 ///
-/// ```no_run
+/// ```
 /// use distributedlog::{Client, Record};
 ///
-/// # async fn example() -> Result<(), distributedlog::ClientError> {
-/// let client = Client::new("http://127.0.0.1:7070");
+/// # #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
+/// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// # // A `dlog standalone` node in this process, on a free port.
+/// # let dir = tempfile::tempdir()?;
+/// # let port = dlog_infra::testkit::free_port();
+/// # let (data, listen) = (dir.path().to_owned(), format!("127.0.0.1:{port}"));
+/// # let stop = tokio_util::sync::CancellationToken::new();
+/// # let node = tokio::spawn(async move {
+/// #     distributedlog::server::standalone(&data, &listen, stop).await
+/// # });
+/// # while tokio::net::TcpStream::connect(("127.0.0.1", port)).await.is_err() {
+/// #     assert!(!node.is_finished(), "the standalone node stopped");
+/// #     tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+/// # }
+/// # let endpoint = format!("http://127.0.0.1:{port}");
+/// // e.g. "http://127.0.0.1:7070"; several endpoints comma-separated.
+/// let client = Client::new(&endpoint);
 /// client.create_log("ns/events").await?;
 /// // Only if the log is still at offset 0: a retry cannot write it twice.
 /// let appended = client

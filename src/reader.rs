@@ -56,17 +56,39 @@ pub struct TailInfo {
 impl Client {
     /// Reads `log` from `start`: a [`Stream`] of records in offset order.
     ///
-    /// ```no_run
+    /// ```
     /// use distributedlog::{Client, ReadOptions, Start};
     /// use futures::TryStreamExt;
     ///
-    /// # async fn example() -> Result<(), distributedlog::ClientError> {
-    /// let client = Client::new("http://127.0.0.1:7070");
+    /// # #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// # // A `dlog standalone` node in this process, on a free port.
+    /// # let dir = tempfile::tempdir()?;
+    /// # let port = dlog_infra::testkit::free_port();
+    /// # let (data, listen) = (dir.path().to_owned(), format!("127.0.0.1:{port}"));
+    /// # let stop = tokio_util::sync::CancellationToken::new();
+    /// # let node = tokio::spawn(async move {
+    /// #     distributedlog::server::standalone(&data, &listen, stop).await
+    /// # });
+    /// # while tokio::net::TcpStream::connect(("127.0.0.1", port)).await.is_err() {
+    /// #     assert!(!node.is_finished(), "the standalone node stopped");
+    /// #     tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    /// # }
+    /// # let endpoint = format!("http://127.0.0.1:{port}");
+    /// let client = Client::new(&endpoint);
+    /// # client.create_log("ns/events").await?;
+    /// # for i in 0..100 {
+    /// #     client.append("ns/events", vec![distributedlog::Record::new(format!("r{i}"))], None).await?;
+    /// # }
+    /// # let mut seen = 0;
     /// let options = ReadOptions { limit: Some(100), follow: true };
     /// let mut reader = client.reader("ns/events", Start::Earliest, options);
     /// while let Some(record) = reader.try_next().await? {
     ///     println!("{}: {:?}", record.offset, record.record.payload);
+    /// #   assert_eq!(record.offset, seen);
+    /// #   seen += 1;
     /// }
+    /// # assert_eq!(seen, 100, "the limit ends the followed read");
     /// # Ok(())
     /// # }
     /// ```
@@ -173,12 +195,31 @@ impl Client {
 /// cannot cure (then the error is the last item). Dropping it cancels the
 /// read.
 ///
-/// ```no_run
+/// ```
 /// use distributedlog::{Client, ReadOptions, Start};
 /// use futures::StreamExt;
 ///
-/// # async fn example() -> Result<(), distributedlog::ClientError> {
-/// let client = Client::new("http://127.0.0.1:7070");
+/// # #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
+/// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// # // A `dlog standalone` node in this process, on a free port.
+/// # let dir = tempfile::tempdir()?;
+/// # let port = dlog_infra::testkit::free_port();
+/// # let (data, listen) = (dir.path().to_owned(), format!("127.0.0.1:{port}"));
+/// # let stop = tokio_util::sync::CancellationToken::new();
+/// # let node = tokio::spawn(async move {
+/// #     distributedlog::server::standalone(&data, &listen, stop).await
+/// # });
+/// # while tokio::net::TcpStream::connect(("127.0.0.1", port)).await.is_err() {
+/// #     assert!(!node.is_finished(), "the standalone node stopped");
+/// #     tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+/// # }
+/// # let endpoint = format!("http://127.0.0.1:{port}");
+/// let client = Client::new(&endpoint);
+/// # client.create_log("ns/events").await?;
+/// # for i in 0..10 {
+/// #     client.append("ns/events", vec![distributedlog::Record::new(format!("r{i}"))], None).await?;
+/// # }
+/// # client.commit_subscription("ns/events", "billing", 4).await?;
 /// // Resume a subscription where it left off, and follow the log.
 /// let from = client.subscription("ns/events", "billing").await?.unwrap_or(0);
 /// let follow = ReadOptions { limit: None, follow: true };
@@ -189,7 +230,12 @@ impl Client {
 ///     client
 ///         .commit_subscription("ns/events", "billing", record.offset + 1)
 ///         .await?;
+/// #   if record.offset == 9 {
+/// #       break; // the example follows forever; the test stops at the tail
+/// #   }
 /// }
+/// # assert_eq!(from, 4);
+/// # assert_eq!(client.subscription("ns/events", "billing").await?, Some(10));
 /// # Ok(())
 /// # }
 /// ```

@@ -123,11 +123,26 @@ impl Client {
 /// flush now and then. Dropping the writer still sends what it queued;
 /// [`close`](LogWriter::close) also waits for it.
 ///
-/// ```no_run
+/// ```
 /// use distributedlog::{Client, LogWriter, Record, WriterOptions};
 ///
-/// # async fn example() -> Result<(), distributedlog::ClientError> {
-/// let client = Client::new("http://127.0.0.1:7070");
+/// # #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
+/// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// # // A `dlog standalone` node in this process, on a free port.
+/// # let dir = tempfile::tempdir()?;
+/// # let port = dlog_infra::testkit::free_port();
+/// # let (data, listen) = (dir.path().to_owned(), format!("127.0.0.1:{port}"));
+/// # let stop = tokio_util::sync::CancellationToken::new();
+/// # let node = tokio::spawn(async move {
+/// #     distributedlog::server::standalone(&data, &listen, stop).await
+/// # });
+/// # while tokio::net::TcpStream::connect(("127.0.0.1", port)).await.is_err() {
+/// #     assert!(!node.is_finished(), "the standalone node stopped");
+/// #     tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+/// # }
+/// # let endpoint = format!("http://127.0.0.1:{port}");
+/// let client = Client::new(&endpoint);
+/// # client.create_log("ns/events").await?;
 /// let writer: LogWriter = client.writer("ns/events", WriterOptions::default());
 /// let first = writer.write(Record::new("one"));
 /// let second = writer.write(Record::new("two"));
@@ -139,6 +154,7 @@ impl Client {
 /// }
 /// writer.flush().await?;
 /// writer.close().await?;
+/// # assert_eq!(client.get_log("ns/events").await?.next_offset, 1_002);
 /// # Ok(())
 /// # }
 /// ```

@@ -78,6 +78,34 @@ async fn append_rich(
     expected
 }
 
+/// The first entry of a sealed segment as `node` serves it (None: none).
+async fn read_first_entry(
+    cluster: &Cluster,
+    log: &str,
+    segment: &SegmentMeta,
+    node: &str,
+) -> Result<Option<Bytes>, tonic::Status> {
+    let name: LogName = log.parse().unwrap();
+    let log_id = cluster.manifest.log(&name).await.unwrap().log_id;
+    let cache = cluster.caches.iter().find(|c| c.id == node).unwrap();
+    let mut cache = CacheServiceClient::connect(cache.address()).await.unwrap();
+    let mut entries = cache
+        .read_entries(ReadEntriesRequest {
+            segment: Some(SegmentRef {
+                log: log.to_owned(),
+                log_id,
+                segment_id: segment.segment_id,
+            }),
+            from_entry: 0,
+            max_entries: 1,
+            fence_epoch: None,
+            sealed_last_entry: segment.last_entry_id,
+        })
+        .await?
+        .into_inner();
+    Ok(entries.message().await?.map(|m| m.entry))
+}
+
 /// Waits until every closed segment of `log` satisfies `done`; returns them.
 async fn wait_segments(
     cluster: &Cluster,
@@ -251,6 +279,24 @@ async fn offloaded_files_hold_exactly_the_records_appended() {
     client.seal(log).await.unwrap();
     expected.extend(append_rich(&client, log, 1_000, 3, 200).await);
     client.seal(log).await.unwrap();
+    // Positive control, at once (the drop comes at the earliest a grace
+    // period after the offload): every replica serves the segment just
+    // sealed.
+    let name: LogName = log.parse().unwrap();
+    let (sealed, _) = cluster.manifest.segments(&name).await.unwrap();
+    let last = sealed
+        .iter()
+        .rfind(|s| s.state != SegmentState::Open)
+        .unwrap();
+    for node in &last.ensemble {
+        let entry = read_first_entry(&cluster, log, last, node)
+            .await
+            .unwrap_or_else(|status| panic!("{node} does not serve a sealed segment: {status}"));
+        assert!(
+            entry.is_some(),
+            "{node} serves no entry of a sealed segment"
+        );
+    }
 
     let segments = wait_segments(&cluster, log, "offloaded", |s| {
         s.state == SegmentState::Offloaded
@@ -269,28 +315,25 @@ async fn offloaded_files_hold_exactly_the_records_appended() {
 
     // After the grace period the cache nodes let go of the segments.
     let segments = wait_segments(&cluster, log, "dropped from cache", offloaded_and_dropped).await;
-    let meta = cluster.manifest.log(&log.parse().unwrap()).await.unwrap();
-    for node in &segments[0].ensemble {
-        let cache = cluster.caches.iter().find(|c| &c.id == node).unwrap();
-        let mut cache = CacheServiceClient::connect(cache.address()).await.unwrap();
-        let read = cache
-            .read_entries(ReadEntriesRequest {
-                segment: Some(SegmentRef {
-                    log: log.to_owned(),
-                    log_id: meta.log_id,
-                    segment_id: segments[0].segment_id,
-                }),
-                from_entry: 0,
-                max_entries: 0,
-                fence_epoch: None,
-                sealed_last_entry: segments[0].last_entry_id,
-            })
-            .await;
-        let entries = match read {
-            Ok(response) => response.into_inner().message().await.ok().flatten(),
-            Err(_) => None,
-        };
-        assert!(entries.is_none(), "{node} still serves a dropped segment");
+    let log_id = cluster.manifest.log(&name).await.unwrap().log_id;
+    for segment in &segments {
+        for node in &segment.ensemble {
+            let status = read_first_entry(&cluster, log, segment, node)
+                .await
+                .expect_err("a cache node still serves a dropped segment");
+            assert_eq!(
+                (status.code(), status.message()),
+                (
+                    tonic::Code::FailedPrecondition,
+                    format!(
+                        "segment {log_id}/{} was dropped from this node",
+                        segment.segment_id
+                    )
+                    .as_str()
+                ),
+                "{node}"
+            );
+        }
     }
 
     // `dlog status` shows no offload lag left.
@@ -456,7 +499,15 @@ async fn trim_and_retention_remove_whole_segments_manifest_first() {
             cluster.compactors[0]
                 .wait_exit(Duration::from_secs(30))
                 .await,
-            "the compactor did not reach {point}"
+            "the compactor did not reach {point}:\n{}",
+            cluster.compactors[0].log_text()
+        );
+        assert!(
+            cluster.compactors[0]
+                .log_text()
+                .contains(&format!("failpoint {point}: aborting")),
+            "the compactor died elsewhere than {point}:\n{}",
+            cluster.compactors[0].log_text()
         );
         cluster.compactors[0].start();
         let left = wait_segments(&cluster, &log, "trimmed", |s| s.start_offset >= boundary).await;

@@ -11,14 +11,17 @@ mod common;
 
 use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
 use common::{Cluster, LEASE_TTL_SECS};
 use distributedlog::Client;
+use dlog_infra::manifest::SegmentState;
+use dlog_infra::names::LogName;
+use dlog_infra::proto::cache_service_client::CacheServiceClient;
 use dlog_infra::proto::log_service_client::LogServiceClient;
-use dlog_infra::proto::{self as pb};
+use dlog_infra::proto::{self as pb, FenceRequest, SegmentRef};
 use dlog_infra::record::Record;
 
 /// What a writer learned: acknowledged records by offset, and payloads
@@ -29,18 +32,26 @@ struct Written {
     in_doubt: Vec<Bytes>,
 }
 
+/// Shared with a running writer: `stop` ends it; `acked_end` is one past
+/// the highest offset acknowledged so far.
+#[derive(Debug, Clone, Default)]
+struct Control {
+    stop: Arc<AtomicBool>,
+    acked_end: Arc<AtomicU64>,
+}
+
 /// Appends one record at a time with `expected_offset` (so client retries
-/// cannot duplicate) until `stop`.
+/// cannot duplicate) until `control.stop`.
 async fn write_until(
     client: Arc<Client>,
     log: &'static str,
     prefix: &'static str,
-    stop: Arc<AtomicBool>,
+    control: Control,
 ) -> Written {
     let mut written = Written::default();
     let mut next = next_offset(&client, log).await;
     let mut i = 0u64;
-    while !stop.load(Ordering::Relaxed) {
+    while !control.stop.load(Ordering::Relaxed) {
         let payload = Bytes::from(format!("{prefix}-{i}"));
         i += 1;
         match client
@@ -54,6 +65,7 @@ async fn write_until(
                 );
                 written.acked.insert(next, payload);
                 next += 1;
+                control.acked_end.fetch_max(next, Ordering::Relaxed);
             }
             Err(err) => {
                 // Failed (maybe after landing): learn where the log is now.
@@ -137,8 +149,13 @@ async fn owner_killed_mid_stream_loses_no_acknowledged_record() {
     };
     let client = Arc::new(Client::new(endpoints(&cluster)));
     client.create_log("failover/a").await.unwrap();
-    let stop = Arc::new(AtomicBool::new(false));
-    let writer = tokio::spawn(write_until(client.clone(), "failover/a", "w", stop.clone()));
+    let control = Control::default();
+    let writer = tokio::spawn(write_until(
+        client.clone(),
+        "failover/a",
+        "w",
+        control.clone(),
+    ));
 
     tokio::time::sleep(Duration::from_millis(1500)).await;
     let owner = cluster
@@ -151,9 +168,23 @@ async fn owner_killed_mid_stream_loses_no_acknowledged_record() {
         .await
         .unwrap();
     cluster.ingests[owner].kill();
+    // The owner is dead: acknowledgements past this point (but for the one
+    // append that may have been in flight, at `acked_at_kill` itself) come
+    // from the new owner.
+    let acked_at_kill = control.acked_end.load(Ordering::Relaxed);
     tokio::time::sleep(Duration::from_secs(LEASE_TTL_SECS * 2 + 3)).await;
-    stop.store(true, Ordering::Relaxed);
+    control.stop.store(true, Ordering::Relaxed);
     let written = writer.await.unwrap();
+    assert!(
+        acked_at_kill >= 10,
+        "too few appends before the kill: {acked_at_kill}"
+    );
+    let acked_after_kill = written.acked.range(acked_at_kill + 1..).count();
+    assert!(
+        acked_after_kill > 0,
+        "no append acknowledged past offset {acked_at_kill}, where the log was when its \
+         owner was killed: writes did not continue after failover"
+    );
 
     let new_owner = cluster
         .owner_of("failover/a")
@@ -166,23 +197,13 @@ async fn owner_killed_mid_stream_loses_no_acknowledged_record() {
         .await
         .unwrap();
     assert!(after > before_kill, "the new owner has a newer epoch");
-    let acked_after_kill = written
-        .acked
-        .keys()
-        .filter(|o| **o >= written.acked.len() as u64 / 2)
-        .count();
-    assert!(
-        written.acked.len() >= 20,
-        "too few appends: {}",
-        written.acked.len()
-    );
-    assert!(acked_after_kill > 0);
 
     seal(&client, "failover/a").await;
     let stored = cluster.read_back("failover/a").await;
     check(&stored, &[&written]);
     eprintln!(
-        "failover: {} acknowledged, {} in doubt, {} stored, epoch {before_kill} -> {after}",
+        "failover: {} acknowledged ({acked_after_kill} past offset {acked_at_kill} at the \
+         kill), {} in doubt, {} stored, epoch {before_kill} -> {after}",
         written.acked.len(),
         written.in_doubt.len(),
         stored.len()
@@ -191,17 +212,28 @@ async fn owner_killed_mid_stream_loses_no_acknowledged_record() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_frozen_owner_past_its_lease_is_fenced_out() {
-    let Some(cluster) = Cluster::start(3, 2).await else {
+    let Some(mut cluster) = Cluster::start(3, 2).await else {
         return;
     };
     let client = Arc::new(Client::new(endpoints(&cluster)));
     client.create_log("freeze/a").await.unwrap();
-    let stop = Arc::new(AtomicBool::new(false));
-    let writer = tokio::spawn(write_until(client.clone(), "freeze/a", "w", stop.clone()));
+    let control = Control::default();
+    let writer = tokio::spawn(write_until(
+        client.clone(),
+        "freeze/a",
+        "w",
+        control.clone(),
+    ));
     tokio::time::sleep(Duration::from_millis(1000)).await;
 
     let frozen = cluster.owner_of("freeze/a").await.unwrap();
+    let epoch_at_freeze = cluster
+        .manifest
+        .epoch(&"freeze/a".parse().unwrap())
+        .await
+        .unwrap();
     cluster.ingests[frozen].process().stop();
+    let acked_at_freeze = control.acked_end.load(Ordering::Relaxed);
     // The client times out on the frozen node (5 s), moves to the other,
     // which takes over once the frozen node's lease expired.
     let mut survivor = None;
@@ -212,36 +244,86 @@ async fn a_frozen_owner_past_its_lease_is_fenced_out() {
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    assert!(survivor.is_some(), "another node took over");
+    let survivor = survivor.expect("another node took over");
     // Let the survivor write for a while before the frozen node wakes.
     tokio::time::sleep(Duration::from_secs(1)).await;
 
-    // Wake the frozen owner and write to it directly, without redirects.
+    // Wake the frozen owner and write to it directly, without redirects,
+    // until it stops: a node that finds its lease lost shuts itself down.
     cluster.ingests[frozen].process().cont();
     let mut direct = LogServiceClient::connect(cluster.ingests[frozen].address())
         .await
-        .ok();
+        .expect("the woken node still listens");
     let mut probes = Vec::new();
+    // What the woken node answered, in order: (code, message).
+    let mut answers: Vec<(tonic::Code, String)> = Vec::new();
     for i in 0..20 {
         let payload = Bytes::from(format!("zombie-{i}"));
         probes.push(payload.clone());
-        if let Some(c) = direct.as_mut() {
-            let result = c
-                .append(pb::AppendRequest {
-                    log: "freeze/a".into(),
-                    records: vec![Record::new(payload).into()],
-                    expected_offset: None,
-                })
-                .await;
-            assert!(
-                result.is_err(),
-                "the fenced owner acknowledged a write: {result:?}"
-            );
-        }
+        let status = direct
+            .append(pb::AppendRequest {
+                log: "freeze/a".into(),
+                records: vec![Record::new(payload).into()],
+                expected_offset: None,
+            })
+            .await
+            .expect_err("the fenced owner acknowledged a write");
+        answers.push((status.code(), status.message().to_owned()));
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    stop.store(true, Ordering::Relaxed);
+    control.stop.store(true, Ordering::Relaxed);
     let written = writer.await.unwrap();
+    eprintln!("freeze: the woken owner answered {answers:?}");
+    assert!(
+        cluster.ingests[frozen]
+            .wait_exit(Duration::from_secs(20))
+            .await,
+        "the node that lost its lease keeps running"
+    );
+    assert!(
+        cluster.ingests[frozen]
+            .log_text()
+            .contains("lost the node lease; stopping"),
+        "the woken node stopped for another reason:\n{}",
+        cluster.ingests[frozen].log_text()
+    );
+    // While it still answered, it refused with one of these; then its port
+    // closed (connection refused), and never did it answer again.
+    let refusals = [
+        format!(
+            "ownership of log freeze/a was lost (epoch {epoch_at_freeze} is no longer current): retry"
+        ),
+        "the ingest node is shutting down".to_owned(),
+        format!(
+            "log freeze/a is owned by node {} at {}",
+            cluster.ingests[survivor].id,
+            cluster.ingests[survivor].address()
+        ),
+    ];
+    let answered = answers
+        .iter()
+        .take_while(|(_, message)| message != "tcp connect error")
+        .count();
+    for (code, message) in &answers[..answered] {
+        assert!(
+            *code == tonic::Code::Unavailable && refusals.contains(message),
+            "unexpected refusal: {code:?} {message:?}"
+        );
+    }
+    for (code, message) in &answers[answered..] {
+        assert_eq!(
+            (*code, message.as_str()),
+            (tonic::Code::Unavailable, "tcp connect error"),
+            "the stopped node answered again"
+        );
+    }
+    let acked_after_freeze = written.acked.range(acked_at_freeze + 1..).count();
+    assert!(
+        acked_after_freeze > 0,
+        "no append acknowledged past offset {acked_at_freeze}, where the log was when its \
+         owner froze: writes did not continue on the survivor"
+    );
+
     seal(&client, "freeze/a").await;
     let stored = cluster.read_back("freeze/a").await;
     for probe in &probes {
@@ -252,11 +334,101 @@ async fn a_frozen_owner_past_its_lease_is_fenced_out() {
     }
     check(&stored, &[&written]);
     eprintln!(
-        "freeze: {} acknowledged, {} in doubt, {} stored",
+        "freeze: {} acknowledged ({acked_after_freeze} past offset {acked_at_freeze} at the \
+         freeze), {} in doubt, {} stored",
         written.acked.len(),
         written.in_doubt.len(),
         stored.len()
     );
+}
+
+/// What a new owner does to the old one, without a new owner process: move
+/// the log's epoch up in the manifest, then fence the open segment at that
+/// epoch on every node of its ensemble. The old owner, still alive and
+/// still registered as owner, must then fail the next append (its add is
+/// refused by the cache nodes' fence, its seal by the manifest's), and
+/// nothing it tried may be readable.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_owner_fenced_on_its_ensemble_cannot_append() {
+    let Some(cluster) = Cluster::start(3, 1).await else {
+        return;
+    };
+    let log = "fence/a";
+    let name: LogName = log.parse().unwrap();
+    let client = Client::new(cluster.ingests[0].address());
+    client.create_log(log).await.unwrap();
+    let mut written = Written::default();
+    for i in 0..10u64 {
+        let payload = Bytes::from(format!("before-{i}"));
+        client
+            .append(log, vec![Record::new(payload.clone())], Some(i))
+            .await
+            .unwrap();
+        written.acked.insert(i, payload);
+    }
+
+    let (segments, _) = cluster.manifest.segments(&name).await.unwrap();
+    let open = segments.last().unwrap();
+    assert_eq!(open.state, SegmentState::Open);
+    let log_id = cluster.manifest.log(&name).await.unwrap().log_id;
+    let epoch = cluster.manifest.epoch(&name).await.unwrap();
+    let newer = cluster.manifest.bump_epoch(&name, epoch).await.unwrap();
+    let reference = SegmentRef {
+        log: log.to_owned(),
+        log_id,
+        segment_id: open.segment_id,
+    };
+    for node in &open.ensemble {
+        let cache = cluster.caches.iter().find(|c| &c.id == node).unwrap();
+        let mut cache = CacheServiceClient::connect(cache.address()).await.unwrap();
+        cache
+            .fence(FenceRequest {
+                segment: Some(reference.clone()),
+                epoch: newer,
+            })
+            .await
+            .unwrap_or_else(|err| panic!("fence {node}: {err}"));
+    }
+
+    // Straight to the owner: the SDK would retry, and a retry re-acquires
+    // the log at a newer epoch, legitimately.
+    let mut owner = LogServiceClient::connect(cluster.ingests[0].address())
+        .await
+        .unwrap();
+    let status = owner
+        .append(pb::AppendRequest {
+            log: log.into(),
+            records: vec![Record::new("zombie").into()],
+            expected_offset: Some(10),
+        })
+        .await
+        .expect_err("an owner fenced on every replica acknowledged an append");
+    assert_eq!(
+        (status.code(), status.message()),
+        (
+            tonic::Code::Unavailable,
+            format!("ownership of log {log} was lost (epoch {epoch} is no longer current): retry")
+                .as_str()
+        )
+    );
+    // The refusal came from the cache nodes' fence.
+    let refused = format!(
+        "segment {log_id}/{} is fenced at epoch {newer}: epoch {epoch} refused",
+        open.segment_id
+    );
+    let node_log = cluster.ingests[0].log_text();
+    assert!(
+        node_log.contains(&refused),
+        "the owner's log does not show the cache nodes refusing its add ({refused}):\n{node_log}"
+    );
+
+    // A new acquisition (the SDK's retry) recovers the log: the zombie
+    // record is nowhere.
+    seal(&client, log).await;
+    let stored = cluster.read_back(log).await;
+    assert_eq!(stored, written.acked, "nothing new is readable");
+    check(&stored, &[&written]);
+    assert_eq!(client.get_log(log).await.unwrap().next_offset, 10);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -266,25 +438,26 @@ async fn a_cache_node_killed_mid_stream_rolls_the_segment() {
     };
     let client = Arc::new(Client::new(endpoints(&cluster)));
     client.create_log("cachefail/a").await.unwrap();
-    let stop = Arc::new(AtomicBool::new(false));
+    let control = Control::default();
     let writer = tokio::spawn(write_until(
         client.clone(),
         "cachefail/a",
         "w",
-        stop.clone(),
+        control.clone(),
     ));
     tokio::time::sleep(Duration::from_millis(1000)).await;
-    let acked_before = client.get_log("cachefail/a").await.unwrap().next_offset;
     cluster.caches[0].kill();
+    let acked_at_kill = control.acked_end.load(Ordering::Relaxed);
     tokio::time::sleep(Duration::from_secs(3)).await;
-    stop.store(true, Ordering::Relaxed);
+    control.stop.store(true, Ordering::Relaxed);
     let written = writer.await.unwrap();
 
     let info = client.get_log("cachefail/a").await.unwrap();
+    let acked_after_kill = written.acked.range(acked_at_kill + 1..).count();
     assert!(
-        info.next_offset > acked_before + 10,
-        "appends continued: {acked_before} -> {}",
-        info.next_offset
+        acked_after_kill >= 10,
+        "appends continued past offset {acked_at_kill}, where the log was when the cache \
+         node was killed: {acked_after_kill} acknowledged"
     );
     assert!(
         info.segments.len() >= 2,
@@ -438,11 +611,20 @@ async fn redirects_and_bad_inputs() {
     assert_eq!(info.next_offset, next);
 }
 
+/// Lease of the ingest nodes in the clean hand-over test.
+const HANDOVER_LEASE_SECS: u64 = 30;
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn segments_roll_by_policy_and_a_clean_shutdown_hands_over() {
     let Some(mut cluster) = Cluster::start(3, 2).await else {
         return;
     };
+    // Ingest nodes on a long lease: a hand-over that waited for the lease
+    // would take 30 s, far past any scheduling delay of a busy machine.
+    for node in &mut cluster.ingests {
+        node.kill();
+        node.start_with_env(&[("DLOG_NODE_LEASE_TTL_SECS", &HANDOVER_LEASE_SECS.to_string())]);
+    }
     let namespace = dlog_infra::names::Namespace::new("roll").unwrap();
     let mut config = dlog_infra::manifest::NamespaceConfig::default();
     config.roll.max_records = 50;
@@ -513,8 +695,9 @@ async fn segments_roll_by_policy_and_a_clean_shutdown_hands_over() {
         .unwrap();
     assert_eq!(appended.first_offset, 200);
     assert!(
-        started.elapsed() < Duration::from_secs(LEASE_TTL_SECS),
-        "took over without waiting for a lease"
+        started.elapsed() < Duration::from_secs(HANDOVER_LEASE_SECS / 2),
+        "took {:?}: waited for the {HANDOVER_LEASE_SECS} s lease",
+        started.elapsed()
     );
 }
 
@@ -570,5 +753,168 @@ async fn nodes_serve_health_and_reflection() {
             names.contains(&service.to_owned()),
             "{service} missing from {names:?}"
         );
+    }
+}
+
+/// Writes one sealed segment of `log` straight to the three cache nodes:
+/// entries of two records each, as `copy(log_id, node, entry_id)` says
+/// each node holds them, sealed at `end_offset`. No ingest node is involved.
+async fn hand_written_segment(
+    cluster: &Cluster,
+    log: &str,
+    entries: u64,
+    end_offset: u64,
+    copy: impl Fn(u64, usize, u64) -> Bytes,
+) {
+    let name: LogName = log.parse().unwrap();
+    let log_id = cluster.manifest.create_log(&name).await.unwrap().log_id;
+    let epoch = cluster.manifest.bump_epoch(&name, 0).await.unwrap();
+    let ensemble: Vec<String> = cluster.caches.iter().map(|c| c.id.clone()).collect();
+    let template = dlog_infra::manifest::SegmentMeta {
+        segment_id: 0,
+        epoch,
+        ensemble: ensemble.clone(),
+        write_quorum: 3,
+        ack_quorum: 3,
+        start_offset: 0,
+        state: SegmentState::Open,
+        end_offset: None,
+        last_entry_id: None,
+        bytes: 0,
+        min_timestamp_ms: None,
+        max_timestamp_ms: None,
+        min_txid: None,
+        max_txid: None,
+        object: None,
+        cache_dropped: false,
+    };
+    let segment = cluster
+        .manifest
+        .create_segment(&name, epoch, template)
+        .await
+        .unwrap();
+    assert_eq!(segment.segment_id, 1, "the log's first segment");
+    let reference = SegmentRef {
+        log: log.to_owned(),
+        log_id,
+        segment_id: segment.segment_id,
+    };
+    for (i, node) in cluster.caches.iter().enumerate() {
+        let mut cache = CacheServiceClient::connect(node.address()).await.unwrap();
+        let requests: Vec<pb::AddEntryRequest> = (0..entries)
+            .map(|entry_id| pb::AddEntryRequest {
+                segment: Some(reference.clone()),
+                epoch,
+                entry: copy(log_id, i, entry_id),
+                lac: None,
+            })
+            .collect();
+        let mut acks = cache
+            .add_entries(futures::stream::iter(requests))
+            .await
+            .unwrap()
+            .into_inner();
+        for entry_id in 0..entries {
+            let ack = acks.message().await.unwrap().expect("an ack per entry");
+            assert_eq!(ack.entry_id, entry_id);
+        }
+    }
+    let seal = dlog_infra::manifest::SealInfo {
+        end_offset,
+        last_entry_id: Some(entries - 1),
+        ..Default::default()
+    };
+    cluster
+        .manifest
+        .seal_segment(&name, epoch, segment.segment_id, &seal)
+        .await
+        .unwrap();
+}
+
+/// Entry `entry_id` of the first segment of the log with id `log_id`:
+/// records `p<2k>` and `p<2k+1>`, the last byte of the second one's
+/// payload replaced by `last`.
+fn two_record_entry(log_id: u64, entry_id: u64, last: u8) -> Bytes {
+    let record = |offset: u64| dlog_infra::codec::EntryRecord {
+        timestamp_ms: 1_700_000_000_000,
+        record: Record::new(Bytes::from(format!("p{offset}"))),
+    };
+    let first_offset = 2 * entry_id;
+    let mut second = record(first_offset + 1);
+    let mut payload = second.record.payload.to_vec();
+    *payload.last_mut().unwrap() = last;
+    second.record.payload = payload.into();
+    dlog_infra::codec::encode_entry(
+        &dlog_infra::codec::EntryHeader {
+            log_id,
+            segment_id: 1,
+            entry_id,
+            epoch: 1,
+            first_offset,
+            lac: entry_id.checked_sub(1),
+            record_count: 2,
+        },
+        &[record(first_offset), second],
+    )
+}
+
+/// The checker itself: `read_back` returns what every replica agrees on,
+/// and fails on two valid copies of an entry that differ in one byte, and
+/// on an entry that straddles the sealed end.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn read_back_fails_on_diverging_replicas_and_straddled_seals() {
+    use futures::FutureExt;
+    let Some(cluster) = Cluster::start(3, 0).await else {
+        return;
+    };
+    // The last byte of the second record of an entry, as written.
+    let digit = |entry: u64| format!("p{}", 2 * entry + 1).into_bytes().pop().unwrap();
+    let agreeing =
+        |log_id: u64, _node: usize, entry: u64| two_record_entry(log_id, entry, digit(entry));
+    hand_written_segment(&cluster, "check/agree", 3, 6, agreeing).await;
+    hand_written_segment(&cluster, "check/diverge", 3, 6, |log_id, node, entry| {
+        // cache-2's copy of entry 1: "p3" becomes "p4", CRC and all valid.
+        let last = if (node, entry) == (1, 1) {
+            b'4'
+        } else {
+            digit(entry)
+        };
+        two_record_entry(log_id, entry, last)
+    })
+    .await;
+    // Three entries hold offsets 0..6, the seal says the log ends at 5.
+    hand_written_segment(&cluster, "check/straddle", 3, 5, agreeing).await;
+
+    let stored = cluster.read_back("check/agree").await;
+    let expected: BTreeMap<u64, Bytes> = (0..6u64)
+        .map(|o| (o, Bytes::from(format!("p{o}"))))
+        .collect();
+    assert_eq!(stored, expected, "agreeing replicas read back exactly");
+
+    for (log, complaint) in [
+        (
+            "check/diverge",
+            "replicas cache-1 and cache-2 hold different copies of entry 1",
+        ),
+        (
+            "check/straddle",
+            "entry 2 holds offsets 4..6, straddling the sealed end 5",
+        ),
+    ] {
+        let outcome = std::panic::AssertUnwindSafe(cluster.read_back(log))
+            .catch_unwind()
+            .await;
+        let message = match outcome {
+            Ok(records) => panic!("read_back({log}) accepted it: {records:?}"),
+            Err(payload) => payload
+                .downcast_ref::<String>()
+                .cloned()
+                .unwrap_or_default(),
+        };
+        assert!(
+            message.contains(complaint),
+            "read_back({log}) failed for another reason: {message}"
+        );
+        eprintln!("read_back({log}) refused: {message}");
     }
 }

@@ -117,13 +117,17 @@ fn read_count(node: &Standalone, log: &str) -> usize {
     out.lines().count()
 }
 
-/// pyarrow reads the file; returns its row count (None: no pyarrow here).
-fn pyarrow_rows(file: &Path) -> Option<u64> {
+/// pyarrow reads the file; returns its rows as `offset payload` lines
+/// (None: no pyarrow here).
+fn pyarrow_rows(file: &Path) -> Option<String> {
     let python = require_python_module("pyarrow")?;
     let output = Command::new(python)
         .args([
             "-c",
-            "import sys, pyarrow.parquet as pq; print(pq.read_table(sys.argv[1]).num_rows)",
+            "import sys, pyarrow.parquet as pq\n\
+             t = pq.read_table(sys.argv[1], columns=['offset', 'payload'])\n\
+             for o, p in zip(t.column('offset').to_pylist(), t.column('payload').to_pylist()):\n\
+             \x20   print(o, p.decode())",
         ])
         .arg(file)
         .output()
@@ -133,13 +137,7 @@ fn pyarrow_rows(file: &Path) -> Option<u64> {
         "{}",
         String::from_utf8_lossy(&output.stderr)
     );
-    Some(
-        String::from_utf8(output.stdout)
-            .unwrap()
-            .trim()
-            .parse()
-            .unwrap(),
-    )
+    Some(String::from_utf8(output.stdout).unwrap())
 }
 
 #[test]
@@ -166,7 +164,16 @@ fn the_readme_walkthrough_survives_kill_9_and_ctrl_c() {
     let key = info["segments"][0]["object"].as_str().unwrap();
     let file = node.data_dir().join("objects").join(key);
     if let Some(rows) = pyarrow_rows(&file) {
-        assert_eq!(rows, 100_000);
+        // Line i (from 1) of the input is the record at offset i - 1.
+        let expected: String = (1..=100_000u64)
+            .map(|i| format!("{} {i}\n", i - 1))
+            .collect();
+        assert!(
+            rows == expected,
+            "the Parquet file's rows differ from the lines appended ({} vs {} bytes)",
+            rows.len(),
+            expected.len()
+        );
     }
 
     // kill -9 in the middle of nothing special: every acknowledged record

@@ -394,6 +394,10 @@ class Checker:
 
     def run(self) -> None:
         self.load()
+        if not self.modules:
+            # A wrong path or an emptied tree must not pass as "no problems".
+            self.problem(self.rel(self.root), "no .tf files found: nothing to check")
+            return
         for mod in self.modules.values():
             self.check_module(mod)
         self.check_unused_templates()

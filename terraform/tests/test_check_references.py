@@ -183,7 +183,15 @@ def main(argv: list[str]) -> int:
                 print(f"checker self-test: MISSED {what}: expected a problem containing {expected!r}, got:")
                 for p in found or ["(no problems)"]:
                     print("  " + p)
-    print(f"checker self-test: {len(CASES) - failures} of {len(CASES)} broken copies reported")
+        # A tree with no .tf files at all is a failure, not a clean pass.
+        empty = os.path.join(tmp, "empty")
+        os.mkdir(empty)
+        empty_refused = any("no .tf files found" in p for p in problems_of(empty))
+        if not empty_refused:
+            failures += 1
+            print("checker self-test: MISSED an empty tree: it passed with no files checked")
+    reported = len(CASES) + 1 - failures
+    print(f"checker self-test: {reported} of {len(CASES) + 1} broken copies reported (the last: an empty tree)")
     return 1 if failures else 0
 
 

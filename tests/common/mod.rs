@@ -60,6 +60,10 @@ impl Node {
 
     fn spawn(&mut self, env: &[(&str, &str)]) {
         let mut command = Command::new(env!("CARGO_BIN_EXE_dlog"));
+        // Defaults first: the node's and the call's environment override them.
+        command
+            .env("DLOG_NODE_LEASE_TTL_SECS", LEASE_TTL_SECS.to_string())
+            .env("RUST_LOG", "info");
         for (key, value) in self
             .env
             .iter()
@@ -80,9 +84,7 @@ impl Node {
             .arg("--data-dir")
             .arg(&self.dir)
             .args(["--node-id", &self.id])
-            .args(&self.extra_args)
-            .env("DLOG_NODE_LEASE_TTL_SECS", LEASE_TTL_SECS.to_string())
-            .env("RUST_LOG", "info");
+            .args(&self.extra_args);
         let log = self.dir.join(format!("{}.log", self.id));
         std::fs::create_dir_all(&self.dir).unwrap();
         self.process = Some(Process::spawn(&self.id, command, &log).unwrap());
@@ -188,7 +190,7 @@ impl Cluster {
         }
         let manifest = Manifest::new(etcd.store().await, "default");
         // Wait until every node registered.
-        for _ in 0..100 {
+        for attempt in 0..100 {
             let registered = manifest
                 .nodes(dlog_infra::manifest::Role::Cache)
                 .await
@@ -202,6 +204,11 @@ impl Cluster {
             if registered == caches.len() + ingests.len() {
                 break;
             }
+            assert!(
+                attempt < 99,
+                "{registered} of {} nodes registered in 10 s",
+                caches.len() + ingests.len()
+            );
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
         Some(Cluster {
@@ -223,13 +230,12 @@ impl Cluster {
         self.ingests.iter().position(|n| n.id == owner.id)
     }
 
-    fn cache_address(&self, id: &str) -> Option<String> {
-        self.caches.iter().find(|n| n.id == id).map(Node::address)
-    }
-
     /// Every record of the log as stored: offset → payload, read from the
     /// cache nodes segment by segment up to each sealed segment's end.
-    /// Panics on a gap, an overlap or an open segment.
+    /// Every live replica of a segment is read, and the copies of each
+    /// entry must be byte-equal. Panics on a gap, an overlap, an open
+    /// segment, an entry no live replica holds, replicas that disagree, or
+    /// an entry that straddles the sealed end.
     pub async fn read_back(&self, log: &str) -> BTreeMap<u64, Bytes> {
         let name: LogName = log.parse().unwrap();
         let meta = self.manifest.log(&name).await.unwrap();
@@ -248,65 +254,133 @@ impl Cluster {
             );
             let end = segment.end_offset.unwrap();
             expected_start = end;
-            if end == segment.start_offset {
+            let Some(last_entry) = segment.last_entry_id else {
+                assert_eq!(
+                    end, segment.start_offset,
+                    "segment {} of {log} has records but no last entry",
+                    segment.segment_id
+                );
                 continue;
-            }
+            };
             let reference = SegmentRef {
                 log: log.to_owned(),
                 log_id: meta.log_id,
                 segment_id: segment.segment_id,
             };
-            let mut next_offset = segment.start_offset;
-            let mut next_entry = 0;
-            'entries: while next_offset < end {
-                let mut progressed = false;
-                for node in &segment.ensemble {
-                    let Some(address) = self.cache_address(node) else {
-                        continue;
-                    };
-                    let Ok(mut client) = CacheServiceClient::connect(address).await else {
-                        continue;
-                    };
-                    let request = ReadEntriesRequest {
-                        segment: Some(reference.clone()),
-                        from_entry: next_entry,
-                        max_entries: 0,
-                        fence_epoch: None,
-                        // A sealed segment reads up to its sealed last entry.
-                        sealed_last_entry: segment.last_entry_id,
-                    };
-                    let Ok(response) = client.read_entries(request).await else {
-                        continue;
-                    };
-                    let mut stream = response.into_inner();
-                    while let Ok(Some(message)) = stream.message().await {
-                        let entry = decode_entry(message.entry).unwrap();
-                        if entry.header.entry_id != next_entry || next_offset >= end {
-                            break;
+            // entry id → (node, bytes) of the first copy read.
+            let mut copies: BTreeMap<u64, (String, Bytes)> = BTreeMap::new();
+            for node in &segment.ensemble {
+                let Some(address) = self.live_cache_address(node) else {
+                    continue;
+                };
+                for (entry_id, bytes) in read_replica(&address, &reference, last_entry).await {
+                    match copies.get(&entry_id) {
+                        None => {
+                            copies.insert(entry_id, (node.clone(), bytes));
                         }
-                        assert_eq!(
-                            entry.header.first_offset, next_offset,
-                            "entry offsets are dense"
-                        );
-                        for record in entry.records {
-                            if next_offset < end {
-                                records.insert(next_offset, record.record.payload);
-                            }
-                            next_offset += 1;
-                        }
-                        next_entry += 1;
-                        progressed = true;
-                    }
-                    if progressed {
-                        continue 'entries;
+                        Some((first, held)) => assert!(
+                            *held == bytes,
+                            "segment {} of {log}: replicas {first} and {node} hold different \
+                             copies of entry {entry_id} ({} and {} bytes)",
+                            segment.segment_id,
+                            held.len(),
+                            bytes.len()
+                        ),
                     }
                 }
-                panic!(
-                    "segment {} of {log}: no replica has entry {next_entry}",
+            }
+            let mut next_offset = segment.start_offset;
+            for entry_id in 0..=last_entry {
+                let Some((_, bytes)) = copies.get(&entry_id) else {
+                    panic!(
+                        "segment {} of {log}: no live replica has entry {entry_id}",
+                        segment.segment_id
+                    );
+                };
+                let entry = decode_entry(bytes.clone()).unwrap();
+                assert_eq!(
+                    entry.header.first_offset, next_offset,
+                    "segment {} of {log}: entry {entry_id} breaks dense offsets",
                     segment.segment_id
                 );
+                let entry_end = next_offset + entry.records.len() as u64;
+                assert!(
+                    entry_end <= end,
+                    "segment {} of {log}: entry {entry_id} holds offsets {next_offset}..{entry_end}, \
+                     straddling the sealed end {end}",
+                    segment.segment_id
+                );
+                for record in entry.records {
+                    records.insert(next_offset, record.record.payload);
+                    next_offset += 1;
+                }
             }
+            assert_eq!(
+                next_offset, end,
+                "segment {} of {log}: entries up to the last ({last_entry}) end at offset \
+                 {next_offset}, the seal says {end}",
+                segment.segment_id
+            );
         }
         records
     }
+
+    /// The address of a cache node whose process is running.
+    fn live_cache_address(&self, id: &str) -> Option<String> {
+        self.caches
+            .iter()
+            .find(|n| n.id == id && n.process.is_some())
+            .map(Node::address)
+    }
+}
+
+/// Every entry up to `last_entry` that the replica at `address` holds, by
+/// id. A replica may lack some (it was closed before they reached it) or the
+/// whole segment; any other refusal fails the test.
+async fn read_replica(
+    address: &str,
+    segment: &SegmentRef,
+    last_entry: u64,
+) -> BTreeMap<u64, Bytes> {
+    let mut client = CacheServiceClient::connect(address.to_owned())
+        .await
+        .unwrap_or_else(|err| panic!("connect to live cache node {address}: {err}"));
+    let mut held = BTreeMap::new();
+    let mut from = 0;
+    while from <= last_entry {
+        let request = ReadEntriesRequest {
+            segment: Some(segment.clone()),
+            from_entry: from,
+            max_entries: 0,
+            fence_epoch: None,
+            // A sealed segment reads up to its sealed last entry.
+            sealed_last_entry: Some(last_entry),
+        };
+        let mut stream = match client.read_entries(request).await {
+            Ok(response) => response.into_inner(),
+            // Not there: this entry (skip it), or the whole segment.
+            Err(status) if status.code() == tonic::Code::NotFound => {
+                if status.message().starts_with("segment ") {
+                    return held;
+                }
+                from += 1;
+                continue;
+            }
+            Err(status) => panic!("read segment {segment:?} from {address}: {status}"),
+        };
+        let before = held.len();
+        while let Some(message) = stream
+            .message()
+            .await
+            .unwrap_or_else(|err| panic!("read segment {segment:?} from {address}: {err}"))
+        {
+            let entry = decode_entry(message.entry.clone()).unwrap();
+            held.insert(entry.header.entry_id, message.entry);
+            from = entry.header.entry_id + 1;
+        }
+        if held.len() == before {
+            break;
+        }
+    }
+    held
 }
