@@ -325,6 +325,7 @@ mod tests {
         (buf.freeze(), starts)
     }
 
+    /// Every frame of file 7: a record, or the error met there.
     fn parse_all(file: &Bytes) -> Vec<Result<Record, FrameError>> {
         let mut chain = parse_file_header(file, 7).unwrap();
         let mut at = FILE_HEADER_LEN;
@@ -335,16 +336,17 @@ mod tests {
                     out.push(Ok(next.parsed.record));
                     (at, chain) = (next.next, next.chain);
                 }
-                Err(FrameError::BadPayload { next, chain: c, .. }) => {
+                Err(FrameError::BadPayload {
+                    segment,
+                    next,
+                    chain: after,
+                }) => {
                     out.push(Err(FrameError::BadPayload {
-                        segment: SegmentKey {
-                            log_id: 0,
-                            segment_id: 0,
-                        },
-                        next: 0,
-                        chain: 0,
+                        segment,
+                        next,
+                        chain: after,
                     }));
-                    (at, chain) = (next, c);
+                    (at, chain) = (next, after);
                 }
                 Err(err) => {
                     out.push(Err(err));
@@ -394,6 +396,24 @@ mod tests {
             parse_all(&Bytes::from(copied)),
             vec![Err(FrameError::BadHeader)]
         );
+    }
+
+    #[test]
+    fn a_damaged_payload_names_its_segment_and_the_next_frame_is_kept() {
+        let fence = |epoch| Record::Fence { segment: S, epoch };
+        let (file, starts) = file_with(&[fence(1), fence(2), fence(3)]);
+        let mut damaged = file.to_vec();
+        damaged[starts[1] + FRAME_HEADER_LEN] ^= 0x08;
+        let parsed = parse_all(&Bytes::from(damaged));
+        assert_eq!(parsed.len(), 3);
+        assert_eq!(parsed[0], Ok(fence(1)));
+        assert!(
+            matches!(parsed[1], Err(FrameError::BadPayload { segment, next, .. })
+                if segment == S && next == starts[2]),
+            "{:?}",
+            parsed[1]
+        );
+        assert_eq!(parsed[2], Ok(fence(3)));
     }
 
     #[test]
