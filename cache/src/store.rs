@@ -19,7 +19,9 @@
 //!   its sealed last entry; recovery reads carry the fencing epoch, fence
 //!   the segment first (sticky) and may read to the last entry;
 //! * every read checks the entry's CRC; a bad one marks the segment damaged
-//!   here (`DATA_LOSS`) so readers go to another replica.
+//!   here (`DATA_LOSS`) so readers go to another replica;
+//! * when replay could not locate some records (see [`crate::index`]), the
+//!   node answers every add, fence and read with `DATA_LOSS`.
 
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, MutexGuard};

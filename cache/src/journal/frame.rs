@@ -20,7 +20,7 @@
 //! * **Payload damage is local.** A frame whose header verifies but whose
 //!   payload does not names its segment and where the next frame starts, so
 //!   replay marks that segment damaged and goes on. A header that does not
-//!   verify leaves the rest of the file unlocatable (see [`super::replay`]).
+//!   verify leaves the rest of the file unlocatable (see [`mod@super::replay`]).
 //!
 //! The version is checked before anything else: a file of another format is
 //! refused with a clear error, never guessed at.

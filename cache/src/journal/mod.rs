@@ -10,7 +10,7 @@
 //!
 //! Files are `journal-<seq:020>.log`, rolled at a size limit; each starts
 //! with a header naming the format version and the file (see [`frame`] for
-//! the format, [`replay`] for reading it back). A new file is started at
+//! the format, [`mod@replay`] for reading it back). A new file is started at
 //! every open, so replay only ever cuts the tail of a file no one writes to
 //! any more. Files are deleted oldest first once no live segment has a
 //! record in them (see [`crate::index`]); deleting in order keeps a
