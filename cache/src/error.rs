@@ -47,6 +47,8 @@ pub enum Error {
         #[source]
         source: std::io::Error,
     },
+    #[error("journal file {path} is refused: {reason}")]
+    JournalFormat { path: String, reason: String },
     #[error("the journal stopped after a write failure; restart the node")]
     JournalFailed,
     #[error("the cache node is shutting down")]
@@ -62,6 +64,7 @@ impl Classify for Error {
             Error::SegmentNotFound { .. } | Error::EntryNotFound { .. } => ErrorKind::NotFound,
             Error::Corrupt { .. } => ErrorKind::DataLoss,
             Error::Mismatch(_) | Error::InvalidEntry(_) => ErrorKind::InvalidArgument,
+            Error::JournalFormat { .. } => ErrorKind::FailedPrecondition,
             Error::Io { .. } | Error::JournalFailed | Error::ShuttingDown => ErrorKind::Unavailable,
         }
     }

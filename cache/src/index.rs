@@ -5,6 +5,13 @@
 //! Also decides journal garbage collection: it knows which segments have
 //! records in which file, and hands back the oldest files no live segment
 //! uses (oldest first only: see [`crate::journal`]).
+//!
+//! When replay could not locate the records after some damage
+//! ([`Index::mark_lost`]), the node may have lost entries, fences or drops
+//! of any segment, even of segments it no longer knows: it then marks every
+//! segment damaged, refuses every add, fence and read, and deletes no
+//! journal file (so the state survives restarts until the journal directory
+//! is wiped).
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
@@ -76,6 +83,8 @@ pub struct Index {
     dropped: HashSet<SegmentKey>,
     /// Live segments with records in each journal file.
     file_users: BTreeMap<u64, HashSet<SegmentKey>>,
+    /// Why the node's journal cannot be trusted for any segment, if so.
+    lost: Option<String>,
 }
 
 impl Index {
@@ -175,10 +184,30 @@ impl Index {
         }
     }
 
+    /// Records that replay could not locate the records after some damage:
+    /// every segment is damaged on this node from now on (call after every
+    /// replayed record is applied).
+    pub fn mark_lost(&mut self, reason: String) {
+        for state in self.segments.values_mut() {
+            state.damaged.get_or_insert_with(|| reason.clone());
+        }
+        self.lost.get_or_insert(reason);
+    }
+
+    /// Why this node serves no segment, if it does not (see
+    /// [`Index::mark_lost`]).
+    pub fn lost(&self) -> Option<&str> {
+        self.lost.as_deref()
+    }
+
     /// Takes the oldest files, up to the first still in use, that no live
-    /// segment has records in; never the file being written.
+    /// segment has records in; never the file being written, and none while
+    /// the node is lost.
     pub fn take_deletable_files(&mut self, active: u64) -> Vec<u64> {
         let mut deletable = Vec::new();
+        if self.lost.is_some() {
+            return deletable;
+        }
         for (&file, users) in &self.file_users {
             if file >= active || !users.is_empty() {
                 break;

@@ -16,7 +16,7 @@
 //!
 //! | module | owns |
 //! |---|---|
-//! | [`journal`] | the append-only, group-committed journal files; replay; file deletion |
+//! | [`journal`] | the append-only, group-committed journal files: their chained format, replay, the file layer, file deletion |
 //! | [`index`] | (segment, entry) → journal position, fencing epochs, LAC, damage marks |
 //! | [`store`] | the engine: adds, fences, reads up to the LAC, LAC long-poll, drops, hot-entry cache |
 //! | [`service`] | the `CacheService` gRPC server |

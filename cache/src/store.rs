@@ -19,7 +19,9 @@
 //!   its sealed last entry; recovery reads carry the fencing epoch, fence
 //!   the segment first (sticky) and may read to the last entry;
 //! * every read checks the entry's CRC; a bad one marks the segment damaged
-//!   here (`DATA_LOSS`) so readers go to another replica.
+//!   here (`DATA_LOSS`) so readers go to another replica;
+//! * when replay could not locate some records (see [`crate::index`]), the
+//!   node answers every add, fence and read with `DATA_LOSS`.
 
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -31,7 +33,7 @@ use moka::sync::Cache;
 
 use crate::error::{Error, Result, SegmentKey};
 use crate::index::{Index, Progress};
-use crate::journal::{self, Journal, JournalOptions, Location, Record};
+use crate::journal::{self, DamageKind, Journal, JournalOptions, Location, Record};
 
 /// Storage settings of a cache node.
 #[derive(Debug, Clone)]
@@ -71,6 +73,18 @@ pub struct CacheStore {
     hot: Cache<HotKey, Bytes>,
 }
 
+/// Refuses everything but drops while the node is lost (see
+/// [`Index::mark_lost`]): `DATA_LOSS`, so readers and recovery go elsewhere.
+fn check_not_lost(index: &Index, segment: SegmentKey) -> Result<()> {
+    match index.lost() {
+        Some(reason) => Err(Error::Corrupt {
+            segment,
+            reason: reason.to_owned(),
+        }),
+        None => Ok(()),
+    }
+}
+
 fn lock(index: &Mutex<Index>) -> MutexGuard<'_, Index> {
     index.lock().unwrap_or_else(|p| p.into_inner())
 }
@@ -88,23 +102,31 @@ impl CacheStore {
             index.apply(record, *location);
         }
         for damage in &replay.damage {
-            if damage.torn_tail {
-                continue;
-            }
-            if let Some(segment) = damage.segment {
-                index.mark_damaged(
+            let (file, offset) = (damage.file, damage.offset);
+            match damage.kind {
+                DamageKind::TornTail => {}
+                DamageKind::Segment(segment) => index.mark_damaged(
                     segment,
-                    format!(
-                        "journal file {} damaged at byte {}",
-                        damage.file, damage.offset
-                    ),
-                );
+                    format!("journal file {file} damaged at byte {offset}"),
+                ),
+                DamageKind::Unlocatable => index.mark_lost(format!(
+                    "journal file {file} damaged at byte {offset}: the records after it \
+                     cannot be located, so this node may have lost records of any segment and \
+                     serves none (wipe its journal directory to bring it back empty)"
+                )),
             }
+        }
+        if let Some(reason) = index.lost() {
+            tracing::error!("cache store: {reason}");
         }
         tracing::info!(
             records = replay.records.len(),
             segments = index.segment_count(),
-            damaged = replay.damage.iter().filter(|d| !d.torn_tail).count(),
+            damaged = replay
+                .damage
+                .iter()
+                .filter(|d| d.kind != DamageKind::TornTail)
+                .count(),
             "cache store: journal replayed"
         );
         let index = Arc::new(Mutex::new(index));
@@ -169,6 +191,7 @@ impl CacheStore {
             if index.is_dropped(&segment) {
                 return Err(Error::Dropped { segment });
             }
+            check_not_lost(&index, segment)?;
             let state = index.segment_or_new(segment);
             if epoch < state.fence_epoch {
                 return Err(Error::Fenced {
@@ -198,6 +221,7 @@ impl CacheStore {
         if index.is_dropped(&segment) {
             return Err(Error::Dropped { segment });
         }
+        check_not_lost(&index, segment)?;
         let state = index.segment_or_new(segment);
         if epoch < state.fence_epoch {
             return Err(Error::Fenced {
@@ -218,6 +242,7 @@ impl CacheStore {
             if index.is_dropped(&segment) {
                 return Err(Error::Dropped { segment });
             }
+            check_not_lost(&index, segment)?;
             let state = index.segment_or_new(segment);
             if epoch < state.fence_epoch {
                 return Err(Error::Fenced {
@@ -290,6 +315,7 @@ impl CacheStore {
             if index.is_dropped(&segment) {
                 return Err(Error::Dropped { segment });
             }
+            check_not_lost(&index, segment)?;
             let state = index
                 .segment(&segment)
                 .ok_or(Error::SegmentNotFound { segment })?;

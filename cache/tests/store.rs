@@ -92,58 +92,91 @@ async fn acknowledged_entries_survive_reopen_byte_exact() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_torn_tail_is_cut_and_never_served() {
+    // Torn two ways: the file ends inside the last frame, or it has its full
+    // length but the last frame's end never reached the disk (zeros).
+    for zeroed in [false, true] {
+        let dir = tempfile::tempdir().unwrap();
+        let s = key(1, 1);
+        let (kept, full_len) = {
+            let store = open(dir.path());
+            let mut kept = Vec::new();
+            for id in 0..5 {
+                kept.push(add(&store, s, id, 1, None).await);
+            }
+            let full_len = std::fs::metadata(journal_files(dir.path()).pop().unwrap())
+                .unwrap()
+                .len();
+            add(&store, s, 5, 1, None).await;
+            store.shutdown();
+            (kept, full_len)
+        };
+        // A crash while entry 5 was being written.
+        let file = journal_files(dir.path()).pop().unwrap();
+        let mut data = std::fs::read(&file).unwrap();
+        let end = data.len();
+        if zeroed {
+            data[end - 10..].fill(0);
+        } else {
+            data.truncate(end - 10);
+        }
+        std::fs::write(&file, &data).unwrap();
+
+        let store = open(dir.path());
+        assert_eq!(
+            std::fs::metadata(&file).unwrap().len(),
+            full_len,
+            "torn tail cut (zeroed: {zeroed})"
+        );
+        let all = store
+            .read(s, 0, 100, ReadMode::Recovery { epoch: 2 })
+            .await
+            .unwrap();
+        assert_eq!(
+            all, kept,
+            "entries before the tear are intact, the torn one is absent"
+        );
+        assert_eq!(store.progress(s).unwrap().last_entry_id, Some(4));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_torn_file_creation_is_removed_and_other_formats_are_refused() {
     let dir = tempfile::tempdir().unwrap();
     let s = key(1, 1);
     let kept = {
         let store = open(dir.path());
-        let mut kept = Vec::new();
-        for id in 0..5 {
-            kept.push(add(&store, s, id, 1, None).await);
-        }
+        let kept = add(&store, s, 0, 1, None).await;
         store.shutdown();
         kept
     };
-    // A crash while the next batch was being written: half a frame.
-    let file = journal_files(dir.path()).pop().unwrap();
-    let full_len = std::fs::metadata(&file).unwrap().len();
-    let next = entry(s, 5, 1, None, "never acknowledged");
-    let mut frame = b"DLJ1\x01".to_vec();
-    frame.extend_from_slice(&(next.len() as u32).to_le_bytes());
-    frame.extend_from_slice(&[0, 0, 0, 0]);
-    frame.extend_from_slice(&next[..next.len() / 2]);
-    std::fs::OpenOptions::new()
-        .append(true)
-        .open(&file)
-        .unwrap()
-        .write_all_compat(&frame);
-
+    // A crash right after a new file was created: its header never landed.
+    let torn = dir.path().join("journal-00000000000000000009.log");
+    std::fs::write(&torn, [0u8; 12]).unwrap();
     let store = open(dir.path());
+    assert!(!torn.exists(), "the torn new file is removed");
     assert_eq!(
-        std::fs::metadata(&file).unwrap().len(),
-        full_len,
-        "torn tail cut"
+        store
+            .read(s, 0, 10, ReadMode::Recovery { epoch: 2 })
+            .await
+            .unwrap(),
+        vec![kept]
     );
-    let all = store
-        .read(s, 0, 100, ReadMode::Recovery { epoch: 2 })
-        .await
-        .unwrap();
+    store.shutdown();
+    drop(store);
+
+    // A file of another format version is refused, never guessed at.
+    let file = journal_files(dir.path()).pop().unwrap();
+    let mut data = std::fs::read(&file).unwrap();
+    data[4..8].copy_from_slice(&1u32.to_le_bytes());
+    std::fs::write(&file, &data).unwrap();
+    let err = CacheStore::open(StoreOptions::new(dir.path())).unwrap_err();
     assert_eq!(
-        all, kept,
-        "entries before the tear are intact, the torn one is absent"
+        err.to_string(),
+        format!(
+            "journal file {} is refused: journal format version 1; this build reads version 2 only",
+            file.display()
+        )
     );
-    assert_eq!(store.progress(s).unwrap().last_entry_id, Some(4));
-}
-
-trait WriteAllCompat {
-    fn write_all_compat(self, bytes: &[u8]);
-}
-
-impl WriteAllCompat for std::fs::File {
-    fn write_all_compat(mut self, bytes: &[u8]) {
-        use std::io::Write;
-        self.write_all(bytes).unwrap();
-        self.sync_all().unwrap();
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -473,4 +506,191 @@ async fn dropped_segments_free_their_journal_files() {
             .len(),
         100
     );
+}
+
+/// Entry `entry_id` of `segment` whose one record holds `payload` verbatim.
+fn entry_holding(segment: SegmentKey, entry_id: u64, payload: &[u8]) -> Bytes {
+    encode_entry(
+        &EntryHeader {
+            log_id: segment.log_id,
+            segment_id: segment.segment_id,
+            entry_id,
+            epoch: 1,
+            first_offset: entry_id,
+            lac: None,
+            record_count: 1,
+        },
+        &[EntryRecord {
+            timestamp_ms: 1_700_000_000_000,
+            record: Record::new(Bytes::copy_from_slice(payload)),
+        }],
+    )
+}
+
+/// A real `Drop` frame for `victim`, byte for byte as a journal holds it
+/// (copied from the end of a scratch journal, whatever the format).
+async fn real_drop_frame(victim: SegmentKey) -> Vec<u8> {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    let file = journal_files(dir.path()).pop().unwrap();
+    let before = std::fs::metadata(&file).unwrap().len() as usize;
+    store.drop_segment(victim).await.unwrap();
+    store.shutdown();
+    std::fs::read(&file).unwrap()[before..].to_vec()
+}
+
+/// Writes the victim's entries, then an attacker entry whose payload embeds
+/// a complete, valid `Drop` frame for the victim; returns the victim's
+/// entries and where the embedded frame ends in the journal file.
+async fn write_forgery(
+    dir: &std::path::Path,
+    victim: SegmentKey,
+    attacker: SegmentKey,
+) -> (Vec<Bytes>, std::path::PathBuf, usize) {
+    let forged = real_drop_frame(victim).await;
+    let store = open(dir);
+    let mut kept = Vec::new();
+    for id in 0..3 {
+        kept.push(add(&store, victim, id, 1, None).await);
+    }
+    let mut payload = b"innocent-looking prefix ".to_vec();
+    payload.extend_from_slice(&forged);
+    payload.extend_from_slice(&[0xAB; 4096]);
+    store
+        .add(attacker, 1, entry_holding(attacker, 0, &payload))
+        .unwrap()
+        .await
+        .unwrap();
+    store.shutdown();
+    let file = journal_files(dir).pop().unwrap();
+    let data = std::fs::read(&file).unwrap();
+    let at = data
+        .windows(forged.len())
+        .position(|w| w == forged.as_slice())
+        .expect("the forged frame is in the journal verbatim");
+    (kept, file, at + forged.len())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_frame_forged_in_a_payload_is_never_replayed_after_a_torn_write() {
+    let dir = tempfile::tempdir().unwrap();
+    let (victim, attacker) = (key(2, 1), key(1, 1));
+    let (kept, file, forged_end) = write_forgery(dir.path(), victim, attacker).await;
+    // kill -9 while the attacker's entry was being written: the file ends
+    // right after the embedded frame.
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&file)
+        .unwrap()
+        .set_len(forged_end as u64)
+        .unwrap();
+
+    let store = open(dir.path());
+    let read = store
+        .read(victim, 0, 10, ReadMode::Recovery { epoch: 2 })
+        .await
+        .expect("the victim segment survives the replay");
+    assert_eq!(read, kept);
+    assert!(
+        store
+            .progress(attacker)
+            .is_none_or(|p| p.last_entry_id.is_none()),
+        "the torn attacker entry is not served"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bit_flip_in_an_older_file_never_replays_a_forged_frame() {
+    let dir = tempfile::tempdir().unwrap();
+    let (victim, attacker, later) = (key(2, 1), key(1, 1), key(3, 1));
+    let (kept, file, forged_end) = write_forgery(dir.path(), victim, attacker).await;
+    // A second run writes a newer file, so the forged one is an older file.
+    {
+        let store = open(dir.path());
+        add(&store, later, 0, 1, None).await;
+        store.shutdown();
+    }
+    assert!(journal_files(dir.path()).len() >= 2);
+    // One flipped bit in the attacker's payload, just before the forgery.
+    let mut data = std::fs::read(&file).unwrap();
+    let prefix = b"innocent-looking prefix ";
+    let at = data
+        .windows(prefix.len())
+        .position(|w| w == prefix)
+        .unwrap();
+    assert!(at < forged_end);
+    data[at + 2] ^= 0x01;
+    std::fs::write(&file, &data).unwrap();
+
+    let store = open(dir.path());
+    let read = store
+        .read(victim, 0, 10, ReadMode::Recovery { epoch: 2 })
+        .await
+        .expect("the victim segment survives the replay");
+    assert_eq!(read, kept);
+    let err = store
+        .read(attacker, 0, 10, ReadMode::Recovery { epoch: 2 })
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, Error::Corrupt { segment, .. } if segment == attacker),
+        "the damaged entry's segment is marked damaged: {err}"
+    );
+    assert_eq!(
+        store
+            .read(later, 0, 10, ReadMode::Recovery { epoch: 2 })
+            .await
+            .unwrap()
+            .len(),
+        1,
+        "records in later files are kept"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_damaged_frame_header_in_an_older_file_makes_the_node_step_aside() {
+    let dir = tempfile::tempdir().unwrap();
+    let (victim, attacker, later) = (key(2, 1), key(1, 1), key(3, 1));
+    let (_, file, _) = write_forgery(dir.path(), victim, attacker).await;
+    {
+        let store = open(dir.path());
+        add(&store, later, 0, 1, None).await;
+        store.shutdown();
+    }
+    // Flip a bit in the header of the attacker's frame: the byte just before
+    // its payload (the entry, stored verbatim, starts with "DLE1" and the
+    // attacker's log and segment ids).
+    let mut data = std::fs::read(&file).unwrap();
+    let mut needle = b"DLE1".to_vec();
+    needle.extend_from_slice(&attacker.log_id.to_le_bytes());
+    needle.extend_from_slice(&attacker.segment_id.to_le_bytes());
+    let payload_at = data
+        .windows(needle.len())
+        .position(|w| w == needle.as_slice())
+        .unwrap();
+    data[payload_at - 1] ^= 0x01;
+    std::fs::write(&file, &data).unwrap();
+
+    // Where the records after the damage were is unknown: no segment is
+    // served or fenced from this node any more, none is dropped, and a
+    // segment it never heard of is not answered as "not held".
+    let store = open(dir.path());
+    for segment in [victim, attacker, later, key(9, 9)] {
+        let err = store
+            .read(segment, 0, 10, ReadMode::Recovery { epoch: 2 })
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(err, Error::Corrupt { segment: s, .. } if s == segment),
+            "segment {segment}: {err}"
+        );
+        assert!(
+            matches!(store.fence(segment, 3).await, Err(Error::Corrupt { .. })),
+            "segment {segment} fenced"
+        );
+    }
+    assert!(matches!(
+        store.add(key(9, 9), 1, entry(key(9, 9), 0, 1, None, "x")),
+        Err(Error::Corrupt { .. })
+    ));
 }

@@ -8,23 +8,29 @@
 //! stream, and nothing is indexed, served or acknowledged before it is on
 //! disk. While one batch syncs, the next accumulates.
 //!
-//! Files are `journal-<seq:020>.log`, rolled at a size limit. A new file is
-//! started at every open, so replay only ever cuts the tail of a file no one
-//! writes to any more. Files are deleted oldest first once no live segment
-//! has a record in them (see [`crate::index`]); deleting in order keeps a
+//! Files are `journal-<seq:020>.log`, rolled at a size limit; each starts
+//! with a header naming the format version and the file (see [`frame`] for
+//! the format, [`mod@replay`] for reading it back). A new file is started at
+//! every open, so replay only ever cuts the tail of a file no one writes to
+//! any more. Files are deleted oldest first once no live segment has a
+//! record in them (see [`crate::index`]); deleting in order keeps a
 //! segment's `Drop` record until every file with its entries is gone, so a
 //! dropped segment never comes back on replay.
 //!
 //! Crash points:
-//! * before the `fdatasync` returns: nothing of the batch was acknowledged;
-//!   on replay a torn last frame fails its CRC and is cut off.
+//! * creating a file: create, write its header, `fdatasync`, `fsync` of the
+//!   directory, before any record goes in; a file no longer than a header
+//!   whose header does not verify is a torn creation and is removed.
+//! * before a batch's `fdatasync` returns: nothing of the batch was
+//!   acknowledged; on replay its first bad frame and all after it are cut.
 //! * after it: the batch is replayed, indexed and served.
 
+pub mod files;
 pub mod frame;
+pub mod replay;
 
 use std::collections::HashMap;
-use std::fs::{self, File, OpenOptions};
-use std::io::Write;
+use std::fs::{self, File};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -34,9 +40,11 @@ use std::thread::JoinHandle;
 use bytes::{Bytes, BytesMut};
 use tokio::sync::oneshot;
 
+pub use files::{FileLayer, JournalFile, OsFiles};
 pub use frame::Record;
+pub use replay::{Damage, DamageKind, Replay, replay};
 
-use crate::error::{Error, Result, SegmentKey};
+use crate::error::{Error, Result};
 
 /// Where a record's payload is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -65,27 +73,6 @@ impl JournalOptions {
             max_batch_bytes: 8 * 1024 * 1024,
         }
     }
-}
-
-/// Damage found on replay.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Damage {
-    pub file: u64,
-    pub offset: u64,
-    /// The segment the damaged record seems to belong to, if readable.
-    pub segment: Option<SegmentKey>,
-    /// True for a torn tail that was cut off (an unacknowledged write);
-    /// false for damage inside the file (acknowledged data lost here).
-    pub torn_tail: bool,
-}
-
-/// Everything replay found, in journal order.
-#[derive(Debug, Default)]
-pub struct Replay {
-    pub records: Vec<(Record, Location)>,
-    pub damage: Vec<Damage>,
-    /// Existing files, oldest first.
-    pub files: Vec<u64>,
 }
 
 fn file_name(seq: u64) -> String {
@@ -117,76 +104,6 @@ fn list_files(dir: &Path) -> Result<Vec<u64>> {
     }
     files.sort_unstable();
     Ok(files)
-}
-
-/// Reads every journal file, cutting a torn tail off the newest one.
-pub fn replay(dir: &Path) -> Result<Replay> {
-    fs::create_dir_all(dir).map_err(io_err(dir, "create directory"))?;
-    let files = list_files(dir)?;
-    let mut replay = Replay {
-        files: files.clone(),
-        ..Replay::default()
-    };
-    for (i, &seq) in files.iter().enumerate() {
-        let newest = i + 1 == files.len();
-        let path = dir.join(file_name(seq));
-        let data = Bytes::from(fs::read(&path).map_err(io_err(&path, "read"))?);
-        let mut at = 0;
-        while at < data.len() {
-            match frame::parse_at(&data, at) {
-                Ok((parsed, next)) => {
-                    let location = Location {
-                        file: seq,
-                        offset: parsed.payload_offset,
-                        len: parsed.payload_len,
-                    };
-                    replay.records.push((parsed.record, location));
-                    at = next;
-                }
-                Err(_) => {
-                    let segment = frame::guess_segment(&data, at);
-                    match frame::resync(&data, at + 1) {
-                        Some(next) => {
-                            tracing::error!(file = %path.display(), offset = at, ?segment,
-                                "journal: damaged record in the middle of a file");
-                            replay.damage.push(Damage {
-                                file: seq,
-                                offset: at as u64,
-                                segment,
-                                torn_tail: false,
-                            });
-                            at = next;
-                        }
-                        None => {
-                            let torn_tail = newest;
-                            if torn_tail {
-                                tracing::warn!(file = %path.display(), offset = at,
-                                    cut = data.len() - at, "journal: cutting a torn tail");
-                                let file = OpenOptions::new()
-                                    .write(true)
-                                    .open(&path)
-                                    .map_err(io_err(&path, "open to cut torn tail"))?;
-                                file.set_len(at as u64)
-                                    .and_then(|()| file.sync_all())
-                                    .map_err(io_err(&path, "cut torn tail"))?;
-                            } else {
-                                tracing::error!(file = %path.display(), offset = at, ?segment,
-                                    "journal: damaged tail of an older file");
-                            }
-                            replay.damage.push(Damage {
-                                file: seq,
-                                offset: at as u64,
-                                segment,
-                                torn_tail,
-                            });
-                            break;
-                        }
-                    }
-                }
-            }
-        }
-    }
-    Ok(replay)
 }
 
 /// Called on the writer thread with each durable batch, before any caller
@@ -261,11 +178,21 @@ impl Journal {
         after_file: u64,
         on_durable: OnDurable,
     ) -> Result<Journal> {
+        Self::start_with(OsFiles, options, after_file, on_durable)
+    }
+
+    /// [`Journal::start`] on a given file layer (tests record through one).
+    pub fn start_with<L: FileLayer>(
+        layer: L,
+        options: JournalOptions,
+        after_file: u64,
+        on_durable: OnDurable,
+    ) -> Result<Journal> {
         let (sender, receiver) = mpsc::channel();
         let failed = Arc::new(AtomicBool::new(false));
         let readers = Arc::new(Readers::default());
         let stats = Arc::new(JournalStats::default());
-        let mut writer = Writer::create(options.clone(), after_file + 1, on_durable)?;
+        let mut writer = Writer::create(layer, options.clone(), after_file + 1, on_durable)?;
         writer.failed = failed.clone();
         writer.readers = readers.clone();
         writer.stats = stats.clone();
@@ -325,10 +252,12 @@ impl Drop for Journal {
     }
 }
 
-struct Writer {
+struct Writer<L: FileLayer> {
     options: JournalOptions,
+    layer: L,
     seq: u64,
-    file: File,
+    file: L::File,
+    encoder: frame::Encoder,
     len: u64,
     on_durable: OnDurable,
     failed: Arc<AtomicBool>,
@@ -336,14 +265,21 @@ struct Writer {
     stats: Arc<JournalStats>,
 }
 
-impl Writer {
-    fn create(options: JournalOptions, seq: u64, on_durable: OnDurable) -> Result<Writer> {
-        let file = Self::new_file(&options.dir, seq)?;
+impl<L: FileLayer> Writer<L> {
+    fn create(
+        mut layer: L,
+        options: JournalOptions,
+        seq: u64,
+        on_durable: OnDurable,
+    ) -> Result<Writer<L>> {
+        let (file, encoder) = Self::new_file(&mut layer, &options.dir, seq)?;
         Ok(Writer {
             options,
+            layer,
             seq,
             file,
-            len: 0,
+            encoder,
+            len: frame::FILE_HEADER_LEN as u64,
             on_durable,
             failed: Arc::default(),
             readers: Arc::default(),
@@ -351,18 +287,17 @@ impl Writer {
         })
     }
 
-    fn new_file(dir: &Path, seq: u64) -> Result<File> {
+    /// Creates file `seq` with its header, durable with its name before any
+    /// record goes in.
+    fn new_file(layer: &mut L, dir: &Path, seq: u64) -> Result<(L::File, frame::Encoder)> {
         let path = dir.join(file_name(seq));
-        let file = OpenOptions::new()
-            .create_new(true)
-            .append(true)
-            .open(&path)
-            .map_err(io_err(&path, "create"))?;
-        // The new name must be durable before records in it are acknowledged.
-        File::open(dir)
-            .and_then(|d| d.sync_all())
-            .map_err(io_err(dir, "sync directory"))?;
-        Ok(file)
+        let mut file = layer.create(&path).map_err(io_err(&path, "create"))?;
+        let (header, seed) = frame::FileHeader::new(seq).encode();
+        file.write_all(&header)
+            .and_then(|()| file.sync_data())
+            .map_err(io_err(&path, "write the file header"))?;
+        layer.sync_dir(dir).map_err(io_err(dir, "sync directory"))?;
+        Ok((file, frame::Encoder::new(seed)))
     }
 
     fn run(mut self, receiver: mpsc::Receiver<Request>) {
@@ -395,11 +330,11 @@ impl Writer {
         let mut durable = Vec::with_capacity(batch.len());
         let mut waiters = Vec::with_capacity(batch.len());
         for request in batch {
-            let at = request.record.encode(&mut buf);
+            let at = self.encoder.encode(&request.record, &mut buf);
             let location = Location {
                 file: self.seq,
                 offset: self.len + at as u64,
-                len: (request.record.frame_len() - frame::FRAME_HEADER_LEN) as u32,
+                len: request.record.payload_len() as u32,
             };
             durable.push((request.record, location));
             waiters.push(request.done);
@@ -435,8 +370,9 @@ impl Writer {
         self.delete_files(deletable);
         if self.len >= self.options.roll_bytes {
             self.seq += 1;
-            self.file = Self::new_file(&self.options.dir, self.seq)?;
-            self.len = 0;
+            (self.file, self.encoder) =
+                Self::new_file(&mut self.layer, &self.options.dir, self.seq)?;
+            self.len = frame::FILE_HEADER_LEN as u64;
         }
         Ok(())
     }

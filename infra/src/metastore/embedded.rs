@@ -8,8 +8,16 @@
 //! fsync of the directory) and the log is truncated.
 //!
 //! Crash points:
+//! * creating the WAL: the directory is fsynced after the file is created,
+//!   so the name of a WAL holding acknowledged changes survives power loss.
 //! * during a WAL append: the torn frame fails its length or CRC check on
-//!   replay and is cut off; the change was never acknowledged.
+//!   replay and is cut off; the change was never acknowledged. Only the last
+//!   frame of the file can be torn (each append is synced before the next
+//!   starts), so only a damaged frame that no valid record follows is cut.
+//!   Damage with valid records after it (a flipped bit, a lost sector) is
+//!   not a torn write: open refuses with [`Error::Corrupt`] (`DATA_LOSS`)
+//!   naming the file and byte, rather than silently drop acknowledged
+//!   changes. So does a gap in the records' sequence numbers.
 //! * after the snapshot rename, before the WAL truncation: WAL records carry a
 //!   sequence number and replay skips those the snapshot already holds.
 //!
@@ -218,12 +226,7 @@ impl Shared {
 
         let snapshot = read_snapshot(&dir.join(SNAPSHOT_FILE))?;
         let wal_path = dir.join(WAL_FILE);
-        let mut wal = OpenOptions::new()
-            .create(true)
-            .read(true)
-            .append(true)
-            .open(&wal_path)
-            .map_err(io_err(&wal_path, "open"))?;
+        let mut wal = open_wal(&dir, &wal_path)?;
         let now = Instant::now();
         let mut state = State {
             kvs: BTreeMap::new(),
@@ -277,6 +280,18 @@ impl Shared {
             .map_err(io_err(&wal_path, "read"))?;
         let (records, good_len) = parse_frames(&bytes);
         if good_len < bytes.len() {
+            if let Some(next) = next_record_after(&bytes, good_len) {
+                return Err(Error::Corrupt {
+                    path: wal_path.display().to_string(),
+                    reason: format!(
+                        "damaged write-ahead log record at byte {good_len} of {}, with a valid \
+                         record after it at byte {next}: not a torn write; refusing to open \
+                         rather than drop acknowledged changes (restore the directory from a \
+                         backup)",
+                        bytes.len()
+                    ),
+                });
+            }
             tracing::warn!(
                 path = %wal_path.display(),
                 cut = bytes.len() - good_len,
@@ -293,6 +308,15 @@ impl Shared {
             })?;
             if framed.seq <= state.seq {
                 continue; // already in the snapshot
+            }
+            if framed.seq != state.seq + 1 {
+                return Err(Error::Corrupt {
+                    path: wal_path.display().to_string(),
+                    reason: format!(
+                        "write-ahead log record {} follows record {}: records are missing",
+                        framed.seq, state.seq
+                    ),
+                });
             }
             state.seq = framed.seq;
             state.records_since_snapshot += 1;
@@ -339,6 +363,44 @@ fn read_snapshot(path: &Path) -> Result<Option<Snapshot>> {
         Err(err) if err.kind() == std::io::ErrorKind::NotFound => Ok(None),
         Err(err) => Err(io_err(path, "read snapshot")(err)),
     }
+}
+
+/// Opens the WAL for appending, creating it (and making its name durable
+/// with an fsync of the directory) if needed.
+fn open_wal(dir: &Path, path: &Path) -> Result<File> {
+    let existing = OpenOptions::new().read(true).append(true).open(path);
+    match existing {
+        Ok(file) => Ok(file),
+        Err(err) if err.kind() == std::io::ErrorKind::NotFound => {
+            let file = OpenOptions::new()
+                .create(true)
+                .read(true)
+                .append(true)
+                .open(path)
+                .map_err(io_err(path, "create"))?;
+            File::open(dir)
+                .and_then(|d| d.sync_all())
+                .map_err(io_err(dir, "sync directory after creating the WAL"))?;
+            Ok(file)
+        }
+        Err(err) => Err(io_err(path, "open")(err)),
+    }
+}
+
+/// The offset of a valid, decodable record after the damaged frame at
+/// `damaged`, if there is one: then the damage is not a torn tail. Used only
+/// to refuse, never to accept a record.
+fn next_record_after(bytes: &[u8], damaged: usize) -> Option<usize> {
+    (damaged + 1..bytes.len().saturating_sub(8)).find(|&at| {
+        let len = u32::from_le_bytes(bytes[at..at + 4].try_into().expect("4 bytes")) as usize;
+        let crc = u32::from_le_bytes(bytes[at + 4..at + 8].try_into().expect("4 bytes"));
+        // Records are JSON objects: cheap filters before the CRC.
+        len > 0
+            && bytes.len() - at - 8 >= len
+            && bytes[at + 8] == b'{'
+            && crc32c::crc32c(&bytes[at + 8..at + 8 + len]) == crc
+            && serde_json::from_slice::<Framed>(&bytes[at + 8..at + 8 + len]).is_ok()
+    })
 }
 
 /// Splits a WAL into record payloads; returns them and the length of the
@@ -743,5 +805,83 @@ mod tests {
         let mut flipped = frame(b"one");
         flipped[9] ^= 0x40;
         assert_eq!(parse_frames(&flipped), (vec![], 0));
+    }
+
+    /// Writes ten changes (`key/0` … `key/9`) and returns the WAL path and
+    /// where each frame starts.
+    async fn ten_changes(dir: &Path) -> (PathBuf, Vec<usize>) {
+        let store = EmbeddedStore::open(dir).await.unwrap();
+        for i in 0..10 {
+            let txn = Txn::new().and_then([TxnOp::put(format!("key/{i}"), format!("value {i}"))]);
+            store.txn(txn).await.unwrap();
+        }
+        drop(store);
+        let path = dir.join(WAL_FILE);
+        let bytes = fs::read(&path).unwrap();
+        let mut starts = Vec::new();
+        let mut at = 0;
+        while at < bytes.len() {
+            starts.push(at);
+            at += 8 + u32::from_le_bytes(bytes[at..at + 4].try_into().unwrap()) as usize;
+        }
+        assert_eq!(starts.len(), 10);
+        (path, starts)
+    }
+
+    async fn keys(dir: &Path) -> Vec<String> {
+        let store = EmbeddedStore::open(dir).await.unwrap();
+        let range = store.range("key/", true).await.unwrap();
+        range.kvs.into_iter().map(|kv| kv.key).collect()
+    }
+
+    #[tokio::test]
+    async fn a_damaged_record_before_the_tail_refuses_to_open() {
+        for (what, byte_in_frame, bit) in [("payload", 20, 0x04), ("length", 1, 0x40)] {
+            let dir = tempfile::tempdir().unwrap();
+            let (path, starts) = ten_changes(dir.path()).await;
+            let mut bytes = fs::read(&path).unwrap();
+            let at = starts[4] + byte_in_frame;
+            bytes[at] ^= bit;
+            fs::write(&path, &bytes).unwrap();
+
+            let err = EmbeddedStore::open(dir.path()).await.expect_err(&format!(
+                "a flipped {what} bit in record 5 of 10 must refuse"
+            ));
+            assert_eq!(
+                crate::error::Classify::kind(&err),
+                crate::error::ErrorKind::DataLoss,
+                "{err}"
+            );
+            let text = err.to_string();
+            assert!(
+                text.contains(&path.display().to_string())
+                    && text.contains(&format!("byte {}", starts[4])),
+                "names the file and the offset: {text}"
+            );
+            eprintln!("{what} bit flipped: {text}");
+            assert_eq!(fs::read(&path).unwrap(), bytes, "nothing was cut");
+        }
+    }
+
+    #[tokio::test]
+    async fn a_torn_last_record_is_cut_and_the_earlier_ones_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let (path, starts) = ten_changes(dir.path()).await;
+        let len = fs::metadata(&path).unwrap().len();
+        // Torn short, and torn to full length with its end not written.
+        let file = OpenOptions::new().write(true).open(&path).unwrap();
+        file.set_len(len - 5).unwrap();
+        let expected: Vec<String> = (0..9).map(|i| format!("key/{i}")).collect();
+        assert_eq!(keys(dir.path()).await, expected);
+        assert_eq!(fs::metadata(&path).unwrap().len(), starts[9] as u64);
+
+        let dir = tempfile::tempdir().unwrap();
+        let (path, starts) = ten_changes(dir.path()).await;
+        let mut bytes = fs::read(&path).unwrap();
+        let end = bytes.len();
+        bytes[end - 6..].fill(0);
+        fs::write(&path, &bytes).unwrap();
+        assert_eq!(keys(dir.path()).await, expected);
+        assert_eq!(fs::metadata(&path).unwrap().len(), starts[9] as u64);
     }
 }
