@@ -130,6 +130,30 @@ pub struct Cluster {
     _dir: tempfile::TempDir,
 }
 
+/// What [`Cluster::start_spec`] starts.
+#[derive(Debug, Clone, Copy)]
+pub struct ClusterSpec {
+    pub caches: usize,
+    pub ingests: usize,
+    pub compactors: usize,
+    pub readers: usize,
+    /// `--roles` of the ingest nodes: `"ingest"`, or e.g. `"ingest,reader"`
+    /// (then they also get the object store).
+    pub ingest_roles: &'static str,
+}
+
+impl Default for ClusterSpec {
+    fn default() -> Self {
+        ClusterSpec {
+            caches: 3,
+            ingests: 1,
+            compactors: 0,
+            readers: 0,
+            ingest_roles: "ingest",
+        }
+    }
+}
+
 /// Key prefix of the test cluster's objects in the S3 bucket.
 pub const OBJECT_PREFIX: &str = "cluster";
 
@@ -149,8 +173,28 @@ impl Cluster {
         compactors: usize,
         readers: usize,
     ) -> Option<Cluster> {
+        Self::start_spec(ClusterSpec {
+            caches,
+            ingests,
+            compactors,
+            readers,
+            ..ClusterSpec::default()
+        })
+        .await
+    }
+
+    /// Starts the cluster `spec` describes.
+    pub async fn start_spec(spec: ClusterSpec) -> Option<Cluster> {
+        let ClusterSpec {
+            caches,
+            ingests,
+            compactors,
+            readers,
+            ingest_roles,
+        } = spec;
+        let ingests_read = ingest_roles.contains("reader");
         let etcd = EtcdServer::start()?;
-        let s3 = if compactors + readers > 0 {
+        let s3 = if compactors + readers > 0 || ingests_read {
             Some(S3Server::start()?)
         } else {
             None
@@ -167,10 +211,19 @@ impl Cluster {
             env: Vec::new(),
         };
         let mut caches: Vec<Node> = (1..=caches).map(|i| node("cache", i)).collect();
-        let mut ingests: Vec<Node> = (1..=ingests).map(|i| node("ingest", i)).collect();
+        let mut ingests: Vec<Node> = (1..=ingests)
+            .map(|i| Node {
+                role: ingest_roles,
+                ..node("ingest", i)
+            })
+            .collect();
         let mut compactors: Vec<Node> = (1..=compactors).map(|i| node("compactor", i)).collect();
         let mut readers: Vec<Node> = (1..=readers).map(|i| node("reader", i)).collect();
-        for n in compactors.iter_mut().chain(readers.iter_mut()) {
+        let object_store_users = compactors
+            .iter_mut()
+            .chain(readers.iter_mut())
+            .chain(ingests.iter_mut().filter(|_| ingests_read));
+        for n in object_store_users {
             let s3 = s3.as_ref().expect("started with compactors or readers");
             n.extra_args = vec![
                 "--object-store".into(),
