@@ -494,8 +494,10 @@ impl Client {
     /// a lost ownership) can write the records twice when `expected_offset`
     /// is `None`: that is at-least-once. With `expected_offset`, the retry
     /// fails with `FAILED_PRECONDITION` instead ([`Error::next_offset`] is
-    /// then the log's actual next offset), so nothing is written twice;
-    /// [`LogWriter`](crate::LogWriter) resolves that case itself.
+    /// then the log's acknowledged, durable end), so nothing is written
+    /// twice; [`LogWriter`](crate::LogWriter) resolves that case itself.
+    /// While earlier appends are still in flight in the owner, a retry is
+    /// answered "retry later" (`RESOURCE_EXHAUSTED`) and tried again.
     pub async fn append(
         &self,
         log: &str,

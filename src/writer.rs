@@ -16,11 +16,15 @@
 //! (`GetLog`); every batch carries it as `expected_offset`, and each
 //! acknowledgement moves it on. A retried append (the client retries
 //! transient failures) therefore either lands once or is refused with
-//! `FAILED_PRECONDITION` and the log's actual next offset:
+//! `FAILED_PRECONDITION` and the log's acknowledged end. The owner never
+//! reports an end that counts records in flight (not yet durable): while
+//! appends are in flight at or after the expected offset it answers
+//! "retry later" (`RESOURCE_EXHAUSTED`, retried by the client) instead. So:
 //!
 //! - if an earlier attempt of the batch was in doubt (timed out, lost its
 //!   connection or its owner) and the log is now exactly one batch further,
-//!   that attempt landed: the batch is acknowledged with the offsets it got;
+//!   that attempt landed and is durable: the batch is acknowledged with the
+//!   offsets it got;
 //! - if no attempt was in doubt and no batch was acknowledged yet, the
 //!   offset learnt was stale: the batch goes again at the actual offset;
 //! - otherwise the writer fails with [`Error::Conflict`].
@@ -660,6 +664,15 @@ mod tests {
             decide(&end_of_stream, true, 10, 3, true),
             Outcome::Fail(FailWith::Error)
         );
+        // Still "retry later" after the client's retries: the batch in
+        // doubt is not known to be durable, so it is not acknowledged.
+        let in_flight = Err(Error::Status(tonic::Status::resource_exhausted(
+            "appends in flight: retry later",
+        )));
+        assert_eq!(
+            decide(&in_flight, true, 10, 3, false),
+            Outcome::Fail(FailWith::Error)
+        );
         let unavailable = Err(Error::Status(tonic::Status::unavailable("down")));
         assert_eq!(
             decide(&unavailable, true, 10, 3, true),
@@ -694,6 +707,9 @@ mod tests {
         /// What `GetLog` answers, if not the truth.
         stale_next_offset: Option<u64>,
         in_doubt: Vec<usize>,
+        /// Mismatched appends answered "retry later" (an earlier append
+        /// still in flight), before the mismatch is answered.
+        still_in_flight: usize,
         appends: usize,
         in_flight: usize,
         max_in_flight: usize,
@@ -736,6 +752,12 @@ mod tests {
             if let Some(expected) = request.expected_offset
                 && expected != next
             {
+                if state.still_in_flight > 0 {
+                    state.still_in_flight -= 1;
+                    return Err(tonic::Status::resource_exhausted(
+                        "appends in flight: retry later",
+                    ));
+                }
                 let mut status = tonic::Status::failed_precondition(format!(
                     "expected offset {expected}, log is at {next}"
                 ));
@@ -886,6 +908,28 @@ mod tests {
             assert_eq!(pending.await.unwrap(), i as u64);
         }
         assert_eq!(payloads(&owner), ["0", "1", "2", "3", "4"]);
+    }
+
+    #[tokio::test]
+    async fn an_append_in_doubt_waits_while_the_owner_has_it_in_flight() {
+        // The retry of the append in doubt is answered "retry later" while
+        // the owner still has it in flight, then the acknowledged end.
+        let owner = owner(OwnerState {
+            in_doubt: vec![1],
+            still_in_flight: 3,
+            ..OwnerState::default()
+        });
+        let client = serve(owner.clone()).await;
+        let writer = client.writer("ns/log", small_batches());
+        let pending: Vec<PendingWrite> = (0..5)
+            .map(|i| writer.write(Record::new(format!("{i}"))))
+            .collect();
+        writer.close().await.unwrap();
+        for (i, pending) in pending.into_iter().enumerate() {
+            assert_eq!(pending.await.unwrap(), i as u64);
+        }
+        assert_eq!(payloads(&owner), ["0", "1", "2", "3", "4"]);
+        assert_eq!(owner.state.lock().unwrap().still_in_flight, 0);
     }
 
     #[tokio::test]

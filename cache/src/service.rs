@@ -31,6 +31,11 @@ const MAX_IN_FLIGHT_ADDS: usize = 4096;
 const MAX_LAC_WAIT: Duration = Duration::from_secs(60);
 /// Most entries one `ReadEntries` returns.
 const MAX_READ_ENTRIES: usize = 10_000;
+/// Most bytes of entries one `ReadEntries` loads and returns (one entry
+/// larger than this still goes alone). With the count, it bounds the work
+/// of one call, so a caller's deadline per call holds on a cold disk too;
+/// callers page on from the last entry they got.
+const MAX_READ_BYTES: u64 = 16 * 1024 * 1024;
 
 /// The gRPC face of a cache node.
 #[derive(Debug, Clone)]
@@ -154,7 +159,7 @@ impl CacheService for CacheServer {
         };
         let entries = self
             .store
-            .read(key, request.from_entry, max, mode)
+            .read_page(key, request.from_entry, max, MAX_READ_BYTES, mode)
             .await
             .map_err(|err| to_status(&err))?;
         let stream = futures::stream::iter(

@@ -307,6 +307,20 @@ impl CacheStore {
         max: usize,
         mode: ReadMode,
     ) -> Result<Vec<Bytes>> {
+        self.read_page(segment, from, max, u64::MAX, mode).await
+    }
+
+    /// Like [`CacheStore::read`], and also stops before the entries pass
+    /// `max_bytes` in all (the first entry is always read): a page whose
+    /// work is bounded by count and by bytes.
+    pub async fn read_page(
+        &self,
+        segment: SegmentKey,
+        from: u64,
+        max: usize,
+        max_bytes: u64,
+        mode: ReadMode,
+    ) -> Result<Vec<Bytes>> {
         if let ReadMode::Recovery { epoch } = mode {
             self.fence(segment, epoch).await?;
         }
@@ -335,10 +349,13 @@ impl CacheStore {
                 return Ok(Vec::new());
             };
             let mut locations = Vec::new();
+            let mut bytes = 0u64;
             for (expected, (&id, &location)) in
                 (from..=limit).zip(state.entries.range(from..=limit))
             {
-                if id != expected || locations.len() >= max {
+                bytes += u64::from(location.len);
+                let full = !locations.is_empty() && bytes > max_bytes;
+                if id != expected || locations.len() >= max || full {
                     break;
                 }
                 locations.push((id, location));

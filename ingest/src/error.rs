@@ -18,6 +18,15 @@ pub enum Error {
         expected: u64,
         actual: u64,
     },
+    #[error(
+        "expected offset {expected} but log {log} has appends in flight from offset \
+         {acknowledged} on, not yet acknowledged: retry later"
+    )]
+    AppendsInFlight {
+        log: LogName,
+        expected: u64,
+        acknowledged: u64,
+    },
     #[error("txid {txid} is below txid {last} already in log {log}")]
     TxidDecreasing { log: LogName, txid: i64, last: i64 },
     #[error("log {log} ended at offset {end}: appends are refused after end of stream")]
@@ -65,9 +74,10 @@ impl Classify for Error {
                 ErrorKind::FailedPrecondition
             }
             Error::TxidDecreasing { .. } => ErrorKind::InvalidArgument,
-            Error::Backpressure { .. } | Error::NodeBackpressure { .. } => {
-                ErrorKind::ResourceExhausted
-            }
+            // Refused before anything was applied, like backpressure.
+            Error::Backpressure { .. }
+            | Error::NodeBackpressure { .. }
+            | Error::AppendsInFlight { .. } => ErrorKind::ResourceExhausted,
             Error::Record(err) => err.kind(),
             Error::Manifest(manifest::Error::OwnedBy { .. }) => ErrorKind::Unavailable,
             Error::Manifest(err) => err.kind(),

@@ -13,6 +13,11 @@
 //!   replicas (the LAC passed it): acknowledged means durable on A nodes;
 //! * offsets are dense and assigned in arrival order; timestamps never go
 //!   back; txids never decrease;
+//! * an `expected_offset` mismatch reports only the acknowledged end, never
+//!   an offset counting records in flight; while appends are in flight at
+//!   or after the expected offset it answers "retry later"
+//!   (`RESOURCE_EXHAUSTED`) instead, so a writer retrying an append in doubt
+//!   never takes records in flight for its own durable ones;
 //! * every manifest write is fenced by this owner's epoch; when one fails
 //!   with a stale epoch the owner stops and fails what it holds (retryable).
 //!
@@ -459,10 +464,23 @@ impl Owner {
         if let Some(expected) = append.expected_offset
             && expected != self.next_offset
         {
+            // A mismatch reports only the acknowledged end: a writer that
+            // retries an append in doubt takes `actual == expected + count`
+            // as "my append landed", so `actual` must never count records
+            // that a crash can still lose. While appends are in flight at or
+            // after `expected`, whether the writer's landed is not known
+            // yet: it retries later.
+            if self.acked_offset < self.next_offset && expected >= self.acked_offset {
+                return Err(Error::AppendsInFlight {
+                    log: self.log.clone(),
+                    expected,
+                    acknowledged: self.acked_offset,
+                });
+            }
             return Err(Error::ExpectedOffset {
                 log: self.log.clone(),
                 expected,
-                actual: self.next_offset,
+                actual: self.acked_offset,
             });
         }
         if let (Some(last), Some(first)) =

@@ -7,10 +7,20 @@
 //! 2. Wait for at least E − A + 1 answers: then every acknowledged entry
 //!    (on A nodes) is on at least one answering node.
 //! 3. Read entries from 0 with recovery reads (they carry `my_epoch` and
-//!    fence again, so fencing is sticky on every node read from). Entries
-//!    up to the highest known LAC are acknowledged already; each entry after
-//!    it that an answering node holds is copied to the ensemble until A
-//!    nodes have it. Stop at the first entry no answering node holds.
+//!    fence again, so fencing is sticky on every node read from), in pages
+//!    of bounded count (and bytes, capped by the cache node), each with its
+//!    own deadline. Entries up to the highest known LAC are acknowledged
+//!    already; each entry after it that a node holds is copied to the
+//!    ensemble until A nodes have it.
+//!    A read that fails (timeout, `DATA_LOSS`, a dropped connection) is
+//!    "unknown", never "not held". Recovery stops at an entry only once
+//!    E − A + 1 nodes answered that they do not hold it: no ack quorum can
+//!    then hold it. If that cannot be established after a few rounds over
+//!    the ensemble, recovery fails and leaves the segment open (the next
+//!    attempt repeats it). It also fails, rather than seal, where it would
+//!    end at or below the highest LAC a fence answer reported: those
+//!    entries were acknowledged, and nodes that "do not hold" them lost
+//!    their data (see the cache node's identity check).
 //! 4. Seal the segment in the manifest, under the epoch fence, at the end of
 //!    the last entry recovered, with its statistics.
 //!
@@ -32,7 +42,15 @@ use tokio_stream::wrappers::ReceiverStream;
 use crate::error::{Error, Result};
 use crate::pool::CachePool;
 
+/// Deadline of one fence, one read page and one copy on one node.
 const NODE_TIMEOUT: Duration = Duration::from_secs(5);
+/// Most entries one recovery read asks for (the cache node also caps a
+/// page's bytes), so that a page is read well within [`NODE_TIMEOUT`].
+const PAGE_ENTRIES: u32 = 256;
+/// Rounds over the ensemble for one page before recovery gives up.
+const READ_ROUNDS: u32 = 3;
+/// Pause before the next round (times the round number).
+const ROUND_PAUSE: Duration = Duration::from_millis(200);
 
 /// Statistics gathered over a segment's entries, for its seal.
 #[derive(Debug, Clone, Default)]
@@ -165,44 +183,55 @@ pub async fn recover_segment(
         )));
     }
 
-    // 3. Read every entry; copy those past the LAC to an ack quorum.
+    // 3. Read every entry, page by page; copy those past the LAC to an ack
+    //    quorum. Stop only where `needed` nodes said they do not hold the
+    //    next entry; a read that failed says nothing.
     let mut stats = SegmentStats::new(segment.start_offset);
     let mut next_entry = 0u64;
-    let mut to_copy: Vec<Bytes> = Vec::new();
-    'read: loop {
-        let mut progressed = false;
-        for node in &responders {
-            let batch = read_entries(pool, node, &reference, next_entry, epoch).await;
-            let entries = match batch {
-                Ok(entries) => entries,
-                Err(err) => {
-                    tracing::debug!(%log, node, "recovery: read failed, trying another node: {err:#}");
-                    continue;
-                }
-            };
-            for bytes in entries {
-                let entry = codec::decode_entry(bytes.clone())
-                    .map_err(|err| fail(format!("entry from {node}: {err}")))?;
-                if entry.header.entry_id != next_entry {
-                    break;
-                }
-                stats.add(&entry, bytes.len());
-                if lac.is_none_or(|lac| next_entry > lac) {
-                    to_copy.push(bytes);
-                }
-                next_entry += 1;
-                progressed = true;
+    let mut copied = 0usize;
+    let mut preferred = 0usize;
+    loop {
+        let Some((node, page)) = read_next_page(
+            pool, &reference, ensemble, preferred, next_entry, epoch, needed,
+        )
+        .await
+        .map_err(|reason| fail(format!("entry {next_entry}: {reason}")))?
+        else {
+            break;
+        };
+        preferred = node;
+        let mut to_copy = Vec::new();
+        for bytes in page {
+            let entry = codec::decode_entry(bytes.clone())
+                .map_err(|err| fail(format!("entry from {}: {err}", ensemble[node])))?;
+            if entry.header.entry_id != next_entry {
+                return Err(fail(format!(
+                    "{} sent entry {} where {next_entry} was due",
+                    ensemble[node], entry.header.entry_id
+                )));
             }
-            if progressed {
-                continue 'read;
+            stats.add(&entry, bytes.len());
+            if lac.is_none_or(|lac| next_entry > lac) {
+                to_copy.push(bytes);
             }
+            next_entry += 1;
         }
-        break;
+        if !to_copy.is_empty() {
+            copy_to_quorum(pool, &reference, epoch, ensemble, ack_quorum, &to_copy)
+                .await
+                .map_err(fail)?;
+            copied += to_copy.len();
+        }
     }
-    if !to_copy.is_empty() {
-        copy_to_quorum(pool, &reference, epoch, ensemble, ack_quorum, &to_copy)
-            .await
-            .map_err(fail)?;
+    // Entries up to a reported LAC were acknowledged: nodes saying they do
+    // not hold one (a node that lost its disk, say) must not cut it off.
+    if let Some(lac) = lac
+        && next_entry <= lac
+    {
+        return Err(fail(format!(
+            "{needed} nodes do not hold entry {next_entry}, but a fence answer reported \
+             LAC {lac}: the segment stays open"
+        )));
     }
 
     // 4. Seal where the recovered entries end.
@@ -214,30 +243,88 @@ pub async fn recover_segment(
         segment = segment.segment_id,
         end_offset = stats.end_offset,
         entries = next_entry,
-        copied = to_copy.len(),
+        copied,
         "recovered and sealed a segment"
     );
     Ok(sealed)
 }
 
-async fn read_entries(
+/// What one node answered to a recovery read.
+enum Answer {
+    /// Entries from the one asked for, in order.
+    Entries(Vec<Bytes>),
+    /// The node (fenced by the read) does not hold the entry.
+    NotHeld,
+    /// The read failed: the node may or may not hold the entry.
+    Unknown(String),
+}
+
+/// Reads the page of entries from `from`, trying the ensemble's nodes in
+/// turn from `preferred`, for a few rounds. Returns the node that served it
+/// and the page, or `None` once `needed` nodes answered that they do not
+/// hold `from`; fails if neither happened (some reads failed).
+async fn read_next_page(
+    pool: &CachePool,
+    segment: &SegmentRef,
+    ensemble: &[String],
+    preferred: usize,
+    from: u64,
+    epoch: u64,
+    needed: usize,
+) -> std::result::Result<Option<(usize, Vec<Bytes>)>, String> {
+    let mut not_held = vec![false; ensemble.len()];
+    let mut failures = Vec::new();
+    for round in 0..READ_ROUNDS {
+        if round > 0 {
+            tokio::time::sleep(ROUND_PAUSE * round).await;
+        }
+        failures.clear();
+        for offset in 0..ensemble.len() {
+            let index = (preferred + offset) % ensemble.len();
+            if not_held[index] {
+                continue;
+            }
+            let node = &ensemble[index];
+            match read_page(pool, node, segment, from, epoch).await {
+                Answer::Entries(page) => return Ok(Some((index, page))),
+                Answer::NotHeld => {
+                    not_held[index] = true;
+                    if not_held.iter().filter(|&&n| n).count() >= needed {
+                        return Ok(None);
+                    }
+                }
+                Answer::Unknown(reason) => failures.push(format!("{node}: {reason}")),
+            }
+        }
+    }
+    Err(format!(
+        "{} of {} nodes answered that they do not hold it ({needed} needed to end the \
+         segment there), the others could not be read: {}; the segment stays open",
+        not_held.iter().filter(|&&n| n).count(),
+        ensemble.len(),
+        failures.join("; ")
+    ))
+}
+
+/// One recovery read (it fences `node` at `epoch` first) of at most
+/// [`PAGE_ENTRIES`] entries from `from`, with its own deadline.
+async fn read_page(
     pool: &CachePool,
     node: &str,
     segment: &SegmentRef,
-    from_entry: u64,
+    from: u64,
     epoch: u64,
-) -> Result<Vec<Bytes>> {
-    let mut client = pool.client(node).await?;
+) -> Answer {
+    let mut client = match pool.client(node).await {
+        Ok(client) => client,
+        Err(err) => return Answer::Unknown(format!("{err:#}")),
+    };
     let request = ReadEntriesRequest {
         segment: Some(segment.clone()),
-        from_entry,
-        max_entries: 0,
+        from_entry: from,
+        max_entries: PAGE_ENTRIES,
         fence_epoch: Some(epoch),
         sealed_last_entry: None,
-    };
-    let to_error = |status| Error::Cache {
-        node: node.to_owned(),
-        status,
     };
     let read = async {
         let mut stream = client.read_entries(request).await?.into_inner();
@@ -248,8 +335,11 @@ async fn read_entries(
         Ok::<_, tonic::Status>(entries)
     };
     match tokio::time::timeout(NODE_TIMEOUT, read).await {
-        Ok(result) => result.map_err(to_error),
-        Err(_) => Err(to_error(tonic::Status::deadline_exceeded("read timed out"))),
+        Ok(Ok(entries)) if entries.is_empty() => Answer::NotHeld,
+        Ok(Ok(entries)) => Answer::Entries(entries),
+        Ok(Err(status)) if status.code() == tonic::Code::NotFound => Answer::NotHeld,
+        Ok(Err(status)) => Answer::Unknown(format!("{}: {}", status.code(), status.message())),
+        Err(_) => Answer::Unknown(format!("no answer within {NODE_TIMEOUT:?}")),
     }
 }
 

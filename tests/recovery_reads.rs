@@ -1,0 +1,365 @@
+//! Segment recovery (`dlog_ingest::recovery`) against cache nodes that fail
+//! reads, are down, were wiped, or are slow, with the segment larger than
+//! one read call: in-process cache services over real gRPC on loopback and
+//! the embedded metastore.
+//!
+//! Each cache node runs behind a fault switch ([`Faulty`]) that passes
+//! every call to the real `CacheServer`, except that it can fail reads with
+//! `DATA_LOSS` (a damaged frame on that node), fail every call with
+//! `UNAVAILABLE` (the node is down), or make reads cost time per entry
+//! returned (a cold disk).
+//!
+//! The properties: recovery never seals a segment short of an acknowledged
+//! entry, because a read that failed is "unknown", not "not held"; it never
+//! seals below the highest LAC a fence answer reported; and it reads a large
+//! segment in bounded pages, each with its own deadline.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU8, Ordering};
+use std::time::Duration;
+
+use bytes::Bytes;
+use dlog_cache::SegmentKey;
+use dlog_cache::service::CacheServer;
+use dlog_cache::store::{CacheStore, StoreOptions};
+use dlog_infra::codec::{EntryHeader, EntryRecord, encode_entry};
+use dlog_infra::manifest::{Manifest, NodeInfo, Role, SegmentMeta, SegmentState};
+use dlog_infra::names::LogName;
+use dlog_infra::proto::cache_service_server::{CacheService, CacheServiceServer};
+use dlog_infra::proto::{
+    AddEntryRequest, AddEntryResponse, DropSegmentRequest, DropSegmentResponse, FenceRequest,
+    FenceResponse, ReadEntriesRequest, ReadEntriesResponse, ReadLacRequest, ReadLacResponse,
+};
+use dlog_infra::record::Record;
+use dlog_ingest::pool::CachePool;
+use dlog_ingest::recovery::recover_segment;
+use futures::{Stream, StreamExt};
+use tokio_stream::wrappers::TcpListenerStream;
+use tonic::{Request, Response, Status, Streaming};
+
+/// Fault modes of a [`Faulty`] node.
+const NORMAL: u8 = 0;
+/// Reads answer `DATA_LOSS`; fences and adds work (a damaged frame).
+const READS_FAIL: u8 = 1;
+/// Every call answers `UNAVAILABLE` (the node is down).
+const DOWN: u8 = 2;
+
+/// A cache node's service behind a fault switch.
+#[derive(Clone)]
+struct Faulty {
+    inner: CacheServer,
+    mode: Arc<AtomicU8>,
+    /// Time a read takes per entry it returns.
+    read_cost: Duration,
+}
+
+impl Faulty {
+    fn check(&self, read: bool) -> Result<(), Status> {
+        match self.mode.load(Ordering::SeqCst) {
+            DOWN => Err(Status::unavailable("node down (test fault)")),
+            READS_FAIL if read => Err(Status::data_loss(
+                "segment damaged on this node (test fault): read it from another replica",
+            )),
+            _ => Ok(()),
+        }
+    }
+}
+
+type Answers<T> = std::pin::Pin<Box<dyn Stream<Item = Result<T, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl CacheService for Faulty {
+    type AddEntriesStream = Answers<AddEntryResponse>;
+    type ReadEntriesStream = Answers<ReadEntriesResponse>;
+
+    async fn add_entries(
+        &self,
+        request: Request<Streaming<AddEntryRequest>>,
+    ) -> Result<Response<Self::AddEntriesStream>, Status> {
+        self.check(false)?;
+        self.inner.add_entries(request).await
+    }
+
+    async fn read_entries(
+        &self,
+        request: Request<ReadEntriesRequest>,
+    ) -> Result<Response<Self::ReadEntriesStream>, Status> {
+        self.check(true)?;
+        let mut answers = self.inner.read_entries(request).await?.into_inner();
+        let mut entries = Vec::new();
+        while let Some(answer) = answers.next().await {
+            entries.push(answer);
+        }
+        let count = u32::try_from(entries.len()).expect("few entries");
+        tokio::time::sleep(self.read_cost * count).await;
+        Ok(Response::new(Box::pin(futures::stream::iter(entries))))
+    }
+
+    async fn read_lac(
+        &self,
+        request: Request<ReadLacRequest>,
+    ) -> Result<Response<ReadLacResponse>, Status> {
+        self.check(true)?;
+        self.inner.read_lac(request).await
+    }
+
+    async fn fence(
+        &self,
+        request: Request<FenceRequest>,
+    ) -> Result<Response<FenceResponse>, Status> {
+        self.check(false)?;
+        self.inner.fence(request).await
+    }
+
+    async fn drop_segment(
+        &self,
+        request: Request<DropSegmentRequest>,
+    ) -> Result<Response<DropSegmentResponse>, Status> {
+        self.check(false)?;
+        self.inner.drop_segment(request).await
+    }
+}
+
+/// One in-process cache node.
+struct Node {
+    store: Arc<CacheStore>,
+    mode: Arc<AtomicU8>,
+}
+
+impl Node {
+    fn set(&self, mode: u8) {
+        self.mode.store(mode, Ordering::SeqCst);
+    }
+}
+
+/// The embedded metastore, a log with one open segment on `n1..n3`, and
+/// the three cache nodes serving on loopback.
+struct Setup {
+    manifest: Manifest,
+    pool: CachePool,
+    log: LogName,
+    log_id: u64,
+    epoch: u64,
+    segment: SegmentMeta,
+    nodes: Vec<Node>,
+    _dir: tempfile::TempDir,
+}
+
+const NODE_IDS: [&str; 3] = ["n1", "n2", "n3"];
+
+impl Setup {
+    /// `read_cost`: per entry returned, on every node.
+    async fn start(read_cost: Duration) -> Setup {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("embedded://{}", dir.path().join("meta").display());
+        let (store, cluster) = dlog_infra::metastore::open(&url).await.unwrap();
+        let lease = store.lease_grant(Duration::from_secs(600)).await.unwrap();
+        let manifest = Manifest::new(store, &cluster);
+        let mut nodes = Vec::new();
+        for id in NODE_IDS {
+            let journal = dir.path().join(id);
+            let cache = tokio::task::spawn_blocking(move || {
+                CacheStore::open(StoreOptions::new(journal)).unwrap()
+            })
+            .await
+            .unwrap();
+            let cache = Arc::new(cache);
+            let mode = Arc::new(AtomicU8::new(NORMAL));
+            let service = Faulty {
+                inner: CacheServer::new(cache.clone()),
+                mode: mode.clone(),
+                read_cost,
+            };
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+            let address = format!("http://{}", listener.local_addr().unwrap());
+            tokio::spawn(
+                tonic::transport::Server::builder()
+                    .add_service(CacheServiceServer::new(service))
+                    .serve_with_incoming(TcpListenerStream::new(listener)),
+            );
+            let info = NodeInfo {
+                id: id.to_owned(),
+                address,
+                zone: String::new(),
+                capacity: 0,
+            };
+            manifest
+                .register_node(Role::Cache, &info, lease)
+                .await
+                .unwrap();
+            nodes.push(Node { store: cache, mode });
+        }
+        let log: LogName = "ns/recovered".parse().unwrap();
+        let meta = manifest.create_log(&log).await.unwrap();
+        let epoch = manifest.bump_epoch(&log, 0).await.unwrap();
+        let template = SegmentMeta {
+            segment_id: 0,
+            epoch,
+            ensemble: NODE_IDS.iter().map(|id| (*id).to_owned()).collect(),
+            write_quorum: 3,
+            ack_quorum: 2,
+            start_offset: 0,
+            state: SegmentState::Open,
+            end_offset: None,
+            last_entry_id: None,
+            bytes: 0,
+            min_timestamp_ms: None,
+            max_timestamp_ms: None,
+            min_txid: None,
+            max_txid: None,
+            object: None,
+            cache_dropped: false,
+        };
+        let segment = manifest
+            .create_segment(&log, epoch, template)
+            .await
+            .unwrap();
+        Setup {
+            pool: CachePool::new(manifest.clone()),
+            manifest,
+            log,
+            log_id: meta.log_id,
+            epoch,
+            segment,
+            nodes,
+            _dir: dir,
+        }
+    }
+
+    /// Entry `id` (one record at offset `id`) as the owner at `self.epoch`
+    /// sends it, piggybacking `lac`.
+    fn entry(&self, id: u64, lac: Option<u64>) -> Bytes {
+        let header = EntryHeader {
+            log_id: self.log_id,
+            segment_id: self.segment.segment_id,
+            entry_id: id,
+            epoch: self.epoch,
+            first_offset: id,
+            lac,
+            record_count: 1,
+        };
+        let record = EntryRecord {
+            timestamp_ms: 1_000 + i64::try_from(id).unwrap(),
+            record: Record::new(format!("record {id}")),
+        };
+        encode_entry(&header, &[record])
+    }
+
+    /// Stores entries `ids` on `node` (pipelined, then waits until durable),
+    /// each piggybacking the LAC an owner acknowledging in order would send:
+    /// the entry before it.
+    async fn store(&self, node: usize, ids: std::ops::Range<u64>) {
+        let key = SegmentKey {
+            log_id: self.log_id,
+            segment_id: self.segment.segment_id,
+        };
+        let store = &self.nodes[node].store;
+        let durable: Vec<_> = ids
+            .map(|id| {
+                store
+                    .add(key, self.epoch, self.entry(id, id.checked_sub(1)))
+                    .unwrap()
+            })
+            .collect();
+        for add in futures::future::join_all(durable).await {
+            add.unwrap();
+        }
+    }
+
+    /// Runs recovery as a new owner (the next epoch).
+    async fn recover(&mut self) -> dlog_ingest::error::Result<SegmentMeta> {
+        let epoch = self.manifest.epoch(&self.log).await.unwrap();
+        let epoch = self.manifest.bump_epoch(&self.log, epoch).await.unwrap();
+        recover_segment(
+            &self.pool,
+            &self.manifest,
+            &self.log,
+            self.log_id,
+            epoch,
+            &self.segment,
+        )
+        .await
+    }
+
+    async fn state(&self) -> SegmentMeta {
+        self.manifest
+            .segment(&self.log, self.segment.segment_id)
+            .await
+            .unwrap()
+            .value
+    }
+}
+
+/// E/W/A = 3/3/2. Entries 0..=2 are on every node; entry 3 reached only
+/// n1 and n2, so the owner acknowledged it. n2 is down; n1 still answers
+/// the fence, but every read from it fails (a damaged frame). Recovery must
+/// not seal before entry 3: it cannot tell whether n1 holds it, so it fails
+/// and leaves the segment open. Once n2 is back, recovery keeps entry 3.
+#[tokio::test]
+async fn a_node_whose_reads_fail_does_not_make_recovery_seal_short() {
+    let mut setup = Setup::start(Duration::ZERO).await;
+    for node in 0..3 {
+        setup.store(node, 0..3).await;
+    }
+    setup.store(0, 3..4).await;
+    setup.store(1, 3..4).await;
+    setup.nodes[0].set(READS_FAIL);
+    setup.nodes[1].set(DOWN);
+
+    let result = setup.recover().await;
+    let state = setup.state().await;
+    assert!(
+        result.is_err(),
+        "recovery sealed although no node could say whether it holds entry 3: {:?}",
+        result.map(|s| (s.end_offset, s.last_entry_id))
+    );
+    assert_eq!(state.state, SegmentState::Open, "the segment stays open");
+
+    setup.nodes[1].set(NORMAL);
+    let sealed = setup.recover().await.expect("recovery with n2 back");
+    assert_eq!(sealed.state, SegmentState::Sealed);
+    assert_eq!(sealed.last_entry_id, Some(3), "entry 3 is kept");
+    assert_eq!(sealed.end_offset, Some(4));
+}
+
+/// n1 holds entries 0..=3 and reported LAC 2 on its fence answer, but its
+/// reads fail; n2 and n3 came back empty under the same ids (wiped disks),
+/// so they answer "not held" from entry 0. Two "not held" answers would
+/// let recovery stop, but entries up to the LAC are acknowledged: recovery
+/// must fail rather than seal below the LAC.
+#[tokio::test]
+async fn recovery_never_seals_below_a_reported_lac() {
+    let mut setup = Setup::start(Duration::ZERO).await;
+    setup.store(0, 0..4).await;
+    setup.nodes[0].set(READS_FAIL);
+
+    let result = setup.recover().await;
+    let state = setup.state().await;
+    assert!(
+        result.is_err(),
+        "recovery sealed below the reported LAC 2: {:?}",
+        result.map(|s| (s.end_offset, s.last_entry_id))
+    );
+    assert_eq!(state.state, SegmentState::Open, "the segment stays open");
+}
+
+/// 600 entries on every node, and reads cost 10 ms per entry returned (a
+/// cold disk): one call for the whole segment takes 6 s, longer than a
+/// node's deadline. Recovery reads in bounded pages, each with its own
+/// deadline, and keeps every entry.
+#[tokio::test]
+async fn a_segment_too_large_for_one_read_call_is_recovered_whole() {
+    const ENTRIES: u64 = 600;
+    let mut setup = Setup::start(Duration::from_millis(10)).await;
+    for node in 0..3 {
+        setup.store(node, 0..ENTRIES).await;
+    }
+    let sealed = setup.recover().await.expect("recovery");
+    assert_eq!(sealed.state, SegmentState::Sealed);
+    assert_eq!(
+        sealed.last_entry_id,
+        Some(ENTRIES - 1),
+        "every entry is kept"
+    );
+    assert_eq!(sealed.end_offset, Some(ENTRIES));
+}
