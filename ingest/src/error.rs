@@ -49,8 +49,14 @@ pub enum Error {
         #[source]
         status: tonic::Status,
     },
-    #[error("ownership of log {log} was lost (epoch {epoch} is no longer current): retry")]
-    OwnershipLost { log: LogName, epoch: u64 },
+    /// The owner at `epoch` stopped: fenced by a newer owner (a cache node
+    /// or the manifest refused its epoch), or its node lost the lease.
+    #[error("log {log}: the owner at epoch {epoch} is fenced out ({reason}); retry")]
+    OwnershipLost {
+        log: LogName,
+        epoch: u64,
+        reason: String,
+    },
     #[error("recover log {log}: {reason}")]
     Recovery { log: LogName, reason: String },
     #[error("the ingest node is shutting down")]

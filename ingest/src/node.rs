@@ -234,10 +234,12 @@ impl IngestNode {
             .ok_or(Error::OwnershipLost {
                 log: log.clone(),
                 epoch: handle.epoch,
+                reason: "its task stopped".into(),
             })?;
         answer.await.map_err(|_| Error::OwnershipLost {
             log: log.clone(),
             epoch: handle.epoch,
+            reason: "its task stopped".into(),
         })
     }
 
@@ -259,6 +261,7 @@ impl IngestNode {
             .ok_or(Error::OwnershipLost {
                 log,
                 epoch: handle.epoch,
+                reason: "its task stopped".into(),
             })?;
         Ok(answer)
     }

@@ -350,6 +350,7 @@ impl Owner {
                 _ = lost.cancelled() => break Err(Error::OwnershipLost {
                     log: self.log.clone(),
                     epoch: self.resume.epoch,
+                    reason: "this node lost its lease".into(),
                 }),
                 _ = shutdown.cancelled() => break self.shut_down(&mut events).await,
                 Some((segment_id, event)) = events.recv() => self.on_event(segment_id, event),
@@ -366,9 +367,14 @@ impl Owner {
         if let Err(err) = result {
             tracing::warn!("owner stopped: {err:#}");
             let (log, epoch) = (self.log.clone(), self.resume.epoch);
+            let reason = match &err {
+                Error::OwnershipLost { reason, .. } => reason.clone(),
+                other => dlog_infra::error::error_chain(other),
+            };
             self.fail_all(|| Error::OwnershipLost {
                 log: log.clone(),
                 epoch,
+                reason: reason.clone(),
             });
         }
         commands.close();
@@ -648,6 +654,7 @@ impl Owner {
                     let _ = waiter.send(Err(Error::OwnershipLost {
                         log: self.log.clone(),
                         epoch: self.resume.epoch,
+                        reason: format!("seal refused: {err}"),
                     }));
                 }
                 return Err(err.into());
