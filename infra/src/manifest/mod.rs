@@ -232,6 +232,7 @@ impl Manifest {
             .replication
             .validate()
             .map_err(Error::InvalidConfig)?;
+        config.validate_retention().map_err(Error::InvalidConfig)?;
         self.store
             .put(&self.namespace_key(ns), encode_json(config))
             .await?;
@@ -254,6 +255,7 @@ impl Manifest {
             .replication
             .validate()
             .map_err(Error::InvalidConfig)?;
+        config.validate_retention().map_err(Error::InvalidConfig)?;
         self.store
             .put(&self.default_namespace_key(), encode_json(config))
             .await?;
