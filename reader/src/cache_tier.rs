@@ -24,6 +24,10 @@ use crate::shared_watch::SharedWatches;
 const PREFETCH: u64 = 64;
 /// How long one LAC long-poll waits on a cache node.
 const LAC_POLL: Duration = Duration::from_secs(5);
+/// How long a cache node may take to answer a request (beyond any wait
+/// the request asks for), or to send the next message of a stream, before
+/// the read gives up on it and asks another replica.
+pub const REQUEST_DEADLINE: Duration = Duration::from_secs(2);
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 struct EntryKey {
@@ -197,16 +201,43 @@ impl CacheTier {
             .subscribe(key, None, move |sender| follow_lac(caches, source, sender))
     }
 
-    /// The highest LAC any replica reports now (no waiting).
-    pub async fn current_lac(&self, source: &SegmentSource) -> Option<u64> {
-        let mut best = None;
-        for node in &source.segment.ensemble {
-            if let Ok(Some(lac)) = read_lac(&self.caches, source, node, None, Duration::ZERO).await
-            {
-                best = best.max(Some(lac));
+    /// The LAC of an open segment now (no waiting): the highest any
+    /// replica reports, once enough replicas answered that one of them
+    /// holds every acknowledged entry (write quorum - ack quorum + 1).
+    /// `Ok(None)`: no entry was confirmed yet. An error when too few
+    /// answered: an unknown LAC is never "nothing confirmed".
+    pub async fn current_lac(&self, source: &SegmentSource) -> Result<Option<u64>> {
+        let ensemble = &source.segment.ensemble;
+        let asks = ensemble.iter().map(|node| async move {
+            let answer = tokio::time::timeout(
+                REQUEST_DEADLINE,
+                read_lac(&self.caches, source, node, None, Duration::ZERO),
+            )
+            .await
+            .unwrap_or_else(|_| Err(format!("no answer in {REQUEST_DEADLINE:?}")));
+            (node, answer)
+        });
+        let (mut best, mut answered, mut errors) = (None, 0usize, Vec::new());
+        for (node, answer) in futures::future::join_all(asks).await {
+            match answer {
+                Ok(lac) => {
+                    answered += 1;
+                    best = best.max(lac);
+                }
+                Err(reason) => errors.push(format!("{node}: {reason}")),
             }
         }
-        best
+        let segment = &source.segment;
+        let needed = (segment.write_quorum.saturating_sub(segment.ack_quorum) as usize + 1)
+            .min(ensemble.len().max(1));
+        if answered < needed {
+            return Err(source.unavailable(format!(
+                "LAC unknown: {answered} of {} replicas answered, {needed} needed: {}",
+                ensemble.len(),
+                errors.join("; ")
+            )));
+        }
+        Ok(best)
     }
 
     /// Segments with a running LAC long-poll on this node.

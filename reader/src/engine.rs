@@ -181,6 +181,16 @@ impl ReadEngine {
         &self.manifest
     }
 
+    /// Logs with a running manifest watch on this node.
+    pub fn watched_logs(&self) -> usize {
+        self.views.watched()
+    }
+
+    /// Open segments with a running LAC poll on this node.
+    pub fn followed_segments(&self) -> usize {
+        self.cache.followed_segments()
+    }
+
     /// Starts a read; its records arrive on the returned channel, in
     /// offset order, and it stops when the receiver is dropped.
     pub fn read(self: &Arc<Self>, spec: ReadSpec) -> mpsc::Receiver<Result<ReadItem>> {
@@ -196,8 +206,18 @@ impl ReadEngine {
                 next: 0,
                 next_entry: None,
             };
-            let result = engine.run(&spec, &mut out).await;
-            out.flush().await;
+            let work = async {
+                let result = engine.run(&spec, &mut out).await;
+                out.flush().await;
+                result
+            };
+            let result = tokio::select! {
+                result = work => result,
+                // The client went away: stop now, also while waiting for a
+                // manifest change or a LAC move, so the shared watch and
+                // long-poll stop with their last reader.
+                () = sender.closed() => return,
+            };
             if let Err(err) = result {
                 tracing::debug!(log = %spec.log, "read ended: {err}");
                 let _ = sender.send(Err(err)).await;
@@ -239,7 +259,9 @@ impl ReadEngine {
             return Ok(view.sealed_end());
         };
         let source = source(log, view, open);
-        match self.cache.current_lac(&source).await {
+        // An unknown LAC is an error (the client retries), never the start
+        // of the open segment: that would move the tail backwards.
+        match self.cache.current_lac(&source).await? {
             Some(lac) => Ok(self
                 .cache
                 .entry(&source, lac, lac)
@@ -411,7 +433,10 @@ impl ReadEngine {
     ) -> Result<bool> {
         let mut lacs = self.cache.lac(source);
         let followed = *lacs.borrow_and_update();
-        let mut lac = followed.max(self.cache.current_lac(source).await);
+        // Not knowing the LAC yet is fine here: the read goes on from
+        // `out.next`, and the shared long-poll brings the LAC.
+        let now = self.cache.current_lac(source).await.unwrap_or_default();
+        let mut lac = followed.max(now);
         loop {
             if let Some(lac) = lac {
                 self.read_entries(source, out, lac).await?;

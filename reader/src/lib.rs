@@ -15,8 +15,12 @@ pub mod engine;
 pub mod error;
 pub mod log_view;
 pub mod parquet_tier;
+#[cfg(test)]
+mod safety_tests;
 pub mod service;
 pub mod shared_watch;
+#[cfg(test)]
+mod testing;
 
 pub use engine::{ReadEngine, ReadItem, ReadSpec, ReaderOptions, Start, Tail};
 pub use error::Error;

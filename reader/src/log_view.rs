@@ -112,6 +112,10 @@ async fn follow(
     mut revision: Revision,
     sender: Arc<watch::Sender<Arc<LogView>>>,
 ) {
+    // Subscription commits change nothing a read plans by. Matched as the
+    // key segment right under the log's prefix, so a namespace or log that
+    // happens to be named `sub` is not mistaken for one.
+    let subscriptions = format!("{}sub/", manifest.log_prefix(&log));
     loop {
         let mut events = match manifest.watch_log(&log, Some(revision + 1)).await {
             Ok(events) => events,
@@ -123,8 +127,7 @@ async fn follow(
         };
         loop {
             match events.next().await {
-                // Subscription commits change nothing a read plans by.
-                Some(Ok(event)) if event.key().contains("/sub/") => continue,
+                Some(Ok(event)) if event.key().starts_with(&subscriptions) => continue,
                 Some(Ok(_)) => {
                     // Take whatever else is ready too, then reload once.
                     while let Some(Some(Ok(_))) = events.next().now_or_never() {}
