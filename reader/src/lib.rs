@@ -2,6 +2,7 @@
 //!
 //! | module | owns |
 //! |---|---|
+//! | [`admission`] | how many reads run at once, per node and per client |
 //! | [`engine`] | the read loop: positioning, segment by segment from the right tier, tailing, trim checks |
 //! | [`cache_tier`] | sealed and open segments from cache replicas; shared entry cache; shared LAC long-polls |
 //! | [`parquet_tier`] | offloaded segments from Parquet; footer and row-group caches; pruning by statistics |
@@ -10,6 +11,7 @@
 //! | [`service`] | `ReadService` over gRPC |
 //! | [`error`] | read errors and their gRPC status (`OUT_OF_RANGE` carries `dlog-first-offset`) |
 
+pub mod admission;
 pub mod cache_tier;
 pub mod engine;
 pub mod error;

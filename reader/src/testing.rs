@@ -184,3 +184,42 @@ pub async fn eventually(within: Duration, mut check: impl FnMut() -> bool) -> bo
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
+
+/// Offsets from here on are only used by the test that makes a read panic.
+pub const PANIC_AT_OFFSET_BASE: u64 = 1 << 40;
+static PANIC_AT: AtomicU64 = AtomicU64::new(u64::MAX);
+
+/// Makes every read panic when it delivers `offset` (at or above
+/// [`PANIC_AT_OFFSET_BASE`]), so a test can see what a panic does.
+pub fn panic_at_offset(offset: u64) {
+    assert!(offset >= PANIC_AT_OFFSET_BASE);
+    PANIC_AT.store(offset, Ordering::SeqCst);
+}
+
+/// Called by the read loop for every record it delivers (tests only).
+pub fn maybe_panic(offset: u64) {
+    if offset == PANIC_AT.load(Ordering::Relaxed) {
+        panic!("test panic at offset {offset}");
+    }
+}
+
+/// Serves `engine`'s `ReadService` on a free local port; its address.
+pub async fn serve(engine: Arc<ReadEngine>) -> String {
+    let address = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let service = crate::ReadServer::new(engine).into_service();
+    tokio::spawn(
+        tonic::transport::Server::builder()
+            .add_service(service)
+            .serve(address),
+    );
+    for _ in 0..100 {
+        if tokio::net::TcpStream::connect(address).await.is_ok() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    format!("http://{address}")
+}
