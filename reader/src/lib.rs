@@ -23,6 +23,8 @@ pub mod service;
 pub mod shared_watch;
 #[cfg(test)]
 mod testing;
+#[cfg(test)]
+mod view_tests;
 
 pub use engine::{ReadEngine, ReadItem, ReadSpec, ReaderOptions, Start, Tail};
 pub use error::Error;

@@ -49,21 +49,16 @@ impl LogView {
     }
 }
 
-async fn load(manifest: &Manifest, log: &LogName) -> manifest::Result<LogView> {
-    // Segments first: anything that changes after this read has a higher
-    // revision than the one the watch starts from.
-    let (segments, revision) = manifest.segments(log).await?;
-    let meta = match manifest.log(log).await {
-        Ok(meta) if meta.state == LogState::Active => Some(meta),
-        Ok(_) | Err(manifest::Error::LogNotFound(_)) => None,
-        Err(err) => return Err(err),
-    };
-    let trim_point = manifest.trim_point(log).await?;
+/// The view at one revision (one read), so it never mixes two
+/// incarnations of a deleted and re-created log; a deleting log has no
+/// `meta`.
+pub(crate) async fn load(manifest: &Manifest, log: &LogName) -> manifest::Result<LogView> {
+    let snapshot = manifest.log_snapshot(log).await?;
     Ok(LogView {
-        meta,
-        segments,
-        trim_point,
-        revision,
+        meta: snapshot.meta.filter(|meta| meta.state == LogState::Active),
+        segments: snapshot.segments,
+        trim_point: snapshot.trim_point,
+        revision: snapshot.revision,
     })
 }
 
