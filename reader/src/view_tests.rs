@@ -23,7 +23,6 @@ use crate::testing::Fixture;
 struct Interleaving {
     inner: SharedMetaStore,
     ranges: AtomicUsize,
-    #[allow(clippy::type_complexity)]
     hook: Mutex<Option<HookFuture>>,
 }
 
