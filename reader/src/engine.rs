@@ -180,7 +180,7 @@ impl Out {
         }
         #[cfg(test)]
         crate::testing::maybe_panic(record.offset);
-        self.next = record.offset + 1;
+        self.next = record.offset.saturating_add(1);
         if let Some(seek) = self.seek {
             if !seek.matches(record) {
                 return;
