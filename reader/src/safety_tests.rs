@@ -322,3 +322,28 @@ async fn a_corrupt_parquet_file_is_data_loss_not_wrong_rows() {
     let err = outcome.expect("the damaged file is refused");
     assert_eq!(err.kind(), ErrorKind::DataLoss, "{err}");
 }
+
+/// Issue 22 item 11: reads are bounded per node; a read whose client went
+/// away gives its place back.
+#[tokio::test]
+async fn reads_over_the_node_bound_are_resource_exhausted_until_one_leaves() {
+    let fixture = Fixture::new().await;
+    let log: LogName = "bound/reads".parse().unwrap();
+    fixture.create_log(&log).await;
+    let engine = fixture.engine(ReaderOptions {
+        max_reads: 2,
+        ..ReaderOptions::default()
+    });
+    let a = engine.read(spec(&log, Start::Earliest, true));
+    let _b = engine.read(spec(&log, Start::Earliest, true));
+    assert!(eventually(Duration::from_secs(3), || engine.running_reads() == 2).await);
+    let mut c = engine.read(spec(&log, Start::Earliest, true));
+    match c.recv().await {
+        Some(Err(err)) => assert_eq!(err.kind(), ErrorKind::ResourceExhausted, "{err}"),
+        other => panic!("a third read gave {other:?}"),
+    }
+    drop(a);
+    assert!(eventually(Duration::from_secs(3), || engine.running_reads() == 1).await);
+    let mut d = engine.read(spec(&log, Start::Earliest, false));
+    assert!(d.recv().await.is_none(), "admitted, and nothing to read");
+}
