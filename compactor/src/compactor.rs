@@ -141,7 +141,7 @@ impl Compactor {
                 SegmentState::Offloaded if !segment.cache_dropped => {
                     let offloaded_at = segment.object.as_ref().map_or(0, |o| o.offloaded_at_ms);
                     let grace = self.options.cache_drop_grace.as_millis() as i64;
-                    if dlog_infra::now_ms() >= offloaded_at + grace {
+                    if dlog_infra::now_ms() >= offloaded_at.saturating_add(grace) {
                         self.drop_from_cache(log, meta.log_id, segment).await?;
                         failpoint::hit("offload.after_cache_drop");
                         self.manifest
@@ -286,7 +286,10 @@ impl Compactor {
             .collect();
         let mut trim_to = self.manifest.trim_point(log).await?;
         if let Some(retention_ms) = config.retention_ms {
-            let cutoff = dlog_infra::now_ms() - retention_ms as i64;
+            // Saturating: an age longer than the epoch (stored before
+            // validation refused it) keeps everything instead of wrapping.
+            let age = i64::try_from(retention_ms).unwrap_or(i64::MAX);
+            let cutoff = dlog_infra::now_ms().saturating_sub(age);
             for segment in &closed {
                 match segment.max_timestamp_ms {
                     Some(newest) if newest < cutoff => {
@@ -297,12 +300,14 @@ impl Compactor {
             }
         }
         if let Some(retention_bytes) = config.retention_bytes {
-            let mut total: u64 = segments.iter().map(|s| s.bytes).sum();
+            let mut total = segments
+                .iter()
+                .fold(0u64, |sum, s| sum.saturating_add(s.bytes));
             for segment in &closed {
                 if total <= retention_bytes {
                     break;
                 }
-                total -= segment.bytes;
+                total = total.saturating_sub(segment.bytes);
                 trim_to = trim_to.max(segment.end_offset.unwrap_or(0));
             }
         }

@@ -10,6 +10,8 @@
 pub mod compactor;
 pub mod error;
 pub mod offload;
+#[cfg(test)]
+mod retention_tests;
 
 pub use compactor::{Compactor, CompactorOptions, PassReport};
 pub use error::Error;

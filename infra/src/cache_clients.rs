@@ -16,6 +16,10 @@ use crate::proto::cache_service_client::CacheServiceClient;
 /// How long a cache node that failed is left out of `live_nodes`.
 const SUSPECT_FOR: Duration = Duration::from_secs(30);
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+/// HTTP/2 ping period on cache node connections, and how long a ping may
+/// go unanswered before the connection is dropped.
+const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(5);
+const KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(5);
 const MAX_MESSAGE: usize = 64 * 1024 * 1024;
 
 /// A client of one cache node.
@@ -99,7 +103,13 @@ impl CacheClients {
         let endpoint = Endpoint::from_shared(node.address.clone())
             .map_err(|err| unreachable(format!("bad address {}: {err}", node.address)))?
             .connect_timeout(CONNECT_TIMEOUT)
-            .tcp_nodelay(true);
+            .tcp_nodelay(true)
+            // A peer that stops answering (frozen, partitioned) is found
+            // by HTTP/2 pings and its connection closed, failing every
+            // request on it, even on a connection that looks idle.
+            .http2_keep_alive_interval(KEEPALIVE_INTERVAL)
+            .keep_alive_timeout(KEEPALIVE_TIMEOUT)
+            .keep_alive_while_idle(true);
         let channel = endpoint
             .connect()
             .await

@@ -3,7 +3,7 @@
 //! | URL | store |
 //! |---|---|
 //! | `s3://BUCKET[/PREFIX]` | S3 or any S3-compatible server; endpoint, keys and region come from the usual `AWS_*` variables (`AWS_ENDPOINT_URL`, `AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`, `AWS_REGION`, `AWS_ALLOW_HTTP`) or explicit options |
-//! | `file:///DIR` | a local directory (standalone mode), created if missing |
+//! | `file:///DIR` | a local directory (standalone mode), created if missing; every put is fsynced (file and directories) before it returns |
 //! | `memory://` | in memory, for unit tests |
 //!
 //! Every store is returned with the key prefix all objects go under.
@@ -86,10 +86,16 @@ where
             url: url.to_owned(),
             source,
         })?;
-        let store = LocalFileSystem::new_with_prefix(dir).map_err(|source| Error::Build {
-            url: url.to_owned(),
-            source,
-        })?;
+        // fsync: a segment is marked offloaded, and later dropped from the
+        // cache nodes, once its put returned; on a local disk that put must
+        // survive power loss (file and directory entries synced), as an S3
+        // put does.
+        let store = LocalFileSystem::new_with_prefix(dir)
+            .map_err(|source| Error::Build {
+                url: url.to_owned(),
+                source,
+            })?
+            .with_fsync(true);
         return Ok(ObjectStoreHandle {
             store: Arc::new(store),
             prefix: Path::default(),
@@ -150,6 +156,58 @@ mod tests {
             assert_eq!(got, Bytes::from_static(b"abc"));
         }
         assert!(dir.path().join("objects/a.bin").exists());
+    }
+
+    /// Puts one object into a fresh `file://` store; run alone under strace
+    /// by [`file_objects_are_fsynced`].
+    #[tokio::test]
+    async fn put_one_file_object() {
+        let dir = tempfile::tempdir().unwrap();
+        let handle = open(&format!("file://{}/objects", dir.path().display())).unwrap();
+        let path = handle.prefix.clone().join("ns=a/log=b/segment.parquet");
+        handle
+            .store
+            .put(
+                &path,
+                PutPayload::from(Bytes::from_static(b"parquet bytes")),
+            )
+            .await
+            .unwrap();
+    }
+
+    /// A Parquet file is marked offloaded (and its cache copy dropped) only
+    /// after its put returned, so on a local disk the put must reach stable
+    /// storage: the file and its directory are fsynced before it returns.
+    #[test]
+    fn file_objects_are_fsynced() {
+        let Some(strace) = crate::testkit::find_binary("strace", &[]) else {
+            assert!(!crate::testkit::is_ci(), "strace is required in CI");
+            return;
+        };
+        let output = std::process::Command::new(strace)
+            .args(["-f", "-qq", "-e", "trace=fsync,fdatasync"])
+            .arg(std::env::current_exe().unwrap())
+            .args([
+                "--exact",
+                "objstore::tests::put_one_file_object",
+                "--test-threads=1",
+            ])
+            .output()
+            .unwrap();
+        let trace = String::from_utf8_lossy(&output.stderr);
+        assert!(output.status.success(), "{trace}");
+        let syncs = trace
+            .lines()
+            .filter(|l| l.contains("fsync(") || l.contains("fdatasync("))
+            .count();
+        // The file, then its new parent directories.
+        assert!(syncs >= 2, "{syncs} fsync calls during one put:\n{trace}");
+        let handle = open("file:///tmp").unwrap();
+        assert!(
+            format!("{:?}", handle.store).contains("fsync: true"),
+            "the local store is built with fsync: {:?}",
+            handle.store
+        );
     }
 
     #[test]

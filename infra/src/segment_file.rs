@@ -14,7 +14,7 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use crate::codec::Entry;
+use crate::codec::{Entry, EntryRecord};
 use crate::names::LogName;
 use crate::record::{Record, StoredRecord};
 use arrow_array::builder::{BinaryBuilder, MapBuilder, StringBuilder};
@@ -168,46 +168,68 @@ fn properties(info: &FileInfo<'_>) -> Result<WriterProperties> {
     Ok(builder.build())
 }
 
-fn batch(entries: &[Entry], info: &FileInfo<'_>) -> Result<RecordBatch> {
-    let rows: usize = entries.iter().map(|e| e.records.len()).sum();
-    let mut offsets = Vec::with_capacity(rows);
-    let mut timestamps = Vec::with_capacity(rows);
-    let mut txids = Vec::with_capacity(rows);
-    let mut keys = BinaryBuilder::with_capacity(rows, 0);
-    let mut headers = MapBuilder::new(None, StringBuilder::new(), BinaryBuilder::new());
-    let payload_bytes: usize = entries
-        .iter()
-        .flat_map(|e| &e.records)
-        .map(|r| r.record.payload.len())
-        .sum();
-    let mut payloads = BinaryBuilder::with_capacity(rows, payload_bytes);
-    for entry in entries {
-        for (i, record) in entry.records.iter().enumerate() {
-            let offset = entry.header.first_offset + i as u64;
-            if offset >= info.end_offset {
-                break;
-            }
-            offsets.push(offset);
-            timestamps.push(record.timestamp_ms);
-            txids.push(record.record.txid);
-            keys.append_option(record.record.key.as_deref());
-            if record.record.headers.is_empty() {
-                headers.append(false).map_err(|err| Error::Arrow {
-                    what: "headers",
-                    source: err,
-                })?;
-            } else {
-                for (name, value) in &record.record.headers {
-                    headers.keys().append_value(name);
-                    headers.values().append_value(value);
-                }
-                headers.append(true).map_err(|err| Error::Arrow {
-                    what: "headers",
-                    source: err,
-                })?;
-            }
-            payloads.append_value(&record.record.payload);
+/// Rows go to the Parquet writer in batches of at most this many record
+/// bytes: Arrow `Binary` arrays have i32 offsets, so one batch must stay
+/// well under 2 GiB (a segment may be larger; row groups are unaffected,
+/// the writer fills them across batches).
+const BATCH_BYTES: usize = 256 * 1024 * 1024;
+
+/// The segment's rows (offset, record) in `start..end`, in batches of at
+/// most [`BATCH_BYTES`] (and at least one row).
+fn batches(entries: &[Entry], info: &FileInfo<'_>) -> Result<Vec<RecordBatch>> {
+    let rows = entries.iter().flat_map(|entry| {
+        let first = entry.header.first_offset;
+        (first..)
+            .zip(&entry.records)
+            .filter(|(offset, _)| *offset < info.end_offset)
+    });
+    let mut batches = Vec::new();
+    let (mut chunk, mut bytes) = (Vec::new(), 0usize);
+    for (offset, record) in rows {
+        let size = record.record.size();
+        if !chunk.is_empty() && bytes.saturating_add(size) > BATCH_BYTES {
+            batches.push(batch(&chunk)?);
+            (chunk, bytes) = (Vec::new(), 0);
         }
+        chunk.push((offset, record));
+        bytes += size;
+    }
+    if !chunk.is_empty() || batches.is_empty() {
+        batches.push(batch(&chunk)?);
+    }
+    Ok(batches)
+}
+
+fn batch(rows: &[(u64, &EntryRecord)]) -> Result<RecordBatch> {
+    let count = rows.len();
+    let mut offsets = Vec::with_capacity(count);
+    let mut timestamps = Vec::with_capacity(count);
+    let mut txids = Vec::with_capacity(count);
+    let mut keys = BinaryBuilder::with_capacity(count, 0);
+    let mut headers = MapBuilder::new(None, StringBuilder::new(), BinaryBuilder::new());
+    let payload_bytes: usize = rows.iter().map(|(_, r)| r.record.payload.len()).sum();
+    let mut payloads = BinaryBuilder::with_capacity(count, payload_bytes);
+    for &(offset, record) in rows {
+        offsets.push(offset);
+        timestamps.push(record.timestamp_ms);
+        txids.push(record.record.txid);
+        keys.append_option(record.record.key.as_deref());
+        if record.record.headers.is_empty() {
+            headers.append(false).map_err(|err| Error::Arrow {
+                what: "headers",
+                source: err,
+            })?;
+        } else {
+            for (name, value) in &record.record.headers {
+                headers.keys().append_value(name);
+                headers.values().append_value(value);
+            }
+            headers.append(true).map_err(|err| Error::Arrow {
+                what: "headers",
+                source: err,
+            })?;
+        }
+        payloads.append_value(&record.record.payload);
     }
     let columns: Vec<ArrayRef> = vec![
         Arc::new(UInt64Array::from(offsets)),
@@ -225,8 +247,8 @@ fn batch(entries: &[Entry], info: &FileInfo<'_>) -> Result<RecordBatch> {
 
 /// Encodes a segment's entries (in order, covering `start..end` exactly).
 pub fn encode_segment(entries: &[Entry], info: &FileInfo<'_>) -> Result<SegmentFile> {
-    let batch = batch(entries, info)?;
-    let rows = batch.num_rows() as u64;
+    let batches = batches(entries, info)?;
+    let rows: u64 = batches.iter().map(|b| b.num_rows() as u64).sum();
     if rows != info.end_offset - info.start_offset {
         return Err(Error::Incomplete {
             log: info.log.clone(),
@@ -237,7 +259,8 @@ pub fn encode_segment(entries: &[Entry], info: &FileInfo<'_>) -> Result<SegmentF
             ),
         });
     }
-    let mut buffer = Vec::with_capacity(batch.get_array_memory_size() / 2);
+    let memory: usize = batches.iter().map(|b| b.get_array_memory_size()).sum();
+    let mut buffer = Vec::with_capacity(memory / 2);
     let mut writer =
         ArrowWriter::try_new(&mut buffer, schema(), Some(properties(info)?)).map_err(|err| {
             Error::Parquet {
@@ -245,10 +268,12 @@ pub fn encode_segment(entries: &[Entry], info: &FileInfo<'_>) -> Result<SegmentF
                 source: err,
             }
         })?;
-    writer.write(&batch).map_err(|err| Error::Parquet {
-        what: "write rows",
-        source: err,
-    })?;
+    for batch in &batches {
+        writer.write(batch).map_err(|err| Error::Parquet {
+            what: "write rows",
+            source: err,
+        })?;
+    }
     writer.close().map_err(|err| Error::Parquet {
         what: "finish file",
         source: err,

@@ -6,9 +6,18 @@
 //! entries after it. The LAC of an open segment is followed by one shared
 //! long-poll per segment ([`SharedWatches`]). Nothing past the LAC is ever
 //! requested from an open segment.
+//!
+//! No replica can hang a read: every request has a deadline
+//! ([`REQUEST_DEADLINE`] beyond any wait it asks for), streams have one per
+//! message, a fetch also asks the next replica when the first has not
+//! answered in [`HEDGE_AFTER`], and replicas that failed or missed a
+//! deadline are asked last for a while.
 
-use std::sync::Arc;
-use std::time::Duration;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use futures::StreamExt;
 
 use dlog_infra::cache_clients::CacheClients;
 use dlog_infra::codec::{Entry, decode_entry};
@@ -24,6 +33,14 @@ use crate::shared_watch::SharedWatches;
 const PREFETCH: u64 = 64;
 /// How long one LAC long-poll waits on a cache node.
 const LAC_POLL: Duration = Duration::from_secs(5);
+/// How long a cache node may take to answer a request (beyond any wait
+/// the request asks for), or to send the next message of a stream, before
+/// the read gives up on it and asks another replica.
+pub const REQUEST_DEADLINE: Duration = Duration::from_secs(2);
+/// How long a fetch waits on one replica before it also asks the next.
+const HEDGE_AFTER: Duration = Duration::from_millis(300);
+/// How long a replica that failed or timed out is asked last.
+const SLOW_FOR: Duration = Duration::from_secs(10);
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 struct EntryKey {
@@ -64,6 +81,33 @@ pub struct CacheTier {
     caches: Arc<CacheClients>,
     entries: moka::future::Cache<EntryKey, Arc<Entry>>,
     lacs: SharedWatches<(u64, u64), Option<u64>>,
+    slow: Arc<SlowNodes>,
+}
+
+/// Replicas that failed or missed a deadline lately: asked last (never
+/// left out: they may be the only ones holding an entry).
+#[derive(Debug, Default)]
+struct SlowNodes(Mutex<HashMap<String, Instant>>);
+
+impl SlowNodes {
+    fn mark(&self, node: &str) {
+        let mut slow = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        slow.insert(node.to_owned(), Instant::now());
+    }
+
+    fn is_slow(&self, node: &str) -> bool {
+        let slow = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        slow.get(node)
+            .is_some_and(|since| since.elapsed() < SLOW_FOR)
+    }
+
+    /// `ensemble` rotated by `turn` (to spread load), slow nodes last.
+    fn order<'a>(&self, ensemble: &'a [String], turn: usize) -> Vec<&'a str> {
+        let n = ensemble.len();
+        let rotated = (0..n).map(|i| ensemble[(turn + i) % n].as_str());
+        let (fast, slow): (Vec<&str>, Vec<&str>) = rotated.partition(|node| !self.is_slow(node));
+        fast.into_iter().chain(slow).collect()
+    }
 }
 
 impl CacheTier {
@@ -80,6 +124,7 @@ impl CacheTier {
             caches,
             entries,
             lacs: SharedWatches::default(),
+            slow: Arc::default(),
         }
     }
 
@@ -98,33 +143,65 @@ impl CacheTier {
     }
 
     /// Reads `entry..=min(entry + PREFETCH, last)` from the first replica
-    /// that has it intact; caches all, returns the first.
+    /// that has it intact; caches all, returns the first. Replicas are
+    /// asked one after another, the next one as soon as the previous
+    /// failed or after [`HEDGE_AFTER`] without an answer (a frozen node
+    /// costs that, not a hang); the first good answer wins.
     async fn fetch(&self, source: &SegmentSource, entry: u64, last: u64) -> Result<Arc<Entry>> {
         let sealed = source.segment.state != SegmentState::Open;
         let count = (last.saturating_sub(entry) + 1).min(PREFETCH);
         let mut errors = Vec::new();
-        // Spread the load: start at a different replica per entry.
         let ensemble = &source.segment.ensemble;
-        for i in 0..ensemble.len() {
-            let node = &ensemble[(entry as usize + i) % ensemble.len()];
-            match self
-                .fetch_from(source, node, entry, count, sealed.then_some(last))
-                .await
-            {
-                Ok(mut fetched) if !fetched.is_empty() => {
-                    let first = fetched.remove(0);
-                    for more in fetched {
-                        let key = EntryKey {
-                            log_id: source.log_id,
-                            segment: source.segment.segment_id,
-                            entry: more.header.entry_id,
-                        };
-                        self.entries.insert(key, more).await;
+        let mut untried = self.slow.order(ensemble, entry as usize).into_iter();
+        let mut asking = futures::stream::FuturesUnordered::new();
+        let start = |node: &str| {
+            let node = node.to_owned();
+            async move {
+                let answer = self
+                    .fetch_from(source, &node, entry, count, sealed.then_some(last))
+                    .await;
+                (node, answer)
+            }
+        };
+        if let Some(node) = untried.next() {
+            asking.push(start(node));
+        }
+        loop {
+            let hedge = tokio::time::sleep(HEDGE_AFTER);
+            tokio::select! {
+                answer = asking.next() => match answer {
+                    None => break,
+                    Some((node, Ok(mut fetched))) if !fetched.is_empty() => {
+                        let first = fetched.remove(0);
+                        for more in fetched {
+                            let key = EntryKey {
+                                log_id: source.log_id,
+                                segment: source.segment.segment_id,
+                                entry: more.header.entry_id,
+                            };
+                            self.entries.insert(key, more).await;
+                        }
+                        tracing::trace!(%node, entry, "fetched");
+                        return Ok(first);
                     }
-                    return Ok(first);
+                    Some((node, answer)) => {
+                        match answer {
+                            Ok(_) => errors.push(format!("{node}: does not have entry {entry} yet")),
+                            Err(reason) => {
+                                self.slow.mark(&node);
+                                errors.push(format!("{node}: {reason}"));
+                            }
+                        }
+                        if let Some(node) = untried.next() {
+                            asking.push(start(node));
+                        }
+                    }
+                },
+                () = hedge, if untried.len() > 0 => {
+                    if let Some(node) = untried.next() {
+                        asking.push(start(node));
+                    }
                 }
-                Ok(_) => errors.push(format!("{node}: does not have entry {entry} yet")),
-                Err(reason) => errors.push(format!("{node}: {reason}")),
             }
         }
         Err(source.unavailable(format!(
@@ -141,7 +218,11 @@ impl CacheTier {
         count: u64,
         sealed_last_entry: Option<u64>,
     ) -> std::result::Result<Vec<Arc<Entry>>, String> {
-        let mut client = self.caches.client(node).await.map_err(|e| e.to_string())?;
+        let late = |what: &str| format!("{what}: no answer in {REQUEST_DEADLINE:?}");
+        let mut client = tokio::time::timeout(REQUEST_DEADLINE, self.caches.client(node))
+            .await
+            .map_err(|_| late("connect"))?
+            .map_err(|e| e.to_string())?;
         let request = ReadEntriesRequest {
             segment: Some(source.reference()),
             from_entry: from,
@@ -149,13 +230,19 @@ impl CacheTier {
             fence_epoch: None,
             sealed_last_entry,
         };
-        let mut stream = client
-            .read_entries(request)
+        let mut stream = tokio::time::timeout(REQUEST_DEADLINE, client.read_entries(request))
             .await
+            .map_err(|_| late("read entries"))?
             .map_err(|status| status.message().to_owned())?
             .into_inner();
         let mut entries = Vec::new();
-        while let Some(message) = stream.message().await.map_err(|s| s.message().to_owned())? {
+        // An idle deadline per message: a node that stops mid-stream is
+        // given up like one that never answered.
+        while let Some(message) = tokio::time::timeout(REQUEST_DEADLINE, stream.message())
+            .await
+            .map_err(|_| late("next entry"))?
+            .map_err(|s| s.message().to_owned())?
+        {
             let entry = decode_entry(message.entry).map_err(|err| err.to_string())?;
             let expected = from + entries.len() as u64;
             if entry.header.entry_id != expected || entry.header.log_id != source.log_id {
@@ -192,21 +279,52 @@ impl CacheTier {
     /// replica reports one); one shared long-poll per segment.
     pub fn lac(&self, source: &SegmentSource) -> watch::Receiver<Option<u64>> {
         let key = (source.log_id, source.segment.segment_id);
-        let (caches, source) = (self.caches.clone(), source.clone());
-        self.lacs
-            .subscribe(key, None, move |sender| follow_lac(caches, source, sender))
+        let (caches, slow, source) = (self.caches.clone(), self.slow.clone(), source.clone());
+        self.lacs.subscribe(key, None, move |sender| {
+            follow_lac(caches, slow, source, sender)
+        })
     }
 
-    /// The highest LAC any replica reports now (no waiting).
-    pub async fn current_lac(&self, source: &SegmentSource) -> Option<u64> {
-        let mut best = None;
-        for node in &source.segment.ensemble {
-            if let Ok(Some(lac)) = read_lac(&self.caches, source, node, None, Duration::ZERO).await
-            {
-                best = best.max(Some(lac));
+    /// The LAC of an open segment now (no waiting): the highest any
+    /// replica reports, once enough replicas answered that one of them
+    /// holds every acknowledged entry (write quorum - ack quorum + 1).
+    /// `Ok(None)`: no entry was confirmed yet. An error when too few
+    /// answered: an unknown LAC is never "nothing confirmed".
+    pub async fn current_lac(&self, source: &SegmentSource) -> Result<Option<u64>> {
+        let ensemble = &source.segment.ensemble;
+        let asks = ensemble.iter().map(|node| async move {
+            let answer = tokio::time::timeout(
+                REQUEST_DEADLINE,
+                read_lac(&self.caches, source, node, None, Duration::ZERO),
+            )
+            .await
+            .unwrap_or_else(|_| Err(format!("no answer in {REQUEST_DEADLINE:?}")));
+            (node, answer)
+        });
+        let (mut best, mut answered, mut errors) = (None, 0usize, Vec::new());
+        for (node, answer) in futures::future::join_all(asks).await {
+            match answer {
+                Ok(lac) => {
+                    answered += 1;
+                    best = best.max(lac);
+                }
+                Err(reason) => {
+                    self.slow.mark(node);
+                    errors.push(format!("{node}: {reason}"));
+                }
             }
         }
-        best
+        let segment = &source.segment;
+        let needed = (segment.write_quorum.saturating_sub(segment.ack_quorum) as usize + 1)
+            .min(ensemble.len().max(1));
+        if answered < needed {
+            return Err(source.unavailable(format!(
+                "LAC unknown: {answered} of {} replicas answered, {needed} needed: {}",
+                ensemble.len(),
+                errors.join("; ")
+            )));
+        }
+        Ok(best)
     }
 
     /// Segments with a running LAC long-poll on this node.
@@ -215,6 +333,8 @@ impl CacheTier {
     }
 }
 
+/// One LAC request with a deadline: the wait it asks for plus
+/// [`REQUEST_DEADLINE`].
 async fn read_lac(
     caches: &CacheClients,
     source: &SegmentSource,
@@ -222,35 +342,47 @@ async fn read_lac(
     after: Option<u64>,
     wait: Duration,
 ) -> std::result::Result<Option<u64>, String> {
-    let mut client = caches.client(node).await.map_err(|e| e.to_string())?;
-    let response = client
-        .read_lac(ReadLacRequest {
-            segment: Some(source.reference()),
-            after_entry: after,
-            timeout_ms: u32::try_from(wait.as_millis()).unwrap_or(u32::MAX),
-        })
+    let ask = async {
+        let mut client = caches.client(node).await.map_err(|e| e.to_string())?;
+        let response = client
+            .read_lac(ReadLacRequest {
+                segment: Some(source.reference()),
+                after_entry: after,
+                timeout_ms: u32::try_from(wait.as_millis()).unwrap_or(u32::MAX),
+            })
+            .await
+            .map_err(|status| status.message().to_owned())?;
+        Ok(response.into_inner().lac)
+    };
+    let deadline = wait + REQUEST_DEADLINE;
+    tokio::time::timeout(deadline, ask)
         .await
-        .map_err(|status| status.message().to_owned())?;
-    Ok(response.into_inner().lac)
+        .unwrap_or_else(|_| Err(format!("no LAC answer in {deadline:?}")))
 }
 
+/// Long-polls one replica at a time for the LAC, the fastest first; a
+/// replica that fails or misses its deadline is asked last for a while.
 async fn follow_lac(
     caches: Arc<CacheClients>,
+    slow: Arc<SlowNodes>,
     source: SegmentSource,
     sender: Arc<watch::Sender<Option<u64>>>,
 ) {
     let ensemble = &source.segment.ensemble;
     let mut turn = 0;
     loop {
-        let node = &ensemble[turn % ensemble.len()];
+        let Some(node) = slow.order(ensemble, turn).first().map(|n| n.to_string()) else {
+            return;
+        };
         let known = *sender.borrow();
-        match read_lac(&caches, &source, node, known, LAC_POLL).await {
+        match read_lac(&caches, &source, &node, known, LAC_POLL).await {
             Ok(lac) if lac > known => {
                 sender.send_replace(lac);
             }
             Ok(_) => {}
             Err(reason) => {
                 tracing::debug!(log = %source.log, segment = source.segment.segment_id, node, "LAC poll failed: {reason}");
+                slow.mark(&node);
                 turn += 1;
                 tokio::time::sleep(Duration::from_millis(50)).await;
             }

@@ -12,8 +12,11 @@
 //! from Parquet at the next offset: no gap, no duplicate. Offsets below the
 //! trim point are refused with the first readable offset.
 
+use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::time::Duration;
+
+use futures::FutureExt;
 
 use dlog_infra::cache_clients::CacheClients;
 use dlog_infra::manifest::{self, Manifest, SegmentMeta, SegmentState};
@@ -23,10 +26,30 @@ pub use dlog_infra::record::Start;
 use dlog_infra::record::StoredRecord;
 use tokio::sync::{mpsc, watch};
 
+use crate::admission::Admission;
 use crate::cache_tier::{CacheTier, SegmentSource};
 use crate::error::{Error, Result};
 use crate::log_view::{LogView, LogViews};
 use crate::parquet_tier::{Column, ParquetTier};
+
+/// Batches a read may have queued for its client, beyond the one it builds.
+pub const READ_CHANNEL: usize = 4;
+/// The largest response message the read service sends.
+pub const MAX_RESPONSE_BYTES: usize = 64 * 1024 * 1024;
+
+/// Bytes a record takes in a response, about: its size plus offset,
+/// timestamp, txid and framing.
+fn record_bytes(record: &StoredRecord) -> usize {
+    record.record.size() + 32
+}
+
+fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
+    panic
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "(no message)".to_owned())
+}
 
 /// One `Read` call.
 #[derive(Debug, Clone)]
@@ -35,6 +58,8 @@ pub struct ReadSpec {
     pub start: Start,
     pub limit: Option<u64>,
     pub follow: bool,
+    /// Who asks (its address), for the per-client bound; `None`: unknown.
+    pub client: Option<String>,
 }
 
 /// What a read delivers, in order.
@@ -62,6 +87,15 @@ pub struct ReaderOptions {
     pub row_group_cache_bytes: u64,
     /// Records per streamed message, at most.
     pub max_batch_records: usize,
+    /// Record bytes per streamed message, at most (a message holds at
+    /// least one record); clamped to half the response limit. With the
+    /// channel of [`READ_CHANNEL`] batches this bounds what one slow
+    /// client pins: about `(READ_CHANNEL + 1) * max_batch_bytes`.
+    pub max_batch_bytes: usize,
+    /// Reads running at once on this node; more are `RESOURCE_EXHAUSTED`.
+    pub max_reads: usize,
+    /// Reads running at once for one client (by address).
+    pub max_reads_per_client: usize,
 }
 
 impl Default for ReaderOptions {
@@ -70,6 +104,9 @@ impl Default for ReaderOptions {
             entry_cache_bytes: 256 * 1024 * 1024,
             row_group_cache_bytes: 256 * 1024 * 1024,
             max_batch_records: 1000,
+            max_batch_bytes: 8 * 1024 * 1024,
+            max_reads: 10_000,
+            max_reads_per_client: 1_000,
         }
     }
 }
@@ -81,6 +118,7 @@ pub struct ReadEngine {
     views: LogViews,
     cache: CacheTier,
     parquet: ParquetTier,
+    admission: Admission,
     options: ReaderOptions,
 }
 
@@ -117,6 +155,9 @@ struct Out {
     sender: mpsc::Sender<Result<ReadItem>>,
     batch: Vec<StoredRecord>,
     max_batch: usize,
+    /// Record bytes in `batch`, and the most a batch may hold.
+    batch_bytes: usize,
+    max_batch_bytes: usize,
     remaining: Option<u64>,
     seek: Option<Seek>,
     /// The next offset to deliver.
@@ -137,24 +178,35 @@ impl Out {
         if record.offset < self.next || self.done() {
             return;
         }
-        self.next = record.offset + 1;
+        #[cfg(test)]
+        crate::testing::maybe_panic(record.offset);
+        self.next = record.offset.saturating_add(1);
         if let Some(seek) = self.seek {
             if !seek.matches(record) {
                 return;
             }
             self.seek = None;
         }
-        self.batch.push(record.clone());
-        if let Some(remaining) = &mut self.remaining {
-            *remaining -= 1;
+        let bytes = record_bytes(record);
+        if !self.batch.is_empty() && self.batch_bytes + bytes > self.max_batch_bytes {
+            self.flush().await;
         }
-        if self.batch.len() >= self.max_batch || self.remaining == Some(0) {
+        self.batch.push(record.clone());
+        self.batch_bytes += bytes;
+        if let Some(remaining) = &mut self.remaining {
+            *remaining = remaining.saturating_sub(1);
+        }
+        if self.batch.len() >= self.max_batch
+            || self.batch_bytes >= self.max_batch_bytes
+            || self.remaining == Some(0)
+        {
             self.flush().await;
         }
     }
 
     async fn flush(&mut self) {
         if !self.batch.is_empty() {
+            self.batch_bytes = 0;
             let batch = std::mem::take(&mut self.batch);
             let _ = self.sender.send(Ok(ReadItem::Records(batch))).await;
         }
@@ -172,6 +224,7 @@ impl ReadEngine {
             views: LogViews::new(manifest.clone()),
             cache: CacheTier::new(caches, options.entry_cache_bytes),
             parquet: ParquetTier::new(objects, options.row_group_cache_bytes),
+            admission: Admission::new(options.max_reads, options.max_reads_per_client),
             manifest,
             options,
         }
@@ -181,29 +234,74 @@ impl ReadEngine {
         &self.manifest
     }
 
+    /// Logs with a running manifest watch on this node.
+    pub fn watched_logs(&self) -> usize {
+        self.views.watched()
+    }
+
+    /// Open segments with a running LAC poll on this node.
+    pub fn followed_segments(&self) -> usize {
+        self.cache.followed_segments()
+    }
+
     /// Starts a read; its records arrive on the returned channel, in
     /// offset order, and it stops when the receiver is dropped.
     pub fn read(self: &Arc<Self>, spec: ReadSpec) -> mpsc::Receiver<Result<ReadItem>> {
-        let (sender, receiver) = mpsc::channel(4);
+        let (sender, receiver) = mpsc::channel(READ_CHANNEL);
+        let admitted = self.admission.admit(spec.client.as_deref());
         let engine = self.clone();
         tokio::spawn(async move {
+            let _permit = match admitted {
+                Ok(permit) => permit,
+                Err(err) => {
+                    let _ = sender.send(Err(err)).await;
+                    return;
+                }
+            };
             let mut out = Out {
                 sender: sender.clone(),
                 batch: Vec::new(),
                 max_batch: engine.options.max_batch_records.max(1),
+                batch_bytes: 0,
+                max_batch_bytes: engine
+                    .options
+                    .max_batch_bytes
+                    .clamp(1, MAX_RESPONSE_BYTES / 2),
                 remaining: spec.limit,
                 seek: None,
                 next: 0,
                 next_entry: None,
             };
-            let result = engine.run(&spec, &mut out).await;
-            out.flush().await;
+            let work = async {
+                let result = engine.run(&spec, &mut out).await;
+                out.flush().await;
+                result
+            };
+            let result = tokio::select! {
+                // A panic is an error the client sees, never a clean end of
+                // the stream (which it would take for a complete read).
+                result = AssertUnwindSafe(work).catch_unwind() => {
+                    result.unwrap_or_else(|panic| Err(Error::Internal(format!(
+                        "the read task panicked: {}",
+                        panic_message(panic.as_ref())
+                    ))))
+                }
+                // The client went away: stop now, also while waiting for a
+                // manifest change or a LAC move, so the shared watch and
+                // long-poll stop with their last reader.
+                () = sender.closed() => return,
+            };
             if let Err(err) = result {
                 tracing::debug!(log = %spec.log, "read ended: {err}");
                 let _ = sender.send(Err(err)).await;
             }
         });
         receiver
+    }
+
+    /// Reads running on this node.
+    pub fn running_reads(&self) -> usize {
+        self.admission.running()
     }
 
     /// Checks what can be refused before a read streams anything: the log
@@ -239,7 +337,9 @@ impl ReadEngine {
             return Ok(view.sealed_end());
         };
         let source = source(log, view, open);
-        match self.cache.current_lac(&source).await {
+        // An unknown LAC is an error (the client retries), never the start
+        // of the open segment: that would move the tail backwards.
+        match self.cache.current_lac(&source).await? {
             Some(lac) => Ok(self
                 .cache
                 .entry(&source, lac, lac)
@@ -305,6 +405,18 @@ impl ReadEngine {
                     Err(err) if !segment.cache_dropped => {
                         tracing::warn!(%log, segment = segment.segment_id, "Parquet read failed, using the cache copy: {err}");
                         self.read_sealed(&source, out).await?;
+                    }
+                    Err(err) if err.object_missing() => {
+                        // Retention moves the trim point before it deletes
+                        // the object: a newer view refuses the offset with
+                        // the first readable one (OUT_OF_RANGE).
+                        out.flush().await;
+                        if !self
+                            .wait_for_change(&mut views, log, Some(Duration::from_secs(2)))
+                            .await?
+                        {
+                            return Err(err);
+                        }
                     }
                     Err(err) => return Err(err),
                 },
@@ -411,7 +523,10 @@ impl ReadEngine {
     ) -> Result<bool> {
         let mut lacs = self.cache.lac(source);
         let followed = *lacs.borrow_and_update();
-        let mut lac = followed.max(self.cache.current_lac(source).await);
+        // Not knowing the LAC yet is fine here: the read goes on from
+        // `out.next`, and the shared long-poll brings the LAC.
+        let now = self.cache.current_lac(source).await.unwrap_or_default();
+        let mut lac = followed.max(now);
         loop {
             if let Some(lac) = lac {
                 self.read_entries(source, out, lac).await?;

@@ -1,4 +1,8 @@
-//! Errors of the read path, and how they reach a client.
+//! Errors of the read path, and how they reach a client: by cause, so a
+//! client retries what is transient (`UNAVAILABLE`: a replica or the object
+//! store failed to answer), repositions on `OUT_OF_RANGE` (trimmed, with
+//! `dlog-first-offset`), and stops on `DATA_LOSS` (bytes that fail their
+//! checksum or do not decode) and `INTERNAL` (a bug).
 
 use dlog_infra::error::{Classify, ErrorKind};
 use dlog_infra::names::LogName;
@@ -44,8 +48,19 @@ pub enum Error {
     File(#[from] dlog_infra::segment_file::Error),
     #[error(transparent)]
     Manifest(#[from] dlog_infra::manifest::Error),
+    /// The object's bytes are not the ones offloaded (size or CRC32C
+    /// differ from the manifest's).
+    #[error("object {key}: {reason}")]
+    CorruptObject { key: String, reason: String },
     #[error("invalid request: {0}")]
     InvalidArgument(String),
+    /// Too many reads at once, on this node or from this client.
+    #[error("{0}")]
+    Busy(String),
+    /// A bug: the read task panicked. Never a clean end of the stream,
+    /// which a client would take for a complete read.
+    #[error("internal error: {0}")]
+    Internal(String),
     /// An error shared by every read that waited on the same fetch.
     #[error(transparent)]
     Shared(std::sync::Arc<Error>),
@@ -56,12 +71,47 @@ impl Classify for Error {
         match self {
             Error::Trimmed { .. } => ErrorKind::OutOfRange,
             Error::Unavailable { .. } | Error::Object { .. } => ErrorKind::Unavailable,
-            Error::Corrupt { .. } | Error::Parquet { .. } => ErrorKind::DataLoss,
+            // Failing to fetch bytes is transient; bytes that do not decode
+            // are damaged.
+            Error::Parquet { source, .. } if object_error(source).is_some() => {
+                ErrorKind::Unavailable
+            }
+            Error::Corrupt { .. } | Error::CorruptObject { .. } | Error::Parquet { .. } => {
+                ErrorKind::DataLoss
+            }
+            Error::Busy(_) => ErrorKind::ResourceExhausted,
+            Error::Internal(_) => ErrorKind::Internal,
             Error::File(err) => err.kind(),
             Error::Manifest(err) => err.kind(),
             Error::InvalidArgument(_) => ErrorKind::InvalidArgument,
             Error::Shared(err) => err.kind(),
         }
+    }
+}
+
+impl Error {
+    /// The object is not in the store (e.g. retention deleted it after
+    /// moving the trim point): a newer manifest view says where to go on.
+    pub fn object_missing(&self) -> bool {
+        match self {
+            Error::Object { source, .. } => matches!(source, object_store::Error::NotFound { .. }),
+            Error::Parquet { source, .. } => {
+                matches!(
+                    object_error(source),
+                    Some(object_store::Error::NotFound { .. })
+                )
+            }
+            Error::Shared(err) => err.object_missing(),
+            _ => false,
+        }
+    }
+}
+
+/// The object-store error a Parquet error wraps, if it is one.
+fn object_error(err: &parquet::errors::ParquetError) -> Option<&object_store::Error> {
+    match err {
+        parquet::errors::ParquetError::External(inner) => inner.downcast_ref(),
+        _ => None,
     }
 }
 

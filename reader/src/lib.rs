@@ -2,6 +2,7 @@
 //!
 //! | module | owns |
 //! |---|---|
+//! | [`admission`] | how many reads run at once, per node and per client |
 //! | [`engine`] | the read loop: positioning, segment by segment from the right tier, tailing, trim checks |
 //! | [`cache_tier`] | sealed and open segments from cache replicas; shared entry cache; shared LAC long-polls |
 //! | [`parquet_tier`] | offloaded segments from Parquet; footer and row-group caches; pruning by statistics |
@@ -10,13 +11,20 @@
 //! | [`service`] | `ReadService` over gRPC |
 //! | [`error`] | read errors and their gRPC status (`OUT_OF_RANGE` carries `dlog-first-offset`) |
 
+pub mod admission;
 pub mod cache_tier;
 pub mod engine;
 pub mod error;
 pub mod log_view;
 pub mod parquet_tier;
+#[cfg(test)]
+mod safety_tests;
 pub mod service;
 pub mod shared_watch;
+#[cfg(test)]
+mod testing;
+#[cfg(test)]
+mod view_tests;
 
 pub use engine::{ReadEngine, ReadItem, ReadSpec, ReaderOptions, Start, Tail};
 pub use error::Error;

@@ -49,21 +49,16 @@ impl LogView {
     }
 }
 
-async fn load(manifest: &Manifest, log: &LogName) -> manifest::Result<LogView> {
-    // Segments first: anything that changes after this read has a higher
-    // revision than the one the watch starts from.
-    let (segments, revision) = manifest.segments(log).await?;
-    let meta = match manifest.log(log).await {
-        Ok(meta) if meta.state == LogState::Active => Some(meta),
-        Ok(_) | Err(manifest::Error::LogNotFound(_)) => None,
-        Err(err) => return Err(err),
-    };
-    let trim_point = manifest.trim_point(log).await?;
+/// The view at one revision (one read), so it never mixes two
+/// incarnations of a deleted and re-created log; a deleting log has no
+/// `meta`.
+pub(crate) async fn load(manifest: &Manifest, log: &LogName) -> manifest::Result<LogView> {
+    let snapshot = manifest.log_snapshot(log).await?;
     Ok(LogView {
-        meta,
-        segments,
-        trim_point,
-        revision,
+        meta: snapshot.meta.filter(|meta| meta.state == LogState::Active),
+        segments: snapshot.segments,
+        trim_point: snapshot.trim_point,
+        revision: snapshot.revision,
     })
 }
 
@@ -112,6 +107,10 @@ async fn follow(
     mut revision: Revision,
     sender: Arc<watch::Sender<Arc<LogView>>>,
 ) {
+    // Subscription commits change nothing a read plans by. Matched as the
+    // key segment right under the log's prefix, so a namespace or log that
+    // happens to be named `sub` is not mistaken for one.
+    let subscriptions = format!("{}sub/", manifest.log_prefix(&log));
     loop {
         let mut events = match manifest.watch_log(&log, Some(revision + 1)).await {
             Ok(events) => events,
@@ -123,8 +122,7 @@ async fn follow(
         };
         loop {
             match events.next().await {
-                // Subscription commits change nothing a read plans by.
-                Some(Ok(event)) if event.key().contains("/sub/") => continue,
+                Some(Ok(event)) if event.key().starts_with(&subscriptions) => continue,
                 Some(Ok(_)) => {
                     // Take whatever else is ready too, then reload once.
                     while let Some(Some(Ok(_))) = events.next().now_or_never() {}

@@ -1,6 +1,9 @@
 //! Reads of offloaded segments from their Parquet files on object storage.
 //!
-//! Footers (with the page index) and decoded row groups are cached with
+//! An object is checked whole against the manifest's size and CRC32C
+//! before its footer is first used on this node (a damaged file is
+//! `DATA_LOSS`, never wrong rows). Footers (with the page index) and
+//! decoded row groups are cached with
 //! moka and shared by every read on this node; concurrent misses make one
 //! fetch. Row groups are chosen by their statistics: a read from offset X
 //! (or txid X, or time T) skips every row group whose maximum is below it.
@@ -78,9 +81,11 @@ impl ParquetTier {
         }
     }
 
-    /// The file's footer and page index.
+    /// The file's footer and page index, once the whole object was found
+    /// to be the one offloaded (size and CRC32C of the manifest).
     pub async fn metadata(&self, object: &ObjectInfo) -> Result<Arc<ParquetMetaData>> {
         let load = async {
+            self.verify(object).await?;
             let mut reader = self.reader(object);
             let options =
                 ArrowReaderOptions::new().with_page_index_policy(PageIndexPolicy::Optional);
@@ -96,6 +101,42 @@ impl ParquetTier {
             .try_get_with(object.key.clone(), load)
             .await
             .map_err(Error::Shared)
+    }
+
+    /// Streams the whole object through CRC32C (memory: one chunk) and
+    /// compares size and checksum with the manifest. Parquet page CRCs are
+    /// not written by this Parquet writer, and zstd stores incompressible
+    /// data raw, so without this a damaged file can decode to wrong rows.
+    /// Costs one full GET per object per reader node while its footer is
+    /// cached.
+    async fn verify(&self, object: &ObjectInfo) -> Result<()> {
+        let object_error = |source| Error::Object {
+            key: object.key.clone(),
+            source,
+        };
+        let path = object.key.as_str().into();
+        let mut chunks = self
+            .objects
+            .store
+            .get(&path)
+            .await
+            .map_err(object_error)?
+            .into_stream();
+        let (mut crc, mut size) = (0u32, 0u64);
+        while let Some(chunk) = chunks.try_next().await.map_err(object_error)? {
+            crc = crc32c::crc32c_append(crc, &chunk);
+            size += chunk.len() as u64;
+        }
+        if size != object.size || crc != object.crc32c {
+            return Err(Error::CorruptObject {
+                key: object.key.clone(),
+                reason: format!(
+                    "{size} bytes with CRC32C {crc:#010x}, the manifest says {} bytes with {:#010x}",
+                    object.size, object.crc32c
+                ),
+            });
+        }
+        Ok(())
     }
 
     /// Row groups that may hold a value ≥ `from` in `column`, in order.

@@ -29,7 +29,7 @@ impl ReadServer {
     pub fn into_service(self) -> ReadServiceServer<ReadServer> {
         ReadServiceServer::new(self)
             .max_decoding_message_size(16 * 1024 * 1024)
-            .max_encoding_message_size(64 * 1024 * 1024)
+            .max_encoding_message_size(crate::engine::MAX_RESPONSE_BYTES)
     }
 }
 
@@ -43,6 +43,9 @@ impl ReadService for ReadServer {
         &self,
         request: Request<pb::ReadRequest>,
     ) -> Result<Response<ReadStream>, Status> {
+        let client = request
+            .remote_addr()
+            .map(|address| address.ip().to_string());
         let request = request.into_inner();
         let log = LogName::from_request(&request.log)?;
         if request.limit == Some(0) {
@@ -61,6 +64,7 @@ impl ReadService for ReadServer {
             start,
             limit: request.limit,
             follow: request.follow,
+            client,
         };
         let items = ReceiverStream::new(self.engine.read(spec)).map(|item| match item {
             Ok(ReadItem::Records(records)) => Ok(pb::ReadResponse {

@@ -130,6 +130,15 @@ fn encode_u64(value: u64) -> Bytes {
     Bytes::from(value.to_string())
 }
 
+/// What [`Manifest::log_snapshot`] read, at `revision`.
+#[derive(Debug, Clone)]
+pub struct LogSnapshot {
+    pub meta: Option<LogMeta>,
+    pub segments: Vec<SegmentMeta>,
+    pub trim_point: u64,
+    pub revision: Revision,
+}
+
 /// A key's value and the revision it was last changed at (0: absent), for
 /// compare-and-swap.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -232,6 +241,7 @@ impl Manifest {
             .replication
             .validate()
             .map_err(Error::InvalidConfig)?;
+        config.validate_retention().map_err(Error::InvalidConfig)?;
         self.store
             .put(&self.namespace_key(ns), encode_json(config))
             .await?;
@@ -254,6 +264,7 @@ impl Manifest {
             .replication
             .validate()
             .map_err(Error::InvalidConfig)?;
+        config.validate_retention().map_err(Error::InvalidConfig)?;
         self.store
             .put(&self.default_namespace_key(), encode_json(config))
             .await?;
@@ -607,6 +618,31 @@ impl Manifest {
             .map(decode_json)
             .collect::<Result<Vec<SegmentMeta>>>()?;
         Ok((segments, range.revision))
+    }
+
+    /// A log's metadata (`None` if absent), segments (by id) and trim
+    /// point, all read at one revision by one range over the log's keys,
+    /// so they never mix two incarnations of a re-created log.
+    pub async fn log_snapshot(&self, log: &LogName) -> Result<LogSnapshot> {
+        let range = self.store.range(&self.log_prefix(log), true).await?;
+        let (meta_key, trim_key) = (self.meta_key(log), self.trim_key(log));
+        let segments_prefix = self.segments_prefix(log);
+        let mut snapshot = LogSnapshot {
+            meta: None,
+            segments: Vec::new(),
+            trim_point: 0,
+            revision: range.revision,
+        };
+        for kv in &range.kvs {
+            if kv.key == meta_key {
+                snapshot.meta = Some(decode_json(kv)?);
+            } else if kv.key == trim_key {
+                snapshot.trim_point = decode_u64(kv)?;
+            } else if kv.key.starts_with(&segments_prefix) {
+                snapshot.segments.push(decode_json(kv)?);
+            }
+        }
+        Ok(snapshot)
     }
 
     /// One segment with its revision, for compare-and-swap.

@@ -81,6 +81,31 @@ pub struct NamespaceConfig {
     pub max_append_bytes_per_sec: Option<u64>,
 }
 
+/// The longest retention age accepted: 100 years. Longer is meant as
+/// "forever", which is no `retention_ms` at all.
+pub const MAX_RETENTION_MS: u64 = 100 * 365 * 24 * 60 * 60 * 1000;
+
+impl NamespaceConfig {
+    /// Checks the retention settings: an age must be 1 ms to
+    /// [`MAX_RETENTION_MS`], a size at least 1 byte (absent keeps all).
+    pub fn validate_retention(&self) -> Result<(), String> {
+        if let Some(ms) = self.retention_ms
+            && !(1..=MAX_RETENTION_MS).contains(&ms)
+        {
+            return Err(format!(
+                "retention_ms {ms} must be 1..={MAX_RETENTION_MS} (leave it unset to keep records forever)"
+            ));
+        }
+        if self.retention_bytes == Some(0) {
+            return Err(
+                "retention_bytes 0 would delete every segment (leave it unset to keep all)"
+                    .to_owned(),
+            );
+        }
+        Ok(())
+    }
+}
+
 /// Life cycle of a log.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]

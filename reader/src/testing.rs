@@ -1,0 +1,225 @@
+//! Test fixture of the read path: an embedded metastore in a temporary
+//! directory, an in-memory object store, and logs built segment by segment
+//! straight in the manifest (offloaded ones with a real Parquet file).
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use bytes::Bytes;
+use dlog_infra::codec::{Entry, EntryHeader, EntryRecord};
+use dlog_infra::manifest::{Manifest, ObjectInfo, SealInfo, SegmentMeta, SegmentState};
+use dlog_infra::metastore::embedded::EmbeddedStore;
+use dlog_infra::names::LogName;
+use dlog_infra::objstore::{self, ObjectStoreHandle};
+use dlog_infra::record::Record;
+use dlog_infra::segment_file::{FileInfo, encode_segment};
+use object_store::{ObjectStoreExt, PutPayload};
+
+use crate::engine::{ReadEngine, ReaderOptions};
+
+pub struct Fixture {
+    pub manifest: Manifest,
+    pub objects: ObjectStoreHandle,
+    dir: PathBuf,
+}
+
+impl Drop for Fixture {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+impl Fixture {
+    pub async fn new() -> Fixture {
+        static NEXT: AtomicU64 = AtomicU64::new(0);
+        let dir = std::env::temp_dir().join(format!(
+            "dlog-reader-test-{}-{}",
+            std::process::id(),
+            NEXT.fetch_add(1, Ordering::SeqCst)
+        ));
+        let store = EmbeddedStore::open(&dir).await.unwrap();
+        Fixture {
+            manifest: Manifest::new(Arc::new(store), "default"),
+            objects: objstore::open("memory://").unwrap(),
+            dir,
+        }
+    }
+
+    pub fn engine(&self, options: ReaderOptions) -> Arc<ReadEngine> {
+        Arc::new(ReadEngine::new(
+            self.manifest.clone(),
+            self.objects.clone(),
+            options,
+        ))
+    }
+
+    /// Creates `log` and takes its first epoch.
+    pub async fn create_log(&self, log: &LogName) -> u64 {
+        self.manifest.create_log(log).await.unwrap();
+        self.manifest.bump_epoch(log, 0).await.unwrap()
+    }
+
+    /// Opens the next segment of `log` at `start_offset` on `ensemble`.
+    pub async fn open_segment(
+        &self,
+        log: &LogName,
+        epoch: u64,
+        start_offset: u64,
+        ensemble: &[&str],
+    ) -> SegmentMeta {
+        let template = SegmentMeta {
+            segment_id: 0,
+            epoch,
+            ensemble: ensemble.iter().map(|s| s.to_string()).collect(),
+            write_quorum: ensemble.len() as u32,
+            ack_quorum: (ensemble.len() as u32).min(2),
+            start_offset,
+            state: SegmentState::Open,
+            end_offset: None,
+            last_entry_id: None,
+            bytes: 0,
+            min_timestamp_ms: None,
+            max_timestamp_ms: None,
+            min_txid: None,
+            max_txid: None,
+            object: None,
+            cache_dropped: false,
+        };
+        self.manifest
+            .create_segment(log, epoch, template)
+            .await
+            .unwrap()
+    }
+
+    /// Adds an offloaded, cache-dropped segment holding `payloads` from
+    /// `start_offset`, with its Parquet file in the object store.
+    pub async fn offloaded_segment(
+        &self,
+        log: &LogName,
+        epoch: u64,
+        start_offset: u64,
+        payloads: Vec<Bytes>,
+    ) -> SegmentMeta {
+        let segment = self.open_segment(log, epoch, start_offset, &[]).await;
+        let end_offset = start_offset + payloads.len() as u64;
+        let log_id = self.manifest.log(log).await.unwrap().log_id;
+        let entry = Entry {
+            header: EntryHeader {
+                log_id,
+                segment_id: segment.segment_id,
+                entry_id: 0,
+                epoch,
+                first_offset: start_offset,
+                lac: None,
+                record_count: payloads.len() as u32,
+            },
+            records: payloads
+                .iter()
+                .map(|p| EntryRecord {
+                    timestamp_ms: 1,
+                    record: Record::new(p.clone()),
+                })
+                .collect(),
+        };
+        let info = FileInfo {
+            log,
+            segment_id: segment.segment_id,
+            start_offset,
+            end_offset,
+        };
+        let file = encode_segment(&[entry], &info).unwrap();
+        let seal = SealInfo {
+            end_offset,
+            last_entry_id: Some(0),
+            bytes: payloads.iter().map(|p| p.len() as u64).sum(),
+            min_timestamp_ms: Some(1),
+            max_timestamp_ms: Some(1),
+            min_txid: None,
+            max_txid: None,
+        };
+        self.manifest
+            .seal_segment(log, epoch, segment.segment_id, &seal)
+            .await
+            .unwrap();
+        let key = format!("{log}/{start_offset:020}-{end_offset:020}.parquet");
+        self.objects
+            .store
+            .put(&key.as_str().into(), PutPayload::from(file.bytes.clone()))
+            .await
+            .unwrap();
+        let object = ObjectInfo {
+            key,
+            size: file.bytes.len() as u64,
+            crc32c: file.crc32c,
+            offloaded_at_ms: 1,
+        };
+        self.manifest
+            .mark_offloaded(log, segment.segment_id, object)
+            .await
+            .unwrap();
+        self.manifest
+            .mark_cache_dropped(log, segment.segment_id)
+            .await
+            .unwrap();
+        self.manifest
+            .segment(log, segment.segment_id)
+            .await
+            .unwrap()
+            .value
+    }
+}
+
+/// Polls `check` every 20 ms for up to `within`; whether it came true.
+pub async fn eventually(within: Duration, mut check: impl FnMut() -> bool) -> bool {
+    let deadline = tokio::time::Instant::now() + within;
+    loop {
+        if check() {
+            return true;
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Offsets from here on are only used by the test that makes a read panic.
+pub const PANIC_AT_OFFSET_BASE: u64 = 1 << 40;
+static PANIC_AT: AtomicU64 = AtomicU64::new(u64::MAX);
+
+/// Makes every read panic when it delivers `offset` (at or above
+/// [`PANIC_AT_OFFSET_BASE`]), so a test can see what a panic does.
+pub fn panic_at_offset(offset: u64) {
+    assert!(offset >= PANIC_AT_OFFSET_BASE);
+    PANIC_AT.store(offset, Ordering::SeqCst);
+}
+
+/// Called by the read loop for every record it delivers (tests only).
+pub fn maybe_panic(offset: u64) {
+    if offset == PANIC_AT.load(Ordering::Relaxed) {
+        panic!("test panic at offset {offset}");
+    }
+}
+
+/// Serves `engine`'s `ReadService` on a free local port; its address.
+pub async fn serve(engine: Arc<ReadEngine>) -> String {
+    let address = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let service = crate::ReadServer::new(engine).into_service();
+    tokio::spawn(
+        tonic::transport::Server::builder()
+            .add_service(service)
+            .serve(address),
+    );
+    for _ in 0..100 {
+        if tokio::net::TcpStream::connect(address).await.is_ok() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    format!("http://{address}")
+}
