@@ -20,10 +20,14 @@
 //! | [`index`] | (segment, entry) → journal position, fencing epochs, LAC, damage marks |
 //! | [`store`] | the engine: adds, fences, reads up to the LAC, LAC long-poll, drops, hot-entry cache |
 //! | [`service`] | the `CacheService` gRPC server |
+//! | [`identity`] | the data directory's cookie and lock; which segments a re-initialised node may answer for |
+//! | [`reconcile`] | frees segments the manifest no longer needs (at start and periodically) |
 
 pub mod error;
+pub mod identity;
 pub mod index;
 pub mod journal;
+pub mod reconcile;
 pub mod service;
 pub mod store;
 

@@ -256,7 +256,14 @@ mod tests {
             let r = replication(ok.0, ok.1, ok.2);
             assert_eq!(r.validate(), Ok(()), "{ok:?}");
         }
-        for bad in [(0, 0, 0), (3, 3, 0), (3, 2, 3), (2, 3, 2), (65, 3, 2), (65, 65, 65)] {
+        for bad in [
+            (0, 0, 0),
+            (3, 3, 0),
+            (3, 2, 3),
+            (2, 3, 2),
+            (65, 3, 2),
+            (65, 65, 65),
+        ] {
             let r = replication(bad.0, bad.1, bad.2);
             assert!(r.validate().is_err(), "{bad:?} must be refused");
         }
