@@ -315,3 +315,45 @@ async fn a_node_that_loses_its_lease_ends_its_streams_and_exits() {
         woke.elapsed()
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_deleted_log_whose_owner_died_with_an_open_segment_is_purged() {
+    let Some(mut cluster) = Cluster::start_with(1, 1, 1, 0).await else {
+        return;
+    };
+    one_replica(&cluster.manifest).await;
+    let client = Client::new(endpoints(&cluster));
+    let log = "gc/orphaned";
+    client.create_log(log).await.unwrap();
+    append_some(&client, log, 10).await;
+    let name: LogName = log.parse().unwrap();
+    let (segments, _) = cluster.manifest.segments(&name).await.unwrap();
+    let reference = segment_ref(&cluster.manifest, log, segments.last().unwrap().segment_id).await;
+
+    // The owner dies with the segment open; the log is deleted before
+    // anyone recovers it, so no owner will ever seal it.
+    cluster.ingests[0].kill();
+    cluster.manifest.delete_log(&name).await.unwrap();
+    let deadline = Instant::now() + Duration::from_secs(LEASE_TTL_SECS * 2 + 15);
+    while cluster
+        .manifest
+        .log_metas("gc/")
+        .await
+        .unwrap()
+        .iter()
+        .any(|(n, _)| *n == name)
+    {
+        assert!(
+            Instant::now() < deadline,
+            "the deleted log is never purged: {:?}",
+            cluster.manifest.segments(&name).await
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    wait_dropped(
+        cluster.caches[0].address(),
+        &reference,
+        Duration::from_secs(5),
+    )
+    .await;
+}
