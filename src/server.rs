@@ -400,12 +400,15 @@ pub async fn serve(options: ServeOptions, shutdown: CancellationToken) -> anyhow
     lease.stop();
     if lease_gone {
         result = result.and(Err(anyhow::anyhow!("lost the node lease")));
-    } else if replaced.is_cancelled() {
-        result = result.and(Err(anyhow::anyhow!(
-            "another instance registered this cache node's id"
-        )));
-    } else if let Err(err) = store.lease_revoke(lease.lease).await {
-        tracing::warn!("deregistering failed (the lease expires on its own): {err:#}");
+    } else {
+        if let Err(err) = store.lease_revoke(lease.lease).await {
+            tracing::warn!("deregistering failed (the lease expires on its own): {err:#}");
+        }
+        if replaced.is_cancelled() {
+            result = result.and(Err(anyhow::anyhow!(
+                "another instance registered this cache node's id"
+            )));
+        }
     }
     drop(cache_identity);
     tracing::info!(node = %node.id, "stopped");

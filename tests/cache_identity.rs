@@ -27,7 +27,9 @@ fn spawn(etcd: &EtcdServer, dir: &Path, port: u16, extra: &[&str]) -> Process {
         .arg(dir)
         .args(["--node-id", NODE])
         .args(extra)
-        .env("DLOG_NODE_LEASE_TTL_SECS", "2");
+        .env("DLOG_NODE_LEASE_TTL_SECS", "2")
+        // Identity re-checked (and segments reconciled) every second.
+        .env("DLOG_CACHE_RECONCILE_SECS", "1");
     Process::spawn(NODE, command, &dir.join("node.log")).unwrap()
 }
 
@@ -206,4 +208,22 @@ async fn a_reinitialised_node_does_not_answer_fences_for_older_segments() {
     fence(port, "ident/a", meta.log_id, new.segment_id)
         .await
         .expect("a new segment is answered for");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_whose_id_is_reinitialised_elsewhere_stops() {
+    let Some(etcd) = EtcdServer::start() else {
+        return;
+    };
+    let manifest = Manifest::new(etcd.store().await, "default");
+    let root = tempfile::tempdir().unwrap();
+    let old_dir = root.path().join("old");
+    let old = start(&etcd, &old_dir, free_port(), &[]);
+    wait_registered(&manifest).await;
+
+    // An operator re-initialises the id on another machine while the old
+    // process still runs: the old one must step aside.
+    let new_dir = root.path().join("new");
+    let _new = start(&etcd, &new_dir, free_port(), &["--reinit-cache"]);
+    assert_refused(old, &old_dir, "another instance registered this cache node").await;
 }
