@@ -18,8 +18,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, bail};
-use dlog_cache::identity::{self, Trust};
+use dlog_cache::identity;
 use dlog_cache::service::CacheServer;
+use dlog_cache::trust::Trust;
 use dlog_cache::{CacheStore, StoreOptions, reconcile};
 use dlog_compactor::{Compactor, CompactorOptions};
 use dlog_infra::manifest::{Manifest, NodeInfo, Replication, Role};

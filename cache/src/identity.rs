@@ -20,8 +20,8 @@
 //!   (`--reinit-cache`, only on an empty journal directory).
 //! * A re-initialised node starts at a manifest revision: for segments
 //!   created before it, it may have lost entries, so it never answers their
-//!   fences or recovery reads ([`Trust`]: `DATA_LOSS`, an unknown answer,
-//!   never a definite "not held"), whatever it holds of them.
+//!   fences or recovery reads ([`crate::trust`]: `DATA_LOSS`, an unknown
+//!   answer, never a definite "not held"), whatever it holds of them.
 //! * `LOCK` is held with `flock` for the life of the process.
 //!
 //! Crash points of the first start / re-initialisation:
@@ -32,20 +32,15 @@
 //!   differs from the registered one (re-initialisation: refused until the
 //!   operator re-initialises again).
 
-use std::collections::HashMap;
 use std::fs::{self, File, OpenOptions};
 use std::hash::{BuildHasher, Hasher};
 use std::io::Write;
 use std::path::Path;
-use std::sync::Mutex;
 
 use bytes::Bytes;
-use dlog_infra::manifest::{Manifest, SegmentMeta};
+use dlog_infra::manifest::Manifest;
 use dlog_infra::metastore::{Compare, Txn, TxnOp};
-use dlog_infra::names::LogName;
 use serde::{Deserialize, Serialize};
-
-use crate::error::{Error as StoreError, SegmentKey};
 
 const COOKIE_FILE: &str = "COOKIE";
 const LOCK_FILE: &str = "LOCK";
@@ -344,99 +339,4 @@ pub async fn still_registered(manifest: &Manifest, cookie: &Cookie) -> Result<bo
         Some(kv) => serde_json::from_slice::<Cookie>(&kv.value).is_ok_and(|c| c == *cookie),
         None => true,
     })
-}
-
-/// Which segments this instance may answer fences and recovery reads for:
-/// those created in the manifest after [`Cookie::serves_from_revision`].
-#[derive(Debug)]
-pub struct Trust {
-    manifest: Manifest,
-    from_revision: i64,
-    instance_id: String,
-    decided: Mutex<HashMap<SegmentKey, bool>>,
-}
-
-impl Trust {
-    pub fn new(manifest: Manifest, cookie: &Cookie) -> Trust {
-        Trust {
-            manifest,
-            from_revision: cookie.serves_from_revision,
-            instance_id: cookie.instance_id.clone(),
-            decided: Mutex::default(),
-        }
-    }
-
-    /// `Ok` when this instance has held the segment since it was created;
-    /// else `DATA_LOSS` (the answer is unknown, not "not held").
-    pub async fn check(&self, log: &str, segment: SegmentKey) -> Result<(), StoreError> {
-        if self.from_revision == 0 {
-            return Ok(());
-        }
-        let known = self
-            .decided
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(&segment)
-            .copied();
-        let trusted = match known {
-            Some(trusted) => trusted,
-            None => {
-                let trusted = self.created_after_start(log, segment).await?;
-                self.decided
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .insert(segment, trusted);
-                trusted
-            }
-        };
-        if trusted {
-            Ok(())
-        } else {
-            Err(StoreError::Corrupt {
-                segment,
-                reason: format!(
-                    "this node's data was re-initialised (instance {}) after the segment was \
-                     created; it may have lost entries of it",
-                    self.instance_id
-                ),
-            })
-        }
-    }
-
-    /// Looks the segment's key up: created after this instance started?
-    /// A segment the manifest does not know (any more) is not trusted.
-    async fn created_after_start(
-        &self,
-        log: &str,
-        segment: SegmentKey,
-    ) -> Result<bool, StoreError> {
-        let unavailable = |what: String| StoreError::Io {
-            path: format!("manifest segment {segment}"),
-            what: "look up the segment's creation",
-            source: std::io::Error::other(what),
-        };
-        let Ok(name) = log.parse::<LogName>() else {
-            return Ok(false);
-        };
-        let meta = match self.manifest.log(&name).await {
-            Ok(meta) => meta,
-            Err(dlog_infra::manifest::Error::LogNotFound(_)) => return Ok(false),
-            Err(err) => return Err(unavailable(err.to_string())),
-        };
-        if meta.log_id != segment.log_id {
-            return Ok(false);
-        }
-        let prefix = self.manifest.segments_prefix(&name);
-        let range = self
-            .manifest
-            .store()
-            .range(&prefix, true)
-            .await
-            .map_err(|err| unavailable(err.to_string()))?;
-        Ok(range.kvs.iter().any(|kv| {
-            serde_json::from_slice::<SegmentMeta>(&kv.value)
-                .is_ok_and(|s| s.segment_id == segment.segment_id)
-                && kv.create_revision > self.from_revision
-        }))
-    }
 }

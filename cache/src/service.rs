@@ -26,8 +26,8 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 
 use crate::error::SegmentKey;
-use crate::identity::Trust;
 use crate::store::{CacheStore, ReadMode};
+use crate::trust::Trust;
 
 /// Adds one stream may have queued but not yet answered.
 const MAX_IN_FLIGHT_ADDS: usize = 4096;

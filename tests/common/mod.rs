@@ -112,11 +112,6 @@ impl Node {
         false
     }
 
-    /// The node's data directory.
-    pub fn data_dir(&self) -> &std::path::Path {
-        &self.dir
-    }
-
     /// An environment variable for the node's next starts.
     pub fn set_env(&mut self, key: &str, value: &str) {
         self.env.push((key.to_owned(), value.to_owned()));
