@@ -5,7 +5,12 @@
 //!
 //! Shutdown is ordered: stop accepting requests and let in-flight ones
 //! finish, flush the cache journal, then revoke the lease so the node's
-//! registrations vanish at once instead of after their TTL.
+//! registrations vanish at once instead of after their TTL. Open streams
+//! (tailing reads, append sessions, LAC long-polls) do not hold it up:
+//! reads end with `UNAVAILABLE` and whatever is still open after a drain
+//! period is cut. A node that loses its lease (or whose cache identity is
+//! taken over) stops the same way within about a second and exits
+//! non-zero, so a supervisor restarts it fresh.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -13,8 +18,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, bail};
+use dlog_cache::identity;
 use dlog_cache::service::CacheServer;
-use dlog_cache::{CacheStore, StoreOptions};
+use dlog_cache::trust::Trust;
+use dlog_cache::{CacheStore, StoreOptions, reconcile};
 use dlog_compactor::{Compactor, CompactorOptions};
 use dlog_infra::manifest::{Manifest, NodeInfo, Replication, Role};
 use dlog_infra::metastore::{self, LeaseKeeper};
@@ -27,6 +34,13 @@ use tonic::transport::server::TcpIncoming;
 /// TTL of a node's lease: how long a dead node stays registered and keeps
 /// the logs it owned. `DLOG_NODE_LEASE_TTL_SECS` overrides it (tests use 2).
 const NODE_LEASE_TTL: Duration = Duration::from_secs(10);
+
+/// How long a clean shutdown (SIGTERM) lets owners drain and requests
+/// finish before open connections are cut.
+const DRAIN_ON_SHUTDOWN: Duration = Duration::from_secs(10);
+/// The same after the lease was lost: nothing this node does counts any
+/// more, so it only ends its streams and goes.
+const DRAIN_ON_LEASE_LOSS: Duration = Duration::from_millis(600);
 
 fn node_lease_ttl() -> Duration {
     env_secs("DLOG_NODE_LEASE_TTL_SECS").unwrap_or(NODE_LEASE_TTL)
@@ -52,6 +66,10 @@ pub struct ServeOptions {
     pub listen: Option<String>,
     pub data_dir: Option<PathBuf>,
     pub node_id: Option<String>,
+    /// Start a cache node whose data is gone (empty directory) under its
+    /// registered id afresh: it then never answers for older segments.
+    #[serde(default)]
+    pub reinit_cache: bool,
     /// Standalone: one cache node, so logs without their own replication
     /// settings use 1/1/1.
     #[serde(skip)]
@@ -79,6 +97,7 @@ impl ServeOptions {
             listen: self.listen.or(file.listen),
             data_dir: self.data_dir.or(file.data_dir),
             node_id: self.node_id.or(file.node_id),
+            reinit_cache: self.reinit_cache || file.reinit_cache,
             single_node: self.single_node,
         }
     }
@@ -127,6 +146,7 @@ pub async fn standalone(
         listen: Some(listen.to_owned()),
         data_dir: Some(data_dir),
         node_id: Some("standalone".to_owned()),
+        reinit_cache: false,
         single_node: true,
     };
     serve(options, shutdown).await
@@ -212,21 +232,40 @@ pub async fn serve(options: ServeOptions, shutdown: CancellationToken) -> anyhow
     let (health, health_service) = tonic_health::server::health_reporter();
     routes.add_service(health_service);
     let mut cache_store = None;
+    let mut cache_identity = None;
     if roles.contains(&Role::Cache) {
-        let options = StoreOptions::new(data_dir.join("cache"));
+        let journal_dir = data_dir.join("cache");
+        let id = identity::establish(&manifest, &journal_dir, &node.id, options.reinit_cache)
+            .await
+            .context("check the cache directory's identity")?;
+        if id.reinitialised {
+            tracing::warn!(node = %node.id, "cache node re-initialised with an empty store");
+        }
+        let options = StoreOptions::new(journal_dir);
         let cache = tokio::task::spawn_blocking(move || CacheStore::open(options))
             .await
             .context("open the cache journal")?
             .context("open the cache journal")?;
         let cache = Arc::new(cache);
-        routes.add_service(CacheServer::new(cache.clone()).into_service());
+        let trust = Arc::new(Trust::new(manifest.clone(), &id.cookie));
+        routes.add_service(
+            CacheServer::new(cache.clone())
+                .with_trust(trust)
+                .into_service(),
+        );
         health
             .set_serving::<dlog_infra::proto::cache_service_server::CacheServiceServer<CacheServer>>()
             .await;
         cache_store = Some(cache);
+        cache_identity = Some(id);
     }
-    // Stops the background work (orphan adoption, compactor) at shutdown.
+    // Stops the background work (orphan adoption, compactor, cache
+    // reconciliation) at shutdown.
     let background_stop = CancellationToken::new();
+    // Ends open read streams when the node stops.
+    let streams_stop = CancellationToken::new();
+    // Another instance took this cache node's id over.
+    let replaced = CancellationToken::new();
     let mut ingest = None;
     if roles.contains(&Role::Ingest) {
         let node = IngestNode::new(
@@ -245,7 +284,11 @@ pub async fn serve(options: ServeOptions, shutdown: CancellationToken) -> anyhow
 
     if let (true, Some(objects)) = (roles.contains(&Role::Reader), &objects) {
         let engine = ReadEngine::new(manifest.clone(), objects.clone(), ReaderOptions::default());
-        routes.add_service(ReadServer::new(Arc::new(engine)).into_service());
+        routes.add_service(
+            ReadServer::new(Arc::new(engine))
+                .stop_streams_on(streams_stop.clone())
+                .into_service(),
+        );
         health
             .set_serving::<dlog_infra::proto::read_service_server::ReadServiceServer<ReadServer>>()
             .await;
@@ -282,30 +325,72 @@ pub async fn serve(options: ServeOptions, shutdown: CancellationToken) -> anyhow
             background_stop.clone(),
         ));
     }
+    if let (Some(cache), Some(id)) = (&cache_store, &cache_identity) {
+        let period = env_secs("DLOG_CACHE_RECONCILE_SECS").unwrap_or(reconcile::DEFAULT_PERIOD);
+        tokio::spawn(reconcile::run(
+            cache.clone(),
+            manifest.clone(),
+            id.cookie.clone(),
+            period,
+            background_stop.clone(),
+            replaced.clone(),
+        ));
+    }
     let role_names: Vec<&str> = roles.iter().map(|r| r.as_str()).collect();
     tracing::info!(node = %node.id, %addr, roles = %role_names.join(","), "serving");
 
     // Small request/response frames must not wait for Nagle's algorithm.
     let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
-    let result = tonic::transport::Server::builder()
+    let graceful = CancellationToken::new();
+    let server = tonic::transport::Server::builder()
         .add_routes(routes.routes())
-        .serve_with_incoming_shutdown(incoming, async {
-            tokio::select! {
-                _ = shutdown.cancelled() => {}
-                _ = lease.lost.cancelled() => {
-                    tracing::error!("lost the node lease; stopping");
-                }
-            }
-            // Owners finish what is in flight and seal before the server stops.
+        .serve_with_incoming_shutdown(incoming, graceful.clone().cancelled_owned());
+    tokio::pin!(server);
+    let why = tokio::select! {
+        result = &mut server => Stop::ServerEnded(result.context("serve gRPC")),
+        _ = shutdown.cancelled() => Stop::Requested,
+        _ = lease.lost.cancelled() => Stop::LeaseLost,
+        _ = replaced.cancelled() => Stop::Replaced,
+    };
+    let drain = match &why {
+        Stop::Requested => DRAIN_ON_SHUTDOWN,
+        Stop::LeaseLost => {
+            tracing::error!("lost the node lease; stopping");
+            DRAIN_ON_LEASE_LOSS
+        }
+        Stop::Replaced => DRAIN_ON_LEASE_LOSS,
+        Stop::ServerEnded(_) => Duration::ZERO,
+    };
+    let mut result = Ok(());
+    if let Stop::ServerEnded(ended) = why {
+        result = ended;
+    } else {
+        let drained = tokio::time::timeout(drain, async {
+            // Owners finish what is in flight and seal before the server
+            // stops (at once when the lease is gone).
             if let Some(ingest) = &ingest {
                 ingest.shut_down().await;
             }
+            streams_stop.cancel();
+            graceful.cancel();
+            (&mut server).await
         })
-        .await
-        .context("serve gRPC");
-
+        .await;
+        match drained {
+            Ok(served) => result = served.context("serve gRPC"),
+            Err(_) => tracing::warn!(
+                ?drain,
+                "requests still open after the drain period; cutting them"
+            ),
+        }
+    }
+    streams_stop.cancel();
     background_stop.cancel();
+    let lease_gone = lease.lost.is_cancelled();
     if let Some(task) = compactor_task {
+        if lease_gone {
+            task.abort();
+        }
         let _ = task.await;
     }
     if let Some(cache) = cache_store {
@@ -314,11 +399,29 @@ pub async fn serve(options: ServeOptions, shutdown: CancellationToken) -> anyhow
             .ok();
     }
     lease.stop();
-    if let Err(err) = store.lease_revoke(lease.lease).await {
-        tracing::warn!("deregistering failed (the lease expires on its own): {err:#}");
+    if lease_gone {
+        result = result.and(Err(anyhow::anyhow!("lost the node lease")));
+    } else {
+        if let Err(err) = store.lease_revoke(lease.lease).await {
+            tracing::warn!("deregistering failed (the lease expires on its own): {err:#}");
+        }
+        if replaced.is_cancelled() {
+            result = result.and(Err(anyhow::anyhow!(
+                "another instance registered this cache node's id"
+            )));
+        }
     }
+    drop(cache_identity);
     tracing::info!(node = %node.id, "stopped");
     result
+}
+
+/// Why `serve` stops.
+enum Stop {
+    Requested,
+    LeaseLost,
+    Replaced,
+    ServerEnded(anyhow::Result<()>),
 }
 
 /// Cancels the token on Ctrl-C or SIGTERM.

@@ -105,6 +105,11 @@ impl Index {
         self.dropped.contains(key)
     }
 
+    /// The live (not dropped) segments.
+    pub fn segment_keys(&self) -> Vec<SegmentKey> {
+        self.segments.keys().copied().collect()
+    }
+
     pub fn segment_count(&self) -> usize {
         self.segments.len()
     }

@@ -20,12 +20,18 @@
 //! | [`index`] | (segment, entry) → journal position, fencing epochs, LAC, damage marks |
 //! | [`store`] | the engine: adds, fences, reads up to the LAC, LAC long-poll, drops, hot-entry cache |
 //! | [`service`] | the `CacheService` gRPC server |
+//! | [`identity`] | the data directory's cookie and lock |
+//! | [`trust`] | which segments a re-initialised node may answer fences and recovery reads for |
+//! | [`reconcile`] | frees segments the manifest no longer needs (at start and periodically) |
 
 pub mod error;
+pub mod identity;
 pub mod index;
 pub mod journal;
+pub mod reconcile;
 pub mod service;
 pub mod store;
+pub mod trust;
 
 pub use error::{Error, SegmentKey};
 pub use store::{CacheStore, ReadMode, StoreOptions};

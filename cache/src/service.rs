@@ -4,6 +4,9 @@
 //! order as they arrive, and answered in the same order as each becomes
 //! durable. A refused add answers with its error status, after the answers
 //! of the adds queued before it, and ends the stream.
+//!
+//! Fences and recovery reads first ask the node's [`Trust`]: a node whose
+//! data was re-initialised does not answer for segments older than it.
 
 use std::pin::Pin;
 use std::sync::Arc;
@@ -24,6 +27,7 @@ use tonic::{Request, Response, Status, Streaming};
 
 use crate::error::SegmentKey;
 use crate::store::{CacheStore, ReadMode};
+use crate::trust::Trust;
 
 /// Adds one stream may have queued but not yet answered.
 const MAX_IN_FLIGHT_ADDS: usize = 4096;
@@ -41,11 +45,31 @@ const MAX_READ_BYTES: u64 = 16 * 1024 * 1024;
 #[derive(Debug, Clone)]
 pub struct CacheServer {
     store: Arc<CacheStore>,
+    trust: Option<Arc<Trust>>,
 }
 
 impl CacheServer {
     pub fn new(store: Arc<CacheStore>) -> CacheServer {
-        CacheServer { store }
+        CacheServer { store, trust: None }
+    }
+
+    /// Answers fences and recovery reads only for segments `trust` allows.
+    pub fn with_trust(self, trust: Arc<Trust>) -> CacheServer {
+        CacheServer {
+            trust: Some(trust),
+            ..self
+        }
+    }
+
+    async fn check_trust(&self, segment: Option<&SegmentRef>) -> Result<(), Status> {
+        let (Some(trust), Some(reference)) = (&self.trust, segment) else {
+            return Ok(());
+        };
+        let key = segment_key(Some(reference))?;
+        trust
+            .check(&reference.log, key)
+            .await
+            .map_err(|err| to_status(&err))
     }
 
     /// A tonic service for a `Router`.
@@ -152,6 +176,9 @@ impl CacheService for CacheServer {
             0 => MAX_READ_ENTRIES,
             n => (n as usize).min(MAX_READ_ENTRIES),
         };
+        if request.fence_epoch.is_some() {
+            self.check_trust(request.segment.as_ref()).await?;
+        }
         let mode = match (request.fence_epoch, request.sealed_last_entry) {
             (Some(epoch), _) => ReadMode::Recovery { epoch },
             (None, Some(last_entry)) => ReadMode::Sealed { last_entry },
@@ -194,6 +221,7 @@ impl CacheService for CacheServer {
     ) -> Result<Response<FenceResponse>, Status> {
         let request = request.into_inner();
         let key = segment_key(request.segment.as_ref())?;
+        self.check_trust(request.segment.as_ref()).await?;
         let progress = self
             .store
             .fence(key, request.epoch)

@@ -411,6 +411,11 @@ impl CacheStore {
         self.journal.stats()
     }
 
+    /// The live segments the node knows (dropped ones excluded).
+    pub fn segments(&self) -> Vec<SegmentKey> {
+        lock(&self.index).segment_keys()
+    }
+
     /// Number of segments the node knows.
     pub fn segment_count(&self) -> usize {
         lock(&self.index).segment_count()

@@ -365,8 +365,14 @@ impl Compactor {
         report: &mut PassReport,
     ) -> Result<()> {
         let (segments, _) = self.manifest.segments(log).await?;
-        if segments.iter().any(|s| s.state == SegmentState::Open) {
-            // Its owner may still be sealing; come back next pass.
+        if segments.iter().any(|s| s.state == SegmentState::Open)
+            && self.manifest.owner(log).await?.is_some()
+        {
+            // Its owner may still be sealing; come back next pass. Without
+            // an owner nothing will seal it (a deleted log gets no new
+            // owner): purge it as it is. A deposed owner that wakes up is
+            // refused by the cache nodes (dropped) and by the manifest
+            // (its epoch key is gone).
             return Ok(());
         }
         for segment in &segments {

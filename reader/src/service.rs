@@ -1,4 +1,7 @@
 //! `ReadService` (docs/wire.md) over the [`ReadEngine`].
+//!
+//! When the node stops, open `Read` streams (tailing ones never end on
+//! their own) end with `UNAVAILABLE`, so clients resume on another node.
 
 use std::pin::Pin;
 use std::sync::Arc;
@@ -9,6 +12,7 @@ use dlog_infra::proto::{self as pb};
 use futures::Stream;
 use tokio_stream::StreamExt;
 use tokio_stream::wrappers::ReceiverStream;
+use tokio_util::sync::CancellationToken;
 use tonic::{Request, Response, Status};
 
 use crate::engine::{ReadEngine, ReadItem, ReadSpec};
@@ -18,11 +22,20 @@ use crate::error::Error;
 #[derive(Debug, Clone)]
 pub struct ReadServer {
     engine: Arc<ReadEngine>,
+    stop: CancellationToken,
 }
 
 impl ReadServer {
     pub fn new(engine: Arc<ReadEngine>) -> ReadServer {
-        ReadServer { engine }
+        ReadServer {
+            engine,
+            stop: CancellationToken::new(),
+        }
+    }
+
+    /// Ends every open `Read` stream with `UNAVAILABLE` once `stop` fires.
+    pub fn stop_streams_on(self, stop: CancellationToken) -> ReadServer {
+        ReadServer { stop, ..self }
     }
 
     /// The tonic service, with message limits fit for record batches.
@@ -34,6 +47,24 @@ impl ReadServer {
 }
 
 type ReadStream = Pin<Box<dyn Stream<Item = Result<pb::ReadResponse, Status>> + Send>>;
+
+/// `items` until `stop` fires, then `UNAVAILABLE` (a retryable status).
+fn end_on_stop(
+    items: impl Stream<Item = Result<pb::ReadResponse, Status>> + Send + 'static,
+    stop: CancellationToken,
+) -> ReadStream {
+    let stopped = stop.clone();
+    let items = futures::StreamExt::take_until(items, stop.cancelled_owned());
+    let last = futures::stream::once(async move {
+        stopped.is_cancelled().then(|| {
+            Err(Status::unavailable(
+                "the reader node is stopping; resume the read on another node",
+            ))
+        })
+    })
+    .filter_map(|last| last);
+    Box::pin(items.chain(last))
+}
 
 #[tonic::async_trait]
 impl ReadService for ReadServer {
@@ -77,7 +108,7 @@ impl ReadService for ReadServer {
             }),
             Err(err) => Err(Status::from(err)),
         });
-        Ok(Response::new(Box::pin(items)))
+        Ok(Response::new(end_on_stop(items, self.stop.clone())))
     }
 
     async fn check_tail(

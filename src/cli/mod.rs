@@ -62,6 +62,11 @@ pub enum Command {
         data_dir: Option<PathBuf>,
         #[arg(long)]
         node_id: Option<String>,
+        /// Cache role: rejoin under a registered --node-id whose data is
+        /// gone (an empty --data-dir). The node then never answers for
+        /// segments created before this start.
+        #[arg(long)]
+        reinit_cache: bool,
         /// TOML file with the same keys; flags win.
         #[arg(long)]
         config: Option<PathBuf>,
@@ -126,6 +131,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         listen,
         data_dir,
         node_id,
+        reinit_cache,
         config,
     } = args.command
     {
@@ -136,6 +142,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
             listen,
             data_dir,
             node_id,
+            reinit_cache,
             single_node: false,
         };
         let options = match config {

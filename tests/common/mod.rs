@@ -114,6 +114,11 @@ impl Node {
         false
     }
 
+    /// An environment variable for the node's next starts.
+    pub fn set_env(&mut self, key: &str, value: &str) {
+        self.env.push((key.to_owned(), value.to_owned()));
+    }
+
     pub fn log_text(&self) -> String {
         std::fs::read_to_string(self.dir.join(format!("{}.log", self.id))).unwrap_or_default()
     }

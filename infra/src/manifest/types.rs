@@ -4,7 +4,7 @@
 use serde::{Deserialize, Serialize};
 
 /// Replication of a log's segments: ensemble size E, write quorum W, ack
-/// quorum A (DL/BookKeeper terms), with E >= W >= A >= 1.
+/// quorum A (DL/BookKeeper terms), with 64 >= E >= W >= A >= 1.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Replication {
     pub ensemble: u32,
@@ -26,8 +26,21 @@ impl Replication {
         ack_quorum: 1,
     };
 
-    /// Checks E >= W >= A >= 1.
+    /// Largest ensemble: an owner tracks which replicas acknowledged an
+    /// entry in a `u64` bitmask, one bit per ensemble member.
+    pub const MAX_ENSEMBLE: u32 = 64;
+
+    /// Checks 64 >= E >= W >= A >= 1.
     pub fn validate(&self) -> Result<(), String> {
+        if self.ensemble > Self::MAX_ENSEMBLE {
+            return Err(format!(
+                "replication {}/{}/{}: the ensemble may have at most {} nodes",
+                self.ensemble,
+                self.write_quorum,
+                self.ack_quorum,
+                Self::MAX_ENSEMBLE
+            ));
+        }
         if self.ack_quorum == 0
             || self.write_quorum < self.ack_quorum
             || self.ensemble < self.write_quorum
@@ -247,5 +260,39 @@ impl std::str::FromStr for Role {
             .ok_or_else(|| {
                 format!("unknown role {s:?}: expected ingest, cache, compactor or reader")
             })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Replication;
+
+    fn replication(ensemble: u32, write_quorum: u32, ack_quorum: u32) -> Replication {
+        Replication {
+            ensemble,
+            write_quorum,
+            ack_quorum,
+        }
+    }
+
+    #[test]
+    fn replication_settings_are_validated() {
+        for ok in [(1, 1, 1), (3, 3, 2), (5, 3, 2), (64, 64, 64), (64, 3, 1)] {
+            let r = replication(ok.0, ok.1, ok.2);
+            assert_eq!(r.validate(), Ok(()), "{ok:?}");
+        }
+        for bad in [
+            (0, 0, 0),
+            (3, 3, 0),
+            (3, 2, 3),
+            (2, 3, 2),
+            (65, 3, 2),
+            (65, 65, 65),
+        ] {
+            let r = replication(bad.0, bad.1, bad.2);
+            assert!(r.validate().is_err(), "{bad:?} must be refused");
+        }
+        let err = replication(100, 3, 2).validate().unwrap_err();
+        assert!(err.contains("at most 64"), "{err}");
     }
 }
