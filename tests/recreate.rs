@@ -1,19 +1,23 @@
 //! A log deleted and re-created under the same name is a new log: with real
-//! processes (etcd, three cache nodes, two ingest nodes, a compactor), the
-//! owner of the old incarnation must never write into the new one, whatever
-//! epoch it holds, and the new log holds exactly what was appended to it.
+//! processes (etcd, three cache nodes, ingest nodes, a compactor, an S3
+//! server), the owner of the old incarnation must never write into the new
+//! one, whatever epoch it holds; objects of the old one (recorded or left
+//! behind by a compactor that stalled past its lease) never meet the new
+//! one; and the new log holds exactly what was appended to it.
 
 mod common;
 
 use std::time::Duration;
 
 use bytes::Bytes;
-use common::Cluster;
-use dlog_infra::manifest;
+use common::{Cluster, OBJECT_PREFIX};
+use dlog_infra::manifest::{self, SegmentState};
 use dlog_infra::names::LogName;
 use dlog_infra::proto::log_service_client::LogServiceClient;
 use dlog_infra::proto::{self as pb};
 use dlog_infra::record::Record;
+use dlog_infra::segment_file::{log_folder, object_key};
+use object_store::{ObjectStoreExt, PutPayload};
 use tonic::transport::Channel;
 
 const LOG: &str = "recreate/a";
@@ -120,4 +124,84 @@ async fn the_old_owner_of_a_recreated_log_cannot_write_into_it() {
         .unwrap();
     let stored: Vec<Bytes> = cluster.read_back(LOG).await.into_values().collect();
     assert_eq!(stored, [Bytes::from("new-0"), Bytes::from("new-1")]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn objects_of_a_deleted_log_never_block_its_successor() {
+    let Some(cluster) = Cluster::start_with(3, 1, 1, 0).await else {
+        return;
+    };
+    let objects = cluster.s3.as_ref().unwrap().object_store(OBJECT_PREFIX);
+    let log: LogName = LOG.parse().unwrap();
+    let mut node = connect(cluster.ingests[0].address()).await;
+    node.create_log(pb::CreateLogRequest { log: LOG.into() })
+        .await
+        .unwrap();
+    let old_id = cluster.manifest.log(&log).await.unwrap().log_id;
+    // A crash between upload and the manifest update left an object the
+    // manifest does not name.
+    let leftover = log_folder(&objects.prefix, &log, old_id).join("leftover.parquet");
+    objects
+        .store
+        .put(&leftover, PutPayload::from_static(b"unrecorded"))
+        .await
+        .unwrap();
+    for i in 0..3 {
+        append(&mut node, &format!("old-{i}")).await.unwrap();
+    }
+    node.delete_log(pb::DeleteLogRequest { log: LOG.into() })
+        .await
+        .unwrap();
+    wait_purged(&cluster, &log).await;
+    assert!(
+        objects.store.head(&leftover).await.is_err(),
+        "the purge leaves no object of the deleted log behind"
+    );
+
+    // A compactor that stalled past its lease while offloading the old
+    // log's first segment wakes up after the purge and uploads it: an
+    // object at the old log's key for offsets 0..3, which nobody records.
+    let stale = object_key(&objects.prefix, &log, old_id, 0, 3);
+    objects
+        .store
+        .put(&stale, PutPayload::from_static(b"the old log's rows"))
+        .await
+        .unwrap();
+
+    // The new log covers the same offsets; its segment must still offload.
+    node.create_log(pb::CreateLogRequest { log: LOG.into() })
+        .await
+        .unwrap();
+    let new_id = cluster.manifest.log(&log).await.unwrap().log_id;
+    for i in 0..3 {
+        append(&mut node, &format!("new-{i}")).await.unwrap();
+    }
+    node.seal_log(pb::SealLogRequest { log: LOG.into() })
+        .await
+        .unwrap();
+    let mut segments = Vec::new();
+    for _ in 0..150 {
+        (segments, _) = cluster.manifest.segments(&log).await.unwrap();
+        if segments
+            .first()
+            .is_some_and(|s| s.state == SegmentState::Offloaded)
+        {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let object = segments
+        .first()
+        .and_then(|s| s.object.clone())
+        .unwrap_or_else(|| {
+            panic!(
+                "the re-created log's segment was never offloaded: {segments:?}\ncompactor log:\n{}",
+                cluster.compactors[0].log_text()
+            )
+        });
+    assert_eq!(
+        object.key,
+        object_key(&objects.prefix, &log, new_id, 0, 3).to_string()
+    );
+    assert_ne!(object.key, stale.to_string());
 }

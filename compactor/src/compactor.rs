@@ -403,10 +403,9 @@ impl Compactor {
             Ok(_) | Err(manifest::Error::LogNotFound(_)) => return Ok(()),
             Err(err) => return Err(err.into()),
         }
-        if segments.iter().any(|s| s.state == SegmentState::Open) {
-            // Its owner may still be sealing; come back next pass.
-            return Ok(());
-        }
+        // Open segments go too: nobody can seal them any more (the deletion
+        // removed the live log id that every owner write compares), and a
+        // cache node refuses entries for a segment once it dropped it.
         for segment in &segments {
             self.delete_segment_data(log, meta.log_id, segment).await?;
         }
