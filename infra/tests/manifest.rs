@@ -359,6 +359,27 @@ async fn subscription_commits_never_move_back(f: Fixture) {
     assert_eq!(m.subscription(&log, "etl").await.unwrap(), None);
 }
 
+async fn a_log_created_before_the_id_key_gets_one(f: Fixture) {
+    let m = &f.manifest;
+    let log = name("ns/legacy");
+    let id = m.create_log(&log).await.unwrap().log_id;
+    let id_key = format!("{}id", m.log_prefix(&log));
+    assert!(m.store().delete(&id_key).await.unwrap());
+    // The compactor can still trim and delete it; a deleted one it cannot.
+    assert_eq!(m.trim_log_id(&log, id, 5).await.unwrap(), 5);
+    m.check_live(&log, id).await.unwrap();
+    assert!(m.store().delete(&id_key).await.unwrap());
+    let fence = m.bump_epoch(&log, id, 0).await.unwrap();
+    m.create_segment(&log, fence, open_segment(5))
+        .await
+        .unwrap();
+    assert!(m.store().delete(&id_key).await.unwrap());
+    m.delete_log(&log).await.unwrap();
+    let err = m.check_live(&log, id).await.unwrap_err();
+    assert!(matches!(err, Error::LogReplaced { .. }), "{err}");
+    assert!(m.store().get(&id_key).await.unwrap().is_none());
+}
+
 async fn concurrent_claimants_get_exactly_one_winner(f: Fixture) {
     let m = &f.manifest;
     let log = name("ns/race");
@@ -587,6 +608,7 @@ macro_rules! manifest_suite {
             case!(stale_epochs_are_refused);
             case!(a_stale_compactor_never_touches_a_recreated_log);
             case!(subscription_commits_never_move_back);
+            case!(a_log_created_before_the_id_key_gets_one);
             case!(a_recreated_log_fences_the_old_incarnations_owner);
             case!(concurrent_claimants_get_exactly_one_winner);
             case!(segments_move_open_sealed_offloaded);

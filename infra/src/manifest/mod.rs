@@ -556,7 +556,7 @@ impl Manifest {
     pub async fn check_live(&self, log: &LogName, log_id: u64) -> Result<()> {
         let live = match self.store.get(&self.id_key(log)).await? {
             Some(kv) => Some(decode_u64(&kv)?),
-            None => None,
+            None => self.add_missing_id(log, log_id).await?,
         };
         if live == Some(log_id) {
             Ok(())
@@ -566,6 +566,33 @@ impl Manifest {
                 log_id,
             })
         }
+    }
+
+    /// A log created before the `id` key existed has none while it is
+    /// active: writes it (compared on the metadata, so never for a log
+    /// being deleted) and returns it. `None` for a deleted or absent log.
+    async fn add_missing_id(&self, log: &LogName, log_id: u64) -> Result<Option<u64>> {
+        let meta = match self.log_versioned(log).await {
+            Ok(meta) => meta,
+            Err(Error::LogNotFound(_)) => return Ok(None),
+            Err(err) => return Err(err),
+        };
+        if meta.value.state != LogState::Active || meta.value.log_id != log_id {
+            return Ok(None);
+        }
+        let id_key = self.id_key(log);
+        let response = self
+            .store
+            .txn(
+                Txn::new()
+                    .when([
+                        Compare::mod_revision_is(self.meta_key(log), meta.mod_revision),
+                        Compare::absent(&id_key),
+                    ])
+                    .and_then([TxnOp::put(&id_key, encode_u64(log_id))]),
+            )
+            .await?;
+        Ok(response.succeeded.then_some(log_id))
     }
 
     /// Runs a compactor's transaction on the live log `log_id` only: true
@@ -916,8 +943,12 @@ impl Manifest {
     /// Removes a segment's key (retention, after its data is deleted), if
     /// `log_id` is still the log's live id.
     pub async fn delete_segment(&self, log: &LogName, log_id: u64, segment: u64) -> Result<()> {
-        let txn = Txn::new().and_then([TxnOp::delete(self.segment_key(log, segment))]);
-        self.on_live_log(log, log_id, txn).await?;
+        let delete = || Txn::new().and_then([TxnOp::delete(self.segment_key(log, segment))]);
+        // Its only compare is the log id: a second try is needed only when
+        // the first added a missing `id` key.
+        if !self.on_live_log(log, log_id, delete()).await? {
+            self.on_live_log(log, log_id, delete()).await?;
+        }
         Ok(())
     }
 
