@@ -142,7 +142,9 @@ impl Client {
     }
 
     /// Stores `offset` as the next offset subscription `name` of `log` wants
-    /// to read (idempotent: a retry stores the same value).
+    /// to read. A commit never moves the subscription back (a late retry of
+    /// an older commit changes nothing), and a log deleted and re-created
+    /// under the same name starts without subscriptions.
     pub async fn commit_subscription(&self, log: &str, name: &str, offset: u64) -> Result<()> {
         let request = pb::CommitSubscriptionRequest {
             log: log.to_owned(),

@@ -217,7 +217,7 @@ async fn object_keys(objects: &ObjectStoreHandle, log: &str) -> Vec<String> {
 
 /// pyarrow reads the files in place on the S3 server: row count and
 /// min/max(offset) per file match the manifest.
-fn check_with_pyarrow(s3: &S3Server, log: &str, segments: &[SegmentMeta]) {
+fn check_with_pyarrow(s3: &S3Server, log: &str, log_id: u64, segments: &[SegmentMeta]) {
     let Some(python) = require_python_module("pyarrow") else {
         return;
     };
@@ -236,6 +236,7 @@ fn check_with_pyarrow(s3: &S3Server, log: &str, segments: &[SegmentMeta]) {
         .collect();
     let expected = serde_json::json!({
         "dataset": format!("{}/{OBJECT_PREFIX}/ns={}/log={}", S3Server::BUCKET, name.namespace(), name.log()),
+        "log_id": log_id,
         "files": files,
     });
     let env: BTreeMap<String, String> = s3.env().into_iter().collect();
@@ -311,7 +312,20 @@ async fn offloaded_files_hold_exactly_the_records_appended() {
         "the files hold exactly the records appended"
     );
     assert_eq!(object_keys(&objects, log).await.len(), 2);
-    check_with_pyarrow(s3, log, &segments);
+    let log_id = cluster
+        .manifest
+        .log(&log.parse().unwrap())
+        .await
+        .unwrap()
+        .log_id;
+    for segment in &segments {
+        let key = &segment.object.as_ref().unwrap().key;
+        assert!(
+            key.contains(&format!("/log=clicks/id={log_id}/")),
+            "objects live under the log id's folder: {key}"
+        );
+    }
+    check_with_pyarrow(s3, log, log_id, &segments);
 
     // After the grace period the cache nodes let go of the segments.
     let segments = wait_segments(&cluster, log, "dropped from cache", offloaded_and_dropped).await;

@@ -123,6 +123,7 @@ fn main() {
         let key = object_key(
             &objects.prefix,
             &log,
+            1,
             n as u64 * 1_000_000_000,
             count as u64,
         );

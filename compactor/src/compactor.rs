@@ -14,6 +14,14 @@
 //! obey), then the data (object, cache copy), then the segment key, so a
 //! crash in between leaves a segment key below the trim point that the next
 //! pass deletes again (deleting what is already gone is not an error).
+//!
+//! A log's identity is its log id, not its name: a log deleted and
+//! re-created under the same name starts again at segment 1, offset 0. So
+//! claims name the log id, objects live under the log id's folder, every
+//! manifest write compares the live log id, and work that read a segment by
+//! name checks afterwards that the log id it works for is still live before
+//! deleting what the segment names. A compactor working from a stale view
+//! (slow, paused past its lease) therefore never touches a re-created log.
 
 use std::future::Future;
 use std::sync::Arc;
@@ -26,7 +34,9 @@ use dlog_infra::metastore::LeaseId;
 use dlog_infra::names::LogName;
 use dlog_infra::objstore::ObjectStoreHandle;
 use dlog_infra::proto::{DropSegmentRequest, SegmentRef};
-use object_store::ObjectStoreExt;
+use dlog_infra::segment_file;
+use futures::TryStreamExt;
+use object_store::{ObjectStore, ObjectStoreExt};
 use tokio_util::sync::CancellationToken;
 
 use crate::error::{Error, Result};
@@ -145,7 +155,7 @@ impl Compactor {
                         self.drop_from_cache(log, meta.log_id, segment).await?;
                         failpoint::hit("offload.after_cache_drop");
                         self.manifest
-                            .mark_cache_dropped(log, segment.segment_id)
+                            .mark_cache_dropped(log, meta.log_id, segment.segment_id)
                             .await?;
                         report.dropped_from_cache += 1;
                     }
@@ -159,13 +169,24 @@ impl Compactor {
     /// Runs `work` on the segment's current manifest entry while holding
     /// the segment's claim (on this compactor's lease), so offload and
     /// deletion of one segment never overlap, across compactors too.
-    /// `None` when another compactor holds it or the segment is gone.
-    async fn claimed<T, F, Fut>(&self, log: &LogName, segment_id: u64, work: F) -> Result<Option<T>>
+    /// `None` when another compactor holds it, the segment is gone, or the
+    /// log id is no longer live (the entry read may be a re-created log's).
+    async fn claimed<T, F, Fut>(
+        &self,
+        log: &LogName,
+        log_id: u64,
+        segment_id: u64,
+        work: F,
+    ) -> Result<Option<T>>
     where
         F: FnOnce(SegmentMeta) -> Fut,
         Fut: Future<Output = Result<T>>,
     {
-        let claim = format!("segment/{}/{}/{segment_id}", log.namespace(), log.log());
+        let claim = format!(
+            "segment/{}/{}/{log_id}/{segment_id}",
+            log.namespace(),
+            log.log()
+        );
         if !self
             .manifest
             .claim(&claim, &self.node_id, self.lease)
@@ -173,10 +194,20 @@ impl Compactor {
         {
             return Ok(None);
         }
-        let result = match self.manifest.segment(log, segment_id).await {
-            Ok(current) => work(current.value).await.map(Some),
+        let current = match self.manifest.segment(log, segment_id).await {
+            // Read first, then check: the entry read is `log_id`'s.
+            Ok(current) => match self.manifest.check_live(log, log_id).await {
+                Ok(()) => Ok(Some(current.value)),
+                Err(manifest::Error::LogReplaced { .. }) => Ok(None),
+                Err(err) => Err(err.into()),
+            },
             Err(manifest::Error::SegmentNotFound { .. }) => Ok(None),
             Err(err) => Err(err.into()),
+        };
+        let result = match current {
+            Ok(Some(segment)) => work(segment).await.map(Some),
+            Ok(None) => Ok(None),
+            Err(err) => Err(err),
         };
         self.manifest.release_claim(&claim).await?;
         result
@@ -184,7 +215,7 @@ impl Compactor {
 
     async fn offload(&self, log: &LogName, meta: &LogMeta, segment_id: u64) -> Result<bool> {
         let offloaded = self
-            .claimed(log, segment_id, |segment| async move {
+            .claimed(log, meta.log_id, segment_id, |segment| async move {
                 if segment.state != SegmentState::Sealed {
                     return Ok(false); // done by another compactor meanwhile
                 }
@@ -192,7 +223,9 @@ impl Compactor {
                     // Nothing to offload: an empty segment (sealed right
                     // after it opened) just leaves the manifest and the cache.
                     self.drop_from_cache(log, meta.log_id, &segment).await?;
-                    self.manifest.delete_segment(log, segment_id).await?;
+                    self.manifest
+                        .delete_segment(log, meta.log_id, segment_id)
+                        .await?;
                     return Ok(true);
                 }
                 offload_segment(
@@ -215,9 +248,11 @@ impl Compactor {
     /// uploaded since the pass listed the segment is deleted too.
     async fn delete_segment(&self, log: &LogName, log_id: u64, segment_id: u64) -> Result<bool> {
         let deleted = self
-            .claimed(log, segment_id, |segment| async move {
+            .claimed(log, log_id, segment_id, |segment| async move {
                 self.delete_segment_data(log, log_id, &segment).await?;
-                self.manifest.delete_segment(log, segment_id).await?;
+                self.manifest
+                    .delete_segment(log, log_id, segment_id)
+                    .await?;
                 Ok(())
             })
             .await?;
@@ -312,7 +347,7 @@ impl Compactor {
             }
         }
         // Manifest first: readers refuse offsets below the trim point.
-        let trim_point = self.manifest.trim(log, trim_to).await?;
+        let trim_point = self.manifest.trim_log_id(log, meta.log_id, trim_to).await?;
         let below: Vec<&SegmentMeta> = closed
             .into_iter()
             .filter(|s| s.end_offset.is_some_and(|end| end <= trim_point))
@@ -365,22 +400,55 @@ impl Compactor {
         report: &mut PassReport,
     ) -> Result<()> {
         let (segments, _) = self.manifest.segments(log).await?;
-        if segments.iter().any(|s| s.state == SegmentState::Open)
-            && self.manifest.owner(log).await?.is_some()
-        {
-            // Its owner may still be sealing; come back next pass. Without
-            // an owner nothing will seal it (a deleted log gets no new
-            // owner): purge it as it is. A deposed owner that wakes up is
-            // refused by the cache nodes (dropped) and by the manifest
-            // (its epoch key is gone).
-            return Ok(());
+        // Read first, then check: the segments read are this log id's only
+        // if the deleted log is still there (another compactor may have
+        // purged it, and the name been re-created, since it was listed).
+        match self.manifest.log(log).await {
+            Ok(now) if now.log_id == meta.log_id => {}
+            Ok(_) | Err(manifest::Error::LogNotFound(_)) => return Ok(()),
+            Err(err) => return Err(err.into()),
         }
+        // Open segments go too: nobody can seal them any more (the deletion
+        // removed the live log id that every owner write compares), and a
+        // cache node refuses entries for a segment once it dropped it.
         for segment in &segments {
             self.delete_segment_data(log, meta.log_id, segment).await?;
         }
-        self.manifest.purge_log(log).await?;
-        report.purged_logs += 1;
-        tracing::info!(%log, "removed a deleted log");
+        self.delete_log_objects(log, meta.log_id).await?;
+        if self.manifest.purge_log(log, meta.log_id).await? {
+            report.purged_logs += 1;
+            tracing::info!(%log, log_id = meta.log_id, "removed a deleted log");
+        }
+        Ok(())
+    }
+
+    /// Deletes every object under the log id's folder, also those a crash
+    /// or a stale compactor uploaded without recording them.
+    async fn delete_log_objects(&self, log: &LogName, log_id: u64) -> Result<()> {
+        let folder = segment_file::log_folder(&self.objects.prefix, log, log_id);
+        let listed: Vec<object_store::ObjectMeta> = self
+            .objects
+            .store
+            .list(Some(&folder))
+            .try_collect()
+            .await
+            .map_err(|source| Error::ObjectStore {
+                what: "list",
+                key: folder.to_string(),
+                source,
+            })?;
+        for object in listed {
+            match self.objects.store.delete(&object.location).await {
+                Ok(()) | Err(object_store::Error::NotFound { .. }) => {}
+                Err(source) => {
+                    return Err(Error::ObjectStore {
+                        what: "delete",
+                        key: object.location.to_string(),
+                        source,
+                    });
+                }
+            }
+        }
         Ok(())
     }
 }

@@ -266,7 +266,13 @@ pub async fn offload_segment(
         segment: segment_id,
         reason: format!("encoding task failed: {err}"),
     })??;
-    let key = segment_file::object_key(&objects.prefix, log, segment.start_offset, end_offset);
+    let key = segment_file::object_key(
+        &objects.prefix,
+        log,
+        log_id,
+        segment.start_offset,
+        end_offset,
+    );
     upload(objects, &key, &file).await?;
     failpoint::hit("offload.after_upload");
     let stored = read_object(objects, &key).await?;
@@ -285,7 +291,7 @@ pub async fn offload_segment(
         offloaded_at_ms: dlog_infra::now_ms(),
     };
     manifest
-        .mark_offloaded(log, segment.segment_id, object.clone())
+        .mark_offloaded(log, log_id, segment.segment_id, object.clone())
         .await?;
     failpoint::hit("offload.after_manifest");
     tracing::info!(

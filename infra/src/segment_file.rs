@@ -106,14 +106,28 @@ pub fn schema() -> SchemaRef {
     ]))
 }
 
-/// `<prefix>/ns=<ns>/log=<log>/<start:020>-<end:020>.parquet`: Hive-style
-/// folders, names in offset order.
-pub fn object_key(prefix: &Path, log: &LogName, start_offset: u64, end_offset: u64) -> Path {
+/// `<prefix>/ns=<ns>/log=<log>/id=<log_id>/<start:020>-<end:020>.parquet`:
+/// Hive-style folders (engines glob `ns=*/log=*/id=*/`), names in offset
+/// order. The log id folder keeps a log deleted and re-created under the
+/// same name (offsets from 0 again) from ever meeting its predecessor's
+/// objects, and caches keyed by object key from mixing the two.
+pub fn object_key(
+    prefix: &Path,
+    log: &LogName,
+    log_id: u64,
+    start_offset: u64,
+    end_offset: u64,
+) -> Path {
+    log_folder(prefix, log, log_id).join(format!("{start_offset:020}-{end_offset:020}.parquet"))
+}
+
+/// `<prefix>/ns=<ns>/log=<log>/id=<log_id>`: every object of one log id.
+pub fn log_folder(prefix: &Path, log: &LogName, log_id: u64) -> Path {
     prefix
         .clone()
         .join(format!("ns={}", log.namespace()))
         .join(format!("log={}", log.log()))
-        .join(format!("{start_offset:020}-{end_offset:020}.parquet"))
+        .join(format!("id={log_id}"))
 }
 
 /// An encoded segment file.

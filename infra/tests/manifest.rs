@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use dlog_infra::error::{Classify, ErrorKind};
 use dlog_infra::manifest::{
-    Error, Manifest, NamespaceConfig, NodeInfo, ObjectInfo, Replication, Role, SealInfo,
+    Error, Fence, Manifest, NamespaceConfig, NodeInfo, ObjectInfo, Replication, Role, SealInfo,
     SegmentMeta, SegmentState,
 };
 use dlog_infra::metastore::embedded::EmbeddedStore;
@@ -99,7 +99,7 @@ async fn log_life_cycle(f: Fixture) {
         .collect();
     assert_eq!(ns, ["ns/a", "ns/b"]);
 
-    m.delete_log(&name("ns/a")).await.unwrap();
+    let deleted = m.delete_log(&name("ns/a")).await.unwrap();
     let listed: Vec<String> = m
         .list_logs("ns/")
         .await
@@ -110,7 +110,11 @@ async fn log_life_cycle(f: Fixture) {
     assert_eq!(listed, ["ns/b"]);
     let err = m.create_log(&name("ns/a")).await.unwrap_err();
     assert_eq!(err.to_string(), "log ns/a is being deleted");
-    m.purge_log(&name("ns/a")).await.unwrap();
+    assert!(m.purge_log(&name("ns/a"), deleted.log_id).await.unwrap());
+    assert!(
+        !m.purge_log(&name("ns/a"), deleted.log_id).await.unwrap(),
+        "a second purge finds nothing left"
+    );
     let again = m.create_log(&name("ns/a")).await.unwrap();
     assert!(again.log_id > b.log_id, "a re-created log gets a new id");
 
@@ -152,10 +156,16 @@ async fn namespace_config(f: Fixture) {
 async fn stale_epochs_are_refused(f: Fixture) {
     let m = &f.manifest;
     let log = name("ns/fenced");
-    m.create_log(&log).await.unwrap();
+    let id = m.create_log(&log).await.unwrap().log_id;
     assert_eq!(m.epoch(&log).await.unwrap(), 0);
-    let first = m.bump_epoch(&log, 0).await.unwrap();
-    assert_eq!(first, 1);
+    let first = m.bump_epoch(&log, id, 0).await.unwrap();
+    assert_eq!(
+        first,
+        Fence {
+            log_id: id,
+            epoch: 1
+        }
+    );
     let segment = m
         .create_segment(&log, first, open_segment(0))
         .await
@@ -163,11 +173,11 @@ async fn stale_epochs_are_refused(f: Fixture) {
     assert_eq!((segment.segment_id, segment.epoch), (1, 1));
 
     // A second owner takes over.
-    let second = m.bump_epoch(&log, first).await.unwrap();
-    assert_eq!(second, 2);
+    let second = m.bump_epoch(&log, id, first.epoch).await.unwrap();
+    assert_eq!(second.epoch, 2);
 
     // Everything the first owner tries now fails, and changes nothing.
-    let err = m.bump_epoch(&log, 0).await.unwrap_err();
+    let err = m.bump_epoch(&log, id, 0).await.unwrap_err();
     assert_eq!(
         err.to_string(),
         "epoch 0 of log ns/fenced is stale: the current epoch is 2"
@@ -234,26 +244,158 @@ async fn stale_epochs_are_refused(f: Fixture) {
         "{err}"
     );
 
-    let err = m.bump_epoch(&name("ns/nolog"), 0).await.unwrap_err();
+    let err = m.bump_epoch(&name("ns/nolog"), id, 0).await.unwrap_err();
     assert!(matches!(err, Error::LogNotFound(_)), "{err}");
+    let err = m.bump_epoch(&log, id + 1, 2).await.unwrap_err();
+    assert!(
+        matches!(err, Error::LogNotFound(_)),
+        "another log id: {err}"
+    );
+}
+
+async fn a_recreated_log_fences_the_old_incarnations_owner(f: Fixture) {
+    let m = &f.manifest;
+    let log = name("ns/again");
+    let old_id = m.create_log(&log).await.unwrap().log_id;
+    let old = m.bump_epoch(&log, old_id, 0).await.unwrap();
+    m.create_segment(&log, old, open_segment(0)).await.unwrap();
+    let seal = SealInfo {
+        end_offset: 3,
+        ..SealInfo::default()
+    };
+    m.seal_segment(&log, old, 1, &seal).await.unwrap();
+
+    // Deleted, purged and re-created while the old owner keeps running.
+    m.delete_log(&log).await.unwrap();
+    m.purge_log(&log, old_id).await.unwrap();
+    let new_id = m.create_log(&log).await.unwrap().log_id;
+    let new = m.bump_epoch(&log, new_id, 0).await.unwrap();
+    assert_eq!(new.epoch, old.epoch, "epochs start over in the new log");
+    let segment = m.create_segment(&log, new, open_segment(0)).await.unwrap();
+    assert_eq!(segment.segment_id, 1);
+
+    // Whatever epoch number it holds, the old owner changes nothing.
+    let err = m
+        .create_segment(&log, old, open_segment(3))
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::FailedPrecondition, "{err}");
+    assert_eq!(
+        err.to_string(),
+        format!("log ns/again with id {old_id} was deleted (the name may have been re-created)")
+    );
+    let err = m.seal_segment(&log, old, 1, &seal).await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::FailedPrecondition, "{err}");
+    let err = m.mark_end_of_stream(&log, old, 3).await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::FailedPrecondition, "{err}");
+    let (segments, _) = m.segments(&log).await.unwrap();
+    assert_eq!(segments, [segment], "the new log is untouched");
+    assert_eq!(m.log(&log).await.unwrap().end_of_stream, None);
+}
+
+async fn a_stale_compactor_never_touches_a_recreated_log(f: Fixture) {
+    let m = &f.manifest;
+    let log = name("ns/stale");
+    let old = m.create_log(&log).await.unwrap();
+    m.delete_log(&log).await.unwrap();
+    // Two compactors listed the log as deleting; the first purges it, then
+    // the name is re-created, written and sealed.
+    assert!(m.purge_log(&log, old.log_id).await.unwrap());
+    let new = m.create_log(&log).await.unwrap();
+    let epoch = m.bump_epoch(&log, new.log_id, 0).await.unwrap();
+    m.create_segment(&log, epoch, open_segment(0))
+        .await
+        .unwrap();
+    let seal = SealInfo {
+        end_offset: 7,
+        ..SealInfo::default()
+    };
+    let sealed = m.seal_segment(&log, epoch, 1, &seal).await.unwrap();
+    assert_ne!(new.log_id, old.log_id);
+
+    // The second, late compactor acts on its stale view of the old log:
+    // retention (trim point, then segment 1), then the purge.
+    let mut damage = Vec::new();
+    let err = m.trim_log_id(&log, old.log_id, 7).await.unwrap_err();
+    assert!(matches!(err, Error::LogReplaced { .. }), "{err}");
+    if let Ok(point) = m.trim_point(&log).await
+        && point != 0
+    {
+        damage.push(format!("retention trimmed the new log to {point}"));
+    }
+    let err = m.delete_segment(&log, old.log_id, 1).await.unwrap_err();
+    assert!(matches!(err, Error::LogReplaced { .. }), "{err}");
+    let err = m.mark_cache_dropped(&log, old.log_id, 1).await.unwrap_err();
+    assert!(matches!(err, Error::LogReplaced { .. }), "{err}");
+    let (segments, _) = m.segments(&log).await.unwrap();
+    if segments != [sealed] {
+        damage.push(format!(
+            "retention left the new log with segments {segments:?}"
+        ));
+    }
+    assert!(!m.purge_log(&log, old.log_id).await.unwrap());
+    match m.log(&log).await {
+        Ok(meta) if meta.log_id == new.log_id => {}
+        other => damage.push(format!("the purge removed the new log: {other:?}")),
+    }
+    assert!(damage.is_empty(), "{damage:#?}");
+}
+
+async fn subscription_commits_never_move_back(f: Fixture) {
+    let m = &f.manifest;
+    let log = name("ns/subs");
+    m.create_log(&log).await.unwrap();
+    assert_eq!(m.commit_subscription(&log, "etl", 10).await.unwrap(), 10);
+    // A late retry of an earlier commit arrives after a newer one.
+    assert_eq!(m.commit_subscription(&log, "etl", 5).await.unwrap(), 10);
+    assert_eq!(m.subscription(&log, "etl").await.unwrap(), Some(10));
+    // Deleted: commits fail rather than land in what purge leaves behind,
+    // and a log re-created under the name starts with no subscription.
+    let deleted = m.delete_log(&log).await.unwrap();
+    let err = m.commit_subscription(&log, "etl", 20).await.unwrap_err();
+    assert!(matches!(err, Error::LogNotFound(_)), "{err}");
+    m.purge_log(&log, deleted.log_id).await.unwrap();
+    m.create_log(&log).await.unwrap();
+    assert_eq!(m.subscription(&log, "etl").await.unwrap(), None);
+}
+
+async fn a_log_created_before_the_id_key_gets_one(f: Fixture) {
+    let m = &f.manifest;
+    let log = name("ns/legacy");
+    let id = m.create_log(&log).await.unwrap().log_id;
+    let id_key = format!("{}id", m.log_prefix(&log));
+    assert!(m.store().delete(&id_key).await.unwrap());
+    // The compactor can still trim and delete it; a deleted one it cannot.
+    assert_eq!(m.trim_log_id(&log, id, 5).await.unwrap(), 5);
+    m.check_live(&log, id).await.unwrap();
+    assert!(m.store().delete(&id_key).await.unwrap());
+    let fence = m.bump_epoch(&log, id, 0).await.unwrap();
+    m.create_segment(&log, fence, open_segment(5))
+        .await
+        .unwrap();
+    assert!(m.store().delete(&id_key).await.unwrap());
+    m.delete_log(&log).await.unwrap();
+    let err = m.check_live(&log, id).await.unwrap_err();
+    assert!(matches!(err, Error::LogReplaced { .. }), "{err}");
+    assert!(m.store().get(&id_key).await.unwrap().is_none());
 }
 
 async fn concurrent_claimants_get_exactly_one_winner(f: Fixture) {
     let m = &f.manifest;
     let log = name("ns/race");
-    m.create_log(&log).await.unwrap();
+    let id = m.create_log(&log).await.unwrap().log_id;
 
     let mut tasks = Vec::new();
     for _ in 0..8 {
         let m = m.clone();
         let log = log.clone();
-        tasks.push(tokio::spawn(async move { m.bump_epoch(&log, 0).await }));
+        tasks.push(tokio::spawn(async move { m.bump_epoch(&log, id, 0).await }));
     }
     let mut winners = 0;
     for task in tasks {
         match task.await.unwrap() {
-            Ok(epoch) => {
-                assert_eq!(epoch, 1);
+            Ok(fence) => {
+                assert_eq!(fence.epoch, 1);
                 winners += 1;
             }
             Err(Error::StaleEpoch { current: 1, .. }) => {}
@@ -317,8 +459,8 @@ async fn concurrent_claimants_get_exactly_one_winner(f: Fixture) {
 async fn segments_move_open_sealed_offloaded(f: Fixture) {
     let m = &f.manifest;
     let log = name("ns/segs");
-    m.create_log(&log).await.unwrap();
-    let epoch = m.bump_epoch(&log, 0).await.unwrap();
+    let id = m.create_log(&log).await.unwrap().log_id;
+    let epoch = m.bump_epoch(&log, id, 0).await.unwrap();
     let s1 = m
         .create_segment(&log, epoch, open_segment(0))
         .await
@@ -330,7 +472,7 @@ async fn segments_move_open_sealed_offloaded(f: Fixture) {
         offloaded_at_ms: 0,
     };
     let err = m
-        .mark_offloaded(&log, s1.segment_id, object.clone())
+        .mark_offloaded(&log, id, s1.segment_id, object.clone())
         .await
         .unwrap_err();
     assert!(
@@ -363,14 +505,14 @@ async fn segments_move_open_sealed_offloaded(f: Fixture) {
     assert_eq!(s2.segment_id, s1.segment_id + 1, "segment ids are dense");
 
     let offloaded = m
-        .mark_offloaded(&log, s1.segment_id, object.clone())
+        .mark_offloaded(&log, id, s1.segment_id, object.clone())
         .await
         .unwrap();
     assert_eq!(offloaded.state, SegmentState::Offloaded);
     assert_eq!(offloaded.object.as_ref(), Some(&object));
     assert_eq!(offloaded.max_txid, Some(20));
     let err = m
-        .mark_offloaded(&log, s1.segment_id, object)
+        .mark_offloaded(&log, id, s1.segment_id, object)
         .await
         .unwrap_err();
     assert!(matches!(
@@ -387,7 +529,7 @@ async fn segments_move_open_sealed_offloaded(f: Fixture) {
         states,
         [(1, SegmentState::Offloaded), (2, SegmentState::Open)]
     );
-    m.delete_segment(&log, 1).await.unwrap();
+    m.delete_segment(&log, id, 1).await.unwrap();
     assert_eq!(m.segments(&log).await.unwrap().0.len(), 1);
     let err = m.segment(&log, 1).await.unwrap_err();
     assert_eq!(err.to_string(), "segment 1 of log ns/segs not found");
@@ -464,6 +606,10 @@ macro_rules! manifest_suite {
             case!(log_life_cycle);
             case!(namespace_config);
             case!(stale_epochs_are_refused);
+            case!(a_stale_compactor_never_touches_a_recreated_log);
+            case!(subscription_commits_never_move_back);
+            case!(a_log_created_before_the_id_key_gets_one);
+            case!(a_recreated_log_fences_the_old_incarnations_owner);
             case!(concurrent_claimants_get_exactly_one_winner);
             case!(segments_move_open_sealed_offloaded);
             case!(trim_subscriptions_and_nodes);

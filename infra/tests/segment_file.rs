@@ -9,7 +9,9 @@ use bytes::Bytes;
 use dlog_infra::codec::{Entry, EntryHeader, EntryRecord};
 use dlog_infra::names::LogName;
 use dlog_infra::record::Record;
-use dlog_infra::segment_file::{FileInfo, ROW_GROUP_ROWS, decode_file, encode_segment, object_key};
+use dlog_infra::segment_file::{
+    FileInfo, ROW_GROUP_ROWS, decode_file, encode_segment, log_folder, object_key,
+};
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 
 fn record(offset: u64) -> EntryRecord {
@@ -163,11 +165,15 @@ fn missing_records_are_refused() {
 fn object_keys_are_hive_style_and_sort_by_offset() {
     let log: LogName = "ns/orders".parse().unwrap();
     let prefix = object_store::path::Path::from("cluster-a");
-    let a = object_key(&prefix, &log, 0, 10).to_string();
-    let b = object_key(&prefix, &log, 10, 200).to_string();
+    let a = object_key(&prefix, &log, 7, 0, 10).to_string();
+    let b = object_key(&prefix, &log, 7, 10, 200).to_string();
     assert_eq!(
         a,
-        "cluster-a/ns=ns/log=orders/00000000000000000000-00000000000000000010.parquet"
+        "cluster-a/ns=ns/log=orders/id=7/00000000000000000000-00000000000000000010.parquet"
     );
     assert!(a < b);
+    // The same name re-created (a new log id) never meets the old objects.
+    let recreated = object_key(&prefix, &log, 8, 0, 10).to_string();
+    assert_ne!(recreated, a);
+    assert!(recreated.starts_with(&log_folder(&prefix, &log, 8).to_string()));
 }

@@ -10,18 +10,28 @@
 //!
 //! Crash points: dying after 1 leaves an owner key that expires with the
 //! lease; after 2 an epoch nobody uses (the next owner bumps past it); in 3
-//! a fenced, still-open segment the next owner recovers again. The epoch
-//! fence on every later manifest write and the cache nodes' fencing make a
-//! node that lost its lease harmless even if it keeps running (SIGSTOP).
+//! a fenced, still-open segment the next owner recovers again. The fence
+//! (log id and epoch) on every later manifest write and the cache nodes'
+//! fencing make a node that lost its lease harmless even if it keeps
+//! running (SIGSTOP).
+//!
+//! An owner runs only while its owner key is its own: the node watches the
+//! owner keys and stops an owner whose key was deleted (its log deleted,
+//! through any node, or purged) or taken by another node (the log
+//! re-created and owned elsewhere). A log deleted and re-created under the
+//! same name is a new log (new log id, epochs from 1 again); the old
+//! owner's manifest writes fail on the log id even before it stops.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, Weak};
+use std::time::Duration;
 
 use dlog_infra::limits::Limits;
 use dlog_infra::manifest::{self, LogState, Manifest, NodeInfo, SegmentState};
-use dlog_infra::metastore::LeaseId;
+use dlog_infra::metastore::{LeaseId, WatchEvent};
 use dlog_infra::names::LogName;
 use dlog_infra::record::Append;
+use futures::StreamExt;
 use tokio::sync::oneshot;
 use tokio_util::sync::CancellationToken;
 
@@ -51,6 +61,14 @@ impl Default for IngestOptions {
     }
 }
 
+/// A running owner of this node, and how to stop it.
+#[derive(Debug)]
+struct Owned {
+    handle: OwnerHandle,
+    /// Stops the owner as if the lease were lost: it fails what it holds.
+    stop: CancellationToken,
+}
+
 /// A running ingest node.
 #[derive(Debug)]
 pub struct IngestNode {
@@ -60,7 +78,7 @@ pub struct IngestNode {
     me: NodeInfo,
     lease: LeaseId,
     options: IngestOptions,
-    owners: Mutex<HashMap<LogName, OwnerHandle>>,
+    owners: Mutex<HashMap<LogName, Owned>>,
     /// One lock per log being taken over, so two requests never take the
     /// same log twice while different logs are taken over in parallel.
     acquiring: Mutex<HashMap<LogName, Arc<tokio::sync::Mutex<()>>>>,
@@ -82,7 +100,7 @@ impl IngestNode {
     ) -> Arc<IngestNode> {
         let pool = Arc::new(CachePool::new(manifest.clone()));
         let budget = Arc::new(NodeBudget::new(options.max_node_in_flight_bytes));
-        Arc::new(IngestNode {
+        let node = Arc::new(IngestNode {
             manifest,
             pool,
             budget,
@@ -93,7 +111,9 @@ impl IngestNode {
             acquiring: Mutex::default(),
             shutdown: CancellationToken::new(),
             lost: lease_lost,
-        })
+        });
+        tokio::spawn(watch_ownership(Arc::downgrade(&node)));
+        node
     }
 
     pub fn manifest(&self) -> &Manifest {
@@ -110,7 +130,11 @@ impl IngestNode {
 
     fn running_owner(&self, log: &LogName) -> Option<OwnerHandle> {
         let owners = self.owners.lock().unwrap_or_else(|p| p.into_inner());
-        owners.get(log).filter(|h| !h.is_stopped()).cloned()
+        owners
+            .get(log)
+            .map(|owned| &owned.handle)
+            .filter(|h| !h.is_stopped())
+            .cloned()
     }
 
     /// This node's owner of `log`, taking ownership if no node has it.
@@ -157,12 +181,24 @@ impl IngestNode {
             }
             Err(err) => return Err(err.into()),
         }
-        match self.take_over(log, meta.log_id, meta.end_of_stream).await {
+        let stop = self.lost.child_token();
+        match self
+            .take_over(log, meta.log_id, meta.end_of_stream, stop.clone())
+            .await
+        {
             Ok(handle) => {
-                self.owners
+                let owned = Owned {
+                    handle: handle.clone(),
+                    stop,
+                };
+                if let Some(old) = self
+                    .owners
                     .lock()
                     .unwrap_or_else(|p| p.into_inner())
-                    .insert(log.clone(), handle.clone());
+                    .insert(log.clone(), owned)
+                {
+                    old.stop.cancel();
+                }
                 Ok(handle)
             }
             Err(err) => {
@@ -178,9 +214,11 @@ impl IngestNode {
         log: &LogName,
         log_id: u64,
         end_of_stream: Option<u64>,
+        stop: CancellationToken,
     ) -> Result<OwnerHandle> {
         let seen = self.manifest.epoch(log).await?;
-        let epoch = self.manifest.bump_epoch(log, seen).await?;
+        let fence = self.manifest.bump_epoch(log, log_id, seen).await?;
+        let epoch = fence.epoch;
         let config = self.manifest.log_config(log).await?;
         let (segments, _) = self.manifest.segments(log).await?;
         let mut resume = Resume {
@@ -216,7 +254,7 @@ impl IngestNode {
             resume,
             &env,
             self.shutdown.child_token(),
-            self.lost.clone(),
+            stop,
         ))
     }
 
@@ -288,29 +326,129 @@ impl IngestNode {
         answer.await.ok()
     }
 
-    /// Stops owning a log (it was deleted).
+    /// Stops this node's owner of a log (it was deleted, or its owner key
+    /// is no longer this owner's); what it holds fails, retryable.
     pub fn forget(&self, log: &LogName) {
-        self.owners
+        let owned = self
+            .owners
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .remove(log);
+        if let Some(owned) = owned {
+            tracing::info!(%log, epoch = owned.handle.epoch, "no longer the owner: stopping");
+            owned.stop.cancel();
+        }
+    }
+
+    /// Whether an owner key (as watched) is this node's, on its lease.
+    fn holds(&self, owner: &NodeInfo, lease: Option<LeaseId>) -> bool {
+        owner.id == self.me.id && lease == Some(self.lease)
+    }
+
+    fn owned_logs(&self) -> Vec<LogName> {
+        let owners = self.owners.lock().unwrap_or_else(|p| p.into_inner());
+        owners.keys().cloned().collect()
+    }
+
+    /// Stops every owner whose key is no longer its own (after a gap in the
+    /// watch). Returns the revision to watch from.
+    async fn check_ownership(&self) -> manifest::Result<i64> {
+        let revision = self.manifest.revision().await?;
+        for log in self.owned_logs() {
+            let ours = match self.manifest.owner_lease(&log).await? {
+                Some((owner, lease)) => self.holds(&owner, lease),
+                None => false,
+            };
+            if !ours {
+                self.forget(&log);
+            }
+        }
+        Ok(revision)
+    }
+
+    /// Applies one watched change of an owner key.
+    fn on_owner_event(&self, event: &WatchEvent) {
+        let Some(log) = self.manifest.log_of_owner_key(event.key()) else {
+            return;
+        };
+        if !self
+            .owners
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .contains_key(&log)
+        {
+            return;
+        }
+        let ours = match event {
+            WatchEvent::Put(kv) => {
+                Manifest::decode_owner(kv).is_ok_and(|owner| self.holds(&owner, kv.lease))
+            }
+            WatchEvent::Delete { .. } => false,
+        };
+        if !ours {
+            self.forget(&log);
+        }
     }
 
     /// Clean shutdown: owners finish what is in flight and seal, then the
     /// owner keys are released so clients move on at once.
     pub async fn shut_down(&self) {
         self.shutdown.cancel();
-        let owners: Vec<(LogName, OwnerHandle)> = self
+        let owners: Vec<(LogName, Owned)> = self
             .owners
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .drain()
             .collect();
-        for (log, handle) in owners {
-            handle.stopped().await;
+        for (log, owned) in owners {
+            owned.handle.stopped().await;
             if let Err(err) = self.manifest.release_owner(&log, &self.me.id).await {
                 tracing::warn!(%log, "releasing ownership failed: {err:#}");
             }
         }
+    }
+}
+
+/// Keeps this node's owners in step with the owner keys: resynchronises
+/// (reads the key of every owned log), then follows the changes; again
+/// after any gap. Ends with the node (dropped, shut down or lease lost).
+async fn watch_ownership(node: Weak<IngestNode>) {
+    loop {
+        let Some(strong) = node.upgrade() else { return };
+        if strong.shutdown.is_cancelled() || strong.lost.is_cancelled() {
+            return;
+        }
+        let watched = match strong.check_ownership().await {
+            Ok(revision) => strong.manifest.watch_owners(Some(revision + 1)).await,
+            Err(err) => Err(err),
+        };
+        let mut events = match watched {
+            Ok(events) => events,
+            Err(err) => {
+                tracing::warn!("watching the owner keys: {err:#}");
+                drop(strong);
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                continue;
+            }
+        };
+        let (shutdown, lost) = (strong.shutdown.clone(), strong.lost.clone());
+        drop(strong);
+        loop {
+            let event = tokio::select! {
+                _ = shutdown.cancelled() => return,
+                _ = lost.cancelled() => return,
+                event = events.next() => event,
+            };
+            let Some(strong) = node.upgrade() else { return };
+            match event {
+                Some(Ok(event)) => strong.on_owner_event(&event),
+                Some(Err(err)) => {
+                    tracing::warn!("the owner-key watch ended: {err:#}");
+                    break;
+                }
+                None => break,
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }

@@ -11,7 +11,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use dlog_infra::manifest::{LogState, SegmentState};
+use dlog_infra::manifest::{self, LogState, SegmentState};
 use dlog_infra::metastore::WatchEvent;
 use dlog_infra::names::LogName;
 use futures::StreamExt;
@@ -109,7 +109,11 @@ async fn adopt_if_orphaned(node: &IngestNode, log: &LogName) {
     }
     match node.owner(log).await {
         Ok(_) => tracing::info!(%log, "adopted a log whose owner is gone"),
-        Err(Error::NotOwner { .. }) | Err(Error::ShuttingDown) => {}
+        // Deleted meanwhile (its owner key goes with the deletion): nothing
+        // to adopt.
+        Err(Error::NotOwner { .. })
+        | Err(Error::ShuttingDown)
+        | Err(Error::Manifest(manifest::Error::LogNotFound(_))) => {}
         Err(err) => tracing::warn!(%log, "adopting an orphaned log failed: {err:#}"),
     }
 }

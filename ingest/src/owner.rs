@@ -18,7 +18,7 @@
 //!   or after the expected offset it answers "retry later"
 //!   (`RESOURCE_EXHAUSTED`) instead, so a writer retrying an append in doubt
 //!   never takes records in flight for its own durable ones;
-//! * every manifest write is fenced by this owner's epoch; when one fails
+//! * every manifest write is fenced by this owner's log id and epoch; when one fails
 //!   with a stale epoch the owner stops and fails what it holds (retryable).
 //!
 //! A segment rolls (seal at the LAC, open the next on a fresh ensemble) at
@@ -36,7 +36,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use dlog_infra::codec::{EntryHeader, EntryRecord, encode_entry};
-use dlog_infra::manifest::{Manifest, NamespaceConfig, SegmentMeta, SegmentState};
+use dlog_infra::manifest::{Fence, Manifest, NamespaceConfig, SegmentMeta, SegmentState};
 use dlog_infra::names::LogName;
 use dlog_infra::proto::SegmentRef;
 use dlog_infra::record::Append;
@@ -169,6 +169,16 @@ pub struct Resume {
     pub last_txid: Option<i64>,
     pub end_of_stream: Option<u64>,
     pub config: NamespaceConfig,
+}
+
+impl Resume {
+    /// What every manifest write of this owner is fenced by.
+    pub fn fence(&self) -> Fence {
+        Fence {
+            log_id: self.log_id,
+            epoch: self.epoch,
+        }
+    }
 }
 
 #[derive(Debug)]
@@ -645,7 +655,12 @@ impl Owner {
         seal.last_entry_id = segment.lac;
         let sealed = self
             .manifest
-            .seal_segment(&self.log, self.resume.epoch, segment.meta.segment_id, &seal)
+            .seal_segment(
+                &self.log,
+                self.resume.fence(),
+                segment.meta.segment_id,
+                &seal,
+            )
             .await;
         let sealed = match sealed {
             Ok(sealed) => sealed,
@@ -721,7 +736,7 @@ impl Owner {
         };
         let meta = self
             .manifest
-            .create_segment(&self.log, self.resume.epoch, template)
+            .create_segment(&self.log, self.resume.fence(), template)
             .await?;
         let reference = SegmentRef {
             log: self.log.to_string(),
@@ -839,7 +854,7 @@ impl Owner {
         }
         let end = self.acked_offset;
         self.manifest
-            .mark_end_of_stream(&self.log, self.resume.epoch, end)
+            .mark_end_of_stream(&self.log, self.resume.fence(), end)
             .await?;
         self.end_of_stream = Some(end);
         for waiter in self.eos_waiters.drain(..) {

@@ -236,7 +236,12 @@ pub async fn recover_segment(
 
     // 4. Seal where the recovered entries end.
     let sealed = manifest
-        .seal_segment(log, epoch, segment.segment_id, &stats.seal_info())
+        .seal_segment(
+            log,
+            dlog_infra::manifest::Fence { log_id, epoch },
+            segment.segment_id,
+            &stats.seal_info(),
+        )
         .await?;
     tracing::info!(
         %log,

@@ -4,8 +4,9 @@ the manifest says: per file the row count and min/max(offset), and the
 log's total rows through a Hive-partitioned dataset.
 
 usage: check_parquet.py ENDPOINT BUCKET ACCESS_KEY SECRET_KEY EXPECTED_JSON
-EXPECTED_JSON: {"dataset": "bucket/prefix/ns=N/log=L",
+EXPECTED_JSON: {"dataset": "bucket/prefix/ns=N/log=L", "log_id": I,
                 "files": [{"key": "...", "rows": N, "min": A, "max": B}, ...]}
+The files of one log id are in "<dataset>/id=I/".
 Prints one JSON line with what it found; exits 1 on any mismatch.
 """
 
@@ -60,6 +61,9 @@ def main() -> int:
     matching = dataset.count_rows(filter=ds.field("log") == log_name)
     if matching != total:
         problems.append(f"only {matching} of {total} rows have partition log={log_name}")
+    with_id = dataset.count_rows(filter=ds.field("id") == expected["log_id"])
+    if with_id != total:
+        problems.append(f"only {with_id} of {total} rows have partition id={expected['log_id']}")
     want = sum(f["rows"] for f in expected["files"])
     if total != want:
         problems.append(f"dataset has {total} rows, expected {want}")

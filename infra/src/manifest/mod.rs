@@ -4,6 +4,7 @@
 //! ```text
 //! ns/<ns>                          NamespaceConfig            admin
 //! log/<ns>/<log>/meta              LogMeta                    admin
+//! log/<ns>/<log>/id                live log id (decimal)      admin (create; deleted by delete)
 //! log/<ns>/<log>/epoch             writer epoch (decimal)     new owner, by CAS
 //! log/<ns>/<log>/next_segment      next segment id (decimal)  owner
 //! log/<ns>/<log>/seg/<id:020>      SegmentMeta                owner (open, seal), compactor (offloaded)
@@ -16,9 +17,13 @@
 //! ```
 //!
 //! Fencing invariant: every write an owner makes is a transaction that also
-//! compares `epoch == my_epoch`, so an owner deposed by a newer epoch can
-//! change nothing. Epochs only grow, by compare-and-swap, so two claimants
-//! of one log get distinct epochs and exactly one of them the newest.
+//! compares `id == my_log_id` and `epoch == my_epoch` (a [`Fence`]), so an
+//! owner deposed by a newer epoch, or one of a log since deleted (and maybe
+//! re-created under the same name, where epochs start over), can change
+//! nothing. Epochs only grow within a log id, by compare-and-swap, so two
+//! claimants of one log get distinct epochs and exactly one of them the
+//! newest. The compactor's writes compare the log id too: a log's identity
+//! is its log id, which never repeats, not its name.
 
 use std::fmt;
 
@@ -44,6 +49,8 @@ pub enum Error {
     LogExists(LogName),
     #[error("log {0} is being deleted")]
     LogDeleting(LogName),
+    #[error("log {log} with id {log_id} was deleted (the name may have been re-created)")]
+    LogReplaced { log: LogName, log_id: u64 },
     #[error("epoch {mine} of log {log} is stale: the current epoch is {current}")]
     StaleEpoch {
         log: LogName,
@@ -77,6 +84,7 @@ impl Classify for Error {
             Error::LogNotFound(_) | Error::SegmentNotFound { .. } => ErrorKind::NotFound,
             Error::LogExists(_) => ErrorKind::AlreadyExists,
             Error::LogDeleting(_)
+            | Error::LogReplaced { .. }
             | Error::StaleEpoch { .. }
             | Error::SegmentState { .. }
             | Error::SegmentChanged { .. } => ErrorKind::FailedPrecondition,
@@ -182,6 +190,10 @@ impl Manifest {
 
     fn meta_key(&self, log: &LogName) -> String {
         format!("{}meta", self.log_prefix(log))
+    }
+
+    fn id_key(&self, log: &LogName) -> String {
+        format!("{}id", self.log_prefix(log))
     }
 
     fn epoch_key(&self, log: &LogName) -> String {
@@ -318,6 +330,7 @@ impl Manifest {
                         .and_then([
                             TxnOp::put(&counter_key, encode_u64(meta.log_id)),
                             TxnOp::put(&meta_key, encode_json(&meta)),
+                            TxnOp::put(self.id_key(log), encode_u64(meta.log_id)),
                         ])
                         .or_else([TxnOp::get(&meta_key)]),
                 )
@@ -388,7 +401,10 @@ impl Manifest {
 
     /// Marks a log deleted: it disappears from listings and refuses appends
     /// and reads; the compactor then removes its objects and calls
-    /// [`Manifest::purge_log`].
+    /// [`Manifest::purge_log`]. In the same transaction the `id` key goes,
+    /// which fences every owner of the log (and every compactor write) from
+    /// then on, and so does the owner key, which tells the owner (whichever
+    /// node runs it, [`Manifest::watch_owners`]) to stop.
     pub async fn delete_log(&self, log: &LogName) -> Result<LogMeta> {
         loop {
             let current = self.log_versioned(log).await?;
@@ -397,39 +413,53 @@ impl Manifest {
             }
             let mut meta = current.value;
             meta.state = LogState::Deleting;
-            if self
-                .cas(
-                    &self.meta_key(log),
-                    current.mod_revision,
-                    encode_json(&meta),
+            let meta_key = self.meta_key(log);
+            let response = self
+                .store
+                .txn(
+                    Txn::new()
+                        .when([Compare::mod_revision_is(&meta_key, current.mod_revision)])
+                        .and_then([
+                            TxnOp::put(&meta_key, encode_json(&meta)),
+                            TxnOp::delete(self.id_key(log)),
+                            TxnOp::delete(self.owner_key(log)),
+                        ]),
                 )
-                .await?
-            {
+                .await?;
+            if response.succeeded {
                 return Ok(meta);
             }
         }
     }
 
-    /// Removes every key of a log (after its data is gone).
-    pub async fn purge_log(&self, log: &LogName) -> Result<()> {
-        self.store
-            .txn(Txn::new().and_then([
-                TxnOp::DeletePrefix {
-                    prefix: self.log_prefix(log),
-                },
-                TxnOp::delete(self.owner_key(log)),
-            ]))
-            .await?;
-        Ok(())
-    }
-
-    async fn cas(&self, key: &str, mod_revision: Revision, value: Bytes) -> Result<bool> {
+    /// Removes every key of the deleted log `log_id` (after its data is
+    /// gone). Compares the metadata it checked, so it never removes a log
+    /// re-created under the same name meanwhile, nor one still active.
+    /// False when there was nothing (left) to purge: already purged, by
+    /// another compactor perhaps.
+    pub async fn purge_log(&self, log: &LogName, log_id: u64) -> Result<bool> {
+        let current = match self.log_versioned(log).await {
+            Ok(current) => current,
+            Err(Error::LogNotFound(_)) => return Ok(false),
+            Err(err) => return Err(err),
+        };
+        if current.value.log_id != log_id || current.value.state != LogState::Deleting {
+            return Ok(false);
+        }
         let response = self
             .store
             .txn(
                 Txn::new()
-                    .when([Compare::mod_revision_is(key, mod_revision)])
-                    .and_then([TxnOp::put(key, value)]),
+                    .when([Compare::mod_revision_is(
+                        self.meta_key(log),
+                        current.mod_revision,
+                    )])
+                    .and_then([
+                        TxnOp::DeletePrefix {
+                            prefix: self.log_prefix(log),
+                        },
+                        TxnOp::delete(self.owner_key(log)),
+                    ]),
             )
             .await?;
         Ok(response.succeeded)
@@ -454,29 +484,46 @@ impl Manifest {
         }
     }
 
-    /// Moves the epoch from `seen` to `seen + 1`; the caller then owns the
-    /// new epoch. Fails with `StaleEpoch` if another claimant moved it first.
-    pub async fn bump_epoch(&self, log: &LogName, seen: u64) -> Result<u64> {
+    fn id_is(&self, log: &LogName, log_id: u64) -> Compare {
+        Compare::value_is(self.id_key(log), encode_u64(log_id))
+    }
+
+    /// Moves the epoch of the live log `log_id` from `seen` to `seen + 1`;
+    /// the caller then owns the new epoch. Fails with `StaleEpoch` if
+    /// another claimant moved it first, `LogNotFound` if the log is
+    /// deleted or is no longer `log_id`.
+    pub async fn bump_epoch(&self, log: &LogName, log_id: u64, seen: u64) -> Result<Fence> {
+        let meta = self.log_versioned(log).await?;
+        if meta.value.log_id != log_id || meta.value.state != LogState::Active {
+            return Err(Error::LogNotFound(log.clone()));
+        }
         let next = seen + 1;
         let response = self
             .store
             .txn(
                 Txn::new()
                     .when([
-                        Compare::new(
-                            self.meta_key(log),
-                            metastore::CmpOp::Greater,
-                            metastore::CompareTarget::Version(0),
-                        ),
+                        Compare::mod_revision_is(self.meta_key(log), meta.mod_revision),
                         self.epoch_is(log, seen),
                     ])
-                    .and_then([TxnOp::put(self.epoch_key(log), encode_u64(next))]),
+                    // The `id` key is written again here so that a log
+                    // created before it existed gets it with its first owner.
+                    .and_then([
+                        TxnOp::put(self.epoch_key(log), encode_u64(next)),
+                        TxnOp::put(self.id_key(log), encode_u64(log_id)),
+                    ]),
             )
             .await?;
         if response.succeeded {
-            return Ok(next);
+            return Ok(Fence {
+                log_id,
+                epoch: next,
+            });
         }
-        self.log(log).await?;
+        let now = self.log_versioned(log).await?;
+        if now.value.log_id != log_id || now.value.state != LogState::Active {
+            return Err(Error::LogNotFound(log.clone()));
+        }
         Err(Error::StaleEpoch {
             log: log.clone(),
             mine: seen,
@@ -484,28 +531,91 @@ impl Manifest {
         })
     }
 
-    /// Runs an owner's transaction under the epoch fence; a failed compare
-    /// is reported as `StaleEpoch` when the epoch moved, else as `otherwise`.
+    /// Runs an owner's transaction under its fence (log id and epoch); a
+    /// failed compare is reported as `LogReplaced` when the log id is no
+    /// longer live, `StaleEpoch` when the epoch moved, else as `otherwise`.
     async fn fenced(
         &self,
         log: &LogName,
-        epoch: u64,
-        mut txn: Txn,
+        fence: Fence,
+        txn: Txn,
         otherwise: impl FnOnce() -> Error,
     ) -> Result<()> {
-        txn.compares.push(self.epoch_is(log, epoch));
+        let txn = txn.when([
+            self.id_is(log, fence.log_id),
+            self.epoch_is(log, fence.epoch),
+        ]);
         if self.store.txn(txn).await?.succeeded {
             return Ok(());
         }
+        self.check_live(log, fence.log_id).await?;
         let current = self.epoch(log).await?;
-        if current != epoch {
+        if current != fence.epoch {
             return Err(Error::StaleEpoch {
                 log: log.clone(),
-                mine: epoch,
+                mine: fence.epoch,
                 current,
             });
         }
         Err(otherwise())
+    }
+
+    /// `LogReplaced` unless `log_id` is the log's live id (a deleted log has
+    /// none). Work that reads a log's keys by name and then acts on what it
+    /// read (deleting the objects a segment names) checks this after the
+    /// read: what it read then belonged to `log_id`, which never returns.
+    pub async fn check_live(&self, log: &LogName, log_id: u64) -> Result<()> {
+        let live = match self.store.get(&self.id_key(log)).await? {
+            Some(kv) => Some(decode_u64(&kv)?),
+            None => self.add_missing_id(log, log_id).await?,
+        };
+        if live == Some(log_id) {
+            Ok(())
+        } else {
+            Err(Error::LogReplaced {
+                log: log.clone(),
+                log_id,
+            })
+        }
+    }
+
+    /// A log created before the `id` key existed has none while it is
+    /// active: writes it (compared on the metadata, so never for a log
+    /// being deleted) and returns it. `None` for a deleted or absent log.
+    async fn add_missing_id(&self, log: &LogName, log_id: u64) -> Result<Option<u64>> {
+        let meta = match self.log_versioned(log).await {
+            Ok(meta) => meta,
+            Err(Error::LogNotFound(_)) => return Ok(None),
+            Err(err) => return Err(err),
+        };
+        if meta.value.state != LogState::Active || meta.value.log_id != log_id {
+            return Ok(None);
+        }
+        let id_key = self.id_key(log);
+        let response = self
+            .store
+            .txn(
+                Txn::new()
+                    .when([
+                        Compare::mod_revision_is(self.meta_key(log), meta.mod_revision),
+                        Compare::absent(&id_key),
+                    ])
+                    .and_then([TxnOp::put(&id_key, encode_u64(log_id))]),
+            )
+            .await?;
+        Ok(response.succeeded.then_some(log_id))
+    }
+
+    /// Runs a compactor's transaction on the live log `log_id` only: true
+    /// when it succeeded, false when one of its own compares failed,
+    /// `LogReplaced` when the log id is no longer live.
+    async fn on_live_log(&self, log: &LogName, log_id: u64, txn: Txn) -> Result<bool> {
+        let txn = txn.when([self.id_is(log, log_id)]);
+        if self.store.txn(txn).await?.succeeded {
+            return Ok(true);
+        }
+        self.check_live(log, log_id).await?;
+        Ok(false)
     }
 
     /// Records `node` as the log's owner on `lease`. Succeeds when the key is
@@ -559,6 +669,39 @@ impl Manifest {
         }
     }
 
+    /// Watches every owner key from `start_revision`: an owner whose key is
+    /// deleted (its log was deleted or purged, or it released it) or taken
+    /// by another node must stop ([`Manifest::log_of_owner_key`] names the
+    /// log of an event).
+    pub async fn watch_owners(&self, start_revision: Option<Revision>) -> Result<WatchStream> {
+        Ok(self
+            .store
+            .watch(&self.owners_prefix(), start_revision)
+            .await?)
+    }
+
+    /// The owner key of `log`, if any: its holder and the lease it is on.
+    pub async fn owner_lease(&self, log: &LogName) -> Result<Option<(NodeInfo, Option<LeaseId>)>> {
+        match self.store.get(&self.owner_key(log)).await? {
+            Some(kv) => Ok(Some((decode_json(&kv)?, kv.lease))),
+            None => Ok(None),
+        }
+    }
+
+    /// The current revision of the store (to watch from without a gap).
+    pub async fn revision(&self) -> Result<Revision> {
+        Ok(self
+            .store
+            .range(&self.log_id_counter_key(), false)
+            .await?
+            .revision)
+    }
+
+    /// Decodes the value of an owner key (from [`Manifest::watch_owners`]).
+    pub fn decode_owner(kv: &KeyValue) -> Result<NodeInfo> {
+        decode_json(kv)
+    }
+
     /// The log's current owner, if any.
     pub async fn owner(&self, log: &LogName) -> Result<Option<NodeInfo>> {
         match self.store.get(&self.owner_key(log)).await? {
@@ -588,11 +731,11 @@ impl Manifest {
         Ok(response.succeeded)
     }
 
-    /// Marks the log ended at `end_offset`, under the epoch fence.
+    /// Marks the log ended at `end_offset`, under the owner's fence.
     pub async fn mark_end_of_stream(
         &self,
         log: &LogName,
-        epoch: u64,
+        fence: Fence,
         end_offset: u64,
     ) -> Result<()> {
         let current = self.log_versioned(log).await?;
@@ -602,7 +745,7 @@ impl Manifest {
         let txn = Txn::new()
             .when([Compare::mod_revision_is(&key, current.mod_revision)])
             .and_then([TxnOp::put(&key, encode_json(&meta))]);
-        self.fenced(log, epoch, txn, || Error::LogDeleting(log.clone()))
+        self.fenced(log, fence, txn, || Error::LogDeleting(log.clone()))
             .await
     }
 
@@ -659,12 +802,13 @@ impl Manifest {
         }
     }
 
-    /// Opens the next segment (ids are dense and increasing) under the epoch
-    /// fence. `segment_id`, `epoch` and `state` of `template` are set here.
+    /// Opens the next segment (ids are dense and increasing) under the
+    /// owner's fence. `segment_id`, `epoch` and `state` of `template` are
+    /// set here.
     pub async fn create_segment(
         &self,
         log: &LogName,
-        epoch: u64,
+        fence: Fence,
         template: SegmentMeta,
     ) -> Result<SegmentMeta> {
         let counter_key = self.next_segment_key(log);
@@ -676,7 +820,7 @@ impl Manifest {
             };
             let segment = SegmentMeta {
                 segment_id: next_id,
-                epoch,
+                epoch: fence.epoch,
                 state: SegmentState::Open,
                 ..template.clone()
             };
@@ -687,7 +831,7 @@ impl Manifest {
                     TxnOp::put(self.segment_key(log, next_id), encode_json(&segment)),
                 ]);
             match self
-                .fenced(log, epoch, txn, || Error::SegmentChanged {
+                .fenced(log, fence, txn, || Error::SegmentChanged {
                     log: log.clone(),
                     segment: next_id,
                 })
@@ -700,12 +844,12 @@ impl Manifest {
         }
     }
 
-    /// Seals an open segment under the epoch fence (the owner rolling it, or
-    /// a new owner after recovery).
+    /// Seals an open segment under the owner's fence (the owner rolling it,
+    /// or a new owner after recovery).
     pub async fn seal_segment(
         &self,
         log: &LogName,
-        epoch: u64,
+        fence: Fence,
         segment: u64,
         seal: &SealInfo,
     ) -> Result<SegmentMeta> {
@@ -733,7 +877,7 @@ impl Manifest {
         let txn = Txn::new()
             .when([Compare::mod_revision_is(&key, current.mod_revision)])
             .and_then([TxnOp::put(&key, encode_json(&sealed))]);
-        self.fenced(log, epoch, txn, || Error::SegmentChanged {
+        self.fenced(log, fence, txn, || Error::SegmentChanged {
             log: log.clone(),
             segment,
         })
@@ -742,10 +886,12 @@ impl Manifest {
     }
 
     /// Records a sealed segment's object (compactor). Not epoch-fenced: the
-    /// compactor is not the owner; the segment's revision is the fence.
+    /// compactor is not the owner; the segment's revision and the live log
+    /// id are the fence.
     pub async fn mark_offloaded(
         &self,
         log: &LogName,
+        log_id: u64,
         segment: u64,
         object: ObjectInfo,
     ) -> Result<SegmentMeta> {
@@ -763,45 +909,38 @@ impl Manifest {
             object: Some(object),
             ..current.value
         };
-        if self
-            .cas(
-                &self.segment_key(log, segment),
-                current.mod_revision,
-                encode_json(&offloaded),
-            )
-            .await?
-        {
-            Ok(offloaded)
-        } else {
-            Err(Error::SegmentChanged {
+        let key = self.segment_key(log, segment);
+        let txn = Txn::new()
+            .when([Compare::mod_revision_is(&key, current.mod_revision)])
+            .and_then([TxnOp::put(&key, encode_json(&offloaded))]);
+        if !self.on_live_log(log, log_id, txn).await? {
+            return Err(Error::SegmentChanged {
                 log: log.clone(),
                 segment,
-            })
+            });
         }
+        Ok(offloaded)
     }
 
-    /// Records that the cache nodes dropped an offloaded segment.
-    pub async fn mark_cache_dropped(&self, log: &LogName, segment: u64) -> Result<()> {
+    /// Records that the cache nodes dropped an offloaded segment of the
+    /// live log `log_id`.
+    pub async fn mark_cache_dropped(&self, log: &LogName, log_id: u64, segment: u64) -> Result<()> {
         let current = self.segment(log, segment).await?;
         let dropped = SegmentMeta {
             cache_dropped: true,
             ..current.value
         };
-        if self
-            .cas(
-                &self.segment_key(log, segment),
-                current.mod_revision,
-                encode_json(&dropped),
-            )
-            .await?
-        {
-            Ok(())
-        } else {
-            Err(Error::SegmentChanged {
+        let key = self.segment_key(log, segment);
+        let txn = Txn::new()
+            .when([Compare::mod_revision_is(&key, current.mod_revision)])
+            .and_then([TxnOp::put(&key, encode_json(&dropped))]);
+        if !self.on_live_log(log, log_id, txn).await? {
+            return Err(Error::SegmentChanged {
                 log: log.clone(),
                 segment,
-            })
+            });
         }
+        Ok(())
     }
 
     /// Takes a work claim (`claim/<what>`) on `lease`: true when it is
@@ -837,9 +976,15 @@ impl Manifest {
         Ok(())
     }
 
-    /// Removes a segment's key (retention, after its data is deleted).
-    pub async fn delete_segment(&self, log: &LogName, segment: u64) -> Result<()> {
-        self.store.delete(&self.segment_key(log, segment)).await?;
+    /// Removes a segment's key (retention, after its data is deleted), if
+    /// `log_id` is still the log's live id.
+    pub async fn delete_segment(&self, log: &LogName, log_id: u64, segment: u64) -> Result<()> {
+        let delete = || Txn::new().and_then([TxnOp::delete(self.segment_key(log, segment))]);
+        // Its only compare is the log id: a second try is needed only when
+        // the first added a missing `id` key.
+        if !self.on_live_log(log, log_id, delete()).await? {
+            self.on_live_log(log, log_id, delete()).await?;
+        }
         Ok(())
     }
 
@@ -865,10 +1010,21 @@ impl Manifest {
         }
     }
 
-    /// Moves the trim point up to `offset`; it never moves down. Returns the
-    /// trim point now in force.
+    /// Moves the trim point of the log now live under this name up to
+    /// `offset` (an admin's trim). See [`Manifest::trim_log_id`].
     pub async fn trim(&self, log: &LogName, offset: u64) -> Result<u64> {
-        self.log(log).await?;
+        let meta = self.log(log).await?;
+        if meta.state == LogState::Deleting {
+            return Err(Error::LogNotFound(log.clone()));
+        }
+        self.trim_log_id(log, meta.log_id, offset).await
+    }
+
+    /// Moves the trim point of the live log `log_id` up to `offset`; it
+    /// never moves down. Returns the trim point now in force; `LogReplaced`
+    /// once `log_id` is deleted, so a compactor working from a stale view
+    /// never trims a re-created log.
+    pub async fn trim_log_id(&self, log: &LogName, log_id: u64, offset: u64) -> Result<u64> {
         let key = self.trim_key(log);
         loop {
             let current = self.store.get(&key).await?;
@@ -877,26 +1033,54 @@ impl Manifest {
                 None => (0, 0),
             };
             if offset <= point {
+                self.check_live(log, log_id).await?;
                 return Ok(point);
             }
-            if self.cas(&key, revision, encode_u64(offset)).await? {
+            let txn = Txn::new()
+                .when([Compare::mod_revision_is(&key, revision)])
+                .and_then([TxnOp::put(&key, encode_u64(offset))]);
+            if self.on_live_log(log, log_id, txn).await? {
                 return Ok(offset);
             }
         }
     }
 
-    /// Stores a subscription's committed offset.
-    pub async fn commit_subscription(&self, log: &LogName, name: &str, offset: u64) -> Result<()> {
+    /// Moves a subscription's committed offset up to `offset`; it never
+    /// moves down, so a late or repeated commit cannot take progress back.
+    /// Returns the committed offset now in force. The write compares the
+    /// log id that was live when the commit started: a commit racing the
+    /// log's deletion and purge fails instead of landing in (or being
+    /// inherited by) a log re-created under the same name.
+    pub async fn commit_subscription(&self, log: &LogName, name: &str, offset: u64) -> Result<u64> {
         Namespace::new(name).map_err(|_| {
             Error::InvalidConfig(format!(
                 "invalid subscription name {name:?}: only A-Z a-z 0-9 . _ - are allowed"
             ))
         })?;
-        self.log(log).await?;
-        self.store
-            .put(&self.subscription_key(log, name), encode_u64(offset))
-            .await?;
-        Ok(())
+        let meta = self.log(log).await?;
+        if meta.state == LogState::Deleting {
+            return Err(Error::LogNotFound(log.clone()));
+        }
+        let key = self.subscription_key(log, name);
+        loop {
+            let current = self.store.get(&key).await?;
+            let (committed, revision) = match &current {
+                Some(kv) => (Some(decode_u64(kv)?), kv.mod_revision),
+                None => (None, 0),
+            };
+            if let Some(committed) = committed
+                && committed >= offset
+            {
+                self.check_live(log, meta.log_id).await?;
+                return Ok(committed);
+            }
+            let txn = Txn::new()
+                .when([Compare::mod_revision_is(&key, revision)])
+                .and_then([TxnOp::put(&key, encode_u64(offset))]);
+            if self.on_live_log(log, meta.log_id, txn).await? {
+                return Ok(offset);
+            }
+        }
     }
 
     /// A subscription's committed offset, if any.

@@ -144,6 +144,15 @@ pub struct LogMeta {
     pub end_of_stream: Option<u64>,
 }
 
+/// What an owner's manifest writes are fenced by: the incarnation of the
+/// log (its log id: a log deleted and re-created under the same name gets a
+/// new one, and its epochs start over) and the writer epoch within it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Fence {
+    pub log_id: u64,
+    pub epoch: u64,
+}
+
 /// Life cycle of a segment: `open -> sealed -> offloaded`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
