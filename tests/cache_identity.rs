@@ -181,7 +181,7 @@ async fn a_reinitialised_node_does_not_answer_fences_for_older_segments() {
     // A segment placed on the node while it had its data.
     let log: LogName = "ident/a".parse().unwrap();
     let meta = manifest.create_log(&log).await.unwrap();
-    let epoch = manifest.bump_epoch(&log, 0).await.unwrap();
+    let epoch = manifest.bump_epoch(&log, meta.log_id, 0).await.unwrap();
     let old = manifest
         .create_segment(&log, epoch, segment_template(&[NODE]))
         .await

@@ -371,7 +371,12 @@ async fn an_owner_fenced_on_its_ensemble_cannot_append() {
     assert_eq!(open.state, SegmentState::Open);
     let log_id = cluster.manifest.log(&name).await.unwrap().log_id;
     let epoch = cluster.manifest.epoch(&name).await.unwrap();
-    let newer = cluster.manifest.bump_epoch(&name, epoch).await.unwrap();
+    let newer = cluster
+        .manifest
+        .bump_epoch(&name, log_id, epoch)
+        .await
+        .unwrap()
+        .epoch;
     let reference = SegmentRef {
         log: log.to_owned(),
         log_id,
@@ -770,7 +775,8 @@ async fn hand_written_segment(
 ) {
     let name: LogName = log.parse().unwrap();
     let log_id = cluster.manifest.create_log(&name).await.unwrap().log_id;
-    let epoch = cluster.manifest.bump_epoch(&name, 0).await.unwrap();
+    let fence = cluster.manifest.bump_epoch(&name, log_id, 0).await.unwrap();
+    let epoch = fence.epoch;
     let ensemble: Vec<String> = cluster.caches.iter().map(|c| c.id.clone()).collect();
     let template = dlog_infra::manifest::SegmentMeta {
         segment_id: 0,
@@ -792,7 +798,7 @@ async fn hand_written_segment(
     };
     let segment = cluster
         .manifest
-        .create_segment(&name, epoch, template)
+        .create_segment(&name, fence, template)
         .await
         .unwrap();
     assert_eq!(segment.segment_id, 1, "the log's first segment");
@@ -828,7 +834,7 @@ async fn hand_written_segment(
     };
     cluster
         .manifest
-        .seal_segment(&name, epoch, segment.segment_id, &seal)
+        .seal_segment(&name, fence, segment.segment_id, &seal)
         .await
         .unwrap();
 }

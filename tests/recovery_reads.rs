@@ -191,7 +191,8 @@ impl Setup {
         }
         let log: LogName = "ns/recovered".parse().unwrap();
         let meta = manifest.create_log(&log).await.unwrap();
-        let epoch = manifest.bump_epoch(&log, 0).await.unwrap();
+        let fence = manifest.bump_epoch(&log, meta.log_id, 0).await.unwrap();
+        let epoch = fence.epoch;
         let template = SegmentMeta {
             segment_id: 0,
             epoch,
@@ -211,7 +212,7 @@ impl Setup {
             cache_dropped: false,
         };
         let segment = manifest
-            .create_segment(&log, epoch, template)
+            .create_segment(&log, fence, template)
             .await
             .unwrap();
         Setup {
@@ -269,7 +270,12 @@ impl Setup {
     /// Runs recovery as a new owner (the next epoch).
     async fn recover(&mut self) -> dlog_ingest::error::Result<SegmentMeta> {
         let epoch = self.manifest.epoch(&self.log).await.unwrap();
-        let epoch = self.manifest.bump_epoch(&self.log, epoch).await.unwrap();
+        let epoch = self
+            .manifest
+            .bump_epoch(&self.log, self.log_id, epoch)
+            .await
+            .unwrap()
+            .epoch;
         recover_segment(
             &self.pool,
             &self.manifest,

@@ -25,11 +25,11 @@ async fn one_old_segment(
     objects: &objstore::ObjectStoreHandle,
     log: &LogName,
 ) {
-    manifest.create_log(log).await.unwrap();
-    let epoch = manifest.bump_epoch(log, 0).await.unwrap();
+    let meta = manifest.create_log(log).await.unwrap();
+    let fence = manifest.bump_epoch(log, meta.log_id, 0).await.unwrap();
     let template = SegmentMeta {
         segment_id: 0,
-        epoch,
+        epoch: fence.epoch,
         ensemble: Vec::new(),
         write_quorum: 1,
         ack_quorum: 1,
@@ -45,7 +45,7 @@ async fn one_old_segment(
         object: None,
         cache_dropped: false,
     };
-    let segment = manifest.create_segment(log, epoch, template).await.unwrap();
+    let segment = manifest.create_segment(log, fence, template).await.unwrap();
     let old = dlog_infra::now_ms() - 1000;
     let seal = SealInfo {
         end_offset: 10,
@@ -57,7 +57,7 @@ async fn one_old_segment(
         max_txid: None,
     };
     manifest
-        .seal_segment(log, epoch, segment.segment_id, &seal)
+        .seal_segment(log, fence, segment.segment_id, &seal)
         .await
         .unwrap();
     let key = format!("{}/{}.parquet", log, segment.segment_id);
@@ -76,11 +76,11 @@ async fn one_old_segment(
         offloaded_at_ms: old,
     };
     manifest
-        .mark_offloaded(log, segment.segment_id, object)
+        .mark_offloaded(log, fence.log_id, segment.segment_id, object)
         .await
         .unwrap();
     manifest
-        .mark_cache_dropped(log, segment.segment_id)
+        .mark_cache_dropped(log, fence.log_id, segment.segment_id)
         .await
         .unwrap();
 }

@@ -182,7 +182,7 @@ async fn an_object_deleted_by_retention_mid_read_is_out_of_range() {
     fixture.objects.store.delete(&key.into()).await.unwrap();
     fixture
         .manifest
-        .delete_segment(&log, first.segment_id)
+        .delete_segment(&log, epoch.log_id, first.segment_id)
         .await
         .unwrap();
     let err = loop {

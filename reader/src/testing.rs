@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use dlog_infra::codec::{Entry, EntryHeader, EntryRecord};
-use dlog_infra::manifest::{Manifest, ObjectInfo, SealInfo, SegmentMeta, SegmentState};
+use dlog_infra::manifest::{Fence, Manifest, ObjectInfo, SealInfo, SegmentMeta, SegmentState};
 use dlog_infra::metastore::embedded::EmbeddedStore;
 use dlog_infra::names::LogName;
 use dlog_infra::objstore::{self, ObjectStoreHandle};
@@ -56,22 +56,22 @@ impl Fixture {
     }
 
     /// Creates `log` and takes its first epoch.
-    pub async fn create_log(&self, log: &LogName) -> u64 {
-        self.manifest.create_log(log).await.unwrap();
-        self.manifest.bump_epoch(log, 0).await.unwrap()
+    pub async fn create_log(&self, log: &LogName) -> Fence {
+        let meta = self.manifest.create_log(log).await.unwrap();
+        self.manifest.bump_epoch(log, meta.log_id, 0).await.unwrap()
     }
 
     /// Opens the next segment of `log` at `start_offset` on `ensemble`.
     pub async fn open_segment(
         &self,
         log: &LogName,
-        epoch: u64,
+        fence: Fence,
         start_offset: u64,
         ensemble: &[&str],
     ) -> SegmentMeta {
         let template = SegmentMeta {
             segment_id: 0,
-            epoch,
+            epoch: fence.epoch,
             ensemble: ensemble.iter().map(|s| s.to_string()).collect(),
             write_quorum: ensemble.len() as u32,
             ack_quorum: (ensemble.len() as u32).min(2),
@@ -88,7 +88,7 @@ impl Fixture {
             cache_dropped: false,
         };
         self.manifest
-            .create_segment(log, epoch, template)
+            .create_segment(log, fence, template)
             .await
             .unwrap()
     }
@@ -98,11 +98,11 @@ impl Fixture {
     pub async fn offloaded_segment(
         &self,
         log: &LogName,
-        epoch: u64,
+        fence: Fence,
         start_offset: u64,
         payloads: Vec<Bytes>,
     ) -> SegmentMeta {
-        let segment = self.open_segment(log, epoch, start_offset, &[]).await;
+        let segment = self.open_segment(log, fence, start_offset, &[]).await;
         let end_offset = start_offset + payloads.len() as u64;
         let log_id = self.manifest.log(log).await.unwrap().log_id;
         let entry = Entry {
@@ -110,7 +110,7 @@ impl Fixture {
                 log_id,
                 segment_id: segment.segment_id,
                 entry_id: 0,
-                epoch,
+                epoch: fence.epoch,
                 first_offset: start_offset,
                 lac: None,
                 record_count: payloads.len() as u32,
@@ -140,7 +140,7 @@ impl Fixture {
             max_txid: None,
         };
         self.manifest
-            .seal_segment(log, epoch, segment.segment_id, &seal)
+            .seal_segment(log, fence, segment.segment_id, &seal)
             .await
             .unwrap();
         let key = format!("{log}/{start_offset:020}-{end_offset:020}.parquet");
@@ -156,11 +156,11 @@ impl Fixture {
             offloaded_at_ms: 1,
         };
         self.manifest
-            .mark_offloaded(log, segment.segment_id, object)
+            .mark_offloaded(log, fence.log_id, segment.segment_id, object)
             .await
             .unwrap();
         self.manifest
-            .mark_cache_dropped(log, segment.segment_id)
+            .mark_cache_dropped(log, fence.log_id, segment.segment_id)
             .await
             .unwrap();
         self.manifest

@@ -78,7 +78,7 @@ async fn a_view_never_mixes_two_incarnations_of_a_log() {
         let log = log.clone();
         async move {
             manifest.delete_log(&log).await.unwrap();
-            manifest.purge_log(&log).await.unwrap();
+            manifest.purge_log(&log, old_id).await.unwrap();
             manifest.create_log(&log).await.unwrap();
         }
     };
