@@ -88,16 +88,24 @@ async fn a_torn_unacknowledged_batch_does_not_hide_acknowledged_entries() {
     let big = entry(s, 3, 1, vec![0x5A; 12 * 1024]);
     let mut acked = Vec::new();
     {
-        let store = open_with(dir.path(), None);
+        let mut options = StoreOptions::new(dir.path());
+        options.journal.max_batch_bytes = 64 * 1024;
+        let store = CacheStore::open(options).unwrap();
         for id in 0..3 {
             let bytes = small(s, id, 1);
             add(&store, bytes.clone(), s, 1).await;
             acked.push(bytes);
         }
-        // One batch in flight at the crash (queued back to back).
+        // One batch in flight at the crash (queued back to back). An entry
+        // of another segment that fills a batch of its own goes first, so
+        // S3 and T0 queue while the writer syncs it and are taken together.
+        let u = key(3, 1);
+        let filler = store
+            .add(u, 1, entry(u, 0, 1, vec![0xA5; 64 * 1024]))
+            .unwrap();
         let a = store.add(s, 1, big.clone()).unwrap();
         let b = store.add(t, 1, small(t, 0, 1)).unwrap();
-        let _ = (a.await, b.await);
+        let _ = (filler.await, a.await, b.await);
         store.shutdown();
     }
     let file = journal_files(dir.path()).pop().unwrap();
