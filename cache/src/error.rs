@@ -49,6 +49,10 @@ pub enum Error {
     },
     #[error("journal file {path} is refused: {reason}")]
     JournalFormat { path: String, reason: String },
+    #[error(
+        "journal directory {dir} is in use by another cache store (another process, or opened twice)"
+    )]
+    Locked { dir: String },
     #[error("the journal stopped after a write failure; restart the node")]
     JournalFailed,
     #[error("the cache node is shutting down")]
@@ -64,7 +68,7 @@ impl Classify for Error {
             Error::SegmentNotFound { .. } | Error::EntryNotFound { .. } => ErrorKind::NotFound,
             Error::Corrupt { .. } => ErrorKind::DataLoss,
             Error::Mismatch(_) | Error::InvalidEntry(_) => ErrorKind::InvalidArgument,
-            Error::JournalFormat { .. } => ErrorKind::FailedPrecondition,
+            Error::JournalFormat { .. } | Error::Locked { .. } => ErrorKind::FailedPrecondition,
             Error::Io { .. } | Error::JournalFailed | Error::ShuttingDown => ErrorKind::Unavailable,
         }
     }

@@ -22,7 +22,8 @@
 //!   created before it, it may have lost entries, so it never answers their
 //!   fences or recovery reads ([`crate::trust`]: `DATA_LOSS`, an unknown
 //!   answer, never a definite "not held"), whatever it holds of them.
-//! * `LOCK` is held with `flock` for the life of the process.
+//! * `LOCK` is held with `flock` for the life of the process (the store
+//!   also locks `journal.lock` while it is open, see [`crate::store`]).
 //!
 //! Crash points of the first start / re-initialisation:
 //! * before the `COOKIE` rename: no cookie; the next start begins again
@@ -44,6 +45,8 @@ use serde::{Deserialize, Serialize};
 
 const COOKIE_FILE: &str = "COOKIE";
 const LOCK_FILE: &str = "LOCK";
+/// The cache store's own lock of its journal (see [`crate::store`]).
+pub const JOURNAL_LOCK_FILE: &str = "journal.lock";
 
 /// The identity of one incarnation of a cache node's data.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -106,8 +109,15 @@ fn io(dir: &Path, what: &str) -> impl FnOnce(std::io::Error) -> Error {
 
 /// Takes the directory's lock (created if needed); held while the file is.
 pub fn lock_dir(dir: &Path) -> Result<File, Error> {
+    lock_file(dir, LOCK_FILE)
+}
+
+/// Takes an exclusive `flock` on `dir/name` (created if needed), held while
+/// the file is open. The node's `LOCK` and the journal's `journal.lock` are
+/// separate files, so a process holding one can still take the other.
+pub fn lock_file(dir: &Path, name: &str) -> Result<File, Error> {
     fs::create_dir_all(dir).map_err(io(dir, "create"))?;
-    let path = dir.join(LOCK_FILE);
+    let path = dir.join(name);
     let file = OpenOptions::new()
         .create(true)
         .truncate(false)
@@ -147,12 +157,12 @@ fn write_local(dir: &Path, cookie: &Cookie) -> Result<(), Error> {
         .map_err(io(dir, "fsync the directory"))
 }
 
-/// Whether the directory holds anything but the lock and the cookie.
+/// Whether the directory holds anything but the locks and the cookie.
 fn has_data(dir: &Path) -> Result<bool, Error> {
     for entry in fs::read_dir(dir).map_err(io(dir, "list"))? {
         let name = entry.map_err(io(dir, "list"))?.file_name();
         let name = name.to_string_lossy();
-        if !name.starts_with(COOKIE_FILE) && name != LOCK_FILE {
+        if !name.starts_with(COOKIE_FILE) && name != LOCK_FILE && name != JOURNAL_LOCK_FILE {
             return Ok(true);
         }
     }

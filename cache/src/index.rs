@@ -36,7 +36,9 @@ pub struct SegmentState {
     /// Adds below this epoch are refused. Raised in memory as soon as a
     /// fence is accepted, made durable by its journal record.
     pub fence_epoch: u64,
-    /// Set when replay found damage that may belong to this segment.
+    /// Set when a record of this segment was found damaged here (on replay,
+    /// on a read, or by a `Damaged` record): the segment then refuses adds,
+    /// fences and reads with `DATA_LOSS` until it is dropped.
     pub damaged: Option<String>,
     files: BTreeSet<u64>,
     progress: watch::Sender<Progress>,
@@ -167,6 +169,22 @@ impl Index {
                     .or_default()
                     .insert(*segment);
             }
+            Record::Damaged { segment, reason } => {
+                if self.dropped.contains(segment) {
+                    return;
+                }
+                let state = self
+                    .segments
+                    .entry(*segment)
+                    .or_insert_with(SegmentState::new);
+                state.damaged.get_or_insert_with(|| reason.clone());
+                // The mark's file is kept while the segment lives.
+                state.files.insert(location.file);
+                self.file_users
+                    .entry(location.file)
+                    .or_default()
+                    .insert(*segment);
+            }
             Record::Drop { segment } => {
                 self.dropped.insert(*segment);
                 if let Some(state) = self.segments.remove(segment) {
@@ -181,12 +199,17 @@ impl Index {
         }
     }
 
-    /// Marks a segment damaged on this node (reads then fail with
-    /// `DATA_LOSS`, so readers go to another replica).
-    pub fn mark_damaged(&mut self, key: SegmentKey, reason: String) {
-        if !self.dropped.contains(&key) {
-            self.segment_or_new(key).damaged = Some(reason);
+    /// Marks a segment damaged on this node (adds, fences and reads then
+    /// fail with `DATA_LOSS`, so writers, recovery and readers go to another
+    /// replica). Returns whether this newly marked a live segment.
+    pub fn mark_damaged(&mut self, key: SegmentKey, reason: String) -> bool {
+        if self.dropped.contains(&key) {
+            return false;
         }
+        let state = self.segment_or_new(key);
+        let new = state.damaged.is_none();
+        state.damaged.get_or_insert(reason);
+        new
     }
 
     /// Records that replay could not locate the records after some damage:

@@ -20,6 +20,13 @@
 //!   the segment first (sticky) and may read to the last entry;
 //! * every read checks the entry's CRC; a bad one marks the segment damaged
 //!   here (`DATA_LOSS`) so readers go to another replica;
+//! * a segment damaged here refuses adds, fences and reads with
+//!   `DATA_LOSS`: a node that cannot serve its entries must not count as a
+//!   fence answer (recovery would take its progress for coverage) nor
+//!   acknowledge more of it. Damage replay finds is written back as a
+//!   `Damaged` record, so the mark outlives the file of the damaged record;
+//! * the journal directory is locked (`flock` on `journal.lock`) while the
+//!   store is open: a second store on it is refused;
 //! * when replay could not locate some records (see [`crate::index`]), the
 //!   node answers every add, fence and read with `DATA_LOSS`.
 
@@ -32,6 +39,7 @@ use dlog_infra::codec;
 use moka::sync::Cache;
 
 use crate::error::{Error, Result, SegmentKey};
+use crate::identity;
 use crate::index::{Index, Progress};
 use crate::journal::{self, DamageKind, Journal, JournalOptions, Location, Record};
 
@@ -71,6 +79,8 @@ pub struct CacheStore {
     journal: Journal,
     index: Arc<Mutex<Index>>,
     hot: Cache<HotKey, Bytes>,
+    /// The journal directory's lock; dropped last, after the writer stopped.
+    _lock: std::fs::File,
 }
 
 /// Refuses everything but drops while the node is lost (see
@@ -85,6 +95,19 @@ fn check_not_lost(index: &Index, segment: SegmentKey) -> Result<()> {
     }
 }
 
+/// Refuses adds, fences and reads of a segment damaged here, and of every
+/// segment while the node is lost: `DATA_LOSS`.
+fn check_usable(index: &Index, segment: SegmentKey) -> Result<()> {
+    check_not_lost(index, segment)?;
+    match index.segment(&segment).and_then(|s| s.damaged.as_ref()) {
+        Some(reason) => Err(Error::Corrupt {
+            segment,
+            reason: reason.clone(),
+        }),
+        None => Ok(()),
+    }
+}
+
 fn lock(index: &Mutex<Index>) -> MutexGuard<'_, Index> {
     index.lock().unwrap_or_else(|p| p.into_inner())
 }
@@ -93,7 +116,22 @@ impl CacheStore {
     /// Replays the journal, rebuilds the index and starts the writer.
     /// Blocking: call from a blocking context or `spawn_blocking`.
     pub fn open(options: StoreOptions) -> Result<CacheStore> {
-        let replay = journal::replay(&options.journal.dir)?;
+        let dir = &options.journal.dir;
+        let dir_lock =
+            identity::lock_file(dir, identity::JOURNAL_LOCK_FILE).map_err(|err| match err {
+                identity::Error::Locked { dir } => Error::Locked { dir },
+                identity::Error::Io { source, .. } => Error::Io {
+                    path: dir.display().to_string(),
+                    what: "lock the journal directory",
+                    source,
+                },
+                other => Error::Io {
+                    path: dir.display().to_string(),
+                    what: "lock the journal directory",
+                    source: std::io::Error::other(other.to_string()),
+                },
+            })?;
+        let replay = journal::replay(dir)?;
         let mut index = Index::default();
         for &file in &replay.files {
             index.note_file(file);
@@ -101,14 +139,22 @@ impl CacheStore {
         for (record, location) in &replay.records {
             index.apply(record, *location);
         }
+        // Damage marks to write back (see the module doc).
+        let mut marks = Vec::new();
         for damage in &replay.damage {
             let (file, offset) = (damage.file, damage.offset);
             match damage.kind {
                 DamageKind::TornTail => {}
-                DamageKind::Segment(segment) => index.mark_damaged(
-                    segment,
-                    format!("journal file {file} damaged at byte {offset}"),
-                ),
+                DamageKind::Segment { segment, fence } => {
+                    let reason = format!("journal file {file} damaged at byte {offset}");
+                    if index.mark_damaged(segment, reason.clone()) {
+                        marks.push(Record::Damaged { segment, reason });
+                    }
+                    if let (true, Some(state)) = (fence, index.segment_mut(&segment)) {
+                        // A fence of unknown epoch: refuse every epoch.
+                        state.fence_epoch = u64::MAX;
+                    }
+                }
                 DamageKind::Unlocatable => index.mark_lost(format!(
                     "journal file {file} damaged at byte {offset}: the records after it \
                      cannot be located, so this node may have lost records of any segment and \
@@ -155,11 +201,18 @@ impl CacheStore {
             })
         };
         let last_file = replay.files.last().copied().unwrap_or(0);
-        let journal = Journal::start(options.journal, last_file, on_durable)?;
+        let journal = Journal::start_after(
+            journal::OsFiles,
+            options.journal,
+            last_file,
+            marks,
+            on_durable,
+        )?;
         Ok(CacheStore {
             journal,
             index,
             hot,
+            _lock: dir_lock,
         })
     }
 
@@ -191,7 +244,7 @@ impl CacheStore {
             if index.is_dropped(&segment) {
                 return Err(Error::Dropped { segment });
             }
-            check_not_lost(&index, segment)?;
+            check_usable(&index, segment)?;
             let state = index.segment_or_new(segment);
             if epoch < state.fence_epoch {
                 return Err(Error::Fenced {
@@ -221,7 +274,7 @@ impl CacheStore {
         if index.is_dropped(&segment) {
             return Err(Error::Dropped { segment });
         }
-        check_not_lost(&index, segment)?;
+        check_usable(&index, segment)?;
         let state = index.segment_or_new(segment);
         if epoch < state.fence_epoch {
             return Err(Error::Fenced {
@@ -242,7 +295,7 @@ impl CacheStore {
             if index.is_dropped(&segment) {
                 return Err(Error::Dropped { segment });
             }
-            check_not_lost(&index, segment)?;
+            check_usable(&index, segment)?;
             let state = index.segment_or_new(segment);
             if epoch < state.fence_epoch {
                 return Err(Error::Fenced {

@@ -173,7 +173,7 @@ async fn a_torn_file_creation_is_removed_and_other_formats_are_refused() {
     assert_eq!(
         err.to_string(),
         format!(
-            "journal file {} is refused: journal format version 1; this build reads version 2 only",
+            "journal file {} is refused: journal format version 1; this build reads version 3 only",
             file.display()
         )
     );

@@ -2,7 +2,7 @@
 //!
 //! ```text
 //! file header  magic "DLJF" | version u32 | seq u64 | nonce u64 | crc32c u32 (of the 24 bytes before)
-//! frame        kind u8 | len u32 | log_id u64 | segment_id u64 | payload crc32c u32 | check u32 | payload
+//! frame        kind u8 | len u32 | log_id u64 | segment_id u64 | batch u64 | payload crc32c u32 | check u32 | payload
 //! ```
 //!
 //! All integers are little endian. A frame's `check` is the CRC32C of its
@@ -21,6 +21,15 @@
 //!   payload does not names its segment and where the next frame starts, so
 //!   replay marks that segment damaged and goes on. A header that does not
 //!   verify leaves the rest of the file unlocatable (see [`mod@super::replay`]).
+//! * **Batches are numbered.** `batch` is the group commit that wrote the
+//!   frame, rising within a file. The writer starts a batch only after the
+//!   previous one's `fdatasync` returned, so a verified frame of a later
+//!   batch proves every earlier batch of the file was synced; replay uses
+//!   that to tell a torn last batch from damage (see [`mod@super::replay`]).
+//!
+//! Records are entries, fences, drops and damage marks (`Damaged`: the node
+//! found a record of the segment damaged; kept so the mark outlives the file
+//! that held the damaged record).
 //!
 //! The version is checked before anything else: a file of another format is
 //! refused with a clear error, never guessed at.
@@ -33,9 +42,9 @@ use crate::error::SegmentKey;
 
 pub const FILE_MAGIC: &[u8; 4] = b"DLJF";
 /// The format this build writes and reads.
-pub const VERSION: u32 = 2;
+pub const VERSION: u32 = 3;
 pub const FILE_HEADER_LEN: usize = 28;
-pub const FRAME_HEADER_LEN: usize = 29;
+pub const FRAME_HEADER_LEN: usize = 37;
 /// Header bytes covered by a frame's check (all but the check itself).
 const CHECKED_LEN: usize = FRAME_HEADER_LEN - 4;
 
@@ -54,18 +63,23 @@ pub enum Record {
     Fence { segment: SegmentKey, epoch: u64 },
     /// The segment is gone from this node.
     Drop { segment: SegmentKey },
+    /// A record of the segment was found damaged on this node, for
+    /// `reason`: the segment stays damaged here until it is dropped.
+    Damaged { segment: SegmentKey, reason: String },
 }
 
 const KIND_ENTRY: u8 = 1;
 const KIND_FENCE: u8 = 2;
 const KIND_DROP: u8 = 3;
+const KIND_DAMAGED: u8 = 4;
 
 impl Record {
     pub fn segment(&self) -> SegmentKey {
         match self {
             Record::Entry { segment, .. }
             | Record::Fence { segment, .. }
-            | Record::Drop { segment } => *segment,
+            | Record::Drop { segment }
+            | Record::Damaged { segment, .. } => *segment,
         }
     }
 
@@ -74,6 +88,7 @@ impl Record {
             Record::Entry { .. } => KIND_ENTRY,
             Record::Fence { .. } => KIND_FENCE,
             Record::Drop { .. } => KIND_DROP,
+            Record::Damaged { .. } => KIND_DAMAGED,
         }
     }
 
@@ -83,6 +98,7 @@ impl Record {
             Record::Entry { bytes, .. } => bytes.len(),
             Record::Fence { .. } => 8,
             Record::Drop { .. } => 0,
+            Record::Damaged { reason, .. } => reason.len(),
         }
     }
 
@@ -152,19 +168,28 @@ pub fn parse_file_header(file: &[u8], seq: u64) -> Result<u32, HeaderError> {
         });
     }
     let version = u32::from_le_bytes(file[4..8].try_into().expect("4 bytes"));
+    let verified = file.get(..FILE_HEADER_LEN).filter(|header| {
+        let crc = crc32c::crc32c(&header[..FILE_HEADER_LEN - 4]);
+        header[FILE_HEADER_LEN - 4..] == crc.to_le_bytes()
+    });
+    let Some(mut header) = verified else {
+        // A header that does not verify: a file longer than a header that
+        // names another version is of another format (refused, never
+        // guessed at); anything else is a torn or damaged header (a torn
+        // creation leaves a short file with part of its header: the magic,
+        // then zeros).
+        return Err(if version != VERSION && file.len() > FILE_HEADER_LEN {
+            HeaderError::Version(version)
+        } else {
+            HeaderError::Damaged
+        });
+    };
     if version != VERSION {
         return Err(HeaderError::Version(version));
     }
-    let Some(mut header) = file.get(..FILE_HEADER_LEN) else {
-        return Err(HeaderError::Damaged);
-    };
     let crc = crc32c::crc32c(&header[..FILE_HEADER_LEN - 4]);
     header.advance(8);
     let found = header.get_u64_le();
-    let _nonce = header.get_u64_le();
-    if header.get_u32_le() != crc {
-        return Err(HeaderError::Damaged);
-    }
     if found != seq {
         return Err(HeaderError::WrongSeq(found));
     }
@@ -183,8 +208,9 @@ impl Encoder {
         Encoder { chain: seed }
     }
 
-    /// Appends the frame to `buf`; returns the payload's offset in `buf`.
-    pub fn encode(&mut self, record: &Record, buf: &mut BytesMut) -> usize {
+    /// Appends the frame of group commit `batch` to `buf`; returns the
+    /// payload's offset in `buf`.
+    pub fn encode(&mut self, record: &Record, batch: u64, buf: &mut BytesMut) -> usize {
         let fence;
         let payload: &[u8] = match record {
             Record::Entry { bytes, .. } => bytes,
@@ -193,6 +219,7 @@ impl Encoder {
                 &fence
             }
             Record::Drop { .. } => &[],
+            Record::Damaged { reason, .. } => reason.as_bytes(),
         };
         let segment = record.segment();
         let start = buf.len();
@@ -200,6 +227,7 @@ impl Encoder {
         buf.put_u32_le(u32::try_from(payload.len()).expect("journal record under 4 GiB"));
         buf.put_u64_le(segment.log_id);
         buf.put_u64_le(segment.segment_id);
+        buf.put_u64_le(batch);
         buf.put_u32_le(crc32c::crc32c(payload));
         self.chain = crc32c::crc32c_append(self.chain, &buf[start..start + CHECKED_LEN]);
         buf.put_u32_le(self.chain);
@@ -226,10 +254,12 @@ pub enum FrameError {
     /// The header fails its check: where the next frame starts is unknown.
     BadHeader,
     /// The header verifies, the payload does not: the frame belonged to
-    /// `segment`, and the next frame starts at `next` with check seed
-    /// `chain`.
+    /// `segment` and group commit `batch` (`fence`: it was a fence), and
+    /// the next frame starts at `next` with check seed `chain`.
     BadPayload {
         segment: SegmentKey,
+        batch: u64,
+        fence: bool,
         next: usize,
         chain: u32,
     },
@@ -239,6 +269,8 @@ pub enum FrameError {
 #[derive(Debug)]
 pub struct Next {
     pub parsed: Parsed,
+    /// The group commit that wrote the frame.
+    pub batch: u64,
     /// Offset of the next frame.
     pub next: usize,
     /// Seed of the next frame's check.
@@ -258,6 +290,7 @@ pub fn parse_at(file: &Bytes, at: usize, chain: u32) -> Result<Next, FrameError>
         log_id: fields.get_u64_le(),
         segment_id: fields.get_u64_le(),
     };
+    let batch = fields.get_u64_le();
     let payload_crc = fields.get_u32_le();
     if fields.get_u32_le() != check {
         return Err(FrameError::BadHeader);
@@ -269,6 +302,8 @@ pub fn parse_at(file: &Bytes, at: usize, chain: u32) -> Result<Next, FrameError>
     }
     let bad = FrameError::BadPayload {
         segment,
+        batch,
+        fence: kind == KIND_FENCE,
         next,
         chain: check,
     };
@@ -296,6 +331,10 @@ pub fn parse_at(file: &Bytes, at: usize, chain: u32) -> Result<Next, FrameError>
             epoch: (&bytes[..]).get_u64_le(),
         },
         (KIND_DROP, 0) => Record::Drop { segment },
+        (KIND_DAMAGED, _) => Record::Damaged {
+            segment,
+            reason: String::from_utf8_lossy(&bytes).into_owned(),
+        },
         _ => return Err(bad),
     };
     Ok(Next {
@@ -304,6 +343,7 @@ pub fn parse_at(file: &Bytes, at: usize, chain: u32) -> Result<Next, FrameError>
             payload_offset: payload_start as u64,
             payload_len: len as u32,
         },
+        batch,
         next,
         chain: check,
     })
@@ -318,9 +358,9 @@ mod tests {
         let mut buf = BytesMut::from(&header[..]);
         let mut encoder = Encoder::new(seed);
         let mut starts = Vec::new();
-        for record in records {
+        for (batch, record) in records.iter().enumerate() {
             starts.push(buf.len());
-            encoder.encode(record, &mut buf);
+            encoder.encode(record, batch as u64, &mut buf);
         }
         (buf.freeze(), starts)
     }
@@ -336,16 +376,12 @@ mod tests {
                     out.push(Ok(next.parsed.record));
                     (at, chain) = (next.next, next.chain);
                 }
-                Err(FrameError::BadPayload {
-                    segment,
-                    next,
-                    chain: after,
-                }) => {
-                    out.push(Err(FrameError::BadPayload {
-                        segment,
-                        next,
-                        chain: after,
-                    }));
+                Err(
+                    bad @ FrameError::BadPayload {
+                        next, chain: after, ..
+                    },
+                ) => {
+                    out.push(Err(bad));
                     (at, chain) = (next, after);
                 }
                 Err(err) => {
@@ -408,7 +444,7 @@ mod tests {
         assert_eq!(parsed.len(), 3);
         assert_eq!(parsed[0], Ok(fence(1)));
         assert!(
-            matches!(parsed[1], Err(FrameError::BadPayload { segment, next, .. })
+            matches!(parsed[1], Err(FrameError::BadPayload { segment, batch: 1, fence: true, next, .. })
                 if segment == S && next == starts[2]),
             "{:?}",
             parsed[1]
@@ -421,9 +457,21 @@ mod tests {
         let (header, _) = FileHeader::new(7).encode();
         assert!(parse_file_header(&header, 7).is_ok());
         assert_eq!(parse_file_header(&header, 8), Err(HeaderError::WrongSeq(7)));
+        // Another version, with its header's checksum: refused.
         let mut other = header;
         other[4] = 9;
+        let crc = crc32c::crc32c(&other[..24]);
+        other[24..].copy_from_slice(&crc.to_le_bytes());
         assert_eq!(parse_file_header(&other, 7), Err(HeaderError::Version(9)));
+        // Another version without a verified header: refused when the file
+        // holds more than a header, a torn creation otherwise.
+        let mut longer = header.to_vec();
+        longer[4] = 9;
+        longer.extend_from_slice(&[1; 10]);
+        assert_eq!(parse_file_header(&longer, 7), Err(HeaderError::Version(9)));
+        let mut torn = b"DLJF".to_vec();
+        torn.resize(FILE_HEADER_LEN, 0);
+        assert_eq!(parse_file_header(&torn, 7), Err(HeaderError::Damaged));
         assert_eq!(
             parse_file_header(b"DLJ1\x01\x00\x00\x00", 7),
             Err(HeaderError::NotAJournal)

@@ -22,8 +22,14 @@
 //!   directory, before any record goes in; a file no longer than a header
 //!   whose header does not verify is a torn creation and is removed.
 //! * before a batch's `fdatasync` returns: nothing of the batch was
-//!   acknowledged; on replay its first bad frame and all after it are cut.
+//!   acknowledged; on replay its first bad frame and all after it are cut
+//!   (frames carry their batch number, so replay knows the last batch).
 //! * after it: the batch is replayed, indexed and served.
+//! * records given to [`Journal::start_after`] (damage marks found by
+//!   replay) are written and synced as the new file's first batch before
+//!   `start_after` returns, so before any other record and any file
+//!   deletion; a crash before that leaves the damage where replay finds it
+//!   again.
 
 pub mod files;
 pub mod frame;
@@ -188,6 +194,18 @@ impl Journal {
         after_file: u64,
         on_durable: OnDurable,
     ) -> Result<Journal> {
+        Self::start_after(layer, options, after_file, Vec::new(), on_durable)
+    }
+
+    /// [`Journal::start_with`], and writes `first` as the new file's first
+    /// batch (durable, handed to `on_durable`) before returning.
+    pub fn start_after<L: FileLayer>(
+        layer: L,
+        options: JournalOptions,
+        after_file: u64,
+        first: Vec<Record>,
+        on_durable: OnDurable,
+    ) -> Result<Journal> {
         let (sender, receiver) = mpsc::channel();
         let failed = Arc::new(AtomicBool::new(false));
         let readers = Arc::new(Readers::default());
@@ -196,6 +214,16 @@ impl Journal {
         writer.failed = failed.clone();
         writer.readers = readers.clone();
         writer.stats = stats.clone();
+        if !first.is_empty() {
+            let batch = first
+                .into_iter()
+                .map(|record| Request {
+                    record,
+                    done: oneshot::channel().0,
+                })
+                .collect();
+            writer.commit(batch)?;
+        }
         let thread = std::thread::Builder::new()
             .name("dlog-journal".into())
             .spawn(move || writer.run(receiver))
@@ -259,6 +287,8 @@ struct Writer<L: FileLayer> {
     file: L::File,
     encoder: frame::Encoder,
     len: u64,
+    /// Number of the next group commit (rises for the writer's life).
+    batch: u64,
     on_durable: OnDurable,
     failed: Arc<AtomicBool>,
     readers: Arc<Readers>,
@@ -280,6 +310,7 @@ impl<L: FileLayer> Writer<L> {
             file,
             encoder,
             len: frame::FILE_HEADER_LEN as u64,
+            batch: 0,
             on_durable,
             failed: Arc::default(),
             readers: Arc::default(),
@@ -330,7 +361,7 @@ impl<L: FileLayer> Writer<L> {
         let mut durable = Vec::with_capacity(batch.len());
         let mut waiters = Vec::with_capacity(batch.len());
         for request in batch {
-            let at = self.encoder.encode(&request.record, &mut buf);
+            let at = self.encoder.encode(&request.record, self.batch, &mut buf);
             let location = Location {
                 file: self.seq,
                 offset: self.len + at as u64,
@@ -355,6 +386,7 @@ impl<L: FileLayer> Writer<L> {
             });
         }
         self.len += buf.len() as u64;
+        self.batch += 1;
         self.stats.fsyncs.fetch_add(1, Ordering::Relaxed);
         self.stats
             .records

@@ -8,15 +8,18 @@
 //! |---|---|---|
 //! | the file header, file no longer than a header | torn creation: the file (it holds no record) is deleted | — (an older file always has records after its header) |
 //! | the file header, file longer | [`DamageKind::Unlocatable`] | [`DamageKind::Unlocatable`] |
-//! | a frame whose header verifies, payload does not, with a good frame after it | [`DamageKind::Segment`]: that segment is damaged on this node, replay goes on | same |
+//! | a frame whose header verifies, payload does not, and a verified frame of a later batch follows | [`DamageKind::Segment`]: that segment is damaged on this node, replay goes on | same, later batch or not |
+//! | the same with no verified frame of a later batch after it | torn tail: cut off there | (see above) |
 //! | any other bad or truncated frame | torn tail: cut off there | [`DamageKind::Unlocatable`] |
 //!
 //! Only the newest file can have a torn tail: the writer starts a new file
-//! at every open, and rolls only after a batch's `fdatasync` returned. Cutting
-//! at the first bad frame of the newest file is therefore cutting a write
-//! that was never acknowledged (the batch in flight at the crash, whose
-//! pages may reach the disk in any order: everything after its first bad
-//! frame goes too).
+//! at every open, and rolls only after a batch's `fdatasync` returned. And
+//! only its last batch can be torn: the writer starts a batch only after the
+//! previous one's `fdatasync` returned, so damage followed by a verified
+//! frame of a later batch is in a batch that was synced (and acknowledged):
+//! real damage. Damage with no later batch after it is in the batch in
+//! flight at the crash, never acknowledged, whose pages may reach the disk
+//! in any order: it is cut off there with everything after it.
 
 use std::fs::{self, OpenOptions};
 use std::path::Path;
@@ -33,9 +36,11 @@ pub enum DamageKind {
     /// A torn write at the end of the newest file, cut off: it was never
     /// acknowledged.
     TornTail,
-    /// A frame of this segment whose payload fails its checksum; the frames
-    /// after it were located and kept. The segment is damaged on this node.
-    Segment(SegmentKey),
+    /// A frame of this segment whose payload fails its checksum, in a batch
+    /// that was synced; the frames after it were located and kept. The
+    /// segment is damaged on this node. `fence`: the frame was a fence, so
+    /// the segment's fencing epoch is unknown.
+    Segment { segment: SegmentKey, fence: bool },
     /// A header that fails its check anywhere a torn write cannot be: the
     /// records after it in the file cannot be located, so this node may have
     /// lost records of any segment.
@@ -124,15 +129,17 @@ pub fn replay(dir: &Path) -> Result<Replay> {
                 }
                 Err(FrameError::BadPayload {
                     segment,
+                    batch,
+                    fence,
                     next,
                     chain: after,
-                }) if !newest || frame::parse_at(&data, next, after).is_ok() => {
+                }) if !newest || later_batch_follows(&data, next, after, batch) => {
                     tracing::error!(file = %path.display(), offset = at, %segment,
                         "journal: damaged record; the segment is damaged on this node");
                     replay.damage.push(Damage {
                         file: seq,
                         offset: at as u64,
-                        kind: DamageKind::Segment(segment),
+                        kind: DamageKind::Segment { segment, fence },
                     });
                     (at, chain) = (next, after);
                 }
@@ -163,6 +170,25 @@ pub fn replay(dir: &Path) -> Result<Replay> {
     Ok(replay)
 }
 
+/// Whether a frame of a batch after `batch` verifies at or after `at`
+/// (following the chain from seed `chain`): proof that `batch` was synced.
+fn later_batch_follows(data: &Bytes, mut at: usize, mut chain: u32, batch: u64) -> bool {
+    while at < data.len() {
+        let (found, next, after) = match frame::parse_at(data, at, chain) {
+            Ok(ok) => (ok.batch, ok.next, ok.chain),
+            Err(FrameError::BadPayload {
+                batch, next, chain, ..
+            }) => (batch, next, chain),
+            Err(_) => return false,
+        };
+        if found > batch {
+            return true;
+        }
+        (at, chain) = (next, after);
+    }
+    false
+}
+
 fn unlocatable(replay: &mut Replay, path: &Path, seq: u64, at: usize) {
     tracing::error!(file = %path.display(), offset = at,
         "journal: damaged header in a file no longer written; the records after it cannot \
@@ -172,4 +198,105 @@ fn unlocatable(replay: &mut Replay, path: &Path, seq: u64, at: usize) {
         offset: at as u64,
         kind: DamageKind::Unlocatable,
     });
+}
+
+#[cfg(test)]
+mod tests {
+    use bytes::BytesMut;
+
+    use super::*;
+    use crate::journal::frame::{Encoder, FileHeader};
+
+    const S: SegmentKey = SegmentKey {
+        log_id: 1,
+        segment_id: 1,
+    };
+    const T: SegmentKey = SegmentKey {
+        log_id: 2,
+        segment_id: 1,
+    };
+
+    fn fence(segment: SegmentKey, epoch: u64) -> Record {
+        Record::Fence { segment, epoch }
+    }
+
+    /// Writes file `seq` of `(batch, record, damaged payload)` frames;
+    /// returns where each frame starts.
+    fn write_file(dir: &Path, seq: u64, frames: &[(u64, Record, bool)]) -> Vec<usize> {
+        let (header, seed) = FileHeader::new(seq).encode();
+        let mut buf = BytesMut::from(&header[..]);
+        let mut encoder = Encoder::new(seed);
+        let mut starts = Vec::new();
+        for (batch, record, damaged) in frames {
+            starts.push(buf.len());
+            let payload = encoder.encode(record, *batch, &mut buf);
+            if *damaged {
+                buf[payload] ^= 0x04;
+            }
+        }
+        fs::write(dir.join(file_name(seq)), &buf).unwrap();
+        starts
+    }
+
+    /// Batch 0: S fence 1. Batch 1: S fence 2, payload damaged. Batch 2:
+    /// T fence 1. Batch 3 (in flight at the crash): T fence 2 damaged, then
+    /// T fence 3 intact.
+    fn frames() -> Vec<(u64, Record, bool)> {
+        vec![
+            (0, fence(S, 1), false),
+            (1, fence(S, 2), true),
+            (2, fence(T, 1), false),
+            (3, fence(T, 2), true),
+            (3, fence(T, 3), false),
+        ]
+    }
+
+    #[test]
+    fn damage_before_a_later_batch_is_kept_and_the_last_batch_is_cut() {
+        let dir = tempfile::tempdir().unwrap();
+        let starts = write_file(dir.path(), 1, &frames());
+        let replay = replay(dir.path()).unwrap();
+        let records: Vec<_> = replay.records.iter().map(|(r, _)| r.clone()).collect();
+        assert_eq!(records, vec![fence(S, 1), fence(T, 1)]);
+        let kinds: Vec<_> = replay.damage.iter().map(|d| (d.kind, d.offset)).collect();
+        assert_eq!(
+            kinds,
+            vec![
+                (
+                    DamageKind::Segment {
+                        segment: S,
+                        fence: true
+                    },
+                    starts[1] as u64
+                ),
+                (DamageKind::TornTail, starts[3] as u64),
+            ],
+            "synced damage marks S; the torn last batch is cut at its damage"
+        );
+        let len = fs::metadata(dir.path().join(file_name(1))).unwrap().len();
+        assert_eq!(len, starts[3] as u64, "the torn batch is cut off the file");
+    }
+
+    #[test]
+    fn in_an_older_file_every_batch_was_synced() {
+        let dir = tempfile::tempdir().unwrap();
+        write_file(dir.path(), 1, &frames());
+        write_file(dir.path(), 2, &[]);
+        let replay = replay(dir.path()).unwrap();
+        assert_eq!(replay.records.len(), 3, "{:?}", replay.records);
+        let damaged: Vec<_> = replay.damage.iter().map(|d| d.kind).collect();
+        assert_eq!(
+            damaged,
+            vec![
+                DamageKind::Segment {
+                    segment: S,
+                    fence: true
+                },
+                DamageKind::Segment {
+                    segment: T,
+                    fence: true
+                },
+            ]
+        );
+    }
 }
