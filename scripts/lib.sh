@@ -38,6 +38,13 @@ project_venv() {
     fi
 }
 
+# The venv of checkov (the Terraform checks), beside the project venv: its
+# own, because checkov's bc-python-hcl2 installs a module named hcl2 that
+# would replace python-hcl2's (pinned for tests/check_references.py).
+checkov_venv() {
+    echo "$(dirname "$(project_venv)")/checkov-venv"
+}
+
 # Whether protoc compiles a file that imports a well-known type
 # (google/protobuf/descriptor.proto), as etcd-client's build script needs.
 protoc_has_well_known_types() {
