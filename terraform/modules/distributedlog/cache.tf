@@ -22,7 +22,6 @@ resource "aws_instance" "cache" {
   iam_instance_profile   = aws_iam_instance_profile.node["cache"].name
   key_name               = var.ssh_key_name
   monitoring             = true
-  ebs_optimized          = true
   disable_api_stop       = true
 
   user_data = templatefile("${path.module}/templates/dlog-node.tftpl", merge(local.node_template_vars, {

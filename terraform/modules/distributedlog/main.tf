@@ -12,8 +12,6 @@ data "aws_caller_identity" "current" {}
 # The AMI is pinned (ami_id is required): it is looked up only for its root
 # device name, so a new Debian image never rolls a group by itself.
 data "aws_ami" "node" {
-  owners = ["self", "amazon", "aws-marketplace", "136693071363"]
-
   filter {
     name   = "image-id"
     values = [var.ami_id]
