@@ -27,6 +27,7 @@ cleanup() {
   rm -rf "$work"
 }
 trap cleanup EXIT
+trap 'exit 1' INT TERM
 export ETCDCTL_API=3
 X=http://127.0.0.21:23791
 Y=http://127.0.0.22:23792
@@ -58,7 +59,7 @@ member() {
 # refused WHAT SCRIPT MESSAGE: the script exits 1 at once, saying MESSAGE.
 refused() {
   local what=$1 script=$2 message=$3 status=0
-  timeout 60 bash "$script" >"$work/out" 2>&1 || status=$?
+  timeout 20 bash "$script" >"$work/out" 2>&1 || status=$?
   if [ "$status" -eq 1 ] && grep -q -- "$message" "$work/out"; then
     ok "$what"
   else
@@ -72,8 +73,8 @@ started() {
   bash "$script" >"$work/$(basename "$script").log" 2>&1 &
   pids+=("$!")
   last_pid=$!
-  for _ in $(seq 1 60); do
-    if etcdctl --endpoints "$endpoint" --dial-timeout 1s endpoint health >/dev/null 2>&1; then
+  for _ in $(seq 1 40); do
+    if etcdctl --endpoints "$endpoint" --dial-timeout 1s --command-timeout 2s endpoint health >/dev/null 2>&1; then
       ok "$what"
       return 0
     fi
@@ -87,6 +88,7 @@ started() {
 }
 
 stop() {
+  [ "$1" -gt 1 ] || return 0
   kill "$1" 2>/dev/null || true
   wait "$1" 2>/dev/null || true
 }
@@ -128,8 +130,11 @@ fi
 
 # The restore runbook (terraform/README.md, "Restoring etcd from a
 # snapshot", steps 3-4), into a fresh single-member cluster.
-etcdctl --endpoints "$X" snapshot save "$work/snapshot.db" >/dev/null
-stop "${y_pid:-0}"
+etcdctl --endpoints "$X" --command-timeout 20s snapshot save "$work/snapshot.db" >/dev/null 2>&1 ||
+  bad "snapshot save failed"
+if [ -n "${y_pid:-}" ]; then
+  stop "$y_pid"
+fi
 stop "$x_pid"
 mv "$work/tx" "$work/tx.old"
 etcdctl snapshot restore "$work/snapshot.db" \
