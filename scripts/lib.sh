@@ -1,3 +1,4 @@
+# shellcheck shell=bash
 # Shared helpers of the project's scripts. Sourced, not run.
 
 # Runs a command as root: directly when we are root, else through sudo.
@@ -36,6 +37,13 @@ project_venv() {
     else
         echo "${XDG_CACHE_HOME:-$HOME/.cache}/distributedlog/venv"
     fi
+}
+
+# The venv of checkov (the Terraform checks), beside the project venv: its
+# own, because checkov's bc-python-hcl2 installs a module named hcl2 that
+# would replace python-hcl2's (pinned for tests/check_references.py).
+checkov_venv() {
+    echo "$(dirname "$(project_venv)")/checkov-venv"
 }
 
 # Whether protoc compiles a file that imports a well-known type

@@ -33,16 +33,16 @@ CASES = [
     (
         "undefined local",
         f"{MOD}/etcd.tf",
-        "private_ip             = local.etcd_private_ips[count.index]",
-        "private_ip             = local.etcd_private_ip[count.index]",
-        "local.etcd_private_ip is not defined",
+        "peer_client_urls          = local.etcd_peer_endpoints[each.key]",
+        "peer_client_urls          = local.etcd_peer_endpoint[each.key]",
+        "local.etcd_peer_endpoint is not defined",
     ),
     (
         "reference inside an index",
         f"{MOD}/etcd.tf",
-        "subnet_id              = var.subnet_ids[count.index % length(var.subnet_ids)]",
-        "subnet_id              = var.subnet_ids[count.index % length(var.subnet_idz)]",
-        "var.subnet_idz is not a declared variable",
+        "member_index              = index(local.etcd_names, each.key)",
+        "member_index              = index(local.etcd_names, each.key)\n    idx_probe                 = var.etcd_members[local.etcd_namez[0]]",
+        "local.etcd_namez is not defined",
     ),
     (
         "undeclared resource",
@@ -54,8 +54,8 @@ CASES = [
     (
         "resource reference inside a string",
         f"{MOD}/s3.tf",
-        'resources = ["${aws_s3_bucket.segments.arn}/*"]',
-        'resources = ["${aws_s3_bucket.segment.arn}/*"]',
+        'resources = [aws_s3_bucket.segments.arn, "${aws_s3_bucket.segments.arn}/*"]\n\n    principals {\n      type        = "*"\n      identifiers = ["*"]\n    }\n\n    condition {\n      test     = "Bool"',
+        'resources = [aws_s3_bucket.segments.arn, "${aws_s3_bucket.segment.arn}/*"]\n\n    principals {\n      type        = "*"\n      identifiers = ["*"]\n    }\n\n    condition {\n      test     = "Bool"',
         "aws_s3_bucket.segment is not a resource declared",
     ),
     (
@@ -75,9 +75,9 @@ CASES = [
     (
         "unknown module argument",
         f"{EX}/main.tf",
-        "  etcd_count         = 3\n",
-        "  etcd_count         = 3\n  etcd_members       = 3\n",
-        "argument 'etcd_members' is not a variable",
+        "  cache_nodes         = var.cache_nodes\n",
+        "  cache_nodes         = var.cache_nodes\n  cache_count         = 3\n",
+        "argument 'cache_count' is not a variable",
     ),
     (
         "required variable not passed",
@@ -96,8 +96,8 @@ CASES = [
     (
         "template variable not passed",
         f"{MOD}/templates/etcd-member.tftpl",
-        "--initial-cluster-state ${initial_cluster_state}",
-        "--initial-cluster-state ${initial_state}",
+        "bootstrap_state='${initial_cluster_state}'",
+        "bootstrap_state='${initial_state}'",
         "uses template variable 'initial_state'",
     ),
     (
@@ -124,16 +124,16 @@ CASES = [
     (
         "guide default differs",
         "README.md",
-        '| `cache_count` | `number` | `3` |',
-        '| `cache_count` | `number` | `4` |',
-        "variable 'cache_count': default is '3' in variables.tf, '4' in the guide",
+        '| `etcd_quota_backend_gb` | `number` | `4` |',
+        '| `etcd_quota_backend_gb` | `number` | `5` |',
+        "variable 'etcd_quota_backend_gb': default is '4' in variables.tf, '5' in the guide",
     ),
     (
         "guide misses a variable",
         "README.md",
-        "| `etcd_ip_host_offset` |",
-        "| `etcd_ip_host_offsets` |",
-        "variable 'etcd_ip_host_offset' of modules/distributedlog is missing",
+        "| `etcd_wal_volume_iops` |",
+        "| `etcd_wal_volume_iop` |",
+        "variable 'etcd_wal_volume_iops' of modules/distributedlog is missing",
     ),
     (
         "guide misses an output",

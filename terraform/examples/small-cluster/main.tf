@@ -1,6 +1,7 @@
-# A small production cluster: 3 etcd members, 3 cache nodes on NVMe
-# instance storage, 2 ingest, 2 reader and 2 compactor nodes, one internal
-# network load balancer, in an existing VPC.
+# A small production cluster: 3 etcd members and 3 cache nodes (one per
+# availability zone), 2 ingest, 2 reader and 2 compactor nodes, one
+# internal network load balancer, in an existing VPC, and an SNS topic for
+# the module's alarms.
 
 provider "aws" {
   region = var.region
@@ -12,23 +13,34 @@ provider "aws" {
   }
 }
 
+# Subscribe the operators (e-mail, chat, paging) to this topic.
+resource "aws_sns_topic" "alarms" {
+  name              = "${var.cluster_name}-alarms"
+  kms_master_key_id = "alias/aws/sns"
+}
+
 module "distributedlog" {
   source = "../../modules/distributedlog"
 
   cluster_name = var.cluster_name
   vpc_id       = var.vpc_id
   subnet_ids   = var.private_subnet_ids
+  ami_id       = var.ami_id
 
   dlog_release_url    = var.dlog_release_url
   dlog_release_sha256 = var.dlog_release_sha256
 
   allowed_client_cidrs        = var.allowed_client_cidrs
   s3_endpoint_route_table_ids = var.private_route_table_ids
+  alarm_sns_topic_arn         = aws_sns_topic.alarms.arn
 
-  etcd_count         = 3
-  etcd_instance_type = "t3.medium"
+  # Stable names: editing subnet lists or other variables never renames,
+  # moves or readdresses a member or a node.
+  etcd_members               = var.etcd_members
+  etcd_initial_cluster_state = var.etcd_initial_cluster_state
+  etcd_instance_type         = "m6i.large"
 
-  cache_count         = 3
+  cache_nodes         = var.cache_nodes
   cache_instance_type = "i4i.large"
 
   ingest_instance_type    = "c6i.large"

@@ -29,16 +29,39 @@ variable "private_route_table_ids" {
 variable "allowed_client_cidrs" {
   description = "Networks of the applications that use the log."
   type        = list(string)
-  default     = ["10.0.0.0/8"]
+}
+
+variable "ami_id" {
+  description = "Pinned AMI of every node (Debian 12 amd64)."
+  type        = string
+}
+
+variable "etcd_members" {
+  description = "etcd members by name: subnet (one zone each) and reserved private IP."
+  type = map(object({
+    subnet_id  = string
+    private_ip = string
+  }))
+}
+
+variable "etcd_initial_cluster_state" {
+  description = "new for the first apply, existing from then on."
+  type        = string
+}
+
+variable "cache_nodes" {
+  description = "Cache nodes by name, with their subnets (one zone each)."
+  type = map(object({
+    subnet_id = string
+  }))
 }
 
 variable "dlog_release_url" {
-  description = "URL of the dlog release artifact (binary or .tar.gz) for linux amd64."
+  description = "https URL of the dlog release artifact (binary or .tar.gz) for linux amd64."
   type        = string
 }
 
 variable "dlog_release_sha256" {
-  description = "SHA-256 of that artifact; empty skips the check."
+  description = "SHA-256 of that artifact (required)."
   type        = string
-  default     = ""
 }

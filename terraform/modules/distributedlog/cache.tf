@@ -3,25 +3,33 @@
 # its local NVMe instance storage; cloud-init formats and mounts that device
 # at /var/lib/dlog and dlog runs with --data-dir /var/lib/dlog.
 #
-# Like etcd members, cache nodes are never replaced by Terraform on its own:
-# roll them one at a time (see the guide), never all at once.
+# One node per entry of cache_nodes, keyed by a stable name, so adding a
+# node or editing another variable never renames or moves an existing one.
+# Instance storage does not survive a stop, so a routine edit must never
+# stop or replace these nodes: stopping through the API is disabled, and
+# the attributes that would stop (instance_type) or replace (ami,
+# user_data, key_name, subnet_id) an instance are ignored. A new value
+# reaches a node only when it is replaced deliberately, one node at a time
+# (the guide's "Rolling the cache tier").
 
 resource "aws_instance" "cache" {
-  count = var.cache_count
+  for_each = var.cache_nodes
 
   ami                    = local.node_ami_id
   instance_type          = var.cache_instance_type
-  subnet_id              = var.subnet_ids[count.index % length(var.subnet_ids)]
+  subnet_id              = each.value.subnet_id
   vpc_security_group_ids = [aws_security_group.node["cache"].id]
   iam_instance_profile   = aws_iam_instance_profile.node["cache"].name
   key_name               = var.ssh_key_name
   monitoring             = true
+  disable_api_stop       = true
 
   user_data = templatefile("${path.module}/templates/dlog-node.tftpl", merge(local.node_template_vars, {
     role            = "cache"
     port            = var.cache_port
     nvme_journal    = true
     lifecycle_watch = false
+    asg_name        = ""
   }))
   user_data_replace_on_change = false
 
@@ -38,13 +46,18 @@ resource "aws_instance" "cache" {
     delete_on_termination = true
   }
 
-  tags        = merge(local.common_tags, { Name = "${var.cluster_name}-cache-${count.index}", "dlog:role" = "cache" })
-  volume_tags = merge(local.common_tags, { Name = "${var.cluster_name}-cache-${count.index}", "dlog:role" = "cache" })
+  tags        = merge(local.common_tags, { Name = "${var.cluster_name}-${each.key}", "dlog:role" = "cache", "dlog:cache-node" = each.key })
+  volume_tags = merge(local.common_tags, { Name = "${var.cluster_name}-${each.key}", "dlog:role" = "cache" })
 
   lifecycle {
-    ignore_changes = [ami, user_data]
+    ignore_changes = [ami, user_data, key_name, instance_type, subnet_id]
+
+    precondition {
+      condition     = length(distinct(local.cache_zones)) >= min(length(var.cache_nodes), 3)
+      error_message = "cache_nodes must span at least min(number of cache nodes, 3) availability zones, so an ensemble of 3 can have its replicas in 3 zones: ${join(", ", local.cache_zones)}."
+    }
   }
 
   # Cache nodes register in etcd at start; have the members up first.
-  depends_on = [aws_instance.etcd]
+  depends_on = [aws_instance.etcd, aws_volume_attachment.etcd_data, aws_volume_attachment.etcd_wal]
 }

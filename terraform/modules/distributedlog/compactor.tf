@@ -17,6 +17,7 @@ resource "aws_launch_template" "compactor" {
     port            = var.compactor_port
     nvme_journal    = false
     lifecycle_watch = true
+    asg_name        = local.asg_names["compactor"]
   })))
 
   iam_instance_profile {
@@ -58,7 +59,7 @@ resource "aws_launch_template" "compactor" {
 }
 
 resource "aws_autoscaling_group" "compactor" {
-  name                      = "${var.cluster_name}-compactor"
+  name                      = local.asg_names["compactor"]
   vpc_zone_identifier       = var.subnet_ids
   min_size                  = var.compactor_min_size
   max_size                  = var.compactor_max_size

@@ -3,7 +3,10 @@
 #   reader     get/list segment objects under the prefix
 #   ingest     no S3 access (the manifest is in etcd)
 #   cache      no S3 access (the journal is local)
-#   etcd       nothing
+#   etcd       PutObject of snapshots under the etcd snapshot prefix only
+# Every role: its own log group (dlog-report ships the journal), metrics in
+# the distributedlog namespace; ingest, reader and compactor: completing the
+# lifecycle hook of their own auto-scaling group.
 # Credentials reach `dlog serve` through the instance profile (IMDSv2).
 
 locals {
@@ -42,7 +45,7 @@ resource "aws_iam_role_policy_attachment" "ssm" {
   for_each = var.enable_ssm ? toset(local.node_roles) : toset([])
 
   role       = aws_iam_role.node[each.key].name
-  policy_arn = "arn:${data.aws_partition.current.partition}:iam::aws:policy/AmazonSSMManagedInstanceCore"
+  policy_arn = "arn:${local.partition}:iam::aws:policy/AmazonSSMManagedInstanceCore"
 }
 
 data "aws_iam_policy_document" "compactor_s3" {
@@ -133,4 +136,82 @@ resource "aws_iam_role_policy" "reader_s3" {
   name   = "segments-read"
   role   = aws_iam_role.node["reader"].id
   policy = data.aws_iam_policy_document.reader_s3.json
+}
+
+# etcd snapshots: PutObject under the snapshot prefix and nothing else in
+# S3 (no read, list or delete: a compromised member cannot remove backups).
+data "aws_iam_policy_document" "etcd_snapshots" {
+  statement {
+    sid       = "PutSnapshots"
+    actions   = ["s3:PutObject"]
+    resources = [local.etcd_snapshot_objects_arn]
+  }
+
+  # GenerateDataKey for the upload, Decrypt to complete a multipart one.
+  statement {
+    sid       = "EncryptSnapshotsThroughS3"
+    actions   = ["kms:GenerateDataKey", "kms:Decrypt"]
+    resources = [local.kms_key_arn]
+
+    condition {
+      test     = "StringEquals"
+      variable = "kms:ViaService"
+      values   = ["s3.${local.aws_region}.amazonaws.com"]
+    }
+  }
+}
+
+resource "aws_iam_role_policy" "etcd_snapshots" {
+  name   = "etcd-snapshots-put"
+  role   = aws_iam_role.node["etcd"].id
+  policy = data.aws_iam_policy_document.etcd_snapshots.json
+}
+
+data "aws_iam_policy_document" "report" {
+  for_each = toset(local.node_roles)
+
+  statement {
+    sid       = "ShipLogsToOwnGroup"
+    actions   = ["logs:CreateLogStream", "logs:PutLogEvents"]
+    resources = ["${aws_cloudwatch_log_group.node[each.key].arn}:*"]
+  }
+
+  # PutMetricData has no resource: it is limited by namespace instead.
+  statement {
+    sid       = "PutMetricsInOwnNamespace"
+    actions   = ["cloudwatch:PutMetricData"]
+    resources = ["*"]
+
+    condition {
+      test     = "StringEquals"
+      variable = "cloudwatch:namespace"
+      values   = [local.metric_namespace]
+    }
+  }
+}
+
+resource "aws_iam_role_policy" "report" {
+  for_each = toset(local.node_roles)
+
+  name   = "logs-and-metrics"
+  role   = aws_iam_role.node[each.key].id
+  policy = data.aws_iam_policy_document.report[each.key].json
+}
+
+data "aws_iam_policy_document" "lifecycle_hook" {
+  for_each = local.asg_names
+
+  statement {
+    sid       = "CompleteOwnGroupsHook"
+    actions   = ["autoscaling:CompleteLifecycleAction"]
+    resources = ["arn:${local.partition}:autoscaling:${local.aws_region}:${local.account_id}:autoScalingGroup:*:autoScalingGroupName/${each.value}"]
+  }
+}
+
+resource "aws_iam_role_policy" "lifecycle_hook" {
+  for_each = local.asg_names
+
+  name   = "complete-lifecycle-hook"
+  role   = aws_iam_role.node[each.key].id
+  policy = data.aws_iam_policy_document.lifecycle_hook[each.key].json
 }

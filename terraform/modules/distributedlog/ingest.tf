@@ -17,6 +17,7 @@ resource "aws_launch_template" "ingest" {
     port            = var.ingest_port
     nvme_journal    = false
     lifecycle_watch = true
+    asg_name        = local.asg_names["ingest"]
   })))
 
   iam_instance_profile {
@@ -93,7 +94,7 @@ resource "aws_lb_listener" "ingest" {
 }
 
 resource "aws_autoscaling_group" "ingest" {
-  name                      = "${var.cluster_name}-ingest"
+  name                      = local.asg_names["ingest"]
   vpc_zone_identifier       = var.subnet_ids
   min_size                  = var.ingest_min_size
   max_size                  = var.ingest_max_size

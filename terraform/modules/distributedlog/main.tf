@@ -1,26 +1,31 @@
 # distributedlog on AWS: shared lookups and the values every role is started
 # with. Each role has its own file: s3.tf, iam.tf, network.tf, etcd.tf,
-# cache.tf, ingest.tf, reader.tf, compactor.tf.
+# cache.tf, ingest.tf, reader.tf, compactor.tf; alarms.tf holds the
+# CloudWatch alarms and the log groups.
 
 data "aws_region" "current" {}
 
 data "aws_partition" "current" {}
 
-# Official Debian 12 images are published by Debian's AWS account; a given
-# ami_id is looked up as is so its root device name is known.
-data "aws_ami" "node" {
-  most_recent = true
-  owners      = var.ami_id == null ? ["136693071363"] : null
+data "aws_caller_identity" "current" {}
 
+# The AMI is pinned (ami_id is required): it is looked up only for its root
+# device name, so a new Debian image never rolls a group by itself.
+data "aws_ami" "node" {
   filter {
-    name   = var.ami_id == null ? "name" : "image-id"
-    values = [var.ami_id == null ? "debian-12-amd64-*" : var.ami_id]
+    name   = "image-id"
+    values = [var.ami_id]
   }
 }
 
+# The subnets of the stable nodes, by ID: their zones decide placement and
+# the zone preconditions of etcd.tf and cache.tf.
 data "aws_subnet" "node" {
-  count = length(var.subnet_ids)
-  id    = var.subnet_ids[count.index]
+  for_each = toset(concat(
+    [for m in values(var.etcd_members) : m.subnet_id],
+    [for c in values(var.cache_nodes) : c.subnet_id],
+  ))
+  id = each.key
 }
 
 locals {
@@ -32,27 +37,36 @@ locals {
   node_ami_id      = data.aws_ami.node.id
   root_device_name = data.aws_ami.node.root_device_name
   aws_region       = data.aws_region.current.name
+  account_id       = data.aws_caller_identity.current.account_id
+  partition        = data.aws_partition.current.partition
 
-  # etcd: static private IPs, so the member list and the metastore URL are
-  # known before any instance exists.
+  # etcd: members keyed by stable names (the keys of etcd_members), each
+  # with a reserved address on its own network interface, so the member
+  # list and the metastore URL are known before any instance exists and no
+  # edit of another variable renames or readdresses a member.
   etcd_client_port = 2379
   etcd_peer_port   = 2380
-  etcd_member_names = [
-    for i in range(var.etcd_count) : "etcd-${i}"
-  ]
-  etcd_private_ips = length(var.etcd_private_ips) > 0 ? var.etcd_private_ips : [
-    for i in range(var.etcd_count) :
-    cidrhost(data.aws_subnet.node[i % length(var.subnet_ids)].cidr_block, var.etcd_ip_host_offset + i)
-  ]
-  etcd_endpoints = [for ip in local.etcd_private_ips : "${ip}:${local.etcd_client_port}"]
+  etcd_names       = sort(keys(var.etcd_members))
+  etcd_endpoints   = [for name in local.etcd_names : "${var.etcd_members[name].private_ip}:${local.etcd_client_port}"]
   etcd_initial_cluster = join(",", [
-    for i, name in local.etcd_member_names : "${name}=http://${local.etcd_private_ips[i]}:${local.etcd_peer_port}"
+    for name in local.etcd_names : "${name}=http://${var.etcd_members[name].private_ip}:${local.etcd_peer_port}"
   ])
+  etcd_zones  = [for name in local.etcd_names : data.aws_subnet.node[var.etcd_members[name].subnet_id].availability_zone]
+  cache_zones = [for name in sort(keys(var.cache_nodes)) : data.aws_subnet.node[var.cache_nodes[name].subnet_id].availability_zone]
 
   # The two URLs of `dlog serve` (docs/cli.md).
   metastore_url    = "etcd://${join(",", local.etcd_endpoints)}/${var.cluster_name}"
   object_prefix    = trim(var.object_prefix, "/")
   object_store_url = local.object_prefix == "" ? "s3://${aws_s3_bucket.segments.bucket}" : "s3://${aws_s3_bucket.segments.bucket}/${local.object_prefix}"
+
+  # etcd snapshots: their own prefix, outside the segment prefix.
+  etcd_snapshot_prefix = "${trim(var.etcd_snapshot_prefix, "/")}/${var.cluster_name}"
+
+  # Log shipping and disk metrics (scripts/dlog-report.sh, on every node).
+  log_group_prefix = "/distributedlog/${var.cluster_name}"
+  metric_namespace = "distributedlog"
+  report_script    = file("${path.module}/scripts/dlog-report.sh")
+  ssm_agent_script = file("${path.module}/scripts/install-ssm-agent.sh")
 
   # Values shared by the cloud-init of every dlog node; each role merges in
   # role, port, nvme_journal and lifecycle_watch.
@@ -64,10 +78,19 @@ locals {
     release_url          = var.dlog_release_url
     release_sha256       = var.dlog_release_sha256
     stop_timeout_seconds = var.drain_timeout_seconds
+    enable_ssm           = var.enable_ssm
+    ssm_agent_version    = var.ssm_agent_version
+    log_group_prefix     = local.log_group_prefix
+    metric_namespace     = local.metric_namespace
+    report_script        = local.report_script
+    ssm_agent_script     = local.ssm_agent_script
   }
 
   # Instance refresh: never more than 100 points between min and max.
   refresh_max_healthy_percentage = min(200, var.instance_refresh_min_healthy_percentage + 100)
   # The termination hook outlives the clean shutdown it waits for.
   termination_hook_seconds = var.drain_timeout_seconds + 30
+  # Auto-scaling group names, known before the groups exist: the lifecycle
+  # watcher of each group's nodes completes the hook on its own group.
+  asg_names = { for role in ["ingest", "reader", "compactor"] : role => "${var.cluster_name}-${role}" }
 }

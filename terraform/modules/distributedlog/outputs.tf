@@ -46,8 +46,23 @@ output "metastore_url" {
 }
 
 output "cache_private_ips" {
-  description = "Private IPs of the cache nodes."
-  value       = aws_instance.cache[*].private_ip
+  description = "Private IPs of the cache nodes, by node name."
+  value       = { for name, node in aws_instance.cache : name => node.private_ip }
+}
+
+output "etcd_instance_ids" {
+  description = "Instance IDs of the etcd members, by member name."
+  value       = { for name, member in aws_instance.etcd : name => member.id }
+}
+
+output "etcd_snapshot_url" {
+  description = "Where etcd snapshots are uploaded: s3://BUCKET/PREFIX/CLUSTER/, one folder per member."
+  value       = "s3://${aws_s3_bucket.segments.bucket}/${local.etcd_snapshot_prefix}/"
+}
+
+output "log_group_names" {
+  description = "CloudWatch log groups of the node logs, by role."
+  value       = { for role, group in aws_cloudwatch_log_group.node : role => group.name }
 }
 
 output "autoscaling_group_names" {

@@ -18,6 +18,7 @@ resource "aws_launch_template" "reader" {
     port            = var.reader_port
     nvme_journal    = false
     lifecycle_watch = true
+    asg_name        = local.asg_names["reader"]
   })))
 
   iam_instance_profile {
@@ -94,7 +95,7 @@ resource "aws_lb_listener" "reader" {
 }
 
 resource "aws_autoscaling_group" "reader" {
-  name                      = "${var.cluster_name}-reader"
+  name                      = local.asg_names["reader"]
   vpc_zone_identifier       = var.subnet_ids
   min_size                  = var.reader_min_size
   max_size                  = var.reader_max_size

@@ -1,5 +1,23 @@
 # Segment bucket: Parquet files written by the compactor, read by readers and
-# analytics engines. SSE-KMS, no public access, TLS only.
+# analytics engines, and etcd snapshots under their own prefix. SSE-KMS with
+# one key (the bucket policy refuses any other encryption), no public
+# access, TLS only, versioned by default.
+
+# The key policy is explicit: the account administers the key and grants
+# its use through IAM policies (the node roles' policies in iam.tf, which
+# allow it only through S3).
+data "aws_iam_policy_document" "segments_key" {
+  statement {
+    sid       = "AccountAdministersKeyAndDelegatesToIam"
+    actions   = ["kms:*"]
+    resources = ["*"]
+
+    principals {
+      type        = "AWS"
+      identifiers = ["arn:${local.partition}:iam::${local.account_id}:root"]
+    }
+  }
+}
 
 resource "aws_kms_key" "segments" {
   count = var.kms_key_arn == null ? 1 : 0
@@ -7,6 +25,7 @@ resource "aws_kms_key" "segments" {
   description             = "distributedlog ${var.cluster_name}: segment objects in S3"
   enable_key_rotation     = true
   deletion_window_in_days = 30
+  policy                  = data.aws_iam_policy_document.segments_key.json
   tags                    = local.common_tags
 }
 
@@ -26,6 +45,7 @@ locals {
     local.object_prefix,
     "${local.object_prefix}/*",
   ]
+  etcd_snapshot_objects_arn = "${aws_s3_bucket.segments.arn}/${local.etcd_snapshot_prefix}/*"
 }
 
 resource "aws_s3_bucket" "segments" {
@@ -33,6 +53,15 @@ resource "aws_s3_bucket" "segments" {
   bucket_prefix = var.bucket_name == null ? "${var.cluster_name}-segments-" : null
   force_destroy = var.bucket_force_destroy
   tags          = local.common_tags
+
+  lifecycle {
+    # The compactor may delete anything under the segment prefix: etcd
+    # snapshots must not be there.
+    precondition {
+      condition     = local.object_prefix != "" && !startswith("${local.etcd_snapshot_prefix}/", "${local.object_prefix}/") && !startswith("${local.object_prefix}/", "${local.etcd_snapshot_prefix}/")
+      error_message = "object_prefix must be non-empty and neither it nor etcd_snapshot_prefix/cluster_name may contain the other."
+    }
+  }
 }
 
 resource "aws_s3_bucket_ownership_controls" "segments" {
@@ -91,6 +120,19 @@ resource "aws_s3_bucket_lifecycle_configuration" "segments" {
     }
   }
 
+  rule {
+    id     = "expire-etcd-snapshots"
+    status = "Enabled"
+
+    filter {
+      prefix = "${local.etcd_snapshot_prefix}/"
+    }
+
+    expiration {
+      days = var.etcd_snapshot_retention_days
+    }
+  }
+
   dynamic "rule" {
     for_each = var.bucket_versioning ? [1] : []
 
@@ -146,8 +188,52 @@ data "aws_iam_policy_document" "segments_bucket" {
     }
   }
 
-  # Objects get the bucket's key by default; a writer that names another key
-  # explicitly is refused.
+  # Objects get the bucket's key by default; a writer that asks for another
+  # kind of encryption (AES256, aws:kms:dsse) or names another key is
+  # refused. A writer that names none gets the bucket default.
+  statement {
+    sid       = "DenyEncryptionOtherThanKms"
+    effect    = "Deny"
+    actions   = ["s3:PutObject"]
+    resources = ["${aws_s3_bucket.segments.arn}/*"]
+
+    principals {
+      type        = "*"
+      identifiers = ["*"]
+    }
+
+    condition {
+      test     = "StringNotEqualsIfExists"
+      variable = "s3:x-amz-server-side-encryption"
+      values   = ["aws:kms"]
+    }
+  }
+
+  # aws:kms without a key ID would get the AWS managed key aws/s3 instead.
+  statement {
+    sid       = "DenyKmsWithoutTheBucketKey"
+    effect    = "Deny"
+    actions   = ["s3:PutObject"]
+    resources = ["${aws_s3_bucket.segments.arn}/*"]
+
+    principals {
+      type        = "*"
+      identifiers = ["*"]
+    }
+
+    condition {
+      test     = "StringEquals"
+      variable = "s3:x-amz-server-side-encryption"
+      values   = ["aws:kms"]
+    }
+
+    condition {
+      test     = "Null"
+      variable = "s3:x-amz-server-side-encryption-aws-kms-key-id"
+      values   = ["true"]
+    }
+  }
+
   statement {
     sid       = "DenyOtherKmsKeys"
     effect    = "Deny"

@@ -20,7 +20,7 @@ variable "vpc_id" {
 }
 
 variable "subnet_ids" {
-  description = "Private subnets (one per availability zone, ideally three) for every node: etcd members and cache nodes are spread over them in order, and the auto-scaling groups use all of them."
+  description = "Private subnets (one per availability zone, ideally three) of the ingest, reader and compactor auto-scaling groups. etcd members and cache nodes name their own subnets (etcd_members, cache_nodes), so editing this list never moves them."
   type        = list(string)
 
   validation {
@@ -36,9 +36,13 @@ variable "tags" {
 }
 
 variable "ami_id" {
-  description = "AMI for every node. It must be Debian 12 or a compatible image with cloud-init, systemd, curl and apt (etcd is installed from Debian's etcd-server package). null picks the latest official Debian 12 amd64 image: pin an ID in production so that a new image does not roll every node group."
+  description = "AMI of every node, pinned: Debian 12 or a compatible image with cloud-init, systemd, curl and apt (etcd, awscli and jq come from Debian's packages). A new value rolls the auto-scaling groups; etcd members and cache nodes take it only when replaced one at a time (see the guide)."
   type        = string
-  default     = null
+
+  validation {
+    condition     = can(regex("^ami-[0-9a-f]{8,17}$", var.ami_id))
+    error_message = "ami_id must be an AMI ID (ami-...)."
+  }
 }
 
 variable "root_volume_size_gb" {
@@ -48,9 +52,20 @@ variable "root_volume_size_gb" {
 }
 
 variable "enable_ssm" {
-  description = "Attach AmazonSSMManagedInstanceCore to every node role, so operators reach nodes through Session Manager instead of SSH."
+  description = "Install the SSM agent (version ssm_agent_version) on every node and attach AmazonSSMManagedInstanceCore to every node role, so operators reach nodes through Session Manager instead of SSH."
   type        = bool
   default     = true
+}
+
+variable "ssm_agent_version" {
+  description = "Version of the SSM agent installed when enable_ssm is set, from AWS's regional distribution bucket over HTTPS."
+  type        = string
+  default     = "3.3.3270.0"
+
+  validation {
+    condition     = can(regex("^[0-9]+(\\.[0-9]+){3}$", var.ssm_agent_version))
+    error_message = "ssm_agent_version must be a version such as 3.3.3270.0."
+  }
 }
 
 variable "ssh_key_name" {
@@ -68,23 +83,22 @@ variable "ssh_allowed_cidrs" {
 # ---------------------------------------------------------------- release ---
 
 variable "dlog_release_url" {
-  description = "http(s) URL of the dlog release artifact that every node downloads at first boot: either the dlog binary itself or a .tar.gz holding a file named dlog. It must match the AMI's architecture."
+  description = "https URL of the dlog release artifact that every node downloads at first boot: either the dlog binary itself or a .tar.gz holding a file named dlog (for a versioned S3 object, a pre-signed https URL of that version). It must match the AMI's architecture."
   type        = string
 
   validation {
-    condition     = can(regex("^https?://[^\\s'\"]+$", var.dlog_release_url))
-    error_message = "dlog_release_url must be an http:// or https:// URL without spaces or quotes."
+    condition     = can(regex("^https://[^\\s'\"]+$", var.dlog_release_url))
+    error_message = "dlog_release_url must be an https:// URL without spaces or quotes."
   }
 }
 
 variable "dlog_release_sha256" {
-  description = "Expected SHA-256 (hex) of the artifact at dlog_release_url; empty skips the check."
+  description = "SHA-256 (64 lowercase hex digits) of the artifact at dlog_release_url; a node installs nothing else."
   type        = string
-  default     = ""
 
   validation {
-    condition     = can(regex("^([0-9a-f]{64})?$", var.dlog_release_sha256))
-    error_message = "dlog_release_sha256 must be empty or 64 lowercase hex digits."
+    condition     = can(regex("^[0-9a-f]{64}$", var.dlog_release_sha256))
+    error_message = "dlog_release_sha256 must be 64 lowercase hex digits."
   }
 }
 
@@ -117,9 +131,13 @@ variable "compactor_port" {
 # ---------------------------------------------------------------- network ---
 
 variable "allowed_client_cidrs" {
-  description = "CIDR blocks of clients: they reach the NLB listeners and, to follow an owner redirect, ingest nodes directly on ingest_port."
+  description = "CIDR blocks of clients: they reach the NLB listeners and, to follow an owner redirect, ingest nodes directly on ingest_port. Required: name the client networks."
   type        = list(string)
-  default     = ["10.0.0.0/8"]
+
+  validation {
+    condition     = length(var.allowed_client_cidrs) > 0 && alltrue([for c in var.allowed_client_cidrs : can(cidrhost(c, 0))])
+    error_message = "allowed_client_cidrs must hold at least one valid CIDR block."
+  }
 }
 
 variable "egress_cidrs" {
@@ -161,13 +179,13 @@ variable "bucket_name" {
 }
 
 variable "object_prefix" {
-  description = "Key prefix of segment objects inside the bucket (the /PREFIX part of s3://BUCKET/PREFIX); the compactor and reader policies are limited to it. Empty uses the whole bucket."
+  description = "Key prefix of segment objects inside the bucket (the /PREFIX part of s3://BUCKET/PREFIX); the compactor and reader policies are limited to it. Not empty: etcd snapshots live beside it, under etcd_snapshot_prefix."
   type        = string
   default     = "dlog"
 
   validation {
-    condition     = can(regex("^[A-Za-z0-9._=/-]*$", var.object_prefix))
-    error_message = "object_prefix may hold only letters, digits and . _ = / -."
+    condition     = can(regex("^[A-Za-z0-9._=/-]*$", var.object_prefix)) && trim(var.object_prefix, "/") != ""
+    error_message = "object_prefix must be non-empty and hold only letters, digits and . _ = / -."
   }
 }
 
@@ -186,7 +204,7 @@ variable "bucket_force_destroy" {
 variable "bucket_versioning" {
   description = "Enable object versioning on the bucket; noncurrent versions (left by trim, retention and merges) then expire after 30 days."
   type        = bool
-  default     = false
+  default     = true
 }
 
 variable "abort_incomplete_multipart_days" {
@@ -202,45 +220,72 @@ variable "abort_incomplete_multipart_days" {
 
 # ------------------------------------------------------------------- etcd ---
 
-variable "etcd_count" {
-  description = "Number of etcd members: 3 tolerates one failure, 5 tolerates two."
-  type        = number
-  default     = 3
+variable "etcd_members" {
+  description = "etcd members by stable name (the member name, such as etcd-a): the subnet each runs in and its private IP in that subnet, reserved on its own network interface. 1, 3 or 5 members, each in a subnet of its own availability zone. Adding or removing an entry on a running cluster needs etcdctl member add/remove (see the guide)."
+  type = map(object({
+    subnet_id  = string
+    private_ip = string
+  }))
 
   validation {
-    condition     = contains([1, 3, 5], var.etcd_count)
-    error_message = "etcd_count must be 1, 3 or 5."
+    condition     = contains([1, 3, 5], length(var.etcd_members))
+    error_message = "etcd_members must hold 1, 3 or 5 members."
+  }
+
+  validation {
+    condition     = alltrue([for name in keys(var.etcd_members) : can(regex("^[a-z0-9][a-z0-9-]{0,30}$", name))])
+    error_message = "etcd member names must be 1-31 characters of lowercase letters, digits and '-'."
+  }
+
+  validation {
+    condition     = length(distinct([for m in values(var.etcd_members) : m.private_ip])) == length(var.etcd_members)
+    error_message = "Every etcd member needs its own private_ip."
   }
 }
 
 variable "etcd_instance_type" {
-  description = "Instance type of etcd members."
+  description = "Instance type of etcd members; not burstable (t2/t3/t3a/t4g), since etcd heartbeats and fsyncs stall when CPU credits run out."
   type        = string
-  default     = "t3.medium"
+  default     = "m6i.large"
+
+  validation {
+    condition     = !can(regex("^(t2|t3|t3a|t4g)\\.", var.etcd_instance_type))
+    error_message = "etcd_instance_type must not be a burstable (t2/t3/t3a/t4g) type."
+  }
 }
 
 variable "etcd_volume_size_gb" {
-  description = "Size of the encrypted gp3 root volume that holds the etcd data directory."
+  description = "Size of each member's encrypted gp3 data volume (the etcd data directory), which outlives the instance."
   type        = number
   default     = 20
 }
 
-variable "etcd_private_ips" {
-  description = "Static private IPs of the etcd members, one per member, each inside the subnet it lands in (member i uses subnet_ids[i % length(subnet_ids)]). Empty computes them from etcd_ip_host_offset."
-  type        = list(string)
-  default     = []
+variable "etcd_wal_volume_size_gb" {
+  description = "Size of each member's encrypted gp3 WAL volume (etcd --wal-dir), which outlives the instance."
+  type        = number
+  default     = 20
 }
 
-variable "etcd_ip_host_offset" {
-  description = "When etcd_private_ips is empty, member i gets host number etcd_ip_host_offset + i in its subnet (cidrhost). Keep these addresses out of other use."
+variable "etcd_wal_volume_iops" {
+  description = "Provisioned IOPS of each member's gp3 WAL volume."
   type        = number
-  default     = 10
+  default     = 3000
+}
+
+variable "etcd_quota_backend_gb" {
+  description = "etcd --quota-backend-bytes, in GiB: past it etcd refuses writes (NOSPACE alarm) until compaction and defragmentation free space."
+  type        = number
+  default     = 4
+
+  validation {
+    condition     = var.etcd_quota_backend_gb >= 1 && var.etcd_quota_backend_gb <= 8
+    error_message = "etcd_quota_backend_gb must be between 1 and 8."
+  }
 }
 
 variable "etcd_initial_cluster_state" {
-  description = "--initial-cluster-state of members that boot from this configuration: new when the cluster is created, existing while a replaced member joins a running cluster (see the guide)."
+  description = "How a member with an empty data directory may start: new while the cluster is being created (the first apply), existing afterwards, so that a replaced member can only rejoin after etcdctl member add and never bootstraps a cluster of its own. Only new instances read it."
   type        = string
-  default     = "new"
 
   validation {
     condition     = contains(["new", "existing"], var.etcd_initial_cluster_state)
@@ -248,16 +293,55 @@ variable "etcd_initial_cluster_state" {
   }
 }
 
-# ------------------------------------------------------------------ cache ---
-
-variable "cache_count" {
-  description = "Number of cache nodes; at least the largest ensemble size (E) of any namespace, 3 by default."
-  type        = number
-  default     = 3
+variable "etcd_snapshot_prefix" {
+  description = "Key prefix in the segment bucket under which every member uploads its etcd snapshots (PREFIX/<cluster_name>/<member>/...); it must lie outside object_prefix. The etcd role may only PutObject there."
+  type        = string
+  default     = "etcd-snapshots"
 
   validation {
-    condition     = var.cache_count >= 1
-    error_message = "cache_count must be at least 1."
+    condition     = can(regex("^[A-Za-z0-9._=-]+(/[A-Za-z0-9._=-]+)*$", var.etcd_snapshot_prefix))
+    error_message = "etcd_snapshot_prefix must be non-empty and hold only letters, digits, . _ = - and inner /."
+  }
+}
+
+variable "etcd_snapshot_interval_minutes" {
+  description = "Minutes between two etcd snapshots of each member."
+  type        = number
+  default     = 60
+
+  validation {
+    condition     = var.etcd_snapshot_interval_minutes >= 5
+    error_message = "etcd_snapshot_interval_minutes must be at least 5."
+  }
+}
+
+variable "etcd_snapshot_retention_days" {
+  description = "Days after which a lifecycle rule deletes an etcd snapshot."
+  type        = number
+  default     = 30
+
+  validation {
+    condition     = var.etcd_snapshot_retention_days >= 1
+    error_message = "etcd_snapshot_retention_days must be at least 1."
+  }
+}
+
+# ------------------------------------------------------------------ cache ---
+
+variable "cache_nodes" {
+  description = "Cache nodes by stable name (such as cache-a) with the subnet each runs in; at least the largest ensemble size (E) of any namespace, spread over at least min(count, 3) availability zones. A new entry adds a node; see the guide before removing one."
+  type = map(object({
+    subnet_id = string
+  }))
+
+  validation {
+    condition     = length(var.cache_nodes) >= 1
+    error_message = "cache_nodes must hold at least one node."
+  }
+
+  validation {
+    condition     = alltrue([for name in keys(var.cache_nodes) : can(regex("^[a-z0-9][a-z0-9-]{0,30}$", name))])
+    error_message = "cache node names must be 1-31 characters of lowercase letters, digits and '-'."
   }
 }
 
@@ -367,4 +451,34 @@ variable "instance_refresh_min_healthy_percentage" {
     condition     = var.instance_refresh_min_healthy_percentage >= 0 && var.instance_refresh_min_healthy_percentage <= 100
     error_message = "instance_refresh_min_healthy_percentage must be between 0 and 100."
   }
+}
+
+# ------------------------------------------------------------- operations ---
+
+variable "alarm_sns_topic_arn" {
+  description = "SNS topic every CloudWatch alarm of the module notifies (alarm and back to OK)."
+  type        = string
+
+  validation {
+    condition     = can(regex("^arn:[a-z-]+:sns:", var.alarm_sns_topic_arn))
+    error_message = "alarm_sns_topic_arn must be the ARN of an SNS topic."
+  }
+}
+
+variable "disk_alarm_threshold_percent" {
+  description = "Used-space percentage of a cache journal or an etcd data or WAL volume above which its alarm fires."
+  type        = number
+  default     = 80
+}
+
+variable "etcd_quota_alarm_percent" {
+  description = "Share of etcd_quota_backend_gb used by a member's database above which its alarm fires."
+  type        = number
+  default     = 70
+}
+
+variable "log_retention_days" {
+  description = "Retention of the CloudWatch log groups that node logs are shipped to (/distributedlog/<cluster_name>/<role>)."
+  type        = number
+  default     = 30
 }
