@@ -710,6 +710,13 @@ mod tests {
         /// Mismatched appends answered "retry later" (an earlier append
         /// still in flight), before the mismatch is answered.
         still_in_flight: usize,
+        /// Appends (numbered from 0) answered `UNAVAILABLE` without being
+        /// applied (refused by an owner losing its lease, a reset
+        /// connection): the client cannot tell them from the `in_doubt` ones.
+        unapplied_in_doubt: Vec<usize>,
+        /// Another writer's records that land just before the append with
+        /// this number is handled (a predecessor's append in flight).
+        foreign_before: Vec<(usize, Bytes)>,
         appends: usize,
         in_flight: usize,
         max_in_flight: usize,
@@ -748,6 +755,16 @@ mod tests {
             tokio::time::sleep(Duration::from_millis(2)).await;
             let mut state = self.state.lock().unwrap();
             state.in_flight -= 1;
+            let foreign: Vec<Bytes> = state
+                .foreign_before
+                .iter()
+                .filter(|(at, _)| *at == call)
+                .map(|(_, record)| record.clone())
+                .collect();
+            state.log.extend(foreign);
+            if state.unapplied_in_doubt.contains(&call) {
+                return Err(tonic::Status::unavailable("connection reset"));
+            }
             let next = state.log.len() as u64;
             if let Some(expected) = request.expected_offset
                 && expected != next
@@ -930,6 +947,69 @@ mod tests {
         }
         assert_eq!(payloads(&owner), ["0", "1", "2", "3", "4"]);
         assert_eq!(owner.state.lock().unwrap().still_in_flight, 0);
+    }
+
+    #[tokio::test]
+    async fn a_predecessors_append_is_never_taken_for_this_writers_own() {
+        // A previous writer (crashed, or a paused zombie) has an append of
+        // one record in flight in the owner when this writer starts, so
+        // `GetLog` answers the acknowledged end, 0. This writer's first
+        // append fails with UNAVAILABLE without being applied (a reset
+        // connection, an owner that lost its lease): in doubt. Meanwhile
+        // the predecessor's record is acknowledged (or recovered) at 0. The
+        // retry is refused with the log at 1 == 0 + 1, which the writer
+        // takes for "my append landed": it acknowledges offset 0 for its
+        // record, which is not in the log at all.
+        let owner = owner(OwnerState {
+            stale_next_offset: Some(0),
+            unapplied_in_doubt: vec![0],
+            foreign_before: vec![(0, Bytes::from("predecessor"))],
+            ..OwnerState::default()
+        });
+        let client = serve(owner.clone()).await;
+        let writer = client.writer("ns/log", small_batches());
+        let mine = writer.write(Record::new("mine"));
+        let _ = writer.close().await;
+        let result = mine.await;
+        let log = payloads(&owner);
+        match result {
+            Ok(offset) => assert_eq!(
+                log.get(offset as usize).map(String::as_str),
+                Some("mine"),
+                "the writer acknowledged offset {offset} for its record, but the log is {log:?}"
+            ),
+            Err(err) => assert!(
+                matches!(err, Error::Conflict { .. }),
+                "not acknowledged, but not a conflict either: {err}"
+            ),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_batch_that_may_be_in_the_log_never_fails_as_not_written() {
+        // The first attempt lands but its answer is lost (in doubt); every
+        // retry meets "retry later" (the owner still has it in flight, a
+        // stalled cache tier) until the client's attempts run out. The
+        // writer fails with RESOURCE_EXHAUSTED, which the wire contract
+        // (docs/wire.md) defines as "nothing was written": an application
+        // that believes it writes the records again, and they are in the
+        // log twice.
+        let owner = owner(OwnerState {
+            in_doubt: vec![0],
+            still_in_flight: 100,
+            ..OwnerState::default()
+        });
+        let client = serve(owner.clone()).await;
+        let writer = client.writer("ns/log", small_batches());
+        let mine = writer.write(Record::new("mine"));
+        let _ = writer.close().await;
+        let err = mine.await.expect_err("never acknowledged");
+        assert_eq!(payloads(&owner), ["mine"], "the batch is in the log");
+        assert_ne!(
+            err.code(),
+            tonic::Code::ResourceExhausted,
+            "the batch is in the log, but the writer failed with {err}, i.e. \"nothing was written\""
+        );
     }
 
     #[tokio::test]
