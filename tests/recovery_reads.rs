@@ -426,7 +426,11 @@ async fn one_wiped_node_does_not_keep_a_log_from_recovering_forever() {
     for _ in 0..3 {
         match setup.recover().await {
             Ok(sealed) => {
-                assert_eq!(sealed.last_entry_id, Some(4), "every entry n3 holds is kept");
+                assert_eq!(
+                    sealed.last_entry_id,
+                    Some(4),
+                    "every entry n3 holds is kept"
+                );
                 return;
             }
             Err(err) => errors.push(err.to_string()),
