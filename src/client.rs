@@ -129,6 +129,21 @@ pub(crate) fn failure_kind(status: &tonic::Status) -> ErrorKind {
     }
 }
 
+/// The error of a call whose attempts ran out. `RESOURCE_EXHAUSTED` says
+/// "nothing was written", which is false once an earlier attempt may have
+/// been applied (`in_doubt`): such a call fails with `UNAVAILABLE` instead,
+/// so a caller never writes again what may already be in the log.
+fn in_doubt_status(status: tonic::Status, in_doubt: bool) -> tonic::Status {
+    if in_doubt && status.code() == tonic::Code::ResourceExhausted {
+        tonic::Status::unavailable(format!(
+            "{}; an earlier attempt may have been applied",
+            status.message()
+        ))
+    } else {
+        status
+    }
+}
+
 /// The outcome of a call with its retries.
 #[derive(Debug)]
 pub(crate) struct Called<T> {
@@ -419,10 +434,10 @@ impl Client {
                 }
             }
         }
+        let last_error =
+            last_error.unwrap_or_else(|| tonic::Status::unavailable("no attempt was made"));
         Called {
-            result: Err(Error::Status(last_error.unwrap_or_else(|| {
-                tonic::Status::unavailable("no attempt was made")
-            }))),
+            result: Err(Error::Status(in_doubt_status(last_error, in_doubt))),
             in_doubt,
         }
     }

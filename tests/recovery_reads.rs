@@ -370,40 +370,6 @@ async fn a_segment_too_large_for_one_read_call_is_recovered_whole() {
     assert_eq!(sealed.end_offset, Some(ENTRIES));
 }
 
-/// E/W/A = 3/3/2. Entries 0..=2 reached every node; entry 3 reached n2 and
-/// n3, so the owner acknowledged it (LAC 3 was not sent yet: the owner died
-/// before its next add or idle-LAC heartbeat). Then n2 loses its disk and
-/// comes back empty under the same id (one failure: E − A = 1 is
-/// tolerated). n1 serves entries 0..=2; for entry 3 n1 answers "not held"
-/// (correct) and n2 answers "not held" (it lost it). The highest LAC a fence
-/// answer reports is 2 (piggybacked on entry 3), so the LAC guard does not
-/// fire, and recovery seals at entry 2: acknowledged entry 3 is cut off.
-///
-/// Recovery relies on "the cache node's identity check" for this, which is
-/// not on main (it is on the unmerged branch h-cachenode). Once it is
-/// merged, this test should start n2 through that path (a re-initialised
-/// node) instead of a bare empty `CacheStore`.
-#[tokio::test]
-async fn a_wiped_node_that_still_serves_does_not_cut_off_an_acknowledged_entry() {
-    let mut setup = Setup::start(Duration::ZERO).await;
-    // n2 (index 1) is the wiped node: it held 0..=3 and now holds nothing.
-    setup.store(0, 0..3).await;
-    setup.store(2, 0..4).await;
-
-    let result = setup.recover().await;
-    match result {
-        Ok(sealed) => assert_eq!(
-            sealed.last_entry_id,
-            Some(3),
-            "recovery sealed at entry {:?} (end offset {:?}), cutting off acknowledged entry 3",
-            sealed.last_entry_id,
-            sealed.end_offset
-        ),
-        // Refusing to seal (the segment stays open) would be safe too.
-        Err(err) => assert_eq!(setup.state().await.state, SegmentState::Open, "{err}"),
-    }
-}
-
 /// E/W/A = 3/3/2. Entries 3 and 4 reached n2 and n3 (acknowledged: n3's
 /// fence answer reports LAC 3, piggybacked on entry 4) but not n1 (its adds
 /// were still on the wire when the owner died). Then n2 loses its disk and
@@ -413,9 +379,14 @@ async fn a_wiped_node_that_still_serves_does_not_cut_off_an_acknowledged_entry()
 /// Recovery reads entries 0..=2 from n1, then asks n1 and n2 for entry 3:
 /// both say "not held", recovery would stop at 3 <= LAC 3, so the LAC guard
 /// fails it. Every later attempt asks the nodes in the same order and fails
-/// the same way: the log can never be written again, although n3 holds
-/// every entry. (Asking the remaining nodes once the guard sees a "not
-/// held" that must be wrong would recover it.)
+/// the same way: the log could never be written again, although n3 holds
+/// every entry. Below a reported LAC recovery asks every node, so n3
+/// serves entries 3 and 4.
+///
+/// (A wiped node that answers "not held" for an entry *past* every reported
+/// LAC is kept out by the cache node's identity: it refuses to start on an
+/// empty directory, and once re-initialised answers `DATA_LOSS` for every
+/// segment older than itself; `tests/cache_identity.rs`.)
 #[tokio::test]
 async fn one_wiped_node_does_not_keep_a_log_from_recovering_forever() {
     let mut setup = Setup::start(Duration::ZERO).await;

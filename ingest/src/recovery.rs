@@ -191,8 +191,21 @@ pub async fn recover_segment(
     let mut copied = 0usize;
     let mut preferred = 0usize;
     loop {
+        // An entry up to a reported LAC was acknowledged: some node holds
+        // it, so a node saying it does not (one that lost its disk) cannot
+        // end the segment there. Ask every node before giving up on it.
+        let needed_here = match lac {
+            Some(lac) if next_entry <= lac => ensemble.len(),
+            _ => needed,
+        };
         let Some((node, page)) = read_next_page(
-            pool, &reference, ensemble, preferred, next_entry, epoch, needed,
+            pool,
+            &reference,
+            ensemble,
+            preferred,
+            next_entry,
+            epoch,
+            needed_here,
         )
         .await
         .map_err(|reason| fail(format!("entry {next_entry}: {reason}")))?
