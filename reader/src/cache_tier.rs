@@ -315,7 +315,11 @@ impl CacheTier {
             }
         }
         let segment = &source.segment;
-        let needed = (segment.write_quorum.saturating_sub(segment.ack_quorum) as usize + 1)
+        // Every acknowledged entry is on A of the E nodes the owner sends to,
+        // so E − A + 1 answers include one that has the highest LAC piggybacked
+        // on an acknowledged entry (the write quorum W does not bound where
+        // acks come from).
+        let needed = (ensemble.len().saturating_sub(segment.ack_quorum as usize) + 1)
             .min(ensemble.len().max(1));
         if answered < needed {
             return Err(source.unavailable(format!(

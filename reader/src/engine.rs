@@ -364,6 +364,7 @@ impl ReadEngine {
             Start::Timestamp(t) => Some(Seek::Timestamp(t)),
             _ => None,
         };
+        let mut incarnation = view.meta.as_ref().map(|meta| meta.log_id);
         loop {
             if out.done() {
                 return Ok(());
@@ -372,6 +373,16 @@ impl ReadEngine {
             let Some(meta) = &view.meta else {
                 return Err(manifest::Error::LogNotFound(log.clone()).into());
             };
+            // One read, one incarnation: a view of another log id means the
+            // log was deleted (and re-created) while this read was held
+            // back; its offsets name other records now.
+            match incarnation {
+                None => incarnation = Some(meta.log_id),
+                Some(log_id) if log_id != meta.log_id => {
+                    return Err(manifest::Error::LogNotFound(log.clone()).into());
+                }
+                Some(_) => {}
+            }
             if out.next < view.trim_point {
                 return Err(Error::Trimmed {
                     log: log.clone(),
@@ -523,9 +534,16 @@ impl ReadEngine {
     ) -> Result<bool> {
         let mut lacs = self.cache.lac(source);
         let followed = *lacs.borrow_and_update();
-        // Not knowing the LAC yet is fine here: the read goes on from
-        // `out.next`, and the shared long-poll brings the LAC.
-        let now = self.cache.current_lac(source).await.unwrap_or_default();
+        // A following read may not know the LAC yet: it goes on from
+        // `out.next`, and the shared long-poll brings the LAC. A read that
+        // stops at the tail must know where the tail is: ending here would
+        // look like a complete read, so an unknown LAC is its error
+        // (`UNAVAILABLE`; the SDK retries).
+        let now = match self.cache.current_lac(source).await {
+            Ok(now) => now,
+            Err(err) if !follow && followed.is_none() => return Err(err),
+            Err(_) => None,
+        };
         let mut lac = followed.max(now);
         loop {
             if let Some(lac) = lac {

@@ -18,6 +18,8 @@ pub mod error;
 pub mod log_view;
 pub mod parquet_tier;
 #[cfg(test)]
+mod review_tests;
+#[cfg(test)]
 mod safety_tests;
 pub mod service;
 pub mod shared_watch;
