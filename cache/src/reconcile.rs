@@ -83,12 +83,15 @@ pub async fn pass(store: &CacheStore, manifest: &Manifest) -> Result<PassReport,
         .into_iter()
         .map(|(name, meta)| (meta.log_id, (name, meta.state)))
         .collect();
-    // Log ids are handed out in increasing order: an id above every one
-    // the manifest names may belong to a log being created right now.
-    let newest_log = logs.keys().max().copied().unwrap_or(0);
+    // A log's id is handed out in the transaction that writes its metadata,
+    // before any of its segments can reach a cache node, and this node's
+    // segments were read before the manifest: an id at or below the last
+    // one handed out that names no log any more was purged. (An id above it
+    // is no log of this cluster's; it is left alone.)
+    let last_log_id = manifest.last_log_id().await?;
     for (log_id, segment_ids) in held {
         let drop_all = match logs.get(&log_id) {
-            None => log_id < newest_log,
+            None => log_id <= last_log_id,
             Some((_, LogState::Deleting)) => true,
             Some((_, LogState::Active)) => false,
         };

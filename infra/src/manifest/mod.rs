@@ -302,6 +302,15 @@ impl Manifest {
 
     // ---- logs ----
 
+    /// The last log id handed out (0 before the first log). A log id at or
+    /// below it that names no log belonged to a log that was purged.
+    pub async fn last_log_id(&self) -> Result<u64> {
+        match self.store.get(&self.log_id_counter_key()).await? {
+            Some(kv) => decode_u64(&kv),
+            None => Ok(0),
+        }
+    }
+
     /// Creates a log with a fresh, never reused log id.
     pub async fn create_log(&self, log: &LogName) -> Result<LogMeta> {
         let meta_key = self.meta_key(log);
