@@ -251,13 +251,27 @@ async fn a_frozen_owner_past_its_lease_is_fenced_out() {
     // Wake the frozen owner and write to it directly, without redirects,
     // until it stops: a node that finds its lease lost shuts itself down.
     cluster.ingests[frozen].process().cont();
-    let mut direct = LogServiceClient::connect(cluster.ingests[frozen].address())
+    // It may be gone before the first probe connects (it exits within a
+    // second of finding its lease lost): then there is nothing to probe,
+    // and the assertions below still require that it exited for that
+    // reason and that nothing it was sent is in the log.
+    let connected = LogServiceClient::connect(cluster.ingests[frozen].address())
         .await
-        .expect("the woken node still listens");
+        .map_err(|err| err.to_string());
     let mut probes = Vec::new();
     // What the woken node answered, in order: (code, message).
     let mut answers: Vec<(tonic::Code, String)> = Vec::new();
-    for i in 0..20 {
+    let rounds = match &connected {
+        Ok(_) => 20,
+        Err(err) => {
+            eprintln!("the woken node was gone before the first probe: {err}");
+            0
+        }
+    };
+    for i in 0..rounds {
+        let Ok(mut direct) = connected.clone() else {
+            break;
+        };
         let payload = Bytes::from(format!("zombie-{i}"));
         probes.push(payload.clone());
         let status = direct
@@ -298,9 +312,12 @@ async fn a_frozen_owner_past_its_lease_is_fenced_out() {
             cluster.ingests[survivor].address()
         ),
     ];
+    // The node going away: its connection cut under a request (it cuts
+    // connections 0.6 s after losing its lease), then refused.
+    let gone = |message: &str| message == "transport error" || message == "tcp connect error";
     let answered = answers
         .iter()
-        .take_while(|(_, message)| message != "tcp connect error")
+        .take_while(|(_, message)| !gone(message))
         .count();
     for (code, message) in &answers[..answered] {
         assert!(
@@ -310,10 +327,9 @@ async fn a_frozen_owner_past_its_lease_is_fenced_out() {
         );
     }
     for (code, message) in &answers[answered..] {
-        assert_eq!(
-            (*code, message.as_str()),
-            (tonic::Code::Unavailable, "tcp connect error"),
-            "the stopped node answered again"
+        assert!(
+            gone(message),
+            "the stopped node answered again: {code:?} {message:?}"
         );
     }
     let acked_after_freeze = written.acked.range(acked_at_freeze + 1..).count();
