@@ -8,7 +8,7 @@ use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use dlog_infra::manifest::{Manifest, Role, SegmentMeta, SegmentState};
+use dlog_infra::manifest::{Manifest, Role, SegmentMeta};
 use dlog_infra::names::LogName;
 use dlog_infra::proto::cache_service_client::CacheServiceClient;
 use dlog_infra::proto::{FenceRequest, SegmentRef};
@@ -129,24 +129,13 @@ async fn two_processes_cannot_share_a_journal_directory_or_a_node_id() {
 }
 
 fn segment_template(ensemble: &[&str]) -> SegmentMeta {
-    SegmentMeta {
-        segment_id: 0,
-        epoch: 0,
-        ensemble: ensemble.iter().map(|n| (*n).to_owned()).collect(),
-        write_quorum: 1,
-        ack_quorum: 1,
-        start_offset: 0,
-        state: SegmentState::Open,
-        end_offset: None,
-        last_entry_id: None,
-        bytes: 0,
-        min_timestamp_ms: None,
-        max_timestamp_ms: None,
-        min_txid: None,
-        max_txid: None,
-        object: None,
-        cache_dropped: false,
-    }
+    SegmentMeta::open(
+        0,
+        ensemble.iter().map(|n| (*n).to_owned()).collect(),
+        1,
+        1,
+        0,
+    )
 }
 
 async fn fence(port: u16, log: &str, log_id: u64, segment_id: u64) -> Result<(), tonic::Status> {

@@ -17,7 +17,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use common::{Cluster, LEASE_TTL_SECS};
 use distributedlog::Client;
-use dlog_infra::manifest::SegmentState;
+use dlog_infra::manifest::{SegmentMeta, SegmentState};
 use dlog_infra::names::LogName;
 use dlog_infra::proto::cache_service_client::CacheServiceClient;
 use dlog_infra::proto::log_service_client::LogServiceClient;
@@ -794,24 +794,7 @@ async fn hand_written_segment(
     let fence = cluster.manifest.bump_epoch(&name, log_id, 0).await.unwrap();
     let epoch = fence.epoch;
     let ensemble: Vec<String> = cluster.caches.iter().map(|c| c.id.clone()).collect();
-    let template = dlog_infra::manifest::SegmentMeta {
-        segment_id: 0,
-        epoch,
-        ensemble: ensemble.clone(),
-        write_quorum: 3,
-        ack_quorum: 3,
-        start_offset: 0,
-        state: SegmentState::Open,
-        end_offset: None,
-        last_entry_id: None,
-        bytes: 0,
-        min_timestamp_ms: None,
-        max_timestamp_ms: None,
-        min_txid: None,
-        max_txid: None,
-        object: None,
-        cache_dropped: false,
-    };
+    let template = SegmentMeta::open(epoch, ensemble.clone(), 3, 3, 0);
     let segment = cluster
         .manifest
         .create_segment(&name, fence, template)

@@ -193,24 +193,13 @@ impl Setup {
         let meta = manifest.create_log(&log).await.unwrap();
         let fence = manifest.bump_epoch(&log, meta.log_id, 0).await.unwrap();
         let epoch = fence.epoch;
-        let template = SegmentMeta {
-            segment_id: 0,
+        let template = SegmentMeta::open(
             epoch,
-            ensemble: NODE_IDS.iter().map(|id| (*id).to_owned()).collect(),
-            write_quorum: 3,
-            ack_quorum: 2,
-            start_offset: 0,
-            state: SegmentState::Open,
-            end_offset: None,
-            last_entry_id: None,
-            bytes: 0,
-            min_timestamp_ms: None,
-            max_timestamp_ms: None,
-            min_txid: None,
-            max_txid: None,
-            object: None,
-            cache_dropped: false,
-        };
+            NODE_IDS.iter().map(|id| (*id).to_owned()).collect(),
+            3,
+            2,
+            0,
+        );
         let segment = manifest
             .create_segment(&log, fence, template)
             .await

@@ -8,30 +8,13 @@ use std::sync::Arc;
 
 use dlog_cache::{CacheStore, SegmentKey, StoreOptions, reconcile};
 use dlog_infra::codec::{EntryHeader, EntryRecord, encode_entry};
-use dlog_infra::manifest::{Manifest, SegmentMeta, SegmentState};
+use dlog_infra::manifest::{Manifest, SegmentMeta};
 use dlog_infra::metastore::embedded::EmbeddedStore;
 use dlog_infra::names::LogName;
 use dlog_infra::record::Record;
 
 fn template() -> SegmentMeta {
-    SegmentMeta {
-        segment_id: 0,
-        epoch: 0,
-        ensemble: vec!["cache-1".into()],
-        write_quorum: 1,
-        ack_quorum: 1,
-        start_offset: 0,
-        state: SegmentState::Open,
-        end_offset: None,
-        last_entry_id: None,
-        bytes: 0,
-        min_timestamp_ms: None,
-        max_timestamp_ms: None,
-        min_txid: None,
-        max_txid: None,
-        object: None,
-        cache_dropped: false,
-    }
+    SegmentMeta::open(0, vec!["cache-1".into()], 1, 1, 0)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -7,9 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use dlog_infra::manifest::{
-    Manifest, NamespaceConfig, ObjectInfo, SealInfo, SegmentMeta, SegmentState,
-};
+use dlog_infra::manifest::{Manifest, NamespaceConfig, ObjectInfo, SealInfo, SegmentMeta};
 use dlog_infra::metastore::MetaStore;
 use dlog_infra::metastore::embedded::EmbeddedStore;
 use dlog_infra::names::{LogName, Namespace};
@@ -27,24 +25,7 @@ async fn one_old_segment(
 ) {
     let meta = manifest.create_log(log).await.unwrap();
     let fence = manifest.bump_epoch(log, meta.log_id, 0).await.unwrap();
-    let template = SegmentMeta {
-        segment_id: 0,
-        epoch: fence.epoch,
-        ensemble: Vec::new(),
-        write_quorum: 1,
-        ack_quorum: 1,
-        start_offset: 0,
-        state: SegmentState::Open,
-        end_offset: None,
-        last_entry_id: None,
-        bytes: 0,
-        min_timestamp_ms: None,
-        max_timestamp_ms: None,
-        min_txid: None,
-        max_txid: None,
-        object: None,
-        cache_dropped: false,
-    };
+    let template = SegmentMeta::open(fence.epoch, Vec::new(), 1, 1, 0);
     let segment = manifest.create_segment(log, fence, template).await.unwrap();
     let old = dlog_infra::now_ms() - 1000;
     let seal = SealInfo {

@@ -51,24 +51,13 @@ fn node(id: &str) -> NodeInfo {
 }
 
 fn open_segment(start_offset: u64) -> SegmentMeta {
-    SegmentMeta {
-        segment_id: 0,
-        epoch: 0,
-        ensemble: vec!["c1".into(), "c2".into(), "c3".into()],
-        write_quorum: 3,
-        ack_quorum: 2,
+    SegmentMeta::open(
+        0,
+        vec!["c1".into(), "c2".into(), "c3".into()],
+        3,
+        2,
         start_offset,
-        state: SegmentState::Open,
-        end_offset: None,
-        last_entry_id: None,
-        bytes: 0,
-        min_timestamp_ms: None,
-        max_timestamp_ms: None,
-        min_txid: None,
-        max_txid: None,
-        object: None,
-        cache_dropped: false,
-    }
+    )
 }
 
 async fn log_life_cycle(f: Fixture) {

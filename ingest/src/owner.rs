@@ -36,7 +36,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use dlog_infra::codec::{EntryHeader, EntryRecord, encode_entry};
-use dlog_infra::manifest::{Fence, Manifest, NamespaceConfig, SegmentMeta, SegmentState};
+use dlog_infra::manifest::{Fence, Manifest, NamespaceConfig, SegmentMeta};
 use dlog_infra::names::LogName;
 use dlog_infra::proto::SegmentRef;
 use dlog_infra::record::Append;
@@ -716,24 +716,13 @@ impl Owner {
             .resend
             .front()
             .map_or(self.acked_offset, |entry| entry.first_offset);
-        let template = SegmentMeta {
-            segment_id: 0,
-            epoch: self.resume.epoch,
-            ensemble: ensemble.iter().map(|n| n.id.clone()).collect(),
-            write_quorum: write_quorum as u32,
-            ack_quorum: ack_quorum as u32,
+        let template = SegmentMeta::open(
+            self.resume.epoch,
+            ensemble.iter().map(|n| n.id.clone()).collect(),
+            write_quorum as u32,
+            ack_quorum as u32,
             start_offset,
-            state: SegmentState::Open,
-            end_offset: None,
-            last_entry_id: None,
-            bytes: 0,
-            min_timestamp_ms: None,
-            max_timestamp_ms: None,
-            min_txid: None,
-            max_txid: None,
-            object: None,
-            cache_dropped: false,
-        };
+        );
         let meta = self
             .manifest
             .create_segment(&self.log, self.resume.fence(), template)

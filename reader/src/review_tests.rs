@@ -248,7 +248,7 @@ async fn a_non_follow_read_with_an_unknown_lac_does_not_end_cleanly() {
 /// change meant to rule out (a `Start::Tail` read re-delivers the segment).
 #[tokio::test]
 async fn the_lac_quorum_counts_the_ensemble_not_the_write_quorum() {
-    use dlog_infra::manifest::{SegmentMeta, SegmentState};
+    use dlog_infra::manifest::SegmentMeta;
     let fixture = Fixture::new().await;
     let log: LogName = "review/wide-ensemble".parse().unwrap();
     let epoch = fixture.create_log(&log).await;
@@ -258,24 +258,13 @@ async fn the_lac_quorum_counts_the_ensemble_not_the_write_quorum() {
         nodes.push(start_node(&fixture, id).await);
     }
     let start = 100;
-    let template = SegmentMeta {
-        segment_id: 0,
-        epoch: epoch.epoch,
-        ensemble: ids.iter().map(|s| s.to_string()).collect(),
-        write_quorum: 3,
-        ack_quorum: 2,
-        start_offset: start,
-        state: SegmentState::Open,
-        end_offset: None,
-        last_entry_id: None,
-        bytes: 0,
-        min_timestamp_ms: None,
-        max_timestamp_ms: None,
-        min_txid: None,
-        max_txid: None,
-        object: None,
-        cache_dropped: false,
-    };
+    let template = SegmentMeta::open(
+        epoch.epoch,
+        ids.iter().map(|s| s.to_string()).collect(),
+        3,
+        2,
+        start,
+    );
     let segment = fixture
         .manifest
         .create_segment(&log, epoch, template)

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use dlog_infra::codec::{Entry, EntryHeader, EntryRecord};
-use dlog_infra::manifest::{Fence, Manifest, ObjectInfo, SealInfo, SegmentMeta, SegmentState};
+use dlog_infra::manifest::{Fence, Manifest, ObjectInfo, SealInfo, SegmentMeta};
 use dlog_infra::metastore::embedded::EmbeddedStore;
 use dlog_infra::names::LogName;
 use dlog_infra::objstore::{self, ObjectStoreHandle};
@@ -69,24 +69,13 @@ impl Fixture {
         start_offset: u64,
         ensemble: &[&str],
     ) -> SegmentMeta {
-        let template = SegmentMeta {
-            segment_id: 0,
-            epoch: fence.epoch,
-            ensemble: ensemble.iter().map(|s| s.to_string()).collect(),
-            write_quorum: ensemble.len() as u32,
-            ack_quorum: (ensemble.len() as u32).min(2),
+        let template = SegmentMeta::open(
+            fence.epoch,
+            ensemble.iter().map(|s| s.to_string()).collect(),
+            ensemble.len() as u32,
+            (ensemble.len() as u32).min(2),
             start_offset,
-            state: SegmentState::Open,
-            end_offset: None,
-            last_entry_id: None,
-            bytes: 0,
-            min_timestamp_ms: None,
-            max_timestamp_ms: None,
-            min_txid: None,
-            max_txid: None,
-            object: None,
-            cache_dropped: false,
-        };
+        );
         self.manifest
             .create_segment(log, fence, template)
             .await

@@ -211,6 +211,37 @@ pub struct SegmentMeta {
     pub cache_dropped: bool,
 }
 
+impl SegmentMeta {
+    /// The template of a new open segment, for `Manifest::create_segment`
+    /// (which assigns the segment id): nothing written, sealed or offloaded.
+    pub fn open(
+        epoch: u64,
+        ensemble: Vec<String>,
+        write_quorum: u32,
+        ack_quorum: u32,
+        start_offset: u64,
+    ) -> SegmentMeta {
+        SegmentMeta {
+            segment_id: 0,
+            epoch,
+            ensemble,
+            write_quorum,
+            ack_quorum,
+            start_offset,
+            state: SegmentState::Open,
+            end_offset: None,
+            last_entry_id: None,
+            bytes: 0,
+            min_timestamp_ms: None,
+            max_timestamp_ms: None,
+            min_txid: None,
+            max_txid: None,
+            object: None,
+            cache_dropped: false,
+        }
+    }
+}
+
 /// What sealing records about a segment.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SealInfo {
