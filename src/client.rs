@@ -163,6 +163,17 @@ pub struct Appended {
     pub timestamp_ms: i64,
 }
 
+/// Conditions of [`Client::append_if`]; each `None` is not checked.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct AppendIf {
+    /// Only if the log's next offset is this (`FAILED_PRECONDITION`
+    /// otherwise, with the acknowledged end in [`Error::next_offset`]).
+    pub next_offset: Option<u64>,
+    /// Only if the log's id (`LogInfo::log_id`) is this (`NOT_FOUND`
+    /// otherwise: the log was deleted, perhaps re-created under its name).
+    pub log_id: Option<u64>,
+}
+
 /// A connection to a distributedlog cluster.
 ///
 /// Cheap to clone: clones share connections and the cache of log owners.
@@ -519,9 +530,25 @@ impl Client {
         records: Vec<Record>,
         expected_offset: Option<u64>,
     ) -> Result<Appended> {
-        self.append_traced(log, records, expected_offset)
-            .await
-            .result
+        let condition = AppendIf {
+            next_offset: expected_offset,
+            log_id: None,
+        };
+        self.append_traced(log, records, condition).await.result
+    }
+
+    /// [`Client::append`] under conditions the log's owner checks before it
+    /// takes the records: the next offset, and the log's id. With
+    /// `log_id`, a writer of a log that was deleted (and perhaps re-created
+    /// under the same name) gets `NOT_FOUND` instead of writing into the
+    /// new log.
+    pub async fn append_if(
+        &self,
+        log: &str,
+        records: Vec<Record>,
+        condition: AppendIf,
+    ) -> Result<Appended> {
+        self.append_traced(log, records, condition).await.result
     }
 
     /// [`Client::append`], also telling whether an attempt before the last
@@ -530,12 +557,13 @@ impl Client {
         &self,
         log: &str,
         records: Vec<Record>,
-        expected_offset: Option<u64>,
+        condition: AppendIf,
     ) -> Called<Appended> {
         let request = pb::AppendRequest {
             log: log.to_owned(),
             records: records.into_iter().map(Into::into).collect(),
-            expected_offset,
+            expected_offset: condition.next_offset,
+            log_id: condition.log_id,
         };
         self.call_with(Some(log), &self.write, Client::log_client, move |mut c| {
             let request = request.clone();

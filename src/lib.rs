@@ -15,7 +15,7 @@ pub mod reader;
 pub mod server;
 pub mod writer;
 
-pub use client::{Appended, Client, Error as ClientError};
+pub use client::{AppendIf, Appended, Client, Error as ClientError};
 pub use dlog_infra::record::{Record, StoredRecord};
 pub use reader::{LogReader, ReadOptions, Start, TailInfo};
 pub use writer::{LogWriter, PendingWrite, WriterOptions};

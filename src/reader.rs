@@ -40,6 +40,11 @@ pub struct ReadOptions {
     /// Keep reading as records are appended (until `limit`, end of stream,
     /// or an error); otherwise stop at the tail.
     pub follow: bool,
+    /// Read only the log with this id (`LogInfo::log_id`): the read fails
+    /// with `NOT_FOUND` once the log is deleted, even if a log of the same
+    /// name was created since. `None`: whatever log has the name when the
+    /// read starts (a read never continues into a re-created log).
+    pub log_id: Option<u64>,
 }
 
 /// What `CheckTail` answers.
@@ -81,7 +86,7 @@ impl Client {
     /// #     client.append("ns/events", vec![distributedlog::Record::new(format!("r{i}"))], None).await?;
     /// # }
     /// # let mut seen = 0;
-    /// let options = ReadOptions { limit: Some(100), follow: true };
+    /// let options = ReadOptions { limit: Some(100), follow: true, ..ReadOptions::default() };
     /// let mut reader = client.reader("ns/events", Start::Earliest, options);
     /// while let Some(record) = reader.try_next().await? {
     ///     println!("{}: {:?}", record.offset, record.record.payload);
@@ -97,6 +102,7 @@ impl Client {
             client: self.clone(),
             log: log.to_owned(),
             follow: options.follow,
+            log_id: options.log_id,
             cursor: Cursor::new(start, options.limit),
             stream: None,
             buffered: VecDeque::new(),
@@ -224,7 +230,7 @@ impl Client {
 /// # client.commit_subscription("ns/events", "billing", 4).await?;
 /// // Resume a subscription where it left off, and follow the log.
 /// let from = client.subscription("ns/events", "billing").await?.unwrap_or(0);
-/// let follow = ReadOptions { limit: None, follow: true };
+/// let follow = ReadOptions { limit: None, follow: true, ..ReadOptions::default() };
 /// let mut reader = client.reader("ns/events", Start::Offset(from), follow);
 /// while let Some(record) = reader.next().await {
 ///     let record = record?;
@@ -355,6 +361,7 @@ impl Cursor {
             start: Some(start),
             limit: self.remaining(),
             follow,
+            log_id: None,
         }
     }
 }
@@ -376,6 +383,8 @@ struct ReadLoop {
     client: Client,
     log: String,
     follow: bool,
+    /// The incarnation the read is pinned to, if the caller asked for one.
+    log_id: Option<u64>,
     cursor: Cursor,
     stream: Option<tonic::Streaming<pb::ReadResponse>>,
     /// Records received and not yet yielded.
@@ -457,7 +466,8 @@ impl ReadLoop {
         }
         let address = self.client.read_endpoints().current();
         let mut client = self.client.read_stream_client(&address)?;
-        let request = self.cursor.request(&self.log, self.follow);
+        let mut request = self.cursor.request(&self.log, self.follow);
+        request.log_id = self.log_id;
         self.opened_at = Instant::now();
         tracing::debug!(log = self.log, address, start = ?request.start, "read");
         let stream = client.read(request).await.map_err(Error::Status)?;
@@ -710,6 +720,7 @@ mod tests {
         let options = ReadOptions {
             limit: Some(6),
             follow: true,
+            ..ReadOptions::default()
         };
         let read: Vec<u64> = client
             .reader("ns/log", Start::Offset(5), options)
@@ -759,6 +770,7 @@ mod tests {
         let follow = ReadOptions {
             limit: None,
             follow: true,
+            ..ReadOptions::default()
         };
         // A tail read starts where CheckTail says the tail is, and a
         // follower stops at the end of stream.

@@ -57,7 +57,7 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
-use crate::client::{Appended, Called, Client, Error, Result};
+use crate::client::{AppendIf, Appended, Called, Client, Error, Result};
 
 /// How a [`LogWriter`] batches.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -508,7 +508,18 @@ impl WriterTask {
         let log = self.log.clone();
         let records = batch.records.clone();
         let expected = batch.expected;
-        let call = async move { client.append_traced(&log, records, Some(expected)).await };
+        let call = async move {
+            client
+                .append_traced(
+                    &log,
+                    records,
+                    AppendIf {
+                        next_offset: Some(expected),
+                        log_id: None,
+                    },
+                )
+                .await
+        };
         (Box::pin(call), batch)
     }
 

@@ -275,6 +275,7 @@ async fn a_node_that_loses_its_lease_ends_its_streams_and_exits() {
             start: Some(pb::read_request::Start::Offset(0)),
             limit: None,
             follow: true,
+            log_id: None,
         })
         .await
         .unwrap()

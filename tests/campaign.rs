@@ -1,15 +1,20 @@
 //! A fault campaign against real processes, in the manner of Jepsen: a real
-//! etcd, an S3 server, three cache nodes, three ingest+reader nodes and a
-//! compactor; one writer and one tailing reader per log; a nemesis that,
-//! driven by a seed, kills (-9) owners, one or two cache nodes and the
-//! compactor, and freezes owners past their lease. Segments roll every few
+//! etcd, an S3 server, three cache nodes, three ingest+reader nodes and two
+//! compactors; one writer and one tailing reader per log; a nemesis that,
+//! driven by a seed, kills (-9) owners, one or two cache nodes and a
+//! compactor, freezes owners past their lease and cache nodes for 1–4 s, and
+//! deletes logs under load and creates them again. Segments roll every few
 //! seconds, so they seal, offload and drop from the cache during the run.
 //!
-//! At the end the cluster heals, every log is sealed and read in full, and a
-//! checker goes over the history: every acknowledged record is there once at
-//! its offset, offsets are dense, no record is unknown or doubled, and the
-//! tailing readers saw exactly what the final read sees. For each fault it
-//! reports how long every log took to acknowledge an append again.
+//! Each incarnation of a log (each log id) is its own history: writers
+//! append with the log id as a condition, readers pin it, and every payload
+//! carries it. At the end the cluster heals, every log is sealed and read in
+//! full, and a checker goes over the history: every acknowledged record of
+//! the live incarnation is there once at its offset, offsets are dense, no
+//! record is unknown or doubled, the tailing readers saw exactly what the
+//! final read sees, and what they saw of deleted incarnations is what was
+//! written to those (never a record of another incarnation). For each fault
+//! it reports how long every log took to acknowledge an append again.
 //!
 //! CI runs a short campaign. Longer ones: `scripts/campaign.sh` (settings
 //! through `DLOG_CAMPAIGN_SECS`, `DLOG_CAMPAIGN_SEED`, `DLOG_CAMPAIGN_LOGS`,
@@ -18,14 +23,15 @@
 
 mod common;
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use common::{Cluster, ClusterSpec, LEASE_TTL_SECS, Node};
-use distributedlog::{Client, ReadOptions, Start};
+use distributedlog::{AppendIf, Client, ReadOptions, Start};
+use dlog_infra::error::ErrorKind;
 use dlog_infra::manifest::{NamespaceConfig, RollPolicy};
 use dlog_infra::names::{LogName, Namespace};
 use dlog_infra::record::Record;
@@ -61,19 +67,27 @@ enum Fault {
     KillCache,
     /// kill -9 two of the three cache nodes, restart both 0–3 s later.
     KillTwoCaches,
-    /// kill -9 the compactor, restart it 1 s later.
+    /// SIGSTOP one cache node for 1–4 s (past its lease at times), then
+    /// SIGCONT: reads and appends that try it first must not hang.
+    FreezeCache,
+    /// kill -9 one of the two compactors, restart it 1 s later.
     KillCompactor,
+    /// Delete a log while it is written and read, and create it again
+    /// once a compactor purged it (0–2 s later at the earliest).
+    RecreateLog,
 }
 
-const FAULTS: [Fault; 5] = [
+const FAULTS: [Fault; 7] = [
     Fault::KillOwner,
     Fault::FreezeOwner,
     Fault::KillCache,
     Fault::KillTwoCaches,
+    Fault::FreezeCache,
     Fault::KillCompactor,
+    Fault::RecreateLog,
 ];
 
-/// One log's writer history.
+/// What the writer of one incarnation of a log (one log id) sent.
 #[derive(Debug, Default)]
 struct Written {
     /// Acknowledged records by offset, with when the ack arrived.
@@ -82,17 +96,33 @@ struct Written {
     in_doubt: Vec<Bytes>,
 }
 
+/// One log name's writer history, by incarnation (log id): the nemesis
+/// deletes and re-creates logs, and each incarnation is its own log.
+type History = BTreeMap<u64, Written>;
+
+/// The payload tag of incarnation `log_id` of `log`: every record written
+/// to it starts with this, so a record of another incarnation is seen as one.
+fn tag(log: &str, log_id: u64) -> String {
+    format!("{log}@{log_id}#")
+}
+
 /// Appends one record at a time with `expected_offset` (a retry cannot
-/// write twice) until `stop`.
-async fn write(client: Client, log: String, stop: Arc<AtomicBool>) -> Written {
-    let mut written = Written::default();
-    let mut next = next_offset(&client, &log).await;
+/// write twice) and the log id (a writer of a deleted log cannot write
+/// into its re-created namesake) until `stop`.
+async fn write(client: Client, log: String, stop: Arc<AtomicBool>) -> History {
+    let mut history = History::new();
+    let (mut log_id, mut next) = resolve(&client, &log).await;
     let mut i = 0u64;
     while !stop.load(Ordering::Relaxed) {
-        let payload = Bytes::from(format!("{log}#{i}"));
+        let payload = Bytes::from(format!("{}{i}", tag(&log, log_id)));
         i += 1;
+        let condition = AppendIf {
+            next_offset: Some(next),
+            log_id: Some(log_id),
+        };
+        let written = history.entry(log_id).or_default();
         match client
-            .append(&log, vec![Record::new(payload.clone())], Some(next))
+            .append_if(&log, vec![Record::new(payload.clone())], condition)
             .await
         {
             Ok(appended) if appended.first_offset == next => {
@@ -104,56 +134,102 @@ async fn write(client: Client, log: String, stop: Arc<AtomicBool>) -> Written {
                 appended.first_offset
             ),
             Err(_) => {
+                // Even NOT_FOUND (the log was deleted) leaves it in doubt:
+                // an earlier attempt of the SDK's retries may have landed.
                 written.in_doubt.push(payload);
-                next = next_offset(&client, &log).await;
+                (log_id, next) = resolve(&client, &log).await;
             }
         }
     }
-    written
+    history
 }
 
-async fn next_offset(client: &Client, log: &str) -> u64 {
+/// The log's id and next offset, once it exists (again).
+async fn resolve(client: &Client, log: &str) -> (u64, u64) {
     for _ in 0..300 {
         match client.get_log(log).await {
-            Ok(info) => return info.next_offset,
+            Ok(info) => return (info.log_id, info.next_offset),
             Err(_) => tokio::time::sleep(Duration::from_millis(200)).await,
         }
     }
     panic!("{log} never became available again");
 }
 
-/// What a tailing reader saw, and how its stream behaved.
+/// What the tailing readers of one incarnation saw.
 #[derive(Debug, Default)]
 struct Seen {
     records: BTreeMap<u64, Bytes>,
-    /// Records that did not follow the previous one (gap or repeat).
-    out_of_order: Vec<String>,
+    /// Records that did not follow the previous one (gap or repeat), or
+    /// that belong to another incarnation.
+    misdelivered: Vec<String>,
     /// Streams that ended with an error and were reopened.
     reopened: u32,
 }
 
-/// Follows `log` from the start, reopening after errors at the next offset.
-async fn tail(client: Client, log: String, seen: Arc<Mutex<Seen>>) {
+/// Follows `log` from the start of each incarnation, reopening after
+/// errors at the next offset; each read is pinned to the log id it began
+/// on, so a deleted log ends it.
+async fn tail(client: Client, log: String, seen: Arc<Mutex<BTreeMap<u64, Seen>>>) {
+    let mut log_id = 0;
     let mut next = 0u64;
     loop {
+        let (current, _) = resolve(&client, &log).await;
+        if current != log_id {
+            log_id = current;
+            next = 0;
+        }
         let options = ReadOptions {
             limit: None,
             follow: true,
+            log_id: Some(log_id),
         };
+        let tag = tag(&log, log_id);
         let mut reader = client.reader(&log, Start::Offset(next), options);
         while let Some(item) = reader.next().await {
             let Ok(stored) = item else { break };
             let mut seen = seen.lock().unwrap();
+            let seen = seen.entry(log_id).or_default();
+            let payload = stored.record.payload;
             if stored.offset != next {
-                seen.out_of_order
+                seen.misdelivered
                     .push(format!("expected offset {next}, got {}", stored.offset));
             }
-            seen.records.insert(stored.offset, stored.record.payload);
+            if !payload.starts_with(tag.as_bytes()) {
+                seen.misdelivered.push(format!(
+                    "a read of log id {log_id} got {payload:?} at {}",
+                    stored.offset
+                ));
+            }
+            seen.records.insert(stored.offset, payload);
             next = stored.offset + 1;
         }
-        seen.lock().unwrap().reopened += 1;
+        seen.lock().unwrap().entry(log_id).or_default().reopened += 1;
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
+}
+
+/// Deletes `log` under load and creates it again once a compactor purged
+/// it; `Err` if it could not be re-created within a minute.
+async fn recreate(client: &Client, log: &str, pause: Duration) -> Result<(), String> {
+    for _ in 0..50 {
+        match client.delete_log(log).await {
+            Ok(()) => break,
+            // An earlier attempt of the SDK's retries deleted it.
+            Err(err) if err.kind() == ErrorKind::NotFound => break,
+            Err(_) => tokio::time::sleep(Duration::from_millis(200)).await,
+        }
+    }
+    tokio::time::sleep(pause).await;
+    let mut last = String::new();
+    for _ in 0..300 {
+        // Refused while the old incarnation is still being purged.
+        match client.create_log(log).await {
+            Ok(_) => return Ok(()),
+            Err(err) => last = err.to_string(),
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    Err(format!("{log}: not re-created within a minute: {last}"))
 }
 
 /// Restarts `node` if it is not running (it may have stopped itself).
@@ -168,15 +244,26 @@ fn ensure_running(node: &mut Node, unexpected_exits: &mut Vec<String>) {
     }
 }
 
-/// The nemesis: applies faults until `deadline`; returns when each began.
+/// What the nemesis did, and what went wrong outside the logs' histories.
+#[derive(Debug, Default)]
+struct NemesisLog {
+    /// Each fault, with when it began.
+    faults: Vec<(Fault, Instant)>,
+    /// Nodes that stopped without the nemesis stopping them.
+    unexpected_exits: Vec<String>,
+    /// Logs the nemesis could not re-create (an anomaly).
+    failures: Vec<String>,
+}
+
+/// The nemesis: applies faults until `deadline`.
 async fn nemesis(
     cluster: &mut Cluster,
+    client: &Client,
     logs: &[String],
     rng: &mut fastrand::Rng,
     deadline: Instant,
-) -> (Vec<(Fault, Instant)>, Vec<String>) {
-    let mut faults = Vec::new();
-    let mut unexpected_exits = Vec::new();
+) -> NemesisLog {
+    let mut done = NemesisLog::default();
     while Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(rng.u64(2_000..5_000))).await;
         let fault = FAULTS[rng.usize(..FAULTS.len())];
@@ -214,12 +301,30 @@ async fn nemesis(
                 cluster.caches[second].kill();
                 tokio::time::sleep(Duration::from_millis(rng.u64(0..3_000))).await;
             }
+            Fault::FreezeCache => {
+                let i = rng.usize(..cluster.caches.len());
+                let node = &mut cluster.caches[i];
+                node.process().stop();
+                let frozen = rng.u64(1_000..(LEASE_TTL_SECS * 1_000 + 2_000));
+                tokio::time::sleep(Duration::from_millis(frozen)).await;
+                node.process().cont();
+                // Past its lease it stops itself; it is restarted below.
+                node.wait_exit(Duration::from_secs(2)).await;
+            }
             Fault::KillCompactor => {
-                cluster.compactors[0].kill();
+                let i = rng.usize(..cluster.compactors.len());
+                cluster.compactors[i].kill();
                 tokio::time::sleep(Duration::from_secs(1)).await;
             }
+            Fault::RecreateLog => {
+                let log = &logs[rng.usize(..logs.len())];
+                let pause = Duration::from_millis(rng.u64(0..2_000));
+                if let Err(err) = recreate(client, log, pause).await {
+                    done.failures.push(err);
+                }
+            }
         }
-        faults.push((fault, at));
+        done.faults.push((fault, at));
         // Heal: whatever is down comes back (a node the fault stopped was
         // taken out of `process` by kill/wait_exit and is not "unexpected").
         for node in cluster
@@ -228,17 +333,18 @@ async fn nemesis(
             .chain(cluster.ingests.iter_mut())
             .chain(cluster.compactors.iter_mut())
         {
-            ensure_running(node, &mut unexpected_exits);
+            ensure_running(node, &mut done.unexpected_exits);
         }
     }
-    (faults, unexpected_exits)
+    done
 }
 
-/// Every record of `log` through a non-following read.
-async fn read_all(client: &Client, log: &str) -> Result<BTreeMap<u64, Bytes>, String> {
+/// Every record of incarnation `log_id` of `log` through a non-following read.
+async fn read_all(client: &Client, log: &str, log_id: u64) -> Result<BTreeMap<u64, Bytes>, String> {
     let options = ReadOptions {
         limit: None,
         follow: false,
+        log_id: Some(log_id),
     };
     let mut reader = client.reader(log, Start::Earliest, options);
     let mut records = BTreeMap::new();
@@ -249,7 +355,8 @@ async fn read_all(client: &Client, log: &str) -> Result<BTreeMap<u64, Bytes>, St
     Ok(records)
 }
 
-/// The checker: anomalies of one log, as sentences.
+/// The checker: anomalies of the live incarnation of one log, as
+/// sentences, from the final read of it.
 fn check(log: &str, stored: &BTreeMap<u64, Bytes>, written: &Written, seen: &Seen) -> Vec<String> {
     let mut anomalies = Vec::new();
     for (expected, offset) in stored.keys().enumerate() {
@@ -269,24 +376,7 @@ fn check(log: &str, stored: &BTreeMap<u64, Bytes>, written: &Written, seen: &See
             Some(_) => {}
         }
     }
-    let known: HashMap<&Bytes, ()> = written
-        .acked
-        .values()
-        .map(|(payload, _)| (payload, ()))
-        .chain(written.in_doubt.iter().map(|p| (p, ())))
-        .collect();
-    let mut copies: HashMap<&Bytes, u32> = HashMap::new();
-    for (offset, payload) in stored {
-        *copies.entry(payload).or_default() += 1;
-        if !known.contains_key(payload) {
-            anomalies.push(format!("{log}: unknown record {payload:?} at {offset}"));
-        }
-    }
-    for (payload, count) in copies {
-        if count > 1 {
-            anomalies.push(format!("{log}: {payload:?} stored {count} times"));
-        }
-    }
+    anomalies.extend(unknown_or_doubled(log, stored, written));
     for (offset, payload) in &seen.records {
         if stored.get(offset) != Some(payload) {
             anomalies.push(format!(
@@ -295,28 +385,73 @@ fn check(log: &str, stored: &BTreeMap<u64, Bytes>, written: &Written, seen: &See
             ));
         }
     }
-    anomalies.extend(
-        seen.out_of_order
-            .iter()
-            .map(|s| format!("{log}: tailing reader: {s}")),
-    );
+    anomalies.extend(misdelivered(log, seen));
     anomalies
+}
+
+/// The checker for a deleted incarnation, which can no longer be read:
+/// what its tailing readers saw must be what its writer sent, in place.
+fn check_deleted(log: &str, log_id: u64, written: &Written, seen: &Seen) -> Vec<String> {
+    let mut anomalies = Vec::new();
+    for (offset, payload) in &seen.records {
+        if let Some((acked, _)) = written.acked.get(offset)
+            && acked != payload
+        {
+            anomalies.push(format!(
+                "{log} (id {log_id}, deleted): a tailing reader saw {payload:?} at {offset}, acknowledged {acked:?}"
+            ));
+        }
+    }
+    anomalies.extend(unknown_or_doubled(log, &seen.records, written));
+    anomalies.extend(misdelivered(log, seen));
+    anomalies
+}
+
+/// Records nobody wrote to this incarnation, and records stored twice.
+fn unknown_or_doubled(log: &str, records: &BTreeMap<u64, Bytes>, written: &Written) -> Vec<String> {
+    let mut anomalies = Vec::new();
+    let known: HashSet<&Bytes> = written
+        .acked
+        .values()
+        .map(|(payload, _)| payload)
+        .chain(&written.in_doubt)
+        .collect();
+    let mut copies: HashMap<&Bytes, u32> = HashMap::new();
+    for (offset, payload) in records {
+        *copies.entry(payload).or_default() += 1;
+        if !known.contains(payload) {
+            anomalies.push(format!("{log}: unknown record {payload:?} at {offset}"));
+        }
+    }
+    for (payload, count) in copies {
+        if count > 1 {
+            anomalies.push(format!("{log}: {payload:?} stored {count} times"));
+        }
+    }
+    anomalies
+}
+
+fn misdelivered(log: &str, seen: &Seen) -> impl Iterator<Item = String> {
+    seen.misdelivered
+        .iter()
+        .map(move |s| format!("{log}: tailing reader: {s}"))
 }
 
 /// For each fault, the longest any log took to acknowledge an append
 /// after it began (`None`: some log acknowledged nothing after it).
 fn recovery_times(
     faults: &[(Fault, Instant)],
-    written: &[Written],
+    histories: &[History],
 ) -> Vec<(Fault, Option<Duration>)> {
     faults
         .iter()
         .map(|(fault, at)| {
-            let worst = written
+            let worst = histories
                 .iter()
-                .map(|w| {
-                    w.acked
+                .map(|history| {
+                    history
                         .values()
+                        .flat_map(|w| w.acked.values())
                         .map(|(_, when)| *when)
                         .filter(|when| when > at)
                         .min()
@@ -363,7 +498,7 @@ async fn campaign_loses_nothing_acknowledged() {
     let spec = ClusterSpec {
         caches: 3,
         ingests: 3,
-        compactors: 1,
+        compactors: 2,
         readers: 0,
         ingest_roles: "ingest,reader",
     };
@@ -395,7 +530,7 @@ async fn campaign_loses_nothing_acknowledged() {
         .iter()
         .map(|log| tokio::spawn(write(client.clone(), log.clone(), stop.clone())))
         .collect();
-    let seen: Vec<Arc<Mutex<Seen>>> = logs.iter().map(|_| Arc::default()).collect();
+    let seen: Vec<Arc<Mutex<BTreeMap<u64, Seen>>>> = logs.iter().map(|_| Arc::default()).collect();
     let tails: Vec<_> = logs
         .iter()
         .zip(&seen)
@@ -404,18 +539,29 @@ async fn campaign_loses_nothing_acknowledged() {
 
     let mut rng = fastrand::Rng::with_seed(settings.seed);
     let started = Instant::now();
-    let (faults, unexpected_exits) =
-        nemesis(&mut cluster, &logs, &mut rng, started + settings.duration).await;
+    let NemesisLog {
+        faults,
+        unexpected_exits,
+        failures,
+    } = nemesis(
+        &mut cluster,
+        &client,
+        &logs,
+        &mut rng,
+        started + settings.duration,
+    )
+    .await;
 
     // Healed: let every writer get acknowledgements again, then stop them.
     tokio::time::sleep(Duration::from_secs(LEASE_TTL_SECS + 3)).await;
     stop.store(true, Ordering::Relaxed);
-    let mut written = Vec::new();
+    let mut histories = Vec::new();
     for writer in writers {
-        written.push(writer.await.unwrap());
+        histories.push(writer.await.unwrap());
     }
-    let mut anomalies = Vec::new();
+    let mut anomalies = failures;
     let mut ends = Vec::new();
+    let mut live_ids = Vec::new();
     for log in &logs {
         let mut sealed = client.seal(log).await;
         for _ in 0..20 {
@@ -428,16 +574,19 @@ async fn campaign_loses_nothing_acknowledged() {
         if let Err(err) = sealed {
             anomalies.push(format!("{log}: seal failed after healing: {err}"));
         }
-        ends.push(next_offset(&client, log).await);
+        let (log_id, end) = resolve(&client, log).await;
+        live_ids.push(log_id);
+        ends.push(end);
     }
+    let caught_up = |i: usize| {
+        let seen = seen[i].lock().unwrap();
+        seen.get(&live_ids[i])
+            .map_or(0, |seen| seen.records.len() as u64)
+            >= ends[i]
+    };
     // The tailing readers catch up to the end before they are compared.
     let catch_up = Instant::now() + Duration::from_secs(60);
-    while Instant::now() < catch_up
-        && seen
-            .iter()
-            .zip(&ends)
-            .any(|(seen, end)| (seen.lock().unwrap().records.len() as u64) < *end)
-    {
+    while Instant::now() < catch_up && !(0..logs.len()).all(caught_up) {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     for tail in tails {
@@ -446,38 +595,56 @@ async fn campaign_loses_nothing_acknowledged() {
 
     let mut acknowledged = 0;
     let mut in_doubt = 0;
+    let mut incarnations = 0;
+    let empty = Written::default();
     for (i, log) in logs.iter().enumerate() {
-        let stored = match read_all(&client, log).await {
+        let live_id = live_ids[i];
+        // Copied out: the guard must not be held across the reads below.
+        let seen = std::mem::take(&mut *seen[i].lock().unwrap());
+        let history = &histories[i];
+        acknowledged += history.values().map(|w| w.acked.len()).sum::<usize>();
+        in_doubt += history.values().map(|w| w.in_doubt.len()).sum::<usize>();
+        incarnations += history.len();
+        for (log_id, seen) in seen.iter().filter(|(id, _)| **id != live_id) {
+            let written = history.get(log_id).unwrap_or(&empty);
+            anomalies.extend(check_deleted(log, *log_id, written, seen));
+        }
+        let stored = match read_all(&client, log, live_id).await {
             Ok(stored) => stored,
             Err(err) => {
                 anomalies.push(err);
                 continue;
             }
         };
-        let name: LogName = log.parse().unwrap();
-        let (segments, _) = cluster.manifest.segments(&name).await.unwrap();
-        let seen = seen[i].lock().unwrap();
-        if (seen.records.len() as u64) < ends[i] {
+        let written = history.get(&live_id).unwrap_or(&empty);
+        let live_seen = seen.get(&live_id);
+        let seen_records = live_seen.map_or(0, |s| s.records.len());
+        if (seen_records as u64) < ends[i] {
             anomalies.push(format!(
-                "{log}: the tailing reader reached {} of {} records",
-                seen.records.len(),
+                "{log}: the tailing reader reached {seen_records} of {} records",
                 ends[i]
             ));
         }
-        anomalies.extend(check(log, &stored, &written[i], &seen));
-        acknowledged += written[i].acked.len();
-        in_doubt += written[i].in_doubt.len();
+        anomalies.extend(check(
+            log,
+            &stored,
+            written,
+            live_seen.unwrap_or(&Seen::default()),
+        ));
+        let name: LogName = log.parse().unwrap();
+        let (segments, _) = cluster.manifest.segments(&name).await.unwrap();
         eprintln!(
-            "campaign: {log}: {} acknowledged, {} in doubt, {} stored, {} segments, tail reader reopened {} times",
-            written[i].acked.len(),
-            written[i].in_doubt.len(),
+            "campaign: {log}: {} incarnations; the live one (id {live_id}): {} acknowledged, {} in doubt, {} stored, {} segments, tail reader reopened {} times",
+            history.len().max(1),
+            written.acked.len(),
+            written.in_doubt.len(),
             stored.len(),
             segments.len(),
-            seen.reopened
+            live_seen.map_or(0, |s| s.reopened)
         );
     }
 
-    let times = recovery_times(&faults, &written);
+    let times = recovery_times(&faults, &histories);
     let mut fault_counts: BTreeMap<String, usize> = BTreeMap::new();
     for (fault, _) in &faults {
         *fault_counts.entry(format!("{fault:?}")).or_default() += 1;
@@ -487,6 +654,7 @@ async fn campaign_loses_nothing_acknowledged() {
         "seconds": settings.duration.as_secs(),
         "logs": settings.logs,
         "faults": fault_counts,
+        "incarnations": incarnations,
         "acknowledged": acknowledged,
         "in_doubt": in_doubt,
         "anomalies": anomalies.len(),

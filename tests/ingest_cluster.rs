@@ -279,6 +279,7 @@ async fn a_frozen_owner_past_its_lease_is_fenced_out() {
                 log: "freeze/a".into(),
                 records: vec![Record::new(payload).into()],
                 expected_offset: None,
+                log_id: None,
             })
             .await
             .expect_err("the fenced owner acknowledged a write");
@@ -420,6 +421,7 @@ async fn an_owner_fenced_on_its_ensemble_cannot_append() {
             log: log.into(),
             records: vec![Record::new("zombie").into()],
             expected_offset: Some(10),
+            log_id: None,
         })
         .await
         .expect_err("an owner fenced on every replica acknowledged an append");
@@ -529,6 +531,7 @@ async fn redirects_and_bad_inputs() {
             log: "r/a".into(),
             records: vec![Record::new("y").into()],
             expected_offset: None,
+            log_id: None,
         })
         .await
         .unwrap_err();
@@ -558,6 +561,7 @@ async fn redirects_and_bad_inputs() {
         log: log.into(),
         records: records.into_iter().map(Into::into).collect(),
         expected_offset,
+        log_id: None,
     };
     let with_txid = |txid| Record {
         txid: Some(txid),

@@ -77,6 +77,7 @@ async fn a_frozen_cache_node_does_not_hang_reads_or_the_tail() {
                 start: Some(read_request::Start::Offset(0)),
                 limit: None,
                 follow: false,
+                log_id: None,
             })
             .await
             .unwrap()

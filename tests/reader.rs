@@ -42,6 +42,7 @@ fn request(
         start: Some(start),
         limit,
         follow,
+        log_id: None,
     }
 }
 

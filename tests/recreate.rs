@@ -10,7 +10,7 @@ mod common;
 use std::time::Duration;
 
 use bytes::Bytes;
-use common::{Cluster, OBJECT_PREFIX};
+use common::{Cluster, ClusterSpec, OBJECT_PREFIX};
 use dlog_infra::manifest::{self, SegmentState};
 use dlog_infra::names::LogName;
 use dlog_infra::proto::log_service_client::LogServiceClient;
@@ -35,6 +35,7 @@ async fn append(
             log: LOG.into(),
             records: vec![Record::new(Bytes::from(payload.to_owned())).into()],
             expected_offset: None,
+            log_id: None,
         })
         .await
         .map(tonic::Response::into_inner)
@@ -204,4 +205,84 @@ async fn objects_of_a_deleted_log_never_block_its_successor() {
         object_key(&objects.prefix, &log, new_id, 0, 3).to_string()
     );
     assert_ne!(object.key, stale.to_string());
+}
+
+/// Appends and reads through the SDK that name a log id refuse any other
+/// incarnation of the name: a writer or reader of a deleted log gets
+/// NOT_FOUND, never the records (or the offsets) of its successor.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn appends_and_reads_pinned_to_a_log_id_never_reach_its_successor() {
+    use distributedlog::{AppendIf, Client, ReadOptions, Start};
+    use dlog_infra::error::ErrorKind;
+    use futures::StreamExt;
+
+    let spec = ClusterSpec {
+        caches: 3,
+        ingests: 1,
+        compactors: 1,
+        readers: 0,
+        ingest_roles: "ingest,reader",
+    };
+    let Some(cluster) = Cluster::start_spec(spec).await else {
+        return;
+    };
+    let client = Client::new(cluster.ingests[0].address());
+    let log: LogName = LOG.parse().unwrap();
+    let old_id = client.create_log(LOG).await.unwrap().log_id;
+    let pinned = |log_id, next_offset| AppendIf {
+        next_offset,
+        log_id: Some(log_id),
+    };
+    let record = |text: &str| vec![Record::new(Bytes::from(text.to_owned()))];
+    let appended = client
+        .append_if(LOG, record("old-0"), pinned(old_id, Some(0)))
+        .await
+        .unwrap();
+    assert_eq!(appended.first_offset, 0);
+    let err = client
+        .append_if(LOG, record("wrong-id"), pinned(old_id + 1000, None))
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::NotFound, "{err}");
+    assert!(err.to_string().contains("was deleted"), "{err}");
+
+    client.delete_log(LOG).await.unwrap();
+    wait_purged(&cluster, &log).await;
+    let new_id = client.create_log(LOG).await.unwrap().log_id;
+    assert_ne!(new_id, old_id);
+
+    // The old incarnation's writer: refused, and nothing written.
+    let err = client
+        .append_if(LOG, record("zombie"), pinned(old_id, Some(0)))
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::NotFound, "{err}");
+    assert_eq!(client.get_log(LOG).await.unwrap().next_offset, 0);
+    client
+        .append_if(LOG, record("new-0"), pinned(new_id, Some(0)))
+        .await
+        .unwrap();
+
+    // A reader of the old incarnation: refused; of the new one: its record.
+    let read = |log_id| {
+        let options = ReadOptions {
+            limit: None,
+            follow: false,
+            log_id: Some(log_id),
+        };
+        client
+            .reader(LOG, Start::Earliest, options)
+            .collect::<Vec<_>>()
+    };
+    let old = read(old_id).await;
+    assert!(
+        matches!(old.as_slice(), [Err(err)] if err.kind() == ErrorKind::NotFound),
+        "{old:?}"
+    );
+    let new: Vec<Bytes> = read(new_id)
+        .await
+        .into_iter()
+        .map(|item| item.unwrap().record.payload)
+        .collect();
+    assert_eq!(new, [Bytes::from("new-0")]);
 }

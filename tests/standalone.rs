@@ -259,6 +259,7 @@ async fn the_sdk_writer_and_a_following_reader_survive_a_kill_9() {
         ReadOptions {
             limit: None,
             follow: true,
+            ..ReadOptions::default()
         },
     );
     let mut seen = Vec::new();

@@ -176,6 +176,8 @@ pub struct Append {
     pub log: LogName,
     pub records: Vec<Record>,
     pub expected_offset: Option<u64>,
+    /// Append only to the log with this id (not to a re-created namesake).
+    pub expected_log_id: Option<u64>,
 }
 
 impl Append {
@@ -200,6 +202,7 @@ impl Append {
             log,
             records,
             expected_offset: request.expected_offset,
+            expected_log_id: request.log_id,
         })
     }
 
@@ -264,6 +267,7 @@ mod tests {
             log: "ns/log".into(),
             records,
             expected_offset: None,
+            log_id: None,
         }
     }
 

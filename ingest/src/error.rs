@@ -27,6 +27,13 @@ pub enum Error {
         expected: u64,
         acknowledged: u64,
     },
+    /// The writer asked for an incarnation of the log that is gone.
+    #[error("log {log} with id {expected} was deleted; the log of that name now has id {actual}")]
+    LogIdMismatch {
+        log: LogName,
+        expected: u64,
+        actual: u64,
+    },
     #[error("txid {txid} is below txid {last} already in log {log}")]
     TxidDecreasing { log: LogName, txid: i64, last: i64 },
     #[error("log {log} ended at offset {end}: appends are refused after end of stream")]
@@ -80,6 +87,7 @@ impl Classify for Error {
                 ErrorKind::FailedPrecondition
             }
             Error::TxidDecreasing { .. } => ErrorKind::InvalidArgument,
+            Error::LogIdMismatch { .. } => ErrorKind::NotFound,
             // Refused before anything was applied, like backpressure.
             Error::Backpressure { .. }
             | Error::NodeBackpressure { .. }

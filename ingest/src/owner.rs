@@ -462,9 +462,18 @@ impl Owner {
         }
     }
 
-    /// Checks an append against the log's state: end of stream, expected
-    /// offset, txid order across appends, in-flight budget.
+    /// Checks an append against the log's state: log id, end of stream,
+    /// expected offset, txid order across appends, in-flight budget.
     fn check(&self, append: &Append) -> Result<()> {
+        if let Some(expected) = append.expected_log_id
+            && expected != self.resume.log_id
+        {
+            return Err(Error::LogIdMismatch {
+                log: self.log.clone(),
+                expected,
+                actual: self.resume.log_id,
+            });
+        }
         if let Some(end) = self.end_of_stream {
             return Err(Error::EndOfStream {
                 log: self.log.clone(),

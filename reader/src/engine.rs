@@ -58,6 +58,9 @@ pub struct ReadSpec {
     pub start: Start,
     pub limit: Option<u64>,
     pub follow: bool,
+    /// Only the log with this id: `NOT_FOUND` once it is gone, even if a
+    /// log of the same name exists. `None`: the id the read first sees.
+    pub log_id: Option<u64>,
     /// Who asks (its address), for the per-client bound; `None`: unknown.
     pub client: Option<String>,
 }
@@ -364,7 +367,9 @@ impl ReadEngine {
             Start::Timestamp(t) => Some(Seek::Timestamp(t)),
             _ => None,
         };
-        let mut incarnation = view.meta.as_ref().map(|meta| meta.log_id);
+        let mut incarnation = spec
+            .log_id
+            .or_else(|| view.meta.as_ref().map(|meta| meta.log_id));
         loop {
             if out.done() {
                 return Ok(());

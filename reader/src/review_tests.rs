@@ -33,6 +33,7 @@ fn spec(log: &LogName, start: Start, follow: bool) -> ReadSpec {
         start,
         limit: None,
         follow,
+        log_id: None,
         client: None,
     }
 }

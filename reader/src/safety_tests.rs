@@ -19,6 +19,7 @@ fn spec(log: &LogName, start: Start, follow: bool) -> ReadSpec {
         start,
         limit: None,
         follow,
+        log_id: None,
         client: None,
     }
 }
@@ -139,6 +140,7 @@ async fn records_of_a_mebibyte_stream_in_messages_under_the_limit() {
         )),
         limit: None,
         follow: false,
+        log_id: None,
     };
     let mut stream = client.read(request).await.unwrap().into_inner();
     let mut offsets = Vec::new();

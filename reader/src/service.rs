@@ -95,6 +95,7 @@ impl ReadService for ReadServer {
             start,
             limit: request.limit,
             follow: request.follow,
+            log_id: request.log_id,
             client,
         };
         let items = ReceiverStream::new(self.engine.read(spec)).map(|item| match item {

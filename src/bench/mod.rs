@@ -439,6 +439,7 @@ async fn spawn_readers(
             let options = ReadOptions {
                 limit: None,
                 follow: true,
+                ..ReadOptions::default()
             };
             let mut reader = client.reader(&log_name(args, log), start, options);
             let meter = meter.clone();

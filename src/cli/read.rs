@@ -127,6 +127,7 @@ pub async fn read(client: &Client, args: ReadArgs) -> anyhow::Result<()> {
     let options = ReadOptions {
         limit: args.limit,
         follow: args.follow,
+        ..ReadOptions::default()
     };
     let stdout = io::stdout().lock();
     let mut out = io::BufWriter::with_capacity(64 * 1024, stdout);
