@@ -22,6 +22,19 @@ check() {
     fi
 }
 
+# The campaign's partitions: a rule with the owner match must load (as root;
+# elsewhere iptables only has to be installed, and the campaign runs without
+# partitions outside CI).
+iptables_owner_match() {
+    command -v iptables || return 1
+    [ "$(id -u)" != 0 ] && return 0
+    iptables -w 5 -N DLOG-CHECK-TOOLS 2>/dev/null || iptables -w 5 -F DLOG-CHECK-TOOLS || return 1
+    iptables -w 5 -A DLOG-CHECK-TOOLS -p tcp -m owner --gid-owner 65000 --dport 1 -j DROP
+    local loaded=$?
+    iptables -w 5 -F DLOG-CHECK-TOOLS
+    iptables -w 5 -X DLOG-CHECK-TOOLS
+    return "$loaded"
+}
 nats_server() {
     if command -v nats-server >/dev/null 2>&1; then nats-server --version; else "$venv/bin/nats-server" --version; fi
 }
@@ -32,6 +45,7 @@ terraform_fmt() {
 check "protoc with well-known types (google/protobuf/descriptor.proto; Debian: protobuf-compiler libprotobuf-dev)" protoc_has_well_known_types
 check "etcd (Debian: etcd-server)" etcd --version
 check "strace (Debian: strace)" strace -V
+check "iptables with the owner match (Debian: iptables; the campaign's partitions, run as root)" iptables_owner_match
 check "s3s-fs (cargo install s3s-fs --version 0.14.1 --features binary)" s3s-fs --help
 check "pyarrow in $venv" "$venv/bin/python" -c 'import pyarrow.parquet, pyarrow.fs'
 check "python-hcl2 in $venv" "$venv/bin/python" -c 'import hcl2'

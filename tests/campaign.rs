@@ -29,8 +29,9 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use common::firewall::{self, Firewall};
 use common::{Cluster, ClusterSpec, LEASE_TTL_SECS, Node};
-use distributedlog::{AppendIf, Client, ReadOptions, Start};
+use distributedlog::{AppendIf, Client, ClientError, ReadOptions, Start};
 use dlog_infra::error::ErrorKind;
 use dlog_infra::manifest::{NamespaceConfig, RollPolicy};
 use dlog_infra::names::{LogName, Namespace};
@@ -50,7 +51,7 @@ impl Settings {
         let number = |name: &str| std::env::var(name).ok().and_then(|v| v.parse::<u64>().ok());
         Settings {
             seed: number("DLOG_CAMPAIGN_SEED").unwrap_or_else(|| fastrand::u64(..)),
-            duration: Duration::from_secs(number("DLOG_CAMPAIGN_SECS").unwrap_or(75)),
+            duration: Duration::from_secs(number("DLOG_CAMPAIGN_SECS").unwrap_or(100)),
             logs: number("DLOG_CAMPAIGN_LOGS").unwrap_or(4) as usize,
         }
     }
@@ -75,9 +76,27 @@ enum Fault {
     /// Delete a log while it is written and read, and create it again
     /// once a compactor purged it (0–2 s later at the earliest).
     RecreateLog,
+    /// kill -9 one of the three etcd members, restart it 0–3 s later.
+    KillEtcd,
+    /// Cut the owner of a log from one cache node for 1–4 s.
+    PartitionOwnerFromCache,
+    /// Cut the owner of a log from every etcd member past its lease.
+    PartitionOwnerFromEtcd,
+    /// Cut one cache node from every ingest node for 1–4 s.
+    IsolateCache,
+    /// kill -9 the cache node with the bad disk, flip one bit of its
+    /// journal, restart it.
+    CorruptJournal,
+    /// kill -9 the cache node with the bad disk, replace its disk (an
+    /// empty data directory), restart it re-initialised.
+    WipeCache,
 }
 
-const FAULTS: [Fault; 7] = [
+/// The faults the nemesis picks from. Disk faults (corruption, a wiped
+/// disk) hit one cache node only, the one "with the bad disk": with an ack
+/// quorum of two, every acknowledged entry survives one bad disk, and none
+/// is promised to survive two.
+const FAULTS: [Fault; 13] = [
     Fault::KillOwner,
     Fault::FreezeOwner,
     Fault::KillCache,
@@ -85,7 +104,25 @@ const FAULTS: [Fault; 7] = [
     Fault::FreezeCache,
     Fault::KillCompactor,
     Fault::RecreateLog,
+    Fault::KillEtcd,
+    Fault::PartitionOwnerFromCache,
+    Fault::PartitionOwnerFromEtcd,
+    Fault::IsolateCache,
+    Fault::CorruptJournal,
+    Fault::WipeCache,
 ];
+
+/// The cache node whose disk the nemesis corrupts and replaces.
+const BAD_DISK: usize = 0;
+
+impl Fault {
+    fn cuts_the_network(self) -> bool {
+        matches!(
+            self,
+            Fault::PartitionOwnerFromCache | Fault::PartitionOwnerFromEtcd | Fault::IsolateCache
+        )
+    }
+}
 
 /// What the writer of one incarnation of a log (one log id) sent.
 #[derive(Debug, Default)]
@@ -186,7 +223,13 @@ async fn tail(client: Client, log: String, seen: Arc<Mutex<BTreeMap<u64, Seen>>>
         let tag = tag(&log, log_id);
         let mut reader = client.reader(&log, Start::Offset(next), options);
         while let Some(item) = reader.next().await {
-            let Ok(stored) = item else { break };
+            let stored = match item {
+                Ok(stored) => stored,
+                Err(err) => {
+                    note_read_error(&seen, log_id, &err);
+                    break;
+                }
+            };
             let mut seen = seen.lock().unwrap();
             let seen = seen.entry(log_id).or_default();
             let payload = stored.record.payload;
@@ -208,6 +251,88 @@ async fn tail(client: Client, log: String, seen: Arc<Mutex<BTreeMap<u64, Seen>>>
     }
 }
 
+/// A read that ended with an error a fault explains (the log was deleted,
+/// a node or the network failed past the SDK's retries) is reopened; any
+/// other (a gap the SDK detected, damaged data, a trimmed start) is an
+/// anomaly.
+fn note_read_error(seen: &Mutex<BTreeMap<u64, Seen>>, log_id: u64, err: &ClientError) {
+    let explained = matches!(
+        err.kind(),
+        ErrorKind::NotFound | ErrorKind::Unavailable | ErrorKind::ResourceExhausted
+    );
+    if !explained {
+        let mut seen = seen.lock().unwrap();
+        let seen = seen.entry(log_id).or_default();
+        seen.misdelivered.push(format!("the read failed: {err}"));
+    }
+}
+
+/// The log id in a payload's tag (see [`tag`]).
+fn tag_id(payload: &[u8]) -> Option<u64> {
+    let text = std::str::from_utf8(payload).ok()?;
+    let (_, rest) = text.split_once('@')?;
+    rest.split_once('#')?.0.parse().ok()
+}
+
+/// Follows `log` the way most applications do: from an offset, with no
+/// log id. The SDK pins the read to the log it started on, so one read
+/// never delivers records of two incarnations; after `NOT_FOUND` (the log
+/// was deleted) it starts over at 0. What it saw is filed under the log id
+/// in each record's tag.
+async fn tail_unpinned(client: Client, log: String, seen: Arc<Mutex<BTreeMap<u64, Seen>>>) {
+    // The incarnation and next offset of the last record delivered.
+    let mut position: Option<(u64, u64)> = None;
+    loop {
+        let options = ReadOptions {
+            limit: None,
+            follow: true,
+            log_id: None,
+        };
+        let start = position.map_or(0, |(_, next)| next);
+        let mut reader = client.reader(&log, Start::Offset(start), options);
+        let mut stream_id: Option<u64> = None;
+        while let Some(item) = reader.next().await {
+            let stored = match item {
+                Ok(stored) => stored,
+                Err(err) => {
+                    let log_id = position.map_or(0, |(id, _)| id);
+                    note_read_error(&seen, log_id, &err);
+                    if err.kind() == ErrorKind::NotFound {
+                        position = None;
+                    }
+                    break;
+                }
+            };
+            let payload = stored.record.payload;
+            let mut seen = seen.lock().unwrap();
+            let Some(log_id) = tag_id(&payload) else {
+                let seen = seen.entry(0).or_default();
+                seen.misdelivered
+                    .push(format!("a record nobody wrote: {payload:?}"));
+                continue;
+            };
+            let seen_id = seen.entry(log_id).or_default();
+            match stream_id {
+                Some(first) if first != log_id => seen_id.misdelivered.push(format!(
+                    "one read delivered records of log ids {first} and {log_id}"
+                )),
+                _ => stream_id = Some(log_id),
+            }
+            if let Some((id, next)) = position
+                && id == log_id
+                && stored.offset != next
+            {
+                seen_id
+                    .misdelivered
+                    .push(format!("expected offset {next}, got {}", stored.offset));
+            }
+            seen_id.records.insert(stored.offset, payload);
+            position = Some((log_id, stored.offset + 1));
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
 /// Deletes `log` under load and creates it again once a compactor purged
 /// it; `Err` if it could not be re-created within a minute.
 async fn recreate(client: &Client, log: &str, pause: Duration) -> Result<(), String> {
@@ -225,6 +350,8 @@ async fn recreate(client: &Client, log: &str, pause: Duration) -> Result<(), Str
         // Refused while the old incarnation is still being purged.
         match client.create_log(log).await {
             Ok(_) => return Ok(()),
+            // An earlier attempt of the SDK's retries created it.
+            Err(err) if err.kind() == ErrorKind::AlreadyExists => return Ok(()),
             Err(err) => last = err.to_string(),
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
@@ -244,6 +371,30 @@ fn ensure_running(node: &mut Node, unexpected_exits: &mut Vec<String>) {
     }
 }
 
+/// Flips one bit at a random byte of a random journal file in `dir`;
+/// answers which file and byte.
+fn flip_a_bit(dir: &std::path::Path, rng: &mut fastrand::Rng) -> Option<String> {
+    let mut files: Vec<std::path::PathBuf> = std::fs::read_dir(dir)
+        .ok()?
+        .filter_map(|entry| entry.ok().map(|e| e.path()))
+        .filter(|path| {
+            path.file_name()
+                .and_then(|name| name.to_str())
+                .is_some_and(|name| name.starts_with("journal-") && name.ends_with(".log"))
+        })
+        .collect();
+    files.sort();
+    let path = files.get(rng.usize(..files.len().max(1)))?;
+    let mut bytes = std::fs::read(path).ok()?;
+    if bytes.is_empty() {
+        return None;
+    }
+    let at = rng.usize(..bytes.len());
+    bytes[at] ^= 1 << rng.u8(..8);
+    std::fs::write(path, &bytes).ok()?;
+    Some(format!("{} byte {at}", path.display()))
+}
+
 /// What the nemesis did, and what went wrong outside the logs' histories.
 #[derive(Debug, Default)]
 struct NemesisLog {
@@ -258,6 +409,7 @@ struct NemesisLog {
 /// The nemesis: applies faults until `deadline`.
 async fn nemesis(
     cluster: &mut Cluster,
+    firewall: Option<&Firewall>,
     client: &Client,
     logs: &[String],
     rng: &mut fastrand::Rng,
@@ -267,6 +419,9 @@ async fn nemesis(
     while Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(rng.u64(2_000..5_000))).await;
         let fault = FAULTS[rng.usize(..FAULTS.len())];
+        if fault.cuts_the_network() && firewall.is_none() {
+            continue;
+        }
         let at = Instant::now();
         tracing::info!(?fault, "nemesis");
         match fault {
@@ -323,6 +478,80 @@ async fn nemesis(
                     done.failures.push(err);
                 }
             }
+            Fault::KillEtcd => {
+                let i = rng.usize(..cluster.etcd.members.len());
+                cluster.etcd.kill(i);
+                tokio::time::sleep(Duration::from_millis(rng.u64(0..3_000))).await;
+                cluster.etcd.ensure_running(i);
+            }
+            Fault::PartitionOwnerFromCache
+            | Fault::PartitionOwnerFromEtcd
+            | Fault::IsolateCache => {
+                let Some(firewall) = firewall else { continue };
+                let mut cuts: Vec<(u32, u32, u16, u16)> = Vec::new(); // (gid a, gid b, port a, port b)
+                let owner = match fault {
+                    Fault::IsolateCache => None,
+                    _ => {
+                        let log = &logs[rng.usize(..logs.len())];
+                        let Some(owner) = cluster.owner_of(log).await else {
+                            continue;
+                        };
+                        Some(&cluster.ingests[owner])
+                    }
+                };
+                let cache = &cluster.caches[rng.usize(..cluster.caches.len())];
+                match (fault, owner) {
+                    (Fault::PartitionOwnerFromCache, Some(owner)) => {
+                        cuts.push((
+                            owner.gid.unwrap(),
+                            cache.gid.unwrap(),
+                            owner.port,
+                            cache.port,
+                        ));
+                    }
+                    (Fault::PartitionOwnerFromEtcd, Some(owner)) => {
+                        for member in &cluster.etcd.members {
+                            let gid = member.gid.unwrap();
+                            cuts.push((owner.gid.unwrap(), gid, owner.port, member.client_port));
+                        }
+                    }
+                    _ => {
+                        for ingest in &cluster.ingests {
+                            cuts.push((
+                                ingest.gid.unwrap(),
+                                cache.gid.unwrap(),
+                                ingest.port,
+                                cache.port,
+                            ));
+                        }
+                    }
+                }
+                for (a, b, port_a, port_b) in cuts {
+                    firewall.cut(a, port_b);
+                    firewall.cut(b, port_a);
+                }
+                let held = if fault == Fault::PartitionOwnerFromEtcd {
+                    rng.u64(LEASE_TTL_SECS * 1_000 + 500..LEASE_TTL_SECS * 1_000 + 3_000)
+                } else {
+                    rng.u64(1_000..4_000)
+                };
+                tokio::time::sleep(Duration::from_millis(held)).await;
+                firewall.heal();
+            }
+            Fault::CorruptJournal => {
+                let node = &mut cluster.caches[BAD_DISK];
+                node.kill();
+                if let Some(flipped) = flip_a_bit(&node.journal_dir(), rng) {
+                    tracing::info!(flipped, "nemesis: journal bit flipped");
+                }
+                node.start();
+            }
+            Fault::WipeCache => {
+                let node = &mut cluster.caches[BAD_DISK];
+                node.kill();
+                node.wipe_data();
+                node.start_with_args(&["--reinit-cache"]);
+            }
         }
         done.faults.push((fault, at));
         // Heal: whatever is down comes back (a node the fault stopped was
@@ -334,6 +563,9 @@ async fn nemesis(
             .chain(cluster.compactors.iter_mut())
         {
             ensure_running(node, &mut done.unexpected_exits);
+        }
+        for i in 0..cluster.etcd.members.len() {
+            cluster.etcd.ensure_running(i);
         }
     }
     done
@@ -499,6 +731,7 @@ async fn campaign_loses_nothing_acknowledged() {
         caches: 3,
         ingests: 3,
         compactors: 2,
+        etcd_members: 3,
         readers: 0,
         ingest_roles: "ingest,reader",
     };
@@ -536,7 +769,24 @@ async fn campaign_loses_nothing_acknowledged() {
         .zip(&seen)
         .map(|(log, seen)| tokio::spawn(tail(client.clone(), log.clone(), seen.clone())))
         .collect();
+    let seen_unpinned: Vec<Arc<Mutex<BTreeMap<u64, Seen>>>> =
+        logs.iter().map(|_| Arc::default()).collect();
+    let unpinned_tails: Vec<_> = logs
+        .iter()
+        .zip(&seen_unpinned)
+        .map(|(log, seen)| tokio::spawn(tail_unpinned(client.clone(), log.clone(), seen.clone())))
+        .collect();
 
+    let firewall = if firewall::available() {
+        Some(Firewall::new().expect("set up the campaign's iptables chain"))
+    } else if dlog_infra::testkit::is_ci() {
+        panic!(
+            "the campaign's partitions need root and iptables: run scripts/install-test-deps.sh"
+        );
+    } else {
+        eprintln!("campaign: no partitions (they need root and iptables)");
+        None
+    };
     let mut rng = fastrand::Rng::with_seed(settings.seed);
     let started = Instant::now();
     let NemesisLog {
@@ -545,6 +795,7 @@ async fn campaign_loses_nothing_acknowledged() {
         failures,
     } = nemesis(
         &mut cluster,
+        firewall.as_ref(),
         &client,
         &logs,
         &mut rng,
@@ -589,7 +840,7 @@ async fn campaign_loses_nothing_acknowledged() {
     while Instant::now() < catch_up && !(0..logs.len()).all(caught_up) {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    for tail in tails {
+    for tail in tails.into_iter().chain(unpinned_tails) {
         tail.abort();
     }
 
@@ -617,6 +868,30 @@ async fn campaign_loses_nothing_acknowledged() {
             }
         };
         let written = history.get(&live_id).unwrap_or(&empty);
+        if stored.len() as u64 != ends[i] {
+            anomalies.push(format!(
+                "{log}: the final read has {} records, the log's end is {}",
+                stored.len(),
+                ends[i]
+            ));
+        }
+        let unpinned = std::mem::take(&mut *seen_unpinned[i].lock().unwrap());
+        for (log_id, seen) in &unpinned {
+            if *log_id == live_id {
+                for (offset, payload) in &seen.records {
+                    if stored.get(offset) != Some(payload) {
+                        anomalies.push(format!(
+                            "{log}: an unpinned reader saw {payload:?} at {offset}, the final read {:?}",
+                            stored.get(offset)
+                        ));
+                    }
+                }
+                anomalies.extend(misdelivered(log, seen));
+            } else {
+                let written = history.get(log_id).unwrap_or(&empty);
+                anomalies.extend(check_deleted(log, *log_id, written, seen));
+            }
+        }
         let live_seen = seen.get(&live_id);
         let seen_records = live_seen.map_or(0, |s| s.records.len());
         if (seen_records as u64) < ends[i] {

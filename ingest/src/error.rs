@@ -27,8 +27,12 @@ pub enum Error {
         expected: u64,
         acknowledged: u64,
     },
-    /// The writer asked for an incarnation of the log that is gone.
-    #[error("log {log} with id {expected} was deleted; the log of that name now has id {actual}")]
+    /// The writer asked for another incarnation of the log (one that was
+    /// deleted, or an id the log never had).
+    #[error(
+        "log {log} has id {actual}, not the {expected} this request names \
+         (a log deleted and re-created under its name gets a new id)"
+    )]
     LogIdMismatch {
         log: LogName,
         expected: u64,

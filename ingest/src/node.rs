@@ -282,6 +282,7 @@ impl IngestNode {
     }
 
     pub async fn append(&self, append: Append) -> Result<AppendAck> {
+        self.retire_older_incarnation(&append).await?;
         let log = append.log.clone();
         self.ask(&log, |reply| Command::Append { append, reply })
             .await?
@@ -290,6 +291,7 @@ impl IngestNode {
     /// Queues an append and returns the answer to wait for (for pipelined
     /// sessions: answers come in the order the appends were queued).
     pub async fn submit(&self, append: Append) -> Result<oneshot::Receiver<Result<AppendAck>>> {
+        self.retire_older_incarnation(&append).await?;
         let log = append.log.clone();
         let handle = self.owner(&log).await?;
         let (reply, answer) = oneshot::channel();
@@ -318,9 +320,48 @@ impl IngestNode {
         self.ask(log, |reply| Command::Info { reply }).await
     }
 
-    /// The owner's view when this node owns the log now, without taking it.
-    pub async fn info_if_owned(&self, log: &LogName) -> Option<OwnerInfo> {
+    /// An append that names a newer log id than this node's owner of the
+    /// log owns: when the manifest says that owner's incarnation is gone
+    /// (deleted and re-created while this node's watch lagged), the owner
+    /// is stopped, so the append reaches an owner of the live log instead
+    /// of being refused by the dead one. A made-up id costs one manifest
+    /// read and stops nothing (the owner refuses it, `NOT_FOUND`).
+    async fn retire_older_incarnation(&self, append: &Append) -> Result<()> {
+        let Some(expected) = append.expected_log_id else {
+            return Ok(());
+        };
+        let Some(handle) = self.running_owner(&append.log) else {
+            return Ok(());
+        };
+        if expected > handle.log_id {
+            let live = self.manifest.log(&append.log).await?;
+            if live.log_id != handle.log_id {
+                self.forget_incarnation(&append.log, handle.log_id);
+            }
+        }
+        Ok(())
+    }
+
+    /// Stops this node's owner of `log` if it owns incarnation `log_id`.
+    fn forget_incarnation(&self, log: &LogName, log_id: u64) {
+        let mut owners = self.owners.lock().unwrap_or_else(|p| p.into_inner());
+        if owners.get(log).is_some_and(|o| o.handle.log_id == log_id) {
+            let owned = owners.remove(log).expect("just looked up");
+            tracing::info!(%log, log_id, "the log was re-created: stopping the owner of the old one");
+            owned.stop.cancel();
+        }
+    }
+
+    /// The owner's view when this node owns incarnation `log_id` of `log`
+    /// now, without taking it. An owner of an older incarnation is stopped.
+    pub async fn info_if_owned(&self, log: &LogName, log_id: u64) -> Option<OwnerInfo> {
         let handle = self.running_owner(log)?;
+        if handle.log_id != log_id {
+            if handle.log_id < log_id {
+                self.forget_incarnation(log, handle.log_id);
+            }
+            return None;
+        }
         let (reply, answer) = oneshot::channel();
         handle.send(Command::Info { reply }).await?;
         answer.await.ok()

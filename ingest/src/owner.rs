@@ -271,6 +271,8 @@ pub struct OwnerEnv {
 #[derive(Debug, Clone)]
 pub struct OwnerHandle {
     pub epoch: u64,
+    /// The incarnation of the log this owner owns.
+    pub log_id: u64,
     commands: mpsc::Sender<Command>,
     stopped: CancellationToken,
 }
@@ -310,6 +312,7 @@ impl Owner {
         let (events, event_receiver) = mpsc::unbounded_channel();
         let stopped = CancellationToken::new();
         let epoch = resume.epoch;
+        let log_id = resume.log_id;
         let owner = Owner {
             log,
             next_offset: resume.next_offset,
@@ -338,6 +341,7 @@ impl Owner {
         });
         OwnerHandle {
             epoch,
+            log_id,
             commands,
             stopped,
         }

@@ -46,7 +46,7 @@ impl LogServer {
         meta: &LogMeta,
         segments: &[SegmentMeta],
     ) -> Result<u64, Error> {
-        if let Some(info) = self.node.info_if_owned(log).await {
+        if let Some(info) = self.node.info_if_owned(log, meta.log_id).await {
             return Ok(info.next_offset);
         }
         let open = segments.iter().any(|s| s.state == SegmentState::Open);
@@ -78,7 +78,7 @@ impl LogServer {
         let (segments, _) = manifest.segments(log).await?;
         let next_offset = self.next_offset(log, &meta, &segments).await?;
         let first_offset = manifest.trim_point(log).await?.min(next_offset);
-        let end_of_stream = match self.node.info_if_owned(log).await {
+        let end_of_stream = match self.node.info_if_owned(log, meta.log_id).await {
             Some(info) => info.end_of_stream.is_some(),
             None => meta.end_of_stream.is_some(),
         };
@@ -263,10 +263,12 @@ impl LogService for LogServer {
                 request.before_offset, info.next_offset
             )));
         }
+        // The log whose end was checked, not whatever log has the name by
+        // now (a trim racing a delete + re-create must not trim the new log).
         let first_offset = self
             .node
             .manifest()
-            .trim(&log, request.before_offset)
+            .trim_log_id(&log, info.log_id, request.before_offset)
             .await
             .map_err(|err| status(err.into()))?;
         Ok(Response::new(pb::TrimResponse { first_offset }))

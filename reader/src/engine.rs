@@ -65,6 +65,25 @@ pub struct ReadSpec {
     pub client: Option<String>,
 }
 
+/// The incarnation a read of `log` reads in `view`: the `pinned` one,
+/// which must be the view's (an older one was deleted: `NOT_FOUND`; a newer
+/// one this node has not seen yet: retry), or else the view's.
+fn incarnation(log: &LogName, view: &LogView, pinned: Option<u64>) -> Result<u64> {
+    let Some(meta) = &view.meta else {
+        return Err(manifest::Error::LogNotFound(log.clone()).into());
+    };
+    match pinned {
+        Some(log_id) if log_id < meta.log_id => {
+            Err(manifest::Error::LogNotFound(log.clone()).into())
+        }
+        Some(log_id) if log_id > meta.log_id => Err(Error::NotSeenYet {
+            log: log.clone(),
+            log_id,
+        }),
+        _ => Ok(meta.log_id),
+    }
+}
+
 /// What a read delivers, in order.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ReadItem {
@@ -79,6 +98,8 @@ pub struct Tail {
     pub first_offset: u64,
     pub next_offset: u64,
     pub end_of_stream: bool,
+    /// The incarnation measured.
+    pub log_id: u64,
 }
 
 /// Settings of a reader node.
@@ -308,17 +329,25 @@ impl ReadEngine {
     }
 
     /// Checks what can be refused before a read streams anything: the log
-    /// exists, and an offset start is not below the trim point. Costs no
-    /// cache-node round trip (unlike [`ReadEngine::check_tail`]).
-    pub async fn check_start(&self, log: &LogName, start: Start) -> Result<()> {
-        let trim_point = self.views.subscribe(log).await?.borrow().trim_point;
+    /// exists (as incarnation `pinned`, if given), and an offset start is
+    /// not below the trim point; answers the id of the log the read is to
+    /// read. Costs no cache-node round trip (unlike
+    /// [`ReadEngine::check_tail`]).
+    pub async fn check_start(
+        &self,
+        log: &LogName,
+        start: Start,
+        pinned: Option<u64>,
+    ) -> Result<u64> {
+        let view = self.views.subscribe(log).await?.borrow().clone();
+        let log_id = incarnation(log, &view, pinned)?;
         match start {
-            Start::Offset(offset) if offset < trim_point => Err(Error::Trimmed {
+            Start::Offset(offset) if offset < view.trim_point => Err(Error::Trimmed {
                 log: log.clone(),
                 offset,
-                first_offset: trim_point,
+                first_offset: view.trim_point,
             }),
-            _ => Ok(()),
+            _ => Ok(log_id),
         }
     }
 
@@ -326,11 +355,13 @@ impl ReadEngine {
     pub async fn check_tail(&self, log: &LogName) -> Result<Tail> {
         let views = self.views.subscribe(log).await?;
         let view = views.borrow().clone();
+        let log_id = incarnation(log, &view, None)?;
         let next_offset = self.tail(log, &view).await?;
         Ok(Tail {
             first_offset: view.trim_point.min(next_offset),
             next_offset,
             end_of_stream: view.meta.as_ref().and_then(|m| m.end_of_stream).is_some(),
+            log_id,
         })
     }
 
@@ -357,6 +388,9 @@ impl ReadEngine {
         let log = &spec.log;
         let mut views = self.views.subscribe(log).await?;
         let view = views.borrow_and_update().clone();
+        // Before anything is taken from the view: a start measured on
+        // another incarnation would be an offset of another log.
+        let read_id = incarnation(log, &view, spec.log_id)?;
         out.next = match spec.start {
             Start::Offset(offset) => offset,
             Start::Earliest | Start::Txid(_) | Start::Timestamp(_) => view.trim_point,
@@ -367,9 +401,6 @@ impl ReadEngine {
             Start::Timestamp(t) => Some(Seek::Timestamp(t)),
             _ => None,
         };
-        let mut incarnation = spec
-            .log_id
-            .or_else(|| view.meta.as_ref().map(|meta| meta.log_id));
         loop {
             if out.done() {
                 return Ok(());
@@ -381,12 +412,8 @@ impl ReadEngine {
             // One read, one incarnation: a view of another log id means the
             // log was deleted (and re-created) while this read was held
             // back; its offsets name other records now.
-            match incarnation {
-                None => incarnation = Some(meta.log_id),
-                Some(log_id) if log_id != meta.log_id => {
-                    return Err(manifest::Error::LogNotFound(log.clone()).into());
-                }
-                Some(_) => {}
+            if meta.log_id != read_id {
+                return Err(manifest::Error::LogNotFound(log.clone()).into());
             }
             if out.next < view.trim_point {
                 return Err(Error::Trimmed {

@@ -54,6 +54,9 @@ pub enum Error {
     CorruptObject { key: String, reason: String },
     #[error("invalid request: {0}")]
     InvalidArgument(String),
+    /// A read pinned to a log id newer than this node's view of the log.
+    #[error("this reader node has not seen log {log} with id {log_id} yet; retry")]
+    NotSeenYet { log: LogName, log_id: u64 },
     /// Too many reads at once, on this node or from this client.
     #[error("{0}")]
     Busy(String),
@@ -70,7 +73,9 @@ impl Classify for Error {
     fn kind(&self) -> ErrorKind {
         match self {
             Error::Trimmed { .. } => ErrorKind::OutOfRange,
-            Error::Unavailable { .. } | Error::Object { .. } => ErrorKind::Unavailable,
+            Error::Unavailable { .. } | Error::Object { .. } | Error::NotSeenYet { .. } => {
+                ErrorKind::Unavailable
+            }
             // Failing to fetch bytes is transient; bytes that do not decode
             // are damaged.
             Error::Parquet { source, .. } if object_error(source).is_some() => {

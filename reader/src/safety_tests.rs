@@ -349,3 +349,43 @@ async fn reads_over_the_node_bound_are_resource_exhausted_until_one_leaves() {
     let mut d = engine.read(spec(&log, Start::Earliest, false));
     assert!(d.recv().await.is_none(), "admitted, and nothing to read");
 }
+
+/// A read pinned to a log id reads that incarnation or nothing: an older
+/// id (deleted) is `NOT_FOUND`, a newer one (this node's view lags) is a
+/// retryable `UNAVAILABLE`, whatever the start; the start (tail, earliest)
+/// is never measured on another incarnation first.
+#[tokio::test]
+async fn a_read_pinned_to_another_log_id_reads_nothing_of_this_one() {
+    let fixture = Fixture::new().await;
+    fixture.create_log(&"pinned/first".parse().unwrap()).await;
+    let log: LogName = "pinned/read".parse().unwrap();
+    let epoch = fixture.create_log(&log).await;
+    fixture
+        .offloaded_segment(&log, epoch, 0, payloads(5, 8))
+        .await;
+    let id = fixture.manifest.log(&log).await.unwrap().log_id;
+    assert!(id > 1);
+    let engine = fixture.engine(ReaderOptions::default());
+    for (pinned, kind) in [
+        (id - 1, ErrorKind::NotFound),
+        (id + 1, ErrorKind::Unavailable),
+    ] {
+        let err = engine
+            .check_start(&log, Start::Earliest, Some(pinned))
+            .await
+            .unwrap_err();
+        assert_eq!(err.kind(), kind, "{err}");
+        for start in [Start::Earliest, Start::Tail, Start::Offset(0)] {
+            let mut pinned_spec = spec(&log, start, true);
+            pinned_spec.log_id = Some(pinned);
+            let mut items = engine.read(pinned_spec);
+            match items.recv().await {
+                Some(Err(err)) => assert_eq!(err.kind(), kind, "{start:?}: {err}"),
+                other => panic!("a read pinned to id {pinned} from {start:?} gave {other:?}"),
+            }
+        }
+    }
+    let checked = engine.check_start(&log, Start::Earliest, Some(id)).await;
+    assert_eq!(checked.unwrap(), id);
+    assert_eq!(engine.check_tail(&log).await.unwrap().log_id, id);
+}

@@ -85,9 +85,11 @@ impl ReadService for ReadServer {
             ));
         }
         let start = request.start.into();
-        // Fail fast on an unknown log or a trimmed start, before streaming.
-        self.engine
-            .check_start(&log, start)
+        // Fail fast on an unknown log or a trimmed start, before streaming;
+        // the read is pinned to the incarnation checked here.
+        let log_id = self
+            .engine
+            .check_start(&log, start, request.log_id)
             .await
             .map_err(Status::from)?;
         let spec = ReadSpec {
@@ -95,17 +97,19 @@ impl ReadService for ReadServer {
             start,
             limit: request.limit,
             follow: request.follow,
-            log_id: request.log_id,
+            log_id: Some(log_id),
             client,
         };
-        let items = ReceiverStream::new(self.engine.read(spec)).map(|item| match item {
+        let items = ReceiverStream::new(self.engine.read(spec)).map(move |item| match item {
             Ok(ReadItem::Records(records)) => Ok(pb::ReadResponse {
                 records: records.into_iter().map(Into::into).collect(),
                 end_of_stream: false,
+                log_id,
             }),
             Ok(ReadItem::EndOfStream) => Ok(pb::ReadResponse {
                 records: Vec::new(),
                 end_of_stream: true,
+                log_id,
             }),
             Err(err) => Err(Status::from(err)),
         });
@@ -122,6 +126,7 @@ impl ReadService for ReadServer {
             first_offset: tail.first_offset,
             next_offset: tail.next_offset,
             end_of_stream: tail.end_of_stream,
+            log_id: tail.log_id,
         }))
     }
 

@@ -1,9 +1,14 @@
-//! A local cluster of real processes for end-to-end tests: one etcd, cache
-//! nodes and ingest nodes (`dlog serve`), each killable, stoppable and
-//! restartable; plus a checker that reads a log back straight from the
-//! cache nodes (segment by segment, up to each sealed end).
+//! A local cluster of real processes for end-to-end tests: etcd (one
+//! member or more), cache nodes and ingest nodes (`dlog serve`), each
+//! killable, stoppable and restartable, each under a group id of its own so
+//! [`firewall`] can cut the network between them; plus a checker that reads
+//! a log back straight from the cache nodes (segment by segment, up to each
+//! sealed end).
 
 #![allow(dead_code)]
+
+pub mod etcd;
+pub mod firewall;
 
 use std::collections::BTreeMap;
 use std::process::Command;
@@ -15,7 +20,8 @@ use dlog_infra::manifest::{Manifest, SegmentState};
 use dlog_infra::names::LogName;
 use dlog_infra::proto::cache_service_client::CacheServiceClient;
 use dlog_infra::proto::{ReadEntriesRequest, SegmentRef};
-use dlog_infra::testkit::{EtcdServer, Process, S3Server, free_port, wait_for_port};
+use dlog_infra::testkit::{Process, S3Server, free_port, wait_for_port};
+use etcd::EtcdCluster;
 
 /// Lease TTL of the test nodes: short, so failover tests are quick.
 pub const LEASE_TTL_SECS: u64 = 2;
@@ -26,10 +32,24 @@ pub struct Node {
     pub role: &'static str,
     pub port: u16,
     pub process: Option<Process>,
+    /// The group id the process runs under, when the test runs as root:
+    /// one per process, for [`firewall::Firewall::cut`].
+    pub gid: Option<u32>,
     dir: std::path::PathBuf,
     metastore: String,
     extra_args: Vec<String>,
     env: Vec<(String, String)>,
+}
+
+/// A group id no other process of this test uses, when running as root.
+pub fn next_gid() -> Option<u32> {
+    use std::os::unix::fs::MetadataExt;
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let root = std::fs::metadata("/proc/self").is_ok_and(|m| m.uid() == 0);
+    // Apart per test process, so two tests' rules never match each other's.
+    let base = 40_000 + (std::process::id() % 2_000) * 64;
+    root.then(|| base + NEXT.fetch_add(1, Ordering::Relaxed) % 64)
 }
 
 impl Node {
@@ -56,6 +76,37 @@ impl Node {
     /// may abort before it listens. See [`Node::wait_exit`].
     pub fn start_to_crash_at(&mut self, point: &str) {
         self.spawn(&[("DLOG_FAILPOINTS", point)]);
+    }
+
+    /// Removes everything in the node's data directory but its log file
+    /// (a replaced disk); the process must not be running.
+    pub fn wipe_data(&mut self) {
+        assert!(self.process.is_none(), "{} is running", self.id);
+        let keep = format!("{}.log", self.id);
+        for entry in std::fs::read_dir(&self.dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.file_name().is_some_and(|name| name == keep.as_str()) {
+                continue;
+            }
+            if path.is_dir() {
+                std::fs::remove_dir_all(&path).unwrap();
+            } else {
+                std::fs::remove_file(&path).unwrap();
+            }
+        }
+    }
+
+    /// The directory of the node's cache journal.
+    pub fn journal_dir(&self) -> std::path::PathBuf {
+        self.dir.join("cache")
+    }
+
+    /// Starts once with extra arguments (e.g. `--reinit-cache`).
+    pub fn start_with_args(&mut self, args: &[&str]) {
+        let saved = self.extra_args.clone();
+        self.extra_args.extend(args.iter().map(|a| a.to_string()));
+        self.start();
+        self.extra_args = saved;
     }
 
     fn spawn(&mut self, env: &[(&str, &str)]) {
@@ -85,6 +136,10 @@ impl Node {
             .arg(&self.dir)
             .args(["--node-id", &self.id])
             .args(&self.extra_args);
+        if let Some(gid) = self.gid {
+            use std::os::unix::process::CommandExt;
+            command.gid(gid);
+        }
         let log = self.dir.join(format!("{}.log", self.id));
         std::fs::create_dir_all(&self.dir).unwrap();
         self.process = Some(Process::spawn(&self.id, command, &log).unwrap());
@@ -125,7 +180,7 @@ impl Node {
 }
 
 pub struct Cluster {
-    pub etcd: EtcdServer,
+    pub etcd: EtcdCluster,
     pub s3: Option<S3Server>,
     pub caches: Vec<Node>,
     pub ingests: Vec<Node>,
@@ -145,6 +200,8 @@ pub struct ClusterSpec {
     /// `--roles` of the ingest nodes: `"ingest"`, or e.g. `"ingest,reader"`
     /// (then they also get the object store).
     pub ingest_roles: &'static str,
+    /// Members of the etcd cluster.
+    pub etcd_members: usize,
 }
 
 impl Default for ClusterSpec {
@@ -155,6 +212,7 @@ impl Default for ClusterSpec {
             compactors: 0,
             readers: 0,
             ingest_roles: "ingest",
+            etcd_members: 1,
         }
     }
 }
@@ -196,9 +254,10 @@ impl Cluster {
             compactors,
             readers,
             ingest_roles,
+            etcd_members,
         } = spec;
         let ingests_read = ingest_roles.contains("reader");
-        let etcd = EtcdServer::start()?;
+        let etcd = EtcdCluster::start(etcd_members, |_| next_gid())?;
         let s3 = if compactors + readers > 0 || ingests_read {
             Some(S3Server::start()?)
         } else {
@@ -210,6 +269,7 @@ impl Cluster {
             role,
             port: free_port(),
             process: None,
+            gid: next_gid(),
             dir: dir.path().join(format!("{role}-{i}")),
             metastore: etcd.url(),
             extra_args: Vec::new(),
