@@ -1,9 +1,12 @@
 #!/usr/bin/env bash
-# A fault campaign against real processes (tests/campaign.rs): a real etcd,
-# an S3 server, 3 cache nodes, 3 ingest+reader nodes and a compactor under a
-# seeded nemesis (kill -9 of owners, of one and of two cache nodes and of the
-# compactor; owners frozen past their lease), then a check of the whole
-# history. Each run appends one JSON line to the report file.
+# A fault campaign against real processes (tests/campaign.rs): 3 etcd
+# members, an S3 server, 3 cache nodes, 3 ingest+reader nodes and 2
+# compactors under a seeded nemesis (kill -9 of owners, cache nodes, a
+# compactor and an etcd member; owners frozen past their lease and cache
+# nodes frozen; partitions with iptables; a bit flip in, or the loss of, one
+# cache node's disk; logs deleted and re-created under load), then a check
+# of the whole history. Each run appends one JSON line to the report file.
+# Partitions need root and iptables (scripts/install-test-deps.sh).
 #
 #     scripts/campaign.sh [RUNS] [SECONDS]     default: 3 runs of 180 s
 #

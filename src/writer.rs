@@ -29,6 +29,10 @@
 //!   offset learnt was stale: the batch goes again at the actual offset;
 //! - otherwise the writer fails with [`Error::Conflict`].
 //!
+//! The writer also learns the log's id there, and every batch names it: a
+//! log deleted and re-created under the same name fails the writer with
+//! `NOT_FOUND`, never takes its records or its offsets.
+//!
 //! This relies on the writer being the only writer of its log while it is
 //! open (the single-writer model of docs/wire.md): another writer's appends
 //! surface as [`Error::Conflict`] rather than interleaving silently. That
@@ -111,6 +115,7 @@ impl Client {
             acked: 0,
             flushes: VecDeque::new(),
             next_offset: None,
+            log_id: None,
             acked_any: false,
             restarts: 0,
             failed: None,
@@ -355,6 +360,9 @@ struct WriterTask {
     flushes: VecDeque<(u64, oneshot::Sender<Result<()>>)>,
     /// The `expected_offset` of the next batch, once known.
     next_offset: Option<u64>,
+    /// The log id learnt with the first offset: every batch names it, so a
+    /// writer never writes into a log re-created under the same name.
+    log_id: Option<u64>,
     acked_any: bool,
     restarts: u32,
     /// Set once an append failed: everything after fails with it.
@@ -468,8 +476,19 @@ impl WriterTask {
         let expected = match self.next_offset {
             Some(offset) => offset,
             None => match self.client.get_log(&self.log).await {
+                Ok(info) if self.log_id.is_some_and(|id| id != info.log_id) => {
+                    let gone = tonic::Status::not_found(format!(
+                        "log {} with id {} was deleted; a log of that name now has id {}",
+                        self.log,
+                        self.log_id.unwrap_or_default(),
+                        info.log_id
+                    ));
+                    self.fail(Error::Status(gone), Vec::new());
+                    return None;
+                }
                 Ok(info) => {
                     self.next_offset = Some(info.next_offset);
+                    self.log_id = Some(info.log_id);
                     info.next_offset
                 }
                 Err(err) => {
@@ -507,19 +526,11 @@ impl WriterTask {
         let client = self.client.clone();
         let log = self.log.clone();
         let records = batch.records.clone();
-        let expected = batch.expected;
-        let call = async move {
-            client
-                .append_traced(
-                    &log,
-                    records,
-                    AppendIf {
-                        next_offset: Some(expected),
-                        log_id: None,
-                    },
-                )
-                .await
+        let condition = AppendIf {
+            next_offset: Some(batch.expected),
+            log_id: self.log_id,
         };
+        let call = async move { client.append_traced(&log, records, condition).await };
         (Box::pin(call), batch)
     }
 
@@ -734,6 +745,9 @@ mod tests {
         /// Another writer's records that land just before the append with
         /// this number is handled (a predecessor's append in flight).
         foreign_before: Vec<(usize, Bytes)>,
+        /// The log id `GetLog` answers, and the one each append named.
+        log_id: u64,
+        named_log_ids: Vec<Option<u64>>,
         appends: usize,
         in_flight: usize,
         max_in_flight: usize,
@@ -752,6 +766,7 @@ mod tests {
             Ok(tonic::Response::new(pb::GetLogResponse {
                 log: Some(pb::LogInfo {
                     next_offset,
+                    log_id: state.log_id,
                     ..Default::default()
                 }),
             }))
@@ -767,6 +782,7 @@ mod tests {
                 state.in_flight += 1;
                 state.max_in_flight = state.max_in_flight.max(state.in_flight);
                 state.appends += 1;
+                state.named_log_ids.push(request.log_id);
                 state.appends - 1
             };
             tokio::time::sleep(Duration::from_millis(2)).await;
@@ -922,6 +938,32 @@ mod tests {
         assert_eq!(state.max_in_flight, 1);
         assert!(state.appends < 100, "{} appends", state.appends);
         assert!(state.appends >= 1_000 / 64, "{} appends", state.appends);
+    }
+
+    #[tokio::test]
+    async fn every_batch_names_the_log_id_learnt_with_the_first_offset() {
+        // A log deleted and re-created under the name has another id: the
+        // owner refuses a batch naming the old one instead of taking it.
+        let owner = owner(OwnerState {
+            log_id: 42,
+            ..OwnerState::default()
+        });
+        let client = serve(owner.clone()).await;
+        let writer = client.writer("ns/log", small_batches());
+        let pending: Vec<PendingWrite> = (0..5)
+            .map(|i| writer.write(Record::new(format!("{i}"))))
+            .collect();
+        writer.close().await.unwrap();
+        for pending in pending {
+            pending.await.unwrap();
+        }
+        let state = owner.state.lock().unwrap();
+        assert!(state.appends > 1);
+        assert!(
+            state.named_log_ids.iter().all(|id| *id == Some(42)),
+            "{:?}",
+            state.named_log_ids
+        );
     }
 
     #[tokio::test]

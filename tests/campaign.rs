@@ -544,7 +544,17 @@ async fn nemesis(
                 if let Some(flipped) = flip_a_bit(&node.journal_dir(), rng) {
                     tracing::info!(flipped, "nemesis: journal bit flipped");
                 }
-                node.start();
+                // A journal whose damage leaves nothing to trust (e.g. a
+                // file header) is refused; the operator replaces the disk.
+                if !node.try_start(Duration::from_secs(20)) {
+                    eprintln!(
+                        "campaign: {} refused its damaged journal; re-initialised",
+                        node.id
+                    );
+                    node.kill();
+                    node.wipe_data();
+                    node.start_with_args(&["--reinit-cache"]);
+                }
             }
             Fault::WipeCache => {
                 let node = &mut cluster.caches[BAD_DISK];

@@ -87,17 +87,36 @@ impl LogViews {
             return Err(manifest::Error::LogNotFound(log.clone()));
         }
         let (manifest, owned_log) = (self.manifest.clone(), log.clone());
-        Ok(self
+        let fresh = first.clone();
+        let receiver = self
             .watches
             .subscribe(log.clone(), first.clone(), move |sender| {
                 follow(manifest, owned_log, first.revision, sender)
-            }))
+            });
+        // A running watch may lag behind the view just loaded (e.g. while
+        // it restarts): the newer of the two is what every reader sees.
+        if let Some(sender) = self.watches.sender(log) {
+            publish_newer(&sender, fresh);
+        }
+        Ok(receiver)
     }
 
     /// Logs with a running manifest watch on this node.
     pub fn watched(&self) -> usize {
         self.watches.len()
     }
+}
+
+/// Publishes `view` unless the one published is as new or newer: views
+/// never go back in revision, whoever loaded them.
+fn publish_newer(sender: &watch::Sender<Arc<LogView>>, view: Arc<LogView>) {
+    sender.send_if_modified(|current| {
+        let newer = view.revision > current.revision;
+        if newer {
+            *current = view;
+        }
+        newer
+    });
 }
 
 /// Keeps `sender` current: reloads the view on every batch of watch events.
@@ -115,8 +134,14 @@ async fn follow(
         let mut events = match manifest.watch_log(&log, Some(revision + 1)).await {
             Ok(events) => events,
             Err(err) => {
-                tracing::warn!(%log, "manifest watch failed: {err}; retrying");
+                // E.g. the revision was compacted away: a watch from it can
+                // never start, so start again from a fresh view.
+                tracing::warn!(%log, "manifest watch failed: {err}; reloading and retrying");
                 tokio::time::sleep(Duration::from_millis(500)).await;
+                if let Ok(view) = load(&manifest, &log).await {
+                    revision = view.revision;
+                    publish_newer(&sender, Arc::new(view));
+                }
                 continue;
             }
         };
@@ -136,7 +161,7 @@ async fn follow(
             match load(&manifest, &log).await {
                 Ok(view) => {
                     revision = revision.max(view.revision);
-                    sender.send_replace(Arc::new(view));
+                    publish_newer(&sender, Arc::new(view));
                 }
                 Err(err) => {
                     tracing::warn!(%log, "reloading the log view failed: {err}");
@@ -148,7 +173,7 @@ async fn follow(
         tokio::time::sleep(Duration::from_millis(100)).await;
         if let Ok(view) = load(&manifest, &log).await {
             revision = view.revision;
-            sender.send_replace(Arc::new(view));
+            publish_newer(&sender, Arc::new(view));
         }
     }
 }

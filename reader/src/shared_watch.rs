@@ -63,6 +63,12 @@ where
         receiver
     }
 
+    /// The publisher of `key`, if one runs (to offer it a fresher value).
+    pub fn sender(&self, key: &K) -> Option<Arc<watch::Sender<V>>> {
+        let senders = self.senders.lock().unwrap_or_else(|p| p.into_inner());
+        senders.get(key).cloned()
+    }
+
     /// How many keys have a running publisher.
     pub fn len(&self) -> usize {
         self.senders.lock().unwrap_or_else(|p| p.into_inner()).len()

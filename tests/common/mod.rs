@@ -48,7 +48,7 @@ pub fn next_gid() -> Option<u32> {
     static NEXT: AtomicU32 = AtomicU32::new(0);
     let root = std::fs::metadata("/proc/self").is_ok_and(|m| m.uid() == 0);
     // Apart per test process, so two tests' rules never match each other's.
-    let base = 40_000 + (std::process::id() % 2_000) * 64;
+    let base = 40_000 + (std::process::id() % 10_000) * 64;
     root.then(|| base + NEXT.fetch_add(1, Ordering::Relaxed) % 64)
 }
 
@@ -70,6 +70,25 @@ impl Node {
             self.id,
             self.log_text()
         );
+    }
+
+    /// Starts and waits for its port; `false` if the process exited first
+    /// (e.g. it refused its data directory) or did not listen in `timeout`.
+    pub fn try_start(&mut self, timeout: Duration) -> bool {
+        self.spawn(&[]);
+        let deadline = std::time::Instant::now() + timeout;
+        let addr = std::net::SocketAddr::from(([127, 0, 0, 1], self.port));
+        while std::time::Instant::now() < deadline {
+            if !self.process.as_mut().is_some_and(|p| p.is_running()) {
+                self.process = None;
+                return false;
+            }
+            if std::net::TcpStream::connect_timeout(&addr, Duration::from_millis(100)).is_ok() {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        false
     }
 
     /// Starts with `DLOG_FAILPOINTS=point`, not waiting for the port: it
