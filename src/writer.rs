@@ -940,23 +940,31 @@ mod tests {
         assert!(state.appends >= 1_000 / 64, "{} appends", state.appends);
     }
 
-    #[tokio::test]
-    async fn every_batch_names_the_log_id_learnt_with_the_first_offset() {
-        // A log deleted and re-created under the name has another id: the
-        // owner refuses a batch naming the old one instead of taking it.
-        let owner = owner(OwnerState {
-            log_id: 42,
-            ..OwnerState::default()
-        });
+    /// Writes records 0..5 in small batches to an owner in `state`, and
+    /// checks that each got its offset.
+    async fn write_five(state: OwnerState) -> Arc<Owner> {
+        let owner = owner(state);
         let client = serve(owner.clone()).await;
         let writer = client.writer("ns/log", small_batches());
         let pending: Vec<PendingWrite> = (0..5)
             .map(|i| writer.write(Record::new(format!("{i}"))))
             .collect();
         writer.close().await.unwrap();
-        for pending in pending {
-            pending.await.unwrap();
+        for (i, pending) in pending.into_iter().enumerate() {
+            assert_eq!(pending.await.unwrap(), i as u64);
         }
+        owner
+    }
+
+    #[tokio::test]
+    async fn every_batch_names_the_log_id_learnt_with_the_first_offset() {
+        // A log deleted and re-created under the name has another id: the
+        // owner refuses a batch naming the old one instead of taking it.
+        let owner = write_five(OwnerState {
+            log_id: 42,
+            ..OwnerState::default()
+        })
+        .await;
         let state = owner.state.lock().unwrap();
         assert!(state.appends > 1);
         assert!(
@@ -970,19 +978,11 @@ mod tests {
     async fn an_append_in_doubt_is_written_once() {
         // The second append lands but its answer is lost; the retry is
         // refused (expected offset) and the writer sees that it landed.
-        let owner = owner(OwnerState {
+        let owner = write_five(OwnerState {
             in_doubt: vec![1],
             ..OwnerState::default()
-        });
-        let client = serve(owner.clone()).await;
-        let writer = client.writer("ns/log", small_batches());
-        let pending: Vec<PendingWrite> = (0..5)
-            .map(|i| writer.write(Record::new(format!("{i}"))))
-            .collect();
-        writer.close().await.unwrap();
-        for (i, pending) in pending.into_iter().enumerate() {
-            assert_eq!(pending.await.unwrap(), i as u64);
-        }
+        })
+        .await;
         assert_eq!(payloads(&owner), ["0", "1", "2", "3", "4"]);
     }
 
@@ -990,20 +990,12 @@ mod tests {
     async fn an_append_in_doubt_waits_while_the_owner_has_it_in_flight() {
         // The retry of the append in doubt is answered "retry later" while
         // the owner still has it in flight, then the acknowledged end.
-        let owner = owner(OwnerState {
+        let owner = write_five(OwnerState {
             in_doubt: vec![1],
             still_in_flight: 3,
             ..OwnerState::default()
-        });
-        let client = serve(owner.clone()).await;
-        let writer = client.writer("ns/log", small_batches());
-        let pending: Vec<PendingWrite> = (0..5)
-            .map(|i| writer.write(Record::new(format!("{i}"))))
-            .collect();
-        writer.close().await.unwrap();
-        for (i, pending) in pending.into_iter().enumerate() {
-            assert_eq!(pending.await.unwrap(), i as u64);
-        }
+        })
+        .await;
         assert_eq!(payloads(&owner), ["0", "1", "2", "3", "4"]);
         assert_eq!(owner.state.lock().unwrap().still_in_flight, 0);
     }
