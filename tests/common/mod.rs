@@ -360,10 +360,22 @@ impl Cluster {
         })
     }
 
-    /// The ingest node that owns `log` now, by index.
+    /// The ingest node that owns `log` now, by index. Retries for up to
+    /// 10 s while etcd does not answer (a member was killed, an election).
     pub async fn owner_of(&self, log: &str) -> Option<usize> {
         let log: LogName = log.parse().unwrap();
-        let owner = self.manifest.owner(&log).await.unwrap()?;
+        let mut attempts = 0;
+        let owner = loop {
+            match self.manifest.owner(&log).await {
+                Ok(owner) => break owner?,
+                Err(err) if attempts < 100 => {
+                    attempts += 1;
+                    tracing::debug!("reading the owner of {log}: {err}; retrying");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+                Err(err) => panic!("reading the owner of {log}: {err}"),
+            }
+        };
         self.ingests.iter().position(|n| n.id == owner.id)
     }
 
