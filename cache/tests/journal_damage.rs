@@ -118,7 +118,7 @@ async fn a_flipped_frame_header_mid_newest_file_does_not_silently_drop_synced_re
             "node trusted, serves {} of S's 5 acknowledged entries: a definite \"not held\" for the rest",
             read.len()
         )),
-        Err(kind) if kind == ErrorKind::DataLoss => {}
+        Err(ErrorKind::DataLoss) => {}
         Err(kind) => broken.push(format!("read of S failed with {kind:?}")),
     }
     if let Ok(progress) = store.fence(t, 3).await {
