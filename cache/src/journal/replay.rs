@@ -35,6 +35,14 @@
 //! file still looks like a torn tail and is cut, as that format always
 //! did; it is the newest file for one start at most, the first after the
 //! upgrade.
+//!
+//! Why the scan is safe both ways. A batch start found where there is none
+//! would only make the node give up its copy (it serves nothing): it needs
+//! the file's 16-byte marker (derived from its 64-bit random nonce, which
+//! never leaves the node) followed by a header whose check verifies at that
+//! offset, so neither a payload nor a copy of a real batch start qualifies.
+//! A later batch start missed would cut synced records: that needs the
+//! damage to reach the start of every later batch in the file too.
 
 use std::fs::{self, OpenOptions};
 use std::path::Path;
