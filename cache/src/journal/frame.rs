@@ -1,38 +1,60 @@
-//! The journal's on-disk format: a file header, then chained frames.
+//! The journal's on-disk format: a file header, then chained frames, each
+//! group commit (batch) starting with the file's sync marker.
 //!
 //! ```text
 //! file header  magic "DLJF" | version u32 | seq u64 | nonce u64 | crc32c u32 (of the 24 bytes before)
+//! batch        sync marker [16] | frame | frame | ...          (version 4; version 3 has no marker)
 //! frame        kind u8 | len u32 | log_id u64 | segment_id u64 | batch u64 | payload crc32c u32 | check u32 | payload
 //! ```
 //!
 //! All integers are little endian. A frame's `check` is the CRC32C of its
-//! first 25 header bytes, seeded with the previous frame's `check` (the
-//! file header's CRC for the first frame). So:
+//! first 33 header bytes, seeded with the previous frame's `check`; the first
+//! frame of a batch (right after the marker) is seeded instead with a value
+//! derived from the file header's CRC and the marker's offset in the file
+//! (version 3: every frame chains to the one before, the first to the file
+//! header's CRC). So:
 //!
-//! * **Replay never searches for frames.** It reads a frame only where the
-//!   verified header before it says the frame starts. Payloads are stored
-//!   verbatim and may hold anything, including a byte-exact copy of a real
-//!   frame; they are never parsed as frames.
+//! * **Replay never reads frames out of payloads.** It parses a frame only
+//!   where the verified header before it says the frame starts. Payloads
+//!   are stored verbatim and may hold anything, including a byte-exact copy
+//!   of a real frame or batch start; they are never parsed as records.
 //! * **A frame verifies only at its own place.** Its check depends on the
-//!   file's sequence number and random nonce and on every header before it,
-//!   so a frame copied into a payload, another file or another position
-//!   fails its check even if replay were to look there.
+//!   file's random nonce, the marker's offset and every header of its batch
+//!   before it, so a frame copied into a payload, another file or another
+//!   position fails its check.
+//! * **Batch starts can be found after damage.** The sync marker is 16
+//!   bytes derived from the file's random nonce (never sent anywhere, so a
+//!   client cannot put it in a payload on purpose), and a batch's first
+//!   frame verifies on its own, without the chain of the frames before it.
+//!   After a header that does not verify, replay scans forward for the
+//!   marker, and a marker followed by a batch-start frame that verifies at
+//!   that offset proves that a later batch was started
+//!   ([`find_batch_start`]). Scanning only decides what the damage is;
+//!   records are still read by following the chain alone. Cost: 16 bytes
+//!   per group commit.
 //! * **Payload damage is local.** A frame whose header verifies but whose
 //!   payload does not names its segment and where the next frame starts, so
 //!   replay marks that segment damaged and goes on. A header that does not
 //!   verify leaves the rest of the file unlocatable (see [`mod@super::replay`]).
 //! * **Batches are numbered.** `batch` is the group commit that wrote the
 //!   frame, rising within a file. The writer starts a batch only after the
-//!   previous one's `fdatasync` returned, so a verified frame of a later
-//!   batch proves every earlier batch of the file was synced; replay uses
-//!   that to tell a torn last batch from damage (see [`mod@super::replay`]).
+//!   previous one's `fdatasync` returned, so any verified frame of a later
+//!   batch (version 4: any verified batch start further on) proves that
+//!   everything before it in the file was synced; replay uses that to tell
+//!   a torn last batch from damage (see [`mod@super::replay`]).
 //!
 //! Records are entries, fences, drops and damage marks (`Damaged`: the node
 //! found a record of the segment damaged; kept so the mark outlives the file
 //! that held the damaged record).
 //!
-//! The version is checked before anything else: a file of another format is
-//! refused with a clear error, never guessed at.
+//! Versions: this build writes version 4 and replays versions 3 and 4 (a
+//! version-3 file is one written before an upgrade; every start begins a new
+//! file, so it is the newest file for one start at most). The version is
+//! checked before anything else: a file of another format is refused with a
+//! clear error, never guessed at. A header that fails its CRC is damage,
+//! also when the flipped bit is in the magic or the version: a header that
+//! verifies once its magic and version are set back to this format's is
+//! this format's, damaged.
 
 use std::hash::{BuildHasher, Hasher};
 
@@ -41,12 +63,19 @@ use bytes::{Buf, BufMut, Bytes, BytesMut};
 use crate::error::SegmentKey;
 
 pub const FILE_MAGIC: &[u8; 4] = b"DLJF";
-/// The format this build writes and reads.
-pub const VERSION: u32 = 3;
+/// The format this build writes.
+pub const VERSION: u32 = 4;
+/// The format before sync markers, still replayed.
+pub const VERSION_3: u32 = 3;
 pub const FILE_HEADER_LEN: usize = 28;
 pub const FRAME_HEADER_LEN: usize = 37;
+/// Bytes of the sync marker written before every batch (version 4).
+pub const SYNC_MARKER_LEN: usize = 16;
 /// Header bytes covered by a frame's check (all but the check itself).
 const CHECKED_LEN: usize = FRAME_HEADER_LEN - 4;
+/// First byte of every sync marker: not a record kind, so a marker is never
+/// the start of a frame header.
+const MARKER_FIRST: u8 = 0xFF;
 
 /// What a journal record says.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -112,31 +141,88 @@ impl Record {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct FileHeader {
     pub seq: u64,
-    /// Random per file: no one outside the node can compute a frame's check.
+    /// Random per file: no one outside the node can compute a frame's check
+    /// or the file's sync marker.
     pub nonce: u64,
+    pub version: u32,
+}
+
+/// What the frames of one file are verified with, derived from its header.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FileKeys {
+    /// The file header's CRC.
+    seed: u32,
+    /// Version 4: the bytes before every batch's first frame.
+    marker: Option<[u8; SYNC_MARKER_LEN]>,
+}
+
+impl FileKeys {
+    fn new(version: u32, seed: u32, nonce: u64) -> FileKeys {
+        let marker = (version >= VERSION).then(|| {
+            let mut marker = [0; SYNC_MARKER_LEN];
+            marker[..8].copy_from_slice(&mix(nonce ^ 0x5359_4e43_4d41_524b).to_le_bytes());
+            marker[8..].copy_from_slice(&mix(nonce.rotate_left(32)).to_le_bytes());
+            marker[0] = MARKER_FIRST;
+            marker
+        });
+        FileKeys { seed, marker }
+    }
+
+    /// Seed of the check of the file's first frame.
+    pub fn first_chain(&self) -> u32 {
+        self.seed
+    }
+
+    /// Whether batches start with a sync marker (version 4).
+    pub fn has_markers(&self) -> bool {
+        self.marker.is_some()
+    }
+
+    /// Seed of the check of a batch's first frame, whose marker is at
+    /// `offset` in the file.
+    fn batch_seed(&self, offset: usize) -> u32 {
+        crc32c::crc32c_append(self.seed, &(offset as u64).to_le_bytes())
+    }
+
+    /// The marker, if one starts at `at`.
+    fn marker_at(&self, file: &[u8], at: usize) -> Option<[u8; SYNC_MARKER_LEN]> {
+        self.marker
+            .filter(|marker| file.get(at..at + SYNC_MARKER_LEN) == Some(&marker[..]))
+    }
+}
+
+/// A bijective 64-bit mixer (the SplitMix64 finaliser): spreads the nonce
+/// over the marker's bytes.
+fn mix(mut x: u64) -> u64 {
+    x = (x ^ (x >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    x = (x ^ (x >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    x ^ (x >> 31)
 }
 
 impl FileHeader {
-    /// A header for file `seq` with a fresh random nonce.
+    /// A header for file `seq` of this build's format with a fresh random
+    /// nonce.
     pub fn new(seq: u64) -> FileHeader {
         let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
         hasher.write_u64(seq);
         FileHeader {
             seq,
             nonce: hasher.finish(),
+            version: VERSION,
         }
     }
 
-    /// The header's bytes; their CRC seeds the first frame's check.
-    pub fn encode(&self) -> ([u8; FILE_HEADER_LEN], u32) {
+    /// The header's bytes, and the keys its frames are written with.
+    pub fn encode(&self) -> ([u8; FILE_HEADER_LEN], FileKeys) {
         let mut buf = BytesMut::with_capacity(FILE_HEADER_LEN);
         buf.put_slice(FILE_MAGIC);
-        buf.put_u32_le(VERSION);
+        buf.put_u32_le(self.version);
         buf.put_u64_le(self.seq);
         buf.put_u64_le(self.nonce);
         let crc = crc32c::crc32c(&buf);
         buf.put_u32_le(crc);
-        (buf[..].try_into().expect("header length"), crc)
+        let keys = FileKeys::new(self.version, crc, self.nonce);
+        (buf[..].try_into().expect("header length"), keys)
     }
 }
 
@@ -144,7 +230,7 @@ impl FileHeader {
 #[derive(Debug, PartialEq, Eq)]
 pub enum HeaderError {
     /// Shorter than a header, or its checksum fails (a torn or damaged
-    /// header).
+    /// header, also one whose magic or version has a flipped bit).
     Damaged,
     /// Not a journal file of any version this build knows.
     NotAJournal,
@@ -154,37 +240,58 @@ pub enum HeaderError {
     WrongSeq(u64),
 }
 
-/// Reads the file header of file `seq`; returns the seed of the first
-/// frame's check.
-pub fn parse_file_header(file: &[u8], seq: u64) -> Result<u32, HeaderError> {
+fn known(version: u32) -> bool {
+    version == VERSION || version == VERSION_3
+}
+
+/// Whether `header` verifies once its magic and version are set back to
+/// those of a format this build reads: a header of this format with a
+/// flipped bit there, not a file of another format.
+fn verifies_repaired(header: &[u8]) -> bool {
+    [VERSION, VERSION_3].iter().any(|version| {
+        let mut repaired = [0; FILE_HEADER_LEN];
+        repaired.copy_from_slice(header);
+        repaired[..4].copy_from_slice(FILE_MAGIC);
+        repaired[4..8].copy_from_slice(&version.to_le_bytes());
+        let crc = crc32c::crc32c(&repaired[..FILE_HEADER_LEN - 4]);
+        repaired[FILE_HEADER_LEN - 4..] == crc.to_le_bytes()
+    })
+}
+
+/// Reads the file header of file `seq`; returns the keys of its frames.
+pub fn parse_file_header(file: &[u8], seq: u64) -> Result<FileKeys, HeaderError> {
     if file.len() < 8 {
         return Err(HeaderError::Damaged);
     }
-    if &file[..4] != FILE_MAGIC {
-        return Err(if file[..4].iter().all(|b| *b == 0) {
-            HeaderError::Damaged
-        } else {
-            HeaderError::NotAJournal
-        });
-    }
     let version = u32::from_le_bytes(file[4..8].try_into().expect("4 bytes"));
-    let verified = file.get(..FILE_HEADER_LEN).filter(|header| {
+    let header = file.get(..FILE_HEADER_LEN);
+    let verified = header.filter(|header| {
         let crc = crc32c::crc32c(&header[..FILE_HEADER_LEN - 4]);
         header[FILE_HEADER_LEN - 4..] == crc.to_le_bytes()
     });
     let Some(mut header) = verified else {
-        // A header that does not verify: a file longer than a header that
-        // names another version is of another format (refused, never
-        // guessed at); anything else is a torn or damaged header (a torn
-        // creation leaves a short file with part of its header: the magic,
-        // then zeros).
-        return Err(if version != VERSION && file.len() > FILE_HEADER_LEN {
+        // A header that does not verify. Damage when its magic and version
+        // are ours, or verify once set back to ours (a bit flipped there);
+        // a torn creation leaves a short file with part of its header (the
+        // magic, then zeros). Otherwise a file of another format (refused,
+        // never guessed at): one with another magic, or longer than a
+        // header and naming another version.
+        if header.is_some_and(verifies_repaired) || file[..4].iter().all(|b| *b == 0) {
+            return Err(HeaderError::Damaged);
+        }
+        if &file[..4] != FILE_MAGIC {
+            return Err(HeaderError::NotAJournal);
+        }
+        return Err(if !known(version) && file.len() > FILE_HEADER_LEN {
             HeaderError::Version(version)
         } else {
             HeaderError::Damaged
         });
     };
-    if version != VERSION {
+    if &header[..4] != FILE_MAGIC {
+        return Err(HeaderError::NotAJournal);
+    }
+    if !known(version) {
         return Err(HeaderError::Version(version));
     }
     let crc = crc32c::crc32c(&header[..FILE_HEADER_LEN - 4]);
@@ -193,19 +300,33 @@ pub fn parse_file_header(file: &[u8], seq: u64) -> Result<u32, HeaderError> {
     if found != seq {
         return Err(HeaderError::WrongSeq(found));
     }
-    Ok(crc)
+    Ok(FileKeys::new(version, crc, header.get_u64_le()))
 }
 
 /// Encodes frames of one file, keeping the check chain.
 #[derive(Debug)]
 pub struct Encoder {
+    keys: FileKeys,
     chain: u32,
 }
 
 impl Encoder {
-    /// Starts after the file header (seeded with its CRC).
-    pub fn new(seed: u32) -> Encoder {
-        Encoder { chain: seed }
+    /// Starts after the file header.
+    pub fn new(keys: FileKeys) -> Encoder {
+        Encoder {
+            keys,
+            chain: keys.first_chain(),
+        }
+    }
+
+    /// Starts a group commit: appends the sync marker (version 4) to `buf`,
+    /// whose end is at `offset` in the file.
+    pub fn start_batch(&mut self, offset: u64, buf: &mut BytesMut) {
+        if let Some(marker) = self.keys.marker {
+            let offset = usize::try_from(offset).expect("journal file offset fits usize");
+            self.chain = self.keys.batch_seed(offset);
+            buf.put_slice(&marker);
+        }
     }
 
     /// Appends the frame of group commit `batch` to `buf`; returns the
@@ -249,7 +370,7 @@ pub struct Parsed {
 /// Why a frame could not be read.
 #[derive(Debug, PartialEq, Eq)]
 pub enum FrameError {
-    /// The file ends inside the frame's header or payload.
+    /// The file ends inside the frame's marker, header or payload.
     Truncated,
     /// The header fails its check: where the next frame starts is unknown.
     BadHeader,
@@ -277,52 +398,100 @@ pub struct Next {
     pub chain: u32,
 }
 
-/// Parses the frame at `at`, whose check is seeded with `chain`.
-pub fn parse_at(file: &Bytes, at: usize, chain: u32) -> Result<Next, FrameError> {
-    let Some(header) = file.get(at..at + FRAME_HEADER_LEN) else {
+/// A frame header that verified.
+struct Header {
+    kind: u8,
+    len: usize,
+    segment: SegmentKey,
+    batch: u64,
+    payload_crc: u32,
+    check: u32,
+}
+
+/// Reads and verifies the frame header at `at`, its check seeded with
+/// `seed`.
+fn header_at(file: &[u8], at: usize, seed: u32) -> Result<Header, FrameError> {
+    let Some(bytes) = file.get(at..at + FRAME_HEADER_LEN) else {
         return Err(FrameError::Truncated);
     };
-    let check = crc32c::crc32c_append(chain, &header[..CHECKED_LEN]);
-    let mut fields = header;
-    let kind = fields.get_u8();
-    let len = fields.get_u32_le() as usize;
-    let segment = SegmentKey {
-        log_id: fields.get_u64_le(),
-        segment_id: fields.get_u64_le(),
+    let check = crc32c::crc32c_append(seed, &bytes[..CHECKED_LEN]);
+    let mut fields = bytes;
+    let header = Header {
+        kind: fields.get_u8(),
+        len: fields.get_u32_le() as usize,
+        segment: SegmentKey {
+            log_id: fields.get_u64_le(),
+            segment_id: fields.get_u64_le(),
+        },
+        batch: fields.get_u64_le(),
+        payload_crc: fields.get_u32_le(),
+        check,
     };
-    let batch = fields.get_u64_le();
-    let payload_crc = fields.get_u32_le();
     if fields.get_u32_le() != check {
         return Err(FrameError::BadHeader);
     }
+    Ok(header)
+}
+
+/// Where the first batch start at or after `from` is: a sync marker
+/// followed by a frame header that verifies as a batch's first frame at
+/// that offset. `None` for a version-3 file (it has no markers). Only a
+/// batch the writer started can be found: a marker or frame copied into a
+/// payload fails the check at its new offset.
+pub fn find_batch_start(file: &[u8], from: usize, keys: &FileKeys) -> Option<usize> {
+    let marker = keys.marker?;
+    let mut at = from;
+    while let Some(found) = file
+        .get(at..)?
+        .windows(SYNC_MARKER_LEN)
+        .position(|window| window == marker)
+    {
+        let start = at + found;
+        if header_at(file, start + SYNC_MARKER_LEN, keys.batch_seed(start)).is_ok() {
+            return Some(start);
+        }
+        at = start + 1;
+    }
+    None
+}
+
+/// Parses the frame at `at`: a batch's first frame if the file's sync
+/// marker is there, else a frame whose check is seeded with `chain`.
+pub fn parse_at(file: &Bytes, at: usize, keys: &FileKeys, chain: u32) -> Result<Next, FrameError> {
+    let (at, seed) = match keys.marker_at(file, at) {
+        Some(_) => (at + SYNC_MARKER_LEN, keys.batch_seed(at)),
+        None => (at, chain),
+    };
+    let header = header_at(file, at, seed)?;
     let payload_start = at + FRAME_HEADER_LEN;
-    let next = payload_start + len;
+    let next = payload_start + header.len;
     if next > file.len() {
         return Err(FrameError::Truncated);
     }
+    let (kind, len, segment) = (header.kind, header.len, header.segment);
     let bad = FrameError::BadPayload {
         segment,
-        batch,
+        batch: header.batch,
         fence: kind == KIND_FENCE,
         next,
-        chain: check,
+        chain: header.check,
     };
     let bytes = file.slice(payload_start..next);
-    if crc32c::crc32c(&bytes) != payload_crc {
+    if crc32c::crc32c(&bytes) != header.payload_crc {
         return Err(bad);
     }
     let record = match (kind, len) {
         (KIND_ENTRY, _) => {
-            let Ok(header) = dlog_infra::codec::verify_entry(&bytes) else {
+            let Ok(entry) = dlog_infra::codec::verify_entry(&bytes) else {
                 return Err(bad);
             };
-            if (header.log_id, header.segment_id) != (segment.log_id, segment.segment_id) {
+            if (entry.log_id, entry.segment_id) != (segment.log_id, segment.segment_id) {
                 return Err(bad);
             }
             Record::Entry {
                 segment,
-                entry_id: header.entry_id,
-                lac: header.lac,
+                entry_id: entry.entry_id,
+                lac: entry.lac,
                 bytes,
             }
         }
@@ -343,9 +512,9 @@ pub fn parse_at(file: &Bytes, at: usize, chain: u32) -> Result<Next, FrameError>
             payload_offset: payload_start as u64,
             payload_len: len as u32,
         },
-        batch,
+        batch: header.batch,
         next,
-        chain: check,
+        chain: header.check,
     })
 }
 
@@ -353,25 +522,41 @@ pub fn parse_at(file: &Bytes, at: usize, chain: u32) -> Result<Next, FrameError>
 mod tests {
     use super::*;
 
-    fn file_with(records: &[Record]) -> (Bytes, Vec<usize>) {
-        let (header, seed) = FileHeader::new(7).encode();
+    /// File 7 of `version`, one batch per slice; returns where each batch
+    /// starts (its marker, or its first frame in version 3).
+    fn file_of(version: u32, batches: &[&[Record]]) -> (Bytes, Vec<usize>) {
+        let header = FileHeader {
+            version,
+            ..FileHeader::new(7)
+        };
+        let (header, keys) = header.encode();
         let mut buf = BytesMut::from(&header[..]);
-        let mut encoder = Encoder::new(seed);
+        let mut encoder = Encoder::new(keys);
         let mut starts = Vec::new();
-        for (batch, record) in records.iter().enumerate() {
+        for (batch, records) in batches.iter().enumerate() {
             starts.push(buf.len());
-            encoder.encode(record, batch as u64, &mut buf);
+            encoder.start_batch(buf.len() as u64, &mut buf);
+            for record in *records {
+                encoder.encode(record, batch as u64, &mut buf);
+            }
         }
         (buf.freeze(), starts)
     }
 
+    /// File 7 of this build's format, a batch per record.
+    fn file_with(records: &[Record]) -> (Bytes, Vec<usize>) {
+        let batches: Vec<&[Record]> = records.iter().map(std::slice::from_ref).collect();
+        file_of(VERSION, &batches)
+    }
+
     /// Every frame of file 7: a record, or the error met there.
     fn parse_all(file: &Bytes) -> Vec<Result<Record, FrameError>> {
-        let mut chain = parse_file_header(file, 7).unwrap();
+        let keys = parse_file_header(file, 7).unwrap();
+        let mut chain = keys.first_chain();
         let mut at = FILE_HEADER_LEN;
         let mut out = Vec::new();
         while at < file.len() {
-            match parse_at(file, at, chain) {
+            match parse_at(file, at, &keys, chain) {
                 Ok(next) => {
                     out.push(Ok(next.parsed.record));
                     (at, chain) = (next.next, next.chain);
@@ -439,7 +624,7 @@ mod tests {
         let fence = |epoch| Record::Fence { segment: S, epoch };
         let (file, starts) = file_with(&[fence(1), fence(2), fence(3)]);
         let mut damaged = file.to_vec();
-        damaged[starts[1] + FRAME_HEADER_LEN] ^= 0x08;
+        damaged[starts[1] + SYNC_MARKER_LEN + FRAME_HEADER_LEN] ^= 0x08;
         let parsed = parse_all(&Bytes::from(damaged));
         assert_eq!(parsed.len(), 3);
         assert_eq!(parsed[0], Ok(fence(1)));
@@ -463,10 +648,12 @@ mod tests {
         let crc = crc32c::crc32c(&other[..24]);
         other[24..].copy_from_slice(&crc.to_le_bytes());
         assert_eq!(parse_file_header(&other, 7), Err(HeaderError::Version(9)));
-        // Another version without a verified header: refused when the file
-        // holds more than a header, a torn creation otherwise.
+        // Another version with a header of another layout (its checksum is
+        // not where ours is): refused when the file holds more than a
+        // header, a torn creation otherwise.
         let mut longer = header.to_vec();
         longer[4] = 9;
+        longer[20] ^= 0x55;
         longer.extend_from_slice(&[1; 10]);
         assert_eq!(parse_file_header(&longer, 7), Err(HeaderError::Version(9)));
         let mut torn = b"DLJF".to_vec();
@@ -484,5 +671,83 @@ mod tests {
         let mut flipped = header;
         flipped[15] ^= 1;
         assert_eq!(parse_file_header(&flipped, 7), Err(HeaderError::Damaged));
+    }
+
+    #[test]
+    fn a_flipped_bit_in_the_magic_or_version_is_damage_not_another_format() {
+        let (header, _) = FileHeader::new(7).encode();
+        let mut file = header.to_vec();
+        file.extend_from_slice(&[1; 40]);
+        for bit in 0..64 {
+            let mut flipped = file.clone();
+            flipped[bit / 8] ^= 1 << (bit % 8);
+            assert_eq!(
+                parse_file_header(&flipped, 7),
+                Err(HeaderError::Damaged),
+                "bit {bit} of the magic and version"
+            );
+        }
+    }
+
+    #[test]
+    fn batch_starts_are_found_after_damage_and_copies_are_not() {
+        let fence = |epoch| Record::Fence { segment: S, epoch };
+        let (file, starts) = file_of(VERSION, &[&[fence(1)], &[fence(2), fence(3)], &[fence(4)]]);
+        let keys = parse_file_header(&file, 7).unwrap();
+        assert_eq!(find_batch_start(&file, 0, &keys), Some(starts[0]));
+        assert_eq!(
+            find_batch_start(&file, starts[0] + 1, &keys),
+            Some(starts[1])
+        );
+        // A damaged header in batch 1: batch 2's start is still found, on
+        // its own (the chain through the damaged header is broken).
+        let mut damaged = file.to_vec();
+        let second = starts[1] + SYNC_MARKER_LEN + FRAME_HEADER_LEN + 8;
+        damaged[second + 3] ^= 0x20;
+        let damaged = Bytes::from(damaged);
+        assert_eq!(
+            parse_all(&damaged),
+            vec![Ok(fence(1)), Ok(fence(2)), Err(FrameError::BadHeader)]
+        );
+        assert_eq!(find_batch_start(&damaged, second, &keys), Some(starts[2]));
+        assert_eq!(find_batch_start(&damaged, starts[2] + 1, &keys), None);
+
+        // Batch 0 (marker, frame and payload) copied after the last batch:
+        // the marker is there, the frame does not verify at its new place.
+        let mut copied = file.to_vec();
+        copied.extend_from_slice(&file[starts[0]..starts[1]]);
+        let copied = Bytes::from(copied);
+        assert_eq!(find_batch_start(&copied, starts[2] + 1, &keys), None);
+        assert_eq!(parse_all(&copied)[4], Err(FrameError::BadHeader));
+        // Or into another file of the same sequence number.
+        let (other, _) = file_with(&[]);
+        let mut moved = other.to_vec();
+        moved.extend_from_slice(&file[starts[0]..starts[1]]);
+        let moved = Bytes::from(moved);
+        let other_keys = parse_file_header(&moved, 7).unwrap();
+        assert_eq!(find_batch_start(&moved, 0, &other_keys), None);
+    }
+
+    #[test]
+    fn version_3_files_have_no_markers_and_still_parse() {
+        let fence = |epoch| Record::Fence { segment: S, epoch };
+        let (file, starts) = file_of(VERSION_3, &[&[fence(1)], &[fence(2), fence(3)]]);
+        assert_eq!(
+            starts,
+            [FILE_HEADER_LEN, FILE_HEADER_LEN + FRAME_HEADER_LEN + 8]
+        );
+        let keys = parse_file_header(&file, 7).unwrap();
+        assert!(!keys.has_markers());
+        assert_eq!(
+            parse_all(&file)
+                .into_iter()
+                .map(Result::unwrap)
+                .collect::<Vec<_>>(),
+            vec![fence(1), fence(2), fence(3)]
+        );
+        assert_eq!(find_batch_start(&file, 0, &keys), None);
+        // The same records in version 4: a marker per batch.
+        let (v4, _) = file_of(VERSION, &[&[fence(1)], &[fence(2), fence(3)]]);
+        assert_eq!(v4.len(), file.len() + 2 * SYNC_MARKER_LEN);
     }
 }

@@ -22,8 +22,11 @@
 //!   directory, before any record goes in; a file no longer than a header
 //!   whose header does not verify is a torn creation and is removed.
 //! * before a batch's `fdatasync` returns: nothing of the batch was
-//!   acknowledged; on replay its first bad frame and all after it are cut
-//!   (frames carry their batch number, so replay knows the last batch).
+//!   acknowledged; on replay its first bad frame and all after it are cut.
+//!   Every batch starts with the file's sync marker and a frame that
+//!   verifies on its own, so replay can tell this, the last batch, from
+//!   damage in an earlier, synced batch: damage followed by a later batch's
+//!   start is never cut (see [`mod@replay`]).
 //! * after it: the batch is replayed, indexed and served.
 //! * records given to [`Journal::start_after`] (damage marks found by
 //!   replay) are written and synced as the new file's first batch before
@@ -323,12 +326,12 @@ impl<L: FileLayer> Writer<L> {
     fn new_file(layer: &mut L, dir: &Path, seq: u64) -> Result<(L::File, frame::Encoder)> {
         let path = dir.join(file_name(seq));
         let mut file = layer.create(&path).map_err(io_err(&path, "create"))?;
-        let (header, seed) = frame::FileHeader::new(seq).encode();
+        let (header, keys) = frame::FileHeader::new(seq).encode();
         file.write_all(&header)
             .and_then(|()| file.sync_data())
             .map_err(io_err(&path, "write the file header"))?;
         layer.sync_dir(dir).map_err(io_err(dir, "sync directory"))?;
-        Ok((file, frame::Encoder::new(seed)))
+        Ok((file, frame::Encoder::new(keys)))
     }
 
     fn run(mut self, receiver: mpsc::Receiver<Request>) {
@@ -357,9 +360,12 @@ impl<L: FileLayer> Writer<L> {
     }
 
     fn commit(&mut self, batch: Vec<Request>) -> Result<()> {
-        let mut buf = BytesMut::with_capacity(batch.iter().map(|r| r.record.frame_len()).sum());
+        let mut buf = BytesMut::with_capacity(
+            frame::SYNC_MARKER_LEN + batch.iter().map(|r| r.record.frame_len()).sum::<usize>(),
+        );
         let mut durable = Vec::with_capacity(batch.len());
         let mut waiters = Vec::with_capacity(batch.len());
+        self.encoder.start_batch(self.len, &mut buf);
         for request in batch {
             let at = self.encoder.encode(&request.record, self.batch, &mut buf);
             let location = Location {
