@@ -158,7 +158,8 @@ impl CacheStore {
                 DamageKind::Unlocatable => index.mark_lost(format!(
                     "journal file {file} damaged at byte {offset}: the records after it \
                      cannot be located, so this node may have lost records of any segment and \
-                     serves none (wipe its journal directory to bring it back empty)"
+                     serves none (wipe its journal directory and start it with --reinit-cache \
+                     to bring it back empty)"
                 )),
             }
         }
