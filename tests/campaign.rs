@@ -26,9 +26,9 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use common::{Cluster, ClusterSpec, LEASE_TTL_SECS, Node};
 use distributedlog::{Client, ReadOptions, Start};
-use dlog_infra::manifest::{NamespaceConfig, RollPolicy};
-use dlog_infra::names::{LogName, Namespace};
-use dlog_infra::record::Record;
+use dlog_meta::manifest::{NamespaceConfig, RollPolicy};
+use dlog_wire::names::{LogName, Namespace};
+use dlog_wire::record::Record;
 use futures::StreamExt;
 
 /// The campaign's knobs, from the environment.

@@ -6,8 +6,8 @@
 use bytes::Bytes;
 use dlog_cache::error::Error;
 use dlog_cache::{CacheStore, ReadMode, SegmentKey, StoreOptions, identity};
-use dlog_infra::codec::{EntryHeader, EntryRecord, encode_entry};
-use dlog_infra::record::Record;
+use dlog_wire::codec::{EntryHeader, EntryRecord, encode_entry};
+use dlog_wire::record::Record;
 
 fn key(log_id: u64, segment_id: u64) -> SegmentKey {
     SegmentKey { log_id, segment_id }

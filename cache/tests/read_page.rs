@@ -3,8 +3,8 @@
 
 use bytes::Bytes;
 use dlog_cache::{CacheStore, ReadMode, SegmentKey, StoreOptions};
-use dlog_infra::codec::{EntryHeader, EntryRecord, encode_entry};
-use dlog_infra::record::Record;
+use dlog_wire::codec::{EntryHeader, EntryRecord, encode_entry};
+use dlog_wire::record::Record;
 
 const SEGMENT: SegmentKey = SegmentKey {
     log_id: 1,
@@ -44,7 +44,7 @@ async fn a_page_stops_at_its_byte_cap_and_a_large_entry_goes_alone() {
     let recovery = ReadMode::Recovery { epoch: 2 };
     let ids = |page: &[Bytes]| -> Vec<u64> {
         page.iter()
-            .map(|bytes| dlog_infra::codec::verify_entry(bytes).unwrap().entry_id)
+            .map(|bytes| dlog_wire::codec::verify_entry(bytes).unwrap().entry_id)
             .collect()
     };
 

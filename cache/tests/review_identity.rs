@@ -7,11 +7,11 @@
 use std::sync::Arc;
 
 use dlog_cache::{CacheStore, SegmentKey, StoreOptions, reconcile};
-use dlog_infra::codec::{EntryHeader, EntryRecord, encode_entry};
-use dlog_infra::manifest::{Manifest, SegmentMeta};
-use dlog_infra::metastore::embedded::EmbeddedStore;
-use dlog_infra::names::LogName;
-use dlog_infra::record::Record;
+use dlog_meta::manifest::{Manifest, SegmentMeta};
+use dlog_meta::metastore::embedded::EmbeddedStore;
+use dlog_wire::codec::{EntryHeader, EntryRecord, encode_entry};
+use dlog_wire::names::LogName;
+use dlog_wire::record::Record;
 
 fn template() -> SegmentMeta {
     SegmentMeta::open(0, vec!["cache-1".into()], 1, 1, 0)

@@ -9,8 +9,8 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use dlog_cache::error::Error;
 use dlog_cache::{CacheStore, ReadMode, SegmentKey, StoreOptions};
-use dlog_infra::codec::{EntryHeader, EntryRecord, encode_entry};
-use dlog_infra::record::Record;
+use dlog_wire::codec::{EntryHeader, EntryRecord, encode_entry};
+use dlog_wire::record::Record;
 
 fn key(log_id: u64, segment_id: u64) -> SegmentKey {
     SegmentKey { log_id, segment_id }
@@ -215,8 +215,8 @@ async fn a_flipped_bit_marks_only_the_damaged_segment() {
     );
     assert!(err.to_string().contains("read it from another replica"));
     assert_eq!(
-        dlog_infra::error::Classify::kind(&err),
-        dlog_infra::error::ErrorKind::DataLoss
+        dlog_wire::error::Classify::kind(&err),
+        dlog_wire::error::ErrorKind::DataLoss
     );
     let read = store
         .read(healthy, 0, 10, ReadMode::Recovery { epoch: 2 })

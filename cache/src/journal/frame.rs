@@ -38,7 +38,7 @@ use std::hash::{BuildHasher, Hasher};
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 
-use crate::error::SegmentKey;
+use crate::segment_key::SegmentKey;
 
 pub const FILE_MAGIC: &[u8; 4] = b"DLJF";
 /// The format this build writes and reads.
@@ -313,7 +313,7 @@ pub fn parse_at(file: &Bytes, at: usize, chain: u32) -> Result<Next, FrameError>
     }
     let record = match (kind, len) {
         (KIND_ENTRY, _) => {
-            let Ok(header) = dlog_infra::codec::verify_entry(&bytes) else {
+            let Ok(header) = dlog_wire::codec::verify_entry(&bytes) else {
                 return Err(bad);
             };
             if (header.log_id, header.segment_id) != (segment.log_id, segment.segment_id) {
