@@ -14,6 +14,7 @@
 //! seals below the highest LAC a fence answer reported; and it reads a large
 //! segment in bounded pages, each with its own deadline.
 
+use dlog_wire::ids::Epoch;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU8, Ordering};
 use std::time::Duration;
@@ -247,7 +248,7 @@ impl Setup {
         let durable: Vec<_> = ids
             .map(|id| {
                 store
-                    .add(key, self.epoch, self.entry(id, id.checked_sub(1)))
+                    .add(key, Epoch(self.epoch), self.entry(id, id.checked_sub(1)))
                     .unwrap()
             })
             .collect();

@@ -12,6 +12,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use dlog_wire::error::to_status;
+use dlog_wire::ids::Epoch;
 use dlog_wire::pipeline::{Answer, ResponseStream, serve_ordered};
 use dlog_wire::proto::cache_service_server::CacheService;
 use dlog_wire::proto::{
@@ -95,7 +96,7 @@ fn submit_add(store: &CacheStore, request: AddEntryRequest) -> Answer<AddEntryRe
     if request.entry.is_empty() {
         let result = match request.lac {
             Some(lac) => store
-                .advance_lac(key, request.epoch, lac)
+                .advance_lac(key, Epoch(request.epoch), lac)
                 .map(|()| AddEntryResponse {
                     segment,
                     entry_id: lac,
@@ -107,7 +108,7 @@ fn submit_add(store: &CacheStore, request: AddEntryRequest) -> Answer<AddEntryRe
         };
         return Answer::ready(result);
     }
-    match store.add(key, request.epoch, request.entry) {
+    match store.add(key, Epoch(request.epoch), request.entry) {
         Ok(durable) => Answer::new(async move {
             let entry_id = durable.await.map_err(|err| to_status(&err))?;
             Ok(AddEntryResponse { segment, entry_id })
@@ -190,7 +191,7 @@ impl CacheService for CacheServer {
         self.check_trust(request.segment.as_ref()).await?;
         let progress = self
             .store
-            .fence(key, request.epoch)
+            .fence(key, Epoch(request.epoch))
             .await
             .map_err(|err| to_status(&err))?;
         Ok(Response::new(FenceResponse {

@@ -36,6 +36,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use dlog_wire::codec;
+use dlog_wire::ids::Epoch;
 use moka::sync::Cache;
 
 use crate::error::{Error, Result};
@@ -247,7 +248,7 @@ impl CacheStore {
     pub fn add(
         &self,
         segment: SegmentKey,
-        epoch: u64,
+        epoch: Epoch,
         entry: Bytes,
     ) -> Result<impl Future<Output = Result<u64>> + Send + 'static> {
         let header = codec::verify_entry(&entry).map_err(Error::InvalidEntry)?;
@@ -257,7 +258,7 @@ impl CacheStore {
                 header.log_id, header.segment_id
             )));
         }
-        if header.epoch > epoch {
+        if header.epoch > epoch.0 {
             return Err(Error::Mismatch(format!(
                 "entry written at epoch {} sent with epoch {epoch}",
                 header.epoch
@@ -266,7 +267,7 @@ impl CacheStore {
         let entry_id = header.entry_id;
         let receiver = {
             let mut index = lock(&self.index);
-            unfenced_segment(&mut index, segment, epoch)?;
+            unfenced_segment(&mut index, segment, epoch.0)?;
             // Queued under the index lock, so a concurrent fence is ordered
             // strictly before or after this add in the journal.
             self.journal.submit(Record::Entry {
@@ -283,15 +284,16 @@ impl CacheStore {
     }
 
     /// Records an explicit LAC (an idle owner's heartbeat to readers).
-    pub fn advance_lac(&self, segment: SegmentKey, epoch: u64, lac: u64) -> Result<()> {
+    pub fn advance_lac(&self, segment: SegmentKey, epoch: Epoch, lac: u64) -> Result<()> {
         let mut index = lock(&self.index);
-        unfenced_segment(&mut index, segment, epoch)?.advance_lac(lac);
+        unfenced_segment(&mut index, segment, epoch.0)?.advance_lac(lac);
         Ok(())
     }
 
     /// Fences a segment at `epoch`: from now on adds below it are refused.
     /// Answers, once the fence is durable, with the node's progress.
-    pub async fn fence(&self, segment: SegmentKey, epoch: u64) -> Result<Progress> {
+    pub async fn fence(&self, segment: SegmentKey, epoch: Epoch) -> Result<Progress> {
+        let Epoch(epoch) = epoch;
         let receiver = {
             let mut index = lock(&self.index);
             unfenced_segment(&mut index, segment, epoch)?.fence_epoch = epoch;
@@ -365,7 +367,7 @@ impl CacheStore {
         mode: ReadMode,
     ) -> Result<Vec<Bytes>> {
         if let ReadMode::Recovery { epoch } = mode {
-            self.fence(segment, epoch).await?;
+            self.fence(segment, Epoch(epoch)).await?;
         }
         let locations: Vec<(u64, Location)> = {
             let index = lock(&self.index);

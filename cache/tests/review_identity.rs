@@ -4,6 +4,7 @@
 //! handed out so far (the last log created, or the only one). A copy that
 //! is never freed holds every later journal file.
 
+use dlog_wire::ids::Epoch;
 use std::sync::Arc;
 
 use dlog_cache::{CacheStore, SegmentKey, StoreOptions, reconcile};
@@ -51,7 +52,11 @@ async fn a_purged_log_with_the_highest_id_is_freed_by_reconciliation() {
             record: Record::new("x"),
         }],
     );
-    store.add(key, fence.epoch, entry).unwrap().await.unwrap();
+    store
+        .add(key, Epoch(fence.epoch), entry)
+        .unwrap()
+        .await
+        .unwrap();
 
     // Deleted and purged while this node was down (no DropSegment came).
     manifest.delete_log(&log).await.unwrap();

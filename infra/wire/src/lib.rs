@@ -5,6 +5,7 @@
 //! |---|---|
 //! | [`proto`] | the `dlog.v1` gRPC contract (generated from `proto/`) |
 //! | [`metadata`] | every gRPC metadata key the contract uses (`dlog-owner`, `dlog-next-offset`, `dlog-first-offset`) |
+//! | [`ids`] | distinct types for numbers a call could mix up ([`ids::Epoch`]) |
 //! | [`names`] | validated namespace and log names |
 //! | [`limits`] | size and count limits of records and appends |
 //! | [`record`] | validated records and appends, converted from protobuf |
@@ -14,6 +15,7 @@
 
 pub mod codec;
 pub mod error;
+pub mod ids;
 pub mod limits;
 pub mod metadata;
 pub mod names;
