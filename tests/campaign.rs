@@ -31,11 +31,10 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use common::firewall::{self, Firewall};
 use common::{Cluster, ClusterSpec, LEASE_TTL_SECS, Node};
-use distributedlog::{AppendIf, Client, ClientError, ReadOptions, Start};
-use dlog_infra::error::ErrorKind;
-use dlog_infra::manifest::{NamespaceConfig, RollPolicy};
-use dlog_infra::names::{LogName, Namespace};
-use dlog_infra::record::Record;
+use distributedlog::{AppendIf, Client, ClientError, ErrorKind, ReadOptions, Start};
+use dlog_meta::manifest::{NamespaceConfig, RollPolicy};
+use dlog_wire::names::{LogName, Namespace};
+use dlog_wire::record::Record;
 use futures::StreamExt;
 
 /// The campaign's knobs, from the environment.
@@ -789,7 +788,7 @@ async fn campaign_loses_nothing_acknowledged() {
 
     let firewall = if firewall::available() {
         Some(Firewall::new().expect("set up the campaign's iptables chain"))
-    } else if dlog_infra::testkit::is_ci() {
+    } else if dlog_testkit::is_ci() {
         panic!(
             "the campaign's partitions need root and iptables: run scripts/install-test-deps.sh"
         );

@@ -17,12 +17,12 @@ use std::time::Duration;
 use bytes::Bytes;
 use common::{Cluster, LEASE_TTL_SECS};
 use distributedlog::Client;
-use dlog_infra::manifest::{SegmentMeta, SegmentState};
-use dlog_infra::names::LogName;
-use dlog_infra::proto::cache_service_client::CacheServiceClient;
-use dlog_infra::proto::log_service_client::LogServiceClient;
-use dlog_infra::proto::{self as pb, FenceRequest, SegmentRef};
-use dlog_infra::record::Record;
+use dlog_meta::manifest::{SegmentMeta, SegmentState};
+use dlog_wire::names::LogName;
+use dlog_wire::proto::cache_service_client::CacheServiceClient;
+use dlog_wire::proto::log_service_client::LogServiceClient;
+use dlog_wire::proto::{self as pb, FenceRequest, SegmentRef};
+use dlog_wire::record::Record;
 
 /// What a writer learned: acknowledged records by offset, and payloads
 /// whose fate it does not know (the call failed; they may or may not be in).
@@ -489,7 +489,7 @@ async fn a_cache_node_killed_mid_stream_rolls_the_segment() {
         "the segment rolled: {:?}",
         info.segments
     );
-    assert_eq!(info.segments[0].state, pb::SegmentState::Sealed as i32);
+    assert_eq!(info.segments[0].state, distributedlog::SegmentState::Sealed);
     let last = info.segments.last().unwrap();
     assert!(
         !last.ensemble.contains(&"cache-1".to_owned()),
@@ -539,7 +539,7 @@ async fn redirects_and_bad_inputs() {
     assert_eq!(
         status
             .metadata()
-            .get("dlog-owner")
+            .get(dlog_wire::metadata::OWNER)
             .unwrap()
             .to_str()
             .unwrap(),
@@ -615,7 +615,7 @@ async fn redirects_and_bad_inputs() {
     assert_eq!(
         status
             .metadata()
-            .get("dlog-next-offset")
+            .get(dlog_wire::metadata::NEXT_OFFSET)
             .unwrap()
             .to_str()
             .unwrap(),
@@ -652,8 +652,8 @@ async fn segments_roll_by_policy_and_a_clean_shutdown_hands_over() {
         node.kill();
         node.start_with_env(&[("DLOG_NODE_LEASE_TTL_SECS", &HANDOVER_LEASE_SECS.to_string())]);
     }
-    let namespace = dlog_infra::names::Namespace::new("roll").unwrap();
-    let mut config = dlog_infra::manifest::NamespaceConfig::default();
+    let namespace = dlog_wire::names::Namespace::new("roll").unwrap();
+    let mut config = dlog_meta::manifest::NamespaceConfig::default();
     config.roll.max_records = 50;
     cluster
         .manifest
@@ -671,11 +671,11 @@ async fn segments_roll_by_policy_and_a_clean_shutdown_hands_over() {
             .collect();
         client.append("roll/a", records, None).await.unwrap();
     }
-    let log: dlog_infra::names::LogName = "roll/a".parse().unwrap();
+    let log: dlog_wire::names::LogName = "roll/a".parse().unwrap();
     let (segments, _) = cluster.manifest.segments(&log).await.unwrap();
     let sealed: Vec<_> = segments
         .iter()
-        .filter(|s| s.state == dlog_infra::manifest::SegmentState::Sealed)
+        .filter(|s| s.state == dlog_meta::manifest::SegmentState::Sealed)
         .collect();
     assert!(sealed.len() >= 3, "rolled by record count: {segments:?}");
     for segment in &sealed {
@@ -711,7 +711,7 @@ async fn segments_roll_by_policy_and_a_clean_shutdown_hands_over() {
     assert!(
         segments
             .iter()
-            .all(|s| s.state != dlog_infra::manifest::SegmentState::Open),
+            .all(|s| s.state != dlog_meta::manifest::SegmentState::Open),
         "the open segment was sealed on shutdown"
     );
     let other = Client::new(cluster.ingests[1 - owner].address());
@@ -830,7 +830,7 @@ async fn hand_written_segment(
             assert_eq!(ack.entry_id, entry_id);
         }
     }
-    let seal = dlog_infra::manifest::SealInfo {
+    let seal = dlog_meta::manifest::SealInfo {
         end_offset,
         last_entry_id: Some(entries - 1),
         ..Default::default()
@@ -846,7 +846,7 @@ async fn hand_written_segment(
 /// records `p<2k>` and `p<2k+1>`, the last byte of the second one's
 /// payload replaced by `last`.
 fn two_record_entry(log_id: u64, entry_id: u64, last: u8) -> Bytes {
-    let record = |offset: u64| dlog_infra::codec::EntryRecord {
+    let record = |offset: u64| dlog_wire::codec::EntryRecord {
         timestamp_ms: 1_700_000_000_000,
         record: Record::new(Bytes::from(format!("p{offset}"))),
     };
@@ -855,8 +855,8 @@ fn two_record_entry(log_id: u64, entry_id: u64, last: u8) -> Bytes {
     let mut payload = second.record.payload.to_vec();
     *payload.last_mut().unwrap() = last;
     second.record.payload = payload.into();
-    dlog_infra::codec::encode_entry(
-        &dlog_infra::codec::EntryHeader {
+    dlog_wire::codec::encode_entry(
+        &dlog_wire::codec::EntryHeader {
             log_id,
             segment_id: 1,
             entry_id,

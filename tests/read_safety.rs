@@ -11,13 +11,13 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use common::Cluster;
 use distributedlog::Client;
-use dlog_infra::names::LogName;
-use dlog_infra::proto::read_service_client::ReadServiceClient;
-use dlog_infra::proto::{self as pb, read_request};
-use dlog_infra::record::Record;
+use dlog_wire::names::LogName;
+use dlog_wire::proto::read_service_client::ReadServiceClient;
+use dlog_wire::proto::{self as pb, read_request};
+use dlog_wire::record::Record;
 
 /// Resumes a stopped process however the test ends.
-struct Thaw<'a>(&'a dlog_infra::testkit::Process);
+struct Thaw<'a>(&'a dlog_testkit::Process);
 
 impl Drop for Thaw<'_> {
     fn drop(&mut self) {

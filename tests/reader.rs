@@ -15,11 +15,11 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use common::Cluster;
 use distributedlog::Client;
-use dlog_infra::manifest::{SegmentMeta, SegmentState};
-use dlog_infra::names::LogName;
-use dlog_infra::proto::read_service_client::ReadServiceClient;
-use dlog_infra::proto::{self as pb, read_request};
-use dlog_infra::record::{Record, StoredRecord};
+use dlog_meta::manifest::{SegmentMeta, SegmentState};
+use dlog_wire::names::LogName;
+use dlog_wire::proto::read_service_client::ReadServiceClient;
+use dlog_wire::proto::{self as pb, read_request};
+use dlog_wire::record::{Record, StoredRecord};
 use tonic::transport::Channel;
 
 type Reader = ReadServiceClient<Channel>;
@@ -261,7 +261,12 @@ async fn one_read_crosses_parquet_sealed_and_open_segments() {
         .await
         .unwrap_err();
     assert_eq!(err.code(), tonic::Code::OutOfRange, "{err:?}");
-    assert_eq!(err.metadata().get("dlog-first-offset").unwrap(), "3000");
+    assert_eq!(
+        err.metadata()
+            .get(dlog_wire::metadata::FIRST_OFFSET)
+            .unwrap(),
+        "3000"
+    );
     assert!(
         err.message().contains("first readable offset is 3000"),
         "{}",

@@ -14,6 +14,7 @@
 //! seals below the highest LAC a fence answer reported; and it reads a large
 //! segment in bounded pages, each with its own deadline.
 
+use dlog_wire::ids::Epoch;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU8, Ordering};
 use std::time::Duration;
@@ -22,17 +23,17 @@ use bytes::Bytes;
 use dlog_cache::SegmentKey;
 use dlog_cache::service::CacheServer;
 use dlog_cache::store::{CacheStore, StoreOptions};
-use dlog_infra::codec::{EntryHeader, EntryRecord, encode_entry};
-use dlog_infra::manifest::{Manifest, NodeInfo, Role, SegmentMeta, SegmentState};
-use dlog_infra::names::LogName;
-use dlog_infra::proto::cache_service_server::{CacheService, CacheServiceServer};
-use dlog_infra::proto::{
+use dlog_ingest::pool::CachePool;
+use dlog_ingest::recovery::recover_segment;
+use dlog_meta::manifest::{Manifest, NodeInfo, Role, SegmentMeta, SegmentState};
+use dlog_wire::codec::{EntryHeader, EntryRecord, encode_entry};
+use dlog_wire::names::LogName;
+use dlog_wire::proto::cache_service_server::{CacheService, CacheServiceServer};
+use dlog_wire::proto::{
     AddEntryRequest, AddEntryResponse, DropSegmentRequest, DropSegmentResponse, FenceRequest,
     FenceResponse, ReadEntriesRequest, ReadEntriesResponse, ReadLacRequest, ReadLacResponse,
 };
-use dlog_infra::record::Record;
-use dlog_ingest::pool::CachePool;
-use dlog_ingest::recovery::recover_segment;
+use dlog_wire::record::Record;
 use futures::{Stream, StreamExt};
 use tokio_stream::wrappers::TcpListenerStream;
 use tonic::{Request, Response, Status, Streaming};
@@ -152,7 +153,7 @@ impl Setup {
     async fn start(read_cost: Duration) -> Setup {
         let dir = tempfile::tempdir().unwrap();
         let url = format!("embedded://{}", dir.path().join("meta").display());
-        let (store, cluster) = dlog_infra::metastore::open(&url).await.unwrap();
+        let (store, cluster) = dlog_meta::metastore::open(&url).await.unwrap();
         let lease = store.lease_grant(Duration::from_secs(600)).await.unwrap();
         let manifest = Manifest::new(store, &cluster);
         let mut nodes = Vec::new();
@@ -247,7 +248,7 @@ impl Setup {
         let durable: Vec<_> = ids
             .map(|id| {
                 store
-                    .add(key, self.epoch, self.entry(id, id.checked_sub(1)))
+                    .add(key, Epoch(self.epoch), self.entry(id, id.checked_sub(1)))
                     .unwrap()
             })
             .collect();

@@ -11,12 +11,12 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use common::{Cluster, ClusterSpec, OBJECT_PREFIX};
-use dlog_infra::manifest::{self, SegmentState};
-use dlog_infra::names::LogName;
-use dlog_infra::proto::log_service_client::LogServiceClient;
-use dlog_infra::proto::{self as pb};
-use dlog_infra::record::Record;
-use dlog_infra::segment_file::{log_folder, object_key};
+use dlog_meta::manifest::{self, SegmentState};
+use dlog_storage::segment_file::{log_folder, object_key};
+use dlog_wire::names::LogName;
+use dlog_wire::proto::log_service_client::LogServiceClient;
+use dlog_wire::proto::{self as pb};
+use dlog_wire::record::Record;
 use object_store::{ObjectStoreExt, PutPayload};
 use tonic::transport::Channel;
 
@@ -213,7 +213,7 @@ async fn objects_of_a_deleted_log_never_block_its_successor() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn appends_and_reads_pinned_to_a_log_id_never_reach_its_successor() {
     use distributedlog::{AppendIf, Client, ReadOptions, Start};
-    use dlog_infra::error::ErrorKind;
+    use dlog_wire::error::ErrorKind;
     use futures::StreamExt;
 
     let spec = ClusterSpec {

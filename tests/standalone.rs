@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::Duration;
 
-use dlog_infra::testkit::{Process, free_port, require_python_module, wait_for_port};
+use dlog_testkit::{Process, free_port, require_python_module, wait_for_port};
 
 struct Standalone {
     dir: tempfile::TempDir,

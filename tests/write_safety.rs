@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use common::Cluster;
 use distributedlog::{Client, WriterOptions};
-use dlog_infra::record::Record;
+use dlog_wire::record::Record;
 
 async fn next_offset(client: &Client, log: &str) -> u64 {
     for _ in 0..150 {

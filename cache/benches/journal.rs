@@ -8,6 +8,7 @@
 //!
 //! Prints a Markdown table (BENCHMARKS.md keeps the results).
 
+use dlog_wire::ids::Epoch;
 use std::io::Write;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -15,8 +16,8 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use dlog_cache::{CacheStore, SegmentKey, StoreOptions};
-use dlog_infra::codec::{EntryHeader, EntryRecord, encode_entry};
-use dlog_infra::record::Record;
+use dlog_wire::codec::{EntryHeader, EntryRecord, encode_entry};
+use dlog_wire::record::Record;
 use hdrhistogram::Histogram;
 
 struct Args {
@@ -108,7 +109,7 @@ async fn run(dir: &std::path::Path, segments: u64, entry_bytes: usize, seconds: 
                 let e = entry(segment, id, &payload);
                 bytes += e.len() as u64;
                 let t = Instant::now();
-                store.add(segment, 1, e).unwrap().await.unwrap();
+                store.add(segment, Epoch(1), e).unwrap().await.unwrap();
                 histogram.record(t.elapsed().as_micros() as u64).unwrap();
                 id += 1;
             }

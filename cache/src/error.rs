@@ -1,22 +1,9 @@
 //! Errors of the cache node.
 
-use std::fmt;
+use dlog_wire::codec::DecodeError;
+use dlog_wire::error::{Classify, ErrorKind};
 
-use dlog_infra::codec::DecodeError;
-use dlog_infra::error::{Classify, ErrorKind};
-
-/// A segment on this node: `(log_id, segment_id)`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct SegmentKey {
-    pub log_id: u64,
-    pub segment_id: u64,
-}
-
-impl fmt::Display for SegmentKey {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}/{}", self.log_id, self.segment_id)
-    }
-}
+use crate::segment_key::SegmentKey;
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {

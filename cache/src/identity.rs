@@ -39,8 +39,8 @@ use std::io::Write;
 use std::path::Path;
 
 use bytes::Bytes;
-use dlog_infra::manifest::Manifest;
-use dlog_infra::metastore::{Compare, Txn, TxnOp};
+use dlog_meta::manifest::Manifest;
+use dlog_meta::metastore::{Compare, Txn, TxnOp};
 use serde::{Deserialize, Serialize};
 
 const COOKIE_FILE: &str = "COOKIE";
@@ -85,9 +85,9 @@ pub enum Error {
     #[error("cache directory {dir}: {reason}")]
     Refused { dir: String, reason: String },
     #[error("cache identity in the manifest")]
-    Manifest(#[from] dlog_infra::manifest::Error),
+    Manifest(#[from] dlog_meta::manifest::Error),
     #[error("cache identity in the manifest")]
-    Store(#[from] dlog_infra::metastore::Error),
+    Store(#[from] dlog_meta::metastore::Error),
     #[error("cookie {what} is unreadable: {reason}")]
     Corrupt { what: String, reason: String },
 }
@@ -303,7 +303,7 @@ async fn new_cookie(manifest: &Manifest, node_id: &str, reinit: bool) -> Result<
     Ok(Cookie {
         node_id: node_id.to_owned(),
         instance_id: random_instance_id(),
-        created_at_ms: dlog_infra::now_ms(),
+        created_at_ms: dlog_wire::now_ms(),
         serves_from_revision,
     })
 }

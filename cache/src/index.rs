@@ -17,8 +17,8 @@ use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
 use tokio::sync::watch;
 
-use crate::error::SegmentKey;
 use crate::journal::{Location, Record};
+use crate::segment_key::SegmentKey;
 
 /// Where a segment's LAC and last entry stand; sent to long-pollers.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]

@@ -17,6 +17,7 @@
 //! | module | owns |
 //! |---|---|
 //! | [`journal`] | the append-only, group-committed journal files: their chained format, replay, the file layer, file deletion |
+//! | [`segment_key`] | `SegmentKey`, a segment's name on a node: `(log_id, segment_id)` |
 //! | [`index`] | (segment, entry) → journal position, fencing epochs, LAC, damage marks |
 //! | [`store`] | the engine: adds, fences, reads up to the LAC, LAC long-poll, drops, hot-entry cache |
 //! | [`service`] | the `CacheService` gRPC server |
@@ -29,9 +30,11 @@ pub mod identity;
 pub mod index;
 pub mod journal;
 pub mod reconcile;
+pub mod segment_key;
 pub mod service;
 pub mod store;
 pub mod trust;
 
-pub use error::{Error, SegmentKey};
+pub use error::Error;
+pub use segment_key::SegmentKey;
 pub use store::{CacheStore, ReadMode, StoreOptions};

@@ -24,11 +24,11 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
 
-use dlog_infra::manifest::{LogState, Manifest, SegmentMeta, SegmentState};
+use dlog_meta::manifest::{LogState, Manifest, SegmentMeta, SegmentState};
 use tokio_util::sync::CancellationToken;
 
-use crate::error::SegmentKey;
 use crate::identity::{self, Cookie};
+use crate::segment_key::SegmentKey;
 use crate::store::CacheStore;
 
 /// Pause between passes by default.
@@ -38,7 +38,7 @@ pub const DEFAULT_PERIOD: Duration = Duration::from_secs(60);
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     #[error("read the manifest: {0}")]
-    Manifest(#[from] dlog_infra::manifest::Error),
+    Manifest(#[from] dlog_meta::manifest::Error),
     #[error("drop a segment: {0}")]
     Store(#[from] crate::error::Error),
 }

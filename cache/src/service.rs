@@ -8,24 +8,21 @@
 //! Fences and recovery reads first ask the node's [`Trust`]: a node whose
 //! data was re-initialised does not answer for segments older than it.
 
-use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
-use dlog_infra::error::to_status;
-use dlog_infra::proto::cache_service_server::CacheService;
-use dlog_infra::proto::{
+use dlog_wire::error::to_status;
+use dlog_wire::ids::Epoch;
+use dlog_wire::pipeline::{Answer, ResponseStream, serve_ordered};
+use dlog_wire::proto::cache_service_server::CacheService;
+use dlog_wire::proto::{
     AddEntryRequest, AddEntryResponse, DropSegmentRequest, DropSegmentResponse, FenceRequest,
     FenceResponse, ReadEntriesRequest, ReadEntriesResponse, ReadLacRequest, ReadLacResponse,
     SegmentRef,
 };
-use futures::stream::FuturesOrdered;
-use futures::{FutureExt, Stream, StreamExt};
-use tokio::sync::mpsc;
-use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 
-use crate::error::SegmentKey;
+use crate::segment_key::SegmentKey;
 use crate::store::{CacheStore, ReadMode};
 use crate::trust::Trust;
 
@@ -75,8 +72,8 @@ impl CacheServer {
     /// A tonic service for a `Router`.
     pub fn into_service(
         self,
-    ) -> dlog_infra::proto::cache_service_server::CacheServiceServer<CacheServer> {
-        dlog_infra::proto::cache_service_server::CacheServiceServer::new(self)
+    ) -> dlog_wire::proto::cache_service_server::CacheServiceServer<CacheServer> {
+        dlog_wire::proto::cache_service_server::CacheServiceServer::new(self)
             .max_decoding_message_size(64 * 1024 * 1024)
             .max_encoding_message_size(64 * 1024 * 1024)
     }
@@ -90,18 +87,16 @@ fn segment_key(segment: Option<&SegmentRef>) -> Result<SegmentKey, Status> {
     })
 }
 
-type AddFuture = Pin<Box<dyn Future<Output = Result<AddEntryResponse, Status>> + Send>>;
-
-fn submit_add(store: &CacheStore, request: AddEntryRequest) -> AddFuture {
+fn submit_add(store: &CacheStore, request: AddEntryRequest) -> Answer<AddEntryResponse> {
     let key = match segment_key(request.segment.as_ref()) {
         Ok(key) => key,
-        Err(status) => return futures::future::ready(Err(status)).boxed(),
+        Err(status) => return Answer::ready(Err(status)),
     };
     let segment = request.segment;
     if request.entry.is_empty() {
         let result = match request.lac {
             Some(lac) => store
-                .advance_lac(key, request.epoch, lac)
+                .advance_lac(key, Epoch(request.epoch), lac)
                 .map(|()| AddEntryResponse {
                     segment,
                     entry_id: lac,
@@ -111,19 +106,16 @@ fn submit_add(store: &CacheStore, request: AddEntryRequest) -> AddFuture {
                 "an add needs an entry, or a lac for an explicit LAC update",
             )),
         };
-        return futures::future::ready(result).boxed();
+        return Answer::ready(result);
     }
-    match store.add(key, request.epoch, request.entry) {
-        Ok(durable) => async move {
+    match store.add(key, Epoch(request.epoch), request.entry) {
+        Ok(durable) => Answer::new(async move {
             let entry_id = durable.await.map_err(|err| to_status(&err))?;
             Ok(AddEntryResponse { segment, entry_id })
-        }
-        .boxed(),
-        Err(err) => futures::future::ready(Err(to_status(&err))).boxed(),
+        }),
+        Err(err) => Answer::ready(Err(to_status(&err))),
     }
 }
-
-type ResponseStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send>>;
 
 #[tonic::async_trait]
 impl CacheService for CacheServer {
@@ -134,36 +126,11 @@ impl CacheService for CacheServer {
         &self,
         request: Request<Streaming<AddEntryRequest>>,
     ) -> Result<Response<Self::AddEntriesStream>, Status> {
-        let mut incoming = request.into_inner();
         let store = self.store.clone();
-        let (sender, receiver) = mpsc::channel(1024);
-        tokio::spawn(async move {
-            let mut pending: FuturesOrdered<AddFuture> = FuturesOrdered::new();
-            let mut input_open = true;
-            loop {
-                tokio::select! {
-                    biased;
-                    Some(answer) = pending.next(), if !pending.is_empty() => {
-                        let failed = answer.is_err();
-                        if sender.send(answer).await.is_err() || failed {
-                            return;
-                        }
-                    }
-                    message = incoming.message(), if input_open && pending.len() < MAX_IN_FLIGHT_ADDS => {
-                        match message {
-                            Ok(Some(request)) => pending.push_back(submit_add(&store, request)),
-                            Ok(None) => input_open = false,
-                            Err(status) => {
-                                tracing::debug!("cache: add stream broke: {status}");
-                                input_open = false;
-                            }
-                        }
-                    }
-                    else => return,
-                }
-            }
+        let answers = serve_ordered(request.into_inner(), MAX_IN_FLIGHT_ADDS, move |add| {
+            std::future::ready(submit_add(&store, add))
         });
-        Ok(Response::new(Box::pin(ReceiverStream::new(receiver))))
+        Ok(Response::new(answers))
     }
 
     async fn read_entries(
@@ -224,7 +191,7 @@ impl CacheService for CacheServer {
         self.check_trust(request.segment.as_ref()).await?;
         let progress = self
             .store
-            .fence(key, request.epoch)
+            .fence(key, Epoch(request.epoch))
             .await
             .map_err(|err| to_status(&err))?;
         Ok(Response::new(FenceResponse {

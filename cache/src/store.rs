@@ -35,13 +35,15 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use bytes::Bytes;
-use dlog_infra::codec;
+use dlog_wire::codec;
+use dlog_wire::ids::Epoch;
 use moka::sync::Cache;
 
-use crate::error::{Error, Result, SegmentKey};
+use crate::error::{Error, Result};
 use crate::identity;
-use crate::index::{Index, Progress};
+use crate::index::{Index, Progress, SegmentState};
 use crate::journal::{self, DamageKind, Journal, JournalOptions, Location, Record};
+use crate::segment_key::SegmentKey;
 
 /// Storage settings of a cache node.
 #[derive(Debug, Clone)]
@@ -106,6 +108,30 @@ fn check_usable(index: &Index, segment: SegmentKey) -> Result<()> {
         }),
         None => Ok(()),
     }
+}
+
+/// The state of `segment` for a write at `epoch` (an add, a LAC, a
+/// fence), created when the node has not seen the segment yet. Refused when
+/// the segment was dropped, its data is lost or damaged, or it is fenced
+/// above `epoch`: every write to a segment passes this one check.
+fn unfenced_segment(
+    index: &mut Index,
+    segment: SegmentKey,
+    epoch: u64,
+) -> Result<&mut SegmentState> {
+    if index.is_dropped(&segment) {
+        return Err(Error::Dropped { segment });
+    }
+    check_usable(index, segment)?;
+    let state = index.segment_or_new(segment);
+    if epoch < state.fence_epoch {
+        return Err(Error::Fenced {
+            segment,
+            epoch,
+            fenced: state.fence_epoch,
+        });
+    }
+    Ok(state)
 }
 
 fn lock(index: &Mutex<Index>) -> MutexGuard<'_, Index> {
@@ -223,7 +249,7 @@ impl CacheStore {
     pub fn add(
         &self,
         segment: SegmentKey,
-        epoch: u64,
+        epoch: Epoch,
         entry: Bytes,
     ) -> Result<impl Future<Output = Result<u64>> + Send + 'static> {
         let header = codec::verify_entry(&entry).map_err(Error::InvalidEntry)?;
@@ -233,7 +259,7 @@ impl CacheStore {
                 header.log_id, header.segment_id
             )));
         }
-        if header.epoch > epoch {
+        if header.epoch > epoch.0 {
             return Err(Error::Mismatch(format!(
                 "entry written at epoch {} sent with epoch {epoch}",
                 header.epoch
@@ -242,18 +268,7 @@ impl CacheStore {
         let entry_id = header.entry_id;
         let receiver = {
             let mut index = lock(&self.index);
-            if index.is_dropped(&segment) {
-                return Err(Error::Dropped { segment });
-            }
-            check_usable(&index, segment)?;
-            let state = index.segment_or_new(segment);
-            if epoch < state.fence_epoch {
-                return Err(Error::Fenced {
-                    segment,
-                    epoch,
-                    fenced: state.fence_epoch,
-                });
-            }
+            unfenced_segment(&mut index, segment, epoch.0)?;
             // Queued under the index lock, so a concurrent fence is ordered
             // strictly before or after this add in the journal.
             self.journal.submit(Record::Entry {
@@ -270,42 +285,19 @@ impl CacheStore {
     }
 
     /// Records an explicit LAC (an idle owner's heartbeat to readers).
-    pub fn advance_lac(&self, segment: SegmentKey, epoch: u64, lac: u64) -> Result<()> {
+    pub fn advance_lac(&self, segment: SegmentKey, epoch: Epoch, lac: u64) -> Result<()> {
         let mut index = lock(&self.index);
-        if index.is_dropped(&segment) {
-            return Err(Error::Dropped { segment });
-        }
-        check_usable(&index, segment)?;
-        let state = index.segment_or_new(segment);
-        if epoch < state.fence_epoch {
-            return Err(Error::Fenced {
-                segment,
-                epoch,
-                fenced: state.fence_epoch,
-            });
-        }
-        state.advance_lac(lac);
+        unfenced_segment(&mut index, segment, epoch.0)?.advance_lac(lac);
         Ok(())
     }
 
     /// Fences a segment at `epoch`: from now on adds below it are refused.
     /// Answers, once the fence is durable, with the node's progress.
-    pub async fn fence(&self, segment: SegmentKey, epoch: u64) -> Result<Progress> {
+    pub async fn fence(&self, segment: SegmentKey, epoch: Epoch) -> Result<Progress> {
+        let Epoch(epoch) = epoch;
         let receiver = {
             let mut index = lock(&self.index);
-            if index.is_dropped(&segment) {
-                return Err(Error::Dropped { segment });
-            }
-            check_usable(&index, segment)?;
-            let state = index.segment_or_new(segment);
-            if epoch < state.fence_epoch {
-                return Err(Error::Fenced {
-                    segment,
-                    epoch,
-                    fenced: state.fence_epoch,
-                });
-            }
-            state.fence_epoch = epoch;
+            unfenced_segment(&mut index, segment, epoch)?.fence_epoch = epoch;
             self.journal.submit(Record::Fence { segment, epoch })?
         };
         receiver.await.map_err(|_| Error::ShuttingDown)??;
@@ -376,7 +368,7 @@ impl CacheStore {
         mode: ReadMode,
     ) -> Result<Vec<Bytes>> {
         if let ReadMode::Recovery { epoch } = mode {
-            self.fence(segment, epoch).await?;
+            self.fence(segment, Epoch(epoch)).await?;
         }
         let locations: Vec<(u64, Location)> = {
             let index = lock(&self.index);

@@ -10,11 +10,12 @@
 use std::collections::HashMap;
 use std::sync::Mutex;
 
-use dlog_infra::manifest::{Manifest, SegmentMeta};
-use dlog_infra::names::LogName;
+use dlog_meta::manifest::{Manifest, SegmentMeta};
+use dlog_wire::names::LogName;
 
-use crate::error::{Error as StoreError, SegmentKey};
+use crate::error::Error as StoreError;
 use crate::identity::Cookie;
+use crate::segment_key::SegmentKey;
 
 /// Which segments this instance may answer fences and recovery reads for:
 /// those created in the manifest after [`Cookie::serves_from_revision`].
@@ -90,7 +91,7 @@ impl Trust {
         };
         let meta = match self.manifest.log(&name).await {
             Ok(meta) => meta,
-            Err(dlog_infra::manifest::Error::LogNotFound(_)) => return Ok(false),
+            Err(dlog_meta::manifest::Error::LogNotFound(_)) => return Ok(false),
             Err(err) => return Err(unavailable(err.to_string())),
         };
         if meta.log_id != segment.log_id {

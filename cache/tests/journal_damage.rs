@@ -10,9 +10,10 @@ use std::path::{Path, PathBuf};
 
 use bytes::Bytes;
 use dlog_cache::{CacheStore, ReadMode, SegmentKey, StoreOptions};
-use dlog_infra::codec::{EntryHeader, EntryRecord, encode_entry};
-use dlog_infra::error::{Classify, ErrorKind};
-use dlog_infra::record::Record;
+use dlog_wire::codec::{EntryHeader, EntryRecord, encode_entry};
+use dlog_wire::error::{Classify, ErrorKind};
+use dlog_wire::ids::Epoch;
+use dlog_wire::record::Record;
 
 const FRAME_HEADER_LEN: usize = 37;
 
@@ -52,7 +53,7 @@ fn open(dir: &Path) -> CacheStore {
 
 /// Adds and waits until durable: every call is a group commit of its own.
 async fn add(store: &CacheStore, segment: SegmentKey, bytes: Bytes) {
-    store.add(segment, 1, bytes).unwrap().await.unwrap();
+    store.add(segment, Epoch(1), bytes).unwrap().await.unwrap();
 }
 
 fn newest_file(dir: &Path) -> PathBuf {
@@ -96,7 +97,7 @@ async fn a_flipped_frame_header_mid_newest_file_does_not_silently_drop_synced_re
             add(&store, s, bytes.clone()).await;
         }
         add(&store, t, small(t, 0)).await;
-        store.fence(t, 7).await.unwrap();
+        store.fence(t, Epoch(7)).await.unwrap();
         for bytes in &entries[3..] {
             add(&store, s, bytes.clone()).await;
         }
@@ -121,7 +122,7 @@ async fn a_flipped_frame_header_mid_newest_file_does_not_silently_drop_synced_re
         Err(ErrorKind::DataLoss) => {}
         Err(kind) => broken.push(format!("read of S failed with {kind:?}")),
     }
-    if let Ok(progress) = store.fence(t, 3).await {
+    if let Ok(progress) = store.fence(t, Epoch(3)).await {
         broken.push(format!(
             "fence of T at 3 accepted ({progress:?}) after the node answered a fence at 7"
         ));
@@ -182,10 +183,10 @@ async fn a_torn_last_batch_is_cut_and_the_node_stays_trusted() {
             Ok(entries[..kept].to_vec()),
             "{tear:?}: the synced batches are served, the torn one is cut"
         );
-        let progress = store.fence(s, 5).await;
+        let progress = store.fence(s, Epoch(5)).await;
         assert!(progress.is_ok(), "{tear:?}: node trusted: {progress:?}");
         store
-            .add(s, 5, small(s, kept as u64))
+            .add(s, Epoch(5), small(s, kept as u64))
             .unwrap()
             .await
             .unwrap_or_else(|err| panic!("{tear:?}: add after the cut: {err}"));

@@ -6,8 +6,9 @@
 use bytes::Bytes;
 use dlog_cache::error::Error;
 use dlog_cache::{CacheStore, ReadMode, SegmentKey, StoreOptions, identity};
-use dlog_infra::codec::{EntryHeader, EntryRecord, encode_entry};
-use dlog_infra::record::Record;
+use dlog_wire::codec::{EntryHeader, EntryRecord, encode_entry};
+use dlog_wire::ids::Epoch;
+use dlog_wire::record::Record;
 
 fn key(log_id: u64, segment_id: u64) -> SegmentKey {
     SegmentKey { log_id, segment_id }
@@ -33,7 +34,7 @@ fn entry(segment: SegmentKey, entry_id: u64) -> Bytes {
 
 async fn add(store: &CacheStore, segment: SegmentKey, entry_id: u64) {
     store
-        .add(segment, 1, entry(segment, entry_id))
+        .add(segment, Epoch(1), entry(segment, entry_id))
         .unwrap()
         .await
         .unwrap();
@@ -74,20 +75,20 @@ async fn a_damaged_segment_refuses_adds_and_fences_until_dropped() {
     {
         let store = CacheStore::open(StoreOptions::new(dir.path())).unwrap();
         assert!(matches!(
-            store.fence(s, 2).await,
+            store.fence(s, Epoch(2)).await,
             Err(Error::Corrupt { .. })
         ));
         assert!(matches!(
-            store.add(s, 2, entry(s, 2)),
+            store.add(s, Epoch(2), entry(s, 2)),
             Err(Error::Corrupt { .. })
         ));
         assert!(matches!(
-            store.advance_lac(s, 2, 1),
+            store.advance_lac(s, Epoch(2), 1),
             Err(Error::Corrupt { .. })
         ));
         // The other segment is served, and the damaged one can be dropped
         // (its data was offloaded from another replica).
-        store.fence(t, 2).await.unwrap();
+        store.fence(t, Epoch(2)).await.unwrap();
         store.drop_segment(s).await.unwrap();
         store.shutdown();
     }
@@ -132,11 +133,11 @@ async fn a_checksum_failure_on_read_stops_fences_and_adds() {
         .await;
     assert!(matches!(read, Err(Error::Corrupt { .. })), "{read:?}");
     assert!(matches!(
-        store.fence(s, 2).await,
+        store.fence(s, Epoch(2)).await,
         Err(Error::Corrupt { .. })
     ));
     assert!(matches!(
-        store.add(s, 2, entry(s, 2)),
+        store.add(s, Epoch(2), entry(s, 2)),
         Err(Error::Corrupt { .. })
     ));
 }

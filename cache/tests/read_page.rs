@@ -3,8 +3,9 @@
 
 use bytes::Bytes;
 use dlog_cache::{CacheStore, ReadMode, SegmentKey, StoreOptions};
-use dlog_infra::codec::{EntryHeader, EntryRecord, encode_entry};
-use dlog_infra::record::Record;
+use dlog_wire::codec::{EntryHeader, EntryRecord, encode_entry};
+use dlog_wire::ids::Epoch;
+use dlog_wire::record::Record;
 
 const SEGMENT: SegmentKey = SegmentKey {
     log_id: 1,
@@ -36,7 +37,7 @@ async fn a_page_stops_at_its_byte_cap_and_a_large_entry_goes_alone() {
     let sizes = [1000, 1000, 1000, 5000, 1000];
     let mut adds = Vec::new();
     for (id, size) in (0..).zip(sizes) {
-        adds.push(store.add(SEGMENT, 1, entry(id, size)).unwrap());
+        adds.push(store.add(SEGMENT, Epoch(1), entry(id, size)).unwrap());
     }
     for add in futures::future::join_all(adds).await {
         add.unwrap();
@@ -44,7 +45,7 @@ async fn a_page_stops_at_its_byte_cap_and_a_large_entry_goes_alone() {
     let recovery = ReadMode::Recovery { epoch: 2 };
     let ids = |page: &[Bytes]| -> Vec<u64> {
         page.iter()
-            .map(|bytes| dlog_infra::codec::verify_entry(bytes).unwrap().entry_id)
+            .map(|bytes| dlog_wire::codec::verify_entry(bytes).unwrap().entry_id)
             .collect()
     };
 

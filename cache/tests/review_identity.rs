@@ -4,14 +4,15 @@
 //! handed out so far (the last log created, or the only one). A copy that
 //! is never freed holds every later journal file.
 
+use dlog_wire::ids::Epoch;
 use std::sync::Arc;
 
 use dlog_cache::{CacheStore, SegmentKey, StoreOptions, reconcile};
-use dlog_infra::codec::{EntryHeader, EntryRecord, encode_entry};
-use dlog_infra::manifest::{Manifest, SegmentMeta};
-use dlog_infra::metastore::embedded::EmbeddedStore;
-use dlog_infra::names::LogName;
-use dlog_infra::record::Record;
+use dlog_meta::manifest::{Manifest, SegmentMeta};
+use dlog_meta::metastore::embedded::EmbeddedStore;
+use dlog_wire::codec::{EntryHeader, EntryRecord, encode_entry};
+use dlog_wire::names::LogName;
+use dlog_wire::record::Record;
 
 fn template() -> SegmentMeta {
     SegmentMeta::open(0, vec!["cache-1".into()], 1, 1, 0)
@@ -51,7 +52,11 @@ async fn a_purged_log_with_the_highest_id_is_freed_by_reconciliation() {
             record: Record::new("x"),
         }],
     );
-    store.add(key, fence.epoch, entry).unwrap().await.unwrap();
+    store
+        .add(key, Epoch(fence.epoch), entry)
+        .unwrap()
+        .await
+        .unwrap();
 
     // Deleted and purged while this node was down (no DropSegment came).
     manifest.delete_log(&log).await.unwrap();

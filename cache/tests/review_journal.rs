@@ -2,15 +2,16 @@
 //! event sequences that the replay rules handle wrongly. Each test states
 //! the sequence; each currently FAILS on main (no production fix here).
 
+use dlog_wire::ids::Epoch;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use bytes::Bytes;
 use dlog_cache::error::Error;
 use dlog_cache::{CacheStore, ReadMode, SegmentKey, StoreOptions};
-use dlog_infra::codec::{EntryHeader, EntryRecord, encode_entry};
-use dlog_infra::error::{Classify, ErrorKind};
-use dlog_infra::record::Record;
+use dlog_wire::codec::{EntryHeader, EntryRecord, encode_entry};
+use dlog_wire::error::{Classify, ErrorKind};
+use dlog_wire::record::Record;
 
 fn key(log_id: u64, segment_id: u64) -> SegmentKey {
     SegmentKey { log_id, segment_id }
@@ -52,7 +53,11 @@ fn open_with(dir: &Path, roll_bytes: Option<u64>) -> Arc<CacheStore> {
 }
 
 async fn add(store: &CacheStore, bytes: Bytes, segment: SegmentKey, epoch: u64) {
-    store.add(segment, epoch, bytes).unwrap().await.unwrap();
+    store
+        .add(segment, Epoch(epoch), bytes)
+        .unwrap()
+        .await
+        .unwrap();
 }
 
 fn journal_files(dir: &Path) -> Vec<PathBuf> {
@@ -101,10 +106,10 @@ async fn a_torn_unacknowledged_batch_does_not_hide_acknowledged_entries() {
         // S3 and T0 queue while the writer syncs it and are taken together.
         let u = key(3, 1);
         let filler = store
-            .add(u, 1, entry(u, 0, 1, vec![0xA5; 64 * 1024]))
+            .add(u, Epoch(1), entry(u, 0, 1, vec![0xA5; 64 * 1024]))
             .unwrap();
-        let a = store.add(s, 1, big.clone()).unwrap();
-        let b = store.add(t, 1, small(t, 0, 1)).unwrap();
+        let a = store.add(s, Epoch(1), big.clone()).unwrap();
+        let b = store.add(t, Epoch(1), small(t, 0, 1)).unwrap();
         let _ = (filler.await, a.await, b.await);
         store.shutdown();
     }
@@ -141,7 +146,7 @@ async fn a_damaged_fence_record_does_not_let_the_deposed_owner_add() {
     let fence_end = {
         let store = open_with(dir.path(), None);
         add(&store, small(s, 0, 1), s, 1).await;
-        store.fence(s, 5).await.unwrap();
+        store.fence(s, Epoch(5)).await.unwrap();
         let file = journal_files(dir.path()).pop().unwrap();
         let fence_end = std::fs::metadata(&file).unwrap().len() as usize;
         add(&store, small(t, 0, 1), t, 1).await;
@@ -156,14 +161,14 @@ async fn a_damaged_fence_record_does_not_let_the_deposed_owner_add() {
 
     let store = open_with(dir.path(), None);
     let mut broken = Vec::new();
-    match store.add(s, 1, small(s, 1, 1)) {
+    match store.add(s, Epoch(1), small(s, 1, 1)) {
         Ok(ack) => broken.push(format!(
             "add at epoch 1 after fence 5 accepted, acknowledged: {:?}",
             ack.await
         )),
         Err(err) => eprintln!("add refused: {err}"),
     }
-    if let Ok(progress) = store.fence(s, 2).await {
+    if let Ok(progress) = store.fence(s, Epoch(2)).await {
         broken.push(format!("fence 2 after fence 5 accepted: {progress:?}"));
     }
     assert!(broken.is_empty(), "fence went backwards: {broken:#?}");
@@ -202,13 +207,13 @@ async fn a_segment_damaged_here_does_not_count_as_a_fence_answer_or_ack() {
         .unwrap_err();
     assert_eq!(read.kind(), ErrorKind::DataLoss, "setup: S is damaged here");
     let mut broken = Vec::new();
-    match store.fence(s, 2).await {
+    match store.fence(s, Epoch(2)).await {
         Ok(progress) => broken.push(format!(
             "fence answered {progress:?} although no entry can be read"
         )),
         Err(err) => eprintln!("fence: {err}"),
     }
-    match store.add(s, 2, small(s, 3, 2)) {
+    match store.add(s, Epoch(2), small(s, 3, 2)) {
         Ok(ack) => broken.push(format!(
             "add acknowledged ({:?}) for a segment this node refuses to read",
             ack.await

@@ -3,14 +3,15 @@
 //! never pass the LAC, many concurrent segments with group commit, drops
 //! and journal garbage collection.
 
+use dlog_wire::ids::Epoch;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use dlog_cache::error::Error;
 use dlog_cache::{CacheStore, ReadMode, SegmentKey, StoreOptions};
-use dlog_infra::codec::{EntryHeader, EntryRecord, encode_entry};
-use dlog_infra::record::Record;
+use dlog_wire::codec::{EntryHeader, EntryRecord, encode_entry};
+use dlog_wire::record::Record;
 
 fn key(log_id: u64, segment_id: u64) -> SegmentKey {
     SegmentKey { log_id, segment_id }
@@ -48,7 +49,7 @@ async fn add(
 ) -> Bytes {
     let bytes = entry(segment, id, epoch, lac, &format!("payload {segment} {id}"));
     store
-        .add(segment, epoch, bytes.clone())
+        .add(segment, Epoch(epoch), bytes.clone())
         .unwrap()
         .await
         .unwrap();
@@ -75,7 +76,7 @@ async fn acknowledged_entries_survive_reopen_byte_exact() {
         for id in 0..20 {
             written.push(add(&store, s, id, 1, id.checked_sub(1)).await);
         }
-        store.advance_lac(s, 1, 19).unwrap();
+        store.advance_lac(s, Epoch(1), 19).unwrap();
         store.shutdown();
     }
     let store = open(dir.path());
@@ -219,8 +220,8 @@ async fn a_flipped_bit_marks_only_the_damaged_segment() {
     );
     assert!(err.to_string().contains("read it from another replica"));
     assert_eq!(
-        dlog_infra::error::Classify::kind(&err),
-        dlog_infra::error::ErrorKind::DataLoss
+        dlog_wire::error::Classify::kind(&err),
+        dlog_wire::error::ErrorKind::DataLoss
     );
     let read = store
         .read(healthy, 0, 10, ReadMode::Recovery { epoch: 2 })
@@ -240,13 +241,13 @@ async fn fencing_is_sticky_covers_unheld_entries_and_survives_restart() {
         let store = open(dir.path());
         add(&store, s, 0, 1, None).await;
         add(&store, s, 1, 1, Some(0)).await;
-        let progress = store.fence(s, 2).await.unwrap();
+        let progress = store.fence(s, Epoch(2)).await.unwrap();
         assert_eq!((progress.last_entry_id, progress.lac), (Some(1), Some(0)));
 
         // The old owner can add nothing, not even entries this node lacks.
         for id in [1, 2, 50] {
             let err = store
-                .add(s, 1, entry(s, id, 1, None, "late"))
+                .add(s, Epoch(1), entry(s, id, 1, None, "late"))
                 .err()
                 .unwrap();
             assert!(
@@ -262,36 +263,44 @@ async fn fencing_is_sticky_covers_unheld_entries_and_survives_restart() {
             );
         }
         assert_eq!(
-            err_text(store.add(s, 1, entry(s, 2, 1, None, "late")).err().unwrap()),
+            err_text(
+                store
+                    .add(s, Epoch(1), entry(s, 2, 1, None, "late"))
+                    .err()
+                    .unwrap()
+            ),
             "segment 7/3 is fenced at epoch 2: epoch 1 refused"
         );
         assert!(matches!(
-            store.advance_lac(s, 1, 5),
+            store.advance_lac(s, Epoch(1), 5),
             Err(Error::Fenced { .. })
         ));
         // A lower fence is refused too; the recovering owner copies at epoch 2.
-        assert!(matches!(store.fence(s, 1).await, Err(Error::Fenced { .. })));
+        assert!(matches!(
+            store.fence(s, Epoch(1)).await,
+            Err(Error::Fenced { .. })
+        ));
         store
-            .add(s, 2, entry(s, 2, 1, Some(1), "copied"))
+            .add(s, Epoch(2), entry(s, 2, 1, Some(1), "copied"))
             .unwrap()
             .await
             .unwrap();
         // A fence on a segment the node never saw still refuses older adds.
         let unseen = key(7, 4);
-        store.fence(unseen, 5).await.unwrap();
+        store.fence(unseen, Epoch(5)).await.unwrap();
         assert!(matches!(
-            store.add(unseen, 4, entry(unseen, 0, 4, None, "x")),
+            store.add(unseen, Epoch(4), entry(unseen, 0, 4, None, "x")),
             Err(Error::Fenced { fenced: 5, .. })
         ));
         store.shutdown();
     }
     let store = open(dir.path());
     assert!(matches!(
-        store.add(s, 1, entry(s, 3, 1, None, "after restart")),
+        store.add(s, Epoch(1), entry(s, 3, 1, None, "after restart")),
         Err(Error::Fenced { fenced: 2, .. })
     ));
     assert!(matches!(
-        store.add(key(7, 4), 4, entry(key(7, 4), 0, 4, None, "x")),
+        store.add(key(7, 4), Epoch(4), entry(key(7, 4), 0, 4, None, "x")),
         Err(Error::Fenced { fenced: 5, .. })
     ));
     // Recovery reads fence as they read: epoch 3 refuses epoch 2 afterwards.
@@ -301,7 +310,7 @@ async fn fencing_is_sticky_covers_unheld_entries_and_survives_restart() {
         .unwrap();
     assert_eq!(read.len(), 3);
     assert!(matches!(
-        store.add(s, 2, entry(s, 3, 2, None, "x")),
+        store.add(s, Epoch(2), entry(s, 3, 2, None, "x")),
         Err(Error::Fenced { fenced: 3, .. })
     ));
 }
@@ -317,17 +326,20 @@ async fn bad_adds_are_refused_with_the_reason() {
     let s = key(1, 1);
     let mut corrupt = entry(s, 0, 1, None, "x").to_vec();
     corrupt[70] ^= 1;
-    let err = store.add(s, 1, Bytes::from(corrupt)).err().unwrap();
+    let err = store.add(s, Epoch(1), Bytes::from(corrupt)).err().unwrap();
     assert!(matches!(err, Error::InvalidEntry(_)), "{err}");
     let err = store
-        .add(key(1, 2), 1, entry(s, 0, 1, None, "x"))
+        .add(key(1, 2), Epoch(1), entry(s, 0, 1, None, "x"))
         .err()
         .unwrap();
     assert_eq!(
         err.to_string(),
         "entry does not match its request: entry of segment 1/1 sent for segment 1/2"
     );
-    let err = store.add(s, 1, entry(s, 0, 2, None, "x")).err().unwrap();
+    let err = store
+        .add(s, Epoch(1), entry(s, 0, 2, None, "x"))
+        .err()
+        .unwrap();
     assert!(
         err.to_string()
             .contains("written at epoch 2 sent with epoch 1")
@@ -381,7 +393,7 @@ async fn reads_stop_at_the_lac_and_long_polls_wake_on_it() {
         })
     };
     tokio::time::sleep(Duration::from_millis(100)).await;
-    store.advance_lac(s, 1, 1).unwrap();
+    store.advance_lac(s, Epoch(1), 1).unwrap();
     let (progress, waited) = waiter.await.unwrap();
     assert_eq!(progress.lac, Some(1));
     assert!(waited < Duration::from_secs(2), "woke after {waited:?}");
@@ -492,7 +504,7 @@ async fn dropped_segments_free_their_journal_files() {
             Err(Error::Dropped { .. })
         ));
         assert!(matches!(
-            store.add(old, 1, entry(old, 100, 1, None, "x")),
+            store.add(old, Epoch(1), entry(old, 100, 1, None, "x")),
             Err(Error::Dropped { .. })
         ));
         store.shutdown();
@@ -561,7 +573,7 @@ async fn write_forgery(
     payload.extend_from_slice(&forged);
     payload.extend_from_slice(&[0xAB; 4096]);
     store
-        .add(attacker, 1, entry_holding(attacker, 0, &payload))
+        .add(attacker, Epoch(1), entry_holding(attacker, 0, &payload))
         .unwrap()
         .await
         .unwrap();
@@ -689,12 +701,15 @@ async fn a_damaged_frame_header_in_an_older_file_makes_the_node_step_aside() {
             "segment {segment}: {err}"
         );
         assert!(
-            matches!(store.fence(segment, 3).await, Err(Error::Corrupt { .. })),
+            matches!(
+                store.fence(segment, Epoch(3)).await,
+                Err(Error::Corrupt { .. })
+            ),
             "segment {segment} fenced"
         );
     }
     assert!(matches!(
-        store.add(key(9, 9), 1, entry(key(9, 9), 0, 1, None, "x")),
+        store.add(key(9, 9), Epoch(1), entry(key(9, 9), 0, 1, None, "x")),
         Err(Error::Corrupt { .. })
     ));
 }

@@ -17,11 +17,11 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use dlog_compactor::offload::{read_object, upload};
-use dlog_infra::codec::{Entry, EntryHeader, EntryRecord};
-use dlog_infra::names::LogName;
-use dlog_infra::objstore;
-use dlog_infra::record::Record;
-use dlog_infra::segment_file::{FileInfo, encode_segment, object_key};
+use dlog_storage::objstore;
+use dlog_storage::segment_file::{FileInfo, encode_segment, object_key};
+use dlog_wire::codec::{Entry, EntryHeader, EntryRecord};
+use dlog_wire::names::LogName;
+use dlog_wire::record::Record;
 
 const RECORDS_PER_ENTRY: usize = 100;
 

@@ -27,14 +27,14 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
-use dlog_infra::cache_clients::CacheClients;
-use dlog_infra::failpoint;
-use dlog_infra::manifest::{self, LogMeta, LogState, Manifest, SegmentMeta, SegmentState};
-use dlog_infra::metastore::LeaseId;
-use dlog_infra::names::LogName;
-use dlog_infra::objstore::ObjectStoreHandle;
-use dlog_infra::proto::{DropSegmentRequest, SegmentRef};
-use dlog_infra::segment_file;
+use crate::failpoint;
+use dlog_meta::cache_clients::CacheClients;
+use dlog_meta::manifest::{self, LogMeta, LogState, Manifest, SegmentMeta, SegmentState};
+use dlog_meta::metastore::LeaseId;
+use dlog_storage::objstore::ObjectStoreHandle;
+use dlog_storage::segment_file;
+use dlog_wire::names::LogName;
+use dlog_wire::proto::{DropSegmentRequest, SegmentRef};
 use futures::TryStreamExt;
 use object_store::{ObjectStore, ObjectStoreExt};
 use tokio_util::sync::CancellationToken;
@@ -151,7 +151,7 @@ impl Compactor {
                 SegmentState::Offloaded if !segment.cache_dropped => {
                     let offloaded_at = segment.object.as_ref().map_or(0, |o| o.offloaded_at_ms);
                     let grace = self.options.cache_drop_grace.as_millis() as i64;
-                    if dlog_infra::now_ms() >= offloaded_at.saturating_add(grace) {
+                    if dlog_wire::now_ms() >= offloaded_at.saturating_add(grace) {
                         self.drop_from_cache(log, meta.log_id, segment).await?;
                         failpoint::hit("offload.after_cache_drop");
                         self.manifest
@@ -324,7 +324,7 @@ impl Compactor {
             // Saturating: an age longer than the epoch (stored before
             // validation refused it) keeps everything instead of wrapping.
             let age = i64::try_from(retention_ms).unwrap_or(i64::MAX);
-            let cutoff = dlog_infra::now_ms().saturating_sub(age);
+            let cutoff = dlog_wire::now_ms().saturating_sub(age);
             for segment in &closed {
                 match segment.max_timestamp_ms {
                     Some(newest) if newest < cutoff => {

@@ -1,7 +1,7 @@
 //! Errors of the compactor.
 
-use dlog_infra::error::{Classify, ErrorKind};
-use dlog_infra::names::LogName;
+use dlog_wire::error::{Classify, ErrorKind};
+use dlog_wire::names::LogName;
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -27,9 +27,9 @@ pub enum Error {
         source: object_store::Error,
     },
     #[error(transparent)]
-    File(#[from] dlog_infra::segment_file::Error),
+    File(#[from] dlog_storage::segment_file::Error),
     #[error(transparent)]
-    Manifest(#[from] dlog_infra::manifest::Error),
+    Manifest(#[from] dlog_meta::manifest::Error),
 }
 
 impl Classify for Error {

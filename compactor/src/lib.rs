@@ -1,14 +1,16 @@
 //! `dlog-compactor`: moves sealed segments from the cache tier to object
 //! storage as Parquet, and applies retention and trim. The file format
-//! itself lives in [`dlog_infra::segment_file`]: readers share it.
+//! itself lives in [`dlog_storage::segment_file`]: readers share it.
 //!
 //! | module | owns |
 //! |---|---|
 //! | [`offload`] | reading a sealed segment from its replicas, crash-safe upload, the `offloaded` CAS |
+//! | [`failpoint`] | named crash points of the offload steps, for tests (`DLOG_FAILPOINTS`) |
 //! | [`compactor`] | the work loop: offload, cache drops after a grace period, retention, deleted logs |
 
 pub mod compactor;
 pub mod error;
+pub mod failpoint;
 pub mod offload;
 #[cfg(test)]
 mod retention_tests;

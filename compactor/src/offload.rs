@@ -26,18 +26,18 @@
 //! points at a verified object) and none duplicates rows (one object per
 //! segment, at a key fixed by its offsets).
 
+use crate::failpoint;
 use bytes::Bytes;
-use dlog_infra::cache_clients::CacheClients;
-use dlog_infra::codec::{self, Entry};
-use dlog_infra::failpoint;
-use dlog_infra::manifest::{Manifest, ObjectInfo, SegmentMeta};
-use dlog_infra::names::LogName;
-use dlog_infra::objstore::ObjectStoreHandle;
-use dlog_infra::proto::{ReadEntriesRequest, SegmentRef};
+use dlog_meta::cache_clients::CacheClients;
+use dlog_meta::manifest::{Manifest, ObjectInfo, SegmentMeta};
+use dlog_storage::objstore::ObjectStoreHandle;
+use dlog_wire::codec::{self, Entry};
+use dlog_wire::names::LogName;
+use dlog_wire::proto::{ReadEntriesRequest, SegmentRef};
 use object_store::{ObjectStoreExt, PutMode, PutOptions, PutPayload};
 
 use crate::error::{Error, Result};
-use dlog_infra::segment_file::{self, FileInfo, SegmentFile};
+use dlog_storage::segment_file::{self, FileInfo, SegmentFile};
 
 /// Objects at least this big go up as multipart uploads.
 pub const MULTIPART_THRESHOLD: usize = 32 * 1024 * 1024;
@@ -288,7 +288,7 @@ pub async fn offload_segment(
         key: key.to_string(),
         size: file.bytes.len() as u64,
         crc32c: file.crc32c,
-        offloaded_at_ms: dlog_infra::now_ms(),
+        offloaded_at_ms: dlog_wire::now_ms(),
     };
     manifest
         .mark_offloaded(log, log_id, segment.segment_id, object.clone())

@@ -7,11 +7,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use dlog_infra::manifest::{Manifest, NamespaceConfig, ObjectInfo, SealInfo, SegmentMeta};
-use dlog_infra::metastore::MetaStore;
-use dlog_infra::metastore::embedded::EmbeddedStore;
-use dlog_infra::names::{LogName, Namespace};
-use dlog_infra::objstore;
+use dlog_meta::manifest::{Manifest, NamespaceConfig, ObjectInfo, SealInfo, SegmentMeta};
+use dlog_meta::metastore::MetaStore;
+use dlog_meta::metastore::embedded::EmbeddedStore;
+use dlog_storage::objstore;
+use dlog_wire::names::{LogName, Namespace};
 use object_store::{ObjectStoreExt, PutPayload};
 
 use crate::compactor::{Compactor, CompactorOptions};
@@ -27,7 +27,7 @@ async fn one_old_segment(
     let fence = manifest.bump_epoch(log, meta.log_id, 0).await.unwrap();
     let template = SegmentMeta::open(fence.epoch, Vec::new(), 1, 1, 0);
     let segment = manifest.create_segment(log, fence, template).await.unwrap();
-    let old = dlog_infra::now_ms() - 1000;
+    let old = dlog_wire::now_ms() - 1000;
     let seal = SealInfo {
         end_offset: 10,
         last_entry_id: Some(0),

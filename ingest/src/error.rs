@@ -1,12 +1,10 @@
 //! Errors of the ingest tier, and how they reach the wire.
 
-use dlog_infra::error::{Classify, ErrorKind};
-use dlog_infra::manifest::{self, NodeInfo};
-use dlog_infra::names::LogName;
-use dlog_infra::record::RecordError;
-
-/// gRPC metadata key carrying the owner's address on a redirect.
-pub const OWNER_METADATA: &str = "dlog-owner";
+use dlog_meta::manifest::{self, NodeInfo};
+use dlog_wire::error::{Classify, ErrorKind};
+use dlog_wire::metadata;
+use dlog_wire::names::LogName;
+use dlog_wire::record::RecordError;
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -119,16 +117,14 @@ impl Error {
 /// An expected-offset mismatch carries the actual next offset in
 /// `dlog-next-offset`.
 pub fn to_status(err: &Error) -> tonic::Status {
-    let mut status = dlog_infra::error::to_status(err);
+    let mut status = dlog_wire::error::to_status(err);
     if let Some(owner) = err.owner()
         && let Ok(value) = owner.address.parse()
     {
-        status.metadata_mut().insert(OWNER_METADATA, value);
+        status.metadata_mut().insert(metadata::OWNER, value);
     }
-    if let Error::ExpectedOffset { actual, .. } = err
-        && let Ok(value) = actual.to_string().parse()
-    {
-        status.metadata_mut().insert("dlog-next-offset", value);
+    if let Error::ExpectedOffset { actual, .. } = err {
+        metadata::set_u64(&mut status, metadata::NEXT_OFFSET, *actual);
     }
     status
 }

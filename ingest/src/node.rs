@@ -26,11 +26,11 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
-use dlog_infra::limits::Limits;
-use dlog_infra::manifest::{self, LogState, Manifest, NodeInfo, SegmentState};
-use dlog_infra::metastore::{LeaseId, WatchEvent};
-use dlog_infra::names::LogName;
-use dlog_infra::record::Append;
+use dlog_meta::manifest::{self, LogState, Manifest, NodeInfo, SegmentState};
+use dlog_meta::metastore::{LeaseId, WatchEvent};
+use dlog_wire::limits::Limits;
+use dlog_wire::names::LogName;
+use dlog_wire::record::Append;
 use futures::StreamExt;
 use tokio::sync::oneshot;
 use tokio_util::sync::CancellationToken;

@@ -11,9 +11,9 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use dlog_infra::manifest::{self, LogState, SegmentState};
-use dlog_infra::metastore::WatchEvent;
-use dlog_infra::names::LogName;
+use dlog_meta::manifest::{self, LogState, SegmentState};
+use dlog_meta::metastore::WatchEvent;
+use dlog_wire::names::LogName;
 use futures::StreamExt;
 use tokio_util::sync::CancellationToken;
 

@@ -35,18 +35,17 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
-use dlog_infra::codec::{EntryHeader, EntryRecord, encode_entry};
-use dlog_infra::manifest::{Fence, Manifest, NamespaceConfig, SegmentMeta};
-use dlog_infra::names::LogName;
-use dlog_infra::proto::SegmentRef;
-use dlog_infra::record::Append;
+use dlog_meta::manifest::{Fence, Manifest, NamespaceConfig, SealInfo, SegmentMeta};
+use dlog_wire::codec::{EntryHeader, EntryRecord, encode_entry};
+use dlog_wire::names::LogName;
+use dlog_wire::proto::SegmentRef;
+use dlog_wire::record::Append;
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::error::{Error, Result};
 use crate::pool::CachePool;
-use crate::recovery::SegmentStats;
 use crate::replicas::{EventSender, ReplicaEvent, Replicas};
 
 /// Tuning of an owner.
@@ -216,7 +215,7 @@ struct OpenSegment {
     next_entry_id: u64,
     lac: Option<u64>,
     lac_sent: Option<u64>,
-    stats: SegmentStats,
+    stats: SealInfo,
     records: u64,
     opened: Instant,
     /// Why it must be sealed, and by when at the latest.
@@ -383,7 +382,7 @@ impl Owner {
             let (log, epoch) = (self.log.clone(), self.resume.epoch);
             let reason = match &err {
                 Error::OwnershipLost { reason, .. } => reason.clone(),
-                other => dlog_infra::error::error_chain(other),
+                other => dlog_wire::error::error_chain(other),
             };
             self.fail_all(|| Error::OwnershipLost {
                 log: log.clone(),
@@ -541,7 +540,7 @@ impl Owner {
             let _ = reply.send(Err(err));
             return;
         }
-        let timestamp_ms = dlog_infra::now_ms().max(self.last_timestamp_ms);
+        let timestamp_ms = dlog_wire::now_ms().max(self.last_timestamp_ms);
         self.last_timestamp_ms = timestamp_ms;
         if let Some(txid) = append.records.iter().rev().find_map(|r| r.txid) {
             self.last_txid = Some(txid);
@@ -606,7 +605,7 @@ impl Owner {
                 tracing::warn!(
                     segment = segment_id,
                     "replica failed, rolling the segment: {}",
-                    dlog_infra::error::error_chain(&error)
+                    dlog_wire::error::error_chain(&error)
                 );
                 self.pool.suspect(segment.replicas.node(replica));
                 segment.replicas.close(replica);
@@ -663,7 +662,7 @@ impl Owner {
         let Some(mut segment) = self.segment.take() else {
             return Ok(());
         };
-        let mut seal = segment.stats.seal_info();
+        let mut seal = segment.stats.clone();
         seal.end_offset = self.acked_offset;
         seal.last_entry_id = segment.lac;
         let sealed = self
@@ -755,7 +754,7 @@ impl Owner {
         .await;
         tracing::info!(segment = meta.segment_id, ensemble = ?meta.ensemble, start_offset, "opened segment");
         self.segment = Some(OpenSegment {
-            stats: SegmentStats::new(start_offset),
+            stats: SealInfo::empty(start_offset),
             meta,
             replicas,
             ack_quorum,

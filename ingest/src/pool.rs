@@ -3,12 +3,12 @@
 
 use std::ops::Deref;
 
-use dlog_infra::cache_clients::{self, CacheClients};
-use dlog_infra::manifest::{Manifest, NodeInfo};
+use dlog_meta::cache_clients::{self, CacheClients};
+use dlog_meta::manifest::{Manifest, NodeInfo};
 
 use crate::error::{Error, Result};
 
-pub use dlog_infra::cache_clients::CacheClient;
+pub use dlog_meta::cache_clients::CacheClient;
 
 /// Cache node connections of one ingest node.
 #[derive(Debug)]

@@ -32,10 +32,10 @@
 use std::time::Duration;
 
 use bytes::Bytes;
-use dlog_infra::codec::{self, Entry, EntryRecord};
-use dlog_infra::manifest::{Manifest, SealInfo, SegmentMeta};
-use dlog_infra::names::LogName;
-use dlog_infra::proto::{AddEntryRequest, FenceRequest, ReadEntriesRequest, SegmentRef};
+use dlog_meta::manifest::{Manifest, SealInfo, SegmentMeta};
+use dlog_wire::codec;
+use dlog_wire::names::LogName;
+use dlog_wire::proto::{AddEntryRequest, FenceRequest, ReadEntriesRequest, SegmentRef};
 use futures::future::join_all;
 use tokio_stream::wrappers::ReceiverStream;
 
@@ -51,71 +51,6 @@ const PAGE_ENTRIES: u32 = 256;
 const READ_ROUNDS: u32 = 3;
 /// Pause before the next round (times the round number).
 const ROUND_PAUSE: Duration = Duration::from_millis(200);
-
-/// Statistics gathered over a segment's entries, for its seal.
-#[derive(Debug, Clone, Default)]
-pub struct SegmentStats {
-    pub end_offset: u64,
-    pub last_entry_id: Option<u64>,
-    pub bytes: u64,
-    pub min_timestamp_ms: Option<i64>,
-    pub max_timestamp_ms: Option<i64>,
-    pub min_txid: Option<i64>,
-    pub max_txid: Option<i64>,
-}
-
-impl SegmentStats {
-    pub fn new(start_offset: u64) -> SegmentStats {
-        SegmentStats {
-            end_offset: start_offset,
-            ..SegmentStats::default()
-        }
-    }
-
-    /// Counts an entry (in entry order).
-    pub fn add(&mut self, entry: &Entry, encoded_len: usize) {
-        self.add_records(
-            entry.header.entry_id,
-            entry.header.first_offset,
-            &entry.records,
-            encoded_len,
-        );
-    }
-
-    /// Counts an entry given by its parts.
-    pub fn add_records(
-        &mut self,
-        entry_id: u64,
-        first_offset: u64,
-        records: &[EntryRecord],
-        encoded_len: usize,
-    ) {
-        self.end_offset = first_offset + records.len() as u64;
-        self.last_entry_id = Some(entry_id);
-        self.bytes += encoded_len as u64;
-        for record in records {
-            let ts = record.timestamp_ms;
-            self.min_timestamp_ms = Some(self.min_timestamp_ms.map_or(ts, |m| m.min(ts)));
-            self.max_timestamp_ms = Some(self.max_timestamp_ms.map_or(ts, |m| m.max(ts)));
-            if let Some(txid) = record.record.txid {
-                self.min_txid = Some(self.min_txid.map_or(txid, |m| m.min(txid)));
-                self.max_txid = Some(self.max_txid.map_or(txid, |m| m.max(txid)));
-            }
-        }
-    }
-
-    pub fn seal_info(&self) -> SealInfo {
-        SealInfo {
-            end_offset: self.end_offset,
-            last_entry_id: self.last_entry_id,
-            bytes: self.bytes,
-            min_timestamp_ms: self.min_timestamp_ms,
-            max_timestamp_ms: self.max_timestamp_ms,
-            min_txid: self.min_txid,
-            max_txid: self.max_txid,
-        }
-    }
-}
 
 /// Recovers and seals one open segment at `epoch`; returns it sealed.
 pub async fn recover_segment(
@@ -186,7 +121,7 @@ pub async fn recover_segment(
     // 3. Read every entry, page by page; copy those past the LAC to an ack
     //    quorum. Stop only where `needed` nodes said they do not hold the
     //    next entry; a read that failed says nothing.
-    let mut stats = SegmentStats::new(segment.start_offset);
+    let mut stats = SealInfo::empty(segment.start_offset);
     let mut next_entry = 0u64;
     let mut copied = 0usize;
     let mut preferred = 0usize;
@@ -251,9 +186,9 @@ pub async fn recover_segment(
     let sealed = manifest
         .seal_segment(
             log,
-            dlog_infra::manifest::Fence { log_id, epoch },
+            dlog_meta::manifest::Fence { log_id, epoch },
             segment.segment_id,
-            &stats.seal_info(),
+            &stats,
         )
         .await?;
     tracing::info!(

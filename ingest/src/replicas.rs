@@ -4,7 +4,7 @@
 //! so events of a segment that was already rolled are recognised and ignored.
 
 use bytes::Bytes;
-use dlog_infra::proto::{AddEntryRequest, SegmentRef};
+use dlog_wire::proto::{AddEntryRequest, SegmentRef};
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 

@@ -2,18 +2,14 @@
 //! node from the manifest, appends routed to this node's owner of the log
 //! or redirected (`UNAVAILABLE` + `dlog-owner` metadata) to another's.
 
-use std::pin::Pin;
 use std::sync::Arc;
 
-use dlog_infra::manifest::{self, LogMeta, Role, SegmentMeta, SegmentState};
-use dlog_infra::names::LogName;
-use dlog_infra::proto::log_service_server::{LogService, LogServiceServer};
-use dlog_infra::proto::{self as pb};
-use dlog_infra::record::Append;
-use futures::stream::FuturesOrdered;
-use futures::{FutureExt, Stream, StreamExt};
-use tokio::sync::mpsc;
-use tokio_stream::wrappers::ReceiverStream;
+use dlog_meta::manifest::{self, LogMeta, Role, SegmentMeta, SegmentState};
+use dlog_wire::names::LogName;
+use dlog_wire::pipeline::{Answer, ResponseStream, serve_ordered};
+use dlog_wire::proto::log_service_server::{LogService, LogServiceServer};
+use dlog_wire::proto::{self as pb};
+use dlog_wire::record::Append;
 use tonic::{Request, Response, Status, Streaming};
 
 use crate::error::{Error, to_status};
@@ -132,12 +128,31 @@ fn append_response(ack: AppendAck) -> pb::AppendResponse {
     }
 }
 
-type SessionFuture = Pin<Box<dyn Future<Output = Result<pb::AppendResponse, Status>> + Send>>;
+/// Submits one append of a session to the log's owner, in session order;
+/// the answer resolves once the append is acknowledged (or refused).
+async fn submit_append(
+    node: &IngestNode,
+    request: pb::AppendRequest,
+) -> Answer<pb::AppendResponse> {
+    let append = match Append::from_proto(request, node.limits()) {
+        Ok(append) => append,
+        Err(err) => return Answer::ready(Err(status(err.into()))),
+    };
+    match node.submit(append).await {
+        Err(err) => Answer::ready(Err(status(err))),
+        Ok(receiver) => Answer::new(async move {
+            match receiver.await {
+                Ok(Ok(ack)) => Ok(append_response(ack)),
+                Ok(Err(err)) => Err(status(err)),
+                Err(_) => Err(Status::unavailable("the log's owner stopped: retry")),
+            }
+        }),
+    }
+}
 
 #[tonic::async_trait]
 impl LogService for LogServer {
-    type AppendSessionStream =
-        Pin<Box<dyn Stream<Item = Result<pb::AppendResponse, Status>> + Send>>;
+    type AppendSessionStream = ResponseStream<pb::AppendResponse>;
 
     async fn create_log(
         &self,
@@ -206,48 +221,16 @@ impl LogService for LogServer {
         &self,
         request: Request<Streaming<pb::AppendRequest>>,
     ) -> Result<Response<Self::AppendSessionStream>, Status> {
-        let mut incoming = request.into_inner();
         let node = self.node.clone();
-        let (sender, receiver) = mpsc::channel(MAX_SESSION_IN_FLIGHT);
-        tokio::spawn(async move {
-            let mut pending: FuturesOrdered<SessionFuture> = FuturesOrdered::new();
-            let mut input_open = true;
-            loop {
-                tokio::select! {
-                    biased;
-                    Some(answer) = pending.next(), if !pending.is_empty() => {
-                        let failed = answer.is_err();
-                        if sender.send(answer).await.is_err() || failed {
-                            return;
-                        }
-                    }
-                    message = incoming.message(), if input_open && pending.len() < MAX_SESSION_IN_FLIGHT => {
-                        match message {
-                            Ok(Some(request)) => {
-                                let answer: SessionFuture = match Append::from_proto(request, node.limits()) {
-                                    Err(err) => futures::future::ready(Err(status(err.into()))).boxed(),
-                                    Ok(append) => match node.submit(append).await {
-                                        Err(err) => futures::future::ready(Err(status(err))).boxed(),
-                                        Ok(receiver) => async move {
-                                            match receiver.await {
-                                                Ok(Ok(ack)) => Ok(append_response(ack)),
-                                                Ok(Err(err)) => Err(status(err)),
-                                                Err(_) => Err(Status::unavailable("the log's owner stopped: retry")),
-                                            }
-                                        }
-                                        .boxed(),
-                                    },
-                                };
-                                pending.push_back(answer);
-                            }
-                            Ok(None) | Err(_) => input_open = false,
-                        }
-                    }
-                    else => return,
-                }
-            }
-        });
-        Ok(Response::new(Box::pin(ReceiverStream::new(receiver))))
+        let answers = serve_ordered(
+            request.into_inner(),
+            MAX_SESSION_IN_FLIGHT,
+            move |request| {
+                let node = node.clone();
+                async move { submit_append(&node, request).await }
+            },
+        );
+        Ok(Response::new(answers))
     }
 
     async fn trim(

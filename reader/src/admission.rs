@@ -93,7 +93,7 @@ impl Admission {
 
 #[cfg(test)]
 mod tests {
-    use dlog_infra::error::{Classify, ErrorKind};
+    use dlog_wire::error::{Classify, ErrorKind};
 
     use super::*;
 

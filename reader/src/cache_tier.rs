@@ -19,11 +19,11 @@ use std::time::{Duration, Instant};
 
 use futures::StreamExt;
 
-use dlog_infra::cache_clients::CacheClients;
-use dlog_infra::codec::{Entry, decode_entry};
-use dlog_infra::manifest::{SegmentMeta, SegmentState};
-use dlog_infra::names::LogName;
-use dlog_infra::proto::{ReadEntriesRequest, ReadLacRequest, SegmentRef};
+use dlog_meta::cache_clients::CacheClients;
+use dlog_meta::manifest::{SegmentMeta, SegmentState};
+use dlog_wire::codec::{Entry, decode_entry};
+use dlog_wire::names::LogName;
+use dlog_wire::proto::{ReadEntriesRequest, ReadLacRequest, SegmentRef};
 use tokio::sync::watch;
 
 use crate::error::{Error, Result};

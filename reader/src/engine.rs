@@ -18,12 +18,12 @@ use std::time::Duration;
 
 use futures::FutureExt;
 
-use dlog_infra::cache_clients::CacheClients;
-use dlog_infra::manifest::{self, Manifest, SegmentMeta, SegmentState};
-use dlog_infra::names::LogName;
-use dlog_infra::objstore::ObjectStoreHandle;
-pub use dlog_infra::record::Start;
-use dlog_infra::record::StoredRecord;
+use dlog_meta::cache_clients::CacheClients;
+use dlog_meta::manifest::{self, Manifest, SegmentMeta, SegmentState};
+use dlog_storage::objstore::ObjectStoreHandle;
+use dlog_wire::names::LogName;
+pub use dlog_wire::record::Start;
+use dlog_wire::record::StoredRecord;
 use tokio::sync::{mpsc, watch};
 
 use crate::admission::Admission;

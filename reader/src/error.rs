@@ -4,11 +4,9 @@
 //! `dlog-first-offset`), and stops on `DATA_LOSS` (bytes that fail their
 //! checksum or do not decode) and `INTERNAL` (a bug).
 
-use dlog_infra::error::{Classify, ErrorKind};
-use dlog_infra::names::LogName;
-
-/// gRPC metadata key carrying the first readable offset with `OUT_OF_RANGE`.
-pub const FIRST_OFFSET_METADATA: &str = "dlog-first-offset";
+use dlog_wire::error::{Classify, ErrorKind};
+use dlog_wire::metadata;
+use dlog_wire::names::LogName;
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -45,9 +43,9 @@ pub enum Error {
         source: parquet::errors::ParquetError,
     },
     #[error(transparent)]
-    File(#[from] dlog_infra::segment_file::Error),
+    File(#[from] dlog_storage::segment_file::Error),
     #[error(transparent)]
-    Manifest(#[from] dlog_infra::manifest::Error),
+    Manifest(#[from] dlog_meta::manifest::Error),
     /// The object's bytes are not the ones offloaded (size or CRC32C
     /// differ from the manifest's).
     #[error("object {key}: {reason}")]
@@ -122,11 +120,9 @@ fn object_error(err: &parquet::errors::ParquetError) -> Option<&object_store::Er
 
 impl From<Error> for tonic::Status {
     fn from(err: Error) -> tonic::Status {
-        let mut status = dlog_infra::error::to_status(&err);
-        if let Error::Trimmed { first_offset, .. } = &err
-            && let Ok(value) = first_offset.to_string().parse()
-        {
-            status.metadata_mut().insert(FIRST_OFFSET_METADATA, value);
+        let mut status = dlog_wire::error::to_status(&err);
+        if let Error::Trimmed { first_offset, .. } = &err {
+            metadata::set_u64(&mut status, metadata::FIRST_OFFSET, *first_offset);
         }
         status
     }

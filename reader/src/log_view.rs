@@ -5,9 +5,9 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use dlog_infra::manifest::{self, LogMeta, LogState, Manifest, SegmentMeta};
-use dlog_infra::metastore::Revision;
-use dlog_infra::names::LogName;
+use dlog_meta::manifest::{self, LogMeta, LogState, Manifest, SegmentMeta};
+use dlog_meta::metastore::Revision;
+use dlog_wire::names::LogName;
 use futures::{FutureExt, StreamExt};
 use tokio::sync::watch;
 

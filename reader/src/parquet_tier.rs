@@ -16,10 +16,10 @@ use futures::FutureExt;
 use futures::future::BoxFuture;
 use object_store::{ObjectStore, ObjectStoreExt};
 
-use dlog_infra::manifest::ObjectInfo;
-use dlog_infra::objstore::ObjectStoreHandle;
-use dlog_infra::record::StoredRecord;
-use dlog_infra::segment_file::decode_batch;
+use dlog_meta::manifest::ObjectInfo;
+use dlog_storage::objstore::ObjectStoreHandle;
+use dlog_storage::segment_file::decode_batch;
+use dlog_wire::record::StoredRecord;
 use futures::TryStreamExt;
 use parquet::arrow::arrow_reader::{ArrowReaderMetadata, ArrowReaderOptions};
 use parquet::arrow::async_reader::{AsyncFileReader, ParquetRecordBatchStreamBuilder};

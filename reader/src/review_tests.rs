@@ -11,16 +11,16 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
-use dlog_infra::codec::{EntryHeader, EntryRecord, encode_entry};
-use dlog_infra::error::{Classify, ErrorKind};
-use dlog_infra::manifest::{NodeInfo, Role};
-use dlog_infra::names::LogName;
-use dlog_infra::proto::cache_service_server::{CacheService, CacheServiceServer};
-use dlog_infra::proto::{
+use dlog_meta::manifest::{NodeInfo, Role};
+use dlog_wire::codec::{EntryHeader, EntryRecord, encode_entry};
+use dlog_wire::error::{Classify, ErrorKind};
+use dlog_wire::names::LogName;
+use dlog_wire::proto::cache_service_server::{CacheService, CacheServiceServer};
+use dlog_wire::proto::{
     AddEntryRequest, AddEntryResponse, DropSegmentRequest, DropSegmentResponse, FenceRequest,
     FenceResponse, ReadEntriesRequest, ReadEntriesResponse, ReadLacRequest, ReadLacResponse,
 };
-use dlog_infra::record::Record;
+use dlog_wire::record::Record;
 use futures::Stream;
 use tonic::{Request, Response, Status, Streaming};
 
@@ -249,7 +249,7 @@ async fn a_non_follow_read_with_an_unknown_lac_does_not_end_cleanly() {
 /// change meant to rule out (a `Start::Tail` read re-delivers the segment).
 #[tokio::test]
 async fn the_lac_quorum_counts_the_ensemble_not_the_write_quorum() {
-    use dlog_infra::manifest::SegmentMeta;
+    use dlog_meta::manifest::SegmentMeta;
     let fixture = Fixture::new().await;
     let log: LogName = "review/wide-ensemble".parse().unwrap();
     let epoch = fixture.create_log(&log).await;

@@ -6,8 +6,8 @@
 
 use std::time::Duration;
 
-use dlog_infra::error::{Classify, ErrorKind};
-use dlog_infra::names::LogName;
+use dlog_wire::error::{Classify, ErrorKind};
+use dlog_wire::names::LogName;
 
 use crate::engine::{ReadSpec, ReaderOptions, Start};
 use crate::log_view::LogViews;
@@ -129,14 +129,14 @@ async fn records_of_a_mebibyte_stream_in_messages_under_the_limit() {
         .await;
     let engine = fixture.engine(ReaderOptions::default());
     let address = crate::testing::serve(engine).await;
-    let mut client = dlog_infra::proto::read_service_client::ReadServiceClient::connect(address)
+    let mut client = dlog_wire::proto::read_service_client::ReadServiceClient::connect(address)
         .await
         .unwrap()
         .max_decoding_message_size(64 * 1024 * 1024);
-    let request = dlog_infra::proto::ReadRequest {
+    let request = dlog_wire::proto::ReadRequest {
         log: log.to_string(),
-        start: Some(dlog_infra::proto::read_request::Start::Earliest(
-            dlog_infra::proto::Earliest {},
+        start: Some(dlog_wire::proto::read_request::Start::Earliest(
+            dlog_wire::proto::Earliest {},
         )),
         limit: None,
         follow: false,
@@ -199,7 +199,7 @@ async fn an_object_deleted_by_retention_mid_read_is_out_of_range() {
     assert_eq!(
         status
             .metadata()
-            .get(crate::error::FIRST_OFFSET_METADATA)
+            .get(dlog_wire::metadata::FIRST_OFFSET)
             .unwrap(),
         "70000"
     );

@@ -6,9 +6,9 @@
 use std::pin::Pin;
 use std::sync::Arc;
 
-use dlog_infra::names::LogName;
-use dlog_infra::proto::read_service_server::{ReadService, ReadServiceServer};
-use dlog_infra::proto::{self as pb};
+use dlog_wire::names::LogName;
+use dlog_wire::proto::read_service_server::{ReadService, ReadServiceServer};
+use dlog_wire::proto::{self as pb};
 use futures::Stream;
 use tokio_stream::StreamExt;
 use tokio_stream::wrappers::ReceiverStream;

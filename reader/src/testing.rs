@@ -8,13 +8,13 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
-use dlog_infra::codec::{Entry, EntryHeader, EntryRecord};
-use dlog_infra::manifest::{Fence, Manifest, ObjectInfo, SealInfo, SegmentMeta};
-use dlog_infra::metastore::embedded::EmbeddedStore;
-use dlog_infra::names::LogName;
-use dlog_infra::objstore::{self, ObjectStoreHandle};
-use dlog_infra::record::Record;
-use dlog_infra::segment_file::{FileInfo, encode_segment};
+use dlog_meta::manifest::{Fence, Manifest, ObjectInfo, SealInfo, SegmentMeta};
+use dlog_meta::metastore::embedded::EmbeddedStore;
+use dlog_storage::objstore::{self, ObjectStoreHandle};
+use dlog_storage::segment_file::{FileInfo, encode_segment};
+use dlog_wire::codec::{Entry, EntryHeader, EntryRecord};
+use dlog_wire::names::LogName;
+use dlog_wire::record::Record;
 use object_store::{ObjectStoreExt, PutPayload};
 
 use crate::engine::{ReadEngine, ReaderOptions};

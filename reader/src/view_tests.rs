@@ -8,12 +8,12 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use dlog_infra::manifest::Manifest;
-use dlog_infra::metastore::{
+use dlog_meta::manifest::Manifest;
+use dlog_meta::metastore::{
     LeaseId, MetaStore, RangeResponse, Result, Revision, SharedMetaStore, Txn, TxnResponse,
     WatchStream,
 };
-use dlog_infra::names::LogName;
+use dlog_wire::names::LogName;
 use futures::future::BoxFuture;
 
 use crate::testing::Fixture;

@@ -1,22 +1,12 @@
 //! `dlog logs …`, `dlog seal`, `dlog trim`, `dlog status`.
 
-use distributedlog::Client;
-use dlog_infra::proto::{self as pb};
+use distributedlog::{Client, LogInfo};
 use serde_json::json;
 
 use super::LogsCommand;
 
-fn state_name(state: i32) -> &'static str {
-    match pb::SegmentState::try_from(state) {
-        Ok(pb::SegmentState::Open) => "open",
-        Ok(pb::SegmentState::Sealed) => "sealed",
-        Ok(pb::SegmentState::Offloaded) => "offloaded",
-        _ => "unknown",
-    }
-}
-
 /// The JSON of `dlog logs info --json` (a contract: docs/cli.md).
-pub fn info_json(info: &pb::LogInfo) -> serde_json::Value {
+pub fn info_json(info: &LogInfo) -> serde_json::Value {
     json!({
         "log": info.log,
         "first_offset": info.first_offset,
@@ -25,7 +15,7 @@ pub fn info_json(info: &pb::LogInfo) -> serde_json::Value {
         "end_of_stream": info.end_of_stream,
         "segments": info.segments.iter().map(|s| json!({
             "id": s.segment_id,
-            "state": state_name(s.state),
+            "state": s.state.as_str(),
             "start_offset": s.start_offset,
             "end_offset": s.end_offset,
             "object": s.object,
@@ -66,7 +56,7 @@ pub async fn logs(client: &Client, command: LogsCommand) -> anyhow::Result<()> {
                     println!(
                         "  {:>6}  {:<9}  [{}, {})  {} bytes  {}",
                         s.segment_id,
-                        state_name(s.state),
+                        s.state.as_str(),
                         s.start_offset,
                         end,
                         s.bytes,

@@ -16,7 +16,7 @@ use std::io::BufRead;
 use anyhow::{Context, bail};
 use bytes::Bytes;
 use distributedlog::Client;
-use dlog_infra::record::Record;
+use dlog_wire::record::Record;
 use serde_json::json;
 
 /// Records per append request.

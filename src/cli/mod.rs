@@ -7,9 +7,9 @@ mod admin;
 mod append;
 mod read;
 
+use crate::server::{ServeOptions, cancel_on_signals, serve, standalone};
 use clap::{Parser, Subcommand};
 use distributedlog::Client;
-use distributedlog::server::{ServeOptions, cancel_on_signals, serve, standalone};
 use tokio_util::sync::CancellationToken;
 
 #[derive(Debug, Parser)]
@@ -96,7 +96,7 @@ pub enum Command {
     /// Force-roll the open segment.
     Seal { log: String },
     /// Load generator with latency histograms (durable appends, tailing, reads; peers too).
-    Bench(distributedlog::bench::BenchArgs),
+    Bench(dlog_bench::BenchArgs),
     /// Nodes, logs and segments by state.
     Status {
         #[arg(long)]
@@ -174,7 +174,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         Command::Status { json } => admin::status(&client, json).await,
         Command::Standalone { .. } => unreachable!("handled above"),
         Command::Read(args) => read::read(&client, args).await,
-        Command::Bench(bench) => distributedlog::bench::run(client, bench).await,
+        Command::Bench(bench) => dlog_bench::run(client, bench).await,
         Command::Serve { .. } => unreachable!("handled above"),
     }
 }

@@ -7,9 +7,9 @@ use std::process::Command;
 use std::sync::Arc;
 use std::time::Duration;
 
-use dlog_infra::metastore::SharedMetaStore;
-use dlog_infra::metastore::etcd::EtcdStore;
-use dlog_infra::testkit::{Process, free_port, require_binary, wait_for_port};
+use dlog_meta::metastore::SharedMetaStore;
+use dlog_meta::metastore::etcd::EtcdStore;
+use dlog_testkit::{Process, free_port, require_binary, wait_for_port};
 
 /// One member: its ports, directory and process (`None` while killed).
 #[derive(Debug)]
@@ -151,7 +151,7 @@ impl EtcdCluster {
             .collect();
         for _ in 0..150 {
             if let Ok(store) = EtcdStore::connect(&endpoints).await {
-                use dlog_infra::metastore::MetaStore;
+                use dlog_meta::metastore::MetaStore;
                 if store.range("/", true).await.is_ok() {
                     return Arc::new(store);
                 }

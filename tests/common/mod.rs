@@ -15,12 +15,12 @@ use std::process::Command;
 use std::time::Duration;
 
 use bytes::Bytes;
-use dlog_infra::codec::decode_entry;
-use dlog_infra::manifest::{Manifest, SegmentState};
-use dlog_infra::names::LogName;
-use dlog_infra::proto::cache_service_client::CacheServiceClient;
-use dlog_infra::proto::{ReadEntriesRequest, SegmentRef};
-use dlog_infra::testkit::{Process, S3Server, free_port, wait_for_port};
+use dlog_meta::manifest::{Manifest, SegmentState};
+use dlog_testkit::{Process, S3Server, free_port, wait_for_port};
+use dlog_wire::codec::decode_entry;
+use dlog_wire::names::LogName;
+use dlog_wire::proto::cache_service_client::CacheServiceClient;
+use dlog_wire::proto::{ReadEntriesRequest, SegmentRef};
 use etcd::EtcdCluster;
 
 /// Lease TTL of the test nodes: short, so failover tests are quick.
@@ -329,12 +329,12 @@ impl Cluster {
         // Wait until every node registered.
         for attempt in 0..100 {
             let registered = manifest
-                .nodes(dlog_infra::manifest::Role::Cache)
+                .nodes(dlog_meta::manifest::Role::Cache)
                 .await
                 .unwrap()
                 .len()
                 + manifest
-                    .nodes(dlog_infra::manifest::Role::Ingest)
+                    .nodes(dlog_meta::manifest::Role::Ingest)
                     .await
                     .unwrap()
                     .len();

@@ -60,7 +60,7 @@ use std::hash::{BuildHasher, Hasher};
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 
-use crate::error::SegmentKey;
+use crate::segment_key::SegmentKey;
 
 pub const FILE_MAGIC: &[u8; 4] = b"DLJF";
 /// The format this build writes.
@@ -482,7 +482,7 @@ pub fn parse_at(file: &Bytes, at: usize, keys: &FileKeys, chain: u32) -> Result<
     }
     let record = match (kind, len) {
         (KIND_ENTRY, _) => {
-            let Ok(entry) = dlog_infra::codec::verify_entry(&bytes) else {
+            let Ok(entry) = dlog_wire::codec::verify_entry(&bytes) else {
                 return Err(bad);
             };
             if (entry.log_id, entry.segment_id) != (segment.log_id, segment.segment_id) {

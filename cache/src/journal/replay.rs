@@ -51,7 +51,8 @@ use bytes::Bytes;
 
 use super::frame::{self, FILE_HEADER_LEN, FileKeys, FrameError, HeaderError};
 use super::{Location, Record, file_name, io_err, list_files};
-use crate::error::{Error, Result, SegmentKey};
+use crate::error::{Error, Result};
+use crate::segment_key::SegmentKey;
 
 /// What kind of damage replay found.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

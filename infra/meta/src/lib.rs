@@ -1,0 +1,11 @@
+//! `dlog-meta`: the cluster's metadata and who is in the cluster.
+//!
+//! | module | owns |
+//! |---|---|
+//! | [`metastore`] | the `MetaStore` KV trait with etcd semantics; etcd and embedded backends |
+//! | [`manifest`] | logs, epochs, segments, owners, nodes, trim points, subscriptions on a `MetaStore` |
+//! | [`cache_clients`] | connections to the cache nodes the manifest names, by id; suspects |
+
+pub mod cache_clients;
+pub mod manifest;
+pub mod metastore;

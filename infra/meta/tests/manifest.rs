@@ -1,0 +1,610 @@
+//! Manifest tests on a real etcd and on the embedded store: log life cycle,
+//! epoch fencing, ownership races, segment transitions, trim, subscriptions,
+//! node registration.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use dlog_meta::manifest::{
+    Error, Fence, Manifest, NamespaceConfig, NodeInfo, ObjectInfo, Replication, Role, SealInfo,
+    SegmentMeta, SegmentState,
+};
+use dlog_meta::metastore::embedded::EmbeddedStore;
+use dlog_testkit::EtcdServer;
+use dlog_wire::error::{Classify, ErrorKind};
+use dlog_wire::names::{LogName, Namespace};
+
+struct Fixture {
+    manifest: Manifest,
+    _guard: Box<dyn std::any::Any + Send>,
+}
+
+async fn embedded() -> Option<Fixture> {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Arc::new(EmbeddedStore::open(dir.path()).await.unwrap());
+    Some(Fixture {
+        manifest: Manifest::new(store, "test"),
+        _guard: Box::new(dir),
+    })
+}
+
+async fn etcd() -> Option<Fixture> {
+    let server = EtcdServer::start()?;
+    let store = server.store().await;
+    Some(Fixture {
+        manifest: Manifest::new(store, &dlog_testkit::unique_name("c")),
+        _guard: Box::new(server),
+    })
+}
+
+fn name(s: &str) -> LogName {
+    s.parse().unwrap()
+}
+
+fn node(id: &str) -> NodeInfo {
+    NodeInfo {
+        id: id.into(),
+        address: format!("http://{id}:7070"),
+        zone: String::new(),
+        capacity: 0,
+    }
+}
+
+fn open_segment(start_offset: u64) -> SegmentMeta {
+    SegmentMeta::open(
+        0,
+        vec!["c1".into(), "c2".into(), "c3".into()],
+        3,
+        2,
+        start_offset,
+    )
+}
+
+async fn log_life_cycle(f: Fixture) {
+    let m = &f.manifest;
+    let a = m.create_log(&name("ns/a")).await.unwrap();
+    let b = m.create_log(&name("ns/b")).await.unwrap();
+    m.create_log(&name("other/c")).await.unwrap();
+    assert!(b.log_id > a.log_id, "log ids increase");
+
+    let err = m.create_log(&name("ns/a")).await.unwrap_err();
+    assert_eq!(err.to_string(), "log ns/a already exists");
+    assert_eq!(err.kind(), ErrorKind::AlreadyExists);
+
+    let all: Vec<String> = m
+        .list_logs("")
+        .await
+        .unwrap()
+        .iter()
+        .map(ToString::to_string)
+        .collect();
+    assert_eq!(all, ["ns/a", "ns/b", "other/c"]);
+    let ns: Vec<String> = m
+        .list_logs("ns/")
+        .await
+        .unwrap()
+        .iter()
+        .map(ToString::to_string)
+        .collect();
+    assert_eq!(ns, ["ns/a", "ns/b"]);
+
+    let deleted = m.delete_log(&name("ns/a")).await.unwrap();
+    let listed: Vec<String> = m
+        .list_logs("ns/")
+        .await
+        .unwrap()
+        .iter()
+        .map(ToString::to_string)
+        .collect();
+    assert_eq!(listed, ["ns/b"]);
+    let err = m.create_log(&name("ns/a")).await.unwrap_err();
+    assert_eq!(err.to_string(), "log ns/a is being deleted");
+    assert!(m.purge_log(&name("ns/a"), deleted.log_id).await.unwrap());
+    assert!(
+        !m.purge_log(&name("ns/a"), deleted.log_id).await.unwrap(),
+        "a second purge finds nothing left"
+    );
+    let again = m.create_log(&name("ns/a")).await.unwrap();
+    assert!(again.log_id > b.log_id, "a re-created log gets a new id");
+
+    let err = m.log(&name("ns/missing")).await.unwrap_err();
+    assert_eq!(err.to_string(), "log ns/missing not found");
+    assert_eq!(err.kind(), ErrorKind::NotFound);
+}
+
+async fn namespace_config(f: Fixture) {
+    let m = &f.manifest;
+    let ns = Namespace::new("tenant").unwrap();
+    assert_eq!(m.namespace(&ns).await.unwrap(), NamespaceConfig::default());
+    let config = NamespaceConfig {
+        retention_ms: Some(3_600_000),
+        replication: Replication::SINGLE,
+        ..NamespaceConfig::default()
+    };
+    m.put_namespace(&ns, &config).await.unwrap();
+    assert_eq!(m.namespace(&ns).await.unwrap(), config);
+    m.create_log(&name("tenant/x")).await.unwrap();
+    assert_eq!(m.log_config(&name("tenant/x")).await.unwrap(), config);
+
+    let bad = NamespaceConfig {
+        replication: Replication {
+            ensemble: 2,
+            write_quorum: 3,
+            ack_quorum: 2,
+        },
+        ..NamespaceConfig::default()
+    };
+    let err = m.put_namespace(&ns, &bad).await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::InvalidArgument);
+    assert_eq!(
+        err.to_string(),
+        "invalid namespace configuration: replication 2/3/2 must satisfy ensemble >= write quorum >= ack quorum >= 1"
+    );
+}
+
+async fn stale_epochs_are_refused(f: Fixture) {
+    let m = &f.manifest;
+    let log = name("ns/fenced");
+    let id = m.create_log(&log).await.unwrap().log_id;
+    assert_eq!(m.epoch(&log).await.unwrap(), 0);
+    let first = m.bump_epoch(&log, id, 0).await.unwrap();
+    assert_eq!(
+        first,
+        Fence {
+            log_id: id,
+            epoch: 1
+        }
+    );
+    let segment = m
+        .create_segment(&log, first, open_segment(0))
+        .await
+        .unwrap();
+    assert_eq!((segment.segment_id, segment.epoch), (1, 1));
+
+    // A second owner takes over.
+    let second = m.bump_epoch(&log, id, first.epoch).await.unwrap();
+    assert_eq!(second.epoch, 2);
+
+    // Everything the first owner tries now fails, and changes nothing.
+    let err = m.bump_epoch(&log, id, 0).await.unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "epoch 0 of log ns/fenced is stale: the current epoch is 2"
+    );
+    assert_eq!(err.kind(), ErrorKind::FailedPrecondition);
+    let err = m
+        .create_segment(&log, first, open_segment(10))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            Error::StaleEpoch {
+                mine: 1,
+                current: 2,
+                ..
+            }
+        ),
+        "{err}"
+    );
+    let seal = SealInfo {
+        end_offset: 5,
+        ..SealInfo::default()
+    };
+    let err = m.seal_segment(&log, first, 1, &seal).await.unwrap_err();
+    assert!(
+        matches!(
+            err,
+            Error::StaleEpoch {
+                mine: 1,
+                current: 2,
+                ..
+            }
+        ),
+        "{err}"
+    );
+    let err = m.mark_end_of_stream(&log, first, 5).await.unwrap_err();
+    assert!(matches!(err, Error::StaleEpoch { .. }), "{err}");
+    let (segments, _) = m.segments(&log).await.unwrap();
+    assert_eq!(segments.len(), 1);
+    assert_eq!(segments[0].state, SegmentState::Open);
+    assert_eq!(m.log(&log).await.unwrap().end_of_stream, None);
+
+    // The new owner recovers and seals the old segment, then opens the next.
+    let sealed = m.seal_segment(&log, second, 1, &seal).await.unwrap();
+    assert_eq!(
+        (sealed.state, sealed.end_offset),
+        (SegmentState::Sealed, Some(5))
+    );
+    let next = m
+        .create_segment(&log, second, open_segment(5))
+        .await
+        .unwrap();
+    assert_eq!((next.segment_id, next.epoch, next.start_offset), (2, 2, 5));
+    let err = m.seal_segment(&log, second, 1, &seal).await.unwrap_err();
+    assert!(
+        matches!(
+            err,
+            Error::SegmentState {
+                actual: SegmentState::Sealed,
+                ..
+            }
+        ),
+        "{err}"
+    );
+
+    let err = m.bump_epoch(&name("ns/nolog"), id, 0).await.unwrap_err();
+    assert!(matches!(err, Error::LogNotFound(_)), "{err}");
+    let err = m.bump_epoch(&log, id + 1, 2).await.unwrap_err();
+    assert!(
+        matches!(err, Error::LogNotFound(_)),
+        "another log id: {err}"
+    );
+}
+
+async fn a_recreated_log_fences_the_old_incarnations_owner(f: Fixture) {
+    let m = &f.manifest;
+    let log = name("ns/again");
+    let old_id = m.create_log(&log).await.unwrap().log_id;
+    let old = m.bump_epoch(&log, old_id, 0).await.unwrap();
+    m.create_segment(&log, old, open_segment(0)).await.unwrap();
+    let seal = SealInfo {
+        end_offset: 3,
+        ..SealInfo::default()
+    };
+    m.seal_segment(&log, old, 1, &seal).await.unwrap();
+
+    // Deleted, purged and re-created while the old owner keeps running.
+    m.delete_log(&log).await.unwrap();
+    m.purge_log(&log, old_id).await.unwrap();
+    let new_id = m.create_log(&log).await.unwrap().log_id;
+    let new = m.bump_epoch(&log, new_id, 0).await.unwrap();
+    assert_eq!(new.epoch, old.epoch, "epochs start over in the new log");
+    let segment = m.create_segment(&log, new, open_segment(0)).await.unwrap();
+    assert_eq!(segment.segment_id, 1);
+
+    // Whatever epoch number it holds, the old owner changes nothing.
+    let err = m
+        .create_segment(&log, old, open_segment(3))
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::FailedPrecondition, "{err}");
+    assert_eq!(
+        err.to_string(),
+        format!("log ns/again with id {old_id} was deleted (the name may have been re-created)")
+    );
+    let err = m.seal_segment(&log, old, 1, &seal).await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::FailedPrecondition, "{err}");
+    let err = m.mark_end_of_stream(&log, old, 3).await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::FailedPrecondition, "{err}");
+    let (segments, _) = m.segments(&log).await.unwrap();
+    assert_eq!(segments, [segment], "the new log is untouched");
+    assert_eq!(m.log(&log).await.unwrap().end_of_stream, None);
+}
+
+async fn a_stale_compactor_never_touches_a_recreated_log(f: Fixture) {
+    let m = &f.manifest;
+    let log = name("ns/stale");
+    let old = m.create_log(&log).await.unwrap();
+    m.delete_log(&log).await.unwrap();
+    // Two compactors listed the log as deleting; the first purges it, then
+    // the name is re-created, written and sealed.
+    assert!(m.purge_log(&log, old.log_id).await.unwrap());
+    let new = m.create_log(&log).await.unwrap();
+    let epoch = m.bump_epoch(&log, new.log_id, 0).await.unwrap();
+    m.create_segment(&log, epoch, open_segment(0))
+        .await
+        .unwrap();
+    let seal = SealInfo {
+        end_offset: 7,
+        ..SealInfo::default()
+    };
+    let sealed = m.seal_segment(&log, epoch, 1, &seal).await.unwrap();
+    assert_ne!(new.log_id, old.log_id);
+
+    // The second, late compactor acts on its stale view of the old log:
+    // retention (trim point, then segment 1), then the purge.
+    let mut damage = Vec::new();
+    let err = m.trim_log_id(&log, old.log_id, 7).await.unwrap_err();
+    assert!(matches!(err, Error::LogReplaced { .. }), "{err}");
+    if let Ok(point) = m.trim_point(&log).await
+        && point != 0
+    {
+        damage.push(format!("retention trimmed the new log to {point}"));
+    }
+    let err = m.delete_segment(&log, old.log_id, 1).await.unwrap_err();
+    assert!(matches!(err, Error::LogReplaced { .. }), "{err}");
+    let err = m.mark_cache_dropped(&log, old.log_id, 1).await.unwrap_err();
+    assert!(matches!(err, Error::LogReplaced { .. }), "{err}");
+    let (segments, _) = m.segments(&log).await.unwrap();
+    if segments != [sealed] {
+        damage.push(format!(
+            "retention left the new log with segments {segments:?}"
+        ));
+    }
+    assert!(!m.purge_log(&log, old.log_id).await.unwrap());
+    match m.log(&log).await {
+        Ok(meta) if meta.log_id == new.log_id => {}
+        other => damage.push(format!("the purge removed the new log: {other:?}")),
+    }
+    assert!(damage.is_empty(), "{damage:#?}");
+}
+
+async fn subscription_commits_never_move_back(f: Fixture) {
+    let m = &f.manifest;
+    let log = name("ns/subs");
+    m.create_log(&log).await.unwrap();
+    assert_eq!(m.commit_subscription(&log, "etl", 10).await.unwrap(), 10);
+    // A late retry of an earlier commit arrives after a newer one.
+    assert_eq!(m.commit_subscription(&log, "etl", 5).await.unwrap(), 10);
+    assert_eq!(m.subscription(&log, "etl").await.unwrap(), Some(10));
+    // Deleted: commits fail rather than land in what purge leaves behind,
+    // and a log re-created under the name starts with no subscription.
+    let deleted = m.delete_log(&log).await.unwrap();
+    let err = m.commit_subscription(&log, "etl", 20).await.unwrap_err();
+    assert!(matches!(err, Error::LogNotFound(_)), "{err}");
+    m.purge_log(&log, deleted.log_id).await.unwrap();
+    m.create_log(&log).await.unwrap();
+    assert_eq!(m.subscription(&log, "etl").await.unwrap(), None);
+}
+
+async fn a_log_created_before_the_id_key_gets_one(f: Fixture) {
+    let m = &f.manifest;
+    let log = name("ns/legacy");
+    let id = m.create_log(&log).await.unwrap().log_id;
+    let id_key = format!("{}id", m.log_prefix(&log));
+    assert!(m.store().delete(&id_key).await.unwrap());
+    // The compactor can still trim and delete it; a deleted one it cannot.
+    assert_eq!(m.trim_log_id(&log, id, 5).await.unwrap(), 5);
+    m.check_live(&log, id).await.unwrap();
+    assert!(m.store().delete(&id_key).await.unwrap());
+    let fence = m.bump_epoch(&log, id, 0).await.unwrap();
+    m.create_segment(&log, fence, open_segment(5))
+        .await
+        .unwrap();
+    assert!(m.store().delete(&id_key).await.unwrap());
+    m.delete_log(&log).await.unwrap();
+    let err = m.check_live(&log, id).await.unwrap_err();
+    assert!(matches!(err, Error::LogReplaced { .. }), "{err}");
+    assert!(m.store().get(&id_key).await.unwrap().is_none());
+}
+
+async fn concurrent_claimants_get_exactly_one_winner(f: Fixture) {
+    let m = &f.manifest;
+    let log = name("ns/race");
+    let id = m.create_log(&log).await.unwrap().log_id;
+
+    let mut tasks = Vec::new();
+    for _ in 0..8 {
+        let m = m.clone();
+        let log = log.clone();
+        tasks.push(tokio::spawn(async move { m.bump_epoch(&log, id, 0).await }));
+    }
+    let mut winners = 0;
+    for task in tasks {
+        match task.await.unwrap() {
+            Ok(fence) => {
+                assert_eq!(fence.epoch, 1);
+                winners += 1;
+            }
+            Err(Error::StaleEpoch { current: 1, .. }) => {}
+            Err(other) => panic!("unexpected {other}"),
+        }
+    }
+    assert_eq!(winners, 1, "exactly one claimant moves the epoch");
+    assert_eq!(m.epoch(&log).await.unwrap(), 1);
+
+    let store = m.store().clone();
+    let mut tasks = Vec::new();
+    for i in 0..8 {
+        let m = m.clone();
+        let log = log.clone();
+        let store = store.clone();
+        tasks.push(tokio::spawn(async move {
+            let lease = store.lease_grant(Duration::from_secs(30)).await.unwrap();
+            let me = node(&format!("ingest-{i}"));
+            (me.id.clone(), lease, m.claim_owner(&log, &me, lease).await)
+        }));
+    }
+    let mut winner = None;
+    let mut losers = Vec::new();
+    for task in tasks {
+        let (id, lease, result) = task.await.unwrap();
+        match result {
+            Ok(()) => {
+                assert!(winner.is_none(), "two owners");
+                winner = Some((id, lease));
+            }
+            Err(Error::OwnedBy { owner, .. }) => losers.push(owner.id),
+            Err(other) => panic!("unexpected {other}"),
+        }
+    }
+    let (winner, lease) = winner.expect("one owner");
+    assert_eq!(losers.len(), 7);
+    assert!(
+        losers.iter().all(|id| *id == winner),
+        "losers are redirected to the winner"
+    );
+    assert_eq!(m.owner(&log).await.unwrap().unwrap().id, winner);
+    let err = m.claim_owner(&log, &node("late"), lease).await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Unavailable);
+    assert!(
+        err.to_string()
+            .starts_with(&format!("log ns/race is owned by node {winner} at "))
+    );
+
+    // Ownership is on the winner's lease: it goes with it.
+    store.lease_revoke(lease).await.unwrap();
+    assert_eq!(m.owner(&log).await.unwrap(), None);
+    let next_lease = store.lease_grant(Duration::from_secs(30)).await.unwrap();
+    m.claim_owner(&log, &node("next"), next_lease)
+        .await
+        .unwrap();
+    assert!(!m.release_owner(&log, "someone-else").await.unwrap());
+    assert!(m.release_owner(&log, "next").await.unwrap());
+    assert_eq!(m.owner(&log).await.unwrap(), None);
+}
+
+async fn segments_move_open_sealed_offloaded(f: Fixture) {
+    let m = &f.manifest;
+    let log = name("ns/segs");
+    let id = m.create_log(&log).await.unwrap().log_id;
+    let epoch = m.bump_epoch(&log, id, 0).await.unwrap();
+    let s1 = m
+        .create_segment(&log, epoch, open_segment(0))
+        .await
+        .unwrap();
+    let object = ObjectInfo {
+        key: "ns=ns/log=segs/x.parquet".into(),
+        size: 10,
+        crc32c: 7,
+        offloaded_at_ms: 0,
+    };
+    let err = m
+        .mark_offloaded(&log, id, s1.segment_id, object.clone())
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            Error::SegmentState {
+                actual: SegmentState::Open,
+                ..
+            }
+        ),
+        "{err}"
+    );
+
+    let seal = SealInfo {
+        end_offset: 100,
+        last_entry_id: Some(9),
+        bytes: 4096,
+        min_timestamp_ms: Some(1),
+        max_timestamp_ms: Some(2),
+        min_txid: Some(10),
+        max_txid: Some(20),
+    };
+    m.seal_segment(&log, epoch, s1.segment_id, &seal)
+        .await
+        .unwrap();
+    let s2 = m
+        .create_segment(&log, epoch, open_segment(100))
+        .await
+        .unwrap();
+    assert_eq!(s2.segment_id, s1.segment_id + 1, "segment ids are dense");
+
+    let offloaded = m
+        .mark_offloaded(&log, id, s1.segment_id, object.clone())
+        .await
+        .unwrap();
+    assert_eq!(offloaded.state, SegmentState::Offloaded);
+    assert_eq!(offloaded.object.as_ref(), Some(&object));
+    assert_eq!(offloaded.max_txid, Some(20));
+    let err = m
+        .mark_offloaded(&log, id, s1.segment_id, object)
+        .await
+        .unwrap_err();
+    assert!(matches!(
+        err,
+        Error::SegmentState {
+            actual: SegmentState::Offloaded,
+            ..
+        }
+    ));
+
+    let (segments, _) = m.segments(&log).await.unwrap();
+    let states: Vec<_> = segments.iter().map(|s| (s.segment_id, s.state)).collect();
+    assert_eq!(
+        states,
+        [(1, SegmentState::Offloaded), (2, SegmentState::Open)]
+    );
+    m.delete_segment(&log, id, 1).await.unwrap();
+    assert_eq!(m.segments(&log).await.unwrap().0.len(), 1);
+    let err = m.segment(&log, 1).await.unwrap_err();
+    assert_eq!(err.to_string(), "segment 1 of log ns/segs not found");
+}
+
+async fn trim_subscriptions_and_nodes(f: Fixture) {
+    let m = &f.manifest;
+    let log = name("ns/t");
+    m.create_log(&log).await.unwrap();
+    assert_eq!(m.trim_point(&log).await.unwrap(), 0);
+    assert_eq!(m.trim(&log, 50).await.unwrap(), 50);
+    assert_eq!(
+        m.trim(&log, 20).await.unwrap(),
+        50,
+        "the trim point never moves back"
+    );
+    assert_eq!(m.trim_point(&log).await.unwrap(), 50);
+    assert!(matches!(
+        m.trim(&name("ns/none"), 1).await,
+        Err(Error::LogNotFound(_))
+    ));
+
+    assert_eq!(m.subscription(&log, "etl").await.unwrap(), None);
+    m.commit_subscription(&log, "etl", 42).await.unwrap();
+    m.commit_subscription(&log, "etl", 43).await.unwrap();
+    assert_eq!(m.subscription(&log, "etl").await.unwrap(), Some(43));
+    let err = m
+        .commit_subscription(&log, "bad/name", 1)
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::InvalidArgument);
+
+    let store = m.store().clone();
+    let lease = store.lease_grant(Duration::from_secs(30)).await.unwrap();
+    m.register_node(Role::Cache, &node("c1"), lease)
+        .await
+        .unwrap();
+    m.register_node(Role::Cache, &node("c2"), lease)
+        .await
+        .unwrap();
+    m.register_node(Role::Ingest, &node("i1"), lease)
+        .await
+        .unwrap();
+    let caches: Vec<_> = m
+        .nodes(Role::Cache)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|n| n.id)
+        .collect();
+    assert_eq!(caches, ["c1", "c2"]);
+    store.lease_revoke(lease).await.unwrap();
+    assert!(
+        m.nodes(Role::Cache).await.unwrap().is_empty(),
+        "registrations go with the lease"
+    );
+}
+
+macro_rules! manifest_suite {
+    ($backend:ident) => {
+        mod $backend {
+            macro_rules! case {
+                ($name:ident) => {
+                    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                    async fn $name() {
+                        let Some(fixture) = super::$backend().await else {
+                            return;
+                        };
+                        super::$name(fixture).await;
+                    }
+                };
+            }
+
+            case!(log_life_cycle);
+            case!(namespace_config);
+            case!(stale_epochs_are_refused);
+            case!(a_stale_compactor_never_touches_a_recreated_log);
+            case!(subscription_commits_never_move_back);
+            case!(a_log_created_before_the_id_key_gets_one);
+            case!(a_recreated_log_fences_the_old_incarnations_owner);
+            case!(concurrent_claimants_get_exactly_one_winner);
+            case!(segments_move_open_sealed_offloaded);
+            case!(trim_subscriptions_and_nodes);
+        }
+    };
+}
+
+manifest_suite!(embedded);
+manifest_suite!(etcd);

@@ -1,0 +1,228 @@
+//! Object stores built from a URL: where offloaded Parquet segments live.
+//!
+//! | URL | store |
+//! |---|---|
+//! | `s3://BUCKET[/PREFIX]` | S3 or any S3-compatible server; endpoint, keys and region come from the usual `AWS_*` variables (`AWS_ENDPOINT_URL`, `AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`, `AWS_REGION`, `AWS_ALLOW_HTTP`) or explicit options |
+//! | `file:///DIR` | a local directory (standalone mode), created if missing; every put is fsynced (file and directories) before it returns |
+//! | `memory://` | in memory, for unit tests |
+//!
+//! Every store is returned with the key prefix all objects go under.
+
+use std::sync::Arc;
+
+use object_store::ObjectStore;
+use object_store::aws::AmazonS3Builder;
+use object_store::local::LocalFileSystem;
+use object_store::memory::InMemory;
+use object_store::path::Path;
+
+use dlog_wire::error::{Classify, ErrorKind};
+
+/// An object store and the prefix this cluster's objects live under.
+#[derive(Debug, Clone)]
+pub struct ObjectStoreHandle {
+    pub store: Arc<dyn ObjectStore>,
+    pub prefix: Path,
+}
+
+/// The URL does not name a usable object store.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("invalid object store url {url:?}: {reason}")]
+    InvalidUrl { url: String, reason: String },
+    #[error("object store {url}")]
+    Build {
+        url: String,
+        #[source]
+        source: object_store::Error,
+    },
+    #[error("object store {url}: create directory")]
+    CreateDir {
+        url: String,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+impl Classify for Error {
+    fn kind(&self) -> ErrorKind {
+        match self {
+            Error::InvalidUrl { .. } => ErrorKind::InvalidArgument,
+            Error::Build { .. } | Error::CreateDir { .. } => ErrorKind::Unavailable,
+        }
+    }
+}
+
+/// Opens the store a URL names, configuring S3 from the environment.
+pub fn open(url: &str) -> Result<ObjectStoreHandle, Error> {
+    open_with(url, std::iter::empty::<(String, String)>())
+}
+
+/// Opens the store a URL names; `s3_options` (object_store's `aws_*` config
+/// keys, e.g. `aws_endpoint`) override the environment for `s3://` URLs.
+pub fn open_with<K, V>(
+    url: &str,
+    s3_options: impl IntoIterator<Item = (K, V)>,
+) -> Result<ObjectStoreHandle, Error>
+where
+    K: AsRef<str>,
+    V: Into<String>,
+{
+    let invalid = |reason: &str| Error::InvalidUrl {
+        url: url.to_owned(),
+        reason: reason.to_owned(),
+    };
+    if url == "memory://" || url == "memory:///" {
+        return Ok(ObjectStoreHandle {
+            store: Arc::new(InMemory::new()),
+            prefix: Path::default(),
+        });
+    }
+    if let Some(dir) = url.strip_prefix("file://") {
+        if !dir.starts_with('/') {
+            return Err(invalid("expected an absolute path: file:///DIR"));
+        }
+        std::fs::create_dir_all(dir).map_err(|source| Error::CreateDir {
+            url: url.to_owned(),
+            source,
+        })?;
+        // fsync: a segment is marked offloaded, and later dropped from the
+        // cache nodes, once its put returned; on a local disk that put must
+        // survive power loss (file and directory entries synced), as an S3
+        // put does.
+        let store = LocalFileSystem::new_with_prefix(dir)
+            .map_err(|source| Error::Build {
+                url: url.to_owned(),
+                source,
+            })?
+            .with_fsync(true);
+        return Ok(ObjectStoreHandle {
+            store: Arc::new(store),
+            prefix: Path::default(),
+        });
+    }
+    if let Some(rest) = url.strip_prefix("s3://") {
+        let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
+        if bucket.is_empty() {
+            return Err(invalid("no bucket: expected s3://BUCKET[/PREFIX]"));
+        }
+        let mut builder = AmazonS3Builder::from_env().with_bucket_name(bucket);
+        for (key, value) in s3_options {
+            let key = key
+                .as_ref()
+                .parse()
+                .map_err(|_| invalid(&format!("unknown S3 option {:?}", key.as_ref())))?;
+            builder = builder.with_config(key, value);
+        }
+        let store = builder.build().map_err(|source| Error::Build {
+            url: url.to_owned(),
+            source,
+        })?;
+        return Ok(ObjectStoreHandle {
+            store: Arc::new(store),
+            prefix: Path::from(prefix.trim_matches('/')),
+        });
+    }
+    Err(invalid(
+        "expected s3://BUCKET[/PREFIX], file:///DIR or memory://",
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bytes::Bytes;
+    use object_store::{ObjectStoreExt, PutPayload};
+
+    #[tokio::test]
+    async fn file_and_memory_urls_store_objects() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("file://{}/objects", dir.path().display());
+        for handle in [open(&url).unwrap(), open("memory://").unwrap()] {
+            let path = handle.prefix.clone().join("a.bin");
+            handle
+                .store
+                .put(&path, PutPayload::from(Bytes::from_static(b"abc")))
+                .await
+                .unwrap();
+            let got = handle
+                .store
+                .get(&path)
+                .await
+                .unwrap()
+                .bytes()
+                .await
+                .unwrap();
+            assert_eq!(got, Bytes::from_static(b"abc"));
+        }
+        assert!(dir.path().join("objects/a.bin").exists());
+    }
+
+    /// Puts one object into a fresh `file://` store; run alone under strace
+    /// by [`file_objects_are_fsynced`].
+    #[tokio::test]
+    async fn put_one_file_object() {
+        let dir = tempfile::tempdir().unwrap();
+        let handle = open(&format!("file://{}/objects", dir.path().display())).unwrap();
+        let path = handle.prefix.clone().join("ns=a/log=b/segment.parquet");
+        handle
+            .store
+            .put(
+                &path,
+                PutPayload::from(Bytes::from_static(b"parquet bytes")),
+            )
+            .await
+            .unwrap();
+    }
+
+    /// A Parquet file is marked offloaded (and its cache copy dropped) only
+    /// after its put returned, so on a local disk the put must reach stable
+    /// storage: the file and its directory are fsynced before it returns.
+    #[test]
+    fn file_objects_are_fsynced() {
+        let Some(strace) = dlog_testkit::find_binary("strace", &[]) else {
+            assert!(!dlog_testkit::is_ci(), "strace is required in CI");
+            return;
+        };
+        let output = std::process::Command::new(strace)
+            .args(["-f", "-qq", "-e", "trace=fsync,fdatasync"])
+            .arg(std::env::current_exe().unwrap())
+            .args([
+                "--exact",
+                "objstore::tests::put_one_file_object",
+                "--test-threads=1",
+            ])
+            .output()
+            .unwrap();
+        let trace = String::from_utf8_lossy(&output.stderr);
+        assert!(output.status.success(), "{trace}");
+        let syncs = trace
+            .lines()
+            .filter(|l| l.contains("fsync(") || l.contains("fdatasync("))
+            .count();
+        // The file, then its new parent directories.
+        assert!(syncs >= 2, "{syncs} fsync calls during one put:\n{trace}");
+        let handle = open("file:///tmp").unwrap();
+        assert!(
+            format!("{:?}", handle.store).contains("fsync: true"),
+            "the local store is built with fsync: {:?}",
+            handle.store
+        );
+    }
+
+    #[test]
+    fn bad_urls_are_refused_with_the_reason() {
+        let err = open("ftp://x").unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::InvalidArgument);
+        assert!(err.to_string().contains("expected s3://BUCKET[/PREFIX]"));
+        assert!(open("s3://").unwrap_err().to_string().contains("no bucket"));
+        assert!(
+            open("file://relative")
+                .unwrap_err()
+                .to_string()
+                .contains("absolute")
+        );
+        let handle = open_with("s3://bucket/some/prefix/", [("aws_region", "us-east-1")]).unwrap();
+        assert_eq!(handle.prefix.as_ref(), "some/prefix");
+    }
+}

@@ -1,0 +1,645 @@
+//! The Rust client of distributedlog: admin calls and appends here, reads in
+//! [`crate::log_reader`], batched ordered writes in [`crate::log_writer`].
+//!
+//! Requests go to the configured endpoint; when a node answers that another
+//! node owns the log (`UNAVAILABLE` with the owner's address in `dlog-owner`
+//! metadata), the client follows the redirect and remembers the owner for
+//! that log. Only retryable failures are retried; a retried append is never
+//! reordered with later ones, because the client sends the next only after
+//! this one was answered (pipelined sessions keep their own order).
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use dlog_wire::error::ErrorKind;
+use dlog_wire::metadata;
+use dlog_wire::proto::log_service_client::LogServiceClient;
+use dlog_wire::proto::read_service_client::ReadServiceClient;
+use dlog_wire::proto::{self as pb};
+use dlog_wire::record::{Record, RecordError};
+use futures::future::BoxFuture;
+use tonic::transport::{Channel, Endpoint};
+
+use crate::info::{ClusterStatus, LogInfo, Sealed};
+use crate::retry::{MAX_ATTEMPTS, Retries};
+
+/// Longest a single request may take: a frozen node must not hang a client.
+/// (For a `Read` stream it bounds nothing: streams use a channel without it,
+/// and HTTP/2 keep-alive pings find a frozen node instead.)
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
+/// HTTP/2 pings on connections with open streams, and how long to wait for
+/// the answer: a node that stopped answering fails its streams with
+/// `UNAVAILABLE` within about 20 s.
+const KEEP_ALIVE_INTERVAL: Duration = Duration::from_secs(10);
+const KEEP_ALIVE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Largest message the client decodes: appends answer small messages, read
+/// batches carry up to a few MiB of records.
+const MAX_MESSAGE_BYTES: usize = 64 * 1024 * 1024;
+
+/// A failed call: the server's status, a connection failure, or a failure
+/// the SDK found itself.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum Error {
+    /// The server (or the transport under the call) answered with this
+    /// status.
+    #[error("{}", .0.message())]
+    Status(tonic::Status),
+    /// No connection to an endpoint could be set up.
+    #[error("connect to {endpoint}: {reason}")]
+    Connect {
+        /// The endpoint, as given to [`Client::new`].
+        endpoint: String,
+        /// Why it failed.
+        reason: String,
+    },
+    /// A record the limits refuse; found before it was sent.
+    #[error(transparent)]
+    Record(#[from] RecordError),
+    /// A [`LogWriter`](crate::LogWriter) found the log at another offset
+    /// than its own appends left it: another writer appended to it (a
+    /// `LogWriter` must be the only writer of its log), or a batch whose
+    /// outcome was in doubt landed in part.
+    #[error(
+        "log {log} is at offset {actual}, not at {expected} where this writer's appends left it{}",
+        if *.in_doubt { " (the batch sent there was in doubt and may be in the log)" } else { "; another writer appended to it" }
+    )]
+    Conflict {
+        /// The log written.
+        log: String,
+        /// Where this writer's appends left the log.
+        expected: u64,
+        /// Where the log is.
+        actual: u64,
+        /// The batch sent at `expected` was in doubt (it may be in the log).
+        in_doubt: bool,
+    },
+    /// The server broke the protocol (e.g. a read skipped offsets).
+    #[error("protocol violation: {0}")]
+    Protocol(String),
+    /// The writer's background task is gone (its runtime shut down).
+    #[error("the writer is closed")]
+    Closed,
+}
+
+impl Error {
+    /// What kind of failure this is (decides retries).
+    pub fn kind(&self) -> ErrorKind {
+        match self {
+            Error::Status(status) => ErrorKind::from_code(status.code()),
+            Error::Connect { .. } => ErrorKind::Unavailable,
+            Error::Record(_) => ErrorKind::InvalidArgument,
+            Error::Conflict { .. } => ErrorKind::FailedPrecondition,
+            Error::Protocol(_) | Error::Closed => ErrorKind::Internal,
+        }
+    }
+
+    /// The gRPC code, for callers that map errors themselves.
+    pub fn code(&self) -> tonic::Code {
+        match self {
+            Error::Status(status) => status.code(),
+            Error::Connect { .. } => tonic::Code::Unavailable,
+            other => other.kind().code(),
+        }
+    }
+
+    /// On an `expected_offset` mismatch (`FAILED_PRECONDITION`), the log's
+    /// actual next offset, as the owner reported it.
+    pub fn next_offset(&self) -> Option<u64> {
+        match self {
+            Error::Status(status) if status.code() == tonic::Code::FailedPrecondition => {
+                metadata::read_u64(status, metadata::NEXT_OFFSET)
+            }
+            Error::Conflict { actual, .. } => Some(*actual),
+            _ => None,
+        }
+    }
+}
+
+/// The result of an SDK call.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// The kind of a failed call, for retries: a request that timed out (tonic
+/// reports `Cancelled`) and a connection that broke under the call (tonic
+/// reports `UNKNOWN` or `INTERNAL` made from a transport error, which a
+/// status from a server never carries as its source) count as an
+/// unavailable node.
+pub(crate) fn failure_kind(status: &tonic::Status) -> ErrorKind {
+    use std::error::Error as _;
+    match status.code() {
+        tonic::Code::Cancelled => ErrorKind::Unavailable,
+        tonic::Code::Unknown | tonic::Code::Internal if status.source().is_some() => {
+            ErrorKind::Unavailable
+        }
+        code => ErrorKind::from_code(code),
+    }
+}
+
+/// The error of a call whose attempts ran out. `RESOURCE_EXHAUSTED` says
+/// "nothing was written", which is false once an earlier attempt may have
+/// been applied (`in_doubt`): such a call fails with `UNAVAILABLE` instead,
+/// so a caller never writes again what may already be in the log.
+fn in_doubt_status(status: tonic::Status, in_doubt: bool) -> tonic::Status {
+    if in_doubt && status.code() == tonic::Code::ResourceExhausted {
+        tonic::Status::unavailable(format!(
+            "{}; an earlier attempt may have been applied",
+            status.message()
+        ))
+    } else {
+        status
+    }
+}
+
+/// The outcome of a call with its retries.
+#[derive(Debug)]
+pub(crate) struct Called<T> {
+    pub result: Result<T>,
+    /// An attempt before the last failed in a way that leaves open whether
+    /// the server applied it (timeout, lost connection, `UNAVAILABLE` from
+    /// the node that had it): a request that is not idempotent may have
+    /// taken effect although `result` is an error, or twice.
+    pub in_doubt: bool,
+}
+
+/// Offsets an append got.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Appended {
+    /// The offset of the append's first record.
+    pub first_offset: u64,
+    /// The offset of its last record.
+    pub last_offset: u64,
+    /// The time the owner stamped on every record of the append, ms since
+    /// the Unix epoch.
+    pub timestamp_ms: i64,
+}
+
+/// Conditions of [`Client::append_if`]; each `None` is not checked.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct AppendIf {
+    /// Only if the log's next offset is this (`FAILED_PRECONDITION`
+    /// otherwise, with the acknowledged end in [`Error::next_offset`]).
+    pub next_offset: Option<u64>,
+    /// Only if the log's id (`LogInfo::log_id`) is this (`NOT_FOUND`
+    /// otherwise: the log was deleted, perhaps re-created under its name).
+    pub log_id: Option<u64>,
+}
+
+/// A connection to a distributedlog cluster.
+///
+/// Cheap to clone: clones share connections and the cache of log owners.
+/// Writes ([`Client::writer`], [`Client::append`]) and admin calls go to
+/// the endpoints given to [`Client::new`] (ingest nodes); reads
+/// ([`Client::reader`]) go to the same ones unless
+/// [`Client::with_read_endpoints`] names reader nodes. In `dlog standalone`
+/// every role listens on one address; in a cluster, name both.
+///
+/// ```no_run
+/// use distributedlog::{Client, Record};
+///
+/// # #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
+/// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// # let endpoint = "http://127.0.0.1:7070";
+/// // e.g. "http://127.0.0.1:7070"; several endpoints comma-separated.
+/// let client = Client::new(&endpoint);
+/// client.create_log("ns/events").await?;
+/// // Only if the log is still at offset 0: a retry cannot write it twice.
+/// let appended = client
+///     .append("ns/events", vec![Record::new("hello")], Some(0))
+///     .await?;
+/// assert_eq!(appended.first_offset, 0);
+/// let info = client.get_log("ns/events").await?;
+/// println!("next offset {}", info.next_offset);
+/// # Ok(())
+/// # }
+/// ```
+#[derive(Debug, Clone)]
+pub struct Client {
+    /// Nodes serving `LogService` (appends, admin): ingest nodes.
+    write: Endpoints,
+    /// Nodes serving `ReadService`: reader nodes. The same list as `write`
+    /// unless [`Client::with_read_endpoints`] set one.
+    read: Endpoints,
+    /// Channels by address; `stream:`-prefixed keys are the channels of
+    /// `Read` streams (no per-request timeout).
+    channels: Arc<Mutex<HashMap<String, Channel>>>,
+    owners: Arc<Mutex<HashMap<String, String>>>,
+}
+
+/// A list of endpoints and the one in use; the next is tried when it is
+/// unreachable. Clones share the position.
+#[derive(Debug, Clone)]
+pub(crate) struct Endpoints {
+    list: Arc<[String]>,
+    current: Arc<AtomicUsize>,
+}
+
+impl Endpoints {
+    /// `http://host:port`, comma-separated.
+    fn parse(endpoints: &str) -> Endpoints {
+        let list: Vec<String> = endpoints
+            .split(',')
+            .map(str::trim)
+            .filter(|e| !e.is_empty())
+            .map(str::to_owned)
+            .collect();
+        Endpoints {
+            list: list.into(),
+            current: Arc::default(),
+        }
+    }
+
+    /// The endpoint in use.
+    pub(crate) fn current(&self) -> String {
+        let i = self.current.load(Ordering::Relaxed);
+        self.list
+            .get(i % self.list.len().max(1))
+            .cloned()
+            .unwrap_or_else(|| "http://127.0.0.1:7070".to_owned())
+    }
+
+    /// Moves on to the next endpoint.
+    pub(crate) fn advance(&self) {
+        self.current.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+impl Client {
+    /// A client of the cluster behind `endpoints`: one or more
+    /// `http://host:port`, comma-separated. Connections are made on first
+    /// use; when an endpoint is unreachable the next one is tried.
+    /// Reads go to the same endpoints unless
+    /// [`with_read_endpoints`](Client::with_read_endpoints) names others.
+    pub fn new(endpoints: impl AsRef<str>) -> Client {
+        let write = Endpoints::parse(endpoints.as_ref());
+        Client {
+            read: write.clone(),
+            write,
+            channels: Arc::default(),
+            owners: Arc::default(),
+        }
+    }
+
+    /// Sends reads (`Read`, `CheckTail`, subscriptions) to these endpoints
+    /// (comma-separated): the reader nodes of a cluster, whose `ReadService`
+    /// ingest nodes do not serve. In `dlog standalone` one address serves
+    /// both, and this is not needed.
+    pub fn with_read_endpoints(mut self, endpoints: impl AsRef<str>) -> Client {
+        self.read = Endpoints::parse(endpoints.as_ref());
+        self
+    }
+
+    /// The read (`ReadService`) endpoints.
+    pub(crate) fn read_endpoints(&self) -> &Endpoints {
+        &self.read
+    }
+
+    /// The channel to `address`: with the request timeout for unary calls,
+    /// without it for streams (`streaming`), whose responses may take as
+    /// long as the reader wants.
+    fn channel(&self, address: &str, streaming: bool) -> Result<Channel> {
+        let key = if streaming {
+            format!("stream:{address}")
+        } else {
+            address.to_owned()
+        };
+        let mut channels = self.channels.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(channel) = channels.get(&key) {
+            return Ok(channel.clone());
+        }
+        let mut endpoint = Endpoint::from_shared(address.to_owned())
+            .map_err(|err| Error::Connect {
+                endpoint: address.to_owned(),
+                reason: err.to_string(),
+            })?
+            .connect_timeout(Duration::from_secs(5))
+            .http2_keep_alive_interval(KEEP_ALIVE_INTERVAL)
+            .keep_alive_timeout(KEEP_ALIVE_TIMEOUT)
+            .tcp_nodelay(true);
+        if !streaming {
+            endpoint = endpoint.timeout(REQUEST_TIMEOUT);
+        }
+        let channel = endpoint.connect_lazy();
+        channels.insert(key, channel.clone());
+        Ok(channel)
+    }
+
+    fn log_client(&self, address: &str) -> Result<LogServiceClient<Channel>> {
+        Ok(LogServiceClient::new(self.channel(address, false)?)
+            .max_decoding_message_size(MAX_MESSAGE_BYTES)
+            .max_encoding_message_size(16 * 1024 * 1024))
+    }
+
+    /// A `ReadService` client for unary calls.
+    pub(crate) fn read_client(&self, address: &str) -> Result<ReadServiceClient<Channel>> {
+        Ok(ReadServiceClient::new(self.channel(address, false)?)
+            .max_decoding_message_size(MAX_MESSAGE_BYTES))
+    }
+
+    /// A `ReadService` client for `Read` streams.
+    pub(crate) fn read_stream_client(&self, address: &str) -> Result<ReadServiceClient<Channel>> {
+        Ok(ReadServiceClient::new(self.channel(address, true)?)
+            .max_decoding_message_size(MAX_MESSAGE_BYTES))
+    }
+
+    fn address_for(&self, log: Option<&str>, endpoints: &Endpoints) -> String {
+        log.and_then(|log| {
+            self.owners
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .get(log)
+                .cloned()
+        })
+        .unwrap_or_else(|| endpoints.current())
+    }
+
+    /// Runs a `LogService` call, following redirects for `log` and retrying
+    /// transient failures with backoff.
+    async fn call<T>(
+        &self,
+        log: Option<&str>,
+        call: impl Fn(LogServiceClient<Channel>) -> BoxFuture<'static, Result<T, tonic::Status>>,
+    ) -> Result<T> {
+        self.call_with(log, &self.write, Client::log_client, call)
+            .await
+            .result
+    }
+
+    /// Runs a unary `ReadService` call on the read endpoints, retrying
+    /// transient failures with backoff.
+    pub(crate) async fn read_call<T>(
+        &self,
+        call: impl Fn(ReadServiceClient<Channel>) -> BoxFuture<'static, Result<T, tonic::Status>>,
+    ) -> Result<T> {
+        self.call_with(None, &self.read, Client::read_client, call)
+            .await
+            .result
+    }
+
+    /// Runs a call on the service client `make` builds for one of
+    /// `endpoints`, following redirects for `log` and retrying transient
+    /// failures with backoff. Also tells whether an earlier attempt may have
+    /// taken effect ([`Called::in_doubt`]).
+    pub(crate) async fn call_with<C, T>(
+        &self,
+        log: Option<&str>,
+        endpoints: &Endpoints,
+        make: impl Fn(&Client, &str) -> Result<C>,
+        call: impl Fn(C) -> BoxFuture<'static, Result<T, tonic::Status>>,
+    ) -> Called<T> {
+        let mut retries = Retries::new();
+        let mut last_error = None;
+        let mut in_doubt = false;
+        // Redirects count as attempts too, so two nodes that each name the
+        // other cannot loop.
+        for _ in 0..MAX_ATTEMPTS {
+            let address = self.address_for(log, endpoints);
+            let client = match make(self, &address) {
+                Ok(client) => client,
+                Err(err) => {
+                    return Called {
+                        result: Err(err),
+                        in_doubt,
+                    };
+                }
+            };
+            match call(client).await {
+                Ok(value) => {
+                    return Called {
+                        result: Ok(value),
+                        in_doubt,
+                    };
+                }
+                Err(status) => {
+                    let redirect = status
+                        .metadata()
+                        .get(metadata::OWNER)
+                        .and_then(|v| v.to_str().ok())
+                        .map(str::to_owned);
+                    let kind = failure_kind(&status);
+                    if let (Some(owner), Some(log)) = (&redirect, log)
+                        && *owner != address
+                    {
+                        tracing::debug!(log, owner, "following a redirect");
+                        self.owners
+                            .lock()
+                            .unwrap_or_else(|p| p.into_inner())
+                            .insert(log.to_owned(), owner.clone());
+                        last_error = Some(status);
+                        continue;
+                    }
+                    if !kind.is_retryable() {
+                        return Called {
+                            result: Err(Error::Status(status)),
+                            in_doubt,
+                        };
+                    }
+                    // Refused for backpressure: not applied. Anything else
+                    // (timeout, lost connection, lost ownership) may have
+                    // been applied before the failure.
+                    if kind != ErrorKind::ResourceExhausted {
+                        in_doubt = true;
+                    }
+                    // The cached owner may be gone: ask an endpoint again,
+                    // the next one if this one is the unreachable one.
+                    let cached = log.and_then(|log| {
+                        self.owners
+                            .lock()
+                            .unwrap_or_else(|p| p.into_inner())
+                            .remove(log)
+                    });
+                    if cached.is_none() {
+                        endpoints.advance();
+                    }
+                    last_error = Some(status);
+                    if !retries.pause().await {
+                        break;
+                    }
+                }
+            }
+        }
+        let last_error =
+            last_error.unwrap_or_else(|| tonic::Status::unavailable("no attempt was made"));
+        Called {
+            result: Err(Error::Status(in_doubt_status(last_error, in_doubt))),
+            in_doubt,
+        }
+    }
+
+    /// Creates the log `log` (`namespace/log`); fails with `ALREADY_EXISTS`
+    /// when it exists.
+    pub async fn create_log(&self, log: &str) -> Result<LogInfo> {
+        let request = pb::CreateLogRequest {
+            log: log.to_owned(),
+        };
+        self.call(None, move |mut c| {
+            let request = request.clone();
+            Box::pin(async move {
+                let info = c.create_log(request).await?.into_inner().log;
+                Ok(LogInfo::from(info.unwrap_or_default()))
+            })
+        })
+        .await
+    }
+
+    /// Deletes the log `log` and, in the background, its data.
+    pub async fn delete_log(&self, log: &str) -> Result<()> {
+        let request = pb::DeleteLogRequest {
+            log: log.to_owned(),
+        };
+        self.call(None, move |mut c| {
+            let request = request.clone();
+            Box::pin(async move {
+                c.delete_log(request).await?;
+                Ok(())
+            })
+        })
+        .await
+    }
+
+    /// The names of the logs whose full name starts with `prefix`.
+    pub async fn list_logs(&self, prefix: &str) -> Result<Vec<String>> {
+        let request = pb::ListLogsRequest {
+            prefix: prefix.to_owned(),
+        };
+        self.call(None, move |mut c| {
+            let request = request.clone();
+            Box::pin(async move { Ok(c.list_logs(request).await?.into_inner().logs) })
+        })
+        .await
+    }
+
+    /// The log `log`: its offsets and segments.
+    pub async fn get_log(&self, log: &str) -> Result<LogInfo> {
+        let request = pb::GetLogRequest {
+            log: log.to_owned(),
+        };
+        self.call(Some(log), move |mut c| {
+            let request = request.clone();
+            Box::pin(async move {
+                let info = c.get_log(request).await?.into_inner().log;
+                Ok(LogInfo::from(info.unwrap_or_default()))
+            })
+        })
+        .await
+    }
+
+    /// Appends records, atomically and in order; with `expected_offset`,
+    /// only if the log's next offset is exactly that.
+    ///
+    /// Transient failures are retried. A retry of an append whose first
+    /// attempt failed after the owner took it (a timeout, a lost connection,
+    /// a lost ownership) can write the records twice when `expected_offset`
+    /// is `None`: that is at-least-once. With `expected_offset`, the retry
+    /// fails with `FAILED_PRECONDITION` instead ([`Error::next_offset`] is
+    /// then the log's acknowledged, durable end), so nothing is written
+    /// twice; [`LogWriter`](crate::LogWriter) resolves that case itself.
+    /// While earlier appends are still in flight in the owner, a retry is
+    /// answered "retry later" (`RESOURCE_EXHAUSTED`) and tried again.
+    pub async fn append(
+        &self,
+        log: &str,
+        records: Vec<Record>,
+        expected_offset: Option<u64>,
+    ) -> Result<Appended> {
+        let condition = AppendIf {
+            next_offset: expected_offset,
+            log_id: None,
+        };
+        self.append_traced(log, records, condition).await.result
+    }
+
+    /// [`Client::append`] under conditions the log's owner checks before it
+    /// takes the records: the next offset, and the log's id. With
+    /// `log_id`, a writer of a log that was deleted (and perhaps re-created
+    /// under the same name) gets `NOT_FOUND` instead of writing into the
+    /// new log.
+    pub async fn append_if(
+        &self,
+        log: &str,
+        records: Vec<Record>,
+        condition: AppendIf,
+    ) -> Result<Appended> {
+        self.append_traced(log, records, condition).await.result
+    }
+
+    /// [`Client::append`], also telling whether an attempt before the last
+    /// one may have written the records.
+    pub(crate) async fn append_traced(
+        &self,
+        log: &str,
+        records: Vec<Record>,
+        condition: AppendIf,
+    ) -> Called<Appended> {
+        let request = pb::AppendRequest {
+            log: log.to_owned(),
+            records: records.into_iter().map(Into::into).collect(),
+            expected_offset: condition.next_offset,
+            log_id: condition.log_id,
+        };
+        self.call_with(Some(log), &self.write, Client::log_client, move |mut c| {
+            let request = request.clone();
+            Box::pin(async move {
+                let response = c.append(request).await?.into_inner();
+                Ok(Appended {
+                    first_offset: response.first_offset,
+                    last_offset: response.last_offset,
+                    timestamp_ms: response.timestamp_ms,
+                })
+            })
+        })
+        .await
+    }
+
+    /// Deletes the records of `log` below `before_offset`; returns the log's
+    /// first readable offset after the trim.
+    pub async fn trim(&self, log: &str, before_offset: u64) -> Result<u64> {
+        let request = pb::TrimRequest {
+            log: log.to_owned(),
+            before_offset,
+        };
+        self.call(Some(log), move |mut c| {
+            let request = request.clone();
+            Box::pin(async move { Ok(c.trim(request).await?.into_inner().first_offset) })
+        })
+        .await
+    }
+
+    /// Seals the open segment of `log` (the next append opens a new one).
+    pub async fn seal(&self, log: &str) -> Result<Sealed> {
+        let request = pb::SealLogRequest {
+            log: log.to_owned(),
+        };
+        self.call(Some(log), move |mut c| {
+            let request = request.clone();
+            Box::pin(async move { Ok(Sealed::from(c.seal_log(request).await?.into_inner())) })
+        })
+        .await
+    }
+
+    /// Marks `log` end-of-stream: later appends fail, readers that follow
+    /// it end. Returns the final end offset.
+    pub async fn mark_end_of_stream(&self, log: &str) -> Result<u64> {
+        let request = pb::MarkEndOfStreamRequest {
+            log: log.to_owned(),
+        };
+        self.call(Some(log), move |mut c| {
+            let request = request.clone();
+            Box::pin(
+                async move { Ok(c.mark_end_of_stream(request).await?.into_inner().end_offset) },
+            )
+        })
+        .await
+    }
+
+    /// Nodes, logs and segments by state (`dlog status`).
+    pub async fn status(&self) -> Result<ClusterStatus> {
+        self.call(None, move |mut c| {
+            Box::pin(async move {
+                let status = c.get_status(pb::GetStatusRequest {}).await?.into_inner();
+                Ok(ClusterStatus::from(status))
+            })
+        })
+        .await
+    }
+}

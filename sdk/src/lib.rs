@@ -1,0 +1,40 @@
+//! `distributedlog`: the Rust client of distributedlog, a replicated,
+//! strictly ordered, durable log service tiered on object storage.
+//!
+//! [`Client`] connects to a cluster (or a `dlog standalone` node) and makes
+//! the admin calls and single appends; [`LogWriter`] writes a log in
+//! ordered batches, each record exactly once; [`LogReader`] reads a log as
+//! a stream that survives node failures; subscriptions
+//! ([`Client::commit_subscription`], [`Client::subscription`]) keep a
+//! reader's position on the server.
+//!
+//! This crate holds the client only: it depends on the wire contract
+//! (`dlog-wire`) and gRPC, not on the server. The server and the `dlog`
+//! command are the `dlog` package of the same repository.
+//!
+//! The examples in this documentation are compiled, not run (they need a
+//! node); `examples/quickstart.rs` is run against a standalone node by the
+//! repository's tests.
+//!
+//! | module | owns |
+//! |---|---|
+//! | [`client`] | [`Client`]: connections, redirects to log owners, retries; admin calls and appends |
+//! | [`log_writer`] | [`LogWriter`]: ordered, batched, exactly-once writes |
+//! | [`log_reader`] | [`LogReader`]: reads that resume after failures; tail; subscriptions |
+//! | `retry` | the one retry policy: backoff with jitter, attempts, a total deadline |
+//! | [`info`] | what admin calls answer: [`LogInfo`], [`SegmentInfo`], [`Sealed`], [`ClusterStatus`] |
+
+#![warn(missing_docs)]
+
+pub mod client;
+pub mod info;
+pub mod log_reader;
+pub mod log_writer;
+mod retry;
+
+pub use client::{AppendIf, Appended, Client, Error as ClientError};
+pub use dlog_wire::error::ErrorKind;
+pub use dlog_wire::record::{Record, RecordError, StoredRecord};
+pub use info::{ClusterStatus, LogInfo, NodeInfo, Sealed, SegmentInfo, SegmentState};
+pub use log_reader::{LogReader, ReadOptions, Start, TailInfo};
+pub use log_writer::{LogWriter, PendingWrite, WriterOptions};

@@ -1,0 +1,55 @@
+//! The `dlog` command (docs/cli.md): run nodes, administer logs, append, read,
+//! benchmark. Errors print one line on stderr and exit non-zero.
+
+use std::process::ExitCode;
+
+use clap::Parser;
+
+mod cli;
+mod server;
+mod telemetry;
+
+fn main() -> ExitCode {
+    let args = cli::Args::parse();
+    crate::telemetry::init();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(worker_threads(&args))
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(err) => {
+            eprintln!("dlog: start the async runtime: {err}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(cli::run(args));
+    // Do not wait for blocking work still running (a node that lost its
+    // lease must exit at once).
+    runtime.shutdown_timeout(std::time::Duration::from_millis(200));
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("dlog: {err:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Async worker threads: `TOKIO_WORKER_THREADS` when set; `dlog bench
+/// --threads` for the load generator (its CPU competes with the servers'
+/// on a small machine); else one per core (tokio's default). One worker
+/// fewer than cores measured faster on two cores but starved the
+/// ingest-to-cache connection with 10 000 logs (BENCHMARKS.md).
+fn worker_threads(args: &cli::Args) -> usize {
+    if let Some(threads) = std::env::var("TOKIO_WORKER_THREADS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+    {
+        return threads;
+    }
+    if let cli::Command::Bench(bench) = &args.command {
+        return bench.threads.max(1);
+    }
+    std::thread::available_parallelism().map_or(2, |n| n.get())
+}
