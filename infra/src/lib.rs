@@ -7,6 +7,7 @@
 //! | [`limits`] | size and count limits of records and appends |
 //! | [`record`] | validated records and appends, converted from protobuf |
 //! | [`cache_clients`] | connections to cache nodes by id, suspects |
+//! | [`transport`] | how a cache client reaches its node: gRPC, or in-process (simulation) |
 //! | [`codec`] | the binary entry format: header, records, CRC32C |
 //! | [`error`] | error kinds, retryability and the mapping to gRPC status |
 //! | [`failpoint`] | named crash points for tests (`DLOG_FAILPOINTS`) |
@@ -32,6 +33,7 @@ pub mod segment_file;
 pub mod telemetry;
 #[cfg(feature = "testkit")]
 pub mod testkit;
+pub mod transport;
 
 /// Current time in milliseconds since the Unix epoch.
 pub fn now_ms() -> i64 {
