@@ -63,6 +63,8 @@ pub struct Cluster {
     pub ingests: Mutex<Vec<IngestSlot>>,
     pub meta_faults: Mutex<MetaFaults>,
     pub trace: Mutex<Vec<String>>,
+    /// A journal was damaged (a bit flipped) in this run.
+    pub damaged: std::sync::atomic::AtomicBool,
     /// When the run started (trace times are relative to it).
     pub started: tokio::time::Instant,
 }
@@ -116,6 +118,7 @@ impl Cluster {
             ingests: Mutex::new(ingests),
             meta_faults: Mutex::new(meta_faults),
             trace: Mutex::default(),
+            damaged: Default::default(),
             started: tokio::time::Instant::now(),
         }
     }
@@ -223,13 +226,17 @@ impl Cluster {
     }
 
     /// Flips a bit in a journal file of (stopped) cache node `i`.
-    pub fn flip_bit(&self, i: usize) {
+    pub fn flip_bit(&self, i: usize, newest: bool) {
         let caches = locked(&self.caches);
         let node = &caches[i];
         if node.store.is_some() {
             return; // restarted meanwhile: bits are flipped on stopped nodes only
         }
-        let done = node.disk.flip_bit(&node.dir, &self.rng);
+        let done = node.disk.flip_bit(&node.dir, &self.rng, newest);
+        if done.is_some() {
+            self.damaged
+                .store(true, std::sync::atomic::Ordering::SeqCst);
+        }
         let id = node.id.clone();
         drop(caches);
         self.trace(format!("{id}: {done:?}"));
@@ -249,7 +256,13 @@ impl Cluster {
 
     /// Starts ingest node `i` (a new life: new lease, new connections).
     pub async fn start_ingest(&self, i: usize, faulty: bool) {
-        let id = locked(&self.ingests)[i].id.clone();
+        let id = {
+            let ingests = locked(&self.ingests);
+            if ingests[i].node.is_some() {
+                return; // already running (another fault restarted it)
+            }
+            ingests[i].id.clone()
+        };
         let faults = *locked(&self.meta_faults);
         let (delay, rate) = if faulty {
             (faults.max_delay, faults.error_rate)
@@ -284,13 +297,25 @@ impl Cluster {
             IngestOptions::default(),
             pool,
         );
-        let mut ingests = locked(&self.ingests);
-        let slot = &mut ingests[i];
-        slot.node = Some(node);
-        slot.lost = lost;
-        slot.lease = Some(lease);
-        slot.store = Some(store);
-        drop(ingests);
+        let installed = {
+            let mut ingests = locked(&self.ingests);
+            let slot = &mut ingests[i];
+            if slot.node.is_some() {
+                false
+            } else {
+                slot.node = Some(node);
+                slot.lost = lost.clone();
+                slot.lease = Some(lease);
+                slot.store = Some(store);
+                true
+            }
+        };
+        if !installed {
+            // Started meanwhile by another fault: this life never ran.
+            lost.cancel();
+            let _ = self.meta.lease_revoke(lease).await;
+            return;
+        }
         self.trace(format!("{id} up"));
     }
 

@@ -96,14 +96,20 @@ impl Disk {
         done
     }
 
-    /// Flips one bit past the file header of one journal file in `dir`.
-    pub fn flip_bit(&self, dir: &Path, rng: &Rng) -> Option<String> {
+    /// Flips one bit past the file header of one journal file in `dir`:
+    /// not in the newest file unless `newest` (there, damage to a frame
+    /// header or to the last batch looks exactly like a torn write and is
+    /// cut like one, a documented limit of the journal).
+    pub fn flip_bit(&self, dir: &Path, rng: &Rng, newest: bool) -> Option<String> {
         let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
             .ok()?
             .filter_map(|e| e.ok().map(|e| e.path()))
             .filter(|p| p.extension().is_some_and(|x| x == "log"))
             .collect();
         files.sort();
+        if !newest {
+            files.pop();
+        }
         let path = files.get(rng.below(files.len() as u64) as usize)?.clone();
         let mut bytes = std::fs::read(&path).ok()?;
         let header = dlog_cache::journal::frame::FILE_HEADER_LEN;

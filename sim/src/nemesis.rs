@@ -13,7 +13,7 @@ use tokio::time::Instant;
 use crate::cluster::Cluster;
 
 /// Runs faults until `until`.
-pub async fn run(cluster: Arc<Cluster>, until: Instant) {
+pub async fn run(cluster: Arc<Cluster>, until: Instant, flip_newest: bool) {
     let flipped = Arc::new(AtomicBool::new(false));
     let rng = cluster.rng.clone();
     let mut faults = Vec::new();
@@ -32,7 +32,7 @@ pub async fn run(cluster: Arc<Cluster>, until: Instant) {
                     cluster.crash_cache(i).await;
                     tokio::time::sleep(rng.delay(Duration::from_secs(4))).await;
                     if rng.chance(0.3) && !flipped.swap(true, Ordering::SeqCst) {
-                        cluster.flip_bit(i);
+                        cluster.flip_bit(i, flip_newest);
                     }
                     cluster.start_cache_waiting(i).await;
                 }
@@ -89,7 +89,12 @@ pub async fn run(cluster: Arc<Cluster>, until: Instant) {
                 _ => {
                     let before = *cluster.net.faults.lock().unwrap();
                     let mut slow = before;
-                    slow.max_delay = Duration::from_millis(200 + rng.below(800));
+                    // Sometimes past the 5 s deadlines of recovery's calls.
+                    slow.max_delay = if rng.chance(0.25) {
+                        Duration::from_millis(3_000 + rng.below(6_000))
+                    } else {
+                        Duration::from_millis(200 + rng.below(800))
+                    };
                     *cluster.net.faults.lock().unwrap() = slow;
                     cluster.trace(format!("slow network: {slow:?}"));
                     tokio::time::sleep(rng.delay(Duration::from_secs(2))).await;

@@ -2,7 +2,35 @@
 //! chosen seed (`DLOG_SIM_SEED`), and the same seed twice giving the same
 //! run. More seeds: `DLOG_SIM_SEEDS=N` (or `scripts/sim.sh N`).
 
-use dlog_sim::{Config, Report, run};
+use std::time::Duration;
+
+use dlog_sim::{Config, Report};
+
+/// Longest wall-clock time one seed may take. A task that spins without
+/// ever letting simulated time advance would otherwise hang the test (the
+/// owner did, before its linger fix: seed 0).
+const WATCHDOG: Duration = Duration::from_secs(120);
+
+/// Runs a seed on its own thread under the watchdog.
+fn run(seed: u64, config: &Config) -> Report {
+    let config = config.clone();
+    let (sender, receiver) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = sender.send(dlog_sim::run(seed, &config));
+    });
+    match receiver.recv_timeout(WATCHDOG) {
+        Ok(report) => report,
+        Err(std::sync::mpsc::RecvTimeoutError::Timeout) => panic!(
+            "seed {seed} did not finish within {WATCHDOG:?} of wall time: a task spins \
+             without letting simulated time advance\nreproduce: {}",
+            dlog_sim::repro_command(seed)
+        ),
+        Err(err) => panic!(
+            "seed {seed} panicked ({err}); reproduce: {}",
+            dlog_sim::repro_command(seed)
+        ),
+    }
+}
 
 fn env_u64(name: &str) -> Option<u64> {
     std::env::var(name).ok().map(|v| {
@@ -45,7 +73,7 @@ fn seeds(from: u64, count: u64) {
 }
 
 /// CI's batch, in four tests so they run in parallel.
-const PER_TEST: u64 = 25;
+const PER_TEST: u64 = 20;
 
 #[test]
 fn seeds_batch_0() {

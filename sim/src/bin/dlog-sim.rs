@@ -40,16 +40,18 @@ fn main() {
     let done = Arc::new(AtomicU64::new(0));
     let acked = Arc::new(AtomicU64::new(0));
     let stop = Arc::new(AtomicBool::new(false));
+    let stuck = Arc::new(AtomicU64::new(0));
     let failures = Arc::new(std::sync::Mutex::new(Vec::new()));
     let started = Instant::now();
     let workers: Vec<_> = (0..jobs.max(1))
         .map(|_| {
-            let (next, done, acked, stop, failures) = (
+            let (next, done, acked, stop, failures, stuck) = (
                 next.clone(),
                 done.clone(),
                 acked.clone(),
                 stop.clone(),
                 failures.clone(),
+                stuck.clone(),
             );
             std::thread::spawn(move || {
                 let config = Config::default();
@@ -61,6 +63,13 @@ fn main() {
                     let report = run(seed, &config);
                     acked.fetch_add(report.acked as u64, Ordering::Relaxed);
                     let count = done.fetch_add(1, Ordering::SeqCst) + 1;
+                    if report.ok() && report.stuck.is_some() {
+                        stuck.fetch_add(1, Ordering::Relaxed);
+                        println!(
+                            "seed {seed}: a log stayed unrecoverable after a damaged journal (not a failure): {:?}",
+                            report.stuck
+                        );
+                    }
                     if !report.ok() {
                         println!(
                             "FAILED seed {seed} (after {count} seeds): stuck: {:?}; violations: {:?}\n  reproduce: {}",
@@ -88,10 +97,11 @@ fn main() {
     let count = done.load(Ordering::SeqCst);
     let failures = failures.lock().unwrap();
     println!(
-        "ran {count} seeds from {from} in {secs:.1} s ({:.2} seeds/s, {jobs} jobs): {} appends acknowledged, {} failing seeds",
+        "ran {count} seeds from {from} in {secs:.1} s ({:.2} seeds/s, {jobs} jobs): {} appends acknowledged, {} failing seeds, {} stuck after damage",
         count as f64 / secs,
         acked.load(Ordering::Relaxed),
-        failures.len()
+        failures.len(),
+        stuck.load(Ordering::Relaxed)
     );
     if let Some((seed, after)) = failures.iter().min_by_key(|(_, after)| *after) {
         println!("first failure: seed {seed}, found after {after} seeds");
