@@ -23,7 +23,7 @@ pub async fn run(cluster: Arc<Cluster>, until: Instant, flip_newest: bool) {
         let cluster = cluster.clone();
         let rng = rng.clone();
         let flipped = flipped.clone();
-        let fault = rng.pick(8);
+        let fault = rng.pick(9);
         faults.push(tokio::spawn(async move {
             match fault {
                 // A cache node loses power and comes back.
@@ -84,6 +84,16 @@ pub async fn run(cluster: Arc<Cluster>, until: Instant, flip_newest: bool) {
                     cluster
                         .cut_manifest(i, rng.delay(Duration::from_secs(3)))
                         .await;
+                }
+                // Reads from a cache node fail for a while (bad sectors).
+                8 => {
+                    let i = rng.pick(cluster.cache_count());
+                    let node = format!("cache-{i}");
+                    cluster.net.bad_reads(&node);
+                    cluster.trace(format!("{node}: reads fail"));
+                    tokio::time::sleep(rng.delay(Duration::from_secs(5))).await;
+                    cluster.net.good_reads(&node);
+                    cluster.trace(format!("{node}: reads work again"));
                 }
                 // A burst of slow calls.
                 _ => {

@@ -46,6 +46,9 @@ struct State {
     cut: BTreeSet<(Party, String)>,
     /// Parties cut from every node (crashed or paused).
     isolated: BTreeSet<Party>,
+    /// Cache nodes whose reads fail with `DATA_LOSS` (a bad sector under
+    /// their journal), while adds and fences work.
+    bad_reads: BTreeSet<String>,
     /// Life of each party: bumped when it crashes.
     party_lives: std::collections::BTreeMap<Party, u64>,
 }
@@ -89,6 +92,15 @@ impl Net {
         self.lock().cut.insert((party.to_owned(), node.to_owned()));
     }
 
+    /// Reads from `node` fail (`DATA_LOSS`) until [`Net::good_reads`].
+    pub fn bad_reads(&self, node: &str) {
+        self.lock().bad_reads.insert(node.to_owned());
+    }
+
+    pub fn good_reads(&self, node: &str) {
+        self.lock().bad_reads.remove(node);
+    }
+
     pub fn isolate(&self, party: &str) {
         self.lock().isolated.insert(party.to_owned());
     }
@@ -102,6 +114,7 @@ impl Net {
         let mut state = self.lock();
         state.cut.clear();
         state.isolated.clear();
+        state.bad_reads.clear();
     }
 
     pub fn heal_party(&self, party: &str) {
@@ -233,6 +246,13 @@ impl Service<http::Request<Body>> for Link {
             let Some(server) = link.server() else {
                 return Ok(link.refusal().into_http());
             };
+            let read = request.uri().path().ends_with("/ReadEntries");
+            if read && link.net.lock().bad_reads.contains(&link.node) {
+                return Ok(
+                    tonic::Status::data_loss("bad sector under the journal (simulated)")
+                        .into_http(),
+                );
+            }
             if link.net.rng.chance(faults.error_rate) {
                 return Ok(tonic::Status::unavailable("injected RPC error (simulated)").into_http());
             }
