@@ -23,7 +23,11 @@ for mutant in "${mutants[@]}"; do
         --seeds "$max" --until-failure 2>&1 || true)
     found=$(grep -E '^first failure' <<<"$out" || true)
     grep -E '^FAILED' <<<"$out" | head -n 1 >&2 || true
-    if [ -n "$found" ]; then
+    if ! grep -qE '^(ran|first failure)' <<<"$out"; then
+        tail -n 20 <<<"$out" >&2
+        summary+=("$mutant: the simulation did not run (build failed?)")
+        survived=1
+    elif [ -n "$found" ]; then
         summary+=("$mutant: found — $found")
     else
         summary+=("$mutant: NOT found in $max seeds")

@@ -297,7 +297,7 @@ async fn read_next_page(
     needed: usize,
 ) -> std::result::Result<Option<(usize, Vec<Bytes>)>, String> {
     let mut not_held = vec![false; ensemble.len()];
-    let mut failures = Vec::new();
+    let mut failures: Vec<String> = Vec::new();
     for round in 0..READ_ROUNDS {
         if round > 0 {
             tokio::time::sleep(ROUND_PAUSE * round).await;
