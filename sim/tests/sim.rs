@@ -73,7 +73,7 @@ fn seeds(from: u64, count: u64) {
 }
 
 /// CI's batch, in four tests so they run in parallel.
-const PER_TEST: u64 = 20;
+const PER_TEST: u64 = 15;
 
 #[test]
 fn seeds_batch_0() {
