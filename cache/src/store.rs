@@ -81,6 +81,9 @@ pub struct CacheStore {
     journal: Journal,
     index: Arc<Mutex<Index>>,
     hot: Cache<HotKey, Bytes>,
+    /// Reads journal payloads on the calling task instead of a blocking
+    /// thread (the simulation, [`CacheStore::open_sim`]).
+    inline_reads: bool,
     /// The journal directory's lock; dropped last, after the writer stopped.
     _lock: std::fs::File,
 }
@@ -142,6 +145,30 @@ impl CacheStore {
     /// Replays the journal, rebuilds the index and starts the writer.
     /// Blocking: call from a blocking context or `spawn_blocking`.
     pub fn open(options: StoreOptions) -> Result<CacheStore> {
+        Self::open_with(options, false, |options, last_file, marks, on_durable| {
+            Journal::start_after(journal::OsFiles, options, last_file, marks, on_durable)
+        })
+    }
+
+    /// [`CacheStore::open`] for the deterministic simulation: the journal
+    /// writes through `layer` from a task of the current runtime, waiting
+    /// `sync_delay()` between each batch's write and its sync, and reads run
+    /// on the calling task. Nothing runs on another thread.
+    pub fn open_sim<L: journal::FileLayer>(
+        options: StoreOptions,
+        layer: L,
+        sync_delay: journal::SyncDelay,
+    ) -> Result<CacheStore> {
+        Self::open_with(options, true, |options, last_file, marks, on_durable| {
+            Journal::start_task(layer, options, last_file, marks, on_durable, sync_delay)
+        })
+    }
+
+    fn open_with(
+        options: StoreOptions,
+        inline_reads: bool,
+        start: impl FnOnce(JournalOptions, u64, Vec<Record>, journal::OnDurable) -> Result<Journal>,
+    ) -> Result<CacheStore> {
         let dir = &options.journal.dir;
         let dir_lock =
             identity::lock_file(dir, identity::JOURNAL_LOCK_FILE).map_err(|err| match err {
@@ -207,7 +234,7 @@ impl CacheStore {
             .weigher(|_, bytes: &Bytes| u32::try_from(bytes.len()).unwrap_or(u32::MAX))
             .max_capacity(options.hot_cache_bytes)
             .build();
-        let on_durable = {
+        let on_durable: journal::OnDurable = {
             let index = index.clone();
             let hot = hot.clone();
             Box::new(move |batch: &[(Record, Location)], active: u64| {
@@ -228,17 +255,12 @@ impl CacheStore {
             })
         };
         let last_file = replay.files.last().copied().unwrap_or(0);
-        let journal = Journal::start_after(
-            journal::OsFiles,
-            options.journal,
-            last_file,
-            marks,
-            on_durable,
-        )?;
+        let journal = start(options.journal, last_file, marks, on_durable)?;
         Ok(CacheStore {
             journal,
             index,
             hot,
+            inline_reads,
             _lock: dir_lock,
         })
     }
@@ -431,9 +453,13 @@ impl CacheStore {
             return Ok(bytes);
         }
         let reader = self.journal.reader();
-        let bytes = tokio::task::spawn_blocking(move || reader.read(location))
-            .await
-            .map_err(|_| Error::ShuttingDown)??;
+        let bytes = if self.inline_reads {
+            reader.read(location)?
+        } else {
+            tokio::task::spawn_blocking(move || reader.read(location))
+                .await
+                .map_err(|_| Error::ShuttingDown)??
+        };
         if let Err(err) = codec::verify_entry(&bytes) {
             let reason = format!("entry {entry_id}: {err}");
             tracing::error!(%segment, entry_id, "cache store: checksum failure on read: {err}");

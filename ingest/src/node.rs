@@ -99,6 +99,19 @@ impl IngestNode {
         options: IngestOptions,
     ) -> Arc<IngestNode> {
         let pool = Arc::new(CachePool::new(manifest.clone()));
+        Self::with_pool(manifest, me, lease, lease_lost, options, pool)
+    }
+
+    /// [`IngestNode::new`] reaching cache nodes through `pool` (the
+    /// simulation passes one with its in-process connector).
+    pub fn with_pool(
+        manifest: Manifest,
+        me: NodeInfo,
+        lease: LeaseId,
+        lease_lost: CancellationToken,
+        options: IngestOptions,
+        pool: Arc<CachePool>,
+    ) -> Arc<IngestNode> {
         let budget = Arc::new(NodeBudget::new(options.max_node_in_flight_bytes));
         let node = Arc::new(IngestNode {
             manifest,
@@ -388,7 +401,10 @@ impl IngestNode {
 
     fn owned_logs(&self) -> Vec<LogName> {
         let owners = self.owners.lock().unwrap_or_else(|p| p.into_inner());
-        owners.keys().cloned().collect()
+        let mut logs: Vec<LogName> = owners.keys().cloned().collect();
+        // In name order, so a simulated run is reproducible.
+        logs.sort();
+        logs
     }
 
     /// Stops every owner whose key is no longer its own (after a gap in the
@@ -476,6 +492,8 @@ async fn watch_ownership(node: Weak<IngestNode>) {
         drop(strong);
         loop {
             let event = tokio::select! {
+                // In a fixed order, so a simulated run is reproducible.
+                biased;
                 _ = shutdown.cancelled() => return,
                 _ = lost.cancelled() => return,
                 event = events.next() => event,

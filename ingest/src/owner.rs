@@ -399,7 +399,13 @@ impl Owner {
     fn next_wake(&self) -> Instant {
         let far = Instant::now() + Duration::from_secs(1);
         let mut wake = far;
-        if let Some(since) = self.batch.since {
+        // The batch's linger matters only once it can be flushed: waking
+        // for it while no segment is writable would spin (the sleep of a
+        // passed instant ends at once) until the segment opens or seals.
+        if let Some(since) = self.batch.since
+            && self.writable()
+            && self.resend.is_empty()
+        {
             wake = wake.min(since + self.options.linger);
         }
         if let Some(segment) = &self.segment
@@ -580,7 +586,12 @@ impl Owner {
                     entry.acked_by |= 1 << replica;
                 }
                 while let Some(front) = self.in_flight.front() {
-                    if (front.acked_by.count_ones() as usize) < segment.ack_quorum {
+                    // MUTANT (mutation check only): one replica is enough.
+                    #[cfg(feature = "mutation-ack-before-quorum")]
+                    let quorum = 1;
+                    #[cfg(not(feature = "mutation-ack-before-quorum"))]
+                    let quorum = segment.ack_quorum;
+                    if (front.acked_by.count_ones() as usize) < quorum {
                         break;
                     }
                     let entry = self.in_flight.pop_front().expect("front exists");

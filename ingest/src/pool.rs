@@ -43,6 +43,16 @@ impl CachePool {
         }
     }
 
+    /// Connections made by `connector` (the simulation's in-process one).
+    pub fn with_connector(
+        manifest: Manifest,
+        connector: std::sync::Arc<dyn cache_clients::Connector>,
+    ) -> CachePool {
+        CachePool {
+            clients: CacheClients::with_connector(manifest, connector),
+        }
+    }
+
     /// A client of a cache node, by id.
     pub async fn client(&self, node_id: &str) -> Result<CacheClient> {
         Ok(self.clients.client(node_id).await?)

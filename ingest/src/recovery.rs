@@ -129,6 +129,12 @@ pub async fn recover_segment(
         // An entry up to a reported LAC was acknowledged: some node holds
         // it, so a node saying it does not (one that lost its disk) cannot
         // end the segment there. Ask every node before giving up on it.
+        // MUTANT (mutation check only): nothing past the highest reported
+        // LAC is recovered; the segment ends there.
+        #[cfg(feature = "mutation-recovery-stops-at-lac")]
+        if lac.is_none_or(|lac| next_entry > lac) {
+            break;
+        }
         let needed_here = match lac {
             Some(lac) if next_entry <= lac => ensemble.len(),
             _ => needed,
@@ -226,7 +232,7 @@ async fn read_next_page(
     needed: usize,
 ) -> std::result::Result<Option<(usize, Vec<Bytes>)>, String> {
     let mut not_held = vec![false; ensemble.len()];
-    let mut failures = Vec::new();
+    let mut failures: Vec<String> = Vec::new();
     for round in 0..READ_ROUNDS {
         if round > 0 {
             tokio::time::sleep(ROUND_PAUSE * round).await;
@@ -246,6 +252,15 @@ async fn read_next_page(
                         return Ok(None);
                     }
                 }
+                // MUTANT (mutation check only): a failed read counts as "not held".
+                #[cfg(feature = "mutation-failed-read-not-held")]
+                Answer::Unknown(_) => {
+                    not_held[index] = true;
+                    if not_held.iter().filter(|&&n| n).count() >= needed {
+                        return Ok(None);
+                    }
+                }
+                #[cfg(not(feature = "mutation-failed-read-not-held"))]
                 Answer::Unknown(reason) => failures.push(format!("{node}: {reason}")),
             }
         }

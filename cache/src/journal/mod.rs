@@ -28,6 +28,10 @@
 //!   damage in an earlier, synced batch: damage followed by a later batch's
 //!   start is never cut (see [`mod@replay`]).
 //! * after it: the batch is replayed, indexed and served.
+//! * the simulation's writer ([`Journal::start_task`]) waits between the
+//!   write and the `fdatasync` (a simulated sync latency): a crash there
+//!   loses the unsynced write, or keeps a torn prefix of it, exactly the
+//!   "before the batch's `fdatasync` returns" case above.
 //! * records given to [`Journal::start_after`] (damage marks found by
 //!   replay) are written and synced as the new file's first batch before
 //!   `start_after` returns, so before any other record and any file
@@ -45,6 +49,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, mpsc};
 use std::thread::JoinHandle;
+use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use tokio::sync::oneshot;
@@ -169,11 +174,31 @@ impl JournalReader {
     }
 }
 
+/// How long the simulated writer waits between a batch's write and its
+/// sync (called once per batch).
+pub type SyncDelay = Box<dyn FnMut() -> Duration + Send>;
+
+/// Where queued records go: the writer thread, or the simulation's task.
+#[derive(Debug)]
+enum Queue {
+    Thread(mpsc::Sender<Request>),
+    Task(tokio::sync::mpsc::UnboundedSender<Request>),
+}
+
+impl Queue {
+    fn send(&self, request: Request) -> std::result::Result<(), ()> {
+        match self {
+            Queue::Thread(sender) => sender.send(request).map_err(drop),
+            Queue::Task(sender) => sender.send(request).map_err(drop),
+        }
+    }
+}
+
 /// Handle to the journal and its writer thread.
 #[derive(Debug)]
 pub struct Journal {
     dir: PathBuf,
-    sender: Mutex<Option<mpsc::Sender<Request>>>,
+    sender: Mutex<Option<Queue>>,
     failed: Arc<AtomicBool>,
     readers: Arc<Readers>,
     stats: Arc<JournalStats>,
@@ -210,6 +235,44 @@ impl Journal {
         on_durable: OnDurable,
     ) -> Result<Journal> {
         let (sender, receiver) = mpsc::channel();
+        let (writer, journal) = Self::prepare(layer, options, after_file, first, on_durable)?;
+        let thread = std::thread::Builder::new()
+            .name("dlog-journal".into())
+            .spawn(move || writer.run(receiver))
+            .map_err(io_err(&journal.dir, "start the writer thread"))?;
+        *journal.sender.lock().unwrap_or_else(|p| p.into_inner()) = Some(Queue::Thread(sender));
+        *journal.writer.lock().unwrap_or_else(|p| p.into_inner()) = Some(thread);
+        Ok(journal)
+    }
+
+    /// [`Journal::start_after`] with the writer as a task on the current
+    /// tokio runtime instead of a thread, waiting `sync_delay()` (simulated
+    /// time) between each batch's write and its sync: the deterministic
+    /// simulation runs the journal on its one thread this way.
+    pub fn start_task<L: FileLayer>(
+        layer: L,
+        options: JournalOptions,
+        after_file: u64,
+        first: Vec<Record>,
+        on_durable: OnDurable,
+        sync_delay: SyncDelay,
+    ) -> Result<Journal> {
+        let (sender, receiver) = tokio::sync::mpsc::unbounded_channel();
+        let (writer, journal) = Self::prepare(layer, options, after_file, first, on_durable)?;
+        tokio::spawn(writer.run_task(receiver, sync_delay));
+        *journal.sender.lock().unwrap_or_else(|p| p.into_inner()) = Some(Queue::Task(sender));
+        Ok(journal)
+    }
+
+    /// Creates the writer (its first file, and `first` written) and the
+    /// handle, not yet connected.
+    fn prepare<L: FileLayer>(
+        layer: L,
+        options: JournalOptions,
+        after_file: u64,
+        first: Vec<Record>,
+        on_durable: OnDurable,
+    ) -> Result<(Writer<L>, Journal)> {
         let failed = Arc::new(AtomicBool::new(false));
         let readers = Arc::new(Readers::default());
         let stats = Arc::new(JournalStats::default());
@@ -227,18 +290,15 @@ impl Journal {
                 .collect();
             writer.commit(batch)?;
         }
-        let thread = std::thread::Builder::new()
-            .name("dlog-journal".into())
-            .spawn(move || writer.run(receiver))
-            .map_err(io_err(&options.dir, "start the writer thread"))?;
-        Ok(Journal {
+        let journal = Journal {
             dir: options.dir,
-            sender: Mutex::new(Some(sender)),
+            sender: Mutex::new(None),
             failed,
             readers,
             stats,
-            writer: Mutex::new(Some(thread)),
-        })
+            writer: Mutex::new(None),
+        };
+        Ok((writer, journal))
     }
 
     /// Queues a record; the receiver completes once it is durable.
@@ -251,7 +311,7 @@ impl Journal {
         let sender = sender.as_ref().ok_or(Error::ShuttingDown)?;
         sender
             .send(Request { record, done })
-            .map_err(|_| Error::ShuttingDown)?;
+            .map_err(|()| Error::ShuttingDown)?;
         Ok(receiver)
     }
 
@@ -281,6 +341,13 @@ impl Drop for Journal {
     fn drop(&mut self) {
         self.shutdown();
     }
+}
+
+/// A batch written but not yet synced.
+struct Written {
+    durable: Vec<(Record, Location)>,
+    waiters: Vec<oneshot::Sender<Result<Location>>>,
+    len: u64,
 }
 
 struct Writer<L: FileLayer> {
@@ -359,7 +426,68 @@ impl<L: FileLayer> Writer<L> {
         }
     }
 
+    /// Writes and syncs a batch, then hands it on (see [`Writer::write`]
+    /// and [`Writer::finish`]).
     fn commit(&mut self, batch: Vec<Request>) -> Result<()> {
+        let written = self.write(batch)?;
+        self.finish(written)
+    }
+
+    /// The simulation's writer: like [`Writer::run`], on a task, with a
+    /// simulated sync latency between a batch's write and its sync.
+    async fn run_task(
+        mut self,
+        mut receiver: tokio::sync::mpsc::UnboundedReceiver<Request>,
+        mut sync_delay: SyncDelay,
+    ) {
+        while let Some(first) = receiver.recv().await {
+            let mut bytes = first.record.frame_len();
+            let mut batch = vec![first];
+            while bytes < self.options.max_batch_bytes {
+                match receiver.try_recv() {
+                    Ok(request) => {
+                        bytes += request.record.frame_len();
+                        batch.push(request);
+                    }
+                    Err(_) => break,
+                }
+            }
+            let result = match self.write(batch) {
+                Ok(written) => {
+                    #[cfg(feature = "mutation-ack-before-fsync")]
+                    let written = self.mutant_ack_early(written);
+                    tokio::time::sleep(sync_delay()).await;
+                    self.finish(written)
+                }
+                Err(err) => Err(err),
+            };
+            if let Err(err) = result {
+                tracing::error!("journal: write failed, refusing further writes: {err:#}");
+                self.failed.store(true, Ordering::Release);
+                receiver.close();
+                while let Ok(request) = receiver.try_recv() {
+                    let _ = request.done.send(Err(Error::JournalFailed));
+                }
+                return;
+            }
+        }
+    }
+
+    /// MUTANT (mutation check only): indexes and acknowledges a batch when
+    /// it is written, before its sync.
+    #[cfg(feature = "mutation-ack-before-fsync")]
+    fn mutant_ack_early(&mut self, mut written: Written) -> Written {
+        let deletable = (self.on_durable)(&written.durable, self.seq);
+        for (done, (_, location)) in written.waiters.drain(..).zip(&written.durable) {
+            let _ = done.send(Ok(*location));
+        }
+        self.delete_files(deletable);
+        written.durable.clear();
+        written
+    }
+
+    /// Encodes a batch and writes it to the file (not yet synced).
+    fn write(&mut self, batch: Vec<Request>) -> Result<Written> {
         let mut buf = BytesMut::with_capacity(
             frame::SYNC_MARKER_LEN + batch.iter().map(|r| r.record.frame_len()).sum::<usize>(),
         );
@@ -376,30 +504,50 @@ impl<L: FileLayer> Writer<L> {
             durable.push((request.record, location));
             waiters.push(request.done);
         }
-        let path = self.options.dir.join(file_name(self.seq));
-        let written = self
-            .file
-            .write_all(&buf)
-            .and_then(|()| self.file.sync_data());
-        if let Err(source) = written {
-            for done in waiters {
-                let _ = done.send(Err(Error::JournalFailed));
-            }
-            return Err(Error::Io {
-                path: path.display().to_string(),
-                what: "append and fdatasync",
-                source,
-            });
+        if let Err(source) = self.file.write_all(&buf) {
+            return Err(self.failed_write(waiters, source));
         }
-        self.len += buf.len() as u64;
+        Ok(Written {
+            durable,
+            waiters,
+            len: buf.len() as u64,
+        })
+    }
+
+    fn failed_write(
+        &self,
+        waiters: Vec<oneshot::Sender<Result<Location>>>,
+        source: std::io::Error,
+    ) -> Error {
+        for done in waiters {
+            let _ = done.send(Err(Error::JournalFailed));
+        }
+        let path = self.options.dir.join(file_name(self.seq));
+        Error::Io {
+            path: path.display().to_string(),
+            what: "append and fdatasync",
+            source,
+        }
+    }
+
+    /// Syncs a written batch, hands it to the index and completes its
+    /// callers; rolls the file past its size limit.
+    fn finish(&mut self, written: Written) -> Result<()> {
+        let Written {
+            durable,
+            waiters,
+            len,
+        } = written;
+        if let Err(source) = self.file.sync_data() {
+            return Err(self.failed_write(waiters, source));
+        }
+        self.len += len;
         self.batch += 1;
         self.stats.fsyncs.fetch_add(1, Ordering::Relaxed);
         self.stats
             .records
             .fetch_add(durable.len() as u64, Ordering::Relaxed);
-        self.stats
-            .bytes
-            .fetch_add(buf.len() as u64, Ordering::Relaxed);
+        self.stats.bytes.fetch_add(len, Ordering::Relaxed);
 
         let deletable = (self.on_durable)(&durable, self.seq);
         for (done, (_, location)) in waiters.into_iter().zip(&durable) {

@@ -6,12 +6,19 @@
 //! A suspect is usable again as soon as it is known to be back: it
 //! registered again (a restarted node has a new lease), or it answers a
 //! probe. Only a node that does neither stays out for [`SUSPECT_FOR`].
+//!
+//! How a node is reached is a [`Connector`]: gRPC over the network in
+//! production ([`GrpcConnector`]); the deterministic simulation (crate
+//! `dlog-sim`) routes calls to in-process cache servers through its own.
+//! Times are tokio's, so they follow the simulation's paused clock.
 
-use std::collections::HashMap;
-use std::sync::Mutex;
-use std::time::{Duration, Instant};
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
-use tonic::transport::{Channel, Endpoint};
+use futures::future::BoxFuture;
+use tokio::time::Instant;
+use tonic::transport::Endpoint;
 
 use crate::manifest::{self, Manifest, NodeInfo, Role};
 use crate::metastore::LeaseId;
@@ -34,7 +41,9 @@ const KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(5);
 const MAX_MESSAGE: usize = 64 * 1024 * 1024;
 
 /// A client of one cache node.
-pub type CacheClient = CacheServiceClient<Channel>;
+pub type CacheClient = CacheServiceClient<Transport>;
+
+pub use crate::transport::{Connector, GrpcConnector, Transport};
 
 /// A cache node could not be reached.
 #[derive(Debug, thiserror::Error)]
@@ -66,8 +75,11 @@ struct Suspect {
 pub struct CacheClients {
     manifest: Manifest,
     /// Connections, with the lease of the registration they were made for.
-    clients: Mutex<HashMap<String, (CacheClient, Option<LeaseId>)>>,
-    suspects: Mutex<HashMap<String, Suspect>>,
+    clients: Mutex<BTreeMap<String, (CacheClient, Option<LeaseId>)>>,
+    /// Ordered, so suspects are probed in the same order every time (the
+    /// simulation's runs are reproducible).
+    suspects: Mutex<BTreeMap<String, Suspect>>,
+    connector: Arc<dyn Connector>,
 }
 
 fn locked<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -76,10 +88,16 @@ fn locked<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 
 impl CacheClients {
     pub fn new(manifest: Manifest) -> CacheClients {
+        CacheClients::with_connector(manifest, Arc::new(GrpcConnector))
+    }
+
+    /// Cache node connections made by `connector`.
+    pub fn with_connector(manifest: Manifest, connector: Arc<dyn Connector>) -> CacheClients {
         CacheClients {
             manifest,
             clients: Mutex::default(),
             suspects: Mutex::default(),
+            connector,
         }
     }
 
@@ -131,12 +149,11 @@ impl CacheClients {
                 true
             });
         }
-        let answered = futures::future::join_all(
-            to_probe
-                .into_iter()
-                .map(|node| async move { probe(&node).await.then_some(node.id) }),
-        )
-        .await;
+        let answered =
+            futures::future::join_all(to_probe.into_iter().map(|node| async move {
+                probe(&*self.connector, &node).await.then_some(node.id)
+            }))
+            .await;
         let mut suspects = locked(&self.suspects);
         for id in answered.into_iter().flatten() {
             tracing::info!(node = %id, "cache node answers again; using it");
@@ -182,7 +199,7 @@ impl CacheClients {
             .into_iter()
             .find(|(n, _)| n.id == node_id)
             .ok_or_else(|| unreachable("not registered (down?)".into()))?;
-        let client = connect(&node, CONNECT_TIMEOUT)
+        let client = connect(&*self.connector, &node, CONNECT_TIMEOUT)
             .await
             .map_err(|err| unreachable(format!("connect to {}: {err}", node.address)))?;
         locked(&self.clients).insert(node_id.to_owned(), (client.clone(), lease));
@@ -190,28 +207,46 @@ impl CacheClients {
     }
 }
 
-async fn connect(node: &NodeInfo, timeout: Duration) -> Result<CacheClient, String> {
-    let endpoint = Endpoint::from_shared(node.address.clone())
-        .map_err(|err| format!("bad address {}: {err}", node.address))?
-        .connect_timeout(timeout)
-        .tcp_nodelay(true)
-        // A peer that stops answering (frozen, partitioned) is found by
-        // HTTP/2 pings and its connection closed, failing every request on
-        // it, even on a connection that looks idle.
-        .http2_keep_alive_interval(KEEPALIVE_INTERVAL)
-        .keep_alive_timeout(KEEPALIVE_TIMEOUT)
-        .keep_alive_while_idle(true);
-    let channel = endpoint.connect().await.map_err(|err| err.to_string())?;
-    Ok(CacheServiceClient::new(channel)
+async fn connect(
+    connector: &dyn Connector,
+    node: &NodeInfo,
+    timeout: Duration,
+) -> Result<CacheClient, String> {
+    let transport = connector.connect(node, timeout).await?;
+    Ok(CacheServiceClient::new(transport)
         .max_decoding_message_size(MAX_MESSAGE)
         .max_encoding_message_size(MAX_MESSAGE))
 }
 
+/// Connects over the network (HTTP/2), with keepalive pings.
+pub(crate) fn grpc_connect(
+    node: &NodeInfo,
+    timeout: Duration,
+) -> BoxFuture<'static, Result<Transport, String>> {
+    let endpoint = Endpoint::from_shared(node.address.clone())
+        .map_err(|err| format!("bad address {}: {err}", node.address))
+        .map(|endpoint| {
+            endpoint
+                .connect_timeout(timeout)
+                .tcp_nodelay(true)
+                // A peer that stops answering (frozen, partitioned) is found by
+                // HTTP/2 pings and its connection closed, failing every request on
+                // it, even on a connection that looks idle.
+                .http2_keep_alive_interval(KEEPALIVE_INTERVAL)
+                .keep_alive_timeout(KEEPALIVE_TIMEOUT)
+                .keep_alive_while_idle(true)
+        });
+    Box::pin(async move {
+        let channel = endpoint?.connect().await.map_err(|err| err.to_string())?;
+        Ok(Transport::Grpc(channel))
+    })
+}
+
 /// Whether a node answers at all: a read of a segment no log has (log id
 /// 0 is never handed out) must come back as `NOT_FOUND` from a live node.
-async fn probe(node: &NodeInfo) -> bool {
+async fn probe(connector: &dyn Connector, node: &NodeInfo) -> bool {
     let answer = tokio::time::timeout(PROBE_TIMEOUT, async {
-        let mut client = connect(node, PROBE_TIMEOUT).await.ok()?;
+        let mut client = connect(connector, node, PROBE_TIMEOUT).await.ok()?;
         let request = ReadEntriesRequest {
             segment: Some(SegmentRef {
                 log: String::new(),

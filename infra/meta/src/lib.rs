@@ -5,7 +5,9 @@
 //! | [`metastore`] | the `MetaStore` KV trait with etcd semantics; etcd and embedded backends |
 //! | [`manifest`] | logs, epochs, segments, owners, nodes, trim points, subscriptions on a `MetaStore` |
 //! | [`cache_clients`] | connections to the cache nodes the manifest names, by id; suspects |
+//! | [`transport`] | how a cache client reaches its node: gRPC, or in-process (simulation) |
 
 pub mod cache_clients;
 pub mod manifest;
 pub mod metastore;
+pub mod transport;

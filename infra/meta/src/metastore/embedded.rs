@@ -29,12 +29,16 @@
 //! since the last snapshot, at most [`HISTORY_LIMIT`]); older starts get
 //! [`Error::Compacted`], as a compacted etcd would answer.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::fs::{self, File, OpenOptions};
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+// tokio's clock: the same as std's, except under a paused test clock (the
+// simulation), where lease deadlines then follow simulated time.
+use tokio::time::Instant;
 
 use async_trait::async_trait;
 use bytes::Bytes;
@@ -62,6 +66,9 @@ const SWEEP_PERIOD: Duration = Duration::from_millis(50);
 pub struct EmbeddedStore {
     shared: Arc<Shared>,
     sweeper: tokio::task::JoinHandle<()>,
+    /// Runs every operation on the calling task instead of a blocking
+    /// thread ([`EmbeddedStore::open_inline`]).
+    inline: bool,
 }
 
 #[derive(Debug)]
@@ -92,7 +99,7 @@ struct State {
     /// Watches must start after this revision.
     compacted: Revision,
     history: VecDeque<WatchEvent>,
-    leases: HashMap<LeaseId, Lease>,
+    leases: BTreeMap<LeaseId, Lease>,
     next_lease: LeaseId,
     watchers: Vec<Watcher>,
     wal: File,
@@ -174,8 +181,26 @@ impl EmbeddedStore {
             .await
             .map_err(|err| Error::Unavailable(format!("open embedded metastore: {err}")))??;
         let shared = Arc::new(shared);
-        let sweeper = tokio::spawn(sweep_leases(Arc::downgrade(&shared)));
-        Ok(EmbeddedStore { shared, sweeper })
+        let sweeper = tokio::spawn(sweep_leases(Arc::downgrade(&shared), false));
+        Ok(EmbeddedStore {
+            shared,
+            sweeper,
+            inline: false,
+        })
+    }
+
+    /// [`EmbeddedStore::open`], with every operation (and the lease sweep)
+    /// run on the calling task: no blocking threads, so a single-threaded
+    /// runtime with a paused clock runs it deterministically (the
+    /// simulation). Each operation blocks its thread for its file I/O.
+    pub fn open_inline(dir: impl AsRef<Path>) -> Result<EmbeddedStore> {
+        let shared = Arc::new(Shared::open(dir.as_ref().to_path_buf())?);
+        let sweeper = tokio::spawn(sweep_leases(Arc::downgrade(&shared), true));
+        Ok(EmbeddedStore {
+            shared,
+            sweeper,
+            inline: true,
+        })
     }
 
     /// The directory the store lives in.
@@ -188,6 +213,9 @@ impl EmbeddedStore {
         op: impl FnOnce(&Shared) -> Result<T> + Send + 'static,
     ) -> Result<T> {
         let shared = self.shared.clone();
+        if self.inline {
+            return op(&shared);
+        }
         tokio::task::spawn_blocking(move || op(&shared))
             .await
             .map_err(|err| Error::Unavailable(format!("embedded metastore task: {err}")))?
@@ -200,13 +228,17 @@ impl Drop for EmbeddedStore {
     }
 }
 
-async fn sweep_leases(shared: Weak<Shared>) {
+async fn sweep_leases(shared: Weak<Shared>, inline: bool) {
     loop {
         tokio::time::sleep(SWEEP_PERIOD).await;
         let Some(shared) = shared.upgrade() else {
             return;
         };
-        let result = tokio::task::spawn_blocking(move || shared.expire_leases()).await;
+        let result = if inline {
+            Ok(shared.expire_leases())
+        } else {
+            tokio::task::spawn_blocking(move || shared.expire_leases()).await
+        };
         if let Ok(Err(err)) = result {
             tracing::warn!("embedded metastore: lease expiry failed: {err:#}");
         }
@@ -233,7 +265,7 @@ impl Shared {
             revision: 1,
             compacted: 1,
             history: VecDeque::new(),
-            leases: HashMap::new(),
+            leases: BTreeMap::new(),
             next_lease: 1,
             watchers: Vec::new(),
             wal: wal.try_clone().map_err(io_err(&wal_path, "open"))?,
