@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 
 use dlog_meta::manifest::{Manifest, Role, SegmentMeta};
 use dlog_testkit::{EtcdServer, Process, free_port, wait_for_port};
+use dlog_wire::ids::{Epoch, LogId};
 use dlog_wire::names::LogName;
 use dlog_wire::proto::cache_service_client::CacheServiceClient;
 use dlog_wire::proto::{FenceRequest, SegmentRef};
@@ -170,7 +171,10 @@ async fn a_reinitialised_node_does_not_answer_fences_for_older_segments() {
     // A segment placed on the node while it had its data.
     let log: LogName = "ident/a".parse().unwrap();
     let meta = manifest.create_log(&log).await.unwrap();
-    let epoch = manifest.bump_epoch(&log, meta.log_id, 0).await.unwrap();
+    let epoch = manifest
+        .bump_epoch(&log, LogId(meta.log_id), Epoch(0))
+        .await
+        .unwrap();
     let old = manifest
         .create_segment(&log, epoch, segment_template(&[NODE]))
         .await

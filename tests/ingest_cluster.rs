@@ -18,6 +18,7 @@ use bytes::Bytes;
 use common::{Cluster, LEASE_TTL_SECS};
 use distributedlog::Client;
 use dlog_meta::manifest::{SegmentMeta, SegmentState};
+use dlog_wire::ids::{Epoch, LogId};
 use dlog_wire::names::LogName;
 use dlog_wire::proto::cache_service_client::CacheServiceClient;
 use dlog_wire::proto::log_service_client::LogServiceClient;
@@ -390,7 +391,7 @@ async fn an_owner_fenced_on_its_ensemble_cannot_append() {
     let epoch = cluster.manifest.epoch(&name).await.unwrap();
     let newer = cluster
         .manifest
-        .bump_epoch(&name, log_id, epoch)
+        .bump_epoch(&name, LogId(log_id), Epoch(epoch))
         .await
         .unwrap()
         .epoch;
@@ -795,7 +796,11 @@ async fn hand_written_segment(
 ) {
     let name: LogName = log.parse().unwrap();
     let log_id = cluster.manifest.create_log(&name).await.unwrap().log_id;
-    let fence = cluster.manifest.bump_epoch(&name, log_id, 0).await.unwrap();
+    let fence = cluster
+        .manifest
+        .bump_epoch(&name, LogId(log_id), Epoch(0))
+        .await
+        .unwrap();
     let epoch = fence.epoch;
     let ensemble: Vec<String> = cluster.caches.iter().map(|c| c.id.clone()).collect();
     let template = SegmentMeta::open(epoch, ensemble.clone(), 3, 3, 0);

@@ -14,7 +14,7 @@
 //! seals below the highest LAC a fence answer reported; and it reads a large
 //! segment in bounded pages, each with its own deadline.
 
-use dlog_wire::ids::Epoch;
+use dlog_wire::ids::{Epoch, LogId};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU8, Ordering};
 use std::time::Duration;
@@ -192,7 +192,10 @@ impl Setup {
         }
         let log: LogName = "ns/recovered".parse().unwrap();
         let meta = manifest.create_log(&log).await.unwrap();
-        let fence = manifest.bump_epoch(&log, meta.log_id, 0).await.unwrap();
+        let fence = manifest
+            .bump_epoch(&log, LogId(meta.log_id), Epoch(0))
+            .await
+            .unwrap();
         let epoch = fence.epoch;
         let template = SegmentMeta::open(
             epoch,
@@ -262,7 +265,7 @@ impl Setup {
         let epoch = self.manifest.epoch(&self.log).await.unwrap();
         let epoch = self
             .manifest
-            .bump_epoch(&self.log, self.log_id, epoch)
+            .bump_epoch(&self.log, LogId(self.log_id), Epoch(epoch))
             .await
             .unwrap()
             .epoch;

@@ -4,7 +4,7 @@
 //! handed out so far (the last log created, or the only one). A copy that
 //! is never freed holds every later journal file.
 
-use dlog_wire::ids::Epoch;
+use dlog_wire::ids::{Epoch, LogId};
 use std::sync::Arc;
 
 use dlog_cache::{CacheStore, SegmentKey, StoreOptions, reconcile};
@@ -28,7 +28,10 @@ async fn a_purged_log_with_the_highest_id_is_freed_by_reconciliation() {
     // The only log; its open segment is on this node.
     let log: LogName = "review/only".parse().unwrap();
     let meta = manifest.create_log(&log).await.unwrap();
-    let fence = manifest.bump_epoch(&log, meta.log_id, 0).await.unwrap();
+    let fence = manifest
+        .bump_epoch(&log, LogId(meta.log_id), Epoch(0))
+        .await
+        .unwrap();
     let segment = manifest
         .create_segment(&log, fence, template())
         .await

@@ -33,6 +33,7 @@ use dlog_meta::manifest::{self, LogMeta, LogState, Manifest, SegmentMeta, Segmen
 use dlog_meta::metastore::LeaseId;
 use dlog_storage::objstore::ObjectStoreHandle;
 use dlog_storage::segment_file;
+use dlog_wire::ids::{LogId, Offset, SegmentId};
 use dlog_wire::names::LogName;
 use dlog_wire::proto::{DropSegmentRequest, SegmentRef};
 use futures::TryStreamExt;
@@ -155,7 +156,11 @@ impl Compactor {
                         self.drop_from_cache(log, meta.log_id, segment).await?;
                         failpoint::hit("offload.after_cache_drop");
                         self.manifest
-                            .mark_cache_dropped(log, meta.log_id, segment.segment_id)
+                            .mark_cache_dropped(
+                                log,
+                                LogId(meta.log_id),
+                                SegmentId(segment.segment_id),
+                            )
                             .await?;
                         report.dropped_from_cache += 1;
                     }
@@ -224,7 +229,7 @@ impl Compactor {
                     // after it opened) just leaves the manifest and the cache.
                     self.drop_from_cache(log, meta.log_id, &segment).await?;
                     self.manifest
-                        .delete_segment(log, meta.log_id, segment_id)
+                        .delete_segment(log, LogId(meta.log_id), SegmentId(segment_id))
                         .await?;
                     return Ok(true);
                 }
@@ -246,10 +251,15 @@ impl Compactor {
     /// Deletes a segment below the trim point: its object and cache copies,
     /// then its key. Reads the segment afresh under its claim, so an object
     /// uploaded since the pass listed the segment is deleted too.
-    async fn delete_segment(&self, log: &LogName, log_id: u64, segment_id: u64) -> Result<bool> {
+    async fn delete_segment(
+        &self,
+        log: &LogName,
+        log_id: LogId,
+        segment_id: SegmentId,
+    ) -> Result<bool> {
         let deleted = self
-            .claimed(log, log_id, segment_id, |segment| async move {
-                self.delete_segment_data(log, log_id, &segment).await?;
+            .claimed(log, log_id.0, segment_id.0, |segment| async move {
+                self.delete_segment_data(log, log_id.0, &segment).await?;
                 self.manifest
                     .delete_segment(log, log_id, segment_id)
                     .await?;
@@ -347,7 +357,10 @@ impl Compactor {
             }
         }
         // Manifest first: readers refuse offsets below the trim point.
-        let trim_point = self.manifest.trim_log_id(log, meta.log_id, trim_to).await?;
+        let trim_point = self
+            .manifest
+            .trim_log_id(log, LogId(meta.log_id), Offset(trim_to))
+            .await?;
         let below: Vec<&SegmentMeta> = closed
             .into_iter()
             .filter(|s| s.end_offset.is_some_and(|end| end <= trim_point))
@@ -357,7 +370,7 @@ impl Compactor {
         }
         for segment in below {
             if self
-                .delete_segment(log, meta.log_id, segment.segment_id)
+                .delete_segment(log, LogId(meta.log_id), SegmentId(segment.segment_id))
                 .await?
             {
                 report.deleted_segments += 1;

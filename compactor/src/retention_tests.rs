@@ -11,6 +11,7 @@ use dlog_meta::manifest::{Manifest, NamespaceConfig, ObjectInfo, SealInfo, Segme
 use dlog_meta::metastore::MetaStore;
 use dlog_meta::metastore::embedded::EmbeddedStore;
 use dlog_storage::objstore;
+use dlog_wire::ids::{Epoch, LogId, SegmentId};
 use dlog_wire::names::{LogName, Namespace};
 use object_store::{ObjectStoreExt, PutPayload};
 
@@ -24,7 +25,10 @@ async fn one_old_segment(
     log: &LogName,
 ) {
     let meta = manifest.create_log(log).await.unwrap();
-    let fence = manifest.bump_epoch(log, meta.log_id, 0).await.unwrap();
+    let fence = manifest
+        .bump_epoch(log, LogId(meta.log_id), Epoch(0))
+        .await
+        .unwrap();
     let template = SegmentMeta::open(fence.epoch, Vec::new(), 1, 1, 0);
     let segment = manifest.create_segment(log, fence, template).await.unwrap();
     let old = dlog_wire::now_ms() - 1000;
@@ -61,7 +65,7 @@ async fn one_old_segment(
         .await
         .unwrap();
     manifest
-        .mark_cache_dropped(log, fence.log_id, segment.segment_id)
+        .mark_cache_dropped(log, LogId(fence.log_id), SegmentId(segment.segment_id))
         .await
         .unwrap();
 }

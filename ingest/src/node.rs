@@ -28,6 +28,7 @@ use std::time::Duration;
 
 use dlog_meta::manifest::{self, LogState, Manifest, NodeInfo, SegmentState};
 use dlog_meta::metastore::{LeaseId, WatchEvent};
+use dlog_wire::ids::{Epoch, LogId};
 use dlog_wire::limits::Limits;
 use dlog_wire::names::LogName;
 use dlog_wire::record::Append;
@@ -230,7 +231,10 @@ impl IngestNode {
         stop: CancellationToken,
     ) -> Result<OwnerHandle> {
         let seen = self.manifest.epoch(log).await?;
-        let fence = self.manifest.bump_epoch(log, log_id, seen).await?;
+        let fence = self
+            .manifest
+            .bump_epoch(log, LogId(log_id), Epoch(seen))
+            .await?;
         let epoch = fence.epoch;
         let config = self.manifest.log_config(log).await?;
         let (segments, _) = self.manifest.segments(log).await?;

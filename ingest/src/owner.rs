@@ -37,6 +37,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use dlog_meta::manifest::{Fence, Manifest, NamespaceConfig, SealInfo, SegmentMeta};
 use dlog_wire::codec::{EntryHeader, EntryRecord, encode_entry};
+use dlog_wire::ids::{EntryId, Offset};
 use dlog_wire::names::LogName;
 use dlog_wire::proto::SegmentRef;
 use dlog_wire::record::Append;
@@ -602,8 +603,8 @@ impl Owner {
                     self.budget.release(entry.size);
                     segment.records += entry.records.len() as u64;
                     segment.stats.add_records(
-                        entry.entry_id,
-                        entry.first_offset,
+                        EntryId(entry.entry_id),
+                        Offset(entry.first_offset),
                         &entry.records,
                         entry.encoded.len(),
                     );

@@ -5,6 +5,7 @@
 use std::sync::Arc;
 
 use dlog_meta::manifest::{self, LogMeta, Role, SegmentMeta, SegmentState};
+use dlog_wire::ids::{LogId, Offset};
 use dlog_wire::names::LogName;
 use dlog_wire::pipeline::{Answer, ResponseStream, serve_ordered};
 use dlog_wire::proto::log_service_server::{LogService, LogServiceServer};
@@ -251,7 +252,7 @@ impl LogService for LogServer {
         let first_offset = self
             .node
             .manifest()
-            .trim_log_id(&log, info.log_id, request.before_offset)
+            .trim_log_id(&log, LogId(info.log_id), Offset(request.before_offset))
             .await
             .map_err(|err| status(err.into()))?;
         Ok(Response::new(pb::TrimResponse { first_offset }))

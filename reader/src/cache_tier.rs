@@ -22,6 +22,7 @@ use futures::StreamExt;
 use dlog_meta::cache_clients::CacheClients;
 use dlog_meta::manifest::{SegmentMeta, SegmentState};
 use dlog_wire::codec::{Entry, decode_entry};
+use dlog_wire::ids::{EntryId, Offset};
 use dlog_wire::names::LogName;
 use dlog_wire::proto::{ReadEntriesRequest, ReadLacRequest, SegmentRef};
 use tokio::sync::watch;
@@ -130,7 +131,13 @@ impl CacheTier {
 
     /// Entry `entry` of the segment; `last` is the highest entry the read
     /// may touch (the sealed last entry, or the LAC of an open segment).
-    pub async fn entry(&self, source: &SegmentSource, entry: u64, last: u64) -> Result<Arc<Entry>> {
+    pub async fn entry(
+        &self,
+        source: &SegmentSource,
+        entry: EntryId,
+        last: EntryId,
+    ) -> Result<Arc<Entry>> {
+        let (entry, last) = (entry.0, last.0);
         let key = EntryKey {
             log_id: source.log_id,
             segment: source.segment.segment_id,
@@ -261,18 +268,23 @@ impl CacheTier {
 
     /// The entry of the segment holding `offset`, searching entries
     /// `0..=last` (entries tile the segment's offsets in order).
-    pub async fn locate(&self, source: &SegmentSource, offset: u64, last: u64) -> Result<u64> {
-        let (mut low, mut high) = (0, last);
+    pub async fn locate(
+        &self,
+        source: &SegmentSource,
+        offset: Offset,
+        last: EntryId,
+    ) -> Result<EntryId> {
+        let (mut low, mut high) = (0, last.0);
         while low < high {
             let middle = low + (high - low).div_ceil(2);
-            let entry = self.entry(source, middle, last).await?;
-            if entry.header.first_offset <= offset {
+            let entry = self.entry(source, EntryId(middle), last).await?;
+            if entry.header.first_offset <= offset.0 {
                 low = middle;
             } else {
                 high = middle - 1;
             }
         }
-        Ok(low)
+        Ok(EntryId(low))
     }
 
     /// The LAC of an open segment as this node follows it (`None` until a

@@ -21,6 +21,7 @@ use futures::FutureExt;
 use dlog_meta::cache_clients::CacheClients;
 use dlog_meta::manifest::{self, Manifest, SegmentMeta, SegmentState};
 use dlog_storage::objstore::ObjectStoreHandle;
+use dlog_wire::ids::{EntryId, Offset};
 use dlog_wire::names::LogName;
 pub use dlog_wire::record::Start;
 use dlog_wire::record::StoredRecord;
@@ -376,7 +377,7 @@ impl ReadEngine {
         match self.cache.current_lac(&source).await? {
             Some(lac) => Ok(self
                 .cache
-                .entry(&source, lac, lac)
+                .entry(&source, EntryId(lac), EntryId(lac))
                 .await?
                 .header
                 .end_offset()),
@@ -610,7 +611,7 @@ impl ReadEngine {
             _ => {
                 let end = self
                     .cache
-                    .entry(source, last, last)
+                    .entry(source, EntryId(last), EntryId(last))
                     .await?
                     .header
                     .end_offset();
@@ -618,11 +619,17 @@ impl ReadEngine {
                     out.next_entry = Some((segment, last + 1));
                     return Ok(());
                 }
-                self.cache.locate(source, out.next, last).await?
+                self.cache
+                    .locate(source, Offset(out.next), EntryId(last))
+                    .await?
+                    .0
             }
         };
         while entry_id <= last && !out.done() {
-            let entry = self.cache.entry(source, entry_id, last).await?;
+            let entry = self
+                .cache
+                .entry(source, EntryId(entry_id), EntryId(last))
+                .await?;
             for (i, record) in entry.records.iter().enumerate() {
                 let offset = entry.header.first_offset + i as u64;
                 if offset < out.next {

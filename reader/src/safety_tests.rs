@@ -7,6 +7,7 @@
 use std::time::Duration;
 
 use dlog_wire::error::{Classify, ErrorKind};
+use dlog_wire::ids::{LogId, SegmentId};
 use dlog_wire::names::LogName;
 
 use crate::engine::{ReadSpec, ReaderOptions, Start};
@@ -184,7 +185,7 @@ async fn an_object_deleted_by_retention_mid_read_is_out_of_range() {
     fixture.objects.store.delete(&key.into()).await.unwrap();
     fixture
         .manifest
-        .delete_segment(&log, epoch.log_id, first.segment_id)
+        .delete_segment(&log, LogId(epoch.log_id), SegmentId(first.segment_id))
         .await
         .unwrap();
     let err = loop {

@@ -13,6 +13,7 @@ use dlog_meta::metastore::embedded::EmbeddedStore;
 use dlog_storage::objstore::{self, ObjectStoreHandle};
 use dlog_storage::segment_file::{FileInfo, encode_segment};
 use dlog_wire::codec::{Entry, EntryHeader, EntryRecord};
+use dlog_wire::ids::{Epoch, LogId, SegmentId};
 use dlog_wire::names::LogName;
 use dlog_wire::record::Record;
 use object_store::{ObjectStoreExt, PutPayload};
@@ -58,7 +59,10 @@ impl Fixture {
     /// Creates `log` and takes its first epoch.
     pub async fn create_log(&self, log: &LogName) -> Fence {
         let meta = self.manifest.create_log(log).await.unwrap();
-        self.manifest.bump_epoch(log, meta.log_id, 0).await.unwrap()
+        self.manifest
+            .bump_epoch(log, LogId(meta.log_id), Epoch(0))
+            .await
+            .unwrap()
     }
 
     /// Opens the next segment of `log` at `start_offset` on `ensemble`.
@@ -149,7 +153,7 @@ impl Fixture {
             .await
             .unwrap();
         self.manifest
-            .mark_cache_dropped(log, fence.log_id, segment.segment_id)
+            .mark_cache_dropped(log, LogId(fence.log_id), SegmentId(segment.segment_id))
             .await
             .unwrap();
         self.manifest

@@ -12,6 +12,7 @@ use dlog_meta::manifest::{
 use dlog_meta::metastore::embedded::EmbeddedStore;
 use dlog_testkit::EtcdServer;
 use dlog_wire::error::{Classify, ErrorKind};
+use dlog_wire::ids::{Epoch, LogId, Offset, SegmentId};
 use dlog_wire::names::{LogName, Namespace};
 
 struct Fixture {
@@ -147,7 +148,7 @@ async fn stale_epochs_are_refused(f: Fixture) {
     let log = name("ns/fenced");
     let id = m.create_log(&log).await.unwrap().log_id;
     assert_eq!(m.epoch(&log).await.unwrap(), 0);
-    let first = m.bump_epoch(&log, id, 0).await.unwrap();
+    let first = m.bump_epoch(&log, LogId(id), Epoch(0)).await.unwrap();
     assert_eq!(
         first,
         Fence {
@@ -162,11 +163,14 @@ async fn stale_epochs_are_refused(f: Fixture) {
     assert_eq!((segment.segment_id, segment.epoch), (1, 1));
 
     // A second owner takes over.
-    let second = m.bump_epoch(&log, id, first.epoch).await.unwrap();
+    let second = m
+        .bump_epoch(&log, LogId(id), Epoch(first.epoch))
+        .await
+        .unwrap();
     assert_eq!(second.epoch, 2);
 
     // Everything the first owner tries now fails, and changes nothing.
-    let err = m.bump_epoch(&log, id, 0).await.unwrap_err();
+    let err = m.bump_epoch(&log, LogId(id), Epoch(0)).await.unwrap_err();
     assert_eq!(
         err.to_string(),
         "epoch 0 of log ns/fenced is stale: the current epoch is 2"
@@ -233,9 +237,15 @@ async fn stale_epochs_are_refused(f: Fixture) {
         "{err}"
     );
 
-    let err = m.bump_epoch(&name("ns/nolog"), id, 0).await.unwrap_err();
+    let err = m
+        .bump_epoch(&name("ns/nolog"), LogId(id), Epoch(0))
+        .await
+        .unwrap_err();
     assert!(matches!(err, Error::LogNotFound(_)), "{err}");
-    let err = m.bump_epoch(&log, id + 1, 2).await.unwrap_err();
+    let err = m
+        .bump_epoch(&log, LogId(id + 1), Epoch(2))
+        .await
+        .unwrap_err();
     assert!(
         matches!(err, Error::LogNotFound(_)),
         "another log id: {err}"
@@ -246,7 +256,7 @@ async fn a_recreated_log_fences_the_old_incarnations_owner(f: Fixture) {
     let m = &f.manifest;
     let log = name("ns/again");
     let old_id = m.create_log(&log).await.unwrap().log_id;
-    let old = m.bump_epoch(&log, old_id, 0).await.unwrap();
+    let old = m.bump_epoch(&log, LogId(old_id), Epoch(0)).await.unwrap();
     m.create_segment(&log, old, open_segment(0)).await.unwrap();
     let seal = SealInfo {
         end_offset: 3,
@@ -258,7 +268,7 @@ async fn a_recreated_log_fences_the_old_incarnations_owner(f: Fixture) {
     m.delete_log(&log).await.unwrap();
     m.purge_log(&log, old_id).await.unwrap();
     let new_id = m.create_log(&log).await.unwrap().log_id;
-    let new = m.bump_epoch(&log, new_id, 0).await.unwrap();
+    let new = m.bump_epoch(&log, LogId(new_id), Epoch(0)).await.unwrap();
     assert_eq!(new.epoch, old.epoch, "epochs start over in the new log");
     let segment = m.create_segment(&log, new, open_segment(0)).await.unwrap();
     assert_eq!(segment.segment_id, 1);
@@ -291,7 +301,10 @@ async fn a_stale_compactor_never_touches_a_recreated_log(f: Fixture) {
     // the name is re-created, written and sealed.
     assert!(m.purge_log(&log, old.log_id).await.unwrap());
     let new = m.create_log(&log).await.unwrap();
-    let epoch = m.bump_epoch(&log, new.log_id, 0).await.unwrap();
+    let epoch = m
+        .bump_epoch(&log, LogId(new.log_id), Epoch(0))
+        .await
+        .unwrap();
     m.create_segment(&log, epoch, open_segment(0))
         .await
         .unwrap();
@@ -305,16 +318,25 @@ async fn a_stale_compactor_never_touches_a_recreated_log(f: Fixture) {
     // The second, late compactor acts on its stale view of the old log:
     // retention (trim point, then segment 1), then the purge.
     let mut damage = Vec::new();
-    let err = m.trim_log_id(&log, old.log_id, 7).await.unwrap_err();
+    let err = m
+        .trim_log_id(&log, LogId(old.log_id), Offset(7))
+        .await
+        .unwrap_err();
     assert!(matches!(err, Error::LogReplaced { .. }), "{err}");
     if let Ok(point) = m.trim_point(&log).await
         && point != 0
     {
         damage.push(format!("retention trimmed the new log to {point}"));
     }
-    let err = m.delete_segment(&log, old.log_id, 1).await.unwrap_err();
+    let err = m
+        .delete_segment(&log, LogId(old.log_id), SegmentId(1))
+        .await
+        .unwrap_err();
     assert!(matches!(err, Error::LogReplaced { .. }), "{err}");
-    let err = m.mark_cache_dropped(&log, old.log_id, 1).await.unwrap_err();
+    let err = m
+        .mark_cache_dropped(&log, LogId(old.log_id), SegmentId(1))
+        .await
+        .unwrap_err();
     assert!(matches!(err, Error::LogReplaced { .. }), "{err}");
     let (segments, _) = m.segments(&log).await.unwrap();
     if segments != [sealed] {
@@ -355,10 +377,10 @@ async fn a_log_created_before_the_id_key_gets_one(f: Fixture) {
     let id_key = format!("{}id", m.log_prefix(&log));
     assert!(m.store().delete(&id_key).await.unwrap());
     // The compactor can still trim and delete it; a deleted one it cannot.
-    assert_eq!(m.trim_log_id(&log, id, 5).await.unwrap(), 5);
+    assert_eq!(m.trim_log_id(&log, LogId(id), Offset(5)).await.unwrap(), 5);
     m.check_live(&log, id).await.unwrap();
     assert!(m.store().delete(&id_key).await.unwrap());
-    let fence = m.bump_epoch(&log, id, 0).await.unwrap();
+    let fence = m.bump_epoch(&log, LogId(id), Epoch(0)).await.unwrap();
     m.create_segment(&log, fence, open_segment(5))
         .await
         .unwrap();
@@ -378,7 +400,9 @@ async fn concurrent_claimants_get_exactly_one_winner(f: Fixture) {
     for _ in 0..8 {
         let m = m.clone();
         let log = log.clone();
-        tasks.push(tokio::spawn(async move { m.bump_epoch(&log, id, 0).await }));
+        tasks.push(tokio::spawn(async move {
+            m.bump_epoch(&log, LogId(id), Epoch(0)).await
+        }));
     }
     let mut winners = 0;
     for task in tasks {
@@ -449,7 +473,7 @@ async fn segments_move_open_sealed_offloaded(f: Fixture) {
     let m = &f.manifest;
     let log = name("ns/segs");
     let id = m.create_log(&log).await.unwrap().log_id;
-    let epoch = m.bump_epoch(&log, id, 0).await.unwrap();
+    let epoch = m.bump_epoch(&log, LogId(id), Epoch(0)).await.unwrap();
     let s1 = m
         .create_segment(&log, epoch, open_segment(0))
         .await
@@ -518,7 +542,9 @@ async fn segments_move_open_sealed_offloaded(f: Fixture) {
         states,
         [(1, SegmentState::Offloaded), (2, SegmentState::Open)]
     );
-    m.delete_segment(&log, id, 1).await.unwrap();
+    m.delete_segment(&log, LogId(id), SegmentId(1))
+        .await
+        .unwrap();
     assert_eq!(m.segments(&log).await.unwrap().0.len(), 1);
     let err = m.segment(&log, 1).await.unwrap_err();
     assert_eq!(err.to_string(), "segment 1 of log ns/segs not found");

@@ -35,6 +35,7 @@ use crate::metastore::{
     self, Compare, KeyValue, LeaseId, Revision, SharedMetaStore, Txn, TxnOp, WatchStream,
 };
 use dlog_wire::error::{Classify, ErrorKind};
+use dlog_wire::ids::{Epoch, LogId, Offset, SegmentId};
 use dlog_wire::names::{LogName, Namespace};
 
 mod types;
@@ -501,7 +502,8 @@ impl Manifest {
     /// the caller then owns the new epoch. Fails with `StaleEpoch` if
     /// another claimant moved it first, `LogNotFound` if the log is
     /// deleted or is no longer `log_id`.
-    pub async fn bump_epoch(&self, log: &LogName, log_id: u64, seen: u64) -> Result<Fence> {
+    pub async fn bump_epoch(&self, log: &LogName, log_id: LogId, seen: Epoch) -> Result<Fence> {
+        let (log_id, seen) = (log_id.0, seen.0);
         let meta = self.log_versioned(log).await?;
         if meta.value.log_id != log_id || meta.value.state != LogState::Active {
             return Err(Error::LogNotFound(log.clone()));
@@ -933,7 +935,13 @@ impl Manifest {
 
     /// Records that the cache nodes dropped an offloaded segment of the
     /// live log `log_id`.
-    pub async fn mark_cache_dropped(&self, log: &LogName, log_id: u64, segment: u64) -> Result<()> {
+    pub async fn mark_cache_dropped(
+        &self,
+        log: &LogName,
+        log_id: LogId,
+        segment: SegmentId,
+    ) -> Result<()> {
+        let (log_id, segment) = (log_id.0, segment.0);
         let current = self.segment(log, segment).await?;
         let dropped = SegmentMeta {
             cache_dropped: true,
@@ -987,7 +995,13 @@ impl Manifest {
 
     /// Removes a segment's key (retention, after its data is deleted), if
     /// `log_id` is still the log's live id.
-    pub async fn delete_segment(&self, log: &LogName, log_id: u64, segment: u64) -> Result<()> {
+    pub async fn delete_segment(
+        &self,
+        log: &LogName,
+        log_id: LogId,
+        segment: SegmentId,
+    ) -> Result<()> {
+        let (log_id, segment) = (log_id.0, segment.0);
         let delete = || Txn::new().and_then([TxnOp::delete(self.segment_key(log, segment))]);
         // Its only compare is the log id: a second try is needed only when
         // the first added a missing `id` key.
@@ -1026,14 +1040,16 @@ impl Manifest {
         if meta.state == LogState::Deleting {
             return Err(Error::LogNotFound(log.clone()));
         }
-        self.trim_log_id(log, meta.log_id, offset).await
+        self.trim_log_id(log, LogId(meta.log_id), Offset(offset))
+            .await
     }
 
     /// Moves the trim point of the live log `log_id` up to `offset`; it
     /// never moves down. Returns the trim point now in force; `LogReplaced`
     /// once `log_id` is deleted, so a compactor working from a stale view
     /// never trims a re-created log.
-    pub async fn trim_log_id(&self, log: &LogName, log_id: u64, offset: u64) -> Result<u64> {
+    pub async fn trim_log_id(&self, log: &LogName, log_id: LogId, offset: Offset) -> Result<u64> {
+        let (log_id, offset) = (log_id.0, offset.0);
         let key = self.trim_key(log);
         loop {
             let current = self.store.get(&key).await?;

@@ -2,6 +2,7 @@
 //! `etcdctl get --prefix /dlog/`.
 
 use dlog_wire::codec::{Entry, EntryRecord};
+use dlog_wire::ids::{EntryId, Offset};
 use serde::{Deserialize, Serialize};
 
 /// Replication of a log's segments: ensemble size E, write quorum W, ack
@@ -268,8 +269,8 @@ impl SealInfo {
     /// Counts an entry (in entry order).
     pub fn add(&mut self, entry: &Entry, encoded_len: usize) {
         self.add_records(
-            entry.header.entry_id,
-            entry.header.first_offset,
+            EntryId(entry.header.entry_id),
+            Offset(entry.header.first_offset),
             &entry.records,
             encoded_len,
         );
@@ -278,11 +279,12 @@ impl SealInfo {
     /// Counts an entry given by its parts.
     pub fn add_records(
         &mut self,
-        entry_id: u64,
-        first_offset: u64,
+        entry_id: EntryId,
+        first_offset: Offset,
         records: &[EntryRecord],
         encoded_len: usize,
     ) {
+        let (entry_id, first_offset) = (entry_id.0, first_offset.0);
         self.end_offset = first_offset + records.len() as u64;
         self.last_entry_id = Some(entry_id);
         self.bytes += encoded_len as u64;
