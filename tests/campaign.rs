@@ -618,10 +618,23 @@ fn check(log: &str, stored: &BTreeMap<u64, Bytes>, written: &Written, seen: &See
         }
     }
     anomalies.extend(unknown_or_doubled(log, stored, written));
+    anomalies.extend(seen_against_final(log, "a tailing reader", seen, stored));
+    anomalies
+}
+
+/// What `reader` saw of the live incarnation that the final read does not
+/// hold at the same offset, and its misdelivered records.
+fn seen_against_final(
+    log: &str,
+    reader: &str,
+    seen: &Seen,
+    stored: &BTreeMap<u64, Bytes>,
+) -> Vec<String> {
+    let mut anomalies = Vec::new();
     for (offset, payload) in &seen.records {
         if stored.get(offset) != Some(payload) {
             anomalies.push(format!(
-                "{log}: a tailing reader saw {payload:?} at {offset}, the final read {:?}",
+                "{log}: {reader} saw {payload:?} at {offset}, the final read {:?}",
                 stored.get(offset)
             ));
         }
@@ -887,15 +900,7 @@ async fn campaign_loses_nothing_acknowledged() {
         let unpinned = std::mem::take(&mut *seen_unpinned[i].lock().unwrap());
         for (log_id, seen) in &unpinned {
             if *log_id == live_id {
-                for (offset, payload) in &seen.records {
-                    if stored.get(offset) != Some(payload) {
-                        anomalies.push(format!(
-                            "{log}: an unpinned reader saw {payload:?} at {offset}, the final read {:?}",
-                            stored.get(offset)
-                        ));
-                    }
-                }
-                anomalies.extend(misdelivered(log, seen));
+                anomalies.extend(seen_against_final(log, "an unpinned reader", seen, &stored));
             } else {
                 let written = history.get(log_id).unwrap_or(&empty);
                 anomalies.extend(check_deleted(log, *log_id, written, seen));
