@@ -15,7 +15,7 @@ use dlog_wire::error::{Classify, ErrorKind};
 use dlog_wire::ids::Epoch;
 use dlog_wire::record::Record;
 
-const FRAME_HEADER_LEN: usize = 37;
+use dlog_cache::journal::frame::{FRAME_HEADER_LEN, OPENER_LEN};
 
 fn key(log_id: u64, segment_id: u64) -> SegmentKey {
     SegmentKey { log_id, segment_id }
@@ -165,6 +165,9 @@ async fn a_torn_last_batch_is_cut_and_the_node_stays_trusted() {
                 3
             }
             Tear::FlippedHeader => {
+                // The last batch was in flight: the opener written after
+                // its sync never was.
+                data.truncate(data.len() - OPENER_LEN);
                 data[last - FRAME_HEADER_LEN + 5] ^= 0x01;
                 3
             }
@@ -220,6 +223,8 @@ async fn a_batch_start_copied_into_a_payload_is_not_taken_for_a_batch() {
     };
     let file = newest_file(dir.path());
     let mut data = std::fs::read(&file).unwrap();
+    // S1's batch was in flight (no opener after it) and torn.
+    data.truncate(data.len() - OPENER_LEN);
     let last = find(&data, &s1);
     data[last - FRAME_HEADER_LEN + 5] ^= 0x01;
     std::fs::write(&file, &data).unwrap();
@@ -266,36 +271,37 @@ async fn a_flipped_bit_in_a_file_magic_or_version_makes_the_node_lost() {
     }
 }
 
-/// Known and open (RELIABILITY.md): the LAST synced batch of the newest
-/// file (here a fence of T at 7, answered) gets one flipped header bit
-/// while the node is down after a clean shutdown, nothing in flight. No
-/// later batch start follows it, so replay takes it for a torn tail and
-/// cuts it: the node stays trusted and accepts a fence of T at 3. Ignored
-/// until the journal leaves a batch start behind every synced batch; run it
-/// with `cargo nextest run -p dlog-cache --run-ignored only`.
+/// The LAST synced batch of the newest file (here a fence of T at 7,
+/// answered) gets one flipped bit, in its frame header or its payload,
+/// while the node is down after a clean stop, nothing in flight. Before
+/// journal format 5 no later batch start followed it, so replay took it for
+/// a torn tail and cut it: the node stayed trusted and accepted a fence of
+/// T at 3. Now the opener written after its sync is behind it: damage.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "known open bug: a flip in the last synced batch is cut as a torn tail"]
-async fn a_flipped_header_in_the_last_synced_batch_is_not_cut() {
-    let dir = tempfile::tempdir().unwrap();
-    let (s, t) = (key(1, 1), key(2, 1));
-    {
-        let store = open(dir.path());
-        for id in 0..5 {
-            add(&store, s, small(s, id)).await;
+async fn a_flipped_bit_in_the_last_synced_batch_is_not_cut() {
+    for (part, at) in [("header", 5), ("payload", FRAME_HEADER_LEN)] {
+        let dir = tempfile::tempdir().unwrap();
+        let (s, t) = (key(1, 1), key(2, 1));
+        {
+            let store = open(dir.path());
+            for id in 0..5 {
+                add(&store, s, small(s, id)).await;
+            }
+            add(&store, t, small(t, 0)).await;
+            store.fence(t, Epoch(7)).await.unwrap();
+            store.shutdown();
         }
-        add(&store, t, small(t, 0)).await;
-        store.fence(t, Epoch(7)).await.unwrap();
-        store.shutdown();
-    }
-    let file = newest_file(dir.path());
-    let mut data = std::fs::read(&file).unwrap();
-    let len = data.len();
-    data[len - 8 - FRAME_HEADER_LEN + 5] ^= 0x01; // the fence frame's log id
-    std::fs::write(&file, &data).unwrap();
+        let file = newest_file(dir.path());
+        let mut data = std::fs::read(&file).unwrap();
+        // The fence frame (header and 8-byte epoch) ends where the opener starts.
+        let fence_frame = data.len() - OPENER_LEN - 8 - FRAME_HEADER_LEN;
+        data[fence_frame + at] ^= 0x01;
+        std::fs::write(&file, &data).unwrap();
 
-    let store = open(dir.path());
-    assert!(
-        store.fence(t, Epoch(3)).await.is_err(),
-        "a fence below the one the node had synced (7) was accepted"
-    );
+        let store = open(dir.path());
+        assert!(
+            store.fence(t, Epoch(3)).await.is_err(),
+            "{part}: a fence below the one the node had synced (7) was accepted"
+        );
+    }
 }

@@ -8,6 +8,7 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use dlog_cache::error::Error;
+use dlog_cache::journal::frame::OPENER_LEN;
 use dlog_cache::{CacheStore, ReadMode, SegmentKey, StoreOptions};
 use dlog_wire::codec::{EntryHeader, EntryRecord, encode_entry};
 use dlog_wire::error::{Classify, ErrorKind};
@@ -115,6 +116,8 @@ async fn a_torn_unacknowledged_batch_does_not_hide_acknowledged_entries() {
     }
     let file = journal_files(dir.path()).pop().unwrap();
     let mut data = std::fs::read(&file).unwrap();
+    // In flight at the crash: no opener of a next batch behind it.
+    data.truncate(data.len() - OPENER_LEN);
     let payload = find(&data, &big[..64]);
     let (first_page, end) = (payload.div_ceil(4096) * 4096, payload + big.len());
     let last_page = end / 4096 * 4096;
@@ -148,7 +151,8 @@ async fn a_damaged_fence_record_does_not_let_the_deposed_owner_add() {
         add(&store, small(s, 0, 1), s, 1).await;
         store.fence(s, Epoch(5)).await.unwrap();
         let file = journal_files(dir.path()).pop().unwrap();
-        let fence_end = std::fs::metadata(&file).unwrap().len() as usize;
+        // The fence's batch, then the next batch's opener.
+        let fence_end = std::fs::metadata(&file).unwrap().len() as usize - OPENER_LEN;
         add(&store, small(t, 0, 1), t, 1).await;
         store.shutdown();
         fence_end

@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use dlog_cache::error::Error;
+use dlog_cache::journal::frame::OPENER_LEN;
 use dlog_cache::{CacheStore, ReadMode, SegmentKey, StoreOptions};
 use dlog_wire::codec::{EntryHeader, EntryRecord, encode_entry};
 use dlog_wire::record::Record;
@@ -111,9 +112,11 @@ async fn a_torn_tail_is_cut_and_never_served() {
             store.shutdown();
             (kept, full_len)
         };
-        // A crash while entry 5 was being written.
+        // A crash while entry 5 was being written: the opener of the batch
+        // after it was never written.
         let file = journal_files(dir.path()).pop().unwrap();
         let mut data = std::fs::read(&file).unwrap();
+        data.truncate(data.len() - OPENER_LEN);
         let end = data.len();
         if zeroed {
             data[end - 10..].fill(0);
@@ -176,7 +179,7 @@ async fn a_torn_file_creation_is_removed_and_other_formats_are_refused() {
     std::fs::write(&file, &data).unwrap();
     let err = CacheStore::open(StoreOptions::new(dir.path())).unwrap_err();
     let expected = format!(
-        "journal file {} is refused: journal format version 1; this build reads versions 3 and 4 \
+        "journal file {} is refused: journal format version 1; this build reads versions 3 to 5 \
          only; ",
         file.display()
     );

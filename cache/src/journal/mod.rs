@@ -27,7 +27,13 @@
 //!   verifies on its own, so replay can tell this, the last batch, from
 //!   damage in an earlier, synced batch: damage followed by a later batch's
 //!   start is never cut (see [`mod@replay`]).
-//! * after it: the batch is replayed, indexed and served.
+//! * after it: the batch is replayed, indexed and served. Right after the
+//!   sync the writer opens the next batch (writes its marker and an empty
+//!   opener frame, not synced), so the last synced batch too has a later
+//!   batch start behind it once that write reaches the disk (at once for a
+//!   kill -9, by writeback for an idle node): a flipped bit in it is then
+//!   damage, not a torn tail. Only a power loss before writeback together
+//!   with damage in that same batch is still cut.
 //! * the simulation's writer ([`Journal::start_task`]) waits between the
 //!   write and the `fdatasync` (a simulated sync latency): a crash there
 //!   loses the unsynced write, or keeps a torn prefix of it, exactly the
@@ -359,6 +365,9 @@ struct Writer<L: FileLayer> {
     len: u64,
     /// Number of the next group commit (rises for the writer's life).
     batch: u64,
+    /// Whether the next group commit was already opened in this file (its
+    /// opener written after the previous batch's sync).
+    opened: bool,
     on_durable: OnDurable,
     failed: Arc<AtomicBool>,
     readers: Arc<Readers>,
@@ -381,6 +390,7 @@ impl<L: FileLayer> Writer<L> {
             encoder,
             len: frame::FILE_HEADER_LEN as u64,
             batch: 0,
+            opened: false,
             on_durable,
             failed: Arc::default(),
             readers: Arc::default(),
@@ -493,7 +503,9 @@ impl<L: FileLayer> Writer<L> {
         );
         let mut durable = Vec::with_capacity(batch.len());
         let mut waiters = Vec::with_capacity(batch.len());
-        self.encoder.start_batch(self.len, &mut buf);
+        if !std::mem::take(&mut self.opened) {
+            self.encoder.start_batch(self.len, &mut buf);
+        }
         for request in batch {
             let at = self.encoder.encode(&request.record, self.batch, &mut buf);
             let location = Location {
@@ -548,18 +560,54 @@ impl<L: FileLayer> Writer<L> {
             .records
             .fetch_add(durable.len() as u64, Ordering::Relaxed);
         self.stats.bytes.fetch_add(len, Ordering::Relaxed);
+        let roll = self.len >= self.options.roll_bytes;
+        // Before the acknowledgements, so that a kill -9 after any of them
+        // finds the opener behind the batch (it failing stops the journal
+        // after the batch, durable, is acknowledged).
+        let opened = if roll { Ok(()) } else { self.open_next_batch() };
 
         let deletable = (self.on_durable)(&durable, self.seq);
         for (done, (_, location)) in waiters.into_iter().zip(&durable) {
             let _ = done.send(Ok(*location));
         }
         self.delete_files(deletable);
-        if self.len >= self.options.roll_bytes {
+        opened?;
+        if roll {
             self.seq += 1;
             (self.file, self.encoder) =
                 Self::new_file(&mut self.layer, &self.options.dir, self.seq)?;
             self.len = frame::FILE_HEADER_LEN as u64;
         }
+        Ok(())
+    }
+
+    /// Writes the next batch's opener right after a batch's sync, without a
+    /// sync of its own, so that every synced batch has a later batch start
+    /// behind it once a kill -9 or an idle node's writeback puts it on disk:
+    /// replay then takes damage in that batch for damage, never for a torn
+    /// tail (see [`mod@replay`]).
+    ///
+    /// Crash points: before the write, or with the opener torn or lost (a
+    /// power loss before writeback), the file ends at the synced batch as it
+    /// did before openers existed; a torn opener is cut as a torn tail and
+    /// held no record. After it, the opener is an empty batch start. Not
+    /// done before a roll: an older file is never cut, so a torn opener
+    /// there would read as damage.
+    fn open_next_batch(&mut self) -> Result<()> {
+        let mut buf = BytesMut::with_capacity(frame::OPENER_LEN);
+        self.encoder.open_batch(self.len, self.batch, &mut buf);
+        self.file.write_all(&buf).map_err(|source| Error::Io {
+            path: self
+                .options
+                .dir
+                .join(file_name(self.seq))
+                .display()
+                .to_string(),
+            what: "write the next batch's opener",
+            source,
+        })?;
+        self.len += buf.len() as u64;
+        self.opened = true;
         Ok(())
     }
 

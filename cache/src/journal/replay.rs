@@ -10,22 +10,30 @@
 //! | the file header, file longer (also a flipped bit in its magic or version) | [`DamageKind::Unlocatable`] | [`DamageKind::Unlocatable`] |
 //! | a frame whose header verifies, payload does not, and a later batch was started after it | [`DamageKind::Segment`]: that segment is damaged on this node, replay goes on | same, later batch or not |
 //! | the same with no later batch started after it | torn tail: cut off there | (see above) |
-//! | a header that does not verify (or a truncated frame), and a later batch was started after it (version 4 only: found by its sync marker) | [`DamageKind::Unlocatable`] | [`DamageKind::Unlocatable`] |
+//! | a header that does not verify (or a truncated frame), and a later batch was started after it (version 4 and later: found by its sync marker) | [`DamageKind::Unlocatable`] | [`DamageKind::Unlocatable`] |
 //! | the same with no later batch started after it | torn tail: cut off there | (see above) |
 //!
 //! Only the newest file can have a torn tail: the writer starts a new file
-//! at every open, and rolls only after a batch's `fdatasync` returned. And
+//! at every open, and rolls only after a batch's `fdatasync` returned; and
+//! replay syncs the newest file (after cutting it, if it cuts) before the
+//! writer starts the next one, so bytes that a kill -9 left unsynced there
+//! (the last batch's opener, a batch written but not yet synced) cannot be
+//! torn by a later power loss once the file is an older one. And
 //! only its last batch can be torn: the writer starts a batch only after the
 //! previous one's `fdatasync` returned, so damage followed by the start of a
 //! later batch is in a batch that was synced (and acknowledged): real
 //! damage. Damage with no later batch after it is in the batch in flight at
 //! the crash, never acknowledged, whose pages may reach the disk in any
-//! order: it is cut off there with everything after it.
+//! order: it is cut off there with everything after it. Since version 5
+//! the writer opens the next batch right after each sync (see
+//! [`super::frame`]), so "no later batch after it" no longer holds for the
+//! last synced batch either, once its opener reached the disk: a damaged
+//! frame there is damage, and only the batch in flight is cut.
 //!
 //! "A later batch was started": a frame of a later batch reached by
-//! following the chain, or (version 4) a batch start found by
+//! following the chain, or (version 4 and later) a batch start found by
 //! [`frame::find_batch_start`] further on, which needs no chain through the
-//! damage. So in a version-4 file a damaged frame header in any batch but
+//! damage. So in a version-4 or 5 file a damaged frame header in any batch but
 //! the last makes the node [`DamageKind::Unlocatable`]: the records from
 //! the damage to the next batch start cannot be located, and they may be
 //! entries, fences or drops of any segment (replay does not resume at the
@@ -128,7 +136,7 @@ pub fn replay(dir: &Path) -> Result<Replay> {
             }
             Err(HeaderError::Version(version)) => {
                 return Err(format_error(format!(
-                    "journal format version {version}; this build reads versions {} and {} \
+                    "journal format version {version}; this build reads versions {} to {} \
                      only; {REFUSED}",
                     frame::VERSION_3,
                     frame::VERSION
@@ -146,12 +154,14 @@ pub fn replay(dir: &Path) -> Result<Replay> {
         while at < data.len() {
             let err = match frame::parse_at(&data, at, &keys, chain) {
                 Ok(next) => {
-                    let location = Location {
-                        file: seq,
-                        offset: next.parsed.payload_offset,
-                        len: next.parsed.payload_len,
-                    };
-                    replay.records.push((next.parsed.record, location));
+                    if let Some(parsed) = next.parsed {
+                        let location = Location {
+                            file: seq,
+                            offset: parsed.payload_offset,
+                            len: parsed.payload_len,
+                        };
+                        replay.records.push((parsed.record, location));
+                    }
                     (at, chain) = (next.next, next.chain);
                     continue;
                 }
@@ -198,6 +208,19 @@ pub fn replay(dir: &Path) -> Result<Replay> {
                 }
             }
         }
+        if newest {
+            // The writer is about to start a newer file, which makes this
+            // one an older file, where a torn tail reads as damage. What
+            // replay accepted here may be only in the page cache (the
+            // opener written after the last sync, a batch written before
+            // a kill -9), so it is made durable first: a power loss after
+            // this start cannot tear what this replay read.
+            OpenOptions::new()
+                .write(true)
+                .open(&path)
+                .and_then(|file| file.sync_all())
+                .map_err(io_err(&path, "sync the newest file"))?;
+        }
     }
     Ok(replay)
 }
@@ -209,7 +232,7 @@ const REFUSED: &str = "move the file out of the journal directory if it does not
 
 /// Whether a batch after the one holding the damaged frame at `at` was
 /// started, proving that one was synced: a frame of a later batch reached
-/// by following the chain past a damaged payload, or (version 4) a batch
+/// by following the chain past a damaged payload, or (version 4 and later) a batch
 /// start found by its marker anywhere after the damage.
 fn later_batch_started(data: &Bytes, keys: &FileKeys, at: usize, err: &FrameError) -> bool {
     let (from, following) = match *err {
