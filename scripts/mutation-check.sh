@@ -19,7 +19,7 @@ survived=0
 summary=()
 for mutant in "${mutants[@]}"; do
     echo "== $mutant" >&2
-    out=$(cargo run --locked --quiet -p dlog-sim --features "$mutant" --bin dlog-sim -- \
+    out=$(cargo run --release --locked --quiet -p dlog-sim --features "$mutant" --bin dlog-sim -- \
         --seeds "$max" --until-failure 2>&1 || true)
     found=$(grep -E '^first failure' <<<"$out" || true)
     grep -E '^FAILED' <<<"$out" | head -n 1 >&2 || true

@@ -8,4 +8,4 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 seeds=${1:-10000}
 from=${2:-0}
-cargo run --locked --quiet -p dlog-sim --bin dlog-sim -- --seeds "$seeds" --from "$from"
+cargo run --release --locked --quiet -p dlog-sim --bin dlog-sim -- --seeds "$seeds" --from "$from"

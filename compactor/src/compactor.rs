@@ -51,6 +51,10 @@ pub struct CompactorOptions {
     /// How long after offload the cache nodes keep a segment, so readers
     /// that saw it sealed a moment ago still find it there.
     pub cache_drop_grace: Duration,
+    /// Encode Parquet files on the calling task instead of tokio's blocking
+    /// pool. Set by the deterministic simulation: a blocking-pool thread
+    /// finishes at a moment no seed decides.
+    pub encode_inline: bool,
 }
 
 impl Default for CompactorOptions {
@@ -58,6 +62,7 @@ impl Default for CompactorOptions {
         CompactorOptions {
             poll_interval: Duration::from_secs(1),
             cache_drop_grace: Duration::from_secs(60),
+            encode_inline: false,
         }
     }
 }
@@ -101,6 +106,13 @@ impl Compactor {
             lease,
             options,
         }
+    }
+
+    /// Reaches the cache nodes through `caches` instead of connections of
+    /// its own (the simulation's network, for one).
+    pub fn with_cache_clients(mut self, caches: Arc<CacheClients>) -> Compactor {
+        self.caches = caches;
+        self
     }
 
     /// Runs passes until cancelled.
@@ -240,6 +252,7 @@ impl Compactor {
                     log,
                     meta.log_id,
                     &segment,
+                    self.options.encode_inline,
                 )
                 .await?;
                 Ok(true)

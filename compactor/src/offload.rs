@@ -236,7 +236,8 @@ pub async fn read_object(
 }
 
 /// Offloads one sealed segment (the caller holds its claim). Returns the
-/// object's description as recorded in the manifest.
+/// object's description as recorded in the manifest. `encode_inline`: see
+/// [`crate::CompactorOptions::encode_inline`].
 pub async fn offload_segment(
     manifest: &Manifest,
     caches: &CacheClients,
@@ -244,14 +245,14 @@ pub async fn offload_segment(
     log: &LogName,
     log_id: u64,
     segment: &SegmentMeta,
+    encode_inline: bool,
 ) -> Result<ObjectInfo> {
     let entries = read_segment(caches, log, log_id, segment).await?;
     failpoint::hit("offload.after_read");
     let end_offset = segment.end_offset.unwrap_or(segment.start_offset);
     let (owned_log, segment_id, start_offset) =
         (log.clone(), segment.segment_id, segment.start_offset);
-    // Encoding is CPU work: keep it off the async workers.
-    let file = tokio::task::spawn_blocking(move || {
+    let encode = move || {
         let info = FileInfo {
             log: &owned_log,
             segment_id,
@@ -259,13 +260,19 @@ pub async fn offload_segment(
             end_offset,
         };
         segment_file::encode_segment(&entries, &info)
-    })
-    .await
-    .map_err(|err| Error::Incomplete {
-        log: log.clone(),
-        segment: segment_id,
-        reason: format!("encoding task failed: {err}"),
-    })??;
+    };
+    let file = if encode_inline {
+        encode()?
+    } else {
+        // Encoding is CPU work: keep it off the async workers.
+        tokio::task::spawn_blocking(encode)
+            .await
+            .map_err(|err| Error::Incomplete {
+                log: log.clone(),
+                segment: segment_id,
+                reason: format!("encoding task failed: {err}"),
+            })??
+    };
     let key = segment_file::object_key(
         &objects.prefix,
         log,

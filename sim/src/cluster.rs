@@ -67,9 +67,12 @@ pub struct Cluster {
     pub damaged: std::sync::atomic::AtomicBool,
     /// When the run started (trace times are relative to it).
     pub started: tokio::time::Instant,
+    /// The object store the compactor offloads to (in memory).
+    pub objects: dlog_storage::objstore::ObjectStoreHandle,
+    pub compactor: Mutex<crate::compactor::CompactorSlot>,
 }
 
-fn locked<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+pub(crate) fn locked<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(|p| p.into_inner())
 }
 
@@ -120,6 +123,8 @@ impl Cluster {
             trace: Mutex::default(),
             damaged: Default::default(),
             started: tokio::time::Instant::now(),
+            objects: dlog_storage::objstore::open("memory://").expect("in-memory object store"),
+            compactor: Mutex::default(),
         }
     }
 
@@ -197,7 +202,9 @@ impl Cluster {
     }
 
     /// Power loss of cache node `i`: unsynced writes lost or torn.
-    pub async fn crash_cache(&self, i: usize) {
+    /// Crashes cache node `i`: a power loss (`power_loss`, unsynced bytes
+    /// lost or torn) or a kill -9 (every written byte kept).
+    pub async fn crash_cache(&self, i: usize, power_loss: bool) {
         let (id, lease, disk) = {
             let mut caches = locked(&self.caches);
             let node = &mut caches[i];
@@ -208,7 +215,7 @@ impl Cluster {
             (node.id.clone(), node.lease.take(), node.disk.clone())
         };
         self.net.down(&id);
-        let lost = disk.crash(&self.rng);
+        let lost = disk.crash(&self.rng, power_loss);
         if let Some(lease) = lease {
             let _ = self.meta.lease_revoke(lease).await;
         }
@@ -254,6 +261,23 @@ impl Cluster {
         locked(&self.ingests).iter().position(|s| s.id == id)
     }
 
+    /// A party's own view of the manifest's store: delayed and failing
+    /// by the run's manifest faults when `faulty`, quiet otherwise.
+    pub fn manifest_store(&self, faulty: bool) -> Arc<FaultyStore> {
+        let faults = *locked(&self.meta_faults);
+        let (delay, rate) = if faulty {
+            (faults.max_delay, faults.error_rate)
+        } else {
+            (Duration::ZERO, 0.0)
+        };
+        Arc::new(FaultyStore::new(
+            self.meta.clone(),
+            self.rng.clone(),
+            delay,
+            rate,
+        ))
+    }
+
     /// Starts ingest node `i` (a new life: new lease, new connections).
     pub async fn start_ingest(&self, i: usize, faulty: bool) {
         let id = {
@@ -263,18 +287,7 @@ impl Cluster {
             }
             ingests[i].id.clone()
         };
-        let faults = *locked(&self.meta_faults);
-        let (delay, rate) = if faulty {
-            (faults.max_delay, faults.error_rate)
-        } else {
-            (Duration::ZERO, 0.0)
-        };
-        let store = Arc::new(FaultyStore::new(
-            self.meta.clone(),
-            self.rng.clone(),
-            delay,
-            rate,
-        ));
+        let store = self.manifest_store(faulty);
         let manifest = Manifest::new(store.clone(), "default");
         let lease = self.meta.lease_grant(LEASE_TTL).await.expect("lease");
         let me = NodeInfo {

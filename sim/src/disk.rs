@@ -62,14 +62,23 @@ impl Disk {
         self.lock().failing = true;
     }
 
-    /// Power loss: drops what was not durable, keeps a torn prefix of the
-    /// unsynced tail of a file when `rng` says so. Returns what it did.
-    pub fn crash(&self, rng: &Rng) -> Vec<String> {
+    /// A crash of the node. `power_loss`: drops what was not durable, keeps
+    /// a torn prefix of the unsynced tail of a file when `rng` says so.
+    /// Otherwise a kill -9 of the process: the kernel keeps every byte
+    /// written, synced or not, and they count as durable from then on, as
+    /// the node's next start makes them (journal replay syncs the newest
+    /// file before starting a new one; the nemesis restarts a killed node
+    /// before it can lose power). Returns what it did.
+    pub fn crash(&self, rng: &Rng, power_loss: bool) -> Vec<String> {
         let mut state = self.lock();
         state.life += 1;
         state.failing = false;
+        let files = std::mem::take(&mut state.files);
+        if !power_loss {
+            return vec!["killed: every written byte kept".into()];
+        }
         let mut done = Vec::new();
-        for (path, track) in std::mem::take(&mut state.files) {
+        for (path, track) in files {
             let name = path.file_name().map(|n| n.to_string_lossy().into_owned());
             let name = name.unwrap_or_default();
             if !track.named {
@@ -97,9 +106,11 @@ impl Disk {
     }
 
     /// Flips one bit past the file header of one journal file in `dir`:
-    /// not in the newest file unless `newest` (there, damage to a frame
-    /// header or to the last batch looks exactly like a torn write and is
-    /// cut like one, a documented limit of the journal).
+    /// not in the newest file unless `newest`. After a power loss, damage
+    /// in the newest file's last synced batch looks exactly like a torn
+    /// write (its next batch's opener was lost with the unsynced bytes) and
+    /// is cut like one, a documented limit of the journal; after a kill -9
+    /// the opener is there and such damage is found.
     pub fn flip_bit(&self, dir: &Path, rng: &Rng, newest: bool) -> Option<String> {
         let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
             .ok()?

@@ -12,12 +12,14 @@
 //! | [`disk`] | the lazy disk under the cache journal: unsynced writes lost or torn on a crash, bit flips |
 //! | [`meta`] | the manifest store as an ingest node sees it: delays, errors, cut-offs |
 //! | [`cluster`] | cache and ingest nodes, their crashes, restarts and pauses |
+//! | [`compactor`] | the real compactor offloading to Parquet, its crashes, and the Parquet check |
 //! | [`workload`] | clients, readers, and the read-back after the run |
 //! | [`nemesis`] | which fault when |
 //! | [`check`] | the history and the checker |
 
 pub mod check;
 pub mod cluster;
+pub mod compactor;
 pub mod disk;
 pub mod meta;
 pub mod nemesis;
@@ -47,8 +49,10 @@ pub struct Config {
     pub duration: Duration,
     /// Faults on (off: the same workload on a quiet cluster).
     pub faults: bool,
-    /// Bit flips may hit the newest journal file too, where the journal
-    /// cannot tell them from a torn write (`DLOG_SIM_FLIP_NEWEST=1`).
+    /// Bit flips may hit the newest journal file after a power loss too,
+    /// where the journal cannot tell damage in the last synced batch from a
+    /// torn write (`DLOG_SIM_FLIP_NEWEST=1`). After a kill -9 they always
+    /// may.
     pub flip_newest: bool,
 }
 
@@ -77,6 +81,8 @@ pub struct Report {
     /// which is reported but is not a failure.
     pub damaged: bool,
     pub acked: usize,
+    /// Parquet files whose rows the checker compared with the final read.
+    pub parquet_files: usize,
     pub failed: usize,
     pub observed: usize,
     /// Hash of the trace (events in order, the final logs): equal for
@@ -209,6 +215,7 @@ async fn run_in(seed: u64, config: &Config, dir: &std::path::Path) -> Report {
     for i in 0..cluster.ingest_count() {
         cluster.start_ingest(i, config.faults).await;
     }
+    cluster.start_compactor().await;
 
     let history = Arc::new(Mutex::new(History::default()));
     let until = tokio::time::Instant::now() + config.duration;
@@ -272,6 +279,7 @@ async fn run_in(seed: u64, config: &Config, dir: &std::path::Path) -> Report {
     let mut history = std::mem::take(&mut *history.lock().unwrap());
     let mut stuck = None;
     let mut violations = Vec::new();
+    let mut parquet_files = 0;
     match read_back {
         Ok(finals) => history.finals = finals,
         Err(err) if err.starts_with("lost:") => violations.push(err),
@@ -279,6 +287,14 @@ async fn run_in(seed: u64, config: &Config, dir: &std::path::Path) -> Report {
     }
     if stuck.is_none() && violations.is_empty() {
         violations = check::check(&history);
+        match compactor::offload_everything(&cluster, &logs).await {
+            Ok(()) => {
+                let (found, compared) = compactor::check_parquet(&cluster, &history.finals).await;
+                violations.extend(found);
+                parquet_files = compared;
+            }
+            Err(err) => stuck = Some(err),
+        }
     }
     let trace = std::mem::take(&mut *cluster.trace.lock().unwrap());
     let mut hasher = std::collections::hash_map::DefaultHasher::new();
@@ -300,6 +316,7 @@ async fn run_in(seed: u64, config: &Config, dir: &std::path::Path) -> Report {
         stuck,
         damaged: cluster.damaged.load(std::sync::atomic::Ordering::SeqCst),
         acked,
+        parquet_files,
         failed: history.attempts.len() - acked,
         observed: history.observations.len(),
         trace_hash: hasher.finish(),

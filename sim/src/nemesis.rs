@@ -26,13 +26,16 @@ pub async fn run(cluster: Arc<Cluster>, until: Instant, flip_newest: bool) {
         let fault = rng.pick(9);
         faults.push(tokio::spawn(async move {
             match fault {
-                // A cache node loses power and comes back.
+                // A cache node loses power, or is killed, and comes back,
+                // maybe with a flipped bit (in its newest file too after a
+                // kill, which keeps the opener behind its last batch).
                 0 | 1 => {
                     let i = rng.pick(cluster.cache_count());
-                    cluster.crash_cache(i).await;
+                    let power_loss = rng.chance(0.5);
+                    cluster.crash_cache(i, power_loss).await;
                     tokio::time::sleep(rng.delay(Duration::from_secs(4))).await;
                     if rng.chance(0.3) && !flipped.swap(true, Ordering::SeqCst) {
-                        cluster.flip_bit(i, flip_newest);
+                        cluster.flip_bit(i, flip_newest || !power_loss);
                     }
                     cluster.start_cache_waiting(i).await;
                 }
@@ -43,7 +46,7 @@ pub async fn run(cluster: Arc<Cluster>, until: Instant, flip_newest: bool) {
                     if cluster.cache_up(i) {
                         cluster.fail_syncs(i);
                         tokio::time::sleep(rng.delay(Duration::from_secs(3))).await;
-                        cluster.crash_cache(i).await;
+                        cluster.crash_cache(i, true).await;
                         cluster.start_cache_waiting(i).await;
                     }
                 }
@@ -84,6 +87,13 @@ pub async fn run(cluster: Arc<Cluster>, until: Instant, flip_newest: bool) {
                     cluster
                         .cut_manifest(i, rng.delay(Duration::from_secs(3)))
                         .await;
+                }
+                // The compactor dies wherever it is in its pass, and comes
+                // back a while later.
+                7 => {
+                    cluster.crash_compactor().await;
+                    tokio::time::sleep(rng.delay(Duration::from_secs(3))).await;
+                    cluster.start_compactor().await;
                 }
                 // Reads from a cache node fail for a while (bad sectors).
                 8 => {

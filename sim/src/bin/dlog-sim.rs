@@ -43,16 +43,18 @@ fn main() {
     let next = Arc::new(AtomicU64::new(from));
     let done = Arc::new(AtomicU64::new(0));
     let acked = Arc::new(AtomicU64::new(0));
+    let parquet = Arc::new(AtomicU64::new(0));
     let stop = Arc::new(AtomicBool::new(false));
     let stuck = Arc::new(AtomicU64::new(0));
     let failures = Arc::new(std::sync::Mutex::new(Vec::new()));
     let started = Instant::now();
     let workers: Vec<_> = (0..jobs.max(1))
         .map(|_| {
-            let (next, done, acked, stop, failures, stuck) = (
+            let (next, done, acked, parquet, stop, failures, stuck) = (
                 next.clone(),
                 done.clone(),
                 acked.clone(),
+                parquet.clone(),
                 stop.clone(),
                 failures.clone(),
                 stuck.clone(),
@@ -66,6 +68,7 @@ fn main() {
                     }
                     let report = run(seed, &config);
                     acked.fetch_add(report.acked as u64, Ordering::Relaxed);
+                    parquet.fetch_add(report.parquet_files as u64, Ordering::Relaxed);
                     let count = done.fetch_add(1, Ordering::SeqCst) + 1;
                     if report.ok() && report.stuck.is_some() {
                         stuck.fetch_add(1, Ordering::Relaxed);
@@ -101,9 +104,10 @@ fn main() {
     let count = done.load(Ordering::SeqCst);
     let failures = failures.lock().unwrap();
     println!(
-        "ran {count} seeds from {from} in {secs:.1} s ({:.2} seeds/s, {jobs} jobs): {} appends acknowledged, {} failing seeds, {} stuck after damage",
+        "ran {count} seeds from {from} in {secs:.1} s ({:.2} seeds/s, {jobs} jobs): {} appends acknowledged, {} Parquet files checked, {} failing seeds, {} stuck after damage",
         count as f64 / secs,
         acked.load(Ordering::Relaxed),
+        parquet.load(Ordering::Relaxed),
         failures.len(),
         stuck.load(Ordering::Relaxed)
     );
