@@ -309,12 +309,20 @@ impl Compactor {
         for node in segment.ensemble.iter().filter(|n| live.contains(n)) {
             let dropped = async {
                 let mut client = self.caches.client(node).await.map_err(|e| e.to_string())?;
-                client
+                let dropped = client
                     .drop_segment(DropSegmentRequest {
                         segment: Some(reference.clone()),
                     })
-                    .await
-                    .map_err(|status| status.message().to_owned())
+                    .await;
+                if let Err(status) = &dropped
+                    && status.code() == tonic::Code::Unavailable
+                {
+                    // Its connection goes, and the node is left out
+                    // until it answers again (a restarted node then gets
+                    // a fresh connection).
+                    self.caches.suspect(node);
+                }
+                dropped.map_err(|status| status.message().to_owned())
             };
             if let Err(reason) = dropped.await {
                 return Err(Error::Read {

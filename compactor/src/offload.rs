@@ -86,6 +86,10 @@ pub async fn read_segment(
             let mut stream = match client.read_entries(request).await {
                 Ok(response) => response.into_inner(),
                 Err(status) => {
+                    if status.code() == tonic::Code::Unavailable {
+                        // A fresh connection next time (see drop_from_cache).
+                        caches.suspect(node);
+                    }
                     errors.push(format!("{node}: {}", status.message()));
                     continue;
                 }

@@ -14,7 +14,12 @@
 //!   (so no two readers saw different records at an offset, and nothing a
 //!   reader saw at or below the LAC disappeared later);
 //! * the sealed end of every segment covers its acknowledged entries (an
-//!   acknowledged offset beyond the log's end is reported as lost).
+//!   acknowledged offset beyond the log's end is reported as lost);
+//! * in an incarnation deleted during the run (no final log), no two
+//!   acknowledgements and no two reads disagree on an offset's record.
+//!
+//! Logs are keyed by incarnation (`name#log_id`): a log deleted and
+//! created again is another log, starting at offset 0.
 
 use std::collections::BTreeMap;
 
@@ -64,9 +69,9 @@ pub struct History {
 }
 
 /// Checks the history; returns the violations found.
-pub fn check(history: &History) -> Vec<String> {
+pub fn check<'a>(history: &'a History) -> Vec<String> {
     let mut violations = Vec::new();
-    let mut logs: BTreeMap<&str, BTreeMap<u64, &str>> = BTreeMap::new();
+    let mut logs: BTreeMap<&'a str, BTreeMap<u64, &'a str>> = BTreeMap::new();
     for (log, segments) in &history.finals {
         let mut records = BTreeMap::new();
         let mut next: Option<u64> = None;
@@ -116,11 +121,44 @@ pub fn check(history: &History) -> Vec<String> {
         }
     }
 
-    // Every acknowledged append, at its offsets.
+    // Incarnations deleted during the run have no final log: what was
+    // acknowledged in them and what readers saw there must agree.
+    let mut gone: BTreeMap<&str, BTreeMap<u64, (&str, String)>> = BTreeMap::new();
+    let mut agree = |log: &'a str, offset: u64, payload: &'a str, who: String| {
+        let seen = gone.entry(log).or_default();
+        match seen.get(&offset) {
+            Some((other, by)) if *other != payload => violations.push(format!(
+                "{log} (deleted later): {who} {payload:?} at offset {offset}, but {by} {other:?} there"
+            )),
+            Some(_) => {}
+            None => {
+                seen.insert(offset, (payload, who));
+            }
+        }
+    };
+    for attempt in &history.attempts {
+        if let Outcome::Acked { first, .. } = attempt.outcome
+            && !logs.contains_key(attempt.log.as_str())
+        {
+            let who = format!("client {} had acknowledged", attempt.client);
+            agree(&attempt.log, first, &attempt.payload, who);
+        }
+    }
+    for seen in &history.observations {
+        if !logs.contains_key(seen.log.as_str()) {
+            let who = format!("reader {} saw", seen.reader);
+            agree(&seen.log, seen.offset, &seen.payload, who);
+        }
+    }
+
+    // Every acknowledged append of a live log, at its offsets.
     for attempt in &history.attempts {
         let Outcome::Acked { first, last } = attempt.outcome else {
             continue;
         };
+        if !logs.contains_key(attempt.log.as_str()) {
+            continue; // a deleted incarnation (above)
+        }
         let records = logs.get(attempt.log.as_str());
         let found = records.and_then(|r| r.get(&first).copied());
         if first != last {
@@ -157,6 +195,9 @@ pub fn check(history: &History) -> Vec<String> {
 
     // What readers saw is what the log holds.
     for seen in &history.observations {
+        if !logs.contains_key(seen.log.as_str()) {
+            continue; // a deleted incarnation (above)
+        }
         let found = logs
             .get(seen.log.as_str())
             .and_then(|r| r.get(&seen.offset).copied());

@@ -15,6 +15,7 @@ use dlog_ingest::pool::CachePool;
 use dlog_ingest::{IngestNode, IngestOptions};
 use dlog_meta::manifest::{Manifest, NodeInfo, Role};
 use dlog_meta::metastore::{LeaseId, SharedMetaStore};
+use dlog_wire::names::LogName;
 use tokio_util::sync::CancellationToken;
 
 use crate::disk::Disk;
@@ -259,6 +260,37 @@ impl Cluster {
 
     pub fn ingest_by_id(&self, id: &str) -> Option<usize> {
         locked(&self.ingests).iter().position(|s| s.id == id)
+    }
+
+    /// Deletes `log` while it is written and read, waits (up to 60 s) for
+    /// the compactor to purge it, then creates it again: a new incarnation
+    /// under the same name. If the purge does not come, the log stays
+    /// deleted until [`crate::compactor::restore_logs`] after the run.
+    pub async fn recreate_log(&self, log: &LogName) {
+        match self.manifest.delete_log(log).await {
+            Ok(meta) => self.trace(format!("{log}#{} deleted", meta.log_id)),
+            Err(err) => return self.trace(format!("{log}: delete failed: {err}")),
+        }
+        self.recreate_after_purge(log).await;
+    }
+
+    /// Waits (up to 60 s) until deleted `log` is purged, then creates it
+    /// again.
+    pub async fn recreate_after_purge(&self, log: &LogName) {
+        for _ in 0..600 {
+            if matches!(
+                self.manifest.log(log).await,
+                Err(dlog_meta::manifest::Error::LogNotFound(_))
+            ) {
+                match self.manifest.create_log(log).await {
+                    Ok(meta) => self.trace(format!("{log}#{} created", meta.log_id)),
+                    Err(err) => self.trace(format!("{log}: create failed: {err}")),
+                }
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        self.trace(format!("{log}: not purged within 60 s"));
     }
 
     /// A party's own view of the manifest's store: delayed and failing

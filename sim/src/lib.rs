@@ -259,6 +259,7 @@ async fn run_in(seed: u64, config: &Config, dir: &std::path::Path) -> Report {
     if config.faults {
         tasks.push(tokio::spawn(nemesis::run(
             cluster.clone(),
+            logs.clone(),
             until,
             config.flip_newest,
         )));
@@ -274,6 +275,7 @@ async fn run_in(seed: u64, config: &Config, dir: &std::path::Path) -> Report {
         cluster.crash_ingest(i).await;
     }
     cluster.start_ingest(final_slot, false).await;
+    compactor::restore_logs(&cluster, &logs).await;
     let read_back = workload::read_back(&cluster, &logs, final_slot).await;
 
     let mut history = std::mem::take(&mut *history.lock().unwrap());

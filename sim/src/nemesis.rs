@@ -10,10 +10,12 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
+use dlog_wire::names::LogName;
+
 use crate::cluster::Cluster;
 
 /// Runs faults until `until`.
-pub async fn run(cluster: Arc<Cluster>, until: Instant, flip_newest: bool) {
+pub async fn run(cluster: Arc<Cluster>, logs: Vec<LogName>, until: Instant, flip_newest: bool) {
     let flipped = Arc::new(AtomicBool::new(false));
     let rng = cluster.rng.clone();
     let mut faults = Vec::new();
@@ -23,7 +25,8 @@ pub async fn run(cluster: Arc<Cluster>, until: Instant, flip_newest: bool) {
         let cluster = cluster.clone();
         let rng = rng.clone();
         let flipped = flipped.clone();
-        let fault = rng.pick(9);
+        let fault = rng.pick(10);
+        let logs = logs.clone();
         faults.push(tokio::spawn(async move {
             match fault {
                 // A cache node loses power, or is killed, and comes back,
@@ -104,6 +107,14 @@ pub async fn run(cluster: Arc<Cluster>, until: Instant, flip_newest: bool) {
                     tokio::time::sleep(rng.delay(Duration::from_secs(5))).await;
                     cluster.net.good_reads(&node);
                     cluster.trace(format!("{node}: reads work again"));
+                }
+                // A log is deleted while it is written and read, and
+                // created again once the compactor purged it.
+                9 => {
+                    if rng.chance(0.4) {
+                        let log = &logs[rng.pick(logs.len())];
+                        cluster.recreate_log(log).await;
+                    }
                 }
                 // A burst of slow calls.
                 _ => {

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use dlog_ingest::error::Error as IngestError;
 use dlog_meta::cache_clients::CacheClients;
-use dlog_meta::manifest::{SegmentMeta, SegmentState};
+use dlog_meta::manifest::{LogState, SegmentMeta, SegmentState};
 use dlog_wire::codec;
 use dlog_wire::names::LogName;
 use dlog_wire::proto::{ReadEntriesRequest, SegmentRef};
@@ -32,7 +32,22 @@ fn payload_of(entry_records: &[codec::EntryRecord]) -> Vec<String> {
         .collect()
 }
 
-/// One client's loop until `until`.
+/// The key of one incarnation of a log in the history: its name and log
+/// id (a log deleted and created again is another log).
+pub fn incarnation(log: &LogName, log_id: u64) -> String {
+    format!("{log}#{log_id}")
+}
+
+/// The live incarnation's log id, as the harness's quiet view of the
+/// manifest has it; `None` while the log is deleted (or being deleted).
+async fn live_log_id(cluster: &Cluster, log: &LogName) -> Option<u64> {
+    let meta = cluster.manifest.log(log).await.ok()?;
+    (meta.state == LogState::Active).then_some(meta.log_id)
+}
+
+/// One client's loop until `until`. It names the log id it appends to
+/// (`expected_log_id`), so every acknowledgement belongs to a known
+/// incarnation; it moves to the new one when the log is re-created.
 pub async fn client(
     cluster: Arc<Cluster>,
     history: Arc<Mutex<History>>,
@@ -43,7 +58,22 @@ pub async fn client(
     let mut next_expected = 0u64;
     let mut preferred: Option<usize> = None;
     let mut seq = 0u64;
+    let mut log_id = None;
     while Instant::now() < until {
+        let id = match log_id {
+            Some(id) => id,
+            None => match live_log_id(&cluster, &spec.log).await {
+                Some(id) => {
+                    log_id = Some(id);
+                    next_expected = 0;
+                    id
+                }
+                None => {
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            },
+        };
         let slot = preferred
             .take()
             .unwrap_or_else(|| cluster.rng.pick(cluster.ingest_count()));
@@ -58,7 +88,7 @@ pub async fn client(
             log: spec.log.clone(),
             records: vec![Record::new(payload.clone())],
             expected_offset: expected,
-            expected_log_id: None,
+            expected_log_id: Some(id),
         };
         let answer = tokio::time::timeout(Duration::from_secs(10), node.append(append)).await;
         let outcome = match answer {
@@ -78,6 +108,9 @@ pub async fn client(
                     }
                     _ => {}
                 }
+                if live_log_id(&cluster, &spec.log).await != Some(id) {
+                    log_id = None; // deleted: on to the next incarnation
+                }
                 Outcome::Failed(err.to_string())
             }
             Err(_) => Outcome::Failed("no answer within 10 s".into()),
@@ -92,7 +125,7 @@ pub async fn client(
         let failed = matches!(outcome, Outcome::Failed(_));
         history.lock().unwrap().attempts.push(Attempt {
             client: index,
-            log: spec.log.to_string(),
+            log: incarnation(&spec.log, id),
             payload,
             expected,
             outcome,
@@ -167,7 +200,7 @@ pub async fn reader(
         let Ok((segments, _)) = cluster.manifest.segments(log).await else {
             continue;
         };
-        if segments.is_empty() {
+        if segments.is_empty() || meta.state != LogState::Active {
             continue;
         }
         let recent = segments.len().min(2);
@@ -186,7 +219,7 @@ pub async fn reader(
             for (i, payload) in payload_of(&entry.records).into_iter().enumerate() {
                 history.observations.push(Observation {
                     reader: index,
-                    log: log.to_string(),
+                    log: incarnation(log, meta.log_id),
                     offset: entry.header.first_offset + i as u64,
                     payload,
                 });
@@ -269,7 +302,7 @@ pub async fn read_back(
                 entries,
             });
         }
-        finals.insert(log.to_string(), read);
+        finals.insert(incarnation(log, meta.log_id), read);
     }
     Ok(finals)
 }
