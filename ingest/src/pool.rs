@@ -58,6 +58,18 @@ impl CachePool {
         Ok(self.clients.client(node_id).await?)
     }
 
+    /// Live nodes outside `ensemble`, in the order the cluster lists them.
+    pub async fn spare_nodes(&self, ensemble: &[String]) -> Result<Vec<String>> {
+        Ok(self
+            .clients
+            .live_nodes()
+            .await?
+            .into_iter()
+            .map(|node| node.id)
+            .filter(|id| !ensemble.contains(id))
+            .collect())
+    }
+
     /// Picks `size` live nodes (fewer if fewer are live, but never fewer
     /// than `ack_quorum`), spreading logs over nodes by `seed`.
     pub async fn choose_ensemble(

@@ -76,9 +76,10 @@ pub struct Report {
     pub violations: Vec<String>,
     /// The logs could not be recovered or read back after the heal.
     pub stuck: Option<String>,
-    /// A journal was damaged (bit flip) in the run: a log may then stay
-    /// unrecoverable (a degraded ensemble of two with one damaged copy),
-    /// which is reported but is not a failure.
+    /// A journal was damaged (bit flip) in the run. (Until recovery
+    /// replaced nodes that cannot take its copies, a log could then stay
+    /// unrecoverable and such runs were let pass; now every log must be
+    /// recovered, damage or not.)
     pub damaged: bool,
     pub acked: usize,
     /// Parquet files whose rows the checker compared with the final read.
@@ -93,7 +94,7 @@ pub struct Report {
 
 impl Report {
     pub fn ok(&self) -> bool {
-        self.violations.is_empty() && (self.stuck.is_none() || self.damaged)
+        self.violations.is_empty() && self.stuck.is_none()
     }
 
     /// The one-line command that runs this seed again.

@@ -161,14 +161,7 @@ async fn read_entries(
         fence_epoch: None,
         sealed_last_entry,
     };
-    let read = async {
-        let mut stream = client.read_entries(request).await?.into_inner();
-        let mut entries = Vec::new();
-        while let Some(message) = stream.message().await? {
-            entries.push(message.entry);
-        }
-        Ok::<_, tonic::Status>(entries)
-    };
+    let read = dlog_meta::cache_clients::read_all_entries(&mut client, request);
     let entries = tokio::time::timeout(Duration::from_secs(5), read)
         .await
         .map_err(|_| "read timed out".to_owned())?

@@ -95,6 +95,17 @@ fn seeds_batch_3() {
     seeds(3_000_000, PER_TEST);
 }
 
+/// Seeds that ended with a log nobody could recover (a damaged journal
+/// on one node of a two-node ensemble: recovery's copies could not reach
+/// an ack quorum) before recovery replaced such nodes: every log must now
+/// be recovered and read back whole, its Parquet files included.
+#[test]
+fn damaged_copies_are_replaced_not_stuck() {
+    for seed in [8, 32, 10320, 20018, 20051, 20079, 100101] {
+        assert_ok(&run(seed, &Config::default()));
+    }
+}
+
 /// `DLOG_SIM_SEED=N`: one seed, with its trace printed.
 #[test]
 fn one_seed() {

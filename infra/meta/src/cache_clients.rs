@@ -43,6 +43,19 @@ const MAX_MESSAGE: usize = 64 * 1024 * 1024;
 /// A client of one cache node.
 pub type CacheClient = CacheServiceClient<Transport>;
 
+/// Every entry one `ReadEntries` call streams back, collected.
+pub async fn read_all_entries(
+    client: &mut CacheClient,
+    request: dlog_wire::proto::ReadEntriesRequest,
+) -> Result<Vec<bytes::Bytes>, tonic::Status> {
+    let mut stream = client.read_entries(request).await?.into_inner();
+    let mut entries = Vec::new();
+    while let Some(message) = stream.message().await? {
+        entries.push(message.entry);
+    }
+    Ok(entries)
+}
+
 pub use crate::transport::{Connector, GrpcConnector, Transport};
 
 /// A cache node could not be reached.

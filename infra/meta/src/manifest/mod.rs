@@ -864,6 +864,21 @@ impl Manifest {
         segment: u64,
         seal: &SealInfo,
     ) -> Result<SegmentMeta> {
+        self.seal_segment_with_ensemble(log, fence, segment, seal, None)
+            .await
+    }
+
+    /// [`Manifest::seal_segment`], recording `ensemble` (if given) as the
+    /// nodes that hold the sealed segment: recovery's replacements for
+    /// nodes that could not take its copies.
+    pub async fn seal_segment_with_ensemble(
+        &self,
+        log: &LogName,
+        fence: Fence,
+        segment: u64,
+        seal: &SealInfo,
+        ensemble: Option<Vec<String>>,
+    ) -> Result<SegmentMeta> {
         let current = self.segment(log, segment).await?;
         if current.value.state != SegmentState::Open {
             return Err(Error::SegmentState {
@@ -873,8 +888,10 @@ impl Manifest {
                 actual: current.value.state,
             });
         }
+        let ensemble = ensemble.unwrap_or_else(|| current.value.ensemble.clone());
         let sealed = SegmentMeta {
             state: SegmentState::Sealed,
+            ensemble,
             end_offset: Some(seal.end_offset),
             last_entry_id: seal.last_entry_id,
             bytes: seal.bytes,

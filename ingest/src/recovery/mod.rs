@@ -24,10 +24,21 @@
 //! 4. Seal the segment in the manifest, under the epoch fence, at the end of
 //!    the last entry recovered, with its statistics.
 //!
+//! If the copies of step 3 cannot reach an ack quorum of the ensemble (a
+//! node that lost its journal refuses them, and the ensemble has no other
+//! node to copy to: E = A), the nodes whose copies fell short are replaced
+//! by live nodes outside the ensemble, each given the whole segment, and
+//! the seal records the new ensemble ([`replace`]).
+//!
 //! Crash points: a new owner that dies anywhere before step 4 leaves the
 //! segment open and fenced at its epoch; the next owner (higher epoch)
 //! fences again and repeats the same steps, and copies are idempotent. After
-//! step 4 the segment is sealed and never recovered again.
+//! step 4 the segment is sealed and never recovered again. A replacement
+//! node filled before a crash holds a copy no ensemble names: the next
+//! recovery ignores it, and its node drops it once the segment is offloaded
+//! and dropped from the cache (the cache node's reconciliation).
+
+mod replace;
 
 use std::time::Duration;
 
@@ -125,6 +136,9 @@ pub async fn recover_segment(
     let mut next_entry = 0u64;
     let mut copied = 0usize;
     let mut preferred = 0usize;
+    // Nodes a copy fell short on, and why, if some copy missed a quorum.
+    let mut lagging = vec![false; ensemble.len()];
+    let mut short: Option<String> = None;
     loop {
         // An entry up to a reported LAC was acknowledged: some node holds
         // it, so a node saying it does not (one that lost its disk) cannot
@@ -171,9 +185,26 @@ pub async fn recover_segment(
             next_entry += 1;
         }
         if !to_copy.is_empty() {
-            copy_to_quorum(pool, &reference, epoch, ensemble, ack_quorum, &to_copy)
-                .await
-                .map_err(fail)?;
+            let copies = copy_entries(pool, &reference, epoch, ensemble, &to_copy).await;
+            let mut complete = 0;
+            for (node, copy) in copies.iter().enumerate() {
+                match copy {
+                    Ok(count) if *count == to_copy.len() => complete += 1,
+                    _ => lagging[node] = true,
+                }
+            }
+            if complete < ack_quorum && short.is_none() {
+                let errors: Vec<&str> = copies
+                    .iter()
+                    .filter_map(|c| c.as_ref().err())
+                    .map(String::as_str)
+                    .collect();
+                short = Some(format!(
+                    "copied {} entries to {complete} nodes, {ack_quorum} needed: {}",
+                    to_copy.len(),
+                    errors.join("; ")
+                ));
+            }
             copied += to_copy.len();
         }
     }
@@ -188,13 +219,30 @@ pub async fn recover_segment(
         )));
     }
 
+    // Copies short of a quorum: give the whole segment to nodes outside
+    // the ensemble in place of those that fell short.
+    let new_ensemble = match short {
+        None => None,
+        Some(short) => {
+            let replaced = replace::replace_lagging(
+                pool, &reference, epoch, ensemble, &lagging, ack_quorum, next_entry,
+            )
+            .await
+            .map_err(|reason| fail(format!("{short}; {reason}")))?;
+            tracing::warn!(%log, segment = segment.segment_id, from = ?ensemble, to = ?replaced,
+                "recovery: replaced cache nodes that could not take copies");
+            Some(replaced)
+        }
+    };
+
     // 4. Seal where the recovered entries end.
     let sealed = manifest
-        .seal_segment(
+        .seal_segment_with_ensemble(
             log,
             dlog_meta::manifest::Fence { log_id, epoch },
             segment.segment_id,
             &stats,
+            new_ensemble,
         )
         .await?;
     tracing::info!(
@@ -294,14 +342,7 @@ async fn read_page(
         fence_epoch: Some(epoch),
         sealed_last_entry: None,
     };
-    let read = async {
-        let mut stream = client.read_entries(request).await?.into_inner();
-        let mut entries = Vec::new();
-        while let Some(message) = stream.message().await? {
-            entries.push(message.entry);
-        }
-        Ok::<_, tonic::Status>(entries)
-    };
+    let read = dlog_meta::cache_clients::read_all_entries(&mut client, request);
     match tokio::time::timeout(NODE_TIMEOUT, read).await {
         Ok(Ok(entries)) if entries.is_empty() => Answer::NotHeld,
         Ok(Ok(entries)) => Answer::Entries(entries),
@@ -311,17 +352,16 @@ async fn read_page(
     }
 }
 
-/// Writes entries (at the recovering epoch) to every node of the ensemble
-/// and waits until each is on `ack_quorum` nodes.
-async fn copy_to_quorum(
+/// Writes entries (at the recovering epoch) to every node of `nodes`;
+/// returns, per node, how many it acknowledged or why its copy failed.
+async fn copy_entries(
     pool: &CachePool,
     segment: &SegmentRef,
     epoch: u64,
-    ensemble: &[String],
-    ack_quorum: usize,
+    nodes: &[String],
     entries: &[Bytes],
-) -> std::result::Result<(), String> {
-    let copies = join_all(ensemble.iter().map(|node| async move {
+) -> Vec<std::result::Result<usize, String>> {
+    join_all(nodes.iter().map(|node| async move {
         let mut client = pool.client(node).await.map_err(|e| e.to_string())?;
         let requests: Vec<AddEntryRequest> = entries
             .iter()
@@ -354,19 +394,5 @@ async fn copy_to_quorum(
             Err(_) => Err(format!("copy to {node}: timed out")),
         }
     }))
-    .await;
-    let complete = copies
-        .iter()
-        .filter(|copy| matches!(copy, Ok(count) if *count == entries.len()))
-        .count();
-    if complete >= ack_quorum {
-        Ok(())
-    } else {
-        let errors: Vec<String> = copies.into_iter().filter_map(|c| c.err()).collect();
-        Err(format!(
-            "copied {} entries to {complete} nodes, {ack_quorum} needed: {}",
-            entries.len(),
-            errors.join("; ")
-        ))
-    }
+    .await
 }
