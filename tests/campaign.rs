@@ -921,7 +921,10 @@ async fn campaign_loses_nothing_acknowledged() {
             live_seen.unwrap_or(&Seen::default()),
         ));
         let name: LogName = log.parse().unwrap();
-        let (segments, _) = cluster.manifest.segments(&name).await.unwrap();
+        let (segments, _) = common::retry_etcd(&format!("reading the segments of {log}"), || {
+            cluster.manifest.segments(&name)
+        })
+        .await;
         eprintln!(
             "campaign: {log}: {} incarnations; the live one (id {live_id}): {} acknowledged, {} in doubt, {} stored, {} segments, tail reader reopened {} times",
             history.len().max(1),

@@ -44,6 +44,9 @@ const NORMAL: u8 = 0;
 const READS_FAIL: u8 = 1;
 /// Every call answers `UNAVAILABLE` (the node is down).
 const DOWN: u8 = 2;
+/// Every call answers `DATA_LOSS` (its journal was damaged: the node
+/// serves, fences and takes nothing until it is wiped).
+const DAMAGED: u8 = 3;
 
 /// A cache node's service behind a fault switch.
 #[derive(Clone)]
@@ -58,6 +61,9 @@ impl Faulty {
     fn check(&self, read: bool) -> Result<(), Status> {
         match self.mode.load(Ordering::SeqCst) {
             DOWN => Err(Status::unavailable("node down (test fault)")),
+            DAMAGED => Err(Status::data_loss(
+                "journal damaged on this node (test fault)",
+            )),
             READS_FAIL if read => Err(Status::data_loss(
                 "segment damaged on this node (test fault): read it from another replica",
             )),
@@ -133,8 +139,9 @@ impl Node {
     }
 }
 
-/// The embedded metastore, a log with one open segment on `n1..n3`, and
-/// the three cache nodes serving on loopback.
+/// The embedded metastore, a log with one open segment on `n1..n3` (or
+/// on the first nodes only, [`Setup::start_with`]), and the three cache
+/// nodes serving on loopback.
 struct Setup {
     manifest: Manifest,
     pool: CachePool,
@@ -151,6 +158,12 @@ const NODE_IDS: [&str; 3] = ["n1", "n2", "n3"];
 impl Setup {
     /// `read_cost`: per entry returned, on every node.
     async fn start(read_cost: Duration) -> Setup {
+        Setup::start_with(read_cost, 3).await
+    }
+
+    /// The segment's ensemble is the first `ensemble` nodes (W = E, A = 2);
+    /// the others are live cache nodes outside it.
+    async fn start_with(read_cost: Duration, ensemble: usize) -> Setup {
         let dir = tempfile::tempdir().unwrap();
         let url = format!("embedded://{}", dir.path().join("meta").display());
         let (store, cluster) = dlog_meta::metastore::open(&url).await.unwrap();
@@ -199,8 +212,11 @@ impl Setup {
         let epoch = fence.epoch;
         let template = SegmentMeta::open(
             epoch,
-            NODE_IDS.iter().map(|id| (*id).to_owned()).collect(),
-            3,
+            NODE_IDS[..ensemble]
+                .iter()
+                .map(|id| (*id).to_owned())
+                .collect(),
+            ensemble as u32,
             2,
             0,
         );
@@ -404,4 +420,45 @@ async fn one_wiped_node_does_not_keep_a_log_from_recovering_forever() {
         "three recoveries failed although n3 holds every acknowledged entry:\n{}",
         errors.join("\n")
     );
+}
+
+/// E = W = A = 2 on n1 and n2 (a segment opened while only two cache nodes
+/// were up); n3 is live outside the ensemble. Entries 0..=3 were
+/// acknowledged on both, entry 4 reached only n1. Then n2's journal is
+/// damaged: it answers every call with `DATA_LOSS` until it is wiped. No
+/// copy of entry 4 can reach two nodes of the ensemble, so recovery used to
+/// fail for good and the log stayed unwritable. Now n2 is replaced by n3,
+/// which first gets the whole segment, and the seal records [n1, n3].
+#[tokio::test]
+async fn a_damaged_node_of_a_two_node_ensemble_is_replaced() {
+    let mut setup = Setup::start_with(Duration::ZERO, 2).await;
+    setup.store(0, 0..5).await;
+    setup.store(1, 0..4).await;
+    setup.nodes[1].set(DAMAGED);
+
+    let sealed = setup.recover().await.expect("recovery replaces n2");
+    assert_eq!(
+        sealed.last_entry_id,
+        Some(4),
+        "every entry n1 holds is kept"
+    );
+    assert_eq!(sealed.ensemble, ["n1", "n3"], "n2 replaced in place by n3");
+    assert_eq!(
+        setup.state().await.ensemble,
+        ["n1", "n3"],
+        "as the manifest says"
+    );
+    let key = SegmentKey {
+        log_id: setup.log_id,
+        segment_id: setup.segment.segment_id,
+    };
+    let on_n3 = setup.nodes[2]
+        .store
+        .read(key, 0, 100, dlog_cache::ReadMode::Sealed { last_entry: 4 })
+        .await
+        .expect("n3 serves the segment");
+    let expected: Vec<Bytes> = (0..5)
+        .map(|id| setup.entry(id, id.checked_sub(1)))
+        .collect();
+    assert_eq!(on_n3, expected, "n3 holds the whole segment, byte for byte");
 }

@@ -364,18 +364,10 @@ impl Cluster {
     /// 10 s while etcd does not answer (a member was killed, an election).
     pub async fn owner_of(&self, log: &str) -> Option<usize> {
         let log: LogName = log.parse().unwrap();
-        let mut attempts = 0;
-        let owner = loop {
-            match self.manifest.owner(&log).await {
-                Ok(owner) => break owner?,
-                Err(err) if attempts < 100 => {
-                    attempts += 1;
-                    tracing::debug!("reading the owner of {log}: {err}; retrying");
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                }
-                Err(err) => panic!("reading the owner of {log}: {err}"),
-            }
-        };
+        let owner = retry_etcd(&format!("reading the owner of {log}"), || {
+            self.manifest.owner(&log)
+        })
+        .await?;
         self.ingests.iter().position(|n| n.id == owner.id)
     }
 
@@ -387,8 +379,11 @@ impl Cluster {
     /// an entry that straddles the sealed end.
     pub async fn read_back(&self, log: &str) -> BTreeMap<u64, Bytes> {
         let name: LogName = log.parse().unwrap();
-        let meta = self.manifest.log(&name).await.unwrap();
-        let (segments, _) = self.manifest.segments(&name).await.unwrap();
+        let meta = retry_etcd(&format!("reading {log}"), || self.manifest.log(&name)).await;
+        let (segments, _) = retry_etcd(&format!("reading the segments of {log}"), || {
+            self.manifest.segments(&name)
+        })
+        .await;
         let mut records = BTreeMap::new();
         let mut expected_start = 0;
         for segment in segments {
@@ -532,4 +527,27 @@ async fn read_replica(
         }
     }
     held
+}
+
+/// A manifest read by the harness, retried for up to 10 s while etcd does
+/// not answer (a member was killed, an election, a connection broken by a
+/// restarted member); panics after that, naming `what`.
+pub async fn retry_etcd<T, E, F, Fut>(what: &str, mut call: F) -> T
+where
+    E: std::fmt::Display,
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, E>>,
+{
+    let mut attempts = 0;
+    loop {
+        match call().await {
+            Ok(value) => return value,
+            Err(err) if attempts < 100 => {
+                attempts += 1;
+                tracing::debug!("{what}: {err}; retrying");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            Err(err) => panic!("{what}: {err}"),
+        }
+    }
 }

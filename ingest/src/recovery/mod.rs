@@ -24,11 +24,13 @@
 //! 4. Seal the segment in the manifest, under the epoch fence, at the end of
 //!    the last entry recovered, with its statistics.
 //!
-//! If the copies of step 3 cannot reach an ack quorum of the ensemble (a
-//! node that lost its journal refuses them, and the ensemble has no other
-//! node to copy to: E = A), the nodes whose copies fell short are replaced
-//! by live nodes outside the ensemble, each given the whole segment, and
-//! the seal records the new ensemble ([`replace`]).
+//! If fewer than A nodes answered the fence and took every copy of step 3
+//! (a node that lost its journal refuses copies; with E = A the ensemble
+//! has no other node to copy to), the others are replaced by live nodes
+//! outside the ensemble, each given the whole segment, and the seal records
+//! the new ensemble ([`replace`]). Where a copy missed its quorum this is
+//! required (recovery fails without it); otherwise it is done as far as
+//! spare nodes allow.
 //!
 //! Crash points: a new owner that dies anywhere before step 4 leaves the
 //! segment open and fenced at its epoch; the next owner (higher epoch)
@@ -110,13 +112,21 @@ pub async fn recover_segment(
     .await;
     let mut responders = Vec::new();
     let mut lac: Option<u64> = None;
-    for fence in fences {
+    // Nodes that may not hold the whole segment: they did not answer the
+    // fence, or a copy to them fell short (below); `damaged`: they
+    // answered `DATA_LOSS`, so they lost records for good.
+    let mut lagging = vec![false; ensemble.len()];
+    let mut damaged = vec![false; ensemble.len()];
+    for (index, fence) in fences.into_iter().enumerate() {
         match fence {
             Ok((node, response)) => {
                 lac = lac.max(response.lac);
                 responders.push(node);
             }
             Err(err) => {
+                lagging[index] = true;
+                damaged[index] = matches!(&err, Error::Cache { status, .. }
+                    if status.code() == tonic::Code::DataLoss);
                 tracing::warn!(%log, segment = segment.segment_id, "recovery: fence failed: {err:#}")
             }
         }
@@ -136,8 +146,7 @@ pub async fn recover_segment(
     let mut next_entry = 0u64;
     let mut copied = 0usize;
     let mut preferred = 0usize;
-    // Nodes a copy fell short on, and why, if some copy missed a quorum.
-    let mut lagging = vec![false; ensemble.len()];
+    // Why, if some copy missed a quorum.
     let mut short: Option<String> = None;
     loop {
         // An entry up to a reported LAC was acknowledged: some node holds
@@ -190,14 +199,18 @@ pub async fn recover_segment(
             for (node, copy) in copies.iter().enumerate() {
                 match copy {
                     Ok(count) if *count == to_copy.len() => complete += 1,
-                    _ => lagging[node] = true,
+                    Ok(_) => lagging[node] = true,
+                    Err(failure) => {
+                        lagging[node] = true;
+                        damaged[node] |= failure.data_loss;
+                    }
                 }
             }
             if complete < ack_quorum && short.is_none() {
                 let errors: Vec<&str> = copies
                     .iter()
                     .filter_map(|c| c.as_ref().err())
-                    .map(String::as_str)
+                    .map(|failure| failure.reason.as_str())
                     .collect();
                 short = Some(format!(
                     "copied {} entries to {complete} nodes, {ack_quorum} needed: {}",
@@ -219,20 +232,37 @@ pub async fn recover_segment(
         )));
     }
 
-    // Copies short of a quorum: give the whole segment to nodes outside
-    // the ensemble in place of those that fell short.
-    let new_ensemble = match short {
-        None => None,
-        Some(short) => {
-            let replaced = replace::replace_lagging(
-                pool, &reference, epoch, ensemble, &lagging, ack_quorum, next_entry,
-            )
-            .await
-            .map_err(|reason| fail(format!("{short}; {reason}")))?;
-            tracing::warn!(%log, segment = segment.segment_id, from = ?ensemble, to = ?replaced,
-                "recovery: replaced cache nodes that could not take copies");
-            Some(replaced)
+    // Fewer than an ack quorum of nodes that answered the fence and took
+    // every copy: give the whole segment to nodes outside the ensemble in
+    // place of the others. Required where a copy missed its quorum; else
+    // (nothing past the LAC, or the copies reached a quorum only with
+    // nodes that did not answer the fence) done as far as spares allow.
+    let usable = lagging.iter().filter(|&&l| !l).count();
+    let new_ensemble = if next_entry > 0 && (short.is_some() || usable < ack_quorum) {
+        let nodes = replace::Lagging {
+            lagging: &lagging,
+            damaged: &damaged,
+        };
+        let replaced = replace::replace_lagging(
+            pool, &reference, epoch, ensemble, nodes, ack_quorum, next_entry,
+        )
+        .await;
+        match (replaced, short) {
+            (Ok(replaced), _) => {
+                tracing::warn!(%log, segment = segment.segment_id, from = ?ensemble,
+                    to = ?replaced, "recovery: replaced cache nodes that may not hold the segment");
+                Some(replaced)
+            }
+            (Err(reason), Some(short)) => return Err(fail(format!("{short}; {reason}"))),
+            (Err(reason), None) => {
+                tracing::warn!(%log, segment = segment.segment_id,
+                    "recovery: {usable} of {} nodes hold the whole segment and no replacement \
+                     could be filled ({reason}); sealing as it is", ensemble.len());
+                None
+            }
         }
+    } else {
+        None
     };
 
     // 4. Seal where the recovered entries end.
@@ -352,6 +382,13 @@ async fn read_page(
     }
 }
 
+/// Why a copy to one node failed.
+struct CopyFailure {
+    /// The node answered `DATA_LOSS`: it lost records of the segment.
+    data_loss: bool,
+    reason: String,
+}
+
 /// Writes entries (at the recovering epoch) to every node of `nodes`;
 /// returns, per node, how many it acknowledged or why its copy failed.
 async fn copy_entries(
@@ -360,9 +397,13 @@ async fn copy_entries(
     epoch: u64,
     nodes: &[String],
     entries: &[Bytes],
-) -> Vec<std::result::Result<usize, String>> {
+) -> Vec<std::result::Result<usize, CopyFailure>> {
+    let failure = |data_loss, reason| CopyFailure { data_loss, reason };
     join_all(nodes.iter().map(|node| async move {
-        let mut client = pool.client(node).await.map_err(|e| e.to_string())?;
+        let mut client = pool
+            .client(node)
+            .await
+            .map_err(|e| failure(false, e.to_string()))?;
         let requests: Vec<AddEntryRequest> = entries
             .iter()
             .map(|entry| AddEntryRequest {
@@ -390,8 +431,11 @@ async fn copy_entries(
         };
         match tokio::time::timeout(NODE_TIMEOUT, copy).await {
             Ok(Ok(count)) => Ok(count),
-            Ok(Err(status)) => Err(format!("copy to {node}: {status}")),
-            Err(_) => Err(format!("copy to {node}: timed out")),
+            Ok(Err(status)) => Err(failure(
+                status.code() == tonic::Code::DataLoss,
+                format!("copy to {node}: {status}"),
+            )),
+            Err(_) => Err(failure(false, format!("copy to {node}: timed out"))),
         }
     }))
     .await

@@ -2,14 +2,20 @@
 //!
 //! Recovery copies the entries past the highest LAC to an ack quorum of the
 //! ensemble before it seals. A node whose journal was damaged refuses those
-//! copies (`DATA_LOSS`) until it is wiped; in an ensemble with no node to
-//! spare (E = A, e.g. a segment opened while only two cache nodes were up)
-//! no quorum can then be reached, and the log would stay unwritable.
-//! Instead, each node whose copies fell short is replaced by a live node
-//! outside the ensemble, which first receives the whole segment (read back
-//! from the nodes that serve it, at the recovering epoch), so that every
-//! node of the new ensemble can serve every entry and every entry is on an
-//! ack quorum of it. The seal then records the new ensemble.
+//! copies and fences (`DATA_LOSS`) until it is wiped; in an ensemble with
+//! no node to spare (E = A, e.g. a segment opened while only two cache
+//! nodes were up) no quorum can then be reached, and the log would stay
+//! unwritable. Instead, each node that did not answer the fence or whose
+//! copies fell short ("lagging") is replaced, damaged nodes first, by a live
+//! node outside the ensemble, which first receives the whole segment (read
+//! back from the nodes that serve it, at the recovering epoch). The kept
+//! nodes answered the fence and took every copy, and each replacement holds
+//! every entry, so every entry past the LAC is on an ack quorum of the new
+//! ensemble, and every entry at or below it on each replacement and on
+//! each kept node that acknowledged it. The seal then records the new
+//! ensemble. (A kept node may lack entries at or below the LAC that it
+//! never received, and a lagging node left in place for want of a spare
+//! may lack more: where no spare exists, this is no worse than before.)
 //!
 //! Crash points: before the seal the segment is still open under its old
 //! ensemble; a replacement's copy is named by no ensemble, the next
@@ -24,42 +30,57 @@ use dlog_wire::proto::SegmentRef;
 use super::{Answer, copy_entries, read_page};
 use crate::pool::CachePool;
 
-/// Gives the whole segment (`count` entries from entry 0) to one live node
-/// outside `ensemble` for each node flagged in `lagging`, as far as such
-/// nodes exist; returns the new ensemble, each replaced node swapped for
-/// its replacement in place. Fails unless the nodes that took every copy
-/// and the filled replacements make an ack quorum.
+/// The ensemble's nodes that may not hold the whole segment (`lagging`),
+/// and among them those that answered `DATA_LOSS` (`damaged`), by slot.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Lagging<'a> {
+    pub lagging: &'a [bool],
+    pub damaged: &'a [bool],
+}
+
+/// Gives the whole segment (`count` entries from entry 0) to a live node
+/// outside `ensemble` in place of each lagging node, damaged ones first,
+/// as far as spare nodes that take it exist (a spare that fails is not
+/// tried again); returns the new ensemble, each replaced node swapped for
+/// its replacement in place. Fails unless the nodes kept (not lagging) and
+/// the filled replacements make an ack quorum. A lagging node left in
+/// place for want of a spare may still lack entries.
 pub(super) async fn replace_lagging(
     pool: &CachePool,
     segment: &SegmentRef,
     epoch: u64,
     ensemble: &[String],
-    lagging: &[bool],
+    nodes: Lagging<'_>,
     ack_quorum: usize,
     count: u64,
 ) -> Result<Vec<String>, String> {
-    let kept = lagging.iter().filter(|&&l| !l).count();
-    let spares = pool
+    let kept = nodes.lagging.iter().filter(|&&l| !l).count();
+    let mut spares = pool
         .spare_nodes(ensemble)
         .await
-        .map_err(|err| format!("no replacement: {err:#}"))?;
+        .map_err(|err| format!("no replacement: {err:#}"))?
+        .into_iter();
+    let mut slots: Vec<usize> = (0..ensemble.len()).filter(|&i| nodes.lagging[i]).collect();
+    slots.sort_by_key(|&i| !nodes.damaged[i]);
     let mut new_ensemble = ensemble.to_vec();
     let mut filled = 0;
-    let mut spares = spares.into_iter();
     let mut failures = Vec::new();
-    for (slot, _) in lagging.iter().enumerate().filter(|(_, l)| **l) {
-        let Some(spare) = spares.next() else { break };
-        match fill(pool, segment, epoch, ensemble, &spare, count).await {
-            Ok(()) => {
-                new_ensemble[slot] = spare;
-                filled += 1;
+    'slots: for slot in slots {
+        for spare in spares.by_ref() {
+            match fill(pool, segment, epoch, ensemble, &spare, count).await {
+                Ok(()) => {
+                    new_ensemble[slot] = spare;
+                    filled += 1;
+                    continue 'slots;
+                }
+                Err(reason) => failures.push(reason),
             }
-            Err(reason) => failures.push(reason),
         }
+        break; // no spare left
     }
     if kept + filled < ack_quorum {
         return Err(format!(
-            "{kept} nodes took every copy and {filled} replacements were filled, \
+            "{kept} nodes hold the whole segment and {filled} replacements were filled, \
              {ack_quorum} needed ({})",
             if failures.is_empty() {
                 "no live node outside the ensemble".to_owned()
@@ -106,7 +127,7 @@ async fn fill(
                     page.len()
                 ));
             }
-            Some(Err(reason)) => return Err(reason),
+            Some(Err(failure)) => return Err(failure.reason),
             None => unreachable!("one target, one answer"),
         }
     }
