@@ -58,16 +58,22 @@ impl CachePool {
         Ok(self.clients.client(node_id).await?)
     }
 
-    /// Live nodes outside `ensemble`, in the order the cluster lists them.
-    pub async fn spare_nodes(&self, ensemble: &[String]) -> Result<Vec<String>> {
-        Ok(self
+    /// Live nodes outside `ensemble`, the cluster's list rotated by `seed`
+    /// (so that replacements spread over the nodes).
+    pub async fn spare_nodes(&self, ensemble: &[String], seed: u64) -> Result<Vec<String>> {
+        let mut spares: Vec<String> = self
             .clients
             .live_nodes()
             .await?
             .into_iter()
             .map(|node| node.id)
             .filter(|id| !ensemble.contains(id))
-            .collect())
+            .collect();
+        if !spares.is_empty() {
+            let rotate = (seed % spares.len() as u64) as usize;
+            spares.rotate_left(rotate);
+        }
+        Ok(spares)
     }
 
     /// Picks `size` live nodes (fewer if fewer are live, but never fewer

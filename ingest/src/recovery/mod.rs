@@ -29,8 +29,8 @@
 //! has no other node to copy to), the others are replaced by live nodes
 //! outside the ensemble, each given the whole segment, and the seal records
 //! the new ensemble ([`replace`]). Where a copy missed its quorum this is
-//! required (recovery fails without it); otherwise it is done as far as
-//! spare nodes allow.
+//! required (recovery fails without it); otherwise it is done for nodes
+//! that answered `DATA_LOSS`, as far as spare nodes allow.
 //!
 //! Crash points: a new owner that dies anywhere before step 4 leaves the
 //! segment open and fenced at its epoch; the next owner (higher epoch)
@@ -236,34 +236,39 @@ pub async fn recover_segment(
     // every copy: give the whole segment to nodes outside the ensemble in
     // place of the others. Required where a copy missed its quorum; else
     // (nothing past the LAC, or the copies reached a quorum only with
-    // nodes that did not answer the fence) done as far as spares allow.
+    // nodes that did not answer the fence) done for damaged nodes as far
+    // as spares allow.
     let usable = lagging.iter().filter(|&&l| !l).count();
-    let new_ensemble = if next_entry > 0 && (short.is_some() || usable < ack_quorum) {
-        let nodes = replace::Lagging {
-            lagging: &lagging,
-            damaged: &damaged,
-        };
-        let replaced = replace::replace_lagging(
-            pool, &reference, epoch, ensemble, nodes, ack_quorum, next_entry,
-        )
-        .await;
-        match (replaced, short) {
-            (Ok(replaced), _) => {
-                tracing::warn!(%log, segment = segment.segment_id, from = ?ensemble,
+    let any_damaged = damaged.iter().any(|&d| d);
+    let new_ensemble =
+        if next_entry > 0 && (short.is_some() || (usable < ack_quorum && any_damaged)) {
+            let nodes = replace::Lagging {
+                lagging: &lagging,
+                damaged: &damaged,
+                required: short.is_some(),
+            };
+            let replaced = replace::replace_lagging(
+                pool, &reference, epoch, ensemble, nodes, ack_quorum, next_entry,
+            )
+            .await;
+            match (replaced, short) {
+                (Ok(replaced), _) if replaced == *ensemble => None,
+                (Ok(replaced), _) => {
+                    tracing::warn!(%log, segment = segment.segment_id, from = ?ensemble,
                     to = ?replaced, "recovery: replaced cache nodes that may not hold the segment");
-                Some(replaced)
-            }
-            (Err(reason), Some(short)) => return Err(fail(format!("{short}; {reason}"))),
-            (Err(reason), None) => {
-                tracing::warn!(%log, segment = segment.segment_id,
+                    Some(replaced)
+                }
+                (Err(reason), Some(short)) => return Err(fail(format!("{short}; {reason}"))),
+                (Err(reason), None) => {
+                    tracing::warn!(%log, segment = segment.segment_id,
                     "recovery: {usable} of {} nodes hold the whole segment and no replacement \
                      could be filled ({reason}); sealing as it is", ensemble.len());
-                None
+                    None
+                }
             }
-        }
-    } else {
-        None
-    };
+        } else {
+            None
+        };
 
     // 4. Seal where the recovered entries end.
     let sealed = manifest

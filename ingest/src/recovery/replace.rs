@@ -7,8 +7,11 @@
 //! nodes were up) no quorum can then be reached, and the log would stay
 //! unwritable. Instead, each node that did not answer the fence or whose
 //! copies fell short ("lagging") is replaced, damaged nodes first, by a live
-//! node outside the ensemble, which first receives the whole segment (read
-//! back from the nodes that serve it, at the recovering epoch). The kept
+//! node outside the ensemble (only the damaged ones where no copy missed
+//! its quorum: a node that is only slow is not worth a whole copy), which
+//! first receives the whole segment (read
+//! back from the nodes that serve it, at the recovering epoch; nodes that
+//! took every copy are read first, damaged nodes never). The kept
 //! nodes answered the fence and took every copy, and each replacement holds
 //! every entry, so every entry past the LAC is on an ack quorum of the new
 //! ensemble, and every entry at or below it on each replacement and on
@@ -31,20 +34,32 @@ use super::{Answer, copy_entries, read_page};
 use crate::pool::CachePool;
 
 /// The ensemble's nodes that may not hold the whole segment (`lagging`),
-/// and among them those that answered `DATA_LOSS` (`damaged`), by slot.
+/// and among them those that answered `DATA_LOSS` (`damaged`), by slot;
+/// `required`: a copy missed its quorum, so every lagging node must go.
 #[derive(Debug, Clone, Copy)]
 pub(super) struct Lagging<'a> {
     pub lagging: &'a [bool],
     pub damaged: &'a [bool],
+    pub required: bool,
+}
+
+/// Why filling a replacement stopped.
+enum FillError {
+    /// The replacement failed: another spare may do.
+    Target(String),
+    /// No node served the entries to copy: no spare can be filled now.
+    Source(String),
 }
 
 /// Gives the whole segment (`count` entries from entry 0) to a live node
-/// outside `ensemble` in place of each lagging node, damaged ones first,
-/// as far as spare nodes that take it exist (a spare that fails is not
-/// tried again); returns the new ensemble, each replaced node swapped for
-/// its replacement in place. Fails unless the nodes kept (not lagging) and
-/// the filled replacements make an ack quorum. A lagging node left in
-/// place for want of a spare may still lack entries.
+/// outside `ensemble` in place of lagging nodes, damaged ones first: every
+/// lagging node if `nodes.required` (a copy missed its quorum), else only the
+/// damaged ones (a node that is only slow is not worth a whole copy). A
+/// spare that fails is not tried again; spares are taken in an order
+/// rotated by `seed`, so replacements spread over the cluster. Returns the
+/// new ensemble, each replaced node swapped for its replacement in place.
+/// If required, fails unless the kept nodes (not lagging) and the filled
+/// replacements make an ack quorum; otherwise returns whatever was filled.
 pub(super) async fn replace_lagging(
     pool: &CachePool,
     segment: &SegmentRef,
@@ -54,31 +69,51 @@ pub(super) async fn replace_lagging(
     ack_quorum: usize,
     count: u64,
 ) -> Result<Vec<String>, String> {
-    let kept = nodes.lagging.iter().filter(|&&l| !l).count();
+    let required = nodes.required;
+    let seed = segment.log_id ^ segment.segment_id.rotate_left(32);
     let mut spares = pool
-        .spare_nodes(ensemble)
+        .spare_nodes(ensemble, seed)
         .await
         .map_err(|err| format!("no replacement: {err:#}"))?
         .into_iter();
-    let mut slots: Vec<usize> = (0..ensemble.len()).filter(|&i| nodes.lagging[i]).collect();
+    let mut slots: Vec<usize> = (0..ensemble.len())
+        .filter(|&i| nodes.damaged[i] || (required && nodes.lagging[i]))
+        .collect();
     slots.sort_by_key(|&i| !nodes.damaged[i]);
+    // Sources: nodes that took every copy first, damaged nodes never.
+    let mut sources: Vec<&str> = (0..ensemble.len())
+        .filter(|&i| !nodes.damaged[i])
+        .map(|i| ensemble[i].as_str())
+        .collect();
+    sources.sort_by_key(|node| {
+        let slot = ensemble
+            .iter()
+            .position(|n| n == node)
+            .expect("from the ensemble");
+        nodes.lagging[slot]
+    });
     let mut new_ensemble = ensemble.to_vec();
     let mut filled = 0;
     let mut failures = Vec::new();
     'slots: for slot in slots {
         for spare in spares.by_ref() {
-            match fill(pool, segment, epoch, ensemble, &spare, count).await {
+            match fill(pool, segment, epoch, &sources, &spare, count).await {
                 Ok(()) => {
                     new_ensemble[slot] = spare;
                     filled += 1;
                     continue 'slots;
                 }
-                Err(reason) => failures.push(reason),
+                Err(FillError::Target(reason)) => failures.push(reason),
+                Err(FillError::Source(reason)) => {
+                    failures.push(reason);
+                    break 'slots;
+                }
             }
         }
         break; // no spare left
     }
-    if kept + filled < ack_quorum {
+    let kept = nodes.lagging.iter().filter(|&&l| !l).count();
+    if required && kept + filled < ack_quorum {
         return Err(format!(
             "{kept} nodes hold the whole segment and {filled} replacements were filled, \
              {ack_quorum} needed ({})",
@@ -89,64 +124,80 @@ pub(super) async fn replace_lagging(
             }
         ));
     }
+    if filled == 0 && !failures.is_empty() {
+        tracing::warn!(segment = %segment.segment_id, "recovery: no replacement filled: {}",
+            failures.join("; "));
+    }
     Ok(new_ensemble)
 }
 
 /// Copies entries `0..count` to `target`, reading them page by page from
-/// whichever node of `sources` serves them (entries verify their own CRC
-/// when decoded by the cache node that stores them).
+/// the first node of `sources` that serves them, staying with the node
+/// that served the last page.
 async fn fill(
     pool: &CachePool,
     segment: &SegmentRef,
     epoch: u64,
-    sources: &[String],
+    sources: &[&str],
     target: &str,
     count: u64,
-) -> Result<(), String> {
+) -> Result<(), FillError> {
     let target = [target.to_owned()];
+    let mut preferred = 0;
     let mut next = 0u64;
     while next < count {
-        let page = read_from_any(pool, segment, epoch, sources, next).await?;
+        let (served, page) = read_from_any(pool, segment, epoch, sources, preferred, next)
+            .await
+            .map_err(FillError::Source)?;
+        preferred = served;
         let page: Vec<Bytes> = page.into_iter().take((count - next) as usize).collect();
         for (i, bytes) in page.iter().enumerate() {
             let id = codec::decode_entry(bytes.clone())
-                .map_err(|err| format!("entry {} read again: {err}", next + i as u64))?
+                .map_err(|err| {
+                    FillError::Source(format!("entry {} read again: {err}", next + i as u64))
+                })?
                 .header
                 .entry_id;
             if id != next + i as u64 {
-                return Err(format!("entry {id} read where {} was due", next + i as u64));
+                return Err(FillError::Source(format!(
+                    "entry {id} read where {} was due",
+                    next + i as u64
+                )));
             }
         }
         let copied = copy_entries(pool, segment, epoch, &target, &page).await;
         match copied.into_iter().next() {
             Some(Ok(n)) if n == page.len() => next += n as u64,
             Some(Ok(n)) => {
-                return Err(format!(
+                return Err(FillError::Target(format!(
                     "{}: took {n} of {} entries from {next}",
                     target[0],
                     page.len()
-                ));
+                )));
             }
-            Some(Err(failure)) => return Err(failure.reason),
+            Some(Err(failure)) => return Err(FillError::Target(failure.reason)),
             None => unreachable!("one target, one answer"),
         }
     }
     Ok(())
 }
 
-/// The page of entries from `from` of the first node of `sources` that
-/// serves it.
+/// The page of entries from `from` of the first node of `sources` (from
+/// `preferred` on) that serves it, and that node's index.
 async fn read_from_any(
     pool: &CachePool,
     segment: &SegmentRef,
     epoch: u64,
-    sources: &[String],
+    sources: &[&str],
+    preferred: usize,
     from: u64,
-) -> Result<Vec<Bytes>, String> {
+) -> Result<(usize, Vec<Bytes>), String> {
     let mut failures = Vec::new();
-    for node in sources {
+    for offset in 0..sources.len() {
+        let index = (preferred + offset) % sources.len();
+        let node = sources[index];
         match read_page(pool, node, segment, from, epoch).await {
-            Answer::Entries(page) => return Ok(page),
+            Answer::Entries(page) => return Ok((index, page)),
             Answer::NotHeld => failures.push(format!("{node}: not held")),
             Answer::Unknown(reason) => failures.push(format!("{node}: {reason}")),
         }
