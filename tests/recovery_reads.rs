@@ -47,6 +47,10 @@ const DOWN: u8 = 2;
 /// Every call answers `DATA_LOSS` (its journal was damaged: the node
 /// serves, fences and takes nothing until it is wiped).
 const DAMAGED: u8 = 3;
+/// Fences and recovery reads answer `DATA_LOSS`, adds work: a node wiped
+/// and re-initialised (`--reinit-cache`) answers so for every segment
+/// created before its re-initialisation.
+const REINITIALISED: u8 = 4;
 
 /// A cache node's service behind a fault switch.
 #[derive(Clone)]
@@ -59,7 +63,15 @@ struct Faulty {
 
 impl Faulty {
     fn check(&self, read: bool) -> Result<(), Status> {
+        self.check_call(read, false)
+    }
+
+    /// `fencing`: a fence, or a read that fences (recovery).
+    fn check_call(&self, read: bool, fencing: bool) -> Result<(), Status> {
         match self.mode.load(Ordering::SeqCst) {
+            REINITIALISED if fencing => Err(Status::data_loss(
+                "this node was re-initialised after the segment was created (test fault)",
+            )),
             DOWN => Err(Status::unavailable("node down (test fault)")),
             DAMAGED => Err(Status::data_loss(
                 "journal damaged on this node (test fault)",
@@ -91,7 +103,7 @@ impl CacheService for Faulty {
         &self,
         request: Request<ReadEntriesRequest>,
     ) -> Result<Response<Self::ReadEntriesStream>, Status> {
-        self.check(true)?;
+        self.check_call(true, request.get_ref().fence_epoch.is_some())?;
         let mut answers = self.inner.read_entries(request).await?.into_inner();
         let mut entries = Vec::new();
         while let Some(answer) = answers.next().await {
@@ -114,7 +126,7 @@ impl CacheService for Faulty {
         &self,
         request: Request<FenceRequest>,
     ) -> Result<Response<FenceResponse>, Status> {
-        self.check(false)?;
+        self.check_call(false, true)?;
         self.inner.fence(request).await
     }
 
@@ -259,10 +271,7 @@ impl Setup {
     /// each piggybacking the LAC an owner acknowledging in order would send:
     /// the entry before it.
     async fn store(&self, node: usize, ids: std::ops::Range<u64>) {
-        let key = SegmentKey {
-            log_id: self.log_id,
-            segment_id: self.segment.segment_id,
-        };
+        let key = self.key();
         let store = &self.nodes[node].store;
         let durable: Vec<_> = ids
             .map(|id| {
@@ -294,6 +303,30 @@ impl Setup {
             &self.segment,
         )
         .await
+    }
+
+    fn key(&self) -> SegmentKey {
+        SegmentKey {
+            log_id: self.log_id,
+            segment_id: self.segment.segment_id,
+        }
+    }
+
+    /// Entries `0..count` as [`Setup::store`] sends them.
+    fn entries(&self, count: u64) -> Vec<Bytes> {
+        (0..count)
+            .map(|id| self.entry(id, id.checked_sub(1)))
+            .collect()
+    }
+
+    /// What `node` serves of the segment sealed at `last_entry`.
+    async fn sealed_copy(&self, node: usize, last_entry: u64) -> Vec<Bytes> {
+        let read = dlog_cache::ReadMode::Sealed { last_entry };
+        self.nodes[node]
+            .store
+            .read(self.key(), 0, 1_000, read)
+            .await
+            .unwrap_or_else(|err| panic!("{} serves the sealed segment: {err}", NODE_IDS[node]))
     }
 
     async fn state(&self) -> SegmentMeta {
@@ -448,17 +481,125 @@ async fn a_damaged_node_of_a_two_node_ensemble_is_replaced() {
         ["n1", "n3"],
         "as the manifest says"
     );
-    let key = SegmentKey {
-        log_id: setup.log_id,
-        segment_id: setup.segment.segment_id,
-    };
-    let on_n3 = setup.nodes[2]
-        .store
-        .read(key, 0, 100, dlog_cache::ReadMode::Sealed { last_entry: 4 })
+    assert_eq!(
+        setup.sealed_copy(2, 4).await,
+        setup.entries(5),
+        "n3 holds the whole segment, byte for byte"
+    );
+}
+
+/// E/W/A = 3/3/2. n1 and n2 hold entries 0..=9 (entry 9 carries LAC 8);
+/// n3's stream broke after entry 4, so it never received 5..=8, and no
+/// owner will send them again. Recovery copies each node what it lacks,
+/// from the end its fence answer reported, so the sealed ensemble names
+/// only nodes that hold the whole segment (before: n3 was given entry 9
+/// only, and kept as a full copy with a hole at 5..=8).
+#[tokio::test]
+async fn a_node_short_of_the_lac_is_given_the_entries_it_lacks() {
+    let mut setup = Setup::start(Duration::ZERO).await;
+    setup.store(0, 0..10).await;
+    setup.store(1, 0..10).await;
+    setup.store(2, 0..5).await;
+
+    let sealed = setup.recover().await.expect("recovery");
+    assert_eq!(sealed.last_entry_id, Some(9));
+    assert_eq!(sealed.ensemble, ["n1", "n2", "n3"]);
+    for (node, id) in NODE_IDS.iter().enumerate() {
+        let held = setup.sealed_copy(node, 9).await;
+        let ids: Vec<u64> = held
+            .iter()
+            .map(|e| {
+                dlog_wire::codec::decode_entry(e.clone())
+                    .unwrap()
+                    .header
+                    .entry_id
+            })
+            .collect();
+        assert_eq!(ids, (0..10).collect::<Vec<_>>(), "{id} holds every entry");
+        assert_eq!(held, setup.entries(10), "{id}: byte for byte");
+    }
+}
+
+/// E = 2 of three nodes. n1 answers the fence but its reads answer
+/// `DATA_LOSS` (damage found only when the entry is read); n2 is healthy;
+/// nothing lies past the LAC, so no copy tells recovery about n1. The
+/// read's `DATA_LOSS` marks n1 damaged: it is replaced by n3, which gets
+/// the whole segment, instead of being sealed as a full copy.
+#[tokio::test]
+async fn a_node_whose_recovery_read_answers_data_loss_is_replaced() {
+    let mut setup = Setup::start_with(Duration::ZERO, 2).await;
+    setup.store(0, 0..6).await;
+    setup.store(1, 0..6).await;
+    // Entry 5's LAC covers only 4; LAC 5 comes with an explicit advance.
+    for node in &setup.nodes[..2] {
+        node.store
+            .advance_lac(setup.key(), Epoch(setup.epoch), 5)
+            .expect("advance the LAC");
+    }
+    setup.nodes[0].set(READS_FAIL);
+
+    let sealed = setup.recover().await.expect("recovery replaces n1");
+    assert_eq!(sealed.last_entry_id, Some(5), "every entry is kept");
+    assert_eq!(sealed.ensemble, ["n3", "n2"], "n1 replaced in place by n3");
+    assert_eq!(
+        setup.sealed_copy(2, 5).await,
+        setup.entries(6),
+        "n3 holds the whole segment"
+    );
+}
+
+/// A log deleted while its owner (on some node that missed the deletion,
+/// say its etcd watch was down) still streams to the open segment: once
+/// `delete_log` returns, no cache node of the segment takes another add
+/// from that owner, so no append can be acknowledged into the deleted log
+/// (and the log re-created under its name never misses one it was sent).
+#[tokio::test]
+async fn deleting_a_log_fences_its_open_segment_on_the_cache_nodes() {
+    let setup = Setup::start(Duration::ZERO).await;
+    for node in 0..3 {
+        setup.store(node, 0..3).await;
+    }
+    dlog_ingest::delete::delete_log(&setup.manifest, &setup.pool, &setup.log)
         .await
-        .expect("n3 serves the segment");
-    let expected: Vec<Bytes> = (0..5)
-        .map(|id| setup.entry(id, id.checked_sub(1)))
-        .collect();
-    assert_eq!(on_n3, expected, "n3 holds the whole segment, byte for byte");
+        .expect("delete");
+    let key = setup.key();
+    let mut accepted = Vec::new();
+    for (node, id) in setup.nodes.iter().zip(NODE_IDS) {
+        let add = node
+            .store
+            .add(key, Epoch(setup.epoch), setup.entry(3, Some(2)));
+        if let Ok(durable) = add
+            && durable.await.is_ok()
+        {
+            accepted.push(id);
+        }
+    }
+    assert!(
+        accepted.len() < 2,
+        "the deleted log's old owner still reaches an ack quorum: {accepted:?} took its add"
+    );
+}
+
+/// E = A = 2 and no spare that works (n3 is down): n2 was wiped and
+/// re-initialised, so it answers fences and recovery reads of this older
+/// segment with `DATA_LOSS` and holds none of it, while n1 holds entries
+/// 0..=5 (LAC 4). The copy of entry 5 reaches n1 only (n2 refuses an entry
+/// that would leave a hole): the quorum is missed, no spare can be filled,
+/// so n2 itself is given the whole segment in place, and the log recovers
+/// with both members holding every entry.
+#[tokio::test]
+async fn a_wiped_member_with_no_spare_is_filled_in_place() {
+    let mut setup = Setup::start_with(Duration::ZERO, 2).await;
+    setup.store(0, 0..6).await;
+    setup.nodes[1].set(REINITIALISED);
+    setup.nodes[2].set(DOWN);
+
+    let sealed = setup.recover().await.expect("recovery fills n2 in place");
+    assert_eq!(sealed.last_entry_id, Some(5));
+    assert_eq!(sealed.ensemble, ["n1", "n2"]);
+    assert_eq!(
+        setup.sealed_copy(1, 5).await,
+        setup.entries(6),
+        "n2 holds the whole segment, byte for byte"
+    );
 }

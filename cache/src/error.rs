@@ -23,6 +23,14 @@ pub enum Error {
     Corrupt { segment: SegmentKey, reason: String },
     #[error("entry {entry} of segment {segment} already holds different bytes")]
     Conflict { segment: SegmentKey, entry: u64 },
+    #[error(
+        "entry {entry} of segment {segment} would leave a hole: this node holds entries before {held_end} only"
+    )]
+    Gap {
+        segment: SegmentKey,
+        entry: u64,
+        held_end: u64,
+    },
     #[error("entry does not match its request: {0}")]
     Mismatch(String),
     #[error("invalid entry")]
@@ -49,9 +57,10 @@ pub enum Error {
 impl Classify for Error {
     fn kind(&self) -> ErrorKind {
         match self {
-            Error::Fenced { .. } | Error::Dropped { .. } | Error::Conflict { .. } => {
-                ErrorKind::FailedPrecondition
-            }
+            Error::Fenced { .. }
+            | Error::Dropped { .. }
+            | Error::Conflict { .. }
+            | Error::Gap { .. } => ErrorKind::FailedPrecondition,
             Error::SegmentNotFound { .. } | Error::EntryNotFound { .. } => ErrorKind::NotFound,
             Error::Corrupt { .. } => ErrorKind::DataLoss,
             Error::Mismatch(_) | Error::InvalidEntry(_) => ErrorKind::InvalidArgument,

@@ -33,6 +33,11 @@ pub struct Progress {
 #[derive(Debug)]
 pub struct SegmentState {
     pub entries: BTreeMap<u64, Location>,
+    /// Entries below it are held (or queued to the journal), with no hole:
+    /// the next add may be at most this id. Advanced by an add as it is
+    /// queued, and on replay. A node thus holds a prefix of each segment,
+    /// so an add it accepts proves it holds every entry before it.
+    pub held_end: u64,
     /// Adds below this epoch are refused. Raised in memory as soon as a
     /// fence is accepted, made durable by its journal record.
     pub fence_epoch: u64,
@@ -48,6 +53,7 @@ impl SegmentState {
     fn new() -> SegmentState {
         SegmentState {
             entries: BTreeMap::new(),
+            held_end: 0,
             fence_epoch: 0,
             damaged: None,
             files: BTreeSet::new(),
@@ -138,6 +144,10 @@ impl Index {
                     .entry(*segment)
                     .or_insert_with(SegmentState::new);
                 state.entries.insert(*entry_id, location);
+                // Live, the add advanced it already; on replay, here.
+                while state.entries.contains_key(&state.held_end) {
+                    state.held_end += 1;
+                }
                 state.files.insert(location.file);
                 state.progress.send_if_modified(|p| {
                     let changed = p.last_entry_id.is_none_or(|last| *entry_id > last);

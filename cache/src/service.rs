@@ -197,6 +197,7 @@ impl CacheService for CacheServer {
         Ok(Response::new(FenceResponse {
             last_entry_id: progress.last_entry_id,
             lac: progress.lac,
+            held_end: self.store.held_end(key),
         }))
     }
 

@@ -10,6 +10,9 @@
 //!
 //! Guarantees:
 //! * an add completes only after its entry is fdatasynced (group commit);
+//! * a node holds a prefix of each segment: an add past the end of what it
+//!   holds or has queued is refused (`Gap`), so an accepted add proves the
+//!   entries before it are held too (recovery's copies rely on it);
 //! * adds with an epoch below the segment's fencing epoch are refused, also
 //!   for entries the node does not hold yet, and a fence is raised in memory
 //!   before it is durable, so no add slips in after a fence was accepted;
@@ -290,15 +293,26 @@ impl CacheStore {
         let entry_id = header.entry_id;
         let receiver = {
             let mut index = lock(&self.index);
-            unfenced_segment(&mut index, segment, epoch.0)?;
+            let state = unfenced_segment(&mut index, segment, epoch.0)?;
+            if entry_id > state.held_end {
+                return Err(Error::Gap {
+                    segment,
+                    entry: entry_id,
+                    held_end: state.held_end,
+                });
+            }
             // Queued under the index lock, so a concurrent fence is ordered
             // strictly before or after this add in the journal.
-            self.journal.submit(Record::Entry {
+            let receiver = self.journal.submit(Record::Entry {
                 segment,
                 entry_id,
                 lac: header.lac,
                 bytes: entry,
-            })?
+            })?;
+            if entry_id == state.held_end {
+                state.held_end += 1;
+            }
+            receiver
         };
         Ok(async move {
             receiver.await.map_err(|_| Error::ShuttingDown)??;
@@ -326,6 +340,12 @@ impl CacheStore {
         let index = lock(&self.index);
         let state = index.segment(&segment).ok_or(Error::Dropped { segment })?;
         Ok(state.progress())
+    }
+
+    /// The end of the entries the node holds of the segment with no hole
+    /// (or has queued to the journal), if it knows the segment.
+    pub fn held_end(&self, segment: SegmentKey) -> Option<u64> {
+        lock(&self.index).segment(&segment).map(|s| s.held_end)
     }
 
     /// The segment's progress now, if the node knows it.

@@ -424,10 +424,11 @@ async fn reads_stop_at_the_lac_and_long_polls_wake_on_it() {
     add(&store, fresh, 1, 1, Some(0)).await;
     assert_eq!(waiter.await.unwrap().unwrap().lac, Some(0));
 
-    // An entry below the LAC that this node misses: ask another replica.
+    // An entry below the LAC that this node misses (a lagging replica
+    // hears the LAC before its entries): ask another replica.
     let gap = key(3, 3);
     add(&store, gap, 0, 1, None).await;
-    add(&store, gap, 2, 1, Some(1)).await;
+    store.advance_lac(gap, Epoch(1), 2).unwrap();
     let err = store
         .read(gap, 1, 10, ReadMode::Committed)
         .await
@@ -715,4 +716,57 @@ async fn a_damaged_frame_header_in_an_older_file_makes_the_node_step_aside() {
         store.add(key(9, 9), Epoch(1), entry(key(9, 9), 0, 1, None, "x")),
         Err(Error::Corrupt { .. })
     ));
+}
+
+/// A node holds a prefix of each segment, never a segment with a hole: an
+/// add past the end of what it holds (or has queued) is refused. So a copy
+/// that succeeds proves the node holds every entry before it (recovery
+/// relies on it), also across a restart and with adds pipelined.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_add_that_would_leave_a_hole_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = key(3, 1);
+    {
+        let store = open(dir.path());
+        let err = store
+            .add(s, Epoch(1), entry(s, 1, 1, None, "first without 0"))
+            .err()
+            .expect("entry 1 before entry 0 is refused");
+        assert_eq!(
+            err_text(err),
+            "entry 1 of segment 3/1 would leave a hole: this node holds entries before 0 only"
+        );
+        // Pipelined: queued but not yet durable entries count.
+        let queued: Vec<_> = (0..4)
+            .map(|id| {
+                let bytes = entry(s, id, 1, None, &format!("payload {s} {id}"));
+                store.add(s, Epoch(1), bytes).unwrap()
+            })
+            .collect();
+        for add in queued {
+            add.await.unwrap();
+        }
+        // Adding again what is held is allowed (a recovery copy).
+        add(&store, s, 2, 1, None).await;
+        assert!(matches!(
+            store.add(s, Epoch(1), entry(s, 5, 1, None, "gap")),
+            Err(Error::Gap {
+                entry: 5,
+                held_end: 4,
+                ..
+            })
+        ));
+        store.shutdown();
+    }
+    let store = open(dir.path());
+    assert!(matches!(
+        store.add(s, Epoch(1), entry(s, 6, 1, None, "gap after restart")),
+        Err(Error::Gap {
+            entry: 6,
+            held_end: 4,
+            ..
+        })
+    ));
+    add(&store, s, 4, 1, None).await;
+    assert_eq!(store.progress(s).unwrap().last_entry_id, Some(4));
 }

@@ -226,7 +226,7 @@ impl Compactor {
             Ok(None) => Ok(None),
             Err(err) => Err(err),
         };
-        self.manifest.release_claim(&claim).await?;
+        self.manifest.release_claim(&claim, &self.node_id).await?;
         result
     }
 

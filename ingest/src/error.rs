@@ -66,6 +66,11 @@ pub enum Error {
         epoch: u64,
         reason: String,
     },
+    #[error(
+        "log {log} is deleted, but {reason}: its old owner may still acknowledge appends \
+         until the compactor drops the segment"
+    )]
+    DeletedUnfenced { log: LogName, reason: String },
     #[error("recover log {log}: {reason}")]
     Recovery { log: LogName, reason: String },
     #[error("the ingest node is shutting down")]
@@ -84,6 +89,7 @@ impl Classify for Error {
             | Error::Cache { .. }
             | Error::OwnershipLost { .. }
             | Error::Recovery { .. }
+            | Error::DeletedUnfenced { .. }
             | Error::ShuttingDown => ErrorKind::Unavailable,
             Error::ExpectedOffset { .. } | Error::EndOfStream { .. } => {
                 ErrorKind::FailedPrecondition

@@ -12,11 +12,13 @@
 //! | [`owner`] | one log's sequencing, batching, quorum acks, segment roll and seal |
 //! | [`replicas`] | the pipelined `AddEntries` streams of one open segment |
 //! | [`orphans`] | adopting idle logs whose owner died with a segment open |
+//! | [`delete`] | deleting a log: the manifest mark, then fencing its open segments' replicas |
 //! | [`recovery`] | fence, copy and seal a segment left open (ARCHITECTURE.md, "The recovery protocol") |
 //! | [`pool`] | connections to cache nodes, ensemble choice |
 //! | [`service`] | the public `LogService` gRPC server |
 //! | [`error`] | errors and their gRPC status, redirects included |
 
+pub mod delete;
 pub mod error;
 pub mod node;
 pub mod orphans;

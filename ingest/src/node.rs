@@ -384,6 +384,17 @@ impl IngestNode {
         answer.await.ok()
     }
 
+    /// Deletes a log ([`crate::delete`]): marks it deleted, stops this
+    /// node's owner of it, and fences its open segments' replicas, so no
+    /// owner anywhere acknowledges another append into it.
+    pub async fn delete_log(&self, log: &LogName) -> Result<()> {
+        let deleted = crate::delete::delete_log(&self.manifest, &self.pool, log).await;
+        if deleted.is_ok() || matches!(deleted, Err(Error::DeletedUnfenced { .. })) {
+            self.forget(log);
+        }
+        deleted.map(drop)
+    }
+
     /// Stops this node's owner of a log (it was deleted, or its owner key
     /// is no longer this owner's); what it holds fails, retryable.
     pub fn forget(&self, log: &LogName) {

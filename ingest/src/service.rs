@@ -174,12 +174,7 @@ impl LogService for LogServer {
         request: Request<pb::DeleteLogRequest>,
     ) -> Result<Response<pb::DeleteLogResponse>, Status> {
         let log = LogName::from_request(&request.into_inner().log)?;
-        self.node
-            .manifest()
-            .delete_log(&log)
-            .await
-            .map_err(|err| status(err.into()))?;
-        self.node.forget(&log);
+        self.node.delete_log(&log).await.map_err(status)?;
         Ok(Response::new(pb::DeleteLogResponse {}))
     }
 

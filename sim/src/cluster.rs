@@ -267,8 +267,14 @@ impl Cluster {
     /// under the same name. If the purge does not come, the log stays
     /// deleted until [`crate::compactor::restore_logs`] after the run.
     pub async fn recreate_log(&self, log: &LogName) {
-        match self.manifest.delete_log(log).await {
+        // As `DeleteLog` does: the manifest mark, then fencing the open
+        // segments' replicas, through the simulated network.
+        let pool = CachePool::with_connector(self.manifest.clone(), self.net.connector("admin"));
+        match dlog_ingest::delete::delete_log(&self.manifest, &pool, log).await {
             Ok(meta) => self.trace(format!("{log}#{} deleted", meta.log_id)),
+            Err(err @ dlog_ingest::error::Error::DeletedUnfenced { .. }) => {
+                self.trace(format!("{log}: deleted, not fenced: {err}"))
+            }
             Err(err) => return self.trace(format!("{log}: delete failed: {err}")),
         }
         self.recreate_after_purge(log).await;

@@ -603,6 +603,49 @@ async fn trim_subscriptions_and_nodes(f: Fixture) {
     );
 }
 
+/// A compactor paused past its lease comes back and gives back a work
+/// claim that is no longer its own: another compactor took it after the
+/// lease expired. The give-back must leave the new holder's claim alone,
+/// or a third compactor could take the same segment's work while the
+/// second still does it.
+async fn a_claim_is_given_back_only_by_its_holder(f: Fixture) {
+    let m = f.manifest;
+    let store = m.store().clone();
+    let first = store.lease_grant(Duration::from_secs(30)).await.unwrap();
+    assert!(
+        m.claim("segment/ns/a/1/0", "compactor-1", first)
+            .await
+            .unwrap()
+    );
+    // compactor-1's lease expires while it is paused.
+    store.lease_revoke(first).await.unwrap();
+    let second = store.lease_grant(Duration::from_secs(30)).await.unwrap();
+    assert!(
+        m.claim("segment/ns/a/1/0", "compactor-2", second)
+            .await
+            .unwrap()
+    );
+    // compactor-1 resumes and finishes its work.
+    m.release_claim("segment/ns/a/1/0", "compactor-1")
+        .await
+        .unwrap();
+    let third = store.lease_grant(Duration::from_secs(30)).await.unwrap();
+    assert!(
+        !m.claim("segment/ns/a/1/0", "compactor-3", third)
+            .await
+            .unwrap(),
+        "compactor-2 still holds the claim"
+    );
+    m.release_claim("segment/ns/a/1/0", "compactor-2")
+        .await
+        .unwrap();
+    assert!(
+        m.claim("segment/ns/a/1/0", "compactor-3", third)
+            .await
+            .unwrap()
+    );
+}
+
 macro_rules! manifest_suite {
     ($backend:ident) => {
         mod $backend {
@@ -628,6 +671,7 @@ macro_rules! manifest_suite {
             case!(concurrent_claimants_get_exactly_one_winner);
             case!(segments_move_open_sealed_offloaded);
             case!(trim_subscriptions_and_nodes);
+            case!(a_claim_is_given_back_only_by_its_holder);
         }
     };
 }

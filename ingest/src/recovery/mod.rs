@@ -11,9 +11,15 @@
 //!    of bounded count (and bytes, capped by the cache node), each with its
 //!    own deadline. Entries up to the highest known LAC are acknowledged
 //!    already; each entry after it that a node holds is copied to the
-//!    ensemble until A nodes have it.
+//!    ensemble until A nodes have it. A node whose fence answer reported a
+//!    last entry below the LAC is also given the entries it lacks: a cache
+//!    node holds a prefix of each segment (it refuses an add that would
+//!    leave a hole) and reports where it ends, so a copy it takes whole
+//!    leaves it holding every entry up to the page's end. A node whose copy
+//!    failed is "lagging" (step 4).
 //!    A read that fails (timeout, `DATA_LOSS`, a dropped connection) is
-//!    "unknown", never "not held". Recovery stops at an entry only once
+//!    "unknown", never "not held"; `DATA_LOSS` also marks the node damaged
+//!    (it lost records for good). Recovery stops at an entry only once
 //!    E − A + 1 nodes answered that they do not hold it: no ack quorum can
 //!    then hold it. If that cannot be established after a few rounds over
 //!    the ensemble, recovery fails and leaves the segment open (the next
@@ -112,6 +118,10 @@ pub async fn recover_segment(
     .await;
     let mut responders = Vec::new();
     let mut lac: Option<u64> = None;
+    // Per node, the end (exclusive) of the entries its fence answer said it
+    // holds with no hole: a node holds a prefix of the segment (the cache
+    // node refuses an add that would leave one), so it lacks what follows.
+    let mut held_end: Vec<Option<u64>> = vec![None; ensemble.len()];
     // Nodes that may not hold the whole segment: they did not answer the
     // fence, or a copy to them fell short (below); `damaged`: they
     // answered `DATA_LOSS`, so they lost records for good.
@@ -121,6 +131,9 @@ pub async fn recover_segment(
         match fence {
             Ok((node, response)) => {
                 lac = lac.max(response.lac);
+                // Older cache nodes do not report it: their last entry, then.
+                let after_last = response.last_entry_id.map_or(0, |l| l.saturating_add(1));
+                held_end[index] = Some(response.held_end.unwrap_or(after_last));
                 responders.push(node);
             }
             Err(err) => {
@@ -162,23 +175,22 @@ pub async fn recover_segment(
             Some(lac) if next_entry <= lac => ensemble.len(),
             _ => needed,
         };
-        let Some((node, page)) = read_next_page(
+        let reading = Reading {
             pool,
-            &reference,
+            segment: &reference,
             ensemble,
-            preferred,
-            next_entry,
             epoch,
-            needed_here,
-        )
-        .await
-        .map_err(|reason| fail(format!("entry {next_entry}: {reason}")))?
+        };
+        let Some((node, page)) =
+            read_next_page(&reading, preferred, next_entry, needed_here, &mut damaged)
+                .await
+                .map_err(|reason| fail(format!("entry {next_entry}: {reason}")))?
         else {
             break;
         };
         preferred = node;
-        let mut to_copy = Vec::new();
-        for bytes in page {
+        let page_start = next_entry;
+        for bytes in &page {
             let entry = codec::decode_entry(bytes.clone())
                 .map_err(|err| fail(format!("entry from {}: {err}", ensemble[node])))?;
             if entry.header.entry_id != next_entry {
@@ -188,38 +200,49 @@ pub async fn recover_segment(
                 )));
             }
             stats.add(&entry, bytes.len());
-            if lac.is_none_or(|lac| next_entry > lac) {
-                to_copy.push(bytes);
-            }
             next_entry += 1;
         }
-        if !to_copy.is_empty() {
-            let copies = copy_entries(pool, &reference, epoch, ensemble, &to_copy).await;
-            let mut complete = 0;
-            for (node, copy) in copies.iter().enumerate() {
-                match copy {
-                    Ok(count) if *count == to_copy.len() => complete += 1,
-                    Ok(_) => lagging[node] = true,
-                    Err(failure) => {
-                        lagging[node] = true;
-                        damaged[node] |= failure.data_loss;
-                    }
+        // Each node gets what it lacks: every entry past the LAC (so an
+        // ack quorum holds it), and below it whatever its fence answer
+        // said it does not hold (its stream broke before they came).
+        let lac_end = lac.map_or(0, |lac| lac.saturating_add(1));
+        let copy_from: Vec<u64> = held_end
+            .iter()
+            .map(|held| held.map_or(lac_end, |held| held.min(lac_end)))
+            .collect();
+        let copies = copy_entries(
+            pool, &reference, epoch, ensemble, &page, page_start, &copy_from,
+        )
+        .await;
+        let mut complete = 0;
+        for (node, copy) in copies.iter().enumerate() {
+            match copy {
+                None => complete += 1,
+                Some(Ok(count)) => {
+                    copied += count;
+                    complete += 1;
+                }
+                Some(Err(failure)) => {
+                    lagging[node] = true;
+                    damaged[node] |= failure.data_loss;
                 }
             }
-            if complete < ack_quorum && short.is_none() {
-                let errors: Vec<&str> = copies
-                    .iter()
-                    .filter_map(|c| c.as_ref().err())
-                    .map(|failure| failure.reason.as_str())
-                    .collect();
-                short = Some(format!(
-                    "copied {} entries to {complete} nodes, {ack_quorum} needed: {}",
-                    to_copy.len(),
-                    errors.join("; ")
-                ));
-            }
-            copied += to_copy.len();
         }
+        if next_entry > lac_end && complete < ack_quorum && short.is_none() {
+            let errors: Vec<&str> = copies
+                .iter()
+                .filter_map(|c| c.as_ref()?.as_ref().err())
+                .map(|failure| failure.reason.as_str())
+                .collect();
+            short = Some(format!(
+                "copied entries {}..{next_entry} to {complete} nodes, {ack_quorum} needed: {}",
+                page_start.max(lac_end),
+                errors.join("; ")
+            ));
+        }
+    }
+    for (node, damaged) in damaged.iter().enumerate() {
+        lagging[node] |= *damaged;
     }
     // Entries up to a reported LAC were acknowledged: nodes saying they do
     // not hold one (a node that lost its disk, say) must not cut it off.
@@ -299,6 +322,19 @@ enum Answer {
     NotHeld,
     /// The read failed: the node may or may not hold the entry.
     Unknown(String),
+    /// The node answered `DATA_LOSS`: it lost records of the segment for
+    /// good, so it does not hold the whole segment (and may or may not
+    /// hold this entry).
+    Damaged(String),
+}
+
+/// The segment recovery reads: through `pool`, from `ensemble`, fencing
+/// at `epoch`.
+struct Reading<'a> {
+    pool: &'a CachePool,
+    segment: &'a SegmentRef,
+    ensemble: &'a [String],
+    epoch: u64,
 }
 
 /// Reads the page of entries from `from`, trying the ensemble's nodes in
@@ -306,14 +342,18 @@ enum Answer {
 /// and the page, or `None` once `needed` nodes answered that they do not
 /// hold `from`; fails if neither happened (some reads failed).
 async fn read_next_page(
-    pool: &CachePool,
-    segment: &SegmentRef,
-    ensemble: &[String],
+    reading: &Reading<'_>,
     preferred: usize,
     from: u64,
-    epoch: u64,
     needed: usize,
+    damaged: &mut [bool],
 ) -> std::result::Result<Option<(usize, Vec<Bytes>)>, String> {
+    let Reading {
+        pool,
+        segment,
+        ensemble,
+        epoch,
+    } = *reading;
     let mut not_held = vec![false; ensemble.len()];
     let mut failures: Vec<String> = Vec::new();
     for round in 0..READ_ROUNDS {
@@ -345,6 +385,10 @@ async fn read_next_page(
                 }
                 #[cfg(not(feature = "mutation-failed-read-not-held"))]
                 Answer::Unknown(reason) => failures.push(format!("{node}: {reason}")),
+                Answer::Damaged(reason) => {
+                    damaged[index] = true;
+                    failures.push(format!("{node}: {reason}"));
+                }
             }
         }
     }
@@ -382,6 +426,9 @@ async fn read_page(
         Ok(Ok(entries)) if entries.is_empty() => Answer::NotHeld,
         Ok(Ok(entries)) => Answer::Entries(entries),
         Ok(Err(status)) if status.code() == tonic::Code::NotFound => Answer::NotHeld,
+        Ok(Err(status)) if status.code() == tonic::Code::DataLoss => {
+            Answer::Damaged(format!("{}: {}", status.code(), status.message()))
+        }
         Ok(Err(status)) => Answer::Unknown(format!("{}: {}", status.code(), status.message())),
         Err(_) => Answer::Unknown(format!("no answer within {NODE_TIMEOUT:?}")),
     }
@@ -394,54 +441,81 @@ struct CopyFailure {
     reason: String,
 }
 
-/// Writes entries (at the recovering epoch) to every node of `nodes`;
-/// returns, per node, how many it acknowledged or why its copy failed.
+/// Writes the entries of `page` (entry ids from `page_start`) at the
+/// recovering epoch to every node of `nodes`, node `i` those from
+/// `from[i]` on; returns, per node, how many it acknowledged or why its
+/// copy failed, or `None` where it was given nothing.
 async fn copy_entries(
     pool: &CachePool,
     segment: &SegmentRef,
     epoch: u64,
     nodes: &[String],
-    entries: &[Bytes],
-) -> Vec<std::result::Result<usize, CopyFailure>> {
-    let failure = |data_loss, reason| CopyFailure { data_loss, reason };
-    join_all(nodes.iter().map(|node| async move {
-        let mut client = pool
-            .client(node)
-            .await
-            .map_err(|e| failure(false, e.to_string()))?;
-        let requests: Vec<AddEntryRequest> = entries
-            .iter()
-            .map(|entry| AddEntryRequest {
-                segment: Some(segment.clone()),
-                epoch,
-                entry: entry.clone(),
-                lac: None,
-            })
-            .collect();
-        let (sender, receiver) = tokio::sync::mpsc::channel(requests.len().max(1));
-        for request in requests {
-            let _ = sender.try_send(request);
+    page: &[Bytes],
+    page_start: u64,
+    from: &[u64],
+) -> Vec<Option<std::result::Result<usize, CopyFailure>>> {
+    join_all(nodes.iter().zip(from).map(|(node, &from)| async move {
+        let skip = usize::try_from(from.saturating_sub(page_start)).unwrap_or(usize::MAX);
+        let entries = page.get(skip..).unwrap_or_default();
+        if entries.is_empty() {
+            return None;
         }
-        drop(sender);
-        let copy = async {
-            let mut acks = client
-                .add_entries(ReceiverStream::new(receiver))
-                .await?
-                .into_inner();
-            let mut count = 0usize;
-            while acks.message().await?.is_some() {
-                count += 1;
-            }
-            Ok::<_, tonic::Status>(count)
-        };
-        match tokio::time::timeout(NODE_TIMEOUT, copy).await {
-            Ok(Ok(count)) => Ok(count),
-            Ok(Err(status)) => Err(failure(
-                status.code() == tonic::Code::DataLoss,
-                format!("copy to {node}: {status}"),
-            )),
-            Err(_) => Err(failure(false, format!("copy to {node}: timed out"))),
-        }
+        Some(copy_to(pool, segment, epoch, node, entries).await)
     }))
     .await
+}
+
+/// Writes `entries` (in order, at the recovering epoch) to `node`; returns
+/// how many it acknowledged or why the copy failed. The node refuses an
+/// entry that would leave a hole, so a copy it takes whole proves it holds
+/// every entry before the first one too.
+async fn copy_to(
+    pool: &CachePool,
+    segment: &SegmentRef,
+    epoch: u64,
+    node: &str,
+    entries: &[Bytes],
+) -> std::result::Result<usize, CopyFailure> {
+    let failure = |data_loss, reason| CopyFailure { data_loss, reason };
+    let mut client = pool
+        .client(node)
+        .await
+        .map_err(|e| failure(false, e.to_string()))?;
+    let requests: Vec<AddEntryRequest> = entries
+        .iter()
+        .map(|entry| AddEntryRequest {
+            segment: Some(segment.clone()),
+            epoch,
+            entry: entry.clone(),
+            lac: None,
+        })
+        .collect();
+    let (sender, receiver) = tokio::sync::mpsc::channel(requests.len().max(1));
+    for request in requests {
+        let _ = sender.try_send(request);
+    }
+    drop(sender);
+    let copy = async {
+        let mut acks = client
+            .add_entries(ReceiverStream::new(receiver))
+            .await?
+            .into_inner();
+        let mut count = 0usize;
+        while acks.message().await?.is_some() {
+            count += 1;
+        }
+        Ok::<_, tonic::Status>(count)
+    };
+    match tokio::time::timeout(NODE_TIMEOUT, copy).await {
+        Ok(Ok(count)) if count == entries.len() => Ok(count),
+        Ok(Ok(count)) => Err(failure(
+            false,
+            format!("copy to {node}: took {count} of {} entries", entries.len()),
+        )),
+        Ok(Err(status)) => Err(failure(
+            status.code() == tonic::Code::DataLoss,
+            format!("copy to {node}: {status}"),
+        )),
+        Err(_) => Err(failure(false, format!("copy to {node}: timed out"))),
+    }
 }

@@ -9,16 +9,19 @@
 //! copies fell short ("lagging") is replaced, damaged nodes first, by a live
 //! node outside the ensemble (only the damaged ones where no copy missed
 //! its quorum: a node that is only slow is not worth a whole copy), which
-//! first receives the whole segment (read
+//! first receives the whole segment (with no spare left, the node itself
+//! receives it in place: a re-initialised member of an E = A ensemble on
+//! a cluster with no other node) (read
 //! back from the nodes that serve it, at the recovering epoch; nodes that
 //! took every copy are read first, damaged nodes never). The kept
 //! nodes answered the fence and took every copy, and each replacement holds
 //! every entry, so every entry past the LAC is on an ack quorum of the new
 //! ensemble, and every entry at or below it on each replacement and on
 //! each kept node that acknowledged it. The seal then records the new
-//! ensemble. (A kept node may lack entries at or below the LAC that it
-//! never received, and a lagging node left in place for want of a spare
-//! may lack more: where no spare exists, this is no worse than before.)
+//! ensemble. (A kept node answered the fence and took every entry it
+//! lacked, below the LAC too. A lagging node that is not replaced, because
+//! no copy missed its quorum and it is not damaged, or because nothing
+//! could be filled, may lack some: the seal names it all the same.)
 //!
 //! Crash points: before the seal the segment is still open under its old
 //! ensemble; a replacement's copy is named by no ensemble, the next
@@ -30,7 +33,7 @@ use bytes::Bytes;
 use dlog_wire::codec;
 use dlog_wire::proto::SegmentRef;
 
-use super::{Answer, copy_entries, read_page};
+use super::{Answer, copy_to, read_page};
 use crate::pool::CachePool;
 
 /// The ensemble's nodes that may not hold the whole segment (`lagging`),
@@ -56,7 +59,8 @@ enum FillError {
 /// lagging node if `nodes.required` (a copy missed its quorum), else only the
 /// damaged ones (a node that is only slow is not worth a whole copy). A
 /// spare that fails is not tried again; spares are taken in an order
-/// rotated by `seed`, so replacements spread over the cluster. Returns the
+/// rotated by `seed`, so replacements spread over the cluster; with no
+/// spare left, the node is filled in place. Returns the
 /// new ensemble, each replaced node swapped for its replacement in place.
 /// If required, fails unless the kept nodes (not lagging) and the filled
 /// replacements make an ack quorum; otherwise returns whatever was filled.
@@ -96,10 +100,17 @@ pub(super) async fn replace_lagging(
     let mut filled = 0;
     let mut failures = Vec::new();
     'slots: for slot in slots {
-        for spare in spares.by_ref() {
-            match fill(pool, segment, epoch, &sources, &spare, count).await {
+        // Spares first; with none left, the node itself, in place: a node
+        // that lost its disk (re-initialised) or lacks entries below the
+        // LAC takes the whole segment from entry 0 (it holds a prefix, and
+        // adding again what it holds changes nothing). Where every node of
+        // the cluster is in the ensemble (E = A = 2 on two cache nodes),
+        // this is what lets a wiped member count again.
+        let in_place = std::iter::once(ensemble[slot].clone());
+        for target in spares.by_ref().chain(in_place) {
+            match fill(pool, segment, epoch, &sources, &target, count).await {
                 Ok(()) => {
-                    new_ensemble[slot] = spare;
+                    new_ensemble[slot] = target;
                     filled += 1;
                     continue 'slots;
                 }
@@ -110,7 +121,6 @@ pub(super) async fn replace_lagging(
                 }
             }
         }
-        break; // no spare left
     }
     let kept = nodes.lagging.iter().filter(|&&l| !l).count();
     if required && kept + filled < ack_quorum {
@@ -142,7 +152,6 @@ async fn fill(
     target: &str,
     count: u64,
 ) -> Result<(), FillError> {
-    let target = [target.to_owned()];
     let mut preferred = 0;
     let mut next = 0u64;
     while next < count {
@@ -165,19 +174,9 @@ async fn fill(
                 )));
             }
         }
-        let copied = copy_entries(pool, segment, epoch, &target, &page).await;
-        match copied.into_iter().next() {
-            Some(Ok(n)) if n == page.len() => next += n as u64,
-            Some(Ok(n)) => {
-                return Err(FillError::Target(format!(
-                    "{}: took {n} of {} entries from {next}",
-                    target[0],
-                    page.len()
-                )));
-            }
-            Some(Err(failure)) => return Err(FillError::Target(failure.reason)),
-            None => unreachable!("one target, one answer"),
-        }
+        next += copy_to(pool, segment, epoch, target, &page)
+            .await
+            .map_err(|failure| FillError::Target(failure.reason))? as u64;
     }
     Ok(())
 }
@@ -199,7 +198,9 @@ async fn read_from_any(
         match read_page(pool, node, segment, from, epoch).await {
             Answer::Entries(page) => return Ok((index, page)),
             Answer::NotHeld => failures.push(format!("{node}: not held")),
-            Answer::Unknown(reason) => failures.push(format!("{node}: {reason}")),
+            Answer::Unknown(reason) | Answer::Damaged(reason) => {
+                failures.push(format!("{node}: {reason}"))
+            }
         }
     }
     Err(format!(

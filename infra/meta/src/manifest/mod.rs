@@ -1002,10 +1002,17 @@ impl Manifest {
             .is_some_and(|kv| kv.value == holder.as_bytes() && kv.lease == Some(lease)))
     }
 
-    /// Gives a claim back.
-    pub async fn release_claim(&self, what: &str) -> Result<()> {
+    /// Gives a claim back, if `holder` still holds it: a holder whose
+    /// lease expired (it was paused, say) must not remove the claim another
+    /// holder took since.
+    pub async fn release_claim(&self, what: &str, holder: &str) -> Result<()> {
+        let key = format!("{}claim/{what}", self.root);
         self.store
-            .delete(&format!("{}claim/{what}", self.root))
+            .txn(
+                Txn::new()
+                    .when([Compare::value_is(&key, holder.to_owned())])
+                    .and_then([TxnOp::delete(&key)]),
+            )
             .await?;
         Ok(())
     }
