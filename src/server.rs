@@ -18,6 +18,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, bail};
+use dlog_cache::confirm::{self, Confirmation};
 use dlog_cache::identity;
 use dlog_cache::service::CacheServer;
 use dlog_cache::trust::Trust;
@@ -235,9 +236,19 @@ pub async fn serve(options: ServeOptions, shutdown: CancellationToken) -> anyhow
     let mut cache_identity = None;
     if roles.contains(&Role::Cache) {
         let journal_dir = data_dir.join("cache");
-        let id = identity::establish(&manifest, &journal_dir, &node.id, options.reinit_cache)
-            .await
-            .context("check the cache directory's identity")?;
+        let checked_at = tokio::time::Instant::now();
+        let id = identity::establish(
+            &manifest,
+            &journal_dir,
+            &node.id,
+            options.reinit_cache,
+            confirm::REINIT_WAIT,
+        )
+        .await
+        .context("check the cache directory's identity")?;
+        // `establish` found the cookie registered (or registered it).
+        let confirmation = Arc::new(Confirmation::new(confirm::CONFIRMATION_VALIDITY));
+        confirmation.confirmed(checked_at);
         if id.reinitialised {
             tracing::warn!(node = %node.id, "cache node re-initialised with an empty store");
         }
@@ -251,6 +262,7 @@ pub async fn serve(options: ServeOptions, shutdown: CancellationToken) -> anyhow
         routes.add_service(
             CacheServer::new(cache.clone())
                 .with_trust(trust)
+                .with_confirmation(confirmation.clone())
                 .into_service(),
         );
         health
@@ -258,7 +270,7 @@ pub async fn serve(options: ServeOptions, shutdown: CancellationToken) -> anyhow
             )
             .await;
         cache_store = Some(cache);
-        cache_identity = Some(id);
+        cache_identity = Some((id, confirmation));
     }
     // Stops the background work (orphan adoption, compactor, cache
     // reconciliation) at shutdown.
@@ -326,7 +338,14 @@ pub async fn serve(options: ServeOptions, shutdown: CancellationToken) -> anyhow
             background_stop.clone(),
         ));
     }
-    if let (Some(cache), Some(id)) = (&cache_store, &cache_identity) {
+    if let (Some(cache), Some((id, confirmation))) = (&cache_store, &cache_identity) {
+        tokio::spawn(confirm::keep_confirming(
+            manifest.clone(),
+            id.cookie.clone(),
+            confirmation.clone(),
+            background_stop.clone(),
+            replaced.clone(),
+        ));
         let period = env_secs("DLOG_CACHE_RECONCILE_SECS").unwrap_or(reconcile::DEFAULT_PERIOD);
         tokio::spawn(reconcile::run(
             cache.clone(),

@@ -18,6 +18,10 @@
 //!   or replaced disk, another process with this id), or with another
 //!   instance's cookie, is refused, unless the operator re-initialises it
 //!   (`--reinit-cache`, only on an empty journal directory).
+//! * A directory without a cookie for an id with none registered is a first
+//!   start, or a directory from before cookies existed. If it is empty
+//!   while some segment in the manifest names the id, it lost them (wiped
+//!   during the upgrade) and starts as re-initialised (next point).
 //! * A re-initialised node starts at a manifest revision: for segments
 //!   created before it, it may have lost entries, so it never answers their
 //!   fences or recovery reads ([`crate::trust`]: `DATA_LOSS`, an unknown
@@ -37,6 +41,7 @@ use std::fs::{self, File, OpenOptions};
 use std::hash::{BuildHasher, Hasher};
 use std::io::Write;
 use std::path::Path;
+use std::time::Duration;
 
 use bytes::Bytes;
 use dlog_meta::manifest::Manifest;
@@ -44,6 +49,9 @@ use dlog_meta::metastore::{Compare, Txn, TxnOp};
 use serde::{Deserialize, Serialize};
 
 const COOKIE_FILE: &str = "COOKIE";
+/// `serves_from_revision` of a re-initialisation that has not taken its
+/// revision yet: it answers for no segment.
+pub const PENDING: i64 = i64::MAX;
 const LOCK_FILE: &str = "LOCK";
 /// The cache store's own lock of its journal (see [`crate::store`]).
 pub const JOURNAL_LOCK_FILE: &str = "journal.lock";
@@ -193,12 +201,15 @@ fn random_instance_id() -> String {
 
 /// Locks `dir` and checks (or creates) its identity for `node_id` against
 /// the manifest. `reinit`: the operator asks to start this id afresh on
-/// an empty directory.
+/// an empty directory; that takes `reinit_wait` (at least
+/// [`crate::confirm::REINIT_WAIT`] in a cluster) between replacing the
+/// registration and taking the revision to serve from.
 pub async fn establish(
     manifest: &Manifest,
     dir: &Path,
     node_id: &str,
     reinit: bool,
+    reinit_wait: Duration,
 ) -> Result<Identity, Error> {
     let lock = lock_dir(dir)?;
     let shown = dir.display().to_string();
@@ -233,6 +244,13 @@ pub async fn establish(
         _lock: lock,
     };
     match (local, registered) {
+        (Some(local), Some(registered))
+            if local == registered && local.serves_from_revision == PENDING =>
+        {
+            // A re-initialisation that stopped before it took its revision.
+            let cookie = finish_reinit(manifest, dir, &key, local, reinit_wait).await?;
+            Ok(identity(cookie, true))
+        }
         (Some(local), Some(registered)) if local == registered && !reinit => {
             Ok(identity(local, false))
         }
@@ -241,14 +259,23 @@ pub async fn establish(
             Ok(identity(local, false))
         }
         (None, None) if !reinit => {
-            // A first start (or a directory from before cookies existed,
-            // which keeps what it holds): nothing was placed on this id
-            // before, so it answers for every segment.
-            let cookie = new_cookie(manifest, node_id, false).await?;
+            // A first start, or a directory from before cookies existed,
+            // which keeps what it holds and answers for every segment. An
+            // empty one of an id the manifest placed segments on lost them
+            // (a disk wiped during the upgrade): it starts re-initialised.
+            let wiped = !has_data(dir)? && placed_on(manifest, node_id).await?;
+            let cookie = new_cookie(manifest, node_id, wiped).await?;
             write_local(dir, &cookie)?;
             register(manifest, &key, &cookie, None).await?;
-            tracing::info!(node = node_id, instance = %cookie.instance_id, "cache directory initialised");
-            Ok(identity(cookie, false))
+            if wiped {
+                tracing::warn!(node = node_id, instance = %cookie.instance_id,
+                    from_revision = cookie.serves_from_revision,
+                    "empty cache directory of a node id that holds segments: started as \
+                     re-initialised, segments created before it are not answered for");
+            } else {
+                tracing::info!(node = node_id, instance = %cookie.instance_id, "cache directory initialised");
+            }
+            Ok(identity(cookie, wiped))
         }
         (_, registered) if reinit => {
             if has_data(dir)? {
@@ -259,10 +286,16 @@ pub async fn establish(
                             .into(),
                 });
             }
-            let cookie = new_cookie(manifest, node_id, true).await?;
+            // First replace the registration, so that a process still
+            // running with the old cookie stops taking adds, then take the
+            // revision to serve from once its last confirmation expired
+            // ([`crate::confirm`]).
+            let mut cookie = new_cookie(manifest, node_id, false).await?;
+            cookie.serves_from_revision = PENDING;
             write_local(dir, &cookie)?;
             let revision = registered_kv.as_ref().map_or(0, |kv| kv.mod_revision);
             register(manifest, &key, &cookie, Some(revision)).await?;
+            let cookie = finish_reinit(manifest, dir, &key, cookie, reinit_wait).await?;
             tracing::warn!(
                 node = node_id,
                 instance = %cookie.instance_id,
@@ -286,6 +319,62 @@ pub async fn establish(
         ))),
         (_, None) => unreachable!("every unregistered case is handled above"),
     }
+}
+
+/// Whether some segment in the manifest names `node_id` in its ensemble.
+async fn placed_on(manifest: &Manifest, node_id: &str) -> Result<bool, Error> {
+    #[derive(Deserialize)]
+    struct Placed {
+        ensemble: Vec<String>,
+    }
+    let logs = format!("{}log/", manifest.root());
+    let range = manifest.store().range(&logs, true).await?;
+    Ok(range.kvs.iter().any(|kv| {
+        kv.key.contains("/seg/")
+            && serde_json::from_slice::<Placed>(&kv.value)
+                .is_ok_and(|segment| segment.ensemble.iter().any(|id| id == node_id))
+    }))
+}
+
+/// Ends a re-initialisation whose cookie (serving from [`PENDING`]) is
+/// registered: waits `wait`, so any process still running with the
+/// replaced cookie stopped taking adds, then records the revision now as
+/// where this instance serves from, locally and in the manifest.
+///
+/// Crash points: before the local write, the pending cookie stays; the
+/// next start finds it and finishes (waiting again). Between the local
+/// write and the registration, the two differ: refused until the operator
+/// re-initialises again.
+async fn finish_reinit(
+    manifest: &Manifest,
+    dir: &Path,
+    key: &str,
+    pending: Cookie,
+    wait: Duration,
+) -> Result<Cookie, Error> {
+    let shown = dir.display().to_string();
+    tracing::warn!(node = %pending.node_id, ?wait,
+        "cache re-initialisation: waiting until a process still running with the old          identity has stopped taking adds");
+    tokio::time::sleep(wait).await;
+    let registered = manifest.store().get(key).await?;
+    let ours = registered
+        .as_ref()
+        .is_some_and(|kv| serde_json::from_slice::<Cookie>(&kv.value).is_ok_and(|c| c == pending));
+    let Some(registered) = registered.filter(|_| ours) else {
+        return Err(Error::Refused {
+            dir: shown,
+            reason: "another instance registered this node id during the re-initialisation".into(),
+        });
+    };
+    let cookie = Cookie {
+        serves_from_revision: new_cookie(manifest, &pending.node_id, true)
+            .await?
+            .serves_from_revision,
+        ..pending
+    };
+    write_local(dir, &cookie)?;
+    register(manifest, key, &cookie, Some(registered.mod_revision)).await?;
+    Ok(cookie)
 }
 
 async fn new_cookie(manifest: &Manifest, node_id: &str, reinit: bool) -> Result<Cookie, Error> {

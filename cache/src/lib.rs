@@ -22,9 +22,11 @@
 //! | [`store`] | the engine: adds, fences, reads up to the LAC, LAC long-poll, drops, hot-entry cache |
 //! | [`service`] | the `CacheService` gRPC server |
 //! | [`identity`] | the data directory's cookie and lock |
+//! | [`confirm`] | adds only while the manifest recently confirmed the node's identity |
 //! | [`trust`] | which segments a re-initialised node may answer fences and recovery reads for |
 //! | [`reconcile`] | frees segments the manifest no longer needs (at start and periodically) |
 
+pub mod confirm;
 pub mod error;
 pub mod identity;
 pub mod index;

@@ -7,6 +7,8 @@
 //!
 //! Fences and recovery reads first ask the node's [`Trust`]: a node whose
 //! data was re-initialised does not answer for segments older than it.
+//! Adds need a valid [`Confirmation`] of the node's identity, where the
+//! server has one ([`crate::confirm`]).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -22,6 +24,7 @@ use dlog_wire::proto::{
 };
 use tonic::{Request, Response, Status, Streaming};
 
+use crate::confirm::Confirmation;
 use crate::segment_key::SegmentKey;
 use crate::store::{CacheStore, ReadMode};
 use crate::trust::Trust;
@@ -43,11 +46,24 @@ const MAX_READ_BYTES: u64 = 16 * 1024 * 1024;
 pub struct CacheServer {
     store: Arc<CacheStore>,
     trust: Option<Arc<Trust>>,
+    confirmation: Option<Arc<Confirmation>>,
 }
 
 impl CacheServer {
     pub fn new(store: Arc<CacheStore>) -> CacheServer {
-        CacheServer { store, trust: None }
+        CacheServer {
+            store,
+            trust: None,
+            confirmation: None,
+        }
+    }
+
+    /// Takes adds only while `confirmation` is valid ([`crate::confirm`]).
+    pub fn with_confirmation(self, confirmation: Arc<Confirmation>) -> CacheServer {
+        CacheServer {
+            confirmation: Some(confirmation),
+            ..self
+        }
     }
 
     /// Answers fences and recovery reads only for segments `trust` allows.
@@ -87,7 +103,13 @@ fn segment_key(segment: Option<&SegmentRef>) -> Result<SegmentKey, Status> {
     })
 }
 
-fn submit_add(store: &CacheStore, request: AddEntryRequest) -> Answer<AddEntryResponse> {
+/// Queues one add (or an explicit LAC). With a `confirmation`, an entry is
+/// refused (`UNAVAILABLE`) while the node's identity is not confirmed.
+pub fn submit_add(
+    store: &CacheStore,
+    confirmation: Option<&Confirmation>,
+    request: AddEntryRequest,
+) -> Answer<AddEntryResponse> {
     let key = match segment_key(request.segment.as_ref()) {
         Ok(key) => key,
         Err(status) => return Answer::ready(Err(status)),
@@ -108,6 +130,12 @@ fn submit_add(store: &CacheStore, request: AddEntryRequest) -> Answer<AddEntryRe
         };
         return Answer::ready(result);
     }
+    if confirmation.is_some_and(|c| !c.is_valid()) {
+        return Answer::ready(Err(Status::unavailable(
+            "this cache node's identity is not confirmed by the manifest: adds are refused \
+             until it is (or another instance took its node id)",
+        )));
+    }
     match store.add(key, Epoch(request.epoch), request.entry) {
         Ok(durable) => Answer::new(async move {
             let entry_id = durable.await.map_err(|err| to_status(&err))?;
@@ -127,8 +155,9 @@ impl CacheService for CacheServer {
         request: Request<Streaming<AddEntryRequest>>,
     ) -> Result<Response<Self::AddEntriesStream>, Status> {
         let store = self.store.clone();
+        let confirmation = self.confirmation.clone();
         let answers = serve_ordered(request.into_inner(), MAX_IN_FLIGHT_ADDS, move |add| {
-            std::future::ready(submit_add(&store, add))
+            std::future::ready(submit_add(&store, confirmation.as_deref(), add))
         });
         Ok(Response::new(answers))
     }

@@ -7,12 +7,15 @@
 use dlog_wire::ids::{Epoch, LogId};
 use std::sync::Arc;
 
-use dlog_cache::{CacheStore, SegmentKey, StoreOptions, reconcile};
+use dlog_cache::{CacheStore, SegmentKey, StoreOptions, identity, reconcile};
 use dlog_meta::manifest::{Manifest, SegmentMeta};
 use dlog_meta::metastore::embedded::EmbeddedStore;
 use dlog_wire::codec::{EntryHeader, EntryRecord, encode_entry};
 use dlog_wire::names::LogName;
 use dlog_wire::record::Record;
+
+/// A re-initialisation's wait, in tests that re-initialise no node.
+const NO_WAIT: std::time::Duration = std::time::Duration::ZERO;
 
 fn template() -> SegmentMeta {
     SegmentMeta::open(0, vec!["cache-1".into()], 1, 1, 0)
@@ -71,4 +74,139 @@ async fn a_purged_log_with_the_highest_id_is_freed_by_reconciliation() {
         "the copy of a purged log must be freed ({report:?}); it is kept because no log \
          with a higher id exists, and stays until one is created"
     );
+}
+
+/// A node id that served before cookies existed, started on this version
+/// with an empty directory (its disk was wiped or replaced during the
+/// upgrade): segments the manifest placed on it may have had acknowledged
+/// entries there, so it must start as a re-initialised node (not answering
+/// for those segments), not as a trusted first start. An id the manifest
+/// never placed anything on starts trusted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_empty_directory_of_an_id_with_segments_is_not_trusted_for_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let metastore = EmbeddedStore::open(dir.path().join("meta")).await.unwrap();
+    let manifest = Manifest::new(Arc::new(metastore), "default");
+    let log: LogName = "review/upgraded".parse().unwrap();
+    let meta = manifest.create_log(&log).await.unwrap();
+    let fence = manifest
+        .bump_epoch(&log, LogId(meta.log_id), Epoch(0))
+        .await
+        .unwrap();
+    manifest
+        .create_segment(&log, fence, template())
+        .await
+        .unwrap();
+
+    let wiped = identity::establish(&manifest, &dir.path().join("c1"), "cache-1", false, NO_WAIT)
+        .await
+        .expect("starts");
+    assert!(
+        wiped.reinitialised && wiped.cookie.serves_from_revision > 0,
+        "an empty directory of an id with segments is trusted for them: {:?}",
+        wiped.cookie
+    );
+    let fresh = identity::establish(&manifest, &dir.path().join("c9"), "cache-9", false, NO_WAIT)
+        .await
+        .expect("starts");
+    assert!(!fresh.reinitialised);
+    assert_eq!(fresh.cookie.serves_from_revision, 0);
+}
+
+/// A node id re-initialised while its old process still runs: the new
+/// instance replaces the registration first, so the old process's next
+/// check fails and its confirmation (renewed only by checks) runs out; the
+/// new instance takes the revision it serves from only after its wait, so
+/// every add the old process could still acknowledge belongs to a segment
+/// the new instance does not answer for. And the old process refuses adds
+/// once its last confirmation is older than the validity.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_id_re_initialised_while_its_old_process_runs() {
+    use dlog_cache::confirm::{Confirmation, keep_confirming};
+    use dlog_wire::proto::AddEntryRequest;
+    use std::time::Duration;
+    use tokio_util::sync::CancellationToken;
+
+    let dir = tempfile::tempdir().unwrap();
+    let metastore = EmbeddedStore::open(dir.path().join("meta")).await.unwrap();
+    let manifest = Manifest::new(Arc::new(metastore), "default");
+    let old = identity::establish(
+        &manifest,
+        &dir.path().join("old"),
+        "cache-1",
+        false,
+        NO_WAIT,
+    )
+    .await
+    .unwrap();
+    let store = CacheStore::open(StoreOptions::new(dir.path().join("old-journal"))).unwrap();
+    let validity = Duration::from_millis(400);
+    let confirmation = Arc::new(Confirmation::new(validity));
+    let (stop, replaced) = (CancellationToken::new(), CancellationToken::new());
+    tokio::spawn(keep_confirming(
+        manifest.clone(),
+        old.cookie.clone(),
+        confirmation.clone(),
+        stop.clone(),
+        replaced.clone(),
+    ));
+    let key = SegmentKey {
+        log_id: 1,
+        segment_id: 1,
+    };
+    let add = |id: u64| AddEntryRequest {
+        segment: Some(dlog_wire::proto::SegmentRef {
+            log: "review/any".into(),
+            log_id: key.log_id,
+            segment_id: key.segment_id,
+        }),
+        epoch: 1,
+        entry: encode_entry(
+            &EntryHeader {
+                log_id: key.log_id,
+                segment_id: key.segment_id,
+                entry_id: id,
+                epoch: 1,
+                first_offset: id,
+                lac: None,
+                record_count: 1,
+            },
+            &[EntryRecord {
+                timestamp_ms: 1,
+                record: Record::new("x"),
+            }],
+        ),
+        lac: None,
+    };
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let first = dlog_cache::service::submit_add(&store, Some(&confirmation), add(0));
+    first.await.expect("a confirmed node takes adds");
+
+    // The re-initialisation, elsewhere, with a wait longer than the validity.
+    let revision_before = manifest.store().range("/", true).await.unwrap().revision;
+    let reinit = {
+        let manifest = manifest.clone();
+        let dir = dir.path().join("new");
+        tokio::spawn(async move {
+            identity::establish(&manifest, &dir, "cache-1", true, Duration::from_millis(600)).await
+        })
+    };
+    tokio::time::timeout(Duration::from_secs(5), replaced.cancelled())
+        .await
+        .expect("the old process learns it was replaced");
+    let new = reinit.await.unwrap().expect("re-initialised");
+    assert!(new.reinitialised);
+    assert!(
+        new.cookie.serves_from_revision > revision_before
+            && new.cookie.serves_from_revision != identity::PENDING,
+        "serves from a revision taken after the wait: {:?}",
+        new.cookie
+    );
+    // By the time the new instance serves, the old one refuses adds.
+    let late = dlog_cache::service::submit_add(&store, Some(&confirmation), add(1)).await;
+    assert_eq!(
+        late.expect_err("a replaced node refuses adds").code(),
+        tonic::Code::Unavailable
+    );
+    stop.cancel();
 }

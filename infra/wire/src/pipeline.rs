@@ -34,6 +34,15 @@ impl<T> Answer<T> {
     }
 }
 
+impl<T> std::future::IntoFuture for Answer<T> {
+    type Output = Result<T, tonic::Status>;
+    type IntoFuture = BoxFuture<'static, Result<T, tonic::Status>>;
+
+    fn into_future(self) -> Self::IntoFuture {
+        self.0
+    }
+}
+
 impl<T> std::fmt::Debug for Answer<T> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str("Answer")
