@@ -21,6 +21,21 @@ fn template() -> SegmentMeta {
     SegmentMeta::open(0, vec!["cache-1".into()], 1, 1, 0)
 }
 
+/// Creates `log` with one open segment on `cache-1`; returns the log id
+/// and the segment.
+async fn log_with_open_segment(manifest: &Manifest, log: &LogName) -> (u64, SegmentMeta) {
+    let meta = manifest.create_log(log).await.unwrap();
+    let fence = manifest
+        .bump_epoch(log, LogId(meta.log_id), Epoch(0))
+        .await
+        .unwrap();
+    let segment = manifest
+        .create_segment(log, fence, template())
+        .await
+        .unwrap();
+    (meta.log_id, segment)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_purged_log_with_the_highest_id_is_freed_by_reconciliation() {
     let dir = tempfile::tempdir().unwrap();
@@ -30,17 +45,9 @@ async fn a_purged_log_with_the_highest_id_is_freed_by_reconciliation() {
 
     // The only log; its open segment is on this node.
     let log: LogName = "review/only".parse().unwrap();
-    let meta = manifest.create_log(&log).await.unwrap();
-    let fence = manifest
-        .bump_epoch(&log, LogId(meta.log_id), Epoch(0))
-        .await
-        .unwrap();
-    let segment = manifest
-        .create_segment(&log, fence, template())
-        .await
-        .unwrap();
+    let (log_id, segment) = log_with_open_segment(&manifest, &log).await;
     let key = SegmentKey {
-        log_id: meta.log_id,
+        log_id,
         segment_id: segment.segment_id,
     };
     let entry = encode_entry(
@@ -48,7 +55,7 @@ async fn a_purged_log_with_the_highest_id_is_freed_by_reconciliation() {
             log_id: key.log_id,
             segment_id: key.segment_id,
             entry_id: 0,
-            epoch: fence.epoch,
+            epoch: segment.epoch,
             first_offset: 0,
             lac: None,
             record_count: 1,
@@ -59,14 +66,14 @@ async fn a_purged_log_with_the_highest_id_is_freed_by_reconciliation() {
         }],
     );
     store
-        .add(key, Epoch(fence.epoch), entry)
+        .add(key, Epoch(segment.epoch), entry)
         .unwrap()
         .await
         .unwrap();
 
     // Deleted and purged while this node was down (no DropSegment came).
     manifest.delete_log(&log).await.unwrap();
-    assert!(manifest.purge_log(&log, meta.log_id).await.unwrap());
+    assert!(manifest.purge_log(&log, log_id).await.unwrap());
 
     let report = reconcile::pass(&store, &manifest).await.unwrap();
     assert_eq!(
@@ -87,16 +94,7 @@ async fn an_empty_directory_of_an_id_with_segments_is_not_trusted_for_them() {
     let dir = tempfile::tempdir().unwrap();
     let metastore = EmbeddedStore::open(dir.path().join("meta")).await.unwrap();
     let manifest = Manifest::new(Arc::new(metastore), "default");
-    let log: LogName = "review/upgraded".parse().unwrap();
-    let meta = manifest.create_log(&log).await.unwrap();
-    let fence = manifest
-        .bump_epoch(&log, LogId(meta.log_id), Epoch(0))
-        .await
-        .unwrap();
-    manifest
-        .create_segment(&log, fence, template())
-        .await
-        .unwrap();
+    log_with_open_segment(&manifest, &"review/upgraded".parse().unwrap()).await;
 
     let wiped = identity::establish(&manifest, &dir.path().join("c1"), "cache-1", false, NO_WAIT)
         .await
