@@ -42,6 +42,9 @@ pub const REQUEST_DEADLINE: Duration = Duration::from_secs(2);
 const HEDGE_AFTER: Duration = Duration::from_millis(300);
 /// How long a replica that failed or timed out is asked last.
 const SLOW_FOR: Duration = Duration::from_secs(10);
+/// Open segments whose last answered LAC a node remembers (the newest
+/// used; one idle for 10 minutes is forgotten).
+const ANSWERED_LACS: u64 = 100_000;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 struct EntryKey {
@@ -82,6 +85,11 @@ pub struct CacheTier {
     caches: Arc<CacheClients>,
     entries: moka::future::Cache<EntryKey, Arc<Entry>>,
     lacs: SharedWatches<(u64, u64), Option<u64>>,
+    /// The highest LAC [`CacheTier::current_lac`] answered per open segment
+    /// `(log id, segment id)`: a later answer is never lower, also when
+    /// the replica that reported it stops answering (the others may know
+    /// only an older LAC piggybacked on their entries).
+    answered_lacs: moka::future::Cache<(u64, u64), u64>,
     slow: Arc<SlowNodes>,
 }
 
@@ -125,6 +133,10 @@ impl CacheTier {
             caches,
             entries,
             lacs: SharedWatches::default(),
+            answered_lacs: moka::future::Cache::builder()
+                .max_capacity(ANSWERED_LACS)
+                .time_to_idle(Duration::from_secs(600))
+                .build(),
             slow: Arc::default(),
         }
     }
@@ -299,7 +311,8 @@ impl CacheTier {
 
     /// The LAC of an open segment now (no waiting): the highest any
     /// replica reports, once enough replicas answered that one of them
-    /// holds every acknowledged entry (write quorum - ack quorum + 1).
+    /// holds every acknowledged entry (write quorum - ack quorum + 1), and
+    /// never below one answered before on this node.
     /// `Ok(None)`: no entry was confirmed yet. An error when too few
     /// answered: an unknown LAC is never "nothing confirmed".
     pub async fn current_lac(&self, source: &SegmentSource) -> Result<Option<u64>> {
@@ -340,7 +353,18 @@ impl CacheTier {
                 errors.join("; ")
             )));
         }
-        Ok(best)
+        let key = (source.log_id, source.segment.segment_id);
+        let Some(best) = best else {
+            return Ok(self.answered_lacs.get(&key).await);
+        };
+        let answered = self
+            .answered_lacs
+            .entry(key)
+            .and_upsert_with(|before| {
+                std::future::ready(before.map_or(best, |before| best.max(*before.value())))
+            })
+            .await;
+        Ok(Some(*answered.value()))
     }
 
     /// Segments with a running LAC long-poll on this node.

@@ -375,3 +375,54 @@ async fn a_read_does_not_go_on_into_a_re_created_log() {
 fn payloads_of(count: usize, payload: impl Fn(usize) -> Vec<u8>) -> Vec<Bytes> {
     (0..count).map(|i| Bytes::from(payload(i))).collect()
 }
+
+/// E/W/A = 3/3/2. n1 heard LAC 6 (the owner's explicit LAC, say), n2 and
+/// n3 still know 5 from the entries' piggybacked LACs; all hold 0..=6. The
+/// tail is first answered from n1: the end of entry 6. Then n1 stops
+/// answering: n2 and n3 are enough answers (E − A + 1 = 2), and their
+/// LAC 5 put the tail one entry back, so a `Start::Tail` read started
+/// there re-delivered entry 6. A reader node never reports a tail below
+/// one it reported before for the same segment.
+#[tokio::test]
+async fn the_tail_never_steps_back_when_the_replica_with_the_newest_lac_stops() {
+    use dlog_meta::manifest::SegmentMeta;
+    let fixture = Fixture::new().await;
+    let log: LogName = "review/tail-step-back".parse().unwrap();
+    let epoch = fixture.create_log(&log).await;
+    let ids = ["t1", "t2", "t3"];
+    let mut nodes = Vec::new();
+    for id in ids {
+        nodes.push(start_node(&fixture, id).await);
+    }
+    let start = 40;
+    let template = SegmentMeta::open(
+        epoch.epoch,
+        ids.iter().map(|s| s.to_string()).collect(),
+        3,
+        2,
+        start,
+    );
+    let segment = fixture
+        .manifest
+        .create_segment(&log, epoch, template)
+        .await
+        .unwrap();
+    let log_id = fixture.manifest.log(&log).await.unwrap().log_id;
+    for (i, node) in nodes.iter().enumerate() {
+        let mut entries = node.entries.lock().unwrap();
+        for id in 0..=6 {
+            entries.insert(id, entry(log_id, segment.segment_id, start, id));
+        }
+        *node.lac.lock().unwrap() = Some(if i == 0 { 6 } else { 5 });
+    }
+    let engine = fixture.engine(ReaderOptions::default());
+    let first = engine.check_tail(&log).await.unwrap().next_offset;
+    assert_eq!(first, start + 7, "the end of entry 6");
+
+    nodes[0].down.store(true, Ordering::SeqCst);
+    let second = engine.check_tail(&log).await.unwrap().next_offset;
+    assert!(
+        second >= first,
+        "the tail stepped back from {first} to {second} when t1 stopped answering"
+    );
+}
