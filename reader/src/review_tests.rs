@@ -193,6 +193,36 @@ fn entry(log_id: u64, segment_id: u64, start: u64, entry_id: u64) -> Bytes {
     encode_entry(&header, &records)
 }
 
+/// Log `log` with an open segment from offset `start` on fake nodes
+/// `ids` (W = 3, A = 2): the nodes, the log id and the segment id.
+async fn open_on_fakes(
+    fixture: &Fixture,
+    log: &LogName,
+    ids: &[&str],
+    start: u64,
+) -> (Vec<Arc<FakeNode>>, u64, u64) {
+    use dlog_meta::manifest::SegmentMeta;
+    let epoch = fixture.create_log(log).await;
+    let mut nodes = Vec::new();
+    for id in ids {
+        nodes.push(start_node(fixture, id).await);
+    }
+    let template = SegmentMeta::open(
+        epoch.epoch,
+        ids.iter().map(|s| s.to_string()).collect(),
+        3,
+        2,
+        start,
+    );
+    let segment = fixture
+        .manifest
+        .create_segment(log, epoch, template)
+        .await
+        .unwrap();
+    let log_id = fixture.manifest.log(log).await.unwrap().log_id;
+    (nodes, log_id, segment.segment_id)
+}
+
 /// A non-follow read stops at the tail. With every replica of the open
 /// segment unreachable, `CheckTail` says `UNAVAILABLE` (the tail is
 /// unknown), but a read from the start delivers the closed segments and
@@ -249,33 +279,15 @@ async fn a_non_follow_read_with_an_unknown_lac_does_not_end_cleanly() {
 /// change meant to rule out (a `Start::Tail` read re-delivers the segment).
 #[tokio::test]
 async fn the_lac_quorum_counts_the_ensemble_not_the_write_quorum() {
-    use dlog_meta::manifest::SegmentMeta;
     let fixture = Fixture::new().await;
     let log: LogName = "review/wide-ensemble".parse().unwrap();
-    let epoch = fixture.create_log(&log).await;
-    let ids = ["n1", "n2", "n3", "n4", "n5"];
-    let mut nodes = Vec::new();
-    for id in ids {
-        nodes.push(start_node(&fixture, id).await);
-    }
     let start = 100;
-    let template = SegmentMeta::open(
-        epoch.epoch,
-        ids.iter().map(|s| s.to_string()).collect(),
-        3,
-        2,
-        start,
-    );
-    let segment = fixture
-        .manifest
-        .create_segment(&log, epoch, template)
-        .await
-        .unwrap();
-    let log_id = fixture.manifest.log(&log).await.unwrap().log_id;
+    let ids = ["n1", "n2", "n3", "n4", "n5"];
+    let (nodes, log_id, segment_id) = open_on_fakes(&fixture, &log, &ids, start).await;
     for node in &nodes[2..] {
         let mut entries = node.entries.lock().unwrap();
         for id in 0..=6 {
-            entries.insert(id, entry(log_id, segment.segment_id, start, id));
+            entries.insert(id, entry(log_id, segment_id, start, id));
         }
         *node.lac.lock().unwrap() = Some(5);
     }
@@ -385,33 +397,15 @@ fn payloads_of(count: usize, payload: impl Fn(usize) -> Vec<u8>) -> Vec<Bytes> {
 /// one it reported before for the same segment.
 #[tokio::test]
 async fn the_tail_never_steps_back_when_the_replica_with_the_newest_lac_stops() {
-    use dlog_meta::manifest::SegmentMeta;
     let fixture = Fixture::new().await;
     let log: LogName = "review/tail-step-back".parse().unwrap();
-    let epoch = fixture.create_log(&log).await;
-    let ids = ["t1", "t2", "t3"];
-    let mut nodes = Vec::new();
-    for id in ids {
-        nodes.push(start_node(&fixture, id).await);
-    }
     let start = 40;
-    let template = SegmentMeta::open(
-        epoch.epoch,
-        ids.iter().map(|s| s.to_string()).collect(),
-        3,
-        2,
-        start,
-    );
-    let segment = fixture
-        .manifest
-        .create_segment(&log, epoch, template)
-        .await
-        .unwrap();
-    let log_id = fixture.manifest.log(&log).await.unwrap().log_id;
+    let ids = ["t1", "t2", "t3"];
+    let (nodes, log_id, segment_id) = open_on_fakes(&fixture, &log, &ids, start).await;
     for (i, node) in nodes.iter().enumerate() {
         let mut entries = node.entries.lock().unwrap();
         for id in 0..=6 {
-            entries.insert(id, entry(log_id, segment.segment_id, start, id));
+            entries.insert(id, entry(log_id, segment_id, start, id));
         }
         *node.lac.lock().unwrap() = Some(if i == 0 { 6 } else { 5 });
     }
