@@ -115,6 +115,13 @@ impl Compactor {
         self
     }
 
+    /// What this compactor's claims hold: its node id and lease, so that
+    /// an instance whose lease expired (it was paused) never gives back a
+    /// claim its restarted successor, under the same node id, took since.
+    fn claim_holder(&self) -> String {
+        format!("{}@{:x}", self.node_id, self.lease)
+    }
+
     /// Runs passes until cancelled.
     pub async fn run(self, cancel: CancellationToken) {
         tracing::info!(node = %self.node_id, "compactor running");
@@ -206,7 +213,7 @@ impl Compactor {
         );
         if !self
             .manifest
-            .claim(&claim, &self.node_id, self.lease)
+            .claim(&claim, &self.claim_holder(), self.lease)
             .await?
         {
             return Ok(None);
@@ -226,7 +233,9 @@ impl Compactor {
             Ok(None) => Ok(None),
             Err(err) => Err(err),
         };
-        self.manifest.release_claim(&claim, &self.node_id).await?;
+        self.manifest
+            .release_claim(&claim, &self.claim_holder())
+            .await?;
         result
     }
 

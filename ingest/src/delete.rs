@@ -14,15 +14,23 @@
 //! more (the deletion removed the log's id key, which every segment
 //! creation compares), so the set fenced is complete.
 //!
+//! The open segments are those of the manifest read the deletion compared
+//! (no segment was created between the two), so a purge racing the fences
+//! cannot hide one. An owner that opens its streams to a segment created
+//! before the deletion checks the log is live after opening them (see
+//! [`crate::owner`]), so a node that lost its fence since cannot take its
+//! entries.
+//!
 //! Crash points: a crash after the manifest mark and before the fences
-//! leaves the deleted log's open segment unfenced until the compactor
-//! purges the log (dropping a segment from a cache node also makes it
-//! refuse adds); the caller got no answer, and a retried `DeleteLog` finds
-//! the log gone. Fences are idempotent.
+//! leaves the deleted log's open segment unfenced; the caller got no
+//! answer, and a retried `DeleteLog` fences the open segments of the log
+//! being deleted before it answers `NOT_FOUND`. Until then, or if no retry
+//! comes, the compactor's purge drops the segment from the cache nodes it
+//! reaches (a dropped segment refuses adds). Fences are idempotent.
 
 use std::time::Duration;
 
-use dlog_meta::manifest::{LogMeta, Manifest, SegmentMeta, SegmentState};
+use dlog_meta::manifest::{self, LogMeta, LogState, Manifest, SegmentMeta, SegmentState};
 use dlog_wire::names::LogName;
 use dlog_wire::proto::{FenceRequest, SegmentRef};
 use futures::future::join_all;
@@ -40,34 +48,50 @@ const FENCE_ROUNDS: u32 = 3;
 const ROUND_PAUSE: Duration = Duration::from_millis(200);
 
 /// Marks `log` deleted in the manifest, then fences the replicas of its
-/// open segments; returns the deleted log's metadata. Fails (retryable,
-/// `UNAVAILABLE`) if some open segment could not be fenced on enough
-/// nodes: the log is deleted then, but its old owner may still acknowledge
-/// appends until the compactor drops the segment.
+/// open segments (as they were at the deletion); returns the deleted log's
+/// metadata. Fails (retryable, `UNAVAILABLE`) if some open segment could
+/// not be fenced on enough nodes: the log is deleted then, and a retry
+/// fences again before it answers `NOT_FOUND` (the log is gone), so a
+/// caller that retries until `NOT_FOUND` knows the fences are in place.
 pub async fn delete_log(manifest: &Manifest, pool: &CachePool, log: &LogName) -> Result<LogMeta> {
-    let meta = manifest.delete_log(log).await?;
-    let snapshot = manifest.log_snapshot(log).await?;
-    if snapshot
-        .meta
-        .as_ref()
-        .is_none_or(|m| m.log_id != meta.log_id)
-    {
-        // Purged (and maybe re-created) meanwhile: its segments are dropped.
-        return Ok(meta);
+    match manifest.delete_log_with_segments(log).await {
+        Ok((meta, segments)) => {
+            fence_open_segments(pool, log, meta.log_id, &segments).await?;
+            Ok(meta)
+        }
+        Err(manifest::Error::LogNotFound(_)) => {
+            // Being deleted already (an earlier call may have failed to
+            // fence): no segment can be opened any more, so fence what is
+            // open, then answer as before.
+            let snapshot = manifest.log_snapshot(log).await?;
+            if let Some(meta) = snapshot.meta.filter(|m| m.state == LogState::Deleting) {
+                fence_open_segments(pool, log, meta.log_id, &snapshot.segments).await?;
+            }
+            Err(manifest::Error::LogNotFound(log.clone()).into())
+        }
+        Err(err) => Err(err.into()),
     }
-    let open = snapshot
-        .segments
+}
+
+/// Fences every open segment of `segments`.
+async fn fence_open_segments(
+    pool: &CachePool,
+    log: &LogName,
+    log_id: u64,
+    segments: &[SegmentMeta],
+) -> Result<()> {
+    let open = segments
         .iter()
         .filter(|segment| segment.state == SegmentState::Open);
     for segment in open {
-        fence_segment(pool, log, meta.log_id, segment)
+        fence_segment(pool, log, log_id, segment)
             .await
             .map_err(|reason| Error::DeletedUnfenced {
                 log: log.clone(),
                 reason: format!("segment {}: {reason}", segment.segment_id),
             })?;
     }
-    Ok(meta)
+    Ok(())
 }
 
 /// Fences `segment` at [`DELETED_EPOCH`] until E − A + 1 of its nodes

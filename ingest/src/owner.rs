@@ -764,6 +764,23 @@ impl Owner {
             self.events.clone(),
         )
         .await;
+        // A `DeleteLog` between the segment's creation and these streams
+        // fenced the segment on nodes as they were then; a node that lost
+        // that fence since (wiped, re-initialised) could take this owner's
+        // entries. Checked after the streams are open: a deletion after
+        // this check fences nodes these very streams write to, and a node
+        // restarted since breaks its stream for good.
+        if let Err(err) = self
+            .manifest
+            .check_live(&self.log, self.resume.log_id)
+            .await
+        {
+            return Err(Error::OwnershipLost {
+                log: self.log.clone(),
+                epoch: self.resume.epoch,
+                reason: format!("the log was deleted as its segment opened: {err}"),
+            });
+        }
         tracing::info!(segment = meta.segment_id, ensemble = ?meta.ensemble, start_offset, "opened segment");
         self.segment = Some(OpenSegment {
             stats: SealInfo::empty(start_offset),

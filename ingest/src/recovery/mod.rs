@@ -131,9 +131,11 @@ pub async fn recover_segment(
         match fence {
             Ok((node, response)) => {
                 lac = lac.max(response.lac);
-                // Older cache nodes do not report it: their last entry, then.
-                let after_last = response.last_entry_id.map_or(0, |l| l.saturating_add(1));
-                held_end[index] = Some(response.held_end.unwrap_or(after_last));
+                // A cache node older than `held_end` may hold entries with
+                // holes (it took copies past them): assume nothing, so it
+                // is given the whole segment (adding again what it holds
+                // changes nothing).
+                held_end[index] = Some(response.held_end.unwrap_or(0));
                 responders.push(node);
             }
             Err(err) => {

@@ -32,7 +32,8 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use crate::metastore::{
-    self, Compare, KeyValue, LeaseId, Revision, SharedMetaStore, Txn, TxnOp, WatchStream,
+    self, CmpOp, Compare, CompareTarget, KeyValue, LeaseId, Revision, SharedMetaStore, Txn, TxnOp,
+    WatchStream,
 };
 use dlog_wire::error::{Classify, ErrorKind};
 use dlog_wire::ids::{Epoch, LogId, Offset, SegmentId};
@@ -416,19 +417,44 @@ impl Manifest {
     /// then on, and so does the owner key, which tells the owner (whichever
     /// node runs it, [`Manifest::watch_owners`]) to stop.
     pub async fn delete_log(&self, log: &LogName) -> Result<LogMeta> {
+        Ok(self.delete_log_with_segments(log).await?.0)
+    }
+
+    /// [`Manifest::delete_log`], returning also the log's segments as they
+    /// were when it was deleted: every open segment the deleted log will
+    /// ever have is among them (none can be created after the deletion,
+    /// which removes the id key every creation compares, and none was
+    /// created between this read and the deletion: compared too).
+    pub async fn delete_log_with_segments(
+        &self,
+        log: &LogName,
+    ) -> Result<(LogMeta, Vec<SegmentMeta>)> {
         loop {
-            let current = self.log_versioned(log).await?;
-            if current.value.state == LogState::Deleting {
-                return Err(Error::LogNotFound(log.clone()));
-            }
-            let mut meta = current.value;
+            let snapshot = self.log_snapshot(log).await?;
+            let mut meta = match snapshot.meta {
+                Some(meta) if meta.state != LogState::Deleting => meta,
+                _ => return Err(Error::LogNotFound(log.clone())),
+            };
             meta.state = LogState::Deleting;
+            let unchanged_since = |key: String| {
+                Compare::new(
+                    key,
+                    CmpOp::Less,
+                    CompareTarget::ModRevision(snapshot.revision + 1),
+                )
+            };
             let meta_key = self.meta_key(log);
             let response = self
                 .store
                 .txn(
                     Txn::new()
-                        .when([Compare::mod_revision_is(&meta_key, current.mod_revision)])
+                        .when([
+                            // Present (not purged and re-created meanwhile)...
+                            Compare::new(&meta_key, CmpOp::Greater, CompareTarget::Version(0)),
+                            // ...and as read, with no segment created since.
+                            unchanged_since(meta_key.clone()),
+                            unchanged_since(self.next_segment_key(log)),
+                        ])
                         .and_then([
                             TxnOp::put(&meta_key, encode_json(&meta)),
                             TxnOp::delete(self.id_key(log)),
@@ -437,7 +463,7 @@ impl Manifest {
                 )
                 .await?;
             if response.succeeded {
-                return Ok(meta);
+                return Ok((meta, snapshot.segments));
             }
         }
     }
