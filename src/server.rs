@@ -236,7 +236,6 @@ pub async fn serve(options: ServeOptions, shutdown: CancellationToken) -> anyhow
     let mut cache_identity = None;
     if roles.contains(&Role::Cache) {
         let journal_dir = data_dir.join("cache");
-        let checked_at = tokio::time::Instant::now();
         let id = identity::establish(
             &manifest,
             &journal_dir,
@@ -246,9 +245,7 @@ pub async fn serve(options: ServeOptions, shutdown: CancellationToken) -> anyhow
         )
         .await
         .context("check the cache directory's identity")?;
-        // `establish` found the cookie registered (or registered it).
         let confirmation = Arc::new(Confirmation::new(confirm::CONFIRMATION_VALIDITY));
-        confirmation.confirmed(checked_at);
         if id.reinitialised {
             tracing::warn!(node = %node.id, "cache node re-initialised with an empty store");
         }
@@ -258,6 +255,14 @@ pub async fn serve(options: ServeOptions, shutdown: CancellationToken) -> anyhow
             .context("open the cache journal")?
             .context("open the cache journal")?;
         let cache = Arc::new(cache);
+        // Confirmed once more just before serving (the re-initialisation's
+        // wait and the journal replay took time since `establish`).
+        let checked_at = tokio::time::Instant::now();
+        match identity::registration(&manifest, &id.cookie).await {
+            Ok(identity::Registration::Ours) => confirmation.confirmed(checked_at),
+            Ok(other) => anyhow::bail!("the cache node's identity is {other:?} in the manifest"),
+            Err(err) => return Err(err).context("confirm the cache node's identity"),
+        }
         let trust = Arc::new(Trust::new(manifest.clone(), &id.cookie));
         routes.add_service(
             CacheServer::new(cache.clone())

@@ -20,8 +20,14 @@
 //!   process acknowledged was acknowledged before that revision, so it
 //!   belongs to a segment the new instance does not answer for.
 //!
+//! Fences and recovery reads are refused too while the identity is not
+//! confirmed: a replaced process must not answer "not held" for segments
+//! the new instance holds.
+//!
 //! The bound relies on the two hosts' clocks running at about the same
-//! rate (not on their being in sync), as every lease does.
+//! rate (not on their being in sync), as every lease does, and on the old
+//! host not being suspended (a suspended machine's monotonic clock stops:
+//! it resumes still "confirmed" for what was left of the validity).
 
 use std::sync::Mutex;
 use std::time::Duration;
@@ -30,7 +36,7 @@ use dlog_meta::manifest::Manifest;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use crate::identity::{self, Cookie};
+use crate::identity::{self, Cookie, Registration};
 
 /// How long a successful identity check lets the node take adds.
 pub const CONFIRMATION_VALIDITY: Duration = Duration::from_secs(8);
@@ -38,6 +44,9 @@ pub const CONFIRMATION_VALIDITY: Duration = Duration::from_secs(8);
 /// cookie and taking its revision: the validity plus a margin for clock
 /// rates and the check's own duration.
 pub const REINIT_WAIT: Duration = Duration::from_secs(10);
+
+/// Pause before a failed check is tried again.
+const RETRY: Duration = Duration::from_millis(200);
 
 /// Until when the node's identity counts as confirmed.
 #[derive(Debug)]
@@ -75,8 +84,11 @@ impl Confirmation {
 
 /// Checks every quarter of the validity that `cookie` is still registered,
 /// renewing `confirmation`; cancels `replaced` and returns once another
-/// cookie is. A failed check (the manifest unreachable) renews nothing, so
-/// the node stops taking adds when its identity can no longer be checked.
+/// cookie is. A check that fails or takes longer than a quarter of the
+/// validity (an etcd member that stopped answering) renews nothing and is
+/// tried again soon, so the node stops taking adds only when its identity
+/// cannot be checked for the whole validity. A registration that is gone
+/// altogether renews nothing either.
 pub async fn keep_confirming(
     manifest: Manifest,
     cookie: Cookie,
@@ -87,21 +99,37 @@ pub async fn keep_confirming(
     let period = confirmation.validity / 4;
     loop {
         let started = Instant::now();
-        match identity::still_registered(&manifest, &cookie).await {
-            Ok(true) => confirmation.confirmed(started),
-            Ok(false) => {
+        let check = tokio::time::timeout(period, identity::registration(&manifest, &cookie));
+        let pause = match check.await {
+            Ok(Ok(Registration::Ours)) => {
+                confirmation.confirmed(started);
+                period
+            }
+            Ok(Ok(Registration::Replaced)) => {
                 tracing::error!(node = %cookie.node_id, instance = %cookie.instance_id,
                     "another instance registered this cache node id: refusing adds, stopping");
                 replaced.cancel();
                 return;
             }
-            Err(err) => tracing::warn!(node = %cookie.node_id,
-                "cache identity check failed (adds stop once the last check is \
-                 {CONFIRMATION_VALIDITY:?} old): {err:#}"),
-        }
+            Ok(Ok(Registration::Missing)) => {
+                tracing::warn!(node = %cookie.node_id,
+                    "this cache node's identity is not registered any more: not confirmed");
+                RETRY
+            }
+            Ok(Err(err)) => {
+                tracing::warn!(node = %cookie.node_id, "cache identity check failed (adds stop \
+                    once the last check is {CONFIRMATION_VALIDITY:?} old): {err:#}");
+                RETRY
+            }
+            Err(_) => {
+                tracing::warn!(node = %cookie.node_id,
+                    "cache identity check took over {period:?}: trying again");
+                RETRY
+            }
+        };
         tokio::select! {
             () = stop.cancelled() => return,
-            () = tokio::time::sleep(period) => {}
+            () = tokio::time::sleep(pause) => {}
         }
     }
 }

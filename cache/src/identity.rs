@@ -19,9 +19,10 @@
 //!   instance's cookie, is refused, unless the operator re-initialises it
 //!   (`--reinit-cache`, only on an empty journal directory).
 //! * A directory without a cookie for an id with none registered is a first
-//!   start, or a directory from before cookies existed. If it is empty
-//!   while some segment in the manifest names the id, it lost them (wiped
-//!   during the upgrade) and starts as re-initialised (next point).
+//!   start, or a directory from before cookies existed (it keeps what it
+//!   holds). An empty one for an id that some segment in the manifest names
+//!   lost them (wiped during the upgrade): it serves from the manifest
+//!   revision it starts at (next point), as it does if that cannot be read.
 //! * A re-initialised node starts at a manifest revision: for segments
 //!   created before it, it may have lost entries, so it never answers their
 //!   fences or recovery reads ([`crate::trust`]: `DATA_LOSS`, an unknown
@@ -251,6 +252,16 @@ pub async fn establish(
             let cookie = finish_reinit(manifest, dir, &key, local, reinit_wait).await?;
             Ok(identity(cookie, true))
         }
+        (Some(local), Some(registered))
+            if local.instance_id == registered.instance_id
+                && registered.serves_from_revision == PENDING =>
+        {
+            // A re-initialisation that stopped between writing its final
+            // cookie (revision taken after the wait) and registering it.
+            let revision = registered_kv.as_ref().map_or(0, |kv| kv.mod_revision);
+            register(manifest, &key, &local, Some(revision)).await?;
+            Ok(identity(local, true))
+        }
         (Some(local), Some(registered)) if local == registered && !reinit => {
             Ok(identity(local, false))
         }
@@ -262,20 +273,17 @@ pub async fn establish(
             // A first start, or a directory from before cookies existed,
             // which keeps what it holds and answers for every segment. An
             // empty one of an id the manifest placed segments on lost them
-            // (a disk wiped during the upgrade): it starts re-initialised.
-            let wiped = !has_data(dir)? && placed_on(manifest, node_id).await?;
+            // (a disk wiped during the upgrade): it serves from the
+            // revision now, as a re-initialised node does. So does one
+            // whose placements could not be read (a new id holds nothing
+            // older anyway).
+            let wiped = !has_data(dir)? && placed_on(manifest, node_id).await.unwrap_or(true);
             let cookie = new_cookie(manifest, node_id, wiped).await?;
             write_local(dir, &cookie)?;
             register(manifest, &key, &cookie, None).await?;
-            if wiped {
-                tracing::warn!(node = node_id, instance = %cookie.instance_id,
-                    from_revision = cookie.serves_from_revision,
-                    "empty cache directory of a node id that holds segments: started as \
-                     re-initialised, segments created before it are not answered for");
-            } else {
-                tracing::info!(node = node_id, instance = %cookie.instance_id, "cache directory initialised");
-            }
-            Ok(identity(cookie, wiped))
+            tracing::info!(node = node_id, instance = %cookie.instance_id,
+                from_revision = cookie.serves_from_revision, "cache directory initialised");
+            Ok(identity(cookie, false))
         }
         (_, registered) if reinit => {
             if has_data(dir)? {
@@ -321,7 +329,8 @@ pub async fn establish(
     }
 }
 
-/// Whether some segment in the manifest names `node_id` in its ensemble.
+/// Whether some segment in the manifest names `node_id` in its ensemble
+/// (one read of every log's keys; an error where that is too large).
 async fn placed_on(manifest: &Manifest, node_id: &str) -> Result<bool, Error> {
     #[derive(Deserialize)]
     struct Placed {
@@ -343,8 +352,9 @@ async fn placed_on(manifest: &Manifest, node_id: &str) -> Result<bool, Error> {
 ///
 /// Crash points: before the local write, the pending cookie stays; the
 /// next start finds it and finishes (waiting again). Between the local
-/// write and the registration, the two differ: refused until the operator
-/// re-initialises again.
+/// write and the registration, the local cookie is the final one and the
+/// registered one its pending form (same instance): the next start
+/// registers the final one (its revision was taken after the wait).
 async fn finish_reinit(
     manifest: &Manifest,
     dir: &Path,
@@ -430,12 +440,31 @@ async fn register(
     Ok(())
 }
 
+/// What the manifest registers for a node id, compared with a cookie.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Registration {
+    /// This cookie.
+    Ours,
+    /// Another instance's cookie: this process must stop.
+    Replaced,
+    /// Nothing (removed by hand).
+    Missing,
+}
+
+/// What the manifest registers for `cookie`'s node id.
+pub async fn registration(manifest: &Manifest, cookie: &Cookie) -> Result<Registration, Error> {
+    let key = cookie_key(manifest, &cookie.node_id);
+    Ok(match manifest.store().get(&key).await? {
+        Some(kv) if serde_json::from_slice::<Cookie>(&kv.value).is_ok_and(|c| c == *cookie) => {
+            Registration::Ours
+        }
+        Some(_) => Registration::Replaced,
+        None => Registration::Missing,
+    })
+}
+
 /// Whether the manifest still registers `cookie` for its node (false when
 /// another instance replaced it: this process must stop).
 pub async fn still_registered(manifest: &Manifest, cookie: &Cookie) -> Result<bool, Error> {
-    let key = cookie_key(manifest, &cookie.node_id);
-    Ok(match manifest.store().get(&key).await? {
-        Some(kv) => serde_json::from_slice::<Cookie>(&kv.value).is_ok_and(|c| c == *cookie),
-        None => true,
-    })
+    Ok(registration(manifest, cookie).await? != Registration::Replaced)
 }

@@ -7,8 +7,8 @@
 //!
 //! Fences and recovery reads first ask the node's [`Trust`]: a node whose
 //! data was re-initialised does not answer for segments older than it.
-//! Adds need a valid [`Confirmation`] of the node's identity, where the
-//! server has one ([`crate::confirm`]).
+//! Adds, fences and recovery reads need a valid [`Confirmation`] of the
+//! node's identity, where the server has one ([`crate::confirm`]).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -75,6 +75,9 @@ impl CacheServer {
     }
 
     async fn check_trust(&self, segment: Option<&SegmentRef>) -> Result<(), Status> {
+        // A node whose identity is not confirmed may have been replaced by
+        // a re-initialised instance: its "not held" must not count.
+        check_confirmed(self.confirmation.as_deref())?;
         let (Some(trust), Some(reference)) = (&self.trust, segment) else {
             return Ok(());
         };
@@ -101,6 +104,18 @@ fn segment_key(segment: Option<&SegmentRef>) -> Result<SegmentKey, Status> {
         log_id: segment.log_id,
         segment_id: segment.segment_id,
     })
+}
+
+/// `UNAVAILABLE` while the node's identity is not confirmed (where it is
+/// checked at all).
+fn check_confirmed(confirmation: Option<&Confirmation>) -> Result<(), Status> {
+    if confirmation.is_some_and(|c| !c.is_valid()) {
+        return Err(Status::unavailable(
+            "this cache node's identity is not confirmed by the manifest: adds, fences and \
+             recovery reads are refused until it is (or another instance took its node id)",
+        ));
+    }
+    Ok(())
 }
 
 /// Queues one add (or an explicit LAC). With a `confirmation`, an entry is
@@ -130,11 +145,8 @@ pub fn submit_add(
         };
         return Answer::ready(result);
     }
-    if confirmation.is_some_and(|c| !c.is_valid()) {
-        return Answer::ready(Err(Status::unavailable(
-            "this cache node's identity is not confirmed by the manifest: adds are refused \
-             until it is (or another instance took its node id)",
-        )));
+    if let Err(status) = check_confirmed(confirmation) {
+        return Answer::ready(Err(status));
     }
     match store.add(key, Epoch(request.epoch), request.entry) {
         Ok(durable) => Answer::new(async move {

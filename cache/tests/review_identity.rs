@@ -86,29 +86,39 @@ async fn a_purged_log_with_the_highest_id_is_freed_by_reconciliation() {
 /// A node id that served before cookies existed, started on this version
 /// with an empty directory (its disk was wiped or replaced during the
 /// upgrade): segments the manifest placed on it may have had acknowledged
-/// entries there, so it must start as a re-initialised node (not answering
-/// for those segments), not as a trusted first start. An id the manifest
-/// never placed anything on starts trusted.
+/// entries there, so it must not answer for them (before: it was trusted
+/// for every segment). A segment created after its start is answered for.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_empty_directory_of_an_id_with_segments_is_not_trusted_for_them() {
     let dir = tempfile::tempdir().unwrap();
     let metastore = EmbeddedStore::open(dir.path().join("meta")).await.unwrap();
     let manifest = Manifest::new(Arc::new(metastore), "default");
-    log_with_open_segment(&manifest, &"review/upgraded".parse().unwrap()).await;
+    let old: LogName = "review/upgraded".parse().unwrap();
+    let (old_id, old_segment) = log_with_open_segment(&manifest, &old).await;
 
     let wiped = identity::establish(&manifest, &dir.path().join("c1"), "cache-1", false, NO_WAIT)
         .await
         .expect("starts");
+    let trust = dlog_cache::trust::Trust::new(manifest.clone(), &wiped.cookie);
+    let older = SegmentKey {
+        log_id: old_id,
+        segment_id: old_segment.segment_id,
+    };
     assert!(
-        wiped.reinitialised && wiped.cookie.serves_from_revision > 0,
+        trust.check(&old.to_string(), older).await.is_err(),
         "an empty directory of an id with segments is trusted for them: {:?}",
         wiped.cookie
     );
-    let fresh = identity::establish(&manifest, &dir.path().join("c9"), "cache-9", false, NO_WAIT)
+    let new: LogName = "review/after".parse().unwrap();
+    let (new_id, new_segment) = log_with_open_segment(&manifest, &new).await;
+    let newer = SegmentKey {
+        log_id: new_id,
+        segment_id: new_segment.segment_id,
+    };
+    trust
+        .check(&new.to_string(), newer)
         .await
-        .expect("starts");
-    assert!(!fresh.reinitialised);
-    assert_eq!(fresh.cookie.serves_from_revision, 0);
+        .expect("a segment created after the start is answered for");
 }
 
 /// A node id re-initialised while its old process still runs: the new
