@@ -23,8 +23,11 @@
 //!
 //! - if an earlier attempt of the batch was in doubt (timed out, lost its
 //!   connection or its owner) and the log is now exactly one batch further,
-//!   that attempt landed and is durable: the batch is acknowledged with the
-//!   offsets it got;
+//!   the writer reads those records back: if they are the batch's (payload,
+//!   key, headers, txid), that attempt landed and is durable, and the batch
+//!   is acknowledged with the offsets it got; if not, another writer's batch
+//!   of the same size is there (a crashed predecessor's append in flight):
+//!   [`Error::Conflict`];
 //! - if no attempt was in doubt and no batch was acknowledged yet, the
 //!   offset learnt was stale: the batch goes again at the actual offset;
 //! - otherwise the writer fails with [`Error::Conflict`].
@@ -36,12 +39,11 @@
 //! This relies on the writer being the only writer of its log while it is
 //! open (the single-writer model of docs/wire.md): another writer's appends
 //! surface as [`Error::Conflict`] rather than interleaving silently. That
-//! includes a *previous* writer: a writer that takes over from one that
-//! crashed with an append in flight must not start until that append is
-//! settled, because a retry of its own first batch that was in doubt
-//! cannot tell the predecessor's batch of the same size from its own
-//! (appends carry no writer identity yet; an idempotent-producer id and
-//! sequence would close this). A batch
+//! includes a *previous* writer that crashed with an append in flight: its
+//! batch landing where this writer's batch in doubt was sent is told apart
+//! by reading it back, unless its records are identical to this batch's
+//! (appends carry no writer identity; the log then holds exactly the
+//! records this writer meant to write, at the offsets it reports). A batch
 //! that still failed after the client's retries with a retryable error
 //! (`UNAVAILABLE`) may or may not be in the log; the writer fails then too,
 //! and [`Client::get_log`] tells where the log stands.
@@ -284,6 +286,10 @@ type InFlight = (BoxFuture<'static, Called<Appended>>, Batch);
 enum Outcome {
     /// Acknowledge the batch from this offset.
     Acked { first_offset: u64 },
+    /// The log is exactly one batch further than where an attempt in doubt
+    /// was sent: acknowledge the batch from this offset if the records
+    /// there are this batch's, else fail with a conflict.
+    Verify { first_offset: u64 },
     /// Send the batch again at this offset.
     Resend { expected: u64 },
     /// Fail the writer.
@@ -299,6 +305,9 @@ enum FailWith {
     /// The server acknowledged other offsets than expected.
     Protocol { first_offset: u64 },
 }
+
+/// How long a writer waits to read back a batch that was in doubt.
+const READ_BACK_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// How many times the first batch may chase a moving tail.
 const MAX_RESTARTS: u32 = 3;
@@ -320,7 +329,7 @@ fn decide(
             first_offset: appended.first_offset,
         }),
         Err(err) if err.code() == tonic::Code::FailedPrecondition => match err.next_offset() {
-            Some(actual) if in_doubt && actual == expected + count => Outcome::Acked {
+            Some(actual) if in_doubt && actual == expected + count => Outcome::Verify {
                 first_offset: expected,
             },
             Some(actual) if !in_doubt && restartable => Outcome::Resend { expected: actual },
@@ -403,7 +412,7 @@ impl WriterTask {
                 Event::Command(None) => closed = true,
                 Event::Answered(called) => {
                     if let Some((_, batch)) = in_flight.take() {
-                        in_flight = self.answered(batch, called);
+                        in_flight = self.answered(batch, called).await;
                     }
                 }
                 // `ready` sees the deadline passed.
@@ -524,24 +533,45 @@ impl WriterTask {
 
     /// Handles the answer to `batch`; returns the batch again if it must be
     /// resent.
-    fn answered(&mut self, batch: Batch, called: Called<Appended>) -> Option<InFlight> {
+    async fn answered(&mut self, batch: Batch, called: Called<Appended>) -> Option<InFlight> {
         let count = batch.records.len() as u64;
         let restartable = !self.acked_any && self.restarts < MAX_RESTARTS;
-        match decide(
+        let outcome = match decide(
             &called.result,
             called.in_doubt,
             batch.expected,
             count,
             restartable,
         ) {
-            Outcome::Acked { first_offset } => {
-                if called.result.is_err() {
+            Outcome::Verify { first_offset } => match self.read_back(&batch).await {
+                Ok(true) => {
                     tracing::debug!(
                         log = self.log,
                         first_offset,
                         "an append in doubt had landed"
                     );
+                    Outcome::Acked { first_offset }
                 }
+                // Another writer's batch of the same size (a crashed
+                // predecessor's append in flight) is there, not this one.
+                Ok(false) => Outcome::Fail(FailWith::Conflict {
+                    actual: first_offset + count,
+                }),
+                Err(err) => {
+                    let err = Error::Protocol(format!(
+                        "an append to {} at offset {first_offset} was in doubt and the log \
+                         moved past it, but the records there could not be read back: {err}",
+                        self.log
+                    ));
+                    self.fail(err, batch.acks);
+                    return None;
+                }
+            },
+            outcome => outcome,
+        };
+        match outcome {
+            Outcome::Verify { .. } => unreachable!("verified above"),
+            Outcome::Acked { first_offset } => {
                 for (i, ack) in batch.acks.into_iter().enumerate() {
                     let _ = ack.send(Ok(first_offset + i as u64));
                 }
@@ -590,6 +620,33 @@ impl WriterTask {
         }
     }
 
+    /// Whether the records at `batch.expected` (of the writer's log id)
+    /// are this batch's: read back, within [`READ_BACK_TIMEOUT`].
+    async fn read_back(&self, batch: &Batch) -> Result<bool> {
+        use futures::TryStreamExt;
+        let options = crate::ReadOptions {
+            limit: Some(batch.records.len() as u64),
+            follow: true,
+            log_id: self.log_id,
+        };
+        let mut reader =
+            self.client
+                .reader(&self.log, crate::Start::Offset(batch.expected), options);
+        let read = async {
+            let mut found = Vec::with_capacity(batch.records.len());
+            while let Some(record) = reader.try_next().await? {
+                found.push(record.record);
+            }
+            Ok::<_, Error>(found)
+        };
+        match tokio::time::timeout(READ_BACK_TIMEOUT, read).await {
+            Ok(found) => Ok(found? == batch.records),
+            Err(_) => Err(Error::Status(tonic::Status::deadline_exceeded(format!(
+                "no read back within {READ_BACK_TIMEOUT:?}"
+            )))),
+        }
+    }
+
     /// Fails the writer: `acks` (a batch), the queue and the flushes.
     fn fail(&mut self, err: Error, acks: Vec<oneshot::Sender<Result<u64>>>) {
         tracing::debug!(log = self.log, error = %err, "writer failed");
@@ -635,10 +692,11 @@ mod tests {
 
     #[test]
     fn an_append_in_doubt_that_landed_is_acknowledged_once() {
-        // Sent at 10, timed out, retried: the log is past the batch.
+        // Sent at 10, timed out, retried: the log is past the batch (to be
+        // read back: it may be another writer's batch of the same size).
         assert_eq!(
             decide(&mismatch(13), true, 10, 3, false),
-            Outcome::Acked { first_offset: 10 }
+            Outcome::Verify { first_offset: 10 }
         );
         // In doubt, but the log moved by another amount: a conflict.
         assert_eq!(
@@ -869,12 +927,67 @@ mod tests {
         }
     }
 
+    /// Reads of the one log: its payloads from an offset, at most `limit`.
+    #[tonic::async_trait]
+    impl pb::read_service_server::ReadService for Owner {
+        type ReadStream =
+            futures::stream::BoxStream<'static, Result<pb::ReadResponse, tonic::Status>>;
+        async fn read(&self, request: tonic::Request<pb::ReadRequest>) -> Answer<Self::ReadStream> {
+            let request = request.into_inner();
+            let Some(pb::read_request::Start::Offset(from)) = request.start else {
+                return Err(tonic::Status::unimplemented("reads from an offset only"));
+            };
+            let state = self.state.lock().unwrap();
+            let limit = request.limit.unwrap_or(u64::MAX);
+            let records = state
+                .log
+                .iter()
+                .enumerate()
+                .skip(from as usize)
+                .take(usize::try_from(limit).unwrap_or(usize::MAX))
+                .map(|(offset, payload)| pb::StoredRecord {
+                    offset: offset as u64,
+                    payload: payload.clone(),
+                    ..Default::default()
+                })
+                .collect();
+            let response = pb::ReadResponse {
+                records,
+                end_of_stream: false,
+                log_id: state.log_id,
+            };
+            Ok(tonic::Response::new(Box::pin(futures::stream::iter([Ok(
+                response,
+            )]))))
+        }
+        async fn check_tail(
+            &self,
+            _: tonic::Request<pb::CheckTailRequest>,
+        ) -> Answer<pb::CheckTailResponse> {
+            Err(tonic::Status::unimplemented(""))
+        }
+        async fn commit_subscription(
+            &self,
+            _: tonic::Request<pb::CommitSubscriptionRequest>,
+        ) -> Answer<pb::CommitSubscriptionResponse> {
+            Err(tonic::Status::unimplemented(""))
+        }
+        async fn get_subscription(
+            &self,
+            _: tonic::Request<pb::GetSubscriptionRequest>,
+        ) -> Answer<pb::GetSubscriptionResponse> {
+            Err(tonic::Status::unimplemented(""))
+        }
+    }
+
     async fn serve(owner: Arc<Owner>) -> Client {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let address = format!("http://{}", listener.local_addr().unwrap());
+        let reads = pb::read_service_server::ReadServiceServer::from_arc(owner.clone());
         let server = pb::log_service_server::LogServiceServer::from_arc(owner);
         tokio::spawn(
             tonic::transport::Server::builder()
+                .add_service(reads)
                 .add_service(server)
                 .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener)),
         );
@@ -1014,6 +1127,39 @@ mod tests {
             err.code(),
             tonic::Code::ResourceExhausted,
             "the batch is in the log, but the writer failed with {err}, i.e. \"nothing was written\""
+        );
+    }
+
+    /// A writer whose first batch was in doubt (its first attempt answered
+    /// "connection reset" without being applied) while a crashed
+    /// predecessor's append of the same size landed: the retry finds the
+    /// log one batch further and used to take that batch for its own,
+    /// acknowledging "mine" at offset 0 where "theirs" is. Reading it back
+    /// tells them apart: a conflict, in doubt.
+    #[tokio::test]
+    async fn a_predecessors_batch_of_the_same_size_is_not_taken_for_ours() {
+        let owner = owner(OwnerState {
+            unapplied_in_doubt: vec![0],
+            foreign_before: vec![(1, Bytes::from("theirs"))],
+            ..OwnerState::default()
+        });
+        let client = serve(owner.clone()).await;
+        let writer = client.writer("ns/log", small_batches());
+        let mine = writer.write(Record::new("mine"));
+        let _ = writer.close().await;
+        let answer = mine.await;
+        assert_eq!(payloads(&owner), ["theirs"]);
+        assert!(
+            matches!(
+                answer,
+                Err(Error::Conflict {
+                    expected: 0,
+                    actual: 1,
+                    in_doubt: true,
+                    ..
+                })
+            ),
+            "the predecessor's record was taken for this writer's: {answer:?}"
         );
     }
 
