@@ -27,7 +27,7 @@ use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
 use dlog_meta::manifest::{self, LogState, Manifest, NodeInfo, SegmentState};
-use dlog_meta::metastore::{LeaseId, WatchEvent};
+use dlog_meta::metastore::{LeaseId, Revision, WatchEvent};
 use dlog_wire::ids::{Epoch, LogId};
 use dlog_wire::limits::Limits;
 use dlog_wire::names::LogName;
@@ -68,6 +68,10 @@ struct Owned {
     handle: OwnerHandle,
     /// Stops the owner as if the lease were lost: it fails what it holds.
     stop: CancellationToken,
+    /// The revision of the owner key this owner claimed: a watched change
+    /// of the key at an older revision (a late event of the log's previous
+    /// owner or incarnation) does not concern it.
+    since: Revision,
 }
 
 /// A running ingest node.
@@ -185,8 +189,8 @@ impl IngestNode {
         if meta.state == LogState::Deleting {
             return Err(manifest::Error::LogNotFound(log.clone()).into());
         }
-        match self.manifest.claim_owner(log, &self.me, self.lease).await {
-            Ok(()) => {}
+        let since = match self.manifest.claim_owner(log, &self.me, self.lease).await {
+            Ok(revision) => revision,
             Err(manifest::Error::OwnedBy { owner, .. }) => {
                 return Err(Error::NotOwner {
                     log: log.clone(),
@@ -194,7 +198,7 @@ impl IngestNode {
                 });
             }
             Err(err) => return Err(err.into()),
-        }
+        };
         let stop = self.lost.child_token();
         match self
             .take_over(log, meta.log_id, meta.end_of_stream, stop.clone())
@@ -204,6 +208,7 @@ impl IngestNode {
                 let owned = Owned {
                     handle: handle.clone(),
                     stop,
+                    since,
                 };
                 if let Some(old) = self
                     .owners
@@ -443,12 +448,17 @@ impl IngestNode {
         let Some(log) = self.manifest.log_of_owner_key(event.key()) else {
             return;
         };
-        if !self
+        let revision = match event {
+            WatchEvent::Put(kv) => kv.mod_revision,
+            WatchEvent::Delete { revision, .. } => *revision,
+        };
+        let current = self
             .owners
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .contains_key(&log)
-        {
+            .get(&log)
+            .map(|owned| owned.since);
+        if current.is_none_or(|since| revision < since) {
             return;
         }
         let ours = match event {
@@ -524,5 +534,63 @@ async fn watch_ownership(node: Weak<IngestNode>) {
             }
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A log deleted and re-created: this node took the new incarnation's
+    /// ownership after an append named it, while the owner key's delete
+    /// event of the old incarnation was still on its way. That late event
+    /// must not stop the new owner (before: it did, and appends in flight
+    /// failed until the next one took ownership again). An event after the
+    /// claim still does.
+    #[tokio::test]
+    async fn a_late_owner_key_event_does_not_stop_a_newer_owner() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("embedded://{}", dir.path().join("meta").display());
+        let (store, cluster) = dlog_meta::metastore::open(&url).await.unwrap();
+        let lease = store.lease_grant(Duration::from_secs(600)).await.unwrap();
+        let manifest = Manifest::new(store, &cluster);
+        let log: LogName = "ns/recreated".parse().unwrap();
+        manifest.create_log(&log).await.unwrap();
+        let before_claim = manifest.revision().await.unwrap();
+        let me = NodeInfo {
+            id: "ingest-1".into(),
+            address: "http://127.0.0.1:1".into(),
+            zone: String::new(),
+            capacity: 0,
+        };
+        let node = IngestNode::new(
+            manifest.clone(),
+            me,
+            lease,
+            CancellationToken::new(),
+            IngestOptions::default(),
+        );
+        node.owner(&log).await.expect("takes ownership");
+        let owner_key = format!("{}ns/recreated", manifest.owners_prefix());
+        assert_eq!(manifest.log_of_owner_key(&owner_key), Some(log.clone()));
+
+        node.on_owner_event(&WatchEvent::Delete {
+            key: owner_key.clone(),
+            revision: before_claim,
+        });
+        assert!(
+            node.running_owner(&log).is_some(),
+            "a delete event older than the claim stopped the owner"
+        );
+
+        let now = manifest.revision().await.unwrap();
+        node.on_owner_event(&WatchEvent::Delete {
+            key: owner_key,
+            revision: now + 1,
+        });
+        assert!(
+            node.running_owner(&log).is_none(),
+            "a delete after the claim stops the owner"
+        );
     }
 }

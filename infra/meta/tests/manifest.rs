@@ -435,7 +435,7 @@ async fn concurrent_claimants_get_exactly_one_winner(f: Fixture) {
     for task in tasks {
         let (id, lease, result) = task.await.unwrap();
         match result {
-            Ok(()) => {
+            Ok(_) => {
                 assert!(winner.is_none(), "two owners");
                 winner = Some((id, lease));
             }

@@ -656,8 +656,15 @@ impl Manifest {
     }
 
     /// Records `node` as the log's owner on `lease`. Succeeds when the key is
-    /// free or already this node's; otherwise `OwnedBy` the current owner.
-    pub async fn claim_owner(&self, log: &LogName, node: &NodeInfo, lease: LeaseId) -> Result<()> {
+    /// free or already this node's, with the revision the key was last
+    /// written at (a watched change of the key before it is older news);
+    /// otherwise `OwnedBy` the current owner.
+    pub async fn claim_owner(
+        &self,
+        log: &LogName,
+        node: &NodeInfo,
+        lease: LeaseId,
+    ) -> Result<Revision> {
         let key = self.owner_key(log);
         let response = self
             .store
@@ -669,13 +676,13 @@ impl Manifest {
             )
             .await?;
         if response.succeeded {
-            return Ok(());
+            return Ok(response.revision);
         }
         match response.gets.into_iter().next().flatten() {
             Some(kv) => {
                 let owner: NodeInfo = decode_json(&kv)?;
                 if owner.id == node.id && kv.lease == Some(lease) {
-                    Ok(())
+                    Ok(kv.mod_revision)
                 } else if owner.id == node.id {
                     // Our own previous incarnation (killed, restarted with
                     // the same id) still holds it on its old lease: take it
@@ -690,7 +697,7 @@ impl Manifest {
                         )
                         .await?;
                     if taken.succeeded {
-                        Ok(())
+                        Ok(taken.revision)
                     } else {
                         Box::pin(self.claim_owner(log, node, lease)).await
                     }
