@@ -595,6 +595,20 @@ async fn redirects_and_bad_inputs() {
             "txid 9 is below txid 10 already in log r/a",
         ),
         (
+            // Within the headers limit, but a name the entry format cannot
+            // frame (it crashed the log's owner).
+            append(
+                "r/a",
+                vec![Record {
+                    headers: [("h".repeat(65_536), Bytes::new())].into(),
+                    ..Record::new("x")
+                }],
+                None,
+            ),
+            tonic::Code::InvalidArgument,
+            "header name 0 of record 0 is 65536 bytes, more than the limit of 65535",
+        ),
+        (
             append("r/a", vec![Record::new("x")], Some(1)),
             tonic::Code::FailedPrecondition,
             "expected offset 1 but the next offset of log r/a is 3",

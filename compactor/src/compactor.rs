@@ -55,6 +55,9 @@ pub struct CompactorOptions {
     /// pool. Set by the deterministic simulation: a blocking-pool thread
     /// finishes at a moment no seed decides.
     pub encode_inline: bool,
+    /// How often [`Compactor::run`] sweeps objects no live log owns
+    /// ([`crate::orphans`]); `None`: never.
+    pub orphan_sweep_interval: Option<Duration>,
 }
 
 impl Default for CompactorOptions {
@@ -63,6 +66,7 @@ impl Default for CompactorOptions {
             poll_interval: Duration::from_secs(1),
             cache_drop_grace: Duration::from_secs(60),
             encode_inline: false,
+            orphan_sweep_interval: Some(Duration::from_secs(600)),
         }
     }
 }
@@ -125,6 +129,10 @@ impl Compactor {
     /// Runs passes until cancelled.
     pub async fn run(self, cancel: CancellationToken) {
         tracing::info!(node = %self.node_id, "compactor running");
+        let mut next_sweep = self
+            .options
+            .orphan_sweep_interval
+            .map(|every| tokio::time::Instant::now() + every);
         loop {
             match self.pass().await {
                 Ok(report) if report != PassReport::default() => {
@@ -133,11 +141,34 @@ impl Compactor {
                 Ok(_) => {}
                 Err(err) => tracing::warn!("compactor pass failed: {err:#}"),
             }
+            if let (Some(at), Some(every)) = (next_sweep, self.options.orphan_sweep_interval)
+                && tokio::time::Instant::now() >= at
+            {
+                match self.sweep_orphans().await {
+                    Ok(0) => {}
+                    Ok(swept) => tracing::info!(folders = swept, "swept objects no live log owns"),
+                    Err(err) => tracing::warn!("orphan sweep failed: {err:#}"),
+                }
+                next_sweep = Some(tokio::time::Instant::now() + every);
+            }
             tokio::select! {
                 _ = cancel.cancelled() => return,
                 _ = tokio::time::sleep(self.options.poll_interval) => {}
             }
         }
+    }
+
+    /// Deletes the objects of every log-id folder no live log owns (see
+    /// [`crate::orphans`]); returns how many folders it emptied.
+    pub async fn sweep_orphans(&self) -> Result<usize> {
+        let listed = crate::orphans::log_folders(&self.objects).await?;
+        let dead = crate::orphans::dead_folders(&self.manifest, listed).await?;
+        for folder in &dead {
+            tracing::info!(log = %folder.log, log_id = folder.log_id,
+                "deleting objects of a log id no live log owns");
+            self.delete_log_objects(&folder.log, folder.log_id).await?;
+        }
+        Ok(dead.len())
     }
 
     /// One pass over every log.
@@ -417,17 +448,8 @@ impl Compactor {
         segment: &SegmentMeta,
     ) -> Result<()> {
         if let Some(object) = &segment.object {
-            let key = object_store::path::Path::from(object.key.as_str());
-            match self.objects.store.delete(&key).await {
-                Ok(()) | Err(object_store::Error::NotFound { .. }) => {}
-                Err(source) => {
-                    return Err(Error::ObjectStore {
-                        what: "delete",
-                        key: object.key.clone(),
-                        source,
-                    });
-                }
-            }
+            self.delete_object(&object_store::path::Path::from(object.key.as_str()))
+                .await?;
             failpoint::hit("retention.after_object_delete");
         }
         if !segment.cache_dropped {
@@ -475,23 +497,18 @@ impl Compactor {
             .list(Some(&folder))
             .try_collect()
             .await
-            .map_err(|source| Error::ObjectStore {
-                what: "list",
-                key: folder.to_string(),
-                source,
-            })?;
+            .map_err(Error::object_store("list", &folder))?;
         for object in listed {
-            match self.objects.store.delete(&object.location).await {
-                Ok(()) | Err(object_store::Error::NotFound { .. }) => {}
-                Err(source) => {
-                    return Err(Error::ObjectStore {
-                        what: "delete",
-                        key: object.location.to_string(),
-                        source,
-                    });
-                }
-            }
+            self.delete_object(&object.location).await?;
         }
         Ok(())
+    }
+
+    /// Deletes one object; one already gone is deleted too.
+    async fn delete_object(&self, key: &object_store::path::Path) -> Result<()> {
+        match self.objects.store.delete(key).await {
+            Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
+            Err(source) => Err(Error::object_store("delete", key)(source)),
+        }
     }
 }

@@ -43,4 +43,16 @@ impl Classify for Error {
     }
 }
 
+impl Error {
+    /// Wraps an object-store failure of `what` (a verb) on `key`, for
+    /// `map_err`.
+    pub fn object_store(
+        what: &'static str,
+        key: &impl ToString,
+    ) -> impl FnOnce(object_store::Error) -> Error {
+        let key = key.to_string();
+        move |source| Error::ObjectStore { what, key, source }
+    }
+}
+
 pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -7,11 +7,13 @@
 //! | [`offload`] | reading a sealed segment from its replicas, crash-safe upload, the `offloaded` CAS |
 //! | [`failpoint`] | named crash points of the offload steps, for tests (`DLOG_FAILPOINTS`) |
 //! | [`compactor`] | the work loop: offload, cache drops after a grace period, retention, deleted logs |
+//! | [`orphans`] | the sweep of object folders whose log id no live log has |
 
 pub mod compactor;
 pub mod error;
 pub mod failpoint;
 pub mod offload;
+pub mod orphans;
 #[cfg(test)]
 mod retention_tests;
 

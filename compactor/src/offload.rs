@@ -158,10 +158,7 @@ pub async fn upload(
     file: &SegmentFile,
 ) -> Result<()> {
     let store = &objects.store;
-    let object_error = |what: &'static str| {
-        let key = key.to_string();
-        move |source| Error::ObjectStore { what, key, source }
-    };
+    let object_error = |what: &'static str| Error::object_store(what, key);
     let created = if file.bytes.len() >= MULTIPART_THRESHOLD {
         // Multipart uploads cannot be create-only; check first instead. The
         // bytes are deterministic, so a concurrent or repeated upload of
@@ -225,10 +222,7 @@ pub async fn read_object(
     objects: &ObjectStoreHandle,
     key: &object_store::path::Path,
 ) -> Result<Bytes> {
-    let object_error = |what: &'static str| {
-        let key = key.to_string();
-        move |source| Error::ObjectStore { what, key, source }
-    };
+    let object_error = |what: &'static str| Error::object_store(what, key);
     objects
         .store
         .get(key)

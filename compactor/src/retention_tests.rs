@@ -1,7 +1,8 @@
 //! Retention arithmetic at its limits, on an embedded metastore and an
 //! in-memory object store: a retention age near `u64::MAX` keeps
 //! everything (it used to wrap into a cutoff in the future and delete
-//! every segment), and such a configuration is refused when written.
+//! every segment), and such a configuration is refused when written; the
+//! sweep of objects no live log owns.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -16,6 +17,30 @@ use dlog_wire::names::{LogName, Namespace};
 use object_store::{ObjectStoreExt, PutPayload};
 
 use crate::compactor::{Compactor, CompactorOptions};
+
+/// A compactor on an embedded metastore (in the returned directory) and an
+/// in-memory object store.
+async fn compactor_on_memory() -> (
+    tempfile::TempDir,
+    Arc<dyn MetaStore>,
+    Manifest,
+    objstore::ObjectStoreHandle,
+    Compactor,
+) {
+    let dir = tempfile::tempdir().unwrap();
+    let store: Arc<dyn MetaStore> = Arc::new(EmbeddedStore::open(dir.path()).await.unwrap());
+    let manifest = Manifest::new(store.clone(), "default");
+    let objects = objstore::open("memory://").unwrap();
+    let lease = store.lease_grant(Duration::from_secs(60)).await.unwrap();
+    let compactor = Compactor::new(
+        manifest.clone(),
+        objects.clone(),
+        "compactor-1".to_owned(),
+        lease,
+        CompactorOptions::default(),
+    );
+    (dir, store, manifest, objects, compactor)
+}
 
 /// A log with one offloaded, cache-dropped segment whose newest record is
 /// a second old.
@@ -72,18 +97,7 @@ async fn one_old_segment(
 
 #[tokio::test]
 async fn a_huge_retention_age_keeps_everything_and_is_refused() {
-    let dir = tempfile::tempdir().unwrap();
-    let store: Arc<dyn MetaStore> = Arc::new(EmbeddedStore::open(dir.path()).await.unwrap());
-    let manifest = Manifest::new(store.clone(), "default");
-    let objects = objstore::open("memory://").unwrap();
-    let lease = store.lease_grant(Duration::from_secs(60)).await.unwrap();
-    let compactor = Compactor::new(
-        manifest.clone(),
-        objects.clone(),
-        "compactor-1".to_owned(),
-        lease,
-        CompactorOptions::default(),
-    );
+    let (_dir, store, manifest, objects, compactor) = compactor_on_memory().await;
     let ns = Namespace::new("keep").unwrap();
     let log: LogName = "keep/all".parse().unwrap();
     one_old_segment(&manifest, &objects, &log).await;
@@ -128,4 +142,65 @@ async fn a_huge_retention_age_keeps_everything_and_is_refused() {
     compactor.pass().await.unwrap();
     assert_eq!(manifest.trim_point(&log).await.unwrap(), 10);
     assert!(manifest.segments(&log).await.unwrap().0.is_empty());
+}
+
+/// A compactor paused past its lease uploads a segment file of a log that
+/// was deleted and purged meanwhile (and created again under its name): no
+/// manifest key names that object, so no purge or retention pass ever
+/// deleted it. The orphan sweep does, and keeps every object of the live
+/// incarnation and of a log being deleted (its purge owns those).
+#[tokio::test]
+async fn the_orphan_sweep_deletes_objects_of_dead_log_ids_only() {
+    use dlog_storage::segment_file::log_folder;
+    use futures::TryStreamExt;
+    use object_store::ObjectStore;
+
+    let (_dir, _, manifest, objects, compactor) = compactor_on_memory().await;
+    let put = |log: LogName, log_id: u64| {
+        let objects = objects.clone();
+        async move {
+            let path = log_folder(&objects.prefix, &log, log_id).join("0-10.parquet");
+            objects
+                .store
+                .put(&path, PutPayload::from(Bytes::from_static(b"x")))
+                .await
+                .unwrap();
+        }
+    };
+    let recreated: LogName = "sweep/recreated".parse().unwrap();
+    let old = manifest.create_log(&recreated).await.unwrap().log_id;
+    manifest.delete_log(&recreated).await.unwrap();
+    assert!(manifest.purge_log(&recreated, old).await.unwrap());
+    let live = manifest.create_log(&recreated).await.unwrap().log_id;
+    let gone: LogName = "sweep/gone".parse().unwrap();
+    let gone_id = manifest.create_log(&gone).await.unwrap().log_id;
+    manifest.delete_log(&gone).await.unwrap();
+    assert!(manifest.purge_log(&gone, gone_id).await.unwrap());
+    let deleting: LogName = "sweep/deleting".parse().unwrap();
+    let deleting_id = manifest.create_log(&deleting).await.unwrap().log_id;
+    manifest.delete_log(&deleting).await.unwrap();
+    // The late uploads, and the objects that must stay.
+    put(recreated.clone(), old).await;
+    put(gone.clone(), gone_id).await;
+    put(recreated.clone(), live).await;
+    put(deleting.clone(), deleting_id).await;
+
+    assert_eq!(compactor.sweep_orphans().await.unwrap(), 2);
+    let mut left: Vec<String> = objects
+        .store
+        .list(Some(&objects.prefix))
+        .map_ok(|meta| meta.location.to_string())
+        .try_collect()
+        .await
+        .unwrap();
+    left.sort();
+    let expected = |log: &LogName, id: u64| {
+        log_folder(&objects.prefix, log, id)
+            .join("0-10.parquet")
+            .to_string()
+    };
+    let mut want = vec![expected(&recreated, live), expected(&deleting, deleting_id)];
+    want.sort();
+    assert_eq!(left, want);
+    assert_eq!(compactor.sweep_orphans().await.unwrap(), 0, "nothing left");
 }

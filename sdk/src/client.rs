@@ -136,19 +136,22 @@ pub(crate) fn failure_kind(status: &tonic::Status) -> ErrorKind {
     }
 }
 
-/// The error of a call whose attempts ran out. `RESOURCE_EXHAUSTED` says
-/// "nothing was written", which is false once an earlier attempt may have
-/// been applied (`in_doubt`): such a call fails with `UNAVAILABLE` instead,
-/// so a caller never writes again what may already be in the log.
+/// The error of a call that failed after an earlier attempt may have been
+/// applied (`in_doubt`) says so. `RESOURCE_EXHAUSTED` says "nothing was
+/// written", which is false then: such a call fails with `UNAVAILABLE`
+/// instead, so a caller never writes again what may already be in the log.
+/// Any other refusal (an append after end of stream, an offset mismatch)
+/// keeps its code and metadata, and its message says it too.
 fn in_doubt_status(status: tonic::Status, in_doubt: bool) -> tonic::Status {
-    if in_doubt && status.code() == tonic::Code::ResourceExhausted {
-        tonic::Status::unavailable(format!(
-            "{}; an earlier attempt may have been applied",
-            status.message()
-        ))
-    } else {
-        status
+    const MAY_BE_APPLIED: &str = "an earlier attempt may have been applied";
+    if !in_doubt || status.code() == tonic::Code::Unavailable {
+        return status;
     }
+    let message = format!("{}; {MAY_BE_APPLIED}", status.message());
+    if status.code() == tonic::Code::ResourceExhausted {
+        return tonic::Status::unavailable(message);
+    }
+    tonic::Status::with_metadata(status.code(), message, status.metadata().clone())
 }
 
 /// The outcome of a call with its retries.
@@ -430,7 +433,7 @@ impl Client {
                     }
                     if !kind.is_retryable() {
                         return Called {
-                            result: Err(Error::Status(status)),
+                            result: Err(Error::Status(in_doubt_status(status, in_doubt))),
                             in_doubt,
                         };
                     }
@@ -641,5 +644,38 @@ impl Client {
             })
         })
         .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_refusal_after_an_attempt_in_doubt_says_the_attempt_may_be_in_the_log() {
+        // An append after end of stream: the earlier attempt may have
+        // landed before the log ended.
+        let ended = tonic::Status::failed_precondition("log ns/a ended at offset 3");
+        let status = in_doubt_status(ended.clone(), true);
+        assert_eq!(status.code(), tonic::Code::FailedPrecondition);
+        assert_eq!(
+            status.message(),
+            "log ns/a ended at offset 3; an earlier attempt may have been applied"
+        );
+        assert_eq!(
+            in_doubt_status(ended, false).message(),
+            "log ns/a ended at offset 3"
+        );
+
+        // A mismatch keeps the offset the writer needs.
+        let mut mismatch = tonic::Status::failed_precondition("expected offset 1");
+        mismatch
+            .metadata_mut()
+            .insert(dlog_wire::metadata::NEXT_OFFSET, "4".parse().unwrap());
+        let err = Error::Status(in_doubt_status(mismatch, true));
+        assert_eq!(err.next_offset(), Some(4));
+
+        let busy = in_doubt_status(tonic::Status::resource_exhausted("retry later"), true);
+        assert_eq!(busy.code(), tonic::Code::Unavailable);
     }
 }

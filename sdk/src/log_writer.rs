@@ -27,7 +27,10 @@
 //!   key, headers, txid), that attempt landed and is durable, and the batch
 //!   is acknowledged with the offsets it got; if not, another writer's batch
 //!   of the same size is there (a crashed predecessor's append in flight):
-//!   [`Error::Conflict`];
+//!   [`Error::Conflict`]. The read goes to the client's read endpoints
+//!   ([`Client::with_read_endpoints`]; ingest nodes of a cluster serve no
+//!   reads): if it fails, the writer fails with [`Error::Conflict`] marked
+//!   `in_doubt` (the batch may be in the log);
 //! - if no attempt was in doubt and no batch was acknowledged yet, the
 //!   offset learnt was stale: the batch goes again at the actual offset;
 //! - otherwise the writer fails with [`Error::Conflict`].
@@ -300,8 +303,9 @@ enum Outcome {
 enum FailWith {
     /// The error of the append.
     Error,
-    /// A conflict with the log's actual next offset.
-    Conflict { actual: u64 },
+    /// A conflict with the log's actual next offset; `in_doubt`: this
+    /// writer's batch may be in the log.
+    Conflict { actual: u64, in_doubt: bool },
     /// The server acknowledged other offsets than expected.
     Protocol { first_offset: u64 },
 }
@@ -333,7 +337,7 @@ fn decide(
                 first_offset: expected,
             },
             Some(actual) if !in_doubt && restartable => Outcome::Resend { expected: actual },
-            Some(actual) => Outcome::Fail(FailWith::Conflict { actual }),
+            Some(actual) => Outcome::Fail(FailWith::Conflict { actual, in_doubt }),
             // Not an offset mismatch (end of stream).
             None => Outcome::Fail(FailWith::Error),
         },
@@ -554,17 +558,25 @@ impl WriterTask {
                 }
                 // Another writer's batch of the same size (a crashed
                 // predecessor's append in flight) is there, not this one.
+                // Ours cannot land later either: the log is past `expected`
+                // and every attempt was conditional on it.
                 Ok(false) => Outcome::Fail(FailWith::Conflict {
                     actual: first_offset + count,
+                    in_doubt: false,
                 }),
+                // Unknown whether the batch landed: say so, with where the
+                // log stands.
                 Err(err) => {
-                    let err = Error::Protocol(format!(
-                        "an append to {} at offset {first_offset} was in doubt and the log \
-                         moved past it, but the records there could not be read back: {err}",
-                        self.log
-                    ));
-                    self.fail(err, batch.acks);
-                    return None;
+                    tracing::warn!(
+                        log = self.log,
+                        first_offset,
+                        error = %err,
+                        "an append in doubt could not be read back"
+                    );
+                    Outcome::Fail(FailWith::Conflict {
+                        actual: first_offset + count,
+                        in_doubt: true,
+                    })
                 }
             },
             outcome => outcome,
@@ -601,11 +613,11 @@ impl WriterTask {
             }
             Outcome::Fail(with) => {
                 let err = match (with, called.result) {
-                    (FailWith::Conflict { actual }, _) => Error::Conflict {
+                    (FailWith::Conflict { actual, in_doubt }, _) => Error::Conflict {
                         log: self.log.clone(),
                         expected: batch.expected,
                         actual,
-                        in_doubt: called.in_doubt,
+                        in_doubt,
                     },
                     (FailWith::Protocol { first_offset }, _) => Error::Protocol(format!(
                         "an append to {} at expected offset {} was acknowledged at {first_offset}",
@@ -634,8 +646,15 @@ impl WriterTask {
                 .reader(&self.log, crate::Start::Offset(batch.expected), options);
         let read = async {
             let mut found = Vec::with_capacity(batch.records.len());
-            while let Some(record) = reader.try_next().await? {
-                found.push(record.record);
+            while let Some(stored) = reader.try_next().await? {
+                let at = batch.expected + found.len() as u64;
+                if stored.offset != at {
+                    return Err(Error::Protocol(format!(
+                        "read back of {} from offset {} gave offset {} where {at} was due",
+                        self.log, batch.expected, stored.offset
+                    )));
+                }
+                found.push(stored.record);
             }
             Ok::<_, Error>(found)
         };
@@ -701,12 +720,18 @@ mod tests {
         // In doubt, but the log moved by another amount: a conflict.
         assert_eq!(
             decide(&mismatch(12), true, 10, 3, true),
-            Outcome::Fail(FailWith::Conflict { actual: 12 })
+            Outcome::Fail(FailWith::Conflict {
+                actual: 12,
+                in_doubt: true
+            })
         );
         // Not in doubt: someone else wrote exactly as many records.
         assert_eq!(
             decide(&mismatch(13), false, 10, 3, false),
-            Outcome::Fail(FailWith::Conflict { actual: 13 })
+            Outcome::Fail(FailWith::Conflict {
+                actual: 13,
+                in_doubt: false
+            })
         );
     }
 
@@ -718,7 +743,10 @@ mod tests {
         );
         assert_eq!(
             decide(&mismatch(42), false, 10, 3, false),
-            Outcome::Fail(FailWith::Conflict { actual: 42 })
+            Outcome::Fail(FailWith::Conflict {
+                actual: 42,
+                in_doubt: false
+            })
         );
     }
 
@@ -980,18 +1008,25 @@ mod tests {
         }
     }
 
+    /// Serves the owner's `LogService` and `ReadService` on one address.
     async fn serve(owner: Arc<Owner>) -> Client {
+        Client::new(serve_parts(owner, true, true).await)
+    }
+
+    /// Serves the owner's services named on an address of its own.
+    async fn serve_parts(owner: Arc<Owner>, writes: bool, reads: bool) -> String {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let address = format!("http://{}", listener.local_addr().unwrap());
-        let reads = pb::read_service_server::ReadServiceServer::from_arc(owner.clone());
-        let server = pb::log_service_server::LogServiceServer::from_arc(owner);
+        let reads =
+            reads.then(|| pb::read_service_server::ReadServiceServer::from_arc(owner.clone()));
+        let writes = writes.then(|| pb::log_service_server::LogServiceServer::from_arc(owner));
         tokio::spawn(
             tonic::transport::Server::builder()
-                .add_service(reads)
-                .add_service(server)
+                .add_optional_service(reads)
+                .add_optional_service(writes)
                 .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener)),
         );
-        Client::new(address)
+        address
     }
 
     fn owner(state: OwnerState) -> Arc<Owner> {
@@ -1130,12 +1165,33 @@ mod tests {
         );
     }
 
+    /// What a new writer's one record "mine" got.
+    async fn write_mine(client: &Client) -> Result<u64> {
+        let writer = client.writer("ns/log", small_batches());
+        let mine = writer.write(Record::new("mine"));
+        let _ = writer.close().await;
+        mine.await
+    }
+
+    /// `(expected, actual, in_doubt)` of a conflict.
+    fn conflict_of(answer: &Result<u64>) -> Option<(u64, u64, bool)> {
+        match answer {
+            Err(Error::Conflict {
+                expected,
+                actual,
+                in_doubt,
+                ..
+            }) => Some((*expected, *actual, *in_doubt)),
+            _ => None,
+        }
+    }
+
     /// A writer whose first batch was in doubt (its first attempt answered
     /// "connection reset" without being applied) while a crashed
     /// predecessor's append of the same size landed: the retry finds the
     /// log one batch further and used to take that batch for its own,
     /// acknowledging "mine" at offset 0 where "theirs" is. Reading it back
-    /// tells them apart: a conflict, in doubt.
+    /// tells them apart: a conflict, and "mine" is certainly not in the log.
     #[tokio::test]
     async fn a_predecessors_batch_of_the_same_size_is_not_taken_for_ours() {
         let owner = owner(OwnerState {
@@ -1143,24 +1199,39 @@ mod tests {
             foreign_before: vec![(1, Bytes::from("theirs"))],
             ..OwnerState::default()
         });
-        let client = serve(owner.clone()).await;
-        let writer = client.writer("ns/log", small_batches());
-        let mine = writer.write(Record::new("mine"));
-        let _ = writer.close().await;
-        let answer = mine.await;
+        let answer = write_mine(&serve(owner.clone()).await).await;
         assert_eq!(payloads(&owner), ["theirs"]);
-        assert!(
-            matches!(
-                answer,
-                Err(Error::Conflict {
-                    expected: 0,
-                    actual: 1,
-                    in_doubt: true,
-                    ..
-                })
-            ),
+        assert_eq!(
+            conflict_of(&answer),
+            Some((0, 1, false)),
             "the predecessor's record was taken for this writer's: {answer:?}"
         );
+    }
+
+    /// A batch in doubt that landed, written through an endpoint that
+    /// serves no reads (an ingest node of a cluster): the writer cannot
+    /// read it back, and says it may be in the log. Given the read
+    /// endpoints, it reads it back and acknowledges it.
+    #[tokio::test]
+    async fn a_batch_in_doubt_that_cannot_be_read_back_fails_as_in_doubt() {
+        let state = || OwnerState {
+            in_doubt: vec![0],
+            ..OwnerState::default()
+        };
+        let owner_a = owner(state());
+        let client = Client::new(serve_parts(owner_a.clone(), true, false).await);
+        let answer = write_mine(&client).await;
+        assert_eq!(payloads(&owner_a), ["mine"]);
+        assert_eq!(conflict_of(&answer), Some((0, 1, true)), "{answer:?}");
+
+        let owner_b = owner(state());
+        let writes = serve_parts(owner_b.clone(), true, false).await;
+        let reads = serve_parts(owner_b.clone(), false, true).await;
+        let client = Client::new(writes).with_read_endpoints(reads);
+        let writer = client.writer("ns/log", small_batches());
+        assert_eq!(writer.write(Record::new("mine")).await.unwrap(), 0);
+        writer.close().await.unwrap();
+        assert_eq!(payloads(&owner_b), ["mine"]);
     }
 
     #[tokio::test]

@@ -131,6 +131,10 @@ pub fn encode_entry(header: &EntryHeader, records: &[EntryRecord]) -> Bytes {
     buf.freeze()
 }
 
+/// The longest header name an entry can frame (its length is a `u16`).
+/// [`crate::record::check_record`] refuses longer ones whatever the limits.
+pub const MAX_HEADER_NAME_BYTES: usize = u16::MAX as usize;
+
 fn len_u32(len: usize) -> u32 {
     u32::try_from(len).expect("entry field longer than u32::MAX bytes")
 }

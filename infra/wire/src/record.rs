@@ -126,6 +126,16 @@ pub enum RecordError {
         bytes: usize,
         max: usize,
     },
+    /// Beyond the entry format's framing, whatever the limits say.
+    #[error(
+        "header name {header} of record {index} is {bytes} bytes, more than the limit of {}",
+        crate::codec::MAX_HEADER_NAME_BYTES
+    )]
+    HeaderNameTooLarge {
+        index: usize,
+        header: usize,
+        bytes: usize,
+    },
     #[error("txid {txid} of record {index} is below txid {previous} of an earlier record")]
     TxidDecreasing {
         index: usize,
@@ -157,6 +167,15 @@ pub fn check_record(index: usize, record: &Record, limits: &Limits) -> Result<()
             index,
             bytes: headers,
             max: limits.max_headers_bytes,
+        });
+    }
+    if let Some((header, name)) = (record.headers.keys().enumerate())
+        .find(|(_, name)| name.len() > crate::codec::MAX_HEADER_NAME_BYTES)
+    {
+        return Err(RecordError::HeaderNameTooLarge {
+            index,
+            header,
+            bytes: name.len(),
         });
     }
     let size = record.size();
@@ -332,6 +351,42 @@ mod tests {
                 ..
             }
         ));
+
+        // A name the entry format cannot frame, within the headers limit
+        // (and refused under any limits).
+        let mut long_name = payload(1);
+        long_name.headers.insert("h".repeat(65_536), Bytes::new());
+        let unlimited = Limits {
+            max_headers_bytes: usize::MAX,
+            max_record_bytes: usize::MAX,
+            ..Limits::DEFAULT
+        };
+        for limits in [Limits::DEFAULT, unlimited] {
+            assert_eq!(
+                Append::from_proto(request(vec![long_name.clone()]), &limits).unwrap_err(),
+                RecordError::HeaderNameTooLarge {
+                    index: 0,
+                    header: 0,
+                    bytes: 65_536,
+                }
+            );
+        }
+        long_name.headers = [("h".repeat(65_535), Bytes::new())].into();
+        let append = Append::try_from(request(vec![long_name])).unwrap();
+        let entry = crate::codec::EntryRecord {
+            timestamp_ms: 0,
+            record: append.records[0].clone(),
+        };
+        let header = crate::codec::EntryHeader {
+            log_id: 1,
+            segment_id: 0,
+            entry_id: 0,
+            epoch: 1,
+            first_offset: 0,
+            lac: None,
+            record_count: 1,
+        };
+        crate::codec::decode_entry(crate::codec::encode_entry(&header, &[entry])).unwrap();
 
         let five = (0..5).map(|_| payload(1024 * 1024)).collect();
         assert_eq!(
