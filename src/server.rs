@@ -317,6 +317,11 @@ pub async fn serve(options: ServeOptions, shutdown: CancellationToken) -> anyhow
         let options = CompactorOptions {
             cache_drop_grace: env_secs("DLOG_CACHE_DROP_GRACE_SECS")
                 .unwrap_or(CompactorOptions::default().cache_drop_grace),
+            orphan_sweep_interval: match env_secs("DLOG_ORPHAN_SWEEP_SECS") {
+                Some(Duration::ZERO) => None,
+                Some(every) => Some(every),
+                None => CompactorOptions::default().orphan_sweep_interval,
+            },
             ..CompactorOptions::default()
         };
         let compactor = Compactor::new(

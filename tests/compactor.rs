@@ -327,6 +327,35 @@ async fn offloaded_files_hold_exactly_the_records_appended() {
     }
     check_with_pyarrow(s3, log, log_id, &segments);
 
+    // A late upload of a dead incarnation (a compactor that resumed after
+    // its log was purged) is swept from the S3 server; the live log's
+    // files stay.
+    let dead_id = log_id + 1_000_000;
+    let stray = segments[0]
+        .object
+        .as_ref()
+        .unwrap()
+        .key
+        .replace(&format!("/id={log_id}/"), &format!("/id={dead_id}/"));
+    objects
+        .store
+        .put(&stray.as_str().into(), Bytes::from_static(b"late").into())
+        .await
+        .unwrap();
+    assert_eq!(object_keys(&objects, log).await.len(), 3);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while object_keys(&objects, log).await.len() == 3 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the stray object is still there after 30 s"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let keys = object_keys(&objects, log).await;
+    assert!(!keys.contains(&stray), "{keys:?}");
+    assert_eq!(keys.len(), 2, "the live files stay: {keys:?}");
+    assert_eq!(read_objects(&objects, &segments).await, expected);
+
     // After the grace period the cache nodes let go of the segments.
     let segments = wait_segments(&cluster, log, "dropped from cache", offloaded_and_dropped).await;
     let log_id = cluster.manifest.log(&name).await.unwrap().log_id;

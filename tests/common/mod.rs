@@ -316,6 +316,7 @@ impl Cluster {
             n.env = s3.env();
             n.env
                 .push(("DLOG_CACHE_DROP_GRACE_SECS".into(), "1".into()));
+            n.env.push(("DLOG_ORPHAN_SWEEP_SECS".into(), "1".into()));
         }
         for n in caches
             .iter_mut()
