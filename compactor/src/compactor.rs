@@ -55,9 +55,12 @@ pub struct CompactorOptions {
     /// pool. Set by the deterministic simulation: a blocking-pool thread
     /// finishes at a moment no seed decides.
     pub encode_inline: bool,
-    /// How often [`Compactor::run`] sweeps objects no live log owns
+    /// How often [`Compactor::run`] sweeps the folders of purged logs
     /// ([`crate::orphans`]); `None`: never.
     pub orphan_sweep_interval: Option<Duration>,
+    /// How long a purge's record is kept (its folder swept) after the
+    /// purge.
+    pub keep_purge_records: Duration,
 }
 
 impl Default for CompactorOptions {
@@ -67,6 +70,7 @@ impl Default for CompactorOptions {
             cache_drop_grace: Duration::from_secs(60),
             encode_inline: false,
             orphan_sweep_interval: Some(Duration::from_secs(600)),
+            keep_purge_records: Duration::from_secs(24 * 3600),
         }
     }
 }
@@ -144,10 +148,8 @@ impl Compactor {
             if let (Some(at), Some(every)) = (next_sweep, self.options.orphan_sweep_interval)
                 && tokio::time::Instant::now() >= at
             {
-                match self.sweep_orphans().await {
-                    Ok(0) => {}
-                    Ok(swept) => tracing::info!(folders = swept, "swept objects no live log owns"),
-                    Err(err) => tracing::warn!("orphan sweep failed: {err:#}"),
+                if let Err(err) = self.sweep_orphans().await {
+                    tracing::warn!("orphan sweep failed: {err:#}");
                 }
                 next_sweep = Some(tokio::time::Instant::now() + every);
             }
@@ -158,17 +160,24 @@ impl Compactor {
         }
     }
 
-    /// Deletes the objects of every log-id folder no live log owns (see
-    /// [`crate::orphans`]); returns how many folders it emptied.
+    /// Deletes the objects left in the folders of purged logs (see
+    /// [`crate::orphans`]) and drops the purge records older than
+    /// `keep_purge_records`; returns how many objects it deleted.
     pub async fn sweep_orphans(&self) -> Result<usize> {
-        let listed = crate::orphans::log_folders(&self.objects).await?;
-        let dead = crate::orphans::dead_folders(&self.manifest, listed).await?;
-        for folder in &dead {
-            tracing::info!(log = %folder.log, log_id = folder.log_id,
-                "deleting objects of a log id no live log owns");
-            self.delete_log_objects(&folder.log, folder.log_id).await?;
+        let mut deleted = 0;
+        for purged in self.manifest.purged_logs().await? {
+            let swept = self.delete_log_objects(&purged.log, purged.log_id).await?;
+            if swept > 0 {
+                tracing::info!(log = %purged.log, log_id = purged.log_id, objects = swept,
+                    "deleted objects uploaded after their log was purged");
+            }
+            deleted += swept;
+            let keep = self.options.keep_purge_records;
+            if crate::orphans::record_expired(&purged, keep, dlog_wire::now_ms()) {
+                self.manifest.forget_purge(purged.log_id).await?;
+            }
         }
-        Ok(dead.len())
+        Ok(deleted)
     }
 
     /// One pass over every log.
@@ -488,8 +497,9 @@ impl Compactor {
     }
 
     /// Deletes every object under the log id's folder, also those a crash
-    /// or a stale compactor uploaded without recording them.
-    async fn delete_log_objects(&self, log: &LogName, log_id: u64) -> Result<()> {
+    /// or a stale compactor uploaded without recording them; returns how
+    /// many it listed.
+    async fn delete_log_objects(&self, log: &LogName, log_id: u64) -> Result<usize> {
         let folder = segment_file::log_folder(&self.objects.prefix, log, log_id);
         let listed: Vec<object_store::ObjectMeta> = self
             .objects
@@ -498,10 +508,10 @@ impl Compactor {
             .try_collect()
             .await
             .map_err(Error::object_store("list", &folder))?;
-        for object in listed {
+        for object in &listed {
             self.delete_object(&object.location).await?;
         }
-        Ok(())
+        Ok(listed.len())
     }
 
     /// Deletes one object; one already gone is deleted too.

@@ -147,15 +147,18 @@ async fn a_huge_retention_age_keeps_everything_and_is_refused() {
 /// A compactor paused past its lease uploads a segment file of a log that
 /// was deleted and purged meanwhile (and created again under its name): no
 /// manifest key names that object, so no purge or retention pass ever
-/// deleted it. The orphan sweep does, and keeps every object of the live
-/// incarnation and of a log being deleted (its purge owns those).
+/// deleted it. The orphan sweep does, from the purge's record, and keeps
+/// every object of the live incarnation, of a log being deleted (its purge
+/// owns those) and of a folder the manifest does not know (after an etcd
+/// restore, or another cluster's on the same prefix). Once its record is
+/// dropped, a purged folder is no longer swept.
 #[tokio::test]
-async fn the_orphan_sweep_deletes_objects_of_dead_log_ids_only() {
+async fn the_orphan_sweep_deletes_late_objects_of_purged_logs_only() {
     use dlog_storage::segment_file::log_folder;
     use futures::TryStreamExt;
     use object_store::ObjectStore;
 
-    let (_dir, _, manifest, objects, compactor) = compactor_on_memory().await;
+    let (_dir, store, manifest, objects, compactor) = compactor_on_memory().await;
     let put = |log: LogName, log_id: u64| {
         let objects = objects.clone();
         async move {
@@ -184,6 +187,8 @@ async fn the_orphan_sweep_deletes_objects_of_dead_log_ids_only() {
     put(gone.clone(), gone_id).await;
     put(recreated.clone(), live).await;
     put(deleting.clone(), deleting_id).await;
+    let unknown: LogName = "sweep/unknown".parse().unwrap();
+    put(unknown.clone(), 1_000).await;
 
     assert_eq!(compactor.sweep_orphans().await.unwrap(), 2);
     let mut left: Vec<String> = objects
@@ -199,8 +204,36 @@ async fn the_orphan_sweep_deletes_objects_of_dead_log_ids_only() {
             .join("0-10.parquet")
             .to_string()
     };
-    let mut want = vec![expected(&recreated, live), expected(&deleting, deleting_id)];
+    let mut want = vec![
+        expected(&recreated, live),
+        expected(&deleting, deleting_id),
+        expected(&unknown, 1_000),
+    ];
     want.sort();
     assert_eq!(left, want);
     assert_eq!(compactor.sweep_orphans().await.unwrap(), 0, "nothing left");
+
+    // Another late upload within the records' time is swept too.
+    put(gone.clone(), gone_id).await;
+    assert_eq!(compactor.sweep_orphans().await.unwrap(), 1);
+    let ids = |purged: Vec<dlog_meta::manifest::Purged>| {
+        purged.iter().map(|p| p.log_id).collect::<Vec<_>>()
+    };
+    assert_eq!(ids(manifest.purged_logs().await.unwrap()), [old, gone_id]);
+
+    // Records past their time are dropped after a last sweep.
+    let lease = store.lease_grant(Duration::from_secs(60)).await.unwrap();
+    let forgetful = Compactor::new(
+        manifest.clone(),
+        objects.clone(),
+        "compactor-2".to_owned(),
+        lease,
+        CompactorOptions {
+            keep_purge_records: Duration::ZERO,
+            ..CompactorOptions::default()
+        },
+    );
+    put(gone.clone(), gone_id).await;
+    assert_eq!(forgetful.sweep_orphans().await.unwrap(), 1);
+    assert!(manifest.purged_logs().await.unwrap().is_empty());
 }

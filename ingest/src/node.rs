@@ -541,22 +541,13 @@ async fn watch_ownership(node: Weak<IngestNode>) {
 mod tests {
     use super::*;
 
-    /// A log deleted and re-created: this node took the new incarnation's
-    /// ownership after an append named it, while the owner key's delete
-    /// event of the old incarnation was still on its way. That late event
-    /// must not stop the new owner (before: it did, and appends in flight
-    /// failed until the next one took ownership again). An event after the
-    /// claim still does.
-    #[tokio::test]
-    async fn a_late_owner_key_event_does_not_stop_a_newer_owner() {
-        let dir = tempfile::tempdir().unwrap();
-        let url = format!("embedded://{}", dir.path().join("meta").display());
+    /// An ingest node on an embedded metastore, with no cache node: its
+    /// owners never open a segment, so appends stay queued.
+    async fn node_without_cache_nodes(dir: &std::path::Path) -> (Arc<IngestNode>, Manifest) {
+        let url = format!("embedded://{}", dir.join("meta").display());
         let (store, cluster) = dlog_meta::metastore::open(&url).await.unwrap();
         let lease = store.lease_grant(Duration::from_secs(600)).await.unwrap();
         let manifest = Manifest::new(store, &cluster);
-        let log: LogName = "ns/recreated".parse().unwrap();
-        manifest.create_log(&log).await.unwrap();
-        let before_claim = manifest.revision().await.unwrap();
         let me = NodeInfo {
             id: "ingest-1".into(),
             address: "http://127.0.0.1:1".into(),
@@ -570,6 +561,62 @@ mod tests {
             CancellationToken::new(),
             IngestOptions::default(),
         );
+        (node, manifest)
+    }
+
+    /// Records with no bytes (an empty payload, no key, no headers) cost
+    /// their framing in an entry and their memory while queued; the
+    /// in-flight budget counted only their bytes, so a client could queue
+    /// any number of them (before: 1 000 appends of 10 000 such records,
+    /// all queued, none refused).
+    #[tokio::test]
+    async fn records_without_bytes_count_against_the_in_flight_budget() {
+        let dir = tempfile::tempdir().unwrap();
+        let (node, manifest) = node_without_cache_nodes(dir.path()).await;
+        let log: LogName = "ns/empty".parse().unwrap();
+        manifest.create_log(&log).await.unwrap();
+        let mut answers = Vec::new();
+        for _ in 0..1_000 {
+            let append = Append {
+                log: log.clone(),
+                records: vec![dlog_wire::record::Record::default(); 10_000],
+                expected_offset: None,
+                expected_log_id: None,
+            };
+            answers.push(node.submit(append).await.unwrap());
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let refused = answers
+            .iter_mut()
+            .filter_map(|answer| {
+                matches!(
+                    answer.try_recv(),
+                    Ok(Err(
+                        Error::Backpressure { .. } | Error::NodeBackpressure { .. }
+                    ))
+                )
+                .then_some(())
+            })
+            .count();
+        assert!(
+            refused > 0,
+            "10 000 000 records were queued and none refused"
+        );
+    }
+
+    /// A log deleted and re-created: this node took the new incarnation's
+    /// ownership after an append named it, while the owner key's delete
+    /// event of the old incarnation was still on its way. That late event
+    /// must not stop the new owner (before: it did, and appends in flight
+    /// failed until the next one took ownership again). An event after the
+    /// claim still does.
+    #[tokio::test]
+    async fn a_late_owner_key_event_does_not_stop_a_newer_owner() {
+        let dir = tempfile::tempdir().unwrap();
+        let (node, manifest) = node_without_cache_nodes(dir.path()).await;
+        let log: LogName = "ns/recreated".parse().unwrap();
+        manifest.create_log(&log).await.unwrap();
+        let before_claim = manifest.revision().await.unwrap();
         node.owner(&log).await.expect("takes ownership");
         let owner_key = format!("{}ns/recreated", manifest.owners_prefix());
         assert_eq!(manifest.log_of_owner_key(&owner_key), Some(log.clone()));

@@ -36,7 +36,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use dlog_meta::manifest::{Fence, Manifest, NamespaceConfig, SealInfo, SegmentMeta};
-use dlog_wire::codec::{EntryHeader, EntryRecord, encode_entry};
+use dlog_wire::codec::{EntryHeader, EntryRecord, encode_entry, framed_len};
 use dlog_wire::ids::{EntryId, Offset};
 use dlog_wire::names::LogName;
 use dlog_wire::proto::SegmentRef;
@@ -52,12 +52,13 @@ use crate::replicas::{EventSender, ReplicaEvent, Replicas};
 /// Tuning of an owner.
 #[derive(Debug, Clone)]
 pub struct OwnerOptions {
-    /// An entry is flushed once its records reach this size.
+    /// An entry is flushed once its appends cost this much
+    /// ([`queued_cost`]), and holds no more unless one append alone does.
     pub max_entry_bytes: usize,
     /// Longest a record waits for more to batch with while entries are in
     /// flight (with none in flight, a batch goes at once).
     pub linger: Duration,
-    /// Bytes appended but not yet acknowledged, per log.
+    /// Cost ([`queued_cost`]) of the appends not yet acknowledged, per log.
     pub max_in_flight_bytes: usize,
     /// How long a rolling segment waits for in-flight entries after a
     /// replica failed, before it seals at the LAC anyway.
@@ -185,16 +186,66 @@ impl Resume {
 struct Waiter {
     reply: oneshot::Sender<Result<AppendAck>>,
     ack: AppendAck,
+    /// The append's [`queued_cost`].
+    cost: usize,
 }
 
-/// Records batched for the next entry.
+impl Waiter {
+    fn records(&self) -> usize {
+        (self.ack.last_offset - self.ack.first_offset + 1) as usize
+    }
+}
+
+/// What an append costs the in-flight budgets (the log's and the node's)
+/// while it is queued or in flight: each record's bytes in the entry with
+/// their framing, and the memory it is held in. A record with no bytes
+/// costs that much too; counted by its bytes alone, any number of them
+/// could be queued.
+fn queued_cost(append: &Append) -> usize {
+    let held = std::mem::size_of::<EntryRecord>();
+    append.records.iter().map(|r| framed_len(r) + held).sum()
+}
+
+/// Records batched for the next entries, whole appends in order.
 #[derive(Debug, Default)]
 struct Batch {
     first_offset: u64,
     records: Vec<EntryRecord>,
     waiters: Vec<Waiter>,
+    /// Sum of the waiters' costs.
     bytes: usize,
     since: Option<Instant>,
+}
+
+impl Batch {
+    /// Takes the oldest appends that fit in `max_bytes` (at least one) for
+    /// one entry; the rest stays. A batch that grew while no segment took
+    /// writes therefore goes as several entries, never as one too large
+    /// for a cache node to take.
+    fn take_entry(&mut self, max_bytes: usize) -> Batch {
+        let (mut bytes, mut records, mut appends) = (0, 0, 0);
+        for waiter in &self.waiters {
+            if appends > 0 && bytes + waiter.cost > max_bytes {
+                break;
+            }
+            bytes += waiter.cost;
+            records += waiter.records();
+            appends += 1;
+        }
+        if appends == self.waiters.len() {
+            return std::mem::take(self);
+        }
+        let taken = Batch {
+            first_offset: self.first_offset,
+            records: self.records.drain(..records).collect(),
+            waiters: self.waiters.drain(..appends).collect(),
+            bytes,
+            since: self.since,
+        };
+        self.first_offset += records as u64;
+        self.bytes -= bytes;
+        taken
+    }
 }
 
 #[derive(Debug)]
@@ -529,7 +580,7 @@ impl Owner {
             });
         }
         let queued = self.in_flight_bytes + self.batch.bytes;
-        if queued > 0 && queued + append.size() > self.options.max_in_flight_bytes {
+        if queued > 0 && queued + queued_cost(append) > self.options.max_in_flight_bytes {
             return Err(Error::Backpressure {
                 log: self.log.clone(),
                 in_flight: queued,
@@ -541,8 +592,8 @@ impl Owner {
 
     /// Assigns offsets and a timestamp to a checked append and batches it.
     fn accept(&mut self, append: Append, reply: oneshot::Sender<Result<AppendAck>>) {
-        let size = append.size();
-        if let Err(err) = self.check(&append).and_then(|()| self.budget.reserve(size)) {
+        let cost = queued_cost(&append);
+        if let Err(err) = self.check(&append).and_then(|()| self.budget.reserve(cost)) {
             tracing::debug!("append refused: {err}");
             let _ = reply.send(Err(err));
             return;
@@ -563,14 +614,14 @@ impl Owner {
             self.batch.since = Some(Instant::now());
         }
         self.next_offset += count;
-        self.batch.bytes += size;
+        self.batch.bytes += cost;
         self.batch
             .records
             .extend(append.records.into_iter().map(|record| EntryRecord {
                 timestamp_ms,
                 record,
             }));
-        self.batch.waiters.push(Waiter { reply, ack });
+        self.batch.waiters.push(Waiter { reply, ack, cost });
     }
 
     fn on_event(&mut self, segment_id: u64, event: ReplicaEvent) {
@@ -832,29 +883,28 @@ impl Owner {
     }
 
     fn flush(&mut self) {
-        if !self.writable() || !self.resend.is_empty() || self.batch.records.is_empty() {
-            return;
+        while self.writable() && self.resend.is_empty() && !self.batch.records.is_empty() {
+            let due = self.in_flight.is_empty()
+                || self.batch.bytes >= self.options.max_entry_bytes
+                || self
+                    .batch
+                    .since
+                    .is_some_and(|since| since.elapsed() >= self.options.linger);
+            if !due {
+                return;
+            }
+            let batch = self.batch.take_entry(self.options.max_entry_bytes);
+            self.in_flight_bytes += batch.bytes;
+            self.send_entry(InFlight {
+                entry_id: 0,
+                first_offset: batch.first_offset,
+                records: batch.records,
+                waiters: batch.waiters,
+                encoded: Bytes::new(),
+                size: batch.bytes,
+                acked_by: 0,
+            });
         }
-        let due = self.in_flight.is_empty()
-            || self.batch.bytes >= self.options.max_entry_bytes
-            || self
-                .batch
-                .since
-                .is_some_and(|since| since.elapsed() >= self.options.linger);
-        if !due {
-            return;
-        }
-        let batch = std::mem::take(&mut self.batch);
-        self.in_flight_bytes += batch.bytes;
-        self.send_entry(InFlight {
-            entry_id: 0,
-            first_offset: batch.first_offset,
-            records: batch.records,
-            waiters: batch.waiters,
-            encoded: Bytes::new(),
-            size: batch.bytes,
-            acked_by: 0,
-        });
     }
 
     /// With nothing in flight, tells the replicas how far the LAC is, so
@@ -945,6 +995,64 @@ impl Owner {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A batch of appends of `sizes` bytes (one record each).
+    fn batch_of(sizes: &[usize]) -> Batch {
+        let mut batch = Batch::default();
+        for (offset, size) in sizes.iter().enumerate() {
+            let append = Append {
+                log: "ns/log".parse().unwrap(),
+                records: vec![dlog_wire::record::Record::new(vec![0u8; *size])],
+                expected_offset: None,
+                expected_log_id: None,
+            };
+            let cost = queued_cost(&append);
+            batch.bytes += cost;
+            batch.records.push(EntryRecord {
+                timestamp_ms: 0,
+                record: append.records[0].clone(),
+            });
+            let offset = offset as u64;
+            batch.waiters.push(Waiter {
+                reply: oneshot::channel().0,
+                ack: AppendAck {
+                    first_offset: offset,
+                    last_offset: offset,
+                    timestamp_ms: 0,
+                },
+                cost,
+            });
+        }
+        batch
+    }
+
+    #[test]
+    fn a_grown_batch_goes_as_entries_of_at_most_the_entry_size() {
+        let mut batch = batch_of(&[600_000, 600_000, 300_000, 3_000_000, 10]);
+        let mut entries = Vec::new();
+        while !batch.waiters.is_empty() {
+            let entry = batch.take_entry(1024 * 1024);
+            let sizes: Vec<usize> = entry.records.iter().map(|r| r.record.size()).collect();
+            let first = entry.waiters[0].ack.first_offset;
+            assert_eq!(entry.first_offset, first);
+            assert_eq!(
+                entry.bytes,
+                entry.waiters.iter().map(|w| w.cost).sum::<usize>()
+            );
+            entries.push(sizes);
+        }
+        assert_eq!(
+            entries,
+            [
+                vec![600_000],
+                vec![600_000, 300_000],
+                vec![3_000_000], // one append alone may be larger
+                vec![10],
+            ]
+        );
+        assert_eq!(batch.bytes, 0);
+        assert!(batch.records.is_empty());
+    }
 
     #[test]
     fn the_node_budget_refuses_past_its_limit_and_frees_on_release() {

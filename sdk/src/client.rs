@@ -165,6 +165,18 @@ pub(crate) struct Called<T> {
     pub in_doubt: bool,
 }
 
+impl<T> Called<T> {
+    /// The outcome of a `LogService` call (not idempotent): a failure
+    /// after an attempt in doubt says so ([`in_doubt_status`]). Reads are
+    /// idempotent and keep their errors as they are.
+    fn said_in_doubt(mut self) -> Called<T> {
+        if let Err(Error::Status(status)) = self.result {
+            self.result = Err(Error::Status(in_doubt_status(status, self.in_doubt)));
+        }
+        self
+    }
+}
+
 /// Offsets an append got.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Appended {
@@ -365,6 +377,7 @@ impl Client {
     ) -> Result<T> {
         self.call_with(log, &self.write, Client::log_client, call)
             .await
+            .said_in_doubt()
             .result
     }
 
@@ -433,7 +446,7 @@ impl Client {
                     }
                     if !kind.is_retryable() {
                         return Called {
-                            result: Err(Error::Status(in_doubt_status(status, in_doubt))),
+                            result: Err(Error::Status(status)),
                             in_doubt,
                         };
                     }
@@ -464,7 +477,7 @@ impl Client {
         let last_error =
             last_error.unwrap_or_else(|| tonic::Status::unavailable("no attempt was made"));
         Called {
-            result: Err(Error::Status(in_doubt_status(last_error, in_doubt))),
+            result: Err(Error::Status(last_error)),
             in_doubt,
         }
     }
@@ -592,6 +605,7 @@ impl Client {
             })
         })
         .await
+        .said_in_doubt()
     }
 
     /// Deletes the records of `log` below `before_offset`; returns the log's

@@ -47,9 +47,11 @@ async fn compactor(cluster: &Cluster, faulty: bool) -> (Compactor, dlog_meta::me
         poll_interval: Duration::from_millis(500),
         cache_drop_grace: Duration::from_secs(3_600),
         encode_inline: true,
-        // Often, so that a sweep that took a live log's objects for dead
-        // ones shows as a lost record in the final read.
+        // Often, and records kept short, so that a sweep that took a
+        // live log's objects for dead ones shows as a lost record in the
+        // final read, also when a log id's record outlives it.
         orphan_sweep_interval: Some(Duration::from_secs(5)),
+        keep_purge_records: Duration::from_secs(30),
     };
     let compactor = Compactor::new(
         manifest,

@@ -140,7 +140,12 @@ fn len_u32(len: usize) -> u32 {
 }
 
 fn encoded_record_len(entry_record: &EntryRecord) -> usize {
-    let record = &entry_record.record;
+    framed_len(&entry_record.record)
+}
+
+/// Bytes `record` takes in an entry: its own bytes and their framing
+/// (at least 17 bytes, also for a record with no bytes at all).
+pub fn framed_len(record: &Record) -> usize {
     8 + 1
         + record.txid.map_or(0, |_| 8)
         + record.key.as_ref().map_or(0, |k| 4 + k.len())

@@ -13,6 +13,14 @@ use std::time::Instant;
 
 use dlog_sim::{Config, run};
 
+/// Refuses the command line: one line on stderr, exit code 2.
+fn usage(problem: &str) -> ! {
+    eprintln!(
+        "dlog-sim: {problem} (usage: dlog-sim [--seeds N] [--from SEED] [--jobs J] [--until-failure])"
+    );
+    std::process::exit(2)
+}
+
 fn main() {
     if std::env::var_os("RUST_LOG").is_some() {
         // Only a binary installs a subscriber (the library crates emit).
@@ -30,14 +38,14 @@ fn main() {
         let mut value = || {
             args.next()
                 .and_then(|v| v.parse::<u64>().ok())
-                .unwrap_or_else(|| panic!("{arg} needs a number"))
+                .unwrap_or_else(|| usage(&format!("{arg} needs a number")))
         };
         match arg.as_str() {
             "--seeds" => seeds = value(),
             "--from" => from = value(),
             "--jobs" => jobs = value() as usize,
             "--until-failure" => until_failure = true,
-            other => panic!("unknown argument {other}"),
+            other => usage(&format!("unknown argument {other}")),
         }
     }
     let next = Arc::new(AtomicU64::new(from));

@@ -39,7 +39,9 @@ use dlog_wire::error::{Classify, ErrorKind};
 use dlog_wire::ids::{Epoch, LogId, Offset, SegmentId};
 use dlog_wire::names::{LogName, Namespace};
 
+mod purged;
 mod types;
+pub use purged::Purged;
 pub use types::*;
 
 /// Errors of manifest operations.
@@ -469,7 +471,8 @@ impl Manifest {
     }
 
     /// Removes every key of the deleted log `log_id` (after its data is
-    /// gone). Compares the metadata it checked, so it never removes a log
+    /// gone), and records the purge (`purged/<log_id>`, see [`Purged`]).
+    /// Compares the metadata it checked, so it never removes a log
     /// re-created under the same name meanwhile, nor one still active.
     /// False when there was nothing (left) to purge: already purged, by
     /// another compactor perhaps.
@@ -495,6 +498,7 @@ impl Manifest {
                             prefix: self.log_prefix(log),
                         },
                         TxnOp::delete(self.owner_key(log)),
+                        self.record_purge(log, log_id),
                     ]),
             )
             .await?;
