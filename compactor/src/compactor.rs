@@ -166,6 +166,17 @@ impl Compactor {
     pub async fn sweep_orphans(&self) -> Result<usize> {
         let mut deleted = 0;
         for purged in self.manifest.purged_logs().await? {
+            // Defence against an id handed out again (a log id counter set
+            // back by hand after an etcd restore): never sweep a live log.
+            match self.manifest.log(&purged.log).await {
+                Ok(meta) if meta.log_id == purged.log_id => {
+                    tracing::warn!(log = %purged.log, log_id = purged.log_id,
+                        "a purged log id is live again; its folder is not swept");
+                    continue;
+                }
+                Ok(_) | Err(manifest::Error::LogNotFound(_)) => {}
+                Err(err) => return Err(err.into()),
+            }
             let swept = self.delete_log_objects(&purged.log, purged.log_id).await?;
             if swept > 0 {
                 tracing::info!(log = %purged.log, log_id = purged.log_id, objects = swept,

@@ -236,4 +236,26 @@ async fn the_orphan_sweep_deletes_late_objects_of_purged_logs_only() {
     put(gone.clone(), gone_id).await;
     assert_eq!(forgetful.sweep_orphans().await.unwrap(), 1);
     assert!(manifest.purged_logs().await.unwrap().is_empty());
+
+    // A record naming a live log's id (an id handed out again, as after a
+    // counter set back by hand) never sweeps it.
+    store
+        .put(
+            &format!("{}purged/{live:020}", manifest.root()),
+            Bytes::from(format!(
+                "{{\"log\":\"sweep/recreated\",\"log_id\":{live},\"purged_at_ms\":0}}"
+            )),
+        )
+        .await
+        .unwrap();
+    assert_eq!(ids(manifest.purged_logs().await.unwrap()), [live]);
+    assert_eq!(forgetful.sweep_orphans().await.unwrap(), 0);
+    let kept: Vec<String> = objects
+        .store
+        .list(Some(&log_folder(&objects.prefix, &recreated, live)))
+        .map_ok(|meta| meta.location.to_string())
+        .try_collect()
+        .await
+        .unwrap();
+    assert_eq!(kept, [expected(&recreated, live)]);
 }

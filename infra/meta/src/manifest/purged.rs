@@ -51,14 +51,20 @@ impl Manifest {
         TxnOp::put(self.purged_key(log_id), encode_json(&stored))
     }
 
-    /// Every recorded purge, oldest log id first. A record whose log name
-    /// does not parse is skipped (with a warning): it names no folder this
-    /// service wrote.
+    /// Every recorded purge, oldest log id first. A record that does not
+    /// decode, or whose log name does not parse, is skipped (with a
+    /// warning): it names no folder this service wrote.
     pub async fn purged_logs(&self) -> Result<Vec<Purged>> {
         let range = self.store.range(&self.purged_prefix(), true).await?;
         let mut purged = Vec::with_capacity(range.kvs.len());
         for kv in &range.kvs {
-            let stored: Stored = decode_json(kv)?;
+            let stored: Stored = match decode_json(kv) {
+                Ok(stored) => stored,
+                Err(err) => {
+                    tracing::warn!(key = kv.key, "a purge record does not decode: {err}");
+                    continue;
+                }
+            };
             match stored.log.parse() {
                 Ok(log) => purged.push(Purged {
                     log,
