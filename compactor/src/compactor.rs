@@ -133,10 +133,8 @@ impl Compactor {
     /// Runs passes until cancelled.
     pub async fn run(self, cancel: CancellationToken) {
         tracing::info!(node = %self.node_id, "compactor running");
-        let mut next_sweep = self
-            .options
-            .orphan_sweep_interval
-            .map(|every| tokio::time::Instant::now() + every);
+        let sweep_every = self.options.orphan_sweep_interval;
+        let mut next_sweep = tokio::time::Instant::now() + sweep_every.unwrap_or_default();
         loop {
             match self.pass().await {
                 Ok(report) if report != PassReport::default() => {
@@ -145,13 +143,13 @@ impl Compactor {
                 Ok(_) => {}
                 Err(err) => tracing::warn!("compactor pass failed: {err:#}"),
             }
-            if let (Some(at), Some(every)) = (next_sweep, self.options.orphan_sweep_interval)
-                && tokio::time::Instant::now() >= at
+            if let Some(every) = sweep_every
+                && tokio::time::Instant::now() >= next_sweep
             {
                 if let Err(err) = self.sweep_orphans().await {
                     tracing::warn!("orphan sweep failed: {err:#}");
                 }
-                next_sweep = Some(tokio::time::Instant::now() + every);
+                next_sweep = tokio::time::Instant::now() + every;
             }
             tokio::select! {
                 _ = cancel.cancelled() => return,

@@ -31,15 +31,33 @@ async fn compactor_on_memory() -> (
     let store: Arc<dyn MetaStore> = Arc::new(EmbeddedStore::open(dir.path()).await.unwrap());
     let manifest = Manifest::new(store.clone(), "default");
     let objects = objstore::open("memory://").unwrap();
+    let compactor = compactor_on(
+        &store,
+        &manifest,
+        &objects,
+        "compactor-1",
+        CompactorOptions::default(),
+    )
+    .await;
+    (dir, store, manifest, objects, compactor)
+}
+
+/// A compactor named `node_id` on these stores, on a lease of its own.
+async fn compactor_on(
+    store: &Arc<dyn MetaStore>,
+    manifest: &Manifest,
+    objects: &objstore::ObjectStoreHandle,
+    node_id: &str,
+    options: CompactorOptions,
+) -> Compactor {
     let lease = store.lease_grant(Duration::from_secs(60)).await.unwrap();
-    let compactor = Compactor::new(
+    Compactor::new(
         manifest.clone(),
         objects.clone(),
-        "compactor-1".to_owned(),
+        node_id.to_owned(),
         lease,
-        CompactorOptions::default(),
-    );
-    (dir, store, manifest, objects, compactor)
+        options,
+    )
 }
 
 /// A log with one offloaded, cache-dropped segment whose newest record is
@@ -222,17 +240,17 @@ async fn the_orphan_sweep_deletes_late_objects_of_purged_logs_only() {
     assert_eq!(ids(manifest.purged_logs().await.unwrap()), [old, gone_id]);
 
     // Records past their time are dropped after a last sweep.
-    let lease = store.lease_grant(Duration::from_secs(60)).await.unwrap();
-    let forgetful = Compactor::new(
-        manifest.clone(),
-        objects.clone(),
-        "compactor-2".to_owned(),
-        lease,
+    let forgetful = compactor_on(
+        &store,
+        &manifest,
+        &objects,
+        "compactor-2",
         CompactorOptions {
             keep_purge_records: Duration::ZERO,
             ..CompactorOptions::default()
         },
-    );
+    )
+    .await;
     put(gone.clone(), gone_id).await;
     assert_eq!(forgetful.sweep_orphans().await.unwrap(), 1);
     assert!(manifest.purged_logs().await.unwrap().is_empty());

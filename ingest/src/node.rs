@@ -541,9 +541,13 @@ async fn watch_ownership(node: Weak<IngestNode>) {
 mod tests {
     use super::*;
 
-    /// An ingest node on an embedded metastore, with no cache node: its
-    /// owners never open a segment, so appends stay queued.
-    async fn node_without_cache_nodes(dir: &std::path::Path) -> (Arc<IngestNode>, Manifest) {
+    /// An ingest node on an embedded metastore holding the log `log`, with
+    /// no cache node: its owners never open a segment, so appends stay
+    /// queued.
+    async fn node_without_cache_nodes(
+        dir: &std::path::Path,
+        log: &str,
+    ) -> (Arc<IngestNode>, Manifest, LogName) {
         let url = format!("embedded://{}", dir.join("meta").display());
         let (store, cluster) = dlog_meta::metastore::open(&url).await.unwrap();
         let lease = store.lease_grant(Duration::from_secs(600)).await.unwrap();
@@ -561,7 +565,9 @@ mod tests {
             CancellationToken::new(),
             IngestOptions::default(),
         );
-        (node, manifest)
+        let log: LogName = log.parse().unwrap();
+        manifest.create_log(&log).await.unwrap();
+        (node, manifest, log)
     }
 
     /// Records with no bytes (an empty payload, no key, no headers) cost
@@ -572,9 +578,7 @@ mod tests {
     #[tokio::test]
     async fn records_without_bytes_count_against_the_in_flight_budget() {
         let dir = tempfile::tempdir().unwrap();
-        let (node, manifest) = node_without_cache_nodes(dir.path()).await;
-        let log: LogName = "ns/empty".parse().unwrap();
-        manifest.create_log(&log).await.unwrap();
+        let (node, _, log) = node_without_cache_nodes(dir.path(), "ns/empty").await;
         let mut answers = Vec::new();
         for _ in 0..1_000 {
             let append = Append {
@@ -613,9 +617,7 @@ mod tests {
     #[tokio::test]
     async fn a_late_owner_key_event_does_not_stop_a_newer_owner() {
         let dir = tempfile::tempdir().unwrap();
-        let (node, manifest) = node_without_cache_nodes(dir.path()).await;
-        let log: LogName = "ns/recreated".parse().unwrap();
-        manifest.create_log(&log).await.unwrap();
+        let (node, manifest, log) = node_without_cache_nodes(dir.path(), "ns/recreated").await;
         let before_claim = manifest.revision().await.unwrap();
         node.owner(&log).await.expect("takes ownership");
         let owner_key = format!("{}ns/recreated", manifest.owners_prefix());

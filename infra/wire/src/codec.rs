@@ -111,7 +111,7 @@ impl Classify for DecodeError {
 /// Panics only if a single field exceeds `u32::MAX` bytes, which the limits
 /// of [`crate::limits`] rule out long before.
 pub fn encode_entry(header: &EntryHeader, records: &[EntryRecord]) -> Bytes {
-    let body_len: usize = records.iter().map(encoded_record_len).sum();
+    let body_len: usize = records.iter().map(|r| framed_len(&r.record)).sum();
     let mut buf = BytesMut::with_capacity(HEADER_LEN + body_len);
     buf.put_slice(MAGIC);
     buf.put_u64_le(header.log_id);
@@ -137,10 +137,6 @@ pub const MAX_HEADER_NAME_BYTES: usize = u16::MAX as usize;
 
 fn len_u32(len: usize) -> u32 {
     u32::try_from(len).expect("entry field longer than u32::MAX bytes")
-}
-
-fn encoded_record_len(entry_record: &EntryRecord) -> usize {
-    framed_len(&entry_record.record)
 }
 
 /// Bytes `record` takes in an entry: its own bytes and their framing
