@@ -24,7 +24,9 @@ use dlog_cache::service::CacheServer;
 use dlog_cache::trust::Trust;
 use dlog_cache::{CacheStore, StoreOptions, reconcile};
 use dlog_compactor::{Compactor, CompactorOptions};
+use dlog_ingest::pool::CachePool;
 use dlog_ingest::{IngestNode, IngestOptions, LogServer};
+use dlog_meta::cache_clients::{CacheClients, Connector, GrpcConnector, LocalFirst};
 use dlog_meta::manifest::{Manifest, NodeInfo, Replication, Role};
 use dlog_meta::metastore::{self, LeaseKeeper};
 use dlog_reader::{ReadEngine, ReadServer, ReaderOptions};
@@ -234,6 +236,8 @@ pub async fn serve(options: ServeOptions, shutdown: CancellationToken) -> anyhow
     routes.add_service(health_service);
     let mut cache_store = None;
     let mut cache_identity = None;
+    // How this node's roles reach cache nodes: its own in-process.
+    let mut connector: Arc<dyn Connector> = Arc::new(GrpcConnector);
     if roles.contains(&Role::Cache) {
         let journal_dir = data_dir.join("cache");
         let id = identity::establish(
@@ -264,12 +268,12 @@ pub async fn serve(options: ServeOptions, shutdown: CancellationToken) -> anyhow
             Err(err) => return Err(err).context("confirm the cache node's identity"),
         }
         let trust = Arc::new(Trust::new(manifest.clone(), &id.cookie));
-        routes.add_service(
-            CacheServer::new(cache.clone())
-                .with_trust(trust)
-                .with_confirmation(confirmation.clone())
-                .into_service(),
-        );
+        let service = CacheServer::new(cache.clone())
+            .with_trust(trust)
+            .with_confirmation(confirmation.clone())
+            .into_service();
+        connector = Arc::new(LocalFirst::new(&node.id, service.clone()));
+        routes.add_service(service);
         health
             .set_serving::<dlog_wire::proto::cache_service_server::CacheServiceServer<CacheServer>>(
             )
@@ -285,13 +289,22 @@ pub async fn serve(options: ServeOptions, shutdown: CancellationToken) -> anyhow
     // Another instance took this cache node's id over.
     let replaced = CancellationToken::new();
     let mut ingest = None;
+    // Each role keeps its own connections and suspects, as before.
+    let cache_clients = || {
+        Arc::new(CacheClients::with_connector(
+            manifest.clone(),
+            connector.clone(),
+        ))
+    };
     if roles.contains(&Role::Ingest) {
-        let node = IngestNode::new(
+        let pool = CachePool::with_connector(manifest.clone(), connector.clone());
+        let node = IngestNode::with_pool(
             manifest.clone(),
             node.clone(),
             lease.lease,
             lease.lost.clone(),
             IngestOptions::default(),
+            Arc::new(pool),
         );
         routes.add_service(LogServer::new(node.clone()).into_service());
         health
@@ -301,7 +314,12 @@ pub async fn serve(options: ServeOptions, shutdown: CancellationToken) -> anyhow
     }
 
     if let (true, Some(objects)) = (roles.contains(&Role::Reader), &objects) {
-        let engine = ReadEngine::new(manifest.clone(), objects.clone(), ReaderOptions::default());
+        let engine = ReadEngine::with_cache_clients(
+            manifest.clone(),
+            objects.clone(),
+            ReaderOptions::default(),
+            cache_clients(),
+        );
         routes.add_service(
             ReadServer::new(Arc::new(engine))
                 .stop_streams_on(streams_stop.clone())
@@ -330,7 +348,8 @@ pub async fn serve(options: ServeOptions, shutdown: CancellationToken) -> anyhow
             node.id.clone(),
             lease.lease,
             options,
-        );
+        )
+        .with_cache_clients(cache_clients());
         compactor_task = Some(tokio::spawn(compactor.run(background_stop.clone())));
     }
 
@@ -373,6 +392,8 @@ pub async fn serve(options: ServeOptions, shutdown: CancellationToken) -> anyhow
     let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
     let graceful = CancellationToken::new();
     let server = tonic::transport::Server::builder()
+        .initial_connection_window_size(dlog_wire::http2::CONNECTION_WINDOW)
+        .initial_stream_window_size(dlog_wire::http2::STREAM_WINDOW)
         .add_routes(routes.routes())
         .serve_with_incoming_shutdown(incoming, graceful.clone().cancelled_owned());
     tokio::pin!(server);

@@ -30,8 +30,9 @@ use dlog_wire::codec::{EntryHeader, EntryRecord, encode_entry};
 use dlog_wire::names::LogName;
 use dlog_wire::proto::cache_service_server::{CacheService, CacheServiceServer};
 use dlog_wire::proto::{
-    AddEntryRequest, AddEntryResponse, DropSegmentRequest, DropSegmentResponse, FenceRequest,
-    FenceResponse, ReadEntriesRequest, ReadEntriesResponse, ReadLacRequest, ReadLacResponse,
+    AddEntryRequest, AddEntryResponse, AddOutcome, DropSegmentRequest, DropSegmentResponse,
+    FenceRequest, FenceResponse, ReadEntriesRequest, ReadEntriesResponse, ReadLacRequest,
+    ReadLacResponse,
 };
 use dlog_wire::record::Record;
 use futures::{Stream, StreamExt};
@@ -90,6 +91,7 @@ type Answers<T> = std::pin::Pin<Box<dyn Stream<Item = Result<T, Status>> + Send>
 impl CacheService for Faulty {
     type AddEntriesStream = Answers<AddEntryResponse>;
     type ReadEntriesStream = Answers<ReadEntriesResponse>;
+    type ReplicateStream = Answers<AddOutcome>;
 
     async fn add_entries(
         &self,
@@ -97,6 +99,14 @@ impl CacheService for Faulty {
     ) -> Result<Response<Self::AddEntriesStream>, Status> {
         self.check(false)?;
         self.inner.add_entries(request).await
+    }
+
+    async fn replicate(
+        &self,
+        request: Request<Streaming<AddEntryRequest>>,
+    ) -> Result<Response<Self::ReplicateStream>, Status> {
+        self.check(false)?;
+        self.inner.replicate(request).await
     }
 
     async fn read_entries(

@@ -10,6 +10,7 @@
 //! Adds, fences and recovery reads need a valid [`Confirmation`] of the
 //! node's identity, where the server has one ([`crate::confirm`]).
 
+use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -18,10 +19,11 @@ use dlog_wire::ids::Epoch;
 use dlog_wire::pipeline::{Answer, ResponseStream, serve_ordered};
 use dlog_wire::proto::cache_service_server::CacheService;
 use dlog_wire::proto::{
-    AddEntryRequest, AddEntryResponse, DropSegmentRequest, DropSegmentResponse, FenceRequest,
-    FenceResponse, ReadEntriesRequest, ReadEntriesResponse, ReadLacRequest, ReadLacResponse,
-    SegmentRef,
+    AddEntryRequest, AddEntryResponse, AddOutcome, DropSegmentRequest, DropSegmentResponse,
+    FenceRequest, FenceResponse, ReadEntriesRequest, ReadEntriesResponse, ReadLacRequest,
+    ReadLacResponse, SegmentRef,
 };
+use futures::future::BoxFuture;
 use tonic::{Request, Response, Status, Streaming};
 
 use crate::confirm::Confirmation;
@@ -31,6 +33,13 @@ use crate::trust::Trust;
 
 /// Adds one stream may have queued but not yet answered.
 const MAX_IN_FLIGHT_ADDS: usize = 4096;
+/// The same for a `Replicate` stream, which carries the adds of every log an
+/// ingest node writes to this node.
+const MAX_IN_FLIGHT_REPLICATED: usize = 64 * 1024;
+/// Most segments a `Replicate` stream remembers as refused; beyond it the
+/// memory is cleared (the store still refuses their adds, as gaps or below
+/// the fence).
+const MAX_REFUSED_SEGMENTS: usize = 64 * 1024;
 /// Longest LAC long-poll.
 const MAX_LAC_WAIT: Duration = Duration::from_secs(60);
 /// Most entries one `ReadEntries` returns.
@@ -125,35 +134,93 @@ pub fn submit_add(
     confirmation: Option<&Confirmation>,
     request: AddEntryRequest,
 ) -> Answer<AddEntryResponse> {
-    let key = match segment_key(request.segment.as_ref()) {
-        Ok(key) => key,
-        Err(status) => return Answer::ready(Err(status)),
-    };
+    match start_add(store, confirmation, request) {
+        Ok(durable) => Answer::new(durable),
+        Err(status) => Answer::ready(Err(status)),
+    }
+}
+
+/// [`submit_add`]'s work: `Err` for an add refused when submitted, else the
+/// future of its durability (an explicit LAC is done at once).
+fn start_add(
+    store: &CacheStore,
+    confirmation: Option<&Confirmation>,
+    request: AddEntryRequest,
+) -> Result<BoxFuture<'static, Result<AddEntryResponse, Status>>, Status> {
+    let key = segment_key(request.segment.as_ref())?;
     let segment = request.segment;
     if request.entry.is_empty() {
-        let result = match request.lac {
-            Some(lac) => store
-                .advance_lac(key, Epoch(request.epoch), lac)
-                .map(|()| AddEntryResponse {
-                    segment,
-                    entry_id: lac,
-                })
-                .map_err(|err| to_status(&err)),
-            None => Err(Status::invalid_argument(
+        let Some(lac) = request.lac else {
+            return Err(Status::invalid_argument(
                 "an add needs an entry, or a lac for an explicit LAC update",
-            )),
+            ));
         };
-        return Answer::ready(result);
+        store
+            .advance_lac(key, Epoch(request.epoch), lac)
+            .map_err(|err| to_status(&err))?;
+        let done = AddEntryResponse {
+            segment,
+            entry_id: lac,
+        };
+        return Ok(Box::pin(std::future::ready(Ok(done))));
     }
-    if let Err(status) = check_confirmed(confirmation) {
-        return Answer::ready(Err(status));
+    check_confirmed(confirmation)?;
+    let durable = store
+        .add(key, Epoch(request.epoch), request.entry)
+        .map_err(|err| to_status(&err))?;
+    Ok(Box::pin(async move {
+        let entry_id = durable.await.map_err(|err| to_status(&err))?;
+        Ok(AddEntryResponse { segment, entry_id })
+    }))
+}
+
+/// [`submit_add`] for a stream of many segments (`Replicate`): every
+/// answer is an [`AddOutcome`], a refusal included, and once an add of a
+/// segment is refused when submitted, the segment's later adds on the stream
+/// are refused too.
+fn submit_to_stream(
+    store: &CacheStore,
+    confirmation: Option<&Confirmation>,
+    refused: &mut HashSet<SegmentKey>,
+    request: AddEntryRequest,
+) -> Answer<AddOutcome> {
+    let segment = request.segment.clone();
+    let key = segment_key(segment.as_ref()).ok();
+    if key.is_some_and(|key| refused.contains(&key)) {
+        let status = Status::failed_precondition(
+            "an earlier add of this segment on this stream was refused",
+        );
+        return Answer::ready(Ok(refusal(segment, &status)));
     }
-    match store.add(key, Epoch(request.epoch), request.entry) {
+    match start_add(store, confirmation, request) {
         Ok(durable) => Answer::new(async move {
-            let entry_id = durable.await.map_err(|err| to_status(&err))?;
-            Ok(AddEntryResponse { segment, entry_id })
+            Ok(match durable.await {
+                Ok(done) => AddOutcome {
+                    segment: done.segment,
+                    entry_id: done.entry_id,
+                    code: 0,
+                    message: String::new(),
+                },
+                Err(status) => refusal(segment, &status),
+            })
         }),
-        Err(err) => Answer::ready(Err(to_status(&err))),
+        Err(status) => {
+            if refused.len() >= MAX_REFUSED_SEGMENTS {
+                refused.clear();
+            }
+            refused.extend(key);
+            Answer::ready(Ok(refusal(segment, &status)))
+        }
+    }
+}
+
+/// The outcome of an add refused with `status`.
+fn refusal(segment: Option<SegmentRef>, status: &Status) -> AddOutcome {
+    AddOutcome {
+        segment,
+        entry_id: 0,
+        code: status.code() as i32,
+        message: status.message().to_owned(),
     }
 }
 
@@ -161,6 +228,7 @@ pub fn submit_add(
 impl CacheService for CacheServer {
     type AddEntriesStream = ResponseStream<AddEntryResponse>;
     type ReadEntriesStream = ResponseStream<ReadEntriesResponse>;
+    type ReplicateStream = ResponseStream<AddOutcome>;
 
     async fn add_entries(
         &self,
@@ -170,6 +238,29 @@ impl CacheService for CacheServer {
         let confirmation = self.confirmation.clone();
         let answers = serve_ordered(request.into_inner(), MAX_IN_FLIGHT_ADDS, move |add| {
             std::future::ready(submit_add(&store, confirmation.as_deref(), add))
+        });
+        Ok(Response::new(answers))
+    }
+
+    async fn replicate(
+        &self,
+        request: Request<Streaming<AddEntryRequest>>,
+    ) -> Result<Response<Self::ReplicateStream>, Status> {
+        let store = self.store.clone();
+        let confirmation = self.confirmation.clone();
+        // Segments with an add refused at submission on this stream: their
+        // later adds are refused outright, as if each segment had a stream
+        // of its own that the refusal ended. Safety does not rest on it: the
+        // store refuses an add past a gap, below the fence or after a
+        // journal failure, whatever stream it comes on.
+        let mut refused: HashSet<SegmentKey> = HashSet::new();
+        let answers = serve_ordered(request.into_inner(), MAX_IN_FLIGHT_REPLICATED, move |add| {
+            std::future::ready(submit_to_stream(
+                &store,
+                confirmation.as_deref(),
+                &mut refused,
+                add,
+            ))
         });
         Ok(Response::new(answers))
     }

@@ -20,6 +20,7 @@
 
 pub mod delete;
 pub mod error;
+pub mod links;
 pub mod node;
 pub mod orphans;
 pub mod owner;

@@ -634,6 +634,11 @@ impl Owner {
         };
         match event {
             ReplicaEvent::Acked { replica, entry_id } => {
+                // A replica closed after a failure may still answer adds
+                // queued before the failure; only live replicas count.
+                if !segment.replicas.is_live(replica) {
+                    return;
+                }
                 if let Some(entry) = self.in_flight.iter_mut().find(|e| e.entry_id == entry_id) {
                     entry.acked_by |= 1 << replica;
                 }

@@ -7,6 +7,8 @@ use dlog_meta::cache_clients::{self, CacheClients};
 use dlog_meta::manifest::{Manifest, NodeInfo};
 
 use crate::error::{Error, Result};
+use crate::links::{Attachment, ReplicaLinks, SegmentKey};
+use crate::replicas::EventSender;
 
 pub use dlog_meta::cache_clients::CacheClient;
 
@@ -14,6 +16,8 @@ pub use dlog_meta::cache_clients::CacheClient;
 #[derive(Debug)]
 pub struct CachePool {
     clients: CacheClients,
+    /// The replication stream to each cache node.
+    links: ReplicaLinks,
 }
 
 impl Deref for CachePool {
@@ -40,6 +44,7 @@ impl CachePool {
     pub fn new(manifest: Manifest) -> CachePool {
         CachePool {
             clients: CacheClients::new(manifest),
+            links: ReplicaLinks::default(),
         }
     }
 
@@ -50,12 +55,27 @@ impl CachePool {
     ) -> CachePool {
         CachePool {
             clients: CacheClients::with_connector(manifest, connector),
+            links: ReplicaLinks::default(),
         }
     }
 
     /// A client of a cache node, by id.
     pub async fn client(&self, node_id: &str) -> Result<CacheClient> {
         Ok(self.clients.client(node_id).await?)
+    }
+
+    /// Attaches replica `replica` of segment `key` to the replication
+    /// stream to `node` ([`crate::links`]); its answers go to `events`.
+    pub async fn attach(
+        &self,
+        node: &str,
+        key: SegmentKey,
+        replica: usize,
+        events: EventSender,
+    ) -> Result<Attachment> {
+        self.links
+            .attach(node, key, replica, events, self.client(node))
+            .await
     }
 
     /// Live nodes outside `ensemble`, the cluster's list rotated by `seed`

@@ -262,7 +262,10 @@ impl CacheTier {
             .map_err(|_| late("next entry"))?
             .map_err(|s| s.message().to_owned())?
         {
-            let entry = decode_entry(message.entry).map_err(|err| err.to_string())?;
+            // Its own buffer: the message's bytes may be a slice of a much
+            // larger receive buffer, which the entry cache would keep alive.
+            let bytes = bytes::Bytes::copy_from_slice(&message.entry);
+            let entry = decode_entry(bytes).map_err(|err| err.to_string())?;
             let expected = from + entries.len() as u64;
             if entry.header.entry_id != expected || entry.header.log_id != source.log_id {
                 return Err(format!(

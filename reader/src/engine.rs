@@ -245,6 +245,16 @@ impl ReadEngine {
         options: ReaderOptions,
     ) -> ReadEngine {
         let caches = Arc::new(CacheClients::new(manifest.clone()));
+        Self::with_cache_clients(manifest, objects, options, caches)
+    }
+
+    /// [`ReadEngine::new`] reaching the cache nodes through `caches`.
+    pub fn with_cache_clients(
+        manifest: Manifest,
+        objects: ObjectStoreHandle,
+        options: ReaderOptions,
+        caches: Arc<CacheClients>,
+    ) -> ReadEngine {
         ReadEngine {
             views: LogViews::new(manifest.clone()),
             cache: CacheTier::new(caches, options.entry_cache_bytes),

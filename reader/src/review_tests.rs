@@ -17,8 +17,9 @@ use dlog_wire::error::{Classify, ErrorKind};
 use dlog_wire::names::LogName;
 use dlog_wire::proto::cache_service_server::{CacheService, CacheServiceServer};
 use dlog_wire::proto::{
-    AddEntryRequest, AddEntryResponse, DropSegmentRequest, DropSegmentResponse, FenceRequest,
-    FenceResponse, ReadEntriesRequest, ReadEntriesResponse, ReadLacRequest, ReadLacResponse,
+    AddEntryRequest, AddEntryResponse, AddOutcome, DropSegmentRequest, DropSegmentResponse,
+    FenceRequest, FenceResponse, ReadEntriesRequest, ReadEntriesResponse, ReadLacRequest,
+    ReadLacResponse,
 };
 use dlog_wire::record::Record;
 use futures::Stream;
@@ -69,11 +70,19 @@ struct Fake(Arc<FakeNode>);
 impl CacheService for Fake {
     type AddEntriesStream = Answers<AddEntryResponse>;
     type ReadEntriesStream = Answers<ReadEntriesResponse>;
+    type ReplicateStream = Answers<AddOutcome>;
 
     async fn add_entries(
         &self,
         _: Request<Streaming<AddEntryRequest>>,
     ) -> Result<Response<Self::AddEntriesStream>, Status> {
+        Err(Status::unimplemented("fake"))
+    }
+
+    async fn replicate(
+        &self,
+        _: Request<Streaming<AddEntryRequest>>,
+    ) -> Result<Response<Self::ReplicateStream>, Status> {
         Err(Status::unimplemented("fake"))
     }
 

@@ -330,6 +330,11 @@ impl Client {
             .connect_timeout(Duration::from_secs(5))
             .http2_keep_alive_interval(KEEP_ALIVE_INTERVAL)
             .keep_alive_timeout(KEEP_ALIVE_TIMEOUT)
+            // Many tailing reads on one connection receive many small
+            // frames; h2 closes a connection holding too many unread
+            // (dlog_wire::http2).
+            .initial_connection_window_size(dlog_wire::http2::CONNECTION_WINDOW)
+            .initial_stream_window_size(dlog_wire::http2::STREAM_WINDOW)
             .tcp_nodelay(true);
         if !streaming {
             endpoint = endpoint.timeout(REQUEST_TIMEOUT);

@@ -56,7 +56,7 @@ pub async fn read_all_entries(
     Ok(entries)
 }
 
-pub use crate::transport::{Connector, GrpcConnector, Transport};
+pub use crate::transport::{Connector, GrpcConnector, LocalFirst, Transport};
 
 /// A cache node could not be reached.
 #[derive(Debug, thiserror::Error)]
@@ -248,6 +248,8 @@ pub(crate) fn grpc_connect(
                 .http2_keep_alive_interval(KEEPALIVE_INTERVAL)
                 .keep_alive_timeout(KEEPALIVE_TIMEOUT)
                 .keep_alive_while_idle(true)
+                .initial_connection_window_size(dlog_wire::http2::CONNECTION_WINDOW)
+                .initial_stream_window_size(dlog_wire::http2::STREAM_WINDOW)
         });
     Box::pin(async move {
         let channel = endpoint?.connect().await.map_err(|err| err.to_string())?;

@@ -12,9 +12,11 @@
 //! | [`codec`] | the binary entry format cache nodes store and serve: header, records, CRC32C |
 //! | [`error`] | error kinds, retryability and the mapping to gRPC status |
 //! | [`pipeline`] | the server side of an ordered, pipelined bidirectional stream |
+//! | [`http2`] | the HTTP/2 flow-control windows of every dlog server |
 
 pub mod codec;
 pub mod error;
+pub mod http2;
 pub mod ids;
 pub mod limits;
 pub mod metadata;
