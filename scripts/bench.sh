@@ -23,7 +23,7 @@ bash scripts/install-test-deps.sh >&2
 bash scripts/bench-peers.sh install >&2
 cargo build --release --locked --bin dlog >&2
 
-DLOG=$PWD/target/release/dlog
+DLOG=${CARGO_TARGET_DIR:-$PWD/target}/release/dlog
 OUT=${1:-target/bench}
 DURATION=${DURATION:-8}
 mkdir -p "$OUT"
