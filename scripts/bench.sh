@@ -92,20 +92,24 @@ dlog_scenarios standalone "http://127.0.0.1:$port"
 bench "standalone 10000 logs" --endpoint "http://127.0.0.1:$port" --namespace many --logs 10000 --rate 10000 --record-size 100
 # Idle logs: the node's resident memory before and after opening IDLE_LOGS
 # more logs (one append each: an owner, an open segment, a cache segment).
+# IDLE_LOGS=0 skips it.
 IDLE_LOGS=${IDLE_LOGS:-100000}
-rss_before=$(awk '/^VmRSS/ {print $2 * 1024}' "/proc/${PIDS[-1]}/status")
-echo "== standalone idle $IDLE_LOGS logs" >&2
-"$DLOG" bench --json --endpoint "http://127.0.0.1:$port" --namespace idle --logs "$IDLE_LOGS" \
-    --rate 1 --duration 1 --warmup 0 --record-size 100 >/dev/null
-sleep 2
-rss_after=$(awk '/^VmRSS/ {print $2 * 1024}' "/proc/${PIDS[-1]}/status")
-python3 -c "
+rss() { awk '/^VmRSS/ {printf "%d\n", $2 * 1024}' "/proc/$1/status"; }
+if [ "$IDLE_LOGS" -gt 0 ]; then
+    rss_before=$(rss "${PIDS[-1]}")
+    echo "== standalone idle $IDLE_LOGS logs" >&2
+    "$DLOG" bench --json --endpoint "http://127.0.0.1:$port" --namespace idle --logs "$IDLE_LOGS" \
+        --rate 1 --duration 1 --warmup 0 --record-size 100 >/dev/null
+    sleep 2
+    rss_after=$(rss "${PIDS[-1]}")
+    python3 -c "
 import json, sys
 logs, before, after = int(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3])
 print(json.dumps({'label': 'standalone idle logs', 'idle_logs': logs, 'rss_before': before,
                   'rss_after': after, 'bytes_per_log': (after - before) / logs}))" \
-    "$IDLE_LOGS" "$rss_before" "$rss_after" >>"$RESULTS"
-tail -n 1 "$RESULTS" >&2
+        "$IDLE_LOGS" "$rss_before" "$rss_after" >>"$RESULTS"
+    tail -n 1 "$RESULTS" >&2
+fi
 kill "${PIDS[-1]}"
 wait "${PIDS[-1]}" 2>/dev/null || true
 
