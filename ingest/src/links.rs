@@ -15,7 +15,7 @@
 //! hears `Failed` for that replica and stops using it (the owner rolls), and
 //! the next segment to attach opens a new stream.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -75,8 +75,10 @@ pub struct Link {
     /// node reads the stream as fast as it takes adds; beyond that, HTTP/2
     /// flow control holds the rest here.
     sender: mpsc::UnboundedSender<AddEntryRequest>,
-    /// `None` once the stream broke: nothing attaches any more.
-    routes: Mutex<Option<HashMap<SegmentKey, Route>>>,
+    /// `None` once the stream broke: nothing attaches any more. Ordered, so
+    /// a broken stream fails its segments in the same order every run (the
+    /// simulation replays a seed exactly).
+    routes: Mutex<Option<BTreeMap<SegmentKey, Route>>>,
 }
 
 /// A segment's use of a link; detaches when dropped.
@@ -198,7 +200,7 @@ impl Link {
         let link = Arc::new(Link {
             node: node.to_owned(),
             sender,
-            routes: Mutex::new(Some(HashMap::new())),
+            routes: Mutex::new(Some(BTreeMap::new())),
         });
         let answers = response.into_inner();
         tokio::spawn(link.clone().route_answers(answers));
