@@ -23,7 +23,7 @@ use dlog_wire::proto::{
     FenceRequest, FenceResponse, ReadEntriesRequest, ReadEntriesResponse, ReadLacRequest,
     ReadLacResponse, SegmentRef,
 };
-use futures::future::BoxFuture;
+use futures::future::Either;
 use tonic::{Request, Response, Status, Streaming};
 
 use crate::confirm::Confirmation;
@@ -134,21 +134,28 @@ pub fn submit_add(
     confirmation: Option<&Confirmation>,
     request: AddEntryRequest,
 ) -> Answer<AddEntryResponse> {
-    match start_add(store, confirmation, request) {
-        Ok(durable) => Answer::new(durable),
+    match start_add(store, confirmation, &request) {
+        Ok(durable) => Answer::new(async move {
+            let entry_id = durable.await?;
+            Ok(AddEntryResponse {
+                segment: request.segment,
+                entry_id,
+            })
+        }),
         Err(status) => Answer::ready(Err(status)),
     }
 }
 
 /// [`submit_add`]'s work: `Err` for an add refused when submitted, else the
-/// future of its durability (an explicit LAC is done at once).
+/// future of its durability, giving the entry id (an explicit LAC is done
+/// at once, and gives the LAC).
 fn start_add(
     store: &CacheStore,
     confirmation: Option<&Confirmation>,
-    request: AddEntryRequest,
-) -> Result<BoxFuture<'static, Result<AddEntryResponse, Status>>, Status> {
+    request: &AddEntryRequest,
+) -> Result<impl Future<Output = Result<u64, Status>> + Send + 'static, Status> {
     let key = segment_key(request.segment.as_ref())?;
-    let segment = request.segment;
+    let epoch = Epoch(request.epoch);
     if request.entry.is_empty() {
         let Some(lac) = request.lac else {
             return Err(Status::invalid_argument(
@@ -156,21 +163,16 @@ fn start_add(
             ));
         };
         store
-            .advance_lac(key, Epoch(request.epoch), lac)
+            .advance_lac(key, epoch, lac)
             .map_err(|err| to_status(&err))?;
-        let done = AddEntryResponse {
-            segment,
-            entry_id: lac,
-        };
-        return Ok(Box::pin(std::future::ready(Ok(done))));
+        return Ok(Either::Left(std::future::ready(Ok(lac))));
     }
     check_confirmed(confirmation)?;
     let durable = store
-        .add(key, Epoch(request.epoch), request.entry)
+        .add(key, epoch, request.entry.clone())
         .map_err(|err| to_status(&err))?;
-    Ok(Box::pin(async move {
-        let entry_id = durable.await.map_err(|err| to_status(&err))?;
-        Ok(AddEntryResponse { segment, entry_id })
+    Ok(Either::Right(async move {
+        durable.await.map_err(|err| to_status(&err))
     }))
 }
 
@@ -184,24 +186,23 @@ fn submit_to_stream(
     refused: &mut HashSet<SegmentKey>,
     request: AddEntryRequest,
 ) -> Answer<AddOutcome> {
-    let segment = request.segment.clone();
-    let key = segment_key(segment.as_ref()).ok();
+    let key = segment_key(request.segment.as_ref()).ok();
     if key.is_some_and(|key| refused.contains(&key)) {
         let status = Status::failed_precondition(
             "an earlier add of this segment on this stream was refused",
         );
-        return Answer::ready(Ok(refusal(segment, &status)));
+        return Answer::ready(Ok(refusal(request.segment, &status)));
     }
-    match start_add(store, confirmation, request) {
+    match start_add(store, confirmation, &request) {
         Ok(durable) => Answer::new(async move {
             Ok(match durable.await {
-                Ok(done) => AddOutcome {
-                    segment: done.segment,
-                    entry_id: done.entry_id,
+                Ok(entry_id) => AddOutcome {
+                    segment: request.segment,
+                    entry_id,
                     code: 0,
                     message: String::new(),
                 },
-                Err(status) => refusal(segment, &status),
+                Err(status) => refusal(request.segment, &status),
             })
         }),
         Err(status) => {
@@ -209,7 +210,7 @@ fn submit_to_stream(
                 refused.clear();
             }
             refused.extend(key);
-            Answer::ready(Ok(refusal(segment, &status)))
+            Answer::ready(Ok(refusal(request.segment, &status)))
         }
     }
 }

@@ -48,10 +48,6 @@ use crate::index::{Index, Progress, SegmentState};
 use crate::journal::{self, DamageKind, Journal, JournalOptions, Location, Record};
 use crate::segment_key::SegmentKey;
 
-/// Entries smaller than this are copied into a buffer of their own when
-/// added (see [`CacheStore::add`]); larger ones are mostly their message.
-const COMPACT_ENTRIES_BELOW: usize = 64 * 1024;
-
 /// Storage settings of a cache node.
 #[derive(Debug, Clone)]
 pub struct StoreOptions {
@@ -295,15 +291,8 @@ impl CacheStore {
             )));
         }
         let entry_id = header.entry_id;
-        // A small entry gets a buffer of its own: as received, it is a slice
-        // of the request's buffer (HTTP/2 frames hold many messages), and the
-        // hot cache, which counts only the entry's bytes, would keep the
-        // whole buffer alive (10 000 logs: ~70 KB of memory per log).
-        let entry = if entry.len() < COMPACT_ENTRIES_BELOW {
-            Bytes::copy_from_slice(&entry)
-        } else {
-            entry
-        };
+        // The hot cache keeps it: not the request's whole buffer with it.
+        let entry = codec::own_buffer(entry);
         let receiver = {
             let mut index = lock(&self.index);
             let state = unfenced_segment(&mut index, segment, epoch.0)?;

@@ -235,15 +235,19 @@ impl Link {
         };
         let routes = locked(&self.routes).take().unwrap_or_default();
         for ((_, segment_id), route) in routes {
-            let error = Error::Cache {
-                node: self.node.clone(),
-                status: status.clone(),
-            };
-            let event = ReplicaEvent::Failed {
-                replica: route.replica,
-                error,
-            };
+            let event = self.failed(route.replica, status.clone());
             let _ = route.events.send((segment_id, event));
+        }
+    }
+
+    /// A replica on this stream failed with `status`.
+    fn failed(&self, replica: usize, status: tonic::Status) -> ReplicaEvent {
+        ReplicaEvent::Failed {
+            replica,
+            error: Error::Cache {
+                node: self.node.clone(),
+                status,
+            },
         }
     }
 
@@ -269,13 +273,7 @@ impl Link {
             }
         } else {
             let status = tonic::Status::new(tonic::Code::from(outcome.code), outcome.message);
-            ReplicaEvent::Failed {
-                replica: route.replica,
-                error: Error::Cache {
-                    node: self.node.clone(),
-                    status,
-                },
-            }
+            self.failed(route.replica, status)
         };
         let _ = route.events.send((segment.segment_id, event));
         Ok(())

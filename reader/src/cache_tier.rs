@@ -262,9 +262,8 @@ impl CacheTier {
             .map_err(|_| late("next entry"))?
             .map_err(|s| s.message().to_owned())?
         {
-            // Its own buffer: the message's bytes may be a slice of a much
-            // larger receive buffer, which the entry cache would keep alive.
-            let bytes = bytes::Bytes::copy_from_slice(&message.entry);
+            // The entry cache keeps it: not the whole receive buffer with it.
+            let bytes = dlog_wire::codec::own_buffer(message.entry);
             let entry = decode_entry(bytes).map_err(|err| err.to_string())?;
             let expected = from + entries.len() as u64;
             if entry.header.entry_id != expected || entry.header.log_id != source.log_id {
