@@ -10,14 +10,16 @@
 //! missing server is a failure.
 
 mod etcd;
+mod ports;
 mod process;
 mod s3;
 
 pub use etcd::EtcdServer;
+pub use ports::free_port;
 pub use process::Process;
 pub use s3::S3Server;
 
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::{SocketAddr, TcpStream};
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
@@ -89,14 +91,6 @@ pub fn require_binary(name: &str, extra_dirs: &[PathBuf], install_hint: &str) ->
             None
         }
     }
-}
-
-/// A loopback port that was free a moment ago.
-pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("bind an ephemeral loopback port")
 }
 
 /// Waits until something accepts TCP connections on `addr`.
