@@ -69,6 +69,8 @@ pub struct ServeOptions {
     pub listen: Option<String>,
     pub data_dir: Option<PathBuf>,
     pub node_id: Option<String>,
+    /// Serve Prometheus metrics on this address (`HOST:PORT`); off if unset.
+    pub metrics_listen: Option<String>,
     /// Start a cache node whose data is gone (empty directory) under its
     /// registered id afresh: it then never answers for older segments.
     #[serde(default)]
@@ -100,6 +102,7 @@ impl ServeOptions {
             listen: self.listen.or(file.listen),
             data_dir: self.data_dir.or(file.data_dir),
             node_id: self.node_id.or(file.node_id),
+            metrics_listen: self.metrics_listen.or(file.metrics_listen),
             reinit_cache: self.reinit_cache || file.reinit_cache,
             single_node: self.single_node,
         }
@@ -133,6 +136,7 @@ fn default_node_id(addr: SocketAddr) -> String {
 pub async fn standalone(
     data_dir: &Path,
     listen: &str,
+    metrics_listen: Option<String>,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
     let objects = data_dir.join("objects");
@@ -149,6 +153,7 @@ pub async fn standalone(
         listen: Some(listen.to_owned()),
         data_dir: Some(data_dir),
         node_id: Some("standalone".to_owned()),
+        metrics_listen,
         reinit_cache: false,
         single_node: true,
     };
@@ -187,6 +192,17 @@ pub async fn serve(options: ServeOptions, shutdown: CancellationToken) -> anyhow
         .listen
         .context("--listen is required (e.g. 127.0.0.1:7070)")?;
     let data_dir = options.data_dir.context("--data-dir is required")?;
+    let metrics_on = match &options.metrics_listen {
+        Some(addr) => {
+            let addr = addr
+                .parse()
+                .with_context(|| format!("--metrics-listen {addr}: expected HOST:PORT"))?;
+            crate::metrics::install(addr)?;
+            true
+        }
+        None => false,
+    };
+    let mut sampled = crate::metrics::Sampled::default();
     // Checked now so a typo fails at start, not at the first offload.
     let objects = match &options.object_store {
         Some(url) => Some(dlog_storage::objstore::open(url).context("--object-store")?),
@@ -278,6 +294,7 @@ pub async fn serve(options: ServeOptions, shutdown: CancellationToken) -> anyhow
             .set_serving::<dlog_wire::proto::cache_service_server::CacheServiceServer<CacheServer>>(
             )
             .await;
+        sampled.cache = Some(cache.clone());
         cache_store = Some(cache);
         cache_identity = Some((id, confirmation));
     }
@@ -306,6 +323,7 @@ pub async fn serve(options: ServeOptions, shutdown: CancellationToken) -> anyhow
             IngestOptions::default(),
             Arc::new(pool),
         );
+        sampled.ingest = Some(node.clone());
         routes.add_service(LogServer::new(node.clone()).into_service());
         health
             .set_serving::<dlog_wire::proto::log_service_server::LogServiceServer<LogServer>>()
@@ -314,14 +332,15 @@ pub async fn serve(options: ServeOptions, shutdown: CancellationToken) -> anyhow
     }
 
     if let (true, Some(objects)) = (roles.contains(&Role::Reader), &objects) {
-        let engine = ReadEngine::with_cache_clients(
+        let engine = Arc::new(ReadEngine::with_cache_clients(
             manifest.clone(),
             objects.clone(),
             ReaderOptions::default(),
             cache_clients(),
-        );
+        ));
+        sampled.reader = Some(engine.clone());
         routes.add_service(
-            ReadServer::new(Arc::new(engine))
+            ReadServer::new(engine)
                 .stop_streams_on(streams_stop.clone())
                 .into_service(),
         );
@@ -384,6 +403,9 @@ pub async fn serve(options: ServeOptions, shutdown: CancellationToken) -> anyhow
             background_stop.clone(),
             replaced.clone(),
         ));
+    }
+    if metrics_on {
+        tokio::spawn(crate::metrics::sample(sampled, background_stop.clone()));
     }
     let role_names: Vec<&str> = roles.iter().map(|r| r.as_str()).collect();
     tracing::info!(node = %node.id, %addr, roles = %role_names.join(","), "serving");

@@ -25,6 +25,7 @@
 //! | [`confirm`] | adds only while the manifest recently confirmed the node's identity |
 //! | [`trust`] | which segments a re-initialised node may answer fences and recovery reads for |
 //! | [`reconcile`] | frees segments the manifest no longer needs (at start and periodically) |
+//! | [`series`] | the role's Prometheus series (metrics) |
 
 pub mod confirm;
 pub mod error;
@@ -33,6 +34,7 @@ pub mod index;
 pub mod journal;
 pub mod reconcile;
 pub mod segment_key;
+pub mod series;
 pub mod service;
 pub mod store;
 pub mod trust;

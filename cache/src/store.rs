@@ -47,6 +47,7 @@ use crate::identity;
 use crate::index::{Index, Progress, SegmentState};
 use crate::journal::{self, DamageKind, Journal, JournalOptions, Location, Record};
 use crate::segment_key::SegmentKey;
+use crate::series::{self, AddSeries};
 
 /// Storage settings of a cache node.
 #[derive(Debug, Clone)]
@@ -84,6 +85,7 @@ pub struct CacheStore {
     journal: Journal,
     index: Arc<Mutex<Index>>,
     hot: Cache<HotKey, Bytes>,
+    series: AddSeries,
     /// Reads journal payloads on the calling task instead of a blocking
     /// thread (the simulation, [`CacheStore::open_sim`]).
     inline_reads: bool,
@@ -263,6 +265,7 @@ impl CacheStore {
             journal,
             index,
             hot,
+            series: AddSeries::new(),
             inline_reads,
             _lock: dir_lock,
         })
@@ -277,6 +280,7 @@ impl CacheStore {
         epoch: Epoch,
         entry: Bytes,
     ) -> Result<impl Future<Output = Result<u64>> + Send + 'static> {
+        let arrived = std::time::Instant::now();
         let header = codec::verify_entry(&entry).map_err(Error::InvalidEntry)?;
         if header.log_id != segment.log_id || header.segment_id != segment.segment_id {
             return Err(Error::Mismatch(format!(
@@ -295,7 +299,11 @@ impl CacheStore {
         let entry = codec::own_buffer(entry);
         let receiver = {
             let mut index = lock(&self.index);
-            let state = unfenced_segment(&mut index, segment, epoch.0)?;
+            let state = unfenced_segment(&mut index, segment, epoch.0).inspect_err(|err| {
+                if matches!(err, Error::Fenced { .. }) {
+                    self.series.fenced.increment(1);
+                }
+            })?;
             if entry_id > state.held_end {
                 return Err(Error::Gap {
                     segment,
@@ -316,8 +324,10 @@ impl CacheStore {
             }
             receiver
         };
+        let duration = self.series.duration.clone();
         Ok(async move {
             receiver.await.map_err(|_| Error::ShuttingDown)??;
+            duration.record(arrived.elapsed());
             Ok(entry_id)
         })
     }
@@ -513,6 +523,19 @@ impl CacheStore {
     /// Number of segments the node knows.
     pub fn segment_count(&self) -> usize {
         lock(&self.index).segment_count()
+    }
+
+    /// Sets the gauges of what the node holds: segments, journal files and
+    /// bytes (blocking I/O: lists the journal directory).
+    pub fn sample_gauges(&self) {
+        metrics::gauge!(series::SEGMENTS).set(self.segment_count() as f64);
+        match self.journal.usage() {
+            Ok(usage) => {
+                metrics::gauge!(series::JOURNAL_FILES).set(usage.files as f64);
+                metrics::gauge!(series::JOURNAL_BYTES).set(usage.bytes as f64);
+            }
+            Err(err) => tracing::debug!("journal usage not sampled: {err:#}"),
+        }
     }
 
     /// Finishes queued writes and stops the writer.

@@ -28,6 +28,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::failpoint;
+use crate::series;
 use dlog_meta::cache_clients::CacheClients;
 use dlog_meta::manifest::{self, LogMeta, LogState, Manifest, SegmentMeta, SegmentState};
 use dlog_meta::metastore::LeaseId;
@@ -83,6 +84,9 @@ pub struct PassReport {
     pub deleted_segments: usize,
     pub purged_logs: usize,
     pub failures: usize,
+    /// Sealed segments not offloaded at the end of the pass, and their bytes.
+    pub lag_segments: usize,
+    pub lag_bytes: u64,
 }
 
 /// A compactor.
@@ -191,6 +195,7 @@ impl Compactor {
 
     /// One pass over every log.
     pub async fn pass(&self) -> Result<PassReport> {
+        let started = std::time::Instant::now();
         let mut report = PassReport::default();
         for (log, meta) in self.manifest.log_metas("").await? {
             let result = match meta.state {
@@ -206,6 +211,9 @@ impl Compactor {
             // milliseconds and stall the appends queued behind it.
             tokio::task::yield_now().await;
         }
+        metrics::histogram!(series::PASS_DURATION).record(started.elapsed());
+        metrics::gauge!(series::OFFLOAD_LAG_SEGMENTS).set(report.lag_segments as f64);
+        metrics::gauge!(series::OFFLOAD_LAG_BYTES).set(report.lag_bytes as f64);
         Ok(report)
     }
 
@@ -218,8 +226,13 @@ impl Compactor {
         let (segments, _) = self.manifest.segments(log).await?;
         for segment in &segments {
             match segment.state {
-                SegmentState::Sealed if self.offload(log, meta, segment.segment_id).await? => {
-                    report.offloaded += 1;
+                SegmentState::Sealed => {
+                    if self.offload(log, meta, segment.segment_id).await? {
+                        report.offloaded += 1;
+                    } else {
+                        report.lag_segments += 1;
+                        report.lag_bytes += segment.bytes;
+                    }
                 }
                 SegmentState::Offloaded if !segment.cache_dropped => {
                     let offloaded_at = segment.object.as_ref().map_or(0, |o| o.offloaded_at_ms);
@@ -457,6 +470,7 @@ impl Compactor {
                 .await?
             {
                 report.deleted_segments += 1;
+                metrics::counter!(series::RETENTION_DELETED_SEGMENTS).increment(1);
                 tracing::info!(%log, segment = segment.segment_id, trim_point, "deleted a segment below the trim point");
             }
         }

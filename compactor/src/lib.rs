@@ -8,6 +8,7 @@
 //! | [`failpoint`] | named crash points of the offload steps, for tests (`DLOG_FAILPOINTS`) |
 //! | [`compactor`] | the work loop: offload, cache drops after a grace period, retention, deleted logs |
 //! | [`orphans`] | the sweep of object folders whose log id no live log has |
+//! | [`series`] | the role's Prometheus series (metrics) |
 
 pub mod compactor;
 pub mod error;
@@ -16,6 +17,7 @@ pub mod offload;
 pub mod orphans;
 #[cfg(test)]
 mod retention_tests;
+pub mod series;
 
 pub use compactor::{Compactor, CompactorOptions, PassReport};
 pub use error::Error;

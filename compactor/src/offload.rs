@@ -27,6 +27,7 @@
 //! segment, at a key fixed by its offsets).
 
 use crate::failpoint;
+use crate::series;
 use bytes::Bytes;
 use dlog_meta::cache_clients::CacheClients;
 use dlog_meta::manifest::{Manifest, ObjectInfo, SegmentMeta};
@@ -245,6 +246,7 @@ pub async fn offload_segment(
     segment: &SegmentMeta,
     encode_inline: bool,
 ) -> Result<ObjectInfo> {
+    let started = std::time::Instant::now();
     let entries = read_segment(caches, log, log_id, segment).await?;
     failpoint::hit("offload.after_read");
     let end_offset = segment.end_offset.unwrap_or(segment.start_offset);
@@ -299,6 +301,9 @@ pub async fn offload_segment(
         .mark_offloaded(log, log_id, segment.segment_id, object.clone())
         .await?;
     failpoint::hit("offload.after_manifest");
+    metrics::histogram!(series::OFFLOAD_DURATION).record(started.elapsed());
+    metrics::counter!(series::OFFLOADED_SEGMENTS).increment(1);
+    metrics::counter!(series::PARQUET_WRITTEN_BYTES).increment(object.size);
     tracing::info!(
         %log,
         segment = segment.segment_id,

@@ -10,13 +10,15 @@
 //! |---|---|
 //! | [`node`] | ownership: claim, epoch bump, recovery, routing and redirects |
 //! | [`owner`] | one log's sequencing, batching, quorum acks, segment roll and seal |
-//! | [`replicas`] | the pipelined `AddEntries` streams of one open segment |
+//! | [`replicas`] | one open segment's replicas: sends, acks, failures |
+//! | [`links`] | the shared `Replicate` stream to each cache node that carries every segment's adds |
 //! | [`orphans`] | adopting idle logs whose owner died with a segment open |
 //! | [`delete`] | deleting a log: the manifest mark, then fencing its open segments' replicas |
 //! | [`recovery`] | fence, copy and seal a segment left open (ARCHITECTURE.md, "The recovery protocol") |
 //! | [`pool`] | connections to cache nodes, ensemble choice |
 //! | [`service`] | the public `LogService` gRPC server |
 //! | [`error`] | errors and their gRPC status, redirects included |
+//! | [`series`] | the role's Prometheus series (metrics) |
 
 pub mod delete;
 pub mod error;
@@ -27,6 +29,7 @@ pub mod owner;
 pub mod pool;
 pub mod recovery;
 pub mod replicas;
+pub mod series;
 pub mod service;
 
 pub use node::{IngestNode, IngestOptions};

@@ -42,6 +42,7 @@ use crate::owner::{
 };
 use crate::pool::CachePool;
 use crate::recovery::recover_segment;
+use crate::series;
 
 /// Settings of an ingest node.
 #[derive(Debug, Clone)]
@@ -210,13 +211,12 @@ impl IngestNode {
                     stop,
                     since,
                 };
-                if let Some(old) = self
-                    .owners
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .insert(log.clone(), owned)
-                {
+                let mut owners = self.owners.lock().unwrap_or_else(|p| p.into_inner());
+                if let Some(old) = owners.insert(log.clone(), owned) {
                     old.stop.cancel();
+                } else {
+                    metrics::counter!(series::OWNERSHIP_CHANGES, "change" => "acquired")
+                        .increment(1);
                 }
                 Ok(handle)
             }
@@ -254,7 +254,13 @@ impl IngestNode {
         };
         for segment in segments {
             let segment = if segment.state == SegmentState::Open {
-                recover_segment(&self.pool, &self.manifest, log, log_id, epoch, &segment).await?
+                let started = std::time::Instant::now();
+                let recovered =
+                    recover_segment(&self.pool, &self.manifest, log, log_id, epoch, &segment)
+                        .await?;
+                metrics::counter!(series::RECOVERIES).increment(1);
+                metrics::histogram!(series::RECOVERY_DURATION).record(started.elapsed());
+                recovered
             } else {
                 segment
             };
@@ -409,8 +415,47 @@ impl IngestNode {
             .unwrap_or_else(|p| p.into_inner())
             .remove(log);
         if let Some(owned) = owned {
+            metrics::counter!(series::OWNERSHIP_CHANGES, "change" => "released").increment(1);
             tracing::info!(%log, epoch = owned.handle.epoch, "no longer the owner: stopping");
             owned.stop.cancel();
+        }
+    }
+
+    /// Sets the role's gauges: owned logs, in-flight bytes and, with
+    /// `lag`, the lag of every subscription of an owned log (the owner
+    /// knows the log's acknowledged end exactly; a log nobody owns takes no
+    /// appends). The lag costs one manifest range per owned log.
+    pub async fn sample_gauges(&self, lag: bool) {
+        let logs = self.owned_logs();
+        metrics::gauge!(series::OWNED_LOGS).set(logs.len() as f64);
+        metrics::gauge!(series::IN_FLIGHT_BYTES).set(self.budget.used() as f64);
+        if !lag {
+            return;
+        }
+        for log in logs {
+            let Some(handle) = self.running_owner(&log) else {
+                continue;
+            };
+            let (reply, answer) = oneshot::channel();
+            if handle.send(Command::Info { reply }).await.is_none() {
+                continue;
+            }
+            let Ok(info) = answer.await else { continue };
+            let subscriptions = match self.manifest.subscriptions(&log).await {
+                Ok(subscriptions) => subscriptions,
+                Err(err) => {
+                    tracing::debug!(%log, "subscription lag not sampled: {err:#}");
+                    continue;
+                }
+            };
+            for (name, committed) in subscriptions {
+                metrics::gauge!(
+                    series::SUBSCRIPTION_LAG,
+                    "log" => log.to_string(),
+                    "subscription" => name,
+                )
+                .set(info.next_offset.saturating_sub(committed) as f64);
+            }
         }
     }
 
@@ -482,6 +527,8 @@ impl IngestNode {
             .unwrap_or_else(|p| p.into_inner())
             .drain()
             .collect();
+        metrics::counter!(series::OWNERSHIP_CHANGES, "change" => "released")
+            .increment(owners.len() as u64);
         for (log, owned) in owners {
             owned.handle.stopped().await;
             if let Err(err) = self.manifest.release_owner(&log, &self.me.id).await {

@@ -48,6 +48,7 @@ use tokio_util::sync::CancellationToken;
 use crate::error::{Error, Result};
 use crate::pool::CachePool;
 use crate::replicas::{EventSender, ReplicaEvent, Replicas};
+use crate::series::{self, OwnerSeries};
 
 /// Tuning of an owner.
 #[derive(Debug, Clone)]
@@ -188,6 +189,8 @@ struct Waiter {
     ack: AppendAck,
     /// The append's [`queued_cost`].
     cost: usize,
+    /// When the owner accepted it (the append latency's start).
+    accepted: Instant,
 }
 
 impl Waiter {
@@ -204,6 +207,16 @@ impl Waiter {
 fn queued_cost(append: &Append) -> usize {
     let held = std::mem::size_of::<EntryRecord>();
     append.records.iter().map(|r| framed_len(r) + held).sum()
+}
+
+/// Counts a back-pressure refusal by its scope.
+fn count_refusal(err: &Error) {
+    let scope = match err {
+        Error::Backpressure { .. } => "log",
+        Error::NodeBackpressure { .. } => "node",
+        _ => return,
+    };
+    metrics::counter!(series::BACKPRESSURE_REFUSALS, "scope" => scope).increment(1);
 }
 
 /// Records batched for the next entries, whole appends in order.
@@ -283,6 +296,7 @@ pub struct Owner {
     manifest: Manifest,
     pool: Arc<CachePool>,
     budget: Arc<NodeBudget>,
+    series: OwnerSeries,
     events: EventSender,
     next_offset: u64,
     acked_offset: u64,
@@ -376,6 +390,7 @@ impl Owner {
             manifest,
             pool,
             budget,
+            series: OwnerSeries::new(),
             events,
             batch: Batch::default(),
             in_flight: VecDeque::new(),
@@ -595,6 +610,7 @@ impl Owner {
         let cost = queued_cost(&append);
         if let Err(err) = self.check(&append).and_then(|()| self.budget.reserve(cost)) {
             tracing::debug!("append refused: {err}");
+            count_refusal(&err);
             let _ = reply.send(Err(err));
             return;
         }
@@ -621,7 +637,12 @@ impl Owner {
                 timestamp_ms,
                 record,
             }));
-        self.batch.waiters.push(Waiter { reply, ack, cost });
+        self.batch.waiters.push(Waiter {
+            reply,
+            ack,
+            cost,
+            accepted: Instant::now(),
+        });
     }
 
     fn on_event(&mut self, segment_id: u64, event: ReplicaEvent) {
@@ -664,7 +685,16 @@ impl Owner {
                         &entry.records,
                         entry.encoded.len(),
                     );
+                    let records = entry.records.len();
+                    self.series.appended_records.increment(records as u64);
+                    self.series.entry_records.record(records as f64);
+                    self.series
+                        .appended_bytes
+                        .increment(entry.encoded.len() as u64);
                     for waiter in entry.waiters {
+                        self.series
+                            .append_duration
+                            .record(waiter.accepted.elapsed());
                         let _ = waiter.reply.send(Ok(waiter.ack));
                     }
                 }
@@ -1026,6 +1056,7 @@ mod tests {
                     timestamp_ms: 0,
                 },
                 cost,
+                accepted: Instant::now(),
             });
         }
         batch

@@ -28,6 +28,7 @@ use dlog_wire::proto::{ReadEntriesRequest, ReadLacRequest, SegmentRef};
 use tokio::sync::watch;
 
 use crate::error::{Error, Result};
+use crate::series;
 use crate::shared_watch::SharedWatches;
 
 /// Entries fetched from a replica in one request, beyond the one asked for.
@@ -155,10 +156,18 @@ impl CacheTier {
             segment: source.segment.segment_id,
             entry,
         };
-        self.entries
-            .try_get_with(key, self.fetch(source, entry, last))
+        let missed = std::sync::atomic::AtomicBool::new(false);
+        let fetch = async {
+            missed.store(true, std::sync::atomic::Ordering::Relaxed);
+            self.fetch(source, entry, last).await
+        };
+        let found = self
+            .entries
+            .try_get_with(key, fetch)
             .await
-            .map_err(Error::Shared)
+            .map_err(Error::Shared);
+        series::count_lookup("cache", missed.into_inner());
+        found
     }
 
     /// Reads `entry..=min(entry + PREFETCH, last)` from the first replica

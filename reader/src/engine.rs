@@ -32,6 +32,7 @@ use crate::cache_tier::{CacheTier, SegmentSource};
 use crate::error::{Error, Result};
 use crate::log_view::{LogView, LogViews};
 use crate::parquet_tier::{Column, ParquetTier};
+use crate::series;
 
 /// Batches a read may have queued for its client, beyond the one it builds.
 pub const READ_CHANNEL: usize = 4;
@@ -50,6 +51,22 @@ fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
         .map(|s| s.to_string())
         .or_else(|| panic.downcast_ref::<String>().cloned())
         .unwrap_or_else(|| "(no message)".to_owned())
+}
+
+/// Counts a following read while it runs.
+struct TailingRead(Arc<std::sync::atomic::AtomicUsize>);
+
+impl TailingRead {
+    fn start(count: &Arc<std::sync::atomic::AtomicUsize>) -> TailingRead {
+        count.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        TailingRead(count.clone())
+    }
+}
+
+impl Drop for TailingRead {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+    }
 }
 
 /// One `Read` call.
@@ -144,6 +161,8 @@ pub struct ReadEngine {
     cache: CacheTier,
     parquet: ParquetTier,
     admission: Admission,
+    /// Reads running with `follow`.
+    tailing_reads: Arc<std::sync::atomic::AtomicUsize>,
     options: ReaderOptions,
 }
 
@@ -187,6 +206,9 @@ struct Out {
     seek: Option<Seek>,
     /// The next offset to deliver.
     next: u64,
+    /// Whether the read waited at the tail: from then on, its deliveries
+    /// count in the append → delivery latency.
+    tailing: bool,
     /// The entry holding `next`, when known: (segment id, entry id). Lets
     /// a tailing read go on from where it stopped instead of searching
     /// the segment again at every LAC move.
@@ -231,6 +253,13 @@ impl Out {
 
     async fn flush(&mut self) {
         if !self.batch.is_empty() {
+            metrics::counter!(series::SERVED_RECORDS).increment(self.batch.len() as u64);
+            metrics::counter!(series::SERVED_BYTES).increment(self.batch_bytes as u64);
+            if self.tailing {
+                let oldest = self.batch[0].timestamp_ms;
+                let waited = dlog_wire::now_ms().saturating_sub(oldest).max(0);
+                metrics::histogram!(series::DELIVERY_LATENCY).record(waited as f64 / 1000.0);
+            }
             self.batch_bytes = 0;
             let batch = std::mem::take(&mut self.batch);
             let _ = self.sender.send(Ok(ReadItem::Records(batch))).await;
@@ -260,6 +289,7 @@ impl ReadEngine {
             cache: CacheTier::new(caches, options.entry_cache_bytes),
             parquet: ParquetTier::new(objects, options.row_group_cache_bytes),
             admission: Admission::new(options.max_reads, options.max_reads_per_client),
+            tailing_reads: Arc::default(),
             manifest,
             options,
         }
@@ -286,6 +316,9 @@ impl ReadEngine {
         let admitted = self.admission.admit(spec.client.as_deref());
         let engine = self.clone();
         tokio::spawn(async move {
+            let _tailing = spec
+                .follow
+                .then(|| TailingRead::start(&engine.tailing_reads));
             let _permit = match admitted {
                 Ok(permit) => permit,
                 Err(err) => {
@@ -305,6 +338,7 @@ impl ReadEngine {
                 remaining: spec.limit,
                 seek: None,
                 next: 0,
+                tailing: false,
                 next_entry: None,
             };
             let work = async {
@@ -337,6 +371,15 @@ impl ReadEngine {
     /// Reads running on this node.
     pub fn running_reads(&self) -> usize {
         self.admission.running()
+    }
+
+    /// Sets the role's gauges: running reads, and those following the tail.
+    pub fn sample_gauges(&self) {
+        metrics::gauge!(series::ACTIVE_READS).set(self.running_reads() as f64);
+        metrics::gauge!(series::TAILING_READS).set(
+            self.tailing_reads
+                .load(std::sync::atomic::Ordering::Relaxed) as f64,
+        );
     }
 
     /// Checks what can be refused before a read streams anything: the log
@@ -602,6 +645,7 @@ impl ReadEngine {
                         lacs = self.cache.lac(source);
                     }
                     lac = lac.max(*lacs.borrow_and_update());
+                    out.tailing = true;
                 }
                 changed = views.changed() => {
                     if changed.is_err() {

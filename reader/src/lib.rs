@@ -10,6 +10,7 @@
 //! | [`shared_watch`] | the one-task-per-key publisher both of the above use for fan-out |
 //! | [`service`] | `ReadService` over gRPC |
 //! | [`error`] | read errors and their gRPC status (`OUT_OF_RANGE` carries `dlog-first-offset`) |
+//! | [`series`] | the role's Prometheus series (metrics) |
 
 pub mod admission;
 pub mod cache_tier;
@@ -21,6 +22,7 @@ pub mod parquet_tier;
 mod review_tests;
 #[cfg(test)]
 mod safety_tests;
+pub mod series;
 pub mod service;
 pub mod shared_watch;
 #[cfg(test)]

@@ -28,6 +28,7 @@ use parquet::file::metadata::{PageIndexPolicy, ParquetMetaData, ParquetMetaDataR
 use parquet::file::statistics::Statistics;
 
 use crate::error::{Error, Result};
+use crate::series;
 
 /// A column readers position by.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -167,7 +168,9 @@ impl ParquetTier {
         index: usize,
     ) -> Result<Arc<Vec<StoredRecord>>> {
         let metadata = self.metadata(object).await?;
+        let missed = std::sync::atomic::AtomicBool::new(false);
         let load = async {
+            missed.store(true, std::sync::atomic::Ordering::Relaxed);
             let parquet = |source| Error::Parquet {
                 key: object.key.clone(),
                 source,
@@ -187,10 +190,13 @@ impl ParquetTier {
             }
             Ok(Arc::new(records))
         };
-        self.row_groups
+        let found = self
+            .row_groups
             .try_get_with((object.key.clone(), index), load)
             .await
-            .map_err(Error::Shared)
+            .map_err(Error::Shared);
+        series::count_lookup("parquet", missed.into_inner());
+        found
     }
 }
 

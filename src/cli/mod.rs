@@ -44,6 +44,9 @@ pub enum Command {
         data_dir: PathBuf,
         #[arg(long, default_value = "127.0.0.1:7070")]
         listen: String,
+        /// Serve Prometheus metrics on HOST:PORT (GET /metrics); off if not given.
+        #[arg(long)]
+        metrics_listen: Option<String>,
     },
     /// Run one or more roles of a cluster.
     Serve {
@@ -62,6 +65,9 @@ pub enum Command {
         data_dir: Option<PathBuf>,
         #[arg(long)]
         node_id: Option<String>,
+        /// Serve Prometheus metrics on HOST:PORT (GET /metrics); off if not given.
+        #[arg(long)]
+        metrics_listen: Option<String>,
         /// Cache role: rejoin under a registered --node-id whose data is
         /// gone (an empty --data-dir). The node then never answers for
         /// segments created before this start.
@@ -131,6 +137,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         listen,
         data_dir,
         node_id,
+        metrics_listen,
         reinit_cache,
         config,
     } = args.command
@@ -142,6 +149,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
             listen,
             data_dir,
             node_id,
+            metrics_listen,
             reinit_cache,
             single_node: false,
         };
@@ -153,10 +161,15 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         cancel_on_signals(shutdown.clone());
         return serve(options, shutdown).await;
     }
-    if let Command::Standalone { data_dir, listen } = &args.command {
+    if let Command::Standalone {
+        data_dir,
+        listen,
+        metrics_listen,
+    } = &args.command
+    {
         let shutdown = CancellationToken::new();
         cancel_on_signals(shutdown.clone());
-        return standalone(data_dir, listen, shutdown).await;
+        return standalone(data_dir, listen, metrics_listen.clone(), shutdown).await;
     }
     let mut client = Client::new(&args.endpoint);
     if let Some(read_endpoint) = &args.read_endpoint {

@@ -65,6 +65,7 @@ NODE_COMMON = f"""
     release_url          = "https://releases.example.org/dlog-1.2.3.tar.gz"
     release_sha256       = "{SHA}"
     stop_timeout_seconds = 120
+    metrics_port         = 9100
     ssm_agent_version    = "3.3.3270.0"
     log_group_prefix     = "/distributedlog/demo"
     metric_namespace     = "distributedlog"
@@ -198,6 +199,8 @@ def check_node(c: Checks, name: str, doc: dict) -> None:
         f"{name}: dlog.service must wait in dlog-backoff (as root) before a start",
     )
     c.check("StartLimitIntervalSec=0" in unit, f"{name}: dlog.service must never stop restarting")
+    exec_start = " ".join(unit_values(unit, "ExecStart"))
+    c.check("--metrics-listen 0.0.0.0:9100" in exec_start, f"{name}: dlog serve must serve metrics on metrics_port")
     install = f.get("/usr/local/sbin/dlog-install", "")
     c.check("--proto '=https' --proto-redir '=https'" in install, f"{name}: dlog-install must download over HTTPS only")
     c.check(f"want='{SHA}'" in install, f"{name}: dlog-install must carry the SHA-256")

@@ -31,6 +31,8 @@ pub struct Node {
     pub id: String,
     pub role: &'static str,
     pub port: u16,
+    /// Where the node serves Prometheus metrics (every test node does).
+    pub metrics_port: u16,
     pub process: Option<Process>,
     /// The group id the process runs under, when the test runs as root:
     /// one per process, for [`firewall::Firewall::cut`].
@@ -133,6 +135,7 @@ impl Node {
         // Defaults first: the node's and the call's environment override them.
         command
             .env("DLOG_NODE_LEASE_TTL_SECS", LEASE_TTL_SECS.to_string())
+            .env("DLOG_METRICS_SAMPLE_MS", "200")
             .env("RUST_LOG", "info");
         for (key, value) in self
             .env
@@ -151,6 +154,10 @@ impl Node {
                 &self.metastore,
             ])
             .args(["--listen", &format!("127.0.0.1:{}", self.port)])
+            .args([
+                "--metrics-listen",
+                &format!("127.0.0.1:{}", self.metrics_port),
+            ])
             .arg("--data-dir")
             .arg(&self.dir)
             .args(["--node-id", &self.id])
@@ -287,6 +294,7 @@ impl Cluster {
             id: format!("{role}-{i}"),
             role,
             port: free_port(),
+            metrics_port: free_port(),
             process: None,
             gid: next_gid(),
             dir: dir.path().join(format!("{role}-{i}")),

@@ -65,6 +65,7 @@ pub use frame::Record;
 pub use replay::{Damage, DamageKind, Replay, replay};
 
 use crate::error::{Error, Result};
+use crate::series::CommitSeries;
 
 /// Where a record's payload is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -134,6 +135,13 @@ pub type OnDurable = Box<dyn FnMut(&[(Record, Location)], u64) -> Vec<u64> + Sen
 struct Request {
     record: Record,
     done: oneshot::Sender<Result<Location>>,
+}
+
+/// What the journal holds on disk.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct JournalUsage {
+    pub files: u64,
+    pub bytes: u64,
 }
 
 /// Counters of the journal's work.
@@ -333,6 +341,20 @@ impl Journal {
         &self.stats
     }
 
+    /// The journal's files and their bytes on disk now (blocking I/O).
+    pub fn usage(&self) -> Result<JournalUsage> {
+        let mut usage = JournalUsage::default();
+        for seq in list_files(&self.dir)? {
+            let path = self.dir.join(file_name(seq));
+            // A file deleted since the listing no longer counts.
+            if let Ok(meta) = fs::metadata(&path) {
+                usage.files += 1;
+                usage.bytes += meta.len();
+            }
+        }
+        Ok(usage)
+    }
+
     /// Stops accepting records, lets the writer finish what is queued, and
     /// waits for it.
     pub fn shutdown(&self) {
@@ -372,6 +394,7 @@ struct Writer<L: FileLayer> {
     failed: Arc<AtomicBool>,
     readers: Arc<Readers>,
     stats: Arc<JournalStats>,
+    series: CommitSeries,
 }
 
 impl<L: FileLayer> Writer<L> {
@@ -395,6 +418,7 @@ impl<L: FileLayer> Writer<L> {
             failed: Arc::default(),
             readers: Arc::default(),
             stats: Arc::default(),
+            series: CommitSeries::new(),
         })
     }
 
@@ -550,9 +574,12 @@ impl<L: FileLayer> Writer<L> {
             waiters,
             len,
         } = written;
+        let syncing = std::time::Instant::now();
         if let Err(source) = self.file.sync_data() {
             return Err(self.failed_write(waiters, source));
         }
+        self.series.fdatasync.record(syncing.elapsed());
+        self.series.records.record(durable.len() as f64);
         self.len += len;
         self.batch += 1;
         self.stats.fsyncs.fetch_add(1, Ordering::Relaxed);

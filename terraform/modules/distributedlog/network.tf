@@ -5,6 +5,7 @@
 #   ingest, reader, compactor -> cache   cache_port
 #   every node -> etcd          2379 (client)
 #   etcd      <-> etcd          2380 (peer)
+#   Prometheus -> dlog nodes  metrics_port, only from metrics_allowed_cidrs (empty by default)
 #   SSH (22) only from ssh_allowed_cidrs, which is empty by default.
 # Egress is limited the same way, plus 80/443 to egress_cidrs for packages,
 # the release artifact and AWS APIs.
@@ -56,6 +57,14 @@ locals {
     }
   ]...)
 
+  # Prometheus scrapes every dlog node's metrics port.
+  metrics_rules = merge([
+    for cidr in var.metrics_allowed_cidrs : {
+      for role in local.node_roles : "${role}-${cidr}" => { group = role, cidr = cidr }
+      if role != "etcd"
+    }
+  ]...)
+
   ssh_rules = merge([
     for cidr in var.ssh_allowed_cidrs : {
       for role in local.node_roles : "${role}-${cidr}" => { group = role, cidr = cidr }
@@ -102,6 +111,18 @@ resource "aws_vpc_security_group_ingress_rule" "clients" {
   from_port         = each.value.port
   to_port           = each.value.port
   description       = each.value.what
+  tags              = local.common_tags
+}
+
+resource "aws_vpc_security_group_ingress_rule" "metrics" {
+  for_each = local.metrics_rules
+
+  security_group_id = local.security_group_ids[each.value.group]
+  cidr_ipv4         = each.value.cidr
+  ip_protocol       = "tcp"
+  from_port         = var.metrics_port
+  to_port           = var.metrics_port
+  description       = "Prometheus scrapes of dlog metrics"
   tags              = local.common_tags
 }
 

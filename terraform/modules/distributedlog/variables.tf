@@ -122,6 +122,23 @@ variable "cache_port" {
   default     = 7072
 }
 
+variable "metrics_port" {
+  description = "Port where every dlog node serves Prometheus metrics (dlog serve --metrics-listen), reachable from metrics_allowed_cidrs only."
+  type        = number
+  default     = 9100
+
+  validation {
+    condition     = var.metrics_port >= 1024 && var.metrics_port <= 65535 && !contains([var.ingest_port, var.reader_port, var.cache_port, var.compactor_port], var.metrics_port)
+    error_message = "metrics_port must be an unprivileged port (1024-65535) that no gRPC port of the module uses."
+  }
+}
+
+variable "metrics_allowed_cidrs" {
+  description = "Networks of the Prometheus servers allowed to scrape metrics_port on every dlog node. Empty (the default) opens the port to no one; the nodes still serve it on their private address."
+  type        = list(string)
+  default     = []
+}
+
 variable "compactor_port" {
   description = "Port compactor nodes pass to --listen. No security group rule opens it: nothing calls a compactor."
   type        = number

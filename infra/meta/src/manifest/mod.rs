@@ -1177,6 +1177,20 @@ impl Manifest {
         }
     }
 
+    /// Every subscription of a log and its committed offset, by name.
+    pub async fn subscriptions(&self, log: &LogName) -> Result<Vec<(String, u64)>> {
+        let prefix = self.subscription_key(log, "");
+        let range = self.store.range(&prefix, true).await?;
+        range
+            .kvs
+            .iter()
+            .map(|kv| {
+                let name = kv.key.strip_prefix(&prefix).unwrap_or(&kv.key).to_owned();
+                Ok((name, decode_u64(kv)?))
+            })
+            .collect()
+    }
+
     // ---- nodes ----
 
     /// Registers a node on its lease; the key vanishes when the lease does.
