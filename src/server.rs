@@ -249,6 +249,7 @@ pub async fn serve(options: ServeOptions, shutdown: CancellationToken) -> anyhow
         .context("build the reflection service")?;
     routes.add_service(reflection);
     let (health, health_service) = tonic_health::server::health_reporter();
+    let mut health = crate::health::Health::new(health);
     routes.add_service(health_service);
     let mut cache_store = None;
     let mut cache_identity = None;
@@ -291,8 +292,7 @@ pub async fn serve(options: ServeOptions, shutdown: CancellationToken) -> anyhow
         connector = Arc::new(LocalFirst::new(&node.id, service.clone()));
         routes.add_service(service);
         health
-            .set_serving::<dlog_wire::proto::cache_service_server::CacheServiceServer<CacheServer>>(
-            )
+            .serving::<dlog_wire::proto::cache_service_server::CacheServiceServer<CacheServer>>()
             .await;
         sampled.cache = Some(cache.clone());
         cache_store = Some(cache);
@@ -326,7 +326,7 @@ pub async fn serve(options: ServeOptions, shutdown: CancellationToken) -> anyhow
         sampled.ingest = Some(node.clone());
         routes.add_service(LogServer::new(node.clone()).into_service());
         health
-            .set_serving::<dlog_wire::proto::log_service_server::LogServiceServer<LogServer>>()
+            .serving::<dlog_wire::proto::log_service_server::LogServiceServer<LogServer>>()
             .await;
         ingest = Some(node);
     }
@@ -345,7 +345,7 @@ pub async fn serve(options: ServeOptions, shutdown: CancellationToken) -> anyhow
                 .into_service(),
         );
         health
-            .set_serving::<dlog_wire::proto::read_service_server::ReadServiceServer<ReadServer>>()
+            .serving::<dlog_wire::proto::read_service_server::ReadServiceServer<ReadServer>>()
             .await;
     }
 
@@ -434,6 +434,8 @@ pub async fn serve(options: ServeOptions, shutdown: CancellationToken) -> anyhow
         Stop::Replaced => DRAIN_ON_LEASE_LOSS,
         Stop::ServerEnded(_) => Duration::ZERO,
     };
+    // Before anything stops accepting work.
+    health.draining().await;
     let mut result = Ok(());
     if let Stop::ServerEnded(ended) = why {
         result = ended;

@@ -954,3 +954,57 @@ async fn read_back_fails_on_diverging_replicas_and_straddled_seals() {
         eprintln!("read_back({log}) refused: {message}");
     }
 }
+
+/// A node that starts draining (SIGTERM) reports `NOT_SERVING` for its
+/// services and for itself at once, on the health watch clients and load
+/// balancers follow, before it stops accepting work; then it exits.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn health_turns_not_serving_as_soon_as_a_node_drains() {
+    use tonic_health::pb::HealthCheckRequest;
+    use tonic_health::pb::health_check_response::ServingStatus;
+    use tonic_health::pb::health_client::HealthClient;
+
+    let Some(mut cluster) = Cluster::start(3, 1).await else {
+        return;
+    };
+    // An owned log with an open segment: the drain has a seal to do.
+    let client = Client::new(cluster.ingests[0].address());
+    client.create_log("drain/a").await.unwrap();
+    client
+        .append("drain/a", vec![Record::new("x")], None)
+        .await
+        .unwrap();
+    let channel = tonic::transport::Endpoint::from_shared(cluster.ingests[0].address())
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let mut health = HealthClient::new(channel);
+    let mut watches = Vec::new();
+    for service in ["dlog.v1.LogService", ""] {
+        let mut watch = health
+            .watch(HealthCheckRequest {
+                service: service.into(),
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        let first = watch.message().await.unwrap().expect("a first status");
+        assert_eq!(first.status, ServingStatus::Serving as i32, "{service:?}");
+        watches.push((service, watch));
+    }
+
+    cluster.ingests[0].process.as_ref().unwrap().signal("TERM");
+    for (service, watch) in &mut watches {
+        let next = tokio::time::timeout(Duration::from_secs(5), watch.message())
+            .await
+            .unwrap_or_else(|_| panic!("{service:?}: no status change 5 s after SIGTERM"))
+            .unwrap_or_else(|status| panic!("{service:?}: watch failed first: {status}"))
+            .unwrap_or_else(|| panic!("{service:?}: watch ended without NOT_SERVING"));
+        assert_eq!(next.status, ServingStatus::NotServing as i32, "{service:?}");
+    }
+    assert!(
+        cluster.ingests[0].wait_exit(Duration::from_secs(20)).await,
+        "the draining node did not exit"
+    );
+}

@@ -36,7 +36,8 @@ impl Process {
         &self.name
     }
 
-    fn signal(&self, signal: &str) {
+    /// Sends `signal` (`TERM`, `INT`, …) and returns without waiting.
+    pub fn signal(&self, signal: &str) {
         let status = Command::new("kill")
             .arg(format!("-{signal}"))
             .arg(self.pid().to_string())
