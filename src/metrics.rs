@@ -76,7 +76,7 @@ pub async fn sample(roles: Sampled, stop: CancellationToken) {
     let period = std::env::var("DLOG_METRICS_SAMPLE_MS")
         .ok()
         .and_then(|ms| ms.parse().ok())
-        .map_or(SAMPLE_PERIOD, Duration::from_millis);
+        .map_or(SAMPLE_PERIOD, |ms: u64| Duration::from_millis(ms.max(10)));
     let mut ticks = tokio::time::interval(period);
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut round: u32 = 0;

@@ -224,15 +224,18 @@ impl Compactor {
         report: &mut PassReport,
     ) -> Result<()> {
         let (segments, _) = self.manifest.segments(log).await?;
+        // Counted before any offload, so a log whose offload fails (and
+        // ends its part of the pass) still counts all its sealed segments.
+        for segment in segments.iter().filter(|s| s.state == SegmentState::Sealed) {
+            report.lag_segments += 1;
+            report.lag_bytes += segment.bytes;
+        }
         for segment in &segments {
             match segment.state {
-                SegmentState::Sealed => {
-                    if self.offload(log, meta, segment.segment_id).await? {
-                        report.offloaded += 1;
-                    } else {
-                        report.lag_segments += 1;
-                        report.lag_bytes += segment.bytes;
-                    }
+                SegmentState::Sealed if self.offload(log, meta, segment.segment_id).await? => {
+                    report.offloaded += 1;
+                    report.lag_segments -= 1;
+                    report.lag_bytes -= segment.bytes;
                 }
                 SegmentState::Offloaded if !segment.cache_dropped => {
                     let offloaded_at = segment.object.as_ref().map_or(0, |o| o.offloaded_at_ms);

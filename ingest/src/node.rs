@@ -436,11 +436,15 @@ impl IngestNode {
             let Some(handle) = self.running_owner(&log) else {
                 continue;
             };
+            // A busy or stuck owner is skipped, not waited for.
             let (reply, answer) = oneshot::channel();
-            if handle.send(Command::Info { reply }).await.is_none() {
+            let asked = async {
+                handle.send(Command::Info { reply }).await?;
+                answer.await.ok()
+            };
+            let Ok(Some(info)) = tokio::time::timeout(SAMPLE_WAIT, asked).await else {
                 continue;
-            }
-            let Ok(info) = answer.await else { continue };
+            };
             let subscriptions = match self.manifest.subscriptions(&log).await {
                 Ok(subscriptions) => subscriptions,
                 Err(err) => {
@@ -537,6 +541,9 @@ impl IngestNode {
         }
     }
 }
+
+/// How long the gauge sampler waits for one owner's answer.
+const SAMPLE_WAIT: Duration = Duration::from_secs(1);
 
 /// Keeps this node's owners in step with the owner keys: resynchronises
 /// (reads the key of every owned log), then follows the changes; again

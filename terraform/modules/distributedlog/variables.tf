@@ -128,8 +128,8 @@ variable "metrics_port" {
   default     = 9100
 
   validation {
-    condition     = var.metrics_port >= 1024 && var.metrics_port <= 65535 && !contains([var.ingest_port, var.reader_port, var.cache_port, var.compactor_port], var.metrics_port)
-    error_message = "metrics_port must be an unprivileged port (1024-65535) that no gRPC port of the module uses."
+    condition     = var.metrics_port >= 1024 && var.metrics_port <= 65535
+    error_message = "metrics_port must be an unprivileged port (1024-65535), other than the gRPC ports."
   }
 }
 
@@ -137,6 +137,11 @@ variable "metrics_allowed_cidrs" {
   description = "Networks of the Prometheus servers allowed to scrape metrics_port on every dlog node. Empty (the default) opens the port to no one; the nodes still serve it on their private address."
   type        = list(string)
   default     = []
+
+  validation {
+    condition     = alltrue([for cidr in var.metrics_allowed_cidrs : can(cidrhost(cidr, 0))])
+    error_message = "metrics_allowed_cidrs must hold CIDR blocks such as 10.0.0.0/16."
+  }
 }
 
 variable "compactor_port" {
