@@ -593,6 +593,8 @@ async fn watch_ownership(node: Weak<IngestNode>) {
 
 #[cfg(test)]
 mod tests {
+    use dlog_wire::error::{Classify, ErrorKind};
+
     use super::*;
 
     /// An ingest node on an embedded metastore holding the log `log`, with
@@ -695,5 +697,39 @@ mod tests {
             node.running_owner(&log).is_none(),
             "a delete after the claim stops the owner"
         );
+    }
+
+    /// With too few live cache nodes an append is answered at once with
+    /// the reason (`UNAVAILABLE`), instead of waiting out its deadline
+    /// (before: no answer at all until the client gave up). A refused
+    /// append leaves nothing behind: the next one may expect the same
+    /// offset and use lower txids.
+    #[tokio::test]
+    async fn appends_without_enough_cache_nodes_are_refused_at_once_with_the_reason() {
+        let dir = tempfile::tempdir().unwrap();
+        let (node, _, log) = node_without_cache_nodes(dir.path(), "ns/nowhere").await;
+        for attempt in 0..3 {
+            let mut record = dlog_wire::record::Record::new("x");
+            record.txid = Some(10 - attempt);
+            let append = Append {
+                log: log.clone(),
+                records: vec![record],
+                expected_offset: Some(0),
+                expected_log_id: None,
+            };
+            let answer = tokio::time::timeout(Duration::from_secs(2), node.append(append))
+                .await
+                .unwrap_or_else(|_| panic!("attempt {attempt}: no answer within 2 s"));
+            let err = answer.expect_err("appended without cache nodes");
+            assert!(
+                matches!(err, Error::NoCacheNodes { live: 0, .. }),
+                "attempt {attempt}: {err}"
+            );
+            assert_eq!(err.kind(), ErrorKind::Unavailable);
+            assert!(
+                err.to_string().contains("not enough live cache nodes"),
+                "{err}"
+            );
+        }
     }
 }

@@ -228,6 +228,9 @@ struct Batch {
     /// Sum of the waiters' costs.
     bytes: usize,
     since: Option<Instant>,
+    /// The log's last txid before the batch's first record: where it goes
+    /// back to when the whole batch is refused unsent.
+    txid_before: Option<i64>,
 }
 
 impl Batch {
@@ -254,7 +257,11 @@ impl Batch {
             waiters: self.waiters.drain(..appends).collect(),
             bytes,
             since: self.since,
+            txid_before: self.txid_before,
         };
+        if let Some(txid) = taken.records.iter().rev().find_map(|r| r.record.txid) {
+            self.txid_before = Some(txid);
+        }
         self.first_offset += records as u64;
         self.bytes -= bytes;
         taken
@@ -616,6 +623,9 @@ impl Owner {
         }
         let timestamp_ms = dlog_wire::now_ms().max(self.last_timestamp_ms);
         self.last_timestamp_ms = timestamp_ms;
+        if self.batch.records.is_empty() {
+            self.batch.txid_before = self.last_txid;
+        }
         if let Some(txid) = append.records.iter().rev().find_map(|r| r.txid) {
             self.last_txid = Some(txid);
         }
@@ -816,6 +826,9 @@ impl Owner {
             Err(err) => {
                 tracing::warn!("cannot open a segment yet: {err:#}");
                 self.open_retry_at = Some(Instant::now() + Duration::from_millis(500));
+                if let Error::NoCacheNodes { live, needed } = err {
+                    self.refuse_unsent(|| Error::NoCacheNodes { live, needed });
+                }
                 return Ok(());
             }
         };
@@ -998,6 +1011,25 @@ impl Owner {
         self.fail_all(|| Error::ShuttingDown);
         tracing::info!("released the log");
         Ok(())
+    }
+
+    /// Refuses every append not yet sent to any replica, when none can be
+    /// placed now (too few live cache nodes): their writers get the reason
+    /// at once instead of waiting out their deadline. Their offsets and
+    /// txids were never replicated, so the log's next offset and last txid
+    /// go back to where they were before them, and the next append takes
+    /// the same offsets. Only while nothing of a sealed segment waits to be
+    /// re-sent: those entries keep their offsets and wait for nodes.
+    ///
+    /// Crash safety: nothing of these appends reached a cache node or the
+    /// manifest; a crash before or after this leaves the log as it was.
+    fn refuse_unsent(&mut self, error: impl Fn() -> Error) {
+        if !self.resend.is_empty() || !self.in_flight.is_empty() || self.batch.records.is_empty() {
+            return;
+        }
+        self.next_offset = self.batch.first_offset;
+        self.last_txid = self.batch.txid_before;
+        self.fail_batch(error);
     }
 
     fn fail_batch(&mut self, error: impl Fn() -> Error) {
