@@ -25,7 +25,7 @@ use dlog_cache::trust::Trust;
 use dlog_cache::{CacheStore, StoreOptions, reconcile};
 use dlog_compactor::{Compactor, CompactorOptions};
 use dlog_ingest::pool::CachePool;
-use dlog_ingest::{IngestNode, IngestOptions, LogServer};
+use dlog_ingest::{AdminServer, IngestNode, IngestOptions, LogServer};
 use dlog_meta::cache_clients::{CacheClients, Connector, GrpcConnector, LocalFirst};
 use dlog_meta::manifest::{Manifest, NodeInfo, Replication, Role};
 use dlog_meta::metastore::{self, LeaseKeeper};
@@ -325,6 +325,10 @@ pub async fn serve(options: ServeOptions, shutdown: CancellationToken) -> anyhow
         );
         sampled.ingest = Some(node.clone());
         routes.add_service(LogServer::new(node.clone()).into_service());
+        routes.add_service(AdminServer::new(node.clone()).into_service());
+        health
+            .serving::<dlog_wire::proto::admin_service_server::AdminServiceServer<AdminServer>>()
+            .await;
         health
             .serving::<dlog_wire::proto::log_service_server::LogServiceServer<LogServer>>()
             .await;

@@ -9,6 +9,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "proto/dlog/v1/log.proto",
         "proto/dlog/v1/read.proto",
         "proto/dlog/v1/cache.proto",
+        "proto/dlog/v1/admin.proto",
     ];
     for proto in protos {
         println!("cargo:rerun-if-changed={proto}");

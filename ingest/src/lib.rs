@@ -17,9 +17,11 @@
 //! | [`recovery`] | fence, copy and seal a segment left open (ARCHITECTURE.md, "The recovery protocol") |
 //! | [`pool`] | connections to cache nodes, ensemble choice |
 //! | [`service`] | the public `LogService` gRPC server |
+//! | [`admin`] | the `AdminService`: namespace and log settings through the API |
 //! | [`error`] | errors and their gRPC status, redirects included |
 //! | [`series`] | the role's Prometheus series (metrics) |
 
+pub mod admin;
 pub mod delete;
 pub mod error;
 pub mod links;
@@ -32,5 +34,6 @@ pub mod replicas;
 pub mod series;
 pub mod service;
 
+pub use admin::AdminServer;
 pub use node::{IngestNode, IngestOptions};
 pub use service::LogServer;

@@ -26,7 +26,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
-use dlog_meta::manifest::{self, LogState, Manifest, NodeInfo, SegmentState};
+use dlog_meta::manifest::{self, LogState, Manifest, NodeInfo, SegmentState, SettingsChange};
 use dlog_meta::metastore::{LeaseId, Revision, WatchEvent};
 use dlog_wire::ids::{Epoch, LogId};
 use dlog_wire::limits::Limits;
@@ -132,7 +132,33 @@ impl IngestNode {
             lost: lease_lost,
         });
         tokio::spawn(watch_ownership(Arc::downgrade(&node)));
+        tokio::spawn(watch_settings(Arc::downgrade(&node)));
         node
+    }
+
+    /// The live cache nodes now.
+    pub async fn live_cache_nodes(&self) -> Result<usize> {
+        self.pool.live_count().await
+    }
+
+    /// Tells the owners a settings change concerns to read their settings
+    /// again: one log's, a namespace's, or (the default changed) all.
+    async fn on_settings_change(&self, change: &SettingsChange) {
+        let concerned: Vec<OwnerHandle> = {
+            let owners = self.owners.lock().unwrap_or_else(|p| p.into_inner());
+            owners
+                .iter()
+                .filter(|(log, _)| match change {
+                    SettingsChange::Default => true,
+                    SettingsChange::Namespace(ns) => log.namespace() == ns,
+                    SettingsChange::Log(changed) => *log == changed,
+                })
+                .map(|(_, owned)| owned.handle.clone())
+                .collect()
+        };
+        for handle in concerned {
+            let _ = handle.send(Command::Reconfigure).await;
+        }
     }
 
     pub fn manifest(&self) -> &Manifest {
@@ -539,6 +565,53 @@ impl IngestNode {
                 tracing::warn!(%log, "releasing ownership failed: {err:#}");
             }
         }
+    }
+}
+
+/// Keeps running owners on their current settings: follows changes of
+/// namespace settings and log metadata and tells the owners concerned;
+/// after a gap in the watch, tells every owner (a change may have been
+/// missed). Ends with the node.
+async fn watch_settings(node: Weak<IngestNode>) {
+    loop {
+        let Some(strong) = node.upgrade() else { return };
+        if strong.shutdown.is_cancelled() || strong.lost.is_cancelled() {
+            return;
+        }
+        let mut events = match strong.manifest.watch_settings(None).await {
+            Ok(events) => events,
+            Err(err) => {
+                tracing::warn!("watching the settings: {err:#}");
+                drop(strong);
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                continue;
+            }
+        };
+        strong.on_settings_change(&SettingsChange::Default).await;
+        let (shutdown, lost) = (strong.shutdown.clone(), strong.lost.clone());
+        drop(strong);
+        loop {
+            let event = tokio::select! {
+                biased;
+                _ = shutdown.cancelled() => return,
+                _ = lost.cancelled() => return,
+                event = events.next() => event,
+            };
+            let Some(strong) = node.upgrade() else { return };
+            let key = match event {
+                Some(Ok(WatchEvent::Put(kv))) => kv.key,
+                Some(Ok(WatchEvent::Delete { key, .. })) => key,
+                Some(Err(err)) => {
+                    tracing::warn!("the settings watch ended: {err:#}");
+                    break;
+                }
+                None => break,
+            };
+            if let Some(change) = strong.manifest.settings_change(&key) {
+                strong.on_settings_change(&change).await;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }
 

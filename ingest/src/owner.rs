@@ -159,6 +159,9 @@ pub enum Command {
     Info {
         reply: oneshot::Sender<OwnerInfo>,
     },
+    /// The log's settings changed in the manifest: read them again (the
+    /// roll policy applies at once, replication from the next segment).
+    Reconfigure,
 }
 
 /// Where a recovered log continues.
@@ -318,6 +321,8 @@ pub struct Owner {
     segment: Option<OpenSegment>,
     open_retry_at: Option<Instant>,
     eos_waiters: Vec<oneshot::Sender<Result<u64>>>,
+    /// The settings changed since `resume.config` was read.
+    config_stale: bool,
 }
 
 impl std::fmt::Debug for Owner {
@@ -406,6 +411,7 @@ impl Owner {
             segment: None,
             open_retry_at: None,
             eos_waiters: Vec::new(),
+            config_stale: false,
         };
         let done = stopped.clone();
         tokio::spawn(async move {
@@ -487,7 +493,12 @@ impl Owner {
         {
             wake = wake.min(deadline);
         }
-        if let Some(at) = self.open_retry_at {
+        // Likewise the next try to open a segment matters only while
+        // something waits for one (appends refused by `refuse_unsent` left
+        // nothing behind).
+        if let Some(at) = self.open_retry_at
+            && (!self.batch.records.is_empty() || !self.resend.is_empty())
+        {
             wake = wake.min(at);
         }
         wake
@@ -507,6 +518,7 @@ impl Owner {
             Command::Info { reply } => {
                 let _ = reply.send(self.info());
             }
+            Command::Reconfigure => {}
         }
     }
 
@@ -542,6 +554,7 @@ impl Owner {
             Command::Info { reply } => {
                 let _ = reply.send(self.info());
             }
+            Command::Reconfigure => self.config_stale = true,
         }
     }
 
@@ -725,6 +738,18 @@ impl Owner {
 
     /// Does whatever the state calls for: seal, open, flush, LAC.
     async fn drive(&mut self) -> Result<()> {
+        if self.config_stale {
+            // Kept as it was when the manifest does not answer; tried again
+            // at the next wake.
+            match self.manifest.log_config(&self.log).await {
+                Ok(config) => {
+                    tracing::info!(?config, "settings changed");
+                    self.resume.config = config;
+                    self.config_stale = false;
+                }
+                Err(err) => tracing::warn!("re-reading the log's settings: {err:#}"),
+            }
+        }
         self.maybe_roll_by_policy();
         if let Some(segment) = &self.segment
             && let Some(deadline) = segment.rolling

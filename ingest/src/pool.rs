@@ -96,6 +96,11 @@ impl CachePool {
         Ok(spares)
     }
 
+    /// How many cache nodes are live now.
+    pub async fn live_count(&self) -> Result<usize> {
+        Ok(self.clients.live_nodes().await?.len())
+    }
+
     /// Picks `size` live nodes (fewer if fewer are live, but never fewer
     /// than `ack_quorum`), spreading logs over nodes by `seed`.
     pub async fn choose_ensemble(

@@ -15,6 +15,7 @@ use std::time::Duration;
 
 use dlog_wire::error::ErrorKind;
 use dlog_wire::metadata;
+use dlog_wire::proto::admin_service_client::AdminServiceClient;
 use dlog_wire::proto::log_service_client::LogServiceClient;
 use dlog_wire::proto::read_service_client::ReadServiceClient;
 use dlog_wire::proto::{self as pb};
@@ -24,6 +25,7 @@ use tonic::transport::{Channel, Endpoint};
 
 use crate::info::{ClusterStatus, LogInfo, Sealed};
 use crate::retry::{MAX_ATTEMPTS, Retries};
+use crate::settings::{Settings, SettingsChange};
 
 /// Longest a single request may take: a frozen node must not hang a client.
 /// (For a `Read` stream it bounds nothing: streams use a channel without it,
@@ -498,6 +500,118 @@ impl Client {
             Box::pin(async move {
                 let info = c.create_log(request).await?.into_inner().log;
                 Ok(LogInfo::from(info.unwrap_or_default()))
+            })
+        })
+        .await
+    }
+
+    /// Runs an `AdminService` call on the write endpoints (ingest nodes),
+    /// retrying transient failures with backoff.
+    async fn admin_call<T>(
+        &self,
+        call: impl Fn(AdminServiceClient<Channel>) -> BoxFuture<'static, Result<T, tonic::Status>>,
+    ) -> Result<T> {
+        let make = |client: &Client, address: &str| {
+            Ok(AdminServiceClient::new(client.channel(address, false)?))
+        };
+        self.call_with(None, &self.write, make, call).await.result
+    }
+
+    /// Gives namespace `ns` settings of its own: the cluster default with
+    /// `change` applied. `ALREADY_EXISTS` when it has them;
+    /// `INVALID_ARGUMENT` with the reason for settings that cannot work.
+    pub async fn create_namespace(&self, ns: &str, change: &SettingsChange) -> Result<Settings> {
+        let request = pb::ConfigureNamespaceRequest {
+            namespace: ns.to_owned(),
+            change: Some(change.to_wire()),
+        };
+        self.admin_call(move |mut c| {
+            let request = request.clone();
+            Box::pin(async move {
+                let answer = c.create_namespace(request).await?.into_inner();
+                Ok(Settings::from_wire(answer.settings, answer.own))
+            })
+        })
+        .await
+    }
+
+    /// Changes what `change` names in namespace `ns`'s settings; running
+    /// owners of its logs apply it without a restart.
+    pub async fn configure_namespace(&self, ns: &str, change: &SettingsChange) -> Result<Settings> {
+        let request = pb::ConfigureNamespaceRequest {
+            namespace: ns.to_owned(),
+            change: Some(change.to_wire()),
+        };
+        self.admin_call(move |mut c| {
+            let request = request.clone();
+            Box::pin(async move {
+                let answer = c.configure_namespace(request).await?.into_inner();
+                Ok(Settings::from_wire(answer.settings, answer.own))
+            })
+        })
+        .await
+    }
+
+    /// Namespace `ns`'s settings in force.
+    pub async fn namespace(&self, ns: &str) -> Result<Settings> {
+        let request = pb::GetNamespaceRequest {
+            namespace: ns.to_owned(),
+        };
+        self.admin_call(move |mut c| {
+            let request = request.clone();
+            Box::pin(async move {
+                let answer = c.get_namespace(request).await?.into_inner();
+                Ok(Settings::from_wire(answer.settings, answer.own))
+            })
+        })
+        .await
+    }
+
+    /// Namespaces with settings of their own or with logs, in name order.
+    pub async fn list_namespaces(&self) -> Result<Vec<String>> {
+        self.admin_call(move |mut c| {
+            Box::pin(async move {
+                let answer = c.list_namespaces(pb::ListNamespacesRequest {}).await?;
+                Ok(answer.into_inner().namespaces)
+            })
+        })
+        .await
+    }
+
+    /// Changes what `change` names in log `log`'s own settings (starting
+    /// from those in force); with `inherit`, the log goes back to its
+    /// namespace's settings.
+    pub async fn configure_log(
+        &self,
+        log: &str,
+        change: &SettingsChange,
+        inherit: bool,
+    ) -> Result<Settings> {
+        let request = pb::ConfigureLogRequest {
+            log: log.to_owned(),
+            change: Some(change.to_wire()),
+            inherit,
+        };
+        self.admin_call(move |mut c| {
+            let request = request.clone();
+            Box::pin(async move {
+                let answer = c.configure_log(request).await?.into_inner();
+                Ok(Settings::from_wire(answer.settings, answer.own))
+            })
+        })
+        .await
+    }
+
+    /// Log `log`'s settings in force.
+    pub async fn log_settings(&self, log: &str) -> Result<Settings> {
+        let request = pb::GetLogSettingsRequest {
+            log: log.to_owned(),
+        };
+        self.admin_call(move |mut c| {
+            let request = request.clone();
+            Box::pin(async move {
+                let answer = c.get_log_settings(request).await?.into_inner();
+                Ok(Settings::from_wire(answer.settings, answer.own))
             })
         })
         .await

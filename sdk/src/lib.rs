@@ -23,6 +23,7 @@
 //! | [`log_reader`] | [`LogReader`]: reads that resume after failures; tail; subscriptions |
 //! | `retry` | the one retry policy: backoff with jitter, attempts, a total deadline |
 //! | [`info`] | what admin calls answer: [`LogInfo`], [`SegmentInfo`], [`Sealed`], [`ClusterStatus`] |
+//! | [`settings`] | namespace and log settings: [`Settings`], [`SettingsChange`] |
 
 #![warn(missing_docs)]
 
@@ -31,6 +32,7 @@ pub mod info;
 pub mod log_reader;
 pub mod log_writer;
 mod retry;
+pub mod settings;
 
 pub use client::{AppendIf, Appended, Client, Error as ClientError};
 pub use dlog_wire::error::ErrorKind;
@@ -38,3 +40,4 @@ pub use dlog_wire::record::{Record, RecordError, StoredRecord};
 pub use info::{ClusterStatus, LogInfo, NodeInfo, Sealed, SegmentInfo, SegmentState};
 pub use log_reader::{LogReader, ReadOptions, Start, TailInfo};
 pub use log_writer::{LogWriter, PendingWrite, WriterOptions};
+pub use settings::{Settings, SettingsChange};

@@ -4,6 +4,8 @@ use distributedlog::{Client, LogInfo};
 use serde_json::json;
 
 use super::LogsCommand;
+use super::settings::print_settings;
+use anyhow::{Context, bail};
 
 /// The JSON of `dlog logs info --json` (a contract: docs/cli.md).
 pub fn info_json(info: &LogInfo) -> serde_json::Value {
@@ -25,9 +27,32 @@ pub fn info_json(info: &LogInfo) -> serde_json::Value {
 
 pub async fn logs(client: &Client, command: LogsCommand) -> anyhow::Result<()> {
     match command {
-        LogsCommand::Create { log } => {
+        LogsCommand::Create { log, settings } => {
+            // Checked before the log exists, so bad flags create nothing.
+            let change = settings.change()?;
             let info = client.create_log(&log).await?;
             println!("created {} (log id {})", info.log, info.log_id);
+            if !change.is_empty() {
+                let settings = client.configure_log(&log, &change, false).await.with_context(|| {
+                    format!("{log} was created, but its settings were refused (change them with dlog logs config)")
+                })?;
+                print_settings(&settings, false);
+            }
+        }
+        LogsCommand::Config {
+            log,
+            settings,
+            inherit,
+            json,
+        } => {
+            let change = settings.change()?;
+            if change.is_empty() && !inherit {
+                bail!(
+                    "nothing to change: give a setting or --inherit (see dlog logs config --help)"
+                );
+            }
+            let settings = client.configure_log(&log, &change, inherit).await?;
+            print_settings(&settings, json);
         }
         LogsCommand::Delete { log } => {
             client.delete_log(&log).await?;

@@ -6,6 +6,7 @@ use std::path::PathBuf;
 mod admin;
 mod append;
 mod read;
+mod settings;
 
 use crate::server::{ServeOptions, cancel_on_signals, serve, standalone};
 use clap::{Parser, Subcommand};
@@ -77,10 +78,15 @@ pub enum Command {
         #[arg(long)]
         config: Option<PathBuf>,
     },
-    /// Create, delete, list and inspect logs.
+    /// Create, delete, list and inspect logs; change a log's own settings.
     Logs {
         #[command(subcommand)]
         command: LogsCommand,
+    },
+    /// Namespaces: settings (retention, roll policy, replication, quota) for their logs.
+    Ns {
+        #[command(subcommand)]
+        command: settings::NsCommand,
     },
     /// Append one record per stdin line.
     Append {
@@ -112,8 +118,23 @@ pub enum Command {
 
 #[derive(Debug, Subcommand)]
 pub enum LogsCommand {
+    /// Create a log; settings flags give it settings of its own.
     Create {
         log: String,
+        #[command(flatten)]
+        settings: settings::SettingsArgs,
+    },
+    /// Change a log's own settings (only the flags given), or with
+    /// --inherit go back to its namespace's; applied at once.
+    Config {
+        log: String,
+        #[command(flatten)]
+        settings: settings::SettingsArgs,
+        #[arg(long, conflicts_with_all = ["retention", "retention_bytes", "roll_bytes", "roll_records", "roll_age", "replication", "quota_bytes_per_sec"])]
+        inherit: bool,
+        /// Print the settings in force as JSON.
+        #[arg(long)]
+        json: bool,
     },
     Delete {
         log: String,
@@ -177,6 +198,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     }
     match args.command {
         Command::Logs { command } => admin::logs(&client, command).await,
+        Command::Ns { command } => settings::ns(&client, command).await,
         Command::Append {
             log,
             expected_offset,

@@ -295,6 +295,79 @@ impl Manifest {
         }
     }
 
+    /// Whether the namespace has a configuration of its own.
+    pub async fn has_namespace(&self, ns: &Namespace) -> Result<bool> {
+        Ok(self.store.get(&self.namespace_key(ns)).await?.is_some())
+    }
+
+    /// Namespaces with a configuration of their own, in name order.
+    pub async fn configured_namespaces(&self) -> Result<Vec<Namespace>> {
+        let prefix = format!("{}ns/", self.root);
+        let range = self.store.range(&prefix, true).await?;
+        let mut names: Vec<Namespace> = range
+            .kvs
+            .iter()
+            .filter_map(|kv| kv.key.strip_prefix(&prefix))
+            .filter_map(|name| Namespace::new(name).ok())
+            .collect();
+        names.sort();
+        Ok(names)
+    }
+
+    /// Sets (or with `None` removes) a log's own configuration, which
+    /// overrides its namespace's. Compared against the log's metadata as
+    /// read, so a concurrent delete or end-of-stream is not overwritten.
+    pub async fn put_log_config(
+        &self,
+        log: &LogName,
+        config: Option<&NamespaceConfig>,
+    ) -> Result<LogMeta> {
+        if let Some(config) = config {
+            config
+                .replication
+                .validate()
+                .map_err(Error::InvalidConfig)?;
+            config.validate_retention().map_err(Error::InvalidConfig)?;
+        }
+        loop {
+            let current = self.log_versioned(log).await?;
+            if current.value.state == LogState::Deleting {
+                return Err(Error::LogNotFound(log.clone()));
+            }
+            let mut meta = current.value;
+            meta.config = config.cloned();
+            let key = self.meta_key(log);
+            let txn = Txn::new()
+                .when([Compare::mod_revision_is(&key, current.mod_revision)])
+                .and_then([TxnOp::put(&key, encode_json(&meta))]);
+            if self.store.txn(txn).await?.succeeded {
+                return Ok(meta);
+            }
+        }
+    }
+
+    /// Watches every namespace configuration and every log's metadata (the
+    /// keys that hold settings) from `start_revision`; other keys of the
+    /// logs come too and are to be skipped ([`Manifest::settings_change`]).
+    pub async fn watch_settings(&self, start_revision: Option<Revision>) -> Result<WatchStream> {
+        Ok(self.store.watch(&self.root, start_revision).await?)
+    }
+
+    /// What a watched key's change means for settings: a namespace's
+    /// configuration, the default one (every namespace without its own),
+    /// or one log's metadata; `None` for any other key.
+    pub fn settings_change(&self, key: &str) -> Option<SettingsChange> {
+        let rest = key.strip_prefix(&self.root)?;
+        if rest == "default_ns" {
+            return Some(SettingsChange::Default);
+        }
+        if let Some(ns) = rest.strip_prefix("ns/") {
+            return Namespace::new(ns).ok().map(SettingsChange::Namespace);
+        }
+        let name = rest.strip_prefix("log/")?.strip_suffix("/meta")?;
+        name.parse().ok().map(SettingsChange::Log)
+    }
+
     /// The configuration that applies to a log: its overrides, else its
     /// namespace's.
     pub async fn log_config(&self, log: &LogName) -> Result<NamespaceConfig> {

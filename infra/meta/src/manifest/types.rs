@@ -121,6 +121,16 @@ impl NamespaceConfig {
     }
 }
 
+/// A change of settings seen on the manifest ([`super::Manifest::settings_change`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SettingsChange {
+    /// The configuration of namespaces without their own.
+    Default,
+    Namespace(dlog_wire::names::Namespace),
+    /// A log's metadata, its own configuration included.
+    Log(dlog_wire::names::LogName),
+}
+
 /// Life cycle of a log.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]

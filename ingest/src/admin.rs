@@ -1,0 +1,344 @@
+//! The `AdminService` of ingest nodes: namespace and log settings
+//! (retention, roll policy, replication, quota) read and changed through
+//! the API, in a cluster and in standalone alike. A change is checked,
+//! written to the manifest, and reaches running owners through their
+//! settings watch ([`crate::node`]); the compactor reads retention at each
+//! pass.
+//!
+//! Refused with `INVALID_ARGUMENT` and the reason: A > W, W > E, E above
+//! the live cache nodes, a zero retention, roll limit or quota.
+
+use std::sync::Arc;
+
+use dlog_meta::manifest::{NamespaceConfig, Replication};
+use dlog_wire::names::{LogName, Namespace};
+use dlog_wire::proto::admin_service_server::{AdminService, AdminServiceServer};
+use dlog_wire::proto::{self as pb};
+use tonic::{Request, Response, Status};
+
+use crate::node::IngestNode;
+
+/// The gRPC face of settings administration.
+#[derive(Debug, Clone)]
+pub struct AdminServer {
+    node: Arc<IngestNode>,
+}
+
+impl AdminServer {
+    pub fn new(node: Arc<IngestNode>) -> AdminServer {
+        AdminServer { node }
+    }
+
+    pub fn into_service(self) -> AdminServiceServer<AdminServer> {
+        AdminServiceServer::new(self)
+    }
+
+    /// Checks `config` as a whole, then against the cache tier: an ensemble
+    /// larger than the live cache nodes could never be placed.
+    async fn check(&self, config: &NamespaceConfig) -> Result<(), Status> {
+        check_settings(config).map_err(Status::invalid_argument)?;
+        let live = self.node.live_cache_nodes().await.map_err(to_status)?;
+        let ensemble = config.replication.ensemble as usize;
+        if ensemble > live {
+            return Err(Status::invalid_argument(format!(
+                "replication {}: ensemble {ensemble} is larger than the {live} live cache nodes",
+                replication_text(&config.replication)
+            )));
+        }
+        Ok(())
+    }
+
+    async fn namespace_response(&self, ns: &Namespace) -> Result<pb::NamespaceResponse, Status> {
+        let manifest = self.node.manifest();
+        let config = manifest.namespace(ns).await.map_err(to_status)?;
+        let own = manifest.has_namespace(ns).await.map_err(to_status)?;
+        Ok(pb::NamespaceResponse {
+            namespace: ns.to_string(),
+            settings: Some(settings(&config)),
+            own,
+        })
+    }
+
+    async fn log_response(&self, log: &LogName) -> Result<pb::LogSettingsResponse, Status> {
+        let meta = self.node.manifest().log(log).await.map_err(to_status)?;
+        let config = match &meta.config {
+            Some(config) => config.clone(),
+            None => self
+                .node
+                .manifest()
+                .namespace(log.namespace())
+                .await
+                .map_err(to_status)?,
+        };
+        Ok(pb::LogSettingsResponse {
+            log: log.to_string(),
+            settings: Some(settings(&config)),
+            own: meta.config.is_some(),
+        })
+    }
+}
+
+fn to_status(err: impl dlog_wire::error::Classify + std::error::Error) -> Status {
+    dlog_wire::error::to_status(&err)
+}
+
+fn replication_text(r: &Replication) -> String {
+    format!("{}/{}/{}", r.ensemble, r.write_quorum, r.ack_quorum)
+}
+
+/// Checks settings on their own: replication, retention, and limits that
+/// would stop a log (a zero roll limit rolls after every entry; a zero
+/// quota refuses every append).
+pub fn check_settings(config: &NamespaceConfig) -> Result<(), String> {
+    config.replication.validate()?;
+    config.validate_retention()?;
+    let roll = &config.roll;
+    for (name, value) in [
+        ("roll_max_bytes", roll.max_bytes),
+        ("roll_max_records", roll.max_records),
+        ("roll_max_age_ms", roll.max_age_ms),
+    ] {
+        if value == 0 {
+            return Err(format!("{name} must be at least 1"));
+        }
+    }
+    if config.max_append_bytes_per_sec == Some(0) {
+        return Err(
+            "max_append_bytes_per_sec 0 would refuse every append (clear it for no quota)"
+                .to_owned(),
+        );
+    }
+    Ok(())
+}
+
+/// `config` with `change` applied.
+pub fn apply(mut config: NamespaceConfig, change: &pb::SettingsChange) -> NamespaceConfig {
+    let set = |target: &mut Option<u64>, value: Option<u64>, clear: bool| {
+        if clear {
+            *target = None;
+        } else if value.is_some() {
+            *target = value;
+        }
+    };
+    set(
+        &mut config.retention_ms,
+        change.retention_ms,
+        change.clear_retention_ms,
+    );
+    set(
+        &mut config.retention_bytes,
+        change.retention_bytes,
+        change.clear_retention_bytes,
+    );
+    set(
+        &mut config.max_append_bytes_per_sec,
+        change.max_append_bytes_per_sec,
+        change.clear_max_append_bytes_per_sec,
+    );
+    let roll = &mut config.roll;
+    roll.max_bytes = change.roll_max_bytes.unwrap_or(roll.max_bytes);
+    roll.max_records = change.roll_max_records.unwrap_or(roll.max_records);
+    roll.max_age_ms = change.roll_max_age_ms.unwrap_or(roll.max_age_ms);
+    let replication = &mut config.replication;
+    replication.ensemble = change.ensemble.unwrap_or(replication.ensemble);
+    replication.write_quorum = change.write_quorum.unwrap_or(replication.write_quorum);
+    replication.ack_quorum = change.ack_quorum.unwrap_or(replication.ack_quorum);
+    config
+}
+
+/// The wire form of settings in force.
+pub fn settings(config: &NamespaceConfig) -> pb::Settings {
+    pb::Settings {
+        retention_ms: config.retention_ms,
+        retention_bytes: config.retention_bytes,
+        roll_max_bytes: config.roll.max_bytes,
+        roll_max_records: config.roll.max_records,
+        roll_max_age_ms: config.roll.max_age_ms,
+        ensemble: config.replication.ensemble,
+        write_quorum: config.replication.write_quorum,
+        ack_quorum: config.replication.ack_quorum,
+        max_append_bytes_per_sec: config.max_append_bytes_per_sec,
+    }
+}
+
+fn namespace_of(name: &str) -> Result<Namespace, Status> {
+    Namespace::new(name).map_err(|err| Status::invalid_argument(err.to_string()))
+}
+
+#[tonic::async_trait]
+impl AdminService for AdminServer {
+    async fn create_namespace(
+        &self,
+        request: Request<pb::ConfigureNamespaceRequest>,
+    ) -> Result<Response<pb::NamespaceResponse>, Status> {
+        let request = request.into_inner();
+        let ns = namespace_of(&request.namespace)?;
+        let manifest = self.node.manifest();
+        if manifest.has_namespace(&ns).await.map_err(to_status)? {
+            return Err(Status::already_exists(format!(
+                "namespace {ns} already has settings (change them with ConfigureNamespace)"
+            )));
+        }
+        let base = manifest.default_namespace().await.map_err(to_status)?;
+        let config = apply(base, &request.change.unwrap_or_default());
+        self.check(&config).await?;
+        manifest
+            .put_namespace(&ns, &config)
+            .await
+            .map_err(to_status)?;
+        tracing::info!(%ns, ?config, "namespace created");
+        Ok(Response::new(self.namespace_response(&ns).await?))
+    }
+
+    async fn configure_namespace(
+        &self,
+        request: Request<pb::ConfigureNamespaceRequest>,
+    ) -> Result<Response<pb::NamespaceResponse>, Status> {
+        let request = request.into_inner();
+        let ns = namespace_of(&request.namespace)?;
+        let manifest = self.node.manifest();
+        let current = manifest.namespace(&ns).await.map_err(to_status)?;
+        let config = apply(current, &request.change.unwrap_or_default());
+        self.check(&config).await?;
+        manifest
+            .put_namespace(&ns, &config)
+            .await
+            .map_err(to_status)?;
+        tracing::info!(%ns, ?config, "namespace settings changed");
+        Ok(Response::new(self.namespace_response(&ns).await?))
+    }
+
+    async fn get_namespace(
+        &self,
+        request: Request<pb::GetNamespaceRequest>,
+    ) -> Result<Response<pb::NamespaceResponse>, Status> {
+        let ns = namespace_of(&request.into_inner().namespace)?;
+        Ok(Response::new(self.namespace_response(&ns).await?))
+    }
+
+    async fn list_namespaces(
+        &self,
+        _request: Request<pb::ListNamespacesRequest>,
+    ) -> Result<Response<pb::ListNamespacesResponse>, Status> {
+        let manifest = self.node.manifest();
+        let mut names: Vec<String> = manifest
+            .configured_namespaces()
+            .await
+            .map_err(to_status)?
+            .iter()
+            .map(ToString::to_string)
+            .collect();
+        for log in manifest.list_logs("").await.map_err(to_status)? {
+            names.push(log.namespace().to_string());
+        }
+        names.sort();
+        names.dedup();
+        Ok(Response::new(pb::ListNamespacesResponse {
+            namespaces: names,
+        }))
+    }
+
+    async fn configure_log(
+        &self,
+        request: Request<pb::ConfigureLogRequest>,
+    ) -> Result<Response<pb::LogSettingsResponse>, Status> {
+        let request = request.into_inner();
+        let log = LogName::from_request(&request.log)?;
+        let manifest = self.node.manifest();
+        if request.inherit {
+            manifest
+                .put_log_config(&log, None)
+                .await
+                .map_err(to_status)?;
+        } else {
+            let current = manifest.log_config(&log).await.map_err(to_status)?;
+            let config = apply(current, &request.change.unwrap_or_default());
+            self.check(&config).await?;
+            manifest
+                .put_log_config(&log, Some(&config))
+                .await
+                .map_err(to_status)?;
+        }
+        tracing::info!(%log, inherit = request.inherit, "log settings changed");
+        Ok(Response::new(self.log_response(&log).await?))
+    }
+
+    async fn get_log_settings(
+        &self,
+        request: Request<pb::GetLogSettingsRequest>,
+    ) -> Result<Response<pb::LogSettingsResponse>, Status> {
+        let log = LogName::from_request(&request.into_inner().log)?;
+        Ok(Response::new(self.log_response(&log).await?))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_change_sets_only_what_it_names_and_clears_on_request() {
+        let base = NamespaceConfig {
+            retention_ms: Some(1_000),
+            retention_bytes: Some(5_000),
+            ..NamespaceConfig::default()
+        };
+        let changed = apply(
+            base.clone(),
+            &pb::SettingsChange {
+                retention_ms: Some(2_000),
+                clear_retention_bytes: true,
+                ack_quorum: Some(3),
+                roll_max_age_ms: Some(60_000),
+                ..Default::default()
+            },
+        );
+        assert_eq!(changed.retention_ms, Some(2_000));
+        assert_eq!(changed.retention_bytes, None);
+        assert_eq!(changed.replication.ack_quorum, 3);
+        assert_eq!(
+            changed.replication.ensemble, base.replication.ensemble,
+            "unchanged"
+        );
+        assert_eq!(changed.roll.max_age_ms, 60_000);
+        assert_eq!(changed.roll.max_bytes, base.roll.max_bytes, "unchanged");
+    }
+
+    #[test]
+    fn settings_that_would_stop_a_log_are_refused_with_the_reason() {
+        let with = |change: pb::SettingsChange| {
+            check_settings(&apply(NamespaceConfig::default(), &change)).unwrap_err()
+        };
+        let err = with(pb::SettingsChange {
+            ack_quorum: Some(3),
+            write_quorum: Some(2),
+            ..Default::default()
+        });
+        assert!(err.contains("write quorum >= ack quorum"), "{err}");
+        let err = with(pb::SettingsChange {
+            ensemble: Some(2),
+            ..Default::default()
+        });
+        assert!(err.contains("ensemble >= write quorum"), "{err}");
+        let err = with(pb::SettingsChange {
+            retention_ms: Some(0),
+            ..Default::default()
+        });
+        assert!(err.contains("retention_ms 0"), "{err}");
+        let err = with(pb::SettingsChange {
+            retention_bytes: Some(0),
+            ..Default::default()
+        });
+        assert!(err.contains("retention_bytes 0"), "{err}");
+        let err = with(pb::SettingsChange {
+            roll_max_records: Some(0),
+            ..Default::default()
+        });
+        assert!(err.contains("roll_max_records"), "{err}");
+        let err = with(pb::SettingsChange {
+            max_append_bytes_per_sec: Some(0),
+            ..Default::default()
+        });
+        assert!(err.contains("max_append_bytes_per_sec 0"), "{err}");
+    }
+}
