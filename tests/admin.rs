@@ -30,12 +30,11 @@ async fn segments(cluster: &Cluster, log: &str) -> Vec<SegmentMeta> {
     cluster.manifest.segments(&name).await.unwrap().0
 }
 
-async fn append(client: &Client, log: &str, count: usize) {
-    for i in 0..count {
-        client
-            .append(log, vec![Record::new(format!("r{i}"))], None)
-            .await
-            .unwrap();
+/// `appends` appends of 60 records each.
+async fn append(client: &Client, log: &str, appends: usize) {
+    for i in 0..appends {
+        let records = (0..60).map(|j| Record::new(format!("r{i}-{j}"))).collect();
+        client.append(log, records, None).await.unwrap();
     }
 }
 
@@ -138,14 +137,14 @@ async fn settings_are_checked_and_reach_running_owners() {
     // A running owner takes changes without a restart.
     let log = "adm/live";
     client.create_log(log).await.unwrap();
-    append(&client, log, 3).await;
+    append(&client, log, 1).await;
     assert_eq!(segments(&cluster, log).await.len(), 1, "one open segment");
-    // The roll policy applies at once: at most 2 records per segment.
+    // The roll policy applies at once: a roll past 100 records.
     let settings = client
         .configure_log(
             log,
             &SettingsChange {
-                roll_max_records: Some(2),
+                roll_max_records: Some(100),
                 ..SettingsChange::default()
             },
             false,
@@ -169,7 +168,7 @@ async fn settings_are_checked_and_reach_running_owners() {
             "adm",
             &SettingsChange {
                 replication: Some((2, 2, 2)),
-                roll_max_records: Some(2),
+                roll_max_records: Some(100),
                 ..SettingsChange::default()
             },
         )

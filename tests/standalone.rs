@@ -194,6 +194,84 @@ fn the_readme_walkthrough_survives_kill_9_and_ctrl_c() {
     assert_eq!(limited, "100000\n100001\n");
 }
 
+/// Daily work through the CLI: records with keys, headers and txids go in
+/// as JSON lines and come back out of `dlog read --json` (which can be fed
+/// back in); subscriptions are listed, read, committed and deleted; a
+/// namespace gets settings of its own.
+#[test]
+fn json_records_subscriptions_and_settings_through_the_cli() {
+    let node = Standalone::start();
+    node.ok(&["logs", "create", "daily/a"], b"");
+    let input = concat!(
+        r#"{"payload":"one","key":"k1","headers":{"h":"v"},"txid":10}"#,
+        "\n",
+        r#"{"payload_b64":"/wA=","txid":11}"#,
+        "\n",
+    );
+    let appended = node.ok(&["append", "daily/a", "--format", "json"], input.as_bytes());
+    assert!(appended.contains(r#""count":2"#), "{appended}");
+    let out = node.ok(&["read", "daily/a", "--from", "0", "--json"], b"");
+    let records: Vec<serde_json::Value> = out
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(records.len(), 2, "{out}");
+    assert_eq!(records[0]["payload"], "one");
+    assert_eq!(records[0]["key"], "k1");
+    assert_eq!(records[0]["headers"]["h"], "v");
+    assert_eq!(records[0]["txid"], 10);
+    assert_eq!(records[1]["payload_b64"], "/wA=");
+    // What `read --json` prints appends again, as the same records.
+    node.ok(&["logs", "create", "daily/b"], b"");
+    node.ok(&["append", "daily/b", "--format", "json"], out.as_bytes());
+    let copy = node.ok(&["read", "daily/b", "--from", "0", "--json"], b"");
+    let strip = |text: &str| -> Vec<serde_json::Value> {
+        text.lines()
+            .map(|l| {
+                let mut v: serde_json::Value = serde_json::from_str(l).unwrap();
+                v.as_object_mut().unwrap().remove("timestamp");
+                v
+            })
+            .collect()
+    };
+    assert_eq!(strip(&copy), strip(&out));
+    let err = node.fails_with(
+        &["append", "daily/a", "--format", "json"],
+        b"{\"key\":\"no payload\"}\n",
+    );
+    assert!(err.contains("line 1: no \"payload\""), "{err}");
+
+    // Subscriptions.
+    node.ok(&["sub", "commit", "daily/a", "billing", "1"], b"");
+    node.ok(&["sub", "commit", "daily/a", "audit", "2"], b"");
+    assert_eq!(
+        node.ok(&["sub", "get", "daily/a", "billing"], b"").trim(),
+        "1"
+    );
+    // A commit never moves back.
+    assert_eq!(
+        node.ok(&["sub", "commit", "daily/a", "audit", "1"], b"")
+            .trim(),
+        "2"
+    );
+    let list = node.ok(&["sub", "list", "daily/a"], b"");
+    assert_eq!(list, "audit\t2\nbilling\t1\n");
+    node.ok(&["sub", "delete", "daily/a", "audit"], b"");
+    assert_eq!(node.ok(&["sub", "list", "daily/a"], b""), "billing\t1\n");
+    let err = node.fails(&["sub", "get", "daily/a", "audit"]);
+    assert!(err.contains("no subscription"), "{err}");
+
+    // Settings: standalone has one cache node, so 1/1/1 and no more.
+    let info = node.ok(&["ns", "create", "daily", "--retention", "7d"], b"");
+    assert!(info.contains("replication:        1/1/1"), "{info}");
+    let err = node.fails(&["ns", "config", "daily", "--replication", "3/3/2"]);
+    assert!(err.contains("larger than the 1 live cache nodes"), "{err}");
+    let json = node.ok(&["ns", "info", "daily", "--json"], b"");
+    let settings: serde_json::Value = serde_json::from_str(&json).unwrap();
+    assert_eq!(settings["retention_ms"], 7 * 24 * 3600 * 1000u64);
+    assert_eq!(node.ok(&["ns", "list"], b""), "daily\n");
+}
+
 #[test]
 fn bad_input_through_the_cli_is_one_line_and_changes_nothing() {
     let node = Standalone::start();

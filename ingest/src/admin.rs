@@ -6,7 +6,8 @@
 //! pass.
 //!
 //! Refused with `INVALID_ARGUMENT` and the reason: A > W, W > E, E above
-//! the live cache nodes, a zero retention, roll limit or quota.
+//! the live cache nodes, a zero retention or quota, roll limits below
+//! 1 MiB, 100 records or 1 s.
 
 use std::sync::Arc;
 
@@ -86,20 +87,27 @@ fn replication_text(r: &Replication) -> String {
     format!("{}/{}/{}", r.ensemble, r.write_quorum, r.ack_quorum)
 }
 
+/// The smallest roll limits accepted.
+pub const MIN_ROLL_BYTES: u64 = 1024 * 1024;
+pub const MIN_ROLL_RECORDS: u64 = 100;
+pub const MIN_ROLL_AGE_MS: u64 = 1_000;
+
 /// Checks settings on their own: replication, retention, and limits that
-/// would stop a log (a zero roll limit rolls after every entry; a zero
-/// quota refuses every append).
+/// would stop a log or flood the manifest (roll limits below the minimums
+/// roll after every few entries; a zero quota refuses every append).
 pub fn check_settings(config: &NamespaceConfig) -> Result<(), String> {
     config.replication.validate()?;
     config.validate_retention()?;
+    // A segment costs manifest keys and a seal: rolling after every few
+    // entries would grow the manifest without bound and slow every write.
     let roll = &config.roll;
-    for (name, value) in [
-        ("roll_max_bytes", roll.max_bytes),
-        ("roll_max_records", roll.max_records),
-        ("roll_max_age_ms", roll.max_age_ms),
+    for (name, value, least) in [
+        ("roll_max_bytes", roll.max_bytes, MIN_ROLL_BYTES),
+        ("roll_max_records", roll.max_records, MIN_ROLL_RECORDS),
+        ("roll_max_age_ms", roll.max_age_ms, MIN_ROLL_AGE_MS),
     ] {
-        if value == 0 {
-            return Err(format!("{name} must be at least 1"));
+        if value < least {
+            return Err(format!("{name} {value} must be at least {least}"));
         }
     }
     if config.max_append_bytes_per_sec == Some(0) {
@@ -334,7 +342,10 @@ mod tests {
             roll_max_records: Some(0),
             ..Default::default()
         });
-        assert!(err.contains("roll_max_records"), "{err}");
+        assert!(
+            err.contains("roll_max_records 0 must be at least 100"),
+            "{err}"
+        );
         let err = with(pb::SettingsChange {
             max_append_bytes_per_sec: Some(0),
             ..Default::default()

@@ -411,7 +411,9 @@ impl Owner {
             segment: None,
             open_retry_at: None,
             eos_waiters: Vec::new(),
-            config_stale: false,
+            // Read once more at the first wake: a change made while the
+            // log was being recovered found no owner to tell.
+            config_stale: true,
         };
         let done = stopped.clone();
         tokio::spawn(async move {

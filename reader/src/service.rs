@@ -158,4 +158,41 @@ impl ReadService for ReadServer {
             .map_err(|err| Status::from(Error::from(err)))?;
         Ok(Response::new(pb::GetSubscriptionResponse { offset }))
     }
+
+    async fn list_subscriptions(
+        &self,
+        request: Request<pb::ListSubscriptionsRequest>,
+    ) -> Result<Response<pb::ListSubscriptionsResponse>, Status> {
+        let log = LogName::from_request(&request.into_inner().log)?;
+        let manifest = self.engine.manifest();
+        // A log that does not exist has no subscriptions: NOT_FOUND.
+        manifest
+            .log(&log)
+            .await
+            .map_err(|err| Status::from(Error::from(err)))?;
+        let subscriptions = manifest
+            .subscriptions(&log)
+            .await
+            .map_err(|err| Status::from(Error::from(err)))?
+            .into_iter()
+            .map(|(name, offset)| pb::Subscription { name, offset })
+            .collect();
+        Ok(Response::new(pb::ListSubscriptionsResponse {
+            subscriptions,
+        }))
+    }
+
+    async fn delete_subscription(
+        &self,
+        request: Request<pb::DeleteSubscriptionRequest>,
+    ) -> Result<Response<pb::DeleteSubscriptionResponse>, Status> {
+        let request = request.into_inner();
+        let log = LogName::from_request(&request.log)?;
+        self.engine
+            .manifest()
+            .delete_subscription(&log, &request.subscription)
+            .await
+            .map_err(|err| Status::from(Error::from(err)))?;
+        Ok(Response::new(pb::DeleteSubscriptionResponse {}))
+    }
 }

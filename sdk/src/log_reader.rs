@@ -150,6 +150,41 @@ impl Client {
         .await
     }
 
+    /// Every subscription of `log` and its committed offset, by name.
+    pub async fn subscriptions(&self, log: &str) -> Result<Vec<(String, u64)>> {
+        let request = pb::ListSubscriptionsRequest {
+            log: log.to_owned(),
+        };
+        self.read_call(move |mut c| {
+            let request = request.clone();
+            Box::pin(async move {
+                let answer = c.list_subscriptions(request).await?.into_inner();
+                Ok(answer
+                    .subscriptions
+                    .into_iter()
+                    .map(|s| (s.name, s.offset))
+                    .collect())
+            })
+        })
+        .await
+    }
+
+    /// Forgets subscription `name` of `log` (one that does not exist too).
+    pub async fn delete_subscription(&self, log: &str, name: &str) -> Result<()> {
+        let request = pb::DeleteSubscriptionRequest {
+            log: log.to_owned(),
+            subscription: name.to_owned(),
+        };
+        self.read_call(move |mut c| {
+            let request = request.clone();
+            Box::pin(async move {
+                c.delete_subscription(request).await?;
+                Ok(())
+            })
+        })
+        .await
+    }
+
     /// The offset subscription `name` of `log` committed last, if any.
     pub async fn subscription(&self, log: &str, name: &str) -> Result<Option<u64>> {
         let request = pb::GetSubscriptionRequest {
@@ -619,6 +654,20 @@ mod tests {
             Ok(tonic::Response::new(pb::GetSubscriptionResponse {
                 offset: Some(9),
             }))
+        }
+
+        async fn list_subscriptions(
+            &self,
+            _: tonic::Request<pb::ListSubscriptionsRequest>,
+        ) -> Result<tonic::Response<pb::ListSubscriptionsResponse>, tonic::Status> {
+            Err(tonic::Status::unimplemented("not scripted"))
+        }
+
+        async fn delete_subscription(
+            &self,
+            _: tonic::Request<pb::DeleteSubscriptionRequest>,
+        ) -> Result<tonic::Response<pb::DeleteSubscriptionResponse>, tonic::Status> {
+            Err(tonic::Status::unimplemented("not scripted"))
         }
     }
 

@@ -1006,6 +1006,20 @@ mod tests {
         ) -> Answer<pb::GetSubscriptionResponse> {
             Err(tonic::Status::unimplemented(""))
         }
+
+        async fn list_subscriptions(
+            &self,
+            _: tonic::Request<pb::ListSubscriptionsRequest>,
+        ) -> Answer<pb::ListSubscriptionsResponse> {
+            Err(tonic::Status::unimplemented(""))
+        }
+
+        async fn delete_subscription(
+            &self,
+            _: tonic::Request<pb::DeleteSubscriptionRequest>,
+        ) -> Answer<pb::DeleteSubscriptionResponse> {
+            Err(tonic::Status::unimplemented(""))
+        }
     }
 
     /// Serves the owner's `LogService` and `ReadService` on one address.

@@ -7,6 +7,7 @@ mod admin;
 mod append;
 mod read;
 mod settings;
+mod sub;
 
 use crate::server::{ServeOptions, cancel_on_signals, serve, standalone};
 use clap::{Parser, Subcommand};
@@ -83,6 +84,11 @@ pub enum Command {
         #[command(subcommand)]
         command: LogsCommand,
     },
+    /// Subscriptions: consumers' stored positions in a log.
+    Sub {
+        #[command(subcommand)]
+        command: sub::SubCommand,
+    },
     /// Namespaces: settings (retention, roll policy, replication, quota) for their logs.
     Ns {
         #[command(subcommand)]
@@ -94,8 +100,12 @@ pub enum Command {
         #[arg(long)]
         expected_offset: Option<u64>,
         /// Take each record's txid from its "txid" JSON field.
-        #[arg(long)]
+        #[arg(long, conflicts_with = "format")]
         txid_from_field: bool,
+        /// `text`: each line is a payload; `json`: each line is a record
+        /// (`payload`, `key`, `headers`, `txid`; `dlog read --json` output).
+        #[arg(long, value_enum, default_value = "text")]
+        format: append::LineFormat,
     },
     /// Read records: payloads one per line, from the earliest record unless told otherwise.
     Read(read::ReadArgs),
@@ -199,11 +209,13 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     match args.command {
         Command::Logs { command } => admin::logs(&client, command).await,
         Command::Ns { command } => settings::ns(&client, command).await,
+        Command::Sub { command } => sub::sub(&client, command).await,
         Command::Append {
             log,
             expected_offset,
             txid_from_field,
-        } => append::append(&client, &log, expected_offset, txid_from_field).await,
+            format,
+        } => append::append(&client, &log, expected_offset, txid_from_field, format).await,
         Command::Seal { log } => admin::seal(&client, &log).await,
         Command::Trim { log, before } => admin::trim(&client, &log, before).await,
         Command::Status { json } => admin::status(&client, json).await,

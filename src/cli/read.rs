@@ -1,6 +1,7 @@
 //! `dlog read`: prints records, payloads one per line or one JSON object
 //! per record (`--json`, a contract: docs/cli.md).
 
+use std::collections::BTreeMap;
 use std::io::{self, Write};
 
 use anyhow::{Context, anyhow, bail};
@@ -69,7 +70,8 @@ pub fn format_time(ms: i64) -> String {
 }
 
 /// One record of `--json`: bytes as UTF-8 text when they are, else base64
-/// under the `_b64` name. An absent key is `"key": null`.
+/// under the `_b64` name (a header is in `headers` or `headers_b64`, each
+/// left out when empty). An absent key is `"key": null`.
 #[derive(Debug, Serialize)]
 struct JsonRecord<'a> {
     offset: u64,
@@ -79,6 +81,10 @@ struct JsonRecord<'a> {
     key: Option<Option<&'a str>>,
     #[serde(skip_serializing_if = "Option::is_none")]
     key_b64: Option<String>,
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    headers: BTreeMap<&'a str, &'a str>,
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    headers_b64: BTreeMap<&'a str, String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     payload: Option<&'a str>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -99,12 +105,25 @@ pub fn json_line(stored: &StoredRecord) -> String {
         Ok(text) => (Some(text), None),
         Err(_) => (None, Some(BASE64.encode(&record.payload))),
     };
+    let (mut headers, mut headers_b64) = (BTreeMap::new(), BTreeMap::new());
+    for (name, value) in &record.headers {
+        match std::str::from_utf8(value) {
+            Ok(text) => {
+                headers.insert(name.as_str(), text);
+            }
+            Err(_) => {
+                headers_b64.insert(name.as_str(), BASE64.encode(value));
+            }
+        }
+    }
     let line = JsonRecord {
         offset: stored.offset,
         timestamp: format_time(stored.timestamp_ms),
         txid: record.txid,
         key,
         key_b64,
+        headers,
+        headers_b64,
         payload,
         payload_b64,
     };

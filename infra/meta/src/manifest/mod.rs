@@ -1250,6 +1250,18 @@ impl Manifest {
         }
     }
 
+    /// Forgets a subscription of a live log (absent: nothing to do).
+    pub async fn delete_subscription(&self, log: &LogName, name: &str) -> Result<()> {
+        let meta = self.log(log).await?;
+        if meta.state == LogState::Deleting {
+            return Err(Error::LogNotFound(log.clone()));
+        }
+        self.store
+            .txn(Txn::new().and_then([TxnOp::delete(self.subscription_key(log, name))]))
+            .await?;
+        Ok(())
+    }
+
     /// Every subscription of a log and its committed offset, by name.
     pub async fn subscriptions(&self, log: &LogName) -> Result<Vec<(String, u64)>> {
         let prefix = self.subscription_key(log, "");
