@@ -110,11 +110,26 @@ pub fn check_settings(config: &NamespaceConfig) -> Result<(), String> {
             return Err(format!("{name} {value} must be at least {least}"));
         }
     }
-    if config.max_append_bytes_per_sec == Some(0) {
-        return Err(
-            "max_append_bytes_per_sec 0 would refuse every append (clear it for no quota)"
-                .to_owned(),
-        );
+    for (name, quota) in [
+        ("max_append_bytes_per_sec", config.max_append_bytes_per_sec),
+        (
+            "max_append_records_per_sec",
+            config.max_append_records_per_sec,
+        ),
+        (
+            "namespace_max_append_bytes_per_sec",
+            config.namespace_max_append_bytes_per_sec,
+        ),
+        (
+            "namespace_max_append_records_per_sec",
+            config.namespace_max_append_records_per_sec,
+        ),
+    ] {
+        if quota == Some(0) {
+            return Err(format!(
+                "{name} 0 would refuse every append (clear it for no quota)"
+            ));
+        }
     }
     Ok(())
 }
@@ -143,6 +158,21 @@ pub fn apply(mut config: NamespaceConfig, change: &pb::SettingsChange) -> Namesp
         change.max_append_bytes_per_sec,
         change.clear_max_append_bytes_per_sec,
     );
+    set(
+        &mut config.max_append_records_per_sec,
+        change.max_append_records_per_sec,
+        change.clear_max_append_records_per_sec,
+    );
+    set(
+        &mut config.namespace_max_append_bytes_per_sec,
+        change.namespace_max_append_bytes_per_sec,
+        change.clear_namespace_max_append_bytes_per_sec,
+    );
+    set(
+        &mut config.namespace_max_append_records_per_sec,
+        change.namespace_max_append_records_per_sec,
+        change.clear_namespace_max_append_records_per_sec,
+    );
     let roll = &mut config.roll;
     roll.max_bytes = change.roll_max_bytes.unwrap_or(roll.max_bytes);
     roll.max_records = change.roll_max_records.unwrap_or(roll.max_records);
@@ -166,7 +196,25 @@ pub fn settings(config: &NamespaceConfig) -> pb::Settings {
         write_quorum: config.replication.write_quorum,
         ack_quorum: config.replication.ack_quorum,
         max_append_bytes_per_sec: config.max_append_bytes_per_sec,
+        max_append_records_per_sec: config.max_append_records_per_sec,
+        namespace_max_append_bytes_per_sec: config.namespace_max_append_bytes_per_sec,
+        namespace_max_append_records_per_sec: config.namespace_max_append_records_per_sec,
     }
+}
+
+/// Refuses namespace-wide settings in a log's change: they belong to the
+/// namespace, whose logs share them.
+fn check_log_change(change: &pb::SettingsChange) -> Result<(), Status> {
+    let namespace_wide = change.namespace_max_append_bytes_per_sec.is_some()
+        || change.namespace_max_append_records_per_sec.is_some()
+        || change.clear_namespace_max_append_bytes_per_sec
+        || change.clear_namespace_max_append_records_per_sec;
+    if namespace_wide {
+        return Err(Status::invalid_argument(
+            "namespace quotas are set on the namespace (ConfigureNamespace), not on a log",
+        ));
+    }
+    Ok(())
 }
 
 fn namespace_of(name: &str) -> Result<Namespace, Status> {
@@ -259,8 +307,10 @@ impl AdminService for AdminServer {
                 .await
                 .map_err(to_status)?;
         } else {
+            let change = request.change.unwrap_or_default();
+            check_log_change(&change)?;
             let current = manifest.log_config(&log).await.map_err(to_status)?;
-            let config = apply(current, &request.change.unwrap_or_default());
+            let config = apply(current, &change);
             self.check(&config).await?;
             manifest
                 .put_log_config(&log, Some(&config))
@@ -351,5 +401,38 @@ mod tests {
             ..Default::default()
         });
         assert!(err.contains("max_append_bytes_per_sec 0"), "{err}");
+    }
+
+    #[test]
+    fn quotas_are_set_and_cleared_and_namespace_ones_stay_off_logs() {
+        let change = pb::SettingsChange {
+            max_append_records_per_sec: Some(500),
+            namespace_max_append_bytes_per_sec: Some(1 << 20),
+            ..Default::default()
+        };
+        let config = apply(NamespaceConfig::default(), &change);
+        assert_eq!(config.max_append_records_per_sec, Some(500));
+        assert_eq!(config.namespace_max_append_bytes_per_sec, Some(1 << 20));
+        let cleared = apply(
+            config,
+            &pb::SettingsChange {
+                clear_namespace_max_append_bytes_per_sec: true,
+                ..Default::default()
+            },
+        );
+        assert_eq!(cleared.namespace_max_append_bytes_per_sec, None);
+        assert_eq!(cleared.max_append_records_per_sec, Some(500));
+        let err = check_log_change(&change).unwrap_err();
+        assert_eq!(err.code(), tonic::Code::InvalidArgument);
+        assert!(err.message().contains("set on the namespace"), "{err:?}");
+        let err = check_settings(&NamespaceConfig {
+            namespace_max_append_records_per_sec: Some(0),
+            ..Default::default()
+        })
+        .unwrap_err();
+        assert!(
+            err.contains("namespace_max_append_records_per_sec 0"),
+            "{err}"
+        );
     }
 }

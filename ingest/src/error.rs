@@ -50,6 +50,14 @@ pub enum Error {
         "this ingest node has {in_flight} bytes in flight, over its limit of {limit}: retry later"
     )]
     NodeBackpressure { in_flight: usize, limit: usize },
+    #[error(
+        "log {log} is over its {} quota of {} {}/s: retry after {} ms",
+        over.scope, over.limit, over.unit, over.retry_after.as_millis().max(1)
+    )]
+    OverQuota {
+        log: LogName,
+        over: crate::quota::OverQuota,
+    },
     #[error("not enough live cache nodes: {live} live, {needed} needed")]
     NoCacheNodes { live: usize, needed: usize },
     #[error("replicate to cache node {node}")]
@@ -99,6 +107,7 @@ impl Classify for Error {
             // Refused before anything was applied, like backpressure.
             Error::Backpressure { .. }
             | Error::NodeBackpressure { .. }
+            | Error::OverQuota { .. }
             | Error::AppendsInFlight { .. } => ErrorKind::ResourceExhausted,
             Error::Record(err) => err.kind(),
             Error::Manifest(manifest::Error::OwnedBy { .. }) => ErrorKind::Unavailable,
@@ -121,7 +130,8 @@ impl Error {
 /// The gRPC status for an error: its kind's code, the context chain as the
 /// message, and on redirects the owner's address in `dlog-owner` metadata.
 /// An expected-offset mismatch carries the actual next offset in
-/// `dlog-next-offset`.
+/// `dlog-next-offset`; a refusal over a quota, when to retry in
+/// `dlog-retry-after-ms`.
 pub fn to_status(err: &Error) -> tonic::Status {
     let mut status = dlog_wire::error::to_status(err);
     if let Some(owner) = err.owner()
@@ -131,6 +141,10 @@ pub fn to_status(err: &Error) -> tonic::Status {
     }
     if let Error::ExpectedOffset { actual, .. } = err {
         metadata::set_u64(&mut status, metadata::NEXT_OFFSET, *actual);
+    }
+    if let Error::OverQuota { over, .. } = err {
+        let millis = u64::try_from(over.retry_after.as_millis()).unwrap_or(u64::MAX);
+        metadata::set_u64(&mut status, metadata::RETRY_AFTER_MS, millis.max(1));
     }
     status
 }

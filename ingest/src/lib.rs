@@ -15,6 +15,7 @@
 //! | [`orphans`] | adopting idle logs whose owner died with a segment open |
 //! | [`delete`] | deleting a log: the manifest mark, then fencing its open segments' replicas |
 //! | [`recovery`] | fence, copy and seal a segment left open (ARCHITECTURE.md, "The recovery protocol") |
+//! | [`quota`] | append quotas per log and per namespace (bytes and records per second) |
 //! | [`pool`] | connections to cache nodes, ensemble choice |
 //! | [`service`] | the public `LogService` gRPC server |
 //! | [`admin`] | the `AdminService`: namespace and log settings through the API |
@@ -29,6 +30,7 @@ pub mod node;
 pub mod orphans;
 pub mod owner;
 pub mod pool;
+pub mod quota;
 pub mod recovery;
 pub mod replicas;
 pub mod series;

@@ -41,6 +41,7 @@ use crate::owner::{
     AppendAck, Command, NodeBudget, Owner, OwnerEnv, OwnerHandle, OwnerInfo, OwnerOptions, Resume,
 };
 use crate::pool::CachePool;
+use crate::quota::NamespaceQuotas;
 use crate::recovery::recover_segment;
 use crate::series;
 
@@ -81,6 +82,8 @@ pub struct IngestNode {
     manifest: Manifest,
     pool: Arc<CachePool>,
     budget: Arc<NodeBudget>,
+    /// Namespace quotas, shared by this node's owners.
+    namespace_quotas: Arc<NamespaceQuotas>,
     me: NodeInfo,
     lease: LeaseId,
     options: IngestOptions,
@@ -123,6 +126,7 @@ impl IngestNode {
             manifest,
             pool,
             budget,
+            namespace_quotas: Arc::default(),
             me,
             lease,
             options,
@@ -302,6 +306,7 @@ impl IngestNode {
             manifest: self.manifest.clone(),
             pool: self.pool.clone(),
             budget: self.budget.clone(),
+            namespace_quotas: self.namespace_quotas.clone(),
         };
         Ok(Owner::spawn(
             log.clone(),

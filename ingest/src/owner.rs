@@ -47,6 +47,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::error::{Error, Result};
 use crate::pool::CachePool;
+use crate::quota::{LogQuotas, NamespaceQuotas};
 use crate::replicas::{EventSender, ReplicaEvent, Replicas};
 use crate::series::{self, OwnerSeries};
 
@@ -217,6 +218,11 @@ fn count_refusal(err: &Error) {
     let scope = match err {
         Error::Backpressure { .. } => "log",
         Error::NodeBackpressure { .. } => "node",
+        Error::OverQuota { over, .. } => {
+            metrics::counter!(series::QUOTA_REFUSALS, "scope" => over.scope, "unit" => over.unit)
+                .increment(1);
+            return;
+        }
         _ => return,
     };
     metrics::counter!(series::BACKPRESSURE_REFUSALS, "scope" => scope).increment(1);
@@ -306,6 +312,9 @@ pub struct Owner {
     manifest: Manifest,
     pool: Arc<CachePool>,
     budget: Arc<NodeBudget>,
+    namespace_quotas: Arc<NamespaceQuotas>,
+    /// The quotas of `resume.config`.
+    quotas: LogQuotas,
     series: OwnerSeries,
     events: EventSender,
     next_offset: u64,
@@ -342,6 +351,7 @@ pub struct OwnerEnv {
     pub manifest: Manifest,
     pub pool: Arc<CachePool>,
     pub budget: Arc<NodeBudget>,
+    pub namespace_quotas: Arc<NamespaceQuotas>,
 }
 
 /// A handle to a running owner.
@@ -384,12 +394,15 @@ impl Owner {
             manifest,
             pool,
             budget,
+            namespace_quotas,
         } = env.clone();
         let (commands, receiver) = mpsc::channel(4096);
         let (events, event_receiver) = mpsc::unbounded_channel();
         let stopped = CancellationToken::new();
         let epoch = resume.epoch;
         let log_id = resume.log_id;
+        let mut quotas = LogQuotas::default();
+        quotas.configure(&resume.config, log.namespace(), &namespace_quotas);
         let owner = Owner {
             log,
             next_offset: resume.next_offset,
@@ -402,6 +415,8 @@ impl Owner {
             manifest,
             pool,
             budget,
+            namespace_quotas,
+            quotas,
             series: OwnerSeries::new(),
             events,
             batch: Batch::default(),
@@ -627,10 +642,31 @@ impl Owner {
         Ok(())
     }
 
+    /// Takes the append from the log's and its namespace's quotas.
+    fn take_quota(&self, append: &Append) -> Result<()> {
+        let bytes: usize = append.records.iter().map(framed_len).sum();
+        let records = append.records.len() as u64;
+        self.quotas
+            .take(bytes as u64, records)
+            .map_err(|over| Error::OverQuota {
+                log: self.log.clone(),
+                over,
+            })
+    }
+
     /// Assigns offsets and a timestamp to a checked append and batches it.
     fn accept(&mut self, append: Append, reply: oneshot::Sender<Result<AppendAck>>) {
         let cost = queued_cost(&append);
-        if let Err(err) = self.check(&append).and_then(|()| self.budget.reserve(cost)) {
+        let checked = self
+            .check(&append)
+            .and_then(|()| self.budget.reserve(cost))
+            .and_then(|()| {
+                // Last, so an append refused for any other reason takes
+                // nothing from the quota.
+                self.take_quota(&append)
+                    .inspect_err(|_| self.budget.release(cost))
+            });
+        if let Err(err) = checked {
             tracing::debug!("append refused: {err}");
             count_refusal(&err);
             let _ = reply.send(Err(err));
@@ -746,6 +782,8 @@ impl Owner {
             match self.manifest.log_config(&self.log).await {
                 Ok(config) => {
                     tracing::info!(?config, "settings changed");
+                    self.quotas
+                        .configure(&config, self.log.namespace(), &self.namespace_quotas);
                     self.resume.config = config;
                     self.config_stale = false;
                 }

@@ -17,6 +17,9 @@ pub const ENTRY_RECORDS: &str = "dlog_ingest_entry_records";
 pub const IN_FLIGHT_BYTES: &str = "dlog_ingest_in_flight_bytes";
 /// Appends refused for back-pressure; `scope` is `log` or `node`.
 pub const BACKPRESSURE_REFUSALS: &str = "dlog_ingest_backpressure_refusals_total";
+/// Appends refused over a quota; `scope` is `log` or `namespace`, `unit`
+/// is `bytes` or `records`.
+pub const QUOTA_REFUSALS: &str = "dlog_ingest_quota_refusals_total";
 /// Records a subscription is behind its log's acknowledged end, reported
 /// by the log's owner (labels `log`, `subscription`).
 pub const SUBSCRIPTION_LAG: &str = "dlog_subscription_lag_records";
@@ -52,6 +55,11 @@ pub fn describe() {
         BACKPRESSURE_REFUSALS,
         Unit::Count,
         "Appends refused with RESOURCE_EXHAUSTED for back-pressure, by scope (log or node)"
+    );
+    describe_counter!(
+        QUOTA_REFUSALS,
+        Unit::Count,
+        "Appends refused with RESOURCE_EXHAUSTED over a quota, by scope (log or namespace) and unit"
     );
     describe_gauge!(OWNED_LOGS, Unit::Count, "Logs this node owns");
     describe_gauge!(

@@ -414,8 +414,11 @@ impl Client {
         let mut last_error = None;
         let mut in_doubt = false;
         // Redirects count as attempts too, so two nodes that each name the
-        // other cannot loop.
-        for _ in 0..MAX_ATTEMPTS {
+        // other cannot loop. Waits a quota asked for do not: they end when
+        // the quota lets the call through, or at the deadline.
+        let mut attempts = 0;
+        while attempts < MAX_ATTEMPTS {
+            attempts += 1;
             let address = self.address_for(log, endpoints);
             let client = match make(self, &address) {
                 Ok(client) => client,
@@ -462,6 +465,16 @@ impl Client {
                     // been applied before the failure.
                     if kind != ErrorKind::ResourceExhausted {
                         in_doubt = true;
+                    }
+                    if let Some(millis) = metadata::read_u64(&status, metadata::RETRY_AFTER_MS) {
+                        // Over a quota: the owner is right; wait as long as
+                        // it said and try it again.
+                        last_error = Some(status);
+                        if !retries.wait(Duration::from_millis(millis)).await {
+                            break;
+                        }
+                        attempts -= 1;
+                        continue;
                     }
                     // The cached owner may be gone: ask an endpoint again,
                     // the next one if this one is the unreachable one.

@@ -4,7 +4,8 @@
 //! [`MAX_ATTEMPTS`] attempts, and a total deadline of [`DEADLINE`] from the
 //! first attempt (or from the last progress, for a reader). What counts as
 //! retryable is the caller's decision; this only says how long to wait and
-//! when to stop.
+//! when to stop. A server's retry-after hint (an append over a quota) is
+//! waited out as given and uses up no attempt.
 
 use std::time::Duration;
 
@@ -52,7 +53,21 @@ impl Retries {
             _ => false,
         }
     }
+
+    /// Waits `hint` (a server's retry-after, at most [`MAX_HINT`]) without
+    /// using up an attempt; `false` (at once) when that passes the deadline.
+    pub(crate) async fn wait(&mut self, hint: Duration) -> bool {
+        let hint = hint.min(MAX_HINT);
+        if Instant::now() + hint > self.deadline {
+            return false;
+        }
+        tokio::time::sleep(hint).await;
+        true
+    }
 }
+
+/// The longest single wait a server's retry-after hint can ask for.
+pub(crate) const MAX_HINT: Duration = Duration::from_secs(10);
 
 #[cfg(test)]
 mod tests {

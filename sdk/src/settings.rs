@@ -27,8 +27,18 @@ pub struct Settings {
     pub write_quorum: u32,
     /// The ack quorum A (durable copies before an append is acknowledged).
     pub ack_quorum: u32,
-    /// Appended bytes per second per log; `None`: no quota.
+    /// Appended bytes per second per log; `None`: no quota. Appends over
+    /// a quota are refused with `RESOURCE_EXHAUSTED` and a retry-after
+    /// hint, which the client waits out.
     pub max_append_bytes_per_sec: Option<u64>,
+    /// Appended records per second per log; `None`: no quota.
+    pub max_append_records_per_sec: Option<u64>,
+    /// Appended bytes per second over all of a namespace's logs that one
+    /// ingest node owns; `None`: no quota.
+    pub namespace_max_append_bytes_per_sec: Option<u64>,
+    /// Appended records per second, like
+    /// [`Settings::namespace_max_append_bytes_per_sec`].
+    pub namespace_max_append_records_per_sec: Option<u64>,
     /// Whether these are the namespace's (or log's) own settings; `false`:
     /// inherited from the cluster default (or the log's namespace).
     pub own: bool,
@@ -47,6 +57,9 @@ impl Settings {
             write_quorum: s.write_quorum,
             ack_quorum: s.ack_quorum,
             max_append_bytes_per_sec: s.max_append_bytes_per_sec,
+            max_append_records_per_sec: s.max_append_records_per_sec,
+            namespace_max_append_bytes_per_sec: s.namespace_max_append_bytes_per_sec,
+            namespace_max_append_records_per_sec: s.namespace_max_append_records_per_sec,
             own,
         }
     }
@@ -69,12 +82,24 @@ pub struct SettingsChange {
     pub replication: Option<(u32, u32, u32)>,
     /// See [`Settings::max_append_bytes_per_sec`].
     pub max_append_bytes_per_sec: Option<u64>,
+    /// See [`Settings::max_append_records_per_sec`].
+    pub max_append_records_per_sec: Option<u64>,
+    /// See [`Settings::namespace_max_append_bytes_per_sec`]; namespaces only.
+    pub namespace_max_append_bytes_per_sec: Option<u64>,
+    /// See [`Settings::namespace_max_append_records_per_sec`]; namespaces only.
+    pub namespace_max_append_records_per_sec: Option<u64>,
     /// Keep records forever (no age limit).
     pub clear_retention_ms: bool,
     /// No size limit.
     pub clear_retention_bytes: bool,
-    /// No quota.
+    /// No bytes quota per log.
     pub clear_max_append_bytes_per_sec: bool,
+    /// No records quota per log.
+    pub clear_max_append_records_per_sec: bool,
+    /// No bytes quota for the namespace.
+    pub clear_namespace_max_append_bytes_per_sec: bool,
+    /// No records quota for the namespace.
+    pub clear_namespace_max_append_records_per_sec: bool,
 }
 
 impl SettingsChange {
@@ -101,6 +126,13 @@ impl SettingsChange {
             clear_retention_ms: self.clear_retention_ms,
             clear_retention_bytes: self.clear_retention_bytes,
             clear_max_append_bytes_per_sec: self.clear_max_append_bytes_per_sec,
+            max_append_records_per_sec: self.max_append_records_per_sec,
+            namespace_max_append_bytes_per_sec: self.namespace_max_append_bytes_per_sec,
+            namespace_max_append_records_per_sec: self.namespace_max_append_records_per_sec,
+            clear_max_append_records_per_sec: self.clear_max_append_records_per_sec,
+            clear_namespace_max_append_bytes_per_sec: self.clear_namespace_max_append_bytes_per_sec,
+            clear_namespace_max_append_records_per_sec: self
+                .clear_namespace_max_append_records_per_sec,
         }
     }
 }

@@ -32,6 +32,17 @@ pub struct SettingsArgs {
     /// Appended bytes per second per log, or `none`.
     #[arg(long, value_name = "BYTES|none")]
     pub quota_bytes_per_sec: Option<String>,
+    /// Appended records per second per log, or `none`.
+    #[arg(long, value_name = "RECORDS|none")]
+    pub quota_records_per_sec: Option<String>,
+    /// Appended bytes per second over the namespace's logs on each ingest
+    /// node, or `none` (namespaces only).
+    #[arg(long, value_name = "BYTES|none")]
+    pub ns_quota_bytes_per_sec: Option<String>,
+    /// Appended records per second over the namespace's logs on each
+    /// ingest node, or `none` (namespaces only).
+    #[arg(long, value_name = "RECORDS|none")]
+    pub ns_quota_records_per_sec: Option<String>,
 }
 
 impl SettingsArgs {
@@ -58,10 +69,38 @@ impl SettingsArgs {
         if let Some(replication) = &self.replication {
             change.replication = Some(replication_of(replication)?);
         }
-        if let Some(quota) = &self.quota_bytes_per_sec {
-            match limit(quota, "--quota-bytes-per-sec")? {
-                Some(quota) => change.max_append_bytes_per_sec = Some(quota),
-                None => change.clear_max_append_bytes_per_sec = true,
+        let quotas = [
+            (
+                &self.quota_bytes_per_sec,
+                "--quota-bytes-per-sec",
+                &mut change.max_append_bytes_per_sec,
+                &mut change.clear_max_append_bytes_per_sec,
+            ),
+            (
+                &self.quota_records_per_sec,
+                "--quota-records-per-sec",
+                &mut change.max_append_records_per_sec,
+                &mut change.clear_max_append_records_per_sec,
+            ),
+            (
+                &self.ns_quota_bytes_per_sec,
+                "--ns-quota-bytes-per-sec",
+                &mut change.namespace_max_append_bytes_per_sec,
+                &mut change.clear_namespace_max_append_bytes_per_sec,
+            ),
+            (
+                &self.ns_quota_records_per_sec,
+                "--ns-quota-records-per-sec",
+                &mut change.namespace_max_append_records_per_sec,
+                &mut change.clear_namespace_max_append_records_per_sec,
+            ),
+        ];
+        for (text, flag, value, clear) in quotas {
+            if let Some(text) = text {
+                match limit(text, flag)? {
+                    Some(quota) => *value = Some(quota),
+                    None => *clear = true,
+                }
             }
         }
         Ok(change)
@@ -80,7 +119,7 @@ fn limit(text: &str, flag: &str) -> anyhow::Result<Option<u64>> {
     }
     text.parse()
         .map(Some)
-        .with_context(|| format!("{flag} {text}: expected a number of bytes or none"))
+        .with_context(|| format!("{flag} {text}: expected a number or none"))
 }
 
 fn replication_of(text: &str) -> anyhow::Result<(u32, u32, u32)> {
@@ -196,6 +235,18 @@ pub fn print_settings(settings: &Settings, as_json: bool) {
         "quota bytes/s:      {}",
         or(settings.max_append_bytes_per_sec, "none")
     );
+    println!(
+        "quota records/s:    {}",
+        or(settings.max_append_records_per_sec, "none")
+    );
+    println!(
+        "ns quota bytes/s:   {}",
+        or(settings.namespace_max_append_bytes_per_sec, "none")
+    );
+    println!(
+        "ns quota records/s: {}",
+        or(settings.namespace_max_append_records_per_sec, "none")
+    );
 }
 
 pub fn settings_json(settings: &Settings) -> serde_json::Value {
@@ -208,6 +259,9 @@ pub fn settings_json(settings: &Settings) -> serde_json::Value {
         "roll_max_age_ms": settings.roll_max_age_ms,
         "replication": format!("{}/{}/{}", settings.ensemble, settings.write_quorum, settings.ack_quorum),
         "max_append_bytes_per_sec": settings.max_append_bytes_per_sec,
+        "max_append_records_per_sec": settings.max_append_records_per_sec,
+        "namespace_max_append_bytes_per_sec": settings.namespace_max_append_bytes_per_sec,
+        "namespace_max_append_records_per_sec": settings.namespace_max_append_records_per_sec,
     })
 }
 
@@ -223,6 +277,7 @@ mod tests {
             roll_age: Some("10m".into()),
             replication: Some("3/3/2".into()),
             quota_bytes_per_sec: Some("1048576".into()),
+            ns_quota_records_per_sec: Some("none".into()),
             ..SettingsArgs::default()
         };
         let change = args.change().unwrap();
@@ -231,6 +286,8 @@ mod tests {
         assert_eq!(change.roll_max_age_ms, Some(600_000));
         assert_eq!(change.replication, Some((3, 3, 2)));
         assert_eq!(change.max_append_bytes_per_sec, Some(1_048_576));
+        assert!(change.clear_namespace_max_append_records_per_sec);
+        assert!(!change.clear_max_append_records_per_sec);
         let forever = SettingsArgs {
             retention: Some("forever".into()),
             ..SettingsArgs::default()

@@ -13,6 +13,10 @@ pub const NEXT_OFFSET: &str = "dlog-next-offset";
 /// offset, in decimal.
 pub const FIRST_OFFSET: &str = "dlog-first-offset";
 
+/// On `RESOURCE_EXHAUSTED` for an append over a quota: how long to wait
+/// before trying again, in milliseconds, in decimal.
+pub const RETRY_AFTER_MS: &str = "dlog-retry-after-ms";
+
 /// Reads the decimal `u64` a status carries under `key`, if any.
 pub fn read_u64(status: &tonic::Status, key: &str) -> Option<u64> {
     status.metadata().get(key)?.to_str().ok()?.parse().ok()

@@ -369,11 +369,19 @@ impl Manifest {
     }
 
     /// The configuration that applies to a log: its overrides, else its
-    /// namespace's.
+    /// namespace's; the namespace-wide quotas are always the namespace's.
     pub async fn log_config(&self, log: &LogName) -> Result<NamespaceConfig> {
+        let namespace = self.namespace(log.namespace()).await?;
         match self.log(log).await?.config {
-            Some(config) => Ok(config),
-            None => self.namespace(log.namespace()).await,
+            Some(mut config) => {
+                // Namespace-wide quotas belong to the namespace.
+                config.namespace_max_append_bytes_per_sec =
+                    namespace.namespace_max_append_bytes_per_sec;
+                config.namespace_max_append_records_per_sec =
+                    namespace.namespace_max_append_records_per_sec;
+                Ok(config)
+            }
+            None => Ok(namespace),
         }
     }
 

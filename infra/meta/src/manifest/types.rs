@@ -92,8 +92,16 @@ pub struct NamespaceConfig {
     pub roll: RollPolicy,
     pub replication: Replication,
     /// Appended bytes per second per log; above it appends get
-    /// `RESOURCE_EXHAUSTED`.
+    /// `RESOURCE_EXHAUSTED` with a retry-after hint.
     pub max_append_bytes_per_sec: Option<u64>,
+    /// Appended records per second per log.
+    pub max_append_records_per_sec: Option<u64>,
+    /// Appended bytes per second over all of the namespace's logs that one
+    /// ingest node owns. Set on the namespace only: a log's own settings
+    /// take them from their namespace ([`super::Manifest::log_config`]).
+    pub namespace_max_append_bytes_per_sec: Option<u64>,
+    /// Appended records per second, like `namespace_max_append_bytes_per_sec`.
+    pub namespace_max_append_records_per_sec: Option<u64>,
 }
 
 /// The longest retention age accepted: 100 years. Longer is meant as
