@@ -137,7 +137,7 @@ for i in 1 2 3; do
     wait_port "$p"
 done
 node_port=$(free_port)
-DLOG_CACHE_DROP_GRACE_SECS=1 "$DLOG" serve --roles ingest,compactor,reader --metastore "etcd://127.0.0.1:$etcd_port" \
+DLOG_COMPACTOR__CACHE_DROP_GRACE=1s "$DLOG" serve --roles ingest,compactor,reader --metastore "etcd://127.0.0.1:$etcd_port" \
     --object-store s3://bench/cluster --listen "127.0.0.1:$node_port" --data-dir "$WORK/node" --node-id node-1 \
     >"$WORK/node.log" 2>&1 &
 PIDS+=($!)

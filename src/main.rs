@@ -6,6 +6,7 @@ use std::process::ExitCode;
 use clap::Parser;
 
 mod cli;
+mod config;
 mod health;
 mod metrics;
 mod server;

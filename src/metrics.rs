@@ -9,7 +9,7 @@
 //!
 //! Latencies are histograms with fixed buckets (not summaries), so they can
 //! be aggregated across nodes. Gauges are set by sampling (every
-//! [`SAMPLE_PERIOD`]), never incremented, so a gauge no longer sampled (a
+//! `node.metrics_sample_interval`), never incremented, so a gauge no longer sampled (a
 //! subscription whose log moved to another owner) is dropped after
 //! [`GAUGE_IDLE`] instead of reporting a stale value.
 
@@ -25,9 +25,8 @@ use metrics_exporter_prometheus::{Matcher, PrometheusBuilder};
 use metrics_util::MetricKindMask;
 use tokio_util::sync::CancellationToken;
 
-/// How often the gauges are sampled; `DLOG_METRICS_SAMPLE_MS` overrides
-/// it (tests).
-const SAMPLE_PERIOD: Duration = Duration::from_secs(5);
+/// The shortest sampling period taken (`node.metrics_sample_interval`).
+const MIN_SAMPLE_PERIOD: Duration = Duration::from_millis(10);
 /// Subscription lag costs one manifest range per owned log: sampled every
 /// this many periods.
 const LAG_EVERY: u32 = 6;
@@ -71,13 +70,9 @@ pub struct Sampled {
     pub reader: Option<Arc<ReadEngine>>,
 }
 
-/// Samples the roles' gauges every [`SAMPLE_PERIOD`] until `stop`.
-pub async fn sample(roles: Sampled, stop: CancellationToken) {
-    let period = std::env::var("DLOG_METRICS_SAMPLE_MS")
-        .ok()
-        .and_then(|ms| ms.parse().ok())
-        .map_or(SAMPLE_PERIOD, |ms: u64| Duration::from_millis(ms.max(10)));
-    let mut ticks = tokio::time::interval(period);
+/// Samples the roles' gauges every `period` (at least 10 ms) until `stop`.
+pub async fn sample(roles: Sampled, period: Duration, stop: CancellationToken) {
+    let mut ticks = tokio::time::interval(period.max(MIN_SAMPLE_PERIOD));
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut round: u32 = 0;
     loop {

@@ -13,7 +13,6 @@
 //! non-zero, so a supervisor restarts it fresh.
 
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -22,91 +21,30 @@ use dlog_cache::confirm::{self, Confirmation};
 use dlog_cache::identity;
 use dlog_cache::service::CacheServer;
 use dlog_cache::trust::Trust;
-use dlog_cache::{CacheStore, StoreOptions, reconcile};
-use dlog_compactor::{Compactor, CompactorOptions};
+use dlog_cache::{CacheStore, reconcile};
+use dlog_compactor::Compactor;
 use dlog_ingest::pool::CachePool;
-use dlog_ingest::{AdminServer, IngestNode, IngestOptions, LogServer};
+use dlog_ingest::{AdminServer, IngestNode, LogServer};
 use dlog_meta::cache_clients::{CacheClients, Connector, GrpcConnector, LocalFirst};
 use dlog_meta::manifest::{Manifest, NodeInfo, Replication, Role};
 use dlog_meta::metastore::{self, LeaseKeeper};
-use dlog_reader::{ReadEngine, ReadServer, ReaderOptions};
-use serde::Deserialize;
+use dlog_reader::{ReadEngine, ReadServer};
 use tokio_util::sync::CancellationToken;
 use tonic::transport::server::TcpIncoming;
 
-/// TTL of a node's lease: how long a dead node stays registered and keeps
-/// the logs it owned. `DLOG_NODE_LEASE_TTL_SECS` overrides it (tests use 2).
-const NODE_LEASE_TTL: Duration = Duration::from_secs(10);
+use crate::config::NodeConfig;
 
-/// How long a clean shutdown (SIGTERM) lets owners drain and requests
-/// finish before open connections are cut.
-const DRAIN_ON_SHUTDOWN: Duration = Duration::from_secs(10);
 /// The same after the lease was lost: nothing this node does counts any
 /// more, so it only ends its streams and goes.
 const DRAIN_ON_LEASE_LOSS: Duration = Duration::from_millis(600);
 
-fn node_lease_ttl() -> Duration {
-    env_secs("DLOG_NODE_LEASE_TTL_SECS").unwrap_or(NODE_LEASE_TTL)
-}
-
-/// A duration in whole seconds from an environment variable (test tuning).
-fn env_secs(name: &str) -> Option<Duration> {
-    std::env::var(name)
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .map(Duration::from_secs)
-}
-
-/// What `dlog serve` runs; from flags and an optional TOML file with the
-/// same keys (flags win).
-#[derive(Debug, Clone, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
+/// What `serve` runs: the settings, and whether this is standalone.
+#[derive(Debug, Clone)]
 pub struct ServeOptions {
-    #[serde(default)]
-    pub roles: Vec<String>,
-    pub metastore: Option<String>,
-    pub object_store: Option<String>,
-    pub listen: Option<String>,
-    pub data_dir: Option<PathBuf>,
-    pub node_id: Option<String>,
-    /// Serve Prometheus metrics on this address (`HOST:PORT`); off if unset.
-    pub metrics_listen: Option<String>,
-    /// Start a cache node whose data is gone (empty directory) under its
-    /// registered id afresh: it then never answers for older segments.
-    #[serde(default)]
-    pub reinit_cache: bool,
+    pub config: NodeConfig,
     /// Standalone: one cache node, so logs without their own replication
     /// settings use 1/1/1.
-    #[serde(skip)]
     pub single_node: bool,
-}
-
-impl ServeOptions {
-    /// Reads a config file.
-    pub fn from_file(path: &std::path::Path) -> anyhow::Result<ServeOptions> {
-        let text = std::fs::read_to_string(path)
-            .with_context(|| format!("read config file {}", path.display()))?;
-        toml::from_str(&text).with_context(|| format!("parse config file {}", path.display()))
-    }
-
-    /// `self` with the unset fields taken from `file`.
-    pub fn or(self, file: ServeOptions) -> ServeOptions {
-        ServeOptions {
-            roles: if self.roles.is_empty() {
-                file.roles
-            } else {
-                self.roles
-            },
-            metastore: self.metastore.or(file.metastore),
-            object_store: self.object_store.or(file.object_store),
-            listen: self.listen.or(file.listen),
-            data_dir: self.data_dir.or(file.data_dir),
-            node_id: self.node_id.or(file.node_id),
-            metrics_listen: self.metrics_listen.or(file.metrics_listen),
-            reinit_cache: self.reinit_cache || file.reinit_cache,
-            single_node: self.single_node,
-        }
-    }
 }
 
 fn parse_roles(roles: &[String]) -> anyhow::Result<Vec<Role>> {
@@ -130,31 +68,29 @@ fn default_node_id(addr: SocketAddr) -> String {
     format!("{host}-{}", addr.port())
 }
 
-/// `dlog standalone`: every role in one process on `listen`, state under
-/// `data_dir` (`meta/` embedded metastore, `cache/` journal, `objects/`
-/// Parquet files), until `shutdown` is cancelled.
-pub async fn standalone(
-    data_dir: &Path,
-    listen: &str,
-    metrics_listen: Option<String>,
-    shutdown: CancellationToken,
-) -> anyhow::Result<()> {
+/// `dlog standalone`: every role in one process on `config.listen`, state
+/// under `config.data_dir` (`meta/` embedded metastore, `cache/` journal,
+/// `objects/` Parquet files), until `shutdown` is cancelled. It sets the
+/// roles, metastore, object store and node id itself.
+pub async fn standalone(mut config: NodeConfig, shutdown: CancellationToken) -> anyhow::Result<()> {
+    let data_dir = config
+        .data_dir
+        .clone()
+        .context("standalone needs a data directory")?;
     let objects = data_dir.join("objects");
     std::fs::create_dir_all(&objects).with_context(|| format!("create {}", objects.display()))?;
     let data_dir = data_dir
         .canonicalize()
         .with_context(|| format!("resolve {}", data_dir.display()))?;
+    config.roles = ["cache", "ingest", "compactor", "reader"]
+        .map(String::from)
+        .to_vec();
+    config.metastore = Some(format!("embedded://{}", data_dir.join("meta").display()));
+    config.object_store = Some(format!("file://{}", data_dir.join("objects").display()));
+    config.data_dir = Some(data_dir);
+    config.node_id = Some("standalone".to_owned());
     let options = ServeOptions {
-        roles: ["cache", "ingest", "compactor", "reader"]
-            .map(String::from)
-            .to_vec(),
-        metastore: Some(format!("embedded://{}", data_dir.join("meta").display())),
-        object_store: Some(format!("file://{}", data_dir.join("objects").display())),
-        listen: Some(listen.to_owned()),
-        data_dir: Some(data_dir),
-        node_id: Some("standalone".to_owned()),
-        metrics_listen,
-        reinit_cache: false,
+        config,
         single_node: true,
     };
     serve(options, shutdown).await
@@ -184,15 +120,19 @@ async fn one_replica_by_default(manifest: &Manifest) -> anyhow::Result<()> {
 
 /// Runs the roles until `shutdown` is cancelled.
 pub async fn serve(options: ServeOptions, shutdown: CancellationToken) -> anyhow::Result<()> {
-    let roles = parse_roles(&options.roles)?;
-    let metastore_url = options
+    let config = options.config;
+    let roles = parse_roles(&config.roles)?;
+    let metastore_url = config
         .metastore
+        .clone()
         .context("--metastore is required (etcd://HOST:PORT[/CLUSTER] or embedded://DIR)")?;
-    let listen = options
+    let listen = config
         .listen
+        .clone()
         .context("--listen is required (e.g. 127.0.0.1:7070)")?;
-    let data_dir = options.data_dir.context("--data-dir is required")?;
-    let metrics_on = match &options.metrics_listen {
+    let data_dir = config.data_dir.clone().context("--data-dir is required")?;
+    dlog_compactor::failpoint::arm(&config.compactor.failpoints);
+    let metrics_on = match &config.metrics_listen {
         Some(addr) => {
             let addr = addr
                 .parse()
@@ -204,7 +144,7 @@ pub async fn serve(options: ServeOptions, shutdown: CancellationToken) -> anyhow
     };
     let mut sampled = crate::metrics::Sampled::default();
     // Checked now so a typo fails at start, not at the first offload.
-    let objects = match &options.object_store {
+    let objects = match &config.object_store {
         Some(url) => Some(dlog_storage::objstore::open(url).context("--object-store")?),
         None => None,
     };
@@ -231,13 +171,16 @@ pub async fn serve(options: ServeOptions, shutdown: CancellationToken) -> anyhow
         .local_addr()
         .context("read the listening address")?;
     let node = NodeInfo {
-        id: options.node_id.unwrap_or_else(|| default_node_id(addr)),
+        id: config
+            .node_id
+            .clone()
+            .unwrap_or_else(|| default_node_id(addr)),
         address: format!("http://{addr}"),
         zone: String::new(),
         capacity: 0,
     };
 
-    let lease = LeaseKeeper::start(store.clone(), node_lease_ttl())
+    let lease = LeaseKeeper::start(store.clone(), config.node.lease_ttl)
         .await
         .context("take a node lease")?;
 
@@ -261,7 +204,7 @@ pub async fn serve(options: ServeOptions, shutdown: CancellationToken) -> anyhow
             &manifest,
             &journal_dir,
             &node.id,
-            options.reinit_cache,
+            config.reinit_cache,
             confirm::REINIT_WAIT,
         )
         .await
@@ -270,7 +213,7 @@ pub async fn serve(options: ServeOptions, shutdown: CancellationToken) -> anyhow
         if id.reinitialised {
             tracing::warn!(node = %node.id, "cache node re-initialised with an empty store");
         }
-        let options = StoreOptions::new(journal_dir);
+        let options = config.store_options(journal_dir);
         let cache = tokio::task::spawn_blocking(move || CacheStore::open(options))
             .await
             .context("open the cache journal")?
@@ -320,7 +263,7 @@ pub async fn serve(options: ServeOptions, shutdown: CancellationToken) -> anyhow
             node.clone(),
             lease.lease,
             lease.lost.clone(),
-            IngestOptions::default(),
+            config.ingest_options(),
             Arc::new(pool),
         );
         sampled.ingest = Some(node.clone());
@@ -339,7 +282,7 @@ pub async fn serve(options: ServeOptions, shutdown: CancellationToken) -> anyhow
         let engine = Arc::new(ReadEngine::with_cache_clients(
             manifest.clone(),
             objects.clone(),
-            ReaderOptions::default(),
+            config.reader.clone(),
             cache_clients(),
         ));
         sampled.reader = Some(engine.clone());
@@ -355,16 +298,7 @@ pub async fn serve(options: ServeOptions, shutdown: CancellationToken) -> anyhow
 
     let mut compactor_task = None;
     if let (true, Some(objects)) = (roles.contains(&Role::Compactor), objects) {
-        let options = CompactorOptions {
-            cache_drop_grace: env_secs("DLOG_CACHE_DROP_GRACE_SECS")
-                .unwrap_or(CompactorOptions::default().cache_drop_grace),
-            orphan_sweep_interval: match env_secs("DLOG_ORPHAN_SWEEP_SECS") {
-                Some(Duration::ZERO) => None,
-                Some(every) => Some(every),
-                None => CompactorOptions::default().orphan_sweep_interval,
-            },
-            ..CompactorOptions::default()
-        };
+        let options = config.compactor_options();
         let compactor = Compactor::new(
             manifest.clone(),
             objects,
@@ -398,7 +332,7 @@ pub async fn serve(options: ServeOptions, shutdown: CancellationToken) -> anyhow
             background_stop.clone(),
             replaced.clone(),
         ));
-        let period = env_secs("DLOG_CACHE_RECONCILE_SECS").unwrap_or(reconcile::DEFAULT_PERIOD);
+        let period = config.cache.reconcile_interval;
         tokio::spawn(reconcile::run(
             cache.clone(),
             manifest.clone(),
@@ -409,7 +343,11 @@ pub async fn serve(options: ServeOptions, shutdown: CancellationToken) -> anyhow
         ));
     }
     if metrics_on {
-        tokio::spawn(crate::metrics::sample(sampled, background_stop.clone()));
+        tokio::spawn(crate::metrics::sample(
+            sampled,
+            config.node.metrics_sample_interval,
+            background_stop.clone(),
+        ));
     }
     let role_names: Vec<&str> = roles.iter().map(|r| r.as_str()).collect();
     tracing::info!(node = %node.id, %addr, roles = %role_names.join(","), "serving");
@@ -430,7 +368,7 @@ pub async fn serve(options: ServeOptions, shutdown: CancellationToken) -> anyhow
         _ = replaced.cancelled() => Stop::Replaced,
     };
     let drain = match &why {
-        Stop::Requested => DRAIN_ON_SHUTDOWN,
+        Stop::Requested => config.node.shutdown_drain,
         Stop::LeaseLost => {
             tracing::error!("lost the node lease; stopping");
             DRAIN_ON_LEASE_LOSS

@@ -28,9 +28,9 @@ fn spawn(etcd: &EtcdServer, dir: &Path, port: u16, extra: &[&str]) -> Process {
         .arg(dir)
         .args(["--node-id", NODE])
         .args(extra)
-        .env("DLOG_NODE_LEASE_TTL_SECS", "2")
+        .env("DLOG_NODE__LEASE_TTL", "2s")
         // Identity re-checked (and segments reconciled) every second.
-        .env("DLOG_CACHE_RECONCILE_SECS", "1");
+        .env("DLOG_CACHE__RECONCILE_INTERVAL", "1s");
     Process::spawn(NODE, command, &dir.join("node.log")).unwrap()
 }
 

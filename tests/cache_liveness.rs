@@ -168,7 +168,7 @@ async fn a_log_deleted_while_its_segment_is_open_is_freed_on_the_cache_node() {
     // Reconcile every second: the test checks the periodic pass, not the
     // one at start.
     cluster.caches[0].kill();
-    cluster.caches[0].set_env("DLOG_CACHE_RECONCILE_SECS", "1");
+    cluster.caches[0].set_env("DLOG_CACHE__RECONCILE_INTERVAL", "1s");
     cluster.caches[0].start();
     one_replica(&cluster.manifest).await;
     let client = Client::new(endpoints(&cluster));

@@ -671,7 +671,7 @@ async fn segments_roll_by_policy_and_a_clean_shutdown_hands_over() {
     // would take 30 s, far past any scheduling delay of a busy machine.
     for node in &mut cluster.ingests {
         node.kill();
-        node.start_with_env(&[("DLOG_NODE_LEASE_TTL_SECS", &HANDOVER_LEASE_SECS.to_string())]);
+        node.start_with_env(&[("DLOG_NODE__LEASE_TTL", &format!("{HANDOVER_LEASE_SECS}s"))]);
     }
     let namespace = dlog_wire::names::Namespace::new("roll").unwrap();
     let mut config = dlog_meta::manifest::NamespaceConfig::default();

@@ -1,23 +1,29 @@
-//! Crash points for tests: `DLOG_FAILPOINTS=name[,name..]` makes the process
-//! abort (as abruptly as `kill -9`, no cleanup) when it reaches a named
-//! point. Each crash-critical step of the compactor names one, so tests can
-//! kill it between every pair of steps and check what the next run does.
-//! Unset (always, outside tests) a point costs one lookup in an empty set.
+//! Crash points for tests: once [`arm`]ed with names (the `dlog` binary
+//! takes them from its `compactor.failpoints` setting), the process aborts
+//! (as abruptly as `kill -9`, no cleanup) when it reaches a named point.
+//! Each crash-critical step of the compactor names one, so tests can kill
+//! it between every pair of steps and check what the next run does. Unarmed
+//! (always, outside tests) a point costs one lookup in an empty set.
 
 use std::collections::HashSet;
 use std::sync::OnceLock;
 
+static ARMED: OnceLock<HashSet<String>> = OnceLock::new();
+
 fn armed() -> &'static HashSet<String> {
-    static ARMED: OnceLock<HashSet<String>> = OnceLock::new();
-    ARMED.get_or_init(|| {
-        std::env::var("DLOG_FAILPOINTS")
-            .unwrap_or_default()
-            .split(',')
-            .map(str::trim)
-            .filter(|s| !s.is_empty())
-            .map(str::to_owned)
-            .collect()
-    })
+    ARMED.get_or_init(HashSet::new)
+}
+
+/// Arms the points `names` for the rest of the process; only the first
+/// call counts (a process arms once, at start).
+pub fn arm(names: &[String]) {
+    let names = names
+        .iter()
+        .map(|s| s.trim())
+        .filter(|s| !s.is_empty())
+        .map(str::to_owned)
+        .collect();
+    let _ = ARMED.set(names);
 }
 
 /// Aborts the process here if the point `name` is armed.

@@ -5,7 +5,7 @@
 //! | module | owns |
 //! |---|---|
 //! | [`offload`] | reading a sealed segment from its replicas, crash-safe upload, the `offloaded` CAS |
-//! | [`failpoint`] | named crash points of the offload steps, for tests (`DLOG_FAILPOINTS`) |
+//! | [`failpoint`] | named crash points of the offload steps, for tests (`compactor.failpoints`) |
 //! | [`compactor`] | the work loop: offload, cache drops after a grace period, retention, deleted logs |
 //! | [`orphans`] | the sweep of object folders whose log id no live log has |
 //! | [`series`] | the role's Prometheus series (metrics) |

@@ -62,15 +62,13 @@ impl AdminServer {
 
     async fn log_response(&self, log: &LogName) -> Result<pb::LogSettingsResponse, Status> {
         let meta = self.node.manifest().log(log).await.map_err(to_status)?;
-        let config = match &meta.config {
-            Some(config) => config.clone(),
-            None => self
-                .node
-                .manifest()
-                .namespace(log.namespace())
-                .await
-                .map_err(to_status)?,
-        };
+        // In force: with the namespace-wide quotas of its namespace.
+        let config = self
+            .node
+            .manifest()
+            .log_config(log)
+            .await
+            .map_err(to_status)?;
         Ok(pb::LogSettingsResponse {
             log: log.to_string(),
             settings: Some(settings(&config)),

@@ -58,6 +58,11 @@ pub enum Error {
         log: LogName,
         over: crate::quota::OverQuota,
     },
+    #[error(
+        "log {log}: an earlier append of this session failed, so this one was not applied \
+         (open a new session and resend from the first failed append)"
+    )]
+    SessionBroken { log: LogName },
     #[error("not enough live cache nodes: {live} live, {needed} needed")]
     NoCacheNodes { live: usize, needed: usize },
     #[error("replicate to cache node {node}")]
@@ -99,9 +104,9 @@ impl Classify for Error {
             | Error::Recovery { .. }
             | Error::DeletedUnfenced { .. }
             | Error::ShuttingDown => ErrorKind::Unavailable,
-            Error::ExpectedOffset { .. } | Error::EndOfStream { .. } => {
-                ErrorKind::FailedPrecondition
-            }
+            Error::ExpectedOffset { .. }
+            | Error::EndOfStream { .. }
+            | Error::SessionBroken { .. } => ErrorKind::FailedPrecondition,
             Error::TxidDecreasing { .. } => ErrorKind::InvalidArgument,
             Error::LogIdMismatch { .. } => ErrorKind::NotFound,
             // Refused before anything was applied, like backpressure.

@@ -39,6 +39,7 @@ use tokio_util::sync::CancellationToken;
 use crate::error::{Error, Result};
 use crate::owner::{
     AppendAck, Command, NodeBudget, Owner, OwnerEnv, OwnerHandle, OwnerInfo, OwnerOptions, Resume,
+    SessionGate,
 };
 use crate::pool::CachePool;
 use crate::quota::NamespaceQuotas;
@@ -343,19 +344,33 @@ impl IngestNode {
     pub async fn append(&self, append: Append) -> Result<AppendAck> {
         self.retire_older_incarnation(&append).await?;
         let log = append.log.clone();
-        self.ask(&log, |reply| Command::Append { append, reply })
-            .await?
+        self.ask(&log, |reply| Command::Append {
+            append,
+            reply,
+            session: None,
+        })
+        .await?
     }
 
-    /// Queues an append and returns the answer to wait for (for pipelined
-    /// sessions: answers come in the order the appends were queued).
-    pub async fn submit(&self, append: Append) -> Result<oneshot::Receiver<Result<AppendAck>>> {
+    /// Queues an append of `session` and returns the answer to wait for
+    /// (for pipelined sessions: answers come in the order the appends were
+    /// queued). Once an append of the session failed, the owner refuses
+    /// its later ones unapplied.
+    pub async fn submit(
+        &self,
+        append: Append,
+        session: &SessionGate,
+    ) -> Result<oneshot::Receiver<Result<AppendAck>>> {
         self.retire_older_incarnation(&append).await?;
         let log = append.log.clone();
         let handle = self.owner(&log).await?;
         let (reply, answer) = oneshot::channel();
         handle
-            .send(Command::Append { append, reply })
+            .send(Command::Append {
+                append,
+                reply,
+                session: Some(session.clone()),
+            })
             .await
             .ok_or(Error::OwnershipLost {
                 log,
@@ -721,7 +736,8 @@ mod tests {
                 expected_offset: None,
                 expected_log_id: None,
             };
-            answers.push(node.submit(append).await.unwrap());
+            let session = SessionGate::default();
+            answers.push(node.submit(append, &session).await.unwrap());
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
         let refused = answers
@@ -739,6 +755,48 @@ mod tests {
         assert!(
             refused > 0,
             "10 000 000 records were queued and none refused"
+        );
+    }
+
+    /// In a session, an append refused (here for back-pressure) closes the
+    /// session: a smaller append after it, which would fit, is refused
+    /// too, so the log never holds a session's later append without its
+    /// earlier one (before: the third append was accepted).
+    #[tokio::test]
+    async fn after_a_refused_append_the_rest_of_its_session_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let (node, _, log) = node_without_cache_nodes(dir.path(), "ns/session").await;
+        let append = |records: usize| Append {
+            log: log.clone(),
+            records: vec![dlog_wire::record::Record::default(); records],
+            expected_offset: None,
+            expected_log_id: None,
+        };
+        let session = SessionGate::default();
+        let mut answers = Vec::new();
+        // The first fills the log's budget; the second is over it.
+        for records in [10_000, 10_000, 1] {
+            for _ in 0..100 {
+                answers.push(node.submit(append(records), &session).await.unwrap());
+                if session.is_closed() {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(1)).await;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let last = answers.last_mut().unwrap().try_recv();
+        assert!(
+            matches!(last, Ok(Err(Error::SessionBroken { .. }))),
+            "{last:?}"
+        );
+        // Another session is not affected.
+        let other = SessionGate::default();
+        let mut fresh = node.submit(append(1), &other).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        assert!(
+            !matches!(fresh.try_recv(), Ok(Err(Error::SessionBroken { .. }))),
+            "a fresh session was refused as broken"
         );
     }
 

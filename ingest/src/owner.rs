@@ -31,7 +31,7 @@
 
 use std::collections::VecDeque;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -148,6 +148,8 @@ pub enum Command {
     Append {
         append: Append,
         reply: oneshot::Sender<Result<AppendAck>>,
+        /// The append session it came on, if any.
+        session: Option<SessionGate>,
     },
     /// Seal the open segment (after what is in flight is acknowledged).
     Seal {
@@ -187,9 +189,45 @@ impl Resume {
     }
 }
 
+/// One append session's gate: closed by the first append of the session
+/// that fails, after which the session's later appends are refused
+/// unapplied. Without it a refused append followed by an accepted one
+/// would put the later one in the log alone, and a client that sends both
+/// again would write it twice (ARCHITECTURE.md, "Append sessions").
+#[derive(Debug, Clone, Default)]
+pub struct SessionGate(Arc<AtomicBool>);
+
+impl SessionGate {
+    pub fn is_closed(&self) -> bool {
+        self.0.load(Ordering::Acquire)
+    }
+
+    pub fn close(&self) {
+        self.0.store(true, Ordering::Release);
+    }
+}
+
+/// Where an append's answer goes; a failure closes its session's gate.
+#[derive(Debug)]
+struct AppendReply {
+    tx: oneshot::Sender<Result<AppendAck>>,
+    session: Option<SessionGate>,
+}
+
+impl AppendReply {
+    fn send(self, result: Result<AppendAck>) {
+        if result.is_err()
+            && let Some(session) = &self.session
+        {
+            session.close();
+        }
+        let _ = self.tx.send(result);
+    }
+}
+
 #[derive(Debug)]
 struct Waiter {
-    reply: oneshot::Sender<Result<AppendAck>>,
+    reply: AppendReply,
     ack: AppendAck,
     /// The append's [`queued_cost`].
     cost: usize,
@@ -523,8 +561,8 @@ impl Owner {
 
     fn refuse(&self, command: Command, error: Error) {
         match command {
-            Command::Append { reply, .. } => {
-                let _ = reply.send(Err(error));
+            Command::Append { reply, session, .. } => {
+                AppendReply { tx: reply, session }.send(Err(error));
             }
             Command::Seal { reply } => {
                 let _ = reply.send(Err(error));
@@ -549,7 +587,11 @@ impl Owner {
 
     fn on_command(&mut self, command: Command) {
         match command {
-            Command::Append { append, reply } => self.accept(append, reply),
+            Command::Append {
+                append,
+                reply,
+                session,
+            } => self.accept(append, AppendReply { tx: reply, session }),
             Command::Seal { reply } => match &mut self.segment {
                 Some(segment) => {
                     segment.seal_waiters.push(reply);
@@ -655,10 +697,16 @@ impl Owner {
     }
 
     /// Assigns offsets and a timestamp to a checked append and batches it.
-    fn accept(&mut self, append: Append, reply: oneshot::Sender<Result<AppendAck>>) {
+    fn accept(&mut self, append: Append, reply: AppendReply) {
         let cost = queued_cost(&append);
-        let checked = self
-            .check(&append)
+        let session_open = match &reply.session {
+            Some(session) if session.is_closed() => Err(Error::SessionBroken {
+                log: self.log.clone(),
+            }),
+            _ => Ok(()),
+        };
+        let checked = session_open
+            .and_then(|()| self.check(&append))
             .and_then(|()| self.budget.reserve(cost))
             .and_then(|()| {
                 // Last, so an append refused for any other reason takes
@@ -669,7 +717,7 @@ impl Owner {
         if let Err(err) = checked {
             tracing::debug!("append refused: {err}");
             count_refusal(&err);
-            let _ = reply.send(Err(err));
+            reply.send(Err(err));
             return;
         }
         let timestamp_ms = dlog_wire::now_ms().max(self.last_timestamp_ms);
@@ -756,7 +804,7 @@ impl Owner {
                         self.series
                             .append_duration
                             .record(waiter.accepted.elapsed());
-                        let _ = waiter.reply.send(Ok(waiter.ack));
+                        waiter.reply.send(Ok(waiter.ack));
                     }
                 }
             }
@@ -1101,7 +1149,7 @@ impl Owner {
         let batch = std::mem::take(&mut self.batch);
         self.budget.release(batch.bytes);
         for waiter in batch.waiters {
-            let _ = waiter.reply.send(Err(error()));
+            waiter.reply.send(Err(error()));
         }
     }
 
@@ -1110,7 +1158,7 @@ impl Owner {
         for entry in self.in_flight.drain(..).chain(self.resend.drain(..)) {
             self.budget.release(entry.size);
             for waiter in entry.waiters {
-                let _ = waiter.reply.send(Err(error()));
+                waiter.reply.send(Err(error()));
             }
         }
         if let Some(segment) = &mut self.segment {
@@ -1146,7 +1194,10 @@ mod tests {
             });
             let offset = offset as u64;
             batch.waiters.push(Waiter {
-                reply: oneshot::channel().0,
+                reply: AppendReply {
+                    tx: oneshot::channel().0,
+                    session: None,
+                },
                 ack: AppendAck {
                     first_offset: offset,
                     last_offset: offset,

@@ -1,5 +1,5 @@
 //! Append quotas: bytes and records per second, per log and per namespace,
-//! checked by the owner when it accepts an append (`governor`'s GCRA).
+//! checked by the owner when it accepts an append.
 //!
 //! - A log's quota (`max_append_bytes_per_sec`, `max_append_records_per_sec`)
 //!   is exact: one owner sequences all of a log's appends.
@@ -9,12 +9,14 @@
 //!   nodes may take up to N times it in the cluster (ARCHITECTURE.md,
 //!   "Quotas").
 //!
-//! Each limit is a bucket holding one second of its rate. An append larger
-//! than a whole bucket passes when the bucket is full and leaves the rest
-//! as a debt that later appends wait out, so every byte counts and no
-//! append is refused for good. (Under contention for a namespace's bucket,
-//! such an append waits for a moment the bucket is full: keep appends
-//! smaller than a second of the quota.)
+//! Each limit is a GCRA bucket (the virtual-scheduling form of a token
+//! bucket) holding one second of its rate. An append passes while every
+//! bucket it counts against holds anything at all, and is then charged in
+//! full: a large append can take a bucket below empty, and that debt is
+//! time that passes by itself. So the sustained rate is exactly the quota,
+//! an append of any size gets in as soon as anyone could (no starvation of
+//! large appends by small ones), and a refused append is charged nowhere:
+//! all limits are checked before any is charged.
 //!
 //! Time is tokio's clock, so tests with paused time and the deterministic
 //! simulation see quotas refill as their clock says.
@@ -23,16 +25,12 @@
 //! starts with full buckets.
 
 use std::collections::HashMap;
-use std::num::NonZeroU32;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use dlog_meta::manifest::NamespaceConfig;
 use dlog_wire::names::Namespace;
-use governor::clock::Clock;
-use governor::middleware::NoOpMiddleware;
-use governor::state::{InMemoryState, NotKeyed};
-use governor::{Quota, RateLimiter};
+use tokio::time::Instant;
 
 /// What was over its quota, and when to retry.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -43,132 +41,106 @@ pub struct OverQuota {
     pub unit: &'static str,
     /// The limit per second.
     pub limit: u64,
-    /// How long until the append would fit.
+    /// How long until the append would be let through.
     pub retry_after: Duration,
 }
 
-/// tokio's clock, as time since the limiter was made.
-#[derive(Debug, Clone)]
-struct TokioClock {
-    origin: tokio::time::Instant,
-}
+/// How much a bucket holds: one second of its rate.
+const BUCKET: Duration = Duration::from_secs(1);
+/// The shortest retry-after given (a bucket a few nanoseconds from
+/// holding anything would otherwise ask for 0 ms).
+const MIN_RETRY: Duration = Duration::from_millis(1);
 
-impl Clock for TokioClock {
-    type Instant = Duration;
-
-    fn now(&self) -> Duration {
-        self.origin.elapsed()
-    }
-}
-
-type Limiter = RateLimiter<NotKeyed, InMemoryState, TokioClock, NoOpMiddleware<Duration>>;
-
-/// One rate: a bucket of one second's worth, and what oversized appends
-/// still owe it.
+/// One rate limit: bytes or records per second.
+#[derive(Debug, Clone, Copy)]
 struct Rate {
-    limiter: Limiter,
-    per_sec: NonZeroU32,
+    per_sec: u64,
     unit: &'static str,
-    /// The part of appends larger than the bucket not yet taken from it:
-    /// paid off before anything else passes.
-    debt: Mutex<u64>,
-}
-
-impl std::fmt::Debug for Rate {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{} {}/s", self.per_sec, self.unit)
-    }
 }
 
 impl Rate {
-    /// `None` without a limit. Limits above `u32::MAX` per second are
-    /// taken as `u32::MAX` (4 GiB/s; in effect no limit).
-    fn new(per_sec: Option<u64>, unit: &'static str) -> Option<Rate> {
-        let per_sec = NonZeroU32::new(u32::try_from(per_sec?).unwrap_or(u32::MAX))?;
-        let clock = TokioClock {
-            origin: tokio::time::Instant::now(),
-        };
-        Some(Rate {
-            limiter: RateLimiter::direct_with_clock(Quota::per_second(per_sec), clock),
-            per_sec,
-            unit,
-            debt: Mutex::new(0),
-        })
-    }
-
-    /// Takes `amount` from the bucket, or says how long until it fits.
-    /// What an earlier append larger than the bucket still owes is taken
-    /// first; such an append passes with a full bucket and owes the rest,
-    /// so every byte is paid for and none waits forever.
-    fn take(&self, amount: u64) -> Result<(), Duration> {
-        let mut debt = self.debt.lock().unwrap_or_else(|p| p.into_inner());
-        while *debt > 0 {
-            let part = self.part(*debt);
-            self.take_part(part)?;
-            *debt -= u64::from(part.get());
-        }
-        let Some(part) = NonZeroU32::new(self.part(amount).get()).filter(|_| amount > 0) else {
-            return Ok(());
-        };
-        self.take_part(part)?;
-        *debt = amount - u64::from(part.get());
-        Ok(())
-    }
-
-    /// At most a whole bucket of `amount`, at least 1.
-    fn part(&self, amount: u64) -> NonZeroU32 {
-        let part = u32::try_from(amount)
-            .unwrap_or(u32::MAX)
-            .min(self.per_sec.get());
-        NonZeroU32::new(part).unwrap_or(NonZeroU32::MIN)
-    }
-
-    fn take_part(&self, part: NonZeroU32) -> Result<(), Duration> {
-        match self.limiter.check_n(part) {
-            Ok(Ok(())) => Ok(()),
-            Ok(Err(not_until)) => Err(not_until.wait_time_from(self.limiter.clock().now())),
-            Err(_) => unreachable!("a part is at most the bucket's size"),
-        }
+    /// The time `amount` takes at this rate.
+    fn cost(&self, amount: u64) -> Duration {
+        let nanos = u128::from(amount) * 1_000_000_000 / u128::from(self.per_sec);
+        Duration::from_nanos(u64::try_from(nanos).unwrap_or(u64::MAX))
     }
 }
 
-/// A bytes limit and a records limit, either or both absent.
+/// A bucket's state: the theoretical arrival time of the next unit (at or
+/// before now: full; later than `now + BUCKET`: in debt, refusing).
+type Tat = Option<Instant>;
+
+/// Whether a bucket at `tat` lets something through at `now`; if not, how
+/// long until it does.
+fn admits(tat: Tat, now: Instant) -> Result<(), Duration> {
+    match tat {
+        Some(tat) if tat > now + BUCKET => Err((tat - (now + BUCKET)).max(MIN_RETRY)),
+        _ => Ok(()),
+    }
+}
+
+/// The bucket after charging `cost` at `now`.
+fn charged(tat: Tat, now: Instant, cost: Duration) -> Tat {
+    Some(tat.map_or(now, |tat| tat.max(now)) + cost)
+}
+
+/// A bytes limit and a records limit (either or both absent) and their
+/// buckets.
 #[derive(Debug)]
 pub struct Limits {
-    bytes: Option<Rate>,
-    records: Option<Rate>,
+    rates: [Option<Rate>; 2],
+    state: Mutex<[Tat; 2]>,
     /// The settings they were made from.
     settings: (Option<u64>, Option<u64>),
 }
 
 impl Limits {
     pub fn new(bytes_per_sec: Option<u64>, records_per_sec: Option<u64>) -> Limits {
+        let rate = |per_sec: Option<u64>, unit| {
+            per_sec
+                .filter(|n| *n > 0)
+                .map(|per_sec| Rate { per_sec, unit })
+        };
         Limits {
-            bytes: Rate::new(bytes_per_sec, "bytes"),
-            records: Rate::new(records_per_sec, "records"),
+            rates: [
+                rate(bytes_per_sec, "bytes"),
+                rate(records_per_sec, "records"),
+            ],
+            state: Mutex::new([None, None]),
             settings: (bytes_per_sec, records_per_sec),
         }
     }
 
     fn is_unlimited(&self) -> bool {
-        self.bytes.is_none() && self.records.is_none()
+        self.rates.iter().all(Option::is_none)
     }
 
-    /// Takes an append's bytes and records from the buckets. A refusal by
-    /// the records limit leaves the bytes taken: the writer is asked to
-    /// wait anyway, and the bucket refills within a second.
-    fn take(&self, scope: &'static str, bytes: u64, records: u64) -> Result<(), OverQuota> {
-        for (rate, amount) in [(&self.bytes, bytes), (&self.records, records)] {
+    fn lock(&self) -> std::sync::MutexGuard<'_, [Tat; 2]> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Checks the buckets against an append at `now`.
+    fn check(&self, state: &[Tat; 2], scope: &'static str, now: Instant) -> Result<(), OverQuota> {
+        for (rate, tat) in self.rates.iter().zip(state) {
             if let Some(rate) = rate {
-                rate.take(amount).map_err(|retry_after| OverQuota {
+                admits(*tat, now).map_err(|retry_after| OverQuota {
                     scope,
                     unit: rate.unit,
-                    limit: u64::from(rate.per_sec.get()),
+                    limit: rate.per_sec,
                     retry_after,
                 })?;
             }
         }
         Ok(())
+    }
+
+    /// Charges the buckets for `amounts` (bytes, records) at `now`.
+    fn charge(&self, state: &mut [Tat; 2], amounts: [u64; 2], now: Instant) {
+        for ((rate, tat), amount) in self.rates.iter().zip(state.iter_mut()).zip(amounts) {
+            if let Some(rate) = rate {
+                *tat = charged(*tat, now, rate.cost(amount));
+            }
+        }
     }
 }
 
@@ -230,13 +202,29 @@ impl LogQuotas {
         );
     }
 
-    /// Takes an append from the log's quota, then from its namespace's.
+    /// Takes an append from the log's quota and its namespace's: checks
+    /// every bucket, and charges them all only if none refuses.
     pub fn take(&self, bytes: u64, records: u64) -> Result<(), OverQuota> {
-        if let Some(log) = &self.log {
-            log.take("log", bytes, records)?;
+        let now = Instant::now();
+        let amounts = [bytes, records];
+        // Always the log's lock before the namespace's; the log's is only
+        // ever taken by its owner.
+        let mut log = self.log.as_ref().map(|limits| (limits, limits.lock()));
+        let mut namespace = self
+            .namespace
+            .as_deref()
+            .map(|limits| (limits, limits.lock()));
+        if let Some((limits, state)) = &log {
+            limits.check(state, "log", now)?;
         }
-        if let Some(namespace) = &self.namespace {
-            namespace.take("namespace", bytes, records)?;
+        if let Some((limits, state)) = &namespace {
+            limits.check(state, "namespace", now)?;
+        }
+        if let Some((limits, state)) = &mut log {
+            limits.charge(state, amounts, now);
+        }
+        if let Some((limits, state)) = &mut namespace {
+            limits.charge(state, amounts, now);
         }
         Ok(())
     }
@@ -254,65 +242,85 @@ mod tests {
         }
     }
 
+    fn namespace_config(bytes: Option<u64>) -> NamespaceConfig {
+        NamespaceConfig {
+            namespace_max_append_bytes_per_sec: bytes,
+            ..NamespaceConfig::default()
+        }
+    }
+
     #[tokio::test(start_paused = true)]
     async fn a_log_over_its_bytes_quota_is_told_when_to_retry() {
         let ns = Namespace::new("ns").unwrap();
         let shared = NamespaceQuotas::default();
         let mut quotas = LogQuotas::default();
         quotas.configure(&config(Some(1000), None), &ns, &shared);
+        // A full bucket (1000 bytes) lets 600 and then 600 more through,
+        // the second into 200 bytes of debt.
         quotas.take(600, 1).unwrap();
-        let over = quotas.take(600, 1).unwrap_err();
+        quotas.take(600, 1).unwrap();
+        let over = quotas.take(1, 1).unwrap_err();
         assert_eq!((over.scope, over.unit, over.limit), ("log", "bytes", 1000));
-        // 200 bytes short at 1000 bytes/s: 200 ms.
         assert_eq!(over.retry_after, Duration::from_millis(200), "{over:?}");
         tokio::time::advance(over.retry_after).await;
-        quotas.take(600, 1).unwrap();
+        quotas.take(1, 1).unwrap();
     }
 
     #[tokio::test(start_paused = true)]
-    async fn an_append_larger_than_a_bucket_passes_and_the_next_ones_pay_for_it() {
+    async fn a_large_append_passes_and_its_debt_passes_with_time() {
         let ns = Namespace::new("ns").unwrap();
         let shared = NamespaceQuotas::default();
         let mut quotas = LogQuotas::default();
         quotas.configure(&config(None, Some(10)), &ns, &shared);
-        // 50 records against 10/s: passes with a full bucket and owes 40,
-        // which the next appends pay first: 4 s of waiting in all.
+        // 50 records against 10/s: 5 s of rate, 4 s beyond the bucket.
         quotas.take(1, 50).unwrap();
         let over = quotas.take(1, 1).unwrap_err();
         assert_eq!((over.unit, over.limit), ("records", 10));
-        assert_eq!(over.retry_after, Duration::from_secs(1));
-        let mut waited = Duration::ZERO;
-        while let Err(over) = quotas.take(1, 1) {
-            tokio::time::advance(over.retry_after).await;
-            waited += over.retry_after;
-        }
-        assert_eq!(waited, Duration::from_secs(4) + Duration::from_millis(100));
+        assert_eq!(over.retry_after, Duration::from_secs(4));
+        // Idle time pays it off: a day later the bucket is full again.
+        tokio::time::advance(Duration::from_secs(86_400)).await;
+        quotas.take(1, 10).unwrap();
+        quotas.take(1, 1).unwrap();
     }
 
     #[tokio::test(start_paused = true)]
     async fn owners_of_one_namespace_share_its_bucket_until_the_quota_changes() {
         let ns = Namespace::new("ns").unwrap();
         let shared = NamespaceQuotas::default();
-        let with_quota = NamespaceConfig {
-            namespace_max_append_bytes_per_sec: Some(1000),
-            ..NamespaceConfig::default()
-        };
         let (mut a, mut b) = (LogQuotas::default(), LogQuotas::default());
-        a.configure(&with_quota, &ns, &shared);
-        b.configure(&with_quota, &ns, &shared);
-        a.take(800, 1).unwrap();
-        let over = b.take(800, 1).unwrap_err();
+        a.configure(&namespace_config(Some(1000)), &ns, &shared);
+        b.configure(&namespace_config(Some(1000)), &ns, &shared);
+        a.take(1100, 1).unwrap();
+        let over = b.take(1, 1).unwrap_err();
         assert_eq!(over.scope, "namespace");
-        // A new limit is a new, full bucket; a log without a quota of its
-        // own and a namespace without one pass anything.
-        let raised = NamespaceConfig {
-            namespace_max_append_bytes_per_sec: Some(2000),
-            ..NamespaceConfig::default()
-        };
-        b.configure(&raised, &ns, &shared);
+        assert_eq!(over.retry_after, Duration::from_millis(100));
+        // A new limit is a new, full bucket; no quota passes anything.
+        b.configure(&namespace_config(Some(2000)), &ns, &shared);
         b.take(1500, 1).unwrap();
         b.configure(&NamespaceConfig::default(), &ns, &shared);
         b.take(1_000_000, 1_000_000).unwrap();
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_refused_append_is_charged_nowhere() {
+        let ns = Namespace::new("ns").unwrap();
+        let shared = NamespaceQuotas::default();
+        let both = NamespaceConfig {
+            max_append_records_per_sec: Some(10),
+            namespace_max_append_bytes_per_sec: Some(1000),
+            ..NamespaceConfig::default()
+        };
+        let (mut noisy, mut quiet) = (LogQuotas::default(), LogQuotas::default());
+        noisy.configure(&namespace_config(Some(1000)), &ns, &shared);
+        quiet.configure(&both, &ns, &shared);
+        noisy.take(2000, 1).unwrap();
+        // The namespace refuses the quiet log's appends for 1 s: its own
+        // records bucket must stay full meanwhile.
+        for _ in 0..100 {
+            assert_eq!(quiet.take(1, 1).unwrap_err().scope, "namespace");
+        }
+        tokio::time::advance(Duration::from_secs(1)).await;
+        quiet.take(1, 10).unwrap();
     }
 
     #[tokio::test(start_paused = true)]
@@ -321,7 +329,7 @@ mod tests {
         let shared = NamespaceQuotas::default();
         let mut quotas = LogQuotas::default();
         quotas.configure(&config(Some(1000), None), &ns, &shared);
-        quotas.take(1000, 1).unwrap();
+        quotas.take(1500, 1).unwrap();
         // Reconfigured with the same limits (another setting changed).
         quotas.configure(&config(Some(1000), None), &ns, &shared);
         assert!(

@@ -15,7 +15,7 @@ use tonic::{Request, Response, Status, Streaming};
 
 use crate::error::{Error, to_status};
 use crate::node::IngestNode;
-use crate::owner::AppendAck;
+use crate::owner::{AppendAck, SessionGate};
 
 /// Appends one session may have queued but not yet answered.
 const MAX_SESSION_IN_FLIGHT: usize = 1024;
@@ -131,23 +131,43 @@ fn append_response(ack: AppendAck) -> pb::AppendResponse {
 
 /// Submits one append of a session to the log's owner, in session order;
 /// the answer resolves once the append is acknowledged (or refused).
+/// Once one append of the session failed (here or at the owner), the
+/// later ones are refused unapplied ([`SessionGate`]).
 async fn submit_append(
     node: &IngestNode,
     request: pb::AppendRequest,
+    session: &SessionGate,
 ) -> Answer<pb::AppendResponse> {
     let append = match Append::from_proto(request, node.limits()) {
         Ok(append) => append,
-        Err(err) => return Answer::ready(Err(status(err.into()))),
+        Err(err) => {
+            session.close();
+            return Answer::ready(Err(status(err.into())));
+        }
     };
-    match node.submit(append).await {
-        Err(err) => Answer::ready(Err(status(err))),
-        Ok(receiver) => Answer::new(async move {
-            match receiver.await {
-                Ok(Ok(ack)) => Ok(append_response(ack)),
-                Ok(Err(err)) => Err(status(err)),
-                Err(_) => Err(Status::unavailable("the log's owner stopped: retry")),
-            }
-        }),
+    if session.is_closed() {
+        let log = append.log;
+        return Answer::ready(Err(status(Error::SessionBroken { log })));
+    }
+    match node.submit(append, session).await {
+        Err(err) => {
+            session.close();
+            Answer::ready(Err(status(err)))
+        }
+        Ok(receiver) => {
+            let session = session.clone();
+            Answer::new(async move {
+                match receiver.await {
+                    Ok(Ok(ack)) => Ok(append_response(ack)),
+                    // The owner closed the gate when it answered.
+                    Ok(Err(err)) => Err(status(err)),
+                    Err(_) => {
+                        session.close();
+                        Err(Status::unavailable("the log's owner stopped: retry"))
+                    }
+                }
+            })
+        }
     }
 }
 
@@ -218,12 +238,13 @@ impl LogService for LogServer {
         request: Request<Streaming<pb::AppendRequest>>,
     ) -> Result<Response<Self::AppendSessionStream>, Status> {
         let node = self.node.clone();
+        let session = SessionGate::default();
         let answers = serve_ordered(
             request.into_inner(),
             MAX_SESSION_IN_FLIGHT,
             move |request| {
-                let node = node.clone();
-                async move { submit_append(&node, request).await }
+                let (node, session) = (node.clone(), session.clone());
+                async move { submit_append(&node, request, &session).await }
             },
         );
         Ok(Response::new(answers))

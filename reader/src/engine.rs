@@ -120,8 +120,10 @@ pub struct Tail {
     pub log_id: u64,
 }
 
-/// Settings of a reader node.
-#[derive(Debug, Clone)]
+/// Settings of a reader node (the `[reader]` section of the node settings
+/// file).
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+#[serde(default, deny_unknown_fields)]
 pub struct ReaderOptions {
     /// Capacity of the shared cache of entries read from cache nodes.
     pub entry_cache_bytes: u64,

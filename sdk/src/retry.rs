@@ -54,10 +54,10 @@ impl Retries {
         }
     }
 
-    /// Waits `hint` (a server's retry-after, at most [`MAX_HINT`]) without
+    /// Waits `hint` (a server's retry-after, [`MIN_HINT`] to [`MAX_HINT`]) without
     /// using up an attempt; `false` (at once) when that passes the deadline.
     pub(crate) async fn wait(&mut self, hint: Duration) -> bool {
-        let hint = hint.min(MAX_HINT);
+        let hint = hint.clamp(MIN_HINT, MAX_HINT);
         if Instant::now() + hint > self.deadline {
             return false;
         }
@@ -68,6 +68,9 @@ impl Retries {
 
 /// The longest single wait a server's retry-after hint can ask for.
 pub(crate) const MAX_HINT: Duration = Duration::from_secs(10);
+/// The shortest: a hint of 0 (from a proxy, or a hostile server) must not
+/// make a client resend without pause.
+pub(crate) const MIN_HINT: Duration = Duration::from_millis(10);
 
 #[cfg(test)]
 mod tests {

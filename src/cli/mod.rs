@@ -9,7 +9,9 @@ mod read;
 mod settings;
 mod sub;
 
+use crate::config::{self, NodeConfig};
 use crate::server::{ServeOptions, cancel_on_signals, serve, standalone};
+use anyhow::bail;
 use clap::{Parser, Subcommand};
 use distributedlog::Client;
 use tokio_util::sync::CancellationToken;
@@ -42,13 +44,17 @@ pub struct Args {
 pub enum Command {
     /// All roles in one process: embedded metastore, one cache node, file object store.
     Standalone {
-        #[arg(long, default_value = "./dlog-data")]
-        data_dir: PathBuf,
-        #[arg(long, default_value = "127.0.0.1:7070")]
-        listen: String,
+        /// State directory [default: ./dlog-data].
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
+        /// gRPC address [default: 127.0.0.1:7070].
+        #[arg(long)]
+        listen: Option<String>,
         /// Serve Prometheus metrics on HOST:PORT (GET /metrics); off if not given.
         #[arg(long)]
         metrics_listen: Option<String>,
+        #[command(flatten)]
+        settings: SettingsFile,
     },
     /// Run one or more roles of a cluster.
     Serve {
@@ -75,9 +81,8 @@ pub enum Command {
         /// segments created before this start.
         #[arg(long)]
         reinit_cache: bool,
-        /// TOML file with the same keys; flags win.
-        #[arg(long)]
-        config: Option<PathBuf>,
+        #[command(flatten)]
+        settings: SettingsFile,
     },
     /// Create, delete, list and inspect logs; change a log's own settings.
     Logs {
@@ -170,37 +175,69 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         node_id,
         metrics_listen,
         reinit_cache,
-        config,
+        settings,
     } = args.command
     {
-        let flags = ServeOptions {
-            roles,
-            metastore,
-            object_store,
-            listen,
-            data_dir,
-            node_id,
-            metrics_listen,
-            reinit_cache,
-            single_node: false,
-        };
-        let options = match config {
-            Some(path) => flags.or(ServeOptions::from_file(&path)?),
-            None => flags,
-        };
+        let mut flags = Flags::default();
+        if !roles.is_empty() {
+            flags.set("roles", roles);
+        }
+        flags.set_some("metastore", metastore);
+        flags.set_some("object_store", object_store);
+        flags.set_some("listen", listen);
+        flags.set_some("data_dir", data_dir);
+        flags.set_some("node_id", node_id);
+        flags.set_some("metrics_listen", metrics_listen);
+        if reinit_cache {
+            flags.set("reinit_cache", true);
+        }
+        let config = config::load(NodeConfig::default(), settings.config.as_deref(), &flags.0)?;
+        if settings.print_config {
+            print!("{}", config.to_toml()?);
+            return Ok(());
+        }
         let shutdown = CancellationToken::new();
         cancel_on_signals(shutdown.clone());
+        let options = ServeOptions {
+            config,
+            single_node: false,
+        };
         return serve(options, shutdown).await;
     }
     if let Command::Standalone {
         data_dir,
         listen,
         metrics_listen,
-    } = &args.command
+        settings,
+    } = args.command
     {
+        let mut flags = Flags::default();
+        flags.set_some("data_dir", data_dir);
+        flags.set_some("listen", listen);
+        flags.set_some("metrics_listen", metrics_listen);
+        let defaults = NodeConfig {
+            data_dir: Some(PathBuf::from("./dlog-data")),
+            listen: Some("127.0.0.1:7070".to_owned()),
+            ..NodeConfig::default()
+        };
+        let config = config::load(defaults, settings.config.as_deref(), &flags.0)?;
+        if !config.roles.is_empty()
+            || config.metastore.is_some()
+            || config.object_store.is_some()
+            || config.node_id.is_some()
+        {
+            bail!(
+                "dlog standalone sets roles, metastore, object_store and node_id itself; \
+                 remove them from its settings (or run dlog serve)"
+            );
+        }
+        if settings.print_config {
+            print!("{}", config.to_toml()?);
+            return Ok(());
+        }
         let shutdown = CancellationToken::new();
         cancel_on_signals(shutdown.clone());
-        return standalone(data_dir, listen, metrics_listen.clone(), shutdown).await;
+        return standalone(config, shutdown).await;
     }
     let mut client = Client::new(&args.endpoint);
     if let Some(read_endpoint) = &args.read_endpoint {
@@ -223,5 +260,36 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         Command::Read(args) => read::read(&client, args).await,
         Command::Bench(bench) => dlog_bench::run(client, bench).await,
         Command::Serve { .. } => unreachable!("handled above"),
+    }
+}
+
+/// `--config` and `--print-config` of the node commands.
+#[derive(Debug, clap::Args)]
+pub struct SettingsFile {
+    /// TOML settings file (docs/configuration.md); the environment
+    /// (`DLOG_<KEY>`, `DLOG_<SECTION>__<KEY>`) and flags override it.
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// Print the effective settings as TOML and exit.
+    #[arg(long)]
+    print_config: bool,
+}
+
+/// The flags given, as the top layer of the settings.
+#[derive(Debug, Default)]
+struct Flags(Vec<(&'static str, figment::value::Value)>);
+
+impl Flags {
+    fn set(&mut self, key: &'static str, value: impl serde::Serialize) {
+        // Plain strings, paths, lists and booleans always convert.
+        if let Ok(value) = figment::value::Value::serialize(value) {
+            self.0.push((key, value));
+        }
+    }
+
+    fn set_some(&mut self, key: &'static str, value: Option<impl serde::Serialize>) {
+        if let Some(value) = value {
+            self.set(key, value);
+        }
     }
 }

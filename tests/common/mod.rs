@@ -93,10 +93,10 @@ impl Node {
         false
     }
 
-    /// Starts with `DLOG_FAILPOINTS=point`, not waiting for the port: it
+    /// Starts with `DLOG_COMPACTOR__FAILPOINTS=point`, not waiting for the port: it
     /// may abort before it listens. See [`Node::wait_exit`].
     pub fn start_to_crash_at(&mut self, point: &str) {
-        self.spawn(&[("DLOG_FAILPOINTS", point)]);
+        self.spawn(&[("DLOG_COMPACTOR__FAILPOINTS", point)]);
     }
 
     /// Removes everything in the node's data directory but its log file
@@ -134,8 +134,8 @@ impl Node {
         let mut command = Command::new(env!("CARGO_BIN_EXE_dlog"));
         // Defaults first: the node's and the call's environment override them.
         command
-            .env("DLOG_NODE_LEASE_TTL_SECS", LEASE_TTL_SECS.to_string())
-            .env("DLOG_METRICS_SAMPLE_MS", "200")
+            .env("DLOG_NODE__LEASE_TTL", format!("{LEASE_TTL_SECS}s"))
+            .env("DLOG_NODE__METRICS_SAMPLE_INTERVAL", "200ms")
             .env("RUST_LOG", "info");
         for (key, value) in self
             .env
@@ -254,7 +254,7 @@ impl Cluster {
     }
 
     /// Also starts an S3 server (when there are compactors or readers),
-    /// `compactors` compactor nodes (`DLOG_CACHE_DROP_GRACE_SECS` is 1) and
+    /// `compactors` compactor nodes (`compactor.cache_drop_grace` is 1 s) and
     /// `readers` reader nodes.
     pub async fn start_with(
         caches: usize,
@@ -323,8 +323,9 @@ impl Cluster {
             ];
             n.env = s3.env();
             n.env
-                .push(("DLOG_CACHE_DROP_GRACE_SECS".into(), "1".into()));
-            n.env.push(("DLOG_ORPHAN_SWEEP_SECS".into(), "1".into()));
+                .push(("DLOG_COMPACTOR__CACHE_DROP_GRACE".into(), "1s".into()));
+            n.env
+                .push(("DLOG_COMPACTOR__ORPHAN_SWEEP_INTERVAL".into(), "1s".into()));
         }
         for n in caches
             .iter_mut()

@@ -1,0 +1,474 @@
+//! The settings of a node (`dlog serve`, `dlog standalone`): every tunable
+//! of every role, in one struct, read in layers (each overrides the one
+//! before):
+//!
+//! 1. the defaults (those of the roles' `*Options`);
+//! 2. the TOML file of `--config`;
+//! 3. environment variables `DLOG_<KEY>`, with `__` between a section and
+//!    its key (`DLOG_INGEST__LINGER=2ms`); variables that name no setting
+//!    (`DLOG_ENDPOINT`, the CLI's) are left alone;
+//! 4. the flags.
+//!
+//! Durations are human-readable (`"10s"`, `"2ms"`, `"1day"`); sizes are
+//! bytes. Every key is documented in docs/configuration.md, and a test
+//! checks that the page names each one. This module is the only place the
+//! node reads its environment.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use dlog_cache::StoreOptions;
+use dlog_compactor::CompactorOptions;
+use dlog_ingest::IngestOptions;
+use dlog_reader::ReaderOptions;
+use figment::providers::{Env, Serialized};
+use figment::value::{Dict, Map};
+use figment::{Figment, Metadata, Profile, Provider};
+use serde::{Deserialize, Deserializer, Serialize};
+
+/// Everything a node runs with.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct NodeConfig {
+    /// Roles this node runs: ingest, cache, compactor, reader.
+    #[serde(deserialize_with = "list_or_commas")]
+    pub roles: Vec<String>,
+    /// `etcd://HOST:PORT[,HOST:PORT..][/CLUSTER]` or `embedded://DIR`.
+    pub metastore: Option<String>,
+    /// `s3://BUCKET[/PREFIX]`, `file:///DIR` or `memory://`.
+    pub object_store: Option<String>,
+    /// gRPC address, `HOST:PORT`.
+    pub listen: Option<String>,
+    pub data_dir: Option<PathBuf>,
+    pub node_id: Option<String>,
+    /// Prometheus metrics on `HOST:PORT`; off if unset.
+    pub metrics_listen: Option<String>,
+    /// Cache role: rejoin under a registered id whose data is gone.
+    pub reinit_cache: bool,
+    pub node: NodeSection,
+    pub ingest: IngestSection,
+    pub cache: CacheSection,
+    pub compactor: CompactorSection,
+    /// The reader role's options as they are.
+    pub reader: ReaderOptions,
+}
+
+/// The top-level keys, for telling the environment variables that are
+/// settings from those that are not.
+const TOP_KEYS: [&str; 13] = [
+    "roles",
+    "metastore",
+    "object_store",
+    "listen",
+    "data_dir",
+    "node_id",
+    "metrics_listen",
+    "reinit_cache",
+    "node",
+    "ingest",
+    "cache",
+    "compactor",
+    "reader",
+];
+
+/// Settings of the process, whatever its roles.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct NodeSection {
+    /// TTL of the node's lease in the metastore.
+    #[serde(with = "humantime_serde")]
+    pub lease_ttl: Duration,
+    /// How long a clean stop (SIGTERM) lets work finish before it cuts
+    /// open connections.
+    #[serde(with = "humantime_serde")]
+    pub shutdown_drain: Duration,
+    /// How often gauges are sampled for the metrics page.
+    #[serde(with = "humantime_serde")]
+    pub metrics_sample_interval: Duration,
+}
+
+impl Default for NodeSection {
+    fn default() -> Self {
+        NodeSection {
+            lease_ttl: Duration::from_secs(10),
+            shutdown_drain: Duration::from_secs(10),
+            metrics_sample_interval: Duration::from_secs(5),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct IngestSection {
+    #[serde(with = "humantime_serde")]
+    pub linger: Duration,
+    pub max_entry_bytes: usize,
+    pub max_in_flight_bytes: usize,
+    pub max_node_in_flight_bytes: usize,
+    #[serde(with = "humantime_serde")]
+    pub roll_drain_timeout: Duration,
+}
+
+impl Default for IngestSection {
+    fn default() -> Self {
+        let options = IngestOptions::default();
+        IngestSection {
+            linger: options.owner.linger,
+            max_entry_bytes: options.owner.max_entry_bytes,
+            max_in_flight_bytes: options.owner.max_in_flight_bytes,
+            max_node_in_flight_bytes: options.max_node_in_flight_bytes,
+            roll_drain_timeout: options.owner.drain_timeout,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct CacheSection {
+    pub hot_cache_bytes: u64,
+    pub journal_roll_bytes: u64,
+    pub journal_max_batch_bytes: usize,
+    #[serde(with = "humantime_serde")]
+    pub reconcile_interval: Duration,
+}
+
+impl Default for CacheSection {
+    fn default() -> Self {
+        let options = StoreOptions::new("");
+        CacheSection {
+            hot_cache_bytes: options.hot_cache_bytes,
+            journal_roll_bytes: options.journal.roll_bytes,
+            journal_max_batch_bytes: options.journal.max_batch_bytes,
+            reconcile_interval: dlog_cache::reconcile::DEFAULT_PERIOD,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct CompactorSection {
+    #[serde(with = "humantime_serde")]
+    pub poll_interval: Duration,
+    #[serde(with = "humantime_serde")]
+    pub cache_drop_grace: Duration,
+    /// `0s`: never.
+    #[serde(with = "humantime_serde")]
+    pub orphan_sweep_interval: Duration,
+    #[serde(with = "humantime_serde")]
+    pub keep_purge_records: Duration,
+    /// Tests only: crash points to abort at.
+    #[serde(deserialize_with = "list_or_commas")]
+    pub failpoints: Vec<String>,
+}
+
+impl Default for CompactorSection {
+    fn default() -> Self {
+        let options = CompactorOptions::default();
+        CompactorSection {
+            poll_interval: options.poll_interval,
+            cache_drop_grace: options.cache_drop_grace,
+            orphan_sweep_interval: options.orphan_sweep_interval.unwrap_or(Duration::ZERO),
+            keep_purge_records: options.keep_purge_records,
+            failpoints: Vec::new(),
+        }
+    }
+}
+
+/// A list, or one string of comma-separated items (as an environment
+/// variable gives it: `DLOG_ROLES=ingest,cache`).
+fn list_or_commas<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Vec<String>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum ListOrCommas {
+        List(Vec<String>),
+        Commas(String),
+    }
+    Ok(match ListOrCommas::deserialize(deserializer)? {
+        ListOrCommas::List(items) => items,
+        ListOrCommas::Commas(text) => text
+            .split(',')
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .map(str::to_owned)
+            .collect(),
+    })
+}
+
+/// The settings file as a layer, named by its path in errors.
+struct TomlFile {
+    path: PathBuf,
+    table: toml::Table,
+}
+
+impl TomlFile {
+    fn read(path: &Path) -> anyhow::Result<TomlFile> {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("read config file {}", path.display()))?;
+        let table = text
+            .parse()
+            .with_context(|| format!("parse config file {}", path.display()))?;
+        Ok(TomlFile {
+            path: path.to_owned(),
+            table,
+        })
+    }
+}
+
+impl Provider for TomlFile {
+    fn metadata(&self) -> Metadata {
+        Metadata::named(format!("config file {}", self.path.display()))
+    }
+
+    fn data(&self) -> Result<Map<Profile, Dict>, figment::Error> {
+        Serialized::defaults(&self.table).data()
+    }
+}
+
+/// The environment layer: `DLOG_` variables whose name starts with a
+/// setting's top-level key.
+fn environment() -> Env {
+    Env::prefixed("DLOG_").split("__").filter(|key| {
+        let top = key.as_str().split('.').next().unwrap_or_default();
+        TOP_KEYS.iter().any(|k| k.eq_ignore_ascii_case(top))
+    })
+}
+
+/// Layers for one node: `defaults`, the file, the environment, `flags`
+/// (only the keys they set).
+pub fn load(
+    defaults: NodeConfig,
+    file: Option<&Path>,
+    flags: &[(&str, figment::value::Value)],
+) -> anyhow::Result<NodeConfig> {
+    let mut figment = Figment::from(Serialized::defaults(defaults));
+    if let Some(path) = file {
+        figment = figment.merge(TomlFile::read(path)?);
+    }
+    figment = figment.merge(environment());
+    for (key, value) in flags {
+        figment = figment.merge(Serialized::default(key, value.clone()));
+    }
+    let config: NodeConfig = figment.extract().map_err(one_line)?;
+    config.check()?;
+    Ok(config)
+}
+
+/// figment's error (which names the key and where its value came from) as
+/// one line.
+fn one_line(err: figment::Error) -> anyhow::Error {
+    anyhow::anyhow!(
+        "settings: {}",
+        err.into_iter()
+            .map(|e| e.to_string())
+            .collect::<Vec<_>>()
+            .join("; ")
+    )
+}
+
+impl NodeConfig {
+    /// Refuses values no node can run with.
+    fn check(&self) -> anyhow::Result<()> {
+        for (key, value) in [
+            ("node.lease_ttl", self.node.lease_ttl),
+            (
+                "node.metrics_sample_interval",
+                self.node.metrics_sample_interval,
+            ),
+            ("ingest.roll_drain_timeout", self.ingest.roll_drain_timeout),
+            ("cache.reconcile_interval", self.cache.reconcile_interval),
+            ("compactor.poll_interval", self.compactor.poll_interval),
+        ] {
+            if value.is_zero() {
+                bail!("settings: {key} must be more than 0s");
+            }
+        }
+        if self.node.lease_ttl < Duration::from_secs(1) {
+            bail!("settings: node.lease_ttl must be at least 1s (the metastore counts in seconds)");
+        }
+        for (key, value) in [
+            ("ingest.max_entry_bytes", self.ingest.max_entry_bytes),
+            (
+                "ingest.max_in_flight_bytes",
+                self.ingest.max_in_flight_bytes,
+            ),
+            (
+                "ingest.max_node_in_flight_bytes",
+                self.ingest.max_node_in_flight_bytes,
+            ),
+            (
+                "cache.journal_max_batch_bytes",
+                self.cache.journal_max_batch_bytes,
+            ),
+            ("reader.max_batch_records", self.reader.max_batch_records),
+            ("reader.max_batch_bytes", self.reader.max_batch_bytes),
+            ("reader.max_reads", self.reader.max_reads),
+            (
+                "reader.max_reads_per_client",
+                self.reader.max_reads_per_client,
+            ),
+        ] {
+            if value == 0 {
+                bail!("settings: {key} must be more than 0");
+            }
+        }
+        if self.cache.journal_roll_bytes == 0 {
+            bail!("settings: cache.journal_roll_bytes must be more than 0");
+        }
+        Ok(())
+    }
+
+    /// The effective settings as TOML (`--print-config`).
+    pub fn to_toml(&self) -> anyhow::Result<String> {
+        toml::to_string(self).context("print the settings")
+    }
+
+    pub fn ingest_options(&self) -> IngestOptions {
+        let mut options = IngestOptions::default();
+        options.owner.linger = self.ingest.linger;
+        options.owner.max_entry_bytes = self.ingest.max_entry_bytes;
+        options.owner.max_in_flight_bytes = self.ingest.max_in_flight_bytes;
+        options.owner.drain_timeout = self.ingest.roll_drain_timeout;
+        options.max_node_in_flight_bytes = self.ingest.max_node_in_flight_bytes;
+        options
+    }
+
+    pub fn store_options(&self, journal_dir: PathBuf) -> StoreOptions {
+        let mut options = StoreOptions::new(journal_dir);
+        options.hot_cache_bytes = self.cache.hot_cache_bytes;
+        options.journal.roll_bytes = self.cache.journal_roll_bytes;
+        options.journal.max_batch_bytes = self.cache.journal_max_batch_bytes;
+        options
+    }
+
+    pub fn compactor_options(&self) -> CompactorOptions {
+        let section = &self.compactor;
+        CompactorOptions {
+            poll_interval: section.poll_interval,
+            cache_drop_grace: section.cache_drop_grace,
+            orphan_sweep_interval: Some(section.orphan_sweep_interval)
+                .filter(|every| !every.is_zero()),
+            keep_purge_records: section.keep_purge_records,
+            ..CompactorOptions::default()
+        }
+    }
+}
+
+#[cfg(test)]
+// `figment::Jail`'s closures return its (large) error type.
+#[allow(clippy::result_large_err)]
+mod tests {
+    use super::*;
+    use figment::value::Value;
+
+    /// Every key of the settings, dotted (`ingest.linger`).
+    fn keys() -> Vec<String> {
+        // Unset options are left out of the TOML: set them to list them.
+        let config = NodeConfig {
+            metastore: Some(String::new()),
+            object_store: Some(String::new()),
+            listen: Some(String::new()),
+            data_dir: Some(PathBuf::new()),
+            node_id: Some(String::new()),
+            metrics_listen: Some(String::new()),
+            ..NodeConfig::default()
+        };
+        let table: toml::Table = config.to_toml().unwrap().parse().unwrap();
+        let mut keys = Vec::new();
+        for (key, value) in table {
+            match value {
+                toml::Value::Table(section) => {
+                    keys.extend(section.keys().map(|k| format!("{key}.{k}")))
+                }
+                _ => keys.push(key),
+            }
+        }
+        keys
+    }
+
+    #[test]
+    fn every_key_is_documented_and_every_top_key_reaches_the_environment_filter() {
+        let page = include_str!("../docs/configuration.md");
+        let keys = keys();
+        assert!(keys.len() > 30, "{keys:?}");
+        for key in &keys {
+            assert!(
+                page.contains(&format!("`{key}`")),
+                "docs/configuration.md lacks `{key}`"
+            );
+            let top = key.split('.').next().unwrap();
+            assert!(TOP_KEYS.contains(&top), "TOP_KEYS lacks {top}");
+        }
+        assert_eq!(TOP_KEYS.len(), {
+            let mut tops: Vec<_> = keys.iter().map(|k| k.split('.').next().unwrap()).collect();
+            tops.dedup();
+            tops.len()
+        });
+    }
+
+    #[test]
+    fn layers_override_in_order_and_durations_read_as_text() {
+        figment::Jail::expect_with(|jail| {
+            jail.create_file(
+                "node.toml",
+                r#"
+                roles = ["ingest", "cache"]
+                listen = "127.0.0.1:1"
+                [ingest]
+                linger = "3ms"
+                max_in_flight_bytes = 1000
+                [compactor]
+                orphan_sweep_interval = "0s"
+                "#,
+            )?;
+            jail.set_env("DLOG_LISTEN", "127.0.0.1:2");
+            jail.set_env("DLOG_INGEST__LINGER", "4ms");
+            jail.set_env("DLOG_CACHE__RECONCILE_INTERVAL", "2s");
+            // Not settings: left alone.
+            jail.set_env("DLOG_ENDPOINT", "http://elsewhere");
+            jail.set_env("DLOG_ZONE", "a");
+            let flags = [("listen", Value::from("127.0.0.1:3"))];
+            let config = load(NodeConfig::default(), Some(Path::new("node.toml")), &flags).unwrap();
+            assert_eq!(config.roles, ["ingest", "cache"]);
+            assert_eq!(config.listen.as_deref(), Some("127.0.0.1:3"));
+            assert_eq!(config.ingest.linger, Duration::from_millis(4));
+            assert_eq!(config.ingest.max_in_flight_bytes, 1000);
+            assert_eq!(config.cache.reconcile_interval, Duration::from_secs(2));
+            assert_eq!(config.compactor_options().orphan_sweep_interval, None);
+            // Untouched keys keep the roles' defaults.
+            assert_eq!(config.reader.max_reads, ReaderOptions::default().max_reads);
+            // Printed, the settings read back the same.
+            let printed = config.to_toml().unwrap();
+            assert!(printed.contains("linger = \"4ms\""), "{printed}");
+            jail.set_env("DLOG_ROLES", "reader, compactor");
+            let config = load(NodeConfig::default(), None, &[]).unwrap();
+            assert_eq!(config.roles, ["reader", "compactor"]);
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn a_bad_key_or_value_is_one_line_naming_it_and_its_source() {
+        figment::Jail::expect_with(|jail| {
+            jail.create_file("typo.toml", "[ingest]\nlingr = \"3ms\"\n")?;
+            let err = load(NodeConfig::default(), Some(Path::new("typo.toml")), &[])
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains("lingr"), "{err}");
+            assert!(err.contains("typo.toml"), "{err}");
+            assert!(!err.contains('\n'), "{err}");
+
+            jail.set_env("DLOG_NODE__LEASE_TTL", "soon");
+            let err = load(NodeConfig::default(), None, &[])
+                .unwrap_err()
+                .to_string();
+            assert!(err.to_lowercase().contains("node.lease_ttl"), "{err}");
+            jail.set_env("DLOG_NODE__LEASE_TTL", "0s");
+            let err = load(NodeConfig::default(), None, &[])
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains("node.lease_ttl must be"), "{err}");
+            Ok(())
+        });
+    }
+}
