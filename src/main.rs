@@ -8,6 +8,7 @@ use clap::Parser;
 mod cli;
 mod config;
 mod health;
+mod http;
 mod metrics;
 mod server;
 mod telemetry;

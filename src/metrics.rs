@@ -1,11 +1,11 @@
-//! The Prometheus scrape endpoint of `dlog serve` / `dlog standalone`
+//! The Prometheus recorder of `dlog serve` / `dlog standalone`
 //! (`--metrics-listen ADDR`, off unless given) and the sampler that keeps
 //! the roles' gauges current.
 //!
 //! The roles record through the `metrics` facade (each crate's `series`
 //! module names its series); this module installs the one recorder of the
-//! process, which renders them in the Prometheus text format on
-//! `GET http://ADDR/metrics` (any path answers).
+//! process, which [`crate::http`] renders in the Prometheus text format on
+//! `GET http://ADDR/metrics`.
 //!
 //! Latencies are histograms with fixed buckets (not summaries), so they can
 //! be aggregated across nodes. Gauges are set by sampling (every
@@ -21,8 +21,9 @@ use anyhow::Context;
 use dlog_cache::CacheStore;
 use dlog_ingest::IngestNode;
 use dlog_reader::ReadEngine;
-use metrics_exporter_prometheus::{Matcher, PrometheusBuilder};
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use metrics_util::MetricKindMask;
+use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 /// The shortest sampling period taken (`node.metrics_sample_interval`).
@@ -43,23 +44,26 @@ const COUNT_BUCKETS: &[f64] = &[
     1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0, 1024.0, 4096.0,
 ];
 
-/// Installs the process's recorder and serves it on `addr`. Fails when the
-/// address cannot be bound or a recorder is already installed.
-pub fn install(addr: SocketAddr) -> anyhow::Result<()> {
-    PrometheusBuilder::new()
-        .with_http_listener(addr)
+/// Binds `addr` for the node's HTTP endpoint and installs the process's
+/// recorder. Fails when the address cannot be bound or a recorder is
+/// already installed.
+pub async fn install(addr: SocketAddr) -> anyhow::Result<(TcpListener, PrometheusHandle)> {
+    let listener = TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("serve metrics on {addr}"))?;
+    let handle = PrometheusBuilder::new()
         .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), SECONDS_BUCKETS)
         .and_then(|b| b.set_buckets_for_metric(Matcher::Suffix("_records".into()), COUNT_BUCKETS))
         .context("configure the metrics buckets")?
         .idle_timeout(MetricKindMask::GAUGE, Some(GAUGE_IDLE))
-        .install()
-        .with_context(|| format!("serve metrics on {addr}"))?;
+        .install_recorder()
+        .context("install the metrics recorder")?;
     dlog_ingest::series::describe();
     dlog_cache::series::describe();
     dlog_compactor::series::describe();
     dlog_reader::series::describe();
-    tracing::info!(%addr, "serving Prometheus metrics");
-    Ok(())
+    tracing::info!(%addr, "serving Prometheus metrics and health over HTTP");
+    Ok((listener, handle))
 }
 
 /// What the gauge sampler looks at: the roles this process runs.
@@ -70,8 +74,14 @@ pub struct Sampled {
     pub reader: Option<Arc<ReadEngine>>,
 }
 
-/// Samples the roles' gauges every `period` (at least 10 ms) until `stop`.
-pub async fn sample(roles: Sampled, period: Duration, stop: CancellationToken) {
+/// Samples the roles' gauges every `period` (at least 10 ms) until `stop`,
+/// and keeps the recorder's buckets and idle gauges up to date.
+pub async fn sample(
+    roles: Sampled,
+    recorder: PrometheusHandle,
+    period: Duration,
+    stop: CancellationToken,
+) {
     let mut ticks = tokio::time::interval(period.max(MIN_SAMPLE_PERIOD));
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut round: u32 = 0;
@@ -91,6 +101,7 @@ pub async fn sample(roles: Sampled, period: Duration, stop: CancellationToken) {
         if let Some(reader) = &roles.reader {
             reader.sample_gauges();
         }
+        recorder.run_upkeep();
         round = round.wrapping_add(1);
     }
 }

@@ -132,16 +132,16 @@ pub async fn serve(options: ServeOptions, shutdown: CancellationToken) -> anyhow
         .context("--listen is required (e.g. 127.0.0.1:7070)")?;
     let data_dir = config.data_dir.clone().context("--data-dir is required")?;
     dlog_compactor::failpoint::arm(&config.compactor.failpoints);
-    let metrics_on = match &config.metrics_listen {
+    let http = match &config.metrics_listen {
         Some(addr) => {
             let addr = addr
                 .parse()
                 .with_context(|| format!("--metrics-listen {addr}: expected HOST:PORT"))?;
-            crate::metrics::install(addr)?;
-            true
+            Some(crate::metrics::install(addr).await?)
         }
-        None => false,
+        None => None,
     };
+    let readiness = crate::http::Readiness::default();
     let mut sampled = crate::metrics::Sampled::default();
     // Checked now so a typo fails at start, not at the first offload.
     let objects = match &config.object_store {
@@ -342,13 +342,22 @@ pub async fn serve(options: ServeOptions, shutdown: CancellationToken) -> anyhow
             replaced.clone(),
         ));
     }
-    if metrics_on {
+    if let Some((listener, recorder)) = http {
+        tokio::spawn(crate::http::serve(
+            listener,
+            recorder.clone(),
+            readiness.clone(),
+            background_stop.clone(),
+        ));
         tokio::spawn(crate::metrics::sample(
             sampled,
+            recorder,
             config.node.metrics_sample_interval,
             background_stop.clone(),
         ));
     }
+    // Registered, listening: load balancers may send work.
+    readiness.set(true);
     let role_names: Vec<&str> = roles.iter().map(|r| r.as_str()).collect();
     tracing::info!(node = %node.id, %addr, roles = %role_names.join(","), "serving");
 
@@ -377,6 +386,7 @@ pub async fn serve(options: ServeOptions, shutdown: CancellationToken) -> anyhow
         Stop::ServerEnded(_) => Duration::ZERO,
     };
     // Before anything stops accepting work.
+    readiness.set(false);
     health.draining().await;
     let mut result = Ok(());
     if let Stop::ServerEnded(ended) = why {

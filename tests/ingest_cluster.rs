@@ -994,7 +994,42 @@ async fn health_turns_not_serving_as_soon_as_a_node_drains() {
         watches.push((service, watch));
     }
 
+    // `dlog status` asks every node's health.
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_dlog"))
+        .args(["status", "--json"])
+        .env("DLOG_ENDPOINT", cluster.ingests[0].address())
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{output:?}");
+    let status: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    let nodes = status["nodes"].as_array().unwrap();
+    assert_eq!(nodes.len(), 4, "{status}");
+    for node in nodes {
+        assert_eq!(node["health"], "serving", "{node}");
+    }
+    // The HTTP health an NLB checks says the same.
+    let metrics_port = cluster.ingests[0].metrics_port;
+    let (code, body) = common::http_get(metrics_port, "/health").unwrap();
+    assert_eq!((code, body.as_str()), (200, "SERVING\n"));
+
     cluster.ingests[0].process.as_ref().unwrap().signal("TERM");
+    // While the node drains (it still serves its HTTP endpoint), /health
+    // turns 503; the first answer that is not 200 must be that, not a
+    // closed port.
+    let started = std::time::Instant::now();
+    let http_after_term = loop {
+        match common::http_get(metrics_port, "/health") {
+            Ok((200, _)) if started.elapsed() < Duration::from_secs(5) => {
+                tokio::time::sleep(Duration::from_millis(2)).await;
+            }
+            other => break other.map_err(|e| e.to_string()),
+        }
+    };
+    assert_eq!(
+        http_after_term,
+        Ok((503, "NOT_SERVING\n".to_owned())),
+        "HTTP health after SIGTERM"
+    );
     for (service, watch) in &mut watches {
         let next = tokio::time::timeout(Duration::from_secs(5), watch.message())
             .await

@@ -10,8 +10,6 @@
 mod common;
 
 use std::collections::BTreeMap;
-use std::io::{Read, Write};
-use std::net::TcpStream;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -23,23 +21,10 @@ use dlog_wire::record::Record;
 
 /// The node's metrics page, as served.
 fn scrape_text(node: &Node) -> String {
-    let mut stream = TcpStream::connect(("127.0.0.1", node.metrics_port))
-        .unwrap_or_else(|e| panic!("connect to {}'s metrics port: {e}", node.id));
-    stream
-        .set_read_timeout(Some(Duration::from_secs(10)))
-        .unwrap();
-    stream
-        .write_all(b"GET /metrics HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
-        .unwrap();
-    let mut response = String::new();
-    stream.read_to_string(&mut response).unwrap();
-    assert!(
-        response.starts_with("HTTP/1.1 200"),
-        "{}: {response}",
-        node.id
-    );
-    let body = response.split_once("\r\n\r\n").map_or("", |(_, b)| b);
-    body.to_owned()
+    let (code, body) = common::http_get(node.metrics_port, "/metrics")
+        .unwrap_or_else(|e| panic!("scrape {}'s metrics: {e}", node.id));
+    assert_eq!(code, 200, "{}: {body}", node.id);
+    body
 }
 
 /// Every sample of the page: `name{labels}` → value.

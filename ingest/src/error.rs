@@ -52,7 +52,7 @@ pub enum Error {
     NodeBackpressure { in_flight: usize, limit: usize },
     #[error(
         "log {log} is over its {} quota of {} {}/s: retry after {} ms",
-        over.scope, over.limit, over.unit, over.retry_after.as_millis().max(1)
+        over.scope, over.limit, over.unit, over.retry_after_ms()
     )]
     OverQuota {
         log: LogName,
@@ -148,8 +148,7 @@ pub fn to_status(err: &Error) -> tonic::Status {
         metadata::set_u64(&mut status, metadata::NEXT_OFFSET, *actual);
     }
     if let Error::OverQuota { over, .. } = err {
-        let millis = u64::try_from(over.retry_after.as_millis()).unwrap_or(u64::MAX);
-        metadata::set_u64(&mut status, metadata::RETRY_AFTER_MS, millis.max(1));
+        metadata::set_u64(&mut status, metadata::RETRY_AFTER_MS, over.retry_after_ms());
     }
     status
 }

@@ -364,6 +364,9 @@ impl IngestNode {
         self.retire_older_incarnation(&append).await?;
         let log = append.log.clone();
         let handle = self.owner(&log).await?;
+        if !session.admits(&log, handle.epoch) {
+            return Err(Error::SessionBroken { log });
+        }
         let (reply, answer) = oneshot::channel();
         handle
             .send(Command::Append {
@@ -773,22 +776,22 @@ mod tests {
             expected_log_id: None,
         };
         let session = SessionGate::default();
+        // Large appends until one fails (over the in-flight budget, or
+        // refused unsent: this node has no cache nodes).
         let mut answers = Vec::new();
-        // The first fills the log's budget; the second is over it.
-        for records in [10_000, 10_000, 1] {
-            for _ in 0..100 {
-                answers.push(node.submit(append(records), &session).await.unwrap());
-                if session.is_closed() {
-                    break;
-                }
-                tokio::time::sleep(Duration::from_millis(1)).await;
+        for _ in 0..1_000 {
+            if session.is_closed() {
+                break;
             }
+            answers.push(node.submit(append(10_000), &session).await.unwrap());
+            tokio::time::sleep(Duration::from_millis(1)).await;
         }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-        let last = answers.last_mut().unwrap().try_recv();
+        assert!(session.is_closed(), "no append of the session failed");
+        // A small one after it, which would fit, is refused unapplied.
+        let after = node.submit(append(1), &session).await;
         assert!(
-            matches!(last, Ok(Err(Error::SessionBroken { .. }))),
-            "{last:?}"
+            matches!(after, Err(Error::SessionBroken { .. })),
+            "{after:?}"
         );
         // Another session is not affected.
         let other = SessionGate::default();

@@ -29,7 +29,7 @@
 //! reached the cache nodes (see [`crate::recovery`]), so an unanswered append
 //! may or may not be in the log, and an answered one always is.
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
@@ -194,34 +194,80 @@ impl Resume {
 /// unapplied. Without it a refused append followed by an accepted one
 /// would put the later one in the log alone, and a client that sends both
 /// again would write it twice (ARCHITECTURE.md, "Append sessions").
+///
+/// It also pins, per log, the owner (epoch) the session's first append
+/// there went to: an append that would go to another owner (the first was
+/// replaced, perhaps still holding earlier appends of the session) closes
+/// the gate instead.
 #[derive(Debug, Clone, Default)]
-pub struct SessionGate(Arc<AtomicBool>);
+pub struct SessionGate(Arc<GateState>);
+
+#[derive(Debug, Default)]
+struct GateState {
+    closed: AtomicBool,
+    owners: std::sync::Mutex<HashMap<LogName, u64>>,
+}
 
 impl SessionGate {
     pub fn is_closed(&self) -> bool {
-        self.0.load(Ordering::Acquire)
+        self.0.closed.load(Ordering::Acquire)
     }
 
     pub fn close(&self) {
-        self.0.store(true, Ordering::Release);
+        self.0.closed.store(true, Ordering::Release);
+    }
+
+    /// Whether an append of the session to `log` may go to its owner at
+    /// `epoch`: the first one to the log pins the epoch; another epoch
+    /// later closes the gate.
+    pub fn admits(&self, log: &LogName, epoch: u64) -> bool {
+        if self.is_closed() {
+            return false;
+        }
+        let mut owners = self.0.owners.lock().unwrap_or_else(|p| p.into_inner());
+        let pinned = *owners.entry(log.clone()).or_insert(epoch);
+        if pinned != epoch {
+            self.close();
+        }
+        pinned == epoch
     }
 }
 
-/// Where an append's answer goes; a failure closes its session's gate.
+/// Where an append's answer goes; a failure closes its session's gate, and
+/// so does an answer never sent (the owner dropped it).
 #[derive(Debug)]
 struct AppendReply {
-    tx: oneshot::Sender<Result<AppendAck>>,
+    tx: Option<oneshot::Sender<Result<AppendAck>>>,
     session: Option<SessionGate>,
 }
 
 impl AppendReply {
-    fn send(self, result: Result<AppendAck>) {
+    fn new(tx: oneshot::Sender<Result<AppendAck>>, session: Option<SessionGate>) -> AppendReply {
+        AppendReply {
+            tx: Some(tx),
+            session,
+        }
+    }
+
+    fn send(mut self, result: Result<AppendAck>) {
         if result.is_err()
             && let Some(session) = &self.session
         {
             session.close();
         }
-        let _ = self.tx.send(result);
+        if let Some(tx) = self.tx.take() {
+            let _ = tx.send(result);
+        }
+    }
+}
+
+impl Drop for AppendReply {
+    fn drop(&mut self) {
+        if self.tx.is_some()
+            && let Some(session) = &self.session
+        {
+            session.close();
+        }
     }
 }
 
@@ -562,7 +608,7 @@ impl Owner {
     fn refuse(&self, command: Command, error: Error) {
         match command {
             Command::Append { reply, session, .. } => {
-                AppendReply { tx: reply, session }.send(Err(error));
+                AppendReply::new(reply, session).send(Err(error));
             }
             Command::Seal { reply } => {
                 let _ = reply.send(Err(error));
@@ -591,7 +637,7 @@ impl Owner {
                 append,
                 reply,
                 session,
-            } => self.accept(append, AppendReply { tx: reply, session }),
+            } => self.accept(append, AppendReply::new(reply, session)),
             Command::Seal { reply } => match &mut self.segment {
                 Some(segment) => {
                     segment.seal_waiters.push(reply);
@@ -1176,6 +1222,33 @@ impl Owner {
 mod tests {
     use super::*;
 
+    #[test]
+    fn a_session_gate_closes_on_another_owner_and_on_an_answer_never_sent() {
+        let log: LogName = "ns/gate".parse().unwrap();
+        let gate = SessionGate::default();
+        assert!(gate.admits(&log, 3));
+        assert!(gate.admits(&log, 3));
+        // Another log pins its own owner.
+        assert!(gate.admits(&"ns/other".parse().unwrap(), 9));
+        assert!(!gate.admits(&log, 4), "a new owner of the log was admitted");
+        assert!(gate.is_closed());
+
+        let gate = SessionGate::default();
+        let (tx, _rx) = oneshot::channel();
+        AppendReply::new(tx, Some(gate.clone())).send(Ok(AppendAck {
+            first_offset: 0,
+            last_offset: 0,
+            timestamp_ms: 0,
+        }));
+        assert!(!gate.is_closed(), "an acknowledged append closed the gate");
+        let (tx, _rx) = oneshot::channel();
+        drop(AppendReply::new(tx, Some(gate.clone())));
+        assert!(
+            gate.is_closed(),
+            "an answer dropped unsent left the gate open"
+        );
+    }
+
     /// A batch of appends of `sizes` bytes (one record each).
     fn batch_of(sizes: &[usize]) -> Batch {
         let mut batch = Batch::default();
@@ -1194,10 +1267,7 @@ mod tests {
             });
             let offset = offset as u64;
             batch.waiters.push(Waiter {
-                reply: AppendReply {
-                    tx: oneshot::channel().0,
-                    session: None,
-                },
+                reply: AppendReply::new(oneshot::channel().0, None),
                 ack: AppendAck {
                     first_offset: offset,
                     last_offset: offset,

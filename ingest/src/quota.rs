@@ -45,6 +45,15 @@ pub struct OverQuota {
     pub retry_after: Duration,
 }
 
+impl OverQuota {
+    /// The wait in whole milliseconds, rounded up (at least 1): a client
+    /// back a fraction of a millisecond early would be refused again.
+    pub fn retry_after_ms(&self) -> u64 {
+        let millis = self.retry_after.as_nanos().div_ceil(1_000_000).max(1);
+        u64::try_from(millis).unwrap_or(u64::MAX)
+    }
+}
+
 /// How much a bucket holds: one second of its rate.
 const BUCKET: Duration = Duration::from_secs(1);
 /// The shortest retry-after given (a bucket a few nanoseconds from
@@ -119,19 +128,28 @@ impl Limits {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Checks the buckets against an append at `now`.
-    fn check(&self, state: &[Tat; 2], scope: &'static str, now: Instant) -> Result<(), OverQuota> {
+    /// Checks the buckets against an append at `now`; a refusal keeps the
+    /// longest wait of those in `over`.
+    fn check(
+        &self,
+        state: &[Tat; 2],
+        scope: &'static str,
+        now: Instant,
+        over: &mut Option<OverQuota>,
+    ) {
         for (rate, tat) in self.rates.iter().zip(state) {
-            if let Some(rate) = rate {
-                admits(*tat, now).map_err(|retry_after| OverQuota {
+            if let Some(rate) = rate
+                && let Err(retry_after) = admits(*tat, now)
+                && over.as_ref().is_none_or(|o| o.retry_after < retry_after)
+            {
+                *over = Some(OverQuota {
                     scope,
                     unit: rate.unit,
                     limit: rate.per_sec,
                     retry_after,
-                })?;
+                });
             }
         }
-        Ok(())
     }
 
     /// Charges the buckets for `amounts` (bytes, records) at `now`.
@@ -214,11 +232,16 @@ impl LogQuotas {
             .namespace
             .as_deref()
             .map(|limits| (limits, limits.lock()));
+        let mut over = None;
         if let Some((limits, state)) = &log {
-            limits.check(state, "log", now)?;
+            limits.check(state, "log", now, &mut over);
         }
         if let Some((limits, state)) = &namespace {
-            limits.check(state, "namespace", now)?;
+            limits.check(state, "namespace", now, &mut over);
+        }
+        if let Some(over) = over {
+            // The longest wait: retrying sooner would be refused again.
+            return Err(over);
         }
         if let Some((limits, state)) = &mut log {
             limits.charge(state, amounts, now);
@@ -321,6 +344,25 @@ mod tests {
         }
         tokio::time::advance(Duration::from_secs(1)).await;
         quiet.take(1, 10).unwrap();
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_refusal_asks_for_the_longest_wait_rounded_up() {
+        let ns = Namespace::new("ns").unwrap();
+        let shared = NamespaceQuotas::default();
+        let mut quotas = LogQuotas::default();
+        quotas.configure(&config(Some(1000), Some(3)), &ns, &shared);
+        // 1001 bytes and 6 records put bytes 1 ms and records 1 s past
+        // their buckets: the records' wait is the answer.
+        quotas.take(1001, 6).unwrap();
+        let over = quotas.take(1, 1).unwrap_err();
+        assert_eq!(over.unit, "records");
+        assert_eq!(over.retry_after, Duration::from_secs(1));
+        let partial = OverQuota {
+            retry_after: Duration::from_micros(1500),
+            ..over
+        };
+        assert_eq!(partial.retry_after_ms(), 2);
     }
 
     #[tokio::test(start_paused = true)]

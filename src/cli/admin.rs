@@ -111,10 +111,22 @@ pub async fn trim(client: &Client, log: &str, before: u64) -> anyhow::Result<()>
 
 pub async fn status(client: &Client, as_json: bool) -> anyhow::Result<()> {
     let status = client.status().await?;
+    // Each process once, however many roles it registered.
+    let mut addresses: Vec<&str> = status.nodes.iter().map(|n| n.address.as_str()).collect();
+    addresses.sort();
+    addresses.dedup();
+    let checks = futures::future::join_all(addresses.iter().map(|a| node_health(a))).await;
+    let health = |address: &str| {
+        addresses
+            .iter()
+            .position(|a| *a == address)
+            .map_or("unknown", |i| checks[i])
+    };
     if as_json {
         let value = json!({
             "nodes": status.nodes.iter().map(|n| json!({
                 "role": n.role, "id": n.id, "address": n.address,
+                "health": health(&n.address),
             })).collect::<Vec<_>>(),
             "logs": status.logs,
             "segments": {
@@ -128,7 +140,13 @@ pub async fn status(client: &Client, as_json: bool) -> anyhow::Result<()> {
     } else {
         println!("nodes:");
         for n in &status.nodes {
-            println!("  {:<9} {:<24} {}", n.role, n.id, n.address);
+            println!(
+                "  {:<9} {:<24} {:<28} {}",
+                n.role,
+                n.id,
+                n.address,
+                health(&n.address)
+            );
         }
         println!("logs: {}", status.logs);
         println!(
@@ -138,4 +156,31 @@ pub async fn status(client: &Client, as_json: bool) -> anyhow::Result<()> {
         println!("offload lag: {} bytes", status.offload_lag_bytes);
     }
     Ok(())
+}
+
+/// A node's overall gRPC health (`grpc.health.v1`, service `""`):
+/// `serving`, `not_serving` (draining), or `unreachable` when it does not
+/// answer within 2 s.
+async fn node_health(address: &str) -> &'static str {
+    use tonic_health::pb::HealthCheckRequest;
+    use tonic_health::pb::health_check_response::ServingStatus;
+    use tonic_health::pb::health_client::HealthClient;
+
+    let check = async {
+        let channel = tonic::transport::Endpoint::from_shared(address.to_owned())
+            .ok()?
+            .connect()
+            .await
+            .ok()?;
+        let response = HealthClient::new(channel)
+            .check(HealthCheckRequest::default())
+            .await
+            .ok()?;
+        Some(response.into_inner().status)
+    };
+    match tokio::time::timeout(std::time::Duration::from_secs(2), check).await {
+        Ok(Some(status)) if status == ServingStatus::Serving as i32 => "serving",
+        Ok(Some(_)) => "not_serving",
+        _ => "unreachable",
+    }
 }

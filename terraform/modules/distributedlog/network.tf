@@ -2,6 +2,7 @@
 #   clients   -> NLB            ingest_port, reader_port
 #   clients   -> ingest         ingest_port (direct, to follow an owner redirect)
 #   NLB       -> ingest         ingest_port   NLB -> reader  reader_port
+#   NLB       -> ingest, reader metrics_port (HTTP health checks, GET /health)
 #   ingest, reader, compactor -> cache   cache_port
 #   every node -> etcd          2379 (client)
 #   etcd      <-> etcd          2380 (peer)
@@ -37,6 +38,8 @@ locals {
   internal_flows = {
     nlb-to-ingest       = { from = "nlb", to = "ingest", port = var.ingest_port, what = "LogService through the NLB" }
     nlb-to-reader       = { from = "nlb", to = "reader", port = var.reader_port, what = "ReadService through the NLB" }
+    nlb-health-ingest   = { from = "nlb", to = "ingest", port = var.metrics_port, what = "NLB health checks (GET /health)" }
+    nlb-health-reader   = { from = "nlb", to = "reader", port = var.metrics_port, what = "NLB health checks (GET /health)" }
     ingest-to-cache     = { from = "ingest", to = "cache", port = var.cache_port, what = "entry replication and recovery" }
     reader-to-cache     = { from = "reader", to = "cache", port = var.cache_port, what = "hot-tail reads" }
     compactor-to-cache  = { from = "compactor", to = "cache", port = var.cache_port, what = "offload reads and segment drops" }

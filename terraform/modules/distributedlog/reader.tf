@@ -70,12 +70,18 @@ resource "aws_lb_target_group" "reader" {
   # client resumes on a live node instead of hanging on a drained one.
   connection_termination = true
 
+  # The node's HTTP health (on its metrics port): 503 from the moment it
+  # starts to drain, so the NLB stops sending new connections while
+  # in-flight work finishes; a TCP check would pass until the port closes.
   health_check {
-    protocol            = "TCP"
-    port                = "traffic-port"
+    protocol            = "HTTP"
+    port                = tostring(var.metrics_port)
+    path                = "/health"
+    matcher             = "200"
     interval            = 10
+    timeout             = 5
     healthy_threshold   = 3
-    unhealthy_threshold = 3
+    unhealthy_threshold = 2
   }
 
   tags = local.common_tags

@@ -123,7 +123,7 @@ variable "cache_port" {
 }
 
 variable "metrics_port" {
-  description = "Port where every dlog node serves Prometheus metrics (dlog serve --metrics-listen), reachable from metrics_allowed_cidrs only."
+  description = "Port where every dlog node serves Prometheus metrics and HTTP health (dlog serve --metrics-listen: GET /metrics, GET /health), reachable from metrics_allowed_cidrs and, for /health, from the NLB."
   type        = number
   default     = 9100
 
