@@ -3,8 +3,8 @@
 # its well-known types, etcd and etcdctl (Debian's etcd-server, etcd-client),
 # iptables, strace, the s3s-fs S3-compatible server, the project venv (pyarrow,
 # nats-server, python-hcl2, PyYAML, terraform for `fmt` and template
-# rendering), checkov in its own venv, shellcheck and jq, redis-server and
-# cargo-nextest. Then checks every tool the way the
+# rendering), checkov in its own venv, shellcheck and jq, script (bsdutils),
+# redis-server and cargo-nextest. Then checks every tool the way the
 # tests use it (scripts/check-tools.sh) and fails naming what is missing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -39,6 +39,11 @@ fi
 if ! command -v jq >/dev/null 2>&1; then
     echo "installing jq" >&2
     apt_install jq
+fi
+# script: a test runs `dlog append` on a pseudo-terminal to see its progress.
+if ! command -v script >/dev/null 2>&1; then
+    echo "installing script (bsdutils)" >&2
+    apt_install bsdutils
 fi
 if ! command -v s3s-fs >/dev/null 2>&1; then
     # 0.14.1: newer releases need a newer rustc than 1.95.

@@ -189,3 +189,43 @@ async fn settings_are_checked_and_reach_running_owners() {
         "the newest segment ignores the new replication: {last:?}"
     );
 }
+
+/// `ListLogs` in pages, and `dlog logs list` through them all.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn log_listings_page_through_a_large_namespace() {
+    let Some(cluster) = Cluster::start(3, 1).await else {
+        return;
+    };
+    let client = Client::new(cluster.ingests[0].address());
+    let names: Vec<String> = (0..25).map(|i| format!("paged/log-{i:02}")).collect();
+    for name in &names {
+        client.create_log(name).await.unwrap();
+    }
+    client.create_log("other/log").await.unwrap();
+    let mut seen = Vec::new();
+    let mut token = String::new();
+    let mut pages = 0;
+    loop {
+        let page = client.list_logs_page("paged/", 10, &token).await.unwrap();
+        assert!(page.logs.len() <= 10, "{page:?}");
+        pages += 1;
+        seen.extend(page.logs);
+        match page.next_page_token {
+            Some(next) => token = next,
+            None => break,
+        }
+    }
+    assert_eq!((pages, &seen), (3, &names));
+    let output = Command::new(env!("CARGO_BIN_EXE_dlog"))
+        .args(["logs", "list", "paged/"])
+        .env("DLOG_ENDPOINT", cluster.ingests[0].address())
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{output:?}");
+    let listed: Vec<String> = String::from_utf8(output.stdout)
+        .unwrap()
+        .lines()
+        .map(str::to_owned)
+        .collect();
+    assert_eq!(listed, names);
+}

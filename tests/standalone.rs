@@ -361,3 +361,48 @@ async fn the_sdk_writer_and_a_following_reader_survive_a_kill_9() {
         assert_eq!(record.record.payload, format!("r{i}").as_bytes());
     }
 }
+
+/// Long commands show progress on stderr when it is a terminal (here a
+/// pseudo-terminal from `script`), and nothing when it is not.
+#[test]
+fn progress_shows_on_a_terminal_only() {
+    let Some(script) = dlog_testkit::require_binary(
+        "script",
+        &[],
+        "apt-get install bsdutils (Debian's `script`)",
+    ) else {
+        return;
+    };
+    let node = Standalone::start();
+    node.ok(&["logs", "create", "tty/log"], b"");
+    let input = node.dir.path().join("lines.txt");
+    std::fs::write(&input, lines(300_000)).unwrap();
+
+    // Not a terminal: stderr stays empty.
+    let quiet = node.dlog(&["append", "tty/log"], &std::fs::read(&input).unwrap());
+    assert!(quiet.status.success());
+    assert!(
+        quiet.stderr.is_empty(),
+        "{:?}",
+        String::from_utf8_lossy(&quiet.stderr)
+    );
+
+    // A terminal: the progress line, then the result.
+    let command = format!(
+        "{} append tty/log < {}",
+        env!("CARGO_BIN_EXE_dlog"),
+        input.display()
+    );
+    let output = Command::new(script)
+        .args(["-qec", &command, "/dev/null"])
+        .env("DLOG_ENDPOINT", format!("http://127.0.0.1:{}", node.port))
+        .output()
+        .unwrap();
+    let screen = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success(), "{screen}");
+    assert!(
+        screen.contains("appended ") && screen.contains(" records/s"),
+        "no progress line on the terminal: {screen:?}"
+    );
+    assert!(screen.contains("\"count\":300000"), "{screen:?}");
+}

@@ -121,6 +121,34 @@ fn status(err: Error) -> Status {
     to_status(&err)
 }
 
+/// Logs in one `ListLogs` answer when the request names no page size, and
+/// at most: a page stays far below the response size limit.
+const DEFAULT_PAGE: usize = 1_000;
+const MAX_PAGE: usize = 10_000;
+
+/// The page of `names` (in name order) after `token` (the last name of the
+/// previous page; empty: the first page).
+fn page_of(
+    names: impl Iterator<Item = String>,
+    page_size: u32,
+    token: &str,
+) -> pb::ListLogsResponse {
+    let size = match page_size as usize {
+        0 => DEFAULT_PAGE,
+        n => n.min(MAX_PAGE),
+    };
+    let mut after = names.filter(|name| token.is_empty() || name.as_str() > token);
+    let logs: Vec<String> = after.by_ref().take(size).collect();
+    let next_page_token = match (after.next(), logs.last()) {
+        (Some(_), Some(last)) => last.clone(),
+        _ => String::new(),
+    };
+    pb::ListLogsResponse {
+        logs,
+        next_page_token,
+    }
+}
+
 fn append_response(ack: AppendAck) -> pb::AppendResponse {
     pb::AppendResponse {
         first_offset: ack.first_offset,
@@ -202,16 +230,19 @@ impl LogService for LogServer {
         &self,
         request: Request<pb::ListLogsRequest>,
     ) -> Result<Response<pb::ListLogsResponse>, Status> {
-        let prefix = request.into_inner().prefix;
+        let request = request.into_inner();
         let logs = self
             .node
             .manifest()
-            .list_logs(&prefix)
+            .list_logs(&request.prefix)
             .await
             .map_err(|err| status(err.into()))?;
-        Ok(Response::new(pb::ListLogsResponse {
-            logs: logs.iter().map(ToString::to_string).collect(),
-        }))
+        let names = logs.iter().map(ToString::to_string);
+        Ok(Response::new(page_of(
+            names,
+            request.page_size,
+            &request.page_token,
+        )))
     }
 
     async fn get_log(
@@ -340,5 +371,33 @@ impl LogService for LogServer {
             }
         }
         Ok(Response::new(response))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn log_listings_come_in_pages_that_cover_every_name_once() {
+        let names: Vec<String> = (0..25).map(|i| format!("ns/log-{i:03}")).collect();
+        let mut token = String::new();
+        let mut seen = Vec::new();
+        let mut pages = 0;
+        loop {
+            let page = page_of(names.iter().cloned(), 10, &token);
+            pages += 1;
+            assert!(page.logs.len() <= 10);
+            seen.extend(page.logs);
+            if page.next_page_token.is_empty() {
+                break;
+            }
+            token = page.next_page_token;
+        }
+        assert_eq!((pages, seen), (3, names.clone()));
+        // Defaults and the cap.
+        assert_eq!(page_of(names.iter().cloned(), 0, "").logs.len(), 25);
+        let many = (0..20_000).map(|i| format!("ns/{i:05}"));
+        assert_eq!(page_of(many, u32::MAX, "").logs.len(), MAX_PAGE);
     }
 }

@@ -156,6 +156,15 @@ fn in_doubt_status(status: tonic::Status, in_doubt: bool) -> tonic::Status {
     tonic::Status::with_metadata(status.code(), message, status.metadata().clone())
 }
 
+/// One page of a log listing ([`Client::list_logs_page`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LogsPage {
+    /// Log names, in name order.
+    pub logs: Vec<String>,
+    /// Where the next page starts; `None` on the last page.
+    pub next_page_token: Option<String>,
+}
+
 /// The outcome of a call with its retries.
 #[derive(Debug)]
 pub(crate) struct Called<T> {
@@ -647,12 +656,41 @@ impl Client {
 
     /// The names of the logs whose full name starts with `prefix`.
     pub async fn list_logs(&self, prefix: &str) -> Result<Vec<String>> {
+        let mut logs = Vec::new();
+        let mut token = String::new();
+        loop {
+            let page = self.list_logs_page(prefix, 0, &token).await?;
+            logs.extend(page.logs);
+            match page.next_page_token {
+                Some(next) => token = next,
+                None => return Ok(logs),
+            }
+        }
+    }
+
+    /// One page of [`Client::list_logs`]: at most `page_size` logs (0: the
+    /// server's default, 1 000) after `page_token` (empty: from the start),
+    /// and the token of the next page when more follow.
+    pub async fn list_logs_page(
+        &self,
+        prefix: &str,
+        page_size: u32,
+        page_token: &str,
+    ) -> Result<LogsPage> {
         let request = pb::ListLogsRequest {
             prefix: prefix.to_owned(),
+            page_size,
+            page_token: page_token.to_owned(),
         };
         self.call(None, move |mut c| {
             let request = request.clone();
-            Box::pin(async move { Ok(c.list_logs(request).await?.into_inner().logs) })
+            Box::pin(async move {
+                let page = c.list_logs(request).await?.into_inner();
+                Ok(LogsPage {
+                    logs: page.logs,
+                    next_page_token: Some(page.next_page_token).filter(|t| !t.is_empty()),
+                })
+            })
         })
         .await
     }

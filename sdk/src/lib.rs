@@ -34,7 +34,7 @@ pub mod log_writer;
 mod retry;
 pub mod settings;
 
-pub use client::{AppendIf, Appended, Client, Error as ClientError};
+pub use client::{AppendIf, Appended, Client, Error as ClientError, LogsPage};
 pub use dlog_wire::error::ErrorKind;
 pub use dlog_wire::record::{Record, RecordError, StoredRecord};
 pub use info::{ClusterStatus, LogInfo, NodeInfo, Sealed, SegmentInfo, SegmentState};

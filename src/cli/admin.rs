@@ -59,8 +59,19 @@ pub async fn logs(client: &Client, command: LogsCommand) -> anyhow::Result<()> {
             println!("deleted {log}");
         }
         LogsCommand::List { prefix } => {
-            for log in client.list_logs(prefix.as_deref().unwrap_or("")).await? {
-                println!("{log}");
+            // Page by page, printed as they come: any number of logs in
+            // bounded memory and answers.
+            let prefix = prefix.as_deref().unwrap_or("");
+            let mut token = String::new();
+            loop {
+                let page = client.list_logs_page(prefix, 0, &token).await?;
+                for log in &page.logs {
+                    println!("{log}");
+                }
+                match page.next_page_token {
+                    Some(next) => token = next,
+                    None => break,
+                }
             }
         }
         LogsCommand::Info { log, json } => {

@@ -22,6 +22,8 @@ use distributedlog::Client;
 use dlog_wire::record::Record;
 use serde_json::json;
 
+use super::progress::Progress;
+
 /// Records per append request.
 const BATCH_RECORDS: usize = 1000;
 /// Bytes per append request (under the 4 MiB limit).
@@ -120,6 +122,7 @@ pub async fn append(
     let mut count = 0u64;
     let mut expected = expected_offset;
     let mut number = 0usize;
+    let mut progress = Progress::new("appended", false);
     loop {
         let mut batch = Vec::new();
         let mut bytes = 0;
@@ -150,12 +153,14 @@ pub async fn append(
         }
         let n = batch.len() as u64;
         let appended = client.append(log, batch, expected).await?;
+        progress.add(n, bytes as u64);
         first_offset.get_or_insert(appended.first_offset);
         last_offset = Some(appended.last_offset);
         count += n;
         // Each later batch must follow the previous one exactly.
         expected = expected.map(|_| appended.last_offset + 1);
     }
+    progress.finish();
     println!(
         "{}",
         json!({"first_offset": first_offset, "last_offset": last_offset, "count": count})

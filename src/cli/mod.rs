@@ -5,6 +5,7 @@ use std::path::PathBuf;
 
 mod admin;
 mod append;
+mod progress;
 mod read;
 mod settings;
 mod sub;

@@ -4,6 +4,7 @@
 use std::collections::BTreeMap;
 use std::io::{self, Write};
 
+use super::progress::Progress;
 use anyhow::{Context, anyhow, bail};
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as BASE64;
@@ -185,6 +186,7 @@ async fn print_records(
     out: &mut impl Write,
 ) -> Result<(), Failure> {
     let mut reader = client.reader(&args.log, start, options);
+    let mut progress = Progress::new("read", true);
     loop {
         // Flush whenever the next record is not there yet: a follower sees
         // each record at once, a catch-up read writes in large blocks.
@@ -211,6 +213,7 @@ async fn print_records(
             }
             None => break,
         };
+        progress.add(1, stored.record.size() as u64);
         if args.json {
             out.write_all(json_line(&stored).as_bytes())?;
         } else {
@@ -219,6 +222,7 @@ async fn print_records(
         out.write_all(b"\n")?;
     }
     out.flush()?;
+    progress.finish();
     Ok(())
 }
 
