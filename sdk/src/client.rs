@@ -138,6 +138,35 @@ pub(crate) fn failure_kind(status: &tonic::Status) -> ErrorKind {
     }
 }
 
+/// A failure of the client's own (no answer from `address`: refused
+/// connection, timeout, broken connection) says which node and why, down to
+/// the root cause: "tcp connect error" alone does not tell a person what to
+/// fix. A server's answer stays as it is.
+fn unreachable_node(status: tonic::Status, address: &str) -> tonic::Status {
+    use std::error::Error as _;
+    let Some(source) = status.source() else {
+        return status;
+    };
+    let mut causes = Vec::new();
+    let mut next: Option<&dyn std::error::Error> = Some(source);
+    while let Some(cause) = next {
+        let text = cause.to_string();
+        if !status.message().contains(&text) && !causes.contains(&text) {
+            causes.push(text);
+        }
+        next = cause.source();
+    }
+    let mut message = format!("no answer from {address}: {}", status.message());
+    for cause in causes {
+        message.push_str(": ");
+        message.push_str(&cause);
+    }
+    // Without its source the status would read as the server's own
+    // UNKNOWN or INTERNAL: it keeps the kind the retries gave it.
+    let code = failure_kind(&status).code();
+    tonic::Status::with_metadata(code, message, status.metadata().clone())
+}
+
 /// The error of a call that failed after an earlier attempt may have been
 /// applied (`in_doubt`) says so. `RESOURCE_EXHAUSTED` says "nothing was
 /// written", which is false then: such a call fails with `UNAVAILABLE`
@@ -426,9 +455,11 @@ impl Client {
         // other cannot loop. Waits a quota asked for do not: they end when
         // the quota lets the call through, or at the deadline.
         let mut attempts = 0;
+        let mut last_address = String::new();
         while attempts < MAX_ATTEMPTS {
             attempts += 1;
             let address = self.address_for(log, endpoints);
+            last_address.clone_from(&address);
             let client = match make(self, &address) {
                 Ok(client) => client,
                 Err(err) => {
@@ -503,8 +534,10 @@ impl Client {
                 }
             }
         }
-        let last_error =
-            last_error.unwrap_or_else(|| tonic::Status::unavailable("no attempt was made"));
+        let last_error = match last_error {
+            Some(status) => unreachable_node(status, &last_address),
+            None => tonic::Status::unavailable("no attempt was made"),
+        };
         Called {
             result: Err(Error::Status(last_error)),
             in_doubt,
@@ -834,6 +867,30 @@ impl Client {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A node no one listens on: the error names it and the root cause.
+    #[tokio::test]
+    async fn a_node_that_does_not_answer_is_named_with_the_cause() {
+        let port = {
+            let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            listener.local_addr().unwrap().port()
+        };
+        let address = format!("http://127.0.0.1:{port}");
+        let err = Client::new(&address).get_log("ns/a").await.unwrap_err();
+        let text = err.to_string();
+        assert!(
+            text.contains(&format!("no answer from {address}")),
+            "{text}"
+        );
+        assert!(text.contains("refused"), "{text}");
+        assert_eq!(err.kind(), ErrorKind::Unavailable, "{err:?}");
+        // A server's own answer is left alone.
+        let answered = tonic::Status::not_found("log ns/a does not exist");
+        assert_eq!(
+            unreachable_node(answered, &address).message(),
+            "log ns/a does not exist"
+        );
+    }
 
     #[test]
     fn a_refusal_after_an_attempt_in_doubt_says_the_attempt_may_be_in_the_log() {
