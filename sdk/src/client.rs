@@ -140,9 +140,11 @@ pub(crate) fn failure_kind(status: &tonic::Status) -> ErrorKind {
 
 /// A failure of the client's own (no answer from `address`: refused
 /// connection, timeout, broken connection) says which node and why, down to
-/// the root cause: "tcp connect error" alone does not tell a person what to
-/// fix. A server's answer stays as it is.
-fn unreachable_node(status: tonic::Status, address: &str) -> tonic::Status {
+/// the root cause, and what a server answered before (`earlier`, e.g. the
+/// metastore timing out before the node went away): "tcp connect error"
+/// alone does not tell a person what to fix. A server's answer stays as it
+/// is.
+fn unreachable_node(status: tonic::Status, address: &str, earlier: Option<&str>) -> tonic::Status {
     use std::error::Error as _;
     let Some(source) = status.source() else {
         return status;
@@ -160,6 +162,10 @@ fn unreachable_node(status: tonic::Status, address: &str) -> tonic::Status {
     for cause in causes {
         message.push_str(": ");
         message.push_str(&cause);
+    }
+    if let Some(earlier) = earlier {
+        message.push_str("; before that, ");
+        message.push_str(earlier);
     }
     // Without its source the status would read as the server's own
     // UNKNOWN or INTERNAL: it keeps the kind the retries gave it.
@@ -456,6 +462,8 @@ impl Client {
         // the quota lets the call through, or at the deadline.
         let mut attempts = 0;
         let mut last_address = String::new();
+        // The last answer a server gave, for a call that ends without one.
+        let mut last_answer: Option<String> = None;
         while attempts < MAX_ATTEMPTS {
             attempts += 1;
             let address = self.address_for(log, endpoints);
@@ -483,6 +491,9 @@ impl Client {
                         .and_then(|v| v.to_str().ok())
                         .map(str::to_owned);
                     let kind = failure_kind(&status);
+                    if std::error::Error::source(&status).is_none() {
+                        last_answer = Some(format!("{address} answered: {}", status.message()));
+                    }
                     if let (Some(owner), Some(log)) = (&redirect, log)
                         && *owner != address
                     {
@@ -535,7 +546,7 @@ impl Client {
             }
         }
         let last_error = match last_error {
-            Some(status) => unreachable_node(status, &last_address),
+            Some(status) => unreachable_node(status, &last_address, last_answer.as_deref()),
             None => tonic::Status::unavailable("no attempt was made"),
         };
         Called {
@@ -887,7 +898,7 @@ mod tests {
         // A server's own answer is left alone.
         let answered = tonic::Status::not_found("log ns/a does not exist");
         assert_eq!(
-            unreachable_node(answered, &address).message(),
+            unreachable_node(answered, &address, None).message(),
             "log ns/a does not exist"
         );
     }
