@@ -88,6 +88,9 @@ pub struct NodeSection {
     /// How often gauges are sampled for the metrics page.
     #[serde(with = "humantime_serde")]
     pub metrics_sample_interval: Duration,
+    /// Streams one client connection may have open at once; more wait in
+    /// the client.
+    pub max_streams_per_connection: u32,
 }
 
 impl Default for NodeSection {
@@ -96,6 +99,7 @@ impl Default for NodeSection {
             lease_ttl: Duration::from_secs(10),
             shutdown_drain: Duration::from_secs(10),
             metrics_sample_interval: Duration::from_secs(5),
+            max_streams_per_connection: dlog_wire::http2::MAX_STREAMS_PER_CONNECTION,
         }
     }
 }
@@ -413,6 +417,10 @@ impl NodeConfig {
             (
                 "ingest.max_node_in_flight_bytes",
                 self.ingest.max_node_in_flight_bytes,
+            ),
+            (
+                "node.max_streams_per_connection",
+                self.node.max_streams_per_connection as usize,
             ),
             (
                 "cache.journal_max_batch_bytes",

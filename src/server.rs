@@ -364,9 +364,16 @@ pub async fn serve(options: ServeOptions, shutdown: CancellationToken) -> anyhow
     // Small request/response frames must not wait for Nagle's algorithm.
     let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
     let graceful = CancellationToken::new();
+    // Hostile or broken clients: bounded streams per connection, bounded
+    // headers, bounded unread bytes (the windows), and connections whose
+    // peer stopped answering pings are closed.
     let server = tonic::transport::Server::builder()
         .initial_connection_window_size(dlog_wire::http2::CONNECTION_WINDOW)
         .initial_stream_window_size(dlog_wire::http2::STREAM_WINDOW)
+        .max_concurrent_streams(Some(config.node.max_streams_per_connection))
+        .http2_max_header_list_size(Some(dlog_wire::http2::MAX_HEADER_LIST_BYTES))
+        .http2_keepalive_interval(Some(Duration::from_secs(30)))
+        .http2_keepalive_timeout(Some(Duration::from_secs(20)))
         .add_routes(routes.routes())
         .serve_with_incoming_shutdown(incoming, graceful.clone().cancelled_owned());
     tokio::pin!(server);

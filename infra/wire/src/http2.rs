@@ -1,5 +1,6 @@
-//! HTTP/2 flow-control windows of every dlog server (`dlog serve`,
-//! `dlog standalone`) and client (the SDK, nodes reaching cache nodes).
+//! HTTP/2 flow-control windows and limits of every dlog server (`dlog
+//! serve`, `dlog standalone`) and client (the SDK, nodes reaching cache
+//! nodes).
 //!
 //! The h2 library closes a connection (GOAWAY `ENHANCE_YOUR_CALM`,
 //! "too_many_data_frames") once the small DATA frames (under 256 bytes) it
@@ -21,3 +22,12 @@
 pub const CONNECTION_WINDOW: u32 = 32 * 1024 * 1024;
 /// Bytes a peer may send on one stream before the server reads them.
 pub const STREAM_WINDOW: u32 = 1024 * 1024;
+
+/// Streams one connection may have open at once on a server, by default
+/// (`node.max_streams_per_connection`): a client that opens more waits for
+/// one to close. High enough for a reader node's streams to a cache node
+/// at its default 10 000 reads.
+pub const MAX_STREAMS_PER_CONNECTION: u32 = 16_384;
+/// Bytes of request headers a server takes (names and values, with
+/// HTTP/2's 32 bytes per field); larger requests are refused.
+pub const MAX_HEADER_LIST_BYTES: u32 = 64 * 1024;

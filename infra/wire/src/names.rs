@@ -149,6 +149,23 @@ mod tests {
     use super::*;
     use proptest::prelude::*;
 
+    /// A name is echoed back (to the client, and into node logs) only
+    /// escaped: a hostile name cannot forge log lines or terminal colours.
+    #[test]
+    fn invalid_names_are_echoed_escaped() {
+        for hostile in [
+            "ns\n2026-12-01 INFO forged/x",
+            "ns/\u{1b}[31mred",
+            "ns/a\rb",
+        ] {
+            let err = hostile.parse::<LogName>().unwrap_err().to_string();
+            assert!(
+                !err.contains(['\n', '\r', '\u{1b}']),
+                "{hostile:?} echoed raw: {err:?}"
+            );
+        }
+    }
+
     #[test]
     fn accepts_valid_names() {
         let name: LogName = "orders.eu-1/payments_v2".parse().unwrap();
