@@ -54,11 +54,23 @@ pub struct NodeConfig {
     pub compactor: CompactorSection,
     /// The reader role's options as they are.
     pub reader: ReaderOptions,
+    pub auth: AuthSection,
+}
+
+/// Who may call the node.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AuthSection {
+    /// Require a client token (`authorization: Bearer dlog_…`) on
+    /// LogService, ReadService and AdminService. The first node to start
+    /// with it and no token in the cluster writes a root token to
+    /// `DATA_DIR/root-token`.
+    pub tokens: bool,
 }
 
 /// The top-level keys, for telling the environment variables that are
 /// settings from those that are not.
-const TOP_KEYS: [&str; 13] = [
+const TOP_KEYS: [&str; 14] = [
     "roles",
     "metastore",
     "object_store",
@@ -72,6 +84,7 @@ const TOP_KEYS: [&str; 13] = [
     "cache",
     "compactor",
     "reader",
+    "auth",
 ];
 
 /// Settings of the process, whatever its roles.
@@ -260,7 +273,7 @@ fn environment() -> Env {
 
 /// Sections of the settings: `DLOG_<SECTION>_<KEY>` with one underscore
 /// is a mistake for `DLOG_<SECTION>__<KEY>`.
-const SECTIONS: [&str; 5] = ["node", "ingest", "cache", "compactor", "reader"];
+const SECTIONS: [&str; 6] = ["node", "ingest", "cache", "compactor", "reader", "auth"];
 
 /// Environment variables of earlier versions, and what replaced them.
 const RENAMED: [(&str, &str); 6] = [

@@ -180,6 +180,38 @@ pub async fn serve(options: ServeOptions, shutdown: CancellationToken) -> anyhow
         capacity: 0,
     };
 
+    // Client tokens: the table every request's grant comes from.
+    let token_watch_stop = CancellationToken::new();
+    let _stop_token_watch = token_watch_stop.clone().drop_guard();
+    let tokens = if config.auth.tokens {
+        let file = data_dir.join("root-token");
+        std::fs::create_dir_all(&data_dir)
+            .with_context(|| format!("create {}", data_dir.display()))?;
+        if let Some(path) = dlog_meta::auth::bootstrap_root_token(&manifest, &file)
+            .await
+            .context("create the root token")?
+        {
+            tracing::warn!(path = %path.display(), "no client token existed: wrote a root token (every operation, every log); keep it secret");
+        }
+        let table =
+            dlog_meta::auth::TokenTable::watched(manifest.clone(), token_watch_stop.clone())
+                .await
+                .context("read the client tokens")?;
+        Some(table)
+    } else {
+        // A cluster with tokens has every node check them: one node
+        // serving without checks would let anyone through it.
+        let (existing, _) = manifest.tokens().await.context("read the client tokens")?;
+        if !existing.is_empty() {
+            bail!(
+                "the cluster has client tokens ({}): start this node with --auth-tokens \
+                 (auth.tokens = true) so it checks them too",
+                existing.len()
+            );
+        }
+        None
+    };
+
     let lease = LeaseKeeper::start(store.clone(), config.node.lease_ttl)
         .await
         .context("take a node lease")?;
@@ -363,6 +395,17 @@ pub async fn serve(options: ServeOptions, shutdown: CancellationToken) -> anyhow
 
     // Small request/response frames must not wait for Nagle's algorithm.
     let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
+    // Each request's token, as a grant the services check (none when
+    // tokens are off: every call allowed).
+    let grants = tonic::service::interceptor::InterceptorLayer::new(
+        move |mut request: tonic::Request<()>| {
+            if let Some(table) = &tokens {
+                let grant = table.grant(request.metadata());
+                request.extensions_mut().insert(grant);
+            }
+            Ok(request)
+        },
+    );
     let graceful = CancellationToken::new();
     // Hostile or broken clients: bounded streams per connection, bounded
     // headers, bounded unread bytes (the windows), and connections whose
@@ -374,6 +417,7 @@ pub async fn serve(options: ServeOptions, shutdown: CancellationToken) -> anyhow
         .http2_max_header_list_size(Some(dlog_wire::http2::MAX_HEADER_LIST_BYTES))
         .http2_keepalive_interval(Some(Duration::from_secs(30)))
         .http2_keepalive_timeout(Some(Duration::from_secs(20)))
+        .layer(grants)
         .add_routes(routes.routes())
         .serve_with_incoming_shutdown(incoming, graceful.clone().cancelled_owned());
     tokio::pin!(server);

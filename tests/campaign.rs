@@ -756,6 +756,7 @@ async fn campaign_loses_nothing_acknowledged() {
         etcd_members: 3,
         readers: 0,
         ingest_roles: "ingest,reader",
+        ..ClusterSpec::default()
     };
     let Some(mut cluster) = Cluster::start_spec(spec).await else {
         return;

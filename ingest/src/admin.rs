@@ -11,6 +11,7 @@
 
 use std::sync::Arc;
 
+use dlog_meta::auth::{self, Op};
 use dlog_meta::manifest::{NamespaceConfig, Replication};
 use dlog_wire::names::{LogName, Namespace};
 use dlog_wire::proto::admin_service_server::{AdminService, AdminServiceServer};
@@ -225,8 +226,10 @@ impl AdminService for AdminServer {
         &self,
         request: Request<pb::ConfigureNamespaceRequest>,
     ) -> Result<Response<pb::NamespaceResponse>, Status> {
+        let grant = auth::grant_of(&request);
         let request = request.into_inner();
         let ns = namespace_of(&request.namespace)?;
+        auth::check(&grant, Op::Admin, &format!("{ns}/"))?;
         let manifest = self.node.manifest();
         if manifest.has_namespace(&ns).await.map_err(to_status)? {
             return Err(Status::already_exists(format!(
@@ -248,8 +251,10 @@ impl AdminService for AdminServer {
         &self,
         request: Request<pb::ConfigureNamespaceRequest>,
     ) -> Result<Response<pb::NamespaceResponse>, Status> {
+        let grant = auth::grant_of(&request);
         let request = request.into_inner();
         let ns = namespace_of(&request.namespace)?;
+        auth::check(&grant, Op::Admin, &format!("{ns}/"))?;
         let manifest = self.node.manifest();
         let current = manifest.namespace(&ns).await.map_err(to_status)?;
         let config = apply(current, &request.change.unwrap_or_default());
@@ -266,14 +271,21 @@ impl AdminService for AdminServer {
         &self,
         request: Request<pb::GetNamespaceRequest>,
     ) -> Result<Response<pb::NamespaceResponse>, Status> {
+        let grant = auth::grant_of(&request);
         let ns = namespace_of(&request.into_inner().namespace)?;
+        auth::check(&grant, Op::Admin, &format!("{ns}/"))?;
         Ok(Response::new(self.namespace_response(&ns).await?))
     }
 
     async fn list_namespaces(
         &self,
-        _request: Request<pb::ListNamespacesRequest>,
+        request: Request<pb::ListNamespacesRequest>,
     ) -> Result<Response<pb::ListNamespacesResponse>, Status> {
+        let grant = auth::grant_of(&request);
+        let scope = auth::listing_scope(&grant);
+        if let (Some(grant), Some(scope)) = (&grant, &scope) {
+            grant.check(Op::Admin, scope.as_deref().unwrap_or(""))?;
+        }
         let manifest = self.node.manifest();
         let mut names: Vec<String> = manifest
             .configured_namespaces()
@@ -285,6 +297,7 @@ impl AdminService for AdminServer {
         for log in manifest.list_logs("").await.map_err(to_status)? {
             names.push(log.namespace().to_string());
         }
+        names.retain(|ns| auth::visible(&scope, &format!("{ns}/")));
         names.sort();
         names.dedup();
         Ok(Response::new(pb::ListNamespacesResponse {
@@ -296,8 +309,10 @@ impl AdminService for AdminServer {
         &self,
         request: Request<pb::ConfigureLogRequest>,
     ) -> Result<Response<pb::LogSettingsResponse>, Status> {
+        let grant = auth::grant_of(&request);
         let request = request.into_inner();
         let log = LogName::from_request(&request.log)?;
+        auth::check(&grant, Op::Admin, &log.to_string())?;
         let manifest = self.node.manifest();
         if request.inherit {
             manifest
@@ -323,8 +338,122 @@ impl AdminService for AdminServer {
         &self,
         request: Request<pb::GetLogSettingsRequest>,
     ) -> Result<Response<pb::LogSettingsResponse>, Status> {
+        let grant = auth::grant_of(&request);
         let log = LogName::from_request(&request.into_inner().log)?;
+        auth::check(&grant, Op::Read, &log.to_string())?;
         Ok(Response::new(self.log_response(&log).await?))
+    }
+
+    async fn create_token(
+        &self,
+        request: Request<pb::CreateTokenRequest>,
+    ) -> Result<Response<pb::CreateTokenResponse>, Status> {
+        let grant = auth::grant_of(&request);
+        let request = request.into_inner();
+        let mut ops = Vec::new();
+        for op in &request.ops {
+            let op: Op = op.parse().map_err(Status::invalid_argument)?;
+            if !ops.contains(&op) {
+                ops.push(op);
+            }
+        }
+        if ops.is_empty() {
+            return Err(Status::invalid_argument(
+                "a token needs at least one operation: append, read, trim or admin",
+            ));
+        }
+        check_prefix(&request.prefix)?;
+        // A token makes tokens only within what it holds itself.
+        if let Some(grant) = &grant {
+            grant.check_delegation(&ops, &request.prefix)?;
+        }
+        let new = auth::new_token(None, &request.prefix, &ops, &request.description)?;
+        let created = self
+            .node
+            .manifest()
+            .create_token(&new.record)
+            .await
+            .map_err(to_status)?;
+        if !created {
+            return Err(Status::aborted(
+                "token id taken by another token: try again",
+            ));
+        }
+        tracing::info!(id = %new.record.id, prefix = ?new.record.prefix, ops = ?new.record.ops, "token created");
+        Ok(Response::new(pb::CreateTokenResponse {
+            info: Some(token_info(new.record)),
+            token: new.token,
+        }))
+    }
+
+    async fn list_tokens(
+        &self,
+        request: Request<pb::ListTokensRequest>,
+    ) -> Result<Response<pb::ListTokensResponse>, Status> {
+        auth::authorize(&request, Op::Admin, "")?;
+        let (tokens, _) = self.node.manifest().tokens().await.map_err(to_status)?;
+        Ok(Response::new(pb::ListTokensResponse {
+            tokens: tokens.into_iter().map(token_info).collect(),
+        }))
+    }
+
+    async fn revoke_token(
+        &self,
+        request: Request<pb::RevokeTokenRequest>,
+    ) -> Result<Response<pb::RevokeTokenResponse>, Status> {
+        auth::authorize(&request, Op::Admin, "")?;
+        let id = request.into_inner().id;
+        // The last token that can make tokens stays: without it no one
+        // could manage tokens again.
+        let (tokens, _) = self.node.manifest().tokens().await.map_err(to_status)?;
+        let cluster_admin = |t: &dlog_meta::manifest::TokenRecord| {
+            t.prefix.is_empty() && t.ops.iter().any(|o| o == "admin")
+        };
+        if tokens.iter().any(|t| t.id == id && cluster_admin(t))
+            && tokens.iter().filter(|t| cluster_admin(t)).count() == 1
+        {
+            return Err(Status::failed_precondition(format!(
+                "token {id} is the last one with admin over the whole cluster: create another first"
+            )));
+        }
+        if !self
+            .node
+            .manifest()
+            .revoke_token(&id)
+            .await
+            .map_err(to_status)?
+        {
+            return Err(Status::not_found(format!("no token {id:?}")));
+        }
+        tracing::info!(id = ?id, "token revoked");
+        Ok(Response::new(pb::RevokeTokenResponse {}))
+    }
+}
+
+/// A token's scope: empty (everything), a namespace prefix, or a log
+/// prefix, in name characters only (and `/`).
+fn check_prefix(prefix: &str) -> Result<(), Status> {
+    let ok = prefix.len() <= 257
+        && prefix
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-' | '/'))
+        && prefix.matches('/').count() <= 1;
+    if ok {
+        Ok(())
+    } else {
+        Err(Status::invalid_argument(format!(
+            "token prefix {prefix:?}: expected the start of NS/LOG (letters, digits, . _ - and one /)"
+        )))
+    }
+}
+
+fn token_info(record: dlog_meta::manifest::TokenRecord) -> pb::TokenInfo {
+    pb::TokenInfo {
+        id: record.id,
+        prefix: record.prefix,
+        ops: record.ops,
+        description: record.description,
+        created_at_ms: record.created_at_ms,
     }
 }
 

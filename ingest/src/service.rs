@@ -4,6 +4,7 @@
 
 use std::sync::Arc;
 
+use dlog_meta::auth::{Grant, Op, authorize, check, check_any, grant_of, listing_scope, visible};
 use dlog_meta::manifest::{self, LogMeta, Role, SegmentMeta, SegmentState};
 use dlog_wire::ids::{LogId, Offset};
 use dlog_wire::names::LogName;
@@ -165,6 +166,7 @@ async fn submit_append(
     node: &IngestNode,
     request: pb::AppendRequest,
     session: &SessionGate,
+    grant: &Option<Grant>,
 ) -> Answer<pb::AppendResponse> {
     let append = match Append::from_proto(request, node.limits()) {
         Ok(append) => append,
@@ -173,6 +175,10 @@ async fn submit_append(
             return Answer::ready(Err(status(err.into())));
         }
     };
+    if let Err(refused) = check(grant, Op::Append, &append.log.to_string()) {
+        session.close();
+        return Answer::ready(Err(refused));
+    }
     if session.is_closed() {
         let log = append.log;
         return Answer::ready(Err(status(Error::SessionBroken { log })));
@@ -207,7 +213,9 @@ impl LogService for LogServer {
         &self,
         request: Request<pb::CreateLogRequest>,
     ) -> Result<Response<pb::CreateLogResponse>, Status> {
+        let grant = grant_of(&request);
         let log = LogName::from_request(&request.into_inner().log)?;
+        check(&grant, Op::Admin, &log.to_string())?;
         self.node
             .manifest()
             .create_log(&log)
@@ -221,7 +229,9 @@ impl LogService for LogServer {
         &self,
         request: Request<pb::DeleteLogRequest>,
     ) -> Result<Response<pb::DeleteLogResponse>, Status> {
+        let grant = grant_of(&request);
         let log = LogName::from_request(&request.into_inner().log)?;
+        check(&grant, Op::Admin, &log.to_string())?;
         self.node.delete_log(&log).await.map_err(status)?;
         Ok(Response::new(pb::DeleteLogResponse {}))
     }
@@ -230,6 +240,13 @@ impl LogService for LogServer {
         &self,
         request: Request<pb::ListLogsRequest>,
     ) -> Result<Response<pb::ListLogsResponse>, Status> {
+        let grant = grant_of(&request);
+        // Any read grant may list; it sees the names in its scope only,
+        // as the scope was when the listing started.
+        let scope = listing_scope(&grant);
+        if let (Some(grant), Some(scope)) = (&grant, &scope) {
+            grant.check(Op::Read, scope.as_deref().unwrap_or(""))?;
+        }
         let request = request.into_inner();
         let logs = self
             .node
@@ -237,7 +254,10 @@ impl LogService for LogServer {
             .list_logs(&request.prefix)
             .await
             .map_err(|err| status(err.into()))?;
-        let names = logs.iter().map(ToString::to_string);
+        let names = logs
+            .iter()
+            .map(ToString::to_string)
+            .filter(|name| visible(&scope, name));
         Ok(Response::new(page_of(
             names,
             request.page_size,
@@ -249,7 +269,10 @@ impl LogService for LogServer {
         &self,
         request: Request<pb::GetLogRequest>,
     ) -> Result<Response<pb::GetLogResponse>, Status> {
+        let grant = grant_of(&request);
         let log = LogName::from_request(&request.into_inner().log)?;
+        // A writer learns where the log stands before it appends.
+        check_any(&grant, &[Op::Read, Op::Append], &log.to_string())?;
         let info = self.log_info(&log).await.map_err(status)?;
         Ok(Response::new(pb::GetLogResponse { log: Some(info) }))
     }
@@ -258,8 +281,10 @@ impl LogService for LogServer {
         &self,
         request: Request<pb::AppendRequest>,
     ) -> Result<Response<pb::AppendResponse>, Status> {
+        let grant = grant_of(&request);
         let append = Append::from_proto(request.into_inner(), self.node.limits())
             .map_err(|err| status(err.into()))?;
+        check(&grant, Op::Append, &append.log.to_string())?;
         let ack = self.node.append(append).await.map_err(status)?;
         Ok(Response::new(append_response(ack)))
     }
@@ -270,12 +295,14 @@ impl LogService for LogServer {
     ) -> Result<Response<Self::AppendSessionStream>, Status> {
         let node = self.node.clone();
         let session = SessionGate::default();
+        // Checked for each append: its log, and the token still valid.
+        let grant = grant_of(&request);
         let answers = serve_ordered(
             request.into_inner(),
             MAX_SESSION_IN_FLIGHT,
             move |request| {
-                let (node, session) = (node.clone(), session.clone());
-                async move { submit_append(&node, request, &session).await }
+                let (node, session, grant) = (node.clone(), session.clone(), grant.clone());
+                async move { submit_append(&node, request, &session, &grant).await }
             },
         );
         Ok(Response::new(answers))
@@ -285,8 +312,10 @@ impl LogService for LogServer {
         &self,
         request: Request<pb::TrimRequest>,
     ) -> Result<Response<pb::TrimResponse>, Status> {
+        let grant = grant_of(&request);
         let request = request.into_inner();
         let log = LogName::from_request(&request.log)?;
+        check(&grant, Op::Trim, &log.to_string())?;
         let info = self.log_info(&log).await.map_err(status)?;
         if request.before_offset > info.next_offset {
             return Err(Status::invalid_argument(format!(
@@ -309,7 +338,9 @@ impl LogService for LogServer {
         &self,
         request: Request<pb::MarkEndOfStreamRequest>,
     ) -> Result<Response<pb::MarkEndOfStreamResponse>, Status> {
+        let grant = grant_of(&request);
         let log = LogName::from_request(&request.into_inner().log)?;
+        check(&grant, Op::Trim, &log.to_string())?;
         let end_offset = self.node.end_of_stream(&log).await.map_err(status)?;
         Ok(Response::new(pb::MarkEndOfStreamResponse { end_offset }))
     }
@@ -318,7 +349,9 @@ impl LogService for LogServer {
         &self,
         request: Request<pb::SealLogRequest>,
     ) -> Result<Response<pb::SealLogResponse>, Status> {
+        let grant = grant_of(&request);
         let log = LogName::from_request(&request.into_inner().log)?;
+        check(&grant, Op::Trim, &log.to_string())?;
         let sealed = self.node.seal(&log).await.map_err(status)?;
         let info = self.log_info(&log).await.map_err(status)?;
         Ok(Response::new(pb::SealLogResponse {
@@ -331,8 +364,9 @@ impl LogService for LogServer {
 
     async fn get_status(
         &self,
-        _request: Request<pb::GetStatusRequest>,
+        request: Request<pb::GetStatusRequest>,
     ) -> Result<Response<pb::GetStatusResponse>, Status> {
+        authorize(&request, Op::Admin, "")?;
         let manifest = self.node.manifest();
         let mut response = pb::GetStatusResponse::default();
         for role in Role::ALL {

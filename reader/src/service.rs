@@ -6,6 +6,7 @@
 use std::pin::Pin;
 use std::sync::Arc;
 
+use dlog_meta::auth::{self, Op};
 use dlog_wire::names::LogName;
 use dlog_wire::proto::read_service_server::{ReadService, ReadServiceServer};
 use dlog_wire::proto::{self as pb};
@@ -66,6 +67,23 @@ fn end_on_stop(
     Box::pin(items.chain(last))
 }
 
+/// One streamed message of a read of the incarnation `log_id`.
+fn respond(item: Result<ReadItem, Error>, log_id: u64) -> Result<pb::ReadResponse, Status> {
+    match item {
+        Ok(ReadItem::Records(records)) => Ok(pb::ReadResponse {
+            records: records.into_iter().map(Into::into).collect(),
+            end_of_stream: false,
+            log_id,
+        }),
+        Ok(ReadItem::EndOfStream) => Ok(pb::ReadResponse {
+            records: Vec::new(),
+            end_of_stream: true,
+            log_id,
+        }),
+        Err(err) => Err(Status::from(err)),
+    }
+}
+
 #[tonic::async_trait]
 impl ReadService for ReadServer {
     type ReadStream = ReadStream;
@@ -77,8 +95,11 @@ impl ReadService for ReadServer {
         let client = request
             .remote_addr()
             .map(|address| address.ip().to_string());
+        let grant = auth::grant_of(&request);
         let request = request.into_inner();
         let log = LogName::from_request(&request.log)?;
+        let name = log.to_string();
+        auth::check(&grant, Op::Read, &name)?;
         if request.limit == Some(0) {
             return Err(Status::invalid_argument(
                 "limit must be at least 1 (or absent)",
@@ -100,18 +121,12 @@ impl ReadService for ReadServer {
             log_id: Some(log_id),
             client,
         };
-        let items = ReceiverStream::new(self.engine.read(spec)).map(move |item| match item {
-            Ok(ReadItem::Records(records)) => Ok(pb::ReadResponse {
-                records: records.into_iter().map(Into::into).collect(),
-                end_of_stream: false,
-                log_id,
-            }),
-            Ok(ReadItem::EndOfStream) => Ok(pb::ReadResponse {
-                records: Vec::new(),
-                end_of_stream: true,
-                log_id,
-            }),
-            Err(err) => Err(Status::from(err)),
+        let items = ReceiverStream::new(self.engine.read(spec)).map(move |item| {
+            // A token revoked while the read runs ends it at its next message.
+            if item.is_ok() {
+                auth::check(&grant, Op::Read, &name)?;
+            }
+            respond(item, log_id)
         });
         Ok(Response::new(end_on_stop(items, self.stop.clone())))
     }
@@ -120,7 +135,9 @@ impl ReadService for ReadServer {
         &self,
         request: Request<pb::CheckTailRequest>,
     ) -> Result<Response<pb::CheckTailResponse>, Status> {
+        let grant = auth::grant_of(&request);
         let log = LogName::from_request(&request.into_inner().log)?;
+        auth::check(&grant, Op::Read, &log.to_string())?;
         let tail = self.engine.check_tail(&log).await.map_err(Status::from)?;
         Ok(Response::new(pb::CheckTailResponse {
             first_offset: tail.first_offset,
@@ -134,8 +151,10 @@ impl ReadService for ReadServer {
         &self,
         request: Request<pb::CommitSubscriptionRequest>,
     ) -> Result<Response<pb::CommitSubscriptionResponse>, Status> {
+        let grant = auth::grant_of(&request);
         let request = request.into_inner();
         let log = LogName::from_request(&request.log)?;
+        auth::check(&grant, Op::Read, &log.to_string())?;
         self.engine
             .manifest()
             .commit_subscription(&log, &request.subscription, request.offset)
@@ -148,8 +167,10 @@ impl ReadService for ReadServer {
         &self,
         request: Request<pb::GetSubscriptionRequest>,
     ) -> Result<Response<pb::GetSubscriptionResponse>, Status> {
+        let grant = auth::grant_of(&request);
         let request = request.into_inner();
         let log = LogName::from_request(&request.log)?;
+        auth::check(&grant, Op::Read, &log.to_string())?;
         let offset = self
             .engine
             .manifest()
@@ -163,7 +184,9 @@ impl ReadService for ReadServer {
         &self,
         request: Request<pb::ListSubscriptionsRequest>,
     ) -> Result<Response<pb::ListSubscriptionsResponse>, Status> {
+        let grant = auth::grant_of(&request);
         let log = LogName::from_request(&request.into_inner().log)?;
+        auth::check(&grant, Op::Read, &log.to_string())?;
         let manifest = self.engine.manifest();
         // A log that does not exist has no subscriptions: NOT_FOUND.
         manifest
@@ -186,8 +209,10 @@ impl ReadService for ReadServer {
         &self,
         request: Request<pb::DeleteSubscriptionRequest>,
     ) -> Result<Response<pb::DeleteSubscriptionResponse>, Status> {
+        let grant = auth::grant_of(&request);
         let request = request.into_inner();
         let log = LogName::from_request(&request.log)?;
+        auth::check(&grant, Op::Admin, &log.to_string())?;
         self.engine
             .manifest()
             .delete_subscription(&log, &request.subscription)

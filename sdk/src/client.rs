@@ -285,7 +285,41 @@ pub struct Client {
     /// `Read` streams (no per-request timeout).
     channels: Arc<Mutex<HashMap<String, Channel>>>,
     owners: Arc<Mutex<HashMap<String, String>>>,
+    /// Sent with every request ([`Client::with_token`]).
+    credentials: Credentials,
 }
+
+/// The `authorization` header every request of a client carries, if any.
+#[derive(Clone, Default)]
+pub(crate) struct Credentials(Option<tonic::metadata::MetadataValue<tonic::metadata::Ascii>>);
+
+impl std::fmt::Debug for Credentials {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Never the token itself.
+        f.write_str(if self.0.is_some() {
+            "Credentials(token)"
+        } else {
+            "Credentials(none)"
+        })
+    }
+}
+
+impl tonic::service::Interceptor for Credentials {
+    fn call(
+        &mut self,
+        mut request: tonic::Request<()>,
+    ) -> Result<tonic::Request<()>, tonic::Status> {
+        if let Some(value) = &self.0 {
+            request
+                .metadata_mut()
+                .insert("authorization", value.clone());
+        }
+        Ok(request)
+    }
+}
+
+/// How a client's calls travel: its channel, with its credentials.
+pub(crate) type Transport = tonic::service::interceptor::InterceptedService<Channel, Credentials>;
 
 /// A list of endpoints and the one in use; the next is tried when it is
 /// unreachable. Clones share the position.
@@ -338,7 +372,24 @@ impl Client {
             write,
             channels: Arc::default(),
             owners: Arc::default(),
+            credentials: Credentials::default(),
         }
+    }
+
+    /// Sends `token` (`dlog_<id>_<secret>`, from `dlog token create`) with
+    /// every request, as `authorization: Bearer <token>`. Fails on a token
+    /// that cannot be a header value.
+    pub fn with_token(mut self, token: &str) -> Result<Client> {
+        let mut value: tonic::metadata::MetadataValue<tonic::metadata::Ascii> =
+            format!("Bearer {}", token.trim()).parse().map_err(|_| {
+                Error::Status(tonic::Status::invalid_argument(
+                    "the token is not a valid header value",
+                ))
+            })?;
+        // Kept out of HTTP/2 header compression tables and debug output.
+        value.set_sensitive(true);
+        self.credentials = Credentials(Some(value));
+        Ok(self)
     }
 
     /// Sends reads (`Read`, `CheckTail`, subscriptions) to these endpoints
@@ -390,22 +441,31 @@ impl Client {
         Ok(channel)
     }
 
-    fn log_client(&self, address: &str) -> Result<LogServiceClient<Channel>> {
-        Ok(LogServiceClient::new(self.channel(address, false)?)
-            .max_decoding_message_size(MAX_MESSAGE_BYTES)
-            .max_encoding_message_size(16 * 1024 * 1024))
+    fn log_client(&self, address: &str) -> Result<LogServiceClient<Transport>> {
+        Ok(LogServiceClient::with_interceptor(
+            self.channel(address, false)?,
+            self.credentials.clone(),
+        )
+        .max_decoding_message_size(MAX_MESSAGE_BYTES)
+        .max_encoding_message_size(16 * 1024 * 1024))
     }
 
     /// A `ReadService` client for unary calls.
-    pub(crate) fn read_client(&self, address: &str) -> Result<ReadServiceClient<Channel>> {
-        Ok(ReadServiceClient::new(self.channel(address, false)?)
-            .max_decoding_message_size(MAX_MESSAGE_BYTES))
+    pub(crate) fn read_client(&self, address: &str) -> Result<ReadServiceClient<Transport>> {
+        Ok(ReadServiceClient::with_interceptor(
+            self.channel(address, false)?,
+            self.credentials.clone(),
+        )
+        .max_decoding_message_size(MAX_MESSAGE_BYTES))
     }
 
     /// A `ReadService` client for `Read` streams.
-    pub(crate) fn read_stream_client(&self, address: &str) -> Result<ReadServiceClient<Channel>> {
-        Ok(ReadServiceClient::new(self.channel(address, true)?)
-            .max_decoding_message_size(MAX_MESSAGE_BYTES))
+    pub(crate) fn read_stream_client(&self, address: &str) -> Result<ReadServiceClient<Transport>> {
+        Ok(ReadServiceClient::with_interceptor(
+            self.channel(address, true)?,
+            self.credentials.clone(),
+        )
+        .max_decoding_message_size(MAX_MESSAGE_BYTES))
     }
 
     fn address_for(&self, log: Option<&str>, endpoints: &Endpoints) -> String {
@@ -424,7 +484,7 @@ impl Client {
     async fn call<T>(
         &self,
         log: Option<&str>,
-        call: impl Fn(LogServiceClient<Channel>) -> BoxFuture<'static, Result<T, tonic::Status>>,
+        call: impl Fn(LogServiceClient<Transport>) -> BoxFuture<'static, Result<T, tonic::Status>>,
     ) -> Result<T> {
         self.call_with(log, &self.write, Client::log_client, call)
             .await
@@ -436,7 +496,7 @@ impl Client {
     /// transient failures with backoff.
     pub(crate) async fn read_call<T>(
         &self,
-        call: impl Fn(ReadServiceClient<Channel>) -> BoxFuture<'static, Result<T, tonic::Status>>,
+        call: impl Fn(ReadServiceClient<Transport>) -> BoxFuture<'static, Result<T, tonic::Status>>,
     ) -> Result<T> {
         self.call_with(None, &self.read, Client::read_client, call)
             .await
@@ -573,12 +633,15 @@ impl Client {
 
     /// Runs an `AdminService` call on the write endpoints (ingest nodes),
     /// retrying transient failures with backoff.
-    async fn admin_call<T>(
+    pub(crate) async fn admin_call<T>(
         &self,
-        call: impl Fn(AdminServiceClient<Channel>) -> BoxFuture<'static, Result<T, tonic::Status>>,
+        call: impl Fn(AdminServiceClient<Transport>) -> BoxFuture<'static, Result<T, tonic::Status>>,
     ) -> Result<T> {
         let make = |client: &Client, address: &str| {
-            Ok(AdminServiceClient::new(client.channel(address, false)?))
+            Ok(AdminServiceClient::with_interceptor(
+                client.channel(address, false)?,
+                client.credentials.clone(),
+            ))
         };
         self.call_with(None, &self.write, make, call).await.result
     }

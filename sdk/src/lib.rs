@@ -24,6 +24,7 @@
 //! | `retry` | the one retry policy: backoff with jitter, attempts, a total deadline |
 //! | [`info`] | what admin calls answer: [`LogInfo`], [`SegmentInfo`], [`Sealed`], [`ClusterStatus`] |
 //! | [`settings`] | namespace and log settings: [`Settings`], [`SettingsChange`] |
+//! | [`tokens`] | client tokens: [`TokenInfo`]; [`Client::with_token`] sends one |
 
 #![warn(missing_docs)]
 
@@ -33,6 +34,7 @@ pub mod log_reader;
 pub mod log_writer;
 mod retry;
 pub mod settings;
+pub mod tokens;
 
 pub use client::{AppendIf, Appended, Client, Error as ClientError, LogsPage};
 pub use dlog_wire::error::ErrorKind;
@@ -41,3 +43,4 @@ pub use info::{ClusterStatus, LogInfo, NodeInfo, Sealed, SegmentInfo, SegmentSta
 pub use log_reader::{LogReader, ReadOptions, Start, TailInfo};
 pub use log_writer::{LogWriter, PendingWrite, WriterOptions};
 pub use settings::{Settings, SettingsChange};
+pub use tokens::TokenInfo;

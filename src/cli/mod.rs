@@ -9,6 +9,7 @@ mod progress;
 mod read;
 mod settings;
 mod sub;
+mod tokens;
 
 use crate::config::{self, NodeConfig};
 use crate::server::{ServeOptions, cancel_on_signals, serve, standalone};
@@ -37,6 +38,9 @@ pub struct Args {
     /// reader nodes serve reads, so give both.
     #[arg(long, global = true, env = "DLOG_READ_ENDPOINT")]
     pub read_endpoint: Option<String>,
+    /// Client token (`dlog_<id>_<secret>`) for clusters that require one.
+    #[arg(long, global = true, env = "DLOG_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
     #[command(subcommand)]
     pub command: Command,
 }
@@ -94,6 +98,11 @@ pub enum Command {
     Sub {
         #[command(subcommand)]
         command: sub::SubCommand,
+    },
+    /// Client tokens: create, list, revoke (needs an admin token).
+    Token {
+        #[command(subcommand)]
+        command: tokens::TokenCommand,
     },
     /// Namespaces: settings (retention, roll policy, replication, quota) for their logs.
     Ns {
@@ -192,6 +201,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         if reinit_cache {
             flags.set("reinit_cache", true);
         }
+        settings.flags(&mut flags);
         let config = config::load(NodeConfig::default(), settings.config.as_deref(), &flags.0)?;
         if settings.print_config {
             print!("{}", config.to_toml()?);
@@ -216,6 +226,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         flags.set_some("data_dir", data_dir);
         flags.set_some("listen", listen);
         flags.set_some("metrics_listen", metrics_listen);
+        settings.flags(&mut flags);
         let defaults = NodeConfig {
             data_dir: Some(PathBuf::from("./dlog-data")),
             listen: Some("127.0.0.1:7070".to_owned()),
@@ -241,12 +252,16 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         return standalone(config, shutdown).await;
     }
     let mut client = Client::new(&args.endpoint);
+    if let Some(token) = &args.token {
+        client = client.with_token(token)?;
+    }
     if let Some(read_endpoint) = &args.read_endpoint {
         client = client.with_read_endpoints(read_endpoint);
     }
     match args.command {
         Command::Logs { command } => admin::logs(&client, command).await,
         Command::Ns { command } => settings::ns(&client, command).await,
+        Command::Token { command } => tokens::token(&client, command).await,
         Command::Sub { command } => sub::sub(&client, command).await,
         Command::Append {
             log,
@@ -274,6 +289,18 @@ pub struct SettingsFile {
     /// Print the effective settings as TOML and exit.
     #[arg(long)]
     print_config: bool,
+    /// Require client tokens (auth.tokens; docs/configuration.md).
+    #[arg(long)]
+    auth_tokens: bool,
+}
+
+impl SettingsFile {
+    /// The flags of this group that are settings.
+    fn flags(&self, flags: &mut Flags) {
+        if self.auth_tokens {
+            flags.set("auth.tokens", true);
+        }
+    }
 }
 
 /// The flags given, as the top layer of the settings.

@@ -122,6 +122,12 @@ impl Node {
         self.dir.join("cache")
     }
 
+    /// The node's `--data-dir`.
+    #[allow(dead_code)]
+    pub fn data_dir(&self) -> &std::path::Path {
+        &self.dir
+    }
+
     /// Starts once with extra arguments (e.g. `--reinit-cache`).
     pub fn start_with_args(&mut self, args: &[&str]) {
         let saved = self.extra_args.clone();
@@ -250,6 +256,8 @@ pub struct ClusterSpec {
     pub ingest_roles: &'static str,
     /// Members of the etcd cluster.
     pub etcd_members: usize,
+    /// Every node requires client tokens (`auth.tokens`).
+    pub auth_tokens: bool,
 }
 
 impl Default for ClusterSpec {
@@ -261,6 +269,7 @@ impl Default for ClusterSpec {
             readers: 0,
             ingest_roles: "ingest",
             etcd_members: 1,
+            auth_tokens: false,
         }
     }
 }
@@ -303,6 +312,7 @@ impl Cluster {
             readers,
             ingest_roles,
             etcd_members,
+            auth_tokens,
         } = spec;
         let ingests_read = ingest_roles.contains("reader");
         let etcd = EtcdCluster::start(etcd_members, |_| next_gid())?;
@@ -355,6 +365,9 @@ impl Cluster {
             .chain(compactors.iter_mut())
             .chain(readers.iter_mut())
         {
+            if auth_tokens {
+                n.env.push(("DLOG_AUTH__TOKENS".into(), "true".into()));
+            }
             n.start();
         }
         let manifest = Manifest::new(etcd.store().await, "default");

@@ -28,6 +28,10 @@ pub enum ErrorKind {
     DataLoss,
     /// A bug or an unexpected state.
     Internal,
+    /// No credentials, or unknown ones (a missing or revoked token).
+    Unauthenticated,
+    /// Credentials that do not allow the request (a token out of scope).
+    PermissionDenied,
 }
 
 impl ErrorKind {
@@ -43,6 +47,8 @@ impl ErrorKind {
             ErrorKind::ResourceExhausted => tonic::Code::ResourceExhausted,
             ErrorKind::DataLoss => tonic::Code::DataLoss,
             ErrorKind::Internal => tonic::Code::Internal,
+            ErrorKind::Unauthenticated => tonic::Code::Unauthenticated,
+            ErrorKind::PermissionDenied => tonic::Code::PermissionDenied,
         }
     }
 
@@ -64,6 +70,8 @@ impl ErrorKind {
             }
             tonic::Code::ResourceExhausted => ErrorKind::ResourceExhausted,
             tonic::Code::DataLoss => ErrorKind::DataLoss,
+            tonic::Code::Unauthenticated => ErrorKind::Unauthenticated,
+            tonic::Code::PermissionDenied => ErrorKind::PermissionDenied,
             _ => ErrorKind::Internal,
         }
     }

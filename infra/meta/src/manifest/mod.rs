@@ -40,8 +40,10 @@ use dlog_wire::ids::{Epoch, LogId, Offset, SegmentId};
 use dlog_wire::names::{LogName, Namespace};
 
 mod purged;
+mod tokens;
 mod types;
 pub use purged::Purged;
+pub use tokens::TokenRecord;
 pub use types::*;
 
 /// Errors of manifest operations.
