@@ -66,6 +66,7 @@ NODE_COMMON = f"""
     release_sha256       = "{SHA}"
     stop_timeout_seconds = 120
     metrics_port         = 9100
+    client_tokens        = true
     ssm_agent_version    = "3.3.3270.0"
     log_group_prefix     = "/distributedlog/demo"
     metric_namespace     = "distributedlog"
@@ -201,6 +202,7 @@ def check_node(c: Checks, name: str, doc: dict) -> None:
     c.check("StartLimitIntervalSec=0" in unit, f"{name}: dlog.service must never stop restarting")
     exec_start = " ".join(unit_values(unit, "ExecStart"))
     c.check("--metrics-listen 0.0.0.0:9100" in exec_start, f"{name}: dlog serve must serve metrics on metrics_port")
+    c.check(exec_start.endswith(" --auth-tokens"), f"{name}: dlog serve must require client tokens (client_tokens)")
     install = f.get("/usr/local/sbin/dlog-install", "")
     c.check("--proto '=https' --proto-redir '=https'" in install, f"{name}: dlog-install must download over HTTPS only")
     c.check(f"want='{SHA}'" in install, f"{name}: dlog-install must carry the SHA-256")

@@ -79,6 +79,7 @@ locals {
     release_sha256       = var.dlog_release_sha256
     stop_timeout_seconds = var.drain_timeout_seconds
     metrics_port         = var.metrics_port
+    client_tokens        = var.client_tokens
     enable_ssm           = var.enable_ssm
     ssm_agent_version    = var.ssm_agent_version
     log_group_prefix     = local.log_group_prefix

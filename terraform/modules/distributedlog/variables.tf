@@ -152,6 +152,12 @@ variable "compactor_port" {
 
 # ---------------------------------------------------------------- network ---
 
+variable "client_tokens" {
+  description = "Require a client token on every LogService, ReadService and AdminService call (dlog serve --auth-tokens). The first node to start writes a root token to /var/lib/dlog/root-token (mode 0600); make scoped tokens with it (dlog token create). Tokens travel in plaintext until TLS is in place: keep the client networks private."
+  type        = bool
+  default     = true
+}
+
 variable "allowed_client_cidrs" {
   description = "CIDR blocks of clients: they reach the NLB listeners and, to follow an owner redirect, ingest nodes directly on ingest_port. Required: name the client networks."
   type        = list(string)
