@@ -96,6 +96,17 @@ async fn tokens_reach_their_scope_and_stop_when_revoked() {
         .with_read_endpoints(&reader)
         .with_token(&token)
         .unwrap();
+    // A new token reaches the other nodes through their watch, within
+    // moments (the node it was created through knows it at once).
+    let started = Instant::now();
+    while let Err(err) = scoped.check_tail("ns-a/x").await {
+        assert_eq!(err.kind(), ErrorKind::Unauthenticated, "{err}");
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "the reader never learnt the token"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     // In scope: reads on the reader node, log info on the ingest node.
     assert_eq!(scoped.check_tail("ns-a/x").await.unwrap().next_offset, 1);
     assert_eq!(scoped.get_log("ns-a/x").await.unwrap().next_offset, 1);
@@ -121,6 +132,39 @@ async fn tokens_reach_their_scope_and_stop_when_revoked() {
             .await
             .unwrap_err(),
     );
+
+    // An append session checks each append: refused, and the stream ends.
+    let channel = tonic::transport::Endpoint::from_shared(ingest.clone())
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let bearer: tonic::metadata::MetadataValue<_> = format!("Bearer {token}").parse().unwrap();
+    let mut sessions = dlog_wire::proto::log_service_client::LogServiceClient::with_interceptor(
+        channel,
+        move |mut request: tonic::Request<()>| {
+            request
+                .metadata_mut()
+                .insert("authorization", bearer.clone());
+            Ok(request)
+        },
+    );
+    let append = dlog_wire::proto::AppendRequest {
+        log: "ns-a/x".into(),
+        records: vec![dlog_wire::proto::Record {
+            payload: b"no".to_vec().into(),
+            ..Default::default()
+        }],
+        ..Default::default()
+    };
+    let mut answers = sessions
+        .append_session(futures::stream::iter(vec![append.clone(), append]))
+        .await
+        .unwrap()
+        .into_inner();
+    let refused = answers.message().await.unwrap_err();
+    assert_eq!(refused.code(), tonic::Code::PermissionDenied, "{refused:?}");
+    assert_eq!(admin.get_log("ns-a/x").await.unwrap().next_offset, 1);
 
     // The CLI: one line, non-zero.
     let line = one_line_failure(&dlog(

@@ -380,6 +380,11 @@ impl AdminService for AdminServer {
             ));
         }
         tracing::info!(id = %new.record.id, prefix = ?new.record.prefix, ops = ?new.record.ops, "token created");
+        if let Some(grant) = &grant {
+            grant
+                .until_known(&new.record.id, std::time::Duration::from_secs(2))
+                .await;
+        }
         Ok(Response::new(pb::CreateTokenResponse {
             info: Some(token_info(new.record)),
             token: new.token,

@@ -279,6 +279,25 @@ impl Grant {
         Ok(())
     }
 
+    /// Waits (at most `within`) until this node's table holds token `id`:
+    /// a token created through this node then works at once on it (other
+    /// nodes learn it from their watch within moments).
+    pub async fn until_known(&self, id: &str, within: Duration) {
+        let Grant::Token { table, .. } = self else {
+            return;
+        };
+        let deadline = tokio::time::Instant::now() + within;
+        while !table
+            .tokens
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .contains_key(id)
+            && tokio::time::Instant::now() < deadline
+        {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
     /// The prefix of the names a listing may show, read once: `None` shows
     /// nothing (refused, or revoked since), `Some("")` everything.
     pub fn listing_prefix(&self) -> Option<String> {
