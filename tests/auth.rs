@@ -175,6 +175,20 @@ async fn tokens_reach_their_scope_and_stop_when_revoked() {
     assert!(line.contains("does not reach ns-b/x"), "{line}");
     let line = one_line_failure(&dlog(&cluster, None, &["logs", "list"]));
     assert!(line.contains("no token"), "{line}");
+    let root_file = cluster
+        .caches
+        .iter()
+        .chain(&cluster.ingests)
+        .chain(&cluster.readers)
+        .map(|node| node.data_dir().join("root-token"))
+        .find(|path| path.exists())
+        .unwrap();
+    let from_file = dlog(
+        &cluster,
+        None,
+        &["--token-file", root_file.to_str().unwrap(), "token", "list"],
+    );
+    assert!(from_file.status.success(), "{from_file:?}");
     let listed = dlog(&cluster, Some(&root), &["token", "list"]);
     assert!(listed.status.success(), "{listed:?}");
     let listed = String::from_utf8(listed.stdout).unwrap();

@@ -13,7 +13,7 @@ mod tokens;
 
 use crate::config::{self, NodeConfig};
 use crate::server::{ServeOptions, cancel_on_signals, serve, standalone};
-use anyhow::bail;
+use anyhow::{Context, bail};
 use clap::{Parser, Subcommand};
 use distributedlog::Client;
 use tokio_util::sync::CancellationToken;
@@ -39,8 +39,12 @@ pub struct Args {
     #[arg(long, global = true, env = "DLOG_READ_ENDPOINT")]
     pub read_endpoint: Option<String>,
     /// Client token (`dlog_<id>_<secret>`) for clusters that require one.
+    /// Prefer DLOG_TOKEN or --token-file: a flag shows in `ps`.
     #[arg(long, global = true, env = "DLOG_TOKEN", hide_env_values = true)]
     pub token: Option<String>,
+    /// A file holding the client token (such as a node's root-token file).
+    #[arg(long, global = true, conflicts_with = "token")]
+    pub token_file: Option<PathBuf>,
     #[command(subcommand)]
     pub command: Command,
 }
@@ -252,7 +256,14 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         return standalone(config, shutdown).await;
     }
     let mut client = Client::new(&args.endpoint);
-    if let Some(token) = &args.token {
+    let token = match &args.token_file {
+        Some(path) => Some(
+            std::fs::read_to_string(path)
+                .with_context(|| format!("read --token-file {}", path.display()))?,
+        ),
+        None => args.token.clone(),
+    };
+    if let Some(token) = &token {
         client = client.with_token(token)?;
     }
     if let Some(read_endpoint) = &args.read_endpoint {
