@@ -365,18 +365,54 @@ fn one_line(err: figment::Error) -> anyhow::Error {
 impl NodeConfig {
     /// Refuses values no node can run with.
     fn check(&self) -> anyhow::Result<()> {
-        for (key, value) in [
-            ("node.lease_ttl", self.node.lease_ttl),
+        // Every duration: at most a year (longer would overflow instants);
+        // those marked must not be zero.
+        const YEAR: Duration = Duration::from_secs(365 * 24 * 3600);
+        for (key, value, not_zero) in [
+            ("node.lease_ttl", self.node.lease_ttl, true),
+            ("node.shutdown_drain", self.node.shutdown_drain, false),
             (
                 "node.metrics_sample_interval",
                 self.node.metrics_sample_interval,
+                true,
             ),
-            ("ingest.roll_drain_timeout", self.ingest.roll_drain_timeout),
-            ("cache.reconcile_interval", self.cache.reconcile_interval),
-            ("compactor.poll_interval", self.compactor.poll_interval),
+            ("ingest.linger", self.ingest.linger, false),
+            (
+                "ingest.roll_drain_timeout",
+                self.ingest.roll_drain_timeout,
+                true,
+            ),
+            (
+                "cache.reconcile_interval",
+                self.cache.reconcile_interval,
+                true,
+            ),
+            (
+                "compactor.poll_interval",
+                self.compactor.poll_interval,
+                true,
+            ),
+            (
+                "compactor.cache_drop_grace",
+                self.compactor.cache_drop_grace,
+                false,
+            ),
+            (
+                "compactor.orphan_sweep_interval",
+                self.compactor.orphan_sweep_interval,
+                false,
+            ),
+            (
+                "compactor.keep_purge_records",
+                self.compactor.keep_purge_records,
+                false,
+            ),
         ] {
-            if value.is_zero() {
+            if not_zero && value.is_zero() {
                 bail!("settings: {key} must be more than 0s");
+            }
+            if value > YEAR {
+                bail!("settings: {key} must be at most a year");
             }
         }
         if self.node.lease_ttl < Duration::from_secs(1) || self.node.lease_ttl.subsec_nanos() != 0 {
@@ -384,35 +420,6 @@ impl NodeConfig {
                 "settings: node.lease_ttl must be whole seconds, at least 1s \
                  (the metastore counts in seconds)"
             );
-        }
-        const YEAR: Duration = Duration::from_secs(365 * 24 * 3600);
-        for (key, value) in [
-            ("node.lease_ttl", self.node.lease_ttl),
-            ("node.shutdown_drain", self.node.shutdown_drain),
-            (
-                "node.metrics_sample_interval",
-                self.node.metrics_sample_interval,
-            ),
-            ("ingest.linger", self.ingest.linger),
-            ("ingest.roll_drain_timeout", self.ingest.roll_drain_timeout),
-            ("cache.reconcile_interval", self.cache.reconcile_interval),
-            ("compactor.poll_interval", self.compactor.poll_interval),
-            (
-                "compactor.cache_drop_grace",
-                self.compactor.cache_drop_grace,
-            ),
-            (
-                "compactor.orphan_sweep_interval",
-                self.compactor.orphan_sweep_interval,
-            ),
-            (
-                "compactor.keep_purge_records",
-                self.compactor.keep_purge_records,
-            ),
-        ] {
-            if value > YEAR {
-                bail!("settings: {key} must be at most a year");
-            }
         }
         let sweep = self.compactor.orphan_sweep_interval;
         if !sweep.is_zero() && self.compactor.keep_purge_records < sweep {

@@ -12,15 +12,20 @@ use std::time::{Duration, Instant};
 use common::{Cluster, ClusterSpec};
 use distributedlog::{Client, ErrorKind, Record};
 
-fn root_token(cluster: &Cluster) -> String {
-    let file = cluster
+/// The file a node wrote the root token to.
+fn root_token_file(cluster: &Cluster) -> std::path::PathBuf {
+    cluster
         .caches
         .iter()
         .chain(&cluster.ingests)
         .chain(&cluster.readers)
         .map(|node| node.data_dir().join("root-token"))
         .find(|path| path.exists())
-        .expect("a node wrote the root token");
+        .expect("a node wrote the root token")
+}
+
+fn root_token(cluster: &Cluster) -> String {
+    let file = root_token_file(cluster);
     use std::os::unix::fs::PermissionsExt;
     let mode = std::fs::metadata(&file).unwrap().permissions().mode();
     assert_eq!(mode & 0o777, 0o600, "root token file mode {mode:o}");
@@ -175,14 +180,7 @@ async fn tokens_reach_their_scope_and_stop_when_revoked() {
     assert!(line.contains("does not reach ns-b/x"), "{line}");
     let line = one_line_failure(&dlog(&cluster, None, &["logs", "list"]));
     assert!(line.contains("no token"), "{line}");
-    let root_file = cluster
-        .caches
-        .iter()
-        .chain(&cluster.ingests)
-        .chain(&cluster.readers)
-        .map(|node| node.data_dir().join("root-token"))
-        .find(|path| path.exists())
-        .unwrap();
+    let root_file = root_token_file(&cluster);
     let from_file = dlog(
         &cluster,
         None,

@@ -282,10 +282,7 @@ impl AdminService for AdminServer {
         request: Request<pb::ListNamespacesRequest>,
     ) -> Result<Response<pb::ListNamespacesResponse>, Status> {
         let grant = auth::grant_of(&request);
-        let scope = auth::listing_scope(&grant);
-        if let (Some(grant), Some(scope)) = (&grant, &scope) {
-            grant.check(Op::Admin, scope.as_deref().unwrap_or(""))?;
-        }
+        let scope = auth::listing(&grant, Op::Admin)?;
         let manifest = self.node.manifest();
         let mut names: Vec<String> = manifest
             .configured_namespaces()
@@ -311,8 +308,7 @@ impl AdminService for AdminServer {
     ) -> Result<Response<pb::LogSettingsResponse>, Status> {
         let grant = auth::grant_of(&request);
         let request = request.into_inner();
-        let log = LogName::from_request(&request.log)?;
-        auth::check(&grant, Op::Admin, &log.to_string())?;
+        let log = auth::log_for(&grant, Op::Admin, &request.log)?;
         let manifest = self.node.manifest();
         if request.inherit {
             manifest
@@ -339,8 +335,7 @@ impl AdminService for AdminServer {
         request: Request<pb::GetLogSettingsRequest>,
     ) -> Result<Response<pb::LogSettingsResponse>, Status> {
         let grant = auth::grant_of(&request);
-        let log = LogName::from_request(&request.into_inner().log)?;
-        auth::check(&grant, Op::Read, &log.to_string())?;
+        let log = auth::log_for(&grant, Op::Read, &request.into_inner().log)?;
         Ok(Response::new(self.log_response(&log).await?))
     }
 

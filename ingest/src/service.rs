@@ -4,7 +4,9 @@
 
 use std::sync::Arc;
 
-use dlog_meta::auth::{Grant, Op, authorize, check, check_any, grant_of, listing_scope, visible};
+use dlog_meta::auth::{
+    Grant, Op, authorize, check, check_any, grant_of, listing, log_for, visible,
+};
 use dlog_meta::manifest::{self, LogMeta, Role, SegmentMeta, SegmentState};
 use dlog_wire::ids::{LogId, Offset};
 use dlog_wire::names::LogName;
@@ -214,8 +216,7 @@ impl LogService for LogServer {
         request: Request<pb::CreateLogRequest>,
     ) -> Result<Response<pb::CreateLogResponse>, Status> {
         let grant = grant_of(&request);
-        let log = LogName::from_request(&request.into_inner().log)?;
-        check(&grant, Op::Admin, &log.to_string())?;
+        let log = log_for(&grant, Op::Admin, &request.into_inner().log)?;
         self.node
             .manifest()
             .create_log(&log)
@@ -230,8 +231,7 @@ impl LogService for LogServer {
         request: Request<pb::DeleteLogRequest>,
     ) -> Result<Response<pb::DeleteLogResponse>, Status> {
         let grant = grant_of(&request);
-        let log = LogName::from_request(&request.into_inner().log)?;
-        check(&grant, Op::Admin, &log.to_string())?;
+        let log = log_for(&grant, Op::Admin, &request.into_inner().log)?;
         self.node.delete_log(&log).await.map_err(status)?;
         Ok(Response::new(pb::DeleteLogResponse {}))
     }
@@ -243,10 +243,7 @@ impl LogService for LogServer {
         let grant = grant_of(&request);
         // Any read grant may list; it sees the names in its scope only,
         // as the scope was when the listing started.
-        let scope = listing_scope(&grant);
-        if let (Some(grant), Some(scope)) = (&grant, &scope) {
-            grant.check(Op::Read, scope.as_deref().unwrap_or(""))?;
-        }
+        let scope = listing(&grant, Op::Read)?;
         let request = request.into_inner();
         let logs = self
             .node
@@ -314,8 +311,7 @@ impl LogService for LogServer {
     ) -> Result<Response<pb::TrimResponse>, Status> {
         let grant = grant_of(&request);
         let request = request.into_inner();
-        let log = LogName::from_request(&request.log)?;
-        check(&grant, Op::Trim, &log.to_string())?;
+        let log = log_for(&grant, Op::Trim, &request.log)?;
         let info = self.log_info(&log).await.map_err(status)?;
         if request.before_offset > info.next_offset {
             return Err(Status::invalid_argument(format!(
@@ -339,8 +335,7 @@ impl LogService for LogServer {
         request: Request<pb::MarkEndOfStreamRequest>,
     ) -> Result<Response<pb::MarkEndOfStreamResponse>, Status> {
         let grant = grant_of(&request);
-        let log = LogName::from_request(&request.into_inner().log)?;
-        check(&grant, Op::Trim, &log.to_string())?;
+        let log = log_for(&grant, Op::Trim, &request.into_inner().log)?;
         let end_offset = self.node.end_of_stream(&log).await.map_err(status)?;
         Ok(Response::new(pb::MarkEndOfStreamResponse { end_offset }))
     }
@@ -350,8 +345,7 @@ impl LogService for LogServer {
         request: Request<pb::SealLogRequest>,
     ) -> Result<Response<pb::SealLogResponse>, Status> {
         let grant = grant_of(&request);
-        let log = LogName::from_request(&request.into_inner().log)?;
-        check(&grant, Op::Trim, &log.to_string())?;
+        let log = log_for(&grant, Op::Trim, &request.into_inner().log)?;
         let sealed = self.node.seal(&log).await.map_err(status)?;
         let info = self.log_info(&log).await.map_err(status)?;
         Ok(Response::new(pb::SealLogResponse {

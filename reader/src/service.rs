@@ -7,7 +7,6 @@ use std::pin::Pin;
 use std::sync::Arc;
 
 use dlog_meta::auth::{self, Op};
-use dlog_wire::names::LogName;
 use dlog_wire::proto::read_service_server::{ReadService, ReadServiceServer};
 use dlog_wire::proto::{self as pb};
 use futures::Stream;
@@ -97,9 +96,8 @@ impl ReadService for ReadServer {
             .map(|address| address.ip().to_string());
         let grant = auth::grant_of(&request);
         let request = request.into_inner();
-        let log = LogName::from_request(&request.log)?;
+        let log = auth::log_for(&grant, Op::Read, &request.log)?;
         let name = log.to_string();
-        auth::check(&grant, Op::Read, &name)?;
         if request.limit == Some(0) {
             return Err(Status::invalid_argument(
                 "limit must be at least 1 (or absent)",
@@ -136,8 +134,7 @@ impl ReadService for ReadServer {
         request: Request<pb::CheckTailRequest>,
     ) -> Result<Response<pb::CheckTailResponse>, Status> {
         let grant = auth::grant_of(&request);
-        let log = LogName::from_request(&request.into_inner().log)?;
-        auth::check(&grant, Op::Read, &log.to_string())?;
+        let log = auth::log_for(&grant, Op::Read, &request.into_inner().log)?;
         let tail = self.engine.check_tail(&log).await.map_err(Status::from)?;
         Ok(Response::new(pb::CheckTailResponse {
             first_offset: tail.first_offset,
@@ -153,8 +150,7 @@ impl ReadService for ReadServer {
     ) -> Result<Response<pb::CommitSubscriptionResponse>, Status> {
         let grant = auth::grant_of(&request);
         let request = request.into_inner();
-        let log = LogName::from_request(&request.log)?;
-        auth::check(&grant, Op::Read, &log.to_string())?;
+        let log = auth::log_for(&grant, Op::Read, &request.log)?;
         self.engine
             .manifest()
             .commit_subscription(&log, &request.subscription, request.offset)
@@ -169,8 +165,7 @@ impl ReadService for ReadServer {
     ) -> Result<Response<pb::GetSubscriptionResponse>, Status> {
         let grant = auth::grant_of(&request);
         let request = request.into_inner();
-        let log = LogName::from_request(&request.log)?;
-        auth::check(&grant, Op::Read, &log.to_string())?;
+        let log = auth::log_for(&grant, Op::Read, &request.log)?;
         let offset = self
             .engine
             .manifest()
@@ -185,8 +180,7 @@ impl ReadService for ReadServer {
         request: Request<pb::ListSubscriptionsRequest>,
     ) -> Result<Response<pb::ListSubscriptionsResponse>, Status> {
         let grant = auth::grant_of(&request);
-        let log = LogName::from_request(&request.into_inner().log)?;
-        auth::check(&grant, Op::Read, &log.to_string())?;
+        let log = auth::log_for(&grant, Op::Read, &request.into_inner().log)?;
         let manifest = self.engine.manifest();
         // A log that does not exist has no subscriptions: NOT_FOUND.
         manifest
@@ -211,8 +205,7 @@ impl ReadService for ReadServer {
     ) -> Result<Response<pb::DeleteSubscriptionResponse>, Status> {
         let grant = auth::grant_of(&request);
         let request = request.into_inner();
-        let log = LogName::from_request(&request.log)?;
-        auth::check(&grant, Op::Admin, &log.to_string())?;
+        let log = auth::log_for(&grant, Op::Admin, &request.log)?;
         self.engine
             .manifest()
             .delete_subscription(&log, &request.subscription)

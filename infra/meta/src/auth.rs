@@ -33,6 +33,8 @@ use tokio_util::sync::CancellationToken;
 use tonic::Status;
 use tonic::metadata::MetadataMap;
 
+use dlog_wire::names::LogName;
+
 use crate::manifest::{Manifest, TokenRecord};
 
 /// What a request does, for scopes.
@@ -346,6 +348,24 @@ pub fn check(grant: &Option<Grant>, op: Op, name: &str) -> Result<(), Status> {
         Some(grant) => grant.check(op, name),
         None => Ok(()),
     }
+}
+
+/// The log a request names (`name`), parsed, once `grant` allows `op` on
+/// it.
+pub fn log_for(grant: &Option<Grant>, op: Op, name: &str) -> Result<LogName, Status> {
+    let log = LogName::from_request(name)?;
+    check(grant, op, &log.to_string())?;
+    Ok(log)
+}
+
+/// A listing's filter ([`listing_scope`]), once `grant` allows `op` on
+/// the scope it shows.
+pub fn listing(grant: &Option<Grant>, op: Op) -> Result<Option<Option<String>>, Status> {
+    let scope = listing_scope(grant);
+    if let (Some(grant), Some(scope)) = (grant, &scope) {
+        grant.check(op, scope.as_deref().unwrap_or(""))?;
+    }
+    Ok(scope)
 }
 
 /// [`Grant::check_any`] on a grant taken with [`grant_of`].
