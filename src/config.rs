@@ -55,6 +55,79 @@ pub struct NodeConfig {
     /// The reader role's options as they are.
     pub reader: ReaderOptions,
     pub auth: AuthSection,
+    pub tls: TlsSection,
+}
+
+/// TLS on the node's gRPC port, to other nodes, and to etcd.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TlsSection {
+    /// The node's certificate chain (PEM). With `key` and `ca`, the node
+    /// serves TLS only and registers an `https://` address.
+    pub cert: Option<PathBuf>,
+    pub key: Option<PathBuf>,
+    /// The cluster CA (PEM): node certificates and client certificates
+    /// chain to it.
+    pub ca: Option<PathBuf>,
+    /// The name node certificates are checked against when this node
+    /// connects to another (default: the host of the registered address).
+    pub server_name: Option<String>,
+    /// How often the three files are checked for a rotation.
+    #[serde(with = "humantime_serde")]
+    pub reload_interval: Duration,
+    /// The CA of etcd's certificate: with it, the node talks TLS to etcd.
+    pub etcd_ca: Option<PathBuf>,
+    /// A client certificate and key for etcd (`--client-cert-auth`).
+    pub etcd_cert: Option<PathBuf>,
+    pub etcd_key: Option<PathBuf>,
+}
+
+impl Default for TlsSection {
+    fn default() -> Self {
+        TlsSection {
+            cert: None,
+            key: None,
+            ca: None,
+            server_name: None,
+            reload_interval: Duration::from_secs(10),
+            etcd_ca: None,
+            etcd_cert: None,
+            etcd_key: None,
+        }
+    }
+}
+
+impl TlsSection {
+    /// The node's TLS files, all three or none.
+    pub fn files(&self) -> anyhow::Result<Option<dlog_meta::tls::TlsFiles>> {
+        match (&self.cert, &self.key, &self.ca) {
+            (Some(cert), Some(key), Some(ca)) => Ok(Some(dlog_meta::tls::TlsFiles {
+                cert: cert.clone(),
+                key: key.clone(),
+                ca: ca.clone(),
+            })),
+            (None, None, None) => Ok(None),
+            _ => {
+                bail!("settings: tls.cert, tls.key and tls.ca go together: give all three or none")
+            }
+        }
+    }
+
+    /// TLS to etcd, if set.
+    pub fn etcd(&self) -> anyhow::Result<Option<dlog_meta::metastore::EtcdTls>> {
+        match (&self.etcd_ca, &self.etcd_cert, &self.etcd_key) {
+            (None, None, None) => Ok(None),
+            (Some(ca), cert, key) if cert.is_some() == key.is_some() => {
+                Ok(Some(dlog_meta::metastore::EtcdTls {
+                    ca: ca.clone(),
+                    cert: cert.clone(),
+                    key: key.clone(),
+                }))
+            }
+            (None, _, _) => bail!("settings: tls.etcd_cert and tls.etcd_key need tls.etcd_ca"),
+            _ => bail!("settings: tls.etcd_cert and tls.etcd_key go together"),
+        }
+    }
 }
 
 /// Who may call the node.
@@ -69,8 +142,8 @@ pub struct AuthSection {
 }
 
 /// The top-level keys, for telling the environment variables that are
-/// settings from those that are not.
-const TOP_KEYS: [&str; 14] = [
+/// settings from those that are not: plain keys, then the sections.
+const TOP_KEYS: [&str; 15] = [
     "roles",
     "metastore",
     "object_store",
@@ -85,6 +158,7 @@ const TOP_KEYS: [&str; 14] = [
     "compactor",
     "reader",
     "auth",
+    "tls",
 ];
 
 /// Settings of the process, whatever its roles.
@@ -271,9 +345,10 @@ fn environment() -> Env {
     })
 }
 
-/// Sections of the settings: `DLOG_<SECTION>_<KEY>` with one underscore
-/// is a mistake for `DLOG_<SECTION>__<KEY>`.
-const SECTIONS: [&str; 6] = ["node", "ingest", "cache", "compactor", "reader", "auth"];
+/// Sections of the settings (the top-level keys from `node` on):
+/// `DLOG_<SECTION>_<KEY>` with one underscore is a mistake for
+/// `DLOG_<SECTION>__<KEY>`.
+const SECTIONS: &[&str] = TOP_KEYS.split_at(8).1;
 
 /// Environment variables of earlier versions, and what replaced them.
 const RENAMED: [(&str, &str); 6] = [
@@ -407,6 +482,7 @@ impl NodeConfig {
                 self.compactor.keep_purge_records,
                 false,
             ),
+            ("tls.reload_interval", self.tls.reload_interval, true),
         ] {
             if not_zero && value.is_zero() {
                 bail!("settings: {key} must be more than 0s");
@@ -428,6 +504,8 @@ impl NodeConfig {
                  compactor.orphan_sweep_interval (a purge record must outlive a sweep)"
             );
         }
+        self.tls.files()?;
+        self.tls.etcd()?;
         for (key, value) in [
             ("ingest.max_entry_bytes", self.ingest.max_entry_bytes),
             (
@@ -537,6 +615,13 @@ mod tests {
         let page = include_str!("../docs/configuration.md");
         let keys = keys();
         assert!(keys.len() > 30, "{keys:?}");
+        // The sections are the top-level keys that hold keys.
+        let sections: Vec<&str> = TOP_KEYS
+            .iter()
+            .copied()
+            .filter(|top| keys.iter().any(|key| key.starts_with(&format!("{top}."))))
+            .collect();
+        assert_eq!(sections, SECTIONS);
         for key in &keys {
             assert!(
                 page.contains(&format!("`{key}`")),

@@ -12,6 +12,7 @@ mod http;
 mod metrics;
 mod server;
 mod telemetry;
+mod tls_incoming;
 
 fn main() -> ExitCode {
     let args = cli::Args::parse();

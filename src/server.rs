@@ -157,7 +157,15 @@ pub async fn serve(options: ServeOptions, shutdown: CancellationToken) -> anyhow
         }
     }
 
-    let (store, cluster) = metastore::open(&metastore_url)
+    let etcd_tls = config.tls.etcd()?;
+    let tls = match config.tls.files()? {
+        Some(files) => Some(
+            dlog_meta::tls::TlsMaterial::load(files, config.tls.server_name.clone())
+                .map_err(|err| anyhow::anyhow!("TLS settings: {err}"))?,
+        ),
+        None => None,
+    };
+    let (store, cluster) = metastore::open_with(&metastore_url, etcd_tls.as_ref())
         .await
         .with_context(|| format!("open metastore {metastore_url}"))?;
     let manifest = Manifest::new(store.clone(), &cluster);
@@ -175,7 +183,10 @@ pub async fn serve(options: ServeOptions, shutdown: CancellationToken) -> anyhow
             .node_id
             .clone()
             .unwrap_or_else(|| default_node_id(addr)),
-        address: format!("http://{addr}"),
+        address: match tls {
+            Some(_) => format!("https://{addr}"),
+            None => format!("http://{addr}"),
+        },
         zone: String::new(),
         capacity: 0,
     };
@@ -229,7 +240,8 @@ pub async fn serve(options: ServeOptions, shutdown: CancellationToken) -> anyhow
     let mut cache_store = None;
     let mut cache_identity = None;
     // How this node's roles reach cache nodes: its own in-process.
-    let mut connector: Arc<dyn Connector> = Arc::new(GrpcConnector);
+    let remote = GrpcConnector::with_tls(tls.clone());
+    let mut connector: Arc<dyn Connector> = Arc::new(remote.clone());
     if roles.contains(&Role::Cache) {
         let journal_dir = data_dir.join("cache");
         let id = identity::establish(
@@ -264,8 +276,15 @@ pub async fn serve(options: ServeOptions, shutdown: CancellationToken) -> anyhow
             .with_trust(trust)
             .with_confirmation(confirmation.clone())
             .into_service();
-        connector = Arc::new(LocalFirst::new(&node.id, service.clone()));
-        routes.add_service(service);
+        connector = Arc::new(LocalFirst::new(&node.id, service.clone(), remote.clone()));
+        // Over the network, nodes only (with TLS: a node certificate).
+        routes.add_service(tonic::service::interceptor::InterceptedService::new(
+            service,
+            |request: tonic::Request<()>| {
+                dlog_meta::tls::require_node_peer(&request)?;
+                Ok(request)
+            },
+        ));
         health
             .serving::<dlog_wire::proto::cache_service_server::CacheServiceServer<CacheServer>>()
             .await;
@@ -393,8 +412,6 @@ pub async fn serve(options: ServeOptions, shutdown: CancellationToken) -> anyhow
     let role_names: Vec<&str> = roles.iter().map(|r| r.as_str()).collect();
     tracing::info!(node = %node.id, %addr, roles = %role_names.join(","), "serving");
 
-    // Small request/response frames must not wait for Nagle's algorithm.
-    let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
     // Each request's token, as a grant the services check (none when
     // tokens are off: every call allowed).
     let grants = tonic::service::interceptor::InterceptorLayer::new(
@@ -418,11 +435,33 @@ pub async fn serve(options: ServeOptions, shutdown: CancellationToken) -> anyhow
         .http2_keepalive_interval(Some(Duration::from_secs(30)))
         .http2_keepalive_timeout(Some(Duration::from_secs(20)))
         .layer(grants)
-        .add_routes(routes.routes())
-        .serve_with_incoming_shutdown(incoming, graceful.clone().cancelled_owned());
+        .add_routes(routes.routes());
+    let until = graceful.clone().cancelled_owned();
+    let server: futures::future::BoxFuture<'_, Result<(), tonic::transport::Error>> = match &tls {
+        Some(tls) => {
+            tokio::spawn(
+                tls.clone()
+                    .watch(config.tls.reload_interval, background_stop.clone()),
+            );
+            let incoming = crate::tls_incoming::incoming(listener, tls.clone());
+            Box::pin(server.serve_with_incoming_shutdown(incoming, until))
+        }
+        None => {
+            // Small request/response frames must not wait for Nagle's
+            // algorithm.
+            let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
+            Box::pin(server.serve_with_incoming_shutdown(incoming, until))
+        }
+    };
     tokio::pin!(server);
     let why = tokio::select! {
-        result = &mut server => Stop::ServerEnded(result.context("serve gRPC")),
+        // Unasked, the server only ends when its listener does: a failure,
+        // so that a supervisor restarts the node.
+        result = &mut server => Stop::ServerEnded(
+            result
+                .context("serve gRPC")
+                .and_then(|()| Err(anyhow::anyhow!("the gRPC listener stopped"))),
+        ),
         _ = shutdown.cancelled() => Stop::Requested,
         _ = lease.lost.cancelled() => Stop::LeaseLost,
         _ = replaced.cancelled() => Stop::Replaced,

@@ -287,6 +287,8 @@ pub struct Client {
     owners: Arc<Mutex<HashMap<String, String>>>,
     /// Sent with every request ([`Client::with_token`]).
     credentials: Credentials,
+    /// How `https://` endpoints are checked ([`Client::with_tls`]).
+    tls: Option<tonic::transport::ClientTlsConfig>,
 }
 
 /// The `authorization` header every request of a client carries, if any.
@@ -373,7 +375,25 @@ impl Client {
             channels: Arc::default(),
             owners: Arc::default(),
             credentials: Credentials::default(),
+            tls: None,
         }
+    }
+
+    /// Connects to `https://` endpoints over TLS, trusting the node
+    /// certificates that `ca_pem` (the cluster CA, PEM) signed, and to no
+    /// plaintext address (so a token never travels in the clear). Owner
+    /// redirects of a cluster with TLS name `https://` addresses too.
+    pub fn with_tls(mut self, ca_pem: impl AsRef<[u8]>) -> Client {
+        let ca = tonic::transport::Certificate::from_pem(ca_pem);
+        self.tls = Some(tonic::transport::ClientTlsConfig::new().ca_certificate(ca));
+        self
+    }
+
+    /// Checks node certificates against `name` instead of the host of each
+    /// address (needs [`Client::with_tls`] first).
+    pub fn with_tls_server_name(mut self, name: &str) -> Client {
+        self.tls = self.tls.map(|tls| tls.domain_name(name));
+        self
     }
 
     /// Sends `token` (`dlog_<id>_<secret>`, from `dlog token create`) with
@@ -406,6 +426,13 @@ impl Client {
         &self.read
     }
 
+    /// A channel to one node, with this client's TLS settings, for the
+    /// other gRPC services a node serves (such as `grpc.health.v1`). It
+    /// carries no token.
+    pub fn node_channel(&self, address: &str) -> Result<Channel> {
+        self.channel(address, false)
+    }
+
     /// The channel to `address`: with the request timeout for unary calls,
     /// without it for streams (`streaming`), whose responses may take as
     /// long as the reader wants.
@@ -435,6 +462,26 @@ impl Client {
             .tcp_nodelay(true);
         if !streaming {
             endpoint = endpoint.timeout(REQUEST_TIMEOUT);
+        }
+        if self.tls.is_some() && !address.starts_with("https://") {
+            // A redirect or a list naming a plaintext address must not
+            // carry this client's token in the clear.
+            return Err(Error::Connect {
+                endpoint: address.to_owned(),
+                reason: "not a TLS address, and this client talks TLS only (with_tls)".to_owned(),
+            });
+        }
+        if address.starts_with("https://") {
+            let tls = self.tls.clone().ok_or_else(|| Error::Connect {
+                endpoint: address.to_owned(),
+                reason: "a TLS endpoint: give the CA that signed the node certificates \
+                         (Client::with_tls, dlog --tls-ca)"
+                    .to_owned(),
+            })?;
+            endpoint = endpoint.tls_config(tls).map_err(|err| Error::Connect {
+                endpoint: address.to_owned(),
+                reason: format!("TLS settings: {err}"),
+            })?;
         }
         let channel = endpoint.connect_lazy();
         channels.insert(key, channel.clone());

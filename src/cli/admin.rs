@@ -126,7 +126,7 @@ pub async fn status(client: &Client, as_json: bool) -> anyhow::Result<()> {
     let mut addresses: Vec<&str> = status.nodes.iter().map(|n| n.address.as_str()).collect();
     addresses.sort();
     addresses.dedup();
-    let checks = futures::future::join_all(addresses.iter().map(|a| node_health(a))).await;
+    let checks = futures::future::join_all(addresses.iter().map(|a| node_health(client, a))).await;
     let health = |address: &str| {
         addresses
             .iter()
@@ -172,17 +172,13 @@ pub async fn status(client: &Client, as_json: bool) -> anyhow::Result<()> {
 /// A node's overall gRPC health (`grpc.health.v1`, service `""`):
 /// `serving`, `not_serving` (draining), or `unreachable` when it does not
 /// answer within 2 s.
-async fn node_health(address: &str) -> &'static str {
+async fn node_health(client: &Client, address: &str) -> &'static str {
     use tonic_health::pb::HealthCheckRequest;
     use tonic_health::pb::health_check_response::ServingStatus;
     use tonic_health::pb::health_client::HealthClient;
 
     let check = async {
-        let channel = tonic::transport::Endpoint::from_shared(address.to_owned())
-            .ok()?
-            .connect()
-            .await
-            .ok()?;
+        let channel = client.node_channel(address).ok()?;
         let response = HealthClient::new(channel)
             .check(HealthCheckRequest::default())
             .await

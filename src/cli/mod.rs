@@ -45,6 +45,14 @@ pub struct Args {
     /// A file holding the client token (such as a node's root-token file).
     #[arg(long, global = true, conflicts_with = "token")]
     pub token_file: Option<PathBuf>,
+    /// The cluster CA (PEM): clients check `https://` nodes against it;
+    /// for `serve` and `standalone` it is the setting tls.ca.
+    #[arg(long, global = true, env = "DLOG_TLS__CA")]
+    pub tls_ca: Option<PathBuf>,
+    /// Check node certificates against this name instead of the host of
+    /// each endpoint (the setting tls.server_name).
+    #[arg(long, global = true, env = "DLOG_TLS__SERVER_NAME")]
+    pub tls_server_name: Option<String>,
     #[command(subcommand)]
     pub command: Command,
 }
@@ -206,6 +214,8 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
             flags.set("reinit_cache", true);
         }
         settings.flags(&mut flags);
+        flags.set_some("tls.ca", args.tls_ca.clone());
+        flags.set_some("tls.server_name", args.tls_server_name.clone());
         let config = config::load(NodeConfig::default(), settings.config.as_deref(), &flags.0)?;
         if settings.print_config {
             print!("{}", config.to_toml()?);
@@ -231,6 +241,8 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         flags.set_some("listen", listen);
         flags.set_some("metrics_listen", metrics_listen);
         settings.flags(&mut flags);
+        flags.set_some("tls.ca", args.tls_ca.clone());
+        flags.set_some("tls.server_name", args.tls_server_name.clone());
         let defaults = NodeConfig {
             data_dir: Some(PathBuf::from("./dlog-data")),
             listen: Some("127.0.0.1:7070".to_owned()),
@@ -265,6 +277,14 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     };
     if let Some(token) = &token {
         client = client.with_token(token)?;
+    }
+    if let Some(path) = &args.tls_ca {
+        let ca =
+            std::fs::read(path).with_context(|| format!("read --tls-ca {}", path.display()))?;
+        client = client.with_tls(ca);
+        if let Some(name) = &args.tls_server_name {
+            client = client.with_tls_server_name(name);
+        }
     }
     if let Some(read_endpoint) = &args.read_endpoint {
         client = client.with_read_endpoints(read_endpoint);
@@ -303,6 +323,13 @@ pub struct SettingsFile {
     /// Require client tokens (auth.tokens; docs/configuration.md).
     #[arg(long)]
     auth_tokens: bool,
+    /// The node's certificate chain, PEM (tls.cert; with --tls-key and
+    /// --tls-ca the node serves TLS only).
+    #[arg(long)]
+    tls_cert: Option<PathBuf>,
+    /// The key of --tls-cert, PEM (tls.key).
+    #[arg(long)]
+    tls_key: Option<PathBuf>,
 }
 
 impl SettingsFile {
@@ -311,6 +338,8 @@ impl SettingsFile {
         if self.auth_tokens {
             flags.set("auth.tokens", true);
         }
+        flags.set_some("tls.cert", self.tls_cert.clone());
+        flags.set_some("tls.key", self.tls_key.clone());
     }
 }
 

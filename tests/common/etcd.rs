@@ -29,12 +29,33 @@ pub struct EtcdCluster {
     pub members: Vec<EtcdMember>,
     initial_cluster: String,
     dir: tempfile::TempDir,
+    /// Clients must come over TLS with a client certificate.
+    tls: Option<EtcdTlsFiles>,
+}
+
+/// etcd's side of TLS: its certificate and key, and the CA of the client
+/// certificates it accepts (the same CA signed both); and the client side.
+#[derive(Debug, Clone)]
+pub struct EtcdTlsFiles {
+    pub server_cert: PathBuf,
+    pub server_key: PathBuf,
+    pub client: dlog_meta::metastore::EtcdTls,
 }
 
 impl EtcdCluster {
     /// Starts `members` members and waits until they elected a leader, or
     /// returns `None` (skip) when etcd is not installed and this is not CI.
     pub fn start(members: usize, gids: impl Fn(usize) -> Option<u32>) -> Option<EtcdCluster> {
+        Self::start_with_tls(members, gids, None)
+    }
+
+    /// [`EtcdCluster::start`], serving clients over TLS only and with
+    /// client-certificate auth when `tls` is given.
+    pub fn start_with_tls(
+        members: usize,
+        gids: impl Fn(usize) -> Option<u32>,
+        tls: Option<EtcdTlsFiles>,
+    ) -> Option<EtcdCluster> {
         let binary = require_binary(
             "etcd",
             &[],
@@ -59,6 +80,7 @@ impl EtcdCluster {
             members,
             initial_cluster,
             dir: tempfile::tempdir().unwrap(),
+            tls,
         };
         for i in 0..cluster.members.len() {
             cluster.spawn(i);
@@ -71,7 +93,7 @@ impl EtcdCluster {
 
     fn spawn(&mut self, i: usize) {
         let member = &self.members[i];
-        let client = format!("http://127.0.0.1:{}", member.client_port);
+        let client = format!("{}://127.0.0.1:{}", self.scheme(), member.client_port);
         let peer = format!("http://127.0.0.1:{}", member.peer_port);
         let mut command = Command::new(&self.binary);
         command
@@ -85,6 +107,16 @@ impl EtcdCluster {
             .args(["--initial-cluster", &self.initial_cluster])
             .args(["--initial-cluster-state", "new"])
             .args(["--log-level", "warn"]);
+        if let Some(tls) = &self.tls {
+            command
+                .arg("--cert-file")
+                .arg(&tls.server_cert)
+                .arg("--key-file")
+                .arg(&tls.server_key)
+                .arg("--trusted-ca-file")
+                .arg(&tls.client.ca)
+                .arg("--client-cert-auth");
+        }
         if let Some(gid) = member.gid {
             use std::os::unix::process::CommandExt;
             command.gid(gid);
@@ -128,6 +160,10 @@ impl EtcdCluster {
         }
     }
 
+    fn scheme(&self) -> &'static str {
+        if self.tls.is_some() { "https" } else { "http" }
+    }
+
     /// `HOST:PORT,HOST:PORT,…`.
     fn hosts(&self) -> String {
         self.members
@@ -147,10 +183,11 @@ impl EtcdCluster {
         let endpoints: Vec<String> = self
             .members
             .iter()
-            .map(|m| format!("http://127.0.0.1:{}", m.client_port))
+            .map(|m| format!("{}://127.0.0.1:{}", self.scheme(), m.client_port))
             .collect();
+        let tls = self.tls.as_ref().map(|tls| &tls.client);
         for _ in 0..150 {
-            if let Ok(store) = EtcdStore::connect(&endpoints).await {
+            if let Ok(store) = EtcdStore::connect(&endpoints, tls).await {
                 use dlog_meta::metastore::MetaStore;
                 if store.range("/", true).await.is_ok() {
                     return Arc::new(store);

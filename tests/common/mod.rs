@@ -9,6 +9,7 @@
 
 pub mod etcd;
 pub mod firewall;
+pub mod pki;
 
 use std::collections::BTreeMap;
 use std::process::Command;
@@ -41,6 +42,8 @@ pub struct Node {
     metastore: String,
     extra_args: Vec<String>,
     env: Vec<(String, String)>,
+    /// The node serves TLS (its address is `https://`).
+    tls: bool,
 }
 
 /// A group id no other process of this test uses, when running as root.
@@ -56,7 +59,8 @@ pub fn next_gid() -> Option<u32> {
 
 impl Node {
     pub fn address(&self) -> String {
-        format!("http://127.0.0.1:{}", self.port)
+        let scheme = if self.tls { "https" } else { "http" };
+        format!("{scheme}://127.0.0.1:{}", self.port)
     }
 
     pub fn start(&mut self) {
@@ -241,6 +245,8 @@ pub struct Cluster {
     pub compactors: Vec<Node>,
     pub readers: Vec<Node>,
     pub manifest: Manifest,
+    /// The certificates, when the cluster runs with TLS.
+    pub pki: Option<pki::ClusterPki>,
     _dir: tempfile::TempDir,
 }
 
@@ -258,6 +264,9 @@ pub struct ClusterSpec {
     pub etcd_members: usize,
     /// Every node requires client tokens (`auth.tokens`).
     pub auth_tokens: bool,
+    /// TLS everywhere: nodes serve and connect over TLS with node
+    /// certificates, and etcd takes TLS with client certificates only.
+    pub tls: bool,
 }
 
 impl Default for ClusterSpec {
@@ -270,6 +279,7 @@ impl Default for ClusterSpec {
             ingest_roles: "ingest",
             etcd_members: 1,
             auth_tokens: false,
+            tls: false,
         }
     }
 }
@@ -313,15 +323,22 @@ impl Cluster {
             ingest_roles,
             etcd_members,
             auth_tokens,
+            tls,
         } = spec;
         let ingests_read = ingest_roles.contains("reader");
-        let etcd = EtcdCluster::start(etcd_members, |_| next_gid())?;
+        let dir = tempfile::tempdir().unwrap();
+        let pki = tls.then(|| pki::ClusterPki::new(&dir.path().join("pki")));
+        let etcd_tls = pki.as_ref().map(|pki| etcd::EtcdTlsFiles {
+            server_cert: pki.etcd_server.0.clone(),
+            server_key: pki.etcd_server.1.clone(),
+            client: pki.etcd_tls(),
+        });
+        let etcd = EtcdCluster::start_with_tls(etcd_members, |_| next_gid(), etcd_tls)?;
         let s3 = if compactors + readers > 0 || ingests_read {
             Some(S3Server::start()?)
         } else {
             None
         };
-        let dir = tempfile::tempdir().unwrap();
         let node = |role: &'static str, i: usize| Node {
             id: format!("{role}-{i}"),
             role,
@@ -332,7 +349,10 @@ impl Cluster {
             dir: dir.path().join(format!("{role}-{i}")),
             metastore: etcd.url(),
             extra_args: Vec::new(),
-            env: Vec::new(),
+            env: pki
+                .as_ref()
+                .map_or_else(Vec::new, |pki| pki.node_env(&format!("{role}-{i}"))),
+            tls,
         };
         let mut caches: Vec<Node> = (1..=caches).map(|i| node("cache", i)).collect();
         let mut ingests: Vec<Node> = (1..=ingests)
@@ -353,7 +373,7 @@ impl Cluster {
                 "--object-store".into(),
                 format!("s3://{}/{OBJECT_PREFIX}", S3Server::BUCKET),
             ];
-            n.env = s3.env();
+            n.env.extend(s3.env());
             n.env
                 .push(("DLOG_COMPACTOR__CACHE_DROP_GRACE".into(), "1s".into()));
             n.env
@@ -402,6 +422,7 @@ impl Cluster {
             compactors,
             readers,
             manifest,
+            pki,
             _dir: dir,
         })
     }

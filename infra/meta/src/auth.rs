@@ -107,9 +107,9 @@ pub fn new_token(
     ops: &[Op],
     description: &str,
 ) -> Result<NewToken, Status> {
-    let rng = ring::rand::SystemRandom::new();
+    let rng = aws_lc_rs::rand::SystemRandom::new();
     let mut bytes = [0u8; 38];
-    ring::rand::SecureRandom::fill(&rng, &mut bytes)
+    aws_lc_rs::rand::SecureRandom::fill(&rng, &mut bytes)
         .map_err(|_| Status::internal("no random bytes for a token"))?;
     let id = match id {
         Some(id) => id.to_owned(),
@@ -134,7 +134,7 @@ fn hex(bytes: &[u8]) -> String {
 }
 
 fn sha256_hex(secret: &str) -> String {
-    hex(ring::digest::digest(&ring::digest::SHA256, secret.as_bytes()).as_ref())
+    hex(aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, secret.as_bytes()).as_ref())
 }
 
 /// Compares two digests in constant time.

@@ -56,6 +56,7 @@ pub async fn read_all_entries(
     Ok(entries)
 }
 
+use crate::tls::TlsMaterial;
 pub use crate::transport::{Connector, GrpcConnector, LocalFirst, Transport};
 
 /// A cache node could not be reached.
@@ -101,7 +102,7 @@ fn locked<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 
 impl CacheClients {
     pub fn new(manifest: Manifest) -> CacheClients {
-        CacheClients::with_connector(manifest, Arc::new(GrpcConnector))
+        CacheClients::with_connector(manifest, Arc::new(GrpcConnector::default()))
     }
 
     /// Cache node connections made by `connector`.
@@ -231,29 +232,56 @@ async fn connect(
         .max_encoding_message_size(MAX_MESSAGE))
 }
 
-/// Connects over the network (HTTP/2), with keepalive pings.
+/// Connects over the network (HTTP/2), with keepalive pings; over TLS,
+/// with the node's current certificate, when `tls` is given. A node with
+/// TLS does not fall back to a plaintext peer, nor one without TLS try a
+/// TLS peer.
 pub(crate) fn grpc_connect(
     node: &NodeInfo,
     timeout: Duration,
+    tls: Option<Arc<TlsMaterial>>,
 ) -> BoxFuture<'static, Result<Transport, String>> {
-    let endpoint = Endpoint::from_shared(node.address.clone())
-        .map_err(|err| format!("bad address {}: {err}", node.address))
-        .map(|endpoint| {
-            endpoint
-                .connect_timeout(timeout)
-                .tcp_nodelay(true)
-                // A peer that stops answering (frozen, partitioned) is found by
-                // HTTP/2 pings and its connection closed, failing every request on
-                // it, even on a connection that looks idle.
-                .http2_keep_alive_interval(KEEPALIVE_INTERVAL)
-                .keep_alive_timeout(KEEPALIVE_TIMEOUT)
-                .keep_alive_while_idle(true)
-                .initial_connection_window_size(dlog_wire::http2::CONNECTION_WINDOW)
-                .initial_stream_window_size(dlog_wire::http2::STREAM_WINDOW)
-        });
+    let secure = node.address.starts_with("https://");
+    let endpoint = match (secure, &tls) {
+        (true, None) => Err(format!(
+            "cache node {} is at {}, a TLS address, and this node has no TLS settings (tls.cert, tls.key, tls.ca)",
+            node.id, node.address
+        )),
+        (false, Some(_)) => Err(format!(
+            "cache node {} is at {}, a plaintext address, and this node talks TLS only",
+            node.id, node.address
+        )),
+        // With TLS, tonic sees `http://` and our connector does the TLS
+        // (TlsMaterial::dial), with the certificate current at each dial.
+        _ => Endpoint::from_shared(node.address.replacen("https://", "http://", 1))
+            .map_err(|err| format!("bad address {}: {err}", node.address)),
+    };
+    let endpoint = endpoint.map(|endpoint| {
+        endpoint
+            .connect_timeout(timeout)
+            .tcp_nodelay(true)
+            // A peer that stops answering (frozen, partitioned) is found by
+            // HTTP/2 pings and its connection closed, failing every request on
+            // it, even on a connection that looks idle.
+            .http2_keep_alive_interval(KEEPALIVE_INTERVAL)
+            .keep_alive_timeout(KEEPALIVE_TIMEOUT)
+            .keep_alive_while_idle(true)
+            .initial_connection_window_size(dlog_wire::http2::CONNECTION_WINDOW)
+            .initial_stream_window_size(dlog_wire::http2::STREAM_WINDOW)
+    });
     Box::pin(async move {
-        let channel = endpoint?.connect().await.map_err(|err| err.to_string())?;
-        Ok(Transport::Grpc(channel))
+        let endpoint = endpoint?;
+        let channel = match tls {
+            Some(tls) => {
+                let dial = tower::service_fn(move |uri: http::Uri| {
+                    let tls = tls.clone();
+                    async move { tls.dial(uri).await }
+                });
+                endpoint.connect_with_connector(dial).await
+            }
+            None => endpoint.connect().await,
+        };
+        Ok(Transport::Grpc(channel.map_err(|err| err.to_string())?))
     })
 }
 

@@ -7,9 +7,11 @@
 //! | [`cache_clients`] | connections to the cache nodes the manifest names, by id; suspects |
 //! | [`auth`] | client tokens with scopes: the node's token table, grants, checks |
 //! | [`transport`] | how a cache client reaches its node: gRPC, or in-process (simulation) |
+//! | [`tls`] | a node's certificate, key and CA, reloaded when they change; peers' roles |
 
 pub mod auth;
 pub mod cache_clients;
 pub mod manifest;
 pub mod metastore;
+pub mod tls;
 pub mod transport;

@@ -8,6 +8,7 @@
 //! own fault injection. Nothing else differs for the callers.
 
 use std::fmt;
+use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -18,6 +19,7 @@ use tower::Service;
 use tower::util::BoxCloneSyncService;
 
 use crate::manifest::NodeInfo;
+use crate::tls::TlsMaterial;
 
 /// Errors of a transport.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
@@ -77,9 +79,19 @@ pub trait Connector: fmt::Debug + Send + Sync + 'static {
     ) -> BoxFuture<'static, Result<Transport, String>>;
 }
 
-/// Connects over the network to the node's registered address.
-#[derive(Debug, Default, Clone, Copy)]
-pub struct GrpcConnector;
+/// Connects over the network to the node's registered address: over TLS
+/// with this node's certificate when it has one.
+#[derive(Debug, Default, Clone)]
+pub struct GrpcConnector {
+    tls: Option<Arc<TlsMaterial>>,
+}
+
+impl GrpcConnector {
+    /// Connections over TLS with `tls` (plaintext with `None`).
+    pub fn with_tls(tls: Option<Arc<TlsMaterial>>) -> GrpcConnector {
+        GrpcConnector { tls }
+    }
+}
 
 impl Connector for GrpcConnector {
     fn connect(
@@ -87,7 +99,7 @@ impl Connector for GrpcConnector {
         node: &NodeInfo,
         timeout: Duration,
     ) -> BoxFuture<'static, Result<Transport, String>> {
-        crate::cache_clients::grpc_connect(node, timeout)
+        crate::cache_clients::grpc_connect(node, timeout, self.tls.clone())
     }
 }
 
@@ -100,11 +112,13 @@ impl Connector for GrpcConnector {
 pub struct LocalFirst {
     node_id: String,
     local: Transport,
+    remote: GrpcConnector,
 }
 
 impl LocalFirst {
-    /// `service` is the gRPC service of cache node `node_id`, run here.
-    pub fn new<S>(node_id: &str, service: S) -> LocalFirst
+    /// `service` is the gRPC service of cache node `node_id`, run here;
+    /// `remote` reaches the others.
+    pub fn new<S>(node_id: &str, service: S, remote: GrpcConnector) -> LocalFirst
     where
         S: Service<
                 http::Request<Body>,
@@ -120,6 +134,7 @@ impl LocalFirst {
         LocalFirst {
             node_id: node_id.to_owned(),
             local: Transport::InProcess(BoxCloneSyncService::new(service)),
+            remote,
         }
     }
 }
@@ -134,6 +149,6 @@ impl Connector for LocalFirst {
             let local = self.local.clone();
             return Box::pin(async move { Ok(local) });
         }
-        GrpcConnector.connect(node, timeout)
+        self.remote.connect(node, timeout)
     }
 }

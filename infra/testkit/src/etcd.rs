@@ -83,7 +83,7 @@ impl EtcdServer {
     pub async fn store(&self) -> SharedMetaStore {
         let endpoints = vec![format!("http://{}", self.endpoint())];
         for _ in 0..100 {
-            if let Ok(store) = EtcdStore::connect(&endpoints).await {
+            if let Ok(store) = EtcdStore::connect(&endpoints, None).await {
                 use dlog_meta::metastore::MetaStore;
                 if store.range("/", true).await.is_ok() {
                     return Arc::new(store);

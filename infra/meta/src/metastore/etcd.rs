@@ -11,8 +11,8 @@ use etcd_client as etcd;
 use futures::StreamExt;
 
 use super::{
-    CmpOp, Compare, CompareTarget, Error, KeyValue, LeaseId, MetaStore, RangeResponse, Result,
-    Revision, TxnOp, TxnResponse, WatchEvent, WatchStream,
+    CmpOp, Compare, CompareTarget, Error, EtcdTls, KeyValue, LeaseId, MetaStore, RangeResponse,
+    Result, Revision, TxnOp, TxnResponse, WatchEvent, WatchStream,
 };
 
 /// A [`MetaStore`] on an etcd cluster.
@@ -31,12 +31,17 @@ impl std::fmt::Debug for EtcdStore {
 }
 
 impl EtcdStore {
-    /// Connects to etcd at `endpoints` (`http://host:port`).
-    pub async fn connect(endpoints: &[String]) -> Result<EtcdStore> {
-        let options = etcd::ConnectOptions::new()
+    /// Connects to etcd at `endpoints` (`http://host:port`, or
+    /// `https://host:port` with `tls`). The TLS files are read once, here:
+    /// rotating them needs a restart (a node's own certificates reload).
+    pub async fn connect(endpoints: &[String], tls: Option<&EtcdTls>) -> Result<EtcdStore> {
+        let mut options = etcd::ConnectOptions::new()
             .with_connect_timeout(Duration::from_secs(5))
             .with_timeout(Duration::from_secs(10))
             .with_keep_alive(Duration::from_secs(5), Duration::from_secs(5));
+        if let Some(tls) = tls {
+            options = options.with_tls(etcd_tls_options(tls)?);
+        }
         let client = etcd::Client::connect(endpoints, Some(options))
             .await
             .map_err(|err| {
@@ -47,6 +52,28 @@ impl EtcdStore {
             endpoints: endpoints.to_vec(),
         })
     }
+}
+
+fn etcd_tls_options(tls: &EtcdTls) -> Result<etcd::TlsOptions> {
+    let read = |path: &std::path::Path| {
+        std::fs::read(path).map_err(|err| {
+            Error::Unavailable(format!("read etcd TLS file {}: {err}", path.display()))
+        })
+    };
+    let mut options =
+        etcd::TlsOptions::new().ca_certificate(etcd::Certificate::from_pem(read(&tls.ca)?));
+    match (&tls.cert, &tls.key) {
+        (Some(cert), Some(key)) => {
+            options = options.identity(etcd::Identity::from_pem(read(cert)?, read(key)?));
+        }
+        (None, None) => {}
+        _ => {
+            return Err(Error::Unavailable(
+                "etcd TLS: give both the client certificate and its key, or neither".to_owned(),
+            ));
+        }
+    }
+    Ok(options)
 }
 
 /// Maps etcd's "lease not found" (a gRPC status or a keep-alive error) to

@@ -359,6 +359,21 @@ pub type SharedMetaStore = Arc<dyn MetaStore>;
 /// or `embedded://DIR`. Returns the store and the cluster name (`default`
 /// unless the etcd URL names one; embedded stores are one cluster each).
 pub async fn open(url: &str) -> Result<(SharedMetaStore, String)> {
+    open_with(url, None).await
+}
+
+/// TLS to etcd: the CA that signed etcd's certificate, and the client
+/// certificate and key when etcd requires client certificates.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct EtcdTls {
+    pub ca: std::path::PathBuf,
+    pub cert: Option<std::path::PathBuf>,
+    pub key: Option<std::path::PathBuf>,
+}
+
+/// [`open`], over TLS to etcd when `tls` is given (an embedded store
+/// ignores it).
+pub async fn open_with(url: &str, tls: Option<&EtcdTls>) -> Result<(SharedMetaStore, String)> {
     let invalid = |reason: &str| Error::InvalidUrl {
         url: url.to_owned(),
         reason: reason.to_owned(),
@@ -374,12 +389,15 @@ pub async fn open(url: &str) -> Result<(SharedMetaStore, String)> {
         let endpoints: Vec<String> = hosts
             .split(',')
             .filter(|h| !h.is_empty())
-            .map(|h| format!("http://{h}"))
+            .map(|h| match tls {
+                Some(_) => format!("https://{h}"),
+                None => format!("http://{h}"),
+            })
             .collect();
         if endpoints.is_empty() {
             return Err(invalid("no etcd endpoint"));
         }
-        let store = etcd::EtcdStore::connect(&endpoints).await?;
+        let store = etcd::EtcdStore::connect(&endpoints, tls).await?;
         Ok((Arc::new(store), cluster.to_owned()))
     } else if let Some(dir) = url.strip_prefix("embedded://") {
         if dir.is_empty() {

@@ -1,0 +1,330 @@
+//! TLS of a node: its certificate, key and cluster CA, read from files and
+//! read again when they change, so a rotation needs no restart.
+//!
+//! One [`TlsMaterial`] serves both directions:
+//! - as a server, every accepted connection gets the configuration current
+//!   at its handshake ([`TlsMaterial::server_config`]). Clients may come
+//!   without a certificate (SDK users authenticate with tokens); one that
+//!   presents a certificate must chain to the CA;
+//! - as a client of other nodes (cache replication, recovery, reads),
+//!   every new connection, reconnections included, presents the node's
+//!   current certificate and checks the peer's against the current CA
+//!   ([`TlsMaterial::dial`]).
+//!
+//! A set of files is used only once it reads the same twice in a row (a
+//! rotation caught between two writes is not taken) and checks out: the
+//! key matches the certificate, the certificate chains to the node's own
+//! CA file, is valid now and carries the node role. Otherwise the set in
+//! use stays and a warning says why. Open connections keep the
+//! certificate of their handshake, as in any TLS server.
+//!
+//! Roles: a certificate is a node's when its subject carries the
+//! organisational unit [`NODE_ROLE`]. Only such peers may call the cache
+//! service ([`require_node_peer`]).
+//!
+//! Crash safety: nothing is written; files are only read.
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use rustls::RootCertStore;
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
+use rustls::server::WebPkiClientVerifier;
+use tokio::net::TcpStream;
+use tokio_util::sync::CancellationToken;
+
+/// The organisational unit (OU) of a node's certificate subject.
+pub const NODE_ROLE: &str = "dlog-node";
+
+/// Where a node's TLS files are.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsFiles {
+    /// The node's certificate chain (PEM).
+    pub cert: PathBuf,
+    /// The key of that certificate (PEM: PKCS#8, PKCS#1 or SEC1).
+    pub key: PathBuf,
+    /// The cluster CA's certificates (PEM): peers' and client certificates
+    /// must chain to one of them.
+    pub ca: PathBuf,
+}
+
+/// The files' bytes, as last read.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Pem {
+    cert: Vec<u8>,
+    key: Vec<u8>,
+    ca: Vec<u8>,
+}
+
+#[derive(Debug)]
+struct Loaded {
+    pem: Pem,
+    server: Arc<rustls::ServerConfig>,
+    client: Arc<rustls::ClientConfig>,
+}
+
+#[derive(Debug)]
+struct State {
+    loaded: Loaded,
+    /// A changed set seen once, waiting to be read the same again.
+    pending: Option<Pem>,
+}
+
+/// A node's TLS configuration, current with its files.
+#[derive(Debug)]
+pub struct TlsMaterial {
+    files: TlsFiles,
+    /// The name peers' certificates are checked against, instead of the
+    /// host of their address.
+    server_name: Option<String>,
+    state: RwLock<State>,
+}
+
+impl TlsMaterial {
+    /// Reads and checks the files; the error names the file at fault.
+    pub fn load(files: TlsFiles, server_name: Option<String>) -> Result<Arc<TlsMaterial>, String> {
+        let pem = read(&files)?;
+        let loaded = configure(&files, pem)?;
+        Ok(Arc::new(TlsMaterial {
+            files,
+            server_name,
+            state: RwLock::new(State {
+                loaded,
+                pending: None,
+            }),
+        }))
+    }
+
+    fn state(&self) -> std::sync::RwLockReadGuard<'_, State> {
+        self.state.read().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The configuration for the next accepted connection.
+    pub fn server_config(&self) -> Arc<rustls::ServerConfig> {
+        self.state().loaded.server.clone()
+    }
+
+    /// Opens a TLS connection to the node at `uri` (`http://host:port`:
+    /// the scheme tonic sees; the TLS is ours) with the current
+    /// certificate, checking the peer's against the current CA and
+    /// `tls.server_name` or the host. For `Endpoint::connect_with_connector`,
+    /// so that reconnections take a rotated certificate too.
+    pub async fn dial(
+        &self,
+        uri: http::Uri,
+    ) -> std::io::Result<hyper_util::rt::TokioIo<tokio_rustls::client::TlsStream<TcpStream>>> {
+        let invalid = |what: &str| {
+            std::io::Error::new(std::io::ErrorKind::InvalidInput, format!("{what}: {uri}"))
+        };
+        let host = uri.host().ok_or_else(|| invalid("no host"))?;
+        let host = host.trim_start_matches('[').trim_end_matches(']');
+        let port = uri.port_u16().ok_or_else(|| invalid("no port"))?;
+        let name = self.server_name.as_deref().unwrap_or(host).to_owned();
+        let name = ServerName::try_from(name).map_err(|_| invalid("not a TLS server name"))?;
+        let config = self.state().loaded.client.clone();
+        let tcp = TcpStream::connect((host, port)).await?;
+        tcp.set_nodelay(true)?;
+        let stream = tokio_rustls::TlsConnector::from(config)
+            .connect(name, tcp)
+            .await?;
+        Ok(hyper_util::rt::TokioIo::new(stream))
+    }
+
+    /// Reads the files again; a changed set that reads the same as at the
+    /// previous call and checks out replaces the one in use. `Ok(true)`
+    /// when it did.
+    pub fn reload(&self) -> Result<bool, String> {
+        let pem = read(&self.files)?;
+        {
+            let mut state = self.state.write().unwrap_or_else(|p| p.into_inner());
+            if pem == state.loaded.pem {
+                state.pending = None;
+                return Ok(false);
+            }
+            if state.pending.as_ref() != Some(&pem) {
+                // Seen once: maybe mid-rotation. Next time, if unchanged.
+                state.pending = Some(pem);
+                return Ok(false);
+            }
+        }
+        let loaded = configure(&self.files, pem)?;
+        let mut state = self.state.write().unwrap_or_else(|p| p.into_inner());
+        state.loaded = loaded;
+        state.pending = None;
+        Ok(true)
+    }
+
+    /// Checks the files every `interval` until `stop`.
+    pub async fn watch(self: Arc<Self>, interval: Duration, stop: CancellationToken) {
+        loop {
+            tokio::select! {
+                _ = stop.cancelled() => return,
+                _ = tokio::time::sleep(interval) => {}
+            }
+            // File reads block; a hung mount must not hold a worker.
+            let material = self.clone();
+            let reloaded = tokio::task::spawn_blocking(move || material.reload()).await;
+            match reloaded {
+                Ok(Ok(true)) => tracing::info!(
+                    cert = %self.files.cert.display(),
+                    "TLS certificate files changed: new connections use them"
+                ),
+                Ok(Ok(false)) => {}
+                Ok(Err(err)) => {
+                    tracing::warn!("TLS files not reloaded, the ones in use stay: {err}")
+                }
+                Err(err) => tracing::warn!("TLS files not reloaded: {err}"),
+            }
+        }
+    }
+}
+
+fn read_file(path: &Path) -> Result<Vec<u8>, String> {
+    std::fs::read(path).map_err(|err| format!("read {}: {err}", path.display()))
+}
+
+fn read(files: &TlsFiles) -> Result<Pem, String> {
+    Ok(Pem {
+        cert: read_file(&files.cert)?,
+        key: read_file(&files.key)?,
+        ca: read_file(&files.ca)?,
+    })
+}
+
+fn certificates(path: &Path, pem: &[u8]) -> Result<Vec<CertificateDer<'static>>, String> {
+    let certs = CertificateDer::pem_slice_iter(pem)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|err| format!("{}: {err}", path.display()))?;
+    if certs.is_empty() {
+        return Err(format!("{}: no PEM certificate in it", path.display()));
+    }
+    Ok(certs)
+}
+
+/// The CA certificates as roots.
+pub fn roots(path: &Path, pem: &[u8]) -> Result<RootCertStore, String> {
+    let mut roots = RootCertStore::empty();
+    for cert in certificates(path, pem)? {
+        roots
+            .add(cert)
+            .map_err(|err| format!("{}: {err}", path.display()))?;
+    }
+    Ok(roots)
+}
+
+/// Checks a set of files and builds both configurations from it.
+fn configure(files: &TlsFiles, pem: Pem) -> Result<Loaded, String> {
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let roots = Arc::new(roots(&files.ca, &pem.ca)?);
+    let chain = certificates(&files.cert, &pem.cert)?;
+    let key = || {
+        PrivateKeyDer::from_pem_slice(&pem.key)
+            .map_err(|err| format!("{}: {err}", files.key.display()))
+    };
+    let pair = |err: rustls::Error| {
+        format!(
+            "{} and {}: {err}",
+            files.cert.display(),
+            files.key.display()
+        )
+    };
+    let verifier = WebPkiClientVerifier::builder_with_provider(roots.clone(), provider.clone())
+        .allow_unauthenticated()
+        .build()
+        .map_err(|err| format!("{}: {err}", files.ca.display()))?;
+    // The node's own certificate, as its peers will check it: chains to
+    // the CA, valid now, a node's.
+    verifier
+        .verify_client_cert(&chain[0], &chain[1..], rustls::pki_types::UnixTime::now())
+        .map_err(|err| {
+            format!(
+                "{}: not a client certificate the CA in {} accepts now: {err}",
+                files.cert.display(),
+                files.ca.display()
+            )
+        })?;
+    if !matches!(peer(Some(&chain)), Peer::Certified { node: true, .. }) {
+        return Err(format!(
+            "{}: the subject has no OU={NODE_ROLE}: other nodes would refuse it",
+            files.cert.display()
+        ));
+    }
+    let mut server = rustls::ServerConfig::builder_with_provider(provider.clone())
+        .with_safe_default_protocol_versions()
+        .map_err(|err| err.to_string())?
+        .with_client_cert_verifier(verifier)
+        .with_single_cert(chain.clone(), key()?)
+        .map_err(pair)?;
+    server.alpn_protocols = vec![b"h2".to_vec()];
+    let mut client = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|err| err.to_string())?
+        .with_root_certificates(roots)
+        .with_client_auth_cert(chain, key()?)
+        .map_err(pair)?;
+    client.alpn_protocols = vec![b"h2".to_vec()];
+    Ok(Loaded {
+        pem,
+        server: Arc::new(server),
+        client: Arc::new(client),
+    })
+}
+
+/// What the peer of a TLS connection proved.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Peer {
+    /// No client certificate.
+    Anonymous,
+    /// A certificate the CA signed, with the node role or without it.
+    Certified { node: bool, subject: String },
+}
+
+/// The peer of a connection, from the certificates it presented (the
+/// handshake already checked them against the CA).
+pub fn peer(certs: Option<&[CertificateDer<'_>]>) -> Peer {
+    let Some(leaf) = certs.and_then(|certs| certs.first()) else {
+        return Peer::Anonymous;
+    };
+    match x509_parser::parse_x509_certificate(leaf.as_ref()) {
+        Ok((_, cert)) => {
+            let subject = cert.subject();
+            let node = subject
+                .iter_organizational_unit()
+                .any(|unit| unit.as_str() == Ok(NODE_ROLE));
+            Peer::Certified {
+                node,
+                subject: subject.to_string(),
+            }
+        }
+        // The handshake parsed it; only a certificate webpki accepts and
+        // this parser does not lands here. No role, then.
+        Err(_) => Peer::Certified {
+            node: false,
+            subject: "an unreadable certificate".to_owned(),
+        },
+    }
+}
+
+/// Lets a request through only from a node: a peer whose certificate
+/// carries the node role. No certificate: `UNAUTHENTICATED`; another
+/// certificate: `PERMISSION_DENIED`. Requests that came over no TLS
+/// connection (a node without TLS, or in-process calls) pass: there is no
+/// identity to check there.
+pub fn require_node_peer(request: &tonic::Request<()>) -> Result<(), tonic::Status> {
+    use tonic::transport::server::{TcpConnectInfo, TlsConnectInfo};
+    let Some(info) = request.extensions().get::<TlsConnectInfo<TcpConnectInfo>>() else {
+        return Ok(());
+    };
+    let certs = info.peer_certs();
+    match peer(certs.as_deref().map(|certs| certs.as_slice())) {
+        Peer::Certified { node: true, .. } => Ok(()),
+        Peer::Anonymous => Err(tonic::Status::unauthenticated(
+            "the cache service serves nodes only: connect with a node certificate",
+        )),
+        Peer::Certified { subject, .. } => Err(tonic::Status::permission_denied(format!(
+            "the cache service serves nodes only: the certificate of {subject:?} has no {NODE_ROLE} role (OU)"
+        ))),
+    }
+}
