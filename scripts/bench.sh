@@ -23,44 +23,8 @@ bash scripts/install-test-deps.sh >&2
 bash scripts/bench-peers.sh install >&2
 cargo build --release --locked --bin dlog >&2
 
-DLOG=${CARGO_TARGET_DIR:-$PWD/target}/release/dlog
-OUT=${1:-target/bench}
-DURATION=${DURATION:-8}
-mkdir -p "$OUT"
-RESULTS=$OUT/results.jsonl
-: >"$RESULTS"
-WORK=$(mktemp -d)
-PIDS=()
-cleanup() {
-    for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
-    wait 2>/dev/null || true
-    rm -rf "$WORK"
-}
-trap cleanup EXIT
+bench_setup "${1:-target/bench}"
 
-free_port() {
-    python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
-}
-wait_port() {
-    for _ in $(seq 200); do
-        if (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; then return 0; fi
-        sleep 0.1
-    done
-    echo "nothing listens on port $1" >&2
-    return 1
-}
-# bench LABEL ARGS..: one scenario, its JSON line appended to the results.
-bench() {
-    local label=$1
-    shift
-    echo "== $label" >&2
-    "$DLOG" bench --json --label "$label" --duration "$DURATION" "$@" >>"$RESULTS"
-    tail -n 1 "$RESULTS" | python3 -c '
-import json, sys
-r = json.load(sys.stdin)
-l = r["latency_ms"]
-print("   %.0f records/s %.1f MB/s p50 %.3f p99 %.3f ms errors %d" % (r["records_per_s"], r["mb_per_s"], l["p50"], l["p99"], r["errors"]))' >&2
-}
 # The appends/s of the last result, times a factor (for the 80 % runs).
 last_rate() {
     tail -n 1 "$RESULTS" | python3 -c "import json, sys; r = json.load(sys.stdin); print(max(1, round(r['appends'] / r['duration_s'] * $1)))"
@@ -114,18 +78,11 @@ kill "${PIDS[-1]}"
 wait "${PIDS[-1]}" 2>/dev/null || true
 
 # ---- local cluster: etcd, s3s-fs, 3 cache nodes, ingest+compactor+reader ----
-etcd_port=$(free_port)
-etcd_peer=$(free_port)
-etcd --name n1 --data-dir "$WORK/etcd" \
-    --listen-client-urls "http://127.0.0.1:$etcd_port" --advertise-client-urls "http://127.0.0.1:$etcd_port" \
-    --listen-peer-urls "http://127.0.0.1:$etcd_peer" --initial-advertise-peer-urls "http://127.0.0.1:$etcd_peer" \
-    --initial-cluster "n1=http://127.0.0.1:$etcd_peer" --log-level warn >"$WORK/etcd.log" 2>&1 &
-PIDS+=($!)
+start_etcd
 s3_port=$(free_port)
 mkdir -p "$WORK/s3/bench"
 s3s-fs --host 127.0.0.1 --port "$s3_port" --access-key benchaccess --secret-key benchsecret0123456789 "$WORK/s3" >"$WORK/s3.log" 2>&1 &
 PIDS+=($!)
-wait_port "$etcd_port"
 wait_port "$s3_port"
 export AWS_ENDPOINT_URL=http://127.0.0.1:$s3_port AWS_ACCESS_KEY_ID=benchaccess \
     AWS_SECRET_ACCESS_KEY=benchsecret0123456789 AWS_REGION=us-east-1 AWS_ALLOW_HTTP=true

@@ -72,3 +72,68 @@ ensure_protoc() {
         return 1
     fi
 }
+
+# A free TCP port on loopback.
+free_port() {
+    python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
+}
+
+# Waits up to 20 s for something to listen on loopback port $1.
+wait_port() {
+    for _ in $(seq 200); do
+        if (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; then return 0; fi
+        sleep 0.1
+    done
+    echo "nothing listens on port $1" >&2
+    return 1
+}
+
+# The set-up of a benchmark script: the release `dlog` (DLOG), the output
+# directory $1 (OUT) with an empty results.jsonl (RESULTS), DURATION
+# (seconds per scenario, default 8), and a work directory (WORK) whose
+# processes (add their pids to PIDS) are killed on exit.
+bench_setup() {
+    DLOG=${CARGO_TARGET_DIR:-$PWD/target}/release/dlog
+    OUT=$1
+    DURATION=${DURATION:-8}
+    mkdir -p "$OUT"
+    RESULTS=$OUT/results.jsonl
+    : >"$RESULTS"
+    WORK=$(mktemp -d)
+    PIDS=()
+    trap bench_cleanup EXIT
+}
+
+bench_cleanup() {
+    for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
+    wait 2>/dev/null || true
+    rm -rf "$WORK"
+}
+
+# Starts a one-member etcd on loopback (data in $WORK/etcd) and waits for
+# it; sets etcd_port.
+start_etcd() {
+    etcd_port=$(free_port)
+    local peer
+    peer=$(free_port)
+    etcd --name n1 --data-dir "$WORK/etcd" \
+        --listen-client-urls "http://127.0.0.1:$etcd_port" --advertise-client-urls "http://127.0.0.1:$etcd_port" \
+        --listen-peer-urls "http://127.0.0.1:$peer" --initial-advertise-peer-urls "http://127.0.0.1:$peer" \
+        --initial-cluster "n1=http://127.0.0.1:$peer" --log-level warn >"$WORK/etcd.log" 2>&1 &
+    PIDS+=($!)
+    wait_port "$etcd_port"
+}
+
+# bench LABEL ARGS..: one `dlog bench` scenario, its JSON line appended to
+# RESULTS and a summary on stderr.
+bench() {
+    local label=$1
+    shift
+    echo "== $label" >&2
+    "$DLOG" bench --json --label "$label" --duration "$DURATION" "$@" >>"$RESULTS"
+    tail -n 1 "$RESULTS" | python3 -c '
+import json, sys
+r = json.load(sys.stdin)
+l = r["latency_ms"]
+print("   %.0f records/s %.1f MB/s p50 %.3f p90 %.3f p99 %.3f ms errors %d" % (r["records_per_s"], r["mb_per_s"], l["p50"], l["p90"], l["p99"], r["errors"]))' >&2
+}

@@ -43,7 +43,7 @@ async fn settings_are_checked_and_reach_running_owners() {
     let Some(cluster) = Cluster::start(3, 1).await else {
         return;
     };
-    let client = Client::new(cluster.ingests[0].address());
+    let client = cluster.client(cluster.ingests[0].address());
 
     let created = client
         .create_namespace(
@@ -118,6 +118,7 @@ async fn settings_are_checked_and_reach_running_owners() {
     let output = Command::new(env!("CARGO_BIN_EXE_dlog"))
         .args(["ns", "config", "adm", "--replication", "3/2/3"])
         .env("DLOG_ENDPOINT", cluster.ingests[0].address())
+        .envs(cluster.cli_env())
         .output()
         .unwrap();
     let stderr = String::from_utf8_lossy(&output.stderr);
@@ -127,6 +128,7 @@ async fn settings_are_checked_and_reach_running_owners() {
     let output = Command::new(env!("CARGO_BIN_EXE_dlog"))
         .args(["ns", "info", "adm", "--json"])
         .env("DLOG_ENDPOINT", cluster.ingests[0].address())
+        .envs(cluster.cli_env())
         .output()
         .unwrap();
     assert!(output.status.success());
@@ -196,7 +198,7 @@ async fn log_listings_page_through_a_large_namespace() {
     let Some(cluster) = Cluster::start(3, 1).await else {
         return;
     };
-    let client = Client::new(cluster.ingests[0].address());
+    let client = cluster.client(cluster.ingests[0].address());
     let names: Vec<String> = (0..25).map(|i| format!("paged/log-{i:02}")).collect();
     for name in &names {
         client.create_log(name).await.unwrap();
@@ -219,6 +221,7 @@ async fn log_listings_page_through_a_large_namespace() {
     let output = Command::new(env!("CARGO_BIN_EXE_dlog"))
         .args(["logs", "list", "paged/"])
         .env("DLOG_ENDPOINT", cluster.ingests[0].address())
+        .envs(cluster.cli_env())
         .output()
         .unwrap();
     assert!(output.status.success(), "{output:?}");

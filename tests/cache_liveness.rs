@@ -59,13 +59,16 @@ async fn append_some(client: &Client, log: &str, count: usize) {
 /// What a cache node says about a segment, read up to `last_entry`:
 /// `Ok(entries)`, or the error status.
 async fn cache_read(
+    cluster: &Cluster,
     address: String,
     reference: &SegmentRef,
     last_entry: u64,
 ) -> Result<usize, tonic::Status> {
-    let mut client = CacheServiceClient::connect(address)
+    let channel = cluster
+        .try_channel(&address)
         .await
         .map_err(|err| tonic::Status::unavailable(err.to_string()))?;
+    let mut client = CacheServiceClient::new(channel);
     let mut stream = client
         .read_entries(ReadEntriesRequest {
             segment: Some(reference.clone()),
@@ -84,11 +87,16 @@ async fn cache_read(
 }
 
 /// Waits until the node answers that it dropped the segment.
-async fn wait_dropped(address: String, reference: &SegmentRef, within: Duration) {
+async fn wait_dropped(
+    cluster: &Cluster,
+    address: String,
+    reference: &SegmentRef,
+    within: Duration,
+) {
     let deadline = Instant::now() + within;
     let mut last = None;
     while Instant::now() < deadline {
-        match cache_read(address.clone(), reference, 0).await {
+        match cache_read(cluster, address.clone(), reference, 0).await {
             Err(status) if status.message().contains("dropped") => return,
             other => last = Some(other),
         }
@@ -114,7 +122,7 @@ async fn a_node_down_during_the_cache_drop_frees_the_segment_after_it_restarts()
     let Some(mut cluster) = Cluster::start_with(3, 1, 1, 0).await else {
         return;
     };
-    let client = Client::new(endpoints(&cluster));
+    let client = cluster.client(endpoints(&cluster));
     let log = "gc/down";
     client.create_log(log).await.unwrap();
     append_some(&client, log, 20).await;
@@ -124,7 +132,7 @@ async fn a_node_down_during_the_cache_drop_frees_the_segment_after_it_restarts()
     assert!(first.ensemble.contains(&"cache-3".to_owned()));
     let reference = segment_ref(&cluster.manifest, log, first.segment_id).await;
     assert_eq!(
-        cache_read(cluster.caches[2].address(), &reference, 0)
+        cache_read(&cluster, cluster.caches[2].address(), &reference, 0)
             .await
             .unwrap(),
         1,
@@ -153,6 +161,7 @@ async fn a_node_down_during_the_cache_drop_frees_the_segment_after_it_restarts()
 
     cluster.caches[2].start();
     wait_dropped(
+        &cluster,
         cluster.caches[2].address(),
         &reference,
         Duration::from_secs(15),
@@ -171,7 +180,7 @@ async fn a_log_deleted_while_its_segment_is_open_is_freed_on_the_cache_node() {
     cluster.caches[0].set_env("DLOG_CACHE__RECONCILE_INTERVAL", "1s");
     cluster.caches[0].start();
     one_replica(&cluster.manifest).await;
-    let client = Client::new(endpoints(&cluster));
+    let client = cluster.client(endpoints(&cluster));
     let log = "gc/deleted";
     client.create_log(log).await.unwrap();
     append_some(&client, log, 10).await;
@@ -184,6 +193,7 @@ async fn a_log_deleted_while_its_segment_is_open_is_freed_on_the_cache_node() {
     // seals, offloads or purges the open segment.
     cluster.manifest.delete_log(&name).await.unwrap();
     wait_dropped(
+        &cluster,
         cluster.caches[0].address(),
         &reference,
         Duration::from_secs(15),
@@ -196,7 +206,7 @@ async fn restarted_cache_nodes_take_writes_again_at_once() {
     let Some(mut cluster) = Cluster::start(3, 1).await else {
         return;
     };
-    let client = Arc::new(Client::new(endpoints(&cluster)));
+    let client = Arc::new(cluster.client(endpoints(&cluster)));
     let log = "avail/a";
     client.create_log(log).await.unwrap();
     append_some(&client, log, 5).await;
@@ -261,14 +271,12 @@ async fn a_node_that_loses_its_lease_ends_its_streams_and_exits() {
         return;
     };
     one_replica(&cluster.manifest).await;
-    let client = Client::new(endpoints(&cluster));
+    let client = cluster.client(endpoints(&cluster));
     let log = "avail/follow";
     client.create_log(log).await.unwrap();
     append_some(&client, log, 3).await;
 
-    let mut reader = ReadServiceClient::connect(cluster.readers[0].address())
-        .await
-        .unwrap();
+    let mut reader = ReadServiceClient::new(cluster.channel(&cluster.readers[0].address()).await);
     let mut stream = reader
         .read(pb::ReadRequest {
             log: log.to_owned(),
@@ -323,7 +331,7 @@ async fn a_deleted_log_whose_owner_died_with_an_open_segment_is_purged() {
         return;
     };
     one_replica(&cluster.manifest).await;
-    let client = Client::new(endpoints(&cluster));
+    let client = cluster.client(endpoints(&cluster));
     let log = "gc/orphaned";
     client.create_log(log).await.unwrap();
     append_some(&client, log, 10).await;
@@ -352,6 +360,7 @@ async fn a_deleted_log_whose_owner_died_with_an_open_segment_is_purged() {
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
     wait_dropped(
+        &cluster,
         cluster.caches[0].address(),
         &reference,
         Duration::from_secs(5),

@@ -773,7 +773,7 @@ async fn campaign_loses_nothing_acknowledged() {
     };
     cluster.manifest.put_namespace(&ns, &config).await.unwrap();
     let endpoints: Vec<String> = cluster.ingests.iter().map(Node::address).collect();
-    let client = Client::new(endpoints.join(","));
+    let client = cluster.client(endpoints.join(","));
     let logs: Vec<String> = (0..settings.logs)
         .map(|i| format!("campaign/log-{i}"))
         .collect();

@@ -43,11 +43,18 @@ async fn reads_need_the_reader_endpoint_and_follow_from_the_tail() {
     let Some(cluster) = Cluster::start_with(3, 1, 0, 1).await else {
         return;
     };
-    let ingest = vec![("DLOG_ENDPOINT", cluster.ingests[0].address())];
-    let both = vec![
+    let tls: Vec<(&str, String)> = cluster
+        .cli_env()
+        .into_iter()
+        .map(|(_, ca)| ("DLOG_TLS__CA", ca))
+        .collect();
+    let mut ingest = vec![("DLOG_ENDPOINT", cluster.ingests[0].address())];
+    ingest.extend(tls.iter().cloned());
+    let mut both = vec![
         ("DLOG_ENDPOINT", cluster.ingests[0].address()),
         ("DLOG_READ_ENDPOINT", cluster.readers[0].address()),
     ];
+    both.extend(tls.iter().cloned());
     let history: String = (1..=100).map(|i| format!("old-{i}\n")).collect();
     ok(&["logs", "create", "cli/tail"], &ingest, b"");
     ok(&["append", "cli/tail"], &ingest, history.as_bytes());

@@ -88,7 +88,7 @@ async fn read_first_entry(
     let name: LogName = log.parse().unwrap();
     let log_id = cluster.manifest.log(&name).await.unwrap().log_id;
     let cache = cluster.caches.iter().find(|c| c.id == node).unwrap();
-    let mut cache = CacheServiceClient::connect(cache.address()).await.unwrap();
+    let mut cache = CacheServiceClient::new(cluster.channel(&cache.address()).await);
     let mut entries = cache
         .read_entries(ReadEntriesRequest {
             segment: Some(SegmentRef {
@@ -273,7 +273,7 @@ async fn offloaded_files_hold_exactly_the_records_appended() {
         return;
     };
     let s3 = cluster.s3.as_ref().unwrap();
-    let client = Client::new(cluster.ingests[0].address());
+    let client = cluster.client(cluster.ingests[0].address());
     let log = "analytics/clicks";
     client.create_log(log).await.unwrap();
     let mut expected = append_rich(&client, log, 0, 20, 50).await;
@@ -408,7 +408,7 @@ async fn a_compactor_killed_between_steps_leaves_one_object_with_exact_rows() {
     let Some(mut cluster) = Cluster::start_with(3, 1, 1, 0).await else {
         return;
     };
-    let client = Client::new(cluster.ingests[0].address());
+    let client = cluster.client(cluster.ingests[0].address());
     let objects = cluster.s3.as_ref().unwrap().object_store(OBJECT_PREFIX);
     let points = [
         "offload.after_read",
@@ -462,7 +462,7 @@ async fn trim_and_retention_remove_whole_segments_manifest_first() {
     let Some(mut cluster) = Cluster::start_with(3, 1, 1, 0).await else {
         return;
     };
-    let client = Client::new(cluster.ingests[0].address());
+    let client = cluster.client(cluster.ingests[0].address());
     let objects = cluster.s3.as_ref().unwrap().object_store(OBJECT_PREFIX);
 
     // Explicit trim at a segment boundary: the two older segments go.

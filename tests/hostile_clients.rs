@@ -43,7 +43,7 @@ async fn readers_that_never_read_do_not_slow_a_writer() {
     let Some(cluster) = Cluster::start_with(3, 1, 0, 1).await else {
         return;
     };
-    let client = Client::new(cluster.ingests[0].address());
+    let client = cluster.client(cluster.ingests[0].address());
     let log = "slow/log";
     client.create_log(log).await.unwrap();
     let warm_up = timed_appends(&client, log, Duration::from_millis(300)).await;
@@ -54,9 +54,8 @@ async fn readers_that_never_read_do_not_slow_a_writer() {
     // 50 tailing reads from the start, on 5 connections, never polled.
     let mut stalled = Vec::new();
     for _ in 0..5 {
-        let mut reads = ReadServiceClient::connect(cluster.readers[0].address())
-            .await
-            .unwrap();
+        let mut reads =
+            ReadServiceClient::new(cluster.channel(&cluster.readers[0].address()).await);
         for _ in 0..10 {
             let request = pb::ReadRequest {
                 log: log.into(),
@@ -77,8 +76,9 @@ async fn readers_that_never_read_do_not_slow_a_writer() {
         "writer p99 {with_stalled:?} with stalled readers, over {bound:?} (alone {alone:?})"
     );
     // The reader node still serves a reader that reads.
-    let reader =
-        Client::new(cluster.ingests[0].address()).with_read_endpoints(cluster.readers[0].address());
+    let reader = cluster
+        .client(cluster.ingests[0].address())
+        .with_read_endpoints(cluster.readers[0].address());
     let tail = reader.check_tail(log).await.unwrap();
     // ... and sees every acknowledged append (however many the machine
     // managed).
@@ -91,12 +91,10 @@ async fn streams_per_connection_and_header_sizes_are_bounded() {
     let Some(mut cluster) = Cluster::start_with(3, 1, 0, 1).await else {
         return;
     };
-    let client = Client::new(cluster.ingests[0].address());
+    let client = cluster.client(cluster.ingests[0].address());
     client.create_log("many/log").await.unwrap();
     // Oversized headers: refused, and the node serves the next request.
-    let mut raw = ReadServiceClient::connect(cluster.readers[0].address())
-        .await
-        .unwrap();
+    let mut raw = ReadServiceClient::new(cluster.channel(&cluster.readers[0].address()).await);
     let mut request = tonic::Request::new(pb::CheckTailRequest {
         log: "many/log".into(),
     });
@@ -108,9 +106,7 @@ async fn streams_per_connection_and_header_sizes_are_bounded() {
         refused.is_err(),
         "a request with 100 KiB of headers was served"
     );
-    let mut fresh = ReadServiceClient::connect(cluster.readers[0].address())
-        .await
-        .unwrap();
+    let mut fresh = ReadServiceClient::new(cluster.channel(&cluster.readers[0].address()).await);
     fresh
         .check_tail(pb::CheckTailRequest {
             log: "many/log".into(),
@@ -124,11 +120,8 @@ async fn streams_per_connection_and_header_sizes_are_bounded() {
     let ingest = &mut cluster.ingests[0];
     ingest.kill();
     ingest.start_with_env(&[("DLOG_NODE__MAX_STREAMS_PER_CONNECTION", "32")]);
-    let channel = tonic::transport::Endpoint::from_shared(ingest.address())
-        .unwrap()
-        .connect()
-        .await
-        .unwrap();
+    let address = ingest.address();
+    let channel = cluster.channel(&address).await;
     // A session whose requests end when its sender is dropped.
     let session = || {
         let mut client = LogServiceClient::new(channel.clone());

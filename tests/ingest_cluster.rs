@@ -148,7 +148,7 @@ async fn owner_killed_mid_stream_loses_no_acknowledged_record() {
     let Some(mut cluster) = Cluster::start(3, 2).await else {
         return;
     };
-    let client = Arc::new(Client::new(endpoints(&cluster)));
+    let client = Arc::new(cluster.client(endpoints(&cluster)));
     client.create_log("failover/a").await.unwrap();
     let control = Control::default();
     let writer = tokio::spawn(write_until(
@@ -216,7 +216,7 @@ async fn a_frozen_owner_past_its_lease_is_fenced_out() {
     let Some(mut cluster) = Cluster::start(3, 2).await else {
         return;
     };
-    let client = Arc::new(Client::new(endpoints(&cluster)));
+    let client = Arc::new(cluster.client(endpoints(&cluster)));
     client.create_log("freeze/a").await.unwrap();
     let control = Control::default();
     let writer = tokio::spawn(write_until(
@@ -246,7 +246,15 @@ async fn a_frozen_owner_past_its_lease_is_fenced_out() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     let survivor = survivor.expect("another node took over");
-    // Let the survivor write for a while before the frozen node wakes.
+    // Let the survivor write for a while before the frozen node wakes: at
+    // least one acknowledged append past the freeze (the client first
+    // times out on the frozen node, then finds the survivor), then 1 s.
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while control.acked_end.load(Ordering::Relaxed) <= acked_at_freeze
+        && std::time::Instant::now() < deadline
+    {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     tokio::time::sleep(Duration::from_secs(1)).await;
 
     // Wake the frozen owner and write to it directly, without redirects,
@@ -256,8 +264,10 @@ async fn a_frozen_owner_past_its_lease_is_fenced_out() {
     // second of finding its lease lost): then there is nothing to probe,
     // and the assertions below still require that it exited for that
     // reason and that nothing it was sent is in the log.
-    let connected = LogServiceClient::connect(cluster.ingests[frozen].address())
+    let connected = cluster
+        .try_channel(&cluster.ingests[frozen].address())
         .await
+        .map(LogServiceClient::new)
         .map_err(|err| err.to_string());
     let mut probes = Vec::new();
     // What the woken node answered, in order: (code, message).
@@ -378,7 +388,7 @@ async fn an_owner_fenced_on_its_ensemble_cannot_append() {
     };
     let log = "fence/a";
     let name: LogName = log.parse().unwrap();
-    let client = Client::new(cluster.ingests[0].address());
+    let client = cluster.client(cluster.ingests[0].address());
     client.create_log(log).await.unwrap();
     let mut written = Written::default();
     for i in 0..10u64 {
@@ -408,7 +418,7 @@ async fn an_owner_fenced_on_its_ensemble_cannot_append() {
     };
     for node in &open.ensemble {
         let cache = cluster.caches.iter().find(|c| &c.id == node).unwrap();
-        let mut cache = CacheServiceClient::connect(cache.address()).await.unwrap();
+        let mut cache = CacheServiceClient::new(cluster.channel(&cache.address()).await);
         cache
             .fence(FenceRequest {
                 segment: Some(reference.clone()),
@@ -420,9 +430,7 @@ async fn an_owner_fenced_on_its_ensemble_cannot_append() {
 
     // Straight to the owner: the SDK would retry, and a retry re-acquires
     // the log at a newer epoch, legitimately.
-    let mut owner = LogServiceClient::connect(cluster.ingests[0].address())
-        .await
-        .unwrap();
+    let mut owner = LogServiceClient::new(cluster.channel(&cluster.ingests[0].address()).await);
     let status = owner
         .append(pb::AppendRequest {
             log: log.into(),
@@ -468,7 +476,7 @@ async fn a_cache_node_killed_mid_stream_rolls_the_segment() {
     let Some(mut cluster) = Cluster::start(3, 1).await else {
         return;
     };
-    let client = Arc::new(Client::new(endpoints(&cluster)));
+    let client = Arc::new(cluster.client(endpoints(&cluster)));
     client.create_log("cachefail/a").await.unwrap();
     let control = Control::default();
     let writer = tokio::spawn(write_until(
@@ -519,7 +527,7 @@ async fn redirects_and_bad_inputs() {
     let Some(cluster) = Cluster::start(3, 2).await else {
         return;
     };
-    let client = Client::new(cluster.ingests[0].address());
+    let client = cluster.client(cluster.ingests[0].address());
     client.create_log("r/a").await.unwrap();
     let first = client
         .append("r/a", vec![Record::new("x")], None)
@@ -530,9 +538,8 @@ async fn redirects_and_bad_inputs() {
     let other = 1 - owner;
 
     // The other node redirects, with the owner's address in metadata.
-    let mut raw_other = LogServiceClient::connect(cluster.ingests[other].address())
-        .await
-        .unwrap();
+    let mut raw_other =
+        LogServiceClient::new(cluster.channel(&cluster.ingests[other].address()).await);
     let status = raw_other
         .append(pb::AppendRequest {
             log: "r/a".into(),
@@ -553,7 +560,7 @@ async fn redirects_and_bad_inputs() {
         cluster.ingests[owner].address()
     );
     // A client that only knows the other node follows the redirect.
-    let via_other = Client::new(cluster.ingests[other].address());
+    let via_other = cluster.client(cluster.ingests[other].address());
     let appended = via_other
         .append("r/a", vec![Record::new("z")], None)
         .await
@@ -561,9 +568,7 @@ async fn redirects_and_bad_inputs() {
     assert_eq!(appended.first_offset, 1);
 
     // Bad inputs: each refused with its precise error, nothing changed.
-    let mut raw = LogServiceClient::connect(cluster.ingests[owner].address())
-        .await
-        .unwrap();
+    let mut raw = LogServiceClient::new(cluster.channel(&cluster.ingests[owner].address()).await);
     let append = |log: &str, records: Vec<Record>, expected_offset| pb::AppendRequest {
         log: log.into(),
         records: records.into_iter().map(Into::into).collect(),
@@ -681,7 +686,7 @@ async fn segments_roll_by_policy_and_a_clean_shutdown_hands_over() {
         .put_namespace(&namespace, &config)
         .await
         .unwrap();
-    let client = Client::new(endpoints(&cluster));
+    let client = cluster.client(endpoints(&cluster));
     client.create_log("roll/a").await.unwrap();
     for batch in 0..20i64 {
         let records = (0..10)
@@ -735,7 +740,7 @@ async fn segments_roll_by_policy_and_a_clean_shutdown_hands_over() {
             .all(|s| s.state != dlog_meta::manifest::SegmentState::Open),
         "the open segment was sealed on shutdown"
     );
-    let other = Client::new(cluster.ingests[1 - owner].address());
+    let other = cluster.client(cluster.ingests[1 - owner].address());
     let started = std::time::Instant::now();
     let appended = other
         .append("roll/a", vec![Record::new("after")], None)
@@ -755,11 +760,7 @@ async fn nodes_serve_health_and_reflection() {
         return;
     };
     let address = cluster.ingests[0].address();
-    let channel = tonic::transport::Endpoint::from_shared(address)
-        .unwrap()
-        .connect()
-        .await
-        .unwrap();
+    let channel = cluster.channel(&address).await;
     let mut health = tonic_health::pb::health_client::HealthClient::new(channel.clone());
     let response = health
         .check(tonic_health::pb::HealthCheckRequest {
@@ -836,7 +837,7 @@ async fn hand_written_segment(
         segment_id: segment.segment_id,
     };
     for (i, node) in cluster.caches.iter().enumerate() {
-        let mut cache = CacheServiceClient::connect(node.address()).await.unwrap();
+        let mut cache = CacheServiceClient::new(cluster.channel(&node.address()).await);
         let requests: Vec<pb::AddEntryRequest> = (0..entries)
             .map(|entry_id| pb::AddEntryRequest {
                 segment: Some(reference.clone()),
@@ -968,17 +969,13 @@ async fn health_turns_not_serving_as_soon_as_a_node_drains() {
         return;
     };
     // An owned log with an open segment: the drain has a seal to do.
-    let client = Client::new(cluster.ingests[0].address());
+    let client = cluster.client(cluster.ingests[0].address());
     client.create_log("drain/a").await.unwrap();
     client
         .append("drain/a", vec![Record::new("x")], None)
         .await
         .unwrap();
-    let channel = tonic::transport::Endpoint::from_shared(cluster.ingests[0].address())
-        .unwrap()
-        .connect()
-        .await
-        .unwrap();
+    let channel = cluster.channel(&cluster.ingests[0].address()).await;
     let mut health = HealthClient::new(channel);
     let mut watches = Vec::new();
     for service in ["dlog.v1.LogService", ""] {
@@ -998,6 +995,7 @@ async fn health_turns_not_serving_as_soon_as_a_node_drains() {
     let output = std::process::Command::new(env!("CARGO_BIN_EXE_dlog"))
         .args(["status", "--json"])
         .env("DLOG_ENDPOINT", cluster.ingests[0].address())
+        .envs(cluster.cli_env())
         .output()
         .unwrap();
     assert!(output.status.success(), "{output:?}");

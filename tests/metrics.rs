@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use common::{Cluster, Node};
-use distributedlog::Client;
+
 use dlog_wire::proto::read_service_client::ReadServiceClient;
 use dlog_wire::proto::{self as pb, read_request};
 use dlog_wire::record::Record;
@@ -75,7 +75,7 @@ async fn metrics_move_with_the_work_done() {
     };
     let ingest = &cluster.ingests[0];
     let log = "metrics/work";
-    let client = Client::new(ingest.address());
+    let client = cluster.client(ingest.address());
     client.create_log(log).await.unwrap();
 
     let before = scrape(ingest);
@@ -134,7 +134,7 @@ async fn metrics_move_with_the_work_done() {
     // Reads: the served-records counter grows by what was read.
     let reader = &cluster.readers[0];
     let served_before = total(&scrape(reader), "dlog_reader_served_records_total");
-    let mut reads = ReadServiceClient::connect(reader.address()).await.unwrap();
+    let mut reads = ReadServiceClient::new(cluster.channel(&reader.address()).await);
     let mut stream = reads
         .read(pb::ReadRequest {
             log: log.to_owned(),

@@ -46,7 +46,7 @@ async fn an_append_over_its_quota_is_told_when_to_retry_and_a_writer_waits_it_ou
     let Some(cluster) = Cluster::start(3, 1).await else {
         return;
     };
-    let client = Client::new(cluster.ingests[0].address());
+    let client = cluster.client(cluster.ingests[0].address());
     client
         .create_namespace(
             "metered",
@@ -63,9 +63,7 @@ async fn an_append_over_its_quota_is_told_when_to_retry_and_a_writer_waits_it_ou
     // Straight on the wire: 48 KiB at a time against 64 KiB/s. The full
     // bucket lets appends through while it holds anything (the second goes
     // into debt); the next is refused.
-    let mut raw = LogServiceClient::connect(cluster.ingests[0].address())
-        .await
-        .unwrap();
+    let mut raw = LogServiceClient::new(cluster.channel(&cluster.ingests[0].address()).await);
     let request = || pb::AppendRequest {
         log: "metered/a".into(),
         records: (0..12)
@@ -153,7 +151,7 @@ async fn a_noisy_namespace_held_to_its_quota_leaves_a_quiet_log_alone() {
     let Some(cluster) = Cluster::start(3, 1).await else {
         return;
     };
-    let client = Client::new(cluster.ingests[0].address());
+    let client = cluster.client(cluster.ingests[0].address());
     client
         .create_namespace(
             "noisy",

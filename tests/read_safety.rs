@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use common::Cluster;
-use distributedlog::Client;
+
 use dlog_wire::names::LogName;
 use dlog_wire::proto::read_service_client::ReadServiceClient;
 use dlog_wire::proto::{self as pb, read_request};
@@ -30,7 +30,7 @@ async fn a_frozen_cache_node_does_not_hang_reads_or_the_tail() {
     let Some(cluster) = Cluster::start_with(3, 1, 0, 1).await else {
         return;
     };
-    let client = Client::new(cluster.ingests[0].address());
+    let client = cluster.client(cluster.ingests[0].address());
     let log = "frozen/replica";
     client.create_log(log).await.unwrap();
     let mut written = Vec::new();
@@ -54,9 +54,7 @@ async fn a_frozen_cache_node_does_not_hang_reads_or_the_tail() {
     frozen.process().stop();
     let _thaw = Thaw(frozen.process());
 
-    let mut reader = ReadServiceClient::connect(cluster.readers[0].address())
-        .await
-        .unwrap();
+    let mut reader = ReadServiceClient::new(cluster.channel(&cluster.readers[0].address()).await);
     let started = Instant::now();
     let tail = tokio::time::timeout(
         Duration::from_secs(10),

@@ -25,9 +25,7 @@ use tonic::transport::Channel;
 type Reader = ReadServiceClient<Channel>;
 
 async fn reader(cluster: &Cluster) -> Reader {
-    ReadServiceClient::connect(cluster.readers[0].address())
-        .await
-        .unwrap()
+    ReadServiceClient::new(cluster.channel(&cluster.readers[0].address()).await)
         .max_decoding_message_size(64 * 1024 * 1024)
 }
 
@@ -137,7 +135,7 @@ async fn one_read_crosses_parquet_sealed_and_open_segments() {
     let Some(mut cluster) = Cluster::start_with(3, 1, 1, 1).await else {
         return;
     };
-    let client = Client::new(cluster.ingests[0].address());
+    let client = cluster.client(cluster.ingests[0].address());
     let log = "tiers/all";
     client.create_log(log).await.unwrap();
     // Segment 1: offloaded, then dropped from the cache nodes.
@@ -310,7 +308,7 @@ async fn a_segment_offloaded_and_dropped_mid_read_continues_from_parquet() {
         return;
     };
     cluster.compactors[0].kill();
-    let client = Client::new(cluster.ingests[0].address());
+    let client = cluster.client(cluster.ingests[0].address());
     let log = "tiers/moving";
     client.create_log(log).await.unwrap();
     // 30 MB: more than the gRPC flow-control windows and the reader's
@@ -380,7 +378,7 @@ async fn tailing_readers_get_every_record_in_order_and_promptly() {
     let Some(cluster) = Cluster::start_with(3, 1, 0, 1).await else {
         return;
     };
-    let client = Client::new(cluster.ingests[0].address());
+    let client = cluster.client(cluster.ingests[0].address());
     let log = "fan/out";
     client.create_log(log).await.unwrap();
     append(&client, log, 0, 10, 10).await;
@@ -388,11 +386,7 @@ async fn tailing_readers_get_every_record_in_order_and_promptly() {
     // 200 tailing readers from offset 10, on one connection.
     const READERS: usize = 200;
     const RECORDS: u64 = 400;
-    let channel = Channel::from_shared(cluster.readers[0].address())
-        .unwrap()
-        .connect()
-        .await
-        .unwrap();
+    let channel = cluster.channel(&cluster.readers[0].address()).await;
     let mut tasks = Vec::new();
     for _ in 0..READERS {
         let mut reader = ReadServiceClient::new(channel.clone());
@@ -474,7 +468,7 @@ async fn subscriptions_resume_where_committed() {
     let Some(cluster) = Cluster::start_with(3, 1, 0, 1).await else {
         return;
     };
-    let client = Client::new(cluster.ingests[0].address());
+    let client = cluster.client(cluster.ingests[0].address());
     let log = "subs/orders";
     client.create_log(log).await.unwrap();
     append(&client, log, 0, 100, 25).await;

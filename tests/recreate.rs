@@ -22,8 +22,8 @@ use tonic::transport::Channel;
 
 const LOG: &str = "recreate/a";
 
-async fn connect(address: String) -> LogServiceClient<Channel> {
-    LogServiceClient::connect(address).await.unwrap()
+async fn connect(cluster: &Cluster, address: String) -> LogServiceClient<Channel> {
+    LogServiceClient::new(cluster.channel(&address).await)
 }
 
 async fn append(
@@ -59,8 +59,8 @@ async fn the_old_owner_of_a_recreated_log_cannot_write_into_it() {
         return;
     };
     let log: LogName = LOG.parse().unwrap();
-    let mut old_node = connect(cluster.ingests[0].address()).await;
-    let mut new_node = connect(cluster.ingests[1].address()).await;
+    let mut old_node = connect(&cluster, cluster.ingests[0].address()).await;
+    let mut new_node = connect(&cluster, cluster.ingests[1].address()).await;
 
     // Node 0 owns the first incarnation, at epoch 1, and keeps running.
     old_node
@@ -134,7 +134,7 @@ async fn objects_of_a_deleted_log_never_block_its_successor() {
     };
     let objects = cluster.s3.as_ref().unwrap().object_store(OBJECT_PREFIX);
     let log: LogName = LOG.parse().unwrap();
-    let mut node = connect(cluster.ingests[0].address()).await;
+    let mut node = connect(&cluster, cluster.ingests[0].address()).await;
     node.create_log(pb::CreateLogRequest { log: LOG.into() })
         .await
         .unwrap();
@@ -212,7 +212,7 @@ async fn objects_of_a_deleted_log_never_block_its_successor() {
 /// NOT_FOUND, never the records (or the offsets) of its successor.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn appends_and_reads_pinned_to_a_log_id_never_reach_its_successor() {
-    use distributedlog::{AppendIf, Client, ReadOptions, Start};
+    use distributedlog::{AppendIf, ReadOptions, Start};
     use dlog_wire::error::ErrorKind;
     use futures::StreamExt;
 
@@ -227,7 +227,7 @@ async fn appends_and_reads_pinned_to_a_log_id_never_reach_its_successor() {
     let Some(cluster) = Cluster::start_spec(spec).await else {
         return;
     };
-    let client = Client::new(cluster.ingests[0].address());
+    let client = cluster.client(cluster.ingests[0].address());
     let log: LogName = LOG.parse().unwrap();
     let old_id = client.create_log(LOG).await.unwrap().log_id;
     let pinned = |log_id, next_offset| AppendIf {

@@ -48,7 +48,7 @@ async fn a_retried_write_stuck_in_flight_is_not_acknowledged() {
         return;
     };
     const LOG: &str = "safety/stalled";
-    let client = Client::new(cluster.ingests[0].address());
+    let client = cluster.client(cluster.ingests[0].address());
     client.create_log(LOG).await.unwrap();
     let writer = client.writer(LOG, WriterOptions::default());
     assert_eq!(writer.write(Record::new("durable")).await.unwrap(), 0);
@@ -73,7 +73,7 @@ async fn a_retried_write_stuck_in_flight_is_not_acknowledged() {
         .await
         .expect("the write ends")
         .unwrap();
-    let client = Client::new(cluster.ingests[0].address());
+    let client = cluster.client(cluster.ingests[0].address());
     let end = next_offset(&client, LOG).await;
     seal(&client, LOG).await;
     let stored = cluster.read_back(LOG).await;

@@ -279,7 +279,8 @@ impl Default for ClusterSpec {
             ingest_roles: "ingest",
             etcd_members: 1,
             auth_tokens: false,
-            tls: false,
+            // Test clusters run with TLS on unless DLOG_TEST_TLS=0.
+            tls: std::env::var("DLOG_TEST_TLS").map_or(true, |v| v != "0"),
         }
     }
 }
@@ -427,6 +428,50 @@ impl Cluster {
         })
     }
 
+    /// A client of `endpoints` of this cluster, trusting its CA when it
+    /// runs TLS.
+    #[allow(dead_code)]
+    pub fn client(&self, endpoints: impl AsRef<str>) -> distributedlog::Client {
+        let client = distributedlog::Client::new(endpoints);
+        match &self.pki {
+            Some(pki) => client.with_tls(&pki.ca.pem),
+            None => client,
+        }
+    }
+
+    /// A gRPC channel to the node at `address`; with TLS, the test
+    /// presents a node certificate (it stands in for a node).
+    #[allow(dead_code)]
+    pub async fn channel(&self, address: &str) -> tonic::transport::Channel {
+        self.try_channel(address).await.unwrap()
+    }
+
+    /// [`Cluster::channel`], or why it could not connect.
+    #[allow(dead_code)]
+    pub async fn try_channel(
+        &self,
+        address: &str,
+    ) -> Result<tonic::transport::Channel, tonic::transport::Error> {
+        let mut endpoint = tonic::transport::Endpoint::from_shared(address.to_owned()).unwrap();
+        if let Some(pki) = &self.pki {
+            let leaf = pki.ca.leaf("test", Some("dlog-node"));
+            let tls = tonic::transport::ClientTlsConfig::new()
+                .ca_certificate(tonic::transport::Certificate::from_pem(&pki.ca.pem))
+                .identity(tonic::transport::Identity::from_pem(leaf.cert, leaf.key));
+            endpoint = endpoint.tls_config(tls)?;
+        }
+        endpoint.connect().await
+    }
+
+    /// The environment a `dlog` command needs to reach this cluster's
+    /// nodes (the CA, when it runs TLS).
+    #[allow(dead_code)]
+    pub fn cli_env(&self) -> Vec<(String, String)> {
+        self.pki.as_ref().map_or_else(Vec::new, |pki| {
+            vec![("DLOG_TLS__CA".to_owned(), pki.ca_file.display().to_string())]
+        })
+    }
+
     /// The ingest node that owns `log` now, by index. Retries for up to
     /// 10 s while etcd does not answer (a member was killed, an election).
     pub async fn owner_of(&self, log: &str) -> Option<usize> {
@@ -484,7 +529,8 @@ impl Cluster {
                 let Some(address) = self.live_cache_address(node) else {
                     continue;
                 };
-                for (entry_id, bytes) in read_replica(&address, &reference, last_entry).await {
+                for (entry_id, bytes) in read_replica(self, &address, &reference, last_entry).await
+                {
                     match copies.get(&entry_id) {
                         None => {
                             copies.insert(entry_id, (node.clone(), bytes));
@@ -549,13 +595,16 @@ impl Cluster {
 /// id. A replica may lack some (it was closed before they reached it) or the
 /// whole segment; any other refusal fails the test.
 async fn read_replica(
+    cluster: &Cluster,
     address: &str,
     segment: &SegmentRef,
     last_entry: u64,
 ) -> BTreeMap<u64, Bytes> {
-    let mut client = CacheServiceClient::connect(address.to_owned())
+    let channel = cluster
+        .try_channel(address)
         .await
         .unwrap_or_else(|err| panic!("connect to live cache node {address}: {err}"));
+    let mut client = CacheServiceClient::new(channel);
     let mut held = BTreeMap::new();
     let mut from = 0;
     while from <= last_entry {
