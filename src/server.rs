@@ -277,11 +277,12 @@ pub async fn serve(options: ServeOptions, shutdown: CancellationToken) -> anyhow
             .with_confirmation(confirmation.clone())
             .into_service();
         connector = Arc::new(LocalFirst::new(&node.id, service.clone(), remote.clone()));
+        let tls_on = tls.is_some();
         // Over the network, nodes only (with TLS: a node certificate).
         routes.add_service(tonic::service::interceptor::InterceptedService::new(
             service,
-            |request: tonic::Request<()>| {
-                dlog_meta::tls::require_node_peer(&request)?;
+            move |request: tonic::Request<()>| {
+                dlog_meta::tls::require_node_peer(&request, tls_on)?;
                 Ok(request)
             },
         ));

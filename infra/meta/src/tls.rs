@@ -78,13 +78,19 @@ pub struct TlsMaterial {
     files: TlsFiles,
     /// The name peers' certificates are checked against, instead of the
     /// host of their address.
-    server_name: Option<String>,
+    server_name: Option<ServerName<'static>>,
     state: RwLock<State>,
 }
 
 impl TlsMaterial {
     /// Reads and checks the files; the error names the file at fault.
     pub fn load(files: TlsFiles, server_name: Option<String>) -> Result<Arc<TlsMaterial>, String> {
+        let server_name = match server_name {
+            Some(name) => Some(ServerName::try_from(name.clone()).map_err(|_| {
+                format!("tls.server_name {name:?} is not a DNS name or IP address")
+            })?),
+            None => None,
+        };
         let pem = read(&files)?;
         let loaded = configure(&files, pem)?;
         Ok(Arc::new(TlsMaterial {
@@ -121,15 +127,32 @@ impl TlsMaterial {
         let host = uri.host().ok_or_else(|| invalid("no host"))?;
         let host = host.trim_start_matches('[').trim_end_matches(']');
         let port = uri.port_u16().ok_or_else(|| invalid("no port"))?;
-        let name = self.server_name.as_deref().unwrap_or(host).to_owned();
-        let name = ServerName::try_from(name).map_err(|_| invalid("not a TLS server name"))?;
+        let name = match &self.server_name {
+            Some(name) => name.clone(),
+            None => ServerName::try_from(host.to_owned())
+                .map_err(|_| invalid("not a TLS server name"))?,
+        };
         let config = self.state().loaded.client.clone();
         let tcp = TcpStream::connect((host, port)).await?;
         tcp.set_nodelay(true)?;
         let stream = tokio_rustls::TlsConnector::from(config)
             .connect(name, tcp)
             .await?;
-        Ok(hyper_util::rt::TokioIo::new(stream))
+        // The peer must be a node too, not just anyone the CA signed for
+        // that name: a cache node takes appends and answers recovery.
+        match peer(stream.get_ref().1.peer_certificates()) {
+            Peer::Certified { node: true, .. } => Ok(hyper_util::rt::TokioIo::new(stream)),
+            Peer::Certified { subject, .. } => Err(std::io::Error::new(
+                std::io::ErrorKind::PermissionDenied,
+                format!(
+                    "{uri} presented the certificate of {subject:?}, without the {NODE_ROLE} role (OU)"
+                ),
+            )),
+            Peer::Anonymous => Err(std::io::Error::new(
+                std::io::ErrorKind::PermissionDenied,
+                format!("{uri} presented no certificate"),
+            )),
+        }
     }
 
     /// Reads the files again; a changed set that reads the same as at the
@@ -163,9 +186,13 @@ impl TlsMaterial {
                 _ = stop.cancelled() => return,
                 _ = tokio::time::sleep(interval) => {}
             }
-            // File reads block; a hung mount must not hold a worker.
+            // File reads block; a hung mount must not hold a worker, nor
+            // the node's stop.
             let material = self.clone();
-            let reloaded = tokio::task::spawn_blocking(move || material.reload()).await;
+            let reloaded = tokio::select! {
+                _ = stop.cancelled() => return,
+                reloaded = tokio::task::spawn_blocking(move || material.reload()) => reloaded,
+            };
             match reloaded {
                 Ok(Ok(true)) => tracing::info!(
                     cert = %self.files.cert.display(),
@@ -309,13 +336,20 @@ pub fn peer(certs: Option<&[CertificateDer<'_>]>) -> Peer {
 
 /// Lets a request through only from a node: a peer whose certificate
 /// carries the node role. No certificate: `UNAUTHENTICATED`; another
-/// certificate: `PERMISSION_DENIED`. Requests that came over no TLS
-/// connection (a node without TLS, or in-process calls) pass: there is no
-/// identity to check there.
-pub fn require_node_peer(request: &tonic::Request<()>) -> Result<(), tonic::Status> {
+/// certificate: `PERMISSION_DENIED`. On a node without TLS (`tls` false)
+/// every request passes: there is no identity to check. (In-process calls
+/// of the node's own roles do not come through this check.)
+pub fn require_node_peer(request: &tonic::Request<()>, tls: bool) -> Result<(), tonic::Status> {
     use tonic::transport::server::{TcpConnectInfo, TlsConnectInfo};
     let Some(info) = request.extensions().get::<TlsConnectInfo<TcpConnectInfo>>() else {
-        return Ok(());
+        // A node with TLS serves TLS connections only: a request without
+        // their information means the wiring changed, so refuse.
+        return match tls {
+            false => Ok(()),
+            true => Err(tonic::Status::unauthenticated(
+                "the cache service serves nodes only: no TLS peer on this request",
+            )),
+        };
     };
     let certs = info.peer_certs();
     match peer(certs.as_deref().map(|certs| certs.as_slice())) {
@@ -326,5 +360,128 @@ pub fn require_node_peer(request: &tonic::Request<()>) -> Result<(), tonic::Stat
         Peer::Certified { subject, .. } => Err(tonic::Status::permission_denied(format!(
             "the cache service serves nodes only: the certificate of {subject:?} has no {NODE_ROLE} role (OU)"
         ))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, DnType, IsCa, KeyPair};
+
+    struct Ca(CertifiedIssuer<'static, KeyPair>);
+
+    impl Ca {
+        fn new() -> Ca {
+            let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
+            params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+            Ca(CertifiedIssuer::self_signed(params, KeyPair::generate().unwrap()).unwrap())
+        }
+
+        /// (certificate, key) PEM for 127.0.0.1, with the node role or not.
+        fn leaf(&self, node: bool) -> (String, String) {
+            let mut params = CertificateParams::new(vec!["127.0.0.1".to_owned()]).unwrap();
+            if node {
+                params
+                    .distinguished_name
+                    .push(DnType::OrganizationalUnitName, NODE_ROLE);
+            }
+            let key = KeyPair::generate().unwrap();
+            let cert = params.signed_by(&key, &*self.0).unwrap();
+            (cert.pem(), key.serialize_pem())
+        }
+    }
+
+    fn write(dir: &Path, ca: &Ca, (cert, key): &(String, String)) -> TlsFiles {
+        let files = TlsFiles {
+            cert: dir.join("node.pem"),
+            key: dir.join("node.key"),
+            ca: dir.join("ca.pem"),
+        };
+        std::fs::write(&files.cert, cert).unwrap();
+        std::fs::write(&files.key, key).unwrap();
+        std::fs::write(&files.ca, ca.0.pem()).unwrap();
+        files
+    }
+
+    /// A node dials only nodes: a server with a certificate the CA signed
+    /// but without the node role is refused, as a cache node would refuse
+    /// such a client (before: the dial checked the CA and the name only).
+    #[tokio::test]
+    async fn a_node_dials_only_servers_with_the_node_role() {
+        let dir = tempfile::tempdir().unwrap();
+        let ca = Ca::new();
+        let client = TlsMaterial::load(write(dir.path(), &ca, &ca.leaf(true)), None).unwrap();
+        for (node, expected) in [(false, false), (true, true)] {
+            let server_dir = tempfile::tempdir().unwrap();
+            let files = write(server_dir.path(), &ca, &ca.leaf(node));
+            // The server's own check would refuse a certificate without
+            // the role: build its configuration by hand.
+            let pem = read(&files).unwrap();
+            let chain = certificates(&files.cert, &pem.cert).unwrap();
+            let key = PrivateKeyDer::from_pem_slice(&pem.key).unwrap();
+            let config = rustls::ServerConfig::builder_with_provider(Arc::new(
+                rustls::crypto::aws_lc_rs::default_provider(),
+            ))
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_no_client_auth()
+            .with_single_cert(chain, key)
+            .unwrap();
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+            let port = listener.local_addr().unwrap().port();
+            let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+            let server = tokio::spawn(async move {
+                let (tcp, _) = listener.accept().await.unwrap();
+                let _ = acceptor.accept(tcp).await;
+            });
+            let uri: http::Uri = format!("http://127.0.0.1:{port}").parse().unwrap();
+            let dialled = client.dial(uri).await;
+            assert_eq!(
+                dialled.is_ok(),
+                expected,
+                "node role {node}: {:?}",
+                dialled.err()
+            );
+            if !expected {
+                let err = dialled.err().unwrap();
+                assert_eq!(err.kind(), std::io::ErrorKind::PermissionDenied);
+            }
+            server.abort();
+        }
+    }
+
+    /// A rotated set is taken only when two checks read it the same, and
+    /// only if it checks out; a certificate without the node role is kept
+    /// out and the one in use stays.
+    #[test]
+    fn a_rotation_is_taken_once_stable_and_only_if_it_checks_out() {
+        let dir = tempfile::tempdir().unwrap();
+        let ca = Ca::new();
+        let files = write(dir.path(), &ca, &ca.leaf(true));
+        assert!(TlsMaterial::load(files.clone(), Some("not a name!".into())).is_err());
+        let material = TlsMaterial::load(files.clone(), None).unwrap();
+        let first = material.state().loaded.pem.clone();
+        assert!(!material.reload().unwrap(), "nothing changed");
+
+        // Without the node role: refused at the second identical read.
+        write(dir.path(), &ca, &ca.leaf(false));
+        assert!(!material.reload().unwrap(), "taken at the first read");
+        let refused = material.reload().unwrap_err();
+        assert!(refused.contains("no OU=dlog-node"), "{refused}");
+        assert_eq!(material.state().loaded.pem, first);
+
+        // A good one: taken at the second read.
+        write(dir.path(), &ca, &ca.leaf(true));
+        assert!(!material.reload().unwrap());
+        assert!(material.reload().unwrap());
+        assert_ne!(material.state().loaded.pem, first);
+
+        // A key that does not match its certificate: refused.
+        let (cert, _) = ca.leaf(true);
+        let (_, other_key) = ca.leaf(true);
+        write(dir.path(), &ca, &(cert, other_key));
+        assert!(!material.reload().unwrap());
+        assert!(material.reload().is_err());
+        assert!(TlsMaterial::load(files, None).is_err());
     }
 }
