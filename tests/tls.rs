@@ -23,7 +23,6 @@ use distributedlog::{Client, ErrorKind, ReadOptions, Record, Start};
 use dlog_wire::proto::cache_service_client::CacheServiceClient;
 use dlog_wire::proto::{ReadLacRequest, SegmentRef};
 use futures::StreamExt;
-use tonic::transport::{Certificate, ClientTlsConfig, Endpoint, Identity};
 
 fn tls_cluster(readers: usize) -> ClusterSpec {
     ClusterSpec {
@@ -48,13 +47,7 @@ async fn read_lac(
     ca: &str,
     identity: Option<&common::pki::Leaf>,
 ) -> Result<(), tonic::Status> {
-    let mut tls = ClientTlsConfig::new().ca_certificate(Certificate::from_pem(ca));
-    if let Some(leaf) = identity {
-        tls = tls.identity(Identity::from_pem(&leaf.cert, &leaf.key));
-    }
-    let channel = Endpoint::from_shared(address.to_owned())
-        .unwrap()
-        .tls_config(tls)
+    let channel = common::pki::tls_endpoint(address, ca, identity)
         .unwrap()
         .connect_timeout(Duration::from_secs(5))
         .connect()

@@ -452,14 +452,10 @@ impl Cluster {
         &self,
         address: &str,
     ) -> Result<tonic::transport::Channel, tonic::transport::Error> {
-        let mut endpoint = tonic::transport::Endpoint::from_shared(address.to_owned()).unwrap();
-        if let Some(pki) = &self.pki {
-            let leaf = pki.ca.leaf("test", Some("dlog-node"));
-            let tls = tonic::transport::ClientTlsConfig::new()
-                .ca_certificate(tonic::transport::Certificate::from_pem(&pki.ca.pem))
-                .identity(tonic::transport::Identity::from_pem(leaf.cert, leaf.key));
-            endpoint = endpoint.tls_config(tls)?;
-        }
+        let endpoint = match &self.pki {
+            Some(pki) => pki::tls_endpoint(address, &pki.ca.pem, Some(&pki.test_node))?,
+            None => tonic::transport::Endpoint::from_shared(address.to_owned())?,
+        };
         endpoint.connect().await
     }
 

@@ -57,6 +57,22 @@ impl Ca {
     }
 }
 
+/// An endpoint for `address` over TLS that trusts `ca_pem` and presents
+/// `identity`, if given.
+#[allow(dead_code)]
+pub fn tls_endpoint(
+    address: &str,
+    ca_pem: &str,
+    identity: Option<&Leaf>,
+) -> Result<tonic::transport::Endpoint, tonic::transport::Error> {
+    use tonic::transport::{Certificate, ClientTlsConfig, Endpoint, Identity};
+    let mut tls = ClientTlsConfig::new().ca_certificate(Certificate::from_pem(ca_pem));
+    if let Some(leaf) = identity {
+        tls = tls.identity(Identity::from_pem(&leaf.cert, &leaf.key));
+    }
+    Endpoint::from_shared(address.to_owned())?.tls_config(tls)
+}
+
 impl Leaf {
     /// Writes `NAME.pem` and `NAME.key` in `dir`; returns their paths.
     pub fn write(&self, dir: &Path, name: &str) -> (PathBuf, PathBuf) {
@@ -84,6 +100,9 @@ pub struct ClusterPki {
     pub etcd_server: (PathBuf, PathBuf),
     /// The nodes' client certificate and key for etcd.
     pub etcd_client: (PathBuf, PathBuf),
+    /// A node certificate for the test itself, when it stands in for a
+    /// node (calls the cache service).
+    pub test_node: Leaf,
 }
 
 impl ClusterPki {
@@ -100,6 +119,7 @@ impl ClusterPki {
         std::fs::write(&etcd_ca_file, &etcd_ca.pem).unwrap();
         let etcd_server = etcd_ca.leaf("etcd", None).write(dir, "etcd-server");
         let etcd_client = etcd_ca.leaf("dlog", None).write(dir, "etcd-client");
+        let test_node = ca.leaf("test", Some("dlog-node"));
         ClusterPki {
             ca,
             next_ca,
@@ -109,6 +129,7 @@ impl ClusterPki {
             etcd_ca_file,
             etcd_server,
             etcd_client,
+            test_node,
         }
     }
 

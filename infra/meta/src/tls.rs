@@ -231,7 +231,7 @@ fn certificates(path: &Path, pem: &[u8]) -> Result<Vec<CertificateDer<'static>>,
 }
 
 /// The CA certificates as roots.
-pub fn roots(path: &Path, pem: &[u8]) -> Result<RootCertStore, String> {
+fn roots(path: &Path, pem: &[u8]) -> Result<RootCertStore, String> {
     let mut roots = RootCertStore::empty();
     for cert in certificates(path, pem)? {
         roots
