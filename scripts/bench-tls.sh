@@ -22,7 +22,8 @@ ROUNDS=${ROUNDS:-3}
 bench_setup "${1:-target/bench-tls}"
 
 # A CA and one node certificate (OU=dlog-node, for 127.0.0.1) every node
-# of the TLS cluster uses.
+# of the TLS cluster uses, made with openssl (not in every base image).
+command -v openssl >/dev/null 2>&1 || apt_install openssl
 pki=$WORK/pki
 mkdir -p "$pki"
 openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 2 \
