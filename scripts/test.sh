@@ -8,6 +8,12 @@ cd "$(dirname "$0")/.."
 source scripts/lib.sh
 cargo_bin_on_path
 
+# A clean clone gains nothing from incremental compilation, and its caches
+# take as much disk as the build itself; CI machines have little to spare.
+if in_ci; then
+    export CARGO_INCREMENTAL=0
+fi
+
 # Installs what is missing, then checks every tool (scripts/check-tools.sh)
 # and stops here, naming the missing piece, when one is still missing.
 bash scripts/install-test-deps.sh
