@@ -15,8 +15,10 @@
 #      template with `terraform console` (no provider needed), parses it as
 #      YAML, asserts what the module promises, and runs shellcheck over the
 #      rendered scripts; then terraform/tests/etcd_start_test.sh runs the
-#      rendered etcd start guard and the snapshot-restore runbook against a
-#      real etcd;
+#      rendered etcd start guard, its TLS and client-certificate auth and
+#      the snapshot-restore runbook against a real etcd, and
+#      terraform/tests/tls_fetch_test.sh runs the rendered certificate
+#      fetcher (as root);
 #   4. checkov over terraform/, compared with the reviewed baseline
 #      terraform/tests/checkov-baseline.json (terraform/tests/run_checkov.py).
 #
@@ -139,10 +141,17 @@ elif ! pip_install "$YAML_REQ"; then
   unavailable "$YAML_REQ could not be installed from PyPI into $VENV"
 elif ! "$VENV/bin/python" "$TF_DIR/tests/render_templates.py" "$TF_DIR" "$tf" "$rendered"; then
   status=1
-elif ! command -v etcd >/dev/null 2>&1 || ! command -v etcdctl >/dev/null 2>&1 || ! command -v jq >/dev/null 2>&1; then
-  unavailable "etcd, etcdctl and jq are needed for the etcd start guard test (Debian: etcd-server etcd-client jq)"
-elif ! bash "$TF_DIR/tests/etcd_start_test.sh" "$rendered"; then
-  status=1
+elif ! command -v etcd >/dev/null 2>&1 || ! command -v etcdctl >/dev/null 2>&1 || ! command -v jq >/dev/null 2>&1 || ! command -v openssl >/dev/null 2>&1; then
+  unavailable "etcd, etcdctl, jq and openssl are needed for the etcd start guard test (Debian: etcd-server etcd-client jq openssl)"
+else
+  if ! bash "$TF_DIR/tests/etcd_start_test.sh" "$rendered"; then
+    status=1
+  fi
+  if [ "$(id -u)" -ne 0 ]; then
+    unavailable "the certificate fetcher test (terraform/tests/tls_fetch_test.sh) gives files to root: run as root"
+  elif ! bash "$TF_DIR/tests/tls_fetch_test.sh" "$rendered"; then
+    status=1
+  fi
 fi
 
 # 4. checkov with the reviewed baseline

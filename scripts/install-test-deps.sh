@@ -26,8 +26,8 @@ if ! command -v strace >/dev/null 2>&1; then
     echo "installing strace" >&2
     apt_install strace
 fi
-# The Terraform checks: etcdctl and jq run the rendered etcd start guard;
-# the rendered scripts go through ShellCheck.
+# The Terraform checks: etcdctl and jq run the rendered etcd start guard,
+# openssl makes its certificates; the rendered scripts go through ShellCheck.
 if ! command -v etcdctl >/dev/null 2>&1; then
     echo "installing etcdctl (etcd-client)" >&2
     apt_install etcd-client
@@ -39,6 +39,10 @@ fi
 if ! command -v jq >/dev/null 2>&1; then
     echo "installing jq" >&2
     apt_install jq
+fi
+if ! command -v openssl >/dev/null 2>&1; then
+    echo "installing openssl" >&2
+    apt_install openssl
 fi
 # script: a test runs `dlog append` on a pseudo-terminal to see its progress.
 if ! command -v script >/dev/null 2>&1; then

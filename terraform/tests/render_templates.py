@@ -37,13 +37,14 @@ import yaml
 
 MODULE = "modules/distributedlog"
 SHA = "ab" * 32
+NODE_SECRET = "arn:aws:secretsmanager:eu-west-1:123456789012:secret:demo/tls/node-AbCdEf"
 
 ETCD_COMMON = """
     cluster_name              = "demo"
     aws_region                = "eu-west-1"
     client_port               = 2379
     peer_port                 = 2380
-    initial_cluster           = "etcd-a=http://10.0.1.10:2380,etcd-b=http://10.0.2.10:2380,etcd-c=http://10.0.3.10:2380"
+    initial_cluster           = "etcd-a=https://10.0.1.10:2380,etcd-b=https://10.0.2.10:2380,etcd-c=https://10.0.3.10:2380"
     data_volume_id            = "vol-0123456789abcdef0"
     wal_volume_id             = "vol-0fedcba9876543210"
     quota_backend_bytes       = 4294967296
@@ -55,6 +56,9 @@ ETCD_COMMON = """
     metric_namespace          = "distributedlog"
     report_script             = file("${SCRIPTS}/dlog-report.sh")
     ssm_agent_script          = file("${SCRIPTS}/install-ssm-agent.sh")
+    tls_fetch_script          = file("${SCRIPTS}/dlog-tls-fetch.sh")
+    tls_dir                   = "/etc/dlog/tls"
+    peer_cert_cn              = "etcd.demo.dlog.internal"
 """
 
 NODE_COMMON = f"""
@@ -72,6 +76,10 @@ NODE_COMMON = f"""
     metric_namespace     = "distributedlog"
     report_script        = file("${{SCRIPTS}}/dlog-report.sh")
     ssm_agent_script     = file("${{SCRIPTS}}/install-ssm-agent.sh")
+    tls_fetch_script     = file("${{SCRIPTS}}/dlog-tls-fetch.sh")
+    tls_secret_arn       = "{NODE_SECRET}"
+    tls_dir              = "/etc/dlog/tls"
+    tls_server_name      = "nodes.demo.dlog.internal"
 """
 
 TEST_ETCD = """
@@ -97,6 +105,10 @@ TEST_ETCD = """
     metric_namespace          = "distributedlog"
     report_script             = file("${{SCRIPTS}}/dlog-report.sh")
     ssm_agent_script          = file("${{SCRIPTS}}/install-ssm-agent.sh")
+    tls_fetch_script          = file("${{SCRIPTS}}/dlog-tls-fetch.sh")
+    tls_secret_arn            = "arn:aws:secretsmanager:eu-west-1:123456789012:secret:t/tls/{name}"
+    tls_dir                   = "/etc/dlog/tls"
+    peer_cert_cn              = "etcd.t.dlog.internal"
 """
 
 # name -> (template, HCL object body)
@@ -105,7 +117,8 @@ SCENARIOS = {
     member_name           = "etcd-a"
     member_index          = 0
     private_ip            = "10.0.1.10"
-    peer_client_urls      = "http://10.0.2.10:2379,http://10.0.3.10:2379"
+    peer_client_urls      = "https://10.0.2.10:2379,https://10.0.3.10:2379"
+    tls_secret_arn        = "arn:aws:secretsmanager:eu-west-1:123456789012:secret:demo/tls/etcd-a-AbCdEf"
     initial_cluster_state = "new"
     enable_ssm            = true
 """),
@@ -113,15 +126,16 @@ SCENARIOS = {
     member_name           = "etcd-b"
     member_index          = 1
     private_ip            = "10.0.2.10"
-    peer_client_urls      = "http://10.0.1.10:2379,http://10.0.3.10:2379"
+    peer_client_urls      = "https://10.0.1.10:2379,https://10.0.3.10:2379"
+    tls_secret_arn        = "arn:aws:secretsmanager:eu-west-1:123456789012:secret:demo/tls/etcd-b-AbCdEf"
     initial_cluster_state = "existing"
     enable_ssm            = false
 """),
     # For tests/etcd_start_test.sh, which runs dlog-etcd-start against a
     # real etcd on loopback addresses: member tx alone first, then ty.
-    "t-x-new": ("etcd-member.tftpl", TEST_ETCD.format(name="tx", index=0, ip="127.0.0.21", port=23791, pport=23801, peers="", state="new", initial="tx=http://127.0.0.21:23801")),
-    "t-x-existing": ("etcd-member.tftpl", TEST_ETCD.format(name="tx", index=0, ip="127.0.0.21", port=23791, pport=23801, peers="", state="existing", initial="tx=http://127.0.0.21:23801")),
-    "t-y": ("etcd-member.tftpl", TEST_ETCD.format(name="ty", index=1, ip="127.0.0.22", port=23792, pport=23802, peers="http://127.0.0.21:23791", state="existing", initial="tx=http://127.0.0.21:23801,ty=http://127.0.0.22:23802")),
+    "t-x-new": ("etcd-member.tftpl", TEST_ETCD.format(name="tx", index=0, ip="127.0.0.21", port=23791, pport=23801, peers="", state="new", initial="tx=https://127.0.0.21:23801")),
+    "t-x-existing": ("etcd-member.tftpl", TEST_ETCD.format(name="tx", index=0, ip="127.0.0.21", port=23791, pport=23801, peers="", state="existing", initial="tx=https://127.0.0.21:23801")),
+    "t-y": ("etcd-member.tftpl", TEST_ETCD.format(name="ty", index=1, ip="127.0.0.22", port=23792, pport=23802, peers="https://127.0.0.21:23791", state="existing", initial="tx=https://127.0.0.21:23801,ty=https://127.0.0.22:23802")),
     "ingest": ("dlog-node.tftpl", NODE_COMMON + """
     role            = "ingest"
     port            = 7070
@@ -196,13 +210,31 @@ def check_node(c: Checks, name: str, doc: dict) -> None:
     unit = f.get("/etc/systemd/system/dlog.service", "")
     c.check(unit_values(unit, "Restart") == ["always"], f"{name}: dlog.service must have Restart=always")
     c.check(
-        unit_values(unit, "ExecStartPre") == ["+/usr/local/sbin/dlog-backoff"],
-        f"{name}: dlog.service must wait in dlog-backoff (as root) before a start",
+        unit_values(unit, "ExecStartPre")
+        == ["+/usr/local/sbin/dlog-backoff", f"+/usr/local/sbin/dlog-tls-fetch eu-west-1 {NODE_SECRET} /etc/dlog/tls dlog"],
+        f"{name}: dlog.service must wait in dlog-backoff, then fetch its certificate (both as root) before a start",
     )
     c.check("StartLimitIntervalSec=0" in unit, f"{name}: dlog.service must never stop restarting")
     exec_start = " ".join(unit_values(unit, "ExecStart"))
     c.check("--metrics-listen 0.0.0.0:9100" in exec_start, f"{name}: dlog serve must serve metrics on metrics_port")
     c.check(exec_start.endswith(" --auth-tokens"), f"{name}: dlog serve must require client tokens (client_tokens)")
+    c.check(
+        "--tls-cert /etc/dlog/tls/cert.pem --tls-key /etc/dlog/tls/key.pem --tls-ca /etc/dlog/tls/ca.pem" in exec_start,
+        f"{name}: dlog serve must run with TLS (--tls-cert, --tls-key, --tls-ca)",
+    )
+    env = f.get("/etc/dlog/dlog.env", "")
+    for line in (
+        "DLOG_TLS__SERVER_NAME=nodes.demo.dlog.internal",
+        "DLOG_TLS__ETCD_CA=/etc/dlog/tls/ca.pem",
+        "DLOG_TLS__ETCD_CERT=/etc/dlog/tls/cert.pem",
+        "DLOG_TLS__ETCD_KEY=/etc/dlog/tls/key.pem",
+    ):
+        c.check(line in env.splitlines(), f"{name}: dlog.env must set {line} (TLS to etcd, peers' name)")
+    fetch = f.get("/etc/systemd/system/dlog-tls-fetch.service", "")
+    c.check(
+        unit_values(fetch, "ExecStart") == [f"/usr/local/sbin/dlog-tls-fetch eu-west-1 {NODE_SECRET} /etc/dlog/tls dlog"],
+        f"{name}: dlog-tls-fetch.service must fetch the node secret",
+    )
     install = f.get("/usr/local/sbin/dlog-install", "")
     c.check("--proto '=https' --proto-redir '=https'" in install, f"{name}: dlog-install must download over HTTPS only")
     c.check(f"want='{SHA}'" in install, f"{name}: dlog-install must carry the SHA-256")
@@ -214,6 +246,7 @@ def check_node(c: Checks, name: str, doc: dict) -> None:
     c.check("DLOG_ZONE=" in f.get("/usr/local/sbin/dlog-prepare", ""), f"{name}: dlog-prepare must record the zone")
     runcmd = [" ".join(map(str, cmd)) for cmd in doc.get("runcmd", [])]
     c.check(any("dlog-report.timer" in cmd for cmd in runcmd), f"{name}: dlog-report.timer is not enabled")
+    c.check(any("dlog-tls-fetch.timer" in cmd for cmd in runcmd), f"{name}: dlog-tls-fetch.timer is not enabled")
     c.check(any("awscli" in cmd and "jq" in cmd for cmd in runcmd), f"{name}: awscli and jq are not installed")
 
 
@@ -254,11 +287,35 @@ def check_all(c: Checks, rendered: dict[str, str]) -> dict[str, dict]:
         unit = f.get("/etc/systemd/system/dlog-etcd.service", "")
         c.check(unit_values(unit, "Restart") == ["always"], f"{name}: dlog-etcd.service must have Restart=always")
         c.check(unit_values(unit, "ExecStart") == ["/usr/local/sbin/dlog-etcd-start"], f"{name}: etcd must start through the guard")
+        secret = f"arn:aws:secretsmanager:eu-west-1:123456789012:secret:demo/tls/{name}-AbCdEf"
+        c.check(
+            unit_values(unit, "ExecStartPre") == [f"+/usr/local/sbin/dlog-tls-fetch eu-west-1 {secret} /etc/dlog/tls etcd"],
+            f"{name}: etcd must fetch its own certificate (as root) before it starts",
+        )
         c.check("Requires=dlog-etcd-volumes.service" in unit, f"{name}: etcd must wait for its volumes")
         start = f.get("/usr/local/sbin/dlog-etcd-start", "")
         c.check('--wal-dir "$ETCD_WAL_DIR"' in start, f"{name}: the WAL must be on its own directory")
         c.check("ETCD_WAL_DIR=/var/lib/dlog-etcd-wal/wal" in f.get("/etc/dlog/etcd.env", ""), f"{name}: WAL dir is not on the WAL volume")
         c.check("--quota-backend-bytes 4294967296" in start, f"{name}: quota flag missing")
+        for flag in (
+            "--client-cert-auth",
+            "--peer-client-cert-auth",
+            '--cert-file "$ETCDCTL_CERT"',
+            '--trusted-ca-file "$ETCDCTL_CACERT"',
+            '--peer-cert-file "$ETCDCTL_CERT"',
+            '--peer-trusted-ca-file "$ETCDCTL_CACERT"',
+            "--peer-cert-allowed-cn 'etcd.demo.dlog.internal'",
+        ):
+            c.check(flag in start, f"{name}: etcd must run with {flag} (TLS and client-certificate auth)")
+        c.check("http://" not in start, f"{name}: every etcd URL must be https://")
+        etcd_env = f.get("/etc/dlog/etcd.env", "").splitlines()
+        c.check(
+            all(f"ETCDCTL_{k}=/etc/dlog/tls/{v}" in etcd_env for k, v in (("CACERT", "ca.pem"), ("CERT", "cert.pem"), ("KEY", "key.pem"))),
+            f"{name}: etcd.env must give etcdctl the member's client certificate",
+        )
+        for script in ("dlog-etcd-snapshot", "dlog-etcd-defrag"):
+            text = f.get(f"/usr/local/sbin/{script}", "")
+            c.check("https://127.0.0.1:2379" in text and "ETCDCTL_CERT" in text, f"{script}: must reach etcd over TLS with the client certificate")
         volumes = f.get("/usr/local/sbin/dlog-etcd-volumes", "")
         c.check(
             "'vol-0123456789abcdef0' /dev/xvdf /var/lib/dlog-etcd " in volumes

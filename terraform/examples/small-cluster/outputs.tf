@@ -32,3 +32,13 @@ output "metastore_url" {
   description = "The --metastore URL of the cluster."
   value       = module.distributedlog.metastore_url
 }
+
+output "tls_ca_cert_pem" {
+  description = "The cluster CA: save it to a file and give it to clients (dlog --tls-ca FILE)."
+  value       = module.distributedlog.tls_ca_cert_pem
+}
+
+output "tls_server_name" {
+  description = "The name clients check node certificates against (dlog --tls-server-name)."
+  value       = module.distributedlog.tls_server_name
+}

@@ -18,7 +18,7 @@
 locals {
   etcd_peer_endpoints = {
     for name in local.etcd_names : name => join(",", [
-      for other in local.etcd_names : "http://${var.etcd_members[other].private_ip}:${local.etcd_client_port}" if other != name
+      for other in local.etcd_names : "https://${var.etcd_members[other].private_ip}:${local.etcd_client_port}" if other != name
     ])
   }
 }
@@ -107,6 +107,10 @@ resource "aws_instance" "etcd" {
     metric_namespace          = local.metric_namespace
     report_script             = local.report_script
     ssm_agent_script          = local.ssm_agent_script
+    tls_fetch_script          = local.tls_fetch_script
+    tls_secret_arn            = aws_secretsmanager_secret.etcd_tls[each.key].arn
+    tls_dir                   = local.tls_dir
+    peer_cert_cn              = local.etcd_peer_cn
   })
   user_data_replace_on_change = false
 
@@ -137,6 +141,9 @@ resource "aws_instance" "etcd" {
       error_message = "Every etcd member must be in a subnet of its own availability zone (etcd_members): ${join(", ", local.etcd_zones)}."
     }
   }
+
+  # The member's certificate is in Secrets Manager, and readable, before it boots.
+  depends_on = [aws_secretsmanager_secret_version.etcd_tls, aws_iam_role_policy.tls_secret]
 }
 
 resource "aws_volume_attachment" "etcd_data" {

@@ -4,6 +4,9 @@
 #   ingest     no S3 access (the manifest is in etcd)
 #   cache      no S3 access (the journal is local)
 #   etcd       PutObject of snapshots under the etcd snapshot prefix only
+# Every role: GetSecretValue of its own TLS secret (tls.tf), dlog nodes the
+# node secret, etcd members the members' secrets, decrypted with the segment
+# key through Secrets Manager only.
 # Every role: its own log group (dlog-report ships the journal), metrics in
 # the distributedlog namespace; ingest, reader and compactor: completing the
 # lifecycle hook of their own auto-scaling group.
@@ -214,4 +217,44 @@ resource "aws_iam_role_policy" "lifecycle_hook" {
   name   = "complete-lifecycle-hook"
   role   = aws_iam_role.node[each.key].id
   policy = data.aws_iam_policy_document.lifecycle_hook[each.key].json
+}
+
+# TLS: each role reads its own certificate set and no other. The members
+# share one role, so a member can read another member's secret; all of them
+# hold the same kind of certificate.
+locals {
+  tls_secret_arns = merge(
+    { for role in local.node_roles : role => [aws_secretsmanager_secret.node_tls.arn] if role != "etcd" },
+    { etcd = [for name in local.etcd_names : aws_secretsmanager_secret.etcd_tls[name].arn] },
+  )
+}
+
+data "aws_iam_policy_document" "tls_secret" {
+  for_each = toset(local.node_roles)
+
+  statement {
+    sid       = "ReadOwnTlsSecret"
+    actions   = ["secretsmanager:GetSecretValue"]
+    resources = local.tls_secret_arns[each.key]
+  }
+
+  statement {
+    sid       = "DecryptTlsSecretThroughSecretsManager"
+    actions   = ["kms:Decrypt"]
+    resources = [local.kms_key_arn]
+
+    condition {
+      test     = "StringEquals"
+      variable = "kms:ViaService"
+      values   = ["secretsmanager.${local.aws_region}.amazonaws.com"]
+    }
+  }
+}
+
+resource "aws_iam_role_policy" "tls_secret" {
+  for_each = toset(local.node_roles)
+
+  name   = "tls-secret-read"
+  role   = aws_iam_role.node[each.key].id
+  policy = data.aws_iam_policy_document.tls_secret[each.key].json
 }

@@ -49,7 +49,7 @@ locals {
   etcd_names       = sort(keys(var.etcd_members))
   etcd_endpoints   = [for name in local.etcd_names : "${var.etcd_members[name].private_ip}:${local.etcd_client_port}"]
   etcd_initial_cluster = join(",", [
-    for name in local.etcd_names : "${name}=http://${var.etcd_members[name].private_ip}:${local.etcd_peer_port}"
+    for name in local.etcd_names : "${name}=https://${var.etcd_members[name].private_ip}:${local.etcd_peer_port}"
   ])
   etcd_zones  = [for name in local.etcd_names : data.aws_subnet.node[var.etcd_members[name].subnet_id].availability_zone]
   cache_zones = [for name in sort(keys(var.cache_nodes)) : data.aws_subnet.node[var.cache_nodes[name].subnet_id].availability_zone]
@@ -67,6 +67,7 @@ locals {
   metric_namespace = "distributedlog"
   report_script    = file("${path.module}/scripts/dlog-report.sh")
   ssm_agent_script = file("${path.module}/scripts/install-ssm-agent.sh")
+  tls_fetch_script = file("${path.module}/scripts/dlog-tls-fetch.sh")
 
   # Values shared by the cloud-init of every dlog node; each role merges in
   # role, port, nvme_journal and lifecycle_watch.
@@ -80,6 +81,10 @@ locals {
     stop_timeout_seconds = var.drain_timeout_seconds
     metrics_port         = var.metrics_port
     client_tokens        = var.client_tokens
+    tls_secret_arn       = aws_secretsmanager_secret.node_tls.arn
+    tls_dir              = local.tls_dir
+    tls_server_name      = local.tls_server_name
+    tls_fetch_script     = local.tls_fetch_script
     enable_ssm           = var.enable_ssm
     ssm_agent_version    = var.ssm_agent_version
     log_group_prefix     = local.log_group_prefix

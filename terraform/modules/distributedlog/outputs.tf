@@ -7,12 +7,32 @@ output "nlb_dns_name" {
 
 output "ingest_endpoint" {
   description = "gRPC endpoint of LogService through the NLB, for `dlog --endpoint` and the SDK."
-  value       = "http://${aws_lb.this.dns_name}:${var.ingest_port}"
+  value       = "https://${aws_lb.this.dns_name}:${var.ingest_port}"
 }
 
 output "reader_endpoint" {
   description = "gRPC endpoint of ReadService through the NLB: for `dlog --read-endpoint` / DLOG_READ_ENDPOINT and the SDK's Client::with_read_endpoints."
-  value       = "http://${aws_lb.this.dns_name}:${var.reader_port}"
+  value       = "https://${aws_lb.this.dns_name}:${var.reader_port}"
+}
+
+output "tls_ca_cert_pem" {
+  description = "The cluster CA certificate (PEM): clients check nodes against it (dlog --tls-ca FILE, Client::with_tls)."
+  value       = local.ca_cert_pem
+}
+
+output "tls_server_name" {
+  description = "The name in the node certificate: clients give it with dlog --tls-server-name (Client::with_tls_server_name) so that direct connections to an owner, by IP, check too."
+  value       = local.tls_server_name
+}
+
+output "tls_node_cert_expires" {
+  description = "When the node certificate expires (RFC 3339); the first apply tls_cert_renew_before_days before it issues the next one."
+  value       = tls_locally_signed_cert.node.validity_end_time
+}
+
+output "tls_secret_arns" {
+  description = "Secrets Manager secrets holding the TLS sets: node (every dlog node) and one per etcd member."
+  value       = merge({ node = aws_secretsmanager_secret.node_tls.arn }, { for name, secret in aws_secretsmanager_secret.etcd_tls : name => secret.arn })
 }
 
 output "bucket_name" {
@@ -36,7 +56,7 @@ output "object_store_url" {
 }
 
 output "etcd_endpoints" {
-  description = "Client endpoints (IP:2379) of the etcd members."
+  description = "Client endpoints (IP:2379, TLS with a client certificate of the cluster CA) of the etcd members."
   value       = local.etcd_endpoints
 }
 

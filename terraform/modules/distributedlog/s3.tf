@@ -5,7 +5,8 @@
 
 # The key policy is explicit: the account administers the key and grants
 # its use through IAM policies (the node roles' policies in iam.tf, which
-# allow it only through S3).
+# allow it only through S3, and through Secrets Manager for the TLS secrets
+# of tls.tf).
 data "aws_iam_policy_document" "segments_key" {
   statement {
     sid       = "AccountAdministersKeyAndDelegatesToIam"
@@ -22,7 +23,7 @@ data "aws_iam_policy_document" "segments_key" {
 resource "aws_kms_key" "segments" {
   count = var.kms_key_arn == null ? 1 : 0
 
-  description             = "distributedlog ${var.cluster_name}: segment objects in S3"
+  description             = "distributedlog ${var.cluster_name}: segment objects in S3 and TLS secrets"
   enable_key_rotation     = true
   deletion_window_in_days = 30
   policy                  = data.aws_iam_policy_document.segments_key.json

@@ -150,10 +150,58 @@ variable "compactor_port" {
   default     = 7073
 }
 
+# -------------------------------------------------------------------- TLS ---
+
+variable "tls_ca_cert_pem" {
+  description = "Certificate (PEM) of a CA of your own that signs the node and etcd certificates, with tls_ca_private_key_pem; null creates a private CA for this cluster (output tls_ca_cert_pem). Use a CA dedicated to this cluster: nodes trust every certificate it signs with OU=dlog-node."
+  type        = string
+  default     = null
+}
+
+variable "tls_ca_private_key_pem" {
+  description = "Private key (PEM) of tls_ca_cert_pem; null when the module creates the CA. It is kept in the Terraform state."
+  type        = string
+  default     = null
+  sensitive   = true
+}
+
+variable "tls_ca_validity_days" {
+  description = "Validity of the CA the module creates. Replacing the CA needs a rollout of its certificate to every client."
+  type        = number
+  default     = 3650
+
+  validation {
+    condition     = var.tls_ca_validity_days >= 30
+    error_message = "tls_ca_validity_days must be at least 30."
+  }
+}
+
+variable "tls_cert_validity_days" {
+  description = "Validity of the node and etcd certificates."
+  type        = number
+  default     = 365
+
+  validation {
+    condition     = var.tls_cert_validity_days >= 2
+    error_message = "tls_cert_validity_days must be at least 2."
+  }
+}
+
+variable "tls_cert_renew_before_days" {
+  description = "The first terraform apply this many days before a certificate expires issues a new one; running nodes fetch it within 15 minutes, without a restart. Apply at least that often."
+  type        = number
+  default     = 30
+
+  validation {
+    condition     = var.tls_cert_renew_before_days >= 1
+    error_message = "tls_cert_renew_before_days must be at least 1."
+  }
+}
+
 # ---------------------------------------------------------------- network ---
 
 variable "client_tokens" {
-  description = "Require a client token on every LogService, ReadService and AdminService call (dlog serve --auth-tokens). The first node to start writes a root token to /var/lib/dlog/root-token (mode 0600); make scoped tokens with it (dlog token create). Tokens travel in plaintext until TLS is in place: keep the client networks private."
+  description = "Require a client token on every LogService, ReadService and AdminService call (dlog serve --auth-tokens). The first node to start writes a root token to /var/lib/dlog/root-token (mode 0600); make scoped tokens with it (dlog token create). Tokens travel inside TLS (tls.tf)."
   type        = bool
   default     = true
 }

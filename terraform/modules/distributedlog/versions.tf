@@ -9,5 +9,10 @@ terraform {
       # max_healthy_percentage preference of instance refresh are both used.
       version = ">= 5.40, < 6.0"
     }
+    tls = {
+      source = "hashicorp/tls"
+      # 4.0 or later: private_key_pem_pkcs8, and no ca_key_algorithm.
+      version = ">= 4.0, < 5.0"
+    }
   }
 }

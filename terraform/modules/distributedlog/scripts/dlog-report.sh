@@ -8,7 +8,9 @@
 #  * Puts metrics in the namespace REPORT_NAMESPACE, with the dimension
 #    InstanceId: DiskUsedPercent of each mount in REPORT_MOUNTS (dimension
 #    Mount too) and, on etcd members (REPORT_ETCD_QUOTA_BYTES set),
-#    EtcdDbUsedPercent: the backend database size against its quota.
+#    EtcdDbUsedPercent: the backend database size against its quota
+#    (asked of REPORT_ETCD_ENDPOINT with the ETCDCTL_CACERT, ETCDCTL_CERT
+#    and ETCDCTL_KEY of report.env).
 #
 # Settings come from /etc/dlog/report.env, written by cloud-init.
 set -euo pipefail
@@ -39,7 +41,8 @@ for mnt in $REPORT_MOUNTS; do
   fi
 done
 if [ -n "${REPORT_ETCD_QUOTA_BYTES:-}" ]; then
-  if db=$(ETCDCTL_API=3 etcdctl --endpoints http://127.0.0.1:2379 endpoint status -w json 2>/dev/null |
+  export ETCDCTL_CACERT ETCDCTL_CERT ETCDCTL_KEY
+  if db=$(ETCDCTL_API=3 etcdctl --endpoints "${REPORT_ETCD_ENDPOINT:-https://127.0.0.1:2379}" endpoint status -w json 2>/dev/null |
     jq -er '.[0].Status.dbSize'); then
     metrics+=("MetricName=EtcdDbUsedPercent,Dimensions=[{Name=InstanceId,Value=$instance_id}],Value=$((db * 100 / REPORT_ETCD_QUOTA_BYTES)),Unit=Percent")
   fi

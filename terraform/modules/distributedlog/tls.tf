@@ -1,0 +1,167 @@
+# Certificates for every hop, from a private CA of this cluster:
+#
+#   CA       created here (tls_ca_cert_pem = null) or given (tls_ca_cert_pem
+#            and tls_ca_private_key_pem); it signs the two kinds below.
+#   node     one certificate shared by every dlog node (ingest, reader,
+#            cache, compactor): OU=dlog-node, the role a cache node demands
+#            of its peers (docs/configuration.md, [tls]). Its names are
+#            tls_server_name, which nodes and clients check it against
+#            (dlog --tls-server-name), and the NLB's DNS name. It is also
+#            the nodes' client certificate for etcd.
+#   etcd     one per member: its private IP and 127.0.0.1, server and
+#            client use (peers authenticate each other with it), and a
+#            common name only members have, which etcd requires of peers
+#            (--peer-cert-allowed-cn).
+#
+# Each set (CA certificate, certificate, private key) is a JSON secret in
+# Secrets Manager, encrypted with the segment KMS key. Nodes fetch theirs
+# at every start and every 15 minutes (scripts/dlog-tls-fetch.sh), so a
+# certificate Terraform re-issues reaches running nodes without a restart:
+# dlog reloads its files (tls.reload_interval) and etcd reads them at each
+# new connection. Certificates are re-issued by the first apply after
+# tls_cert_validity_days - tls_cert_renew_before_days.
+#
+# The private keys are in the Terraform state: keep the state encrypted and
+# its access as narrow as the CA's.
+
+locals {
+  create_ca       = var.tls_ca_cert_pem == null
+  ca_cert_pem     = local.create_ca ? tls_self_signed_cert.ca[0].cert_pem : var.tls_ca_cert_pem
+  ca_key_pem      = local.create_ca ? tls_private_key.ca[0].private_key_pem : var.tls_ca_private_key_pem
+  tls_server_name = "nodes.${var.cluster_name}.dlog.internal"
+  etcd_peer_cn    = "etcd.${var.cluster_name}.dlog.internal"
+
+  tls_validity_hours = var.tls_cert_validity_days * 24
+  tls_renew_hours    = var.tls_cert_renew_before_days * 24
+  # Where scripts/dlog-tls-fetch.sh writes a node's set.
+  tls_dir = "/etc/dlog/tls"
+}
+
+resource "tls_private_key" "ca" {
+  count = local.create_ca ? 1 : 0
+
+  algorithm   = "ECDSA"
+  ecdsa_curve = "P256"
+}
+
+resource "tls_self_signed_cert" "ca" {
+  count = local.create_ca ? 1 : 0
+
+  private_key_pem       = tls_private_key.ca[0].private_key_pem
+  is_ca_certificate     = true
+  validity_period_hours = var.tls_ca_validity_days * 24
+  allowed_uses          = ["cert_signing", "crl_signing", "digital_signature"]
+
+  subject {
+    common_name  = "distributedlog ${var.cluster_name} CA"
+    organization = "distributedlog"
+  }
+}
+
+resource "tls_private_key" "node" {
+  algorithm   = "ECDSA"
+  ecdsa_curve = "P256"
+}
+
+resource "tls_cert_request" "node" {
+  private_key_pem = tls_private_key.node.private_key_pem
+  dns_names       = [local.tls_server_name, aws_lb.this.dns_name]
+
+  subject {
+    common_name         = local.tls_server_name
+    organization        = "distributedlog"
+    organizational_unit = "dlog-node"
+  }
+}
+
+resource "tls_locally_signed_cert" "node" {
+  cert_request_pem      = tls_cert_request.node.cert_request_pem
+  ca_private_key_pem    = local.ca_key_pem
+  ca_cert_pem           = local.ca_cert_pem
+  validity_period_hours = local.tls_validity_hours
+  early_renewal_hours   = local.tls_renew_hours
+  allowed_uses          = ["digital_signature", "key_encipherment", "server_auth", "client_auth"]
+
+  lifecycle {
+    precondition {
+      condition     = (var.tls_ca_cert_pem == null) == (var.tls_ca_private_key_pem == null)
+      error_message = "tls_ca_cert_pem and tls_ca_private_key_pem go together: give both (your CA) or neither (the module creates one)."
+    }
+    precondition {
+      condition     = var.tls_cert_renew_before_days < var.tls_cert_validity_days
+      error_message = "tls_cert_renew_before_days must be less than tls_cert_validity_days."
+    }
+  }
+}
+
+resource "tls_private_key" "etcd" {
+  for_each = var.etcd_members
+
+  algorithm   = "ECDSA"
+  ecdsa_curve = "P256"
+}
+
+resource "tls_cert_request" "etcd" {
+  for_each = var.etcd_members
+
+  private_key_pem = tls_private_key.etcd[each.key].private_key_pem
+  ip_addresses    = [each.value.private_ip, "127.0.0.1"]
+  dns_names       = ["localhost"]
+
+  subject {
+    common_name         = local.etcd_peer_cn
+    organization        = "distributedlog"
+    organizational_unit = "dlog-etcd ${each.key}"
+  }
+}
+
+resource "tls_locally_signed_cert" "etcd" {
+  for_each = var.etcd_members
+
+  cert_request_pem      = tls_cert_request.etcd[each.key].cert_request_pem
+  ca_private_key_pem    = local.ca_key_pem
+  ca_cert_pem           = local.ca_cert_pem
+  validity_period_hours = local.tls_validity_hours
+  early_renewal_hours   = local.tls_renew_hours
+  allowed_uses          = ["digital_signature", "key_encipherment", "server_auth", "client_auth"]
+}
+
+# ------------------------------------------------------- Secrets Manager ---
+
+resource "aws_secretsmanager_secret" "node_tls" {
+  name                    = "${var.cluster_name}/tls/node"
+  description             = "distributedlog ${var.cluster_name}: CA, certificate and key of the dlog nodes"
+  kms_key_id              = local.kms_key_arn
+  recovery_window_in_days = 7
+  tags                    = local.common_tags
+}
+
+resource "aws_secretsmanager_secret_version" "node_tls" {
+  secret_id = aws_secretsmanager_secret.node_tls.id
+  secret_string = jsonencode({
+    ca          = local.ca_cert_pem
+    certificate = tls_locally_signed_cert.node.cert_pem
+    private_key = tls_private_key.node.private_key_pem_pkcs8
+  })
+}
+
+resource "aws_secretsmanager_secret" "etcd_tls" {
+  for_each = var.etcd_members
+
+  name                    = "${var.cluster_name}/tls/${each.key}"
+  description             = "distributedlog ${var.cluster_name}: CA, certificate and key of etcd member ${each.key}"
+  kms_key_id              = local.kms_key_arn
+  recovery_window_in_days = 7
+  tags                    = merge(local.common_tags, { "dlog:etcd-member" = each.key })
+}
+
+resource "aws_secretsmanager_secret_version" "etcd_tls" {
+  for_each = var.etcd_members
+
+  secret_id = aws_secretsmanager_secret.etcd_tls[each.key].id
+  secret_string = jsonencode({
+    ca          = local.ca_cert_pem
+    certificate = tls_locally_signed_cert.etcd[each.key].cert_pem
+    private_key = tls_private_key.etcd[each.key].private_key_pem_pkcs8
+  })
+}
