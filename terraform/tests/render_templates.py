@@ -26,6 +26,7 @@ Needs PyYAML and shellcheck.
 from __future__ import annotations
 
 import base64
+import gzip
 import json
 import os
 import re
@@ -36,6 +37,7 @@ import tempfile
 import yaml
 
 MODULE = "modules/distributedlog"
+USER_DATA_LIMIT = 16384
 SHA = "ab" * 32
 NODE_SECRET = "arn:aws:secretsmanager:eu-west-1:123456789012:secret:demo/tls/node-AbCdEf"
 
@@ -368,11 +370,24 @@ def main() -> int:
         with open(os.path.join(out_dir, name, "user-data.yaml"), "w", encoding="utf-8") as fh:
             fh.write(text)
     docs = check_all(c, rendered)
+    # EC2 takes at most 16 KB of user data; the module sends it gzipped
+    # (base64gzip), which cloud-init unpacks.
+    largest = 0
+    for name, text in rendered.items():
+        size = len(gzip.compress(text.encode("utf-8")))
+        largest = max(largest, size)
+        c.check(size <= USER_DATA_LIMIT, f"{name}: gzipped user data is {size} bytes, over EC2's {USER_DATA_LIMIT}")
+    module_dir = os.path.join(tf_dir, MODULE)
+    for tf in sorted(n for n in os.listdir(module_dir) if n.endswith(".tf")):
+        with open(os.path.join(module_dir, tf), encoding="utf-8") as fh:
+            for line in fh:
+                if re.match(r"\s*user_data(_base64)?\s*=", line):
+                    c.check("base64gzip(templatefile(" in line, f"{tf}: user data must be sent gzipped (base64gzip): {line.strip()}")
     scripts = shellcheck(c, docs, out_dir, os.path.join(tf_dir, MODULE, "scripts"))
     for problem in c.problems:
         print(f"render_templates: {problem}")
     print(
-        f"rendered templates: {len(rendered)} scenarios, {scripts} scripts shellchecked, "
+        f"rendered templates: {len(rendered)} scenarios (largest gzipped: {largest} bytes), {scripts} scripts shellchecked, "
         f"{c.count - len(c.problems)} passed, {len(c.problems)} failed"
     )
     return 1 if c.problems else 0

@@ -38,7 +38,7 @@ mkdir "$work/bin"
 cat >"$work/bin/aws" <<'EOF'
 #!/bin/bash
 # Answers only the call dlog-tls-fetch makes.
-expected="secretsmanager get-secret-value --region eu-west-1 --secret-id arn:test --query SecretString --output text"
+expected="secretsmanager get-secret-value --region eu-west-1 --secret-id arn:test --query SecretString --output text --cli-connect-timeout 5 --cli-read-timeout 10"
 if [ "$*" != "$expected" ]; then
   echo "fake aws: unexpected call: $*" >&2
   exit 2
@@ -134,6 +134,9 @@ else
   bad "non-PEM field: exit $status, output: $(cat "$work/out")"
 fi
 
+mkdir -m 0700 "$dir/.fetch.killed"
+secret CA1 CERT2 KEY2
+run
 leftover=$(find "$dir" -name '.fetch.*' | wc -l)
 if [ "$leftover" -eq 0 ]; then ok "no temporary folder is left"; else bad "$leftover temporary folders left in $dir"; fi
 

@@ -9,6 +9,9 @@
 #                     dlog-report; missing data alarms too: the node is
 #                     then unobserved)
 #   etcd quota        database size against etcd_quota_backend_gb
+#   certificates      a node's TLS certificate on disk expires within half
+#                     of tls_cert_renew_before_days: no apply re-issued it,
+#                     or the node cannot fetch it (missing data alarms too)
 
 locals {
   alarm_actions = [var.alarm_sns_topic_arn]
@@ -106,6 +109,23 @@ resource "aws_cloudwatch_metric_alarm" "disk" {
   evaluation_periods  = 2
   comparison_operator = "GreaterThanThreshold"
   threshold           = var.disk_alarm_threshold_percent
+  treat_missing_data  = "breaching"
+  alarm_actions       = local.alarm_actions
+  ok_actions          = local.alarm_actions
+  tags                = local.common_tags
+}
+
+resource "aws_cloudwatch_metric_alarm" "tls_cert_expiry" {
+  alarm_name          = "${var.cluster_name}-tls-cert-expiry"
+  alarm_description   = "distributedlog ${var.cluster_name}: a node's TLS certificate expires within ${floor(var.tls_cert_renew_before_days / 2)} days: run terraform apply (it re-issues certificates within tls_cert_renew_before_days of expiry), then check dlog-tls-fetch on the nodes."
+  namespace           = local.metric_namespace
+  metric_name         = "TlsCertDaysLeft"
+  dimensions          = { Cluster = var.cluster_name }
+  statistic           = "Minimum"
+  period              = 3600
+  evaluation_periods  = 1
+  comparison_operator = "LessThanThreshold"
+  threshold           = floor(var.tls_cert_renew_before_days / 2)
   treat_missing_data  = "breaching"
   alarm_actions       = local.alarm_actions
   ok_actions          = local.alarm_actions

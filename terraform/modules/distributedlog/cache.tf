@@ -24,13 +24,15 @@ resource "aws_instance" "cache" {
   monitoring             = true
   disable_api_stop       = true
 
-  user_data = templatefile("${path.module}/templates/dlog-node.tftpl", merge(local.node_template_vars, {
+  # gzip: the rendered cloud-config is over EC2's 16 KB limit, and
+  # cloud-init unpacks gzip by itself.
+  user_data_base64 = base64gzip(templatefile("${path.module}/templates/dlog-node.tftpl", merge(local.node_template_vars, {
     role            = "cache"
     port            = var.cache_port
     nvme_journal    = true
     lifecycle_watch = false
     asg_name        = ""
-  }))
+  })))
   user_data_replace_on_change = false
 
   metadata_options {
@@ -50,7 +52,7 @@ resource "aws_instance" "cache" {
   volume_tags = merge(local.common_tags, { Name = "${var.cluster_name}-${each.key}", "dlog:role" = "cache" })
 
   lifecycle {
-    ignore_changes = [ami, user_data, key_name, instance_type, subnet_id]
+    ignore_changes = [ami, user_data, user_data_base64, key_name, instance_type, subnet_id]
 
     precondition {
       condition     = length(distinct(local.cache_zones)) >= min(length(var.cache_nodes), 3)

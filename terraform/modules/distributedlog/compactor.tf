@@ -12,7 +12,8 @@ resource "aws_launch_template" "compactor" {
   vpc_security_group_ids = [aws_security_group.node["compactor"].id]
   update_default_version = true
 
-  user_data = base64encode(templatefile("${path.module}/templates/dlog-node.tftpl", merge(local.node_template_vars, {
+  # gzip: the rendered cloud-config is over EC2's 16 KB limit.
+  user_data = base64gzip(templatefile("${path.module}/templates/dlog-node.tftpl", merge(local.node_template_vars, {
     role            = "compactor"
     port            = var.compactor_port
     nvme_journal    = false

@@ -84,7 +84,9 @@ resource "aws_instance" "etcd" {
     device_index         = 0
   }
 
-  user_data = templatefile("${path.module}/templates/etcd-member.tftpl", {
+  # gzip: the rendered cloud-config is over EC2's 16 KB limit, and
+  # cloud-init unpacks gzip by itself.
+  user_data_base64 = base64gzip(templatefile("${path.module}/templates/etcd-member.tftpl", {
     cluster_name              = var.cluster_name
     aws_region                = local.aws_region
     member_name               = each.key
@@ -111,7 +113,7 @@ resource "aws_instance" "etcd" {
     tls_secret_arn            = aws_secretsmanager_secret.etcd_tls[each.key].arn
     tls_dir                   = local.tls_dir
     peer_cert_cn              = local.etcd_peer_cn
-  })
+  }))
   user_data_replace_on_change = false
 
   metadata_options {
@@ -134,7 +136,7 @@ resource "aws_instance" "etcd" {
   lifecycle {
     # Replaced deliberately only (terraform apply -replace, one member at a
     # time): these would otherwise replace or stop every member at once.
-    ignore_changes = [ami, user_data, key_name, instance_type]
+    ignore_changes = [ami, user_data, user_data_base64, key_name, instance_type]
 
     precondition {
       condition     = length(distinct(local.etcd_zones)) == length(local.etcd_zones)

@@ -18,8 +18,9 @@
 # at every start and every 15 minutes (scripts/dlog-tls-fetch.sh), so a
 # certificate Terraform re-issues reaches running nodes without a restart:
 # dlog reloads its files (tls.reload_interval) and etcd reads them at each
-# new connection. Certificates are re-issued by the first apply after
-# tls_cert_validity_days - tls_cert_renew_before_days.
+# new connection. Keys and certificates are made anew by the first apply
+# after tls_cert_validity_days - tls_cert_renew_before_days (time_rotating),
+# so a stolen key is good only until then.
 #
 # The private keys are in the Terraform state: keep the state encrypted and
 # its access as narrow as the CA's.
@@ -37,11 +38,18 @@ locals {
   tls_dir = "/etc/dlog/tls"
 }
 
+# The CA is never replaced by an apply: every node and client trusts only
+# it, and a new one would reach nodes at different moments (a split
+# cluster). Replacing it is a deliberate change (terraform/README.md).
 resource "tls_private_key" "ca" {
   count = local.create_ca ? 1 : 0
 
   algorithm   = "ECDSA"
   ecdsa_curve = "P256"
+
+  lifecycle {
+    prevent_destroy = true
+  }
 }
 
 resource "tls_self_signed_cert" "ca" {
@@ -56,11 +64,30 @@ resource "tls_self_signed_cert" "ca" {
     common_name  = "distributedlog ${var.cluster_name} CA"
     organization = "distributedlog"
   }
+
+  lifecycle {
+    prevent_destroy = true
+
+    precondition {
+      condition     = var.tls_ca_validity_days > 2 * var.tls_cert_validity_days
+      error_message = "tls_ca_validity_days must be more than twice tls_cert_validity_days: certificates are issued until the CA's last years."
+    }
+  }
+}
+
+# Marks when node and etcd keys are due for replacement; their
+# certificates follow the keys (and renew early on their own too).
+resource "time_rotating" "tls_keys" {
+  rotation_days = var.tls_cert_validity_days - var.tls_cert_renew_before_days
 }
 
 resource "tls_private_key" "node" {
   algorithm   = "ECDSA"
   ecdsa_curve = "P256"
+
+  lifecycle {
+    replace_triggered_by = [time_rotating.tls_keys]
+  }
 }
 
 resource "tls_cert_request" "node" {
@@ -99,6 +126,10 @@ resource "tls_private_key" "etcd" {
 
   algorithm   = "ECDSA"
   ecdsa_curve = "P256"
+
+  lifecycle {
+    replace_triggered_by = [time_rotating.tls_keys]
+  }
 }
 
 resource "tls_cert_request" "etcd" {
@@ -124,15 +155,24 @@ resource "tls_locally_signed_cert" "etcd" {
   validity_period_hours = local.tls_validity_hours
   early_renewal_hours   = local.tls_renew_hours
   allowed_uses          = ["digital_signature", "key_encipherment", "server_auth", "client_auth"]
+
+  lifecycle {
+    precondition {
+      condition     = (var.tls_ca_cert_pem == null) == (var.tls_ca_private_key_pem == null)
+      error_message = "tls_ca_cert_pem and tls_ca_private_key_pem go together: give both (your CA) or neither (the module creates one)."
+    }
+  }
 }
 
 # ------------------------------------------------------- Secrets Manager ---
 
 resource "aws_secretsmanager_secret" "node_tls" {
-  name                    = "${var.cluster_name}/tls/node"
-  description             = "distributedlog ${var.cluster_name}: CA, certificate and key of the dlog nodes"
-  kms_key_id              = local.kms_key_arn
-  recovery_window_in_days = 7
+  name        = "${var.cluster_name}/tls/node"
+  description = "distributedlog ${var.cluster_name}: CA, certificate and key of the dlog nodes"
+  kms_key_id  = local.kms_key_arn
+  # No recovery window: the set is re-made by an apply, and a window would
+  # block re-creating a cluster of the same name for a week.
+  recovery_window_in_days = 0
   tags                    = local.common_tags
 }
 
@@ -151,7 +191,7 @@ resource "aws_secretsmanager_secret" "etcd_tls" {
   name                    = "${var.cluster_name}/tls/${each.key}"
   description             = "distributedlog ${var.cluster_name}: CA, certificate and key of etcd member ${each.key}"
   kms_key_id              = local.kms_key_arn
-  recovery_window_in_days = 7
+  recovery_window_in_days = 0
   tags                    = merge(local.common_tags, { "dlog:etcd-member" = each.key })
 }
 

@@ -14,5 +14,10 @@ terraform {
       # 4.0 or later: private_key_pem_pkcs8, and no ca_key_algorithm.
       version = ">= 4.0, < 5.0"
     }
+    time = {
+      source = "hashicorp/time"
+      # time_rotating: new keys with each re-issue of the certificates.
+      version = ">= 0.9, < 1.0"
+    }
   }
 }

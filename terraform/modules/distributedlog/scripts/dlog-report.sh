@@ -10,7 +10,9 @@
 #    Mount too) and, on etcd members (REPORT_ETCD_QUOTA_BYTES set),
 #    EtcdDbUsedPercent: the backend database size against its quota
 #    (asked of REPORT_ETCD_ENDPOINT with the ETCDCTL_CACERT, ETCDCTL_CERT
-#    and ETCDCTL_KEY of report.env).
+#    and ETCDCTL_KEY of report.env); and TlsCertDaysLeft, the days until
+#    the certificate REPORT_TLS_CERT expires, with the dimension Cluster
+#    (REPORT_CLUSTER) only, so one alarm watches every node.
 #
 # Settings come from /etc/dlog/report.env, written by cloud-init.
 set -euo pipefail
@@ -45,6 +47,12 @@ if [ -n "${REPORT_ETCD_QUOTA_BYTES:-}" ]; then
   if db=$(ETCDCTL_API=3 etcdctl --endpoints "${REPORT_ETCD_ENDPOINT:-https://127.0.0.1:2379}" endpoint status -w json 2>/dev/null |
     jq -er '.[0].Status.dbSize'); then
     metrics+=("MetricName=EtcdDbUsedPercent,Dimensions=[{Name=InstanceId,Value=$instance_id}],Value=$((db * 100 / REPORT_ETCD_QUOTA_BYTES)),Unit=Percent")
+  fi
+fi
+if [ -n "${REPORT_TLS_CERT:-}" ] && [ -s "$REPORT_TLS_CERT" ]; then
+  if end=$(openssl x509 -noout -enddate -in "$REPORT_TLS_CERT" 2>/dev/null | cut -d= -f2-) &&
+    end_s=$(date -d "$end" +%s 2>/dev/null); then
+    metrics+=("MetricName=TlsCertDaysLeft,Dimensions=[{Name=Cluster,Value=$REPORT_CLUSTER}],Value=$(((end_s - $(date +%s)) / 86400)),Unit=Count")
   fi
 fi
 if [ "${#metrics[@]}" -gt 0 ]; then

@@ -18,10 +18,12 @@
 # a set and keeps the one it has; the next run finishes the change.
 #
 # When the secret cannot be read (Secrets Manager unreachable, no
-# permission yet) the files already in DIR are kept and the script exits 0
-# with a warning; with no files yet it exits 1, and the service does not
-# start until a later try succeeds. A secret without one of the three
-# fields changes nothing and exits 1.
+# permission yet) within about a minute, the files already in DIR are kept
+# and the script exits 0 with a warning; with no files yet it exits 1, and
+# the service does not start until a later try succeeds. A secret without
+# one of the three fields changes nothing and exits 1. Runs are serialised
+# (flock on DIR/.lock); a temporary folder left by a killed run is removed
+# by a later one.
 set -euo pipefail
 if [ "$#" -ne 4 ]; then
   echo "usage: dlog-tls-fetch REGION SECRET_ID DIR GROUP" >&2
@@ -29,6 +31,9 @@ if [ "$#" -ne 4 ]; then
 fi
 region=$1 secret=$2 dir=$3 group=$4
 install -d -m 0750 -o root -g "$group" "$dir"
+exec 9>"$dir/.lock"
+flock 9
+find "$dir" -maxdepth 1 -name '.fetch.*' -exec rm -rf {} +
 tmp=$(mktemp -d "$dir/.fetch.XXXXXX")
 trap 'rm -rf "$tmp"' EXIT
 
@@ -36,8 +41,10 @@ have_all() {
   [ -s "$dir/ca.pem" ] && [ -s "$dir/cert.pem" ] && [ -s "$dir/key.pem" ]
 }
 
-if ! aws secretsmanager get-secret-value --region "$region" --secret-id "$secret" \
-  --query SecretString --output text >"$tmp/secret.json" 2>"$tmp/error"; then
+# Bounded: a black-holed endpoint must not hold a service start for minutes.
+if ! AWS_MAX_ATTEMPTS=3 timeout 60 aws secretsmanager get-secret-value --region "$region" --secret-id "$secret" \
+  --query SecretString --output text --cli-connect-timeout 5 --cli-read-timeout 10 \
+  >"$tmp/secret.json" 2>"$tmp/error"; then
   if have_all; then
     echo "dlog-tls-fetch: cannot read $secret; keeping the files in $dir: $(head -c 500 "$tmp/error")" >&2
     exit 0
