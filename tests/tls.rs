@@ -276,3 +276,92 @@ async fn certificates_rotate_without_a_restart() {
         "the node restarted"
     );
 }
+
+/// Writes `text` to `path` the way a rotation does: whole, by a rename.
+fn replace_file(path: &std::path::Path, text: &str) {
+    let new = path.with_extension("new");
+    std::fs::write(&new, text).unwrap();
+    std::fs::rename(&new, path).unwrap();
+}
+
+/// A node's etcd connection takes a rotated client certificate at its next
+/// reconnection: here etcd stops trusting the old certificate's CA and
+/// restarts, and the same store goes on answering, without a restart.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_etcd_client_certificate_rotates_without_a_restart() {
+    use common::etcd::{EtcdCluster, EtcdTlsFiles};
+    use dlog_meta::metastore::MetaStore;
+
+    let dir = tempfile::tempdir().unwrap();
+    let etcd_ca = Ca::new("etcd CA");
+    let old_ca = Ca::new("client CA, old");
+    let new_ca = Ca::new("client CA, new");
+    // etcd trusts clients of both client CAs at first; the store trusts
+    // etcd's CA (the same file: etcd's --trusted-ca-file and its roots).
+    let trusted = dir.path().join("trusted.pem");
+    std::fs::write(
+        &trusted,
+        format!("{}{}{}", etcd_ca.pem, old_ca.pem, new_ca.pem),
+    )
+    .unwrap();
+    let (server_cert, server_key) = etcd_ca.leaf("etcd", None).write(dir.path(), "server");
+    let (cert, key) = old_ca.leaf("dlog", None).write(dir.path(), "client");
+    let client = dlog_meta::metastore::EtcdTls {
+        ca: trusted.clone(),
+        cert: Some(cert.clone()),
+        key: Some(key.clone()),
+    };
+    let files = EtcdTlsFiles {
+        server_cert,
+        server_key,
+        client: client.clone(),
+    };
+    let Some(mut etcd) = EtcdCluster::start_with_tls(1, |_| None, Some(files)) else {
+        return;
+    };
+    let endpoint = format!("https://127.0.0.1:{}", etcd.members[0].client_port);
+    let store = dlog_meta::metastore::etcd::EtcdStore::connect(
+        std::slice::from_ref(&endpoint),
+        Some(&client),
+    )
+    .await
+    .unwrap();
+    store
+        .put("/rotation", bytes::Bytes::from_static(b"before"))
+        .await
+        .unwrap();
+
+    // The rotation: a certificate of the new CA in place of the old one;
+    // then etcd trusts only the new CA from its restart on.
+    let rotated = new_ca.leaf("dlog", None);
+    replace_file(&key, &rotated.key);
+    replace_file(&cert, &rotated.cert);
+    replace_file(&trusted, &format!("{}{}", etcd_ca.pem, new_ca.pem));
+    etcd.kill(0);
+    etcd.ensure_running(0);
+
+    let started = Instant::now();
+    loop {
+        match store.range("/rotation", false).await {
+            Ok(found) if !found.kvs.is_empty() => break,
+            other => assert!(
+                started.elapsed() < Duration::from_secs(30),
+                "the store did not reconnect with the rotated certificate within 30 s: {other:?}"
+            ),
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    // And an old-certificate client is indeed refused now.
+    let (old_cert, old_key) = old_ca.leaf("dlog", None).write(dir.path(), "old");
+    let old = dlog_meta::metastore::EtcdTls {
+        ca: trusted.clone(),
+        cert: Some(old_cert),
+        key: Some(old_key),
+    };
+    let refused =
+        match dlog_meta::metastore::etcd::EtcdStore::connect(&[endpoint], Some(&old)).await {
+            Ok(store) => store.range("/rotation", false).await.is_err(),
+            Err(_) => true,
+        };
+    assert!(refused, "etcd still answers a certificate of the old CA");
+}

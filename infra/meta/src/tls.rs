@@ -208,7 +208,7 @@ impl TlsMaterial {
     }
 }
 
-fn read_file(path: &Path) -> Result<Vec<u8>, String> {
+pub(crate) fn read_file(path: &Path) -> Result<Vec<u8>, String> {
     std::fs::read(path).map_err(|err| format!("read {}: {err}", path.display()))
 }
 
@@ -220,7 +220,10 @@ fn read(files: &TlsFiles) -> Result<Pem, String> {
     })
 }
 
-fn certificates(path: &Path, pem: &[u8]) -> Result<Vec<CertificateDer<'static>>, String> {
+pub(crate) fn certificates(
+    path: &Path,
+    pem: &[u8],
+) -> Result<Vec<CertificateDer<'static>>, String> {
     let certs = CertificateDer::pem_slice_iter(pem)
         .collect::<Result<Vec<_>, _>>()
         .map_err(|err| format!("{}: {err}", path.display()))?;
@@ -231,7 +234,7 @@ fn certificates(path: &Path, pem: &[u8]) -> Result<Vec<CertificateDer<'static>>,
 }
 
 /// The CA certificates as roots.
-fn roots(path: &Path, pem: &[u8]) -> Result<RootCertStore, String> {
+pub(crate) fn roots(path: &Path, pem: &[u8]) -> Result<RootCertStore, String> {
     let mut roots = RootCertStore::empty();
     for cert in certificates(path, pem)? {
         roots

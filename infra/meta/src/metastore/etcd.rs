@@ -10,10 +10,15 @@ use bytes::Bytes;
 use etcd_client as etcd;
 use futures::StreamExt;
 
+use super::etcd_tls::EtcdDialer;
 use super::{
     CmpOp, Compare, CompareTarget, Error, EtcdTls, KeyValue, LeaseId, MetaStore, RangeResponse,
     Result, Revision, TxnOp, TxnResponse, WatchEvent, WatchStream,
 };
+
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+const KEEP_ALIVE: Duration = Duration::from_secs(5);
 
 /// A [`MetaStore`] on an etcd cluster.
 #[derive(Clone)]
@@ -32,48 +37,46 @@ impl std::fmt::Debug for EtcdStore {
 
 impl EtcdStore {
     /// Connects to etcd at `endpoints` (`http://host:port`, or
-    /// `https://host:port` with `tls`). The TLS files are read once, here:
-    /// rotating them needs a restart (a node's own certificates reload).
+    /// `https://host:port` with `tls`). With TLS, every new connection
+    /// reads the files again ([`super::etcd_tls`]), so a rotated client
+    /// certificate is used without a restart.
     pub async fn connect(endpoints: &[String], tls: Option<&EtcdTls>) -> Result<EtcdStore> {
-        let mut options = etcd::ConnectOptions::new()
-            .with_connect_timeout(Duration::from_secs(5))
-            .with_timeout(Duration::from_secs(10))
-            .with_keep_alive(Duration::from_secs(5), Duration::from_secs(5));
-        if let Some(tls) = tls {
-            options = options.with_tls(etcd_tls_options(tls)?);
-        }
-        let client = etcd::Client::connect(endpoints, Some(options))
-            .await
-            .map_err(|err| {
-                Error::Unavailable(format!("connect to etcd at {}: {err}", endpoints.join(",")))
-            })?;
+        let failed = |err: &dyn std::fmt::Display| {
+            Error::Unavailable(format!("connect to etcd at {}: {err}", endpoints.join(",")))
+        };
+        let options = etcd::ConnectOptions::new()
+            .with_connect_timeout(CONNECT_TIMEOUT)
+            .with_timeout(REQUEST_TIMEOUT)
+            .with_keep_alive(KEEP_ALIVE, KEEP_ALIVE);
+        let client = match tls {
+            None => etcd::Client::connect(endpoints, Some(options))
+                .await
+                .map_err(|err| failed(&err))?,
+            Some(tls) => {
+                let dialer = EtcdDialer::new(endpoints, tls)?;
+                let channel = tonic::transport::Endpoint::from_shared(dialer.channel_uri())
+                    .map_err(|err| failed(&err))?
+                    .connect_timeout(dialer.dial_timeout())
+                    .timeout(REQUEST_TIMEOUT)
+                    .keep_alive_while_idle(true)
+                    .http2_keep_alive_interval(KEEP_ALIVE)
+                    .keep_alive_timeout(KEEP_ALIVE)
+                    .connect_with_connector(tower::service_fn(move |_| {
+                        let dialer = dialer.clone();
+                        async move { dialer.dial().await }
+                    }))
+                    .await
+                    .map_err(|err| failed(&err))?;
+                etcd::Client::from_channel(etcd::Channel::Tonic(channel), Some(options))
+                    .await
+                    .map_err(|err| failed(&err))?
+            }
+        };
         Ok(EtcdStore {
             client,
             endpoints: endpoints.to_vec(),
         })
     }
-}
-
-fn etcd_tls_options(tls: &EtcdTls) -> Result<etcd::TlsOptions> {
-    let read = |path: &std::path::Path| {
-        std::fs::read(path).map_err(|err| {
-            Error::Unavailable(format!("read etcd TLS file {}: {err}", path.display()))
-        })
-    };
-    let mut options =
-        etcd::TlsOptions::new().ca_certificate(etcd::Certificate::from_pem(read(&tls.ca)?));
-    match (&tls.cert, &tls.key) {
-        (Some(cert), Some(key)) => {
-            options = options.identity(etcd::Identity::from_pem(read(cert)?, read(key)?));
-        }
-        (None, None) => {}
-        _ => {
-            return Err(Error::Unavailable(
-                "etcd TLS: give both the client certificate and its key, or neither".to_owned(),
-            ));
-        }
-    }
-    Ok(options)
 }
 
 /// Maps etcd's "lease not found" (a gRPC status or a keep-alive error) to

@@ -29,6 +29,7 @@ use dlog_wire::error::{Classify, ErrorKind};
 
 pub mod embedded;
 pub mod etcd;
+mod etcd_tls;
 
 /// Global revision of the store.
 pub type Revision = i64;
