@@ -284,18 +284,21 @@ fn replace_file(path: &std::path::Path, text: &str) {
     std::fs::rename(&new, path).unwrap();
 }
 
-/// A node's etcd connection takes a rotated client certificate at its next
-/// reconnection: here etcd stops trusting the old certificate's CA and
-/// restarts, and the same store goes on answering, without a restart.
+/// A node's etcd connection takes rotated client certificate files, without
+/// a restart: a set etcd refuses is not taken (the working one stays); a set
+/// etcd takes is, so that the store goes on answering after etcd stops
+/// trusting the old certificate's CA.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_etcd_client_certificate_rotates_without_a_restart() {
     use common::etcd::{EtcdCluster, EtcdTlsFiles};
     use dlog_meta::metastore::MetaStore;
+    use dlog_meta::metastore::etcd::EtcdStore;
 
     let dir = tempfile::tempdir().unwrap();
     let etcd_ca = Ca::new("etcd CA");
     let old_ca = Ca::new("client CA, old");
     let new_ca = Ca::new("client CA, new");
+    let stranger_ca = Ca::new("a CA etcd never trusts");
     // etcd trusts clients of both client CAs at first; the store trusts
     // etcd's CA (the same file: etcd's --trusted-ca-file and its roots).
     let trusted = dir.path().join("trusted.pem");
@@ -320,22 +323,32 @@ async fn the_etcd_client_certificate_rotates_without_a_restart() {
         return;
     };
     let endpoint = format!("https://127.0.0.1:{}", etcd.members[0].client_port);
-    let store = dlog_meta::metastore::etcd::EtcdStore::connect(
-        std::slice::from_ref(&endpoint),
-        Some(&client),
-    )
-    .await
-    .unwrap();
+    let interval = Duration::from_millis(200);
+    let store =
+        EtcdStore::connect_reloading(std::slice::from_ref(&endpoint), Some(&client), interval)
+            .await
+            .unwrap();
     store
         .put("/rotation", bytes::Bytes::from_static(b"before"))
         .await
         .unwrap();
 
-    // The rotation: a certificate of the new CA in place of the old one;
-    // then etcd trusts only the new CA from its restart on.
+    // A set etcd refuses is not taken: the store keeps answering.
+    let refused = stranger_ca.leaf("dlog", None);
+    replace_file(&key, &refused.key);
+    replace_file(&cert, &refused.cert);
+    tokio::time::sleep(interval * 10).await;
+    store
+        .range("/rotation", false)
+        .await
+        .expect("the store took a certificate etcd refuses");
+
+    // The rotation: a certificate of the new CA; then etcd trusts only the
+    // new CA from its restart on.
     let rotated = new_ca.leaf("dlog", None);
     replace_file(&key, &rotated.key);
     replace_file(&cert, &rotated.cert);
+    tokio::time::sleep(interval * 10).await;
     replace_file(&trusted, &format!("{}{}", etcd_ca.pem, new_ca.pem));
     etcd.kill(0);
     etcd.ensure_running(0);
@@ -351,17 +364,16 @@ async fn the_etcd_client_certificate_rotates_without_a_restart() {
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    // And an old-certificate client is indeed refused now.
+    // And a client of the old CA is indeed refused now.
     let (old_cert, old_key) = old_ca.leaf("dlog", None).write(dir.path(), "old");
     let old = dlog_meta::metastore::EtcdTls {
         ca: trusted.clone(),
         cert: Some(old_cert),
         key: Some(old_key),
     };
-    let refused =
-        match dlog_meta::metastore::etcd::EtcdStore::connect(&[endpoint], Some(&old)).await {
-            Ok(store) => store.range("/rotation", false).await.is_err(),
-            Err(_) => true,
-        };
+    let refused = match EtcdStore::connect(&[endpoint], Some(&old)).await {
+        Ok(store) => store.range("/rotation", false).await.is_err(),
+        Err(_) => true,
+    };
     assert!(refused, "etcd still answers a certificate of the old CA");
 }

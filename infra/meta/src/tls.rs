@@ -208,7 +208,7 @@ impl TlsMaterial {
     }
 }
 
-pub(crate) fn read_file(path: &Path) -> Result<Vec<u8>, String> {
+fn read_file(path: &Path) -> Result<Vec<u8>, String> {
     std::fs::read(path).map_err(|err| format!("read {}: {err}", path.display()))
 }
 
@@ -220,10 +220,7 @@ fn read(files: &TlsFiles) -> Result<Pem, String> {
     })
 }
 
-pub(crate) fn certificates(
-    path: &Path,
-    pem: &[u8],
-) -> Result<Vec<CertificateDer<'static>>, String> {
+fn certificates(path: &Path, pem: &[u8]) -> Result<Vec<CertificateDer<'static>>, String> {
     let certs = CertificateDer::pem_slice_iter(pem)
         .collect::<Result<Vec<_>, _>>()
         .map_err(|err| format!("{}: {err}", path.display()))?;
@@ -234,7 +231,7 @@ pub(crate) fn certificates(
 }
 
 /// The CA certificates as roots.
-pub(crate) fn roots(path: &Path, pem: &[u8]) -> Result<RootCertStore, String> {
+fn roots(path: &Path, pem: &[u8]) -> Result<RootCertStore, String> {
     let mut roots = RootCertStore::empty();
     for cert in certificates(path, pem)? {
         roots

@@ -3,6 +3,7 @@
 //! A thin translation layer: etcd already has exactly the semantics of the
 //! trait. Keys must be UTF-8 (every key this project writes is).
 
+use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -10,20 +11,20 @@ use bytes::Bytes;
 use etcd_client as etcd;
 use futures::StreamExt;
 
-use super::etcd_tls::EtcdDialer;
+use super::etcd_reload::{self, TlsPem};
 use super::{
     CmpOp, Compare, CompareTarget, Error, EtcdTls, KeyValue, LeaseId, MetaStore, RangeResponse,
     Result, Revision, TxnOp, TxnResponse, WatchEvent, WatchStream,
 };
 
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
-const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
-const KEEP_ALIVE: Duration = Duration::from_secs(5);
+/// How often the etcd TLS files are read again ([`super::etcd_reload`]).
+pub const TLS_RELOAD_INTERVAL: Duration = Duration::from_secs(10);
 
 /// A [`MetaStore`] on an etcd cluster.
 #[derive(Clone)]
 pub struct EtcdStore {
-    client: etcd::Client,
+    /// The client in use: replaced when rotated TLS files are taken.
+    client: Arc<RwLock<etcd::Client>>,
     endpoints: Vec<String>,
 }
 
@@ -37,45 +38,56 @@ impl std::fmt::Debug for EtcdStore {
 
 impl EtcdStore {
     /// Connects to etcd at `endpoints` (`http://host:port`, or
-    /// `https://host:port` with `tls`). With TLS, every new connection
-    /// reads the files again ([`super::etcd_tls`]), so a rotated client
-    /// certificate is used without a restart.
+    /// `https://host:port` with `tls`). The TLS files are read again every
+    /// [`TLS_RELOAD_INTERVAL`], so a rotated client certificate is used
+    /// without a restart.
     pub async fn connect(endpoints: &[String], tls: Option<&EtcdTls>) -> Result<EtcdStore> {
-        let failed = |err: &dyn std::fmt::Display| {
-            Error::Unavailable(format!("connect to etcd at {}: {err}", endpoints.join(",")))
-        };
+        EtcdStore::connect_reloading(endpoints, tls, TLS_RELOAD_INTERVAL).await
+    }
+
+    /// [`EtcdStore::connect`], reading the TLS files every `interval`.
+    pub async fn connect_reloading(
+        endpoints: &[String],
+        tls: Option<&EtcdTls>,
+        interval: Duration,
+    ) -> Result<EtcdStore> {
         let options = etcd::ConnectOptions::new()
-            .with_connect_timeout(CONNECT_TIMEOUT)
-            .with_timeout(REQUEST_TIMEOUT)
-            .with_keep_alive(KEEP_ALIVE, KEEP_ALIVE);
-        let client = match tls {
-            None => etcd::Client::connect(endpoints, Some(options))
-                .await
-                .map_err(|err| failed(&err))?,
-            Some(tls) => {
-                let dialer = EtcdDialer::new(endpoints, tls)?;
-                let channel = tonic::transport::Endpoint::from_shared(dialer.channel_uri())
-                    .map_err(|err| failed(&err))?
-                    .connect_timeout(dialer.dial_timeout())
-                    .timeout(REQUEST_TIMEOUT)
-                    .keep_alive_while_idle(true)
-                    .http2_keep_alive_interval(KEEP_ALIVE)
-                    .keep_alive_timeout(KEEP_ALIVE)
-                    .connect_with_connector(tower::service_fn(move |_| {
-                        let dialer = dialer.clone();
-                        async move { dialer.dial().await }
-                    }))
-                    .await
-                    .map_err(|err| failed(&err))?;
-                etcd::Client::from_channel(etcd::Channel::Tonic(channel), Some(options))
-                    .await
-                    .map_err(|err| failed(&err))?
-            }
+            .with_connect_timeout(Duration::from_secs(5))
+            .with_timeout(Duration::from_secs(10))
+            .with_keep_alive(Duration::from_secs(5), Duration::from_secs(5));
+        let pem = tls.map(TlsPem::read).transpose()?;
+        let with_tls = match &pem {
+            Some(pem) => options.clone().with_tls(pem.options()),
+            None => options.clone(),
         };
+        let client = etcd::Client::connect(endpoints, Some(with_tls))
+            .await
+            .map_err(|err| {
+                Error::Unavailable(format!("connect to etcd at {}: {err}", endpoints.join(",")))
+            })?;
+        let client = etcd_reload::slot(client);
+        if let (Some(tls), Some(pem)) = (tls, pem) {
+            etcd_reload::watch_files(
+                Arc::downgrade(&client),
+                endpoints.to_vec(),
+                options,
+                tls.clone(),
+                pem,
+                interval,
+            );
+        }
         Ok(EtcdStore {
             client,
             endpoints: endpoints.to_vec(),
         })
+    }
+
+    /// The client in use.
+    fn client(&self) -> etcd::Client {
+        self.client
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
     }
 }
 
@@ -149,12 +161,7 @@ fn convert_op(op: TxnOp) -> etcd::TxnOp {
 impl MetaStore for EtcdStore {
     async fn range(&self, key: &str, prefix: bool) -> Result<RangeResponse> {
         let options = prefix.then(|| etcd::GetOptions::new().with_prefix());
-        let response = self
-            .client
-            .clone()
-            .get(key, options)
-            .await
-            .map_err(map_err)?;
+        let response = self.client().get(key, options).await.map_err(map_err)?;
         let revision = response.header().map_or(0, |h| h.revision());
         let kvs = response
             .kvs()
@@ -182,15 +189,14 @@ impl MetaStore for EtcdStore {
             )
             .and_then(txn.success.into_iter().map(convert_op).collect::<Vec<_>>())
             .or_else(txn.failure.into_iter().map(convert_op).collect::<Vec<_>>());
-        let response =
-            self.client
-                .clone()
-                .txn(request)
-                .await
-                .map_err(|err| match has_lease_put {
-                    Some(lease) => map_lease_err(lease)(err),
-                    None => map_err(err),
-                })?;
+        let response = self
+            .client()
+            .txn(request)
+            .await
+            .map_err(|err| match has_lease_put {
+                Some(lease) => map_lease_err(lease)(err),
+                None => map_err(err),
+            })?;
         let mut gets = Vec::new();
         for op in response.op_responses() {
             if let etcd::TxnOpResponse::Get(get) = op {
@@ -210,8 +216,7 @@ impl MetaStore for EtcdStore {
             options = options.with_start_revision(revision);
         }
         let mut stream = self
-            .client
-            .clone()
+            .client()
             .watch(prefix, Some(options))
             .await
             .map_err(map_err)?;
@@ -264,8 +269,7 @@ impl MetaStore for EtcdStore {
     async fn lease_grant(&self, ttl: Duration) -> Result<LeaseId> {
         let secs = i64::try_from(ttl.as_secs().max(1)).unwrap_or(i64::MAX);
         let response = self
-            .client
-            .clone()
+            .client()
             .lease_grant(secs, None)
             .await
             .map_err(map_err)?;
@@ -274,8 +278,7 @@ impl MetaStore for EtcdStore {
 
     async fn lease_keep_alive(&self, lease: LeaseId) -> Result<Duration> {
         let (mut keeper, mut responses) = self
-            .client
-            .clone()
+            .client()
             .lease_keep_alive(lease)
             .await
             .map_err(map_lease_err(lease))?;
@@ -289,8 +292,7 @@ impl MetaStore for EtcdStore {
     }
 
     async fn lease_revoke(&self, lease: LeaseId) -> Result<()> {
-        self.client
-            .clone()
+        self.client()
             .lease_revoke(lease)
             .await
             .map_err(map_lease_err(lease))?;

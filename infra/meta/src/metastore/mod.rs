@@ -29,7 +29,7 @@ use dlog_wire::error::{Classify, ErrorKind};
 
 pub mod embedded;
 pub mod etcd;
-mod etcd_tls;
+mod etcd_reload;
 
 /// Global revision of the store.
 pub type Revision = i64;
