@@ -284,9 +284,28 @@ fn replace_file(path: &std::path::Path, text: &str) {
     std::fs::rename(&new, path).unwrap();
 }
 
+/// Reads `key` through `store` until it is there, for at most `limit`.
+async fn read_within(
+    store: &dlog_meta::metastore::etcd::EtcdStore,
+    key: &str,
+    limit: Duration,
+    what: &str,
+) {
+    use dlog_meta::metastore::MetaStore;
+    let started = Instant::now();
+    loop {
+        match store.range(key, false).await {
+            Ok(found) if !found.kvs.is_empty() => return,
+            other => assert!(started.elapsed() < limit, "{what}: {other:?}"),
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
 /// A node's etcd connection takes rotated client certificate files, without
-/// a restart: a set etcd refuses is not taken (the working one stays); a set
-/// etcd takes is, so that the store goes on answering after etcd stops
+/// a restart, once the new set loses no member: a set etcd refuses, or one
+/// member refuses, is not taken (the working one stays); a set every member
+/// takes is, so that the store goes on answering after every member stops
 /// trusting the old certificate's CA.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_etcd_client_certificate_rotates_without_a_restart() {
@@ -299,14 +318,15 @@ async fn the_etcd_client_certificate_rotates_without_a_restart() {
     let old_ca = Ca::new("client CA, old");
     let new_ca = Ca::new("client CA, new");
     let stranger_ca = Ca::new("a CA etcd never trusts");
+    let bundle = |name: &str, cas: &[&Ca]| {
+        let path = dir.path().join(name);
+        let pem: String = cas.iter().map(|ca| ca.pem.as_str()).collect();
+        std::fs::write(&path, pem).unwrap();
+        path
+    };
     // etcd trusts clients of both client CAs at first; the store trusts
     // etcd's CA (the same file: etcd's --trusted-ca-file and its roots).
-    let trusted = dir.path().join("trusted.pem");
-    std::fs::write(
-        &trusted,
-        format!("{}{}{}", etcd_ca.pem, old_ca.pem, new_ca.pem),
-    )
-    .unwrap();
+    let trusted = bundle("trusted.pem", &[&etcd_ca, &old_ca, &new_ca]);
     let (server_cert, server_key) = etcd_ca.leaf("etcd", None).write(dir.path(), "server");
     let (cert, key) = old_ca.leaf("dlog", None).write(dir.path(), "client");
     let client = dlog_meta::metastore::EtcdTls {
@@ -319,19 +339,29 @@ async fn the_etcd_client_certificate_rotates_without_a_restart() {
         server_key,
         client: client.clone(),
     };
-    let Some(mut etcd) = EtcdCluster::start_with_tls(1, |_| None, Some(files)) else {
+    let Some(mut etcd) = EtcdCluster::start_with_tls(3, |_| None, Some(files)) else {
         return;
     };
-    let endpoint = format!("https://127.0.0.1:{}", etcd.members[0].client_port);
+    let endpoints: Vec<String> = etcd
+        .members
+        .iter()
+        .map(|m| format!("https://127.0.0.1:{}", m.client_port))
+        .collect();
     let interval = Duration::from_millis(200);
-    let store =
-        EtcdStore::connect_reloading(std::slice::from_ref(&endpoint), Some(&client), interval)
-            .await
-            .unwrap();
-    store
-        .put("/rotation", bytes::Bytes::from_static(b"before"))
+    let store = EtcdStore::connect_reloading(&endpoints, Some(&client), interval)
         .await
         .unwrap();
+    let started = Instant::now();
+    while let Err(err) = store
+        .put("/rotation", bytes::Bytes::from_static(b"x"))
+        .await
+    {
+        assert!(
+            started.elapsed() < Duration::from_secs(15),
+            "etcd does not answer: {err}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
 
     // A set etcd refuses is not taken: the store keeps answering.
     let refused = stranger_ca.leaf("dlog", None);
@@ -343,27 +373,37 @@ async fn the_etcd_client_certificate_rotates_without_a_restart() {
         .await
         .expect("the store took a certificate etcd refuses");
 
-    // The rotation: a certificate of the new CA; then etcd trusts only the
-    // new CA from its restart on.
+    // Nor a set one member refuses: member 0 trusts only the old CA.
+    etcd.restart_trusting(0, bundle("old-only.pem", &[&etcd_ca, &old_ca]));
     let rotated = new_ca.leaf("dlog", None);
     replace_file(&key, &rotated.key);
     replace_file(&cert, &rotated.cert);
-    tokio::time::sleep(interval * 10).await;
-    replace_file(&trusted, &format!("{}{}", etcd_ca.pem, new_ca.pem));
-    etcd.kill(0);
-    etcd.ensure_running(0);
-
-    let started = Instant::now();
-    loop {
-        match store.range("/rotation", false).await {
-            Ok(found) if !found.kvs.is_empty() => break,
-            other => assert!(
-                started.elapsed() < Duration::from_secs(30),
-                "the store did not reconnect with the rotated certificate within 30 s: {other:?}"
-            ),
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
+    tokio::time::sleep(interval * 15).await;
+    // Calls are spread over the members: thirty in a row would meet
+    // member 0 if the new set were in use.
+    for _ in 0..30 {
+        store
+            .range("/rotation", false)
+            .await
+            .expect("the store took a certificate one member refuses");
     }
+
+    // Once member 0 takes the new CA too, the set is taken; then every
+    // member stops trusting the old CA, one at a time.
+    etcd.restart_trusting(0, bundle("all.pem", &[&etcd_ca, &old_ca, &new_ca]));
+    let new_only = bundle("new-only.pem", &[&etcd_ca, &new_ca]);
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    for i in 0..3 {
+        etcd.restart_trusting(i, new_only.clone());
+    }
+    read_within(
+        &store,
+        "/rotation",
+        Duration::from_secs(30),
+        "the store did not move to the rotated certificate within 30 s",
+    )
+    .await;
+
     // And a client of the old CA is indeed refused now.
     let (old_cert, old_key) = old_ca.leaf("dlog", None).write(dir.path(), "old");
     let old = dlog_meta::metastore::EtcdTls {
@@ -371,7 +411,7 @@ async fn the_etcd_client_certificate_rotates_without_a_restart() {
         cert: Some(old_cert),
         key: Some(old_key),
     };
-    let refused = match EtcdStore::connect(&[endpoint], Some(&old)).await {
+    let refused = match EtcdStore::connect(&endpoints, Some(&old)).await {
         Ok(store) => store.range("/rotation", false).await.is_err(),
         Err(_) => true,
     };
