@@ -35,9 +35,24 @@ fn main() -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
-            eprintln!("dlog: {err:#}");
+            let message = format!("{err:#}");
+            eprintln!("dlog: {message}{}", scheme_hint(&message));
             ExitCode::FAILURE
         }
+    }
+}
+
+/// A hint for a client and a port that disagree about TLS: the errors
+/// themselves name only HTTP/2 or TLS internals.
+fn scheme_hint(message: &str) -> &'static str {
+    if message.contains("frame with invalid size") {
+        // A TLS server's alert read as an HTTP/2 frame.
+        " (is this a TLS port? use https:// and --tls-ca)"
+    } else if message.contains("InvalidContentType") {
+        // Plain HTTP/2 read as a TLS record.
+        " (is this a plaintext port? use http://)"
+    } else {
+        ""
     }
 }
 

@@ -97,6 +97,24 @@ async fn tls_everywhere_refuses_plaintext_strangers_and_non_nodes() {
     // Plaintext to a TLS port: refused, nothing created.
     let plaintext = Client::new(format!("http://127.0.0.1:{}", cluster.ingests[0].port));
     let refused = plaintext.create_log("ns/plain").await.unwrap_err();
+    // The CLI says so in one line, with what to do.
+    let cli = std::process::Command::new(env!("CARGO_BIN_EXE_dlog"))
+        .args([
+            "--endpoint",
+            &format!("http://127.0.0.1:{}", cluster.ingests[0].port),
+        ])
+        .args(["logs", "list"])
+        .env_remove("DLOG_TLS__CA")
+        .env_remove("DLOG_ENDPOINT")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&cli.stderr);
+    assert!(!cli.status.success(), "{stderr}");
+    assert_eq!(stderr.trim_end().lines().count(), 1, "{stderr}");
+    assert!(
+        stderr.contains("is this a TLS port? use https://"),
+        "{stderr}"
+    );
     assert_eq!(refused.kind(), ErrorKind::Unavailable, "{refused}");
     // A client that trusts another CA: refused at the handshake.
     let stranger_ca = Ca::new("another CA");
