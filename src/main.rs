@@ -51,6 +51,14 @@ fn scheme_hint(message: &str) -> &'static str {
     } else if message.contains("InvalidContentType") {
         // Plain HTTP/2 read as a TLS record.
         " (is this a plaintext port? use http://)"
+    } else if message.contains("http://")
+        && ["connection closed", "reset by peer", "Broken pipe"]
+            .iter()
+            .any(|closed| message.contains(closed))
+    {
+        // A TLS server may also just close the connection (its alert
+        // unread), which other failures do too: hence only a maybe.
+        " (if this port speaks TLS, use https:// and --tls-ca)"
     } else {
         ""
     }
@@ -72,4 +80,25 @@ fn worker_threads(args: &cli::Args) -> usize {
         return bench.threads.max(1);
     }
     std::thread::available_parallelism().map_or(2, |n| n.get())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::scheme_hint;
+
+    #[test]
+    fn a_scheme_mismatch_gets_a_hint_and_nothing_else_does() {
+        let tls_port = "no answer from http://h:1: h2 protocol error: frame with invalid size";
+        assert!(scheme_hint(tls_port).contains("use https://"));
+        let closed = "no answer from http://h:1: transport error: connection closed";
+        assert!(scheme_hint(closed).contains("if this port speaks TLS"));
+        let plain_port =
+            "no answer from https://h:1: received corrupt message of type InvalidContentType";
+        assert!(scheme_hint(plain_port).contains("use http://"));
+        assert_eq!(scheme_hint("log ns/x not found"), "");
+        assert_eq!(
+            scheme_hint("no answer from https://h:1: connection closed"),
+            ""
+        );
+    }
 }
