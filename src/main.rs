@@ -52,9 +52,9 @@ fn scheme_hint(message: &str) -> &'static str {
         // Plain HTTP/2 read as a TLS record.
         " (is this a plaintext port? use http://)"
     } else if message.contains("http://")
-        && ["connection closed", "reset by peer", "Broken pipe"]
+        && ["connection closed", "reset by peer", "broken pipe"]
             .iter()
-            .any(|closed| message.contains(closed))
+            .any(|closed| message.to_lowercase().contains(closed))
     {
         // A TLS server may also just close the connection (its alert
         // unread), which other failures do too: hence only a maybe.
@@ -92,6 +92,8 @@ mod tests {
         assert!(scheme_hint(tls_port).contains("use https://"));
         let closed = "no answer from http://h:1: transport error: connection closed";
         assert!(scheme_hint(closed).contains("if this port speaks TLS"));
+        let pipe = "no answer from http://h:1: stream closed because of a broken pipe";
+        assert!(scheme_hint(pipe).contains("if this port speaks TLS"));
         let plain_port =
             "no answer from https://h:1: received corrupt message of type InvalidContentType";
         assert!(scheme_hint(plain_port).contains("use http://"));

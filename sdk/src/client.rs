@@ -992,10 +992,12 @@ mod tests {
     /// A node no one listens on: the error names it and the root cause.
     #[tokio::test]
     async fn a_node_that_does_not_answer_is_named_with_the_cause() {
-        let port = {
-            let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-            listener.local_addr().unwrap().port()
-        };
+        // A port bound without listening, held for the whole test: a
+        // connection is refused, and no other test's server can take the
+        // port (a port freed at once could be, and was, in CI).
+        let held = tokio::net::TcpSocket::new_v4().unwrap();
+        held.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+        let port = held.local_addr().unwrap().port();
         let address = format!("http://127.0.0.1:{port}");
         let err = Client::new(&address).get_log("ns/a").await.unwrap_err();
         let text = err.to_string();
