@@ -45,17 +45,17 @@ fn main() -> ExitCode {
 /// A hint for a client and a port that disagree about TLS: the errors
 /// themselves name only HTTP/2 or TLS internals.
 fn scheme_hint(message: &str) -> &'static str {
+    let lower = message.to_lowercase();
+    let closed = ["connection closed", "reset by peer", "broken pipe"]
+        .iter()
+        .any(|closed| lower.contains(closed));
     if message.contains("frame with invalid size") {
         // A TLS server's alert read as an HTTP/2 frame.
         " (is this a TLS port? use https:// and --tls-ca)"
     } else if message.contains("InvalidContentType") {
         // Plain HTTP/2 read as a TLS record.
         " (is this a plaintext port? use http://)"
-    } else if message.contains("http://")
-        && ["connection closed", "reset by peer", "broken pipe"]
-            .iter()
-            .any(|closed| message.to_lowercase().contains(closed))
-    {
+    } else if message.contains("http://") && closed {
         // A TLS server may also just close the connection (its alert
         // unread), which other failures do too: hence only a maybe.
         " (if this port speaks TLS, use https:// and --tls-ca)"

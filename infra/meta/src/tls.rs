@@ -68,8 +68,39 @@ struct Loaded {
 #[derive(Debug)]
 struct State {
     loaded: Loaded,
-    /// A changed set seen once, waiting to be read the same again.
-    pending: Option<Pem>,
+    pending: Settling<Pem>,
+}
+
+/// Files read again and again, whose new content is taken only once two
+/// reads in a row agree: a rotation caught between two renames is not.
+#[derive(Debug)]
+pub(crate) struct Settling<T> {
+    /// A changed read, waiting to be read the same again.
+    seen: Option<T>,
+}
+
+impl<T> Default for Settling<T> {
+    fn default() -> Self {
+        Settling { seen: None }
+    }
+}
+
+impl<T: PartialEq + Clone> Settling<T> {
+    /// `read`, when it differs from `in_use` and the previous read was the
+    /// same. Until `in_use` becomes it, the same read is returned again
+    /// (a set that failed to apply is tried again).
+    pub(crate) fn settled(&mut self, read: T, in_use: &T) -> Option<T> {
+        if read == *in_use {
+            self.seen = None;
+            return None;
+        }
+        if self.seen.as_ref() == Some(&read) {
+            return Some(read);
+        }
+        // Seen once: maybe mid-rotation. Next time, if unchanged.
+        self.seen = Some(read);
+        None
+    }
 }
 
 /// A node's TLS configuration, current with its files.
@@ -98,7 +129,7 @@ impl TlsMaterial {
             server_name,
             state: RwLock::new(State {
                 loaded,
-                pending: None,
+                pending: Settling::default(),
             }),
         }))
     }
@@ -160,22 +191,16 @@ impl TlsMaterial {
     /// when it did.
     pub fn reload(&self) -> Result<bool, String> {
         let pem = read(&self.files)?;
-        {
+        let settled = {
             let mut state = self.state.write().unwrap_or_else(|p| p.into_inner());
-            if pem == state.loaded.pem {
-                state.pending = None;
-                return Ok(false);
-            }
-            if state.pending.as_ref() != Some(&pem) {
-                // Seen once: maybe mid-rotation. Next time, if unchanged.
-                state.pending = Some(pem);
-                return Ok(false);
-            }
-        }
+            let State { loaded, pending } = &mut *state;
+            pending.settled(pem, &loaded.pem)
+        };
+        let Some(pem) = settled else {
+            return Ok(false);
+        };
         let loaded = configure(&self.files, pem)?;
-        let mut state = self.state.write().unwrap_or_else(|p| p.into_inner());
-        state.loaded = loaded;
-        state.pending = None;
+        self.state.write().unwrap_or_else(|p| p.into_inner()).loaded = loaded;
         Ok(true)
     }
 

@@ -65,7 +65,7 @@ impl EtcdStore {
             .map_err(|err| {
                 Error::Unavailable(format!("connect to etcd at {}: {err}", endpoints.join(",")))
             })?;
-        let client = etcd_reload::slot(client);
+        let client = Arc::new(RwLock::new(client));
         if let (Some(tls), Some(pem)) = (tls, pem) {
             etcd_reload::watch_files(
                 Arc::downgrade(&client),

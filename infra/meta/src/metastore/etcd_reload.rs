@@ -21,12 +21,13 @@
 //!
 //! Crash safety: nothing is written; files are only read.
 
-use std::sync::{Arc, RwLock, Weak};
+use std::sync::{RwLock, Weak};
 use std::time::Duration;
 
 use etcd_client as etcd;
 
 use super::{Error, EtcdTls, Result};
+use crate::tls::Settling;
 
 /// The shortest interval between two reads of the files.
 const MIN_INTERVAL: Duration = Duration::from_millis(100);
@@ -141,7 +142,7 @@ pub(crate) fn watch_files(
     let interval = interval.max(MIN_INTERVAL);
     tokio::spawn(async move {
         let mut loaded = loaded;
-        let mut pending: Option<TlsPem> = None;
+        let mut pending = Settling::default();
         let mut refused: Option<Refused> = None;
         let mut unreadable = false;
         loop {
@@ -162,15 +163,11 @@ pub(crate) fn watch_files(
                 }
             };
             if pem == loaded {
-                pending = None;
                 refused = None;
-                continue;
             }
-            if pending.as_ref() != Some(&pem) {
-                // Seen once: maybe mid-rotation. Next time, if unchanged.
-                pending = Some(pem);
+            let Some(pem) = pending.settled(pem, &loaded) else {
                 continue;
-            }
+            };
             let now = tokio::time::Instant::now();
             if refused
                 .as_ref()
@@ -191,7 +188,6 @@ pub(crate) fn watch_files(
                     let Some(slot) = slot.upgrade() else { return };
                     *slot.write().unwrap_or_else(|p| p.into_inner()) = client;
                     loaded = pem;
-                    pending = None;
                     refused = None;
                     tracing::info!("etcd TLS files reloaded: new calls use them");
                 }
@@ -214,9 +210,4 @@ pub(crate) fn watch_files(
             }
         }
     });
-}
-
-/// A slot for the client in use, read by every call.
-pub(crate) fn slot(client: etcd::Client) -> Arc<RwLock<etcd::Client>> {
-    Arc::new(RwLock::new(client))
 }
