@@ -61,5 +61,5 @@ resource "aws_instance" "cache" {
   }
 
   # Cache nodes register in etcd at start; have the members up first.
-  depends_on = [aws_instance.etcd, aws_volume_attachment.etcd_data, aws_volume_attachment.etcd_wal, aws_secretsmanager_secret_version.node_tls, aws_iam_role_policy.tls_secret]
+  depends_on = [aws_instance.etcd, aws_volume_attachment.etcd_data, aws_volume_attachment.etcd_wal, aws_secretsmanager_secret_version.tls, aws_iam_role_policy.tls_secret]
 }

@@ -103,7 +103,7 @@ resource "aws_autoscaling_group" "compactor" {
 
   # Compactors read sealed segments from the cache nodes and the manifest
   # from etcd; have both up first.
-  depends_on = [aws_instance.etcd, aws_instance.cache, aws_secretsmanager_secret_version.node_tls, aws_iam_role_policy.tls_secret]
+  depends_on = [aws_instance.etcd, aws_instance.cache, aws_secretsmanager_secret_version.tls, aws_iam_role_policy.tls_secret]
 }
 
 # Terminating:Wait holds a leaving node while dlog-lifecycle-watch stops dlog,

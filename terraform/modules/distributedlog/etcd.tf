@@ -110,7 +110,7 @@ resource "aws_instance" "etcd" {
     report_script             = local.report_script
     ssm_agent_script          = local.ssm_agent_script
     tls_fetch_script          = local.tls_fetch_script
-    tls_secret_arn            = aws_secretsmanager_secret.etcd_tls[each.key].arn
+    tls_secret_arn            = aws_secretsmanager_secret.tls[each.key].arn
     tls_dir                   = local.tls_dir
     peer_cert_cn              = local.etcd_peer_cn
   }))
@@ -145,7 +145,7 @@ resource "aws_instance" "etcd" {
   }
 
   # The member's certificate is in Secrets Manager, and readable, before it boots.
-  depends_on = [aws_secretsmanager_secret_version.etcd_tls, aws_iam_role_policy.tls_secret]
+  depends_on = [aws_secretsmanager_secret_version.tls, aws_iam_role_policy.tls_secret]
 }
 
 resource "aws_volume_attachment" "etcd_data" {

@@ -224,8 +224,8 @@ resource "aws_iam_role_policy" "lifecycle_hook" {
 # hold the same kind of certificate.
 locals {
   tls_secret_arns = merge(
-    { for role in local.node_roles : role => [aws_secretsmanager_secret.node_tls.arn] if role != "etcd" },
-    { etcd = [for name in local.etcd_names : aws_secretsmanager_secret.etcd_tls[name].arn] },
+    { for role in local.node_roles : role => [aws_secretsmanager_secret.tls["node"].arn] if role != "etcd" },
+    { etcd = [for name in local.etcd_names : aws_secretsmanager_secret.tls[name].arn] },
   )
 }
 

@@ -81,7 +81,7 @@ locals {
     stop_timeout_seconds = var.drain_timeout_seconds
     metrics_port         = var.metrics_port
     client_tokens        = var.client_tokens
-    tls_secret_arn       = aws_secretsmanager_secret.node_tls.arn
+    tls_secret_arn       = aws_secretsmanager_secret.tls["node"].arn
     tls_dir              = local.tls_dir
     tls_server_name      = local.tls_server_name
     tls_fetch_script     = local.tls_fetch_script

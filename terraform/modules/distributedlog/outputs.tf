@@ -27,12 +27,12 @@ output "tls_server_name" {
 
 output "tls_node_cert_expires" {
   description = "When the node certificate expires (RFC 3339); the first apply tls_cert_renew_before_days before it issues the next one."
-  value       = tls_locally_signed_cert.node.validity_end_time
+  value       = tls_locally_signed_cert.leaf["node"].validity_end_time
 }
 
 output "tls_secret_arns" {
   description = "Secrets Manager secrets holding the TLS sets: node (every dlog node) and one per etcd member."
-  value       = merge({ node = aws_secretsmanager_secret.node_tls.arn }, { for name, secret in aws_secretsmanager_secret.etcd_tls : name => secret.arn })
+  value       = { for name, secret in aws_secretsmanager_secret.tls : name => secret.arn }
 }
 
 output "bucket_name" {

@@ -145,7 +145,7 @@ resource "aws_autoscaling_group" "reader" {
   }
 
   # Nodes register in etcd at start; have the members up first.
-  depends_on = [aws_instance.etcd, aws_secretsmanager_secret_version.node_tls, aws_iam_role_policy.tls_secret]
+  depends_on = [aws_instance.etcd, aws_secretsmanager_secret_version.tls, aws_iam_role_policy.tls_secret]
 }
 
 # Terminating:Wait holds a leaving node while dlog-lifecycle-watch stops dlog,

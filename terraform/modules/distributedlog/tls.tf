@@ -81,7 +81,37 @@ resource "time_rotating" "tls_keys" {
   rotation_days = var.tls_cert_validity_days - var.tls_cert_renew_before_days
 }
 
-resource "tls_private_key" "node" {
+# Every certificate the module issues, by the name of its secret: the one
+# all dlog nodes share, and one per etcd member.
+locals {
+  # tomap: one object type for both kinds, as for_each wants a map.
+  tls_leaves = tomap(merge(
+    {
+      node = {
+        what         = "the dlog nodes"
+        common_name  = local.tls_server_name
+        unit         = "dlog-node"
+        dns_names    = [local.tls_server_name, aws_lb.this.dns_name]
+        ip_addresses = []
+        tags         = {}
+      }
+    },
+    {
+      for name, member in var.etcd_members : name => {
+        what         = "etcd member ${name}"
+        common_name  = local.etcd_peer_cn
+        unit         = "dlog-etcd ${name}"
+        dns_names    = ["localhost"]
+        ip_addresses = [member.private_ip, "127.0.0.1"]
+        tags         = { "dlog:etcd-member" = name }
+      }
+    },
+  ))
+}
+
+resource "tls_private_key" "leaf" {
+  for_each = local.tls_leaves
+
   algorithm   = "ECDSA"
   ecdsa_curve = "P256"
 
@@ -90,19 +120,24 @@ resource "tls_private_key" "node" {
   }
 }
 
-resource "tls_cert_request" "node" {
-  private_key_pem = tls_private_key.node.private_key_pem
-  dns_names       = [local.tls_server_name, aws_lb.this.dns_name]
+resource "tls_cert_request" "leaf" {
+  for_each = local.tls_leaves
+
+  private_key_pem = tls_private_key.leaf[each.key].private_key_pem
+  dns_names       = each.value.dns_names
+  ip_addresses    = each.value.ip_addresses
 
   subject {
-    common_name         = local.tls_server_name
+    common_name         = each.value.common_name
     organization        = "distributedlog"
-    organizational_unit = "dlog-node"
+    organizational_unit = each.value.unit
   }
 }
 
-resource "tls_locally_signed_cert" "node" {
-  cert_request_pem      = tls_cert_request.node.cert_request_pem
+resource "tls_locally_signed_cert" "leaf" {
+  for_each = local.tls_leaves
+
+  cert_request_pem      = tls_cert_request.leaf[each.key].cert_request_pem
   ca_private_key_pem    = local.ca_key_pem
   ca_cert_pem           = local.ca_cert_pem
   validity_period_hours = local.tls_validity_hours
@@ -118,90 +153,34 @@ resource "tls_locally_signed_cert" "node" {
       condition     = var.tls_cert_renew_before_days < var.tls_cert_validity_days
       error_message = "tls_cert_renew_before_days must be less than tls_cert_validity_days."
     }
-  }
-}
-
-resource "tls_private_key" "etcd" {
-  for_each = var.etcd_members
-
-  algorithm   = "ECDSA"
-  ecdsa_curve = "P256"
-
-  lifecycle {
-    replace_triggered_by = [time_rotating.tls_keys]
-  }
-}
-
-resource "tls_cert_request" "etcd" {
-  for_each = var.etcd_members
-
-  private_key_pem = tls_private_key.etcd[each.key].private_key_pem
-  ip_addresses    = [each.value.private_ip, "127.0.0.1"]
-  dns_names       = ["localhost"]
-
-  subject {
-    common_name         = local.etcd_peer_cn
-    organization        = "distributedlog"
-    organizational_unit = "dlog-etcd ${each.key}"
-  }
-}
-
-resource "tls_locally_signed_cert" "etcd" {
-  for_each = var.etcd_members
-
-  cert_request_pem      = tls_cert_request.etcd[each.key].cert_request_pem
-  ca_private_key_pem    = local.ca_key_pem
-  ca_cert_pem           = local.ca_cert_pem
-  validity_period_hours = local.tls_validity_hours
-  early_renewal_hours   = local.tls_renew_hours
-  allowed_uses          = ["digital_signature", "key_encipherment", "server_auth", "client_auth"]
-
-  lifecycle {
     precondition {
-      condition     = (var.tls_ca_cert_pem == null) == (var.tls_ca_private_key_pem == null)
-      error_message = "tls_ca_cert_pem and tls_ca_private_key_pem go together: give both (your CA) or neither (the module creates one)."
+      condition     = !contains(keys(var.etcd_members), "node")
+      error_message = "No etcd member may be named node: its certificate and secret would be the dlog nodes'."
     }
   }
 }
 
 # ------------------------------------------------------- Secrets Manager ---
 
-resource "aws_secretsmanager_secret" "node_tls" {
-  name        = "${var.cluster_name}/tls/node"
-  description = "distributedlog ${var.cluster_name}: CA, certificate and key of the dlog nodes"
+resource "aws_secretsmanager_secret" "tls" {
+  for_each = local.tls_leaves
+
+  name        = "${var.cluster_name}/tls/${each.key}"
+  description = "distributedlog ${var.cluster_name}: CA, certificate and key of ${each.value.what}"
   kms_key_id  = local.kms_key_arn
   # No recovery window: the set is re-made by an apply, and a window would
   # block re-creating a cluster of the same name for a week.
   recovery_window_in_days = 0
-  tags                    = local.common_tags
+  tags                    = merge(local.common_tags, each.value.tags)
 }
 
-resource "aws_secretsmanager_secret_version" "node_tls" {
-  secret_id = aws_secretsmanager_secret.node_tls.id
+resource "aws_secretsmanager_secret_version" "tls" {
+  for_each = local.tls_leaves
+
+  secret_id = aws_secretsmanager_secret.tls[each.key].id
   secret_string = jsonencode({
     ca          = local.ca_cert_pem
-    certificate = tls_locally_signed_cert.node.cert_pem
-    private_key = tls_private_key.node.private_key_pem_pkcs8
-  })
-}
-
-resource "aws_secretsmanager_secret" "etcd_tls" {
-  for_each = var.etcd_members
-
-  name                    = "${var.cluster_name}/tls/${each.key}"
-  description             = "distributedlog ${var.cluster_name}: CA, certificate and key of etcd member ${each.key}"
-  kms_key_id              = local.kms_key_arn
-  recovery_window_in_days = 0
-  tags                    = merge(local.common_tags, { "dlog:etcd-member" = each.key })
-}
-
-resource "aws_secretsmanager_secret_version" "etcd_tls" {
-  for_each = var.etcd_members
-
-  secret_id = aws_secretsmanager_secret.etcd_tls[each.key].id
-  secret_string = jsonencode({
-    ca          = local.ca_cert_pem
-    certificate = tls_locally_signed_cert.etcd[each.key].cert_pem
-    private_key = tls_private_key.etcd[each.key].private_key_pem_pkcs8
+    certificate = tls_locally_signed_cert.leaf[each.key].cert_pem
+    private_key = tls_private_key.leaf[each.key].private_key_pem_pkcs8
   })
 }
