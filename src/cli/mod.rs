@@ -70,6 +70,9 @@ pub enum Command {
         /// Serve Prometheus metrics on HOST:PORT (GET /metrics); off if not given.
         #[arg(long)]
         metrics_listen: Option<String>,
+        /// Serve Kafka clients on HOST:PORT, or `off` [default: 127.0.0.1:9092].
+        #[arg(long)]
+        kafka_listen: Option<String>,
         #[command(flatten)]
         settings: SettingsFile,
     },
@@ -98,6 +101,9 @@ pub enum Command {
         /// segments created before this start.
         #[arg(long)]
         reinit_cache: bool,
+        /// Serve Kafka clients on HOST:PORT (ingest and reader nodes); off if not given.
+        #[arg(long)]
+        kafka_listen: Option<String>,
         #[command(flatten)]
         settings: SettingsFile,
     },
@@ -197,6 +203,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         node_id,
         metrics_listen,
         reinit_cache,
+        kafka_listen,
         settings,
     } = args.command
     {
@@ -213,6 +220,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         if reinit_cache {
             flags.set("reinit_cache", true);
         }
+        flags.set_some("kafka.listen", kafka_listen);
         settings.flags(&mut flags);
         flags.set_some("tls.ca", args.tls_ca.clone());
         flags.set_some("tls.server_name", args.tls_server_name.clone());
@@ -233,6 +241,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         data_dir,
         listen,
         metrics_listen,
+        kafka_listen,
         settings,
     } = args.command
     {
@@ -240,12 +249,17 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         flags.set_some("data_dir", data_dir);
         flags.set_some("listen", listen);
         flags.set_some("metrics_listen", metrics_listen);
+        flags.set_some("kafka.listen", kafka_listen);
         settings.flags(&mut flags);
         flags.set_some("tls.ca", args.tls_ca.clone());
         flags.set_some("tls.server_name", args.tls_server_name.clone());
         let defaults = NodeConfig {
             data_dir: Some(PathBuf::from("./dlog-data")),
             listen: Some("127.0.0.1:7070".to_owned()),
+            kafka: config::KafkaSection {
+                listen: Some("127.0.0.1:9092".to_owned()),
+                ..config::KafkaSection::default()
+            },
             ..NodeConfig::default()
         };
         let config = config::load(defaults, settings.config.as_deref(), &flags.0)?;

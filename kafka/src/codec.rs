@@ -1,0 +1,361 @@
+//! Kafka record batches to dlog records and back.
+//!
+//! Produce: each batch's framing and CRC are checked here (a wrong CRC is
+//! `CORRUPT_MESSAGE`, as in Kafka), compressed batches are inflated with a
+//! bound (a batch that inflates past the request limit is refused, so no
+//! hostile batch can make the node allocate without limit), and the records
+//! are decoded by the kafka-protocol crate.
+//!
+//! What a Kafka record keeps (docs/kafka.md):
+//! - key (null stays null), value (a null value is stored as an empty
+//!   payload), headers (names must be UTF-8; a null header value is stored
+//!   empty; headers come back ordered by name, and a repeated name keeps its
+//!   last value);
+//! - the timestamp is the time the owner appended the record, as with
+//!   Kafka's `message.timestamp.type=LogAppendTime`; the producer's
+//!   timestamp is not kept.
+
+use std::collections::BTreeMap;
+use std::io::Read;
+
+use bytes::{Buf, Bytes, BytesMut};
+use distributedlog::{Record, StoredRecord};
+use kafka_protocol::ResponseError;
+use kafka_protocol::indexmap::IndexMap;
+use kafka_protocol::protocol::StrBytes;
+use kafka_protocol::records::{
+    Compression, NO_PARTITION_LEADER_EPOCH, NO_PRODUCER_EPOCH, NO_PRODUCER_ID, Record as KRecord,
+    RecordBatchDecoder, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
+};
+
+use crate::errors::Refusal;
+
+/// Bytes of a batch before its CRC-covered part: base offset (8), length
+/// (4), partition leader epoch (4), magic (1), CRC (4).
+const BATCH_HEAD: usize = 21;
+/// Offset of the length field, and the bytes it does not count.
+const LENGTH_AT: usize = 8;
+const UNCOUNTED: usize = 12;
+/// Offset of the attributes within the batch.
+const ATTRIBUTES_AT: usize = 21;
+const TRANSACTIONAL: i16 = 1 << 4;
+const CONTROL: i16 = 1 << 5;
+/// Offset of the producer id within the batch.
+const PRODUCER_ID_AT: usize = 43;
+
+/// The records of one partition's `records` field of a Produce request,
+/// in order. `max_inflated` bounds the bytes of each batch after
+/// decompression.
+pub(crate) fn produced_records(
+    mut records: Bytes,
+    max_inflated: usize,
+) -> Result<Vec<Record>, Refusal> {
+    let mut out = Vec::new();
+    if records.is_empty() {
+        return Err(Refusal::new(
+            ResponseError::InvalidRecord,
+            "no record batch",
+        ));
+    }
+    while records.has_remaining() {
+        let batch = next_batch(&mut records)?;
+        let attributes = i16::from_be_bytes([batch[ATTRIBUTES_AT], batch[ATTRIBUTES_AT + 1]]);
+        if attributes & (TRANSACTIONAL | CONTROL) != 0 {
+            return Err(Refusal::new(
+                ResponseError::InvalidRecord,
+                "transactional batches are not supported",
+            ));
+        }
+        let producer_id = i64::from_be_bytes(
+            batch[PRODUCER_ID_AT..PRODUCER_ID_AT + 8]
+                .try_into()
+                .expect("eight bytes"),
+        );
+        if producer_id != NO_PRODUCER_ID {
+            return Err(Refusal::new(
+                ResponseError::InvalidRecord,
+                "idempotent producers are not supported yet: set enable.idempotence=false",
+            ));
+        }
+        let mut batch = batch;
+        let decoded = RecordBatchDecoder::decode_with_custom_compression(
+            &mut batch,
+            Some(|data: &mut Bytes, compression| inflate(data, compression, max_inflated)),
+        )
+        .map_err(|e| match e.downcast_ref::<Refusal>() {
+            Some(refusal) => refusal.clone(),
+            None => Refusal::new(
+                ResponseError::CorruptMessage,
+                format!("malformed record batch: {e}"),
+            ),
+        })?;
+        for record in decoded.records {
+            out.push(to_dlog(record)?);
+        }
+    }
+    Ok(out)
+}
+
+/// Splits the next batch off `records`, checking its framing, magic and CRC.
+fn next_batch(records: &mut Bytes) -> Result<Bytes, Refusal> {
+    let corrupt = |why: String| Refusal::new(ResponseError::CorruptMessage, why);
+    if records.len() < BATCH_HEAD {
+        return Err(corrupt(format!(
+            "a record batch of {} bytes is shorter than its header",
+            records.len()
+        )));
+    }
+    let length = i32::from_be_bytes(
+        records[LENGTH_AT..LENGTH_AT + 4]
+            .try_into()
+            .expect("four bytes"),
+    );
+    let total = usize::try_from(length)
+        .ok()
+        .and_then(|n| n.checked_add(UNCOUNTED))
+        .filter(|total| (ATTRIBUTES_AT + 40..=records.len()).contains(total))
+        .ok_or_else(|| {
+            corrupt(format!(
+                "a record batch declares {length} bytes; {} are left",
+                records.len() - UNCOUNTED
+            ))
+        })?;
+    let magic = records[16] as i8;
+    if magic != 2 {
+        return Err(Refusal::new(
+            ResponseError::UnsupportedForMessageFormat,
+            format!("record batch format v{magic}: only v2 is supported"),
+        ));
+    }
+    let batch = records.split_to(total);
+    let stored_crc = u32::from_be_bytes(batch[17..21].try_into().expect("four bytes"));
+    let crc = crc32c::crc32c(&batch[BATCH_HEAD..]);
+    if crc != stored_crc {
+        return Err(corrupt(format!(
+            "record batch CRC {stored_crc:#010x} does not match its contents ({crc:#010x})"
+        )));
+    }
+    Ok(batch)
+}
+
+/// Inflates a batch's records with at most `max` bytes out.
+fn inflate(data: &mut Bytes, compression: Compression, max: usize) -> anyhow::Result<Bytes> {
+    let input = std::mem::take(data);
+    let mut out = Vec::new();
+    let limit = max as u64 + 1;
+    match compression {
+        Compression::None => return Ok(input),
+        Compression::Gzip => {
+            flate2::read::GzDecoder::new(input.reader())
+                .take(limit)
+                .read_to_end(&mut out)?;
+        }
+        Compression::Zstd => {
+            zstd::stream::read::Decoder::new(input.reader())?
+                .take(limit)
+                .read_to_end(&mut out)?;
+        }
+        other => {
+            return Err(Refusal::new(
+                ResponseError::UnsupportedCompressionType,
+                format!("{other:?} compression is not supported (use none, gzip or zstd)"),
+            )
+            .into());
+        }
+    }
+    if out.len() > max {
+        return Err(Refusal::new(
+            ResponseError::RecordListTooLarge,
+            format!("a record batch inflates to more than {max} bytes"),
+        )
+        .into());
+    }
+    Ok(Bytes::from(out))
+}
+
+impl std::fmt::Display for Refusal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}: {}", self.code, self.message)
+    }
+}
+
+impl std::error::Error for Refusal {}
+
+fn to_dlog(record: KRecord) -> Result<Record, Refusal> {
+    let mut headers = BTreeMap::new();
+    for (name, value) in record.headers {
+        headers.insert(name.to_string(), value.unwrap_or_default());
+    }
+    Ok(Record {
+        payload: record.value.unwrap_or_default(),
+        key: record.key,
+        headers,
+        txid: None,
+    })
+}
+
+/// Encodes stored records as v2 record batches (uncompressed). Offsets are
+/// the dlog offsets; timestamps the append times.
+pub(crate) fn fetched_batches(records: &[StoredRecord]) -> Bytes {
+    let records: Vec<KRecord> = records.iter().map(to_kafka).collect();
+    let mut buf = BytesMut::new();
+    let options = RecordEncodeOptions {
+        version: 2,
+        compression: Compression::None,
+    };
+    // Encoding uncompressed records into a growable buffer cannot fail
+    // but for offsets more than 2^31 apart, which one fetch never holds.
+    RecordBatchEncoder::encode(&mut buf, records.iter(), &options)
+        .expect("uncompressed record batches encode");
+    buf.freeze()
+}
+
+fn to_kafka(stored: &StoredRecord) -> KRecord {
+    let offset = stored.offset as i64;
+    let mut headers = IndexMap::with_capacity(stored.record.headers.len());
+    for (name, value) in &stored.record.headers {
+        headers.insert(StrBytes::from_string(name.clone()), Some(value.clone()));
+    }
+    KRecord {
+        transactional: false,
+        control: false,
+        delete_horizon: false,
+        partition_leader_epoch: NO_PARTITION_LEADER_EPOCH,
+        producer_id: NO_PRODUCER_ID,
+        producer_epoch: NO_PRODUCER_EPOCH,
+        timestamp_type: TimestampType::LogAppend,
+        offset,
+        // The encoder starts a new batch wherever `offset - sequence`
+        // changes: a sequence that follows the offset keeps one batch.
+        sequence: offset as i32,
+        timestamp: stored.timestamp_ms,
+        key: stored.record.key.clone(),
+        value: Some(stored.record.payload.clone()),
+        headers,
+    }
+}
+
+/// Bytes a stored record takes in a fetch response, roughly (for the fetch
+/// size limits).
+pub(crate) fn fetched_size(stored: &StoredRecord) -> usize {
+    20 + stored.record.size() + 2 * stored.record.headers.len()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(i: i64) -> KRecord {
+        let mut headers = IndexMap::new();
+        headers.insert(
+            StrBytes::from_static_str("h"),
+            Some(Bytes::from(format!("v{i}"))),
+        );
+        KRecord {
+            transactional: false,
+            control: false,
+            delete_horizon: false,
+            partition_leader_epoch: NO_PARTITION_LEADER_EPOCH,
+            producer_id: NO_PRODUCER_ID,
+            producer_epoch: NO_PRODUCER_EPOCH,
+            timestamp_type: TimestampType::Creation,
+            offset: i,
+            sequence: -1,
+            timestamp: 1_700_000_000_000 + i,
+            key: (i % 2 == 0).then(|| Bytes::from(format!("k{i}"))),
+            value: Some(Bytes::from(format!("value {i}"))),
+            headers,
+        }
+    }
+
+    fn batch(compression: Compression) -> Bytes {
+        let records: Vec<KRecord> = (0..5).map(record).collect();
+        let mut buf = BytesMut::new();
+        let options = RecordEncodeOptions {
+            version: 2,
+            compression,
+        };
+        RecordBatchEncoder::encode(&mut buf, records.iter(), &options).unwrap();
+        buf.freeze()
+    }
+
+    #[test]
+    fn produced_batches_become_records_with_key_and_headers() {
+        let records = produced_records(batch(Compression::None), 1 << 20).unwrap();
+        assert_eq!(records.len(), 5);
+        assert_eq!(records[2].payload, "value 2");
+        assert_eq!(records[2].key.as_deref(), Some(&b"k2"[..]));
+        assert_eq!(records[3].key, None);
+        assert_eq!(records[3].headers["h"], "v3");
+    }
+
+    #[test]
+    fn a_wrong_crc_is_a_corrupt_message() {
+        let mut bytes = batch(Compression::None).to_vec();
+        let last = bytes.len() - 1;
+        bytes[last] ^= 0x55;
+        let refusal = produced_records(Bytes::from(bytes), 1 << 20).unwrap_err();
+        assert_eq!(refusal.code, ResponseError::CorruptMessage, "{refusal}");
+        assert!(refusal.message.contains("CRC"), "{refusal}");
+    }
+
+    #[test]
+    fn truncated_and_oversized_lengths_are_refused() {
+        let bytes = batch(Compression::None);
+        let refusal = produced_records(bytes.slice(..bytes.len() - 3), 1 << 20).unwrap_err();
+        assert_eq!(refusal.code, ResponseError::CorruptMessage, "{refusal}");
+        let refusal = produced_records(bytes.slice(..10), 1 << 20).unwrap_err();
+        assert_eq!(refusal.code, ResponseError::CorruptMessage, "{refusal}");
+    }
+
+    #[test]
+    fn a_batch_that_inflates_past_the_limit_is_refused() {
+        // The crate's own gzip encoder is off: compress by hand.
+        let plain = batch(Compression::None);
+        let refusal = produced_records(plain.clone(), 16).unwrap();
+        assert_eq!(refusal.len(), 5, "uncompressed batches are not inflated");
+        let mut body = Vec::new();
+        let mut encoder = flate2::write::GzEncoder::new(&mut body, flate2::Compression::default());
+        std::io::Write::write_all(&mut encoder, &vec![0u8; 1 << 20]).unwrap();
+        encoder.finish().unwrap();
+        let mut data = Bytes::from(body);
+        let err = inflate(&mut data, Compression::Gzip, 1000).unwrap_err();
+        let refusal = err.downcast_ref::<Refusal>().unwrap();
+        assert_eq!(refusal.code, ResponseError::RecordListTooLarge);
+    }
+
+    #[test]
+    fn snappy_and_lz4_are_unsupported_compression() {
+        let mut data = Bytes::from_static(b"whatever");
+        let err = inflate(&mut data, Compression::Lz4, 1000).unwrap_err();
+        let refusal = err.downcast_ref::<Refusal>().unwrap();
+        assert_eq!(refusal.code, ResponseError::UnsupportedCompressionType);
+    }
+
+    #[test]
+    fn fetched_records_encode_as_one_batch_that_decodes_back() {
+        let stored: Vec<StoredRecord> = (0..4)
+            .map(|i| StoredRecord {
+                offset: 100 + i,
+                timestamp_ms: 1_700_000_000_000,
+                record: Record {
+                    payload: Bytes::from(format!("p{i}")),
+                    key: Some(Bytes::from_static(b"k")),
+                    headers: [("a".to_owned(), Bytes::from_static(b"1"))].into(),
+                    txid: None,
+                },
+            })
+            .collect();
+        let mut bytes = fetched_batches(&stored);
+        let infos = RecordBatchDecoder::decode_batch_info(&mut bytes.clone()).unwrap();
+        assert_eq!(infos.len(), 1, "one batch");
+        assert_eq!(infos[0].record_count, 4);
+        let set = RecordBatchDecoder::decode(&mut bytes).unwrap();
+        assert_eq!(set.records[3].offset, 103);
+        assert_eq!(set.records[3].value.as_deref(), Some(&b"p3"[..]));
+        assert_eq!(
+            set.records[0].headers[&StrBytes::from_static_str("a")].as_deref(),
+            Some(&b"1"[..])
+        );
+    }
+}

@@ -1,0 +1,93 @@
+//! The Kafka-protocol listener: Kafka producers, consumers and tools read
+//! and write dlog logs unchanged (docs/kafka.md).
+//!
+//! The listener runs inside a node (`kafka.listen`; on by default in
+//! standalone) and turns each Kafka request into calls of the node's own
+//! gRPC services through the SDK: an append through the owner, so a
+//! produced record is acknowledged only after the cache quorum fsynced it,
+//! whatever `acks` asked; reads through the reader service, so fetches are
+//! tiered and long polls are woken by the LAC.
+//!
+//! This module owns the listener's accept loop; [`conn`] one connection,
+//! [`frame`] the framing, [`codec`] the record batches, [`topics`] the
+//! topic ↔ log mapping, [`versions`] what `ApiVersions` advertises, and one
+//! module per group of APIs.
+
+mod admin;
+mod codec;
+mod conn;
+mod errors;
+mod fetch;
+mod frame;
+mod metadata;
+mod offsets;
+mod produce;
+mod topics;
+mod versions;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use distributedlog::Client;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+/// Largest request frame, as Kafka's `socket.request.max.bytes` (100 MiB
+/// there): a longer one closes the connection.
+pub const DEFAULT_MAX_REQUEST_BYTES: usize = 64 * 1024 * 1024;
+
+/// What the listener serves and how it names itself.
+#[derive(Debug, Clone)]
+pub struct KafkaOptions {
+    /// The dlog namespace that holds the topics' logs.
+    pub namespace: String,
+    /// The address Metadata gives clients for this node.
+    pub advertised: SocketAddr,
+    /// The node id Metadata gives this node.
+    pub node_id: i32,
+    /// The cluster id Metadata reports.
+    pub cluster_id: String,
+    /// Largest request frame.
+    pub max_request_bytes: usize,
+    /// Partitions of a topic created by a Metadata or Produce request for
+    /// a topic that does not exist (Kafka's `num.partitions`); 0 turns
+    /// auto-creation off.
+    pub auto_create_partitions: i32,
+}
+
+/// The listener's shared state: its options and its dlog client.
+#[derive(Debug)]
+pub struct Gateway {
+    options: KafkaOptions,
+    client: Client,
+}
+
+impl Gateway {
+    /// A gateway that serves `options` through `client` (a client of the
+    /// node the listener runs in).
+    pub fn new(options: KafkaOptions, client: Client) -> Gateway {
+        Gateway { options, client }
+    }
+}
+
+/// Accepts Kafka connections on `listener` until `stop` is cancelled; each
+/// connection is served by its own task.
+pub async fn serve(listener: TcpListener, gateway: Arc<Gateway>, stop: CancellationToken) {
+    loop {
+        let accepted = tokio::select! {
+            _ = stop.cancelled() => return,
+            accepted = listener.accept() => accepted,
+        };
+        match accepted {
+            Ok((stream, peer)) => {
+                let _ = stream.set_nodelay(true);
+                tokio::spawn(conn::serve(stream, peer, gateway.clone(), stop.clone()));
+            }
+            Err(e) => {
+                // Out of descriptors and the like: wait rather than spin.
+                tracing::warn!(error = %e, "kafka: accept failed");
+                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+            }
+        }
+    }
+}
