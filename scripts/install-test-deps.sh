@@ -77,6 +77,12 @@ if ! "$venv/bin/python" -c 'import pyarrow' >/dev/null 2>&1; then
     echo "installing pyarrow into $venv" >&2
     "$venv/bin/pip" install -q --disable-pip-version-check 'pyarrow>=14'
 fi
+# Kafka clients no one here wrote, for the Kafka listener's tests: kafka-python
+# (a consumer group) and confluent-kafka (librdkafka, idempotent producers).
+if ! "$venv/bin/python" -c 'import kafka, confluent_kafka' >/dev/null 2>&1; then
+    echo "installing kafka-python and confluent-kafka into $venv" >&2
+    "$venv/bin/pip" install -q --disable-pip-version-check 'kafka-python==3.0.12' 'confluent-kafka==2.16.1'
+fi
 # The Terraform checks (scripts/check-terraform.sh): pinned, since
 # python-hcl2's output format changes between major versions.
 if ! "$venv/bin/python" -c 'import hcl2' >/dev/null 2>&1; then

@@ -448,3 +448,52 @@ async fn bad_input_gets_kafka_errors_and_loses_nothing_acknowledged() {
     let payloads: Vec<Bytes> = stored.into_iter().map(|r| r.record.payload).collect();
     assert_eq!(payloads, values, "exactly the acknowledged records");
 }
+
+/// Runs `tests/python/SCRIPT` with `args`; its stdout, after asserting it
+/// succeeded.
+fn run_python(python: &PathBuf, script: &str, args: &[&str], node: &Node) -> String {
+    let script = format!("{}/tests/python/{script}", env!("CARGO_MANIFEST_DIR"));
+    let output = Command::new(python)
+        .arg(&script)
+        .args(args)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+    assert!(
+        output.status.success(),
+        "{script} failed ({}):\n{stdout}\n{}\nnode log:\n{}",
+        output.status,
+        String::from_utf8_lossy(&output.stderr),
+        node.log()
+    );
+    stdout
+}
+
+/// kafka-python: three members of a group over six partitions, each
+/// partition consumed by one member; committed offsets resume after a
+/// member leaves (tests/python/kafka_group.py).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_kafka_python_group_shares_partitions_and_resumes_at_committed_offsets() {
+    let Some(python) = dlog_testkit::require_python_module("kafka") else {
+        return;
+    };
+    let node = Node::start();
+    let out = run_python(
+        &python,
+        "kafka_group.py",
+        &[&node.broker(), "shared", "readers"],
+        &node,
+    );
+    assert!(out.contains("\"members\": 3"), "{out}");
+    // The committed offsets are subscriptions of the partitions' logs.
+    let client = node.client();
+    let mut committed = 0;
+    for partition in 0..6 {
+        let log = format!("kafka/shared.{partition}");
+        if let Some(offset) = client.subscription(&log, "readers").await.unwrap() {
+            assert!(offset >= 100, "{log}: {offset}");
+            committed += 1;
+        }
+    }
+    assert_eq!(committed, 6, "every partition has the group's subscription");
+}

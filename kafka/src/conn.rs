@@ -24,7 +24,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 use crate::fetch::Readers;
-use crate::{Gateway, admin, fetch, frame, metadata, offsets, produce, versions};
+use crate::{Gateway, admin, commits, fetch, frame, groups, metadata, offsets, produce, versions};
 
 /// Bytes of the fixed part of every request header: API key, version,
 /// correlation id.
@@ -134,6 +134,16 @@ async fn answer(
             RequestKind::Produce(request) => produce::produce(gateway, request, version).await,
             RequestKind::Fetch(request) => fetch::fetch(gateway, readers, request, version).await,
             RequestKind::ListOffsets(request) => offsets::list_offsets(gateway, request).await,
+            RequestKind::FindCoordinator(request) => groups::find_coordinator(gateway, request),
+            RequestKind::JoinGroup(request) => {
+                let client = client.as_deref().unwrap_or("consumer");
+                groups::join(gateway, request, client, version).await
+            }
+            RequestKind::SyncGroup(request) => groups::sync(gateway, request).await,
+            RequestKind::Heartbeat(request) => groups::heartbeat(gateway, request),
+            RequestKind::LeaveGroup(request) => groups::leave(gateway, request, version),
+            RequestKind::OffsetCommit(request) => commits::commit(gateway, request).await,
+            RequestKind::OffsetFetch(request) => commits::fetch(gateway, request, version).await,
             // `versions::supports` admits only the APIs above.
             _ => return Err(format!("{api:?} is not served")),
         })

@@ -15,10 +15,12 @@
 
 mod admin;
 mod codec;
+mod commits;
 mod conn;
 mod errors;
 mod fetch;
 mod frame;
+mod groups;
 mod metadata;
 mod offsets;
 mod produce;
@@ -60,19 +62,25 @@ pub struct KafkaOptions {
 pub struct Gateway {
     options: KafkaOptions,
     client: Client,
+    groups: Arc<groups::Groups>,
 }
 
 impl Gateway {
     /// A gateway that serves `options` through `client` (a client of the
     /// node the listener runs in).
     pub fn new(options: KafkaOptions, client: Client) -> Gateway {
-        Gateway { options, client }
+        Gateway {
+            options,
+            client,
+            groups: Arc::default(),
+        }
     }
 }
 
 /// Accepts Kafka connections on `listener` until `stop` is cancelled; each
 /// connection is served by its own task.
 pub async fn serve(listener: TcpListener, gateway: Arc<Gateway>, stop: CancellationToken) {
+    tokio::spawn(gateway.groups.clone().reap(stop.clone()));
     loop {
         let accepted = tokio::select! {
             _ = stop.cancelled() => return,

@@ -18,6 +18,13 @@ pub(crate) const SUPPORTED: &[(ApiKey, i16, i16)] = &[
     (ApiKey::ApiVersions, 0, 3),
     (ApiKey::CreateTopics, 2, 7),
     (ApiKey::DeleteTopics, 1, 5),
+    (ApiKey::FindCoordinator, 0, 3),
+    (ApiKey::JoinGroup, 0, 5),
+    (ApiKey::SyncGroup, 0, 3),
+    (ApiKey::Heartbeat, 0, 3),
+    (ApiKey::LeaveGroup, 0, 3),
+    (ApiKey::OffsetCommit, 2, 7),
+    (ApiKey::OffsetFetch, 1, 7),
 ];
 
 /// The supported range of `api`, if the listener answers it.
@@ -49,6 +56,7 @@ mod tests {
         }
         assert!(supports(ApiKey::Fetch, 12));
         assert!(!supports(ApiKey::Fetch, 13));
-        assert!(!supports(ApiKey::JoinGroup, 0));
+        assert!(supports(ApiKey::JoinGroup, 0));
+        assert!(!supports(ApiKey::InitProducerId, 0));
     }
 }
