@@ -2,6 +2,8 @@
 //! produces and consumes through a `dlog standalone` node, and raw frames
 //! bring the bad input a broken or hostile client could send.
 
+mod common;
+
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::path::PathBuf;
@@ -496,4 +498,83 @@ async fn a_kafka_python_group_shares_partitions_and_resumes_at_committed_offsets
         }
     }
     assert_eq!(committed, 6, "every partition has the group's subscription");
+}
+
+/// confluent-kafka (librdkafka) with `enable.idempotence=true` produces
+/// through one node's listener while the partition's owner, another ingest
+/// node, is killed with kill -9: every acknowledged value is read back, and
+/// no value twice (tests/python/kafka_idempotent.py).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_idempotent_producer_loses_and_duplicates_nothing_when_the_owner_is_killed() {
+    let Some(python) = dlog_testkit::require_python_module("confluent_kafka") else {
+        return;
+    };
+    let spec = common::ClusterSpec {
+        caches: 3,
+        ingests: 2,
+        ingest_roles: "ingest,reader",
+        ..common::ClusterSpec::default()
+    };
+    let Some(mut cluster) = common::Cluster::start_spec(spec).await else {
+        return;
+    };
+    // The listener runs on ingest-1; ingest-2 will own the partition.
+    let kafka = free_port();
+    cluster.ingests[0].kill();
+    cluster.ingests[0].start_with_args(&["--kafka-listen", &format!("127.0.0.1:{kafka}")]);
+    assert!(
+        wait_for_port(([127, 0, 0, 1], kafka).into(), Duration::from_secs(30)),
+        "the listener did not start: {}",
+        cluster.ingests[0].log_text()
+    );
+    let owner = cluster.client(cluster.ingests[1].address());
+    owner.create_log("kafka/failover.0").await.unwrap();
+    owner
+        .append(
+            "kafka/failover.0",
+            vec![distributedlog::Record::new("first")],
+            None,
+        )
+        .await
+        .unwrap();
+    assert_eq!(cluster.owner_of("kafka/failover.0").await, Some(1));
+
+    let script = format!(
+        "{}/tests/python/kafka_idempotent.py",
+        env!("CARGO_MANIFEST_DIR")
+    );
+    let producer = Command::new(&python)
+        .args([&script, &format!("127.0.0.1:{kafka}"), "failover", "16"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    cluster.ingests[1].kill();
+    let output = tokio::task::spawn_blocking(move || producer.wait_with_output())
+        .await
+        .unwrap()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "{stdout}\n{}\nlistener node:\n{}",
+        String::from_utf8_lossy(&output.stderr),
+        cluster.ingests[0].log_text()
+    );
+    eprintln!("idempotent producer across the owner's kill -9: {stdout}");
+    assert_eq!(cluster.owner_of("kafka/failover.0").await, Some(0));
+
+    // The same through dlog: each value once.
+    let reader = cluster.client(cluster.ingests[0].address());
+    let stored = read_all(&reader, "kafka/failover.0").await;
+    let mut values: Vec<&Bytes> = stored.iter().map(|r| &r.record.payload).collect();
+    let total = values.len();
+    values.sort();
+    values.dedup();
+    assert_eq!(values.len(), total, "a value stored twice");
+    let summary: serde_json::Value = serde_json::from_str(stdout.trim()).unwrap();
+    assert!(summary["acked"].as_u64().unwrap() > 1000, "{summary}");
+    assert_eq!(summary["duplicates"], 0);
+    assert_eq!(summary["lost"], 0);
 }

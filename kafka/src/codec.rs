@@ -42,15 +42,42 @@ const TRANSACTIONAL: i16 = 1 << 4;
 const CONTROL: i16 = 1 << 5;
 /// Offset of the producer id within the batch.
 const PRODUCER_ID_AT: usize = 43;
+/// Offsets of the producer epoch and the base sequence within the batch.
+const EPOCH_AT: usize = 51;
+const SEQUENCE_AT: usize = 53;
+
+/// The header that carries an idempotent batch's producer on the batch's
+/// first record: `PID:EPOCH:FIRST_SEQUENCE:COUNT` (crate::idempotence).
+/// Kafka consumers never see it; a produced record may not carry it.
+pub(crate) const PRODUCER_HEADER: &str = "dlog.kafka.producer";
+
+/// Who wrote an idempotent batch, from its header.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Producer {
+    pub id: i64,
+    pub epoch: i16,
+    pub first_sequence: i32,
+}
+
+/// The records of one partition's `records` field of a Produce request.
+#[derive(Debug)]
+pub(crate) struct Produced {
+    pub records: Vec<Record>,
+    /// The producer, when the batch is idempotent.
+    pub producer: Option<Producer>,
+}
 
 /// The records of one partition's `records` field of a Produce request,
 /// in order. `max_inflated` bounds the bytes of each batch after
-/// decompression.
+/// decompression. An idempotent batch must come alone (as Kafka requires
+/// from Produce v3 on).
 pub(crate) fn produced_records(
     mut records: Bytes,
     max_inflated: usize,
-) -> Result<Vec<Record>, Refusal> {
+) -> Result<Produced, Refusal> {
     let mut out = Vec::new();
+    let mut producer = None;
+    let mut batches = 0;
     if records.is_empty() {
         return Err(Refusal::new(
             ResponseError::InvalidRecord,
@@ -71,10 +98,30 @@ pub(crate) fn produced_records(
                 .try_into()
                 .expect("eight bytes"),
         );
+        batches += 1;
         if producer_id != NO_PRODUCER_ID {
+            let epoch = i16::from_be_bytes([batch[EPOCH_AT], batch[EPOCH_AT + 1]]);
+            let first_sequence = i32::from_be_bytes(
+                batch[SEQUENCE_AT..SEQUENCE_AT + 4]
+                    .try_into()
+                    .expect("four bytes"),
+            );
+            if producer_id < 0 || epoch < 0 || first_sequence < 0 {
+                return Err(Refusal::new(
+                    ResponseError::InvalidRecord,
+                    format!("producer {producer_id} epoch {epoch} sequence {first_sequence}"),
+                ));
+            }
+            producer = Some(Producer {
+                id: producer_id,
+                epoch,
+                first_sequence,
+            });
+        }
+        if producer.is_some() && batches > 1 {
             return Err(Refusal::new(
                 ResponseError::InvalidRecord,
-                "idempotent producers are not supported yet: set enable.idempotence=false",
+                "an idempotent batch must be the only batch of its partition in a request",
             ));
         }
         let mut batch = batch;
@@ -93,7 +140,10 @@ pub(crate) fn produced_records(
             out.push(to_dlog(record)?);
         }
     }
-    Ok(out)
+    Ok(Produced {
+        records: out,
+        producer,
+    })
 }
 
 /// Splits the next batch off `records`, checking its framing, magic and CRC.
@@ -184,6 +234,12 @@ impl std::error::Error for Refusal {}
 fn to_dlog(record: KRecord) -> Result<Record, Refusal> {
     let mut headers = BTreeMap::new();
     for (name, value) in record.headers {
+        if name.as_str() == PRODUCER_HEADER {
+            return Err(Refusal::new(
+                ResponseError::InvalidRecord,
+                format!("the header name {PRODUCER_HEADER} is reserved"),
+            ));
+        }
         headers.insert(name.to_string(), value.unwrap_or_default());
     }
     Ok(Record {
@@ -214,6 +270,9 @@ fn to_kafka(stored: &StoredRecord) -> KRecord {
     let offset = stored.offset as i64;
     let mut headers = IndexMap::with_capacity(stored.record.headers.len());
     for (name, value) in &stored.record.headers {
+        if name == PRODUCER_HEADER {
+            continue;
+        }
         headers.insert(StrBytes::from_string(name.clone()), Some(value.clone()));
     }
     KRecord {
@@ -281,7 +340,9 @@ mod tests {
 
     #[test]
     fn produced_batches_become_records_with_key_and_headers() {
-        let records = produced_records(batch(Compression::None), 1 << 20).unwrap();
+        let produced = produced_records(batch(Compression::None), 1 << 20).unwrap();
+        assert_eq!(produced.producer, None);
+        let records = produced.records;
         assert_eq!(records.len(), 5);
         assert_eq!(records[2].payload, "value 2");
         assert_eq!(records[2].key.as_deref(), Some(&b"k2"[..]));
@@ -312,8 +373,12 @@ mod tests {
     fn a_batch_that_inflates_past_the_limit_is_refused() {
         // The crate's own gzip encoder is off: compress by hand.
         let plain = batch(Compression::None);
-        let refusal = produced_records(plain.clone(), 16).unwrap();
-        assert_eq!(refusal.len(), 5, "uncompressed batches are not inflated");
+        let produced = produced_records(plain.clone(), 16).unwrap();
+        assert_eq!(
+            produced.records.len(),
+            5,
+            "uncompressed batches are not inflated"
+        );
         let mut body = Vec::new();
         let mut encoder = flate2::write::GzEncoder::new(&mut body, flate2::Compression::default());
         std::io::Write::write_all(&mut encoder, &vec![0u8; 1 << 20]).unwrap();

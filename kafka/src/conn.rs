@@ -24,7 +24,10 @@ use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 use crate::fetch::Readers;
-use crate::{Gateway, admin, commits, fetch, frame, groups, metadata, offsets, produce, versions};
+use crate::{
+    Gateway, admin, commits, fetch, frame, groups, idempotence, metadata, offsets, produce,
+    versions,
+};
 
 /// Bytes of the fixed part of every request header: API key, version,
 /// correlation id.
@@ -144,6 +147,7 @@ async fn answer(
             RequestKind::LeaveGroup(request) => groups::leave(gateway, request, version),
             RequestKind::OffsetCommit(request) => commits::commit(gateway, request).await,
             RequestKind::OffsetFetch(request) => commits::fetch(gateway, request, version).await,
+            RequestKind::InitProducerId(request) => idempotence::init_producer_id(request, version),
             // `versions::supports` admits only the APIs above.
             _ => return Err(format!("{api:?} is not served")),
         })

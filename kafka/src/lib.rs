@@ -21,6 +21,7 @@ mod errors;
 mod fetch;
 mod frame;
 mod groups;
+mod idempotence;
 mod metadata;
 mod offsets;
 mod produce;
@@ -63,6 +64,7 @@ pub struct Gateway {
     options: KafkaOptions,
     client: Client,
     groups: Arc<groups::Groups>,
+    producers: idempotence::Producers,
 }
 
 impl Gateway {
@@ -73,6 +75,7 @@ impl Gateway {
             options,
             client,
             groups: Arc::default(),
+            producers: idempotence::Producers::default(),
         }
     }
 }

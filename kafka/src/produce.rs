@@ -14,7 +14,7 @@ use dlog_wire::limits::Limits;
 
 use crate::conn::Outcome;
 use crate::errors::{Refusal, refusal};
-use crate::{Gateway, codec, topics};
+use crate::{Gateway, codec, idempotence, topics};
 
 pub(crate) async fn produce(gateway: &Gateway, request: ProduceRequest, version: i16) -> Outcome {
     let acks = request.acks;
@@ -50,9 +50,9 @@ async fn produce_topic(
             response.index = index;
             response.log_start_offset = -1;
             match append(gateway, name, partition, acks, transactional).await {
-                Ok(appended) => {
-                    response.base_offset = appended.first_offset as i64;
-                    response.log_append_time_ms = appended.timestamp_ms;
+                Ok((first_offset, timestamp_ms)) => {
+                    response.base_offset = first_offset as i64;
+                    response.log_append_time_ms = timestamp_ms;
                 }
                 Err(refusal) => {
                     tracing::debug!(topic = %name.as_str(), partition = index, %refusal, "kafka: produce refused");
@@ -81,7 +81,7 @@ async fn append(
     partition: PartitionProduceData,
     acks: i16,
     transactional: bool,
-) -> Result<distributedlog::Appended, Refusal> {
+) -> Result<(u64, i64), Refusal> {
     if !(-1..=1).contains(&acks) {
         return Err(Refusal::new(
             ResponseError::InvalidRequiredAcks,
@@ -105,14 +105,21 @@ async fn append(
     let records = partition
         .records
         .ok_or_else(|| Refusal::new(ResponseError::InvalidRecord, "no records"))?;
-    let records = codec::produced_records(records, gateway.options.max_request_bytes)?;
-    check_limits(&records)?;
+    let produced = codec::produced_records(records, gateway.options.max_request_bytes)?;
+    check_limits(&produced.records)?;
     let log = topics::log_name(&gateway.options.namespace, topic, partition.index);
-    gateway
-        .client
-        .append(&log, records, None)
-        .await
-        .map_err(|e| refusal(&e))
+    match produced.producer {
+        Some(producer) => {
+            let written = idempotence::append(gateway, &log, producer, produced.records).await?;
+            Ok((written.first_offset, written.timestamp_ms))
+        }
+        None => gateway
+            .client
+            .append(&log, produced.records, None)
+            .await
+            .map(|appended| (appended.first_offset, appended.timestamp_ms))
+            .map_err(|e| refusal(&e)),
+    }
 }
 
 /// The node's record limits, with Kafka's codes: one record over a limit is

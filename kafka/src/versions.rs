@@ -25,6 +25,7 @@ pub(crate) const SUPPORTED: &[(ApiKey, i16, i16)] = &[
     (ApiKey::LeaveGroup, 0, 3),
     (ApiKey::OffsetCommit, 2, 7),
     (ApiKey::OffsetFetch, 1, 7),
+    (ApiKey::InitProducerId, 0, 4),
 ];
 
 /// The supported range of `api`, if the listener answers it.
@@ -57,6 +58,6 @@ mod tests {
         assert!(supports(ApiKey::Fetch, 12));
         assert!(!supports(ApiKey::Fetch, 13));
         assert!(supports(ApiKey::JoinGroup, 0));
-        assert!(!supports(ApiKey::InitProducerId, 0));
+        assert!(!supports(ApiKey::EndTxn, 0));
     }
 }
