@@ -40,6 +40,7 @@ pub async fn bind(config: &NodeConfig) -> anyhow::Result<Option<TcpListener>> {
 pub fn start(
     listener: TcpListener,
     config: &NodeConfig,
+    node_id: &str,
     grpc: SocketAddr,
     stop: CancellationToken,
 ) -> anyhow::Result<()> {
@@ -75,7 +76,7 @@ pub fn start(
     let options = dlog_kafka::KafkaOptions {
         namespace: config.kafka.namespace.clone(),
         advertised,
-        node_id: 0,
+        node_id: broker_id(node_id),
         cluster_id: "dlog".to_owned(),
         max_request_bytes: config.kafka.max_request_bytes,
         auto_create_partitions: config.kafka.auto_create_partitions,
@@ -86,4 +87,25 @@ pub fn start(
     let gateway = Arc::new(dlog_kafka::Gateway::new(options, client));
     tokio::spawn(dlog_kafka::serve(listener, gateway, stop));
     Ok(())
+}
+
+/// The node's Kafka broker id: a hash of its node id (stable across
+/// restarts, distinct between nodes with overwhelming odds), so that clients
+/// given several nodes never see one broker id move between addresses.
+fn broker_id(node_id: &str) -> i32 {
+    // FNV-1a: fixed, unlike the standard library's seeded hasher.
+    let hash = node_id.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+    });
+    (hash & 0x7fff_ffff) as i32
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn broker_ids_are_stable_and_positive() {
+        assert_eq!(super::broker_id("ingest-1"), super::broker_id("ingest-1"));
+        assert_ne!(super::broker_id("ingest-1"), super::broker_id("ingest-2"));
+        assert!(super::broker_id("standalone") >= 0);
+    }
 }

@@ -410,7 +410,7 @@ pub async fn serve(options: ServeOptions, shutdown: CancellationToken) -> anyhow
         ));
     }
     if let Some(kafka) = kafka_listener {
-        crate::kafka::start(kafka, &config, addr, background_stop.clone())?;
+        crate::kafka::start(kafka, &config, &node.id, addr, background_stop.clone())?;
     }
     // Registered, listening: load balancers may send work.
     readiness.set(true);

@@ -1,6 +1,5 @@
 //! `ApiVersions`, `CreateTopics`, `DeleteTopics`.
 
-use futures::future::join_all;
 use kafka_protocol::ResponseError;
 use kafka_protocol::messages::api_versions_response::ApiVersion;
 use kafka_protocol::messages::create_topics_request::CreatableTopic;
@@ -14,6 +13,7 @@ use kafka_protocol::protocol::StrBytes;
 
 use crate::conn::Outcome;
 use crate::errors::{Refusal, refusal};
+use crate::in_order;
 use crate::topics::{self, MAX_PARTITIONS};
 use crate::{Gateway, versions};
 
@@ -43,7 +43,7 @@ pub(crate) async fn create_topics(
     version: i16,
 ) -> Outcome {
     let validate_only = request.validate_only;
-    let results = join_all(
+    let results = in_order(
         request
             .topics
             .into_iter()
@@ -121,8 +121,22 @@ pub(crate) async fn create_partitions(
         let log = topics::log_name(namespace, topic, partition);
         match gateway.client.create_log(&log).await {
             Ok(_) => {}
-            // A retry after a crash half-way: the partition is there.
-            Err(e) if e.kind() == distributedlog::ErrorKind::AlreadyExists && partition > 0 => {}
+            // A retry after a crash half-way: the partition is there, and
+            // empty. One with records was left by a delete cut short: the
+            // new topic must not inherit them.
+            Err(e) if e.kind() == distributedlog::ErrorKind::AlreadyExists && partition > 0 => {
+                let tail = gateway
+                    .client
+                    .check_tail(&log)
+                    .await
+                    .map_err(|e| refusal(&e))?;
+                if tail.next_offset > 0 {
+                    return Err(Refusal::new(
+                        ResponseError::TopicAlreadyExists,
+                        format!("the log {log} exists and holds records: delete the topic first"),
+                    ));
+                }
+            }
             Err(e) => return Err(refusal(&e)),
         }
     }
@@ -141,7 +155,7 @@ pub(crate) async fn delete_topics(
     } else {
         request.topic_names
     };
-    let results = join_all(names.into_iter().map(|name| async move {
+    let results = in_order(names.into_iter().map(|name| async move {
         let mut result = DeletableTopicResult::default();
         if let Err(refusal) = delete_one(gateway, &name).await {
             result.error_code = refusal.code.code();
@@ -169,16 +183,17 @@ async fn delete_one(gateway: &Gateway, topic: &str) -> Result<(), Refusal> {
         .list_logs(&prefix)
         .await
         .map_err(|e| refusal(&e))?;
-    let count = topics::topics_of(namespace, &logs)
-        .get(topic)
-        .copied()
-        .ok_or_else(|| {
-            Refusal::new(
-                ResponseError::UnknownTopicOrPartition,
-                format!("topic {topic} does not exist"),
-            )
-        })?;
-    for partition in 0..count {
+    // Every partition log, also those left by a delete cut short (partition
+    // 0 goes first, so the topic is gone at once).
+    let partitions = topics::partitions_of(namespace, topic, &logs);
+    if partitions.is_empty() {
+        return Err(Refusal::new(
+            ResponseError::UnknownTopicOrPartition,
+            format!("topic {topic} does not exist"),
+        ));
+    }
+    let count = partitions.len();
+    for partition in partitions {
         let log = topics::log_name(namespace, topic, partition);
         match gateway.client.delete_log(&log).await {
             Ok(()) => {}

@@ -28,6 +28,8 @@ use kafka_protocol::records::{
     RecordBatchDecoder, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
 };
 
+use dlog_wire::limits::Limits;
+
 use crate::errors::Refusal;
 
 /// Bytes of a batch before its CRC-covered part: base offset (8), length
@@ -45,6 +47,8 @@ const PRODUCER_ID_AT: usize = 43;
 /// Offsets of the producer epoch and the base sequence within the batch.
 const EPOCH_AT: usize = 51;
 const SEQUENCE_AT: usize = 53;
+/// Offset of the record count within the batch.
+const COUNT_AT: usize = 57;
 
 /// The header that carries an idempotent batch's producer on the batch's
 /// first record: `PID:EPOCH:FIRST_SEQUENCE:COUNT` (crate::idempotence).
@@ -68,16 +72,17 @@ pub(crate) struct Produced {
 }
 
 /// The records of one partition's `records` field of a Produce request,
-/// in order. `max_inflated` bounds the bytes of each batch after
-/// decompression. An idempotent batch must come alone (as Kafka requires
-/// from Produce v3 on).
-pub(crate) fn produced_records(
-    mut records: Bytes,
-    max_inflated: usize,
-) -> Result<Produced, Refusal> {
+/// in order, within `limits`: the batch headers' record counts are checked
+/// before anything is decoded, and the batches together inflate to at most
+/// twice the append limit (records carry framing), so that no small
+/// compressed request makes the node build millions of records. An
+/// idempotent batch must come alone (as Kafka requires from Produce v3 on).
+pub(crate) fn produced_records(mut records: Bytes, limits: &Limits) -> Result<Produced, Refusal> {
     let mut out = Vec::new();
     let mut producer = None;
     let mut batches = 0;
+    let mut counted = 0usize;
+    let mut inflate_budget = limits.max_append_bytes.saturating_mul(2);
     if records.is_empty() {
         return Err(Refusal::new(
             ResponseError::InvalidRecord,
@@ -91,6 +96,21 @@ pub(crate) fn produced_records(
             return Err(Refusal::new(
                 ResponseError::InvalidRecord,
                 "transactional batches are not supported",
+            ));
+        }
+        let count = i32::from_be_bytes(
+            batch[COUNT_AT..COUNT_AT + 4]
+                .try_into()
+                .expect("four bytes"),
+        );
+        counted = counted.saturating_add(usize::try_from(count).unwrap_or(usize::MAX));
+        if counted > limits.max_append_records {
+            return Err(Refusal::new(
+                ResponseError::RecordListTooLarge,
+                format!(
+                    "more than {} records for one partition in one request",
+                    limits.max_append_records
+                ),
             ));
         }
         let producer_id = i64::from_be_bytes(
@@ -125,9 +145,15 @@ pub(crate) fn produced_records(
             ));
         }
         let mut batch = batch;
+        let budget = inflate_budget;
+        let inflated = std::cell::Cell::new(0usize);
         let decoded = RecordBatchDecoder::decode_with_custom_compression(
             &mut batch,
-            Some(|data: &mut Bytes, compression| inflate(data, compression, max_inflated)),
+            Some(|data: &mut Bytes, compression| {
+                let out = inflate(data, compression, budget)?;
+                inflated.set(out.len());
+                Ok(out)
+            }),
         )
         .map_err(|e| match e.downcast_ref::<Refusal>() {
             Some(refusal) => refusal.clone(),
@@ -136,6 +162,7 @@ pub(crate) fn produced_records(
                 format!("malformed record batch: {e}"),
             ),
         })?;
+        inflate_budget = inflate_budget.saturating_sub(inflated.get());
         for record in decoded.records {
             out.push(to_dlog(record)?);
         }
@@ -252,18 +279,17 @@ fn to_dlog(record: KRecord) -> Result<Record, Refusal> {
 
 /// Encodes stored records as v2 record batches (uncompressed). Offsets are
 /// the dlog offsets; timestamps the append times.
-pub(crate) fn fetched_batches(records: &[StoredRecord]) -> Bytes {
+pub(crate) fn fetched_batches(records: &[StoredRecord]) -> anyhow::Result<Bytes> {
     let records: Vec<KRecord> = records.iter().map(to_kafka).collect();
     let mut buf = BytesMut::new();
     let options = RecordEncodeOptions {
         version: 2,
         compression: Compression::None,
     };
-    // Encoding uncompressed records into a growable buffer cannot fail
-    // but for offsets more than 2^31 apart, which one fetch never holds.
-    RecordBatchEncoder::encode(&mut buf, records.iter(), &options)
-        .expect("uncompressed record batches encode");
-    buf.freeze()
+    // Uncompressed records into a growable buffer fail only past 2 GiB or
+    // for offsets 2^31 apart, which one fetch (bounded) never holds.
+    RecordBatchEncoder::encode(&mut buf, records.iter(), &options)?;
+    Ok(buf.freeze())
 }
 
 fn to_kafka(stored: &StoredRecord) -> KRecord {
@@ -340,7 +366,7 @@ mod tests {
 
     #[test]
     fn produced_batches_become_records_with_key_and_headers() {
-        let produced = produced_records(batch(Compression::None), 1 << 20).unwrap();
+        let produced = produced_records(batch(Compression::None), &Limits::DEFAULT).unwrap();
         assert_eq!(produced.producer, None);
         let records = produced.records;
         assert_eq!(records.len(), 5);
@@ -355,7 +381,7 @@ mod tests {
         let mut bytes = batch(Compression::None).to_vec();
         let last = bytes.len() - 1;
         bytes[last] ^= 0x55;
-        let refusal = produced_records(Bytes::from(bytes), 1 << 20).unwrap_err();
+        let refusal = produced_records(Bytes::from(bytes), &Limits::DEFAULT).unwrap_err();
         assert_eq!(refusal.code, ResponseError::CorruptMessage, "{refusal}");
         assert!(refusal.message.contains("CRC"), "{refusal}");
     }
@@ -363,9 +389,10 @@ mod tests {
     #[test]
     fn truncated_and_oversized_lengths_are_refused() {
         let bytes = batch(Compression::None);
-        let refusal = produced_records(bytes.slice(..bytes.len() - 3), 1 << 20).unwrap_err();
+        let refusal =
+            produced_records(bytes.slice(..bytes.len() - 3), &Limits::DEFAULT).unwrap_err();
         assert_eq!(refusal.code, ResponseError::CorruptMessage, "{refusal}");
-        let refusal = produced_records(bytes.slice(..10), 1 << 20).unwrap_err();
+        let refusal = produced_records(bytes.slice(..10), &Limits::DEFAULT).unwrap_err();
         assert_eq!(refusal.code, ResponseError::CorruptMessage, "{refusal}");
     }
 
@@ -373,11 +400,15 @@ mod tests {
     fn a_batch_that_inflates_past_the_limit_is_refused() {
         // The crate's own gzip encoder is off: compress by hand.
         let plain = batch(Compression::None);
-        let produced = produced_records(plain.clone(), 16).unwrap();
+        let few = Limits {
+            max_append_records: 4,
+            ..Limits::DEFAULT
+        };
+        let refusal = produced_records(plain, &few).unwrap_err();
         assert_eq!(
-            produced.records.len(),
-            5,
-            "uncompressed batches are not inflated"
+            refusal.code,
+            ResponseError::RecordListTooLarge,
+            "counted before decoding"
         );
         let mut body = Vec::new();
         let mut encoder = flate2::write::GzEncoder::new(&mut body, flate2::Compression::default());
@@ -411,7 +442,7 @@ mod tests {
                 },
             })
             .collect();
-        let mut bytes = fetched_batches(&stored);
+        let mut bytes = fetched_batches(&stored).unwrap();
         let infos = RecordBatchDecoder::decode_batch_info(&mut bytes.clone()).unwrap();
         assert_eq!(infos.len(), 1, "one batch");
         assert_eq!(infos[0].record_count, 4);

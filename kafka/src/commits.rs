@@ -7,7 +7,6 @@
 //! offset is answered without error but leaves it. A consumer that wants
 //! to go back seeks instead of committing.
 
-use futures::future::join_all;
 use kafka_protocol::ResponseError;
 use kafka_protocol::messages::offset_commit_response::{
     OffsetCommitResponsePartition, OffsetCommitResponseTopic,
@@ -24,6 +23,7 @@ use kafka_protocol::protocol::StrBytes;
 use crate::conn::Outcome;
 use crate::errors::refusal;
 use crate::groups::check_group;
+use crate::in_order;
 use crate::{Gateway, topics};
 
 pub(crate) async fn commit(gateway: &Gateway, request: OffsetCommitRequest) -> Outcome {
@@ -40,11 +40,11 @@ pub(crate) async fn commit(gateway: &Gateway, request: OffsetCommitRequest) -> O
         ),
     };
     let namespace = &gateway.options.namespace;
-    let topics = join_all(request.topics.into_iter().map(|topic| {
+    let topics = in_order(request.topics.into_iter().map(|topic| {
         let group = &group;
         let checked = &checked;
         async move {
-            let partitions = join_all(topic.partitions.into_iter().map(|partition| {
+            let partitions = in_order(topic.partitions.into_iter().map(|partition| {
                 let topic = &topic.name;
                 async move {
                     let mut answer = OffsetCommitResponsePartition::default();
@@ -119,10 +119,10 @@ pub(crate) async fn fetch(gateway: &Gateway, request: OffsetFetchRequest, versio
             }
         },
     };
-    let topics = join_all(asked.into_iter().map(|(name, partitions)| {
+    let topics = in_order(asked.into_iter().map(|(name, partitions)| {
         let group = &group;
         async move {
-            let partitions = join_all(partitions.into_iter().map(|index| {
+            let partitions = in_order(partitions.into_iter().map(|index| {
                 let name = &name;
                 async move {
                     let mut answer = OffsetFetchResponsePartition::default();

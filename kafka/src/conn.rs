@@ -12,6 +12,7 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use bytes::{Buf, Bytes, BytesMut};
 use kafka_protocol::messages::{
@@ -23,6 +24,7 @@ use tokio::net::TcpStream;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
+use crate::MAX_OTHER_REQUEST_BYTES;
 use crate::fetch::Readers;
 use crate::{
     Gateway, admin, commits, fetch, frame, groups, idempotence, metadata, offsets, produce,
@@ -32,6 +34,11 @@ use crate::{
 /// Bytes of the fixed part of every request header: API key, version,
 /// correlation id.
 const FIXED_HEADER: usize = 8;
+/// A connection with no request for this long is closed (Kafka's
+/// `connections.max.idle.ms`): a vanished client's reads are let go.
+const IDLE: Duration = Duration::from_secs(600);
+/// A response the client does not take in this long closes the connection.
+const WRITE_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// What one request comes to.
 pub(crate) enum Outcome {
@@ -39,6 +46,9 @@ pub(crate) enum Outcome {
     Respond(Box<ResponseKind>),
     /// No response: a Produce with `acks=0`.
     Silent,
+    /// Close the connection (a failed Produce with `acks=0`: Kafka closes
+    /// it so that the producer notices).
+    Close(String),
 }
 
 /// Serves one connection until the peer closes it, a request closes it, or
@@ -56,15 +66,28 @@ pub(crate) async fn serve(
         let mut write = BufWriter::new(write);
         let mut readers = Readers::default();
         loop {
+            let max_bytes = |key: i16| {
+                if key == ApiKey::Produce as i16 {
+                    gateway.options.max_request_bytes
+                } else {
+                    MAX_OTHER_REQUEST_BYTES
+                }
+            };
+            let read_frame =
+                tokio::time::timeout(IDLE, frame::read(&mut read, max_bytes, &gateway.queued));
             let frame = tokio::select! {
                 _ = stop.cancelled() => return,
-                frame = frame::read(&mut read, gateway.options.max_request_bytes) => frame,
+                frame = read_frame => frame,
             };
-            let frame = match frame {
-                Ok(Some(frame)) => frame,
-                Ok(None) => return,
-                Err(e) => {
+            let (frame, _room) = match frame {
+                Ok(Ok(Some(frame))) => frame,
+                Ok(Ok(None)) => return,
+                Ok(Err(e)) => {
                     tracing::info!(error = %e, "kafka: closing the connection");
+                    return;
+                }
+                Err(_) => {
+                    tracing::debug!("kafka: closing an idle connection");
                     return;
                 }
             };
@@ -76,7 +99,13 @@ pub(crate) async fn serve(
                     return;
                 }
             };
-            if let Err(e) = frame::write(&mut write, &response).await {
+            let written = tokio::time::timeout(WRITE_TIMEOUT, frame::write(&mut write, &response));
+            if let Err(e) = written.await.unwrap_or_else(|_| {
+                Err(std::io::Error::new(
+                    std::io::ErrorKind::TimedOut,
+                    "write timed out",
+                ))
+            }) {
                 tracing::debug!(error = %e, "kafka: the response could not be written");
                 return;
             }
@@ -157,6 +186,7 @@ async fn answer(
     match outcome {
         Outcome::Respond(body) => encode(correlation_id, api, version, &body).map(Some),
         Outcome::Silent => Ok(None),
+        Outcome::Close(why) => Err(why),
     }
 }
 

@@ -14,20 +14,25 @@ use std::time::Duration;
 
 use distributedlog::{LogReader, ReadOptions, Start, StoredRecord, TailInfo};
 use futures::StreamExt;
-use futures::future::{FutureExt, join_all, select_all};
+use futures::future::{FutureExt, select_all};
 use kafka_protocol::ResponseError;
 use kafka_protocol::messages::fetch_response::{FetchableTopicResponse, PartitionData};
 use kafka_protocol::messages::{FetchRequest, FetchResponse, ResponseKind};
 use tokio::time::Instant;
 
 use crate::conn::Outcome;
-use crate::errors::{Refusal, refusal};
+use crate::errors::Refusal;
+use crate::in_order;
 use crate::{Gateway, codec, topics};
 
 /// Longest wait a fetch may ask for.
 const MAX_WAIT: Duration = Duration::from_secs(30);
-/// Most reads one connection keeps open.
-const MAX_OPEN_READS: usize = 512;
+/// Most reads one connection keeps open. The reader role admits a bounded
+/// number of reads per client address, and every Kafka connection of the
+/// node reads as the node itself: a connection may not take them all.
+const MAX_OPEN_READS: usize = 64;
+/// Most bytes of records in one fetch response.
+const MAX_RESPONSE_BYTES: usize = 32 * 1024 * 1024;
 
 /// The open reads of one connection, by log.
 #[derive(Debug, Default)]
@@ -39,6 +44,8 @@ pub(crate) struct Readers {
 struct OpenRead {
     /// The offset of the next record the read yields.
     next: u64,
+    /// The log (incarnation) it reads.
+    log_id: u64,
     reader: LogReader,
 }
 
@@ -71,23 +78,30 @@ pub(crate) async fn fetch(
     let wait = Duration::from_millis(request.max_wait_ms.max(0) as u64).min(MAX_WAIT);
     let deadline = Instant::now() + wait;
     let min_bytes = request.min_bytes.max(0) as usize;
+    // Whatever the client allows, one response holds at most
+    // MAX_RESPONSE_BYTES (Kafka's `fetch.max.bytes` default is 50 MiB).
     let mut budget = if request.max_bytes <= 0 {
-        usize::MAX
+        MAX_RESPONSE_BYTES
     } else {
-        request.max_bytes as usize
+        (request.max_bytes as usize).min(MAX_RESPONSE_BYTES)
     };
     let namespace = &gateway.options.namespace;
 
     // Every asked partition, with its tail (or why it cannot be read).
     let mut shape: Vec<(kafka_protocol::messages::TopicName, Vec<i32>)> = Vec::new();
     let mut wants: Vec<Want> = Vec::new();
+    let mut asked = std::collections::HashSet::new();
     for topic in request.topics {
         let mut indexes = Vec::new();
         for partition in topic.partitions {
             indexes.push(partition.partition);
-            let valid = topics::check_topic(&topic.topic).is_ok() && partition.partition >= 0;
+            let log = topics::log_name(namespace, &topic.topic, partition.partition);
+            // One partition twice in a fetch: only the first is read.
+            let first_time = asked.insert(log.clone());
+            let valid =
+                topics::check_topic(&topic.topic).is_ok() && partition.partition >= 0 && first_time;
             wants.push(Want {
-                log: topics::log_name(namespace, &topic.topic, partition.partition),
+                log,
                 offset: partition.fetch_offset.max(0) as u64,
                 max_bytes: partition.partition_max_bytes.max(0) as usize,
                 tail: if valid && partition.fetch_offset >= 0 {
@@ -116,20 +130,31 @@ pub(crate) async fn fetch(
         }
         shape.push((topic.topic, indexes));
     }
-    let tails = join_all(wants.iter().map(|want| async {
+    let tails = in_order(wants.iter().map(|want| async {
         match &want.tail {
             Ok(_) => gateway
                 .client
                 .check_tail(&want.log)
                 .await
-                .map_err(|e| refusal(&e)),
+                .map_err(|e| fetch_refusal(&e)),
             Err(refusal) => Err(refusal.clone()),
         }
     }))
     .await;
     for (want, tail) in wants.iter_mut().zip(tails) {
+        // A tail measured on replicas that lag the read's own may sit below
+        // where this connection's read already is: that read's position
+        // counts, not an out-of-range answer (which would make the consumer
+        // reset and skip or re-read records).
+        let reading_there = |tail: &TailInfo| {
+            readers
+                .open
+                .get(&want.log)
+                .is_some_and(|read| read.next == want.offset && read.log_id == tail.log_id)
+        };
         want.tail = tail.and_then(|tail| {
-            if want.offset < tail.first_offset || want.offset > tail.next_offset {
+            let beyond = want.offset > tail.next_offset && !reading_there(&tail);
+            if want.offset < tail.first_offset || beyond {
                 Err(Refusal::new(
                     ResponseError::OffsetOutOfRange,
                     format!(
@@ -141,8 +166,12 @@ pub(crate) async fn fetch(
                 Ok(tail)
             }
         });
-        if let Ok(tail) = &want.tail {
-            readers.open_at(gateway, &want.log, want.offset, tail.log_id);
+        match &want.tail {
+            Ok(tail) => readers.open_at(gateway, &want.log, want.offset, tail.log_id, &asked),
+            // Gone, trimmed or unreachable: its read is of no use.
+            Err(_) => {
+                readers.open.remove(&want.log);
+            }
         }
     }
 
@@ -153,7 +182,8 @@ pub(crate) async fn fetch(
             drain_ready(readers, want, &mut budget);
             total += want.bytes;
         }
-        if total >= min_bytes.max(1) || Instant::now() >= deadline || budget == 0 {
+        // min_bytes 0: answer at once with what is ready.
+        if min_bytes == 0 || total >= min_bytes || Instant::now() >= deadline || budget == 0 {
             break;
         }
         let waiting: Vec<usize> = (0..wants.len())
@@ -199,7 +229,14 @@ pub(crate) async fn fetch(
                 if let (true, Some(refusal)) = (want.records.is_empty(), want.failed) {
                     data.error_code = refusal.code.code();
                 }
-                data.records = Some(codec::fetched_batches(&want.records));
+                match codec::fetched_batches(&want.records) {
+                    Ok(batches) => data.records = Some(batches),
+                    Err(e) => {
+                        tracing::warn!(log = %want.log, error = %e, "kafka: a fetch did not encode");
+                        data.error_code = ResponseError::KafkaStorageError.code();
+                        data.records = Some(bytes::Bytes::new());
+                    }
+                }
             }
             Err(refusal) => {
                 data.error_code = refusal.code.code();
@@ -225,16 +262,30 @@ pub(crate) async fn fetch(
 
 impl Readers {
     /// Makes sure an open read of `log` yields `offset` next.
-    fn open_at(&mut self, gateway: &Gateway, log: &str, offset: u64, log_id: u64) {
-        if self.open.get(log).is_some_and(|read| read.next == offset) {
+    fn open_at(
+        &mut self,
+        gateway: &Gateway,
+        log: &str,
+        offset: u64,
+        log_id: u64,
+        asked: &std::collections::HashSet<String>,
+    ) {
+        if self
+            .open
+            .get(log)
+            .is_some_and(|read| read.next == offset && read.log_id == log_id)
+        {
             return;
         }
         if self.open.len() >= MAX_OPEN_READS && !self.open.contains_key(log) {
-            // Rarely hit: a client fetching hundreds of partitions on one
-            // connection. Any read will do; it is reopened when needed.
-            if let Some(victim) = self.open.keys().next().cloned() {
-                self.open.remove(&victim);
-            }
+            // A client fetching many partitions on one connection: let go of
+            // a read this fetch does not ask for; if all are asked for, the
+            // partition is not read this time (its turn comes when others
+            // are let go).
+            let Some(victim) = self.open.keys().find(|l| !asked.contains(*l)).cloned() else {
+                return;
+            };
+            self.open.remove(&victim);
         }
         let options = ReadOptions {
             limit: None,
@@ -246,6 +297,7 @@ impl Readers {
             log.to_owned(),
             OpenRead {
                 next: offset,
+                log_id,
                 reader,
             },
         );
@@ -287,7 +339,7 @@ fn take(
         Some(Err(e)) => {
             readers.open.remove(&want.log);
             want.done = true;
-            want.failed = Some(refusal(&e));
+            want.failed = Some(fetch_refusal(&e));
         }
         None => {
             // The log was marked end-of-stream and fully read.
@@ -295,4 +347,20 @@ fn take(
             want.done = true;
         }
     }
+}
+
+/// The Kafka error for a failed read, among the codes consumers expect of
+/// a fetch; every transient failure is one they retry.
+fn fetch_refusal(error: &distributedlog::ClientError) -> Refusal {
+    use distributedlog::ErrorKind;
+    let code = match error.kind() {
+        ErrorKind::NotFound => ResponseError::UnknownTopicOrPartition,
+        ErrorKind::OutOfRange => ResponseError::OffsetOutOfRange,
+        ErrorKind::Unavailable | ErrorKind::ResourceExhausted => ResponseError::NotLeaderOrFollower,
+        ErrorKind::Unauthenticated | ErrorKind::PermissionDenied => {
+            ResponseError::TopicAuthorizationFailed
+        }
+        _ => ResponseError::KafkaStorageError,
+    };
+    Refusal::new(code, error.to_string())
 }

@@ -3,18 +3,25 @@
 
 use std::io;
 
+use std::sync::Arc;
+
 use bytes::{BufMut, Bytes, BytesMut};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 /// Reads one frame. `Ok(None)`: the peer closed the connection between
-/// frames. A length above `max_bytes` (or negative) is an error: the
-/// connection is closed, as a Kafka broker does with a request over
-/// `socket.request.max.bytes`. The buffer grows with the bytes that arrive,
-/// so a peer that announces a large frame and sends little holds little.
+/// frames. A length above `max_bytes(api_key)` (or negative) is an error:
+/// the connection is closed, as a Kafka broker does with a request over
+/// `socket.request.max.bytes`. `room` is taken for the length before the
+/// body is read, in KiB (the listener's bound on request bytes held at
+/// once); the permit is returned with the frame. The
+/// buffer grows with the bytes that arrive, so a peer that announces a
+/// large frame and sends little holds little.
 pub(crate) async fn read<R: AsyncRead + Unpin>(
     reader: &mut R,
-    max_bytes: usize,
-) -> io::Result<Option<Bytes>> {
+    max_bytes: impl Fn(i16) -> usize,
+    room: &Arc<Semaphore>,
+) -> io::Result<Option<(Bytes, OwnedSemaphorePermit)>> {
     let mut length = [0u8; 4];
     match reader.read_exact(&mut length).await {
         Ok(_) => {}
@@ -28,21 +35,34 @@ pub(crate) async fn read<R: AsyncRead + Unpin>(
             format!("negative frame length {length}"),
         ));
     };
-    if length > max_bytes {
+    // The API key decides the limit: read it first.
+    let mut key = [0u8; 2];
+    let head = length.min(2);
+    reader.read_exact(&mut key[..head]).await?;
+    let limit = max_bytes(i16::from_be_bytes(key));
+    if length > limit {
         return Err(io::Error::new(
             io::ErrorKind::InvalidData,
-            format!("a frame of {length} bytes, more than the limit of {max_bytes}"),
+            format!("a frame of {length} bytes, more than the limit of {limit}"),
         ));
     }
+    let kib = u32::try_from(length.div_ceil(1024)).unwrap_or(u32::MAX);
+    let permit = room
+        .clone()
+        .acquire_many_owned(kib)
+        .await
+        .map_err(|_| io::Error::other("the listener is stopping"))?;
     let mut frame = Vec::with_capacity(length.min(64 * 1024));
-    let read = reader.take(length as u64).read_to_end(&mut frame).await?;
+    frame.extend_from_slice(&key[..head]);
+    let rest = (length - head) as u64;
+    let read = head + reader.take(rest).read_to_end(&mut frame).await?;
     if read < length {
         return Err(io::Error::new(
             io::ErrorKind::UnexpectedEof,
             format!("the connection closed inside a frame ({read} of {length} bytes)"),
         ));
     }
-    Ok(Some(Bytes::from(frame)))
+    Ok(Some((Bytes::from(frame), permit)))
 }
 
 /// Writes `body` as one frame and flushes it.
@@ -60,29 +80,54 @@ pub(crate) async fn write<W: AsyncWrite + Unpin>(writer: &mut W, body: &[u8]) ->
 mod tests {
     use super::*;
 
+    fn limit(max: usize) -> impl Fn(i16) -> usize {
+        move |_key| max
+    }
+
+    fn body(frame: Option<(Bytes, OwnedSemaphorePermit)>) -> Bytes {
+        frame.unwrap().0
+    }
+
     #[tokio::test]
     async fn frames_round_trip_and_limits_hold() {
+        let room = &Arc::new(Semaphore::new(1024));
         let mut wire = Vec::new();
         write(&mut wire, b"hello").await.unwrap();
         write(&mut wire, b"").await.unwrap();
         let mut reader = &wire[..];
-        assert_eq!(read(&mut reader, 16).await.unwrap().unwrap(), &b"hello"[..]);
-        assert_eq!(read(&mut reader, 16).await.unwrap().unwrap(), &b""[..]);
-        assert!(read(&mut reader, 16).await.unwrap().is_none());
+        let first = read(&mut reader, limit(16), room).await.unwrap();
+        assert_eq!(body(first), &b"hello"[..]);
+        let second = read(&mut reader, limit(16), room).await.unwrap();
+        assert_eq!(body(second), &b""[..]);
+        assert!(read(&mut reader, limit(16), room).await.unwrap().is_none());
 
         let mut reader = &wire[..];
-        let err = read(&mut reader, 4).await.unwrap_err();
+        let err = read(&mut reader, limit(4), room).await.unwrap_err();
         assert!(
             err.to_string().contains("more than the limit of 4"),
             "{err}"
         );
 
+        // The limit depends on the API key: the first two bytes.
+        let by_key = |key: i16| {
+            if key == i16::from_be_bytes(*b"he") {
+                16
+            } else {
+                0
+            }
+        };
+        let mut reader = &wire[..];
+        let first = read(&mut reader, by_key, room).await.unwrap();
+        assert_eq!(body(first), &b"hello"[..]);
+
         let negative = (-1i32).to_be_bytes();
-        let err = read(&mut &negative[..], 16).await.unwrap_err();
+        let err = read(&mut &negative[..], limit(16), room).await.unwrap_err();
         assert!(err.to_string().contains("negative"), "{err}");
 
-        let truncated = [0, 0, 0, 9, 1, 2];
-        let err = read(&mut &truncated[..], 16).await.unwrap_err();
-        assert!(err.to_string().contains("2 of 9"), "{err}");
+        let truncated = [0, 0, 0, 9, 1, 2, 3];
+        let err = read(&mut &truncated[..], limit(16), room)
+            .await
+            .unwrap_err();
+        assert!(err.to_string().contains("3 of 9"), "{err}");
     }
 }

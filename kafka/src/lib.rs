@@ -35,9 +35,37 @@ use distributedlog::Client;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
-/// Largest request frame, as Kafka's `socket.request.max.bytes` (100 MiB
-/// there): a longer one closes the connection.
-pub const DEFAULT_MAX_REQUEST_BYTES: usize = 64 * 1024 * 1024;
+/// Largest Produce request frame (Kafka clients send at most 1 MB by
+/// default: `max.request.size`, librdkafka's `message.max.bytes`): a longer
+/// one closes the connection.
+pub const DEFAULT_MAX_REQUEST_BYTES: usize = 8 * 1024 * 1024;
+
+/// Largest frame of every other request: none needs more, and a decoded
+/// request takes many times its frame in memory.
+pub const MAX_OTHER_REQUEST_BYTES: usize = 1024 * 1024;
+
+/// Bytes of requests the listener holds at once, over all connections
+/// (Kafka's `queued.max.request.bytes`): a request waits for room before
+/// its body is read.
+pub const MAX_QUEUED_REQUEST_BYTES: usize = 256 * 1024 * 1024;
+
+/// Calls of one request (its partitions) run at once at most.
+const CONCURRENT_CALLS: usize = 16;
+
+/// Runs `calls` with at most [`CONCURRENT_CALLS`] at a time; the outputs
+/// in the calls' order.
+pub(crate) async fn in_order<F: std::future::Future>(
+    calls: impl IntoIterator<Item = F>,
+) -> Vec<F::Output> {
+    use futures::StreamExt;
+    // Collected first: a stream over a closure's futures trips the
+    // compiler's Send check of the connection task.
+    let calls: Vec<F> = calls.into_iter().collect();
+    futures::stream::iter(calls)
+        .buffered(CONCURRENT_CALLS)
+        .collect()
+        .await
+}
 
 /// What the listener serves and how it names itself.
 #[derive(Debug, Clone)]
@@ -65,6 +93,8 @@ pub struct Gateway {
     client: Client,
     groups: Arc<groups::Groups>,
     producers: idempotence::Producers,
+    /// Room for request bytes, in KiB ([`MAX_QUEUED_REQUEST_BYTES`]).
+    queued: Arc<tokio::sync::Semaphore>,
 }
 
 impl Gateway {
@@ -76,6 +106,7 @@ impl Gateway {
             client,
             groups: Arc::default(),
             producers: idempotence::Producers::default(),
+            queued: Arc::new(tokio::sync::Semaphore::new(MAX_QUEUED_REQUEST_BYTES / 1024)),
         }
     }
 }

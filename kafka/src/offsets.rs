@@ -5,7 +5,6 @@
 
 use distributedlog::{ReadOptions, Start};
 use futures::StreamExt;
-use futures::future::join_all;
 use kafka_protocol::ResponseError;
 use kafka_protocol::messages::list_offsets_response::{
     ListOffsetsPartitionResponse, ListOffsetsTopicResponse,
@@ -14,15 +13,16 @@ use kafka_protocol::messages::{ListOffsetsRequest, ListOffsetsResponse, Response
 
 use crate::conn::Outcome;
 use crate::errors::{Refusal, refusal};
+use crate::in_order;
 use crate::{Gateway, topics};
 
 const LATEST: i64 = -1;
 const EARLIEST: i64 = -2;
 
 pub(crate) async fn list_offsets(gateway: &Gateway, request: ListOffsetsRequest) -> Outcome {
-    let topics = join_all(request.topics.into_iter().map(|topic| async move {
+    let topics = in_order(request.topics.into_iter().map(|topic| async move {
         let name = topic.name.clone();
-        let partitions = join_all(topic.partitions.into_iter().map(|partition| {
+        let partitions = in_order(topic.partitions.into_iter().map(|partition| {
             let name = &name;
             async move {
                 let mut answer = ListOffsetsPartitionResponse::default();

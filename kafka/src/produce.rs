@@ -3,7 +3,6 @@
 //! `acks` asked: docs/kafka.md). Partitions of one request are appended
 //! concurrently; `acks=0` gets no response, as in Kafka.
 
-use futures::future::join_all;
 use kafka_protocol::ResponseError;
 use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
 use kafka_protocol::messages::produce_response::{PartitionProduceResponse, TopicProduceResponse};
@@ -14,12 +13,13 @@ use dlog_wire::limits::Limits;
 
 use crate::conn::Outcome;
 use crate::errors::{Refusal, refusal};
+use crate::in_order;
 use crate::{Gateway, codec, idempotence, topics};
 
 pub(crate) async fn produce(gateway: &Gateway, request: ProduceRequest, version: i16) -> Outcome {
     let acks = request.acks;
     let transactional = request.transactional_id.is_some();
-    let topics = join_all(
+    let topics = in_order(
         request
             .topic_data
             .into_iter()
@@ -27,7 +27,17 @@ pub(crate) async fn produce(gateway: &Gateway, request: ProduceRequest, version:
     )
     .await;
     if acks == 0 {
-        return Outcome::Silent;
+        let failed = topics
+            .iter()
+            .flat_map(|t| &t.partition_responses)
+            .find(|p| p.error_code != 0);
+        return match failed {
+            Some(p) => Outcome::Close(format!(
+                "a Produce with acks=0 failed (error {} in partition {})",
+                p.error_code, p.index
+            )),
+            None => Outcome::Silent,
+        };
     }
     let mut response = ProduceResponse::default();
     response.responses = topics;
@@ -42,7 +52,7 @@ async fn produce_topic(
     version: i16,
 ) -> TopicProduceResponse {
     let name = topic.name.clone();
-    let partitions = join_all(topic.partition_data.into_iter().map(|partition| {
+    let partitions = in_order(topic.partition_data.into_iter().map(|partition| {
         let name = &name;
         async move {
             let index = partition.index;
@@ -105,7 +115,7 @@ async fn append(
     let records = partition
         .records
         .ok_or_else(|| Refusal::new(ResponseError::InvalidRecord, "no records"))?;
-    let produced = codec::produced_records(records, gateway.options.max_request_bytes)?;
+    let produced = codec::produced_records(records, &Limits::DEFAULT)?;
     check_limits(&produced.records)?;
     let log = topics::log_name(&gateway.options.namespace, topic, partition.index);
     match produced.producer {

@@ -89,6 +89,19 @@ pub(crate) fn topics_of(namespace: &str, logs: &[String]) -> BTreeMap<String, i3
         .collect()
 }
 
+/// Every partition index of `topic` with a log, gaps included (`logs` as
+/// `list_logs` returns them), ascending.
+pub(crate) fn partitions_of(namespace: &str, topic: &str, logs: &[String]) -> Vec<i32> {
+    let prefix = format!("{namespace}/{topic}.");
+    let mut found: Vec<i32> = logs
+        .iter()
+        .filter_map(|log| log.strip_prefix(&prefix))
+        .filter_map(|index| index.parse::<i32>().ok().filter(|p| p.to_string() == index))
+        .collect();
+    found.sort_unstable();
+    found
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -118,6 +131,9 @@ mod tests {
         assert_eq!(topics.get("padded"), None);
         assert_eq!(topics.get("x"), None);
         assert_eq!(topics.len(), 3);
+        assert_eq!(partitions_of("kafka", "gap", &logs), vec![0, 2]);
+        assert_eq!(partitions_of("kafka", "nozero", &logs), vec![1]);
+        assert_eq!(partitions_of("kafka", "a", &logs), Vec::<i32>::new());
     }
 
     #[test]

@@ -520,7 +520,7 @@ impl RecordBatchDecoder {
         if count > buf.remaining() {
             bail!("Record count {count} exceeds the {} bytes left", buf.remaining());
         }
-        records.reserve(count);
+        records.reserve(count.min(1024));
         for _ in 0..batch_decode_info.record_count {
             records.push(Record::decode_new(buf, batch_decode_info, version)?);
         }
@@ -906,7 +906,7 @@ impl Record {
                 bytes::Buf::remaining(buf)
             );
         }
-        let mut headers = IndexMap::with_capacity(num_headers);
+        let mut headers = IndexMap::with_capacity(num_headers.min(64));
         for _ in 0..num_headers {
             // Key len
             let key_len: i32 = types::VarInt.decode(buf)?;

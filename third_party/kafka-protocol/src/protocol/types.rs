@@ -10,6 +10,9 @@ use anyhow::{bail, Result};
 use std::convert::TryFrom;
 use std::string::String as StdString;
 
+/// dlog patch: most elements a decoder reserves room for before decoding them.
+const PREALLOCATED: usize = 1024;
+
 macro_rules! define_copy_impl {
     ($e:ident, $t:ty) => (
         impl Encoder<$t> for $e {
@@ -991,7 +994,9 @@ impl<T, E: Decoder<T>> Decoder<Option<Vec<T>>> for Array<E> {
                 if n as usize > buf.remaining() {
                     bail!("Array length {n} exceeds the {} bytes left", buf.remaining());
                 }
-                let mut result = Vec::with_capacity(n as usize);
+                // dlog patch: reserve for a few elements only; the vector
+                // grows with the elements actually decoded.
+                let mut result = Vec::with_capacity((n as usize).min(PREALLOCATED));
                 for _ in 0..n {
                     result.push(self.0.decode(buf)?);
                 }
@@ -1104,7 +1109,7 @@ impl<T, E: Decoder<T>> Decoder<Option<Vec<T>>> for CompactArray<E> {
                 if (n - 1) as usize > buf.remaining() {
                     bail!("Array length {} exceeds the {} bytes left", n - 1, buf.remaining());
                 }
-                let mut result = Vec::with_capacity((n - 1) as usize);
+                let mut result = Vec::with_capacity(((n - 1) as usize).min(PREALLOCATED));
                 for _ in 1..n {
                     result.push(self.0.decode(buf)?);
                 }
