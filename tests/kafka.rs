@@ -13,10 +13,12 @@ use std::time::Duration;
 use bytes::{Bytes, BytesMut};
 use dlog_testkit::{Process, free_port, require_binary, wait_for_port};
 use futures::TryStreamExt;
+use kafka_protocol::messages::create_topics_request::CreatableTopic;
 use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
 use kafka_protocol::messages::{
-    ApiKey, ApiVersionsRequest, ApiVersionsResponse, ProduceRequest, ProduceResponse,
-    RequestHeader, TopicName,
+    ApiKey, ApiVersionsRequest, ApiVersionsResponse, CreateTopicsRequest, CreateTopicsResponse,
+    DeleteTopicsRequest, DeleteTopicsResponse, ProduceRequest, ProduceResponse, RequestHeader,
+    TopicName,
 };
 use kafka_protocol::protocol::{Decodable, Encodable, StrBytes};
 use kafka_protocol::records::{
@@ -268,7 +270,9 @@ impl Raw {
     /// Sends one frame as it is; the response frame, or `None` if the node
     /// closed the connection.
     fn send_frame(&mut self, frame: &[u8]) -> Option<Bytes> {
-        self.stream.write_all(frame).unwrap();
+        if self.stream.write_all(frame).is_err() {
+            return None; // closed (and reset) by the node already
+        }
         let mut length = [0u8; 4];
         match self.stream.read_exact(&mut length) {
             Ok(()) => {}
@@ -322,7 +326,72 @@ impl Raw {
         }
     }
 
+    fn create_topic(&mut self, topic: &str, partitions: i32) -> i16 {
+        let mut creatable = CreatableTopic::default();
+        creatable.name = TopicName(StrBytes::from_string(topic.to_owned()));
+        creatable.num_partitions = partitions;
+        creatable.replication_factor = -1;
+        let mut request = CreateTopicsRequest::default();
+        request.topics = vec![creatable];
+        request.timeout_ms = 10_000;
+        let mut body = BytesMut::new();
+        request.encode(&mut body, 4).unwrap();
+        let mut response = self.request(ApiKey::CreateTopics, 4, &body).unwrap();
+        CreateTopicsResponse::decode(&mut response, 4)
+            .unwrap()
+            .topics[0]
+            .error_code
+    }
+
+    fn delete_topic(&mut self, topic: &str) -> i16 {
+        let mut request = DeleteTopicsRequest::default();
+        request.topic_names = vec![TopicName(StrBytes::from_string(topic.to_owned()))];
+        request.timeout_ms = 10_000;
+        let mut body = BytesMut::new();
+        request.encode(&mut body, 4).unwrap();
+        let mut response = self.request(ApiKey::DeleteTopics, 4, &body).unwrap();
+        DeleteTopicsResponse::decode(&mut response, 4)
+            .unwrap()
+            .responses[0]
+            .error_code
+    }
+
+    /// A Produce with acks=0 and, after it, an ApiVersions request: its
+    /// answer, or `None` if the node closed the connection.
+    fn produce_without_ack(&mut self, topic: &str, records: Bytes) -> Option<()> {
+        let mut request = produce_request(topic, records);
+        request.acks = 0;
+        let mut body = BytesMut::new();
+        request.encode(&mut body, 7).unwrap();
+        self.correlation += 1;
+        let mut header = RequestHeader::default();
+        header.request_api_key = ApiKey::Produce as i16;
+        header.request_api_version = 7;
+        header.correlation_id = self.correlation;
+        let mut buf = BytesMut::new();
+        header.encode(&mut buf, 1).unwrap();
+        buf.extend_from_slice(&body);
+        let mut frame = (buf.len() as i32).to_be_bytes().to_vec();
+        frame.extend_from_slice(&buf);
+        self.stream.write_all(&frame).unwrap();
+        self.api_versions_answer().then_some(())
+    }
+
     fn produce(&mut self, topic: &str, records: Bytes) -> (i16, i64) {
+        let request = produce_request(topic, records);
+        let mut body = BytesMut::new();
+        request.encode(&mut body, 7).unwrap();
+        let mut response = self
+            .request(ApiKey::Produce, 7, &body)
+            .expect("a produce is answered");
+        let decoded = ProduceResponse::decode(&mut response, 7).unwrap();
+        let answer = &decoded.responses[0].partition_responses[0];
+        (answer.error_code, answer.base_offset)
+    }
+}
+
+fn produce_request(topic: &str, records: Bytes) -> ProduceRequest {
+    {
         let mut partition = PartitionProduceData::default();
         partition.index = 0;
         partition.records = Some(records);
@@ -333,14 +402,7 @@ impl Raw {
         request.acks = -1;
         request.timeout_ms = 10_000;
         request.topic_data = vec![data];
-        let mut body = BytesMut::new();
-        request.encode(&mut body, 7).unwrap();
-        let mut response = self
-            .request(ApiKey::Produce, 7, &body)
-            .expect("a produce is answered");
-        let decoded = ProduceResponse::decode(&mut response, 7).unwrap();
-        let answer = &decoded.responses[0].partition_responses[0];
-        (answer.error_code, answer.base_offset)
+        request
     }
 }
 
@@ -376,6 +438,7 @@ fn batch(values: &[Bytes]) -> Bytes {
 const CORRUPT_MESSAGE: i16 = 2;
 const MESSAGE_TOO_LARGE: i16 = 10;
 const UNSUPPORTED_VERSION: i16 = 35;
+const TOPIC_ALREADY_EXISTS: i16 = 36;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_input_gets_kafka_errors_and_loses_nothing_acknowledged() {
@@ -437,6 +500,43 @@ async fn bad_input_gets_kafka_errors_and_loses_nothing_acknowledged() {
     let mut frame = (hostile.len() as i32).to_be_bytes().to_vec();
     frame.extend_from_slice(&hostile);
     closed(&frame);
+
+    // A delete cut short left partition 1 with records and no partition 0:
+    // a new topic of that name does not inherit them, and a delete
+    // removes the leftover.
+    client.create_log("kafka/left.1").await.unwrap();
+    client
+        .append(
+            "kafka/left.1",
+            vec![distributedlog::Record::new("old")],
+            None,
+        )
+        .await
+        .unwrap();
+    assert_eq!(raw.create_topic("left", 2), TOPIC_ALREADY_EXISTS);
+    assert_eq!(raw.delete_topic("left"), 0);
+    // Deleting takes a moment; meanwhile a create answers TOPIC_ALREADY_EXISTS.
+    let mut created = raw.create_topic("left", 2);
+    for _ in 0..100 {
+        if created != TOPIC_ALREADY_EXISTS {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        created = raw.create_topic("left", 2);
+    }
+    assert_eq!(created, 0);
+    assert_eq!(read_all(&client, "kafka/left.1").await.len(), 0);
+
+    // A failed Produce with acks=0 closes the connection, as in Kafka.
+    let mut silent = Raw::connect(&node);
+    let mut corrupt = batch(&[Bytes::from_static(b"unheard")]).to_vec();
+    let last = corrupt.len() - 1;
+    corrupt[last] ^= 0x20;
+    assert!(
+        silent
+            .produce_without_ack("safe", Bytes::from(corrupt))
+            .is_none()
+    );
 
     let mut after = Raw::connect(&node);
     assert!(

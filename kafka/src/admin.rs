@@ -137,6 +137,14 @@ pub(crate) async fn create_partitions(
                     ));
                 }
             }
+            // A log of the name is still being deleted (Kafka: "marked
+            // for deletion").
+            Err(e) if e.kind() == distributedlog::ErrorKind::FailedPrecondition => {
+                return Err(Refusal::new(
+                    ResponseError::TopicAlreadyExists,
+                    format!("{log} is still being deleted: retry shortly ({e})"),
+                ));
+            }
             Err(e) => return Err(refusal(&e)),
         }
     }
