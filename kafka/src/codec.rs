@@ -51,7 +51,7 @@ const SEQUENCE_AT: usize = 53;
 const COUNT_AT: usize = 57;
 
 /// The header that carries an idempotent batch's producer on the batch's
-/// first record: `PID:EPOCH:FIRST_SEQUENCE:COUNT` (crate::idempotence).
+/// first record: `PID:EPOCH:FIRST_SEQUENCE:COUNT:LOG_ID` (crate::idempotence).
 /// Kafka consumers never see it; a produced record may not carry it.
 pub(crate) const PRODUCER_HEADER: &str = "dlog.kafka.producer";
 

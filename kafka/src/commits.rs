@@ -32,7 +32,15 @@ pub(crate) async fn commit(gateway: &Gateway, request: OffsetCommitRequest) -> O
     // assigns partitions itself, with -1 and no member id.
     let checked = match check_group(&group) {
         Err(code) => Err(code),
-        Ok(()) if request.generation_id_or_member_epoch < 0 => Ok(()),
+        // Without a generation: only while the group has no members (as
+        // Kafka), so that no tool moves an active group's offsets.
+        Ok(()) if request.generation_id_or_member_epoch < 0 => {
+            if gateway.groups.has_members(&group) {
+                Err(ResponseError::UnknownMemberId)
+            } else {
+                Ok(())
+            }
+        }
         Ok(()) => gateway.groups.check_member(
             &group,
             &request.member_id,

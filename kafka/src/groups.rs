@@ -101,9 +101,28 @@ pub(crate) fn check_group(group: &str) -> Result<(), ResponseError> {
 }
 
 impl Groups {
-    fn group(&self, id: &str) -> Arc<Group> {
+    /// The group, made if missing: JoinGroup only.
+    fn joined_group(&self, id: &str) -> Arc<Group> {
         let mut groups = self.groups.lock().unwrap_or_else(|e| e.into_inner());
         groups.entry(id.to_owned()).or_default().clone()
+    }
+
+    /// The group, if it exists (no request but JoinGroup makes one).
+    fn group(&self, id: &str) -> Option<Arc<Group>> {
+        let groups = self.groups.lock().unwrap_or_else(|e| e.into_inner());
+        groups.get(id).cloned()
+    }
+
+    /// Whether the group has members now (OffsetCommit without a member is
+    /// only for groups without).
+    pub(crate) fn has_members(&self, group: &str) -> bool {
+        self.group(group).is_some_and(|g| {
+            !g.state
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .members
+                .is_empty()
+        })
     }
 
     /// Whether `member` is in `group` at `generation` (OffsetCommit's check).
@@ -113,7 +132,9 @@ impl Groups {
         member: &str,
         generation: i32,
     ) -> Result<(), ResponseError> {
-        let group = self.group(group);
+        let Some(group) = self.group(group) else {
+            return Err(ResponseError::UnknownMemberId);
+        };
         let mut state = group.state.lock().unwrap_or_else(|e| e.into_inner());
         let current = state.generation;
         match state.members.get_mut(member) {
@@ -167,6 +188,16 @@ impl Groups {
                     group.changed.notify_waiters();
                 }
             }
+            // Empty groups no request holds go (their committed offsets are
+            // subscriptions, kept elsewhere).
+            let mut groups = self.groups.lock().unwrap_or_else(|e| e.into_inner());
+            groups.retain(|_, group| {
+                if Arc::strong_count(group) > 1 {
+                    return true;
+                }
+                let state = group.state.lock().unwrap_or_else(|e| e.into_inner());
+                !(state.phase == Phase::Empty && state.members.is_empty())
+            });
         }
     }
 }
@@ -296,7 +327,7 @@ pub(crate) async fn join(
         response.error_code = code.code();
         return respond(ResponseKind::JoinGroup(response));
     }
-    let group = gateway.groups.group(&request.group_id);
+    let group = gateway.groups.joined_group(&request.group_id);
     let now = Instant::now();
     let member_id = {
         let mut state = group.state.lock().unwrap_or_else(|e| e.into_inner());
@@ -305,8 +336,18 @@ pub(crate) async fn join(
             response.error_code = ResponseError::UnknownMemberId.code();
             return respond(ResponseKind::JoinGroup(response));
         }
+        let others_share = |state: &State| {
+            request.protocols.iter().any(|p| {
+                state
+                    .members
+                    .iter()
+                    .filter(|(id, _)| id.as_str() != request.member_id.as_str())
+                    .all(|(_, m)| m.protocols.iter().any(|(n, _)| n == p.name.as_str()))
+            })
+        };
         if !state.members.is_empty() && state.protocol_type != request.protocol_type.as_str()
             || request.protocols.is_empty()
+            || !others_share(&state)
         {
             response.error_code = ResponseError::InconsistentGroupProtocol.code();
             return respond(ResponseKind::JoinGroup(response));
@@ -351,11 +392,16 @@ pub(crate) async fn join(
         notified.as_mut().enable();
         let wake_at = {
             let mut state = group.state.lock().unwrap_or_else(|e| e.into_inner());
-            state.try_complete_join(Instant::now());
             if !state.members.contains_key(&member_id) {
                 response.error_code = ResponseError::UnknownMemberId.code();
                 return respond(ResponseKind::JoinGroup(response));
             }
+            if state.phase == Phase::Joining && !state.joined.contains(&member_id) {
+                // A new round began before this member saw the last one
+                // end: it is waiting here, so it has joined the new round.
+                state.joined.insert(member_id.clone());
+            }
+            state.try_complete_join(Instant::now());
             if state.phase != Phase::Joining {
                 response.generation_id = state.generation;
                 response.protocol_name = state.protocol.clone().map(StrBytes::from_string);
@@ -408,7 +454,10 @@ pub(crate) async fn sync(gateway: &Gateway, request: SyncGroupRequest) -> Outcom
         response.error_code = code.code();
         return respond(ResponseKind::SyncGroup(response));
     }
-    let group = gateway.groups.group(&request.group_id);
+    let Some(group) = gateway.groups.group(&request.group_id) else {
+        response.error_code = ResponseError::UnknownMemberId.code();
+        return respond(ResponseKind::SyncGroup(response));
+    };
     let member_id = request.member_id.to_string();
     let generation = request.generation_id;
     let deadline = {
@@ -444,7 +493,11 @@ pub(crate) async fn sync(gateway: &Gateway, request: SyncGroupRequest) -> Outcom
         notified.as_mut().enable();
         {
             let state = group.state.lock().unwrap_or_else(|e| e.into_inner());
-            if state.generation != generation || !state.members.contains_key(&member_id) {
+            // A new round began (or this member was dropped): join again.
+            if state.generation != generation
+                || state.phase == Phase::Joining
+                || !state.members.contains_key(&member_id)
+            {
                 response.error_code = ResponseError::RebalanceInProgress.code();
                 return respond(ResponseKind::SyncGroup(response));
             }
@@ -470,7 +523,10 @@ pub(crate) fn heartbeat(gateway: &Gateway, request: HeartbeatRequest) -> Outcome
         response.error_code = code.code();
         return respond(ResponseKind::Heartbeat(response));
     }
-    let group = gateway.groups.group(&request.group_id);
+    let Some(group) = gateway.groups.group(&request.group_id) else {
+        response.error_code = ResponseError::UnknownMemberId.code();
+        return respond(ResponseKind::Heartbeat(response));
+    };
     let mut state = group.state.lock().unwrap_or_else(|e| e.into_inner());
     let phase = state.phase;
     let generation = state.generation;
@@ -505,7 +561,10 @@ pub(crate) fn leave(gateway: &Gateway, request: LeaveGroupRequest, version: i16)
     } else {
         vec![request.member_id.to_string()]
     };
-    let group = gateway.groups.group(&request.group_id);
+    let Some(group) = gateway.groups.group(&request.group_id) else {
+        response.error_code = ResponseError::UnknownMemberId.code();
+        return respond(ResponseKind::LeaveGroup(response));
+    };
     {
         let mut state = group.state.lock().unwrap_or_else(|e| e.into_inner());
         let mut any = false;

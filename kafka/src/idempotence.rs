@@ -4,12 +4,13 @@
 //!
 //! The state is kept in the log itself, as Kafka keeps it in its batches:
 //! the first record of every idempotent batch carries the header
-//! [`PRODUCER_HEADER`] (`PID:EPOCH:FIRST_SEQUENCE:COUNT`). A partition's
-//! producer table — the last five batches of each producer — is folded from
-//! those headers: at first use, from the records of the last
-//! [`STATE_WINDOW`] (a producer whose last batch is older is treated as new,
-//! as Kafka treats an expired producer), then from each record appended
-//! since.
+//! [`PRODUCER_HEADER`] (`PID:EPOCH:FIRST_SEQUENCE:COUNT:LOG_ID`; a header
+//! naming another log id was copied from another log and is ignored). A
+//! partition's producer table — the last five batches of each producer — is
+//! folded from those headers: at first use, from the last
+//! [`MAX_FOLD_RECORDS`] records younger than [`STATE_WINDOW`] (a producer
+//! whose last batch is older or further back is treated as new, as Kafka
+//! treats an expired producer), then from each record appended since.
 //!
 //! The check and the append are one step: the batch is appended with
 //! `expected_offset` = the end of the log as far as the table was folded.
@@ -45,7 +46,11 @@ pub(crate) const STATE_WINDOW: Duration = Duration::from_secs(15 * 60);
 /// Batches remembered per producer (Kafka's `max.in.flight` bound).
 const REMEMBERED: usize = 5;
 /// Folds and re-checks of one batch before giving up with a retryable code.
-const MAX_ATTEMPTS: usize = 8;
+const MAX_ATTEMPTS: usize = 32;
+/// Most records read back when a partition's table is first read.
+pub(crate) const MAX_FOLD_RECORDS: u64 = 100_000;
+/// How long records known acknowledged may take to become readable.
+const FOLD_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Producer tables, one per partition log this node wrote idempotently.
 #[derive(Debug, Default)]
@@ -144,10 +149,30 @@ impl Table {
             state.epoch = producer.epoch;
             state.batches.clear();
         }
+        // A record read twice (a fold cut short and redone) counts once.
+        if state
+            .batches
+            .back()
+            .is_some_and(|newest| newest.first_offset >= batch.first_offset)
+        {
+            return;
+        }
         state.batches.push_back(batch);
         while state.batches.len() > REMEMBERED {
             state.batches.pop_front();
         }
+    }
+
+    /// Forgets producers whose newest batch is older than [`STATE_WINDOW`]
+    /// at `now_ms` (as the first read of a table never learns them).
+    fn forget_expired(&mut self, now_ms: i64) {
+        let since = now_ms - STATE_WINDOW.as_millis() as i64;
+        self.producers.retain(|_, state| {
+            state
+                .batches
+                .back()
+                .is_some_and(|b| b.timestamp_ms >= since)
+        });
     }
 
     /// Folds one stored record (only those with the header count).
@@ -155,9 +180,12 @@ impl Table {
         let Some(value) = stored.record.headers.get(PRODUCER_HEADER) else {
             return;
         };
-        let Some((producer, count)) = parse_header(value) else {
+        let Some((producer, count, log_id)) = parse_header(value) else {
             return;
         };
+        if log_id != self.log_id {
+            return; // copied from another log
+        }
         let batch = Batch {
             first_sequence: producer.first_sequence,
             last_sequence: last_sequence(producer.first_sequence, count),
@@ -168,14 +196,15 @@ impl Table {
     }
 }
 
-fn header_value(producer: &Producer, count: usize) -> Bytes {
+fn header_value(producer: &Producer, count: usize, log_id: u64) -> Bytes {
     Bytes::from(format!(
-        "{}:{}:{}:{count}",
+        "{}:{}:{}:{count}:{log_id}",
         producer.id, producer.epoch, producer.first_sequence
     ))
 }
 
-fn parse_header(value: &[u8]) -> Option<(Producer, usize)> {
+/// `(producer, count, log id)` of a header value.
+fn parse_header(value: &[u8]) -> Option<(Producer, usize, u64)> {
     let text = std::str::from_utf8(value).ok()?;
     let mut parts = text.split(':');
     let producer = Producer {
@@ -184,7 +213,8 @@ fn parse_header(value: &[u8]) -> Option<(Producer, usize)> {
         first_sequence: parts.next()?.parse().ok()?,
     };
     let count = parts.next()?.parse().ok()?;
-    (parts.next().is_none() && count > 0).then_some((producer, count))
+    let log_id = parts.next()?.parse().ok()?;
+    (parts.next().is_none() && count > 0).then_some((producer, count, log_id))
 }
 
 impl Producers {
@@ -199,18 +229,15 @@ pub(crate) async fn append(
     gateway: &Gateway,
     log: &str,
     producer: Producer,
-    mut records: Vec<Record>,
+    records: Vec<Record>,
 ) -> Result<Written, Refusal> {
     let count = records.len();
-    if let Some(first) = records.first_mut() {
-        first
-            .headers
-            .insert(PRODUCER_HEADER.to_owned(), header_value(&producer, count));
-    }
     let table = gateway.producers.table(log);
     let mut table = table.lock().await;
-    for _ in 0..MAX_ATTEMPTS {
-        fold_to_tail(gateway, log, &mut table).await?;
+    if table.folded_to.is_none() {
+        first_fold(gateway, log, &mut table).await?;
+    }
+    for attempt in 0..MAX_ATTEMPTS {
         match table.verdict(&producer, count) {
             Verdict::Refuse(code) => {
                 return Err(Refusal::new(
@@ -235,15 +262,19 @@ pub(crate) async fn append(
             }
             Verdict::Append => {}
         }
+        // The header names the log (incarnation) too: a copy of the record
+        // in another log says nothing of that log's producers.
+        let mut batch = records.clone();
+        if let Some(first) = batch.first_mut() {
+            let value = header_value(&producer, count, table.log_id);
+            first.headers.insert(PRODUCER_HEADER.to_owned(), value);
+        }
+        crate::produce::check_limits(&batch)?;
         let condition = AppendIf {
             next_offset: table.folded_to,
             log_id: Some(table.log_id),
         };
-        match gateway
-            .client
-            .append_if(log, records.clone(), condition)
-            .await
-        {
+        match gateway.client.append_if(log, batch, condition).await {
             Ok(appended) => {
                 let batch = Batch {
                     first_sequence: producer.first_sequence,
@@ -253,15 +284,31 @@ pub(crate) async fn append(
                 };
                 table.remember(&producer, batch);
                 table.folded_to = Some(appended.last_offset + 1);
+                table.forget_expired(appended.timestamp_ms);
                 return Ok(Written {
                     first_offset: appended.first_offset,
                     timestamp_ms: appended.timestamp_ms,
                 });
             }
             // Something else was appended first (perhaps an earlier attempt
-            // of this batch): fold it in and check again.
+            // of this batch, whose answer was lost): read it into the table
+            // and check again.
             Err(e) if e.kind() == ErrorKind::FailedPrecondition && e.next_offset().is_some() => {
-                continue;
+                let end = e.next_offset().unwrap_or_default();
+                match table.folded_to {
+                    Some(folded) if end > folded => {
+                        fold_range(gateway, log, &mut table, folded, end).await?;
+                    }
+                    // The log ends before where the table was read to: it
+                    // is not the log the table was read from.
+                    _ => {
+                        *table = Table::default();
+                        first_fold(gateway, log, &mut table).await?;
+                    }
+                }
+                // Others keep appending: stagger the next try a little.
+                let pause = fastrand_millis(attempt as u64 + 1);
+                tokio::time::sleep(Duration::from_millis(pause)).await;
             }
             Err(e) => {
                 if e.kind() == ErrorKind::NotFound {
@@ -278,42 +325,85 @@ pub(crate) async fn append(
     ))
 }
 
-/// Folds the records appended since the table was last folded (at first
-/// use, those of the last [`STATE_WINDOW`]).
-async fn fold_to_tail(gateway: &Gateway, log: &str, table: &mut Table) -> Result<(), Refusal> {
+/// A pause of 0..=`max` ms, varied by the clock (no random crate needed
+/// for a stagger).
+fn fastrand_millis(max: u64) -> u64 {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::from(d.subsec_nanos()));
+    nanos % (max + 1)
+}
+
+/// Reads the table of a partition not read yet: the producers of its last
+/// [`MAX_FOLD_RECORDS`] records that are younger than [`STATE_WINDOW`].
+async fn first_fold(gateway: &Gateway, log: &str, table: &mut Table) -> Result<(), Refusal> {
     let tail = gateway
         .client
         .check_tail(log)
         .await
         .map_err(|e| refusal(&e))?;
-    if table.folded_to.is_some() && table.log_id != tail.log_id {
-        *table = Table::default();
-    }
-    let start = match table.folded_to {
-        Some(offset) if offset >= tail.next_offset => return Ok(()),
-        Some(offset) => Start::Offset(offset.max(tail.first_offset)),
-        None => {
-            let since = std::time::SystemTime::now()
-                .checked_sub(STATE_WINDOW)
-                .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
-                .map_or(0, |d| d.as_millis() as i64);
-            Start::Timestamp(since)
-        }
+    *table = Table {
+        log_id: tail.log_id,
+        ..Table::default()
     };
+    let start = tail
+        .next_offset
+        .saturating_sub(MAX_FOLD_RECORDS)
+        .max(tail.first_offset);
     let options = ReadOptions {
         limit: None,
         follow: false,
         log_id: Some(tail.log_id),
     };
-    let mut reader = gateway.client.reader(log, start, options);
+    let since = now_ms() - STATE_WINDOW.as_millis() as i64;
+    let mut reader = gateway.client.reader(log, Start::Offset(start), options);
     let mut end = tail.next_offset;
     while let Some(stored) = reader.try_next().await.map_err(|e| refusal(&e))? {
-        table.fold(&stored);
+        if stored.timestamp_ms >= since {
+            table.fold(&stored);
+        }
         end = end.max(stored.offset + 1);
     }
-    table.log_id = tail.log_id;
     table.folded_to = Some(end);
     Ok(())
+}
+
+/// Reads the records `from..to` into the table; `to` is the log's
+/// acknowledged end, which reads see once the LAC reaches it (waited for,
+/// up to [`FOLD_TIMEOUT`]).
+async fn fold_range(
+    gateway: &Gateway,
+    log: &str,
+    table: &mut Table,
+    from: u64,
+    to: u64,
+) -> Result<(), Refusal> {
+    let options = ReadOptions {
+        limit: Some(to - from),
+        follow: true,
+        log_id: Some(table.log_id),
+    };
+    let mut reader = gateway.client.reader(log, Start::Offset(from), options);
+    let read = async {
+        while let Some(stored) = reader.try_next().await.map_err(|e| refusal(&e))? {
+            table.fold(&stored);
+            table.folded_to = Some(stored.offset + 1);
+        }
+        Ok::<(), Refusal>(())
+    };
+    match tokio::time::timeout(FOLD_TIMEOUT, read).await {
+        Ok(result) => result,
+        Err(_) => Err(Refusal::new(
+            ResponseError::NotLeaderOrFollower,
+            format!("{log}: records up to {to} did not become readable in time: retry"),
+        )),
+    }
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
 }
 
 pub(crate) fn init_producer_id(request: InitProducerIdRequest, version: i16) -> Outcome {
@@ -408,7 +498,7 @@ mod tests {
             let mut record = Record::new("x");
             record.headers.insert(
                 PRODUCER_HEADER.into(),
-                header_value(&producer(2, first), count),
+                header_value(&producer(2, first), count, 0),
             );
             table.fold(&StoredRecord {
                 offset,
@@ -424,8 +514,33 @@ mod tests {
         }
         assert_eq!(table.verdict(&producer(2, 4), 2), Verdict::Duplicate(4, 5));
         assert_eq!(table.verdict(&producer(2, 7), 1), Verdict::Append);
-        assert_eq!(parse_header(b"1:2:3"), None);
-        assert_eq!(parse_header(b"1:2:3:0"), None);
+        assert_eq!(parse_header(b"1:2:3:4"), None);
+        assert_eq!(parse_header(b"1:2:3:0:0"), None);
+        // A header copied from another log (another log id) is not folded.
+        let mut copied = Record::new("x");
+        copied
+            .headers
+            .insert(PRODUCER_HEADER.into(), header_value(&producer(2, 8), 1, 99));
+        table.fold(&StoredRecord {
+            offset: 20,
+            timestamp_ms: 5,
+            record: copied,
+        });
+        assert_eq!(
+            table.verdict(&producer(2, 8), 1),
+            Verdict::Refuse(ResponseError::OutOfOrderSequenceNumber)
+        );
+        // Read twice, a batch counts once; old producers are forgotten.
+        let again = Batch {
+            first_sequence: 6,
+            last_sequence: 6,
+            first_offset: 6,
+            timestamp_ms: 5,
+        };
+        table.remember(&producer(2, 6), again);
+        assert_eq!(table.producers[&7].batches.len(), 3);
+        table.forget_expired(5 + STATE_WINDOW.as_millis() as i64 + 1);
+        assert!(table.producers.is_empty());
     }
 
     #[test]

@@ -116,25 +116,27 @@ async fn append(
         .records
         .ok_or_else(|| Refusal::new(ResponseError::InvalidRecord, "no records"))?;
     let produced = codec::produced_records(records, &Limits::DEFAULT)?;
-    check_limits(&produced.records)?;
     let log = topics::log_name(&gateway.options.namespace, topic, partition.index);
     match produced.producer {
         Some(producer) => {
             let written = idempotence::append(gateway, &log, producer, produced.records).await?;
             Ok((written.first_offset, written.timestamp_ms))
         }
-        None => gateway
-            .client
-            .append(&log, produced.records, None)
-            .await
-            .map(|appended| (appended.first_offset, appended.timestamp_ms))
-            .map_err(|e| refusal(&e)),
+        None => {
+            check_limits(&produced.records)?;
+            gateway
+                .client
+                .append(&log, produced.records, None)
+                .await
+                .map(|appended| (appended.first_offset, appended.timestamp_ms))
+                .map_err(|e| refusal(&e))
+        }
     }
 }
 
 /// The node's record limits, with Kafka's codes: one record over a limit is
 /// `MESSAGE_TOO_LARGE`, the whole append over one `RECORD_LIST_TOO_LARGE`.
-fn check_limits(records: &[distributedlog::Record]) -> Result<(), Refusal> {
+pub(crate) fn check_limits(records: &[distributedlog::Record]) -> Result<(), Refusal> {
     use dlog_wire::record::RecordError as E;
     dlog_wire::record::check_append(records, &Limits::DEFAULT).map_err(|e| {
         let code = match e {
