@@ -1,19 +1,30 @@
 //! The node's Kafka listener (`kafka.listen`): bound with the gRPC port, so
-//! a taken port stops the node at start, and served once the node is
-//! registered. The listener reaches the node's services through a dlog
-//! client of the node's own gRPC address (docs/kafka.md).
+//! a taken port stops the node at start, registered with the node (its
+//! address is in the node's registration and in the owner keys of the logs
+//! it owns, so that Metadata can name each partition's owner as leader), and
+//! served once the node is registered. The listener reaches the node's
+//! services through a dlog client of the node's own gRPC address
+//! (docs/kafka.md).
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 
 use anyhow::{Context, bail};
+use dlog_meta::manifest::{Manifest, NodeInfo, Role};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::NodeConfig;
 
+/// A bound listener and the address clients are told.
+#[derive(Debug)]
+pub struct Bound {
+    listener: TcpListener,
+    pub advertised: SocketAddr,
+}
+
 /// The listener, if `kafka.listen` turns it on.
-pub async fn bind(config: &NodeConfig) -> anyhow::Result<Option<TcpListener>> {
+pub async fn bind(config: &NodeConfig) -> anyhow::Result<Option<Bound>> {
     let Some(listen) = config.kafka.listen.as_deref() else {
         return Ok(None);
     };
@@ -32,18 +43,6 @@ pub async fn bind(config: &NodeConfig) -> anyhow::Result<Option<TcpListener>> {
     let listener = TcpListener::bind(listen)
         .await
         .with_context(|| format!("kafka.listen: listen on {listen}"))?;
-    Ok(Some(listener))
-}
-
-/// Serves Kafka clients on `listener` until `stop`; `grpc` is the node's
-/// own gRPC address.
-pub fn start(
-    listener: TcpListener,
-    config: &NodeConfig,
-    node_id: &str,
-    grpc: SocketAddr,
-    stop: CancellationToken,
-) -> anyhow::Result<()> {
     let bound = listener
         .local_addr()
         .context("kafka.listen: read the address")?;
@@ -57,6 +56,22 @@ pub fn start(
         ),
         None => bound,
     };
+    Ok(Some(Bound {
+        listener,
+        advertised,
+    }))
+}
+
+/// Serves Kafka clients on `bound` until `stop`; `node_id` and `grpc` are
+/// the node's id and own gRPC address.
+pub fn start(
+    bound: Bound,
+    config: &NodeConfig,
+    node_id: &str,
+    grpc: SocketAddr,
+    manifest: Manifest,
+    stop: CancellationToken,
+) -> anyhow::Result<()> {
     let own = if grpc.ip().is_unspecified() {
         SocketAddr::new(std::net::Ipv4Addr::LOCALHOST.into(), grpc.port())
     } else {
@@ -75,37 +90,58 @@ pub fn start(
     };
     let options = dlog_kafka::KafkaOptions {
         namespace: config.kafka.namespace.clone(),
-        advertised,
-        node_id: broker_id(node_id),
+        advertised: bound.advertised,
+        node: node_id.to_owned(),
         cluster_id: "dlog".to_owned(),
         max_request_bytes: config.kafka.max_request_bytes,
         auto_create_partitions: config.kafka.auto_create_partitions,
     };
     dlog_wire::names::Namespace::new(&options.namespace)
         .with_context(|| "kafka.namespace".to_owned())?;
-    tracing::info!(%bound, %advertised, namespace = %options.namespace, "serving Kafka clients");
-    let gateway = Arc::new(dlog_kafka::Gateway::new(options, client));
-    tokio::spawn(dlog_kafka::serve(listener, gateway, stop));
+    tracing::info!(
+        advertised = %bound.advertised,
+        namespace = %options.namespace,
+        "serving Kafka clients"
+    );
+    let directory = Arc::new(ManifestDirectory { manifest });
+    let gateway = Arc::new(dlog_kafka::Gateway::new(options, client).with_directory(directory));
+    tokio::spawn(dlog_kafka::serve(bound.listener, gateway, stop));
     Ok(())
 }
 
-/// The node's Kafka broker id: a hash of its node id (stable across
-/// restarts, distinct between nodes with overwhelming odds), so that clients
-/// given several nodes never see one broker id move between addresses.
-fn broker_id(node_id: &str) -> i32 {
-    // FNV-1a: fixed, unlike the standard library's seeded hasher.
-    let hash = node_id.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
-        (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
-    });
-    (hash & 0x7fff_ffff) as i32
+/// Partition owners and Kafka brokers, from the manifest: a node's Kafka
+/// address is in its registration and in the owner keys it writes.
+#[derive(Debug)]
+struct ManifestDirectory {
+    manifest: Manifest,
 }
 
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn broker_ids_are_stable_and_positive() {
-        assert_eq!(super::broker_id("ingest-1"), super::broker_id("ingest-1"));
-        assert_ne!(super::broker_id("ingest-1"), super::broker_id("ingest-2"));
-        assert!(super::broker_id("standalone") >= 0);
+fn kafka_address(node: &NodeInfo) -> Option<SocketAddr> {
+    node.kafka.as_deref().and_then(|a| a.parse().ok())
+}
+
+#[async_trait::async_trait]
+impl dlog_kafka::Directory for ManifestDirectory {
+    async fn brokers(&self) -> anyhow::Result<Vec<(String, SocketAddr)>> {
+        let mut brokers = Vec::new();
+        for role in [Role::Ingest, Role::Reader] {
+            for node in self.manifest.nodes(role).await? {
+                if let Some(addr) = kafka_address(&node) {
+                    brokers.push((node.id, addr));
+                }
+            }
+        }
+        brokers.sort();
+        brokers.dedup();
+        Ok(brokers)
+    }
+
+    async fn owner(&self, log: &str) -> anyhow::Result<Option<(String, Option<SocketAddr>)>> {
+        let log = log.parse().context("a partition's log name")?;
+        let owner = self.manifest.owner(&log).await?;
+        Ok(owner.map(|node| {
+            let addr = kafka_address(&node);
+            (node.id, addr)
+        }))
     }
 }

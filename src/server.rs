@@ -190,6 +190,7 @@ pub async fn serve(options: ServeOptions, shutdown: CancellationToken) -> anyhow
         },
         zone: String::new(),
         capacity: 0,
+        kafka: kafka_listener.as_ref().map(|k| k.advertised.to_string()),
     };
 
     // Client tokens: the table every request's grant comes from.
@@ -410,7 +411,14 @@ pub async fn serve(options: ServeOptions, shutdown: CancellationToken) -> anyhow
         ));
     }
     if let Some(kafka) = kafka_listener {
-        crate::kafka::start(kafka, &config, &node.id, addr, background_stop.clone())?;
+        crate::kafka::start(
+            kafka,
+            &config,
+            &node.id,
+            addr,
+            manifest.clone(),
+            background_stop.clone(),
+        )?;
     }
     // Registered, listening: load balancers may send work.
     readiness.set(true);

@@ -14,11 +14,12 @@ use bytes::{Bytes, BytesMut};
 use dlog_testkit::{Process, free_port, require_binary, wait_for_port};
 use futures::TryStreamExt;
 use kafka_protocol::messages::create_topics_request::CreatableTopic;
+use kafka_protocol::messages::metadata_request::MetadataRequestTopic;
 use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
 use kafka_protocol::messages::{
     ApiKey, ApiVersionsRequest, ApiVersionsResponse, CreateTopicsRequest, CreateTopicsResponse,
-    DeleteTopicsRequest, DeleteTopicsResponse, ProduceRequest, ProduceResponse, RequestHeader,
-    TopicName,
+    DeleteTopicsRequest, DeleteTopicsResponse, MetadataRequest, MetadataResponse, ProduceRequest,
+    ProduceResponse, RequestHeader, TopicName,
 };
 use kafka_protocol::protocol::{Decodable, Encodable, StrBytes};
 use kafka_protocol::records::{
@@ -257,7 +258,11 @@ struct Raw {
 
 impl Raw {
     fn connect(node: &Node) -> Raw {
-        let stream = TcpStream::connect(("127.0.0.1", node.kafka)).unwrap();
+        Raw::connect_port(node.kafka)
+    }
+
+    fn connect_port(port: u16) -> Raw {
+        let stream = TcpStream::connect(("127.0.0.1", port)).unwrap();
         stream
             .set_read_timeout(Some(Duration::from_secs(20)))
             .unwrap();
@@ -439,6 +444,7 @@ const CORRUPT_MESSAGE: i16 = 2;
 const MESSAGE_TOO_LARGE: i16 = 10;
 const UNSUPPORTED_VERSION: i16 = 35;
 const TOPIC_ALREADY_EXISTS: i16 = 36;
+const NOT_LEADER_OR_FOLLOWER: i16 = 6;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_input_gets_kafka_errors_and_loses_nothing_acknowledged() {
@@ -675,4 +681,88 @@ async fn an_idempotent_producer_loses_and_duplicates_nothing_when_the_owner_is_k
     assert!(summary["acked"].as_u64().unwrap() > 1000, "{summary}");
     assert_eq!(summary["duplicates"], 0);
     assert_eq!(summary["lost"], 0);
+}
+
+/// Metadata names each partition's owner as its leader, a Produce sent to
+/// another node is answered NOT_LEADER_OR_FOLLOWER, and a Kafka client
+/// bootstrapped on the other node follows to the owner.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn metadata_names_the_owner_and_a_produce_elsewhere_is_redirected() {
+    let Some(kcat) = kcat() else { return };
+    let spec = common::ClusterSpec {
+        caches: 3,
+        ingests: 2,
+        ingest_roles: "ingest,reader",
+        ..common::ClusterSpec::default()
+    };
+    let Some(mut cluster) = common::Cluster::start_spec(spec).await else {
+        return;
+    };
+    let ports = [free_port(), free_port()];
+    for (node, port) in cluster.ingests.iter_mut().zip(ports) {
+        node.kill();
+        node.start_with_args(&["--kafka-listen", &format!("127.0.0.1:{port}")]);
+        assert!(
+            wait_for_port(([127, 0, 0, 1], port).into(), Duration::from_secs(30)),
+            "the listener did not start: {}",
+            node.log_text()
+        );
+    }
+    let owner = cluster.client(cluster.ingests[1].address());
+    owner.create_log("kafka/routed.0").await.unwrap();
+    owner
+        .append(
+            "kafka/routed.0",
+            vec![distributedlog::Record::new("first")],
+            None,
+        )
+        .await
+        .unwrap();
+    assert_eq!(cluster.owner_of("kafka/routed.0").await, Some(1));
+
+    let mut raw = Raw::connect_port(ports[0]);
+    let mut request = MetadataRequest::default();
+    let mut asked = MetadataRequestTopic::default();
+    asked.name = Some(TopicName(StrBytes::from_static_str("routed")));
+    request.topics = Some(vec![asked]);
+    let mut body = BytesMut::new();
+    request.encode(&mut body, 5).unwrap();
+    let mut response = raw.request(ApiKey::Metadata, 5, &body).unwrap();
+    let metadata = MetadataResponse::decode(&mut response, 5).unwrap();
+    let owner_id = dlog_kafka::broker_id("ingest-2");
+    let leader = metadata.topics[0].partitions[0].leader_id.0;
+    assert_eq!(leader, owner_id, "{metadata:?}");
+    let brokers: Vec<i32> = metadata.brokers.iter().map(|b| b.node_id.0).collect();
+    assert!(
+        brokers.contains(&dlog_kafka::broker_id("ingest-1")),
+        "{brokers:?}"
+    );
+    let owner_broker = metadata
+        .brokers
+        .iter()
+        .find(|b| b.node_id.0 == owner_id)
+        .unwrap();
+    assert_eq!(owner_broker.port, i32::from(ports[1]));
+
+    let (code, _) = raw.produce("routed", batch(&[Bytes::from_static(b"elsewhere")]));
+    assert_eq!(code, NOT_LEADER_OR_FOLLOWER);
+
+    // kcat, bootstrapped on the node that does not own the partition.
+    run_kcat(
+        &kcat,
+        &[
+            "-b",
+            &format!("127.0.0.1:{}", ports[0]),
+            "-P",
+            "-t",
+            "routed",
+            "-p",
+            "0",
+        ],
+        b"followed\n",
+    );
+    let reader = cluster.client(cluster.ingests[0].address());
+    let stored = read_all(&reader, "kafka/routed.0").await;
+    let payloads: Vec<&[u8]> = stored.iter().map(|r| &r.record.payload[..]).collect();
+    assert_eq!(payloads, vec![&b"first"[..], &b"followed"[..]]);
 }

@@ -218,6 +218,7 @@ impl Setup {
                 address,
                 zone: String::new(),
                 capacity: 0,
+                kafka: None,
             };
             manifest
                 .register_node(Role::Cache, &info, lease)

@@ -709,6 +709,7 @@ mod tests {
             address: "http://127.0.0.1:1".into(),
             zone: String::new(),
             capacity: 0,
+            kafka: None,
         };
         let node = IngestNode::new(
             manifest.clone(),

@@ -148,6 +148,7 @@ async fn a_stalled_cache_node_keeps_the_connection_of_thousands_of_segments() {
         address: format!("http://{address}"),
         zone: String::new(),
         capacity: 0,
+        kafka: None,
     };
     manifest
         .register_node(Role::Cache, &node, lease)

@@ -308,7 +308,7 @@ pub(crate) fn find_coordinator(gateway: &Gateway, request: FindCoordinatorReques
     if request.key_type != 0 {
         response.error_code = ResponseError::CoordinatorNotAvailable.code();
     } else {
-        response.node_id = BrokerId(gateway.options.node_id);
+        response.node_id = BrokerId(crate::broker_id(&gateway.options.node));
         response.host = StrBytes::from_string(gateway.options.advertised.ip().to_string());
         response.port = i32::from(gateway.options.advertised.port());
     }

@@ -10,8 +10,9 @@
 //!
 //! This module owns the listener's accept loop; [`conn`] one connection,
 //! [`frame`] the framing, [`codec`] the record batches, [`topics`] the
-//! topic ↔ log mapping, [`versions`] what `ApiVersions` advertises, and one
-//! module per group of APIs.
+//! topic ↔ log mapping, [`routing`] which node leads a partition,
+//! [`versions`] what `ApiVersions` advertises, and one module per group of
+//! APIs.
 
 mod admin;
 mod codec;
@@ -25,6 +26,7 @@ mod idempotence;
 mod metadata;
 mod offsets;
 mod produce;
+mod routing;
 mod topics;
 mod versions;
 
@@ -74,8 +76,8 @@ pub struct KafkaOptions {
     pub namespace: String,
     /// The address Metadata gives clients for this node.
     pub advertised: SocketAddr,
-    /// The node id Metadata gives this node.
-    pub node_id: i32,
+    /// The node's id (its broker id is [`broker_id`] of it).
+    pub node: String,
     /// The cluster id Metadata reports.
     pub cluster_id: String,
     /// Largest request frame.
@@ -86,11 +88,39 @@ pub struct KafkaOptions {
     pub auto_create_partitions: i32,
 }
 
+/// Where the partitions' owners are: the brokers Metadata lists, and the
+/// leader it names for each partition.
+#[async_trait::async_trait]
+pub trait Directory: Send + Sync + std::fmt::Debug {
+    /// Node ids and Kafka addresses of the nodes that serve Kafka clients.
+    async fn brokers(&self) -> anyhow::Result<Vec<(String, SocketAddr)>>;
+    /// The node that owns `log` (its id, and its Kafka address if it serves
+    /// one), if the log has an owner now.
+    async fn owner(&self, log: &str) -> anyhow::Result<Option<(String, Option<SocketAddr>)>>;
+}
+
+/// A node's Kafka broker id: a hash of its node id (stable across restarts,
+/// distinct between nodes with overwhelming odds), so that every node
+/// computes every other's, and clients never see one id move between
+/// addresses.
+pub fn broker_id(node: &str) -> i32 {
+    // FNV-1a: fixed, unlike the standard library's seeded hasher.
+    let hash = node.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+    });
+    (hash & 0x7fff_ffff) as i32
+}
+
 /// The listener's shared state: its options and its dlog client.
 #[derive(Debug)]
 pub struct Gateway {
     options: KafkaOptions,
     client: Client,
+    /// Partition owners; `None`: this node leads every partition
+    /// (standalone, tests).
+    directory: Option<Arc<dyn Directory>>,
+    /// Owners looked up in the last [`routing::OWNER_TTL`].
+    owners: routing::Owners,
     groups: Arc<groups::Groups>,
     producers: idempotence::Producers,
     /// Room for request bytes, in KiB ([`MAX_QUEUED_REQUEST_BYTES`]).
@@ -98,12 +128,20 @@ pub struct Gateway {
 }
 
 impl Gateway {
+    /// Names each partition's owner as its leader, from `directory`.
+    pub fn with_directory(mut self, directory: Arc<dyn Directory>) -> Gateway {
+        self.directory = Some(directory);
+        self
+    }
+
     /// A gateway that serves `options` through `client` (a client of the
     /// node the listener runs in).
     pub fn new(options: KafkaOptions, client: Client) -> Gateway {
         Gateway {
             options,
             client,
+            directory: None,
+            owners: routing::Owners::default(),
             groups: Arc::default(),
             producers: idempotence::Producers::default(),
             queued: Arc::new(tokio::sync::Semaphore::new(MAX_QUEUED_REQUEST_BYTES / 1024)),
@@ -131,5 +169,15 @@ pub async fn serve(listener: TcpListener, gateway: Arc<Gateway>, stop: Cancellat
                 tokio::time::sleep(std::time::Duration::from_millis(100)).await;
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn broker_ids_are_stable_and_positive() {
+        assert_eq!(super::broker_id("ingest-1"), super::broker_id("ingest-1"));
+        assert_ne!(super::broker_id("ingest-1"), super::broker_id("ingest-2"));
+        assert!(super::broker_id("standalone") >= 0);
     }
 }

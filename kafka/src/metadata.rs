@@ -1,9 +1,6 @@
-//! `Metadata`: this node is the one broker, leader of every partition.
-//!
-//! Every node with a listener answers every partition: a produce is passed
-//! to the log's owner by the node's dlog client, and a fetch is served by
-//! the node's reader. (Naming each log's owner as its leader, so that a
-//! produce takes no extra hop, is future work: docs/kafka.md.)
+//! `Metadata`: the brokers are the nodes serving Kafka clients, and each
+//! partition's leader is its log's owner ([`crate::routing`]). Fetches may
+//! go to any of them: every node's reader serves every log.
 
 use kafka_protocol::ResponseError;
 use kafka_protocol::messages::metadata_response::{
@@ -17,17 +14,13 @@ use kafka_protocol::protocol::StrBytes;
 use crate::Gateway;
 use crate::admin::create_partitions;
 use crate::conn::Outcome;
+use crate::in_order;
 use crate::topics;
 
 pub(crate) async fn metadata(gateway: &Gateway, request: MetadataRequest, version: i16) -> Outcome {
     let options = &gateway.options;
-    let node = BrokerId(options.node_id);
+    let node = BrokerId(crate::broker_id(&options.node));
     let mut response = MetadataResponse::default();
-    let mut broker = MetadataResponseBroker::default();
-    broker.node_id = node;
-    broker.host = StrBytes::from_string(options.advertised.ip().to_string());
-    broker.port = i32::from(options.advertised.port());
-    response.brokers = vec![broker];
     // Fields newer than the request's version must stay at their defaults.
     if version >= 2 {
         response.cluster_id = Some(StrBytes::from_string(options.cluster_id.clone()));
@@ -35,6 +28,7 @@ pub(crate) async fn metadata(gateway: &Gateway, request: MetadataRequest, versio
     if version >= 1 {
         response.controller_id = node;
     }
+    let mut brokers = crate::routing::brokers(gateway).await;
 
     let known = match gateway
         .client
@@ -65,11 +59,8 @@ pub(crate) async fn metadata(gateway: &Gateway, request: MetadataRequest, versio
     match asked {
         None => {
             for (name, count) in &known {
-                topics.push(topic(
-                    node,
-                    StrBytes::from_string(name.clone()).into(),
-                    *count,
-                ));
+                let name = StrBytes::from_string(name.clone()).into();
+                topics.push(topic(gateway, &mut brokers, name, *count).await);
             }
         }
         Some(names) => {
@@ -79,7 +70,7 @@ pub(crate) async fn metadata(gateway: &Gateway, request: MetadataRequest, versio
                     None => auto_created(gateway, &name, auto_create).await,
                 };
                 topics.push(match count {
-                    Some(count) => topic(node, name, count),
+                    Some(count) => topic(gateway, &mut brokers, name, count).await,
                     None => topic_error(
                         name.clone(),
                         if topics::check_topic(&name).is_ok() {
@@ -93,6 +84,16 @@ pub(crate) async fn metadata(gateway: &Gateway, request: MetadataRequest, versio
         }
     }
     response.topics = topics;
+    response.brokers = brokers
+        .into_iter()
+        .map(|(id, addr)| {
+            let mut broker = MetadataResponseBroker::default();
+            broker.node_id = BrokerId(id);
+            broker.host = StrBytes::from_string(addr.ip().to_string());
+            broker.port = i32::from(addr.port());
+            broker
+        })
+        .collect();
     Outcome::Respond(Box::new(ResponseKind::Metadata(response)))
 }
 
@@ -113,19 +114,38 @@ async fn auto_created(gateway: &Gateway, name: &str, allowed: bool) -> Option<i3
     }
 }
 
-fn topic(node: BrokerId, name: TopicName, partitions: i32) -> MetadataResponseTopic {
+/// A topic's entry: each partition led by its log's owner, whose broker is
+/// added to `brokers` if missing.
+async fn topic(
+    gateway: &Gateway,
+    brokers: &mut Vec<(i32, std::net::SocketAddr)>,
+    name: TopicName,
+    partitions: i32,
+) -> MetadataResponseTopic {
+    let namespace = &gateway.options.namespace;
+    let leaders = in_order((0..partitions).map(|index| {
+        let log = topics::log_name(namespace, &name, index);
+        async move { crate::routing::leader(gateway, &log).await }
+    }))
+    .await;
     let mut topic = MetadataResponseTopic::default();
-    topic.name = Some(name);
-    topic.partitions = (0..partitions)
-        .map(|index| {
+    topic.partitions = leaders
+        .into_iter()
+        .enumerate()
+        .map(|(index, (leader, addr))| {
+            if !brokers.iter().any(|(id, _)| *id == leader) {
+                brokers.push((leader, addr));
+            }
+            let leader = BrokerId(leader);
             let mut partition = MetadataResponsePartition::default();
-            partition.partition_index = index;
-            partition.leader_id = node;
-            partition.replica_nodes = vec![node];
-            partition.isr_nodes = vec![node];
+            partition.partition_index = index as i32;
+            partition.leader_id = leader;
+            partition.replica_nodes = vec![leader];
+            partition.isr_nodes = vec![leader];
             partition
         })
         .collect();
+    topic.name = Some(name);
     topic
 }
 

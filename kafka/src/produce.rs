@@ -117,6 +117,12 @@ async fn append(
         .ok_or_else(|| Refusal::new(ResponseError::InvalidRecord, "no records"))?;
     let produced = codec::produced_records(records, &Limits::DEFAULT)?;
     let log = topics::log_name(&gateway.options.namespace, topic, partition.index);
+    if crate::routing::led_elsewhere(gateway, &log).await {
+        return Err(Refusal::new(
+            ResponseError::NotLeaderOrFollower,
+            format!("{log} is owned by another node: refresh the metadata"),
+        ));
+    }
     match produced.producer {
         Some(producer) => {
             let written = idempotence::append(gateway, &log, producer, produced.records).await?;

@@ -174,6 +174,7 @@ async fn start_node(fixture: &Fixture, id: &str) -> Arc<FakeNode> {
         address: format!("http://{address}"),
         zone: String::new(),
         capacity: 0,
+        kafka: None,
     };
     fixture
         .manifest

@@ -178,6 +178,7 @@ impl Cluster {
             address: format!("sim://{id}"),
             zone: String::new(),
             capacity: 0,
+            kafka: None,
         };
         self.manifest
             .register_node(Role::Cache, &info, lease)
@@ -333,6 +334,7 @@ impl Cluster {
             address: format!("sim://{id}"),
             zone: String::new(),
             capacity: 0,
+            kafka: None,
         };
         self.net.heal_party(&id);
         let pool = Arc::new(CachePool::with_connector(

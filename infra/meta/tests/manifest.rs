@@ -48,6 +48,7 @@ fn node(id: &str) -> NodeInfo {
         address: format!("http://{id}:7070"),
         zone: String::new(),
         capacity: 0,
+        kafka: None,
     }
 }
 

@@ -329,6 +329,10 @@ pub struct NodeInfo {
     /// Relative capacity for placement; 0 = default.
     #[serde(default)]
     pub capacity: u32,
+    /// `IP:PORT` of the node's Kafka listener, if it serves Kafka clients
+    /// (in an owner key: where Kafka clients reach the log's owner).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kafka: Option<String>,
 }
 
 /// Roles a node can run.
