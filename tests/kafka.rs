@@ -613,35 +613,11 @@ async fn an_idempotent_producer_loses_and_duplicates_nothing_when_the_owner_is_k
     let Some(python) = dlog_testkit::require_python_module("confluent_kafka") else {
         return;
     };
-    let spec = common::ClusterSpec {
-        caches: 3,
-        ingests: 2,
-        ingest_roles: "ingest,reader",
-        ..common::ClusterSpec::default()
-    };
-    let Some(mut cluster) = common::Cluster::start_spec(spec).await else {
+    // The listener runs on ingest-1; ingest-2 owns the partition.
+    let Some((mut cluster, ports)) = kafka_cluster(&[0], "kafka/failover.0").await else {
         return;
     };
-    // The listener runs on ingest-1; ingest-2 will own the partition.
-    let kafka = free_port();
-    cluster.ingests[0].kill();
-    cluster.ingests[0].start_with_args(&["--kafka-listen", &format!("127.0.0.1:{kafka}")]);
-    assert!(
-        wait_for_port(([127, 0, 0, 1], kafka).into(), Duration::from_secs(30)),
-        "the listener did not start: {}",
-        cluster.ingests[0].log_text()
-    );
-    let owner = cluster.client(cluster.ingests[1].address());
-    owner.create_log("kafka/failover.0").await.unwrap();
-    owner
-        .append(
-            "kafka/failover.0",
-            vec![distributedlog::Record::new("first")],
-            None,
-        )
-        .await
-        .unwrap();
-    assert_eq!(cluster.owner_of("kafka/failover.0").await, Some(1));
+    let kafka = ports[0];
 
     let script = format!(
         "{}/tests/python/kafka_idempotent.py",
@@ -689,36 +665,9 @@ async fn an_idempotent_producer_loses_and_duplicates_nothing_when_the_owner_is_k
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn metadata_names_the_owner_and_a_produce_elsewhere_is_redirected() {
     let Some(kcat) = kcat() else { return };
-    let spec = common::ClusterSpec {
-        caches: 3,
-        ingests: 2,
-        ingest_roles: "ingest,reader",
-        ..common::ClusterSpec::default()
-    };
-    let Some(mut cluster) = common::Cluster::start_spec(spec).await else {
+    let Some((cluster, ports)) = kafka_cluster(&[0, 1], "kafka/routed.0").await else {
         return;
     };
-    let ports = [free_port(), free_port()];
-    for (node, port) in cluster.ingests.iter_mut().zip(ports) {
-        node.kill();
-        node.start_with_args(&["--kafka-listen", &format!("127.0.0.1:{port}")]);
-        assert!(
-            wait_for_port(([127, 0, 0, 1], port).into(), Duration::from_secs(30)),
-            "the listener did not start: {}",
-            node.log_text()
-        );
-    }
-    let owner = cluster.client(cluster.ingests[1].address());
-    owner.create_log("kafka/routed.0").await.unwrap();
-    owner
-        .append(
-            "kafka/routed.0",
-            vec![distributedlog::Record::new("first")],
-            None,
-        )
-        .await
-        .unwrap();
-    assert_eq!(cluster.owner_of("kafka/routed.0").await, Some(1));
 
     let mut raw = Raw::connect_port(ports[0]);
     let mut request = MetadataRequest::default();
@@ -765,4 +714,36 @@ async fn metadata_names_the_owner_and_a_produce_elsewhere_is_redirected() {
     let stored = read_all(&reader, "kafka/routed.0").await;
     let payloads: Vec<&[u8]> = stored.iter().map(|r| &r.record.payload[..]).collect();
     assert_eq!(payloads, vec![&b"first"[..], &b"followed"[..]]);
+}
+
+/// 3 cache nodes and 2 ingest nodes (with the reader role); the ingest nodes
+/// at `listeners` serve Kafka clients (on the returned ports, in order);
+/// `log` is created and owned by ingest-2.
+async fn kafka_cluster(listeners: &[usize], log: &str) -> Option<(common::Cluster, Vec<u16>)> {
+    let spec = common::ClusterSpec {
+        caches: 3,
+        ingests: 2,
+        ingest_roles: "ingest,reader",
+        ..common::ClusterSpec::default()
+    };
+    let mut cluster = common::Cluster::start_spec(spec).await?;
+    let mut ports = Vec::new();
+    for &i in listeners {
+        let port = free_port();
+        let node = &mut cluster.ingests[i];
+        node.kill();
+        node.start_with_args(&["--kafka-listen", &format!("127.0.0.1:{port}")]);
+        assert!(
+            wait_for_port(([127, 0, 0, 1], port).into(), Duration::from_secs(30)),
+            "the listener did not start: {}",
+            node.log_text()
+        );
+        ports.push(port);
+    }
+    let owner = cluster.client(cluster.ingests[1].address());
+    owner.create_log(log).await.unwrap();
+    let first = vec![distributedlog::Record::new("first")];
+    owner.append(log, first, None).await.unwrap();
+    assert_eq!(cluster.owner_of(log).await, Some(1));
+    Some((cluster, ports))
 }
