@@ -31,8 +31,10 @@ pub async fn bind(config: &NodeConfig) -> anyhow::Result<Option<Bound>> {
     if listen.is_empty() || listen == "off" {
         return Ok(None);
     }
-    if !config.roles.iter().any(|r| r == "ingest" || r == "reader") {
-        bail!("kafka.listen: the Kafka listener runs on ingest and reader nodes only");
+    // Fetches are served by the node's own reader, and Metadata may send
+    // any consumer to any listener node.
+    if !config.roles.iter().any(|r| r == "reader") {
+        bail!("kafka.listen: the Kafka listener runs on nodes with the reader role");
     }
     if config.auth.tokens {
         bail!(

@@ -18,8 +18,9 @@ use kafka_protocol::messages::metadata_request::MetadataRequestTopic;
 use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
 use kafka_protocol::messages::{
     ApiKey, ApiVersionsRequest, ApiVersionsResponse, CreateTopicsRequest, CreateTopicsResponse,
-    DeleteTopicsRequest, DeleteTopicsResponse, MetadataRequest, MetadataResponse, ProduceRequest,
-    ProduceResponse, RequestHeader, TopicName,
+    DeleteTopicsRequest, DeleteTopicsResponse, FindCoordinatorRequest, FindCoordinatorResponse,
+    GroupId, HeartbeatRequest, HeartbeatResponse, MetadataRequest, MetadataResponse,
+    ProduceRequest, ProduceResponse, RequestHeader, TopicName,
 };
 use kafka_protocol::protocol::{Decodable, Encodable, StrBytes};
 use kafka_protocol::records::{
@@ -445,6 +446,7 @@ const MESSAGE_TOO_LARGE: i16 = 10;
 const UNSUPPORTED_VERSION: i16 = 35;
 const TOPIC_ALREADY_EXISTS: i16 = 36;
 const NOT_LEADER_OR_FOLLOWER: i16 = 6;
+const NOT_COORDINATOR: i16 = 16;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_input_gets_kafka_errors_and_loses_nothing_acknowledged() {
@@ -695,6 +697,41 @@ async fn metadata_names_the_owner_and_a_produce_elsewhere_is_redirected() {
 
     let (code, _) = raw.produce("routed", batch(&[Bytes::from_static(b"elsewhere")]));
     assert_eq!(code, NOT_LEADER_OR_FOLLOWER);
+
+    // One coordinator per group, whichever node is asked; the other node
+    // sends group requests back to it.
+    let coordinators: Vec<i32> = ports
+        .iter()
+        .map(|&port| {
+            let mut raw = Raw::connect_port(port);
+            let mut request = FindCoordinatorRequest::default();
+            request.key = StrBytes::from_static_str("readers");
+            let mut body = BytesMut::new();
+            request.encode(&mut body, 2).unwrap();
+            let mut response = raw.request(ApiKey::FindCoordinator, 2, &body).unwrap();
+            FindCoordinatorResponse::decode(&mut response, 2)
+                .unwrap()
+                .node_id
+                .0
+        })
+        .collect();
+    assert_eq!(coordinators[0], coordinators[1]);
+    let other = if coordinators[0] == dlog_kafka::broker_id("ingest-1") {
+        1
+    } else {
+        0
+    };
+    let mut raw_other = Raw::connect_port(ports[other]);
+    let mut beat = HeartbeatRequest::default();
+    beat.group_id = GroupId(StrBytes::from_static_str("readers"));
+    beat.member_id = StrBytes::from_static_str("someone");
+    let mut body = BytesMut::new();
+    beat.encode(&mut body, 1).unwrap();
+    let mut response = raw_other.request(ApiKey::Heartbeat, 1, &body).unwrap();
+    let code = HeartbeatResponse::decode(&mut response, 1)
+        .unwrap()
+        .error_code;
+    assert_eq!(code, NOT_COORDINATOR);
 
     // kcat, bootstrapped on the node that does not own the partition.
     run_kcat(

@@ -32,6 +32,9 @@ pub(crate) async fn commit(gateway: &Gateway, request: OffsetCommitRequest) -> O
     // assigns partitions itself, with -1 and no member id.
     let checked = match check_group(&group) {
         Err(code) => Err(code),
+        Ok(()) if !crate::routing::coordinates(gateway, &group).await => {
+            Err(ResponseError::NotCoordinator)
+        }
         // Without a generation: only while the group has no members (as
         // Kafka), so that no tool moves an active group's offsets.
         Ok(()) if request.generation_id_or_member_epoch < 0 => {
@@ -99,7 +102,14 @@ pub(crate) async fn commit(gateway: &Gateway, request: OffsetCommitRequest) -> O
 pub(crate) async fn fetch(gateway: &Gateway, request: OffsetFetchRequest, version: i16) -> Outcome {
     let mut response = OffsetFetchResponse::default();
     let group = request.group_id.to_string();
-    if let Err(code) = check_group(&group) {
+    let refused = match check_group(&group) {
+        Err(code) => Some(code),
+        Ok(()) if !crate::routing::coordinates(gateway, &group).await => {
+            Some(ResponseError::NotCoordinator)
+        }
+        Ok(()) => None,
+    };
+    if let Some(code) = refused {
         // The top-level code exists from v2 on; before, each partition's.
         if version >= 2 {
             response.error_code = code.code();

@@ -166,14 +166,16 @@ async fn answer(
             RequestKind::Produce(request) => produce::produce(gateway, request, version).await,
             RequestKind::Fetch(request) => fetch::fetch(gateway, readers, request, version).await,
             RequestKind::ListOffsets(request) => offsets::list_offsets(gateway, request).await,
-            RequestKind::FindCoordinator(request) => groups::find_coordinator(gateway, request),
+            RequestKind::FindCoordinator(request) => {
+                groups::find_coordinator(gateway, request).await
+            }
             RequestKind::JoinGroup(request) => {
                 let client = client.as_deref().unwrap_or("consumer");
                 groups::join(gateway, request, client, version).await
             }
             RequestKind::SyncGroup(request) => groups::sync(gateway, request).await,
-            RequestKind::Heartbeat(request) => groups::heartbeat(gateway, request),
-            RequestKind::LeaveGroup(request) => groups::leave(gateway, request, version),
+            RequestKind::Heartbeat(request) => groups::heartbeat(gateway, request).await,
+            RequestKind::LeaveGroup(request) => groups::leave(gateway, request, version).await,
             RequestKind::OffsetCommit(request) => commits::commit(gateway, request).await,
             RequestKind::OffsetFetch(request) => commits::fetch(gateway, request, version).await,
             RequestKind::InitProducerId(request) => idempotence::init_producer_id(request, version),

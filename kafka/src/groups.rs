@@ -303,16 +303,27 @@ fn respond(kind: ResponseKind) -> Outcome {
     Outcome::Respond(Box::new(kind))
 }
 
-pub(crate) fn find_coordinator(gateway: &Gateway, request: FindCoordinatorRequest) -> Outcome {
+pub(crate) async fn find_coordinator(
+    gateway: &Gateway,
+    request: FindCoordinatorRequest,
+) -> Outcome {
     let mut response = FindCoordinatorResponse::default();
     if request.key_type != 0 {
         response.error_code = ResponseError::CoordinatorNotAvailable.code();
     } else {
-        response.node_id = BrokerId(crate::broker_id(&gateway.options.node));
-        response.host = StrBytes::from_string(gateway.options.advertised.ip().to_string());
-        response.port = i32::from(gateway.options.advertised.port());
+        let (id, addr) = crate::routing::coordinator(gateway, &request.key).await;
+        response.node_id = BrokerId(id);
+        response.host = StrBytes::from_string(addr.ip().to_string());
+        response.port = i32::from(addr.port());
     }
     respond(ResponseKind::FindCoordinator(response))
+}
+
+/// `NOT_COORDINATOR` unless this node coordinates `group`
+/// ([`crate::routing::coordinator`]).
+async fn not_here(gateway: &Gateway, group: &str) -> Option<i16> {
+    (!crate::routing::coordinates(gateway, group).await)
+        .then(|| ResponseError::NotCoordinator.code())
 }
 
 pub(crate) async fn join(
@@ -325,6 +336,10 @@ pub(crate) async fn join(
     response.generation_id = -1;
     if let Err(code) = check_group(&request.group_id) {
         response.error_code = code.code();
+        return respond(ResponseKind::JoinGroup(response));
+    }
+    if let Some(code) = not_here(gateway, &request.group_id).await {
+        response.error_code = code;
         return respond(ResponseKind::JoinGroup(response));
     }
     let group = gateway.groups.joined_group(&request.group_id);
@@ -454,6 +469,10 @@ pub(crate) async fn sync(gateway: &Gateway, request: SyncGroupRequest) -> Outcom
         response.error_code = code.code();
         return respond(ResponseKind::SyncGroup(response));
     }
+    if let Some(code) = not_here(gateway, &request.group_id).await {
+        response.error_code = code;
+        return respond(ResponseKind::SyncGroup(response));
+    }
     let Some(group) = gateway.groups.group(&request.group_id) else {
         response.error_code = ResponseError::UnknownMemberId.code();
         return respond(ResponseKind::SyncGroup(response));
@@ -517,10 +536,14 @@ pub(crate) async fn sync(gateway: &Gateway, request: SyncGroupRequest) -> Outcom
     }
 }
 
-pub(crate) fn heartbeat(gateway: &Gateway, request: HeartbeatRequest) -> Outcome {
+pub(crate) async fn heartbeat(gateway: &Gateway, request: HeartbeatRequest) -> Outcome {
     let mut response = HeartbeatResponse::default();
     if let Err(code) = check_group(&request.group_id) {
         response.error_code = code.code();
+        return respond(ResponseKind::Heartbeat(response));
+    }
+    if let Some(code) = not_here(gateway, &request.group_id).await {
+        response.error_code = code;
         return respond(ResponseKind::Heartbeat(response));
     }
     let Some(group) = gateway.groups.group(&request.group_id) else {
@@ -546,7 +569,7 @@ pub(crate) fn heartbeat(gateway: &Gateway, request: HeartbeatRequest) -> Outcome
     respond(ResponseKind::Heartbeat(response))
 }
 
-pub(crate) fn leave(gateway: &Gateway, request: LeaveGroupRequest, version: i16) -> Outcome {
+pub(crate) async fn leave(gateway: &Gateway, request: LeaveGroupRequest, version: i16) -> Outcome {
     let mut response = LeaveGroupResponse::default();
     if let Err(code) = check_group(&request.group_id) {
         response.error_code = code.code();
@@ -561,6 +584,10 @@ pub(crate) fn leave(gateway: &Gateway, request: LeaveGroupRequest, version: i16)
     } else {
         vec![request.member_id.to_string()]
     };
+    if let Some(code) = not_here(gateway, &request.group_id).await {
+        response.error_code = code;
+        return respond(ResponseKind::LeaveGroup(response));
+    }
     let Some(group) = gateway.groups.group(&request.group_id) else {
         response.error_code = ResponseError::UnknownMemberId.code();
         return respond(ResponseKind::LeaveGroup(response));

@@ -237,8 +237,26 @@ pub(crate) async fn append(
     if table.folded_to.is_none() {
         first_fold(gateway, log, &mut table).await?;
     }
+    let mut caught_up = false;
     for attempt in 0..MAX_ATTEMPTS {
         match table.verdict(&producer, count) {
+            // The table may be behind: the producer may have written
+            // through another node since. Read the log up to its tail
+            // before refusing.
+            Verdict::Refuse(_) if !caught_up => {
+                caught_up = true;
+                let tail = gateway
+                    .client
+                    .check_tail(log)
+                    .await
+                    .map_err(|e| refusal(&e))?;
+                if let Some(folded) = table.folded_to
+                    && tail.next_offset > folded
+                {
+                    fold_range(gateway, log, &mut table, folded, tail.next_offset).await?;
+                }
+                continue;
+            }
             Verdict::Refuse(code) => {
                 return Err(Refusal::new(
                     code,

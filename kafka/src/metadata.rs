@@ -28,8 +28,9 @@ pub(crate) async fn metadata(gateway: &Gateway, request: MetadataRequest, versio
     if version >= 1 {
         response.controller_id = node;
     }
-    let mut brokers = crate::routing::brokers(gateway).await;
 
+    let mut brokers = crate::routing::brokers(gateway).await;
+    response.brokers = broker_entries(&brokers);
     let known = match gateway
         .client
         .list_logs(&format!("{}/", options.namespace))
@@ -84,16 +85,7 @@ pub(crate) async fn metadata(gateway: &Gateway, request: MetadataRequest, versio
         }
     }
     response.topics = topics;
-    response.brokers = brokers
-        .into_iter()
-        .map(|(id, addr)| {
-            let mut broker = MetadataResponseBroker::default();
-            broker.node_id = BrokerId(id);
-            broker.host = StrBytes::from_string(addr.ip().to_string());
-            broker.port = i32::from(addr.port());
-            broker
-        })
-        .collect();
+    response.brokers = broker_entries(&brokers);
     Outcome::Respond(Box::new(ResponseKind::Metadata(response)))
 }
 
@@ -154,4 +146,17 @@ fn topic_error(name: TopicName, code: ResponseError) -> MetadataResponseTopic {
     topic.name = Some(name);
     topic.error_code = code.code();
     topic
+}
+
+fn broker_entries(brokers: &[(i32, std::net::SocketAddr)]) -> Vec<MetadataResponseBroker> {
+    brokers
+        .iter()
+        .map(|(id, addr)| {
+            let mut broker = MetadataResponseBroker::default();
+            broker.node_id = BrokerId(*id);
+            broker.host = StrBytes::from_string(addr.ip().to_string());
+            broker.port = i32::from(addr.port());
+            broker
+        })
+        .collect()
 }

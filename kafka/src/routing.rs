@@ -26,17 +26,20 @@ pub(crate) const OWNER_TTL: Duration = Duration::from_secs(1);
 const MAX_REMEMBERED: usize = 100_000;
 
 type Owner = Option<(String, Option<SocketAddr>)>;
+/// Brokers by id, with the time they were listed.
+type Brokers = Option<(Instant, Vec<(i32, SocketAddr)>)>;
 
 #[derive(Debug, Default)]
 pub(crate) struct Owners {
     looked_up: Mutex<HashMap<String, (Instant, Owner)>>,
+    brokers: Mutex<Brokers>,
 }
 
 /// The leader of `log`: `(broker id, address)`.
 pub(crate) async fn leader(gateway: &Gateway, log: &str) -> (i32, SocketAddr) {
     let me = (broker_id(&gateway.options.node), gateway.options.advertised);
     match owner(gateway, log).await {
-        Some((node, Some(addr))) => (broker_id(&node), addr),
+        Some((node, Some(addr))) if addr != gateway.options.advertised => (broker_id(&node), addr),
         _ => me,
     }
 }
@@ -44,9 +47,11 @@ pub(crate) async fn leader(gateway: &Gateway, log: &str) -> (i32, SocketAddr) {
 /// Whether a Produce for `log` belongs on another node (its owner, which
 /// serves Kafka clients).
 pub(crate) async fn led_elsewhere(gateway: &Gateway, log: &str) -> bool {
+    // An owner advertising this very address (one load balancer for all,
+    // or 127.0.0.1 on every host) is reached here anyway: take it.
     matches!(
         owner(gateway, log).await,
-        Some((node, Some(_))) if node != gateway.options.node
+        Some((node, Some(addr))) if node != gateway.options.node && addr != gateway.options.advertised
     )
 }
 
@@ -87,17 +92,52 @@ async fn owner(gateway: &Gateway, log: &str) -> Owner {
 }
 
 /// The brokers Metadata lists: every node serving Kafka clients, this one
-/// included.
+/// included, by broker id (looked up at most once per [`OWNER_TTL`]).
 pub(crate) async fn brokers(gateway: &Gateway) -> Vec<(i32, SocketAddr)> {
     let me = (broker_id(&gateway.options.node), gateway.options.advertised);
-    let mut brokers = vec![me];
-    if let Some(directory) = &gateway.directory {
-        match directory.brokers().await {
-            Ok(found) => brokers.extend(found.iter().map(|(node, addr)| (broker_id(node), *addr))),
-            Err(e) => tracing::debug!(error = %e, "kafka: listing the brokers failed"),
+    let Some(directory) = &gateway.directory else {
+        return vec![me];
+    };
+    {
+        let cached = gateway
+            .owners
+            .brokers
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        if let Some((at, brokers)) = &*cached
+            && at.elapsed() < OWNER_TTL
+        {
+            return brokers.clone();
         }
+    }
+    let mut brokers = vec![me];
+    match directory.brokers().await {
+        Ok(found) => brokers.extend(found.iter().map(|(node, addr)| (broker_id(node), *addr))),
+        Err(e) => tracing::debug!(error = %e, "kafka: listing the brokers failed"),
     }
     brokers.sort();
     brokers.dedup_by_key(|(id, _)| *id);
+    let mut cached = gateway
+        .owners
+        .brokers
+        .lock()
+        .unwrap_or_else(|e| e.into_inner());
+    *cached = Some((Instant::now(), brokers.clone()));
     brokers
+}
+
+/// The broker that coordinates `group`: one every node computes alike from
+/// the broker list (a hash of the group id over the brokers by id), so that
+/// members bootstrapped on different nodes still form one group. While
+/// nodes' lists differ (a node joining or leaving) members may be sent back
+/// and forth (`NOT_COORDINATOR`) for a moment.
+pub(crate) async fn coordinator(gateway: &Gateway, group: &str) -> (i32, SocketAddr) {
+    let brokers = brokers(gateway).await;
+    let index = (broker_id(group) as usize) % brokers.len();
+    brokers[index]
+}
+
+/// Whether this node coordinates `group`.
+pub(crate) async fn coordinates(gateway: &Gateway, group: &str) -> bool {
+    coordinator(gateway, group).await.0 == broker_id(&gateway.options.node)
 }

@@ -101,7 +101,7 @@ pub enum Command {
         /// segments created before this start.
         #[arg(long)]
         reinit_cache: bool,
-        /// Serve Kafka clients on HOST:PORT (ingest and reader nodes); off if not given.
+        /// Serve Kafka clients on HOST:PORT (nodes with the reader role); off if not given.
         #[arg(long)]
         kafka_listen: Option<String>,
         #[command(flatten)]
