@@ -4,10 +4,11 @@
     kafka_bench.py throughput HOST:PORT TOPIC PARTITIONS SIZE SECONDS
         produce as fast as the producer goes (acks=all, linger 5 ms),
         counting acknowledged messages per second;
-    kafka_bench.py latency HOST:PORT TOPIC SIZE RATE SECONDS
-        produce RATE messages/s (linger 0) and time each from produce() to
-        its acknowledgement; a consumer reads them as they come and times
-        each from produce() to its arrival (end to end).
+    kafka_bench.py latency HOST:PORT TOPIC SIZE RATE SECONDS LINGER_MS
+        produce RATE messages/s (librdkafka's linger.ms = LINGER_MS; its
+        default is 5) and time each from produce() to its acknowledgement;
+        a consumer reads them as they come and times each from produce() to
+        its arrival (end to end).
 """
 
 import json
@@ -73,7 +74,7 @@ def throughput(broker, topic, partitions, size, seconds):
     }
 
 
-def latency(broker, topic, size, rate, seconds):
+def latency(broker, topic, size, rate, seconds, linger_ms):
     produced_at = {}
     ack_ms, e2e_ms = [], []
     errors = [0]
@@ -112,7 +113,7 @@ def latency(broker, topic, size, rate, seconds):
 
     reader = threading.Thread(target=consume, daemon=True)
     reader.start()
-    producer = Producer({"bootstrap.servers": broker, "acks": "all", "linger.ms": 0})
+    producer = Producer({"bootstrap.servers": broker, "acks": "all", "linger.ms": linger_ms})
     producer.produce(topic, value=b"warm", partition=0)
     producer.flush(30)
     time.sleep(1)  # the consumer is positioned
@@ -141,6 +142,7 @@ def latency(broker, topic, size, rate, seconds):
     consumer.close()
     return {
         "mode": "latency",
+        "linger_ms": linger_ms,
         "size": size,
         "rate": rate,
         "sent": n,
@@ -158,6 +160,6 @@ if __name__ == "__main__":
         _, _, broker, topic, partitions, size, seconds = sys.argv
         result = throughput(broker, topic, int(partitions), int(size), float(seconds))
     else:
-        _, _, broker, topic, size, rate, seconds = sys.argv
-        result = latency(broker, topic, int(size), int(rate), float(seconds))
+        _, _, broker, topic, size, rate, seconds, linger = sys.argv
+        result = latency(broker, topic, int(size), int(rate), float(seconds), int(linger))
     print(json.dumps(result))
