@@ -42,9 +42,12 @@ pub async fn bind(config: &NodeConfig) -> anyhow::Result<Option<Bound>> {
              requires tokens (auth.tokens): turn one of them off"
         );
     }
-    let listener = TcpListener::bind(listen)
-        .await
-        .with_context(|| format!("kafka.listen: listen on {listen}"))?;
+    let listener = TcpListener::bind(listen).await.with_context(|| {
+        format!(
+            "kafka.listen: listen on {listen} (another port: --kafka-listen HOST:PORT; \
+                 no Kafka listener: --kafka-listen off)"
+        )
+    })?;
     let bound = listener
         .local_addr()
         .context("kafka.listen: read the address")?;
