@@ -89,7 +89,8 @@ pub(crate) async fn fetch(
 
     // Every asked partition, with its tail (or why it cannot be read).
     let mut shape: Vec<(kafka_protocol::messages::TopicName, Vec<i32>)> = Vec::new();
-    let mut wants: Vec<Want> = Vec::new();
+    // Each asked partition, refused here or to be measured (CheckTail).
+    let mut asked_parts: Vec<(String, i64, i32, Result<(), Refusal>)> = Vec::new();
     let mut asked = std::collections::HashSet::new();
     for topic in request.topics {
         let mut indexes = Vec::new();
@@ -100,72 +101,81 @@ pub(crate) async fn fetch(
             let first_time = asked.insert(log.clone());
             let valid =
                 topics::check_topic(&topic.topic).is_ok() && partition.partition >= 0 && first_time;
-            wants.push(Want {
+            let checked = if !valid {
+                Err(Refusal::new(
+                    ResponseError::UnknownTopicOrPartition,
+                    "no such topic or partition",
+                ))
+            } else if partition.fetch_offset < 0 {
+                Err(Refusal::new(
+                    ResponseError::OffsetOutOfRange,
+                    format!("offset {} is negative", partition.fetch_offset),
+                ))
+            } else {
+                Ok(())
+            };
+            asked_parts.push((
                 log,
-                offset: partition.fetch_offset.max(0) as u64,
-                max_bytes: partition.partition_max_bytes.max(0) as usize,
-                tail: if valid && partition.fetch_offset >= 0 {
-                    Ok(TailInfo {
-                        first_offset: 0,
-                        next_offset: 0,
-                        end_of_stream: false,
-                        log_id: 0,
-                    })
-                } else if valid {
-                    Err(Refusal::new(
-                        ResponseError::OffsetOutOfRange,
-                        format!("offset {} is negative", partition.fetch_offset),
-                    ))
-                } else {
-                    Err(Refusal::new(
-                        ResponseError::UnknownTopicOrPartition,
-                        "no such topic or partition",
-                    ))
-                },
-                records: Vec::new(),
-                bytes: 0,
-                done: false,
-                failed: None,
-            });
+                partition.fetch_offset,
+                partition.partition_max_bytes,
+                checked,
+            ));
         }
         shape.push((topic.topic, indexes));
     }
-    let tails = in_order(wants.iter().map(|want| async {
-        match &want.tail {
-            Ok(_) => gateway
+    let tails = in_order(asked_parts.iter().map(|(log, _, _, checked)| async move {
+        match checked {
+            Ok(()) => gateway
                 .client
-                .check_tail(&want.log)
+                .check_tail(log)
                 .await
                 .map_err(|e| fetch_refusal(&e)),
             Err(refusal) => Err(refusal.clone()),
         }
     }))
     .await;
-    for (want, tail) in wants.iter_mut().zip(tails) {
-        // A tail measured on replicas that lag the read's own may sit below
-        // where this connection's read already is: that read's position
-        // counts, not an out-of-range answer (which would make the consumer
-        // reset and skip or re-read records).
-        let reading_there = |tail: &TailInfo| {
-            readers
-                .open
-                .get(&want.log)
-                .is_some_and(|read| read.next == want.offset && read.log_id == tail.log_id)
-        };
-        want.tail = tail.and_then(|tail| {
-            let beyond = want.offset > tail.next_offset && !reading_there(&tail);
-            if want.offset < tail.first_offset || beyond {
-                Err(Refusal::new(
-                    ResponseError::OffsetOutOfRange,
-                    format!(
-                        "offset {} is outside {}..={}",
-                        want.offset, tail.first_offset, tail.next_offset
-                    ),
-                ))
-            } else {
-                Ok(tail)
+    let mut wants: Vec<Want> = asked_parts
+        .into_iter()
+        .zip(tails)
+        .map(|((log, offset, max_bytes, _), tail)| {
+            let offset = offset.max(0) as u64;
+            // A tail measured on replicas that lag the read's own may sit
+            // below where this connection's read already is: that read's
+            // position counts, not an out-of-range answer (which would make
+            // the consumer reset and skip or re-read records).
+            let reading_there = |tail: &TailInfo| {
+                readers
+                    .open
+                    .get(&log)
+                    .is_some_and(|read| read.next == offset && read.log_id == tail.log_id)
+            };
+            let tail = tail.and_then(|tail| {
+                let beyond = offset > tail.next_offset && !reading_there(&tail);
+                if offset < tail.first_offset || beyond {
+                    Err(Refusal::new(
+                        ResponseError::OffsetOutOfRange,
+                        format!(
+                            "offset {offset} is outside {}..={}",
+                            tail.first_offset, tail.next_offset
+                        ),
+                    ))
+                } else {
+                    Ok(tail)
+                }
+            });
+            Want {
+                log,
+                offset,
+                max_bytes: max_bytes.max(0) as usize,
+                tail,
+                records: Vec::new(),
+                bytes: 0,
+                done: false,
+                failed: None,
             }
-        });
+        })
+        .collect();
+    for want in &wants {
         match &want.tail {
             Ok(tail) => readers.open_at(gateway, &want.log, want.offset, tail.log_id, &asked),
             // Gone, trimmed or unreachable: its read is of no use.

@@ -325,7 +325,7 @@ pub(crate) async fn append(
                     }
                 }
                 // Others keep appending: stagger the next try a little.
-                let pause = fastrand_millis(attempt as u64 + 1);
+                let pause = stagger_millis(attempt as u64 + 1);
                 tokio::time::sleep(Duration::from_millis(pause)).await;
             }
             Err(e) => {
@@ -345,7 +345,7 @@ pub(crate) async fn append(
 
 /// A pause of 0..=`max` ms, varied by the clock (no random crate needed
 /// for a stagger).
-fn fastrand_millis(max: u64) -> u64 {
+fn stagger_millis(max: u64) -> u64 {
     let nanos = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| u64::from(d.subsec_nanos()));

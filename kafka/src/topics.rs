@@ -14,7 +14,7 @@
 
 use std::collections::BTreeMap;
 
-use dlog_wire::names::MAX_NAME_PART_LEN as MAX_PART;
+use dlog_wire::names::{MAX_NAME_PART_LEN as MAX_PART, Namespace};
 
 /// Most partitions of one topic.
 pub(crate) const MAX_PARTITIONS: i32 = 1000;
@@ -22,28 +22,17 @@ pub(crate) const MAX_PARTITIONS: i32 = 1000;
 /// Longest topic name: the log name `T.999` must fit a name part.
 pub(crate) const MAX_TOPIC_LEN: usize = MAX_PART - ".999".len();
 
-/// Why a topic name is refused (`INVALID_TOPIC_EXCEPTION`).
+/// Why a topic name is refused (`INVALID_TOPIC_EXCEPTION`): the rules of
+/// a dlog name part (Kafka's own charset), shorter by the partition suffix.
 pub(crate) fn check_topic(topic: &str) -> Result<(), String> {
-    if topic.is_empty() {
-        return Err("a topic name must not be empty".into());
-    }
     if topic.len() > MAX_TOPIC_LEN {
         return Err(format!(
             "topic name {topic:?} is longer than {MAX_TOPIC_LEN} bytes"
         ));
     }
-    if topic == "." || topic == ".." {
-        return Err(format!("topic name {topic:?} is not allowed"));
-    }
-    if !topic
-        .bytes()
-        .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
-    {
-        return Err(format!(
-            "topic name {topic:?}: only A-Z a-z 0-9 . _ - are allowed"
-        ));
-    }
-    Ok(())
+    Namespace::new(topic)
+        .map(|_| ())
+        .map_err(|e| format!("topic name {topic:?}: {}", e.reason))
 }
 
 /// The log of partition `partition` of `topic`.
