@@ -10,7 +10,11 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use anyhow::{Context, bail};
+use distributedlog::{Appended, ClientError, Record};
+use dlog_ingest::IngestNode;
 use dlog_meta::manifest::{Manifest, NodeInfo, Role};
+use dlog_wire::names::LogName;
+use dlog_wire::record::{Append, check_append};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
@@ -68,13 +72,15 @@ pub async fn bind(config: &NodeConfig) -> anyhow::Result<Option<Bound>> {
 }
 
 /// Serves Kafka clients on `bound` until `stop`; `node_id` and `grpc` are
-/// the node's id and own gRPC address.
+/// the node's id and own gRPC address, `ingest` its ingest service if it
+/// has the role (plain appends are then made in process).
 pub fn start(
     bound: Bound,
     config: &NodeConfig,
     node_id: &str,
     grpc: SocketAddr,
     manifest: Manifest,
+    ingest: Option<Arc<IngestNode>>,
     stop: CancellationToken,
 ) -> anyhow::Result<()> {
     let own = if grpc.ip().is_unspecified() {
@@ -109,7 +115,11 @@ pub fn start(
         "serving Kafka clients"
     );
     let directory = Arc::new(ManifestDirectory { manifest });
-    let gateway = Arc::new(dlog_kafka::Gateway::new(options, client).with_directory(directory));
+    let mut gateway = dlog_kafka::Gateway::new(options, client).with_directory(directory);
+    if let Some(node) = ingest {
+        gateway = gateway.with_ingest(Arc::new(NodeIngest { node }));
+    }
+    let gateway = Arc::new(gateway);
     tokio::spawn(dlog_kafka::serve(bound.listener, gateway, stop));
     Ok(())
 }
@@ -148,5 +158,39 @@ impl dlog_kafka::Directory for ManifestDirectory {
             let addr = kafka_address(&node);
             (node.id, addr)
         }))
+    }
+}
+
+/// The node's ingest service, for the listener's plain appends: the same
+/// checks and the same owner path as the node's `Append` call, without the
+/// gRPC hop to itself.
+#[derive(Debug)]
+struct NodeIngest {
+    node: Arc<IngestNode>,
+}
+
+#[async_trait::async_trait]
+impl dlog_kafka::Ingest for NodeIngest {
+    async fn append(&self, log: &str, records: Vec<Record>) -> Result<Appended, ClientError> {
+        let log: LogName = log
+            .parse()
+            .map_err(|e| ClientError::Record(dlog_wire::record::RecordError::Name(e)))?;
+        check_append(&records, self.node.limits()).map_err(ClientError::Record)?;
+        let append = Append {
+            log,
+            records,
+            expected_offset: None,
+            expected_log_id: None,
+        };
+        let ack = self
+            .node
+            .append(append)
+            .await
+            .map_err(|e| ClientError::Status(dlog_ingest::error::to_status(&e)))?;
+        Ok(Appended {
+            first_offset: ack.first_offset,
+            last_offset: ack.last_offset,
+            timestamp_ms: ack.timestamp_ms,
+        })
     }
 }

@@ -417,6 +417,7 @@ pub async fn serve(options: ServeOptions, shutdown: CancellationToken) -> anyhow
             &node.id,
             addr,
             manifest.clone(),
+            ingest.clone(),
             background_stop.clone(),
         )?;
     }

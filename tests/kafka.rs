@@ -294,6 +294,18 @@ impl Raw {
     /// A request with a proper header and `body` (already encoded); the
     /// response body after its header (v0: the correlation id only).
     fn request(&mut self, api: ApiKey, version: i16, body: &[u8]) -> Option<Bytes> {
+        let frame = self.frame(api, version, body);
+        let response = self.send_frame(&frame)?;
+        Some(Self::response_body(
+            response,
+            api,
+            version,
+            self.correlation,
+        ))
+    }
+
+    /// The frame of a request with the next correlation id.
+    fn frame(&mut self, api: ApiKey, version: i16, body: &[u8]) -> Vec<u8> {
         self.correlation += 1;
         let mut header = RequestHeader::default();
         header.request_api_key = api as i16;
@@ -307,7 +319,21 @@ impl Raw {
         buf.extend_from_slice(body);
         let mut frame = (buf.len() as i32).to_be_bytes().to_vec();
         frame.extend_from_slice(&buf);
-        let mut response = self.send_frame(&frame)?;
+        frame
+    }
+
+    /// The next response frame.
+    fn read_frame(&mut self) -> Bytes {
+        let mut length = [0u8; 4];
+        self.stream.read_exact(&mut length).unwrap();
+        let mut body = vec![0u8; i32::from_be_bytes(length) as usize];
+        self.stream.read_exact(&mut body).unwrap();
+        Bytes::from(body)
+    }
+
+    /// The body of a response to request `correlation`, after checking
+    /// that it answers that request.
+    fn response_body(mut response: Bytes, api: ApiKey, version: i16, correlation: i32) -> Bytes {
         let header_len = if api.response_header_version(version) >= 1 {
             5 // correlation id and an empty tagged-field set
         } else {
@@ -315,9 +341,10 @@ impl Raw {
         };
         assert_eq!(
             i32::from_be_bytes(response[..4].try_into().unwrap()),
-            self.correlation
+            correlation,
+            "responses come in request order"
         );
-        Some(response.split_off(header_len))
+        response.split_off(header_len)
     }
 
     fn api_versions_answer(&mut self) -> bool {
@@ -397,9 +424,13 @@ impl Raw {
 }
 
 fn produce_request(topic: &str, records: Bytes) -> ProduceRequest {
+    produce_request_to(topic, 0, records)
+}
+
+fn produce_request_to(topic: &str, index: i32, records: Bytes) -> ProduceRequest {
     {
         let mut partition = PartitionProduceData::default();
-        partition.index = 0;
+        partition.index = index;
         partition.records = Some(records);
         let mut data = TopicProduceData::default();
         data.name = TopicName(StrBytes::from_string(topic.to_owned()));
@@ -555,6 +586,69 @@ async fn bad_input_gets_kafka_errors_and_loses_nothing_acknowledged() {
     let stored = read_all(&client, "kafka/safe.0").await;
     let payloads: Vec<Bytes> = stored.into_iter().map(|r| r.record.payload).collect();
     assert_eq!(payloads, values, "exactly the acknowledged records");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pipelined_produce_requests_are_appended_and_answered_in_order() {
+    let node = Node::start();
+    let client = node.client();
+    let mut raw = Raw::connect(&node);
+    assert_eq!(raw.create_topic("piped", 2), 0);
+
+    // 40 Produce requests of 10 records each, alternating between the two
+    // partitions, and an ApiVersions in the middle, all sent before any
+    // answer is read: the listener takes them in while earlier appends
+    // wait for their fsync.
+    const REQUESTS: usize = 40;
+    let mut frames = Vec::new();
+    let mut expected: [Vec<Bytes>; 2] = Default::default();
+    let mut asked = Vec::new();
+    for i in 0..REQUESTS {
+        if i == REQUESTS / 2 {
+            let mut body = BytesMut::new();
+            ApiVersionsRequest::default().encode(&mut body, 1).unwrap();
+            frames.extend(raw.frame(ApiKey::ApiVersions, 1, &body));
+            asked.push((ApiKey::ApiVersions, raw.correlation, 0));
+        }
+        let partition = i % 2;
+        let values: Vec<Bytes> = (0..10)
+            .map(|j| Bytes::from(format!("request {i} record {j}")))
+            .collect();
+        expected[partition].extend(values.iter().cloned());
+        let request = produce_request_to("piped", partition as i32, batch(&values));
+        let mut body = BytesMut::new();
+        request.encode(&mut body, 7).unwrap();
+        frames.extend(raw.frame(ApiKey::Produce, 7, &body));
+        asked.push((ApiKey::Produce, raw.correlation, partition));
+    }
+    raw.stream.write_all(&frames).unwrap();
+
+    let mut batches_seen = [0i64; 2];
+    for (api, correlation, partition) in asked {
+        let response = raw.read_frame();
+        let version = if api == ApiKey::Produce { 7 } else { 1 };
+        let mut body = Raw::response_body(response, api, version, correlation);
+        if api == ApiKey::Produce {
+            let decoded = ProduceResponse::decode(&mut body, 7).unwrap();
+            let answer = &decoded.responses[0].partition_responses[0];
+            assert_eq!(answer.error_code, 0, "request {correlation}");
+            // Each partition's batches got consecutive offsets in the
+            // order they were sent.
+            assert_eq!(answer.base_offset, batches_seen[partition] * 10);
+            batches_seen[partition] += 1;
+        } else {
+            let decoded = ApiVersionsResponse::decode(&mut body, 1).unwrap();
+            assert_eq!(decoded.error_code, 0);
+        }
+    }
+    for (partition, expected) in expected.iter().enumerate() {
+        let stored = read_all(&client, &format!("kafka/piped.{partition}")).await;
+        let payloads: Vec<Bytes> = stored.into_iter().map(|r| r.record.payload).collect();
+        assert_eq!(
+            &payloads, expected,
+            "partition {partition} in request order"
+        );
+    }
 }
 
 /// Runs `tests/python/SCRIPT` with `args`; its stdout, after asserting it

@@ -3,10 +3,12 @@
 //!
 //! The listener runs inside a node (`kafka.listen`; on by default in
 //! standalone) and turns each Kafka request into calls of the node's own
-//! gRPC services through the SDK: an append through the owner, so a
-//! produced record is acknowledged only after the cache quorum fsynced it,
-//! whatever `acks` asked; reads through the reader service, so fetches are
-//! tiered and long polls are woken by the LAC.
+//! services: appends through the owner, so a produced record is
+//! acknowledged only after the cache quorum fsynced it, whatever `acks`
+//! asked; reads through the reader service, so fetches are tiered and long
+//! polls are woken by the LAC. Calls go through the SDK to the node's own
+//! gRPC address, except plain appends on a node with the ingest role, which
+//! go to its ingest service in process ([`Ingest`]).
 //!
 //! This module owns the listener's accept loop; [`conn`] one connection,
 //! [`frame`] the framing, [`codec`] the record batches, [`topics`] the
@@ -15,6 +17,7 @@
 //! APIs.
 
 mod admin;
+mod appender;
 mod codec;
 mod commits;
 mod conn;
@@ -33,7 +36,7 @@ mod versions;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use distributedlog::Client;
+use distributedlog::{Appended, Client, ClientError, Record};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
@@ -99,6 +102,17 @@ pub trait Directory: Send + Sync + std::fmt::Debug {
     async fn owner(&self, log: &str) -> anyhow::Result<Option<(String, Option<SocketAddr>)>>;
 }
 
+/// The node's own ingest service, called in process: a plain append then
+/// skips the gRPC hop (encoding, HTTP/2 and decoding on the same cores)
+/// that the listener's client would make to its own node.
+#[async_trait::async_trait]
+pub trait Ingest: Send + Sync + std::fmt::Debug {
+    /// Appends `records` to `log`, with no condition, as the node's
+    /// `Append` call does (the same checks, the same acknowledgement after
+    /// the quorum fsync); failures as that call would answer them.
+    async fn append(&self, log: &str, records: Vec<Record>) -> Result<Appended, ClientError>;
+}
+
 /// A node's Kafka broker id: a hash of its node id (stable across restarts,
 /// distinct between nodes with overwhelming odds), so that every node
 /// computes every other's, and clients never see one id move between
@@ -119,10 +133,14 @@ pub struct Gateway {
     /// Partition owners; `None`: this node leads every partition
     /// (standalone, tests).
     directory: Option<Arc<dyn Directory>>,
+    /// The node's ingest service, if the node has one; `None`: plain
+    /// appends go through `client` too.
+    ingest: Option<Arc<dyn Ingest>>,
     /// Owners looked up in the last [`routing::OWNER_TTL`].
     owners: routing::Owners,
     groups: Arc<groups::Groups>,
     producers: idempotence::Producers,
+    appenders: appender::Appenders,
     /// Room for request bytes, in KiB ([`MAX_QUEUED_REQUEST_BYTES`]).
     queued: Arc<tokio::sync::Semaphore>,
 }
@@ -134,6 +152,12 @@ impl Gateway {
         self
     }
 
+    /// Makes plain appends through `ingest`, in process.
+    pub fn with_ingest(mut self, ingest: Arc<dyn Ingest>) -> Gateway {
+        self.ingest = Some(ingest);
+        self
+    }
+
     /// A gateway that serves `options` through `client` (a client of the
     /// node the listener runs in).
     pub fn new(options: KafkaOptions, client: Client) -> Gateway {
@@ -141,9 +165,11 @@ impl Gateway {
             options,
             client,
             directory: None,
+            ingest: None,
             owners: routing::Owners::default(),
             groups: Arc::default(),
             producers: idempotence::Producers::default(),
+            appenders: appender::Appenders::default(),
             queued: Arc::new(tokio::sync::Semaphore::new(MAX_QUEUED_REQUEST_BYTES / 1024)),
         }
     }

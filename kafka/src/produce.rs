@@ -1,33 +1,77 @@
-//! `Produce`: each partition's batches become one dlog append, atomic and
-//! in order, acknowledged only after the cache quorum fsynced it (whatever
-//! `acks` asked: docs/kafka.md). Partitions of one request are appended
-//! concurrently; `acks=0` gets no response, as in Kafka.
+//! `Produce`: each partition's batches are appended atomically, in the
+//! order the requests came in (appender.rs), and acknowledged only after
+//! the cache quorum fsynced them (whatever `acks` asked: docs/kafka.md).
+//! Partitions of one request are appended concurrently; `acks=0` gets no
+//! response, as in Kafka.
 
 use kafka_protocol::ResponseError;
-use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
+use kafka_protocol::messages::TopicName;
+use kafka_protocol::messages::produce_request::PartitionProduceData;
 use kafka_protocol::messages::produce_response::{PartitionProduceResponse, TopicProduceResponse};
 use kafka_protocol::messages::{ProduceRequest, ProduceResponse, ResponseKind};
 use kafka_protocol::protocol::StrBytes;
+use std::future::Future;
+use std::sync::Arc;
+use tokio::sync::oneshot;
 
 use dlog_wire::limits::Limits;
 
+use crate::appender::{Appenders, Placed};
 use crate::conn::Outcome;
-use crate::errors::{Refusal, refusal};
-use crate::in_order;
-use crate::{Gateway, codec, idempotence, topics};
+use crate::errors::Refusal;
+use crate::{Gateway, codec, topics};
 
-pub(crate) async fn produce(gateway: &Gateway, request: ProduceRequest, version: i16) -> Outcome {
+/// Takes a Produce request in: every partition's batch is checked and
+/// queued behind the batches taken in before it (appender.rs) before this
+/// returns, so that the connection may read its next request; the future
+/// returned waits for the appends and makes the response.
+pub(crate) async fn take_in(
+    gateway: &Arc<Gateway>,
+    request: ProduceRequest,
+    version: i16,
+) -> impl Future<Output = Outcome> + Send + 'static {
     let acks = request.acks;
     let transactional = request.transactional_id.is_some();
-    let topics = in_order(
-        request
-            .topic_data
-            .into_iter()
-            .map(|topic| produce_topic(gateway, topic, acks, transactional, version)),
-    )
-    .await;
+    let mut topics = Vec::with_capacity(request.topic_data.len());
+    for topic in request.topic_data {
+        let mut partitions = Vec::with_capacity(topic.partition_data.len());
+        for partition in topic.partition_data {
+            let index = partition.index;
+            let queued = queue(gateway, &topic.name, partition, acks, transactional).await;
+            partitions.push((index, queued));
+        }
+        topics.push((topic.name, partitions));
+    }
+    answer(topics, acks, version)
+}
+
+/// A partition's batch, queued for its append or refused.
+type Queued = Result<oneshot::Receiver<Placed>, Refusal>;
+
+/// The response once every queued batch was appended.
+async fn answer(topics: Vec<(TopicName, Vec<(i32, Queued)>)>, acks: i16, version: i16) -> Outcome {
+    let mut responses = Vec::with_capacity(topics.len());
+    for (name, partitions) in topics {
+        let mut topic = TopicProduceResponse::default();
+        for (index, queued) in partitions {
+            let placed = match queued {
+                Ok(waiting) => waiting.await.unwrap_or_else(|_| {
+                    Err(Refusal::new(
+                        ResponseError::UnknownServerError,
+                        "the append was not answered",
+                    ))
+                }),
+                Err(refusal) => Err(refusal),
+            };
+            topic
+                .partition_responses
+                .push(partition_response(&name, index, placed, version));
+        }
+        topic.name = name;
+        responses.push(topic);
+    }
     if acks == 0 {
-        let failed = topics
+        let failed = responses
             .iter()
             .flat_map(|t| &t.partition_responses)
             .find(|p| p.error_code != 0);
@@ -40,58 +84,46 @@ pub(crate) async fn produce(gateway: &Gateway, request: ProduceRequest, version:
         };
     }
     let mut response = ProduceResponse::default();
-    response.responses = topics;
+    response.responses = responses;
     Outcome::Respond(Box::new(ResponseKind::Produce(response)))
 }
 
-async fn produce_topic(
-    gateway: &Gateway,
-    topic: TopicProduceData,
-    acks: i16,
-    transactional: bool,
+fn partition_response(
+    topic: &TopicName,
+    index: i32,
+    placed: Placed,
     version: i16,
-) -> TopicProduceResponse {
-    let name = topic.name.clone();
-    let partitions = in_order(topic.partition_data.into_iter().map(|partition| {
-        let name = &name;
-        async move {
-            let index = partition.index;
-            let mut response = PartitionProduceResponse::default();
-            response.index = index;
-            response.log_start_offset = -1;
-            match append(gateway, name, partition, acks, transactional).await {
-                Ok((first_offset, timestamp_ms)) => {
-                    response.base_offset = first_offset as i64;
-                    response.log_append_time_ms = timestamp_ms;
-                }
-                Err(refusal) => {
-                    tracing::debug!(topic = %name.as_str(), partition = index, %refusal, "kafka: produce refused");
-                    response.error_code = refusal.code.code();
-                    response.base_offset = -1;
-                    response.log_append_time_ms = -1;
-                    // The message field exists from v8 on.
-                    if version >= 8 {
-                        response.error_message = Some(StrBytes::from_string(refusal.message));
-                    }
-                }
-            }
-            response
+) -> PartitionProduceResponse {
+    let mut response = PartitionProduceResponse::default();
+    response.index = index;
+    response.log_start_offset = -1;
+    match placed {
+        Ok((first_offset, timestamp_ms)) => {
+            response.base_offset = first_offset as i64;
+            response.log_append_time_ms = timestamp_ms;
         }
-    }))
-    .await;
-    let mut response = TopicProduceResponse::default();
-    response.name = name;
-    response.partition_responses = partitions;
+        Err(refusal) => {
+            tracing::debug!(topic = %topic.as_str(), partition = index, %refusal, "kafka: produce refused");
+            response.error_code = refusal.code.code();
+            response.base_offset = -1;
+            response.log_append_time_ms = -1;
+            // The message field exists from v8 on.
+            if version >= 8 {
+                response.error_message = Some(StrBytes::from_string(refusal.message));
+            }
+        }
+    }
     response
 }
 
-async fn append(
-    gateway: &Gateway,
+/// Checks one partition's batch and queues it for its appender.
+async fn queue(
+    gateway: &Arc<Gateway>,
     topic: &str,
     partition: PartitionProduceData,
     acks: i16,
     transactional: bool,
-) -> Result<(u64, i64), Refusal> {
+) -> Queued {
     if !(-1..=1).contains(&acks) {
         return Err(Refusal::new(
             ResponseError::InvalidRequiredAcks,
@@ -123,21 +155,18 @@ async fn append(
             format!("{log} is owned by another node: refresh the metadata"),
         ));
     }
-    match produced.producer {
-        Some(producer) => {
-            let written = idempotence::append(gateway, &log, producer, produced.records).await?;
-            Ok((written.first_offset, written.timestamp_ms))
-        }
-        None => {
-            check_limits(&produced.records)?;
-            gateway
-                .client
-                .append(&log, produced.records, None)
-                .await
-                .map(|appended| (appended.first_offset, appended.timestamp_ms))
-                .map_err(|e| refusal(&e))
-        }
+    // An idempotent batch is checked with its producer header in place
+    // (idempotence.rs); a plain one here, so that one bad batch never
+    // fails the batches appended together with it.
+    if produced.producer.is_none() {
+        check_limits(&produced.records)?;
     }
+    Ok(Appenders::submit(
+        gateway,
+        &log,
+        produced.records,
+        produced.producer,
+    ))
 }
 
 /// The node's record limits, with Kafka's codes: one record over a limit is

@@ -1,0 +1,200 @@
+//! Appends to one partition, in the order the listener took them in.
+//!
+//! A connection reads its next Produce request while earlier ones wait for
+//! their quorum fsync (conn.rs), so several requests of one connection can
+//! carry batches for the same partition at once. Their order must survive:
+//! each partition log has one appender task, fed by a queue in the order
+//! the connections handed batches over ([`Appenders::submit`], called
+//! while a request is taken in, before the next request is read). The task
+//! has one append in flight at a time; the plain (non-idempotent) batches
+//! that queued meanwhile go together as the next append, in queue order,
+//! within the service's append limits. An idempotent batch goes alone,
+//! through the producer table (idempotence.rs), after every batch queued
+//! before it was answered: so its sequence check sees its predecessors.
+//!
+//! A plain append goes to the node's ingest service in process when the
+//! node has one ([`crate::Ingest`]), through the node's gRPC address
+//! otherwise; an idempotent one always through the client, whose retries
+//! its conditional append relies on. A failed plain append is answered
+//! with the failure's Kafka code, and the producer retries it.
+//!
+//! What a crash does: a batch is answered only with its append's result.
+//! If the node dies with appends queued or in flight, their requests get no
+//! answer (the connection is gone), and the producer retries them: as with
+//! one append per batch, a plain batch whose append was durable is written
+//! again (Kafka's at-least-once without idempotence), and an idempotent one
+//! is found in the log by its header and answered as a duplicate.
+//!
+//! A task with nothing queued for [`IDLE`] ends; the next batch for its
+//! partition starts another.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use distributedlog::Record;
+use dlog_wire::limits::Limits;
+use tokio::sync::{mpsc, oneshot};
+use tracing::Instrument;
+
+use crate::Gateway;
+use crate::codec::Producer;
+use crate::errors::{Refusal, refusal};
+use crate::idempotence;
+
+/// An appender with nothing queued for this long ends.
+const IDLE: Duration = Duration::from_secs(30);
+
+/// Where a batch went: its first offset, and the owner's time on it.
+pub(crate) type Placed = Result<(u64, i64), Refusal>;
+
+/// One Produce partition's batch, waiting for its append.
+struct Submission {
+    records: Vec<Record>,
+    /// Set for an idempotent producer's batch.
+    producer: Option<Producer>,
+    placed: oneshot::Sender<Placed>,
+}
+
+/// The appender tasks of the partitions this listener writes.
+#[derive(Debug, Default)]
+pub(crate) struct Appenders {
+    /// Each partition log's queue. A sender is used only under this lock,
+    /// and a task leaves only under it with its queue empty, so no batch is
+    /// left in the queue of a task that ended.
+    queues: Mutex<HashMap<String, mpsc::UnboundedSender<Submission>>>,
+}
+
+impl Appenders {
+    /// Queues `records` for `log` behind every batch submitted for it
+    /// before; the answer comes when the append is done (module doc).
+    pub(crate) fn submit(
+        gateway: &Arc<Gateway>,
+        log: &str,
+        records: Vec<Record>,
+        producer: Option<Producer>,
+    ) -> oneshot::Receiver<Placed> {
+        let (placed, answer) = oneshot::channel();
+        let mut submission = Submission {
+            records,
+            producer,
+            placed,
+        };
+        let mut queues = gateway.appenders.lock_queues();
+        if let Some(queue) = queues.get(log) {
+            match queue.send(submission) {
+                Ok(()) => return answer,
+                // Cannot happen: a task drops its queue only after leaving
+                // the map. Start a new one rather than lose the batch.
+                Err(mpsc::error::SendError(back)) => submission = back,
+            }
+        }
+        let (queue, receiver) = mpsc::unbounded_channel();
+        queue
+            .send(submission)
+            .unwrap_or_else(|_| unreachable!("the receiver is held here"));
+        queues.insert(log.to_owned(), queue);
+        let span = tracing::debug_span!("kafka_appender", log);
+        tokio::spawn(run(gateway.clone(), log.to_owned(), receiver).instrument(span));
+        answer
+    }
+
+    fn lock_queues(
+        &self,
+    ) -> std::sync::MutexGuard<'_, HashMap<String, mpsc::UnboundedSender<Submission>>> {
+        self.queues.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Ends `log`'s task if nothing is queued for it: `None`. Otherwise the
+    /// next batch, which the task goes on with.
+    fn leave(
+        &self,
+        log: &str,
+        queue: &mut mpsc::UnboundedReceiver<Submission>,
+    ) -> Option<Submission> {
+        let mut queues = self.lock_queues();
+        match queue.try_recv() {
+            Ok(next) => Some(next),
+            Err(_) => {
+                queues.remove(log);
+                None
+            }
+        }
+    }
+}
+
+/// The appender task of `log` (module doc).
+async fn run(gateway: Arc<Gateway>, log: String, mut queue: mpsc::UnboundedReceiver<Submission>) {
+    let limits = Limits::DEFAULT;
+    let mut held: Option<Submission> = None;
+    loop {
+        let first = match held.take() {
+            Some(next) => next,
+            None => match tokio::time::timeout(IDLE, queue.recv()).await {
+                Ok(Some(next)) => next,
+                Ok(None) => return,
+                Err(_) => match gateway.appenders.leave(&log, &mut queue) {
+                    Some(next) => next,
+                    None => return,
+                },
+            },
+        };
+        if let Some(producer) = first.producer {
+            let placed = idempotence::append(&gateway, &log, producer, first.records)
+                .await
+                .map(|written| (written.first_offset, written.timestamp_ms));
+            // A requester that went away (its connection closed) needs no
+            // answer.
+            let _ = first.placed.send(placed);
+            continue;
+        }
+        let mut count = first.records.len();
+        let mut bytes: usize = first.records.iter().map(Record::size).sum();
+        let mut together = vec![first];
+        while let Ok(next) = queue.try_recv() {
+            let next_bytes: usize = next.records.iter().map(Record::size).sum();
+            if next.producer.is_some()
+                || count + next.records.len() > limits.max_append_records
+                || bytes + next_bytes > limits.max_append_bytes
+            {
+                held = Some(next);
+                break;
+            }
+            count += next.records.len();
+            bytes += next_bytes;
+            together.push(next);
+        }
+        append_together(&gateway, &log, together, count).await;
+    }
+}
+
+/// Appends the batches of `together` (`count` records) as one append, in
+/// order, and answers each with where its records went.
+async fn append_together(gateway: &Gateway, log: &str, together: Vec<Submission>, count: usize) {
+    let mut records = Vec::with_capacity(count);
+    let mut answers = Vec::with_capacity(together.len());
+    for mut submission in together {
+        answers.push((submission.records.len() as u64, submission.placed));
+        records.append(&mut submission.records);
+    }
+    tracing::trace!(batches = answers.len(), records = count, "kafka: append");
+    let appended = match &gateway.ingest {
+        Some(ingest) => ingest.append(log, records).await,
+        None => gateway.client.append(log, records, None).await,
+    };
+    match appended {
+        Ok(appended) => {
+            let mut first_offset = appended.first_offset;
+            for (len, placed) in answers {
+                let _ = placed.send(Ok((first_offset, appended.timestamp_ms)));
+                first_offset += len;
+            }
+        }
+        Err(e) => {
+            let why = refusal(&e);
+            for (_, placed) in answers {
+                let _ = placed.send(Err(why.clone()));
+            }
+        }
+    }
+}
