@@ -847,6 +847,23 @@ async fn metadata_names_the_owner_and_a_produce_elsewhere_is_redirected() {
     assert_eq!(payloads, vec![&b"first"[..], &b"followed"[..]]);
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_produce_for_a_partition_owned_by_a_node_without_a_listener_reaches_the_owner() {
+    // ingest-2 owns the log and serves no Kafka clients, so Metadata names
+    // the listener node itself as leader: its append must reach the owner.
+    let Some((cluster, ports)) = kafka_cluster(&[0], "kafka/unlisted.0").await else {
+        return;
+    };
+    let mut raw = Raw::connect_port(ports[0]);
+    let (code, base_offset) = raw.produce("unlisted", batch(&[Bytes::from_static(b"forwarded")]));
+    assert_eq!((code, base_offset), (0, 1));
+    let reader = cluster.client(cluster.ingests[0].address());
+    let stored = read_all(&reader, "kafka/unlisted.0").await;
+    let payloads: Vec<&[u8]> = stored.iter().map(|r| &r.record.payload[..]).collect();
+    assert_eq!(payloads, vec![&b"first"[..], &b"forwarded"[..]]);
+    assert_eq!(cluster.owner_of("kafka/unlisted.0").await, Some(1));
+}
+
 /// 3 cache nodes and 2 ingest nodes (with the reader role); the ingest nodes
 /// at `listeners` serve Kafka clients (on the returned ports, in order);
 /// `log` is created and owned by ingest-2.

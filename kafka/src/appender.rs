@@ -14,9 +14,11 @@
 //!
 //! A plain append goes to the node's ingest service in process when the
 //! node has one ([`crate::Ingest`]), through the node's gRPC address
-//! otherwise; an idempotent one always through the client, whose retries
-//! its conditional append relies on. A failed plain append is answered
-//! with the failure's Kafka code, and the producer retries it.
+//! otherwise or when that attempt fails retryably ([`append`]); an
+//! idempotent one always through the client, whose retries its conditional
+//! append relies on. An idempotent batch holds its partition's appender
+//! while its producer table is read and checked: plain batches of the same
+//! partition wait behind it (docs/kafka.md, "Idempotent producers").
 //!
 //! What a crash does: a batch is answered only with its append's result.
 //! If the node dies with appends queued or in flight, their requests get no
@@ -32,7 +34,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use distributedlog::Record;
+use distributedlog::{ErrorKind, Record};
 use dlog_wire::limits::Limits;
 use tokio::sync::{mpsc, oneshot};
 use tracing::Instrument;
@@ -44,6 +46,9 @@ use crate::idempotence;
 
 /// An appender with nothing queued for this long ends.
 const IDLE: Duration = Duration::from_secs(30);
+/// An in-process append not done in this long is made again through the
+/// client (as the SDK's per-attempt timeout does).
+const INGEST_ATTEMPT: Duration = Duration::from_secs(5);
 
 /// Where a batch went: its first offset, and the owner's time on it.
 pub(crate) type Placed = Result<(u64, i64), Refusal>;
@@ -178,11 +183,7 @@ async fn append_together(gateway: &Gateway, log: &str, together: Vec<Submission>
         records.append(&mut submission.records);
     }
     tracing::trace!(batches = answers.len(), records = count, "kafka: append");
-    let appended = match &gateway.ingest {
-        Some(ingest) => ingest.append(log, records).await,
-        None => gateway.client.append(log, records, None).await,
-    };
-    match appended {
+    match append(gateway, log, records).await {
         Ok(appended) => {
             let mut first_offset = appended.first_offset;
             for (len, placed) in answers {
@@ -197,4 +198,38 @@ async fn append_together(gateway: &Gateway, log: &str, together: Vec<Submission>
             }
         }
     }
+}
+
+/// Appends `records` to `log`: in process when the node has an ingest
+/// service, falling back to the client (which follows an owner elsewhere,
+/// waits out backpressure and retries, as the SDK does) when that attempt
+/// failed with a retryable failure or took over [`INGEST_ATTEMPT`]. A
+/// failure that applied nothing (another owner, backpressure) is retried
+/// as before; one in doubt (a timeout, a quorum lost mid-append) may write
+/// the records twice, as the SDK's own retry of a plain append does. Order
+/// holds either way: the retry is queued at the owner after the attempt.
+async fn append(
+    gateway: &Gateway,
+    log: &str,
+    records: Vec<Record>,
+) -> Result<distributedlog::Appended, distributedlog::ClientError> {
+    if let Some(ingest) = &gateway.ingest {
+        let attempt = tokio::time::timeout(INGEST_ATTEMPT, ingest.append(log, records.clone()));
+        match attempt.await {
+            Ok(Ok(appended)) => return Ok(appended),
+            Ok(Err(e))
+                if !matches!(
+                    e.kind(),
+                    ErrorKind::Unavailable | ErrorKind::ResourceExhausted
+                ) =>
+            {
+                return Err(e);
+            }
+            Ok(Err(e)) => {
+                tracing::debug!(error = %e, "kafka: in-process append failed; through the client")
+            }
+            Err(_) => tracing::debug!("kafka: in-process append timed out; through the client"),
+        }
+    }
+    gateway.client.append(log, records, None).await
 }

@@ -116,9 +116,9 @@ pub(crate) async fn serve(
                     break;
                 }
             };
-            let answer = match take_in(&gateway, &mut readers, &answers, frame).await {
-                Some(answer) => answer,
-                None => break,
+            let Some((answer, last)) = take_in(&gateway, &mut readers, &answers, frame).await
+            else {
+                break;
             };
             // The request's bytes stay counted until it is answered.
             let answer = async move {
@@ -126,7 +126,7 @@ pub(crate) async fn serve(
                 drop(room);
                 answered
             };
-            if answers.send(answer.boxed()).await.is_err() {
+            if answers.send(answer.boxed()).await.is_err() || last {
                 break;
             }
         }
@@ -173,19 +173,21 @@ async fn write_answers(
 
 /// Takes one request frame in (module doc): a Produce is queued and its
 /// answer comes later; any other request runs once every earlier one was
-/// answered. `None`: the writer ended, the connection is closing.
+/// answered. The answer, and whether it is the connection's last (it
+/// closes the connection: no later request is read, so none is applied).
+/// `None`: the writer ended, the connection is closing.
 async fn take_in(
     gateway: &Arc<Gateway>,
     readers: &mut Readers,
     answers: &mpsc::Sender<Answer>,
     frame: Bytes,
-) -> Option<Answer> {
+) -> Option<(Answer, bool)> {
     let request = match decode(frame) {
         Ok(Decoded::Request(request)) => request,
         Ok(Decoded::Answered(response)) => {
-            return Some(std::future::ready(Ok(Some(response))).boxed());
+            return Some((std::future::ready(Ok(Some(response))).boxed(), false));
         }
-        Err(why) => return Some(std::future::ready(Err(why)).boxed()),
+        Err(why) => return Some((std::future::ready(Err(why)).boxed(), true)),
     };
     let Request {
         api,
@@ -200,7 +202,7 @@ async fn take_in(
             .instrument(span.clone())
             .await;
         let answer = async move { respond(correlation_id, api, version, outcome.await) };
-        return Some(answer.instrument(span).boxed());
+        return Some((answer.instrument(span).boxed(), false));
     }
     // Every earlier request answered first: the writer reaches this mark
     // only after it wrote their responses.
@@ -214,7 +216,9 @@ async fn take_in(
     let outcome = handle(gateway, readers, api, body, version, client.as_deref())
         .instrument(span)
         .await;
-    Some(std::future::ready(respond(correlation_id, api, version, outcome)).boxed())
+    let answered = respond(correlation_id, api, version, outcome);
+    let last = answered.is_err();
+    Some((std::future::ready(answered).boxed(), last))
 }
 
 /// A decoded request, with what its response needs.

@@ -54,6 +54,11 @@ pub const MAX_OTHER_REQUEST_BYTES: usize = 1024 * 1024;
 /// its body is read.
 pub const MAX_QUEUED_REQUEST_BYTES: usize = 256 * 1024 * 1024;
 
+/// Bytes of decoded Produce records the listener holds at once, waiting
+/// for their appends (a compressed batch inflates past its frame): a
+/// request's next batch waits for room before it is queued.
+pub const MAX_QUEUED_RECORD_BYTES: usize = 256 * 1024 * 1024;
+
 /// Calls of one request (its partitions) run at once at most.
 const CONCURRENT_CALLS: usize = 16;
 
@@ -143,6 +148,11 @@ pub struct Gateway {
     appenders: appender::Appenders,
     /// Room for request bytes, in KiB ([`MAX_QUEUED_REQUEST_BYTES`]).
     queued: Arc<tokio::sync::Semaphore>,
+    /// Room for decoded records waiting for their appends, in KiB
+    /// ([`MAX_QUEUED_RECORD_BYTES`]). Apart from `queued`: a request holds
+    /// its frame's room while it waits for this one, which only appends
+    /// (never a reader) give back, so the two cannot wait on each other.
+    queued_records: Arc<tokio::sync::Semaphore>,
 }
 
 impl Gateway {
@@ -171,6 +181,7 @@ impl Gateway {
             producers: idempotence::Producers::default(),
             appenders: appender::Appenders::default(),
             queued: Arc::new(tokio::sync::Semaphore::new(MAX_QUEUED_REQUEST_BYTES / 1024)),
+            queued_records: Arc::new(tokio::sync::Semaphore::new(MAX_QUEUED_RECORD_BYTES / 1024)),
         }
     }
 }

@@ -4,6 +4,7 @@
 //! Partitions of one request are appended concurrently; `acks=0` gets no
 //! response, as in Kafka.
 
+use distributedlog::Record;
 use kafka_protocol::ResponseError;
 use kafka_protocol::messages::TopicName;
 use kafka_protocol::messages::produce_request::PartitionProduceData;
@@ -12,7 +13,7 @@ use kafka_protocol::messages::{ProduceRequest, ProduceResponse, ResponseKind};
 use kafka_protocol::protocol::StrBytes;
 use std::future::Future;
 use std::sync::Arc;
-use tokio::sync::oneshot;
+use tokio::sync::{OwnedSemaphorePermit, oneshot};
 
 use dlog_wire::limits::Limits;
 
@@ -45,8 +46,9 @@ pub(crate) async fn take_in(
     answer(topics, acks, version)
 }
 
-/// A partition's batch, queued for its append or refused.
-type Queued = Result<oneshot::Receiver<Placed>, Refusal>;
+/// A partition's batch, queued for its append (with the room its records
+/// take until then) or refused.
+type Queued = Result<(oneshot::Receiver<Placed>, OwnedSemaphorePermit), Refusal>;
 
 /// The response once every queued batch was appended.
 async fn answer(topics: Vec<(TopicName, Vec<(i32, Queued)>)>, acks: i16, version: i16) -> Outcome {
@@ -55,7 +57,7 @@ async fn answer(topics: Vec<(TopicName, Vec<(i32, Queued)>)>, acks: i16, version
         let mut topic = TopicProduceResponse::default();
         for (index, queued) in partitions {
             let placed = match queued {
-                Ok(waiting) => waiting.await.unwrap_or_else(|_| {
+                Ok((waiting, _room)) => waiting.await.unwrap_or_else(|_| {
                     Err(Refusal::new(
                         ResponseError::UnknownServerError,
                         "the append was not answered",
@@ -161,12 +163,21 @@ async fn queue(
     if produced.producer.is_none() {
         check_limits(&produced.records)?;
     }
-    Ok(Appenders::submit(
-        gateway,
-        &log,
-        produced.records,
-        produced.producer,
-    ))
+    let bytes: usize = produced.records.iter().map(Record::size).sum();
+    let kib = u32::try_from(bytes.div_ceil(1024)).unwrap_or(u32::MAX);
+    let room = gateway
+        .queued_records
+        .clone()
+        .acquire_many_owned(kib)
+        .await
+        .map_err(|_| {
+            Refusal::new(
+                ResponseError::UnknownServerError,
+                "the listener is stopping",
+            )
+        })?;
+    let placed = Appenders::submit(gateway, &log, produced.records, produced.producer);
+    Ok((placed, room))
 }
 
 /// The node's record limits, with Kafka's codes: one record over a limit is
