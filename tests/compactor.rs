@@ -25,25 +25,32 @@ use dlog_wire::record::{Record, StoredRecord};
 use futures::TryStreamExt;
 use object_store::ObjectStoreExt;
 
-/// A record with everything a record can carry, varied by `i`.
+/// A record with everything a record can carry, varied by `i`: headers
+/// out of name order with a repeated name, null payloads, producer times.
 fn rich_record(i: u64) -> Record {
-    let mut record = Record::new(Bytes::from(format!(
-        "payload-{i}-{}",
-        "x".repeat((i % 50) as usize)
-    )));
+    let mut record = if i % 13 == 5 {
+        Record::null()
+    } else {
+        Record::new(Bytes::from(format!(
+            "payload-{i}-{}",
+            "x".repeat((i % 50) as usize)
+        )))
+    };
     if i.is_multiple_of(2) {
         record.key = Some(Bytes::from(format!("key-{}", i % 7)));
     }
     if i.is_multiple_of(3) {
+        record.headers.push("trace", format!("t{i}"));
         record
             .headers
-            .insert("trace".into(), Bytes::from(format!("t{i}")));
-        record
-            .headers
-            .insert("bin".into(), Bytes::from_static(b"\x00\x01\xff"));
+            .push("bin", Bytes::from_static(b"\x00\x01\xff"));
+        record.headers.push("trace", "again");
     }
     if !i.is_multiple_of(4) {
         record.txid = Some(1_000 + i as i64);
+    }
+    if i.is_multiple_of(5) {
+        record.producer_time_ms = Some(1_600_000_000_000 + i as i64);
     }
     record
 }

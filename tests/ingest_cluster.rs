@@ -620,6 +620,19 @@ async fn redirects_and_bad_inputs() {
             "header name 0 of record 0 is 65536 bytes, more than the limit of 65535",
         ),
         (
+            // A null payload is empty.
+            append(
+                "r/a",
+                vec![Record {
+                    null_payload: true,
+                    ..Record::new("x")
+                }],
+                None,
+            ),
+            tonic::Code::InvalidArgument,
+            "record 0 has a null payload and 1 payload bytes: a null payload is empty",
+        ),
+        (
             append("r/a", vec![Record::new("x")], Some(1)),
             tonic::Code::FailedPrecondition,
             "expected offset 1 but the next offset of log r/a is 3",

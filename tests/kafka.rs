@@ -147,6 +147,8 @@ async fn kcat_writes_and_reads_100000_records_with_keys_and_headers() {
             "a=1",
             "-H",
             "b=two",
+            "-H",
+            "a=3",
             "-X",
             "linger.ms=5",
         ],
@@ -187,17 +189,28 @@ async fn kcat_writes_and_reads_100000_records_with_keys_and_headers() {
     let lines: Vec<&str> = consumed.lines().collect();
     assert_eq!(lines.len(), count, "every record comes back once");
     for (i, (line, sent)) in lines.iter().zip(input.lines()).enumerate() {
-        assert_eq!(*line, format!("0 {i} {sent}|a=1,b=two"), "record {i}");
+        assert_eq!(*line, format!("0 {i} {sent}|a=1,b=two,a=3"), "record {i}");
     }
 
-    // The same records through dlog: key, headers and a timestamp.
+    // The same records through dlog: key, headers in order, the producer's
+    // timestamp (librdkafka's CreateTime) beside the append time.
     let records = read_all(&client, "kafka/events.0").await;
     assert_eq!(records.len(), count);
     let seventh = &records[7].record;
     assert_eq!(seventh.key.as_deref(), Some(&b"key7"[..]));
     assert_eq!(seventh.payload, format!("value 7 {}", "x".repeat(7)));
-    assert_eq!(seventh.headers["a"], "1");
-    assert_eq!(seventh.headers["b"], "two");
+    let headers: Vec<(&str, &[u8])> = (seventh.headers.iter())
+        .map(|(name, value)| (name.as_str(), &value[..]))
+        .collect();
+    assert_eq!(headers, [("a", &b"1"[..]), ("b", b"two"), ("a", b"3")]);
+    let produced_at = seventh
+        .producer_time_ms
+        .expect("librdkafka sends CreateTime");
+    let appended_at = records[7].timestamp_ms;
+    assert!(
+        (appended_at - 60_000..=appended_at + 5_000).contains(&produced_at),
+        "produced at {produced_at}, appended at {appended_at}"
+    );
 
     // ListOffsets by time: the first record at or after a record's time.
     let middle = records[count / 2].timestamp_ms;
@@ -216,38 +229,117 @@ async fn kcat_writes_and_reads_100000_records_with_keys_and_headers() {
         "kcat -Q at {middle} ms answered {query}; expected offset {expected}"
     );
 
-    // A record appended through gRPC is fetched by a Kafka consumer.
+    // A record appended through gRPC is fetched by a Kafka consumer, with
+    // its repeated header and its producer time as the timestamp.
     let mut record = distributedlog::Record::new("from grpc");
     record.key = Some(Bytes::from_static(b"g"));
-    record
-        .headers
-        .insert("via".into(), Bytes::from_static(b"dlog"));
+    record.headers.push("via", "dlog");
+    record.headers.push("via", "grpc");
+    record.producer_time_ms = Some(1_500_000_000_000);
     let appended = client
         .append("kafka/events.0", vec![record], None)
         .await
         .unwrap();
     assert_eq!(appended.first_offset, count as u64);
-    let last = run_kcat(
-        &kcat,
-        &[
-            "-b",
-            &broker,
-            "-C",
-            "-t",
-            "events",
-            "-o",
-            "-1",
-            "-c",
-            "1",
-            "-q",
-            "-f",
-            "%o %k:%s|%h\n",
-        ],
-        b"",
-    );
+    let last = |format: &str| {
+        let out = run_kcat(
+            &kcat,
+            &[
+                "-b", &broker, "-C", "-t", "events", "-o", "-1", "-c", "1", "-q", "-f", format,
+            ],
+            b"",
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
     assert_eq!(
-        String::from_utf8_lossy(&last.stdout),
-        format!("{count} g:from grpc|via=dlog\n")
+        last("%o %k:%s|%h|%T\n"),
+        format!("{count} g:from grpc|via=dlog,via=grpc|1500000000000\n")
+    );
+
+    // kcat -Z sends an empty value as NULL: a tombstone, kept as one
+    // (%S is the value's length, -1 for NULL).
+    run_kcat(
+        &kcat,
+        &["-b", &broker, "-P", "-t", "events", "-K:", "-Z"],
+        b"tomb:\n",
+    );
+    assert_eq!(last("%o %k %S\n"), format!("{} tomb -1\n", count + 1));
+    let records = read_all(&client, "kafka/events.0").await;
+    let tombstone = &records[count + 1].record;
+    assert!(tombstone.null_payload, "{tombstone:?}");
+    assert_eq!(tombstone.nullable_payload(), None);
+}
+
+/// confluent-kafka (librdkafka): records with headers in a chosen order (a
+/// name repeated, a null header value), a null value, an empty value and
+/// chosen timestamps are consumed back as produced, CreateTime with the
+/// producer's time (tests/python/kafka_record_model.py); dlog's client and
+/// `dlog read --json` show the same records.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_confluent_kafka_record_keeps_header_order_a_null_value_and_its_timestamp() {
+    let Some(python) = dlog_testkit::require_python_module("confluent_kafka") else {
+        return;
+    };
+    let node = Node::start();
+    let out = run_python(
+        &python,
+        "kafka_record_model.py",
+        &[&node.broker(), "model"],
+        &node,
+    );
+    let consumed: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
+    let consumed = consumed["records"].as_array().unwrap().clone();
+    assert_eq!(consumed.len(), 3, "{out}");
+
+    let records = read_all(&node.client(), "kafka/model.0").await;
+    assert_eq!(records.len(), 3);
+    let first = &records[0].record;
+    assert!(first.null_payload);
+    assert_eq!(first.producer_time_ms, Some(1_600_000_000_123));
+    assert_eq!(first.headers.get_all("a").collect::<Vec<_>>(), ["1", "2"]);
+    assert!(!records[2].record.null_payload, "empty, not null");
+    assert_eq!(records[2].record.payload, "");
+
+    let output = Command::new(env!("CARGO_BIN_EXE_dlog"))
+        .args(["read", "kafka/model.0", "--json"])
+        .env("DLOG_ENDPOINT", format!("http://127.0.0.1:{}", node.grpc))
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let lines: Vec<serde_json::Value> = String::from_utf8_lossy(&output.stdout)
+        .lines()
+        .map(|line| serde_json::from_str(line).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 3);
+    let times = [
+        "2020-09-13T12:26:40.123Z",
+        "2020-09-13T12:26:40.456Z",
+        "2020-09-13T12:26:40.789Z",
+    ];
+    for ((line, kafka), time) in lines.iter().zip(&consumed).zip(times) {
+        assert_eq!(line["offset"], kafka["offset"], "{line}");
+        assert_eq!(line["key"], kafka["key"], "{line}");
+        assert_eq!(line["payload"], kafka["value"], "{line}");
+        assert_eq!(line["producer_time"], time, "{line}");
+        let headers: Vec<serde_json::Value> = (kafka["headers"].as_array().unwrap().iter())
+            .map(|pair| serde_json::json!({"name": pair[0], "value": pair[1]}))
+            .collect();
+        let shown = line.get("headers").cloned().unwrap_or_default();
+        let shown = shown.as_array().cloned().unwrap_or_default();
+        assert_eq!(shown, headers, "{line}");
+    }
+    assert_eq!(lines[0]["payload"], serde_json::Value::Null);
+    assert_eq!(
+        lines[0]["headers"],
+        serde_json::json!([
+            {"name": "a", "value": "1"},
+            {"name": "b", "value": "x"},
+            {"name": "a", "value": "2"},
+        ])
     );
 }
 

@@ -204,24 +204,60 @@ fn json_records_subscriptions_and_settings_through_the_cli() {
     let node = Standalone::start();
     node.ok(&["logs", "create", "daily/a"], b"");
     let input = concat!(
+        // Headers in the older form (an object) are still taken.
         r#"{"payload":"one","key":"k1","headers":{"h":"v"},"txid":10}"#,
         "\n",
         r#"{"payload_b64":"/wA=","txid":11}"#,
         "\n",
+        r#"{"payload":null,"key":"gone","producer_time":"2020-09-13T12:26:40.123Z","#,
+        r#""headers":[{"name":"z","value":"1"},{"name":"a","value_b64":"/w=="},{"name":"z","value":"2"}]}"#,
+        "\n",
     );
     let appended = node.ok(&["append", "daily/a", "--format", "json"], input.as_bytes());
-    assert!(appended.contains(r#""count":2"#), "{appended}");
+    assert!(appended.contains(r#""count":3"#), "{appended}");
+    // --header, repeated: every record gets the headers in that order.
+    node.ok(
+        &[
+            "append", "daily/a", "--header", "t=1", "--header", "s=", "--header", "t=2",
+        ],
+        b"plain\n",
+    );
     let out = node.ok(&["read", "daily/a", "--from", "0", "--json"], b"");
     let records: Vec<serde_json::Value> = out
         .lines()
         .map(|l| serde_json::from_str(l).unwrap())
         .collect();
-    assert_eq!(records.len(), 2, "{out}");
+    assert_eq!(records.len(), 4, "{out}");
     assert_eq!(records[0]["payload"], "one");
     assert_eq!(records[0]["key"], "k1");
-    assert_eq!(records[0]["headers"]["h"], "v");
+    assert_eq!(
+        records[0]["headers"],
+        serde_json::json!([{"name": "h", "value": "v"}])
+    );
     assert_eq!(records[0]["txid"], 10);
+    assert_eq!(records[0]["producer_time"], serde_json::Value::Null);
     assert_eq!(records[1]["payload_b64"], "/wA=");
+    assert!(records[1].get("headers").is_none(), "{}", records[1]);
+    assert_eq!(records[2]["payload"], serde_json::Value::Null);
+    assert!(records[2].get("payload_b64").is_none());
+    assert_eq!(records[2]["producer_time"], "2020-09-13T12:26:40.123Z");
+    assert_eq!(
+        records[2]["headers"],
+        serde_json::json!([
+            {"name": "z", "value": "1"},
+            {"name": "a", "value_b64": "/w=="},
+            {"name": "z", "value": "2"},
+        ])
+    );
+    assert_eq!(records[3]["payload"], "plain");
+    assert_eq!(
+        records[3]["headers"],
+        serde_json::json!([
+            {"name": "t", "value": "1"},
+            {"name": "s", "value": ""},
+            {"name": "t", "value": "2"},
+        ])
+    );
     // What `read --json` prints appends again, as the same records.
     node.ok(&["logs", "create", "daily/b"], b"");
     node.ok(&["append", "daily/b", "--format", "json"], out.as_bytes());

@@ -7,25 +7,28 @@
 //! are decoded by the kafka-protocol crate.
 //!
 //! What a Kafka record keeps (docs/kafka.md):
-//! - key (null stays null), value (a null value is stored as an empty
-//!   payload), headers (names must be UTF-8; a null header value is stored
-//!   empty; headers come back ordered by name, and a repeated name keeps its
-//!   last value);
-//! - the timestamp is the time the owner appended the record, as with
-//!   Kafka's `message.timestamp.type=LogAppendTime`; the producer's
-//!   timestamp is not kept.
+//! - key (null stays null), value (a null value stays null: the record's
+//!   null payload), headers in their order, a repeated name as many times
+//!   as it came (names must be UTF-8; a null header value is stored empty);
+//! - the producer's timestamp, when its batch is CreateTime, as the
+//!   record's producer time, beside the time the owner appended it.
+//!
+//! Fetch: every batch is marked CreateTime. A record's timestamp is its
+//! producer time when it has one, else the time the owner appended it (a
+//! record appended through gRPC without a producer time, or produced in a
+//! LogAppendTime batch). So a consumer sees what the producer gave, and a
+//! time for every record; ListOffsets by time positions by append time.
 
-use std::collections::BTreeMap;
 use std::io::Read;
 
 use bytes::{Buf, Bytes, BytesMut};
-use distributedlog::{Record, StoredRecord};
+use distributedlog::{Headers, Record, StoredRecord};
+use dlog_wire::record::MAX_PRODUCER_TIME_MS;
 use kafka_protocol::ResponseError;
-use kafka_protocol::indexmap::IndexMap;
 use kafka_protocol::protocol::StrBytes;
 use kafka_protocol::records::{
-    Compression, NO_PARTITION_LEADER_EPOCH, NO_PRODUCER_EPOCH, NO_PRODUCER_ID, Record as KRecord,
-    RecordBatchDecoder, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
+    Compression, NO_PARTITION_LEADER_EPOCH, NO_PRODUCER_EPOCH, NO_PRODUCER_ID, NO_TIMESTAMP,
+    Record as KRecord, RecordBatchDecoder, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
 };
 
 use dlog_wire::limits::Limits;
@@ -259,7 +262,7 @@ impl std::fmt::Display for Refusal {
 impl std::error::Error for Refusal {}
 
 fn to_dlog(record: KRecord) -> Result<Record, Refusal> {
-    let mut headers = BTreeMap::new();
+    let mut headers = Headers::new();
     for (name, value) in record.headers {
         if name.as_str() == PRODUCER_HEADER {
             return Err(Refusal::new(
@@ -267,18 +270,36 @@ fn to_dlog(record: KRecord) -> Result<Record, Refusal> {
                 format!("the header name {PRODUCER_HEADER} is reserved"),
             ));
         }
-        headers.insert(name.to_string(), value.unwrap_or_default());
+        headers.push(name.as_str(), value.unwrap_or_default());
     }
+    // The producer's own time, when the batch says the times are that
+    // (-1 is Kafka's "no timestamp").
+    let producer_time_ms = match (record.timestamp_type, record.timestamp) {
+        (TimestampType::LogAppend, _) | (_, NO_TIMESTAMP) => None,
+        (TimestampType::Creation, time) if (0..=MAX_PRODUCER_TIME_MS).contains(&time) => Some(time),
+        (TimestampType::Creation, time) => {
+            return Err(Refusal::new(
+                ResponseError::InvalidTimestamp,
+                format!(
+                    "record timestamp {time} is outside 0..={MAX_PRODUCER_TIME_MS} \
+                     (ms since the Unix epoch)"
+                ),
+            ));
+        }
+    };
     Ok(Record {
+        null_payload: record.value.is_none(),
         payload: record.value.unwrap_or_default(),
         key: record.key,
         headers,
         txid: None,
+        producer_time_ms,
     })
 }
 
-/// Encodes stored records as v2 record batches (uncompressed). Offsets are
-/// the dlog offsets; timestamps the append times.
+/// Encodes stored records as v2 record batches (uncompressed), marked
+/// CreateTime. Offsets are the dlog offsets; timestamps the producer times,
+/// or the append times of records without one.
 pub(crate) fn fetched_batches(records: &[StoredRecord]) -> anyhow::Result<Bytes> {
     let records: Vec<KRecord> = records.iter().map(to_kafka).collect();
     let mut buf = BytesMut::new();
@@ -294,13 +315,10 @@ pub(crate) fn fetched_batches(records: &[StoredRecord]) -> anyhow::Result<Bytes>
 
 fn to_kafka(stored: &StoredRecord) -> KRecord {
     let offset = stored.offset as i64;
-    let mut headers = IndexMap::with_capacity(stored.record.headers.len());
-    for (name, value) in &stored.record.headers {
-        if name == PRODUCER_HEADER {
-            continue;
-        }
-        headers.insert(StrBytes::from_string(name.clone()), Some(value.clone()));
-    }
+    let headers = (stored.record.headers.iter())
+        .filter(|(name, _)| name != PRODUCER_HEADER)
+        .map(|(name, value)| (StrBytes::from_string(name.clone()), Some(value.clone())))
+        .collect();
     KRecord {
         transactional: false,
         control: false,
@@ -308,14 +326,19 @@ fn to_kafka(stored: &StoredRecord) -> KRecord {
         partition_leader_epoch: NO_PARTITION_LEADER_EPOCH,
         producer_id: NO_PRODUCER_ID,
         producer_epoch: NO_PRODUCER_EPOCH,
-        timestamp_type: TimestampType::LogAppend,
+        // The encoder marks every batch CreateTime (it writes no timestamp
+        // type bit); say the same here.
+        timestamp_type: TimestampType::Creation,
         offset,
         // The encoder starts a new batch wherever `offset - sequence`
         // changes: a sequence that follows the offset keeps one batch.
         sequence: offset as i32,
-        timestamp: stored.timestamp_ms,
+        timestamp: stored
+            .record
+            .producer_time_ms
+            .unwrap_or(stored.timestamp_ms),
         key: stored.record.key.clone(),
-        value: Some(stored.record.payload.clone()),
+        value: stored.record.nullable_payload().cloned(),
         headers,
     }
 }
@@ -331,11 +354,10 @@ mod tests {
     use super::*;
 
     fn record(i: i64) -> KRecord {
-        let mut headers = IndexMap::new();
-        headers.insert(
+        let headers = vec![(
             StrBytes::from_static_str("h"),
             Some(Bytes::from(format!("v{i}"))),
-        );
+        )];
         KRecord {
             transactional: false,
             control: false,
@@ -353,8 +375,7 @@ mod tests {
         }
     }
 
-    fn batch(compression: Compression) -> Bytes {
-        let records: Vec<KRecord> = (0..5).map(record).collect();
+    fn encode(records: &[KRecord], compression: Compression) -> Bytes {
         let mut buf = BytesMut::new();
         let options = RecordEncodeOptions {
             version: 2,
@@ -362,6 +383,11 @@ mod tests {
         };
         RecordBatchEncoder::encode(&mut buf, records.iter(), &options).unwrap();
         buf.freeze()
+    }
+
+    fn batch(compression: Compression) -> Bytes {
+        let records: Vec<KRecord> = (0..5).map(record).collect();
+        encode(&records, compression)
     }
 
     #[test]
@@ -435,10 +461,9 @@ mod tests {
                 offset: 100 + i,
                 timestamp_ms: 1_700_000_000_000,
                 record: Record {
-                    payload: Bytes::from(format!("p{i}")),
                     key: Some(Bytes::from_static(b"k")),
-                    headers: [("a".to_owned(), Bytes::from_static(b"1"))].into(),
-                    txid: None,
+                    headers: [("a", "1")].into(),
+                    ..Record::new(format!("p{i}"))
                 },
             })
             .collect();
@@ -450,8 +475,115 @@ mod tests {
         assert_eq!(set.records[3].offset, 103);
         assert_eq!(set.records[3].value.as_deref(), Some(&b"p3"[..]));
         assert_eq!(
-            set.records[0].headers[&StrBytes::from_static_str("a")].as_deref(),
-            Some(&b"1"[..])
+            set.records[0].headers,
+            [(
+                StrBytes::from_static_str("a"),
+                Some(Bytes::from_static(b"1"))
+            )]
+        );
+    }
+
+    /// What the record model keeps end to end through the listener:
+    /// headers in order with a repeated name, a null value, the producer's
+    /// timestamp; a record without a producer time is fetched with its
+    /// append time, in the same CreateTime batch.
+    #[test]
+    fn repeated_headers_null_values_and_producer_times_survive_produce_and_fetch() {
+        let header = |name: &'static str, value: Option<&'static [u8]>| {
+            (
+                StrBytes::from_static_str(name),
+                value.map(Bytes::from_static),
+            )
+        };
+        let mut tombstone = record(0);
+        tombstone.value = None;
+        tombstone.timestamp = 1_600_000_000_123;
+        tombstone.headers = vec![
+            header("a", Some(b"1")),
+            header("b", None),
+            header("a", Some(b"2")),
+        ];
+        let produced = produced_records(
+            encode(&[tombstone, record(1)], Compression::None),
+            &Limits::DEFAULT,
+        )
+        .unwrap();
+        let stored = &produced.records[0];
+        assert!(stored.null_payload);
+        assert_eq!(stored.nullable_payload(), None);
+        let pairs: Vec<(&str, &[u8])> = (stored.headers.iter())
+            .map(|(name, value)| (name.as_str(), &value[..]))
+            .collect();
+        assert_eq!(pairs, [("a", &b"1"[..]), ("b", b""), ("a", b"2")]);
+        assert_eq!(stored.producer_time_ms, Some(1_600_000_000_123));
+        assert_eq!(
+            produced.records[1].producer_time_ms,
+            Some(1_700_000_000_001)
+        );
+        assert!(!produced.records[1].null_payload);
+
+        // Back out through a fetch; the second record as if appended
+        // through gRPC, without a producer time.
+        let append_time = 1_700_000_000_999;
+        let mut without = produced.records[1].clone();
+        without.producer_time_ms = None;
+        let stored = [
+            StoredRecord {
+                offset: 10,
+                timestamp_ms: append_time,
+                record: produced.records[0].clone(),
+            },
+            StoredRecord {
+                offset: 11,
+                timestamp_ms: append_time,
+                record: without,
+            },
+        ];
+        let mut bytes = fetched_batches(&stored).unwrap();
+        let infos = RecordBatchDecoder::decode_batch_info(&mut bytes.clone()).unwrap();
+        assert_eq!(infos.len(), 1);
+        assert_eq!(infos[0].timestamp_type, TimestampType::Creation);
+        let fetched = RecordBatchDecoder::decode(&mut bytes).unwrap().records;
+        assert_eq!(fetched[0].value, None, "a tombstone stays a tombstone");
+        assert_eq!(
+            fetched[0].headers,
+            [
+                header("a", Some(b"1")),
+                header("b", Some(b"")),
+                header("a", Some(b"2"))
+            ]
+        );
+        assert_eq!(fetched[0].timestamp, 1_600_000_000_123);
+        assert_eq!(fetched[1].timestamp, append_time);
+        assert_eq!(fetched[1].value.as_deref(), Some(&b"value 1"[..]));
+    }
+
+    #[test]
+    fn producer_timestamps_out_of_range_are_invalid_and_log_append_times_are_not_kept() {
+        let mut negative = record(0);
+        negative.timestamp = -5;
+        let refusal =
+            produced_records(encode(&[negative], Compression::None), &Limits::DEFAULT).unwrap_err();
+        assert_eq!(refusal.code, ResponseError::InvalidTimestamp, "{refusal}");
+
+        let mut none = record(0);
+        none.timestamp = NO_TIMESTAMP;
+        let produced =
+            produced_records(encode(&[none], Compression::None), &Limits::DEFAULT).unwrap();
+        assert_eq!(produced.records[0].producer_time_ms, None);
+
+        // A LogAppendTime batch: the attribute bit set by hand (the encoder
+        // writes none), under a fresh CRC.
+        let mut bytes = encode(&[record(0)], Compression::None).to_vec();
+        bytes[ATTRIBUTES_AT + 1] |= 1 << 3;
+        let crc = crc32c::crc32c(&bytes[BATCH_HEAD..]);
+        bytes[17..21].copy_from_slice(&crc.to_be_bytes());
+        let produced = produced_records(Bytes::from(bytes), &Limits::DEFAULT).unwrap();
+        assert!(
+            produced
+                .records
+                .iter()
+                .all(|r| r.producer_time_ms.is_none())
         );
     }
 }

@@ -175,7 +175,8 @@ impl Table {
         });
     }
 
-    /// Folds one stored record (only those with the header count).
+    /// Folds one stored record (only those with the header count; of a
+    /// record with several, which only a gRPC writer can make, the first).
     fn fold(&mut self, stored: &StoredRecord) {
         let Some(value) = stored.record.headers.get(PRODUCER_HEADER) else {
             return;
@@ -285,7 +286,7 @@ pub(crate) async fn append(
         let mut batch = records.clone();
         if let Some(first) = batch.first_mut() {
             let value = header_value(&producer, count, table.log_id);
-            first.headers.insert(PRODUCER_HEADER.to_owned(), value);
+            first.headers.push(PRODUCER_HEADER, value);
         }
         crate::produce::check_limits(&batch)?;
         let condition = AppendIf {
@@ -514,10 +515,9 @@ mod tests {
         let mut table = Table::default();
         for (offset, first, count) in [(0u64, 0, 4usize), (4, 4, 2), (6, 6, 1)] {
             let mut record = Record::new("x");
-            record.headers.insert(
-                PRODUCER_HEADER.into(),
-                header_value(&producer(2, first), count, 0),
-            );
+            record
+                .headers
+                .push(PRODUCER_HEADER, header_value(&producer(2, first), count, 0));
             table.fold(&StoredRecord {
                 offset,
                 timestamp_ms: 5,
@@ -538,7 +538,7 @@ mod tests {
         let mut copied = Record::new("x");
         copied
             .headers
-            .insert(PRODUCER_HEADER.into(), header_value(&producer(2, 8), 1, 99));
+            .push(PRODUCER_HEADER, header_value(&producer(2, 8), 1, 99));
         table.fold(&StoredRecord {
             offset: 20,
             timestamp_ms: 5,

@@ -16,6 +16,8 @@ pub mod admission;
 pub mod cache_tier;
 pub mod engine;
 pub mod error;
+#[cfg(test)]
+mod format_tests;
 pub mod log_view;
 pub mod parquet_tier;
 #[cfg(test)]

@@ -95,9 +95,39 @@ impl Fixture {
         start_offset: u64,
         payloads: Vec<Bytes>,
     ) -> SegmentMeta {
+        let records = payloads
+            .into_iter()
+            .map(|p| EntryRecord {
+                timestamp_ms: 1,
+                record: Record::new(p),
+            })
+            .collect();
+        self.offloaded_records(log, fence, start_offset, records)
+            .await
+    }
+
+    /// Adds an offloaded, cache-dropped segment holding `records` from
+    /// `start_offset`, with its Parquet file in the object store.
+    pub async fn offloaded_records(
+        &self,
+        log: &LogName,
+        fence: Fence,
+        start_offset: u64,
+        records: Vec<EntryRecord>,
+    ) -> SegmentMeta {
         let segment = self.open_segment(log, fence, start_offset, &[]).await;
-        let end_offset = start_offset + payloads.len() as u64;
+        let end_offset = start_offset + records.len() as u64;
         let log_id = self.manifest.log(log).await.unwrap().log_id;
+        let timestamps = records.iter().map(|r| r.timestamp_ms);
+        let seal = SealInfo {
+            end_offset,
+            last_entry_id: Some(0),
+            bytes: records.iter().map(|r| r.record.size() as u64).sum(),
+            min_timestamp_ms: timestamps.clone().min(),
+            max_timestamp_ms: timestamps.max(),
+            min_txid: None,
+            max_txid: None,
+        };
         let entry = Entry {
             header: EntryHeader {
                 log_id,
@@ -106,15 +136,9 @@ impl Fixture {
                 epoch: fence.epoch,
                 first_offset: start_offset,
                 lac: None,
-                record_count: payloads.len() as u32,
+                record_count: records.len() as u32,
             },
-            records: payloads
-                .iter()
-                .map(|p| EntryRecord {
-                    timestamp_ms: 1,
-                    record: Record::new(p.clone()),
-                })
-                .collect(),
+            records,
         };
         let info = FileInfo {
             log,
@@ -123,15 +147,22 @@ impl Fixture {
             end_offset,
         };
         let file = encode_segment(&[entry], &info).unwrap();
-        let seal = SealInfo {
-            end_offset,
-            last_entry_id: Some(0),
-            bytes: payloads.iter().map(|p| p.len() as u64).sum(),
-            min_timestamp_ms: Some(1),
-            max_timestamp_ms: Some(1),
-            min_txid: None,
-            max_txid: None,
-        };
+        self.offloaded_file(log, fence, &segment, seal, file.bytes)
+            .await
+    }
+
+    /// Seals `segment` (open, from [`Fixture::open_segment`]) as `seal`
+    /// says and offloads it with `file` as its Parquet file (any bytes a
+    /// test wants the reader to meet); drops it from the cache tier.
+    pub async fn offloaded_file(
+        &self,
+        log: &LogName,
+        fence: Fence,
+        segment: &SegmentMeta,
+        seal: SealInfo,
+        file: Bytes,
+    ) -> SegmentMeta {
+        let (start_offset, end_offset) = (segment.start_offset, seal.end_offset);
         self.manifest
             .seal_segment(log, fence, segment.segment_id, &seal)
             .await
@@ -139,13 +170,13 @@ impl Fixture {
         let key = format!("{log}/{start_offset:020}-{end_offset:020}.parquet");
         self.objects
             .store
-            .put(&key.as_str().into(), PutPayload::from(file.bytes.clone()))
+            .put(&key.as_str().into(), PutPayload::from(file.clone()))
             .await
             .unwrap();
         let object = ObjectInfo {
             key,
-            size: file.bytes.len() as u64,
-            crc32c: file.crc32c,
+            size: file.len() as u64,
+            crc32c: crc32c::crc32c(&file),
             offloaded_at_ms: 1,
         };
         self.manifest

@@ -8,6 +8,29 @@
 //! ([`Client::commit_subscription`], [`Client::subscription`]) keep a
 //! reader's position on the server.
 //!
+//! A [`Record`] is a payload (or a null payload, [`Record::null`]), an
+//! optional key, [`Headers`] (name and value pairs kept in the order given,
+//! a name may repeat), an optional txid and an optional producer time (the
+//! writer's own clock, kept beside the append time the log's owner gives
+//! every record, which is what reads by time use). A [`StoredRecord`] is
+//! one read back, with its offset and append time.
+//!
+//! ```no_run
+//! # async fn example(client: distributedlog::Client) -> Result<(), distributedlog::ClientError> {
+//! use distributedlog::Record;
+//! let mut record = Record::new("order 42 shipped");
+//! record.key = Some("order-42".into());
+//! record.headers.push("trace", "t-1");
+//! record.headers.push("trace", "t-2"); // both kept, in this order
+//! record.producer_time_ms = Some(1_714_564_800_250);
+//! // A tombstone for the key: a null payload, not an empty one.
+//! let mut deleted = Record::null();
+//! deleted.key = Some("order-41".into());
+//! client.append("shop/orders", vec![record, deleted], None).await?;
+//! # Ok(())
+//! # }
+//! ```
+//!
 //! This crate holds the client only: it depends on the wire contract
 //! (`dlog-wire`) and gRPC, not on the server. The server and the `dlog`
 //! command are the `dlog` package of the same repository.
@@ -38,7 +61,7 @@ pub mod tokens;
 
 pub use client::{AppendIf, Appended, Client, Error as ClientError, LogsPage};
 pub use dlog_wire::error::ErrorKind;
-pub use dlog_wire::record::{Record, RecordError, StoredRecord};
+pub use dlog_wire::record::{Headers, Record, RecordError, StoredRecord};
 pub use info::{ClusterStatus, LogInfo, NodeInfo, Sealed, SegmentInfo, SegmentState};
 pub use log_reader::{LogReader, ReadOptions, Start, TailInfo};
 pub use log_writer::{LogWriter, PendingWrite, WriterOptions};

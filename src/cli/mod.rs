@@ -136,9 +136,13 @@ pub enum Command {
         #[arg(long, conflicts_with = "format")]
         txid_from_field: bool,
         /// `text`: each line is a payload; `json`: each line is a record
-        /// (`payload`, `key`, `headers`, `txid`; `dlog read --json` output).
+        /// (`payload`, `key`, `headers`, `txid`, `producer_time`; `dlog read --json` output).
         #[arg(long, value_enum, default_value = "text")]
         format: append::LineFormat,
+        /// Add the header NAME=VALUE to every record; repeat for more. Kept in the order
+        /// given (a name may repeat), after the headers of a JSON line.
+        #[arg(long = "header", value_name = "NAME=VALUE", value_parser = append::parse_header)]
+        headers: Vec<(String, bytes::Bytes)>,
     },
     /// Read records: payloads one per line, from the earliest record unless told otherwise.
     Read(read::ReadArgs),
@@ -313,7 +317,19 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
             expected_offset,
             txid_from_field,
             format,
-        } => append::append(&client, &log, expected_offset, txid_from_field, format).await,
+            headers,
+        } => {
+            let headers = headers.into_iter().collect();
+            append::append(
+                &client,
+                &log,
+                expected_offset,
+                txid_from_field,
+                format,
+                &headers,
+            )
+            .await
+        }
         Command::Seal { log } => admin::seal(&client, &log).await,
         Command::Trim { log, before } => admin::trim(&client, &log, before).await,
         Command::Status { json } => admin::status(&client, json).await,

@@ -1,7 +1,6 @@
 //! `dlog read`: prints records, payloads one per line or one JSON object
 //! per record (`--json`, a contract: docs/cli.md).
 
-use std::collections::BTreeMap;
 use std::io::{self, Write};
 
 use super::progress::Progress;
@@ -42,23 +41,30 @@ pub struct ReadArgs {
     /// Keep reading records as they are appended.
     #[arg(long)]
     pub follow: bool,
-    /// One JSON object per record: {"offset","timestamp","txid","key","payload"}; timestamp
-    /// as RFC 3339 UTC with milliseconds; a key or payload that is not UTF-8 comes base64-encoded
-    /// as "key_b64" / "payload_b64" instead.
+    /// One JSON object per record: {"offset","timestamp","producer_time","txid","key","headers",
+    /// "payload"}; times as RFC 3339 UTC with milliseconds; headers a list of {"name","value"}
+    /// in order; a null payload is null; a key, payload or header value that is not UTF-8 comes
+    /// base64-encoded as "key_b64" / "payload_b64" / "value_b64" instead.
     #[arg(long)]
     pub json: bool,
 }
 
 /// Milliseconds since the epoch of an RFC 3339 time
-/// (`2024-05-01T12:00:00Z`, `2024-05-01T14:00:00.250+02:00`).
-pub fn parse_time(text: &str) -> anyhow::Result<i64> {
+/// (`2024-05-01T12:00:00Z`, `2024-05-01T14:00:00.250+02:00`); `what` names
+/// the text in the error.
+pub fn parse_rfc3339(what: &str, text: &str) -> anyhow::Result<i64> {
     match DateTime::parse_from_rfc3339(text.trim()) {
         Ok(time) => Ok(time.timestamp_millis()),
         Err(err) => bail!(
-            "--from-time {text:?} is not an RFC 3339 time ({err}); \
+            "{what} {text:?} is not an RFC 3339 time ({err}); \
              expected e.g. 2024-05-01T12:00:00Z"
         ),
     }
+}
+
+/// The `--from-time` of `dlog read`, in milliseconds since the epoch.
+pub fn parse_time(text: &str) -> anyhow::Result<i64> {
+    parse_rfc3339("--from-time", text)
 }
 
 /// A timestamp as RFC 3339 in UTC with milliseconds
@@ -71,60 +77,74 @@ pub fn format_time(ms: i64) -> String {
 }
 
 /// One record of `--json`: bytes as UTF-8 text when they are, else base64
-/// under the `_b64` name (a header is in `headers` or `headers_b64`, each
-/// left out when empty). An absent key is `"key": null`.
+/// under the `_b64` name. An absent key, a null payload and a missing
+/// producer time are `null`; `headers` is left out when there are none.
 #[derive(Debug, Serialize)]
 struct JsonRecord<'a> {
     offset: u64,
     timestamp: String,
+    producer_time: Option<String>,
     txid: Option<i64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     key: Option<Option<&'a str>>,
     #[serde(skip_serializing_if = "Option::is_none")]
     key_b64: Option<String>,
-    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
-    headers: BTreeMap<&'a str, &'a str>,
-    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
-    headers_b64: BTreeMap<&'a str, String>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    headers: Vec<JsonHeader<'a>>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    payload: Option<&'a str>,
+    payload: Option<Option<&'a str>>,
     #[serde(skip_serializing_if = "Option::is_none")]
     payload_b64: Option<String>,
+}
+
+/// One header of `--json`, in the record's order: `{"name","value"}`, or
+/// `{"name","value_b64"}` for a value that is not UTF-8.
+#[derive(Debug, Serialize)]
+struct JsonHeader<'a> {
+    name: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    value: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    value_b64: Option<String>,
+}
+
+/// `bytes` as text when they are UTF-8 (first), else base64 (second).
+fn text_or_base64(bytes: &[u8]) -> (Option<&str>, Option<String>) {
+    match std::str::from_utf8(bytes) {
+        Ok(text) => (Some(text), None),
+        Err(_) => (None, Some(BASE64.encode(bytes))),
+    }
 }
 
 /// The `--json` line of a record (without the newline).
 pub fn json_line(stored: &StoredRecord) -> String {
     let record = &stored.record;
-    let (key, key_b64) = match record.key.as_deref() {
+    let (key, key_b64) = match record.key.as_deref().map(text_or_base64) {
         None => (Some(None), None),
-        Some(bytes) => match std::str::from_utf8(bytes) {
-            Ok(text) => (Some(Some(text)), None),
-            Err(_) => (None, Some(BASE64.encode(bytes))),
-        },
+        Some((text, base64)) => (text.map(Some), base64),
     };
-    let (payload, payload_b64) = match std::str::from_utf8(&record.payload) {
-        Ok(text) => (Some(text), None),
-        Err(_) => (None, Some(BASE64.encode(&record.payload))),
+    let (payload, payload_b64) = match record.nullable_payload().map(|p| text_or_base64(p)) {
+        None => (Some(None), None),
+        Some((text, base64)) => (text.map(Some), base64),
     };
-    let (mut headers, mut headers_b64) = (BTreeMap::new(), BTreeMap::new());
-    for (name, value) in &record.headers {
-        match std::str::from_utf8(value) {
-            Ok(text) => {
-                headers.insert(name.as_str(), text);
+    let headers = (record.headers.iter())
+        .map(|(name, value)| {
+            let (value, value_b64) = text_or_base64(value);
+            JsonHeader {
+                name,
+                value,
+                value_b64,
             }
-            Err(_) => {
-                headers_b64.insert(name.as_str(), BASE64.encode(value));
-            }
-        }
-    }
+        })
+        .collect();
     let line = JsonRecord {
         offset: stored.offset,
         timestamp: format_time(stored.timestamp_ms),
+        producer_time: record.producer_time_ms.map(format_time),
         txid: record.txid,
         key,
         key_b64,
         headers,
-        headers_b64,
         payload,
         payload_b64,
     };
@@ -250,11 +270,32 @@ mod tests {
     fn json_of_text_records() {
         assert_eq!(
             json_line(&stored(b"hello \"world\"", Some(b"k1"), Some(7))),
-            r#"{"offset":42,"timestamp":"2024-05-01T12:00:00.250Z","txid":7,"key":"k1","payload":"hello \"world\""}"#
+            r#"{"offset":42,"timestamp":"2024-05-01T12:00:00.250Z","producer_time":null,"txid":7,"key":"k1","payload":"hello \"world\""}"#
         );
         assert_eq!(
             json_line(&stored(b"", None, None)),
-            r#"{"offset":42,"timestamp":"2024-05-01T12:00:00.250Z","txid":null,"key":null,"payload":""}"#
+            r#"{"offset":42,"timestamp":"2024-05-01T12:00:00.250Z","producer_time":null,"txid":null,"key":null,"payload":""}"#
+        );
+    }
+
+    /// Headers in their order with a repeated name (a binary value under
+    /// `value_b64`), a null payload, and the producer's time.
+    #[test]
+    fn json_of_ordered_headers_null_payloads_and_producer_times() {
+        let mut record = stored(b"", Some(b"k"), None);
+        record.record.null_payload = true;
+        record.record.producer_time_ms = Some(1_600_000_000_123);
+        record.record.headers.push("z", "1");
+        record.record.headers.push("a", Bytes::from_static(&[0xff]));
+        record.record.headers.push("z", "2");
+        assert_eq!(
+            json_line(&record),
+            concat!(
+                r#"{"offset":42,"timestamp":"2024-05-01T12:00:00.250Z","#,
+                r#""producer_time":"2020-09-13T12:26:40.123Z","txid":null,"key":"k","#,
+                r#""headers":[{"name":"z","value":"1"},{"name":"a","value_b64":"/w=="},"#,
+                r#"{"name":"z","value":"2"}],"payload":null}"#
+            )
         );
     }
 
@@ -263,7 +304,7 @@ mod tests {
         let line = json_line(&stored(&[0xff, 0x00, 0x01], Some(&[0xc3, 0x28]), None));
         assert_eq!(
             line,
-            r#"{"offset":42,"timestamp":"2024-05-01T12:00:00.250Z","txid":null,"key_b64":"wyg=","payload_b64":"/wAB"}"#
+            r#"{"offset":42,"timestamp":"2024-05-01T12:00:00.250Z","producer_time":null,"txid":null,"key_b64":"wyg=","payload_b64":"/wAB"}"#
         );
         let value: serde_json::Value = serde_json::from_str(&line).unwrap();
         assert!(value.get("payload").is_none());

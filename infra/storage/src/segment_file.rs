@@ -2,7 +2,8 @@
 //!
 //! ```text
 //! offset UInt64, timestamp Timestamp(ms, UTC), txid Int64?, key Binary?,
-//! headers Map<Utf8, Binary>?, payload Binary
+//! headers List<Struct<name: Utf8, value: Binary>>?, payload Binary?,
+//! producer_time_ms Int64?
 //! ```
 //!
 //! zstd-compressed, row groups of 64 Ki rows, page-level statistics (column
@@ -10,21 +11,34 @@
 //! file metadata naming the log, the segment and the offset range. The
 //! bytes are a pure function of the records (no clock, fixed `created_by`),
 //! so a retried offload uploads the very same object.
+//!
+//! `headers` keeps the record's order and repeated names (null when a
+//! record has none); `payload` is null for a null payload (a Kafka
+//! tombstone), empty for an empty one; `producer_time_ms` is the client's
+//! own time, null when it gave none (`timestamp` is the append time).
+//!
+//! Files are written in format version 2 (the above). Reading takes both
+//! versions: version 1 files, written before ordered headers, have
+//! `headers Map<Utf8, Binary>?`, a non-null `payload` and no
+//! `producer_time_ms` column; their records read back with headers in the
+//! map's order, non-null payloads and no producer time. The first three
+//! columns keep their places in both, so row-group statistics are found at
+//! the same column index.
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use arrow_array::builder::{BinaryBuilder, MapBuilder, StringBuilder};
+use arrow_array::builder::{BinaryBuilder, NullBufferBuilder, OffsetBufferBuilder, StringBuilder};
 use arrow_array::cast::AsArray;
 use arrow_array::types::{Int64Type, TimestampMillisecondType, UInt64Type};
 use arrow_array::{
-    Array, ArrayRef, BinaryArray, Int64Array, RecordBatch, TimestampMillisecondArray, UInt64Array,
+    Array, ArrayRef, BinaryArray, Int64Array, ListArray, RecordBatch, StringArray, StructArray,
+    TimestampMillisecondArray, UInt64Array,
 };
-use arrow_schema::{DataType, Field, Schema, SchemaRef, TimeUnit};
+use arrow_schema::{DataType, Field, FieldRef, Fields, Schema, SchemaRef, TimeUnit};
 use bytes::Bytes;
 use dlog_wire::codec::{Entry, EntryRecord};
 use dlog_wire::names::LogName;
-use dlog_wire::record::{Record, StoredRecord};
+use dlog_wire::record::{Headers, Record, StoredRecord};
 use object_store::path::Path;
 use parquet::arrow::ArrowWriter;
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
@@ -75,25 +89,34 @@ impl dlog_wire::error::Classify for Error {
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 /// Version of the file layout, in the file metadata as `dlog.format_version`.
-pub const FORMAT_VERSION: &str = "1";
+/// Version 1 files (the layout before ordered headers) are read as well.
+pub const FORMAT_VERSION: &str = "2";
 /// Rows per row group.
 pub const ROW_GROUP_ROWS: usize = 64 * 1024;
 /// Columns with page statistics (the ones readers position by).
 pub const INDEXED_COLUMNS: [&str; 3] = ["offset", "timestamp", "txid"];
 
-/// The Arrow schema of segment files.
-pub fn schema() -> SchemaRef {
-    let entries = Field::new(
-        "entries",
-        DataType::Struct(
-            vec![
-                Field::new("key", DataType::Utf8, false),
-                Field::new("value", DataType::Binary, true),
-            ]
-            .into(),
-        ),
+/// The fields of one header.
+fn header_fields() -> Fields {
+    vec![
+        Field::new("name", DataType::Utf8, false),
+        Field::new("value", DataType::Binary, false),
+    ]
+    .into()
+}
+
+/// The list item of the `headers` column. Named `element`, as the Parquet
+/// list layout and Iceberg name it.
+fn header_item() -> FieldRef {
+    Arc::new(Field::new(
+        "element",
+        DataType::Struct(header_fields()),
         false,
-    );
+    ))
+}
+
+/// The Arrow schema of the segment files written now (format version 2).
+pub fn schema() -> SchemaRef {
     Arc::new(Schema::new(vec![
         Field::new("offset", DataType::UInt64, false),
         Field::new(
@@ -103,8 +126,9 @@ pub fn schema() -> SchemaRef {
         ),
         Field::new("txid", DataType::Int64, true),
         Field::new("key", DataType::Binary, true),
-        Field::new("headers", DataType::Map(Arc::new(entries), false), true),
-        Field::new("payload", DataType::Binary, false),
+        Field::new("headers", DataType::List(header_item()), true),
+        Field::new("payload", DataType::Binary, true),
+        Field::new("producer_time_ms", DataType::Int64, true),
     ]))
 }
 
@@ -221,44 +245,56 @@ fn batch(rows: &[(u64, &EntryRecord)]) -> Result<RecordBatch> {
     let mut offsets = Vec::with_capacity(count);
     let mut timestamps = Vec::with_capacity(count);
     let mut txids = Vec::with_capacity(count);
+    let mut producer_times = Vec::with_capacity(count);
     let mut keys = BinaryBuilder::with_capacity(count, 0);
-    let mut headers = MapBuilder::new(None, StringBuilder::new(), BinaryBuilder::new());
+    let mut header_names = StringBuilder::new();
+    let mut header_values = BinaryBuilder::new();
+    let mut header_lengths = OffsetBufferBuilder::<i32>::new(count);
+    let mut header_nulls = NullBufferBuilder::new(count);
     let payload_bytes: usize = rows.iter().map(|(_, r)| r.record.payload.len()).sum();
     let mut payloads = BinaryBuilder::with_capacity(count, payload_bytes);
     for &(offset, record) in rows {
+        let record_headers = &record.record.headers;
         offsets.push(offset);
         timestamps.push(record.timestamp_ms);
         txids.push(record.record.txid);
+        producer_times.push(record.record.producer_time_ms);
         keys.append_option(record.record.key.as_deref());
-        if record.record.headers.is_empty() {
-            headers.append(false).map_err(|err| Error::Arrow {
-                what: "headers",
-                source: err,
-            })?;
-        } else {
-            for (name, value) in &record.record.headers {
-                headers.keys().append_value(name);
-                headers.values().append_value(value);
-            }
-            headers.append(true).map_err(|err| Error::Arrow {
-                what: "headers",
-                source: err,
-            })?;
+        for (name, value) in record_headers {
+            header_names.append_value(name);
+            header_values.append_value(value);
         }
-        payloads.append_value(&record.record.payload);
+        header_lengths.push_length(record_headers.len());
+        header_nulls.append(!record_headers.is_empty());
+        payloads.append_option(record.record.nullable_payload());
     }
+    let arrow = |what| move |source| Error::Arrow { what, source };
+    let header_entries = StructArray::try_new(
+        header_fields(),
+        vec![
+            Arc::new(header_names.finish()),
+            Arc::new(header_values.finish()),
+        ],
+        None,
+    )
+    .map_err(arrow("headers"))?;
+    let headers = ListArray::try_new(
+        header_item(),
+        header_lengths.finish(),
+        Arc::new(header_entries),
+        header_nulls.finish(),
+    )
+    .map_err(arrow("headers"))?;
     let columns: Vec<ArrayRef> = vec![
         Arc::new(UInt64Array::from(offsets)),
         Arc::new(TimestampMillisecondArray::from(timestamps).with_timezone("UTC")),
         Arc::new(Int64Array::from(txids)),
         Arc::new(keys.finish()),
-        Arc::new(headers.finish()),
+        Arc::new(headers),
         Arc::new(payloads.finish()) as Arc<BinaryArray>,
+        Arc::new(Int64Array::from(producer_times)),
     ];
-    RecordBatch::try_new(schema(), columns).map_err(|err| Error::Arrow {
-        what: "record batch",
-        source: err,
-    })
+    RecordBatch::try_new(schema(), columns).map_err(arrow("record batch"))
 }
 
 /// Encodes a segment's entries (in order, covering `start..end` exactly).
@@ -317,7 +353,75 @@ fn column<'a, T>(
     })
 }
 
-/// The records of one batch read from a segment file, in row order.
+/// The `headers` column of a batch, in either layout: each row's headers
+/// are `names[i]`, `values[i]` for `i` in `offsets[row]..offsets[row + 1]`.
+struct HeaderColumn<'a> {
+    column: &'a dyn Array,
+    offsets: &'a [i32],
+    names: &'a StringArray,
+    values: &'a BinaryArray,
+}
+
+impl<'a> HeaderColumn<'a> {
+    fn of(batch: &'a RecordBatch) -> Result<HeaderColumn<'a>> {
+        let wrong = |reason: &str| Error::Schema {
+            column: "headers",
+            reason: reason.to_owned(),
+        };
+        let column = batch
+            .column_by_name("headers")
+            .ok_or_else(|| wrong("is missing"))?
+            .as_ref();
+        let (offsets, names, values) = if let Some(list) = column.as_list_opt::<i32>() {
+            // Format version 2: List<Struct<name, value>>.
+            let entries = list
+                .values()
+                .as_struct_opt()
+                .ok_or_else(|| wrong("is a list of something else than name and value"))?;
+            let field = |name: &str| {
+                entries
+                    .column_by_name(name)
+                    .ok_or_else(|| wrong(&format!("has no field {name}")))
+            };
+            let names = field("name")?.as_string_opt::<i32>();
+            let values = field("value")?.as_binary_opt::<i32>();
+            (list.value_offsets(), names, values)
+        } else if let Some(map) = column.as_map_opt() {
+            // Format version 1: Map<Utf8, Binary>.
+            let names = map.keys().as_string_opt::<i32>();
+            let values = map.values().as_binary_opt::<i32>();
+            (map.value_offsets(), names, values)
+        } else {
+            return Err(wrong(&format!("has type {}", column.data_type())));
+        };
+        Ok(HeaderColumn {
+            column,
+            offsets,
+            names: names.ok_or_else(|| wrong("has non-string names"))?,
+            values: values.ok_or_else(|| wrong("has non-binary values"))?,
+        })
+    }
+
+    fn row(&self, row: usize) -> Headers {
+        let mut headers = Headers::new();
+        if self.column.is_valid(row) {
+            let range = self.offsets[row] as usize..self.offsets[row + 1] as usize;
+            for i in range {
+                // dlog writes no null value; another writer's reads as empty.
+                let value = if self.values.is_valid(i) {
+                    Bytes::copy_from_slice(self.values.value(i))
+                } else {
+                    Bytes::new()
+                };
+                headers.push(self.names.value(i), value);
+            }
+        }
+        headers
+    }
+}
+
+/// The records of one batch read from a segment file, in row order
+/// (either format version).
 pub fn decode_batch(batch: &RecordBatch) -> Result<Vec<StoredRecord>> {
     let offsets = column(batch, "offset", |a| a.as_primitive_opt::<UInt64Type>())?;
     let timestamps = column(batch, "timestamp", |a| {
@@ -325,46 +429,36 @@ pub fn decode_batch(batch: &RecordBatch) -> Result<Vec<StoredRecord>> {
     })?;
     let txids = column(batch, "txid", |a| a.as_primitive_opt::<Int64Type>())?;
     let keys = column(batch, "key", |a| a.as_binary_opt::<i32>())?;
-    let headers = column(batch, "headers", |a| a.as_map_opt())?;
+    let headers = HeaderColumn::of(batch)?;
     let payloads = column(batch, "payload", |a| a.as_binary_opt::<i32>())?;
-    let header_names = headers
-        .keys()
-        .as_string_opt::<i32>()
-        .ok_or_else(|| Error::Schema {
-            column: "headers",
-            reason: "has non-string keys".to_owned(),
-        })?;
-    let header_values = headers
-        .values()
-        .as_binary_opt::<i32>()
-        .ok_or_else(|| Error::Schema {
-            column: "headers",
-            reason: "has non-binary values".to_owned(),
-        })?;
+    // Version 1 files have no such column.
+    let producer_times = (batch.column_by_name("producer_time_ms"))
+        .map(|_| {
+            column(batch, "producer_time_ms", |a| {
+                a.as_primitive_opt::<Int64Type>()
+            })
+        })
+        .transpose()?;
     let optional = |array: &dyn Array, row: usize| array.is_valid(row);
     let mut records = Vec::with_capacity(batch.num_rows());
     for row in 0..batch.num_rows() {
-        let mut record_headers = BTreeMap::new();
-        if headers.is_valid(row) {
-            let range =
-                headers.value_offsets()[row] as usize..headers.value_offsets()[row + 1] as usize;
-            for i in range {
-                let value = if header_values.is_valid(i) {
-                    Bytes::copy_from_slice(header_values.value(i))
-                } else {
-                    Bytes::new()
-                };
-                record_headers.insert(header_names.value(i).to_owned(), value);
-            }
-        }
+        let null_payload = !optional(payloads, row);
         records.push(StoredRecord {
             offset: offsets.value(row),
             timestamp_ms: timestamps.value(row),
             record: Record {
-                payload: Bytes::copy_from_slice(payloads.value(row)),
+                payload: if null_payload {
+                    Bytes::new()
+                } else {
+                    Bytes::copy_from_slice(payloads.value(row))
+                },
+                null_payload,
                 key: optional(keys, row).then(|| Bytes::copy_from_slice(keys.value(row))),
-                headers: record_headers,
+                headers: headers.row(row),
                 txid: optional(txids, row).then(|| txids.value(row)),
+                producer_time_ms: producer_times
+                    .filter(|times| optional(*times, row))
+                    .map(|times| times.value(row)),
             },
         });
     }

@@ -14,21 +14,27 @@
 //! 56  body_len              u32 LE
 //! 60  crc32c                u32 LE   over bytes 0..60 and the body
 //! 64  body: record_count records, each
-//!       timestamp_ms i64 | flags u8 (1 = txid, 2 = key) | [txid i64]
+//!       timestamp_ms i64 | flags u8 | [txid i64] | [producer_time_ms i64]
 //!       | [key_len u32, key] | header_count u32, (name_len u16, name, value_len u32, value)*
 //!       | payload_len u32, payload
 //! ```
+//!
+//! Flags: 1 = txid, 2 = key, 4 = null payload (its length is then 0), 8 =
+//! producer time. A field in brackets is there only with its flag. Flags 4
+//! and 8 came later: an entry written before them has neither bit set and
+//! decodes exactly as it did. A bit this code does not know (an entry of a
+//! newer version) is refused as [`DecodeError::UnknownFlags`], never read
+//! as something else. Headers are stored in the record's order, repeated
+//! names included.
 //!
 //! The CRC covers the header as well as the body, so a flipped bit anywhere
 //! is caught. Decoding never panics: truncated or corrupted input gives a
 //! [`DecodeError`]. Decoded payloads are slices of the input buffer (no copy).
 
-use std::collections::BTreeMap;
-
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 
 use crate::error::{Classify, ErrorKind};
-use crate::record::Record;
+use crate::record::{Headers, Record};
 
 const MAGIC: &[u8; 4] = b"DLE1";
 /// Bytes before the body.
@@ -37,6 +43,9 @@ const CRC_AT: usize = 60;
 const NO_LAC: u64 = u64::MAX;
 const FLAG_TXID: u8 = 1;
 const FLAG_KEY: u8 = 2;
+const FLAG_NULL_PAYLOAD: u8 = 4;
+const FLAG_PRODUCER_TIME: u8 = 8;
+const KNOWN_FLAGS: u8 = FLAG_TXID | FLAG_KEY | FLAG_NULL_PAYLOAD | FLAG_PRODUCER_TIME;
 
 /// Fixed fields of an entry.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -93,6 +102,12 @@ pub enum DecodeError {
     TrailingBytes { records: u32, extra: usize },
     #[error("header name of record {index} is not UTF-8")]
     HeaderName { index: u32 },
+    #[error(
+        "record {index} has flags {flags:#04x}, of which {unknown:#04x} are unknown (an entry of a newer version?)"
+    )]
+    UnknownFlags { index: u32, flags: u8, unknown: u8 },
+    #[error("record {index} has a null payload of {len} bytes")]
+    NullPayloadWithBytes { index: u32, len: usize },
     #[error("offsets of the entry overflow u64: first {first_offset}, {record_count} records")]
     OffsetOverflow {
         first_offset: u64,
@@ -161,6 +176,7 @@ pub fn own_buffer(entry: Bytes) -> Bytes {
 pub fn framed_len(record: &Record) -> usize {
     8 + 1
         + record.txid.map_or(0, |_| 8)
+        + record.producer_time_ms.map_or(0, |_| 8)
         + record.key.as_ref().map_or(0, |k| 4 + k.len())
         + 4
         + record
@@ -169,7 +185,7 @@ pub fn framed_len(record: &Record) -> usize {
             .map(|(k, v)| 2 + k.len() + 4 + v.len())
             .sum::<usize>()
         + 4
-        + record.payload.len()
+        + record.nullable_payload().map_or(0, Bytes::len)
 }
 
 fn encode_record(buf: &mut BytesMut, entry_record: &EntryRecord) {
@@ -182,9 +198,18 @@ fn encode_record(buf: &mut BytesMut, entry_record: &EntryRecord) {
     if record.key.is_some() {
         flags |= FLAG_KEY;
     }
+    if record.null_payload {
+        flags |= FLAG_NULL_PAYLOAD;
+    }
+    if record.producer_time_ms.is_some() {
+        flags |= FLAG_PRODUCER_TIME;
+    }
     buf.put_u8(flags);
     if let Some(txid) = record.txid {
         buf.put_i64_le(txid);
+    }
+    if let Some(time) = record.producer_time_ms {
+        buf.put_i64_le(time);
     }
     if let Some(key) = &record.key {
         buf.put_u32_le(len_u32(key.len()));
@@ -197,8 +222,11 @@ fn encode_record(buf: &mut BytesMut, entry_record: &EntryRecord) {
         buf.put_u32_le(len_u32(value.len()));
         buf.put_slice(value);
     }
-    buf.put_u32_le(len_u32(record.payload.len()));
-    buf.put_slice(&record.payload);
+    // A null payload is written empty whatever bytes the record holds (the
+    // limits refuse such records; the entry stays decodable regardless).
+    let payload = record.nullable_payload().map_or(&[][..], |p| &p[..]);
+    buf.put_u32_le(len_u32(payload.len()));
+    buf.put_slice(payload);
 }
 
 /// CRC32C of an encoded entry with its checksum field taken as zero.
@@ -337,8 +365,21 @@ impl BodyReader {
     fn record(&mut self, index: u32) -> Result<EntryRecord, DecodeError> {
         let timestamp_ms = self.i64("timestamp")?;
         let flags = self.u8("flags")?;
+        let unknown = flags & !KNOWN_FLAGS;
+        if unknown != 0 {
+            return Err(DecodeError::UnknownFlags {
+                index,
+                flags,
+                unknown,
+            });
+        }
         let txid = if flags & FLAG_TXID != 0 {
             Some(self.i64("txid")?)
+        } else {
+            None
+        };
+        let producer_time_ms = if flags & FLAG_PRODUCER_TIME != 0 {
+            Some(self.i64("producer time")?)
         } else {
             None
         };
@@ -349,24 +390,33 @@ impl BodyReader {
             None
         };
         let header_count = self.u32("header count")?;
-        let mut headers = BTreeMap::new();
+        let mut headers = Headers::new();
         for _ in 0..header_count {
             let name_len = usize::from(self.u16("header name length")?);
             let name = self.take("header name", name_len)?;
             let name =
                 String::from_utf8(name.to_vec()).map_err(|_| DecodeError::HeaderName { index })?;
             let value_len = self.u32("header value length")? as usize;
-            headers.insert(name, self.take("header value", value_len)?);
+            headers.push(name, self.take("header value", value_len)?);
         }
         let payload_len = self.u32("payload length")? as usize;
+        let null_payload = flags & FLAG_NULL_PAYLOAD != 0;
+        if null_payload && payload_len != 0 {
+            return Err(DecodeError::NullPayloadWithBytes {
+                index,
+                len: payload_len,
+            });
+        }
         let payload = self.take("payload", payload_len)?;
         Ok(EntryRecord {
             timestamp_ms,
             record: Record {
                 payload,
+                null_payload,
                 key,
                 headers,
                 txid,
+                producer_time_ms,
             },
         })
     }
@@ -375,29 +425,31 @@ impl BodyReader {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use proptest::collection::{btree_map, vec};
+    use proptest::collection::vec;
     use proptest::prelude::*;
 
     fn arb_record() -> impl Strategy<Value = EntryRecord> {
         (
-            any::<i64>(),
+            (any::<i64>(), proptest::option::of(any::<i64>())),
             proptest::option::of(any::<i64>()),
             proptest::option::of(vec(any::<u8>(), 0..16)),
-            btree_map("[a-z]{0,8}", vec(any::<u8>(), 0..8), 0..3),
-            vec(any::<u8>(), 0..64),
+            // Few names, so that repeats are common.
+            vec(("[ab]{0,2}", vec(any::<u8>(), 0..8)), 0..4),
+            proptest::option::of(vec(any::<u8>(), 0..64)),
         )
-            .prop_map(|(timestamp_ms, txid, key, headers, payload)| EntryRecord {
-                timestamp_ms,
-                record: Record {
-                    payload: payload.into(),
-                    key: key.map(Bytes::from),
-                    headers: headers
-                        .into_iter()
-                        .map(|(k, v)| (k, Bytes::from(v)))
-                        .collect(),
-                    txid,
+            .prop_map(
+                |((timestamp_ms, producer_time_ms), txid, key, headers, payload)| EntryRecord {
+                    timestamp_ms,
+                    record: Record {
+                        null_payload: payload.is_none(),
+                        payload: payload.unwrap_or_default().into(),
+                        key: key.map(Bytes::from),
+                        headers: headers.into_iter().collect(),
+                        txid,
+                        producer_time_ms,
+                    },
                 },
-            })
+            )
     }
 
     fn arb_entry() -> impl Strategy<Value = (EntryHeader, Vec<EntryRecord>)> {
@@ -476,6 +528,160 @@ mod tests {
                 record: Record::new("hello"),
             }],
         )
+    }
+
+    /// Seals `body` (records) under a valid header and CRC, as the encoder would.
+    fn sealed(record_count: u32, body: &[u8]) -> Bytes {
+        let mut bytes = Vec::new();
+        bytes.extend_from_slice(MAGIC);
+        for field in [1u64, 2, 3, 4, 100, 2] {
+            bytes.extend_from_slice(&field.to_le_bytes());
+        }
+        bytes.extend_from_slice(&record_count.to_le_bytes());
+        bytes.extend_from_slice(&(body.len() as u32).to_le_bytes());
+        bytes.extend_from_slice(&[0; 4]);
+        bytes.extend_from_slice(body);
+        let crc = checksum(&bytes);
+        bytes[CRC_AT..HEADER_LEN].copy_from_slice(&crc.to_le_bytes());
+        Bytes::from(bytes)
+    }
+
+    /// An entry laid out byte by byte as the code before null payloads and
+    /// producer times wrote it: it decodes to the same records, and the
+    /// encoder still writes such records to exactly these bytes.
+    #[test]
+    fn entries_written_before_flags_4_and_8_decode_unchanged() {
+        let mut body = Vec::new();
+        // Record 0: txid and key (flags 3), headers a and b (the old map
+        // wrote them ordered by name), payload "hello".
+        body.extend_from_slice(&5i64.to_le_bytes());
+        body.push(3);
+        body.extend_from_slice(&42i64.to_le_bytes());
+        body.extend_from_slice(&1u32.to_le_bytes());
+        body.extend_from_slice(b"k");
+        body.extend_from_slice(&2u32.to_le_bytes());
+        for (name, value) in [("a", "2"), ("b", "1")] {
+            body.extend_from_slice(&1u16.to_le_bytes());
+            body.extend_from_slice(name.as_bytes());
+            body.extend_from_slice(&1u32.to_le_bytes());
+            body.extend_from_slice(value.as_bytes());
+        }
+        body.extend_from_slice(&5u32.to_le_bytes());
+        body.extend_from_slice(b"hello");
+        // Record 1: no flags, no headers, an empty payload.
+        body.extend_from_slice(&6i64.to_le_bytes());
+        body.push(0);
+        body.extend_from_slice(&0u32.to_le_bytes());
+        body.extend_from_slice(&0u32.to_le_bytes());
+        let old = sealed(2, &body);
+
+        let entry = decode_entry(old.clone()).unwrap();
+        let expected = vec![
+            EntryRecord {
+                timestamp_ms: 5,
+                record: Record {
+                    payload: Bytes::from_static(b"hello"),
+                    key: Some(Bytes::from_static(b"k")),
+                    headers: [("a", "2"), ("b", "1")].into(),
+                    txid: Some(42),
+                    ..Record::default()
+                },
+            },
+            EntryRecord {
+                timestamp_ms: 6,
+                record: Record::new(""),
+            },
+        ];
+        assert_eq!(entry.records, expected);
+        assert!(!entry.records[1].record.null_payload, "empty, not null");
+        assert_eq!(encode_entry(&entry.header, &expected), old);
+    }
+
+    #[test]
+    fn order_repeats_null_payloads_and_producer_times_round_trip() {
+        let mut headers = Headers::new();
+        headers.push("z", "1");
+        headers.push("a", "2");
+        headers.push("z", "3");
+        let records = vec![
+            EntryRecord {
+                timestamp_ms: 10,
+                record: Record {
+                    key: Some(Bytes::from_static(b"k")),
+                    headers,
+                    txid: Some(7),
+                    producer_time_ms: Some(-1_000),
+                    ..Record::null()
+                },
+            },
+            EntryRecord {
+                timestamp_ms: 11,
+                record: Record {
+                    producer_time_ms: Some(1_700_000_000_123),
+                    ..Record::new("")
+                },
+            },
+        ];
+        let header = EntryHeader {
+            log_id: 1,
+            segment_id: 0,
+            entry_id: 0,
+            epoch: 1,
+            first_offset: 0,
+            lac: None,
+            record_count: 2,
+        };
+        let bytes = encode_entry(&header, &records);
+        assert_eq!(
+            bytes.len(),
+            HEADER_LEN + records.iter().map(|r| framed_len(&r.record)).sum::<usize>()
+        );
+        let decoded = decode_entry(bytes).unwrap();
+        assert_eq!(decoded.records, records);
+        let names: Vec<&str> = (decoded.records[0].record.headers.iter())
+            .map(|(name, _)| name.as_str())
+            .collect();
+        assert_eq!(names, ["z", "a", "z"]);
+        assert!(decoded.records[0].record.null_payload);
+        assert!(!decoded.records[1].record.null_payload);
+    }
+
+    /// A flag bit of a newer format is refused, even under a valid CRC,
+    /// and so is a null payload that has bytes.
+    #[test]
+    fn unknown_flags_and_a_null_payload_with_bytes_are_refused() {
+        let record = |flags: u8, payload: &[u8]| {
+            let mut body = 9i64.to_le_bytes().to_vec();
+            body.push(flags);
+            body.extend_from_slice(&0u32.to_le_bytes());
+            body.extend_from_slice(&(payload.len() as u32).to_le_bytes());
+            body.extend_from_slice(payload);
+            body
+        };
+        for bit in [16u8, 32, 64, 128] {
+            let err = decode_entry(sealed(1, &record(bit | FLAG_KEY, b""))).unwrap_err();
+            assert_eq!(
+                err,
+                DecodeError::UnknownFlags {
+                    index: 0,
+                    flags: bit | FLAG_KEY,
+                    unknown: bit
+                }
+            );
+            assert_eq!(err.kind(), ErrorKind::DataLoss);
+        }
+        assert_eq!(
+            decode_entry(sealed(1, &record(0x12, b"")))
+                .unwrap_err()
+                .to_string(),
+            "record 0 has flags 0x12, of which 0x10 are unknown (an entry of a newer version?)"
+        );
+        assert_eq!(
+            decode_entry(sealed(1, &record(FLAG_NULL_PAYLOAD, b"xy"))).unwrap_err(),
+            DecodeError::NullPayloadWithBytes { index: 0, len: 2 }
+        );
+        let null = decode_entry(sealed(1, &record(FLAG_NULL_PAYLOAD, b""))).unwrap();
+        assert_eq!(null.records[0].record, Record::null());
     }
 
     #[test]

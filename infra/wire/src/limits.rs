@@ -19,6 +19,10 @@ pub struct Limits {
     pub max_key_bytes: usize,
     /// Largest sum of header names and values of one record, bytes.
     pub max_headers_bytes: usize,
+    /// Most headers of one record. Empty headers cost nothing against
+    /// `max_headers_bytes` but their framing and memory, so they are
+    /// counted too.
+    pub max_header_count: usize,
 }
 
 impl Limits {
@@ -28,6 +32,7 @@ impl Limits {
         max_append_records: 10_000,
         max_key_bytes: 4 * 1024,
         max_headers_bytes: 64 * 1024,
+        max_header_count: 1024,
     };
 }
 
