@@ -100,9 +100,12 @@ fn partition_response(
     response.index = index;
     response.log_start_offset = -1;
     match placed {
-        Ok((first_offset, timestamp_ms)) => {
+        Ok((first_offset, _append_time_ms)) => {
             response.base_offset = first_offset as i64;
-            response.log_append_time_ms = timestamp_ms;
+            // -1, as a broker answers for CreateTime topics: consumers get
+            // the producer's time (docs/kafka.md, "Records"), and so does
+            // the producer's own record metadata.
+            response.log_append_time_ms = -1;
         }
         Err(refusal) => {
             tracing::debug!(topic = %topic.as_str(), partition = index, %refusal, "kafka: produce refused");

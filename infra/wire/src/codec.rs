@@ -3,7 +3,7 @@
 //! An entry is a batch of consecutive records of one log segment:
 //!
 //! ```text
-//!  0  magic "DLE1"          4 bytes
+//!  0  magic "DLE1"/"DLE2"   4 bytes
 //!  4  log_id                u64 LE
 //! 12  segment_id            u64 LE
 //! 20  entry_id              u64 LE
@@ -27,6 +27,15 @@
 //! as something else. Headers are stored in the record's order, repeated
 //! names included.
 //!
+//! The magic says which code may read the entry: "DLE2" when a record uses
+//! what came with flags 4 and 8 (a null payload, a producer time) or
+//! headers that are not strictly ordered by name (repeats, or the client's
+//! own order), "DLE1" otherwise, byte for byte as before. Code older than
+//! these features read headers into a map (sorted, last repeat kept) and
+//! ignored flags it did not know: an old node refuses a "DLE2" entry as a
+//! bad magic instead of reading a changed record (ARCHITECTURE.md, the
+//! record model's upgrade order).
+//!
 //! The CRC covers the header as well as the body, so a flipped bit anywhere
 //! is caught. Decoding never panics: truncated or corrupted input gives a
 //! [`DecodeError`]. Decoded payloads are slices of the input buffer (no copy).
@@ -37,6 +46,9 @@ use crate::error::{Classify, ErrorKind};
 use crate::record::{Headers, Record};
 
 const MAGIC: &[u8; 4] = b"DLE1";
+/// The magic of an entry that code before ordered headers, null payloads
+/// and producer times must not read (module doc).
+const MAGIC_V2: &[u8; 4] = b"DLE2";
 /// Bytes before the body.
 pub const HEADER_LEN: usize = 64;
 const CRC_AT: usize = 60;
@@ -121,6 +133,18 @@ impl Classify for DecodeError {
     }
 }
 
+/// Whether code that read headers into a sorted map and knew only flags 1
+/// and 2 would read `record` differently (module doc).
+fn needs_v2(record: &Record) -> bool {
+    record.null_payload
+        || record.producer_time_ms.is_some()
+        || record
+            .headers
+            .iter()
+            .zip(record.headers.iter().skip(1))
+            .any(|((a, _), (b, _))| a >= b)
+}
+
 /// Encodes an entry. The header's `record_count` is taken from `records`.
 ///
 /// Panics only if a single field exceeds `u32::MAX` bytes, which the limits
@@ -128,7 +152,8 @@ impl Classify for DecodeError {
 pub fn encode_entry(header: &EntryHeader, records: &[EntryRecord]) -> Bytes {
     let body_len: usize = records.iter().map(|r| framed_len(&r.record)).sum();
     let mut buf = BytesMut::with_capacity(HEADER_LEN + body_len);
-    buf.put_slice(MAGIC);
+    let newer = records.iter().any(|r| needs_v2(&r.record));
+    buf.put_slice(if newer { MAGIC_V2 } else { MAGIC });
     buf.put_u64_le(header.log_id);
     buf.put_u64_le(header.segment_id);
     buf.put_u64_le(header.entry_id);
@@ -249,7 +274,7 @@ pub fn verify_entry(entry: &[u8]) -> Result<EntryHeader, DecodeError> {
     }
     let mut magic = [0u8; 4];
     magic.copy_from_slice(&entry[..4]);
-    if &magic != MAGIC {
+    if &magic != MAGIC && &magic != MAGIC_V2 {
         return Err(DecodeError::BadMagic { found: magic });
     }
     let mut fields = &entry[4..HEADER_LEN];
@@ -636,6 +661,7 @@ mod tests {
             bytes.len(),
             HEADER_LEN + records.iter().map(|r| framed_len(&r.record)).sum::<usize>()
         );
+        assert_eq!(&bytes[..4], MAGIC_V2, "older code must not read this entry");
         let decoded = decode_entry(bytes).unwrap();
         assert_eq!(decoded.records, records);
         let names: Vec<&str> = (decoded.records[0].record.headers.iter())
@@ -644,6 +670,52 @@ mod tests {
         assert_eq!(names, ["z", "a", "z"]);
         assert!(decoded.records[0].record.null_payload);
         assert!(!decoded.records[1].record.null_payload);
+    }
+
+    /// Only what older code would read differently gets the newer magic.
+    #[test]
+    fn the_magic_says_whether_older_code_may_read_the_entry() {
+        let header = EntryHeader {
+            log_id: 1,
+            segment_id: 0,
+            entry_id: 0,
+            epoch: 1,
+            first_offset: 0,
+            lac: None,
+            record_count: 1,
+        };
+        let magic = |record: Record| {
+            let entry = encode_entry(
+                &header,
+                &[EntryRecord {
+                    timestamp_ms: 1,
+                    record,
+                }],
+            );
+            decode_entry(entry.clone()).unwrap();
+            entry[..4].to_vec()
+        };
+        let with_headers = |names: &[&str]| {
+            let mut headers = Headers::new();
+            for name in names {
+                headers.push(*name, "v");
+            }
+            Record {
+                headers,
+                ..Record::new("p")
+            }
+        };
+        assert_eq!(magic(Record::new("p")), MAGIC);
+        assert_eq!(magic(Record::new("")), MAGIC, "empty is not null");
+        assert_eq!(magic(with_headers(&["a", "b", "c"])), MAGIC);
+        assert_eq!(magic(with_headers(&["b", "a"])), MAGIC_V2);
+        assert_eq!(magic(with_headers(&["a", "a"])), MAGIC_V2);
+        assert_eq!(magic(Record::null()), MAGIC_V2);
+        let timed = Record {
+            producer_time_ms: Some(5),
+            ..Record::new("p")
+        };
+        assert_eq!(magic(timed), MAGIC_V2);
     }
 
     /// A flag bit of a newer format is refused, even under a valid CRC,

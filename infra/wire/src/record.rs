@@ -145,6 +145,12 @@ impl From<Headers> for Vec<proto::Header> {
 /// two record times within an `i64` (Kafka batches store them as deltas).
 pub const MAX_PRODUCER_TIME_MS: i64 = 253_402_300_799_999;
 
+/// Bytes each header counts in [`Record::size`] beyond its name and value:
+/// about what it takes in memory once decoded (a name and a value handle)
+/// and on the journal (its two lengths), so that a record of many empty
+/// headers cannot pass the size limits and the memory bounds as nothing.
+pub const HEADER_OVERHEAD: usize = 16;
+
 /// A record as a client submits it.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Record {
@@ -191,9 +197,15 @@ impl Record {
         self.headers.bytes_len()
     }
 
-    /// Bytes the record counts against the size limits.
+    /// Bytes the record counts against the size limits, and that caches and
+    /// memory bounds weigh it at: its payload, key and header bytes, plus
+    /// [`HEADER_OVERHEAD`] for each header, so that many empty headers are
+    /// not weightless.
     pub fn size(&self) -> usize {
-        self.payload.len() + self.key.as_ref().map_or(0, Bytes::len) + self.headers_len()
+        self.payload.len()
+            + self.key.as_ref().map_or(0, Bytes::len)
+            + self.headers_len()
+            + self.headers.len() * HEADER_OVERHEAD
     }
 }
 
