@@ -647,15 +647,7 @@ mod tests {
                 },
             },
         ];
-        let header = EntryHeader {
-            log_id: 1,
-            segment_id: 0,
-            entry_id: 0,
-            epoch: 1,
-            first_offset: 0,
-            lac: None,
-            record_count: 2,
-        };
+        let header = first_entry_of_log_1(2);
         let bytes = encode_entry(&header, &records);
         assert_eq!(
             bytes.len(),
@@ -672,18 +664,23 @@ mod tests {
         assert!(!decoded.records[1].record.null_payload);
     }
 
-    /// Only what older code would read differently gets the newer magic.
-    #[test]
-    fn the_magic_says_whether_older_code_may_read_the_entry() {
-        let header = EntryHeader {
+    /// The header of entry 0 of segment 0 of log 1, at epoch 1.
+    fn first_entry_of_log_1(record_count: u32) -> EntryHeader {
+        EntryHeader {
             log_id: 1,
             segment_id: 0,
             entry_id: 0,
             epoch: 1,
             first_offset: 0,
             lac: None,
-            record_count: 1,
-        };
+            record_count,
+        }
+    }
+
+    /// Only what older code would read differently gets the newer magic.
+    #[test]
+    fn the_magic_says_whether_older_code_may_read_the_entry() {
+        let header = first_entry_of_log_1(1);
         let magic = |record: Record| {
             let entry = encode_entry(
                 &header,
