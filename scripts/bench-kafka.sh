@@ -20,10 +20,6 @@ source scripts/lib.sh
 cargo_bin_on_path
 bash scripts/install-test-deps.sh >&2
 cargo build --release --locked --bin dlog >&2
-# A build leaves gigabytes of dirty pages; their writeback, about 30 s
-# later, stalls the node's fdatasyncs for a second or more (measured: a
-# 1.4 s p99 in the round it hit). Start from a clean page cache.
-sync
 bench_setup "${1:-target/bench-kafka}"
 ROUNDS=${ROUNDS:-3}
 venv=$(project_venv)

@@ -93,6 +93,10 @@ wait_port() {
 # (seconds per scenario, default 8), and a work directory (WORK) whose
 # processes (add their pids to PIDS) are killed on exit.
 bench_setup() {
+    # The build before leaves gigabytes of dirty pages; their writeback,
+    # about 30 s later, stalls the node's fdatasyncs for a second or more
+    # (measured: a 1.4 s p99 in the round it hit). Start clean.
+    sync
     DLOG=${CARGO_TARGET_DIR:-$PWD/target}/release/dlog
     OUT=$1
     DURATION=${DURATION:-8}
