@@ -90,13 +90,21 @@ impl ParquetTier {
             let mut reader = self.reader(object);
             let options =
                 ArrowReaderOptions::new().with_page_index_policy(PageIndexPolicy::Optional);
-            ArrowReaderMetadata::load_async(&mut reader, options)
+            let metadata = ArrowReaderMetadata::load_async(&mut reader, options)
                 .await
                 .map(|metadata| metadata.metadata().clone())
                 .map_err(|source| Error::Parquet {
                     key: object.key.clone(),
                     source,
-                })
+                })?;
+            dlog_storage::segment_file::check_format_version(
+                metadata.file_metadata().key_value_metadata(),
+            )
+            .map_err(|reason| Error::CorruptObject {
+                key: object.key.to_string(),
+                reason,
+            })?;
+            Ok(metadata)
         };
         self.footers
             .try_get_with(object.key.clone(), load)

@@ -91,6 +91,28 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 /// Version of the file layout, in the file metadata as `dlog.format_version`.
 /// Version 1 files (the layout before ordered headers) are read as well.
 pub const FORMAT_VERSION: &str = "2";
+/// The layout versions this code reads.
+const READABLE_VERSIONS: [&str; 2] = ["1", "2"];
+
+/// Refuses a file whose `dlog.format_version` (in its key-value metadata)
+/// this code does not know: a file of a later layout must not be read by
+/// column names that may have changed meaning. A file without the key is
+/// read (none was written without it, but it is no later layout).
+pub fn check_format_version(metadata: Option<&Vec<KeyValue>>) -> std::result::Result<(), String> {
+    let version = metadata
+        .into_iter()
+        .flatten()
+        .find(|kv| kv.key == "dlog.format_version")
+        .and_then(|kv| kv.value.as_deref());
+    match version {
+        Some(v) if !READABLE_VERSIONS.contains(&v) => Err(format!(
+            "written in dlog format version {v}; this node reads versions {}: upgrade it",
+            READABLE_VERSIONS.join(" and ")
+        )),
+        _ => Ok(()),
+    }
+}
+
 /// Rows per row group.
 pub const ROW_GROUP_ROWS: usize = 64 * 1024;
 /// Columns with page statistics (the ones readers position by).
@@ -481,4 +503,26 @@ pub fn decode_file(bytes: Bytes) -> Result<Vec<StoredRecord>> {
         records.extend(decode_batch(&batch)?);
     }
     Ok(records)
+}
+
+#[cfg(test)]
+mod version_tests {
+    use parquet::file::metadata::KeyValue;
+
+    use super::{FORMAT_VERSION, check_format_version};
+
+    #[test]
+    fn only_known_layout_versions_are_read() {
+        let with = |v: &str| {
+            vec![KeyValue::new(
+                "dlog.format_version".to_owned(),
+                v.to_owned(),
+            )]
+        };
+        assert!(check_format_version(Some(&with("1"))).is_ok());
+        assert!(check_format_version(Some(&with(FORMAT_VERSION))).is_ok());
+        assert!(check_format_version(None).is_ok());
+        let later = check_format_version(Some(&with("3"))).unwrap_err();
+        assert!(later.contains("version 3"), "{later}");
+    }
 }
