@@ -13,8 +13,7 @@ use anyhow::{Context, bail};
 use distributedlog::{Appended, ClientError, Record};
 use dlog_ingest::IngestNode;
 use dlog_meta::manifest::{Manifest, NodeInfo, Role};
-use dlog_wire::names::LogName;
-use dlog_wire::record::{Append, check_append};
+use dlog_wire::record::Append;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
@@ -172,16 +171,8 @@ struct NodeIngest {
 #[async_trait::async_trait]
 impl dlog_kafka::Ingest for NodeIngest {
     async fn append(&self, log: &str, records: Vec<Record>) -> Result<Appended, ClientError> {
-        let log: LogName = log
-            .parse()
-            .map_err(|e| ClientError::Record(dlog_wire::record::RecordError::Name(e)))?;
-        check_append(&records, self.node.limits()).map_err(ClientError::Record)?;
-        let append = Append {
-            log,
-            records,
-            expected_offset: None,
-            expected_log_id: None,
-        };
+        let append =
+            Append::checked(log, records, self.node.limits()).map_err(ClientError::Record)?;
         let ack = self
             .node
             .append(append)

@@ -56,6 +56,8 @@ pub(crate) type Placed = Result<(u64, i64), Refusal>;
 /// One Produce partition's batch, waiting for its append.
 struct Submission {
     records: Vec<Record>,
+    /// The records' size ([`Record::size`] summed).
+    bytes: usize,
     /// Set for an idempotent producer's batch.
     producer: Option<Producer>,
     placed: oneshot::Sender<Placed>,
@@ -71,17 +73,20 @@ pub(crate) struct Appenders {
 }
 
 impl Appenders {
-    /// Queues `records` for `log` behind every batch submitted for it
-    /// before; the answer comes when the append is done (module doc).
+    /// Queues `records` (of `bytes` in all, [`Record::size`] summed) for
+    /// `log` behind every batch submitted for it before; the answer comes
+    /// when the append is done (module doc).
     pub(crate) fn submit(
         gateway: &Arc<Gateway>,
         log: &str,
         records: Vec<Record>,
+        bytes: usize,
         producer: Option<Producer>,
     ) -> oneshot::Receiver<Placed> {
         let (placed, answer) = oneshot::channel();
         let mut submission = Submission {
             records,
+            bytes,
             producer,
             placed,
         };
@@ -154,19 +159,18 @@ async fn run(gateway: Arc<Gateway>, log: String, mut queue: mpsc::UnboundedRecei
             continue;
         }
         let mut count = first.records.len();
-        let mut bytes: usize = first.records.iter().map(Record::size).sum();
+        let mut bytes = first.bytes;
         let mut together = vec![first];
         while let Ok(next) = queue.try_recv() {
-            let next_bytes: usize = next.records.iter().map(Record::size).sum();
             if next.producer.is_some()
                 || count + next.records.len() > limits.max_append_records
-                || bytes + next_bytes > limits.max_append_bytes
+                || bytes + next.bytes > limits.max_append_bytes
             {
                 held = Some(next);
                 break;
             }
             count += next.records.len();
-            bytes += next_bytes;
+            bytes += next.bytes;
             together.push(next);
         }
         append_together(&gateway, &log, together, count).await;

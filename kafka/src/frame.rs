@@ -46,10 +46,7 @@ pub(crate) async fn read<R: AsyncRead + Unpin>(
             format!("a frame of {length} bytes, more than the limit of {limit}"),
         ));
     }
-    let kib = u32::try_from(length.div_ceil(1024)).unwrap_or(u32::MAX);
-    let permit = room
-        .clone()
-        .acquire_many_owned(kib)
+    let permit = crate::take_room(room, length)
         .await
         .map_err(|_| io::Error::other("the listener is stopping"))?;
     let mut frame = Vec::with_capacity(length.min(64 * 1024));

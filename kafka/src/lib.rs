@@ -59,6 +59,16 @@ pub const MAX_QUEUED_REQUEST_BYTES: usize = 256 * 1024 * 1024;
 /// request's next batch waits for room before it is queued.
 pub const MAX_QUEUED_RECORD_BYTES: usize = 256 * 1024 * 1024;
 
+/// Takes room for `bytes` from `room` (a bound counted in KiB), waiting
+/// until there is; fails only when the semaphore was closed.
+pub(crate) async fn take_room(
+    room: &Arc<tokio::sync::Semaphore>,
+    bytes: usize,
+) -> Result<tokio::sync::OwnedSemaphorePermit, tokio::sync::AcquireError> {
+    let kib = u32::try_from(bytes.div_ceil(1024)).unwrap_or(u32::MAX);
+    room.clone().acquire_many_owned(kib).await
+}
+
 /// Calls of one request (its partitions) run at once at most.
 const CONCURRENT_CALLS: usize = 16;
 

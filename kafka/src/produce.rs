@@ -167,11 +167,7 @@ async fn queue(
         check_limits(&produced.records)?;
     }
     let bytes: usize = produced.records.iter().map(Record::size).sum();
-    let kib = u32::try_from(bytes.div_ceil(1024)).unwrap_or(u32::MAX);
-    let room = gateway
-        .queued_records
-        .clone()
-        .acquire_many_owned(kib)
+    let room = crate::take_room(&gateway.queued_records, bytes)
         .await
         .map_err(|_| {
             Refusal::new(
@@ -179,7 +175,7 @@ async fn queue(
                 "the listener is stopping",
             )
         })?;
-    let placed = Appenders::submit(gateway, &log, produced.records, produced.producer);
+    let placed = Appenders::submit(gateway, &log, produced.records, bytes, produced.producer);
     Ok((placed, room))
 }
 

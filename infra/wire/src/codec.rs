@@ -448,7 +448,7 @@ impl BodyReader {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use proptest::collection::vec;
     use proptest::prelude::*;
@@ -665,7 +665,7 @@ mod tests {
     }
 
     /// The header of entry 0 of segment 0 of log 1, at epoch 1.
-    fn first_entry_of_log_1(record_count: u32) -> EntryHeader {
+    pub(crate) fn first_entry_of_log_1(record_count: u32) -> EntryHeader {
         EntryHeader {
             log_id: 1,
             segment_id: 0,

@@ -424,14 +424,27 @@ impl Append {
         request: proto::AppendRequest,
         limits: &Limits,
     ) -> Result<Append, RecordError> {
-        let log: LogName = request.log.parse()?;
-        let records: Vec<Record> = request.records.into_iter().map(Record::from).collect();
+        let records = request.records.into_iter().map(Record::from).collect();
+        let mut append = Append::checked(&request.log, records, limits)?;
+        append.expected_offset = request.expected_offset;
+        append.expected_log_id = request.log_id;
+        Ok(append)
+    }
+
+    /// An unconditional append of `records` to the log named `log`, once
+    /// the name and the records pass their checks against `limits`.
+    pub fn checked(
+        log: &str,
+        records: Vec<Record>,
+        limits: &Limits,
+    ) -> Result<Append, RecordError> {
+        let log: LogName = log.parse()?;
         check_append(&records, limits)?;
         Ok(Append {
             log,
             records,
-            expected_offset: request.expected_offset,
-            expected_log_id: request.log_id,
+            expected_offset: None,
+            expected_log_id: None,
         })
     }
 
@@ -592,15 +605,7 @@ mod tests {
             timestamp_ms: 0,
             record: append.records[0].clone(),
         };
-        let header = crate::codec::EntryHeader {
-            log_id: 1,
-            segment_id: 0,
-            entry_id: 0,
-            epoch: 1,
-            first_offset: 0,
-            lac: None,
-            record_count: 1,
-        };
+        let header = crate::codec::tests::first_entry_of_log_1(1);
         crate::codec::decode_entry(crate::codec::encode_entry(&header, &[entry])).unwrap();
 
         let five = (0..5).map(|_| payload(1024 * 1024)).collect();
