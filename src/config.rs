@@ -283,6 +283,13 @@ pub struct CompactorSection {
     pub orphan_sweep_interval: Duration,
     #[serde(with = "humantime_serde")]
     pub keep_purge_records: Duration,
+    /// The Iceberg SQL catalog the logs' tables are registered in:
+    /// `sqlite:///PATH?mode=rwc` or `postgres://...`; empty: no tables.
+    /// Standalone mode defaults it to a SQLite file in its data folder.
+    pub iceberg_catalog: String,
+    /// How long a file removed from a table stays in the object store.
+    #[serde(with = "humantime_serde")]
+    pub table_file_grace: Duration,
     /// Tests only: crash points to abort at.
     #[serde(deserialize_with = "list_or_commas")]
     pub failpoints: Vec<String>,
@@ -296,6 +303,8 @@ impl Default for CompactorSection {
             cache_drop_grace: options.cache_drop_grace,
             orphan_sweep_interval: options.orphan_sweep_interval.unwrap_or(Duration::ZERO),
             keep_purge_records: options.keep_purge_records,
+            iceberg_catalog: String::new(),
+            table_file_grace: options.table_file_grace,
             failpoints: Vec::new(),
         }
     }
@@ -606,6 +615,7 @@ impl NodeConfig {
             orphan_sweep_interval: Some(section.orphan_sweep_interval)
                 .filter(|every| !every.is_zero()),
             keep_purge_records: section.keep_purge_records,
+            table_file_grace: section.table_file_grace,
             ..CompactorOptions::default()
         }
     }

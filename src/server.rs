@@ -70,8 +70,10 @@ fn default_node_id(addr: SocketAddr) -> String {
 
 /// `dlog standalone`: every role in one process on `config.listen`, state
 /// under `config.data_dir` (`meta/` embedded metastore, `cache/` journal,
-/// `objects/` Parquet files), until `shutdown` is cancelled. It sets the
-/// roles, metastore, object store and node id itself.
+/// `objects/` Parquet files and Iceberg table metadata,
+/// `iceberg-catalog.db` the tables' SQL catalog unless one is set), until
+/// `shutdown` is cancelled. It sets the roles, metastore, object store and
+/// node id itself.
 pub async fn standalone(mut config: NodeConfig, shutdown: CancellationToken) -> anyhow::Result<()> {
     let data_dir = config
         .data_dir
@@ -87,6 +89,10 @@ pub async fn standalone(mut config: NodeConfig, shutdown: CancellationToken) -> 
         .to_vec();
     config.metastore = Some(format!("embedded://{}", data_dir.join("meta").display()));
     config.object_store = Some(format!("file://{}", data_dir.join("objects").display()));
+    if config.compactor.iceberg_catalog.is_empty() {
+        let catalog = data_dir.join("iceberg-catalog.db");
+        config.compactor.iceberg_catalog = format!("sqlite://{}?mode=rwc", catalog.display());
+    }
     config.data_dir = Some(data_dir);
     config.node_id = Some("standalone".to_owned());
     let options = ServeOptions {
@@ -353,7 +359,16 @@ pub async fn serve(options: ServeOptions, shutdown: CancellationToken) -> anyhow
     let mut compactor_task = None;
     if let (true, Some(objects)) = (roles.contains(&Role::Compactor), objects) {
         let options = config.compactor_options();
-        let compactor = Compactor::new(
+        let catalog = &config.compactor.iceberg_catalog;
+        let tables = if catalog.is_empty() {
+            None
+        } else {
+            let tables = dlog_compactor::LogTables::open(catalog, objects.clone())
+                .await
+                .with_context(|| format!("open the Iceberg catalog {catalog}"))?;
+            Some(Arc::new(tables))
+        };
+        let mut compactor = Compactor::new(
             manifest.clone(),
             objects,
             node.id.clone(),
@@ -361,6 +376,9 @@ pub async fn serve(options: ServeOptions, shutdown: CancellationToken) -> anyhow
             options,
         )
         .with_cache_clients(cache_clients());
+        if let Some(tables) = tables {
+            compactor = compactor.with_tables(tables);
+        }
         compactor_task = Some(tokio::spawn(compactor.run(background_stop.clone())));
     }
 

@@ -126,11 +126,33 @@ fn pyarrow_rows(file: &Path) -> Option<String> {
         .args([
             "-c",
             "import sys, pyarrow.parquet as pq\n\
-             t = pq.read_table(sys.argv[1], columns=['offset', 'payload'])\n\
-             for o, p in zip(t.column('offset').to_pylist(), t.column('payload').to_pylist()):\n\
+             t = pq.read_table(sys.argv[1], columns=['log_offset', 'payload'])\n\
+             for o, p in zip(t.column('log_offset').to_pylist(), t.column('payload').to_pylist()):\n\
              \x20   print(o, p.decode())",
         ])
         .arg(file)
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    Some(String::from_utf8(output.stdout).unwrap())
+}
+
+/// The README's Iceberg query (docs/examples/query_iceberg.py) on a
+/// standalone node's table: pyiceberg through the node's SQLite catalog,
+/// then DuckDB. Returns what it printed (None: no pyiceberg here).
+fn query_iceberg(data_dir: &Path, table: &str) -> Option<String> {
+    let python = require_python_module("pyiceberg.catalog.sql, duckdb")?;
+    let output = Command::new(python)
+        .arg(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/docs/examples/query_iceberg.py"
+        ))
+        .arg(data_dir)
+        .arg(table)
         .output()
         .unwrap();
     assert!(
@@ -174,6 +196,17 @@ fn the_readme_walkthrough_survives_kill_9_and_ctrl_c() {
             "the Parquet file's rows differ from the lines appended ({} vs {} bytes)",
             rows.len(),
             expected.len()
+        );
+    }
+    // The same rows through the log's Iceberg table, as the README queries it.
+    if let Some(printed) = query_iceberg(&node.data_dir(), "demo.events") {
+        assert!(
+            printed.contains("[(100000, 0, 99999, "),
+            "records, first and last offset of the table: {printed}"
+        );
+        assert!(
+            printed.trim_end().ends_with(", 0)]"),
+            "no tombstones: {printed}"
         );
     }
 

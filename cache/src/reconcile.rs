@@ -185,6 +185,7 @@ mod tests {
             max_txid: None,
             object: None,
             cache_dropped,
+            table_removed_at_ms: None,
         }
     }
 

@@ -42,7 +42,8 @@ use object_store::{ObjectStore, ObjectStoreExt};
 use tokio_util::sync::CancellationToken;
 
 use crate::error::{Error, Result};
-use crate::offload::offload_segment;
+use crate::offload::{OffloadTo, offload_segment};
+use crate::table::LogTables;
 
 /// Settings of a compactor.
 #[derive(Debug, Clone)]
@@ -62,6 +63,11 @@ pub struct CompactorOptions {
     /// How long a purge's record is kept (its folder swept) after the
     /// purge.
     pub keep_purge_records: Duration,
+    /// With Iceberg tables: how long a file removed from its log's table
+    /// (retention) stays in the object store, so that queries planned on
+    /// an older snapshot finish reading it. Snapshots older than this are
+    /// expired before the file goes.
+    pub table_file_grace: Duration,
 }
 
 impl Default for CompactorOptions {
@@ -72,6 +78,7 @@ impl Default for CompactorOptions {
             encode_inline: false,
             orphan_sweep_interval: Some(Duration::from_secs(600)),
             keep_purge_records: Duration::from_secs(24 * 3600),
+            table_file_grace: Duration::from_secs(3600),
         }
     }
 }
@@ -94,6 +101,8 @@ pub struct PassReport {
 pub struct Compactor {
     manifest: Manifest,
     objects: ObjectStoreHandle,
+    /// The logs' Iceberg tables, when a catalog is configured.
+    tables: Option<Arc<LogTables>>,
     caches: Arc<CacheClients>,
     node_id: String,
     lease: LeaseId,
@@ -113,6 +122,7 @@ impl Compactor {
         Compactor {
             manifest,
             objects,
+            tables: None,
             caches,
             node_id,
             lease,
@@ -124,6 +134,13 @@ impl Compactor {
     /// its own (the simulation's network, for one).
     pub fn with_cache_clients(mut self, caches: Arc<CacheClients>) -> Compactor {
         self.caches = caches;
+        self
+    }
+
+    /// Appends every offloaded file to its log's Iceberg table in
+    /// `tables` ([`crate::table`]), and drops a deleted log's table.
+    pub fn with_tables(mut self, tables: Arc<LogTables>) -> Compactor {
+        self.tables = Some(tables);
         self
     }
 
@@ -323,16 +340,13 @@ impl Compactor {
                         .await?;
                     return Ok(true);
                 }
-                offload_segment(
-                    &self.manifest,
-                    &self.caches,
-                    &self.objects,
-                    log,
-                    meta.log_id,
-                    &segment,
-                    self.options.encode_inline,
-                )
-                .await?;
+                let to = OffloadTo {
+                    manifest: &self.manifest,
+                    caches: &self.caches,
+                    objects: &self.objects,
+                    tables: self.tables.as_deref(),
+                };
+                offload_segment(to, log, meta.log_id, &segment, self.options.encode_inline).await?;
                 Ok(true)
             })
             .await?;
@@ -467,6 +481,13 @@ impl Compactor {
         if !below.is_empty() {
             failpoint::hit("retention.after_trim_point");
         }
+        let below = match &self.tables {
+            Some(tables) => {
+                self.leave_table(tables, log, meta, below, trim_point)
+                    .await?
+            }
+            None => below,
+        };
         for segment in below {
             if self
                 .delete_segment(log, LogId(meta.log_id), SegmentId(segment.segment_id))
@@ -478,6 +499,60 @@ impl Compactor {
             }
         }
         Ok(())
+    }
+
+    /// Takes the files of segments below the trim point out of the log's
+    /// table before their objects go, and returns the segments whose data
+    /// may be deleted now: those never offloaded, and those out of the
+    /// table for `table_file_grace`, once the snapshots that still listed
+    /// them are expired.
+    ///
+    /// | crash after | state | the next pass |
+    /// |---|---|---|
+    /// | the removal commit | files out of the table, segments unmarked | finds nothing to remove, marks them |
+    /// | the marks | grace running | deletes after the grace period |
+    /// | the expiry | snapshots expired, objects kept | deletes them |
+    async fn leave_table<'s>(
+        &self,
+        tables: &LogTables,
+        log: &LogName,
+        meta: &LogMeta,
+        below: Vec<&'s SegmentMeta>,
+        trim_point: u64,
+    ) -> Result<Vec<&'s SegmentMeta>> {
+        let in_table: Vec<&SegmentMeta> = (below.iter().copied())
+            .filter(|s| s.object.is_some() && s.table_removed_at_ms.is_none())
+            .collect();
+        if !in_table.is_empty() {
+            let keys: Vec<object_store::path::Path> = (in_table.iter())
+                .filter_map(|s| s.object.as_ref())
+                .map(|o| object_store::path::Path::from(o.key.as_str()))
+                .collect();
+            let removed = tables.remove(log, meta.log_id, &keys, trim_point).await?;
+            failpoint::hit("retention.after_table_remove");
+            tracing::info!(%log, removed, trim_point, "removed files below the trim point from the log's table");
+            let now = dlog_wire::now_ms();
+            for segment in &in_table {
+                self.manifest
+                    .mark_table_removed(log, LogId(meta.log_id), SegmentId(segment.segment_id), now)
+                    .await?;
+            }
+        }
+        let grace = i64::try_from(self.options.table_file_grace.as_millis()).unwrap_or(i64::MAX);
+        let now = dlog_wire::now_ms();
+        let ripe = |s: &SegmentMeta| {
+            s.table_removed_at_ms
+                .is_some_and(|at| now >= at.saturating_add(grace))
+        };
+        if below.iter().any(|s| ripe(s)) {
+            tables
+                .expire_snapshots(log, meta.log_id, now.saturating_sub(grace))
+                .await?;
+        }
+        Ok(below
+            .into_iter()
+            .filter(|s| s.object.is_none() || ripe(s))
+            .collect())
     }
 
     async fn delete_segment_data(
@@ -515,6 +590,10 @@ impl Compactor {
         // Open segments go too: nobody can seal them any more (the deletion
         // removed the live log id that every owner write compares), and a
         // cache node refuses entries for a segment once it dropped it.
+        // The table first, so that no table reader meets deleted files.
+        if let Some(tables) = &self.tables {
+            tables.drop_log(log, meta.log_id).await?;
+        }
         for segment in &segments {
             self.delete_segment_data(log, meta.log_id, segment).await?;
         }

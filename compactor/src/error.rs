@@ -30,6 +30,8 @@ pub enum Error {
     File(#[from] dlog_storage::segment_file::Error),
     #[error(transparent)]
     Manifest(#[from] dlog_meta::manifest::Error),
+    #[error(transparent)]
+    Table(#[from] crate::table::Error),
 }
 
 impl Classify for Error {
@@ -38,7 +40,9 @@ impl Classify for Error {
             Error::Manifest(err) => err.kind(),
             Error::ObjectConflict { .. } | Error::Incomplete { .. } => ErrorKind::DataLoss,
             Error::File(err) => err.kind(),
-            Error::Read { .. } | Error::ObjectStore { .. } => ErrorKind::Unavailable,
+            Error::Read { .. } | Error::ObjectStore { .. } | Error::Table(_) => {
+                ErrorKind::Unavailable
+            }
         }
     }
 }

@@ -9,6 +9,7 @@
 //! | [`compactor`] | the work loop: offload, cache drops after a grace period, retention, deleted logs |
 //! | [`orphans`] | the sweep of object folders whose log id no live log has |
 //! | [`series`] | the role's Prometheus series (metrics) |
+//! | [`table`] | the Iceberg table of each log: catalog, idempotent appends, drops |
 
 pub mod compactor;
 pub mod error;
@@ -18,6 +19,8 @@ pub mod orphans;
 #[cfg(test)]
 mod retention_tests;
 pub mod series;
+pub mod table;
 
 pub use compactor::{Compactor, CompactorOptions, PassReport};
 pub use error::Error;
+pub use table::LogTables;

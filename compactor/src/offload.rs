@@ -8,7 +8,9 @@
 //! 4. upload with `PutMode::Create` (multipart above a threshold); if the
 //!    object exists (a crashed earlier attempt), it must hold the same bytes;
 //! 5. verify: read the object back and compare its CRC32C;
-//! 6. CAS the segment to `offloaded` with key, size, checksum and time.
+//! 6. with Iceberg tables on, append the file to the log's table, unless
+//!    it is there already ([`crate::table`]);
+//! 7. CAS the segment to `offloaded` with key, size, checksum and time.
 //!
 //! Dropping the segment from the cache nodes happens a grace period later
 //! ([`crate::Compactor`]), so readers that listed the segment as sealed a
@@ -20,14 +22,16 @@
 //! | 2–3 | nothing written | starts over |
 //! | 4 | object uploaded, segment still `sealed` | uploads again: `AlreadyExists` with the same bytes, then 5–6 |
 //! | 5 | same as 4 | same as 4 |
-//! | 6 | segment `offloaded`, cache copy kept | drops it after the grace period |
+//! | 6 | file in the table, segment still `sealed` | as 4, then finds the file in the table and does not append it again |
+//! | 7 | segment `offloaded`, cache copy kept | drops it after the grace period |
 //!
 //! So no crash loses data (the cache copy goes only after the manifest
 //! points at a verified object) and none duplicates rows (one object per
-//! segment, at a key fixed by its offsets).
+//! segment, at a key fixed by its offsets, appended to the table once).
 
 use crate::failpoint;
 use crate::series;
+use crate::table::{LogTables, TableFile};
 use bytes::Bytes;
 use dlog_meta::cache_clients::CacheClients;
 use dlog_meta::manifest::{Manifest, ObjectInfo, SegmentMeta};
@@ -234,18 +238,32 @@ pub async fn read_object(
         .map_err(object_error("read"))
 }
 
+/// What an offload reads from and writes to.
+#[derive(Debug, Clone, Copy)]
+pub struct OffloadTo<'a> {
+    pub manifest: &'a Manifest,
+    pub caches: &'a CacheClients,
+    pub objects: &'a ObjectStoreHandle,
+    /// The logs' Iceberg tables, when they are on.
+    pub tables: Option<&'a LogTables>,
+}
+
 /// Offloads one sealed segment (the caller holds its claim). Returns the
 /// object's description as recorded in the manifest. `encode_inline`: see
 /// [`crate::CompactorOptions::encode_inline`].
 pub async fn offload_segment(
-    manifest: &Manifest,
-    caches: &CacheClients,
-    objects: &ObjectStoreHandle,
+    to: OffloadTo<'_>,
     log: &LogName,
     log_id: u64,
     segment: &SegmentMeta,
     encode_inline: bool,
 ) -> Result<ObjectInfo> {
+    let OffloadTo {
+        manifest,
+        caches,
+        objects,
+        tables,
+    } = to;
     let started = std::time::Instant::now();
     let entries = read_segment(caches, log, log_id, segment).await?;
     failpoint::hit("offload.after_read");
@@ -291,6 +309,21 @@ pub async fn offload_segment(
         });
     }
     failpoint::hit("offload.after_verify");
+    if let Some(tables) = tables {
+        let started = std::time::Instant::now();
+        let file = TableFile {
+            key: &key,
+            file: &file,
+            segment_id,
+            start_offset: segment.start_offset,
+            end_offset,
+            time_range_ms: file.time_range_ms,
+        };
+        let appended = tables.append(log, log_id, &file).await?;
+        metrics::histogram!(series::TABLE_COMMIT_DURATION).record(started.elapsed());
+        tracing::debug!(%log, segment = segment_id, ?appended, "appended to the log's table");
+        failpoint::hit("offload.after_table_commit");
+    }
     let object = ObjectInfo {
         key: key.to_string(),
         size: file.bytes.len() as u64,

@@ -16,6 +16,8 @@ pub const OFFLOADED_SEGMENTS: &str = "dlog_compactor_offloaded_segments_total";
 pub const PARQUET_WRITTEN_BYTES: &str = "dlog_compactor_parquet_written_bytes_total";
 /// Segments deleted below a trim point (retention or trim).
 pub const RETENTION_DELETED_SEGMENTS: &str = "dlog_compactor_retention_deleted_segments_total";
+/// Seconds to append one offloaded file to its log's Iceberg table.
+pub const TABLE_COMMIT_DURATION: &str = "dlog_compactor_table_commit_duration_seconds";
 /// Seconds of one pass over every log.
 pub const PASS_DURATION: &str = "dlog_compactor_pass_duration_seconds";
 
@@ -46,6 +48,11 @@ pub fn describe() {
         RETENTION_DELETED_SEGMENTS,
         Unit::Count,
         "Segments deleted below a trim point"
+    );
+    describe_histogram!(
+        TABLE_COMMIT_DURATION,
+        Unit::Seconds,
+        "Time to append one offloaded file to its log's Iceberg table"
     );
     describe_histogram!(
         PASS_DURATION,

@@ -23,6 +23,7 @@ use dlog_wire::record::StoredRecord;
 use futures::TryStreamExt;
 use parquet::arrow::arrow_reader::{ArrowReaderMetadata, ArrowReaderOptions};
 use parquet::arrow::async_reader::{AsyncFileReader, ParquetRecordBatchStreamBuilder};
+use parquet::basic::{LogicalType, TimeUnit};
 use parquet::errors::ParquetError;
 use parquet::file::metadata::{PageIndexPolicy, ParquetMetaData, ParquetMetaDataReader};
 use parquet::file::statistics::Statistics;
@@ -156,6 +157,19 @@ impl ParquetTier {
         from: i64,
     ) -> Result<Vec<usize>> {
         let metadata = self.metadata(object).await?;
+        // Times are µs in format version 3 files, ms before; `from` is ms.
+        let from = match metadata
+            .file_metadata()
+            .schema_descr()
+            .column(column.index())
+            .logical_type_ref()
+        {
+            Some(LogicalType::Timestamp {
+                unit: TimeUnit::MICROS,
+                ..
+            }) => from.saturating_mul(dlog_storage::segment_file::MICROS),
+            _ => from,
+        };
         Ok((0..metadata.num_row_groups())
             .filter(|&i| {
                 match metadata.row_group(i).column(column.index()).statistics() {

@@ -52,6 +52,7 @@ async fn compactor(cluster: &Cluster, faulty: bool) -> (Compactor, dlog_meta::me
         // final read, also when a log id's record outlives it.
         orphan_sweep_interval: Some(Duration::from_secs(5)),
         keep_purge_records: Duration::from_secs(30),
+        ..CompactorOptions::default()
     };
     let compactor = Compactor::new(
         manifest,

@@ -1,6 +1,6 @@
 """Reads the offloaded Parquet files of one log in place on an S3 server with
 pyarrow, the way an analytics engine would, and checks them against what
-the manifest says: per file the row count and min/max(offset), and the
+the manifest says: per file the row count and min/max(log_offset), and the
 log's total rows through a Hive-partitioned dataset.
 
 usage: check_parquet.py ENDPOINT BUCKET ACCESS_KEY SECRET_KEY EXPECTED_JSON
@@ -34,7 +34,7 @@ def main() -> int:
     problems = []
     for file in expected["files"]:
         table = pq.read_table(f"{bucket}/{file['key']}", filesystem=fs)
-        bounds = pc.min_max(table.column("offset"))
+        bounds = pc.min_max(table.column("log_offset"))
         got = {
             "key": file["key"],
             "rows": table.num_rows,
@@ -47,7 +47,11 @@ def main() -> int:
     # Listed rather than opened as a directory: s3s-fs answers HEAD on a
     # folder key with an error, real S3 and MinIO list the same way.
     listing = fs.get_file_info(pafs.FileSelector(expected["dataset"], recursive=True))
-    paths = sorted(f.path for f in listing if f.type == pafs.FileType.File)
+    # Only the Parquet files: an Iceberg table keeps its metadata in the
+    # same folder.
+    paths = sorted(
+        f.path for f in listing if f.type == pafs.FileType.File and f.path.endswith(".parquet")
+    )
     dataset = ds.dataset(
         paths,
         filesystem=fs,

@@ -23,6 +23,18 @@ use dlog_wire::error::{Classify, ErrorKind};
 pub struct ObjectStoreHandle {
     pub store: Arc<dyn ObjectStore>,
     pub prefix: Path,
+    /// The URL of the store's root, without the prefix and without a
+    /// trailing `/` (`s3://BUCKET`, `file:///DIR`, `memory:/`): other
+    /// readers of the objects (Iceberg tables, engines) name an object as
+    /// `<root>/<key>`.
+    pub root: String,
+}
+
+impl ObjectStoreHandle {
+    /// The URL other readers know the object at `key` by.
+    pub fn url_of(&self, key: &Path) -> String {
+        format!("{}/{key}", self.root)
+    }
 }
 
 /// The URL does not name a usable object store.
@@ -76,6 +88,7 @@ where
         return Ok(ObjectStoreHandle {
             store: Arc::new(InMemory::new()),
             prefix: Path::default(),
+            root: "memory:/".to_owned(),
         });
     }
     if let Some(dir) = url.strip_prefix("file://") {
@@ -99,6 +112,7 @@ where
         return Ok(ObjectStoreHandle {
             store: Arc::new(store),
             prefix: Path::default(),
+            root: format!("file://{}", dir.trim_end_matches('/')),
         });
     }
     if let Some(rest) = url.strip_prefix("s3://") {
@@ -121,6 +135,7 @@ where
         return Ok(ObjectStoreHandle {
             store: Arc::new(store),
             prefix: Path::from(prefix.trim_matches('/')),
+            root: format!("s3://{bucket}"),
         });
     }
     Err(invalid(
@@ -224,5 +239,14 @@ mod tests {
         );
         let handle = open_with("s3://bucket/some/prefix/", [("aws_region", "us-east-1")]).unwrap();
         assert_eq!(handle.prefix.as_ref(), "some/prefix");
+        assert_eq!(
+            handle.url_of(&handle.prefix.clone().join("a.parquet")),
+            "s3://bucket/some/prefix/a.parquet"
+        );
+        let local = open("file:///tmp/dlog-objects/").unwrap();
+        assert_eq!(
+            local.url_of(&Path::from("ns=a/x.parquet")),
+            "file:///tmp/dlog-objects/ns=a/x.parquet"
+        );
     }
 }

@@ -1,38 +1,44 @@
 //! The Parquet form of a segment (docs/wire.md, "Parquet files"): one row per record,
 //!
 //! ```text
-//! offset UInt64, timestamp Timestamp(ms, UTC), txid Int64?, key Binary?,
+//! log_offset Int64, append_time Timestamp(µs, UTC), txid Int64?, key Binary?,
 //! headers List<Struct<name: Utf8, value: Binary>>?, payload Binary?,
-//! producer_time_ms Int64?
+//! producer_time Timestamp(µs, UTC)?
 //! ```
 //!
 //! zstd-compressed, row groups of 64 Ki rows, page-level statistics (column
-//! and offset indexes) on offset, timestamp and txid so readers prune, and
+//! and offset indexes) on the first three columns so readers prune, and
 //! file metadata naming the log, the segment and the offset range. The
 //! bytes are a pure function of the records (no clock, fixed `created_by`),
 //! so a retried offload uploads the very same object.
 //!
+//! The columns are the ones lakehouse engines take as they are: a signed
+//! offset (Iceberg and Spark have no unsigned integers; named `log_offset`
+//! because `offset` is a reserved word in SQL), microsecond UTC timestamps
+//! (Iceberg's `timestamptz`), and Iceberg field ids on every column
+//! ([`FIELD_IDS`]), so the file joins an Iceberg table as written.
 //! `headers` keeps the record's order and repeated names (null when a
 //! record has none); `payload` is null for a null payload (a Kafka
-//! tombstone), empty for an empty one; `producer_time_ms` is the client's
-//! own time, null when it gave none (`timestamp` is the append time).
+//! tombstone), empty for an empty one; `producer_time` is the client's
+//! own time, null when it gave none (`append_time` is the owner's).
 //!
-//! Files are written in format version 2 (the above). Reading takes both
-//! versions: version 1 files, written before ordered headers, have
-//! `headers Map<Utf8, Binary>?`, a non-null `payload` and no
-//! `producer_time_ms` column; their records read back with headers in the
-//! map's order, non-null payloads and no producer time. The first three
-//! columns keep their places in both, so row-group statistics are found at
-//! the same column index.
+//! Files are written in format version 3 (the above). Reading takes every
+//! version: version 2 files have `offset UInt64`, `timestamp
+//! Timestamp(ms, UTC)` and `producer_time_ms Int64?`; version 1 files also
+//! have `headers Map<Utf8, Binary>?`, a non-null `payload` and no producer
+//! time. The first three columns keep their places in all of them, so
+//! row-group statistics are found at the same column index.
 
 use std::sync::Arc;
 
 use arrow_array::builder::{BinaryBuilder, NullBufferBuilder, OffsetBufferBuilder, StringBuilder};
 use arrow_array::cast::AsArray;
-use arrow_array::types::{Int64Type, TimestampMillisecondType, UInt64Type};
+use arrow_array::types::{
+    Int64Type, TimestampMicrosecondType, TimestampMillisecondType, UInt64Type,
+};
 use arrow_array::{
-    Array, ArrayRef, BinaryArray, Int64Array, ListArray, RecordBatch, StringArray, StructArray,
-    TimestampMillisecondArray, UInt64Array,
+    Array, ArrayRef, BinaryArray, Int64Array, ListArray, PrimitiveArray, RecordBatch, StringArray,
+    StructArray, TimestampMicrosecondArray,
 };
 use arrow_schema::{DataType, Field, FieldRef, Fields, Schema, SchemaRef, TimeUnit};
 use bytes::Bytes;
@@ -90,9 +96,9 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 /// Version of the file layout, in the file metadata as `dlog.format_version`.
 /// Version 1 files (the layout before ordered headers) are read as well.
-pub const FORMAT_VERSION: &str = "2";
+pub const FORMAT_VERSION: &str = "3";
 /// The layout versions this code reads.
-const READABLE_VERSIONS: [&str; 2] = ["1", "2"];
+const READABLE_VERSIONS: [&str; 3] = ["1", "2", "3"];
 
 /// Refuses a file whose `dlog.format_version` (in its key-value metadata)
 /// this code does not know: a file of a later layout must not be read by
@@ -107,7 +113,7 @@ pub fn check_format_version(metadata: Option<&Vec<KeyValue>>) -> std::result::Re
     match version {
         Some(v) if !READABLE_VERSIONS.contains(&v) => Err(format!(
             "written in dlog format version {v}; this node reads versions {}: upgrade it",
-            READABLE_VERSIONS.join(" and ")
+            READABLE_VERSIONS.join(", ")
         )),
         _ => Ok(()),
     }
@@ -116,13 +122,56 @@ pub fn check_format_version(metadata: Option<&Vec<KeyValue>>) -> std::result::Re
 /// Rows per row group.
 pub const ROW_GROUP_ROWS: usize = 64 * 1024;
 /// Columns with page statistics (the ones readers position by).
-pub const INDEXED_COLUMNS: [&str; 3] = ["offset", "timestamp", "txid"];
+pub const INDEXED_COLUMNS: [&str; 3] = ["log_offset", "append_time", "txid"];
+
+/// Microseconds per millisecond: records carry times in ms, files in µs.
+pub const MICROS: i64 = 1000;
+
+/// The Iceberg field id of every column and nested field of the current
+/// layout, written into the file as `PARQUET:field_id`. Numbered as an
+/// Iceberg catalog numbers a new table's schema (the top-level columns
+/// first, then nested fields), so a table created from this layout keeps
+/// these very ids.
+pub const FIELD_IDS: [(&str, i32); 10] = [
+    ("log_offset", 1),
+    ("append_time", 2),
+    ("txid", 3),
+    ("key", 4),
+    ("headers", 5),
+    ("payload", 6),
+    ("producer_time", 7),
+    ("headers.element", 8),
+    ("headers.element.name", 9),
+    ("headers.element.value", 10),
+];
+
+/// The field id of `path` (see [`FIELD_IDS`]).
+fn field_id(path: &str) -> i32 {
+    FIELD_IDS
+        .iter()
+        .find(|(name, _)| *name == path)
+        .map(|(_, id)| *id)
+        .expect("every field of the layout has an id")
+}
+
+/// A field carrying its Iceberg field id.
+fn field(path: &str, name: &str, data_type: DataType, nullable: bool) -> Field {
+    let id = std::collections::HashMap::from([(
+        "PARQUET:field_id".to_owned(),
+        field_id(path).to_string(),
+    )]);
+    Field::new(name, data_type, nullable).with_metadata(id)
+}
+
+fn micros_utc() -> DataType {
+    DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into()))
+}
 
 /// The fields of one header.
 fn header_fields() -> Fields {
     vec![
-        Field::new("name", DataType::Utf8, false),
-        Field::new("value", DataType::Binary, false),
+        field("headers.element.name", "name", DataType::Utf8, false),
+        field("headers.element.value", "value", DataType::Binary, false),
     ]
     .into()
 }
@@ -130,27 +179,24 @@ fn header_fields() -> Fields {
 /// The list item of the `headers` column. Named `element`, as the Parquet
 /// list layout and Iceberg name it.
 fn header_item() -> FieldRef {
-    Arc::new(Field::new(
+    Arc::new(field(
+        "headers.element",
         "element",
         DataType::Struct(header_fields()),
         false,
     ))
 }
 
-/// The Arrow schema of the segment files written now (format version 2).
+/// The Arrow schema of the segment files written now (format version 3).
 pub fn schema() -> SchemaRef {
     Arc::new(Schema::new(vec![
-        Field::new("offset", DataType::UInt64, false),
-        Field::new(
-            "timestamp",
-            DataType::Timestamp(TimeUnit::Millisecond, Some("UTC".into())),
-            false,
-        ),
-        Field::new("txid", DataType::Int64, true),
-        Field::new("key", DataType::Binary, true),
-        Field::new("headers", DataType::List(header_item()), true),
-        Field::new("payload", DataType::Binary, true),
-        Field::new("producer_time_ms", DataType::Int64, true),
+        field("log_offset", "log_offset", DataType::Int64, false),
+        field("append_time", "append_time", micros_utc(), false),
+        field("txid", "txid", DataType::Int64, true),
+        field("key", "key", DataType::Binary, true),
+        field("headers", "headers", DataType::List(header_item()), true),
+        field("payload", "payload", DataType::Binary, true),
+        field("producer_time", "producer_time", micros_utc(), true),
     ]))
 }
 
@@ -184,6 +230,9 @@ pub struct SegmentFile {
     pub bytes: Bytes,
     pub rows: u64,
     pub crc32c: u32,
+    /// The smallest and largest append time of its records, ms (`None`
+    /// for a file without rows).
+    pub time_range_ms: Option<(i64, i64)>,
 }
 
 /// What the file says about itself.
@@ -224,8 +273,11 @@ fn properties(info: &FileInfo<'_>) -> Result<WriterProperties> {
     // nothing. Payloads rarely repeat: a dictionary attempt on them only
     // costs hashing every value before falling back.
     builder = builder
-        .set_column_dictionary_enabled(ColumnPath::from("offset"), false)
-        .set_column_encoding(ColumnPath::from("offset"), Encoding::DELTA_BINARY_PACKED)
+        .set_column_dictionary_enabled(ColumnPath::from("log_offset"), false)
+        .set_column_encoding(
+            ColumnPath::from("log_offset"),
+            Encoding::DELTA_BINARY_PACKED,
+        )
         .set_column_dictionary_enabled(ColumnPath::from("payload"), false);
     Ok(builder.build())
 }
@@ -277,10 +329,17 @@ fn batch(rows: &[(u64, &EntryRecord)]) -> Result<RecordBatch> {
     let mut payloads = BinaryBuilder::with_capacity(count, payload_bytes);
     for &(offset, record) in rows {
         let record_headers = &record.record.headers;
-        offsets.push(offset);
-        timestamps.push(record.timestamp_ms);
+        // Offsets stay below 2^63 (the manifest and the wire cap them), and
+        // times within year 9999 fit in µs.
+        offsets.push(offset as i64);
+        timestamps.push(record.timestamp_ms.saturating_mul(MICROS));
         txids.push(record.record.txid);
-        producer_times.push(record.record.producer_time_ms);
+        producer_times.push(
+            record
+                .record
+                .producer_time_ms
+                .map(|ms| ms.saturating_mul(MICROS)),
+        );
         keys.append_option(record.record.key.as_deref());
         for (name, value) in record_headers {
             header_names.append_value(name);
@@ -308,13 +367,13 @@ fn batch(rows: &[(u64, &EntryRecord)]) -> Result<RecordBatch> {
     )
     .map_err(arrow("headers"))?;
     let columns: Vec<ArrayRef> = vec![
-        Arc::new(UInt64Array::from(offsets)),
-        Arc::new(TimestampMillisecondArray::from(timestamps).with_timezone("UTC")),
+        Arc::new(Int64Array::from(offsets)),
+        Arc::new(TimestampMicrosecondArray::from(timestamps).with_timezone("UTC")),
         Arc::new(Int64Array::from(txids)),
         Arc::new(keys.finish()),
         Arc::new(headers),
         Arc::new(payloads.finish()) as Arc<BinaryArray>,
-        Arc::new(Int64Array::from(producer_times)),
+        Arc::new(TimestampMicrosecondArray::from(producer_times).with_timezone("UTC")),
     ];
     RecordBatch::try_new(schema(), columns).map_err(arrow("record batch"))
 }
@@ -323,6 +382,17 @@ fn batch(rows: &[(u64, &EntryRecord)]) -> Result<RecordBatch> {
 pub fn encode_segment(entries: &[Entry], info: &FileInfo<'_>) -> Result<SegmentFile> {
     let batches = batches(entries, info)?;
     let rows: u64 = batches.iter().map(|b| b.num_rows() as u64).sum();
+    let times = (entries.iter())
+        .flat_map(|entry| {
+            let first = entry.header.first_offset;
+            (first..)
+                .zip(&entry.records)
+                .filter(|(offset, _)| *offset < info.end_offset)
+        })
+        .map(|(_, record)| record.timestamp_ms);
+    let time_range_ms = times.fold(None, |range: Option<(i64, i64)>, t| {
+        Some(range.map_or((t, t), |(lo, hi)| (lo.min(t), hi.max(t))))
+    });
     if rows != info.end_offset - info.start_offset {
         return Err(Error::Incomplete {
             log: info.log.clone(),
@@ -357,6 +427,7 @@ pub fn encode_segment(entries: &[Entry], info: &FileInfo<'_>) -> Result<SegmentF
         bytes: Bytes::from(buffer),
         rows,
         crc32c,
+        time_range_ms,
     })
 }
 
@@ -442,31 +513,90 @@ impl<'a> HeaderColumn<'a> {
     }
 }
 
+/// A column of i64 values in any layout, read as the record's value: an
+/// offset as u64, a time in ms (µs columns divided, flooring).
+enum Int64Column<'a> {
+    Unsigned(&'a PrimitiveArray<UInt64Type>),
+    Signed(&'a PrimitiveArray<Int64Type>),
+    Millis(&'a PrimitiveArray<TimestampMillisecondType>),
+    Micros(&'a PrimitiveArray<TimestampMicrosecondType>),
+}
+
+impl<'a> Int64Column<'a> {
+    /// The first of `names` the batch has, in whichever of the types.
+    fn of(batch: &'a RecordBatch, names: &[&'static str]) -> Result<Option<Int64Column<'a>>> {
+        let Some((name, array)) = names
+            .iter()
+            .find_map(|name| Some((*name, batch.column_by_name(name)?)))
+        else {
+            return Ok(None);
+        };
+        let array = array.as_ref();
+        let column = if let Some(a) = array.as_primitive_opt::<UInt64Type>() {
+            Int64Column::Unsigned(a)
+        } else if let Some(a) = array.as_primitive_opt::<Int64Type>() {
+            Int64Column::Signed(a)
+        } else if let Some(a) = array.as_primitive_opt::<TimestampMillisecondType>() {
+            Int64Column::Millis(a)
+        } else if let Some(a) = array.as_primitive_opt::<TimestampMicrosecondType>() {
+            Int64Column::Micros(a)
+        } else {
+            return Err(Error::Schema {
+                column: name,
+                reason: format!("has type {}", array.data_type()),
+            });
+        };
+        Ok(Some(column))
+    }
+
+    fn required(batch: &'a RecordBatch, names: &[&'static str]) -> Result<Int64Column<'a>> {
+        Int64Column::of(batch, names)?.ok_or(Error::Schema {
+            column: names[0],
+            reason: "is missing".to_owned(),
+        })
+    }
+
+    fn array(&self) -> &dyn Array {
+        match self {
+            Int64Column::Unsigned(a) => *a,
+            Int64Column::Signed(a) => *a,
+            Int64Column::Millis(a) => *a,
+            Int64Column::Micros(a) => *a,
+        }
+    }
+
+    /// The value of `row`: ms for a time, the raw number otherwise.
+    fn value(&self, row: usize) -> i64 {
+        match self {
+            Int64Column::Unsigned(a) => a.value(row) as i64,
+            Int64Column::Signed(a) => a.value(row),
+            Int64Column::Millis(a) => a.value(row),
+            Int64Column::Micros(a) => a.value(row).div_euclid(MICROS),
+        }
+    }
+
+    fn value_opt(&self, row: usize) -> Option<i64> {
+        self.array().is_valid(row).then(|| self.value(row))
+    }
+}
+
 /// The records of one batch read from a segment file, in row order
-/// (either format version).
+/// (any format version).
 pub fn decode_batch(batch: &RecordBatch) -> Result<Vec<StoredRecord>> {
-    let offsets = column(batch, "offset", |a| a.as_primitive_opt::<UInt64Type>())?;
-    let timestamps = column(batch, "timestamp", |a| {
-        a.as_primitive_opt::<TimestampMillisecondType>()
-    })?;
+    let offsets = Int64Column::required(batch, &["log_offset", "offset"])?;
+    let timestamps = Int64Column::required(batch, &["append_time", "timestamp"])?;
     let txids = column(batch, "txid", |a| a.as_primitive_opt::<Int64Type>())?;
     let keys = column(batch, "key", |a| a.as_binary_opt::<i32>())?;
     let headers = HeaderColumn::of(batch)?;
     let payloads = column(batch, "payload", |a| a.as_binary_opt::<i32>())?;
     // Version 1 files have no such column.
-    let producer_times = (batch.column_by_name("producer_time_ms"))
-        .map(|_| {
-            column(batch, "producer_time_ms", |a| {
-                a.as_primitive_opt::<Int64Type>()
-            })
-        })
-        .transpose()?;
+    let producer_times = Int64Column::of(batch, &["producer_time", "producer_time_ms"])?;
     let optional = |array: &dyn Array, row: usize| array.is_valid(row);
     let mut records = Vec::with_capacity(batch.num_rows());
     for row in 0..batch.num_rows() {
         let null_payload = !optional(payloads, row);
         records.push(StoredRecord {
-            offset: offsets.value(row),
+            offset: offsets.value(row) as u64,
             timestamp_ms: timestamps.value(row),
             record: Record {
                 payload: if null_payload {
@@ -479,8 +609,8 @@ pub fn decode_batch(batch: &RecordBatch) -> Result<Vec<StoredRecord>> {
                 headers: headers.row(row),
                 txid: optional(txids, row).then(|| txids.value(row)),
                 producer_time_ms: producer_times
-                    .filter(|times| optional(*times, row))
-                    .map(|times| times.value(row)),
+                    .as_ref()
+                    .and_then(|times| times.value_opt(row)),
             },
         });
     }
@@ -522,7 +652,8 @@ mod version_tests {
         assert!(check_format_version(Some(&with("1"))).is_ok());
         assert!(check_format_version(Some(&with(FORMAT_VERSION))).is_ok());
         assert!(check_format_version(None).is_ok());
-        let later = check_format_version(Some(&with("3"))).unwrap_err();
-        assert!(later.contains("version 3"), "{later}");
+        assert!(check_format_version(Some(&with("2"))).is_ok());
+        let later = check_format_version(Some(&with("4"))).unwrap_err();
+        assert!(later.contains("version 4"), "{later}");
     }
 }

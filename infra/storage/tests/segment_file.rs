@@ -106,7 +106,55 @@ fn records_round_trip_exactly() {
     assert_eq!(kv["dlog.segment_ids"], "4");
     assert_eq!(kv["dlog.start_offset"], "1000");
     assert_eq!(kv["dlog.end_offset"], "151000");
-    assert_eq!(kv["dlog.format_version"], "2");
+    assert_eq!(kv["dlog.format_version"], "3");
+
+    // Lakehouse columns: a signed offset, µs UTC times, and the Iceberg
+    // field id of every column and nested field.
+    let schema = metadata.file_metadata().schema_descr();
+    let arrow = parquet::arrow::parquet_to_arrow_schema(schema, None).unwrap();
+    let micros_utc =
+        arrow_schema::DataType::Timestamp(arrow_schema::TimeUnit::Microsecond, Some("UTC".into()));
+    assert_eq!(
+        arrow.field_with_name("log_offset").unwrap().data_type(),
+        &arrow_schema::DataType::Int64
+    );
+    assert_eq!(
+        arrow.field_with_name("append_time").unwrap().data_type(),
+        &micros_utc
+    );
+    assert_eq!(
+        arrow.field_with_name("producer_time").unwrap().data_type(),
+        &micros_utc
+    );
+    let mut ids = BTreeMap::new();
+    fn collect(t: &parquet::schema::types::Type, path: &str, ids: &mut BTreeMap<String, i32>) {
+        let info = t.get_basic_info();
+        // The Parquet list layout's `list` group is not a field of its own.
+        let path = match (path, info.name()) {
+            (_, "list") => path.to_owned(),
+            ("", name) => name.to_owned(),
+            (parent, name) => format!("{parent}.{name}"),
+        };
+        if info.has_id() {
+            ids.insert(path.clone(), info.id());
+        }
+        if t.is_group() {
+            for field in t.get_fields() {
+                collect(field, &path, ids);
+            }
+        }
+    }
+    for field in schema.root_schema().get_fields() {
+        collect(field, "", &mut ids);
+    }
+    let expected: BTreeMap<String, i32> = dlog_storage::segment_file::FIELD_IDS
+        .iter()
+        .map(|(path, id)| (path.to_string(), *id))
+        .collect();
+    assert_eq!(ids, expected, "field ids in the file");
+    let first = record(start).timestamp_ms;
+    let last = record(start + count - 1).timestamp_ms;
+    assert_eq!(file.time_range_ms, Some((first, last)));
 
     // Row groups of 64 Ki rows, each with offset statistics and page indexes.
     assert_eq!(
@@ -120,11 +168,11 @@ fn records_round_trip_exactly() {
     for column in [0, 1, 2] {
         let chunk = metadata.row_group(0).column(column);
         assert!(
-            chunk.column_index_range().is_some(),
+            chunk.column_index_offset().is_some(),
             "column index of column {column} written"
         );
         assert!(
-            chunk.offset_index_range().is_some(),
+            chunk.offset_index_offset().is_some(),
             "offset index of column {column} written"
         );
     }

@@ -1078,16 +1078,45 @@ impl Manifest {
         log_id: LogId,
         segment: SegmentId,
     ) -> Result<()> {
+        self.update_segment(log, log_id, segment, |meta| SegmentMeta {
+            cache_dropped: true,
+            ..meta
+        })
+        .await
+    }
+
+    /// Records that the segment's file left its log's Iceberg table at
+    /// `at_ms` (a segment of the live log `log_id`); the first record stays.
+    pub async fn mark_table_removed(
+        &self,
+        log: &LogName,
+        log_id: LogId,
+        segment: SegmentId,
+        at_ms: i64,
+    ) -> Result<()> {
+        self.update_segment(log, log_id, segment, |meta| SegmentMeta {
+            table_removed_at_ms: meta.table_removed_at_ms.or(Some(at_ms)),
+            ..meta
+        })
+        .await
+    }
+
+    /// Rewrites a segment of the live log `log_id` as `change` makes it,
+    /// if nothing changed it since it was read.
+    async fn update_segment(
+        &self,
+        log: &LogName,
+        log_id: LogId,
+        segment: SegmentId,
+        change: impl FnOnce(SegmentMeta) -> SegmentMeta,
+    ) -> Result<()> {
         let (log_id, segment) = (log_id.0, segment.0);
         let current = self.segment(log, segment).await?;
-        let dropped = SegmentMeta {
-            cache_dropped: true,
-            ..current.value
-        };
+        let changed = change(current.value);
         let key = self.segment_key(log, segment);
         let txn = Txn::new()
             .when([Compare::mod_revision_is(&key, current.mod_revision)])
-            .and_then([TxnOp::put(&key, encode_json(&dropped))]);
+            .and_then([TxnOp::put(&key, encode_json(&changed))]);
         if !self.on_live_log(log, log_id, txn).await? {
             return Err(Error::SegmentChanged {
                 log: log.clone(),

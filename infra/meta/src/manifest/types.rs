@@ -229,6 +229,11 @@ pub struct SegmentMeta {
     /// Set once every cache node of the ensemble dropped the offloaded segment.
     #[serde(default)]
     pub cache_dropped: bool,
+    /// When the segment's file left its log's Iceberg table (retention):
+    /// its object is deleted a grace period later, after the queries
+    /// that planned on an older snapshot are done.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub table_removed_at_ms: Option<i64>,
 }
 
 impl SegmentMeta {
@@ -258,6 +263,7 @@ impl SegmentMeta {
             max_txid: None,
             object: None,
             cache_dropped: false,
+            table_removed_at_ms: None,
         }
     }
 }

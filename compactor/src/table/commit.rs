@@ -1,0 +1,331 @@
+//! The snapshots the compactor commits to a log's table: files added
+//! (offload), files removed (retention, trim), or both (a merge), with
+//! table properties set in the same commit.
+//!
+//! iceberg-rust 0.10 commits only appends and snapshot expiry itself, and
+//! its transactions re-apply an action on a table that changed under them
+//! without a condition of ours. So the compactor builds each snapshot with
+//! the crate's manifest and metadata writers and commits it with the SQL
+//! catalog's own compare-and-swap: the table's row moves to the new
+//! metadata file only if it still names the metadata this snapshot was
+//! built on ([`CatalogRows::swap`]). Every caller decides what to commit
+//! from the table it loaded, so a lost race is simply done again on the
+//! newer table, and whatever the race did (the file is there already, the
+//! trim point moved past it) is seen there.
+//!
+//! Crash safety: manifests, the manifest list and the metadata file are
+//! new objects under fresh names, written before the swap. A crash before
+//! the swap leaves unreferenced files and the table as it was; after it,
+//! the new snapshot is the table's.
+
+use std::collections::{HashMap, HashSet};
+use std::str::FromStr;
+
+use iceberg::spec::{
+    DataFile, FormatVersion, MAIN_BRANCH, ManifestFile, ManifestListWriter, ManifestWriterBuilder,
+    Operation, Snapshot, SnapshotReference, SnapshotRetention, Summary,
+};
+use iceberg::table::Table;
+use iceberg::{Error, ErrorKind, MetadataLocation, Result, TableIdent, TableUpdate};
+use iceberg_catalog_sql::SqlBindStyle;
+use sqlx::AnyPool;
+use sqlx::any::AnyPoolOptions;
+
+/// One snapshot's change to a table.
+#[derive(Debug, Default)]
+pub struct Change {
+    pub operation: Operation,
+    pub add: Vec<DataFile>,
+    /// Locations of live data files to remove.
+    pub remove: HashSet<String>,
+    /// Table properties set by the same commit.
+    pub properties: HashMap<String, String>,
+    /// Extra snapshot summary entries.
+    pub summary: HashMap<String, String>,
+}
+
+/// The SQL catalog's table rows, for the compare-and-swap of a table's
+/// metadata location (the `iceberg_tables` table every SQL/JDBC catalog
+/// implementation shares).
+pub struct CatalogRows {
+    pool: AnyPool,
+    bind: SqlBindStyle,
+    catalog: String,
+}
+
+impl CatalogRows {
+    pub async fn connect(uri: &str, bind: SqlBindStyle, catalog: &str) -> Result<CatalogRows> {
+        sqlx::any::install_default_drivers();
+        let pool = AnyPoolOptions::new()
+            .max_connections(2)
+            .connect(uri)
+            .await
+            .map_err(|err| {
+                Error::new(ErrorKind::Unexpected, "connect to the catalog database")
+                    .with_source(err)
+            })?;
+        Ok(CatalogRows {
+            pool,
+            bind,
+            catalog: catalog.to_owned(),
+        })
+    }
+
+    /// Moves the table's row from metadata `from` to `to`; false when the
+    /// row names other metadata now (another commit won).
+    pub async fn swap(&self, table: &TableIdent, from: &str, to: &str) -> Result<bool> {
+        let marks: Vec<String> = match self.bind {
+            SqlBindStyle::QMark => vec!["?".to_owned(); 6],
+            SqlBindStyle::DollarNumeric => (1..=6).map(|i| format!("${i}")).collect(),
+        };
+        let sql = format!(
+            "UPDATE iceberg_tables SET metadata_location = {}, previous_metadata_location = {} \
+             WHERE catalog_name = {} AND table_namespace = {} AND table_name = {} \
+             AND metadata_location = {}",
+            marks[0], marks[1], marks[2], marks[3], marks[4], marks[5]
+        );
+        let namespace = table.namespace().clone().inner().join(".");
+        let done = sqlx::query(&sql)
+            .bind(to)
+            .bind(from)
+            .bind(&self.catalog)
+            .bind(namespace)
+            .bind(table.name())
+            .bind(from)
+            .execute(&self.pool)
+            .await
+            .map_err(|err| {
+                Error::new(ErrorKind::Unexpected, "update the catalog row").with_source(err)
+            })?;
+        Ok(done.rows_affected() == 1)
+    }
+}
+
+/// What a commit did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    Committed,
+    /// Another commit moved the table first; decide again on the new one.
+    Conflict,
+}
+
+/// Commits `change` on `table` as one new snapshot.
+pub async fn commit(table: &Table, change: Change, rows: &CatalogRows) -> Result<Outcome> {
+    let metadata = table.metadata();
+    if metadata.format_version() != FormatVersion::V2 {
+        return Err(Error::new(
+            ErrorKind::FeatureUnsupported,
+            format!(
+                "table format {:?}: dlog writes format 2 tables",
+                metadata.format_version()
+            ),
+        ));
+    }
+    let current_location = table.metadata_location_result()?.to_owned();
+    if change.add.is_empty() && change.remove.is_empty() {
+        return commit_properties(table, &current_location, change.properties, rows).await;
+    }
+    let snapshot_id = fastrand::i64(1..i64::MAX);
+    let sequence = metadata.next_sequence_number();
+    let parent = metadata.current_snapshot_id();
+    let folder = format!("{}/metadata", metadata.location());
+    let schema = metadata.current_schema().clone();
+    let spec = metadata.default_partition_spec().as_ref().clone();
+    let file_io = table.file_io();
+
+    let mut totals = Totals::default();
+    let mut manifests: Vec<ManifestFile> = Vec::new();
+    if !change.add.is_empty() {
+        let output = file_io.new_output(format!("{folder}/dlog-{snapshot_id}-added.avro"))?;
+        let mut writer =
+            ManifestWriterBuilder::new(output, Some(snapshot_id), schema.clone(), spec.clone())
+                .build_v2_data();
+        for file in &change.add {
+            totals.added(file.record_count(), file.file_size_in_bytes());
+            writer.add_file(file.clone(), sequence)?;
+        }
+        manifests.push(writer.write_manifest_file().await?);
+    }
+    if let Some(snapshot) = metadata.current_snapshot() {
+        let list = table.manifest_list_reader(snapshot).load().await?;
+        for (n, manifest_file) in list.entries().iter().enumerate() {
+            let manifest = manifest_file.load_manifest(file_io).await?;
+            let live: Vec<_> = manifest.entries().iter().filter(|e| e.is_alive()).collect();
+            for entry in &live {
+                totals.existing(entry.record_count(), entry.file_size_in_bytes());
+            }
+            if !live.iter().any(|e| change.remove.contains(e.file_path())) {
+                manifests.push(manifest_file.clone());
+                continue;
+            }
+            // Rewritten: the kept files as existing, the removed as deleted.
+            let output = file_io.new_output(format!("{folder}/dlog-{snapshot_id}-m{n}.avro"))?;
+            let mut writer =
+                ManifestWriterBuilder::new(output, Some(snapshot_id), schema.clone(), spec.clone())
+                    .build_v2_data();
+            for entry in live {
+                let data_sequence = entry.sequence_number().unwrap_or(0);
+                let file = entry.data_file().clone();
+                if change.remove.contains(entry.file_path()) {
+                    totals.removed(entry.record_count(), entry.file_size_in_bytes());
+                    writer.add_delete_file(file, data_sequence, Some(data_sequence))?;
+                } else {
+                    let added_by = entry.snapshot_id().unwrap_or(snapshot_id);
+                    writer.add_existing_file(file, added_by, data_sequence, Some(data_sequence))?;
+                }
+            }
+            manifests.push(writer.write_manifest_file().await?);
+        }
+    }
+
+    let list_location = format!("{folder}/snap-{snapshot_id}-dlog.avro");
+    let mut list = ManifestListWriter::v2(
+        file_io.new_output(&list_location)?.writer().await?,
+        snapshot_id,
+        parent,
+        sequence,
+    );
+    list.add_manifests(manifests.into_iter())?;
+    list.close().await?;
+
+    let mut summary = change.summary;
+    summary.extend(totals.summary());
+    let snapshot = Snapshot::builder()
+        .with_snapshot_id(snapshot_id)
+        .with_parent_snapshot_id(parent)
+        .with_sequence_number(sequence)
+        .with_timestamp_ms(dlog_wire::now_ms().max(metadata.last_updated_ms()))
+        .with_manifest_list(list_location)
+        .with_summary(Summary {
+            operation: change.operation,
+            additional_properties: summary,
+        })
+        .with_schema_id(metadata.current_schema_id())
+        .build();
+    let mut updates = vec![
+        TableUpdate::AddSnapshot { snapshot },
+        TableUpdate::SetSnapshotRef {
+            ref_name: MAIN_BRANCH.to_owned(),
+            reference: SnapshotReference::new(
+                snapshot_id,
+                SnapshotRetention::branch(None, None, None),
+            ),
+        },
+    ];
+    if !change.properties.is_empty() {
+        updates.push(TableUpdate::SetProperties {
+            updates: change.properties,
+        });
+    }
+    apply(table, &current_location, updates, rows).await
+}
+
+/// Sets table properties alone, without a snapshot.
+async fn commit_properties(
+    table: &Table,
+    current_location: &str,
+    properties: HashMap<String, String>,
+    rows: &CatalogRows,
+) -> Result<Outcome> {
+    let updates = vec![TableUpdate::SetProperties {
+        updates: properties,
+    }];
+    apply(table, current_location, updates, rows).await
+}
+
+/// Writes the table's metadata with `updates` applied as its next version,
+/// then swaps the catalog row to it.
+async fn apply(
+    table: &Table,
+    current_location: &str,
+    updates: Vec<TableUpdate>,
+    rows: &CatalogRows,
+) -> Result<Outcome> {
+    let mut builder = (table.metadata().clone()).into_builder(Some(current_location.to_owned()));
+    for update in updates {
+        builder = update.apply(builder)?;
+    }
+    let new_metadata = builder.build()?.metadata;
+    let new_location = MetadataLocation::from_str(current_location)?
+        .with_next_version()
+        .with_new_metadata(&new_metadata);
+    new_metadata
+        .write_to(table.file_io(), &new_location)
+        .await?;
+    let swapped = rows
+        .swap(
+            table.identifier(),
+            current_location,
+            &new_location.to_string(),
+        )
+        .await?;
+    Ok(if swapped {
+        Outcome::Committed
+    } else {
+        Outcome::Conflict
+    })
+}
+
+/// The record and file counts of a snapshot's summary.
+#[derive(Debug, Default)]
+struct Totals {
+    added_files: u64,
+    added_records: u64,
+    added_size: u64,
+    removed_files: u64,
+    removed_records: u64,
+    removed_size: u64,
+    files: u64,
+    records: u64,
+    size: u64,
+}
+
+impl Totals {
+    fn added(&mut self, records: u64, size: u64) {
+        self.added_files += 1;
+        self.added_records += records;
+        self.added_size += size;
+        self.existing(records, size);
+    }
+
+    fn existing(&mut self, records: u64, size: u64) {
+        self.files += 1;
+        self.records += records;
+        self.size += size;
+    }
+
+    fn removed(&mut self, records: u64, size: u64) {
+        self.removed_files += 1;
+        self.removed_records += records;
+        self.removed_size += size;
+        self.files -= 1;
+        self.records -= records;
+        self.size -= size;
+    }
+
+    /// The summary keys of the Iceberg spec ("Optional snapshot summary
+    /// fields") that engines show.
+    fn summary(&self) -> HashMap<String, String> {
+        let mut summary = HashMap::new();
+        let mut put = |key: &str, value: u64| {
+            summary.insert(key.to_owned(), value.to_string());
+        };
+        if self.added_files > 0 {
+            put("added-data-files", self.added_files);
+            put("added-records", self.added_records);
+            put("added-files-size", self.added_size);
+        }
+        if self.removed_files > 0 {
+            put("deleted-data-files", self.removed_files);
+            put("deleted-records", self.removed_records);
+            put("removed-files-size", self.removed_size);
+        }
+        put("total-data-files", self.files);
+        put("total-records", self.records);
+        put("total-files-size", self.size);
+        put("total-delete-files", 0);
+        put("total-position-deletes", 0);
+        put("total-equality-deletes", 0);
+        summary
+    }
+}

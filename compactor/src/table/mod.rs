@@ -1,0 +1,467 @@
+//! Iceberg tables of the logs (ARCHITECTURE.md, "Iceberg tables"): one
+//! table per log, `<namespace>.<log>` in an Iceberg SQL catalog (SQLite
+//! or Postgres, the catalog pyiceberg, Spark and Trino call JDBC/SQL),
+//! located in the log id's folder and holding that folder's Parquet files
+//! as its data files, as they were written.
+//!
+//! The compactor appends each offloaded file to its log's table between
+//! verifying the upload and marking the segment offloaded
+//! ([`crate::offload`]), so a segment the manifest calls offloaded is in
+//! the table. An append is idempotent: a file already in the table (a
+//! crash after the commit, before the manifest write; or a second
+//! compactor) is not added again. Each commit is decided on the table as
+//! loaded and swapped in only if the table is still that one
+//! ([`commit`]), so two compactors racing on one file leave it there once.
+//!
+//! Retention removes files from the table before their objects go, and
+//! records the log's trim point in the table (`dlog.trim-offset`) in the
+//! same commit; an append of a file wholly below it is refused, so a
+//! compactor that was paused past its lease never brings a removed file
+//! back.
+//!
+//! A table belongs to one log id (table property `dlog.log-id`): a log
+//! deleted and re-created under its name gets a new table, and a deleted
+//! log's table is dropped with it.
+
+mod commit;
+mod storage;
+#[cfg(test)]
+mod tests;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use dlog_storage::objstore::ObjectStoreHandle;
+use dlog_storage::segment_file::{self, SegmentFile};
+use dlog_wire::names::LogName;
+use iceberg::spec::{DataContentType, DataFileBuilder, DataFileFormat, Datum, Operation};
+use iceberg::table::Table;
+use iceberg::transaction::{ApplyTransactionAction, Transaction};
+use iceberg::{Catalog, CatalogBuilder, ErrorKind, NamespaceIdent, TableCreation, TableIdent};
+
+use commit::{CatalogRows, Change, Outcome};
+use iceberg_catalog_sql::{SqlBindStyle, SqlCatalog, SqlCatalogBuilder};
+use object_store::path::Path;
+
+pub use storage::{ObjectStorage, ObjectStorageFactory};
+
+/// The catalog name the tables are registered under (`catalog_name` in
+/// the SQL catalog's rows; pyiceberg's `SqlCatalog("dlog", ...)`).
+pub const CATALOG_NAME: &str = "dlog";
+/// The table property naming the log id a table holds.
+pub const LOG_ID_PROPERTY: &str = "dlog.log-id";
+/// The table property holding the log's trim point as of the last
+/// removal: files wholly below it are not appended.
+pub const TRIM_OFFSET_PROPERTY: &str = "dlog.trim-offset";
+/// Commits lost to other commits in a row before an operation gives up
+/// (until the next pass).
+const ATTEMPTS: usize = 16;
+
+/// An Iceberg operation failed.
+#[derive(Debug, thiserror::Error)]
+#[error("iceberg table {table}: {what}")]
+pub struct Error {
+    pub table: String,
+    pub what: String,
+    #[source]
+    pub source: Option<iceberg::Error>,
+}
+
+impl Error {
+    fn new(table: &str, what: impl Into<String>, source: Option<iceberg::Error>) -> Error {
+        Error {
+            table: table.to_owned(),
+            what: what.into(),
+            source,
+        }
+    }
+}
+
+type Result<T> = std::result::Result<T, Error>;
+
+/// One offloaded file, as the table records it.
+#[derive(Debug, Clone)]
+pub struct TableFile<'a> {
+    pub key: &'a Path,
+    pub file: &'a SegmentFile,
+    pub segment_id: u64,
+    pub start_offset: u64,
+    pub end_offset: u64,
+    /// Append times of the first and last record, ms.
+    pub time_range_ms: Option<(i64, i64)>,
+}
+
+/// What an append did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Appended {
+    /// The file is in the table now.
+    Committed,
+    /// The file was in the table already (an earlier attempt committed it).
+    AlreadyThere,
+    /// The file lies wholly below the trim point the table records: it
+    /// was removed, or would be at once.
+    BelowTrim,
+}
+
+/// The Iceberg tables of every log, in one catalog.
+pub struct LogTables {
+    catalog: SqlCatalog,
+    rows: CatalogRows,
+    objects: ObjectStoreHandle,
+}
+
+impl std::fmt::Debug for LogTables {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LogTables")
+            .field("root", &self.objects.root)
+            .finish_non_exhaustive()
+    }
+}
+
+impl LogTables {
+    /// Opens (creating its tables if need be) the SQL catalog at `uri`:
+    /// `sqlite:///PATH?mode=rwc` or `postgres://...`.
+    pub async fn open(uri: &str, objects: ObjectStoreHandle) -> Result<LogTables> {
+        let postgres = uri.starts_with("postgres");
+        let bind = || {
+            if postgres {
+                SqlBindStyle::DollarNumeric
+            } else {
+                SqlBindStyle::QMark
+            }
+        };
+        let catalog = SqlCatalogBuilder::default()
+            .uri(uri)
+            .warehouse_location(objects.url_of(&objects.prefix))
+            .sql_bind_style(bind())
+            .with_storage_factory(Arc::new(ObjectStorageFactory::new(objects.clone())))
+            .load(CATALOG_NAME, HashMap::new())
+            .await
+            .map_err(|err| Error::new("catalog", format!("open {uri}"), Some(err)))?;
+        let rows = CatalogRows::connect(uri, bind(), CATALOG_NAME)
+            .await
+            .map_err(|err| Error::new("catalog", format!("open {uri}"), Some(err)))?;
+        Ok(LogTables {
+            catalog,
+            rows,
+            objects,
+        })
+    }
+
+    fn ident(log: &LogName) -> TableIdent {
+        TableIdent::new(
+            NamespaceIdent::new(log.namespace().to_string()),
+            log.log().to_owned(),
+        )
+    }
+
+    /// The table of `log_id`, created if missing. A table of an earlier
+    /// log id under the name is dropped first (its files went, or go, with
+    /// that log's purge).
+    pub async fn table(&self, log: &LogName, log_id: u64) -> Result<Table> {
+        let ident = Self::ident(log);
+        let name = log.to_string();
+        let fail = |what: &str| {
+            let name = name.clone();
+            let what = what.to_owned();
+            move |err| Error::new(&name, what, Some(err))
+        };
+        match self.catalog.load_table(&ident).await {
+            Ok(table) => match table_log_id(&table) {
+                Some(id) if id == log_id => return Ok(table),
+                Some(id) if id > log_id => {
+                    return Err(Error::new(
+                        &name,
+                        format!("holds log id {id}, newer than {log_id}: the log was re-created"),
+                        None,
+                    ));
+                }
+                _ => {
+                    tracing::info!(%log, log_id, "dropping the table of an earlier log of this name");
+                    self.catalog
+                        .drop_table(&ident)
+                        .await
+                        .map_err(fail("drop the earlier log's table"))?;
+                }
+            },
+            Err(err) if err.kind() == ErrorKind::TableNotFound => {}
+            Err(err) => return Err(fail("load")(err)),
+        }
+        let namespace = ident.namespace().clone();
+        match self
+            .catalog
+            .create_namespace(&namespace, HashMap::new())
+            .await
+        {
+            Ok(_) => {}
+            Err(err) if err.kind() == ErrorKind::NamespaceAlreadyExists => {}
+            Err(err) => return Err(fail("create namespace")(err)),
+        }
+        let schema = iceberg::arrow::arrow_schema_to_schema(&segment_file::schema())
+            .map_err(fail("schema"))?;
+        let folder = segment_file::log_folder(&self.objects.prefix, log, log_id);
+        let creation = TableCreation::builder()
+            .name(log.log().to_owned())
+            .location(self.objects.url_of(&folder))
+            .schema(schema)
+            .properties([
+                (LOG_ID_PROPERTY.to_owned(), log_id.to_string()),
+                ("write.format.default".to_owned(), "parquet".to_owned()),
+            ])
+            .build();
+        match self.catalog.create_table(&namespace, creation).await {
+            Ok(table) => Ok(table),
+            // Another compactor created it meanwhile.
+            Err(err) if err.kind() == ErrorKind::TableAlreadyExists => {
+                let table = self
+                    .catalog
+                    .load_table(&ident)
+                    .await
+                    .map_err(fail("load"))?;
+                match table_log_id(&table) {
+                    Some(id) if id == log_id => Ok(table),
+                    other => Err(Error::new(
+                        &name,
+                        format!("created concurrently for log id {other:?}, not {log_id}"),
+                        None,
+                    )),
+                }
+            }
+            Err(err) => Err(fail("create")(err)),
+        }
+    }
+
+    /// Appends one offloaded file to its log's table, unless it is there
+    /// or below the table's trim point.
+    pub async fn append(
+        &self,
+        log: &LogName,
+        log_id: u64,
+        file: &TableFile<'_>,
+    ) -> Result<Appended> {
+        let name = log.to_string();
+        let location = self.objects.url_of(file.key);
+        let failed = |what: &str| {
+            let (name, what) = (name.clone(), what.to_owned());
+            move |err| Error::new(&name, what, Some(err))
+        };
+        for _ in 0..ATTEMPTS {
+            let table = self.table(log, log_id).await?;
+            let live = live_files(&table).await.map_err(failed("list files"))?;
+            if live.contains(&location) {
+                return Ok(Appended::AlreadyThere);
+            }
+            if trim_offset_of(&table) >= file.end_offset {
+                return Ok(Appended::BelowTrim);
+            }
+            let change = Change {
+                operation: Operation::Append,
+                add: vec![data_file(&location, file).map_err(failed("describe file"))?],
+                summary: HashMap::from([
+                    ("dlog.segment-id".to_owned(), file.segment_id.to_string()),
+                    (
+                        "dlog.start-offset".to_owned(),
+                        file.start_offset.to_string(),
+                    ),
+                    ("dlog.end-offset".to_owned(), file.end_offset.to_string()),
+                ]),
+                ..Change::default()
+            };
+            match commit::commit(&table, change, &self.rows).await {
+                Ok(Outcome::Committed) => return Ok(Appended::Committed),
+                Ok(Outcome::Conflict) => continue,
+                Err(err) => return Err(failed(&format!("append {location}"))(err)),
+            }
+        }
+        Err(Error::new(
+            &name,
+            format!("append {location}: {ATTEMPTS} commits lost to others in a row"),
+            None,
+        ))
+    }
+
+    /// Removes the files at `keys` from the log's table (those still in
+    /// it) and records `trim_offset` as the table's trim point, in one
+    /// commit; returns how many files it removed. Nothing is committed
+    /// when there is nothing to change.
+    pub async fn remove(
+        &self,
+        log: &LogName,
+        log_id: u64,
+        keys: &[Path],
+        trim_offset: u64,
+    ) -> Result<usize> {
+        let name = log.to_string();
+        let wanted: Vec<String> = keys.iter().map(|key| self.objects.url_of(key)).collect();
+        let failed = |what: &str| {
+            let (name, what) = (name.clone(), what.to_owned());
+            move |err| Error::new(&name, what, Some(err))
+        };
+        for _ in 0..ATTEMPTS {
+            let table = self.table(log, log_id).await?;
+            let live = live_files(&table).await.map_err(failed("list files"))?;
+            let remove: std::collections::HashSet<String> = wanted
+                .iter()
+                .filter(|w| live.contains(w))
+                .cloned()
+                .collect();
+            let recorded = trim_offset_of(&table);
+            if remove.is_empty() && recorded >= trim_offset {
+                return Ok(0);
+            }
+            let removed = remove.len();
+            let change = Change {
+                operation: Operation::Delete,
+                remove,
+                properties: HashMap::from([(
+                    TRIM_OFFSET_PROPERTY.to_owned(),
+                    recorded.max(trim_offset).to_string(),
+                )]),
+                summary: HashMap::from([("dlog.trim-offset".to_owned(), trim_offset.to_string())]),
+                ..Change::default()
+            };
+            match commit::commit(&table, change, &self.rows).await {
+                Ok(Outcome::Committed) => return Ok(removed),
+                Ok(Outcome::Conflict) => continue,
+                Err(err) => return Err(failed("remove files")(err)),
+            }
+        }
+        Err(Error::new(
+            &name,
+            format!("remove files: {ATTEMPTS} commits lost to others in a row"),
+            None,
+        ))
+    }
+
+    /// Expires the table's snapshots older than `older_than_ms` (the
+    /// current one always stays), so that table readers stop finding the
+    /// files removed before then, which may then be deleted. Metadata
+    /// only: the files themselves are the compactor's to delete.
+    pub async fn expire_snapshots(
+        &self,
+        log: &LogName,
+        log_id: u64,
+        older_than_ms: i64,
+    ) -> Result<()> {
+        let name = log.to_string();
+        let table = self.table(log, log_id).await?;
+        let current = table.metadata().current_snapshot_id();
+        let expirable = (table.metadata().snapshots())
+            .any(|s| Some(s.snapshot_id()) != current && s.timestamp_ms() < older_than_ms);
+        if !expirable {
+            return Ok(());
+        }
+        let transaction = Transaction::new(&table);
+        let expire = transaction
+            .expire_snapshots()
+            .expire_older_than_ms(older_than_ms)
+            .retain_last(1);
+        let result = match expire.apply(transaction) {
+            Ok(transaction) => transaction.commit(&self.catalog).await.map(|_| ()),
+            Err(err) => Err(err),
+        };
+        result.map_err(|err| Error::new(&name, "expire snapshots", Some(err)))
+    }
+
+    /// Drops the table of `log_id` (a deleted log's purge), if it is that
+    /// log id's. Its files are the log folder's, which the purge deletes.
+    pub async fn drop_log(&self, log: &LogName, log_id: u64) -> Result<()> {
+        let ident = Self::ident(log);
+        let name = log.to_string();
+        match self.catalog.load_table(&ident).await {
+            Ok(table) if table_log_id(&table) == Some(log_id) => self
+                .catalog
+                .drop_table(&ident)
+                .await
+                .map_err(|err| Error::new(&name, "drop", Some(err))),
+            Ok(_) => Ok(()),
+            Err(err) if err.kind() == ErrorKind::TableNotFound => Ok(()),
+            Err(err) => Err(Error::new(&name, "load", Some(err))),
+        }
+    }
+
+    /// The locations of the table's live data files (its current snapshot).
+    pub async fn data_files(&self, log: &LogName) -> Result<Vec<String>> {
+        let name = log.to_string();
+        let table = (self.catalog.load_table(&Self::ident(log)).await)
+            .map_err(|err| Error::new(&name, "load", Some(err)))?;
+        live_files(&table)
+            .await
+            .map_err(|err| Error::new(&name, "list files", Some(err)))
+    }
+}
+
+fn table_log_id(table: &Table) -> Option<u64> {
+    table
+        .metadata()
+        .properties()
+        .get(LOG_ID_PROPERTY)
+        .and_then(|id| id.parse().ok())
+}
+
+/// The locations of the live data files of the table's current snapshot.
+async fn live_files(table: &Table) -> iceberg::Result<Vec<String>> {
+    let Some(snapshot) = table.metadata().current_snapshot() else {
+        return Ok(Vec::new());
+    };
+    let list = table.manifest_list_reader(snapshot).load().await?;
+    let mut files = Vec::new();
+    for manifest in list.entries() {
+        let manifest = manifest.load_manifest(table.file_io()).await?;
+        files.extend(
+            (manifest.entries().iter())
+                .filter(|entry| entry.is_alive())
+                .map(|entry| entry.file_path().to_owned()),
+        );
+    }
+    Ok(files)
+}
+
+/// The trim point the table records (0 when none).
+fn trim_offset_of(table: &Table) -> u64 {
+    table
+        .metadata()
+        .properties()
+        .get(TRIM_OFFSET_PROPERTY)
+        .and_then(|offset| offset.parse().ok())
+        .unwrap_or(0)
+}
+
+/// The data file entry of an offloaded file, with the offset and time
+/// bounds engines prune by.
+fn data_file(location: &str, file: &TableFile<'_>) -> iceberg::Result<iceberg::spec::DataFile> {
+    let id = |name: &str| {
+        segment_file::FIELD_IDS
+            .iter()
+            .find(|(field, _)| *field == name)
+            .map(|(_, id)| *id)
+            .expect("a column of the layout")
+    };
+    let mut lower = HashMap::new();
+    let mut upper = HashMap::new();
+    if file.end_offset > file.start_offset {
+        lower.insert(id("log_offset"), Datum::long(file.start_offset as i64));
+        upper.insert(id("log_offset"), Datum::long(file.end_offset as i64 - 1));
+    }
+    if let Some((first, last)) = file.time_range_ms {
+        let micros = segment_file::MICROS;
+        lower.insert(
+            id("append_time"),
+            Datum::timestamptz_micros(first.saturating_mul(micros)),
+        );
+        upper.insert(
+            id("append_time"),
+            Datum::timestamptz_micros(last.saturating_mul(micros)),
+        );
+    }
+    DataFileBuilder::default()
+        .content(DataContentType::Data)
+        .file_path(location.to_owned())
+        .file_format(DataFileFormat::Parquet)
+        .record_count(file.file.rows)
+        .file_size_in_bytes(file.file.bytes.len() as u64)
+        .lower_bounds(lower)
+        .upper_bounds(upper)
+        .build()
+        .map_err(|err| iceberg::Error::new(ErrorKind::DataInvalid, err.to_string()))
+}

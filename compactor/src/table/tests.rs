@@ -1,0 +1,210 @@
+//! The table operations against a real SQLite catalog file and the
+//! in-memory object store: idempotent appends, removals guarded by the
+//! recorded trim point, racing compactors, re-created logs.
+
+use bytes::Bytes;
+use dlog_storage::objstore::{self, ObjectStoreHandle};
+use dlog_storage::segment_file::{self, SegmentFile};
+use dlog_wire::names::LogName;
+use object_store::path::Path;
+
+use super::{Appended, LogTables, TableFile};
+
+struct Setup {
+    _dir: tempfile::TempDir,
+    uri: String,
+    objects: ObjectStoreHandle,
+}
+
+fn setup() -> Setup {
+    let dir = tempfile::tempdir().unwrap();
+    let uri = format!("sqlite://{}/catalog.db?mode=rwc", dir.path().display());
+    Setup {
+        _dir: dir,
+        uri,
+        objects: objstore::open("memory://").unwrap(),
+    }
+}
+
+fn file(rows: u64) -> SegmentFile {
+    let bytes = Bytes::from(vec![7u8; 100 + rows as usize]);
+    SegmentFile {
+        crc32c: crc32c::crc32c(&bytes),
+        bytes,
+        rows,
+        time_range_ms: Some((1_700_000_000_000, 1_700_000_000_999)),
+    }
+}
+
+fn key(objects: &ObjectStoreHandle, log: &LogName, id: u64, start: u64, end: u64) -> Path {
+    segment_file::object_key(&objects.prefix, log, id, start, end)
+}
+
+/// Appends the segment `start..end` of `log` (log id `id`).
+async fn append(tables: &LogTables, log: &LogName, id: u64, start: u64, end: u64) -> Appended {
+    let key = key(&tables.objects, log, id, start, end);
+    let file = file(end - start);
+    let entry = TableFile {
+        key: &key,
+        file: &file,
+        segment_id: start / 10 + 1,
+        start_offset: start,
+        end_offset: end,
+        time_range_ms: file.time_range_ms,
+    };
+    tables.append(log, id, &entry).await.unwrap()
+}
+
+#[tokio::test]
+async fn an_append_is_committed_once_and_the_table_has_the_layout_ids() {
+    let setup = setup();
+    let tables = LogTables::open(&setup.uri, setup.objects.clone())
+        .await
+        .unwrap();
+    let log: LogName = "lake/events".parse().unwrap();
+    assert_eq!(append(&tables, &log, 4, 0, 10).await, Appended::Committed);
+    assert_eq!(
+        append(&tables, &log, 4, 0, 10).await,
+        Appended::AlreadyThere
+    );
+    assert_eq!(append(&tables, &log, 4, 10, 20).await, Appended::Committed);
+    let files = tables.data_files(&log).await.unwrap();
+    assert_eq!(files.len(), 2, "{files:?}");
+    assert!(
+        files[0].starts_with("memory://ns=lake/log=events/id=4/"),
+        "{files:?}"
+    );
+
+    // The catalog kept the ids written into the Parquet files.
+    let table = tables.table(&log, 4).await.unwrap();
+    let schema = table.metadata().current_schema();
+    for (path, id) in segment_file::FIELD_IDS {
+        let field = schema
+            .field_by_name(path)
+            .unwrap_or_else(|| panic!("no field {path} in {schema:?}"));
+        assert_eq!(field.id, id, "{path}");
+    }
+    assert_eq!(table.metadata().snapshots().count(), 2);
+}
+
+#[tokio::test]
+async fn removed_files_leave_the_table_and_never_come_back() {
+    let setup = setup();
+    let tables = LogTables::open(&setup.uri, setup.objects.clone())
+        .await
+        .unwrap();
+    let log: LogName = "lake/events".parse().unwrap();
+    for start in [0, 10, 20] {
+        append(&tables, &log, 1, start, start + 10).await;
+    }
+    let old = [key(&setup.objects, &log, 1, 0, 10)];
+    assert_eq!(tables.remove(&log, 1, &old, 10).await.unwrap(), 1);
+    assert_eq!(
+        tables.remove(&log, 1, &old, 10).await.unwrap(),
+        0,
+        "idempotent"
+    );
+    let files = tables.data_files(&log).await.unwrap();
+    assert_eq!(files.len(), 2, "{files:?}");
+    assert!(!files.contains(&setup.objects.url_of(&old[0])), "{files:?}");
+
+    // A paused compactor's late append of the removed file is refused;
+    // a file above the trim point still goes in.
+    assert_eq!(append(&tables, &log, 1, 0, 10).await, Appended::BelowTrim);
+    assert_eq!(append(&tables, &log, 1, 30, 40).await, Appended::Committed);
+    assert_eq!(tables.data_files(&log).await.unwrap().len(), 3);
+
+    // Expiring keeps the current snapshot only once all are older.
+    let now = dlog_wire::now_ms();
+    tables.expire_snapshots(&log, 1, now + 1).await.unwrap();
+    let table = tables.table(&log, 1).await.unwrap();
+    assert_eq!(table.metadata().snapshots().count(), 1);
+    assert_eq!(tables.data_files(&log).await.unwrap().len(), 3);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn racing_compactors_append_each_file_exactly_once() {
+    let setup = setup();
+    let log: LogName = "lake/race".parse().unwrap();
+    let first = LogTables::open(&setup.uri, setup.objects.clone())
+        .await
+        .unwrap();
+    // Created before the race, so both see one table.
+    append(&first, &log, 9, 0, 10).await;
+    let second = LogTables::open(&setup.uri, setup.objects.clone())
+        .await
+        .unwrap();
+    let mut tasks = Vec::new();
+    for (n, tables) in [first, second].into_iter().enumerate() {
+        let log = log.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut outcomes = Vec::new();
+            // Both append every file; each appends one of its own too.
+            for start in (10..100).step_by(10) {
+                outcomes.push(append(&tables, &log, 9, start, start + 10).await);
+            }
+            let own = 1_000 + n as u64 * 10;
+            outcomes.push(append(&tables, &log, 9, own, own + 10).await);
+            (tables, outcomes)
+        }));
+    }
+    let mut committed = 0;
+    let mut tables = None;
+    for task in tasks {
+        let (t, outcomes) = task.await.unwrap();
+        committed += outcomes
+            .iter()
+            .filter(|o| **o == Appended::Committed)
+            .count();
+        tables = Some(t);
+    }
+    let files = tables.unwrap().data_files(&log).await.unwrap();
+    let unique: std::collections::BTreeSet<&String> = files.iter().collect();
+    assert_eq!(
+        unique.len(),
+        files.len(),
+        "a file twice in the table: {files:?}"
+    );
+    assert_eq!(files.len(), 1 + 9 + 2, "{files:?}");
+    assert_eq!(
+        committed,
+        9 + 2,
+        "each shared file committed by one of the two"
+    );
+}
+
+#[tokio::test]
+async fn a_recreated_log_gets_a_new_table_and_a_stale_compactor_cannot_take_it_back() {
+    let setup = setup();
+    let tables = LogTables::open(&setup.uri, setup.objects.clone())
+        .await
+        .unwrap();
+    let log: LogName = "lake/again".parse().unwrap();
+    append(&tables, &log, 3, 0, 10).await;
+    // Deleted and re-created: log id 5 under the same name.
+    append(&tables, &log, 5, 0, 10).await;
+    let files = tables.data_files(&log).await.unwrap();
+    assert_eq!(files.len(), 1);
+    assert!(files[0].contains("/id=5/"), "{files:?}");
+    // The old log id's compactor (stale) is refused, not given the table.
+    let key = key(&setup.objects, &log, 3, 10, 20);
+    let file = file(10);
+    let entry = TableFile {
+        key: &key,
+        file: &file,
+        segment_id: 2,
+        start_offset: 10,
+        end_offset: 20,
+        time_range_ms: None,
+    };
+    let err = tables.append(&log, 3, &entry).await.unwrap_err();
+    assert!(err.to_string().contains("re-created"), "{err}");
+    tables.drop_log(&log, 3).await.unwrap();
+    assert_eq!(
+        tables.data_files(&log).await.unwrap().len(),
+        1,
+        "not its table"
+    );
+    tables.drop_log(&log, 5).await.unwrap();
+    assert!(tables.data_files(&log).await.is_err(), "dropped");
+}

@@ -1,0 +1,277 @@
+//! Iceberg tables end to end with real processes: a real etcd, a real S3
+//! server, cache, ingest, reader and compactor nodes (`dlog serve`), and a
+//! SQLite file as the Iceberg SQL catalog. Readers no one here wrote
+//! (pyiceberg through the same catalog, DuckDB, DataFusion) must find in a
+//! log's table exactly the rows `dlog read` returns: after offloads, after
+//! the compactor was killed at each step of offload and table commit, and
+//! after a trim, whose files leave the table at once and the object store
+//! a grace period later.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::process::Command;
+use std::time::Duration;
+
+use bytes::Bytes;
+use common::{Cluster, Node};
+use distributedlog::Client;
+use dlog_meta::manifest::{SegmentMeta, SegmentState};
+use dlog_testkit::{S3Server, require_python_module};
+use dlog_wire::names::LogName;
+use dlog_wire::record::Record;
+use object_store::ObjectStoreExt;
+
+/// The SQLite file both the compactor (sqlx) and pyiceberg (SQLAlchemy)
+/// open as the catalog.
+struct Catalog {
+    _dir: tempfile::TempDir,
+    /// For the compactor: `sqlite:///abs/path?mode=rwc`.
+    sqlx: String,
+    /// For pyiceberg: `sqlite:////abs/path`.
+    sqlalchemy: String,
+}
+
+impl Catalog {
+    fn new() -> Catalog {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("catalog.db");
+        Catalog {
+            sqlx: format!("sqlite://{}?mode=rwc", file.display()),
+            sqlalchemy: format!("sqlite:///{}", file.display()),
+            _dir: dir,
+        }
+    }
+}
+
+/// Records with keys, ordered and repeated headers, null payloads and
+/// producer times, varied by `i`.
+fn record(i: u64) -> Record {
+    let mut record = if i % 9 == 4 {
+        Record::null()
+    } else {
+        Record::new(Bytes::from(format!(
+            "{{\"user\":\"u{}\",\"n\":{i}}}",
+            i % 5
+        )))
+    };
+    if !i.is_multiple_of(3) {
+        record.key = Some(Bytes::from(format!("user-{}", i % 5)));
+    }
+    if i.is_multiple_of(2) {
+        record.headers.push("z-trace", format!("t{i}"));
+        record.headers.push("a", Bytes::from_static(b"\x00\xff"));
+        record.headers.push("z-trace", "again");
+    }
+    if i.is_multiple_of(4) {
+        record.txid = Some(i as i64);
+    }
+    if i.is_multiple_of(7) {
+        record.producer_time_ms = Some(1_600_000_000_000 + i as i64);
+    }
+    record
+}
+
+/// Appends one segment's worth (`batches` × 40 records from `first`), then
+/// seals it.
+async fn append_segment(client: &Client, log: &str, first: u64, batches: u64) {
+    for b in 0..batches {
+        let records = (0..40).map(|i| record(first + b * 40 + i)).collect();
+        client.append(log, records, None).await.unwrap();
+    }
+    client.seal(log).await.unwrap();
+}
+
+/// Waits until every closed segment of `log` satisfies `done` (and there
+/// are `count` of them); returns them.
+async fn wait_segments(
+    cluster: &Cluster,
+    log: &str,
+    count: usize,
+    what: &str,
+    done: impl Fn(&SegmentMeta) -> bool,
+) -> Vec<SegmentMeta> {
+    let name: LogName = log.parse().unwrap();
+    for _ in 0..400 {
+        let (segments, _) = cluster.manifest.segments(&name).await.unwrap();
+        let closed: Vec<SegmentMeta> = (segments.into_iter())
+            .filter(|s| s.state != SegmentState::Open)
+            .collect();
+        if closed.len() == count && closed.iter().all(&done) {
+            return closed;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let (segments, _) = cluster.manifest.segments(&name).await.unwrap();
+    panic!(
+        "segments of {log} not {what} in 40 s: {segments:?}\ncompactor log:\n{}",
+        cluster.compactors[0].log_text()
+    );
+}
+
+fn offloaded(segment: &SegmentMeta) -> bool {
+    segment.state == SegmentState::Offloaded
+}
+
+/// What `dlog read --json` prints for the whole log, from the reader node.
+fn dlog_read(cluster: &Cluster, log: &str) -> String {
+    let output = Command::new(env!("CARGO_BIN_EXE_dlog"))
+        .args(["read", log, "--json"])
+        .env("DLOG_ENDPOINT", cluster.ingests[0].address())
+        .env("DLOG_READ_ENDPOINT", cluster.readers[0].address())
+        .envs(cluster.cli_env())
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "dlog read failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8(output.stdout).unwrap()
+}
+
+/// Runs tests/python/check_iceberg.py on the log's table against `dlog
+/// read`; returns what it found.
+fn check_table(
+    cluster: &Cluster,
+    catalog: &Catalog,
+    python: &std::path::Path,
+    log: &str,
+) -> serde_json::Value {
+    let s3 = cluster.s3.as_ref().unwrap();
+    let read = dlog_read(cluster, log);
+    let dir = tempfile::tempdir().unwrap();
+    let read_file = dir.path().join("read.jsonl");
+    std::fs::write(&read_file, &read).unwrap();
+    let env: BTreeMap<String, String> = s3.env().into_iter().collect();
+    let name: LogName = log.parse().unwrap();
+    let output = Command::new(python)
+        .arg(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/python/check_iceberg.py"
+        ))
+        .args([
+            catalog.sqlalchemy.clone(),
+            s3.endpoint(),
+            S3Server::BUCKET.to_owned(),
+            env["AWS_ACCESS_KEY_ID"].clone(),
+            env["AWS_SECRET_ACCESS_KEY"].clone(),
+            format!("{}.{}", name.namespace(), name.log()),
+            read_file.display().to_string(),
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "the table differs from dlog read:\n{}\n{}\ncompactor log:\n{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr),
+        cluster.compactors[0].log_text()
+    );
+    let found: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(
+        found["rows"].as_u64().unwrap() as usize,
+        read.lines().count(),
+        "{found}"
+    );
+    found
+}
+
+/// Restarts `compactor` to crash at `point`, waits for the crash, then
+/// starts it normally.
+async fn crash_at(compactor: &mut Node, point: &str) {
+    compactor.start_to_crash_at(point);
+    assert!(
+        compactor.wait_exit(Duration::from_secs(40)).await,
+        "the compactor did not reach {point}:\n{}",
+        compactor.log_text()
+    );
+    assert!(
+        compactor.log_text().contains(&format!("failpoint {point}")),
+        "the compactor died elsewhere than {point}"
+    );
+    compactor.start();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_logs_table_holds_what_dlog_read_returns_through_crashes_and_a_trim() {
+    let Some(mut cluster) = Cluster::start_with(3, 1, 1, 1).await else {
+        return;
+    };
+    let Some(python) = require_python_module("pyiceberg.catalog.sql, duckdb, datafusion") else {
+        return;
+    };
+    let catalog = Catalog::new();
+    let compactor = &mut cluster.compactors[0];
+    compactor.kill();
+    compactor.set_env("DLOG_COMPACTOR__ICEBERG_CATALOG", &catalog.sqlx);
+    compactor.set_env("DLOG_COMPACTOR__TABLE_FILE_GRACE", "2s");
+    compactor.start();
+    let client = cluster.client(cluster.ingests[0].address());
+    let log = "lake/events";
+    client.create_log(log).await.unwrap();
+    for s in 0..3 {
+        append_segment(&client, log, s * 1_000, 5).await;
+    }
+    wait_segments(&cluster, log, 3, "offloaded", offloaded).await;
+    let found = check_table(&cluster, &catalog, &python, log);
+    assert_eq!(
+        (found["rows"].as_u64(), found["files"].as_u64()),
+        (Some(600), Some(3)),
+        "{found}"
+    );
+
+    // Killed between upload, table commit and manifest write: the next
+    // compactor leaves each file in the table once.
+    let points = ["offload.after_verify", "offload.after_table_commit"];
+    for (i, point) in points.iter().enumerate() {
+        cluster.compactors[0].kill();
+        append_segment(&client, log, 10_000 + i as u64 * 1_000, 3).await;
+        crash_at(&mut cluster.compactors[0], point).await;
+        wait_segments(&cluster, log, 4 + i, "offloaded", offloaded).await;
+    }
+    let found = check_table(&cluster, &catalog, &python, log);
+    assert_eq!(
+        (found["rows"].as_u64(), found["files"].as_u64()),
+        (Some(840), Some(5)),
+        "{found}"
+    );
+
+    // A trim after the second segment, with the compactor killed right
+    // after the removal commit: the two files leave the table, and their
+    // objects and segments go after the grace period.
+    let segments = wait_segments(&cluster, log, 5, "offloaded", offloaded).await;
+    let boundary = segments[1].end_offset.unwrap();
+    let removed_keys: Vec<String> = segments[..2]
+        .iter()
+        .map(|s| s.object.as_ref().unwrap().key.clone())
+        .collect();
+    cluster.compactors[0].kill();
+    assert_eq!(client.trim(log, boundary).await.unwrap(), boundary);
+    crash_at(&mut cluster.compactors[0], "retention.after_table_remove").await;
+    wait_segments(&cluster, log, 3, "left after the trim", offloaded).await;
+    let objects = cluster
+        .s3
+        .as_ref()
+        .unwrap()
+        .object_store(common::OBJECT_PREFIX);
+    for key in &removed_keys {
+        let head = objects
+            .store
+            .head(&object_store::path::Path::from(key.as_str()))
+            .await;
+        assert!(
+            matches!(head, Err(object_store::Error::NotFound { .. })),
+            "{key} outlived its segment: {head:?}"
+        );
+    }
+    let found = check_table(&cluster, &catalog, &python, log);
+    assert_eq!(
+        (found["rows"].as_u64(), found["files"].as_u64()),
+        (Some(440), Some(3)),
+        "{found}"
+    );
+    assert_eq!(found["first"].as_u64(), Some(boundary), "{found}");
+    let operations = found["operations"].to_string();
+    assert!(operations.contains("delete"), "{found}");
+}
