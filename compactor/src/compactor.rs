@@ -170,6 +170,9 @@ impl Compactor {
                 if let Err(err) = self.sweep_orphans().await {
                     tracing::warn!("orphan sweep failed: {err:#}");
                 }
+                if let Err(err) = self.expire_table_snapshots().await {
+                    tracing::warn!("snapshot expiry failed: {err:#}");
+                }
                 next_sweep = tokio::time::Instant::now() + every;
             }
             tokio::select! {
@@ -196,6 +199,11 @@ impl Compactor {
                 Ok(_) | Err(manifest::Error::LogNotFound(_)) => {}
                 Err(err) => return Err(err.into()),
             }
+            // A compactor that resumed after the purge may have created the
+            // purged log id's table again.
+            if let Some(tables) = &self.tables {
+                tables.drop_log(&purged.log, purged.log_id).await?;
+            }
             let swept = self.delete_log_objects(&purged.log, purged.log_id).await?;
             if swept > 0 {
                 tracing::info!(log = %purged.log, log_id = purged.log_id, objects = swept,
@@ -208,6 +216,26 @@ impl Compactor {
             }
         }
         Ok(deleted)
+    }
+
+    /// Expires the snapshots older than `table_file_grace` of every live
+    /// log's table (the current one always stays), so table metadata stops
+    /// growing with each offload. Runs with the orphan sweep.
+    pub async fn expire_table_snapshots(&self) -> Result<()> {
+        let Some(tables) = &self.tables else {
+            return Ok(());
+        };
+        let grace = i64::try_from(self.options.table_file_grace.as_millis()).unwrap_or(i64::MAX);
+        let older_than = dlog_wire::now_ms().saturating_sub(grace);
+        for (log, meta) in self.manifest.log_metas("").await? {
+            if meta.state == LogState::Active
+                && let Err(err) = tables.expire_snapshots(&log, meta.log_id, older_than).await
+            {
+                tracing::warn!(%log, "snapshot expiry: {err:#}");
+            }
+            tokio::task::yield_now().await;
+        }
+        Ok(())
     }
 
     /// One pass over every log.
@@ -361,17 +389,36 @@ impl Compactor {
         log: &LogName,
         log_id: LogId,
         segment_id: SegmentId,
+        now_ms: i64,
     ) -> Result<bool> {
         let deleted = self
             .claimed(log, log_id.0, segment_id.0, |segment| async move {
+                // Read afresh: offloaded since the pass listed it (its file
+                // then in the table), it waits for the table's removal and
+                // grace like any other.
+                if self.tables.is_some()
+                    && segment.object.is_some()
+                    && !self.table_grace_over(&segment, now_ms)
+                {
+                    return Ok(false);
+                }
                 self.delete_segment_data(log, log_id.0, &segment).await?;
                 self.manifest
                     .delete_segment(log, log_id, segment_id)
                     .await?;
-                Ok(())
+                Ok(true)
             })
             .await?;
-        Ok(deleted.is_some())
+        Ok(deleted == Some(true))
+    }
+
+    /// Whether the segment's file left its log's table at least
+    /// `table_file_grace` before `now_ms`.
+    fn table_grace_over(&self, segment: &SegmentMeta, now_ms: i64) -> bool {
+        let grace = i64::try_from(self.options.table_file_grace.as_millis()).unwrap_or(i64::MAX);
+        segment
+            .table_removed_at_ms
+            .is_some_and(|at| now_ms >= at.saturating_add(grace))
     }
 
     /// Tells every registered node of the ensemble to drop the segment.
@@ -481,16 +528,19 @@ impl Compactor {
         if !below.is_empty() {
             failpoint::hit("retention.after_trim_point");
         }
+        // One clock reading decides which files are past their grace and
+        // which snapshots expire, so no file goes that a kept snapshot lists.
+        let now = dlog_wire::now_ms();
         let below = match &self.tables {
             Some(tables) => {
-                self.leave_table(tables, log, meta, below, trim_point)
+                self.leave_table(tables, log, meta, below, trim_point, now)
                     .await?
             }
             None => below,
         };
         for segment in below {
             if self
-                .delete_segment(log, LogId(meta.log_id), SegmentId(segment.segment_id))
+                .delete_segment(log, LogId(meta.log_id), SegmentId(segment.segment_id), now)
                 .await?
             {
                 report.deleted_segments += 1;
@@ -519,31 +569,35 @@ impl Compactor {
         meta: &LogMeta,
         below: Vec<&'s SegmentMeta>,
         trim_point: u64,
+        now: i64,
     ) -> Result<Vec<&'s SegmentMeta>> {
         let in_table: Vec<&SegmentMeta> = (below.iter().copied())
             .filter(|s| s.object.is_some() && s.table_removed_at_ms.is_none())
             .collect();
-        if !in_table.is_empty() {
-            let keys: Vec<object_store::path::Path> = (in_table.iter())
-                .filter_map(|s| s.object.as_ref())
-                .map(|o| object_store::path::Path::from(o.key.as_str()))
-                .collect();
-            let removed = tables.remove(log, meta.log_id, &keys, trim_point).await?;
+        // Segments never offloaded are deleted at once: raise the table's
+        // trim point first, so that a compactor still offloading one (paused
+        // past its lease) cannot append its file afterwards.
+        let unrecorded = below.iter().any(|s| s.object.is_none());
+        if !in_table.is_empty() || unrecorded {
+            let removed = tables.remove_below(log, meta.log_id, trim_point).await?;
             failpoint::hit("retention.after_table_remove");
-            tracing::info!(%log, removed, trim_point, "removed files below the trim point from the log's table");
-            let now = dlog_wire::now_ms();
+            if removed > 0 {
+                tracing::info!(%log, removed, trim_point, "removed files below the trim point from the log's table");
+            }
+            let removed_at = dlog_wire::now_ms();
             for segment in &in_table {
                 self.manifest
-                    .mark_table_removed(log, LogId(meta.log_id), SegmentId(segment.segment_id), now)
+                    .mark_table_removed(
+                        log,
+                        LogId(meta.log_id),
+                        SegmentId(segment.segment_id),
+                        removed_at,
+                    )
                     .await?;
             }
         }
         let grace = i64::try_from(self.options.table_file_grace.as_millis()).unwrap_or(i64::MAX);
-        let now = dlog_wire::now_ms();
-        let ripe = |s: &SegmentMeta| {
-            s.table_removed_at_ms
-                .is_some_and(|at| now >= at.saturating_add(grace))
-        };
+        let ripe = |s: &SegmentMeta| self.table_grace_over(s, now);
         if below.iter().any(|s| ripe(s)) {
             tables
                 .expire_snapshots(log, meta.log_id, now.saturating_sub(grace))

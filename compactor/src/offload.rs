@@ -222,6 +222,49 @@ pub async fn upload(
     }
 }
 
+/// The object an earlier attempt left at `key` with other bytes than
+/// `ours` is kept when it holds exactly the same records: written by code
+/// of another format version or library release (an upgrade with an
+/// offload in flight). Then it is the segment's file, described by its own
+/// size and checksum. Other content is a conflict.
+async fn adopt_equal_object(
+    existing: Bytes,
+    ours: SegmentFile,
+    key: &object_store::path::Path,
+    encode_inline: bool,
+) -> Result<SegmentFile> {
+    let conflict = Error::ObjectConflict {
+        key: key.to_string(),
+        size: existing.len() as u64,
+        crc: crc32c::crc32c(&existing),
+    };
+    let compare = {
+        let (existing, ours) = (existing.clone(), ours.bytes.clone());
+        move || match (
+            segment_file::decode_file(existing),
+            segment_file::decode_file(ours),
+        ) {
+            (Ok(theirs), Ok(mine)) => theirs == mine,
+            _ => false,
+        }
+    };
+    let same = if encode_inline {
+        compare()
+    } else {
+        tokio::task::spawn_blocking(compare).await.unwrap_or(false)
+    };
+    if !same {
+        return Err(conflict);
+    }
+    tracing::warn!(%key, "keeping the object an earlier attempt wrote in another layout: same records");
+    Ok(SegmentFile {
+        crc32c: crc32c::crc32c(&existing),
+        bytes: existing,
+        rows: ours.rows,
+        time_range_ms: ours.time_range_ms,
+    })
+}
+
 /// The whole object at `key`.
 pub async fn read_object(
     objects: &ObjectStoreHandle,
@@ -298,7 +341,14 @@ pub async fn offload_segment(
         segment.start_offset,
         end_offset,
     );
-    upload(objects, &key, &file).await?;
+    let file = match upload(objects, &key, &file).await {
+        Ok(()) => file,
+        Err(Error::ObjectConflict { .. }) => {
+            let existing = read_object(objects, &key).await?;
+            adopt_equal_object(existing, file, &key, encode_inline).await?
+        }
+        Err(err) => return Err(err),
+    };
     failpoint::hit("offload.after_upload");
     let stored = read_object(objects, &key).await?;
     if crc32c::crc32c(&stored) != file.crc32c {
@@ -309,7 +359,11 @@ pub async fn offload_segment(
         });
     }
     failpoint::hit("offload.after_verify");
-    if let Some(tables) = tables {
+    // A file of an earlier layout (adopted above) has another schema than
+    // the table's; it stays out of it.
+    let current_layout =
+        segment_file::format_version(&file.bytes).as_deref() == Some(segment_file::FORMAT_VERSION);
+    if let Some(tables) = tables.filter(|_| current_layout) {
         let started = std::time::Instant::now();
         let file = TableFile {
             key: &key,
@@ -346,4 +400,81 @@ pub async fn offload_segment(
         "offloaded segment"
     );
     Ok(object)
+}
+
+#[cfg(test)]
+mod tests {
+    use bytes::Bytes;
+    use dlog_storage::segment_file::{self, FileInfo, SegmentFile};
+    use dlog_wire::codec::{Entry, EntryHeader, EntryRecord};
+    use dlog_wire::names::LogName;
+    use dlog_wire::record::Record;
+    use parquet::arrow::ArrowWriter;
+    use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+
+    use super::adopt_equal_object;
+    use crate::error::Error;
+
+    fn file(payloads: &[&str]) -> SegmentFile {
+        let log: LogName = "ns/a".parse().unwrap();
+        let entry = Entry {
+            header: EntryHeader {
+                log_id: 1,
+                segment_id: 1,
+                entry_id: 0,
+                epoch: 1,
+                first_offset: 0,
+                lac: None,
+                record_count: payloads.len() as u32,
+            },
+            records: (payloads.iter())
+                .map(|p| EntryRecord {
+                    timestamp_ms: 1_000,
+                    record: Record::new(Bytes::from(p.to_string())),
+                })
+                .collect(),
+        };
+        let info = FileInfo {
+            log: &log,
+            segment_id: 1,
+            start_offset: 0,
+            end_offset: payloads.len() as u64,
+        };
+        segment_file::encode_segment(&[entry], &info).unwrap()
+    }
+
+    /// The same rows written by another writer (default properties, no
+    /// dlog metadata): other bytes, same records.
+    fn rewritten(bytes: &Bytes) -> Bytes {
+        let reader = ParquetRecordBatchReaderBuilder::try_new(bytes.clone()).unwrap();
+        let schema = reader.schema().clone();
+        let mut out = Vec::new();
+        let mut writer = ArrowWriter::try_new(&mut out, schema, None).unwrap();
+        for batch in reader.build().unwrap() {
+            writer.write(&batch.unwrap()).unwrap();
+        }
+        writer.close().unwrap();
+        Bytes::from(out)
+    }
+
+    #[tokio::test]
+    async fn an_object_with_the_same_records_in_another_layout_is_kept() {
+        let key = object_store::path::Path::from("ns=ns/log=a/id=1/x.parquet");
+        let ours = file(&["a", "b", "c"]);
+        let existing = rewritten(&ours.bytes);
+        assert_ne!(existing, ours.bytes);
+        let kept = adopt_equal_object(existing.clone(), ours.clone(), &key, true)
+            .await
+            .unwrap();
+        assert_eq!(kept.bytes, existing);
+        assert_eq!(kept.crc32c, crc32c::crc32c(&existing));
+        assert_eq!(segment_file::format_version(&kept.bytes), None);
+
+        // Other records stay a conflict.
+        let other = rewritten(&file(&["a", "b", "X"]).bytes);
+        let err = adopt_equal_object(other, ours, &key, true)
+            .await
+            .unwrap_err();
+        assert!(matches!(err, Error::ObjectConflict { .. }), "{err}");
+    }
 }

@@ -22,14 +22,18 @@ use std::collections::{HashMap, HashSet};
 use std::str::FromStr;
 
 use iceberg::spec::{
-    DataFile, FormatVersion, MAIN_BRANCH, ManifestFile, ManifestListWriter, ManifestWriterBuilder,
-    Operation, Snapshot, SnapshotReference, SnapshotRetention, Summary,
+    DataFile, FormatVersion, MAIN_BRANCH, ManifestFile, ManifestListWriter, ManifestWriter,
+    ManifestWriterBuilder, Operation, Snapshot, SnapshotReference, SnapshotRetention, Summary,
 };
 use iceberg::table::Table;
 use iceberg::{Error, ErrorKind, MetadataLocation, Result, TableIdent, TableUpdate};
 use iceberg_catalog_sql::SqlBindStyle;
 use sqlx::AnyPool;
 use sqlx::any::AnyPoolOptions;
+
+/// Manifests a table may have before a commit merges their live entries
+/// into one.
+pub(super) const MERGE_AT: usize = 16;
 
 /// One snapshot's change to a table.
 #[derive(Debug, Default)]
@@ -71,13 +75,64 @@ impl CatalogRows {
         })
     }
 
+    /// The bind markers of `n` parameters in this database's style.
+    fn marks(&self, n: usize) -> Vec<String> {
+        match self.bind {
+            SqlBindStyle::QMark => vec!["?".to_owned(); n],
+            SqlBindStyle::DollarNumeric => (1..=n).map(|i| format!("${i}")).collect(),
+        }
+    }
+
+    /// Deletes the table's row if it still names metadata `at` (the
+    /// table the caller loaded and decided about); false when it names
+    /// other metadata now, or is gone. The catalog's own drop deletes by
+    /// name, which would also take a table created since.
+    pub async fn drop_if(&self, table: &TableIdent, at: &str) -> Result<bool> {
+        let marks = self.marks(4);
+        let sql = format!(
+            "DELETE FROM iceberg_tables WHERE catalog_name = {} AND table_namespace = {} \
+             AND table_name = {} AND metadata_location = {}",
+            marks[0], marks[1], marks[2], marks[3]
+        );
+        let namespace = table.namespace().clone().inner().join(".");
+        let done = sqlx::query(&sql)
+            .bind(&self.catalog)
+            .bind(namespace)
+            .bind(table.name())
+            .bind(at)
+            .execute(&self.pool)
+            .await
+            .map_err(|err| {
+                Error::new(ErrorKind::Unexpected, "delete the catalog row").with_source(err)
+            })?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    /// The metadata location the table's row names, if there is a row.
+    pub async fn location(&self, table: &TableIdent) -> Result<Option<String>> {
+        let marks = self.marks(3);
+        let sql = format!(
+            "SELECT metadata_location FROM iceberg_tables WHERE catalog_name = {} \
+             AND table_namespace = {} AND table_name = {}",
+            marks[0], marks[1], marks[2]
+        );
+        let namespace = table.namespace().clone().inner().join(".");
+        let row = sqlx::query_scalar::<_, Option<String>>(&sql)
+            .bind(&self.catalog)
+            .bind(namespace)
+            .bind(table.name())
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(|err| {
+                Error::new(ErrorKind::Unexpected, "read the catalog row").with_source(err)
+            })?;
+        Ok(row.flatten())
+    }
+
     /// Moves the table's row from metadata `from` to `to`; false when the
     /// row names other metadata now (another commit won).
     pub async fn swap(&self, table: &TableIdent, from: &str, to: &str) -> Result<bool> {
-        let marks: Vec<String> = match self.bind {
-            SqlBindStyle::QMark => vec!["?".to_owned(); 6],
-            SqlBindStyle::DollarNumeric => (1..=6).map(|i| format!("${i}")).collect(),
-        };
+        let marks = self.marks(6);
         let sql = format!(
             "UPDATE iceberg_tables SET metadata_location = {}, previous_metadata_location = {} \
              WHERE catalog_name = {} AND table_namespace = {} AND table_name = {} \
@@ -129,53 +184,78 @@ pub async fn commit(table: &Table, change: Change, rows: &CatalogRows) -> Result
     let sequence = metadata.next_sequence_number();
     let parent = metadata.current_snapshot_id();
     let folder = format!("{}/metadata", metadata.location());
-    let schema = metadata.current_schema().clone();
-    let spec = metadata.default_partition_spec().as_ref().clone();
     let file_io = table.file_io();
 
     let mut totals = Totals::default();
     let mut manifests: Vec<ManifestFile> = Vec::new();
     if !change.add.is_empty() {
-        let output = file_io.new_output(format!("{folder}/dlog-{snapshot_id}-added.avro"))?;
-        let mut writer =
-            ManifestWriterBuilder::new(output, Some(snapshot_id), schema.clone(), spec.clone())
-                .build_v2_data();
+        let path = format!("{folder}/dlog-{snapshot_id}-added.avro");
+        let mut writer = manifest_writer(table, &path, snapshot_id)?;
         for file in &change.add {
             totals.added(file.record_count(), file.file_size_in_bytes());
             writer.add_file(file.clone(), sequence)?;
         }
         manifests.push(writer.write_manifest_file().await?);
     }
+    let mut carried = Vec::new();
     if let Some(snapshot) = metadata.current_snapshot() {
         let list = table.manifest_list_reader(snapshot).load().await?;
-        for (n, manifest_file) in list.entries().iter().enumerate() {
-            let manifest = manifest_file.load_manifest(file_io).await?;
-            let live: Vec<_> = manifest.entries().iter().filter(|e| e.is_alive()).collect();
-            for entry in &live {
-                totals.existing(entry.record_count(), entry.file_size_in_bytes());
-            }
-            if !live.iter().any(|e| change.remove.contains(e.file_path())) {
-                manifests.push(manifest_file.clone());
+        for manifest_file in list.entries() {
+            // A manifest of removed entries only was the last snapshot's
+            // news; it has nothing for later ones.
+            if manifest_file.added_files_count == Some(0)
+                && manifest_file.existing_files_count == Some(0)
+            {
                 continue;
             }
-            // Rewritten: the kept files as existing, the removed as deleted.
-            let output = file_io.new_output(format!("{folder}/dlog-{snapshot_id}-m{n}.avro"))?;
-            let mut writer =
-                ManifestWriterBuilder::new(output, Some(snapshot_id), schema.clone(), spec.clone())
-                    .build_v2_data();
-            for entry in live {
-                let data_sequence = entry.sequence_number().unwrap_or(0);
-                let file = entry.data_file().clone();
-                if change.remove.contains(entry.file_path()) {
-                    totals.removed(entry.record_count(), entry.file_size_in_bytes());
-                    writer.add_delete_file(file, data_sequence, Some(data_sequence))?;
-                } else {
-                    let added_by = entry.snapshot_id().unwrap_or(snapshot_id);
-                    writer.add_existing_file(file, added_by, data_sequence, Some(data_sequence))?;
-                }
-            }
-            manifests.push(writer.write_manifest_file().await?);
+            let manifest = manifest_file.load_manifest(file_io).await?;
+            carried.push((manifest_file.clone(), manifest));
         }
+    }
+    // Past MERGE_AT manifests, the live entries are rewritten into one, so
+    // that an append reads a bounded number of files however many segments
+    // the log has offloaded (Iceberg's merge append).
+    let merge = carried.len() >= MERGE_AT;
+    let mut rewrite: Option<ManifestWriter> = None;
+    for (n, (manifest_file, manifest)) in carried.iter().enumerate() {
+        let live: Vec<_> = manifest.entries().iter().filter(|e| e.is_alive()).collect();
+        for entry in &live {
+            totals.existing(entry.record_count(), entry.file_size_in_bytes());
+        }
+        if !merge && !live.iter().any(|e| change.remove.contains(e.file_path())) {
+            manifests.push(manifest_file.clone());
+            continue;
+        }
+        // Rewritten: the kept files as existing, the removed as deleted.
+        if rewrite.is_none() {
+            let path = format!("{folder}/dlog-{snapshot_id}-m{n}.avro");
+            rewrite = Some(manifest_writer(table, &path, snapshot_id)?);
+        }
+        let writer = rewrite.as_mut().expect("just made");
+        for entry in live {
+            let data_sequence = entry.sequence_number().unwrap_or(0);
+            let file = entry.data_file().clone();
+            if change.remove.contains(entry.file_path()) {
+                totals.removed(entry.record_count(), entry.file_size_in_bytes());
+                writer.add_delete_file(file, data_sequence, Some(data_sequence))?;
+            } else {
+                let added_by = entry.snapshot_id().unwrap_or(snapshot_id);
+                writer.add_existing_file(file, added_by, data_sequence, Some(data_sequence))?;
+            }
+        }
+        if !merge {
+            // One rewritten manifest per touched manifest.
+            manifests.push(
+                rewrite
+                    .take()
+                    .expect("just used")
+                    .write_manifest_file()
+                    .await?,
+            );
+        }
+    }
+    if let Some(writer) = rewrite {
+        manifests.push(writer.write_manifest_file().await?);
     }
 
     let list_location = format!("{folder}/snap-{snapshot_id}-dlog.avro");
@@ -264,6 +344,16 @@ async fn apply(
     } else {
         Outcome::Conflict
     })
+}
+
+/// A writer of a new data manifest of `snapshot_id` at `path`, in the
+/// table's current schema and partition spec.
+fn manifest_writer(table: &Table, path: &str, snapshot_id: i64) -> Result<ManifestWriter> {
+    let metadata = table.metadata();
+    let output = table.file_io().new_output(path)?;
+    let schema = metadata.current_schema().clone();
+    let spec = metadata.default_partition_spec().as_ref().clone();
+    Ok(ManifestWriterBuilder::new(output, Some(snapshot_id), schema, spec).build_v2_data())
 }
 
 /// The record and file counts of a snapshot's summary.

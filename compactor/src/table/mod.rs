@@ -13,9 +13,9 @@
 //! loaded and swapped in only if the table is still that one
 //! ([`commit`]), so two compactors racing on one file leave it there once.
 //!
-//! Retention removes files from the table before their objects go, and
-//! records the log's trim point in the table (`dlog.trim-offset`) in the
-//! same commit; an append of a file wholly below it is refused, so a
+//! Retention removes the files wholly below the log's trim point from the
+//! table before their objects go, and records the trim point in the table
+//! (`dlog.trim-offset`) in the same commit; an append of a file wholly below it is refused, so a
 //! compactor that was paused past its lease never brings a removed file
 //! back.
 //!
@@ -34,7 +34,9 @@ use std::sync::Arc;
 use dlog_storage::objstore::ObjectStoreHandle;
 use dlog_storage::segment_file::{self, SegmentFile};
 use dlog_wire::names::LogName;
-use iceberg::spec::{DataContentType, DataFileBuilder, DataFileFormat, Datum, Operation};
+use iceberg::spec::{
+    DataContentType, DataFileBuilder, DataFileFormat, Datum, Operation, PrimitiveLiteral,
+};
 use iceberg::table::Table;
 use iceberg::transaction::{ApplyTransactionAction, Transaction};
 use iceberg::{Catalog, CatalogBuilder, ErrorKind, NamespaceIdent, TableCreation, TableIdent};
@@ -73,6 +75,16 @@ impl Error {
             table: table.to_owned(),
             what: what.into(),
             source,
+        }
+    }
+
+    /// For `map_err`: Iceberg failed at `what` on `table`.
+    fn wrap(table: &str, what: &str) -> impl FnOnce(iceberg::Error) -> Error + use<> {
+        let (table, what) = (table.to_owned(), what.to_owned());
+        move |err| Error {
+            table,
+            what,
+            source: Some(err),
         }
     }
 }
@@ -130,14 +142,28 @@ impl LogTables {
                 SqlBindStyle::QMark
             }
         };
-        let catalog = SqlCatalogBuilder::default()
-            .uri(uri)
-            .warehouse_location(objects.url_of(&objects.prefix))
-            .sql_bind_style(bind())
-            .with_storage_factory(Arc::new(ObjectStorageFactory::new(objects.clone())))
-            .load(CATALOG_NAME, HashMap::new())
-            .await
-            .map_err(|err| Error::new("catalog", format!("open {uri}"), Some(err)))?;
+        // The catalog creates its tables if missing; two compactors
+        // starting at once race on that in Postgres (the loser's `CREATE
+        // TABLE IF NOT EXISTS` fails): the next attempt finds them.
+        let mut attempt = 0;
+        let catalog = loop {
+            attempt += 1;
+            let opened = SqlCatalogBuilder::default()
+                .uri(uri)
+                .warehouse_location(objects.url_of(&objects.prefix))
+                .sql_bind_style(bind())
+                .with_storage_factory(Arc::new(ObjectStorageFactory::new(objects.clone())))
+                .load(CATALOG_NAME, HashMap::new())
+                .await;
+            match opened {
+                Ok(catalog) => break catalog,
+                Err(err) if attempt < 5 => {
+                    tracing::info!(attempt, "opening the Iceberg catalog {uri}: {err}");
+                    tokio::time::sleep(std::time::Duration::from_millis(100 * attempt)).await;
+                }
+                Err(err) => return Err(Error::new("catalog", format!("open {uri}"), Some(err))),
+            }
+        };
         let rows = CatalogRows::connect(uri, bind(), CATALOG_NAME)
             .await
             .map_err(|err| Error::new("catalog", format!("open {uri}"), Some(err)))?;
@@ -157,78 +183,90 @@ impl LogTables {
 
     /// The table of `log_id`, created if missing. A table of an earlier
     /// log id under the name is dropped first (its files went, or go, with
-    /// that log's purge).
+    /// that log's purge), and so is a row whose metadata cannot be read
+    /// and lies outside this log id's folder (a purged log's table).
     pub async fn table(&self, log: &LogName, log_id: u64) -> Result<Table> {
         let ident = Self::ident(log);
         let name = log.to_string();
-        let fail = |what: &str| {
-            let name = name.clone();
-            let what = what.to_owned();
-            move |err| Error::new(&name, what, Some(err))
-        };
-        match self.catalog.load_table(&ident).await {
-            Ok(table) => match table_log_id(&table) {
-                Some(id) if id == log_id => return Ok(table),
-                Some(id) if id > log_id => {
-                    return Err(Error::new(
-                        &name,
-                        format!("holds log id {id}, newer than {log_id}: the log was re-created"),
-                        None,
-                    ));
-                }
-                _ => {
-                    tracing::info!(%log, log_id, "dropping the table of an earlier log of this name");
-                    self.catalog
-                        .drop_table(&ident)
-                        .await
-                        .map_err(fail("drop the earlier log's table"))?;
-                }
-            },
-            Err(err) if err.kind() == ErrorKind::TableNotFound => {}
-            Err(err) => return Err(fail("load")(err)),
-        }
-        let namespace = ident.namespace().clone();
-        match self
-            .catalog
-            .create_namespace(&namespace, HashMap::new())
-            .await
-        {
-            Ok(_) => {}
-            Err(err) if err.kind() == ErrorKind::NamespaceAlreadyExists => {}
-            Err(err) => return Err(fail("create namespace")(err)),
-        }
-        let schema = iceberg::arrow::arrow_schema_to_schema(&segment_file::schema())
-            .map_err(fail("schema"))?;
-        let folder = segment_file::log_folder(&self.objects.prefix, log, log_id);
-        let creation = TableCreation::builder()
-            .name(log.log().to_owned())
-            .location(self.objects.url_of(&folder))
-            .schema(schema)
-            .properties([
-                (LOG_ID_PROPERTY.to_owned(), log_id.to_string()),
-                ("write.format.default".to_owned(), "parquet".to_owned()),
-            ])
-            .build();
-        match self.catalog.create_table(&namespace, creation).await {
-            Ok(table) => Ok(table),
-            // Another compactor created it meanwhile.
-            Err(err) if err.kind() == ErrorKind::TableAlreadyExists => {
-                let table = self
-                    .catalog
-                    .load_table(&ident)
-                    .await
-                    .map_err(fail("load"))?;
-                match table_log_id(&table) {
-                    Some(id) if id == log_id => Ok(table),
-                    other => Err(Error::new(
-                        &name,
-                        format!("created concurrently for log id {other:?}, not {log_id}"),
-                        None,
-                    )),
+        let fail = |what: &str| Error::wrap(&name, what);
+        let folder = self.folder(log, log_id);
+        for _ in 0..ATTEMPTS {
+            match self.catalog.load_table(&ident).await {
+                Ok(table) => match table_log_id(&table) {
+                    Some(id) if id == log_id => return Ok(table),
+                    Some(id) if id > log_id => {
+                        return Err(Error::new(
+                            &name,
+                            format!(
+                                "holds log id {id}, newer than {log_id}: the log was re-created"
+                            ),
+                            None,
+                        ));
+                    }
+                    _ => {
+                        let at = table.metadata_location().unwrap_or_default().to_owned();
+                        tracing::info!(%log, log_id, "dropping the table of an earlier log of this name");
+                        // Only the table as loaded: not one created since.
+                        (self.rows.drop_if(&ident, &at).await)
+                            .map_err(fail("drop the earlier log's table"))?;
+                        continue;
+                    }
+                },
+                Err(err) if err.kind() == ErrorKind::TableNotFound => {}
+                Err(err) => {
+                    let at =
+                        (self.rows.location(&ident).await).map_err(fail("read the catalog row"))?;
+                    match at {
+                        Some(at) if !at.starts_with(&format!("{folder}/")) => {
+                            tracing::warn!(%log, log_id, metadata = %at,
+                                "dropping an unreadable table of another log id: {err}");
+                            (self.rows.drop_if(&ident, &at).await)
+                                .map_err(fail("drop an unreadable table"))?;
+                            continue;
+                        }
+                        _ => return Err(fail("load")(err)),
+                    }
                 }
             }
-            Err(err) => Err(fail("create")(err)),
+            let namespace = ident.namespace().clone();
+            match self
+                .catalog
+                .create_namespace(&namespace, HashMap::new())
+                .await
+            {
+                Ok(_) => {}
+                Err(err) if err.kind() == ErrorKind::NamespaceAlreadyExists => {}
+                Err(err) => return Err(fail("create namespace")(err)),
+            }
+            let schema = iceberg::arrow::arrow_schema_to_schema(&segment_file::schema())
+                .map_err(fail("schema"))?;
+            let creation = TableCreation::builder()
+                .name(log.log().to_owned())
+                .location(folder.clone())
+                .schema(schema)
+                .properties([
+                    (LOG_ID_PROPERTY.to_owned(), log_id.to_string()),
+                    ("write.format.default".to_owned(), "parquet".to_owned()),
+                ])
+                .build();
+            match self.catalog.create_table(&namespace, creation).await {
+                Ok(table) => return Ok(table),
+                // Another compactor created it meanwhile: look again.
+                Err(err) if err.kind() == ErrorKind::TableAlreadyExists => continue,
+                Err(err) => return Err(fail("create")(err)),
+            }
         }
+        Err(Error::new(
+            &name,
+            format!("no stable table after {ATTEMPTS} attempts"),
+            None,
+        ))
+    }
+
+    /// The URL of the log id's folder: its table's location.
+    fn folder(&self, log: &LogName, log_id: u64) -> String {
+        let folder = segment_file::log_folder(&self.objects.prefix, log, log_id);
+        self.objects.url_of(&folder)
     }
 
     /// Appends one offloaded file to its log's table, unless it is there
@@ -241,10 +279,7 @@ impl LogTables {
     ) -> Result<Appended> {
         let name = log.to_string();
         let location = self.objects.url_of(file.key);
-        let failed = |what: &str| {
-            let (name, what) = (name.clone(), what.to_owned());
-            move |err| Error::new(&name, what, Some(err))
-        };
+        let failed = |what: &str| Error::wrap(&name, what);
         for _ in 0..ATTEMPTS {
             let table = self.table(log, log_id).await?;
             let live = live_files(&table).await.map_err(failed("list files"))?;
@@ -280,30 +315,30 @@ impl LogTables {
         ))
     }
 
-    /// Removes the files at `keys` from the log's table (those still in
-    /// it) and records `trim_offset` as the table's trim point, in one
-    /// commit; returns how many files it removed. Nothing is committed
-    /// when there is nothing to change.
-    pub async fn remove(
+    /// Removes from the log's table every file wholly below `trim_offset`
+    /// (by its `log_offset` upper bound), and records `trim_offset` as the
+    /// table's trim point, in one commit; returns how many files it
+    /// removed. Nothing is committed when there is nothing to change.
+    /// Removing by bound rather than by a list of segments also takes out a
+    /// file that a compactor paused past its lease appended after the
+    /// manifest forgot its segment.
+    pub async fn remove_below(
         &self,
         log: &LogName,
         log_id: u64,
-        keys: &[Path],
         trim_offset: u64,
     ) -> Result<usize> {
         let name = log.to_string();
-        let wanted: Vec<String> = keys.iter().map(|key| self.objects.url_of(key)).collect();
-        let failed = |what: &str| {
-            let (name, what) = (name.clone(), what.to_owned());
-            move |err| Error::new(&name, what, Some(err))
-        };
+        let failed = |what: &str| Error::wrap(&name, what);
         for _ in 0..ATTEMPTS {
             let table = self.table(log, log_id).await?;
-            let live = live_files(&table).await.map_err(failed("list files"))?;
-            let remove: std::collections::HashSet<String> = wanted
-                .iter()
-                .filter(|w| live.contains(w))
-                .cloned()
+            let live = live_entries(&table).await.map_err(failed("list files"))?;
+            let remove: std::collections::HashSet<String> = (live.into_iter())
+                .filter(|file| {
+                    file.last_offset
+                        .is_some_and(|last| last < trim_offset as i64)
+                })
+                .map(|file| file.location)
                 .collect();
             let recorded = trim_offset_of(&table);
             if remove.is_empty() && recorded >= trim_offset {
@@ -344,7 +379,13 @@ impl LogTables {
         older_than_ms: i64,
     ) -> Result<()> {
         let name = log.to_string();
-        let table = self.table(log, log_id).await?;
+        let table = match self.catalog.load_table(&Self::ident(log)).await {
+            Ok(table) if table_log_id(&table) == Some(log_id) => table,
+            // No table of this log id: nothing to expire.
+            Ok(_) => return Ok(()),
+            Err(err) if err.kind() == ErrorKind::TableNotFound => return Ok(()),
+            Err(err) => return Err(Error::new(&name, "load", Some(err))),
+        };
         let current = table.metadata().current_snapshot_id();
         let expirable = (table.metadata().snapshots())
             .any(|s| Some(s.snapshot_id()) != current && s.timestamp_ms() < older_than_ms);
@@ -363,21 +404,43 @@ impl LogTables {
         result.map_err(|err| Error::new(&name, "expire snapshots", Some(err)))
     }
 
-    /// Drops the table of `log_id` (a deleted log's purge), if it is that
-    /// log id's. Its files are the log folder's, which the purge deletes.
+    /// Drops the table of `log_id` (a deleted log's purge, or the sweep of
+    /// a purged log id), if it is that log id's: the row is deleted only
+    /// if it still names the metadata this call looked at, never a table
+    /// created since. Its files are the log folder's, which the purge
+    /// deletes.
     pub async fn drop_log(&self, log: &LogName, log_id: u64) -> Result<()> {
         let ident = Self::ident(log);
         let name = log.to_string();
-        match self.catalog.load_table(&ident).await {
-            Ok(table) if table_log_id(&table) == Some(log_id) => self
-                .catalog
-                .drop_table(&ident)
-                .await
-                .map_err(|err| Error::new(&name, "drop", Some(err))),
-            Ok(_) => Ok(()),
-            Err(err) if err.kind() == ErrorKind::TableNotFound => Ok(()),
-            Err(err) => Err(Error::new(&name, "load", Some(err))),
+        for _ in 0..ATTEMPTS {
+            let at = match self.catalog.load_table(&ident).await {
+                Ok(table) if table_log_id(&table) == Some(log_id) => {
+                    table.metadata_location().unwrap_or_default().to_owned()
+                }
+                Ok(_) => return Ok(()),
+                Err(err) if err.kind() == ErrorKind::TableNotFound => return Ok(()),
+                Err(err) => {
+                    // Unreadable (its metadata deleted by a purge): drop it
+                    // if it lies in this log id's folder.
+                    let folder = self.folder(log, log_id);
+                    match self.rows.location(&ident).await {
+                        Ok(Some(at)) if at.starts_with(&format!("{folder}/")) => at,
+                        Ok(_) => return Ok(()),
+                        Err(_) => return Err(Error::new(&name, "load", Some(err))),
+                    }
+                }
+            };
+            if (self.rows.drop_if(&ident, &at).await)
+                .map_err(|err| Error::new(&name, "drop", Some(err)))?
+            {
+                return Ok(());
+            }
         }
+        Err(Error::new(
+            &name,
+            format!("drop: {ATTEMPTS} tries lost to other commits"),
+            None,
+        ))
     }
 
     /// The locations of the table's live data files (its current snapshot).
@@ -399,11 +462,19 @@ fn table_log_id(table: &Table) -> Option<u64> {
         .and_then(|id| id.parse().ok())
 }
 
-/// The locations of the live data files of the table's current snapshot.
-async fn live_files(table: &Table) -> iceberg::Result<Vec<String>> {
+/// A live data file of a table.
+struct LiveFile {
+    location: String,
+    /// Its largest `log_offset` (the file's upper bound).
+    last_offset: Option<i64>,
+}
+
+/// The live data files of the table's current snapshot.
+async fn live_entries(table: &Table) -> iceberg::Result<Vec<LiveFile>> {
     let Some(snapshot) = table.metadata().current_snapshot() else {
         return Ok(Vec::new());
     };
+    let offset_id = segment_file::FIELD_IDS[0].1;
     let list = table.manifest_list_reader(snapshot).load().await?;
     let mut files = Vec::new();
     for manifest in list.entries() {
@@ -411,10 +482,28 @@ async fn live_files(table: &Table) -> iceberg::Result<Vec<String>> {
         files.extend(
             (manifest.entries().iter())
                 .filter(|entry| entry.is_alive())
-                .map(|entry| entry.file_path().to_owned()),
+                .map(|entry| LiveFile {
+                    location: entry.file_path().to_owned(),
+                    last_offset: match entry.data_file().upper_bounds().get(&offset_id) {
+                        Some(bound) => match bound.literal() {
+                            PrimitiveLiteral::Long(last) => Some(*last),
+                            _ => None,
+                        },
+                        None => None,
+                    },
+                }),
         );
     }
     Ok(files)
+}
+
+/// The locations of the live data files of the table's current snapshot.
+async fn live_files(table: &Table) -> iceberg::Result<Vec<String>> {
+    Ok(live_entries(table)
+        .await?
+        .into_iter()
+        .map(|f| f.location)
+        .collect())
 }
 
 /// The trim point the table records (0 when none).
@@ -440,6 +529,7 @@ fn data_file(location: &str, file: &TableFile<'_>) -> iceberg::Result<iceberg::s
     let mut lower = HashMap::new();
     let mut upper = HashMap::new();
     if file.end_offset > file.start_offset {
+        // The removal by trim point reads this bound (`remove_below`).
         lower.insert(id("log_offset"), Datum::long(file.start_offset as i64));
         upper.insert(id("log_offset"), Datum::long(file.end_offset as i64 - 1));
     }

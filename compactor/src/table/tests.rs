@@ -16,13 +16,38 @@ struct Setup {
     objects: ObjectStoreHandle,
 }
 
+/// A fresh SQLite catalog file, or the catalog database that
+/// `DLOG_TEST_ICEBERG_CATALOG` names (`postgres://...`, an empty database:
+/// how the Postgres catalog was checked by hand).
 fn setup() -> Setup {
     let dir = tempfile::tempdir().unwrap();
-    let uri = format!("sqlite://{}/catalog.db?mode=rwc", dir.path().display());
+    let uri = std::env::var("DLOG_TEST_ICEBERG_CATALOG")
+        .unwrap_or_else(|_| format!("sqlite://{}/catalog.db?mode=rwc", dir.path().display()));
     Setup {
         _dir: dir,
         uri,
         objects: objstore::open("memory://").unwrap(),
+    }
+}
+
+async fn open(setup: &Setup) -> LogTables {
+    LogTables::open(&setup.uri, setup.objects.clone())
+        .await
+        .unwrap()
+}
+
+/// Deletes every object under `folder` (a purge).
+async fn wipe(objects: &ObjectStoreHandle, folder: &Path) {
+    let listed: Vec<_> = futures::TryStreamExt::try_collect(object_store::ObjectStore::list(
+        &*objects.store,
+        Some(folder),
+    ))
+    .await
+    .unwrap();
+    for object in listed {
+        object_store::ObjectStoreExt::delete(&*objects.store, &object.location)
+            .await
+            .unwrap();
     }
 }
 
@@ -58,9 +83,7 @@ async fn append(tables: &LogTables, log: &LogName, id: u64, start: u64, end: u64
 #[tokio::test]
 async fn an_append_is_committed_once_and_the_table_has_the_layout_ids() {
     let setup = setup();
-    let tables = LogTables::open(&setup.uri, setup.objects.clone())
-        .await
-        .unwrap();
+    let tables = open(&setup).await;
     let log: LogName = "lake/events".parse().unwrap();
     assert_eq!(append(&tables, &log, 4, 0, 10).await, Appended::Committed);
     assert_eq!(
@@ -90,36 +113,57 @@ async fn an_append_is_committed_once_and_the_table_has_the_layout_ids() {
 #[tokio::test]
 async fn removed_files_leave_the_table_and_never_come_back() {
     let setup = setup();
-    let tables = LogTables::open(&setup.uri, setup.objects.clone())
-        .await
-        .unwrap();
-    let log: LogName = "lake/events".parse().unwrap();
+    let tables = open(&setup).await;
+    let log: LogName = "lake/trimmed".parse().unwrap();
     for start in [0, 10, 20] {
         append(&tables, &log, 1, start, start + 10).await;
     }
-    let old = [key(&setup.objects, &log, 1, 0, 10)];
-    assert_eq!(tables.remove(&log, 1, &old, 10).await.unwrap(), 1);
+    let old = key(&setup.objects, &log, 1, 0, 10);
+    // 15 is inside the second file: only the first is wholly below.
+    assert_eq!(tables.remove_below(&log, 1, 15).await.unwrap(), 1);
     assert_eq!(
-        tables.remove(&log, 1, &old, 10).await.unwrap(),
+        tables.remove_below(&log, 1, 15).await.unwrap(),
         0,
         "idempotent"
     );
     let files = tables.data_files(&log).await.unwrap();
     assert_eq!(files.len(), 2, "{files:?}");
-    assert!(!files.contains(&setup.objects.url_of(&old[0])), "{files:?}");
+    assert!(!files.contains(&setup.objects.url_of(&old)), "{files:?}");
 
     // A paused compactor's late append of the removed file is refused;
     // a file above the trim point still goes in.
     assert_eq!(append(&tables, &log, 1, 0, 10).await, Appended::BelowTrim);
     assert_eq!(append(&tables, &log, 1, 30, 40).await, Appended::Committed);
     assert_eq!(tables.data_files(&log).await.unwrap().len(), 3);
+    // Raising the trim point with nothing to remove records it alone, and
+    // a file appended wholly below it is refused.
+    let snapshots = tables
+        .table(&log, 1)
+        .await
+        .unwrap()
+        .metadata()
+        .snapshots()
+        .count();
+    assert_eq!(tables.remove_below(&log, 1, 20).await.unwrap(), 1, "10..20");
+    assert_eq!(tables.remove_below(&log, 1, 25).await.unwrap(), 0);
+    let table = tables.table(&log, 1).await.unwrap();
+    assert_eq!(
+        table.metadata().snapshots().count(),
+        snapshots + 1,
+        "a property commit adds no snapshot"
+    );
+    assert_eq!(
+        table.metadata().properties()[super::TRIM_OFFSET_PROPERTY],
+        "25"
+    );
+    assert_eq!(append(&tables, &log, 1, 15, 25).await, Appended::BelowTrim);
 
     // Expiring keeps the current snapshot only once all are older.
     let now = dlog_wire::now_ms();
     tables.expire_snapshots(&log, 1, now + 1).await.unwrap();
     let table = tables.table(&log, 1).await.unwrap();
     assert_eq!(table.metadata().snapshots().count(), 1);
-    assert_eq!(tables.data_files(&log).await.unwrap().len(), 3);
+    assert_eq!(tables.data_files(&log).await.unwrap().len(), 2);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -176,9 +220,7 @@ async fn racing_compactors_append_each_file_exactly_once() {
 #[tokio::test]
 async fn a_recreated_log_gets_a_new_table_and_a_stale_compactor_cannot_take_it_back() {
     let setup = setup();
-    let tables = LogTables::open(&setup.uri, setup.objects.clone())
-        .await
-        .unwrap();
+    let tables = open(&setup).await;
     let log: LogName = "lake/again".parse().unwrap();
     append(&tables, &log, 3, 0, 10).await;
     // Deleted and re-created: log id 5 under the same name.
@@ -207,4 +249,61 @@ async fn a_recreated_log_gets_a_new_table_and_a_stale_compactor_cannot_take_it_b
     );
     tables.drop_log(&log, 5).await.unwrap();
     assert!(tables.data_files(&log).await.is_err(), "dropped");
+}
+
+#[tokio::test]
+async fn many_appends_keep_a_bounded_number_of_manifests() {
+    let setup = setup();
+    let tables = open(&setup).await;
+    let log: LogName = "lake/many".parse().unwrap();
+    for n in 0..40 {
+        assert_eq!(
+            append(&tables, &log, 2, n * 10, n * 10 + 10).await,
+            Appended::Committed
+        );
+    }
+    let table = tables.table(&log, 2).await.unwrap();
+    let snapshot = table.metadata().current_snapshot().unwrap();
+    let list = table.manifest_list_reader(snapshot).load().await.unwrap();
+    assert!(
+        list.entries().len() <= super::commit::MERGE_AT,
+        "{} manifests after 40 appends",
+        list.entries().len()
+    );
+    assert_eq!(tables.data_files(&log).await.unwrap().len(), 40);
+    // Removal after merges: exactly the files below the trim point go.
+    assert_eq!(tables.remove_below(&log, 2, 205).await.unwrap(), 20);
+    let files = tables.data_files(&log).await.unwrap();
+    assert_eq!(files.len(), 20);
+    let summary = &tables.table(&log, 2).await.unwrap();
+    let summary = &summary
+        .metadata()
+        .current_snapshot()
+        .unwrap()
+        .summary()
+        .additional_properties;
+    assert_eq!(summary["total-data-files"], "20", "{summary:?}");
+    assert_eq!(summary["deleted-data-files"], "20", "{summary:?}");
+}
+
+#[tokio::test]
+async fn an_unreadable_table_of_a_purged_log_id_does_not_block_its_successor() {
+    let setup = setup();
+    let tables = open(&setup).await;
+    let log: LogName = "lake/zombie".parse().unwrap();
+    append(&tables, &log, 3, 0, 10).await;
+    // The purge deleted log id 3's folder, metadata included, but a late
+    // compactor had registered the table again.
+    let folder = segment_file::log_folder(&setup.objects.prefix, &log, 3);
+    wipe(&setup.objects, &folder).await;
+    assert!(tables.data_files(&log).await.is_err(), "unreadable");
+    // Log id 3's own drop takes it (it lies in its folder)...
+    tables.drop_log(&log, 3).await.unwrap();
+    append(&tables, &log, 3, 0, 10).await;
+    wipe(&setup.objects, &folder).await;
+    // ...and the re-created log id 7 replaces it.
+    assert_eq!(append(&tables, &log, 7, 0, 10).await, Appended::Committed);
+    let files = tables.data_files(&log).await.unwrap();
+    assert_eq!(files.len(), 1);
+    assert!(files[0].contains("/id=7/"), "{files:?}");
 }

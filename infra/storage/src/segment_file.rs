@@ -119,6 +119,17 @@ pub fn check_format_version(metadata: Option<&Vec<KeyValue>>) -> std::result::Re
     }
 }
 
+/// The `dlog.format_version` of a whole segment file in memory (None: not
+/// a readable Parquet file, or no version recorded).
+pub fn format_version(bytes: &Bytes) -> Option<String> {
+    let reader = ParquetRecordBatchReaderBuilder::try_new(bytes.clone()).ok()?;
+    let metadata = reader.metadata().file_metadata().key_value_metadata()?;
+    metadata
+        .iter()
+        .find(|kv| kv.key == "dlog.format_version")
+        .and_then(|kv| kv.value.clone())
+}
+
 /// Rows per row group.
 pub const ROW_GROUP_ROWS: usize = 64 * 1024;
 /// Columns with page statistics (the ones readers position by).
