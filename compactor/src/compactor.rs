@@ -225,8 +225,7 @@ impl Compactor {
         let Some(tables) = &self.tables else {
             return Ok(());
         };
-        let grace = i64::try_from(self.options.table_file_grace.as_millis()).unwrap_or(i64::MAX);
-        let older_than = dlog_wire::now_ms().saturating_sub(grace);
+        let older_than = dlog_wire::now_ms().saturating_sub(self.table_file_grace_ms());
         for (log, meta) in self.manifest.log_metas("").await? {
             if meta.state == LogState::Active
                 && let Err(err) = tables.expire_snapshots(&log, meta.log_id, older_than).await
@@ -396,11 +395,17 @@ impl Compactor {
                 // Read afresh: offloaded since the pass listed it (its file
                 // then in the table), it waits for the table's removal and
                 // grace like any other.
-                if self.tables.is_some()
+                if let Some(tables) = &self.tables
                     && segment.object.is_some()
-                    && !self.table_grace_over(&segment, now_ms)
                 {
-                    return Ok(false);
+                    if !self.table_grace_over(&segment, now_ms) {
+                        return Ok(false);
+                    }
+                    // The snapshots that listed the file go before it does.
+                    let grace = self.table_file_grace_ms();
+                    tables
+                        .expire_snapshots(log, log_id.0, now_ms.saturating_sub(grace))
+                        .await?;
                 }
                 self.delete_segment_data(log, log_id.0, &segment).await?;
                 self.manifest
@@ -412,13 +417,19 @@ impl Compactor {
         Ok(deleted == Some(true))
     }
 
-    /// Whether the segment's file left its log's table at least
-    /// `table_file_grace` before `now_ms`.
+    /// Whether the segment's file left its log's table more than
+    /// `table_file_grace` before `now_ms`: then every snapshot that listed
+    /// it is older than `now_ms - grace`, and expiring those (strictly
+    /// older) takes them all.
     fn table_grace_over(&self, segment: &SegmentMeta, now_ms: i64) -> bool {
-        let grace = i64::try_from(self.options.table_file_grace.as_millis()).unwrap_or(i64::MAX);
+        let grace = self.table_file_grace_ms();
         segment
             .table_removed_at_ms
-            .is_some_and(|at| now_ms >= at.saturating_add(grace))
+            .is_some_and(|at| now_ms > at.saturating_add(grace))
+    }
+
+    fn table_file_grace_ms(&self) -> i64 {
+        i64::try_from(self.options.table_file_grace.as_millis()).unwrap_or(i64::MAX)
     }
 
     /// Tells every registered node of the ensemble to drop the segment.
@@ -554,8 +565,8 @@ impl Compactor {
     /// Takes the files of segments below the trim point out of the log's
     /// table before their objects go, and returns the segments whose data
     /// may be deleted now: those never offloaded, and those out of the
-    /// table for `table_file_grace`, once the snapshots that still listed
-    /// them are expired.
+    /// table for `table_file_grace` ([`Compactor::delete_segment`] expires
+    /// the snapshots that still listed them, under the segment's claim).
     ///
     /// | crash after | state | the next pass |
     /// |---|---|---|
@@ -581,10 +592,10 @@ impl Compactor {
         if !in_table.is_empty() || unrecorded {
             let removed = tables.remove_below(log, meta.log_id, trim_point).await?;
             failpoint::hit("retention.after_table_remove");
-            if removed > 0 {
-                tracing::info!(%log, removed, trim_point, "removed files below the trim point from the log's table");
+            if removed.files > 0 {
+                tracing::info!(%log, removed = removed.files, trim_point, "removed files below the trim point from the log's table");
             }
-            let removed_at = dlog_wire::now_ms();
+            let removed_at = removed.at_ms;
             for segment in &in_table {
                 self.manifest
                     .mark_table_removed(
@@ -596,13 +607,7 @@ impl Compactor {
                     .await?;
             }
         }
-        let grace = i64::try_from(self.options.table_file_grace.as_millis()).unwrap_or(i64::MAX);
         let ripe = |s: &SegmentMeta| self.table_grace_over(s, now);
-        if below.iter().any(|s| ripe(s)) {
-            tables
-                .expire_snapshots(log, meta.log_id, now.saturating_sub(grace))
-                .await?;
-        }
         Ok(below
             .into_iter()
             .filter(|s| s.object.is_none() || ripe(s))

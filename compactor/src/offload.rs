@@ -238,6 +238,15 @@ async fn adopt_equal_object(
         size: existing.len() as u64,
         crc: crc32c::crc32c(&existing),
     };
+    // A layout this node cannot read (a later version, seen in a rollback)
+    // is not adopted, even if the columns it knows decode the same.
+    let version = segment_file::format_version(&existing);
+    if version
+        .as_deref()
+        .is_some_and(|v| !segment_file::readable_version(v))
+    {
+        return Err(conflict);
+    }
     let compare = {
         let (existing, ours) = (existing.clone(), ours.bytes.clone());
         move || match (

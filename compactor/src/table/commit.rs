@@ -22,8 +22,9 @@ use std::collections::{HashMap, HashSet};
 use std::str::FromStr;
 
 use iceberg::spec::{
-    DataFile, FormatVersion, MAIN_BRANCH, ManifestFile, ManifestListWriter, ManifestWriter,
-    ManifestWriterBuilder, Operation, Snapshot, SnapshotReference, SnapshotRetention, Summary,
+    DataFile, FormatVersion, MAIN_BRANCH, ManifestContentType, ManifestFile, ManifestListWriter,
+    ManifestWriter, ManifestWriterBuilder, Operation, Snapshot, SnapshotReference,
+    SnapshotRetention, Summary,
 };
 use iceberg::table::Table;
 use iceberg::{Error, ErrorKind, MetadataLocation, Result, TableIdent, TableUpdate};
@@ -201,6 +202,13 @@ pub async fn commit(table: &Table, change: Change, rows: &CatalogRows) -> Result
     if let Some(snapshot) = metadata.current_snapshot() {
         let list = table.manifest_list_reader(snapshot).load().await?;
         for manifest_file in list.entries() {
+            // Delete files another engine wrote (Spark's merge-on-read
+            // deletes) are carried as they are: dlog neither merges nor
+            // counts them.
+            if manifest_file.content != ManifestContentType::Data {
+                manifests.push(manifest_file.clone());
+                continue;
+            }
             // A manifest of removed entries only was the last snapshot's
             // news; it has nothing for later ones.
             if manifest_file.added_files_count == Some(0)
@@ -233,14 +241,26 @@ pub async fn commit(table: &Table, change: Change, rows: &CatalogRows) -> Result
         }
         let writer = rewrite.as_mut().expect("just made");
         for entry in live {
-            let data_sequence = entry.sequence_number().unwrap_or(0);
+            // Inherited from the manifest when it was read: a live entry
+            // without them is a broken table, not a 0.
+            let (Some(data_sequence), Some(added_by)) =
+                (entry.sequence_number(), entry.snapshot_id())
+            else {
+                return Err(Error::new(
+                    ErrorKind::DataInvalid,
+                    format!(
+                        "entry {} has no sequence number or snapshot id",
+                        entry.file_path()
+                    ),
+                ));
+            };
+            let file_sequence = entry.file_sequence_number.or(Some(data_sequence));
             let file = entry.data_file().clone();
             if change.remove.contains(entry.file_path()) {
                 totals.removed(entry.record_count(), entry.file_size_in_bytes());
-                writer.add_delete_file(file, data_sequence, Some(data_sequence))?;
+                writer.add_delete_file(file, data_sequence, file_sequence)?;
             } else {
-                let added_by = entry.snapshot_id().unwrap_or(snapshot_id);
-                writer.add_existing_file(file, added_by, data_sequence, Some(data_sequence))?;
+                writer.add_existing_file(file, added_by, data_sequence, file_sequence)?;
             }
         }
         if !merge {

@@ -103,6 +103,15 @@ pub struct TableFile<'a> {
     pub time_range_ms: Option<(i64, i64)>,
 }
 
+/// What a removal did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Removed {
+    /// Files taken out of the table.
+    pub files: usize,
+    /// A time no earlier than every snapshot that listed them, ms.
+    pub at_ms: i64,
+}
+
 /// What an append did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Appended {
@@ -217,9 +226,9 @@ impl LogTables {
                     let at =
                         (self.rows.location(&ident).await).map_err(fail("read the catalog row"))?;
                     match at {
-                        Some(at) if !at.starts_with(&format!("{folder}/")) => {
+                        Some(at) if self.purged_metadata(log, log_id, &at).await => {
                             tracing::warn!(%log, log_id, metadata = %at,
-                                "dropping an unreadable table of another log id: {err}");
+                                "dropping the table of an earlier log id whose metadata is gone: {err}");
                             (self.rows.drop_if(&ident, &at).await)
                                 .map_err(fail("drop an unreadable table"))?;
                             continue;
@@ -261,6 +270,28 @@ impl LogTables {
             format!("no stable table after {ATTEMPTS} attempts"),
             None,
         ))
+    }
+
+    /// Whether the metadata file `at` lies in the folder of a log id older
+    /// than `log_id` and is gone from the object store (that log was
+    /// purged). A load that failed for any other reason (the store did not
+    /// answer) or a newer log id's table is never taken for this.
+    async fn purged_metadata(&self, log: &LogName, log_id: u64, at: &str) -> bool {
+        let base = self.folder(log, 0);
+        let base = base.strip_suffix('0').unwrap_or(&base);
+        let older = (at.strip_prefix(base))
+            .and_then(|rest| rest.split('/').next())
+            .and_then(|id| id.parse::<u64>().ok())
+            .is_some_and(|id| id < log_id);
+        let Some(key) = at.strip_prefix(&format!("{}/", self.objects.root)) else {
+            return false;
+        };
+        let key = object_store::path::Path::from(key);
+        older
+            && matches!(
+                object_store::ObjectStoreExt::head(&*self.objects.store, &key).await,
+                Err(object_store::Error::NotFound { .. })
+            )
     }
 
     /// The URL of the log id's folder: its table's location.
@@ -327,7 +358,7 @@ impl LogTables {
         log: &LogName,
         log_id: u64,
         trim_offset: u64,
-    ) -> Result<usize> {
+    ) -> Result<Removed> {
         let name = log.to_string();
         let failed = |what: &str| Error::wrap(&name, what);
         for _ in 0..ATTEMPTS {
@@ -341,8 +372,12 @@ impl LogTables {
                 .map(|file| file.location)
                 .collect();
             let recorded = trim_offset_of(&table);
+            let latest = table.metadata().last_updated_ms();
             if remove.is_empty() && recorded >= trim_offset {
-                return Ok(0);
+                return Ok(Removed {
+                    files: 0,
+                    at_ms: latest,
+                });
             }
             let removed = remove.len();
             let change = Change {
@@ -356,7 +391,16 @@ impl LogTables {
                 ..Change::default()
             };
             match commit::commit(&table, change, &self.rows).await {
-                Ok(Outcome::Committed) => return Ok(removed),
+                Ok(Outcome::Committed) => {
+                    // No earlier than any snapshot of the table: the grace
+                    // of the removed files counts from here, whatever the
+                    // clocks of the compactors that wrote the table.
+                    let at_ms = dlog_wire::now_ms().max(latest);
+                    return Ok(Removed {
+                        files: removed,
+                        at_ms,
+                    });
+                }
                 Ok(Outcome::Conflict) => continue,
                 Err(err) => return Err(failed("remove files")(err)),
             }
@@ -478,6 +522,9 @@ async fn live_entries(table: &Table) -> iceberg::Result<Vec<LiveFile>> {
     let list = table.manifest_list_reader(snapshot).load().await?;
     let mut files = Vec::new();
     for manifest in list.entries() {
+        if manifest.content != iceberg::spec::ManifestContentType::Data {
+            continue;
+        }
         let manifest = manifest.load_manifest(table.file_io()).await?;
         files.extend(
             (manifest.entries().iter())

@@ -120,9 +120,9 @@ async fn removed_files_leave_the_table_and_never_come_back() {
     }
     let old = key(&setup.objects, &log, 1, 0, 10);
     // 15 is inside the second file: only the first is wholly below.
-    assert_eq!(tables.remove_below(&log, 1, 15).await.unwrap(), 1);
+    assert_eq!(tables.remove_below(&log, 1, 15).await.unwrap().files, 1);
     assert_eq!(
-        tables.remove_below(&log, 1, 15).await.unwrap(),
+        tables.remove_below(&log, 1, 15).await.unwrap().files,
         0,
         "idempotent"
     );
@@ -144,8 +144,12 @@ async fn removed_files_leave_the_table_and_never_come_back() {
         .metadata()
         .snapshots()
         .count();
-    assert_eq!(tables.remove_below(&log, 1, 20).await.unwrap(), 1, "10..20");
-    assert_eq!(tables.remove_below(&log, 1, 25).await.unwrap(), 0);
+    assert_eq!(
+        tables.remove_below(&log, 1, 20).await.unwrap().files,
+        1,
+        "10..20"
+    );
+    assert_eq!(tables.remove_below(&log, 1, 25).await.unwrap().files, 0);
     let table = tables.table(&log, 1).await.unwrap();
     assert_eq!(
         table.metadata().snapshots().count(),
@@ -272,7 +276,7 @@ async fn many_appends_keep_a_bounded_number_of_manifests() {
     );
     assert_eq!(tables.data_files(&log).await.unwrap().len(), 40);
     // Removal after merges: exactly the files below the trim point go.
-    assert_eq!(tables.remove_below(&log, 2, 205).await.unwrap(), 20);
+    assert_eq!(tables.remove_below(&log, 2, 205).await.unwrap().files, 20);
     let files = tables.data_files(&log).await.unwrap();
     assert_eq!(files.len(), 20);
     let summary = &tables.table(&log, 2).await.unwrap();
@@ -306,4 +310,28 @@ async fn an_unreadable_table_of_a_purged_log_id_does_not_block_its_successor() {
     let files = tables.data_files(&log).await.unwrap();
     assert_eq!(files.len(), 1);
     assert!(files[0].contains("/id=7/"), "{files:?}");
+
+    // A stale compactor of log id 3 that cannot read id 7's table (here:
+    // its metadata is gone) refuses, and never drops a newer log id's row.
+    wipe(
+        &setup.objects,
+        &segment_file::log_folder(&setup.objects.prefix, &log, 7),
+    )
+    .await;
+    let key = key(&setup.objects, &log, 3, 10, 20);
+    let stale = file(10);
+    let entry = TableFile {
+        key: &key,
+        file: &stale,
+        segment_id: 2,
+        start_offset: 10,
+        end_offset: 20,
+        time_range_ms: None,
+    };
+    assert!(tables.append(&log, 3, &entry).await.is_err());
+    let row = tables.rows.location(&LogTables::ident(&log)).await.unwrap();
+    assert!(
+        row.is_some_and(|at| at.contains("/id=7/")),
+        "id 7's row stays"
+    );
 }

@@ -100,6 +100,11 @@ pub const FORMAT_VERSION: &str = "3";
 /// The layout versions this code reads.
 const READABLE_VERSIONS: [&str; 3] = ["1", "2", "3"];
 
+/// Whether this code reads files of layout version `version`.
+pub fn readable_version(version: &str) -> bool {
+    READABLE_VERSIONS.contains(&version)
+}
+
 /// Refuses a file whose `dlog.format_version` (in its key-value metadata)
 /// this code does not know: a file of a later layout must not be read by
 /// column names that may have changed meaning. A file without the key is
