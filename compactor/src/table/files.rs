@@ -1,0 +1,120 @@
+//! What a log's table holds, as the compactor reads and writes it: its
+//! live data files (with their `log_offset` bounds), the data file entry
+//! of an offloaded file, and the dlog properties (log id, trim point).
+
+use std::collections::HashMap;
+
+use dlog_storage::segment_file;
+use iceberg::ErrorKind;
+use iceberg::spec::{DataContentType, DataFileBuilder, DataFileFormat, Datum, PrimitiveLiteral};
+use iceberg::table::Table;
+
+use super::{LOG_ID_PROPERTY, TRIM_OFFSET_PROPERTY, TableFile};
+
+pub(super) fn table_log_id(table: &Table) -> Option<u64> {
+    table
+        .metadata()
+        .properties()
+        .get(LOG_ID_PROPERTY)
+        .and_then(|id| id.parse().ok())
+}
+
+/// A live data file of a table.
+pub(super) struct LiveFile {
+    pub location: String,
+    /// Its largest `log_offset` (the file's upper bound).
+    pub last_offset: Option<i64>,
+}
+
+/// The live data files of the table's current snapshot.
+pub(super) async fn live_entries(table: &Table) -> iceberg::Result<Vec<LiveFile>> {
+    let Some(snapshot) = table.metadata().current_snapshot() else {
+        return Ok(Vec::new());
+    };
+    let offset_id = segment_file::FIELD_IDS[0].1;
+    let list = table.manifest_list_reader(snapshot).load().await?;
+    let mut files = Vec::new();
+    for manifest in list.entries() {
+        if manifest.content != iceberg::spec::ManifestContentType::Data {
+            continue;
+        }
+        let manifest = manifest.load_manifest(table.file_io()).await?;
+        files.extend(
+            (manifest.entries().iter())
+                .filter(|entry| entry.is_alive())
+                .map(|entry| LiveFile {
+                    location: entry.file_path().to_owned(),
+                    last_offset: match entry.data_file().upper_bounds().get(&offset_id) {
+                        Some(bound) => match bound.literal() {
+                            PrimitiveLiteral::Long(last) => Some(*last),
+                            _ => None,
+                        },
+                        None => None,
+                    },
+                }),
+        );
+    }
+    Ok(files)
+}
+
+/// The locations of the live data files of the table's current snapshot.
+pub(super) async fn live_files(table: &Table) -> iceberg::Result<Vec<String>> {
+    Ok(live_entries(table)
+        .await?
+        .into_iter()
+        .map(|f| f.location)
+        .collect())
+}
+
+/// The trim point the table records (0 when none).
+pub(super) fn trim_offset_of(table: &Table) -> u64 {
+    table
+        .metadata()
+        .properties()
+        .get(TRIM_OFFSET_PROPERTY)
+        .and_then(|offset| offset.parse().ok())
+        .unwrap_or(0)
+}
+
+/// The data file entry of an offloaded file, with the offset and time
+/// bounds engines prune by.
+pub(super) fn data_file(
+    location: &str,
+    file: &TableFile<'_>,
+) -> iceberg::Result<iceberg::spec::DataFile> {
+    let id = |name: &str| {
+        segment_file::FIELD_IDS
+            .iter()
+            .find(|(field, _)| *field == name)
+            .map(|(_, id)| *id)
+            .expect("a column of the layout")
+    };
+    let mut lower = HashMap::new();
+    let mut upper = HashMap::new();
+    if file.end_offset > file.start_offset {
+        // The removal by trim point reads this bound (`remove_below`).
+        lower.insert(id("log_offset"), Datum::long(file.start_offset as i64));
+        upper.insert(id("log_offset"), Datum::long(file.end_offset as i64 - 1));
+    }
+    if let Some((first, last)) = file.time_range_ms {
+        let micros = segment_file::MICROS;
+        lower.insert(
+            id("append_time"),
+            Datum::timestamptz_micros(first.saturating_mul(micros)),
+        );
+        upper.insert(
+            id("append_time"),
+            Datum::timestamptz_micros(last.saturating_mul(micros)),
+        );
+    }
+    DataFileBuilder::default()
+        .content(DataContentType::Data)
+        .file_path(location.to_owned())
+        .file_format(DataFileFormat::Parquet)
+        .record_count(file.file.rows)
+        .file_size_in_bytes(file.file.bytes.len() as u64)
+        .lower_bounds(lower)
+        .upper_bounds(upper)
+        .build()
+        .map_err(|err| iceberg::Error::new(ErrorKind::DataInvalid, err.to_string()))
+}
