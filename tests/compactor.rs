@@ -120,23 +120,8 @@ async fn wait_segments(
     what: &str,
     done: impl Fn(&SegmentMeta) -> bool,
 ) -> Vec<SegmentMeta> {
-    let name: LogName = log.parse().unwrap();
-    for _ in 0..300 {
-        let (segments, _) = cluster.manifest.segments(&name).await.unwrap();
-        let closed: Vec<SegmentMeta> = segments
-            .into_iter()
-            .filter(|s| s.state != SegmentState::Open)
-            .collect();
-        if !closed.is_empty() && closed.iter().all(&done) {
-            return closed;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    let (segments, _) = cluster.manifest.segments(&name).await.unwrap();
-    panic!(
-        "segments of {log} not {what} in 30 s: {segments:?}\ncompactor log:\n{}",
-        cluster.compactors[0].log_text()
-    );
+    let ready = |closed: &[SegmentMeta]| !closed.is_empty() && closed.iter().all(&done);
+    (cluster.wait_closed_segments(log, what, Duration::from_secs(30), ready)).await
 }
 
 /// Creates `log` with `segments` sealed segments of `batches` × 25

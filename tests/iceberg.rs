@@ -17,7 +17,7 @@ use bytes::Bytes;
 use common::{Cluster, Node};
 use distributedlog::Client;
 use dlog_meta::manifest::{SegmentMeta, SegmentState};
-use dlog_testkit::{S3Server, require_python_module};
+use dlog_testkit::{S3Server, require_python_module, stdout_of};
 use dlog_wire::names::LogName;
 use dlog_wire::record::Record;
 use object_store::ObjectStoreExt;
@@ -91,22 +91,8 @@ async fn wait_segments(
     what: &str,
     done: impl Fn(&SegmentMeta) -> bool,
 ) -> Vec<SegmentMeta> {
-    let name: LogName = log.parse().unwrap();
-    for _ in 0..400 {
-        let (segments, _) = cluster.manifest.segments(&name).await.unwrap();
-        let closed: Vec<SegmentMeta> = (segments.into_iter())
-            .filter(|s| s.state != SegmentState::Open)
-            .collect();
-        if closed.len() == count && closed.iter().all(&done) {
-            return closed;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    let (segments, _) = cluster.manifest.segments(&name).await.unwrap();
-    panic!(
-        "segments of {log} not {what} in 40 s: {segments:?}\ncompactor log:\n{}",
-        cluster.compactors[0].log_text()
-    );
+    let ready = |closed: &[SegmentMeta]| closed.len() == count && closed.iter().all(&done);
+    (cluster.wait_closed_segments(log, what, Duration::from_secs(40), ready)).await
 }
 
 fn offloaded(segment: &SegmentMeta) -> bool {
@@ -122,12 +108,7 @@ fn dlog_read(cluster: &Cluster, log: &str) -> String {
         .envs(cluster.cli_env())
         .output()
         .unwrap();
-    assert!(
-        output.status.success(),
-        "dlog read failed: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    String::from_utf8(output.stdout).unwrap()
+    stdout_of(output, "dlog read")
 }
 
 /// Runs tests/python/check_iceberg.py on the log's table against `dlog

@@ -11,7 +11,7 @@ use std::process::{Command, Output, Stdio};
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
-use dlog_testkit::{Process, free_port, require_binary, wait_for_port};
+use dlog_testkit::{Process, free_port, require_binary, stdout_of, wait_for_port};
 use futures::TryStreamExt;
 use kafka_protocol::messages::create_topics_request::CreatableTopic;
 use kafka_protocol::messages::metadata_request::MetadataRequestTopic;
@@ -305,12 +305,7 @@ async fn a_confluent_kafka_record_keeps_header_order_a_null_value_and_its_timest
         .env("DLOG_ENDPOINT", format!("http://127.0.0.1:{}", node.grpc))
         .output()
         .unwrap();
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    let lines: Vec<serde_json::Value> = String::from_utf8_lossy(&output.stdout)
+    let lines: Vec<serde_json::Value> = stdout_of(output, "dlog read")
         .lines()
         .map(|line| serde_json::from_str(line).unwrap())
         .collect();

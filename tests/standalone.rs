@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::Duration;
 
-use dlog_testkit::{Process, free_port, require_python_module, wait_for_port};
+use dlog_testkit::{Process, free_port, require_python_module, stdout_of, wait_for_port};
 
 struct Standalone {
     dir: tempfile::TempDir,
@@ -133,12 +133,7 @@ fn pyarrow_rows(file: &Path) -> Option<String> {
         .arg(file)
         .output()
         .unwrap();
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    Some(String::from_utf8(output.stdout).unwrap())
+    Some(stdout_of(output, "pyarrow"))
 }
 
 /// The README's Iceberg query (docs/examples/query_iceberg.py) on a
@@ -155,12 +150,7 @@ fn query_iceberg(data_dir: &Path, table: &str) -> Option<String> {
         .arg(table)
         .output()
         .unwrap();
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    Some(String::from_utf8(output.stdout).unwrap())
+    Some(stdout_of(output, "docs/examples/query_iceberg.py"))
 }
 
 #[test]

@@ -646,13 +646,13 @@ impl Compactor {
             Ok(_) | Err(manifest::Error::LogNotFound(_)) => return Ok(()),
             Err(err) => return Err(err.into()),
         }
-        // Open segments go too: nobody can seal them any more (the deletion
-        // removed the live log id that every owner write compares), and a
-        // cache node refuses entries for a segment once it dropped it.
         // The table first, so that no table reader meets deleted files.
         if let Some(tables) = &self.tables {
             tables.drop_log(log, meta.log_id).await?;
         }
+        // Open segments go too: nobody can seal them any more (the deletion
+        // removed the live log id that every owner write compares), and a
+        // cache node refuses entries for a segment once it dropped it.
         for segment in &segments {
             self.delete_segment_data(log, meta.log_id, segment).await?;
         }

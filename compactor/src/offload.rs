@@ -222,17 +222,32 @@ pub async fn upload(
     }
 }
 
+/// Runs CPU work (encoding, decoding) on tokio's blocking pool, off the
+/// async workers; on the calling task when `inline` (see
+/// [`crate::CompactorOptions::encode_inline`]).
+async fn cpu_work<T: Send + 'static>(
+    inline: bool,
+    work: impl FnOnce() -> T + Send + 'static,
+) -> Result<T, tokio::task::JoinError> {
+    if inline {
+        Ok(work())
+    } else {
+        tokio::task::spawn_blocking(work).await
+    }
+}
+
 /// The object an earlier attempt left at `key` with other bytes than
 /// `ours` is kept when it holds exactly the same records: written by code
 /// of another format version or library release (an upgrade with an
 /// offload in flight). Then it is the segment's file, described by its own
-/// size and checksum. Other content is a conflict.
+/// size and checksum, returned with whether it is in the current layout.
+/// Other content is a conflict.
 async fn adopt_equal_object(
     existing: Bytes,
     ours: SegmentFile,
     key: &object_store::path::Path,
     encode_inline: bool,
-) -> Result<SegmentFile> {
+) -> Result<(SegmentFile, bool)> {
     let conflict = Error::ObjectConflict {
         key: key.to_string(),
         size: existing.len() as u64,
@@ -257,21 +272,18 @@ async fn adopt_equal_object(
             _ => false,
         }
     };
-    let same = if encode_inline {
-        compare()
-    } else {
-        tokio::task::spawn_blocking(compare).await.unwrap_or(false)
-    };
-    if !same {
+    if !cpu_work(encode_inline, compare).await.unwrap_or(false) {
         return Err(conflict);
     }
     tracing::warn!(%key, "keeping the object an earlier attempt wrote in another layout: same records");
-    Ok(SegmentFile {
+    let current_layout = version.as_deref() == Some(segment_file::FORMAT_VERSION);
+    let kept = SegmentFile {
         crc32c: crc32c::crc32c(&existing),
         bytes: existing,
         rows: ours.rows,
         time_range_ms: ours.time_range_ms,
-    })
+    };
+    Ok((kept, current_layout))
 }
 
 /// The whole object at `key`.
@@ -331,18 +343,13 @@ pub async fn offload_segment(
         };
         segment_file::encode_segment(&entries, &info)
     };
-    let file = if encode_inline {
-        encode()?
-    } else {
-        // Encoding is CPU work: keep it off the async workers.
-        tokio::task::spawn_blocking(encode)
-            .await
-            .map_err(|err| Error::Incomplete {
-                log: log.clone(),
-                segment: segment_id,
-                reason: format!("encoding task failed: {err}"),
-            })??
-    };
+    let file = cpu_work(encode_inline, encode)
+        .await
+        .map_err(|err| Error::Incomplete {
+            log: log.clone(),
+            segment: segment_id,
+            reason: format!("encoding task failed: {err}"),
+        })??;
     let key = segment_file::object_key(
         &objects.prefix,
         log,
@@ -350,8 +357,10 @@ pub async fn offload_segment(
         segment.start_offset,
         end_offset,
     );
-    let file = match upload(objects, &key, &file).await {
-        Ok(()) => file,
+    // `current_layout`: whether the object is in the layout just encoded
+    // (always, unless an earlier attempt's object was adopted).
+    let (file, current_layout) = match upload(objects, &key, &file).await {
+        Ok(()) => (file, true),
         Err(Error::ObjectConflict { .. }) => {
             let existing = read_object(objects, &key).await?;
             adopt_equal_object(existing, file, &key, encode_inline).await?
@@ -370,8 +379,6 @@ pub async fn offload_segment(
     failpoint::hit("offload.after_verify");
     // A file of an earlier layout (adopted above) has another schema than
     // the table's; it stays out of it.
-    let current_layout =
-        segment_file::format_version(&file.bytes).as_deref() == Some(segment_file::FORMAT_VERSION);
     if let Some(tables) = tables.filter(|_| current_layout) {
         let started = std::time::Instant::now();
         let file = TableFile {
@@ -472,12 +479,16 @@ mod tests {
         let ours = file(&["a", "b", "c"]);
         let existing = rewritten(&ours.bytes);
         assert_ne!(existing, ours.bytes);
-        let kept = adopt_equal_object(existing.clone(), ours.clone(), &key, true)
+        let (kept, current_layout) = adopt_equal_object(existing.clone(), ours.clone(), &key, true)
             .await
             .unwrap();
         assert_eq!(kept.bytes, existing);
         assert_eq!(kept.crc32c, crc32c::crc32c(&existing));
         assert_eq!(segment_file::format_version(&kept.bytes), None);
+        assert!(
+            !current_layout,
+            "no dlog layout recorded: kept out of the table"
+        );
 
         // Other records stay a conflict.
         let other = rewritten(&file(&["a", "b", "X"]).bytes);

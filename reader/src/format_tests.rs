@@ -45,18 +45,11 @@ fn version_1_file(rows: &[OldRow]) -> Bytes {
         ),
         false,
     );
-    let schema = Arc::new(Schema::new(vec![
-        Field::new("offset", DataType::UInt64, false),
-        Field::new(
-            "timestamp",
-            DataType::Timestamp(TimeUnit::Millisecond, Some("UTC".into())),
-            false,
-        ),
-        Field::new("txid", DataType::Int64, true),
-        Field::new("key", DataType::Binary, true),
+    let mut fields = leading_fields_before_version_3();
+    fields.extend([
         Field::new("headers", DataType::Map(Arc::new(entries), false), true),
         Field::new("payload", DataType::Binary, false),
-    ]));
+    ]);
     let names = MapFieldNames {
         entry: "entries".to_owned(),
         key: "key".to_owned(),
@@ -74,17 +67,44 @@ fn version_1_file(rows: &[OldRow]) -> Bytes {
         keys.append_option(row.key);
         payloads.append_value(row.payload);
     }
-    let columns: Vec<ArrayRef> = vec![
-        Arc::new(UInt64Array::from_iter_values(rows.iter().map(|r| r.offset))),
-        Arc::new(
-            TimestampMillisecondArray::from_iter_values(rows.iter().map(|r| r.timestamp_ms))
-                .with_timezone("UTC"),
-        ),
-        Arc::new(Int64Array::from_iter(rows.iter().map(|r| r.txid))),
+    let mut columns = offsets_and_times(rows.iter().map(|r| (r.offset, r.timestamp_ms)));
+    columns.extend([
+        Arc::new(Int64Array::from_iter(rows.iter().map(|r| r.txid))) as ArrayRef,
         Arc::new(keys.finish()),
         Arc::new(headers.finish()),
         Arc::new(payloads.finish()),
-    ];
+    ]);
+    parquet_file(fields, columns)
+}
+
+/// `offset UInt64, timestamp Timestamp(ms, UTC), txid Int64?, key
+/// Binary?`: the first columns of format versions 1 and 2.
+fn leading_fields_before_version_3() -> Vec<Field> {
+    vec![
+        Field::new("offset", DataType::UInt64, false),
+        Field::new(
+            "timestamp",
+            DataType::Timestamp(TimeUnit::Millisecond, Some("UTC".into())),
+            false,
+        ),
+        Field::new("txid", DataType::Int64, true),
+        Field::new("key", DataType::Binary, true),
+    ]
+}
+
+/// The `offset` and `timestamp` columns of versions 1 and 2.
+fn offsets_and_times(rows: impl Iterator<Item = (u64, i64)> + Clone) -> Vec<ArrayRef> {
+    vec![
+        Arc::new(UInt64Array::from_iter_values(rows.clone().map(|r| r.0))),
+        Arc::new(
+            TimestampMillisecondArray::from_iter_values(rows.map(|r| r.1)).with_timezone("UTC"),
+        ),
+    ]
+}
+
+/// One row group of `columns` under `fields`, as a Parquet file.
+fn parquet_file(fields: Vec<Field>, columns: Vec<ArrayRef>) -> Bytes {
+    let schema = Arc::new(Schema::new(fields));
     let batch = RecordBatch::try_new(schema.clone(), columns).unwrap();
     let mut bytes = Vec::new();
     let mut writer = ArrowWriter::try_new(&mut bytes, schema, None).unwrap();
@@ -111,19 +131,12 @@ fn version_2_file(rows: &[V2Row]) -> Bytes {
         DataType::Struct(header_fields.clone()),
         false,
     ));
-    let schema = Arc::new(Schema::new(vec![
-        Field::new("offset", DataType::UInt64, false),
-        Field::new(
-            "timestamp",
-            DataType::Timestamp(TimeUnit::Millisecond, Some("UTC".into())),
-            false,
-        ),
-        Field::new("txid", DataType::Int64, true),
-        Field::new("key", DataType::Binary, true),
+    let mut fields = leading_fields_before_version_3();
+    fields.extend([
         Field::new("headers", DataType::List(item.clone()), true),
         Field::new("payload", DataType::Binary, true),
         Field::new("producer_time_ms", DataType::Int64, true),
-    ]));
+    ]);
     let count = rows.len();
     let names: ArrayRef = Arc::new(arrow_array::StringArray::from(vec!["h"; count]));
     let values: ArrayRef = Arc::new(arrow_array::BinaryArray::from(vec![&b"v"[..]; count]));
@@ -134,26 +147,17 @@ fn version_2_file(rows: &[V2Row]) -> Bytes {
     }
     let offsets = offsets.finish();
     let headers = arrow_array::ListArray::new(item, offsets, Arc::new(entries), None);
-    let columns: Vec<ArrayRef> = vec![
-        Arc::new(UInt64Array::from_iter_values(rows.iter().map(|r| r.0))),
-        Arc::new(
-            TimestampMillisecondArray::from_iter_values(rows.iter().map(|r| r.1))
-                .with_timezone("UTC"),
-        ),
-        Arc::new(Int64Array::from(vec![None; count])),
+    let mut columns = offsets_and_times(rows.iter().map(|r| (r.0, r.1)));
+    columns.extend([
+        Arc::new(Int64Array::from(vec![None; count])) as ArrayRef,
         Arc::new(arrow_array::BinaryArray::from(vec![None::<&[u8]>; count])),
         Arc::new(headers),
         Arc::new(arrow_array::BinaryArray::from_iter(
             rows.iter().map(|r| r.3),
         )),
         Arc::new(Int64Array::from_iter(rows.iter().map(|r| r.2))),
-    ];
-    let batch = RecordBatch::try_new(schema.clone(), columns).unwrap();
-    let mut bytes = Vec::new();
-    let mut writer = ArrowWriter::try_new(&mut bytes, schema, None).unwrap();
-    writer.write(&batch).unwrap();
-    writer.close().unwrap();
-    Bytes::from(bytes)
+    ]);
+    parquet_file(fields, columns)
 }
 
 async fn read(fixture: &Fixture, log: &LogName, start: Start) -> Vec<StoredRecord> {

@@ -16,7 +16,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use bytes::Bytes;
-use dlog_meta::manifest::{Manifest, SegmentState};
+use dlog_meta::manifest::{Manifest, SegmentMeta, SegmentState};
 use dlog_testkit::{Process, S3Server, free_port, wait_for_port};
 use dlog_wire::codec::decode_entry;
 use dlog_wire::names::LogName;
@@ -462,6 +462,36 @@ impl Cluster {
     /// The environment a `dlog` command needs to reach this cluster's
     /// nodes (the CA, when it runs TLS).
     #[allow(dead_code)]
+    /// Waits until the closed segments of `log` are `ready` (checked every
+    /// 100 ms for `timeout`); returns them. Panics with the manifest's
+    /// segments and the first compactor's log on a timeout.
+    #[allow(dead_code)]
+    pub async fn wait_closed_segments(
+        &self,
+        log: &str,
+        what: &str,
+        timeout: Duration,
+        ready: impl Fn(&[SegmentMeta]) -> bool,
+    ) -> Vec<SegmentMeta> {
+        let name: LogName = log.parse().unwrap();
+        let deadline = tokio::time::Instant::now() + timeout;
+        while tokio::time::Instant::now() < deadline {
+            let (segments, _) = self.manifest.segments(&name).await.unwrap();
+            let closed: Vec<SegmentMeta> = (segments.into_iter())
+                .filter(|s| s.state != SegmentState::Open)
+                .collect();
+            if ready(&closed) {
+                return closed;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        let (segments, _) = self.manifest.segments(&name).await.unwrap();
+        panic!(
+            "segments of {log} not {what} in {timeout:?}: {segments:?}\ncompactor log:\n{}",
+            self.compactors[0].log_text()
+        );
+    }
+
     pub fn cli_env(&self) -> Vec<(String, String)> {
         self.pki.as_ref().map_or_else(Vec::new, |pki| {
             vec![("DLOG_TLS__CA".to_owned(), pki.ca_file.display().to_string())]

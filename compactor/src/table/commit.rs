@@ -22,13 +22,14 @@ use std::collections::{HashMap, HashSet};
 use std::str::FromStr;
 
 use iceberg::spec::{
-    DataFile, FormatVersion, MAIN_BRANCH, ManifestContentType, ManifestFile, ManifestListWriter,
-    ManifestWriter, ManifestWriterBuilder, Operation, Snapshot, SnapshotReference,
-    SnapshotRetention, Summary,
+    DataFile, FormatVersion, MAIN_BRANCH, ManifestFile, ManifestListWriter, ManifestWriter,
+    ManifestWriterBuilder, Operation, Snapshot, SnapshotReference, SnapshotRetention, Summary,
 };
 use iceberg::table::Table;
 use iceberg::{Error, ErrorKind, MetadataLocation, Result, TableIdent, TableUpdate};
 use iceberg_catalog_sql::SqlBindStyle;
+
+use super::files::Contents;
 use sqlx::AnyPool;
 use sqlx::any::AnyPoolOptions;
 
@@ -165,8 +166,14 @@ pub enum Outcome {
     Conflict,
 }
 
-/// Commits `change` on `table` as one new snapshot.
-pub async fn commit(table: &Table, change: Change, rows: &CatalogRows) -> Result<Outcome> {
+/// Commits `change` on `table` as one new snapshot; `contents` are the
+/// table's manifests as the caller read them to decide the change.
+pub async fn commit(
+    table: &Table,
+    contents: Contents,
+    change: Change,
+    rows: &CatalogRows,
+) -> Result<Outcome> {
     let metadata = table.metadata();
     if metadata.format_version() != FormatVersion::V2 {
         return Err(Error::new(
@@ -198,34 +205,14 @@ pub async fn commit(table: &Table, change: Change, rows: &CatalogRows) -> Result
         }
         manifests.push(writer.write_manifest_file().await?);
     }
-    let mut carried = Vec::new();
-    if let Some(snapshot) = metadata.current_snapshot() {
-        let list = table.manifest_list_reader(snapshot).load().await?;
-        for manifest_file in list.entries() {
-            // Delete files another engine wrote (Spark's merge-on-read
-            // deletes) are carried as they are: dlog neither merges nor
-            // counts them.
-            if manifest_file.content != ManifestContentType::Data {
-                manifests.push(manifest_file.clone());
-                continue;
-            }
-            // A manifest of removed entries only was the last snapshot's
-            // news; it has nothing for later ones.
-            if manifest_file.added_files_count == Some(0)
-                && manifest_file.existing_files_count == Some(0)
-            {
-                continue;
-            }
-            let manifest = manifest_file.load_manifest(file_io).await?;
-            carried.push((manifest_file.clone(), manifest));
-        }
-    }
+    let Contents { others, data } = contents;
+    manifests.extend(others);
     // Past MERGE_AT manifests, the live entries are rewritten into one, so
     // that an append reads a bounded number of files however many segments
     // the log has offloaded (Iceberg's merge append).
-    let merge = carried.len() >= MERGE_AT;
+    let merge = data.len() >= MERGE_AT;
     let mut rewrite: Option<ManifestWriter> = None;
-    for (n, (manifest_file, manifest)) in carried.iter().enumerate() {
+    for (n, (manifest_file, manifest)) in data.iter().enumerate() {
         let live: Vec<_> = manifest.entries().iter().filter(|e| e.is_alive()).collect();
         for entry in &live {
             totals.existing(entry.record_count(), entry.file_size_in_bytes());

@@ -6,7 +6,10 @@ use std::collections::HashMap;
 
 use dlog_storage::segment_file;
 use iceberg::ErrorKind;
-use iceberg::spec::{DataContentType, DataFileBuilder, DataFileFormat, Datum, PrimitiveLiteral};
+use iceberg::spec::{
+    DataContentType, DataFileBuilder, DataFileFormat, Datum, Manifest, ManifestContentType,
+    ManifestFile, PrimitiveLiteral,
+};
 use iceberg::table::Table;
 
 use super::{LOG_ID_PROPERTY, TRIM_OFFSET_PROPERTY, TableFile};
@@ -26,44 +29,57 @@ pub(super) struct LiveFile {
     pub last_offset: Option<i64>,
 }
 
-/// The live data files of the table's current snapshot.
-pub(super) async fn live_entries(table: &Table) -> iceberg::Result<Vec<LiveFile>> {
-    let Some(snapshot) = table.metadata().current_snapshot() else {
-        return Ok(Vec::new());
-    };
-    let offset_id = segment_file::FIELD_IDS[0].1;
-    let list = table.manifest_list_reader(snapshot).load().await?;
-    let mut files = Vec::new();
-    for manifest in list.entries() {
-        if manifest.content != iceberg::spec::ManifestContentType::Data {
-            continue;
-        }
-        let manifest = manifest.load_manifest(table.file_io()).await?;
-        files.extend(
-            (manifest.entries().iter())
-                .filter(|entry| entry.is_alive())
-                .map(|entry| LiveFile {
-                    location: entry.file_path().to_owned(),
-                    last_offset: match entry.data_file().upper_bounds().get(&offset_id) {
-                        Some(bound) => match bound.literal() {
-                            PrimitiveLiteral::Long(last) => Some(*last),
-                            _ => None,
-                        },
-                        None => None,
-                    },
-                }),
-        );
-    }
-    Ok(files)
+/// The manifests of a table's current snapshot, read once: what the
+/// compactor decides from (its live files) and what its commit carries
+/// over or rewrites.
+#[derive(Default)]
+pub(super) struct Contents {
+    /// Manifests dlog does not read (delete files another engine wrote,
+    /// such as Spark's merge-on-read deletes): carried as they are.
+    pub others: Vec<ManifestFile>,
+    /// Data manifests with live entries, with their entries. A manifest
+    /// of removed entries only was its snapshot's news and is left out.
+    pub data: Vec<(ManifestFile, Manifest)>,
 }
 
-/// The locations of the live data files of the table's current snapshot.
-pub(super) async fn live_files(table: &Table) -> iceberg::Result<Vec<String>> {
-    Ok(live_entries(table)
-        .await?
-        .into_iter()
-        .map(|f| f.location)
-        .collect())
+impl Contents {
+    pub async fn of(table: &Table) -> iceberg::Result<Contents> {
+        let mut contents = Contents::default();
+        let Some(snapshot) = table.metadata().current_snapshot() else {
+            return Ok(contents);
+        };
+        let list = table.manifest_list_reader(snapshot).load().await?;
+        for manifest_file in list.entries() {
+            if manifest_file.content != ManifestContentType::Data {
+                contents.others.push(manifest_file.clone());
+            } else if manifest_file.added_files_count != Some(0)
+                || manifest_file.existing_files_count != Some(0)
+            {
+                let manifest = manifest_file.load_manifest(table.file_io()).await?;
+                contents.data.push((manifest_file.clone(), manifest));
+            }
+        }
+        Ok(contents)
+    }
+
+    /// The live data files.
+    pub fn live(&self) -> Vec<LiveFile> {
+        let offset_id = segment_file::FIELD_IDS[0].1;
+        let entries = (self.data.iter()).flat_map(|(_, manifest)| manifest.entries());
+        entries
+            .filter(|entry| entry.is_alive())
+            .map(|entry| LiveFile {
+                location: entry.file_path().to_owned(),
+                last_offset: match entry.data_file().upper_bounds().get(&offset_id) {
+                    Some(bound) => match bound.literal() {
+                        PrimitiveLiteral::Long(last) => Some(*last),
+                        _ => None,
+                    },
+                    None => None,
+                },
+            })
+            .collect()
+    }
 }
 
 /// The trim point the table records (0 when none).

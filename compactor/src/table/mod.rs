@@ -48,7 +48,7 @@ use iceberg::transaction::{ApplyTransactionAction, Transaction};
 use iceberg::{Catalog, CatalogBuilder, ErrorKind, NamespaceIdent, TableCreation, TableIdent};
 
 use commit::{CatalogRows, Change, Outcome};
-use files::{data_file, live_entries, live_files, table_log_id, trim_offset_of};
+use files::{Contents, data_file, table_log_id, trim_offset_of};
 use iceberg_catalog_sql::{SqlBindStyle, SqlCatalog, SqlCatalogBuilder};
 use object_store::path::Path;
 
@@ -177,12 +177,12 @@ impl LogTables {
                     tracing::info!(attempt, "opening the Iceberg catalog {uri}: {err}");
                     tokio::time::sleep(std::time::Duration::from_millis(100 * attempt)).await;
                 }
-                Err(err) => return Err(Error::new("catalog", format!("open {uri}"), Some(err))),
+                Err(err) => return Err(Error::wrap("catalog", &format!("open {uri}"))(err)),
             }
         };
         let rows = CatalogRows::connect(uri, bind(), CATALOG_NAME)
             .await
-            .map_err(|err| Error::new("catalog", format!("open {uri}"), Some(err)))?;
+            .map_err(Error::wrap("catalog", &format!("open {uri}")))?;
         Ok(LogTables {
             catalog,
             rows,
@@ -199,8 +199,8 @@ impl LogTables {
 
     /// The table of `log_id`, created if missing. A table of an earlier
     /// log id under the name is dropped first (its files went, or go, with
-    /// that log's purge), and so is a row whose metadata cannot be read
-    /// and lies outside this log id's folder (a purged log's table).
+    /// that log's purge), and so is an unreadable row whose metadata file
+    /// is gone from an earlier log id's folder (a purged log's table).
     pub async fn table(&self, log: &LogName, log_id: u64) -> Result<Table> {
         let ident = Self::ident(log);
         let name = log.to_string();
@@ -320,8 +320,8 @@ impl LogTables {
         let failed = |what: &str| Error::wrap(&name, what);
         for _ in 0..ATTEMPTS {
             let table = self.table(log, log_id).await?;
-            let live = live_files(&table).await.map_err(failed("list files"))?;
-            if live.contains(&location) {
+            let contents = Contents::of(&table).await.map_err(failed("list files"))?;
+            if contents.live().iter().any(|f| f.location == location) {
                 return Ok(Appended::AlreadyThere);
             }
             if trim_offset_of(&table) >= file.end_offset {
@@ -340,7 +340,7 @@ impl LogTables {
                 ]),
                 ..Change::default()
             };
-            match commit::commit(&table, change, &self.rows).await {
+            match commit::commit(&table, contents, change, &self.rows).await {
                 Ok(Outcome::Committed) => return Ok(Appended::Committed),
                 Ok(Outcome::Conflict) => continue,
                 Err(err) => return Err(failed(&format!("append {location}"))(err)),
@@ -370,8 +370,8 @@ impl LogTables {
         let failed = |what: &str| Error::wrap(&name, what);
         for _ in 0..ATTEMPTS {
             let table = self.table(log, log_id).await?;
-            let live = live_entries(&table).await.map_err(failed("list files"))?;
-            let remove: std::collections::HashSet<String> = (live.into_iter())
+            let contents = Contents::of(&table).await.map_err(failed("list files"))?;
+            let remove: std::collections::HashSet<String> = (contents.live().into_iter())
                 .filter(|file| {
                     file.last_offset
                         .is_some_and(|last| last < trim_offset as i64)
@@ -397,7 +397,7 @@ impl LogTables {
                 summary: HashMap::from([("dlog.trim-offset".to_owned(), trim_offset.to_string())]),
                 ..Change::default()
             };
-            match commit::commit(&table, change, &self.rows).await {
+            match commit::commit(&table, contents, change, &self.rows).await {
                 Ok(Outcome::Committed) => {
                     // No earlier than any snapshot of the table: the grace
                     // of the removed files counts from here, whatever the
@@ -499,8 +499,8 @@ impl LogTables {
         let name = log.to_string();
         let table = (self.catalog.load_table(&Self::ident(log)).await)
             .map_err(|err| Error::new(&name, "load", Some(err)))?;
-        live_files(&table)
-            .await
-            .map_err(|err| Error::new(&name, "list files", Some(err)))
+        let contents = (Contents::of(&table).await)
+            .map_err(|err| Error::new(&name, "list files", Some(err)))?;
+        Ok(contents.live().into_iter().map(|f| f.location).collect())
     }
 }

@@ -67,6 +67,17 @@ fn key(objects: &ObjectStoreHandle, log: &LogName, id: u64, start: u64, end: u64
 
 /// Appends the segment `start..end` of `log` (log id `id`).
 async fn append(tables: &LogTables, log: &LogName, id: u64, start: u64, end: u64) -> Appended {
+    try_append(tables, log, id, start, end).await.unwrap()
+}
+
+/// [`append`], failures returned.
+async fn try_append(
+    tables: &LogTables,
+    log: &LogName,
+    id: u64,
+    start: u64,
+    end: u64,
+) -> super::Result<Appended> {
     let key = key(&tables.objects, log, id, start, end);
     let file = file(end - start);
     let entry = TableFile {
@@ -77,7 +88,7 @@ async fn append(tables: &LogTables, log: &LogName, id: u64, start: u64, end: u64
         end_offset: end,
         time_range_ms: file.time_range_ms,
     };
-    tables.append(log, id, &entry).await.unwrap()
+    tables.append(log, id, &entry).await
 }
 
 #[tokio::test]
@@ -233,17 +244,7 @@ async fn a_recreated_log_gets_a_new_table_and_a_stale_compactor_cannot_take_it_b
     assert_eq!(files.len(), 1);
     assert!(files[0].contains("/id=5/"), "{files:?}");
     // The old log id's compactor (stale) is refused, not given the table.
-    let key = key(&setup.objects, &log, 3, 10, 20);
-    let file = file(10);
-    let entry = TableFile {
-        key: &key,
-        file: &file,
-        segment_id: 2,
-        start_offset: 10,
-        end_offset: 20,
-        time_range_ms: None,
-    };
-    let err = tables.append(&log, 3, &entry).await.unwrap_err();
+    let err = try_append(&tables, &log, 3, 10, 20).await.unwrap_err();
     assert!(err.to_string().contains("re-created"), "{err}");
     tables.drop_log(&log, 3).await.unwrap();
     assert_eq!(
@@ -318,17 +319,7 @@ async fn an_unreadable_table_of_a_purged_log_id_does_not_block_its_successor() {
         &segment_file::log_folder(&setup.objects.prefix, &log, 7),
     )
     .await;
-    let key = key(&setup.objects, &log, 3, 10, 20);
-    let stale = file(10);
-    let entry = TableFile {
-        key: &key,
-        file: &stale,
-        segment_id: 2,
-        start_offset: 10,
-        end_offset: 20,
-        time_range_ms: None,
-    };
-    assert!(tables.append(&log, 3, &entry).await.is_err());
+    assert!(try_append(&tables, &log, 3, 10, 20).await.is_err());
     let row = tables.rows.location(&LogTables::ident(&log)).await.unwrap();
     assert!(
         row.is_some_and(|at| at.contains("/id=7/")),

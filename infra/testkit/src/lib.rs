@@ -69,6 +69,18 @@ pub fn require_python_module(module: &str) -> Option<PathBuf> {
     }
 }
 
+/// The standard output of a command that must have succeeded; `what`
+/// names it in the panic, which carries its standard error.
+pub fn stdout_of(output: std::process::Output, what: &str) -> String {
+    assert!(
+        output.status.success(),
+        "{what} failed ({}): {}",
+        output.status,
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8(output.stdout).expect("UTF-8 output")
+}
+
 /// Finds an executable on `PATH` or in the extra directories.
 pub fn find_binary(name: &str, extra_dirs: &[PathBuf]) -> Option<PathBuf> {
     let path = std::env::var_os("PATH").unwrap_or_default();
