@@ -255,4 +255,52 @@ async fn a_logs_table_holds_what_dlog_read_returns_through_crashes_and_a_trim() 
     assert_eq!(found["first"].as_u64(), Some(boundary), "{found}");
     let operations = found["operations"].to_string();
     assert!(operations.contains("delete"), "{found}");
+
+    // A trim inside the first segment left, with the compactor killed
+    // after uploading the cut copy of its file: the table then holds that
+    // segment's rows from the trim point on, as `dlog read` does.
+    let inside = boundary + 50;
+    let straddling = segments[2].clone();
+    cluster.compactors[0].kill();
+    assert_eq!(client.trim(log, inside).await.unwrap(), inside);
+    crash_at(&mut cluster.compactors[0], "retention.after_cut_upload").await;
+    let cut = |s: &SegmentMeta| s.start_offset >= inside || s.table_cut_offset == Some(inside);
+    wait_segments(&cluster, log, 3, "cut at the trim point", cut).await;
+    let found = check_table(&cluster, &catalog, &python, log);
+    assert_eq!(
+        (found["rows"].as_u64(), found["files"].as_u64()),
+        (Some(390), Some(3)),
+        "{found}"
+    );
+    assert_eq!(found["first"].as_u64(), Some(inside), "{found}");
+    assert!(
+        found["operations"].to_string().contains("overwrite"),
+        "{found}"
+    );
+
+    // A trim past that segment: its file and its copy leave the table, and
+    // both objects go after the grace period.
+    let past = straddling.end_offset.unwrap();
+    assert_eq!(client.trim(log, past).await.unwrap(), past);
+    wait_segments(&cluster, log, 2, "left after the trim", offloaded).await;
+    let name: LogName = log.parse().unwrap();
+    let copies = dlog_storage::segment_file::cut_folder(
+        &objects.prefix,
+        &name,
+        cluster.manifest.log(&name).await.unwrap().log_id,
+        straddling.segment_id,
+    );
+    let left: Vec<_> = futures::TryStreamExt::try_collect(object_store::ObjectStore::list(
+        &*objects.store,
+        Some(&copies),
+    ))
+    .await
+    .unwrap();
+    assert!(left.is_empty(), "copies outlived their segment: {left:?}");
+    let found = check_table(&cluster, &catalog, &python, log);
+    assert_eq!(
+        (found["rows"].as_u64(), found["files"].as_u64()),
+        (Some(240), Some(2)),
+        "{found}"
+    );
 }

@@ -186,6 +186,7 @@ mod tests {
             object: None,
             cache_dropped,
             table_removed_at_ms: None,
+            table_cut_offset: None,
         }
     }
 

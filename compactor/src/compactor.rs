@@ -8,6 +8,8 @@
 //! * applies retention: moves the trim point past segments older than the
 //!   namespace's retention age or beyond its retention size, then deletes
 //!   whole segments below the trim point (explicit `dlog trim` included);
+//!   with Iceberg tables on, a segment across the trim point has its file in
+//!   the log's table cut there ([`crate::table_cut`]);
 //! * removes deleted logs: objects, cache copies, then their keys.
 //!
 //! Deletion order is always manifest first (trim point, which readers
@@ -29,6 +31,7 @@ use std::time::Duration;
 
 use crate::failpoint;
 use crate::series;
+use crate::table_cut::{CutIn, cut_below_trim};
 use dlog_meta::cache_clients::CacheClients;
 use dlog_meta::manifest::{self, LogMeta, LogState, Manifest, SegmentMeta, SegmentState};
 use dlog_meta::metastore::LeaseId;
@@ -407,7 +410,8 @@ impl Compactor {
                         .expire_snapshots(log, log_id.0, now_ms.saturating_sub(grace))
                         .await?;
                 }
-                self.delete_segment_data(log, log_id.0, &segment).await?;
+                self.delete_segment_data(log, log_id.0, &segment, true)
+                    .await?;
                 self.manifest
                     .delete_segment(log, log_id, segment_id)
                     .await?;
@@ -532,6 +536,16 @@ impl Compactor {
             .manifest
             .trim_log_id(log, LogId(meta.log_id), Offset(trim_to))
             .await?;
+        // A segment across the trim point keeps its object; its copy in the
+        // table is cut there once (`table_cut`).
+        let across: Vec<&SegmentMeta> = (closed.iter().copied())
+            .filter(|s| {
+                s.start_offset < trim_point
+                    && s.end_offset.is_some_and(|end| end > trim_point)
+                    && s.object.is_some()
+                    && s.table_cut_offset.is_none_or(|cut| cut < trim_point)
+            })
+            .collect();
         let below: Vec<&SegmentMeta> = closed
             .into_iter()
             .filter(|s| s.end_offset.is_some_and(|end| end <= trim_point))
@@ -559,6 +573,42 @@ impl Compactor {
                 tracing::info!(%log, segment = segment.segment_id, trim_point, "deleted a segment below the trim point");
             }
         }
+        // Last, so that a cut that keeps failing never holds up deletions.
+        if let Some(tables) = &self.tables {
+            for segment in across {
+                if let Err(err) = self
+                    .cut_in_table(tables, log, meta.log_id, segment.segment_id, trim_point)
+                    .await
+                {
+                    report.failures += 1;
+                    tracing::warn!(%log, segment = segment.segment_id, trim_point, "{err:#}");
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Hides the segment's rows below `trim_point` from the log's table
+    /// ([`crate::table_cut`]), under the segment's claim, so that it is not
+    /// deleted meanwhile, on its entry read afresh.
+    async fn cut_in_table(
+        &self,
+        tables: &LogTables,
+        log: &LogName,
+        log_id: u64,
+        segment_id: u64,
+        trim_point: u64,
+    ) -> Result<()> {
+        let to = CutIn {
+            manifest: &self.manifest,
+            objects: &self.objects,
+            tables,
+            encode_inline: self.options.encode_inline,
+        };
+        self.claimed(log, log_id, segment_id, |segment| async move {
+            cut_below_trim(to, log, log_id, &segment, trim_point).await
+        })
+        .await?;
         Ok(())
     }
 
@@ -614,16 +664,26 @@ impl Compactor {
             .collect())
     }
 
+    /// Deletes the segment's object (and its `_trimmed` copies when
+    /// `copies`) and its cache copies.
     async fn delete_segment_data(
         &self,
         log: &LogName,
         log_id: u64,
         segment: &SegmentMeta,
+        copies: bool,
     ) -> Result<()> {
         if let Some(object) = &segment.object {
             self.delete_object(&object_store::path::Path::from(object.key.as_str()))
                 .await?;
             failpoint::hit("retention.after_object_delete");
+            // Its copies cut for the table left it no later than its file
+            // (a purge deletes the whole folder after).
+            if copies && (self.tables.is_some() || segment.table_cut_offset.is_some()) {
+                let copies =
+                    segment_file::cut_folder(&self.objects.prefix, log, log_id, segment.segment_id);
+                self.delete_under(&copies).await?;
+            }
         }
         if !segment.cache_dropped {
             self.drop_from_cache(log, log_id, segment).await?;
@@ -654,7 +714,8 @@ impl Compactor {
         // removed the live log id that every owner write compares), and a
         // cache node refuses entries for a segment once it dropped it.
         for segment in &segments {
-            self.delete_segment_data(log, meta.log_id, segment).await?;
+            self.delete_segment_data(log, meta.log_id, segment, false)
+                .await?;
         }
         self.delete_log_objects(log, meta.log_id).await?;
         if self.manifest.purge_log(log, meta.log_id).await? {
@@ -669,13 +730,18 @@ impl Compactor {
     /// many it listed.
     async fn delete_log_objects(&self, log: &LogName, log_id: u64) -> Result<usize> {
         let folder = segment_file::log_folder(&self.objects.prefix, log, log_id);
+        self.delete_under(&folder).await
+    }
+
+    /// Deletes every object under `folder`; returns how many it listed.
+    async fn delete_under(&self, folder: &object_store::path::Path) -> Result<usize> {
         let listed: Vec<object_store::ObjectMeta> = self
             .objects
             .store
-            .list(Some(&folder))
+            .list(Some(folder))
             .try_collect()
             .await
-            .map_err(Error::object_store("list", &folder))?;
+            .map_err(Error::object_store("list", folder))?;
         for object in &listed {
             self.delete_object(&object.location).await?;
         }

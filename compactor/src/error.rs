@@ -17,6 +17,14 @@ pub enum Error {
         segment: u64,
         reason: String,
     },
+    #[error(
+        "segment {segment} of log {log}: hide the rows below the trim point from the table: {reason}"
+    )]
+    TableCut {
+        log: LogName,
+        segment: u64,
+        reason: String,
+    },
     #[error("object {key} already exists with other content (size {size}, crc {crc:#010x})")]
     ObjectConflict { key: String, size: u64, crc: u32 },
     #[error("object store: {what} {key}")]
@@ -40,9 +48,10 @@ impl Classify for Error {
             Error::Manifest(err) => err.kind(),
             Error::ObjectConflict { .. } | Error::Incomplete { .. } => ErrorKind::DataLoss,
             Error::File(err) => err.kind(),
-            Error::Read { .. } | Error::ObjectStore { .. } | Error::Table(_) => {
-                ErrorKind::Unavailable
-            }
+            Error::Read { .. }
+            | Error::TableCut { .. }
+            | Error::ObjectStore { .. }
+            | Error::Table(_) => ErrorKind::Unavailable,
         }
     }
 }

@@ -10,6 +10,7 @@
 //! | [`orphans`] | the sweep of object folders whose log id no live log has |
 //! | [`series`] | the role's Prometheus series (metrics) |
 //! | [`table`] | the Iceberg table of each log: catalog, idempotent appends, drops |
+//! | [`table_cut`] | hiding the rows below a trim point inside a segment from its log's table |
 
 pub mod compactor;
 pub mod error;
@@ -20,6 +21,7 @@ pub mod orphans;
 mod retention_tests;
 pub mod series;
 pub mod table;
+pub mod table_cut;
 
 pub use compactor::{Compactor, CompactorOptions, PassReport};
 pub use error::Error;

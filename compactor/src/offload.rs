@@ -225,7 +225,7 @@ pub async fn upload(
 /// Runs CPU work (encoding, decoding) on tokio's blocking pool, off the
 /// async workers; on the calling task when `inline` (see
 /// [`crate::CompactorOptions::encode_inline`]).
-async fn cpu_work<T: Send + 'static>(
+pub(crate) async fn cpu_work<T: Send + 'static>(
     inline: bool,
     work: impl FnOnce() -> T + Send + 'static,
 ) -> Result<T, tokio::task::JoinError> {
@@ -284,6 +284,25 @@ async fn adopt_equal_object(
         time_range_ms: ours.time_range_ms,
     };
     Ok((kept, current_layout))
+}
+
+/// Reads the object at `key` back and checks that it holds the bytes of
+/// CRC32C `crc` (what was uploaded, not another writer's).
+pub async fn verify_upload(
+    objects: &ObjectStoreHandle,
+    key: &object_store::path::Path,
+    crc: u32,
+) -> Result<()> {
+    let stored = read_object(objects, key).await?;
+    let stored_crc = crc32c::crc32c(&stored);
+    if stored_crc != crc {
+        return Err(Error::ObjectConflict {
+            key: key.to_string(),
+            size: stored.len() as u64,
+            crc: stored_crc,
+        });
+    }
+    Ok(())
 }
 
 /// The whole object at `key`.
@@ -368,14 +387,7 @@ pub async fn offload_segment(
         Err(err) => return Err(err),
     };
     failpoint::hit("offload.after_upload");
-    let stored = read_object(objects, &key).await?;
-    if crc32c::crc32c(&stored) != file.crc32c {
-        return Err(Error::ObjectConflict {
-            key: key.to_string(),
-            size: stored.len() as u64,
-            crc: crc32c::crc32c(&stored),
-        });
-    }
+    verify_upload(objects, &key, file.crc32c).await?;
     failpoint::hit("offload.after_verify");
     // A file of an earlier layout (adopted above) has another schema than
     // the table's; it stays out of it.

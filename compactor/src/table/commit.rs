@@ -2,6 +2,8 @@
 //! (offload), files removed (retention, trim), or both (a merge), with
 //! table properties set in the same commit.
 //!
+//! Snapshot expiry, too, is a metadata commit of ours ([`expire`]).
+//!
 //! iceberg-rust 0.10 commits only appends and snapshot expiry itself, and
 //! its transactions re-apply an action on a table that changed under them
 //! without a condition of ours. So the compactor builds each snapshot with
@@ -305,6 +307,47 @@ pub async fn commit(
         });
     }
     apply(table, &current_location, updates, rows).await
+}
+
+/// Removes the table's snapshots taken before `older_than_ms` from its
+/// metadata, except the current one and any a branch or tag names; `None`
+/// when there is none to remove. Metadata only: data files stay (dlog
+/// deletes its own, a grace period after they left the table). Iceberg's
+/// own expiry refuses tables with `gc.enabled=false`, which dlog's are,
+/// since that action may also delete data files.
+pub(super) async fn expire(
+    table: &Table,
+    older_than_ms: i64,
+    rows: &CatalogRows,
+) -> Result<Option<Outcome>> {
+    let metadata = table.metadata();
+    let named = named_snapshots(metadata)?;
+    let current = metadata.current_snapshot_id();
+    let expired: Vec<i64> = (metadata.snapshots())
+        .filter(|s| s.timestamp_ms() < older_than_ms)
+        .map(|s| s.snapshot_id())
+        .filter(|id| Some(*id) != current && !named.contains(id))
+        .collect();
+    if expired.is_empty() {
+        return Ok(None);
+    }
+    let current_location = table.metadata_location_result()?.to_owned();
+    let updates = vec![TableUpdate::RemoveSnapshots {
+        snapshot_ids: expired,
+    }];
+    Ok(Some(apply(table, &current_location, updates, rows).await?))
+}
+
+/// The snapshots that a branch or tag names (`refs` in the table's
+/// metadata, which the crate does not expose but serializes).
+fn named_snapshots(metadata: &iceberg::spec::TableMetadata) -> Result<HashSet<i64>> {
+    let json = serde_json::to_value(metadata).map_err(|err| {
+        Error::new(ErrorKind::Unexpected, "serialize table metadata").with_source(err)
+    })?;
+    let refs = json.get("refs").and_then(|refs| refs.as_object());
+    Ok((refs.into_iter().flat_map(|refs| refs.values()))
+        .filter_map(|reference| reference.get("snapshot-id")?.as_i64())
+        .collect())
 }
 
 /// Sets table properties alone, without a snapshot.

@@ -23,8 +23,11 @@ pub(super) fn table_log_id(table: &Table) -> Option<u64> {
 }
 
 /// A live data file of a table.
-pub(super) struct LiveFile {
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LiveFile {
     pub location: String,
+    /// Its smallest `log_offset` (the file's lower bound).
+    pub first_offset: Option<i64>,
     /// Its largest `log_offset` (the file's upper bound).
     pub last_offset: Option<i64>,
 }
@@ -68,17 +71,22 @@ impl Contents {
         let entries = (self.data.iter()).flat_map(|(_, manifest)| manifest.entries());
         entries
             .filter(|entry| entry.is_alive())
-            .map(|entry| LiveFile {
-                location: entry.file_path().to_owned(),
-                last_offset: match entry.data_file().upper_bounds().get(&offset_id) {
-                    Some(bound) => match bound.literal() {
-                        PrimitiveLiteral::Long(last) => Some(*last),
-                        _ => None,
-                    },
-                    None => None,
-                },
+            .map(|entry| {
+                let file = entry.data_file();
+                LiveFile {
+                    location: entry.file_path().to_owned(),
+                    first_offset: long_bound(file.lower_bounds().get(&offset_id)),
+                    last_offset: long_bound(file.upper_bounds().get(&offset_id)),
+                }
             })
             .collect()
+    }
+}
+
+fn long_bound(bound: Option<&Datum>) -> Option<i64> {
+    match bound?.literal() {
+        PrimitiveLiteral::Long(value) => Some(*value),
+        _ => None,
     }
 }
 

@@ -19,6 +19,15 @@
 //! compactor that was paused past its lease never brings a removed file
 //! back.
 //!
+//! A segment with the trim point inside it has its file swapped for a copy
+//! holding its rows from the trim point on ([`LogTables::replace`],
+//! driven by [`crate::table_cut`]); an append of a segment whose file or
+//! copy is in the table adds nothing.
+//!
+//! Engines may not delete data files (`gc.enabled=false`): a file that
+//! left the table may still be a segment's object, and the compactor
+//! deletes files itself, a grace period after they left the table.
+//!
 //! A table belongs to one log id (table property `dlog.log-id`): a log
 //! deleted and re-created under its name gets a new table, and a deleted
 //! log's table is dropped with it.
@@ -44,10 +53,10 @@ use dlog_storage::segment_file::{self, SegmentFile};
 use dlog_wire::names::LogName;
 use iceberg::spec::Operation;
 use iceberg::table::Table;
-use iceberg::transaction::{ApplyTransactionAction, Transaction};
 use iceberg::{Catalog, CatalogBuilder, ErrorKind, NamespaceIdent, TableCreation, TableIdent};
 
 use commit::{CatalogRows, Change, Outcome};
+pub use files::LiveFile;
 use files::{Contents, data_file, table_log_id, trim_offset_of};
 use iceberg_catalog_sql::{SqlBindStyle, SqlCatalog, SqlCatalogBuilder};
 use object_store::path::Path;
@@ -62,6 +71,13 @@ pub const LOG_ID_PROPERTY: &str = "dlog.log-id";
 /// The table property holding the log's trim point as of the last
 /// removal: files wholly below it are not appended.
 pub const TRIM_OFFSET_PROPERTY: &str = "dlog.trim-offset";
+/// Iceberg's table property that lets engines delete data files no
+/// snapshot lists any more (snapshot expiry, orphan removal, purge). Off
+/// on dlog's tables: a file that leaves the table may still be a segment's
+/// object that dlog's readers use (a segment cut at a trim point inside
+/// it), and the compactor deletes files itself, a grace period after they
+/// left the table.
+const GC_ENABLED_PROPERTY: &str = "gc.enabled";
 /// Commits lost to other commits in a row before an operation gives up
 /// (until the next pass).
 const ATTEMPTS: usize = 16;
@@ -117,6 +133,18 @@ pub struct Removed {
     pub files: usize,
     /// A time no earlier than every snapshot that listed them, ms.
     pub at_ms: i64,
+}
+
+/// What a replacement did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Replaced {
+    /// The new file is in the table instead of the old one now.
+    Committed,
+    /// The new file was in the table already.
+    AlreadyThere,
+    /// The old file is no longer in the table (replaced or removed by
+    /// another commit): nothing was changed.
+    Gone,
 }
 
 /// What an append did.
@@ -209,7 +237,26 @@ impl LogTables {
         for _ in 0..ATTEMPTS {
             match self.catalog.load_table(&ident).await {
                 Ok(table) => match table_log_id(&table) {
-                    Some(id) if id == log_id => return Ok(table),
+                    Some(id) if id == log_id => {
+                        if table.metadata().properties().get(GC_ENABLED_PROPERTY)
+                            == Some(&"false".to_owned())
+                        {
+                            return Ok(table);
+                        }
+                        // A table created before dlog turned engines' garbage
+                        // collection off.
+                        let change = Change {
+                            properties: HashMap::from([(
+                                GC_ENABLED_PROPERTY.to_owned(),
+                                "false".to_owned(),
+                            )]),
+                            ..Change::default()
+                        };
+                        commit::commit(&table, Contents::default(), change, &self.rows)
+                            .await
+                            .map_err(fail("turn garbage collection off"))?;
+                        continue;
+                    }
                     Some(id) if id > log_id => {
                         return Err(Error::new(
                             &name,
@@ -263,6 +310,7 @@ impl LogTables {
                 .properties([
                     (LOG_ID_PROPERTY.to_owned(), log_id.to_string()),
                     ("write.format.default".to_owned(), "parquet".to_owned()),
+                    (GC_ENABLED_PROPERTY.to_owned(), "false".to_owned()),
                 ])
                 .build();
             match self.catalog.create_table(&namespace, creation).await {
@@ -290,10 +338,9 @@ impl LogTables {
             .and_then(|rest| rest.split('/').next())
             .and_then(|id| id.parse::<u64>().ok())
             .is_some_and(|id| id < log_id);
-        let Some(key) = at.strip_prefix(&format!("{}/", self.objects.root)) else {
+        let Some(key) = self.objects.key_of(at) else {
             return false;
         };
-        let key = object_store::path::Path::from(key);
         older
             && matches!(
                 object_store::ObjectStoreExt::head(&*self.objects.store, &key).await,
@@ -321,11 +368,16 @@ impl LogTables {
         for _ in 0..ATTEMPTS {
             let table = self.table(log, log_id).await?;
             let contents = Contents::of(&table).await.map_err(failed("list files"))?;
-            if contents.live().iter().any(|f| f.location == location) {
-                return Ok(Appended::AlreadyThere);
-            }
             if trim_offset_of(&table) >= file.end_offset {
                 return Ok(Appended::BelowTrim);
+            }
+            // Its rows may be there in a copy of it cut at a trim point
+            // inside it (`replace`) instead.
+            let copies = self.copies_prefix(log, log_id, file.segment_id);
+            if (contents.live().iter())
+                .any(|f| f.location == location || f.location.starts_with(&copies))
+            {
+                return Ok(Appended::AlreadyThere);
             }
             let change = Change {
                 operation: Operation::Append,
@@ -349,6 +401,94 @@ impl LogTables {
         Err(Error::new(
             &name,
             format!("append {location}: {ATTEMPTS} commits lost to others in a row"),
+            None,
+        ))
+    }
+
+    /// The live file of the log's table that holds rows both below and at
+    /// or above `offset` (a segment's file with a trim point inside it),
+    /// if there is one. `None` also when there is no table of `log_id`.
+    pub async fn file_across(
+        &self,
+        log: &LogName,
+        log_id: u64,
+        offset: u64,
+    ) -> Result<Option<LiveFile>> {
+        let name = log.to_string();
+        let table = self.table(log, log_id).await?;
+        let contents = (Contents::of(&table).await)
+            .map_err(|err| Error::new(&name, "list files", Some(err)))?;
+        let offset = offset as i64;
+        Ok((contents.live().into_iter()).find(|file| {
+            file.first_offset.is_some_and(|first| first < offset)
+                && file.last_offset.is_some_and(|last| last >= offset)
+        }))
+    }
+
+    /// The URL prefix of the copies of a segment's file cut at trim points
+    /// inside it ([`segment_file::cut_folder`]).
+    fn copies_prefix(&self, log: &LogName, log_id: u64, segment_id: u64) -> String {
+        let folder = segment_file::cut_folder(&self.objects.prefix, log, log_id, segment_id);
+        format!("{}/", self.objects.url_of(&folder))
+    }
+
+    /// Puts `new`, a copy of the segment's file holding its rows from a
+    /// trim point on, in the table instead of every file of that segment it
+    /// holds (the segment's own file at `own`, or earlier copies), in one
+    /// commit (an Iceberg `overwrite` snapshot). Decided on the table as
+    /// loaded, like every commit: nothing changes (`Gone`) if no file of the
+    /// segment is left (another commit removed them), or if the table hides
+    /// more of it already (a cut or a trim point at or past `new`'s start).
+    pub async fn replace(
+        &self,
+        log: &LogName,
+        log_id: u64,
+        own: &str,
+        new: &TableFile<'_>,
+    ) -> Result<Replaced> {
+        let name = log.to_string();
+        let location = self.objects.url_of(new.key);
+        let copies = self.copies_prefix(log, log_id, new.segment_id);
+        let failed = |what: &str| Error::wrap(&name, what);
+        for _ in 0..ATTEMPTS {
+            let table = self.table(log, log_id).await?;
+            let contents = Contents::of(&table).await.map_err(failed("list files"))?;
+            let live = contents.live();
+            if live.iter().any(|f| f.location == location) {
+                return Ok(Replaced::AlreadyThere);
+            }
+            let segments: Vec<LiveFile> = (live.into_iter())
+                .filter(|f| f.location == own || f.location.starts_with(&copies))
+                .collect();
+            // A cut decided on an older trim point (a compactor paused past
+            // its lease) never brings back rows a later cut or removal hid.
+            let start = new.start_offset as i64;
+            let stale = trim_offset_of(&table) > new.start_offset
+                || (segments.iter()).any(|f| f.first_offset.is_none_or(|first| first >= start));
+            if segments.is_empty() || stale {
+                return Ok(Replaced::Gone);
+            }
+            let remove = segments.into_iter().map(|f| f.location).collect();
+            let change = Change {
+                operation: Operation::Overwrite,
+                add: vec![data_file(&location, new).map_err(failed("describe file"))?],
+                remove,
+                summary: HashMap::from([
+                    ("dlog.segment-id".to_owned(), new.segment_id.to_string()),
+                    ("dlog.start-offset".to_owned(), new.start_offset.to_string()),
+                    ("dlog.end-offset".to_owned(), new.end_offset.to_string()),
+                ]),
+                ..Change::default()
+            };
+            match commit::commit(&table, contents, change, &self.rows).await {
+                Ok(Outcome::Committed) => return Ok(Replaced::Committed),
+                Ok(Outcome::Conflict) => continue,
+                Err(err) => return Err(failed(&format!("put {location} in"))(err)),
+            }
+        }
+        Err(Error::new(
+            &name,
+            format!("put {location} in: {ATTEMPTS} commits lost to others in a row"),
             None,
         ))
     }
@@ -437,22 +577,20 @@ impl LogTables {
             Err(err) if err.kind() == ErrorKind::TableNotFound => return Ok(()),
             Err(err) => return Err(Error::new(&name, "load", Some(err))),
         };
-        let current = table.metadata().current_snapshot_id();
-        let expirable = (table.metadata().snapshots())
-            .any(|s| Some(s.snapshot_id()) != current && s.timestamp_ms() < older_than_ms);
-        if !expirable {
-            return Ok(());
+        let failed = |err| Error::new(&name, "expire snapshots", Some(err));
+        let mut table = table;
+        for _ in 0..ATTEMPTS {
+            match commit::expire(&table, older_than_ms, &self.rows).await {
+                Ok(None | Some(Outcome::Committed)) => return Ok(()),
+                Ok(Some(Outcome::Conflict)) => table = self.table(log, log_id).await?,
+                Err(err) => return Err(failed(err)),
+            }
         }
-        let transaction = Transaction::new(&table);
-        let expire = transaction
-            .expire_snapshots()
-            .expire_older_than_ms(older_than_ms)
-            .retain_last(1);
-        let result = match expire.apply(transaction) {
-            Ok(transaction) => transaction.commit(&self.catalog).await.map(|_| ()),
-            Err(err) => Err(err),
-        };
-        result.map_err(|err| Error::new(&name, "expire snapshots", Some(err)))
+        Err(Error::new(
+            &name,
+            format!("expire snapshots: {ATTEMPTS} commits lost to others in a row"),
+            None,
+        ))
     }
 
     /// Drops the table of `log_id` (a deleted log's purge, or the sweep of

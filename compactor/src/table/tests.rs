@@ -8,7 +8,7 @@ use dlog_storage::segment_file::{self, SegmentFile};
 use dlog_wire::names::LogName;
 use object_store::path::Path;
 
-use super::{Appended, LogTables, TableFile};
+use super::{Appended, LogTables, Replaced, TableFile};
 
 struct Setup {
     _dir: tempfile::TempDir,
@@ -119,6 +119,11 @@ async fn an_append_is_committed_once_and_the_table_has_the_layout_ids() {
         assert_eq!(field.id, id, "{path}");
     }
     assert_eq!(table.metadata().snapshots().count(), 2);
+    // Engines may not delete files that leave the table: dlog does.
+    assert_eq!(
+        (table.metadata().properties().get("gc.enabled")).map(String::as_str),
+        Some("false")
+    );
 }
 
 #[tokio::test]
@@ -179,6 +184,99 @@ async fn removed_files_leave_the_table_and_never_come_back() {
     let table = tables.table(&log, 1).await.unwrap();
     assert_eq!(table.metadata().snapshots().count(), 1);
     assert_eq!(tables.data_files(&log).await.unwrap().len(), 2);
+}
+
+#[tokio::test]
+async fn a_copy_cut_at_the_trim_point_replaces_its_segments_file_once() {
+    let setup = setup();
+    let tables = open(&setup).await;
+    let log: LogName = "lake/cut".parse().unwrap();
+    append(&tables, &log, 1, 0, 10).await;
+    append(&tables, &log, 1, 10, 20).await;
+    assert_eq!(tables.remove_below(&log, 1, 15).await.unwrap().files, 1);
+    let segment = setup.objects.url_of(&key(&setup.objects, &log, 1, 10, 20));
+    let across = tables.file_across(&log, 1, 15).await.unwrap().unwrap();
+    assert_eq!(
+        (
+            across.location.as_str(),
+            across.first_offset,
+            across.last_offset
+        ),
+        (segment.as_str(), Some(10), Some(19))
+    );
+    assert_eq!(tables.file_across(&log, 1, 10).await.unwrap(), None);
+
+    let copy = file(5);
+    let copy_key = segment_file::cut_key(&setup.objects.prefix, &log, 1, 2, (15, 20), copy.crc32c);
+    let entry = TableFile {
+        key: &copy_key,
+        file: &copy,
+        segment_id: 2,
+        start_offset: 15,
+        end_offset: 20,
+        time_range_ms: copy.time_range_ms,
+    };
+    let replace = || tables.replace(&log, 1, &segment, &entry);
+    assert_eq!(replace().await.unwrap(), Replaced::Committed);
+    assert_eq!(replace().await.unwrap(), Replaced::AlreadyThere);
+    let copy_url = setup.objects.url_of(&copy_key);
+    assert_eq!(
+        tables.data_files(&log).await.unwrap(),
+        vec![copy_url.clone()]
+    );
+    assert_eq!(tables.file_across(&log, 1, 15).await.unwrap(), None);
+
+    // A paused compactor's late append of the segment's own file adds
+    // nothing: the copy holds part of its rows.
+    assert_eq!(
+        append(&tables, &log, 1, 10, 20).await,
+        Appended::AlreadyThere
+    );
+    // A cut decided on an older trim point (a compactor paused past its
+    // lease) changes nothing; a later one replaces the copy.
+    let cut_at = |start: u64, end: u64| {
+        let copy = file(end - start);
+        let key =
+            segment_file::cut_key(&setup.objects.prefix, &log, 1, 2, (start, end), copy.crc32c);
+        (key, copy)
+    };
+    let (late_key, late_copy) = cut_at(12, 20);
+    let late = TableFile {
+        key: &late_key,
+        file: &late_copy,
+        start_offset: 12,
+        ..entry.clone()
+    };
+    assert_eq!(
+        tables.replace(&log, 1, &segment, &late).await.unwrap(),
+        Replaced::Gone
+    );
+    assert_eq!(tables.data_files(&log).await.unwrap(), vec![copy_url]);
+    let (next_key, next_copy) = cut_at(17, 20);
+    let next = TableFile {
+        key: &next_key,
+        file: &next_copy,
+        start_offset: 17,
+        ..entry.clone()
+    };
+    assert_eq!(
+        tables.replace(&log, 1, &segment, &next).await.unwrap(),
+        Replaced::Committed
+    );
+    let next_url = setup.objects.url_of(&next_key);
+    assert_eq!(tables.data_files(&log).await.unwrap(), vec![next_url]);
+    let table = tables.table(&log, 1).await.unwrap();
+    let operations: Vec<_> = (table.metadata().snapshots())
+        .map(|s| s.summary().operation.clone())
+        .collect();
+    assert!(
+        operations.contains(&iceberg::spec::Operation::Overwrite),
+        "{operations:?}"
+    );
+
+    // The copy leaves the table with the segment's end.
+    assert_eq!(tables.remove_below(&log, 1, 20).await.unwrap().files, 1);
+    assert!(tables.data_files(&log).await.unwrap().is_empty());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

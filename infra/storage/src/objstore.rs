@@ -35,6 +35,13 @@ impl ObjectStoreHandle {
     pub fn url_of(&self, key: &Path) -> String {
         format!("{}/{key}", self.root)
     }
+
+    /// The key of the object at `url` ([`Self::url_of`] undone); `None`
+    /// for a URL outside this store.
+    pub fn key_of(&self, url: &str) -> Option<Path> {
+        let key = url.strip_prefix(&self.root)?.strip_prefix('/')?;
+        Path::parse(key).ok()
+    }
 }
 
 /// The URL does not name a usable object store.

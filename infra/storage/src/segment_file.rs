@@ -231,6 +231,34 @@ pub fn object_key(
     log_folder(prefix, log, log_id).join(format!("{start_offset:020}-{end_offset:020}.parquet"))
 }
 
+/// `<log folder>/_trimmed/<segment_id:020>`: the copies of one segment's
+/// file cut at trim points inside it, which the log's Iceberg table holds
+/// instead of the segment's file. Engines that list a folder of Parquet
+/// files skip folders whose name starts with `_`, and a glob of the log
+/// folder's `*.parquet` does not reach into it.
+pub fn cut_folder(prefix: &Path, log: &LogName, log_id: u64, segment_id: u64) -> Path {
+    log_folder(prefix, log, log_id)
+        .join("_trimmed")
+        .join(format!("{segment_id:020}"))
+}
+
+/// The copy of a segment's file holding its rows `start_offset..end_offset`
+/// (the segment's end), in [`cut_folder`]. Its CRC32C is part of the name:
+/// a release that encodes the same rows into other bytes writes beside an
+/// earlier release's copy, never over it.
+pub fn cut_key(
+    prefix: &Path,
+    log: &LogName,
+    log_id: u64,
+    segment_id: u64,
+    (start_offset, end_offset): (u64, u64),
+    crc32c: u32,
+) -> Path {
+    cut_folder(prefix, log, log_id, segment_id).join(format!(
+        "{start_offset:020}-{end_offset:020}-{crc32c:08x}.parquet"
+    ))
+}
+
 /// `<prefix>/ns=<ns>/log=<log>/id=<log_id>`: every object of one log id.
 pub fn log_folder(prefix: &Path, log: &LogName, log_id: u64) -> Path {
     prefix
@@ -304,33 +332,38 @@ fn properties(info: &FileInfo<'_>) -> Result<WriterProperties> {
 /// the writer fills them across batches).
 const BATCH_BYTES: usize = 256 * 1024 * 1024;
 
-/// The segment's rows (offset, record) in `start..end`, in batches of at
-/// most [`BATCH_BYTES`] (and at least one row).
-fn batches(entries: &[Entry], info: &FileInfo<'_>) -> Result<Vec<RecordBatch>> {
-    let rows = entries.iter().flat_map(|entry| {
-        let first = entry.header.first_offset;
-        (first..)
-            .zip(&entry.records)
-            .filter(|(offset, _)| *offset < info.end_offset)
-    });
+/// One row of a file: its offset, its append time (ms) and its record.
+type Row<'a> = (u64, i64, &'a Record);
+
+/// The smallest and largest append time of some rows, ms.
+type TimeRange = Option<(i64, i64)>;
+
+/// The segment's rows in `start..end`, in batches of at most
+/// [`BATCH_BYTES`] (and at least one batch), with the smallest and largest
+/// append time.
+fn batches<'a>(rows: impl Iterator<Item = Row<'a>>) -> Result<(Vec<RecordBatch>, TimeRange)> {
     let mut batches = Vec::new();
+    let mut time_range_ms: TimeRange = None;
     let (mut chunk, mut bytes) = (Vec::new(), 0usize);
-    for (offset, record) in rows {
-        let size = record.record.size();
+    for row in rows {
+        let (_, time, record) = row;
+        time_range_ms =
+            Some(time_range_ms.map_or((time, time), |(lo, hi)| (lo.min(time), hi.max(time))));
+        let size = record.size();
         if !chunk.is_empty() && bytes.saturating_add(size) > BATCH_BYTES {
             batches.push(batch(&chunk)?);
             (chunk, bytes) = (Vec::new(), 0);
         }
-        chunk.push((offset, record));
+        chunk.push(row);
         bytes += size;
     }
     if !chunk.is_empty() || batches.is_empty() {
         batches.push(batch(&chunk)?);
     }
-    Ok(batches)
+    Ok((batches, time_range_ms))
 }
 
-fn batch(rows: &[(u64, &EntryRecord)]) -> Result<RecordBatch> {
+fn batch(rows: &[Row<'_>]) -> Result<RecordBatch> {
     let count = rows.len();
     let mut offsets = Vec::with_capacity(count);
     let mut timestamps = Vec::with_capacity(count);
@@ -341,29 +374,24 @@ fn batch(rows: &[(u64, &EntryRecord)]) -> Result<RecordBatch> {
     let mut header_values = BinaryBuilder::new();
     let mut header_lengths = OffsetBufferBuilder::<i32>::new(count);
     let mut header_nulls = NullBufferBuilder::new(count);
-    let payload_bytes: usize = rows.iter().map(|(_, r)| r.record.payload.len()).sum();
+    let payload_bytes: usize = rows.iter().map(|(_, _, r)| r.payload.len()).sum();
     let mut payloads = BinaryBuilder::with_capacity(count, payload_bytes);
-    for &(offset, record) in rows {
-        let record_headers = &record.record.headers;
+    for &(offset, timestamp_ms, record) in rows {
+        let record_headers = &record.headers;
         // Offsets stay below 2^63 (the manifest and the wire cap them), and
         // times within year 9999 fit in µs.
         offsets.push(offset as i64);
-        timestamps.push(record.timestamp_ms.saturating_mul(MICROS));
-        txids.push(record.record.txid);
-        producer_times.push(
-            record
-                .record
-                .producer_time_ms
-                .map(|ms| ms.saturating_mul(MICROS)),
-        );
-        keys.append_option(record.record.key.as_deref());
+        timestamps.push(timestamp_ms.saturating_mul(MICROS));
+        txids.push(record.txid);
+        producer_times.push(record.producer_time_ms.map(|ms| ms.saturating_mul(MICROS)));
+        keys.append_option(record.key.as_deref());
         for (name, value) in record_headers {
             header_names.append_value(name);
             header_values.append_value(value);
         }
         header_lengths.push_length(record_headers.len());
         header_nulls.append(!record_headers.is_empty());
-        payloads.append_option(record.record.nullable_payload());
+        payloads.append_option(record.nullable_payload());
     }
     let arrow = |what| move |source| Error::Arrow { what, source };
     let header_entries = StructArray::try_new(
@@ -396,19 +424,46 @@ fn batch(rows: &[(u64, &EntryRecord)]) -> Result<RecordBatch> {
 
 /// Encodes a segment's entries (in order, covering `start..end` exactly).
 pub fn encode_segment(entries: &[Entry], info: &FileInfo<'_>) -> Result<SegmentFile> {
-    let batches = batches(entries, info)?;
-    let rows: u64 = batches.iter().map(|b| b.num_rows() as u64).sum();
-    let times = (entries.iter())
-        .flat_map(|entry| {
-            let first = entry.header.first_offset;
-            (first..)
-                .zip(&entry.records)
-                .filter(|(offset, _)| *offset < info.end_offset)
-        })
-        .map(|(_, record)| record.timestamp_ms);
-    let time_range_ms = times.fold(None, |range: Option<(i64, i64)>, t| {
-        Some(range.map_or((t, t), |(lo, hi)| (lo.min(t), hi.max(t))))
+    let rows = entries.iter().flat_map(|entry| {
+        let first = entry.header.first_offset;
+        (first..)
+            .zip(&entry.records)
+            .filter(|(offset, _)| *offset < info.end_offset)
+            .map(|(offset, entry_record): (u64, &EntryRecord)| {
+                (offset, entry_record.timestamp_ms, &entry_record.record)
+            })
     });
+    encode_rows(rows, info)
+}
+
+/// Encodes records read back from a file (in offset order, covering
+/// `start..end` exactly), in the current layout: the part of a segment a
+/// log's table keeps after a trim inside it.
+pub fn encode_records(records: &[StoredRecord], info: &FileInfo<'_>) -> Result<SegmentFile> {
+    let expected = info.start_offset..info.end_offset;
+    if let Some((record, offset)) =
+        (records.iter().zip(expected)).find(|(record, offset)| record.offset != *offset)
+    {
+        return Err(Error::Incomplete {
+            log: info.log.clone(),
+            segment: info.segment_id,
+            reason: format!("offset {} where {offset} was due", record.offset),
+        });
+    }
+    encode_rows(
+        records
+            .iter()
+            .map(|r| (r.offset, r.timestamp_ms, &r.record)),
+        info,
+    )
+}
+
+fn encode_rows<'a>(
+    rows: impl Iterator<Item = Row<'a>>,
+    info: &FileInfo<'_>,
+) -> Result<SegmentFile> {
+    let (batches, time_range_ms) = batches(rows)?;
+    let rows: u64 = batches.iter().map(|b| b.num_rows() as u64).sum();
     if rows != info.end_offset - info.start_offset {
         return Err(Error::Incomplete {
             log: info.log.clone(),

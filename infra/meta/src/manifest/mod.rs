@@ -1101,6 +1101,23 @@ impl Manifest {
         .await
     }
 
+    /// Records that the segment's file in its log's Iceberg table was cut
+    /// at `offset` (a trim point inside the segment of the live log
+    /// `log_id`); the highest offset recorded stays.
+    pub async fn mark_table_cut(
+        &self,
+        log: &LogName,
+        log_id: LogId,
+        segment: SegmentId,
+        offset: u64,
+    ) -> Result<()> {
+        self.update_segment(log, log_id, segment, |meta| SegmentMeta {
+            table_cut_offset: meta.table_cut_offset.max(Some(offset)),
+            ..meta
+        })
+        .await
+    }
+
     /// Rewrites a segment of the live log `log_id` as `change` makes it,
     /// if nothing changed it since it was read.
     async fn update_segment(

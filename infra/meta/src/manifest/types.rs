@@ -234,6 +234,11 @@ pub struct SegmentMeta {
     /// that planned on an older snapshot are done.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub table_removed_at_ms: Option<i64>,
+    /// The trim point inside this segment below which its rows are gone
+    /// from its log's Iceberg table: the table holds a copy of the file cut
+    /// at that offset instead of the segment's own file.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub table_cut_offset: Option<u64>,
 }
 
 impl SegmentMeta {
@@ -264,6 +269,7 @@ impl SegmentMeta {
             object: None,
             cache_dropped: false,
             table_removed_at_ms: None,
+            table_cut_offset: None,
         }
     }
 }

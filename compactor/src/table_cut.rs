@@ -1,0 +1,198 @@
+//! Hiding the rows below a trim point from a log's Iceberg table when the
+//! trim point falls inside a segment (ARCHITECTURE.md, "Iceberg tables").
+//!
+//! Retention takes whole files out of the table ([`LogTables::remove_below`]);
+//! a segment that straddles the trim point keeps its file, and with it rows
+//! that `dlog read` no longer returns. So the compactor writes a copy of
+//! the segment's file holding only its rows at or above the trim point, and
+//! puts it in the table instead of that segment's files in one commit. The
+//! segment's own object stays as it is: the log's readers use it (they skip
+//! the trimmed rows themselves) until retention deletes the segment, and
+//! engines may not delete it when it leaves the table (`gc.enabled` is off
+//! on dlog's tables).
+//!
+//! Step by step, under the segment's claim (so the segment is not deleted
+//! meanwhile, [`crate::Compactor`]):
+//!
+//! 1. find the table's file across the trim point (none: step 6);
+//! 2. read the segment's own object and check it against the CRC32C the
+//!    manifest recorded (a copy is always cut from the original, never from
+//!    an earlier copy);
+//! 3. keep the rows at or above the trim point and encode them
+//!    (deterministic bytes, the current layout; offsets checked to run
+//!    without a gap to the segment's end);
+//! 4. upload at [`segment_file::cut_key`], whose name carries the copy's
+//!    CRC32C, with `PutMode::Create`, and read it back;
+//! 5. put the copy in the table instead of the segment's files, if the
+//!    table still holds one ([`LogTables::replace`]);
+//! 6. record the cut in the segment's manifest entry, so later passes skip
+//!    it until the trim point moves.
+//!
+//! | crash after step | state | the next pass |
+//! |---|---|---|
+//! | 1–3 | nothing written | starts over |
+//! | 4 | copy uploaded, table unchanged | uploads again (same bytes, same key), then 5 |
+//! | 5 | copy in the table, segment unmarked | finds no file across the trim point, marks it |
+//! | 6 | done | skips the segment |
+//!
+//! The copies live in the segment's `_trimmed` folder and are deleted with
+//! the segment, a grace period after its last file left the table (every
+//! copy left the table no later than that, so every snapshot that listed
+//! any of them is expired by then). An append of the segment's own file
+//! after a cut (a compactor paused past its lease) finds the copy and adds
+//! nothing ([`LogTables::append`]).
+
+use dlog_meta::manifest::{Manifest, SegmentMeta};
+use dlog_storage::objstore::ObjectStoreHandle;
+use dlog_storage::segment_file::{self, FileInfo};
+use dlog_wire::ids::{LogId, SegmentId};
+use dlog_wire::names::LogName;
+
+use crate::error::{Error, Result};
+use crate::failpoint;
+use crate::offload::{cpu_work, read_object, upload, verify_upload};
+use crate::table::{LogTables, Replaced, TableFile};
+
+/// Cuts lost to other commits in a row before the pass moves on.
+const ATTEMPTS: usize = 4;
+
+/// What a cut reads from and writes to.
+#[derive(Debug, Clone, Copy)]
+pub struct CutIn<'a> {
+    pub manifest: &'a Manifest,
+    pub objects: &'a ObjectStoreHandle,
+    pub tables: &'a LogTables,
+    /// See [`crate::CompactorOptions::encode_inline`].
+    pub encode_inline: bool,
+}
+
+/// Hides the rows of `segment` below `trim_offset` (which lies inside it)
+/// from the log's table, and records that in the manifest. The caller
+/// holds the segment's claim and read `segment` under it. Returns whether
+/// a copy was committed by this call.
+#[tracing::instrument(name = "table_cut", skip_all, fields(%log, segment = segment.segment_id, trim_offset))]
+pub async fn cut_below_trim(
+    to: CutIn<'_>,
+    log: &LogName,
+    log_id: u64,
+    segment: &SegmentMeta,
+    trim_offset: u64,
+) -> Result<bool> {
+    let Some(object) = &segment.object else {
+        return Ok(false);
+    };
+    let end = segment.end_offset.unwrap_or(segment.start_offset);
+    if !(segment.start_offset < trim_offset && trim_offset < end) {
+        return Ok(false);
+    }
+    let own_key = object_store::path::Path::from(object.key.as_str());
+    let own = to.objects.url_of(&own_key);
+    let copies = segment_file::cut_folder(&to.objects.prefix, log, log_id, segment.segment_id);
+    let copies = format!("{}/", to.objects.url_of(&copies));
+    let mut committed = false;
+    for _ in 0..ATTEMPTS {
+        let Some(across) = to.tables.file_across(log, log_id, trim_offset).await? else {
+            let (id, segment_id) = (LogId(log_id), SegmentId(segment.segment_id));
+            (to.manifest)
+                .mark_table_cut(log, id, segment_id, trim_offset)
+                .await?;
+            return Ok(committed);
+        };
+        if across.location != own && !across.location.starts_with(&copies) {
+            return Err(cut_error(
+                log,
+                segment,
+                format!(
+                    "the table's file across the trim point, {}, is not this segment's",
+                    across.location
+                ),
+            ));
+        }
+        let copy = write_copy(to, log, log_id, segment, trim_offset).await?;
+        let (key, file) = (&copy.0, &copy.1);
+        let entry = TableFile {
+            key,
+            file,
+            segment_id: segment.segment_id,
+            start_offset: trim_offset,
+            end_offset: end,
+            time_range_ms: file.time_range_ms,
+        };
+        match to.tables.replace(log, log_id, &own, &entry).await? {
+            Replaced::Committed => {
+                committed = true;
+                tracing::info!(copy = %key, "hid the rows below the trim point from the log's table");
+            }
+            // Another compactor cut it (then the next look finds nothing)
+            // or changed the table meanwhile (then it is looked at again).
+            Replaced::AlreadyThere | Replaced::Gone => {}
+        }
+    }
+    Err(cut_error(
+        log,
+        segment,
+        format!("{ATTEMPTS} cuts lost to other commits in a row"),
+    ))
+}
+
+/// Steps 2–4: the copy of the segment's rows from `trim_offset` on,
+/// uploaded and read back; returns its key and file.
+async fn write_copy(
+    to: CutIn<'_>,
+    log: &LogName,
+    log_id: u64,
+    segment: &SegmentMeta,
+    trim_offset: u64,
+) -> Result<(object_store::path::Path, segment_file::SegmentFile)> {
+    let object = segment.object.as_ref().expect("checked by the caller");
+    let end = segment.end_offset.unwrap_or(segment.start_offset);
+    let own_key = object_store::path::Path::from(object.key.as_str());
+    let bytes = read_object(to.objects, &own_key).await?;
+    let crc = crc32c::crc32c(&bytes);
+    if crc != object.crc32c {
+        return Err(cut_error(
+            log,
+            segment,
+            format!(
+                "{own_key} has CRC32C {crc:#010x}, the manifest recorded {:#010x}",
+                object.crc32c
+            ),
+        ));
+    }
+    let (owned_log, segment_id) = (log.clone(), segment.segment_id);
+    let encode = move || {
+        let mut records = segment_file::decode_file(bytes)?;
+        records.retain(|record| record.offset >= trim_offset);
+        let info = FileInfo {
+            log: &owned_log,
+            segment_id,
+            start_offset: trim_offset,
+            end_offset: end,
+        };
+        segment_file::encode_records(&records, &info)
+    };
+    let file = cpu_work(to.encode_inline, encode)
+        .await
+        .map_err(|err| cut_error(log, segment, format!("encoding task failed: {err}")))?
+        .map_err(|err| cut_error(log, segment, format!("rewrite {own_key}: {err}")))?;
+    let key = segment_file::cut_key(
+        &to.objects.prefix,
+        log,
+        log_id,
+        segment.segment_id,
+        (trim_offset, end),
+        file.crc32c,
+    );
+    upload(to.objects, &key, &file).await?;
+    verify_upload(to.objects, &key, file.crc32c).await?;
+    failpoint::hit("retention.after_cut_upload");
+    Ok((key, file))
+}
+
+fn cut_error(log: &LogName, segment: &SegmentMeta, reason: String) -> Error {
+    Error::TableCut {
+        log: log.clone(),
+        segment: segment.segment_id,
+        reason,
+    }
+}
