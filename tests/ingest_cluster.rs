@@ -767,6 +767,33 @@ async fn segments_roll_by_policy_and_a_clean_shutdown_hands_over() {
     );
 }
 
+/// The services a node lists over gRPC reflection `$version` (`v1` or
+/// `v1alpha`: the same messages, in two packages).
+macro_rules! reflected_services {
+    ($version:ident, $channel:expr) => {{
+        use tonic_reflection::pb::$version::server_reflection_client::ServerReflectionClient;
+        use tonic_reflection::pb::$version::server_reflection_request::MessageRequest;
+        use tonic_reflection::pb::$version::server_reflection_response::MessageResponse;
+        let request = tonic_reflection::pb::$version::ServerReflectionRequest {
+            host: String::new(),
+            message_request: Some(MessageRequest::ListServices(String::new())),
+        };
+        let mut responses = ServerReflectionClient::new($channel)
+            .server_reflection_info(futures::stream::iter([request]))
+            .await
+            .unwrap()
+            .into_inner();
+        match responses.message().await.unwrap().unwrap().message_response {
+            Some(MessageResponse::ListServicesResponse(list)) => list
+                .service
+                .into_iter()
+                .map(|s| s.name)
+                .collect::<Vec<String>>(),
+            other => panic!("expected a service list, got {other:?}"),
+        }
+    }};
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn nodes_serve_health_and_reflection() {
     let Some(cluster) = Cluster::start(1, 1).await else {
@@ -787,34 +814,22 @@ async fn nodes_serve_health_and_reflection() {
         tonic_health::pb::health_check_response::ServingStatus::Serving as i32
     );
 
-    use tonic_reflection::pb::v1::server_reflection_client::ServerReflectionClient;
-    use tonic_reflection::pb::v1::server_reflection_request::MessageRequest;
-    use tonic_reflection::pb::v1::server_reflection_response::MessageResponse;
-    let mut reflection = ServerReflectionClient::new(channel);
-    let request = tonic_reflection::pb::v1::ServerReflectionRequest {
-        host: String::new(),
-        message_request: Some(MessageRequest::ListServices(String::new())),
-    };
-    let mut responses = reflection
-        .server_reflection_info(futures::stream::iter([request]))
-        .await
-        .unwrap()
-        .into_inner();
-    let Some(MessageResponse::ListServicesResponse(list)) =
-        responses.message().await.unwrap().unwrap().message_response
-    else {
-        panic!("expected a service list");
-    };
-    let names: Vec<String> = list.service.into_iter().map(|s| s.name).collect();
-    for service in [
-        "dlog.v1.LogService",
-        "dlog.v1.ReadService",
-        "dlog.v1.CacheService",
-    ] {
-        assert!(
-            names.contains(&service.to_owned()),
-            "{service} missing from {names:?}"
-        );
+    // Reflection in both versions (tools that speak only v1alpha too).
+    let listed = [
+        ("v1", reflected_services!(v1, channel.clone())),
+        ("v1alpha", reflected_services!(v1alpha, channel)),
+    ];
+    for (version, names) in listed {
+        for service in [
+            "dlog.v1.LogService",
+            "dlog.v1.ReadService",
+            "dlog.v1.CacheService",
+        ] {
+            assert!(
+                names.contains(&service.to_owned()),
+                "{service} missing from {names:?} (reflection {version})"
+            );
+        }
     }
 }
 

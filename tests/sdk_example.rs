@@ -2,11 +2,12 @@
 //! `dlog standalone` node: it writes and reads through the `distributedlog`
 //! crate alone, and a second run continues the same log.
 
+mod common;
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::time::Duration;
 
-use dlog_testkit::{Process, free_port, wait_for_port};
+use common::standalone::Standalone;
 
 /// The example's binary: the one the test build made beside this test
 /// (`cargo test` and `cargo nextest run` build examples too), else built
@@ -57,23 +58,8 @@ fn run_example(binary: &Path, args: &[&str]) -> String {
 
 #[test]
 fn the_sdk_example_writes_and_reads_a_standalone_node() {
-    let dir = tempfile::tempdir().unwrap();
-    let port = free_port();
-    let mut command = Command::new(env!("CARGO_BIN_EXE_dlog"));
-    command
-        .arg("standalone")
-        .arg("--data-dir")
-        .arg(dir.path().join("data"))
-        .args(["--listen", &format!("127.0.0.1:{port}")])
-        .args(["--kafka-listen", "off"]);
-    let log = dir.path().join("standalone.log");
-    let _node = Process::spawn("standalone", command, &log).unwrap();
-    assert!(
-        wait_for_port(([127, 0, 0, 1], port).into(), Duration::from_secs(20)),
-        "standalone did not start: {}",
-        std::fs::read_to_string(&log).unwrap_or_default()
-    );
-    let endpoint = format!("http://127.0.0.1:{port}");
+    let node = Standalone::start();
+    let endpoint = node.address();
     let example = example_binary();
 
     let first = run_example(&example, &[&endpoint, "sdk/example"]);

@@ -365,6 +365,51 @@ fn bad_input_through_the_cli_is_one_line_and_changes_nothing() {
     assert_eq!(out, "5\n6\n7\n8\n9\n10\n");
 }
 
+/// Endpoints no one listens on: `dlog` fails with one line naming each
+/// endpoint once, however many retries went to it, with the role it
+/// expected there and the cause.
+#[test]
+fn unreachable_endpoints_are_named_once_with_the_role_expected_there() {
+    // Ports bound without listening, held for the whole test: connections
+    // are refused, and no other test's server can take them.
+    let held: Vec<tokio::net::TcpSocket> = (0..3)
+        .map(|_| {
+            let socket = tokio::net::TcpSocket::new_v4().unwrap();
+            socket.bind(([127, 0, 0, 1], 0).into()).unwrap();
+            socket
+        })
+        .collect();
+    let address = |i: usize| format!("http://{}", held[i].local_addr().unwrap());
+    let [ingest_a, ingest_b, reader] = [0, 1, 2].map(address);
+    let fails = |args: &[&str]| {
+        let output = Command::new(env!("CARGO_BIN_EXE_dlog"))
+            .args(args)
+            .env_remove("DLOG_ENDPOINT")
+            .env_remove("DLOG_READ_ENDPOINT")
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
+        assert!(!output.status.success(), "dlog {args:?} succeeded");
+        assert_eq!(stderr.lines().count(), 1, "dlog {args:?}: {stderr:?}");
+        stderr.trim_end().to_owned()
+    };
+
+    let endpoints = format!("{ingest_a},{ingest_b}");
+    let line = fails(&["--endpoint", &endpoints, "logs", "list"]);
+    let expected = format!("dlog: cannot reach the ingest endpoints {ingest_a}, {ingest_b} (");
+    assert!(line.starts_with(&expected), "{line}");
+    assert!(
+        line.contains("tcp connect error") && line.contains("refused"),
+        "{line}"
+    );
+    assert_eq!(line.matches(&ingest_a).count(), 1, "{line}");
+
+    let args = ["--endpoint", &ingest_a, "--read-endpoint", &reader];
+    let line = fails(&[&args[..], &["read", "ns/a", "--from", "0"]].concat());
+    let expected = format!("dlog: read ns/a: cannot reach the reader endpoint {reader} (");
+    assert!(line.starts_with(&expected), "{line}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_sdk_writer_and_a_following_reader_survive_a_kill_9() {
     use distributedlog::{Client, ReadOptions, Record, Start, WriterOptions};

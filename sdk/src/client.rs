@@ -26,6 +26,7 @@ use tonic::transport::{Channel, Endpoint};
 use crate::info::{ClusterStatus, LogInfo, Sealed};
 use crate::retry::{MAX_ATTEMPTS, Retries};
 use crate::settings::{Settings, SettingsChange};
+use crate::unreachable::{Role, Unreachable};
 
 /// Longest a single request may take: a frozen node must not hang a client.
 /// (For a `Read` stream it bounds nothing: streams use a channel without it,
@@ -136,41 +137,6 @@ pub(crate) fn failure_kind(status: &tonic::Status) -> ErrorKind {
         }
         code => ErrorKind::from_code(code),
     }
-}
-
-/// A failure of the client's own (no answer from `address`: refused
-/// connection, timeout, broken connection) says which node and why, down to
-/// the root cause, and what a server answered before (`earlier`, e.g. the
-/// metastore timing out before the node went away): "tcp connect error"
-/// alone does not tell a person what to fix. A server's answer stays as it
-/// is.
-fn unreachable_node(status: tonic::Status, address: &str, earlier: Option<&str>) -> tonic::Status {
-    use std::error::Error as _;
-    let Some(source) = status.source() else {
-        return status;
-    };
-    let mut causes = Vec::new();
-    let mut next: Option<&dyn std::error::Error> = Some(source);
-    while let Some(cause) = next {
-        let text = cause.to_string();
-        if !status.message().contains(&text) && !causes.contains(&text) {
-            causes.push(text);
-        }
-        next = cause.source();
-    }
-    let mut message = format!("no answer from {address}: {}", status.message());
-    for cause in causes {
-        message.push_str(": ");
-        message.push_str(&cause);
-    }
-    if let Some(earlier) = earlier {
-        message.push_str("; before that, ");
-        message.push_str(earlier);
-    }
-    // Without its source the status would read as the server's own
-    // UNKNOWN or INTERNAL: it keeps the kind the retries gave it.
-    let code = failure_kind(&status).code();
-    tonic::Status::with_metadata(code, message, status.metadata().clone())
 }
 
 /// The error of a call that failed after an earlier attempt may have been
@@ -323,17 +289,18 @@ impl tonic::service::Interceptor for Credentials {
 /// How a client's calls travel: its channel, with its credentials.
 pub(crate) type Transport = tonic::service::interceptor::InterceptedService<Channel, Credentials>;
 
-/// A list of endpoints and the one in use; the next is tried when it is
-/// unreachable. Clones share the position.
+/// A list of endpoints, the role expected of them, and the one in use; the
+/// next is tried when it is unreachable. Clones share the position.
 #[derive(Debug, Clone)]
 pub(crate) struct Endpoints {
     list: Arc<[String]>,
     current: Arc<AtomicUsize>,
+    role: Role,
 }
 
 impl Endpoints {
-    /// `http://host:port`, comma-separated.
-    fn parse(endpoints: &str) -> Endpoints {
+    /// `http://host:port`, comma-separated, of nodes serving `role`.
+    fn parse(endpoints: &str, role: Role) -> Endpoints {
         let list: Vec<String> = endpoints
             .split(',')
             .map(str::trim)
@@ -343,7 +310,21 @@ impl Endpoints {
         Endpoints {
             list: list.into(),
             current: Arc::default(),
+            role,
         }
+    }
+
+    /// The same list and position, expected to serve `role` too.
+    fn serving(&self, role: Role) -> Endpoints {
+        Endpoints {
+            role,
+            ..self.clone()
+        }
+    }
+
+    /// What a call could not reach among these endpoints.
+    pub(crate) fn unreachable(&self) -> Unreachable {
+        Unreachable::new(self.role)
     }
 
     /// The endpoint in use.
@@ -368,9 +349,9 @@ impl Client {
     /// Reads go to the same endpoints unless
     /// [`with_read_endpoints`](Client::with_read_endpoints) names others.
     pub fn new(endpoints: impl AsRef<str>) -> Client {
-        let write = Endpoints::parse(endpoints.as_ref());
+        let write = Endpoints::parse(endpoints.as_ref(), Role::Ingest);
         Client {
-            read: write.clone(),
+            read: write.serving(Role::Reader),
             write,
             channels: Arc::default(),
             owners: Arc::default(),
@@ -417,7 +398,7 @@ impl Client {
     /// ingest nodes do not serve. In `dlog standalone` one address serves
     /// both, and this is not needed.
     pub fn with_read_endpoints(mut self, endpoints: impl AsRef<str>) -> Client {
-        self.read = Endpoints::parse(endpoints.as_ref());
+        self.read = Endpoints::parse(endpoints.as_ref(), Role::Reader);
         self
     }
 
@@ -568,13 +549,13 @@ impl Client {
         // other cannot loop. Waits a quota asked for do not: they end when
         // the quota lets the call through, or at the deadline.
         let mut attempts = 0;
-        let mut last_address = String::new();
-        // The last answer a server gave, for a call that ends without one.
+        // The endpoints that did not answer, and the last answer a server
+        // gave, for a call that ends without one.
+        let mut unreachable = endpoints.unreachable();
         let mut last_answer: Option<String> = None;
         while attempts < MAX_ATTEMPTS {
             attempts += 1;
             let address = self.address_for(log, endpoints);
-            last_address.clone_from(&address);
             let client = match make(self, &address) {
                 Ok(client) => client,
                 Err(err) => {
@@ -601,6 +582,7 @@ impl Client {
                     if std::error::Error::source(&status).is_none() {
                         last_answer = Some(format!("{address} answered: {}", status.message()));
                     }
+                    unreachable.note(&address, &status);
                     if let (Some(owner), Some(log)) = (&redirect, log)
                         && *owner != address
                     {
@@ -653,7 +635,7 @@ impl Client {
             }
         }
         let last_error = match last_error {
-            Some(status) => unreachable_node(status, &last_address, last_answer.as_deref()),
+            Some(status) => unreachable.status(status, last_answer.as_deref()),
             None => tonic::Status::unavailable("no attempt was made"),
         };
         Called {
@@ -989,7 +971,8 @@ impl Client {
 mod tests {
     use super::*;
 
-    /// A node no one listens on: the error names it and the root cause.
+    /// A node no one listens on: the error names it, the role expected
+    /// there, and the root cause.
     #[tokio::test]
     async fn a_node_that_does_not_answer_is_named_with_the_cause() {
         // A port bound without listening, held for the whole test: a
@@ -1002,16 +985,17 @@ mod tests {
         let err = Client::new(&address).get_log("ns/a").await.unwrap_err();
         let text = err.to_string();
         assert!(
-            text.contains(&format!("no answer from {address}")),
+            text.starts_with(&format!("cannot reach the ingest endpoint {address} (")),
             "{text}"
         );
         assert!(text.contains("refused"), "{text}");
         assert_eq!(err.kind(), ErrorKind::Unavailable, "{err:?}");
-        // A server's own answer is left alone.
-        let answered = tonic::Status::not_found("log ns/a does not exist");
-        assert_eq!(
-            unreachable_node(answered, &address, None).message(),
-            "log ns/a does not exist"
+        // Reads name the role they expect there.
+        let err = Client::new(&address).check_tail("ns/a").await.unwrap_err();
+        let text = err.to_string();
+        assert!(
+            text.starts_with(&format!("cannot reach the reader endpoint {address} (")),
+            "{text}"
         );
     }
 

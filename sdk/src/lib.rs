@@ -45,6 +45,7 @@
 //! | [`log_writer`] | [`LogWriter`]: ordered, batched, exactly-once writes |
 //! | [`log_reader`] | [`LogReader`]: reads that resume after failures; tail; subscriptions |
 //! | `retry` | the one retry policy: backoff with jitter, attempts, a total deadline |
+//! | `unreachable` | the error of a call no node answered: each endpoint tried, once, with its role |
 //! | [`info`] | what admin calls answer: [`LogInfo`], [`SegmentInfo`], [`Sealed`], [`ClusterStatus`] |
 //! | [`settings`] | namespace and log settings: [`Settings`], [`SettingsChange`] |
 //! | [`tokens`] | client tokens: [`TokenInfo`]; [`Client::with_token`] sends one |
@@ -58,6 +59,7 @@ pub mod log_writer;
 mod retry;
 pub mod settings;
 pub mod tokens;
+mod unreachable;
 
 pub use client::{AppendIf, Appended, Client, Error as ClientError, LogsPage};
 pub use dlog_wire::error::ErrorKind;

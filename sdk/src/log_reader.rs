@@ -25,6 +25,7 @@ use futures::{Stream, StreamExt};
 
 use crate::client::{Client, Error, Result, failure_kind};
 use crate::retry::Retries;
+use crate::unreachable::Unreachable;
 
 /// A stream that lasted this long counts as having worked: the failures
 /// before it are forgotten (an idle follower delivers no records).
@@ -96,6 +97,8 @@ impl Client {
             buffered: VecDeque::new(),
             end_of_stream: false,
             retries: Retries::new(),
+            unreachable: self.read_endpoints().unreachable(),
+            address: String::new(),
             opened_at: Instant::now(),
             finished: false,
         };
@@ -388,6 +391,10 @@ struct ReadLoop {
     /// The retries left since the last progress (a record delivered, or a
     /// stream that lasted [`HEALTHY_STREAM`]).
     retries: Retries,
+    /// The read endpoints that did not answer since the last progress.
+    unreachable: Unreachable,
+    /// Where the current (or last) stream was opened.
+    address: String,
     /// When the current stream was opened.
     opened_at: Instant,
     finished: bool,
@@ -403,7 +410,7 @@ impl ReadLoop {
             if let Some(record) = self.buffered.pop_front() {
                 match self.cursor.accept(record.offset) {
                     Verdict::Deliver => {
-                        self.retries = Retries::new();
+                        self.progressed();
                         return Some(Ok(StoredRecord::from(record)));
                     }
                     Verdict::Duplicate => continue,
@@ -483,6 +490,7 @@ impl ReadLoop {
             }
         }
         let address = self.client.read_endpoints().current();
+        self.address.clone_from(&address);
         let mut client = self.client.read_stream_client(&address)?;
         let mut request = self.cursor.request(&self.log, self.follow);
         request.log_id = self.log_id;
@@ -500,14 +508,25 @@ impl ReadLoop {
             return Some(err);
         }
         if self.opened_at.elapsed() >= HEALTHY_STREAM {
-            self.retries = Retries::new();
+            self.progressed();
         }
         tracing::debug!(log = self.log, error = %err, "read failed; resuming");
         self.client.read_endpoints().advance();
-        if !self.retries.pause().await {
+        let Error::Status(status) = err else {
             return Some(err);
+        };
+        self.unreachable.note(&self.address, &status);
+        if !self.retries.pause().await {
+            return Some(Error::Status(self.unreachable.status(status, None)));
         }
         None
+    }
+
+    /// A fresh budget of retries, and of endpoints not reached, after
+    /// progress.
+    fn progressed(&mut self) {
+        self.retries = Retries::new();
+        self.unreachable = self.client.read_endpoints().unreachable();
     }
 
     fn finish(&mut self, last: Option<Result<StoredRecord>>) -> Option<Result<StoredRecord>> {

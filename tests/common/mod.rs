@@ -3,13 +3,14 @@
 //! killable, stoppable and restartable, each under a group id of its own so
 //! [`firewall`] can cut the network between them; plus a checker that reads
 //! a log back straight from the cache nodes (segment by segment, up to each
-//! sealed end).
+//! sealed end); and a `dlog standalone` node ([`standalone`]).
 
 #![allow(dead_code)]
 
 pub mod etcd;
 pub mod firewall;
 pub mod pki;
+pub mod standalone;
 
 use std::collections::BTreeMap;
 use std::process::Command;
