@@ -18,7 +18,8 @@
 #      rendered etcd start guard, its TLS and client-certificate auth and
 #      the snapshot-restore runbook against a real etcd, and
 #      terraform/tests/tls_fetch_test.sh runs the rendered certificate
-#      fetcher (as root);
+#      fetcher and terraform/tests/catalog_fetch_test.sh the compactor's
+#      Iceberg catalog URI fetcher (both as root, with a stand-in aws);
 #   4. checkov over terraform/, compared with the reviewed baseline
 #      terraform/tests/checkov-baseline.json (terraform/tests/run_checkov.py).
 #
@@ -148,9 +149,16 @@ else
     status=1
   fi
   if [ "$(id -u)" -ne 0 ]; then
-    unavailable "the certificate fetcher test (terraform/tests/tls_fetch_test.sh) gives files to root: run as root"
-  elif ! bash "$TF_DIR/tests/tls_fetch_test.sh" "$rendered"; then
-    status=1
+    unavailable "the fetcher tests (terraform/tests/tls_fetch_test.sh, catalog_fetch_test.sh) give files to root: run as root"
+  else
+    if ! bash "$TF_DIR/tests/tls_fetch_test.sh" "$rendered"; then
+      status=1
+    fi
+    if ! command -v python3 >/dev/null 2>&1; then
+      unavailable "python3 is needed by terraform/tests/catalog_fetch_test.sh"
+    elif ! bash "$TF_DIR/tests/catalog_fetch_test.sh" "$rendered"; then
+      status=1
+    fi
   fi
 fi
 

@@ -374,7 +374,10 @@ pub async fn serve(options: ServeOptions, shutdown: CancellationToken) -> anyhow
         } else {
             let tables = dlog_compactor::LogTables::open(catalog, objects.clone())
                 .await
-                .with_context(|| format!("open the Iceberg catalog {catalog}"))?;
+                .with_context(|| {
+                    let shown = dlog_compactor::table::redacted_uri(catalog);
+                    format!("open the Iceberg catalog {shown}")
+                })?;
             Some(Arc::new(tables))
         };
         let mut compactor = Compactor::new(

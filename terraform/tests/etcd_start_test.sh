@@ -38,17 +38,9 @@ trap 'exit 1' INT TERM
 export ETCDCTL_API=3
 X=https://127.0.0.21:23791
 Y=https://127.0.0.22:23792
-passed=0
-failed=0
-
-ok() {
-  echo "etcd-start-test: ok    $1"
-  passed=$((passed + 1))
-}
-bad() {
-  echo "etcd-start-test: FAIL  $1" >&2
-  failed=$((failed + 1))
-}
+test_name=etcd-start-test
+# shellcheck source=terraform/tests/lib.sh
+. "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 # cert NAME CA SUBJECT [SAN]: a P-256 key and certificate NAME.pem/NAME.key
 # in $work/pki signed by CA (ca or other), for server and client use.

@@ -15,11 +15,14 @@ Terraform's own template engine. For each scenario below this script:
     HTTPS-only and always-checked release download, lifecycle hook
     completion on the node's own group, the etcd start guard, WAL on its
     own volume, snapshots and staggered defragmentation, the SSM agent only
-    with enable_ssm, log shipping everywhere.
+    with enable_ssm, log shipping everywhere, the Iceberg catalog's URI
+    fetched on compactors with iceberg_catalog and nowhere else.
 
 Usage: render_templates.py TERRAFORM_DIR TERRAFORM_BINARY [OUT_DIR]
 OUT_DIR (default: a temporary folder) keeps the rendered files, which
-tests/etcd_start_test.sh runs against a real etcd. Exits 1 on a problem.
+tests/etcd_start_test.sh runs against a real etcd, and
+tests/tls_fetch_test.sh and tests/catalog_fetch_test.sh run with a stand-in
+`aws`. Exits 1 on a problem.
 Needs PyYAML and shellcheck.
 """
 
@@ -40,6 +43,9 @@ MODULE = "modules/distributedlog"
 USER_DATA_LIMIT = 16384
 SHA = "ab" * 32
 NODE_SECRET = "arn:aws:secretsmanager:eu-west-1:123456789012:secret:demo/tls/node-AbCdEf"
+CATALOG_SECRET = "arn:aws:secretsmanager:eu-west-1:123456789012:secret:rds!db-0123abcd-AbCdEf"
+CATALOG_ENDPOINT = "demo-catalog.abcdefghijkl.eu-west-1.rds.amazonaws.com:5432/iceberg"
+CATALOG_ARGS = f"eu-west-1 {CATALOG_SECRET} {CATALOG_ENDPOINT} /run/dlog/catalog.env /etc/dlog/rds-ca.pem dlog"
 
 ETCD_COMMON = """
     cluster_name              = "demo"
@@ -82,6 +88,30 @@ NODE_COMMON = f"""
     tls_secret_arn       = "{NODE_SECRET}"
     tls_dir              = "/etc/dlog/tls"
     tls_server_name      = "nodes.demo.dlog.internal"
+    catalog_fetch_script = file("${{SCRIPTS}}/dlog-catalog-fetch.sh")
+"""
+
+# What every role but a compactor with iceberg_catalog gets (main.tf).
+NO_CATALOG = """
+    catalog_fetch        = false
+    catalog_secret_arn   = ""
+    catalog_endpoint     = ""
+"""
+
+# A compactor's part with iceberg_catalog (catalog.tf: local.catalog_node_vars).
+WITH_CATALOG = f"""
+    catalog_fetch        = true
+    catalog_secret_arn   = "{CATALOG_SECRET}"
+    catalog_endpoint     = "{CATALOG_ENDPOINT}"
+"""
+
+COMPACTOR = """
+    role            = "compactor"
+    port            = 7073
+    nvme_journal    = false
+    lifecycle_watch = true
+    asg_name        = "demo-compactor"
+    enable_ssm      = true
 """
 
 TEST_ETCD = """
@@ -138,7 +168,7 @@ SCENARIOS = {
     "t-x-new": ("etcd-member.tftpl", TEST_ETCD.format(name="tx", index=0, ip="127.0.0.21", port=23791, pport=23801, peers="", state="new", initial="tx=https://127.0.0.21:23801")),
     "t-x-existing": ("etcd-member.tftpl", TEST_ETCD.format(name="tx", index=0, ip="127.0.0.21", port=23791, pport=23801, peers="", state="existing", initial="tx=https://127.0.0.21:23801")),
     "t-y": ("etcd-member.tftpl", TEST_ETCD.format(name="ty", index=1, ip="127.0.0.22", port=23792, pport=23802, peers="https://127.0.0.21:23791", state="existing", initial="tx=https://127.0.0.21:23801,ty=https://127.0.0.22:23802")),
-    "ingest": ("dlog-node.tftpl", NODE_COMMON + """
+    "ingest": ("dlog-node.tftpl", NODE_COMMON + NO_CATALOG + """
     role            = "ingest"
     port            = 7070
     nvme_journal    = false
@@ -146,7 +176,7 @@ SCENARIOS = {
     asg_name        = "demo-ingest"
     enable_ssm      = true
 """),
-    "cache": ("dlog-node.tftpl", NODE_COMMON + """
+    "cache": ("dlog-node.tftpl", NODE_COMMON + NO_CATALOG + """
     role            = "cache"
     port            = 7072
     nvme_journal    = true
@@ -154,6 +184,10 @@ SCENARIOS = {
     asg_name        = ""
     enable_ssm      = false
 """),
+    # A compactor with the Iceberg catalog (also for tests/catalog_fetch_test.sh)
+    # and without it.
+    "compactor": ("dlog-node.tftpl", NODE_COMMON + WITH_CATALOG + COMPACTOR),
+    "compactor-no-catalog": ("dlog-node.tftpl", NODE_COMMON + NO_CATALOG + COMPACTOR),
 }
 
 
@@ -207,14 +241,18 @@ def unit_values(text: str, key: str) -> list[str]:
     return [line.split("=", 1)[1] for line in text.splitlines() if line.startswith(key + "=")]
 
 
-def check_node(c: Checks, name: str, doc: dict) -> None:
+def check_node(c: Checks, name: str, doc: dict, catalog: bool = False) -> None:
     f = files_of(doc)
     unit = f.get("/etc/systemd/system/dlog.service", "")
     c.check(unit_values(unit, "Restart") == ["always"], f"{name}: dlog.service must have Restart=always")
+    pre = ["+/usr/local/sbin/dlog-backoff", f"+/usr/local/sbin/dlog-tls-fetch eu-west-1 {NODE_SECRET} /etc/dlog/tls dlog"]
+    if catalog:
+        pre.append(f"+/usr/local/sbin/dlog-catalog-fetch {CATALOG_ARGS}")
     c.check(
-        unit_values(unit, "ExecStartPre")
-        == ["+/usr/local/sbin/dlog-backoff", f"+/usr/local/sbin/dlog-tls-fetch eu-west-1 {NODE_SECRET} /etc/dlog/tls dlog"],
-        f"{name}: dlog.service must wait in dlog-backoff, then fetch its certificate (both as root) before a start",
+        unit_values(unit, "ExecStartPre") == pre,
+        f"{name}: dlog.service must wait in dlog-backoff, then fetch its certificate"
+        + (" and the catalog's URI" if catalog else "")
+        + " (as root) before a start",
     )
     c.check("StartLimitIntervalSec=0" in unit, f"{name}: dlog.service must never stop restarting")
     exec_start = " ".join(unit_values(unit, "ExecStart"))
@@ -252,6 +290,34 @@ def check_node(c: Checks, name: str, doc: dict) -> None:
     c.check(any("awscli" in cmd and "jq" in cmd for cmd in runcmd), f"{name}: awscli and jq are not installed")
 
 
+def check_catalog(c: Checks, doc: dict) -> None:
+    """A compactor with iceberg_catalog: the URI fetched before every start
+    and every 15 minutes, with a restart when the password was rotated."""
+    f = files_of(doc)
+    unit = f.get("/etc/systemd/system/dlog.service", "")
+    c.check(
+        unit_values(unit, "EnvironmentFile") == ["/etc/dlog/dlog.env", "/run/dlog/node.env", "-/run/dlog/catalog.env"],
+        "compactor: dlog.service must read the catalog URI from /run/dlog/catalog.env",
+    )
+    c.check(f.get("/usr/local/sbin/dlog-catalog-fetch", "").startswith("#!/bin/bash\n"), "compactor: dlog-catalog-fetch missing")
+    fetch = f.get("/etc/systemd/system/dlog-catalog-fetch.service", "")
+    c.check(
+        unit_values(fetch, "ExecStart") == [f"/usr/local/sbin/dlog-catalog-fetch --restart dlog.service {CATALOG_ARGS}"],
+        "compactor: dlog-catalog-fetch.service must fetch the catalog's secret and restart dlog.service on a change",
+    )
+    timer = f.get("/etc/systemd/system/dlog-catalog-fetch.timer", "")
+    c.check(
+        unit_values(timer, "OnUnitActiveSec") == ["15min"] and unit_values(timer, "WantedBy") == ["timers.target"],
+        "compactor: dlog-catalog-fetch.timer must run every 15 minutes",
+    )
+    runcmd = [" ".join(map(str, cmd)) for cmd in doc.get("runcmd", [])]
+    c.check("systemctl enable --now dlog-catalog-fetch.timer" in runcmd, "compactor: dlog-catalog-fetch.timer is not enabled")
+    c.check(
+        "dlog-catalog-fetch.service" in " ".join(unit_values(f.get("/etc/dlog/report.env", ""), "REPORT_UNITS")),
+        "compactor: dlog-catalog-fetch's journal must be shipped",
+    )
+
+
 def check_ssm(c: Checks, name: str, doc: dict, enabled: bool) -> None:
     f = files_of(doc)
     runcmd = [" ".join(map(str, cmd)) for cmd in doc.get("runcmd", [])]
@@ -282,6 +348,11 @@ def check_all(c: Checks, rendered: dict[str, str]) -> dict[str, dict]:
     c.check("mount_journal" in files_of(cache).get("/usr/local/sbin/dlog-prepare", ""), "cache: NVMe journal mount missing")
     check_ssm(c, "ingest", ingest, True)
     check_ssm(c, "cache", cache, False)
+    check_node(c, "compactor", docs["compactor"], catalog=True)
+    check_node(c, "compactor-no-catalog", docs["compactor-no-catalog"])
+    check_catalog(c, docs["compactor"])
+    for name in ("ingest", "cache", "compactor-no-catalog"):
+        c.check("catalog" not in rendered[name].lower(), f"{name}: the Iceberg catalog belongs to compactors with iceberg_catalog only")
 
     for name, ssm in (("etcd-a", True), ("etcd-b", False)):
         doc = docs[name]

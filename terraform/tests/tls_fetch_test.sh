@@ -23,34 +23,13 @@ fetch=$rendered/ingest/usr/local/sbin/dlog-tls-fetch
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 group=daemon
-passed=0
-failed=0
-ok() {
-  echo "tls-fetch-test: ok    $1"
-  passed=$((passed + 1))
-}
-bad() {
-  echo "tls-fetch-test: FAIL  $1" >&2
-  failed=$((failed + 1))
-}
+test_name=tls-fetch-test
+# shellcheck source=terraform/tests/lib.sh
+. "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 mkdir "$work/bin"
-cat >"$work/bin/aws" <<'EOF'
-#!/bin/bash
-# Answers only the call dlog-tls-fetch makes.
-expected="secretsmanager get-secret-value --region eu-west-1 --secret-id arn:test --query SecretString --output text --cli-connect-timeout 5 --cli-read-timeout 10"
-if [ "$*" != "$expected" ]; then
-  echo "fake aws: unexpected call: $*" >&2
-  exit 2
-fi
-if [ -e "$FAKE_AWS_DIR/unreachable" ]; then
-  echo "Could not connect to the endpoint URL" >&2
-  exit 255
-fi
-cat "$FAKE_AWS_DIR/secret.json"
-EOF
-chmod +x "$work/bin/aws"
-export FAKE_AWS_DIR=$work PATH="$work/bin:$PATH"
+fake_aws "$work/bin" arn:test
+export FAKE_DIR=$work PATH="$work/bin:$PATH"
 dir=$work/tls
 
 pem() { printf -- '-----BEGIN %s-----\n%s\n-----END %s-----\n' "$1" "$2" "$1"; }
@@ -65,14 +44,14 @@ run() {
 }
 inode() { stat -c %i "$dir/$1"; }
 
-touch "$work/unreachable"
+touch "$work/aws-down"
 run
 if [ "$status" -eq 1 ] && [ ! -e "$dir/cert.pem" ] && grep -q "holds no certificate yet" "$work/out"; then
   ok "nothing readable and no files yet: exit 1, nothing written"
 else
   bad "nothing readable and no files yet: exit $status, output: $(cat "$work/out")"
 fi
-rm "$work/unreachable"
+rm "$work/aws-down"
 
 secret CA1 CERT1 KEY1
 run
@@ -107,14 +86,14 @@ else
   bad "rotation: exit $status, output: $(cat "$work/out")"
 fi
 
-touch "$work/unreachable"
+touch "$work/aws-down"
 run
 if [ "$status" -eq 0 ] && grep -q CERT2 "$dir/cert.pem" && grep -q "keeping the files" "$work/out"; then
   ok "Secrets Manager unreachable: the files on disk are kept"
 else
   bad "unreachable with files: exit $status, output: $(cat "$work/out")"
 fi
-rm "$work/unreachable"
+rm "$work/aws-down"
 
 jq 'del(.private_key) | .certificate = "-----BEGIN CERTIFICATE-----\nCERT3\n-----END CERTIFICATE-----\n"' \
   "$work/secret.json" >"$work/s" && mv "$work/s" "$work/secret.json"

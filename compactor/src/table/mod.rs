@@ -66,6 +66,25 @@ pub use storage::{ObjectStorage, ObjectStorageFactory};
 /// The catalog name the tables are registered under (`catalog_name` in
 /// the SQL catalog's rows; pyiceberg's `SqlCatalog("dlog", ...)`).
 pub const CATALOG_NAME: &str = "dlog";
+
+/// `uri` with its password, if it has one, shown as `***`: for messages
+/// and logs, which a cluster ships off the node (terraform/README.md), while
+/// a Postgres catalog's URI carries the database password.
+pub fn redacted_uri(uri: &str) -> String {
+    let Some(scheme) = uri.find("://") else {
+        return uri.to_owned();
+    };
+    let start = scheme + 3;
+    let rest = &uri[start..];
+    let authority = &rest[..rest.find(['/', '?', '#']).unwrap_or(rest.len())];
+    let Some(at) = authority.rfind('@') else {
+        return uri.to_owned();
+    };
+    let Some(colon) = authority[..at].find(':') else {
+        return uri.to_owned();
+    };
+    format!("{}***{}", &uri[..start + colon + 1], &uri[start + at..])
+}
 /// The table property naming the log id a table holds.
 pub const LOG_ID_PROPERTY: &str = "dlog.log-id";
 /// The table property holding the log's trim point as of the last
@@ -202,15 +221,22 @@ impl LogTables {
             match opened {
                 Ok(catalog) => break catalog,
                 Err(err) if attempt < 5 => {
+                    let uri = redacted_uri(uri);
                     tracing::info!(attempt, "opening the Iceberg catalog {uri}: {err}");
                     tokio::time::sleep(std::time::Duration::from_millis(100 * attempt)).await;
                 }
-                Err(err) => return Err(Error::wrap("catalog", &format!("open {uri}"))(err)),
+                Err(err) => {
+                    let what = format!("open {}", redacted_uri(uri));
+                    return Err(Error::wrap("catalog", &what)(err));
+                }
             }
         };
         let rows = CatalogRows::connect(uri, bind(), CATALOG_NAME)
             .await
-            .map_err(Error::wrap("catalog", &format!("open {uri}")))?;
+            .map_err(Error::wrap(
+                "catalog",
+                &format!("open {}", redacted_uri(uri)),
+            ))?;
         Ok(LogTables {
             catalog,
             rows,

@@ -424,3 +424,23 @@ async fn an_unreadable_table_of_a_purged_log_id_does_not_block_its_successor() {
         "id 7's row stays"
     );
 }
+
+#[test]
+fn a_catalog_uri_is_shown_without_its_password() {
+    use super::redacted_uri;
+    assert_eq!(
+        redacted_uri(
+            "postgres://dlog:p%40ss%3A%2F@db.example:5432/iceberg?sslmode=verify-full&sslrootcert=/etc/dlog/rds-ca.pem"
+        ),
+        "postgres://dlog:***@db.example:5432/iceberg?sslmode=verify-full&sslrootcert=/etc/dlog/rds-ca.pem"
+    );
+    // No password, or no user at all: nothing to hide.
+    for uri in [
+        "postgres://dlog@db.example/iceberg",
+        "postgres://db.example/iceberg?user=x",
+        "sqlite:///var/lib/dlog/iceberg-catalog.db?mode=rwc",
+        "sqlite:catalog.db",
+    ] {
+        assert_eq!(redacted_uri(uri), uri);
+    }
+}

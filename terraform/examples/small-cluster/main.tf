@@ -1,7 +1,7 @@
 # A small production cluster: 3 etcd members and 3 cache nodes (one per
 # availability zone), 2 ingest, 2 reader and 2 compactor nodes, one
-# internal network load balancer, in an existing VPC, and an SNS topic for
-# the module's alarms.
+# internal network load balancer, the Iceberg catalog database, in an
+# existing VPC, and an SNS topic for the module's alarms.
 
 provider "aws" {
   region = var.region
@@ -57,4 +57,8 @@ module "distributedlog" {
   compactor_min_size         = 1
   compactor_desired_capacity = 2
   compactor_max_size         = 4
+
+  # The Iceberg catalog (on by default): Multi-AZ RDS for PostgreSQL that
+  # only compactors reach; name the networks of query engines here.
+  catalog_allowed_cidrs = var.catalog_allowed_cidrs
 }

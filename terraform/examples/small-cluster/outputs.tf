@@ -42,3 +42,18 @@ output "tls_server_name" {
   description = "The name clients check node certificates against (dlog --tls-server-name)."
   value       = module.distributedlog.tls_server_name
 }
+
+output "catalog_endpoint" {
+  description = "HOST:PORT of the Iceberg catalog (RDS for PostgreSQL)."
+  value       = module.distributedlog.catalog_endpoint
+}
+
+output "catalog_secret_arn" {
+  description = "Secrets Manager secret with the catalog's user and password (rotated by RDS)."
+  value       = module.distributedlog.catalog_secret_arn
+}
+
+output "catalog_uri_templates" {
+  description = "pyiceberg and JDBC connection strings of the catalog, without the password."
+  value       = module.distributedlog.catalog_uri_templates
+}

@@ -65,3 +65,9 @@ variable "dlog_release_sha256" {
   description = "SHA-256 of that artifact (required)."
   type        = string
 }
+
+variable "catalog_allowed_cidrs" {
+  description = "Networks of query engines (Spark, Trino, a bastion) allowed to reach the Iceberg catalog; empty: compactors only."
+  type        = list(string)
+  default     = []
+}

@@ -1,7 +1,8 @@
-# Compactor nodes: stateless offload of sealed segments to Parquet on S3.
-# Several may run; each claims a segment with an etcd lease, and an upload
-# is idempotent (same key, same bytes), so a node can go at any time. No
-# load balancer and no inbound rule: nothing calls a compactor.
+# Compactor nodes: stateless offload of sealed segments to Parquet on S3,
+# each file committed to its log's Iceberg table (catalog.tf). Several may
+# run; each claims a segment with an etcd lease, and an upload is
+# idempotent (same key, same bytes), so a node can go at any time. No load
+# balancer and no inbound rule: nothing calls a compactor.
 
 resource "aws_launch_template" "compactor" {
   name_prefix            = "${var.cluster_name}-compactor-"
@@ -13,13 +14,15 @@ resource "aws_launch_template" "compactor" {
   update_default_version = true
 
   # gzip: the rendered cloud-config is over EC2's 16 KB limit.
+  # With iceberg_catalog, cloud-init also gets the catalog's secret and
+  # endpoint (catalog.tf).
   user_data = base64gzip(templatefile("${path.module}/templates/dlog-node.tftpl", merge(local.node_template_vars, {
     role            = "compactor"
     port            = var.compactor_port
     nvme_journal    = false
     lifecycle_watch = true
     asg_name        = local.asg_names["compactor"]
-  })))
+  }, local.catalog_node_vars)))
 
   iam_instance_profile {
     arn = aws_iam_instance_profile.node["compactor"].arn
@@ -103,7 +106,7 @@ resource "aws_autoscaling_group" "compactor" {
 
   # Compactors read sealed segments from the cache nodes and the manifest
   # from etcd; have both up first.
-  depends_on = [aws_instance.etcd, aws_instance.cache, aws_secretsmanager_secret_version.tls, aws_iam_role_policy.tls_secret]
+  depends_on = [aws_instance.etcd, aws_instance.cache, aws_secretsmanager_secret_version.tls, aws_iam_role_policy.tls_secret, aws_iam_role_policy.catalog_secret]
 }
 
 # Terminating:Wait holds a leaving node while dlog-lifecycle-watch stops dlog,

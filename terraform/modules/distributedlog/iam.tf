@@ -6,7 +6,8 @@
 #   etcd       PutObject of snapshots under the etcd snapshot prefix only
 # Every role: GetSecretValue of its own TLS secret (tls.tf), dlog nodes the
 # node secret, etcd members the members' secrets, decrypted with the segment
-# key through Secrets Manager only.
+# key through Secrets Manager only. The compactor also reads the Iceberg
+# catalog's password secret (catalog.tf), the same way.
 # Every role: its own log group (dlog-report ships the journal), metrics in
 # the distributedlog namespace; ingest, reader and compactor: completing the
 # lifecycle hook of their own auto-scaling group.
@@ -229,17 +230,11 @@ locals {
   )
 }
 
-data "aws_iam_policy_document" "tls_secret" {
-  for_each = toset(local.node_roles)
-
+# The module's secrets (TLS sets, the catalog's password) are decrypted
+# with the segment key, through Secrets Manager only.
+data "aws_iam_policy_document" "decrypt_secrets" {
   statement {
-    sid       = "ReadOwnTlsSecret"
-    actions   = ["secretsmanager:GetSecretValue"]
-    resources = local.tls_secret_arns[each.key]
-  }
-
-  statement {
-    sid       = "DecryptTlsSecretThroughSecretsManager"
+    sid       = "DecryptSecretsThroughSecretsManager"
     actions   = ["kms:Decrypt"]
     resources = [local.kms_key_arn]
 
@@ -251,10 +246,44 @@ data "aws_iam_policy_document" "tls_secret" {
   }
 }
 
+data "aws_iam_policy_document" "tls_secret" {
+  for_each = toset(local.node_roles)
+
+  source_policy_documents = [data.aws_iam_policy_document.decrypt_secrets.json]
+
+  statement {
+    sid       = "ReadOwnTlsSecret"
+    actions   = ["secretsmanager:GetSecretValue"]
+    resources = local.tls_secret_arns[each.key]
+  }
+}
+
 resource "aws_iam_role_policy" "tls_secret" {
   for_each = toset(local.node_roles)
 
   name   = "tls-secret-read"
   role   = aws_iam_role.node[each.key].id
   policy = data.aws_iam_policy_document.tls_secret[each.key].json
+}
+
+# The Iceberg catalog: the compactor reads the database password that RDS
+# keeps (and rotates) in Secrets Manager, encrypted with the segment key.
+data "aws_iam_policy_document" "catalog_secret" {
+  count = var.iceberg_catalog ? 1 : 0
+
+  source_policy_documents = [data.aws_iam_policy_document.decrypt_secrets.json]
+
+  statement {
+    sid       = "ReadCatalogPassword"
+    actions   = ["secretsmanager:GetSecretValue"]
+    resources = [aws_db_instance.catalog[0].master_user_secret[0].secret_arn]
+  }
+}
+
+resource "aws_iam_role_policy" "catalog_secret" {
+  count = var.iceberg_catalog ? 1 : 0
+
+  name   = "iceberg-catalog-secret-read"
+  role   = aws_iam_role.node["compactor"].id
+  policy = data.aws_iam_policy_document.catalog_secret[0].json
 }

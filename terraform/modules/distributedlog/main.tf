@@ -1,7 +1,7 @@
 # distributedlog on AWS: shared lookups and the values every role is started
 # with. Each role has its own file: s3.tf, iam.tf, network.tf, etcd.tf,
-# cache.tf, ingest.tf, reader.tf, compactor.tf; alarms.tf holds the
-# CloudWatch alarms and the log groups.
+# cache.tf, ingest.tf, reader.tf, compactor.tf; catalog.tf the Iceberg
+# catalog database; alarms.tf holds the CloudWatch alarms and the log groups.
 
 data "aws_region" "current" {}
 
@@ -70,7 +70,8 @@ locals {
   tls_fetch_script = file("${path.module}/scripts/dlog-tls-fetch.sh")
 
   # Values shared by the cloud-init of every dlog node; each role merges in
-  # role, port, nvme_journal and lifecycle_watch.
+  # role, port, nvme_journal and lifecycle_watch, and the compactor its
+  # catalog_* values (local.catalog_node_vars, catalog.tf).
   node_template_vars = {
     cluster_name         = var.cluster_name
     aws_region           = local.aws_region
@@ -91,6 +92,10 @@ locals {
     metric_namespace     = local.metric_namespace
     report_script        = local.report_script
     ssm_agent_script     = local.ssm_agent_script
+    catalog_fetch        = false
+    catalog_secret_arn   = ""
+    catalog_endpoint     = ""
+    catalog_fetch_script = local.catalog_fetch_script
   }
 
   # Instance refresh: never more than 100 points between min and max.

@@ -7,6 +7,8 @@
 #   every node -> etcd          2379 (client)
 #   etcd      <-> etcd          2380 (peer)
 #   Prometheus -> dlog nodes  metrics_port, only from metrics_allowed_cidrs (empty by default)
+#   compactor -> catalog      5432, with iceberg_catalog (catalog.tf)
+#   query engines -> catalog  5432, only from catalog_allowed_cidrs (empty by default)
 #   SSH (22) only from ssh_allowed_cidrs, which is empty by default.
 # Egress is limited the same way, plus 80/443 to egress_cidrs for packages,
 # the release artifact and AWS APIs.
@@ -31,25 +33,31 @@ locals {
   security_group_ids = merge(
     { nlb = aws_security_group.nlb.id },
     { for role in local.node_roles : role => aws_security_group.node[role].id },
+    var.iceberg_catalog ? { catalog = aws_security_group.catalog[0].id } : {},
   )
 
   # Every allowed connection between two groups becomes an ingress rule on
   # the destination and the matching egress rule on the source.
-  internal_flows = {
-    nlb-to-ingest       = { from = "nlb", to = "ingest", port = var.ingest_port, what = "LogService through the NLB" }
-    nlb-to-reader       = { from = "nlb", to = "reader", port = var.reader_port, what = "ReadService through the NLB" }
-    nlb-health-ingest   = { from = "nlb", to = "ingest", port = var.metrics_port, what = "NLB health checks (GET /health)" }
-    nlb-health-reader   = { from = "nlb", to = "reader", port = var.metrics_port, what = "NLB health checks (GET /health)" }
-    ingest-to-cache     = { from = "ingest", to = "cache", port = var.cache_port, what = "entry replication and recovery" }
-    reader-to-cache     = { from = "reader", to = "cache", port = var.cache_port, what = "hot-tail reads" }
-    compactor-to-cache  = { from = "compactor", to = "cache", port = var.cache_port, what = "offload reads and segment drops" }
-    ingest-to-etcd      = { from = "ingest", to = "etcd", port = local.etcd_client_port, what = "manifest" }
-    reader-to-etcd      = { from = "reader", to = "etcd", port = local.etcd_client_port, what = "manifest" }
-    cache-to-etcd       = { from = "cache", to = "etcd", port = local.etcd_client_port, what = "node registration" }
-    compactor-to-etcd   = { from = "compactor", to = "etcd", port = local.etcd_client_port, what = "manifest" }
-    etcd-to-etcd-client = { from = "etcd", to = "etcd", port = local.etcd_client_port, what = "member health checks" }
-    etcd-to-etcd-peer   = { from = "etcd", to = "etcd", port = local.etcd_peer_port, what = "raft peers" }
-  }
+  internal_flows = merge(
+    {
+      nlb-to-ingest       = { from = "nlb", to = "ingest", port = var.ingest_port, what = "LogService through the NLB" }
+      nlb-to-reader       = { from = "nlb", to = "reader", port = var.reader_port, what = "ReadService through the NLB" }
+      nlb-health-ingest   = { from = "nlb", to = "ingest", port = var.metrics_port, what = "NLB health checks (GET /health)" }
+      nlb-health-reader   = { from = "nlb", to = "reader", port = var.metrics_port, what = "NLB health checks (GET /health)" }
+      ingest-to-cache     = { from = "ingest", to = "cache", port = var.cache_port, what = "entry replication and recovery" }
+      reader-to-cache     = { from = "reader", to = "cache", port = var.cache_port, what = "hot-tail reads" }
+      compactor-to-cache  = { from = "compactor", to = "cache", port = var.cache_port, what = "offload reads and segment drops" }
+      ingest-to-etcd      = { from = "ingest", to = "etcd", port = local.etcd_client_port, what = "manifest" }
+      reader-to-etcd      = { from = "reader", to = "etcd", port = local.etcd_client_port, what = "manifest" }
+      cache-to-etcd       = { from = "cache", to = "etcd", port = local.etcd_client_port, what = "node registration" }
+      compactor-to-etcd   = { from = "compactor", to = "etcd", port = local.etcd_client_port, what = "manifest" }
+      etcd-to-etcd-client = { from = "etcd", to = "etcd", port = local.etcd_client_port, what = "member health checks" }
+      etcd-to-etcd-peer   = { from = "etcd", to = "etcd", port = local.etcd_peer_port, what = "raft peers" }
+    },
+    var.iceberg_catalog ? {
+      compactor-to-catalog = { from = "compactor", to = "catalog", port = local.catalog_port, what = "Iceberg table commits" }
+    } : {},
+  )
 
   # Clients reach both NLB listeners, and ingest nodes directly.
   client_rules = merge([
@@ -59,6 +67,13 @@ locals {
       "ingest-direct-${cidr}" = { group = "ingest", port = var.ingest_port, cidr = cidr, what = "clients following an owner redirect" }
     }
   ]...)
+
+  # Query engines and analysts reach the Iceberg catalog (catalog.tf).
+  catalog_client_rules = {
+    for cidr in var.catalog_allowed_cidrs : "catalog-${cidr}" => {
+      group = "catalog", port = local.catalog_port, cidr = cidr, what = "query engines reading the Iceberg catalog"
+    } if var.iceberg_catalog
+  }
 
   # Prometheus scrapes every dlog node's metrics port.
   metrics_rules = merge([
@@ -106,7 +121,7 @@ resource "aws_vpc_security_group_egress_rule" "internal" {
 }
 
 resource "aws_vpc_security_group_ingress_rule" "clients" {
-  for_each = local.client_rules
+  for_each = merge(local.client_rules, local.catalog_client_rules)
 
   security_group_id = local.security_group_ids[each.value.group]
   cidr_ipv4         = each.value.cidr

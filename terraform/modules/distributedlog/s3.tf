@@ -6,7 +6,9 @@
 # The key policy is explicit: the account administers the key and grants
 # its use through IAM policies (the node roles' policies in iam.tf, which
 # allow it only through S3, and through Secrets Manager for the TLS secrets
-# of tls.tf).
+# of tls.tf and the catalog's password). RDS also encrypts the Iceberg
+# catalog database, its Performance Insights data and its password secret
+# with it (catalog.tf), through grants that Terraform's principal makes.
 data "aws_iam_policy_document" "segments_key" {
   statement {
     sid       = "AccountAdministersKeyAndDelegatesToIam"

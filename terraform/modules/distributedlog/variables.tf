@@ -505,6 +505,98 @@ variable "compactor_desired_capacity" {
   default     = 2
 }
 
+# -------------------------------------------------------- iceberg catalog ---
+
+variable "iceberg_catalog" {
+  description = "Create the Iceberg SQL catalog (catalog.tf): an RDS for PostgreSQL database that every compactor commits each log's table to (compactor.iceberg_catalog, docs/iceberg.md) and query engines read. false: no database, and compactors write Parquet files only, in no table."
+  type        = bool
+  default     = true
+}
+
+variable "catalog_instance_class" {
+  description = "DB instance class of the catalog. The catalog holds one row per log and takes one small transaction per offloaded segment and per retention pass, plus the engines' table loads."
+  type        = string
+  default     = "db.t4g.medium"
+
+  validation {
+    condition     = can(regex("^db\\.[a-z0-9]+\\.[a-z0-9]+$", var.catalog_instance_class))
+    error_message = "catalog_instance_class must be a DB instance class such as db.t4g.medium."
+  }
+}
+
+variable "catalog_engine_version" {
+  description = "Major version of PostgreSQL for the catalog (its parameter group family is postgres<version>). RDS applies minor versions by itself; a higher major version is an upgrade in the next maintenance window."
+  type        = string
+  default     = "16"
+
+  validation {
+    condition     = can(regex("^1[3-9]$", var.catalog_engine_version))
+    error_message = "catalog_engine_version must be a PostgreSQL major version from 13, such as 16."
+  }
+}
+
+variable "catalog_storage_gb" {
+  description = "Allocated gp3 storage of the catalog, in GiB; RDS grows it up to catalog_max_storage_gb when it fills."
+  type        = number
+  default     = 20
+
+  validation {
+    condition     = var.catalog_storage_gb >= 20
+    error_message = "catalog_storage_gb must be at least 20 (the gp3 minimum of RDS for PostgreSQL)."
+  }
+}
+
+variable "catalog_max_storage_gb" {
+  description = "Upper bound of the catalog's storage autoscaling, in GiB."
+  type        = number
+  default     = 100
+}
+
+variable "catalog_multi_az" {
+  description = "Run the catalog as a Multi-AZ deployment (a standby in another zone, failover in a minute or two). Without it, compactors stop committing tables (and offloading) while the single instance is down."
+  type        = bool
+  default     = true
+}
+
+variable "catalog_deletion_protection" {
+  description = "Deletion protection of the catalog database: terraform destroy, or an apply that replaces it, fails until this is false. The catalog is the only index of every log's table."
+  type        = bool
+  default     = true
+}
+
+variable "catalog_backup_retention_days" {
+  description = "Days RDS keeps automated backups of the catalog (point-in-time restore within them)."
+  type        = number
+  default     = 7
+
+  validation {
+    condition     = var.catalog_backup_retention_days >= 1 && var.catalog_backup_retention_days <= 35
+    error_message = "catalog_backup_retention_days must be between 1 and 35."
+  }
+}
+
+variable "catalog_monitoring_interval_seconds" {
+  description = "Interval of RDS enhanced monitoring (OS metrics) of the catalog, through the role the module creates; 0 turns it off."
+  type        = number
+  default     = 60
+
+  validation {
+    condition     = contains([0, 1, 5, 10, 15, 30, 60], var.catalog_monitoring_interval_seconds)
+    error_message = "catalog_monitoring_interval_seconds must be one of 0, 1, 5, 10, 15, 30, 60."
+  }
+}
+
+variable "catalog_allowed_cidrs" {
+  description = "Networks of query engines and analysts (a bastion, a Spark or Trino cluster) allowed to reach the catalog on 5432. Empty (the default): only compactors reach it."
+  type        = list(string)
+  default     = []
+
+  validation {
+    condition     = alltrue([for cidr in var.catalog_allowed_cidrs : can(cidrhost(cidr, 0))])
+    error_message = "catalog_allowed_cidrs must hold CIDR blocks such as 10.0.0.0/16."
+  }
+}
+
 # ---------------------------------------------------------------- rolling ---
 
 variable "drain_timeout_seconds" {
