@@ -553,6 +553,35 @@ impl Compactor {
         if !below.is_empty() {
             failpoint::hit("retention.after_trim_point");
         }
+        let deleted = self
+            .delete_below(log, meta, below, trim_point, report)
+            .await;
+        // After the deletions, so that a cut that keeps failing never holds
+        // them up; and whatever they did, so that neither holds up the other.
+        if let Some(tables) = &self.tables {
+            for segment in across {
+                if let Err(err) = self
+                    .cut_in_table(tables, log, meta.log_id, segment.segment_id, trim_point)
+                    .await
+                {
+                    report.failures += 1;
+                    tracing::warn!(%log, segment = segment.segment_id, trim_point, "{err:#}");
+                }
+            }
+        }
+        deleted
+    }
+
+    /// Takes the segments below the trim point out of the log's table and
+    /// deletes those whose grace is over.
+    async fn delete_below(
+        &self,
+        log: &LogName,
+        meta: &LogMeta,
+        below: Vec<&SegmentMeta>,
+        trim_point: u64,
+        report: &mut PassReport,
+    ) -> Result<()> {
         // One clock reading decides which files are past their grace and
         // which snapshots expire, so no file goes that a kept snapshot lists.
         let now = dlog_wire::now_ms();
@@ -571,18 +600,6 @@ impl Compactor {
                 report.deleted_segments += 1;
                 metrics::counter!(series::RETENTION_DELETED_SEGMENTS).increment(1);
                 tracing::info!(%log, segment = segment.segment_id, trim_point, "deleted a segment below the trim point");
-            }
-        }
-        // Last, so that a cut that keeps failing never holds up deletions.
-        if let Some(tables) = &self.tables {
-            for segment in across {
-                if let Err(err) = self
-                    .cut_in_table(tables, log, meta.log_id, segment.segment_id, trim_point)
-                    .await
-                {
-                    report.failures += 1;
-                    tracing::warn!(%log, segment = segment.segment_id, trim_point, "{err:#}");
-                }
             }
         }
         Ok(())

@@ -90,24 +90,27 @@ pub async fn cut_below_trim(
     let copies = segment_file::cut_folder(&to.objects.prefix, log, log_id, segment.segment_id);
     let copies = format!("{}/", to.objects.url_of(&copies));
     let mut committed = false;
-    for _ in 0..ATTEMPTS {
-        let Some(across) = to.tables.file_across(log, log_id, trim_offset).await? else {
+    let mut attempts = 0;
+    loop {
+        // Only this segment's files: a file another engine wrote (its own
+        // compaction) is not dlog's to cut.
+        let files = to.tables.files_across(log, log_id, trim_offset).await?;
+        let ours = |location: &str| location == own || location.starts_with(&copies);
+        if !files.iter().any(|file| ours(&file.location)) {
             let (id, segment_id) = (LogId(log_id), SegmentId(segment.segment_id));
             (to.manifest)
                 .mark_table_cut(log, id, segment_id, trim_offset)
                 .await?;
             return Ok(committed);
-        };
-        if across.location != own && !across.location.starts_with(&copies) {
+        }
+        if attempts == ATTEMPTS {
             return Err(cut_error(
                 log,
                 segment,
-                format!(
-                    "the table's file across the trim point, {}, is not this segment's",
-                    across.location
-                ),
+                format!("{ATTEMPTS} cuts lost to other commits in a row"),
             ));
         }
+        attempts += 1;
         let copy = write_copy(to, log, log_id, segment, trim_offset).await?;
         let (key, file) = (&copy.0, &copy.1);
         let entry = TableFile {
@@ -128,11 +131,6 @@ pub async fn cut_below_trim(
             Replaced::AlreadyThere | Replaced::Gone => {}
         }
     }
-    Err(cut_error(
-        log,
-        segment,
-        format!("{ATTEMPTS} cuts lost to other commits in a row"),
-    ))
 }
 
 /// Steps 2–4: the copy of the segment's rows from `trim_offset` on,

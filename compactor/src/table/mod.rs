@@ -278,10 +278,18 @@ impl LogTables {
                             )]),
                             ..Change::default()
                         };
-                        commit::commit(&table, Contents::default(), change, &self.rows)
-                            .await
-                            .map_err(fail("turn garbage collection off"))?;
-                        continue;
+                        // Best effort: a table the commit cannot reach now
+                        // (a compactor's clock far behind the table's last
+                        // update) keeps working, and is tried again at the
+                        // next load.
+                        match commit::commit(&table, Contents::default(), change, &self.rows).await
+                        {
+                            Ok(_) => continue,
+                            Err(err) => {
+                                tracing::warn!(%log, log_id, "turning the table's garbage collection off: {err}");
+                                return Ok(table);
+                            }
+                        }
                     }
                     Some(id) if id > log_id => {
                         return Err(Error::new(
@@ -431,24 +439,26 @@ impl LogTables {
         ))
     }
 
-    /// The live file of the log's table that holds rows both below and at
-    /// or above `offset` (a segment's file with a trim point inside it),
-    /// if there is one. `None` also when there is no table of `log_id`.
-    pub async fn file_across(
+    /// The live files of the log's table that hold rows both below and at
+    /// or above `offset` (a segment's file with a trim point inside it);
+    /// the table is created if it is missing.
+    pub async fn files_across(
         &self,
         log: &LogName,
         log_id: u64,
         offset: u64,
-    ) -> Result<Option<LiveFile>> {
+    ) -> Result<Vec<LiveFile>> {
         let name = log.to_string();
         let table = self.table(log, log_id).await?;
         let contents = (Contents::of(&table).await)
             .map_err(|err| Error::new(&name, "list files", Some(err)))?;
         let offset = offset as i64;
-        Ok((contents.live().into_iter()).find(|file| {
-            file.first_offset.is_some_and(|first| first < offset)
-                && file.last_offset.is_some_and(|last| last >= offset)
-        }))
+        Ok((contents.live().into_iter())
+            .filter(|file| {
+                file.first_offset.is_some_and(|first| first < offset)
+                    && file.last_offset.is_some_and(|last| last >= offset)
+            })
+            .collect())
     }
 
     /// The URL prefix of the copies of a segment's file cut at trim points
@@ -479,25 +489,41 @@ impl LogTables {
         for _ in 0..ATTEMPTS {
             let table = self.table(log, log_id).await?;
             let contents = Contents::of(&table).await.map_err(failed("list files"))?;
-            let live = contents.live();
-            if live.iter().any(|f| f.location == location) {
-                return Ok(Replaced::AlreadyThere);
-            }
-            let segments: Vec<LiveFile> = (live.into_iter())
+            let segments: Vec<LiveFile> = (contents.live().into_iter())
                 .filter(|f| f.location == own || f.location.starts_with(&copies))
+                .collect();
+            let there = segments.iter().any(|f| f.location == location);
+            // The segment's other files, which `new` replaces.
+            let others: Vec<&LiveFile> = (segments.iter())
+                .filter(|f| f.location != location)
                 .collect();
             // A cut decided on an older trim point (a compactor paused past
             // its lease) never brings back rows a later cut or removal hid.
             let start = new.start_offset as i64;
             let stale = trim_offset_of(&table) > new.start_offset
-                || (segments.iter()).any(|f| f.first_offset.is_none_or(|first| first >= start));
-            if segments.is_empty() || stale {
+                || (others.iter()).any(|f| f.first_offset.is_none_or(|first| first >= start));
+            if there && others.is_empty() {
+                return Ok(Replaced::AlreadyThere);
+            }
+            if (!there && others.is_empty()) || stale {
                 return Ok(Replaced::Gone);
             }
-            let remove = segments.into_iter().map(|f| f.location).collect();
+            // With `new` there already, only the others go: a whole file
+            // appended beside it by a compactor of an earlier release.
+            let add = if there {
+                Vec::new()
+            } else {
+                vec![data_file(&location, new).map_err(failed("describe file"))?]
+            };
+            let remove = others.into_iter().map(|f| f.location.clone()).collect();
+            let operation = if add.is_empty() {
+                Operation::Delete
+            } else {
+                Operation::Overwrite
+            };
             let change = Change {
-                operation: Operation::Overwrite,
-                add: vec![data_file(&location, new).map_err(failed("describe file"))?],
+                operation,
+                add,
                 remove,
                 summary: HashMap::from([
                     ("dlog.segment-id".to_owned(), new.segment_id.to_string()),
