@@ -48,6 +48,12 @@ use crate::error::{Error, Result};
 use crate::offload::{OffloadTo, offload_segment};
 use crate::table::LogTables;
 
+/// The least age of a table metadata file before the sweep may delete it
+/// when nothing refers to it: a commit in flight writes its files before
+/// the catalog names them (dlog's own commits give up after an hour; other
+/// engines' may take longer, as Iceberg's own orphan removal assumes).
+pub const METADATA_SWEEP_AGE: Duration = Duration::from_secs(3 * 24 * 60 * 60);
+
 /// Settings of a compactor.
 #[derive(Debug, Clone)]
 pub struct CompactorOptions {
@@ -222,18 +228,39 @@ impl Compactor {
     }
 
     /// Expires the snapshots older than `table_file_grace` of every live
-    /// log's table (the current one always stays), so table metadata stops
-    /// growing with each offload. Runs with the orphan sweep.
+    /// log's table (the current one always stays), then deletes the
+    /// metadata files that nothing in the table refers to any more and that
+    /// are older than [`METADATA_SWEEP_AGE`] (or the grace, if longer), so
+    /// table metadata stops growing with each offload. Runs with the orphan
+    /// sweep.
     pub async fn expire_table_snapshots(&self) -> Result<()> {
         let Some(tables) = &self.tables else {
             return Ok(());
         };
-        let older_than = dlog_wire::now_ms().saturating_sub(self.table_file_grace_ms());
+        let now = dlog_wire::now_ms();
+        let older_than = now.saturating_sub(self.table_file_grace_ms());
+        let sweep_age = self
+            .table_file_grace_ms()
+            .max(METADATA_SWEEP_AGE.as_millis() as i64);
         for (log, meta) in self.manifest.log_metas("").await? {
-            if meta.state == LogState::Active
-                && let Err(err) = tables.expire_snapshots(&log, meta.log_id, older_than).await
-            {
-                tracing::warn!(%log, "snapshot expiry: {err:#}");
+            if meta.state != LogState::Active {
+                continue;
+            }
+            let swept = match tables.expire_snapshots(&log, meta.log_id, older_than).await {
+                Ok(()) => {
+                    let before = now.saturating_sub(sweep_age);
+                    tables
+                        .remove_unreferenced_metadata(&log, meta.log_id, before)
+                        .await
+                }
+                Err(err) => Err(err),
+            };
+            match swept {
+                Ok(0) => {}
+                Ok(files) => {
+                    tracing::info!(%log, files, "deleted table metadata nothing refers to")
+                }
+                Err(err) => tracing::warn!(%log, "snapshot expiry: {err:#}"),
             }
             tokio::task::yield_now().await;
         }

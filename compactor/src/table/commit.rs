@@ -39,6 +39,13 @@ use sqlx::any::AnyPoolOptions;
 /// into one.
 pub(super) const MERGE_AT: usize = 16;
 
+/// The longest a commit may take from its first write to the swap of the
+/// catalog row: one that took longer (a compactor paused mid-commit) is
+/// given up and done again on the table as it is then, since the metadata
+/// sweep deletes files nothing refers to once they are a few days old, and
+/// a commit's own files are unreferenced until its swap.
+const COMMIT_MAX_MS: i64 = 60 * 60 * 1000;
+
 /// One snapshot's change to a table.
 #[derive(Debug, Default)]
 pub struct Change {
@@ -176,6 +183,7 @@ pub async fn commit(
     change: Change,
     rows: &CatalogRows,
 ) -> Result<Outcome> {
+    let started_ms = dlog_wire::now_ms();
     let metadata = table.metadata();
     if metadata.format_version() != FormatVersion::V2 {
         return Err(Error::new(
@@ -188,7 +196,8 @@ pub async fn commit(
     }
     let current_location = table.metadata_location_result()?.to_owned();
     if change.add.is_empty() && change.remove.is_empty() {
-        return commit_properties(table, &current_location, change.properties, rows).await;
+        let properties = change.properties;
+        return commit_properties(table, &current_location, properties, rows, started_ms).await;
     }
     let snapshot_id = fastrand::i64(1..i64::MAX);
     let sequence = metadata.next_sequence_number();
@@ -306,10 +315,10 @@ pub async fn commit(
             updates: change.properties,
         });
     }
-    apply(table, &current_location, updates, rows).await
+    apply(table, &current_location, updates, rows, started_ms).await
 }
 
-/// Removes the table's snapshots taken before `older_than_ms` from its
+/// Removes the table's snapshots replaced before `older_than_ms` from its
 /// metadata, except the current one and any a branch or tag names; `None`
 /// when there is none to remove. Metadata only: data files stay (dlog
 /// deletes its own, a grace period after they left the table). Iceberg's
@@ -320,11 +329,22 @@ pub(super) async fn expire(
     older_than_ms: i64,
     rows: &CatalogRows,
 ) -> Result<Option<Outcome>> {
+    let started_ms = dlog_wire::now_ms();
     let metadata = table.metadata();
     let named = named_snapshots(metadata)?;
     let current = metadata.current_snapshot_id();
+    // A snapshot is aged by when the next one replaced it on the main
+    // branch (a reader that loaded the table just before may still plan on
+    // it), or else by when it was taken.
+    let history = metadata.history();
+    let superseded: HashMap<i64, i64> = (history.iter().zip(history.iter().skip(1)))
+        .map(|(entry, next)| (entry.snapshot_id, next.timestamp_ms))
+        .collect();
     let expired: Vec<i64> = (metadata.snapshots())
-        .filter(|s| s.timestamp_ms() < older_than_ms)
+        .filter(|s| {
+            let aged_from = superseded.get(&s.snapshot_id()).copied();
+            aged_from.unwrap_or(s.timestamp_ms()).max(s.timestamp_ms()) < older_than_ms
+        })
         .map(|s| s.snapshot_id())
         .filter(|id| Some(*id) != current && !named.contains(id))
         .collect();
@@ -335,7 +355,9 @@ pub(super) async fn expire(
     let updates = vec![TableUpdate::RemoveSnapshots {
         snapshot_ids: expired,
     }];
-    Ok(Some(apply(table, &current_location, updates, rows).await?))
+    Ok(Some(
+        apply(table, &current_location, updates, rows, started_ms).await?,
+    ))
 }
 
 /// The snapshots that a branch or tag names (`refs` in the table's
@@ -356,11 +378,12 @@ async fn commit_properties(
     current_location: &str,
     properties: HashMap<String, String>,
     rows: &CatalogRows,
+    started_ms: i64,
 ) -> Result<Outcome> {
     let updates = vec![TableUpdate::SetProperties {
         updates: properties,
     }];
-    apply(table, current_location, updates, rows).await
+    apply(table, current_location, updates, rows, started_ms).await
 }
 
 /// Writes the table's metadata with `updates` applied as its next version,
@@ -370,6 +393,7 @@ async fn apply(
     current_location: &str,
     updates: Vec<TableUpdate>,
     rows: &CatalogRows,
+    started_ms: i64,
 ) -> Result<Outcome> {
     let mut builder = (table.metadata().clone()).into_builder(Some(current_location.to_owned()));
     for update in updates {
@@ -382,6 +406,11 @@ async fn apply(
     new_metadata
         .write_to(table.file_io(), &new_location)
         .await?;
+    let took_ms = dlog_wire::now_ms().saturating_sub(started_ms);
+    if took_ms > COMMIT_MAX_MS {
+        tracing::warn!(table = %table.identifier(), took_ms, "a table commit took too long: given up, done again");
+        return Ok(Outcome::Conflict);
+    }
     let swapped = rows
         .swap(
             table.identifier(),

@@ -645,6 +645,85 @@ impl LogTables {
         ))
     }
 
+    /// Deletes the files of the table's `metadata/` folder that were
+    /// written before `older_than_ms` and that neither its current metadata
+    /// (with the earlier versions its metadata log keeps) nor any of its
+    /// snapshots refer to: the manifest lists and manifests of expired
+    /// snapshots, metadata files the metadata log no longer names, and what
+    /// commits that lost their race or died left behind. Younger files may
+    /// belong to a commit in flight and stay. Only Iceberg's own kinds of
+    /// file (`.avro`, `.metadata.json`) are deleted. Returns how many.
+    pub async fn remove_unreferenced_metadata(
+        &self,
+        log: &LogName,
+        log_id: u64,
+        older_than_ms: i64,
+    ) -> Result<usize> {
+        let name = log.to_string();
+        let failed = |what: &str| Error::wrap(&name, what);
+        let table = match self.catalog.load_table(&Self::ident(log)).await {
+            Ok(table) if table_log_id(&table) == Some(log_id) => table,
+            Ok(_) => return Ok(0),
+            Err(err) if err.kind() == ErrorKind::TableNotFound => return Ok(0),
+            Err(err) => return Err(failed("load")(err)),
+        };
+        let metadata = table.metadata();
+        // Only a table in its log id's folder: never another table's files
+        // (one moved, or registered a second time over the same folder).
+        if metadata.location() != self.folder(log, log_id) {
+            return Err(Error::new(
+                &name,
+                format!(
+                    "located at {}, not in its log's folder: metadata not swept",
+                    metadata.location()
+                ),
+                None,
+            ));
+        }
+        let mut referenced: std::collections::HashSet<String> = (metadata.metadata_log().iter())
+            .map(|entry| entry.metadata_file.clone())
+            .collect();
+        referenced.extend(table.metadata_location().map(str::to_owned));
+        referenced.extend((metadata.statistics_iter()).map(|f| f.statistics_path.clone()));
+        referenced
+            .extend((metadata.partition_statistics_iter()).map(|f| f.statistics_path.clone()));
+        for snapshot in metadata.snapshots() {
+            referenced.insert(snapshot.manifest_list().to_owned());
+            let list = (table.manifest_list_reader(snapshot).load().await)
+                .map_err(failed("read a manifest list"))?;
+            referenced.extend(list.entries().iter().map(|m| m.manifest_path.clone()));
+        }
+        let folder = format!("{}/metadata", metadata.location());
+        let Some(folder) = self.objects.key_of(&folder) else {
+            return Err(Error::new(
+                &name,
+                format!("{folder} is outside the object store"),
+                None,
+            ));
+        };
+        let listed: Vec<object_store::ObjectMeta> =
+            futures::TryStreamExt::try_collect(self.objects.store.list(Some(&folder)))
+                .await
+                .map_err(|err| Error::new(&name, format!("list {folder}: {err}"), None))?;
+        let mut deleted = 0;
+        for object in listed {
+            let url = self.objects.url_of(&object.location);
+            let iceberg_file = url.ends_with(".avro") || url.ends_with(".metadata.json");
+            let old = object.last_modified.timestamp_millis() < older_than_ms;
+            if !iceberg_file || !old || referenced.contains(&url) {
+                continue;
+            }
+            match object_store::ObjectStoreExt::delete(&*self.objects.store, &object.location).await
+            {
+                Ok(()) | Err(object_store::Error::NotFound { .. }) => deleted += 1,
+                Err(err) => {
+                    return Err(Error::new(&name, format!("delete {url}: {err}"), None));
+                }
+            }
+        }
+        Ok(deleted)
+    }
+
     /// Drops the table of `log_id` (a deleted log's purge, or the sweep of
     /// a purged log id), if it is that log id's: the row is deleted only
     /// if it still names the metadata this call looked at, never a table

@@ -466,3 +466,57 @@ fn a_catalog_uri_is_shown_without_its_password() {
         assert_eq!(redacted_uri(uri), uri);
     }
 }
+
+#[tokio::test]
+async fn metadata_no_snapshot_refers_to_is_swept_and_the_table_still_works() {
+    let setup = setup();
+    let tables = open(&setup).await;
+    let log: LogName = "lake/swept".parse().unwrap();
+    for n in 0..30 {
+        append(&tables, &log, 3, n * 10, n * 10 + 10).await;
+    }
+    let folder = segment_file::log_folder(&setup.objects.prefix, &log, 3).join("metadata");
+    let count = |kind: &'static str| {
+        let objects = setup.objects.clone();
+        let folder = folder.clone();
+        async move {
+            let listed: Vec<_> = futures::TryStreamExt::try_collect(
+                object_store::ObjectStore::list(&*objects.store, Some(&folder)),
+            )
+            .await
+            .unwrap();
+            (listed.iter())
+                .filter(|o| o.location.as_ref().ends_with(kind))
+                .count()
+        }
+    };
+    let manifests_before = count(".avro").await;
+    let metadata_before = count(".metadata.json").await;
+
+    // Nothing is old enough yet: a commit in flight may own any of them.
+    let an_hour_ago = dlog_wire::now_ms() - 3_600_000;
+    let swept = tables.remove_unreferenced_metadata(&log, 3, an_hour_ago);
+    assert_eq!(swept.await.unwrap(), 0);
+
+    let later = dlog_wire::now_ms() + 1;
+    tables.expire_snapshots(&log, 3, later).await.unwrap();
+    let swept = tables.remove_unreferenced_metadata(&log, 3, later + 1);
+    let swept = swept.await.unwrap();
+    assert!(swept > 0, "nothing swept");
+    assert_eq!(
+        count(".avro").await + count(".metadata.json").await + swept,
+        manifests_before + metadata_before + 1,
+        "the expiry wrote one metadata file"
+    );
+    let table = tables.table(&log, 3).await.unwrap();
+    let snapshot = table.metadata().current_snapshot().unwrap();
+    let list = table.manifest_list_reader(snapshot).load().await.unwrap();
+    // The current snapshot's list and manifests are what is left of them.
+    assert_eq!(count(".avro").await, 1 + list.entries().len());
+    assert_eq!(tables.data_files(&log).await.unwrap().len(), 30);
+    assert_eq!(
+        append(&tables, &log, 3, 300, 310).await,
+        Appended::Committed
+    );
+    assert_eq!(tables.data_files(&log).await.unwrap().len(), 31);
+}
