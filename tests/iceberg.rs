@@ -304,3 +304,52 @@ async fn a_logs_table_holds_what_dlog_read_returns_through_crashes_and_a_trim() 
         "{found}"
     );
 }
+
+/// A catalog configured on a cluster that offloaded without one, with a
+/// trim point inside a segment: the sweep adds the segments offloaded
+/// before (that one as a copy cut at the trim point), and the table then
+/// holds what `dlog read` returns.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn segments_offloaded_before_the_catalog_join_the_table() {
+    let Some(mut cluster) = Cluster::start_with(3, 1, 1, 1).await else {
+        return;
+    };
+    let Some(python) = require_python_module("pyiceberg.catalog.sql, duckdb, datafusion") else {
+        return;
+    };
+    let client = cluster.client(cluster.ingests[0].address());
+    let log = "lake/before";
+    client.create_log(log).await.unwrap();
+    for s in 0..2 {
+        append_segment(&client, log, s * 1_000, 3).await;
+    }
+    wait_segments(&cluster, log, 2, "offloaded", offloaded).await;
+    // A trim point inside the first segment: the table gets the rows from
+    // there on, in a copy of that segment's file.
+    assert_eq!(client.trim(log, 50).await.unwrap(), 50);
+
+    let catalog = Catalog::new();
+    let compactor = &mut cluster.compactors[0];
+    compactor.kill();
+    compactor.set_env("DLOG_COMPACTOR__ICEBERG_CATALOG", &catalog.sqlx);
+    compactor.set_env("DLOG_COMPACTOR__ORPHAN_SWEEP_INTERVAL", "1s");
+    compactor.start();
+    append_segment(&client, log, 5_000, 2).await;
+    wait_segments(&cluster, log, 3, "offloaded", offloaded).await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(40);
+    while !(cluster.compactors[0].log_text()).contains("added offloaded segments missing") {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no backfill:\n{}",
+            cluster.compactors[0].log_text()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let found = check_table(&cluster, &catalog, &python, log);
+    assert_eq!(
+        (found["rows"].as_u64(), found["files"].as_u64()),
+        (Some(270), Some(3)),
+        "{found}"
+    );
+    assert_eq!(found["first"].as_u64(), Some(50), "{found}");
+}

@@ -31,6 +31,8 @@ use std::time::Duration;
 
 use crate::failpoint;
 use crate::series;
+use crate::table::Appended;
+use crate::table_backfill::{self, Backfilled};
 use crate::table_cut::{CutIn, cut_below_trim};
 use dlog_meta::cache_clients::CacheClients;
 use dlog_meta::manifest::{self, LogMeta, LogState, Manifest, SegmentMeta, SegmentState};
@@ -116,6 +118,9 @@ pub struct Compactor {
     node_id: String,
     lease: LeaseId,
     options: CompactorOptions,
+    /// Segments (log id, segment id) whose file the backfill found in an
+    /// earlier layout: not looked at again by this process.
+    earlier_layouts: std::sync::Mutex<std::collections::HashSet<(u64, u64)>>,
 }
 
 impl Compactor {
@@ -136,6 +141,7 @@ impl Compactor {
             node_id,
             lease,
             options,
+            earlier_layouts: Default::default(),
         }
     }
 
@@ -246,6 +252,13 @@ impl Compactor {
             if meta.state != LogState::Active {
                 continue;
             }
+            match self.backfill_table(tables, &log, meta.log_id).await {
+                Ok(0) => {}
+                Ok(files) => {
+                    tracing::info!(%log, files, "added offloaded segments missing from the log's table")
+                }
+                Err(err) => tracing::warn!(%log, "table backfill: {err:#}"),
+            }
             let swept = match tables.expire_snapshots(&log, meta.log_id, older_than).await {
                 Ok(()) => {
                     let before = now.saturating_sub(sweep_age);
@@ -265,6 +278,69 @@ impl Compactor {
             tokio::task::yield_now().await;
         }
         Ok(())
+    }
+
+    /// Adds to the log's table the offloaded segments it lacks
+    /// ([`crate::table_backfill`]), each under its claim; returns how many
+    /// it appended.
+    async fn backfill_table(
+        &self,
+        tables: &LogTables,
+        log: &LogName,
+        log_id: u64,
+    ) -> Result<usize> {
+        let (segments, _) = self.manifest.segments(log).await?;
+        let known_earlier = |segment_id: u64| {
+            let earlier = self
+                .earlier_layouts
+                .lock()
+                .unwrap_or_else(|e| e.into_inner());
+            earlier.contains(&(log_id, segment_id))
+        };
+        let keys: Vec<(u64, object_store::path::Path, i64)> = (segments.iter())
+            .filter(|s| table_backfill::candidate(s) && !known_earlier(s.segment_id))
+            .filter_map(|s| {
+                let object = s.object.as_ref()?;
+                Some((
+                    s.segment_id,
+                    object.key.as_str().into(),
+                    object.offloaded_at_ms,
+                ))
+            })
+            .collect();
+        if keys.is_empty() {
+            return Ok(0);
+        }
+        let keys: Vec<(u64, &object_store::path::Path, i64)> =
+            keys.iter().map(|(id, key, at)| (*id, key, *at)).collect();
+        let to = CutIn {
+            manifest: &self.manifest,
+            objects: &self.objects,
+            tables,
+            encode_inline: self.options.encode_inline,
+        };
+        let mut appended = 0;
+        for segment_id in tables.missing_files(log, log_id, &keys).await? {
+            let backfilled = self
+                .claimed(log, log_id, segment_id, |segment| async move {
+                    table_backfill::backfill_segment(to, log, log_id, &segment).await
+                })
+                .await;
+            match backfilled {
+                Ok(Some(Backfilled::Appended(Appended::Committed))) => appended += 1,
+                Ok(Some(Backfilled::EarlierLayout)) => {
+                    let mut earlier = self
+                        .earlier_layouts
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner());
+                    earlier.insert((log_id, segment_id));
+                }
+                Ok(_) => {}
+                // One segment's failure does not hold up the others.
+                Err(err) => tracing::warn!(%log, segment = segment_id, "table backfill: {err:#}"),
+            }
+        }
+        Ok(appended)
     }
 
     /// One pass over every log.

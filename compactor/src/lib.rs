@@ -10,6 +10,7 @@
 //! | [`orphans`] | the sweep of object folders whose log id no live log has |
 //! | [`series`] | the role's Prometheus series (metrics) |
 //! | [`table`] | the Iceberg table of each log: catalog, idempotent appends, drops |
+//! | [`table_backfill`] | adding to a log's table the offloaded segments it lacks |
 //! | [`table_cut`] | hiding the rows below a trim point inside a segment from its log's table |
 
 pub mod compactor;
@@ -21,6 +22,7 @@ pub mod orphans;
 mod retention_tests;
 pub mod series;
 pub mod table;
+pub mod table_backfill;
 pub mod table_cut;
 
 pub use compactor::{Compactor, CompactorOptions, PassReport};

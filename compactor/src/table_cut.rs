@@ -135,7 +135,7 @@ pub async fn cut_below_trim(
 
 /// Steps 2–4: the copy of the segment's rows from `trim_offset` on,
 /// uploaded and read back; returns its key and file.
-async fn write_copy(
+pub(crate) async fn write_copy(
     to: CutIn<'_>,
     log: &LogName,
     log_id: u64,

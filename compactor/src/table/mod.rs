@@ -97,6 +97,10 @@ pub const TRIM_OFFSET_PROPERTY: &str = "dlog.trim-offset";
 /// it), and the compactor deletes files itself, a grace period after they
 /// left the table.
 const GC_ENABLED_PROPERTY: &str = "gc.enabled";
+/// The table property holding when dlog created the table (ms): segments
+/// offloaded before then are added by the backfill (`table_backfill`).
+/// Set on tables of an earlier release when they are first loaded.
+pub const CREATED_AT_PROPERTY: &str = "dlog.created-at-ms";
 /// Commits lost to other commits in a row before an operation gives up
 /// (until the next pass).
 const ATTEMPTS: usize = 16;
@@ -264,18 +268,25 @@ impl LogTables {
             match self.catalog.load_table(&ident).await {
                 Ok(table) => match table_log_id(&table) {
                     Some(id) if id == log_id => {
-                        if table.metadata().properties().get(GC_ENABLED_PROPERTY)
-                            == Some(&"false".to_owned())
+                        let properties = table.metadata().properties();
+                        if properties.get(GC_ENABLED_PROPERTY) == Some(&"false".to_owned())
+                            && properties.contains_key(CREATED_AT_PROPERTY)
                         {
                             return Ok(table);
                         }
-                        // A table created before dlog turned engines' garbage
-                        // collection off.
+                        // A table of an earlier release: engines' garbage
+                        // collection off, and a creation time (now: only
+                        // segments offloaded before it are backfilled).
+                        let mut set =
+                            HashMap::from([(GC_ENABLED_PROPERTY.to_owned(), "false".to_owned())]);
+                        if !properties.contains_key(CREATED_AT_PROPERTY) {
+                            set.insert(
+                                CREATED_AT_PROPERTY.to_owned(),
+                                dlog_wire::now_ms().to_string(),
+                            );
+                        }
                         let change = Change {
-                            properties: HashMap::from([(
-                                GC_ENABLED_PROPERTY.to_owned(),
-                                "false".to_owned(),
-                            )]),
+                            properties: set,
                             ..Change::default()
                         };
                         // Best effort: a table the commit cannot reach now
@@ -345,6 +356,10 @@ impl LogTables {
                     (LOG_ID_PROPERTY.to_owned(), log_id.to_string()),
                     ("write.format.default".to_owned(), "parquet".to_owned()),
                     (GC_ENABLED_PROPERTY.to_owned(), "false".to_owned()),
+                    (
+                        CREATED_AT_PROPERTY.to_owned(),
+                        dlog_wire::now_ms().to_string(),
+                    ),
                 ])
                 .build();
             match self.catalog.create_table(&namespace, creation).await {
@@ -458,6 +473,37 @@ impl LogTables {
                 file.first_offset.is_some_and(|first| first < offset)
                     && file.last_offset.is_some_and(|last| last >= offset)
             })
+            .collect())
+    }
+
+    /// Of `segments` (segment id, object key, when it was offloaded), those
+    /// offloaded before the table was created whose file the table does not
+    /// hold, neither as it is nor as a copy cut at a trim point. Segments
+    /// offloaded since were appended by their offload: one missing now was
+    /// taken out by something else (another engine), not lost, and is not
+    /// brought back. The table is created if it is missing.
+    pub async fn missing_files(
+        &self,
+        log: &LogName,
+        log_id: u64,
+        segments: &[(u64, &Path, i64)],
+    ) -> Result<Vec<u64>> {
+        let name = log.to_string();
+        let table = self.table(log, log_id).await?;
+        let created_at: i64 = (table.metadata().properties().get(CREATED_AT_PROPERTY))
+            .and_then(|at| at.parse().ok())
+            .unwrap_or(i64::MIN);
+        let contents = (Contents::of(&table).await)
+            .map_err(|err| Error::new(&name, "list files", Some(err)))?;
+        let live: Vec<String> = contents.live().into_iter().map(|f| f.location).collect();
+        Ok((segments.iter())
+            .filter(|(segment_id, key, offloaded_at)| {
+                let own = self.objects.url_of(key);
+                let copies = self.copies_prefix(log, log_id, *segment_id);
+                *offloaded_at < created_at
+                    && !(live.iter()).any(|at| *at == own || at.starts_with(&copies))
+            })
+            .map(|(segment_id, _, _)| *segment_id)
             .collect())
     }
 

@@ -49,7 +49,7 @@ use object_store::path::Path;
 use parquet::arrow::ArrowWriter;
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use parquet::basic::{Compression, Encoding, ZstdLevel};
-use parquet::file::metadata::KeyValue;
+use parquet::file::metadata::{FooterTail, KeyValue, ParquetMetaDataReader};
 use parquet::file::properties::{EnabledStatistics, WriterProperties};
 use parquet::schema::types::ColumnPath;
 
@@ -127,9 +127,24 @@ pub fn check_format_version(metadata: Option<&Vec<KeyValue>>) -> std::result::Re
 /// The `dlog.format_version` of a whole segment file in memory (None: not
 /// a readable Parquet file, or no version recorded).
 pub fn format_version(bytes: &Bytes) -> Option<String> {
-    let reader = ParquetRecordBatchReaderBuilder::try_new(bytes.clone()).ok()?;
-    let metadata = reader.metadata().file_metadata().key_value_metadata()?;
-    metadata
+    let footer = footer_length(bytes.len().checked_sub(8).and_then(|at| bytes.get(at..))?)?;
+    footer_format_version(bytes.get(bytes.len().checked_sub(8 + footer)?..)?)
+}
+
+/// The length of a Parquet file's footer (its metadata), from the file's
+/// last 8 bytes; `None` when they do not end a Parquet file.
+pub fn footer_length(last8: &[u8]) -> Option<usize> {
+    Some(FooterTail::try_from(last8).ok()?.metadata_length())
+}
+
+/// The format version named in a Parquet file's footer, from its last
+/// `footer_length + 8` bytes, so that a file's layout is learned by two
+/// range reads of its end instead of a read of the whole file.
+pub fn footer_format_version(end: &[u8]) -> Option<String> {
+    let metadata =
+        ParquetMetaDataReader::decode_metadata(end.get(..end.len().checked_sub(8)?)?).ok()?;
+    let pairs = metadata.file_metadata().key_value_metadata()?;
+    pairs
         .iter()
         .find(|kv| kv.key == "dlog.format_version")
         .and_then(|kv| kv.value.clone())
