@@ -352,4 +352,11 @@ async fn segments_offloaded_before_the_catalog_join_the_table() {
         "{found}"
     );
     assert_eq!(found["first"].as_u64(), Some(50), "{found}");
+    // Each added once: recorded on the segments offloaded before the
+    // catalog, not on the one offloaded with it.
+    let segments = wait_segments(&cluster, log, 3, "offloaded", offloaded).await;
+    let backfilled: Vec<bool> = (segments.iter())
+        .map(|s| s.table_backfilled_at_ms.is_some())
+        .collect();
+    assert_eq!(backfilled, [true, true, false]);
 }

@@ -187,6 +187,7 @@ mod tests {
             cache_dropped,
             table_removed_at_ms: None,
             table_cut_offset: None,
+            table_backfilled_at_ms: None,
         }
     }
 

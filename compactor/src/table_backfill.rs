@@ -36,13 +36,16 @@ use object_store::path::Path;
 use crate::error::{Error, Result};
 use crate::offload::read_object;
 use crate::table::{Appended, TableFile};
-use crate::table_cut::{CutIn, write_copy};
+use crate::table_cut::{CutIn, cut_below_trim, write_copy};
 
-/// Whether the table should hold `segment`'s file (or a copy): it is
-/// offloaded, holds records, and was not taken out of the table.
+/// Whether the table should hold `segment`'s file (or a copy) and the
+/// backfill may put it there: it is offloaded, holds records, was not taken
+/// out of the table, and was not backfilled before (one that left the table
+/// since was taken out by something else).
 pub fn candidate(segment: &SegmentMeta) -> bool {
     segment.object.is_some()
         && segment.table_removed_at_ms.is_none()
+        && segment.table_backfilled_at_ms.is_none()
         && segment
             .end_offset
             .is_some_and(|end| end > segment.start_offset)
@@ -94,11 +97,7 @@ pub async fn backfill_segment(
             time_range_ms: copy.time_range_ms,
         };
         let appended = to.tables.append(log, log_id, &entry).await?;
-        let (id, segment_id) = (LogId(log_id), SegmentId(segment.segment_id));
-        to.manifest
-            .mark_table_cut(log, id, segment_id, cut_at)
-            .await?;
-        return Ok(Backfilled::Appended(appended));
+        return settle(to, log, log_id, segment, appended).await;
     }
     let bytes = read_object(to.objects, &key).await?;
     let crc32c = crc32c::crc32c(&bytes);
@@ -127,9 +126,31 @@ pub async fn backfill_segment(
         end_offset: end,
         time_range_ms,
     };
-    Ok(Backfilled::Appended(
-        to.tables.append(log, log_id, &entry).await?,
-    ))
+    let appended = to.tables.append(log, log_id, &entry).await?;
+    settle(to, log, log_id, segment, appended).await
+}
+
+/// After an append: cuts the segment at the trim point as it is now, if
+/// that lies inside it (it may have moved, or the table may hold another
+/// file of the segment beside the one appended), then records the
+/// backfill.
+async fn settle(
+    to: CutIn<'_>,
+    log: &LogName,
+    log_id: u64,
+    segment: &SegmentMeta,
+    appended: Appended,
+) -> Result<Backfilled> {
+    let trim = to.manifest.trim_point(log).await?;
+    let end = segment.end_offset.unwrap_or(segment.start_offset);
+    if segment.start_offset < trim && trim < end {
+        cut_below_trim(to, log, log_id, segment, trim).await?;
+    }
+    let (id, segment_id) = (LogId(log_id), SegmentId(segment.segment_id));
+    (to.manifest)
+        .mark_table_backfilled(log, id, segment_id, dlog_wire::now_ms())
+        .await?;
+    Ok(Backfilled::Appended(appended))
 }
 
 /// The format version a segment file's footer names, read from the end of

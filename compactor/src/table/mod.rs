@@ -99,7 +99,7 @@ pub const TRIM_OFFSET_PROPERTY: &str = "dlog.trim-offset";
 const GC_ENABLED_PROPERTY: &str = "gc.enabled";
 /// The table property holding when dlog created the table (ms): segments
 /// offloaded before then are added by the backfill (`table_backfill`).
-/// Set on tables of an earlier release when they are first loaded.
+/// Tables of an earlier release have none, and get no backfill.
 pub const CREATED_AT_PROPERTY: &str = "dlog.created-at-ms";
 /// Commits lost to other commits in a row before an operation gives up
 /// (until the next pass).
@@ -269,24 +269,16 @@ impl LogTables {
                 Ok(table) => match table_log_id(&table) {
                     Some(id) if id == log_id => {
                         let properties = table.metadata().properties();
-                        if properties.get(GC_ENABLED_PROPERTY) == Some(&"false".to_owned())
-                            && properties.contains_key(CREATED_AT_PROPERTY)
-                        {
+                        if properties.get(GC_ENABLED_PROPERTY) == Some(&"false".to_owned()) {
                             return Ok(table);
                         }
                         // A table of an earlier release: engines' garbage
-                        // collection off, and a creation time (now: only
-                        // segments offloaded before it are backfilled).
-                        let mut set =
-                            HashMap::from([(GC_ENABLED_PROPERTY.to_owned(), "false".to_owned())]);
-                        if !properties.contains_key(CREATED_AT_PROPERTY) {
-                            set.insert(
-                                CREATED_AT_PROPERTY.to_owned(),
-                                dlog_wire::now_ms().to_string(),
-                            );
-                        }
+                        // collection off.
                         let change = Change {
-                            properties: set,
+                            properties: HashMap::from([(
+                                GC_ENABLED_PROPERTY.to_owned(),
+                                "false".to_owned(),
+                            )]),
                             ..Change::default()
                         };
                         // Best effort: a table the commit cannot reach now

@@ -1118,6 +1118,23 @@ impl Manifest {
         .await
     }
 
+    /// Records that the table backfill put the segment's file in its log's
+    /// Iceberg table at `at_ms` (a segment of the live log `log_id`); the
+    /// first record stays.
+    pub async fn mark_table_backfilled(
+        &self,
+        log: &LogName,
+        log_id: LogId,
+        segment: SegmentId,
+        at_ms: i64,
+    ) -> Result<()> {
+        self.update_segment(log, log_id, segment, |meta| SegmentMeta {
+            table_backfilled_at_ms: meta.table_backfilled_at_ms.or(Some(at_ms)),
+            ..meta
+        })
+        .await
+    }
+
     /// Rewrites a segment of the live log `log_id` as `change` makes it,
     /// if nothing changed it since it was read.
     async fn update_segment(

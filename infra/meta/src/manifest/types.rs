@@ -239,6 +239,10 @@ pub struct SegmentMeta {
     /// at that offset instead of the segment's own file.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub table_cut_offset: Option<u64>,
+    /// When the table backfill put the segment's file (or a copy) in its
+    /// log's Iceberg table: it is not put back if it leaves the table.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub table_backfilled_at_ms: Option<i64>,
 }
 
 impl SegmentMeta {
@@ -270,6 +274,7 @@ impl SegmentMeta {
             cache_dropped: false,
             table_removed_at_ms: None,
             table_cut_offset: None,
+            table_backfilled_at_ms: None,
         }
     }
 }
