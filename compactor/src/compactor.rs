@@ -297,7 +297,7 @@ impl Compactor {
                 .unwrap_or_else(|e| e.into_inner());
             earlier.contains(&(log_id, segment_id))
         };
-        let keys: Vec<(u64, object_store::path::Path, i64)> = (segments.iter())
+        let candidates: Vec<(u64, object_store::path::Path, i64)> = (segments.iter())
             .filter(|s| table_backfill::candidate(s) && !known_earlier(s.segment_id))
             .filter_map(|s| {
                 let object = s.object.as_ref()?;
@@ -308,19 +308,12 @@ impl Compactor {
                 ))
             })
             .collect();
-        if keys.is_empty() {
+        if candidates.is_empty() {
             return Ok(0);
         }
-        let keys: Vec<(u64, &object_store::path::Path, i64)> =
-            keys.iter().map(|(id, key, at)| (*id, key, *at)).collect();
-        let to = CutIn {
-            manifest: &self.manifest,
-            objects: &self.objects,
-            tables,
-            encode_inline: self.options.encode_inline,
-        };
+        let to = self.cut_in(tables);
         let mut appended = 0;
-        for segment_id in tables.missing_files(log, log_id, &keys).await? {
+        for segment_id in tables.missing_files(log, log_id, &candidates).await? {
             let backfilled = self
                 .claimed(log, log_id, segment_id, |segment| async move {
                     table_backfill::backfill_segment(to, log, log_id, &segment).await
@@ -708,6 +701,16 @@ impl Compactor {
         Ok(())
     }
 
+    /// What a cut or a backfill of this compactor reads from and writes to.
+    fn cut_in<'a>(&'a self, tables: &'a LogTables) -> CutIn<'a> {
+        CutIn {
+            manifest: &self.manifest,
+            objects: &self.objects,
+            tables,
+            encode_inline: self.options.encode_inline,
+        }
+    }
+
     /// Hides the segment's rows below `trim_point` from the log's table
     /// ([`crate::table_cut`]), under the segment's claim, so that it is not
     /// deleted meanwhile, on its entry read afresh.
@@ -719,12 +722,7 @@ impl Compactor {
         segment_id: u64,
         trim_point: u64,
     ) -> Result<()> {
-        let to = CutIn {
-            manifest: &self.manifest,
-            objects: &self.objects,
-            tables,
-            encode_inline: self.options.encode_inline,
-        };
+        let to = self.cut_in(tables);
         self.claimed(log, log_id, segment_id, |segment| async move {
             cut_below_trim(to, log, log_id, &segment, trim_point).await
         })

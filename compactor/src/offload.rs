@@ -305,6 +305,26 @@ pub async fn verify_upload(
     Ok(())
 }
 
+/// The whole object a segment's manifest entry names, checked against the
+/// CRC32C recorded there; a mismatch is the error `mismatch` makes of its
+/// description. Returns the bytes and their CRC32C.
+pub(crate) async fn read_recorded(
+    objects: &ObjectStoreHandle,
+    object: &ObjectInfo,
+    mismatch: impl FnOnce(String) -> Error,
+) -> Result<(Bytes, u32)> {
+    let key = object_store::path::Path::from(object.key.as_str());
+    let bytes = read_object(objects, &key).await?;
+    let crc = crc32c::crc32c(&bytes);
+    if crc != object.crc32c {
+        return Err(mismatch(format!(
+            "{key} has CRC32C {crc:#010x}, the manifest recorded {:#010x}",
+            object.crc32c
+        )));
+    }
+    Ok((bytes, crc))
+}
+
 /// The whole object at `key`.
 pub async fn read_object(
     objects: &ObjectStoreHandle,

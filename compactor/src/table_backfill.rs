@@ -34,7 +34,7 @@ use object_store::ObjectStoreExt;
 use object_store::path::Path;
 
 use crate::error::{Error, Result};
-use crate::offload::read_object;
+use crate::offload::read_recorded;
 use crate::table::{Appended, TableFile};
 use crate::table_cut::{CutIn, cut_below_trim, write_copy};
 
@@ -99,18 +99,12 @@ pub async fn backfill_segment(
         let appended = to.tables.append(log, log_id, &entry).await?;
         return settle(to, log, log_id, segment, appended).await;
     }
-    let bytes = read_object(to.objects, &key).await?;
-    let crc32c = crc32c::crc32c(&bytes);
-    if crc32c != object.crc32c {
-        return Err(Error::Incomplete {
-            log: log.clone(),
-            segment: segment.segment_id,
-            reason: format!(
-                "{key} has CRC32C {crc32c:#010x}, the manifest recorded {:#010x}",
-                object.crc32c
-            ),
-        });
-    }
+    let mismatch = |reason| Error::Incomplete {
+        log: log.clone(),
+        segment: segment.segment_id,
+        reason,
+    };
+    let (bytes, crc32c) = read_recorded(to.objects, object, mismatch).await?;
     let time_range_ms = segment.min_timestamp_ms.zip(segment.max_timestamp_ms);
     let file = SegmentFile {
         bytes,

@@ -50,7 +50,7 @@ use dlog_wire::names::LogName;
 
 use crate::error::{Error, Result};
 use crate::failpoint;
-use crate::offload::{cpu_work, read_object, upload, verify_upload};
+use crate::offload::{cpu_work, read_recorded, upload, verify_upload};
 use crate::table::{LogTables, Replaced, TableFile};
 
 /// Cuts lost to other commits in a row before the pass moves on.
@@ -85,10 +85,8 @@ pub async fn cut_below_trim(
     if !(segment.start_offset < trim_offset && trim_offset < end) {
         return Ok(false);
     }
-    let own_key = object_store::path::Path::from(object.key.as_str());
-    let own = to.objects.url_of(&own_key);
-    let copies = segment_file::cut_folder(&to.objects.prefix, log, log_id, segment.segment_id);
-    let copies = format!("{}/", to.objects.url_of(&copies));
+    let own = to.objects.url_of(&object.key.as_str().into());
+    let copies = to.tables.copies_prefix(log, log_id, segment.segment_id);
     let mut committed = false;
     let mut attempts = 0;
     loop {
@@ -144,19 +142,8 @@ pub(crate) async fn write_copy(
 ) -> Result<(object_store::path::Path, segment_file::SegmentFile)> {
     let object = segment.object.as_ref().expect("checked by the caller");
     let end = segment.end_offset.unwrap_or(segment.start_offset);
-    let own_key = object_store::path::Path::from(object.key.as_str());
-    let bytes = read_object(to.objects, &own_key).await?;
-    let crc = crc32c::crc32c(&bytes);
-    if crc != object.crc32c {
-        return Err(cut_error(
-            log,
-            segment,
-            format!(
-                "{own_key} has CRC32C {crc:#010x}, the manifest recorded {:#010x}",
-                object.crc32c
-            ),
-        ));
-    }
+    let (bytes, _) =
+        read_recorded(to.objects, object, |reason| cut_error(log, segment, reason)).await?;
     let (owned_log, segment_id) = (log.clone(), segment.segment_id);
     let encode = move || {
         let mut records = segment_file::decode_file(bytes)?;
@@ -172,7 +159,7 @@ pub(crate) async fn write_copy(
     let file = cpu_work(to.encode_inline, encode)
         .await
         .map_err(|err| cut_error(log, segment, format!("encoding task failed: {err}")))?
-        .map_err(|err| cut_error(log, segment, format!("rewrite {own_key}: {err}")))?;
+        .map_err(|err| cut_error(log, segment, format!("rewrite {}: {err}", object.key)))?;
     let key = segment_file::cut_key(
         &to.objects.prefix,
         log,

@@ -255,6 +255,26 @@ impl LogTables {
         )
     }
 
+    /// The table of `log_id` ([`Self::table`], created if missing) with
+    /// the manifests of its current snapshot, read once.
+    async fn loaded(&self, log: &LogName, log_id: u64) -> Result<(Table, Contents)> {
+        let table = self.table(log, log_id).await?;
+        let contents = (Contents::of(&table).await)
+            .map_err(|err| Error::new(&log.to_string(), "list files", Some(err)))?;
+        Ok((table, contents))
+    }
+
+    /// The table of `log_id` as it is, if there is one: never created, and
+    /// `None` when the name's table is another log id's.
+    async fn existing(&self, log: &LogName, log_id: u64) -> Result<Option<Table>> {
+        match self.catalog.load_table(&Self::ident(log)).await {
+            Ok(table) if table_log_id(&table) == Some(log_id) => Ok(Some(table)),
+            Ok(_) => Ok(None),
+            Err(err) if err.kind() == ErrorKind::TableNotFound => Ok(None),
+            Err(err) => Err(Error::new(&log.to_string(), "load", Some(err))),
+        }
+    }
+
     /// The table of `log_id`, created if missing. A table of an earlier
     /// log id under the name is dropped first (its files went, or go, with
     /// that log's purge), and so is an unreadable row whose metadata file
@@ -407,8 +427,7 @@ impl LogTables {
         let location = self.objects.url_of(file.key);
         let failed = |what: &str| Error::wrap(&name, what);
         for _ in 0..ATTEMPTS {
-            let table = self.table(log, log_id).await?;
-            let contents = Contents::of(&table).await.map_err(failed("list files"))?;
+            let (table, contents) = self.loaded(log, log_id).await?;
             if trim_offset_of(&table) >= file.end_offset {
                 return Ok(Appended::BelowTrim);
             }
@@ -455,10 +474,7 @@ impl LogTables {
         log_id: u64,
         offset: u64,
     ) -> Result<Vec<LiveFile>> {
-        let name = log.to_string();
-        let table = self.table(log, log_id).await?;
-        let contents = (Contents::of(&table).await)
-            .map_err(|err| Error::new(&name, "list files", Some(err)))?;
+        let (_, contents) = self.loaded(log, log_id).await?;
         let offset = offset as i64;
         Ok((contents.live().into_iter())
             .filter(|file| {
@@ -478,15 +494,12 @@ impl LogTables {
         &self,
         log: &LogName,
         log_id: u64,
-        segments: &[(u64, &Path, i64)],
+        segments: &[(u64, Path, i64)],
     ) -> Result<Vec<u64>> {
-        let name = log.to_string();
-        let table = self.table(log, log_id).await?;
+        let (table, contents) = self.loaded(log, log_id).await?;
         let created_at: i64 = (table.metadata().properties().get(CREATED_AT_PROPERTY))
             .and_then(|at| at.parse().ok())
             .unwrap_or(i64::MIN);
-        let contents = (Contents::of(&table).await)
-            .map_err(|err| Error::new(&name, "list files", Some(err)))?;
         let live: Vec<String> = contents.live().into_iter().map(|f| f.location).collect();
         Ok((segments.iter())
             .filter(|(segment_id, key, offloaded_at)| {
@@ -501,7 +514,7 @@ impl LogTables {
 
     /// The URL prefix of the copies of a segment's file cut at trim points
     /// inside it ([`segment_file::cut_folder`]).
-    fn copies_prefix(&self, log: &LogName, log_id: u64, segment_id: u64) -> String {
+    pub fn copies_prefix(&self, log: &LogName, log_id: u64, segment_id: u64) -> String {
         let folder = segment_file::cut_folder(&self.objects.prefix, log, log_id, segment_id);
         format!("{}/", self.objects.url_of(&folder))
     }
@@ -525,8 +538,7 @@ impl LogTables {
         let copies = self.copies_prefix(log, log_id, new.segment_id);
         let failed = |what: &str| Error::wrap(&name, what);
         for _ in 0..ATTEMPTS {
-            let table = self.table(log, log_id).await?;
-            let contents = Contents::of(&table).await.map_err(failed("list files"))?;
+            let (table, contents) = self.loaded(log, log_id).await?;
             let segments: Vec<LiveFile> = (contents.live().into_iter())
                 .filter(|f| f.location == own || f.location.starts_with(&copies))
                 .collect();
@@ -599,8 +611,7 @@ impl LogTables {
         let name = log.to_string();
         let failed = |what: &str| Error::wrap(&name, what);
         for _ in 0..ATTEMPTS {
-            let table = self.table(log, log_id).await?;
-            let contents = Contents::of(&table).await.map_err(failed("list files"))?;
+            let (table, contents) = self.loaded(log, log_id).await?;
             let remove: std::collections::HashSet<String> = (contents.live().into_iter())
                 .filter(|file| {
                     file.last_offset
@@ -660,15 +671,11 @@ impl LogTables {
         older_than_ms: i64,
     ) -> Result<()> {
         let name = log.to_string();
-        let table = match self.catalog.load_table(&Self::ident(log)).await {
-            Ok(table) if table_log_id(&table) == Some(log_id) => table,
-            // No table of this log id: nothing to expire.
-            Ok(_) => return Ok(()),
-            Err(err) if err.kind() == ErrorKind::TableNotFound => return Ok(()),
-            Err(err) => return Err(Error::new(&name, "load", Some(err))),
+        // No table of this log id: nothing to expire.
+        let Some(mut table) = self.existing(log, log_id).await? else {
+            return Ok(());
         };
         let failed = |err| Error::new(&name, "expire snapshots", Some(err));
-        let mut table = table;
         for _ in 0..ATTEMPTS {
             match commit::expire(&table, older_than_ms, &self.rows).await {
                 Ok(None | Some(Outcome::Committed)) => return Ok(()),
@@ -699,11 +706,8 @@ impl LogTables {
     ) -> Result<usize> {
         let name = log.to_string();
         let failed = |what: &str| Error::wrap(&name, what);
-        let table = match self.catalog.load_table(&Self::ident(log)).await {
-            Ok(table) if table_log_id(&table) == Some(log_id) => table,
-            Ok(_) => return Ok(0),
-            Err(err) if err.kind() == ErrorKind::TableNotFound => return Ok(0),
-            Err(err) => return Err(failed("load")(err)),
+        let Some(table) = self.existing(log, log_id).await? else {
+            return Ok(0);
         };
         let metadata = table.metadata();
         // Only a table in its log id's folder: never another table's files
