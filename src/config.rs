@@ -290,6 +290,9 @@ pub struct CompactorSection {
     /// How long a file removed from a table stays in the object store.
     #[serde(with = "humantime_serde")]
     pub table_file_grace: Duration,
+    /// Adjacent offloaded segments whose files are smaller are merged into
+    /// files of up to this many bytes; 0: no merging.
+    pub merge_target_bytes: u64,
     /// Tests only: crash points to abort at.
     #[serde(deserialize_with = "list_or_commas")]
     pub failpoints: Vec<String>,
@@ -305,6 +308,7 @@ impl Default for CompactorSection {
             keep_purge_records: options.keep_purge_records,
             iceberg_catalog: String::new(),
             table_file_grace: options.table_file_grace,
+            merge_target_bytes: options.merge_target_bytes,
             failpoints: Vec::new(),
         }
     }
@@ -616,6 +620,7 @@ impl NodeConfig {
                 .filter(|every| !every.is_zero()),
             keep_purge_records: section.keep_purge_records,
             table_file_grace: section.table_file_grace,
+            merge_target_bytes: section.merge_target_bytes,
             ..CompactorOptions::default()
         }
     }

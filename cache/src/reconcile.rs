@@ -188,6 +188,8 @@ mod tests {
             table_removed_at_ms: None,
             table_cut_offset: None,
             table_backfilled_at_ms: None,
+            merging_into: None,
+            retired_object: None,
         }
     }
 

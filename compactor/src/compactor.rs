@@ -30,6 +30,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::failpoint;
+use crate::merge::{self, MergeIn, Merged};
 use crate::series;
 use crate::table::Appended;
 use crate::table_backfill::{self, Backfilled};
@@ -79,6 +80,10 @@ pub struct CompactorOptions {
     /// an older snapshot finish reading it. Snapshots older than this are
     /// expired before the file goes.
     pub table_file_grace: Duration,
+    /// Adjacent offloaded segments whose files are smaller than this are
+    /// merged into files of up to this many bytes ([`crate::merge`]); 0:
+    /// never. Their own files go `table_file_grace` after the merge.
+    pub merge_target_bytes: u64,
 }
 
 impl Default for CompactorOptions {
@@ -90,6 +95,7 @@ impl Default for CompactorOptions {
             orphan_sweep_interval: Some(Duration::from_secs(600)),
             keep_purge_records: Duration::from_secs(24 * 3600),
             table_file_grace: Duration::from_secs(3600),
+            merge_target_bytes: crate::merge::DEFAULT_TARGET_BYTES,
         }
     }
 }
@@ -105,6 +111,8 @@ pub struct PassReport {
     /// Sealed segments not offloaded at the end of the pass, and their bytes.
     pub lag_segments: usize,
     pub lag_bytes: u64,
+    /// Segments whose files were merged into larger ones.
+    pub merged_segments: usize,
 }
 
 /// A compactor.
@@ -399,7 +407,173 @@ impl Compactor {
                 _ => {}
             }
         }
+        if self.options.merge_target_bytes > 0 {
+            // A merge that keeps failing never holds up retention.
+            if let Err(err) = self.merge_small_files(log, meta, &segments, report).await {
+                report.failures += 1;
+                tracing::warn!(%log, "merge: {err:#}");
+            }
+        }
+        self.delete_retired_objects(log, meta.log_id, &segments)
+            .await?;
         self.apply_retention(log, meta, &segments, report).await
+    }
+
+    /// Merges runs of adjacent small files of the log ([`crate::merge`]),
+    /// each under the claims of its segments; merges in progress first.
+    async fn merge_small_files(
+        &self,
+        log: &LogName,
+        meta: &LogMeta,
+        segments: &[SegmentMeta],
+        report: &mut PassReport,
+    ) -> Result<()> {
+        let target = self.options.merge_target_bytes;
+        let candidates = (segments.iter())
+            .filter(|s| s.merging_into.is_some() || merge::mergeable(s, 0, target))
+            .count();
+        if candidates < 2 && !segments.iter().any(|s| s.merging_into.is_some()) {
+            return Ok(());
+        }
+        let trim_point = self.manifest.trim_point(log).await?;
+        let to = MergeIn {
+            manifest: &self.manifest,
+            objects: &self.objects,
+            tables: self.tables.as_deref(),
+            encode_inline: self.options.encode_inline,
+        };
+        for run in merge::plan(segments, trim_point, target) {
+            let merged = self
+                .claimed_run(log, meta.log_id, &run, |read| async move {
+                    merge::merge_run(to, log, meta.log_id, read, target).await
+                })
+                .await?;
+            if merged == Some(Merged::Done) {
+                report.merged_segments += run.len();
+            }
+        }
+        Ok(())
+    }
+
+    /// Deletes the own objects of merged segments once the table file
+    /// grace after their merge is over (snapshots that listed them expired
+    /// first), then forgets them, each under its segment's claim.
+    ///
+    /// | crash after | state | the next pass |
+    /// |---|---|---|
+    /// | the expiry | snapshots expired, object kept | deletes it |
+    /// | the deletion (`merge.after_retired_delete`) | object gone, still recorded | deletes again (`NotFound` is fine), forgets it |
+    async fn delete_retired_objects(
+        &self,
+        log: &LogName,
+        log_id: u64,
+        segments: &[SegmentMeta],
+    ) -> Result<()> {
+        let now = dlog_wire::now_ms();
+        let grace = self.table_file_grace_ms();
+        let ripe = |s: &SegmentMeta| {
+            (s.retired_object.as_ref()).is_some_and(|r| now > r.at_ms.saturating_add(grace))
+        };
+        for segment in segments.iter().filter(|s| ripe(s)) {
+            self.claimed(log, log_id, segment.segment_id, |segment| async move {
+                let Some(retired) = segment.retired_object.as_ref().filter(|_| ripe(&segment))
+                else {
+                    return Ok(());
+                };
+                if let Some(tables) = &self.tables {
+                    tables
+                        .expire_snapshots(log, log_id, now.saturating_sub(grace))
+                        .await?;
+                }
+                self.delete_object(&retired.object.key.as_str().into())
+                    .await?;
+                failpoint::hit("merge.after_retired_delete");
+                let (id, segment_id) = (LogId(log_id), SegmentId(segment.segment_id));
+                self.manifest
+                    .forget_retired_object(log, id, segment_id)
+                    .await?;
+                Ok(())
+            })
+            .await?;
+        }
+        Ok(())
+    }
+
+    /// Runs `work` on the current manifest entries (with their revisions)
+    /// of the segments `ids`, in that order, while holding the claims of
+    /// all of them. `None` when another compactor holds one, one is gone,
+    /// or the log id is no longer live.
+    async fn claimed_run<T, F, Fut>(
+        &self,
+        log: &LogName,
+        log_id: u64,
+        ids: &[u64],
+        work: F,
+    ) -> Result<Option<T>>
+    where
+        F: FnOnce(Vec<manifest::Versioned<SegmentMeta>>) -> Fut,
+        Fut: Future<Output = Result<T>>,
+    {
+        let mut held = Vec::with_capacity(ids.len());
+        let mut all = true;
+        for segment_id in ids {
+            let claim = self.segment_claim(log, log_id, *segment_id);
+            match self
+                .manifest
+                .claim(&claim, &self.claim_holder(), self.lease)
+                .await
+            {
+                Ok(true) => held.push(claim),
+                Ok(false) => {
+                    all = false;
+                    break;
+                }
+                Err(err) => {
+                    self.release_claims(&held).await?;
+                    return Err(err.into());
+                }
+            }
+        }
+        let result = async {
+            if !all {
+                return Ok(None);
+            }
+            let mut read = Vec::with_capacity(ids.len());
+            for segment_id in ids {
+                match self.manifest.segment(log, *segment_id).await {
+                    Ok(current) => read.push(current),
+                    Err(manifest::Error::SegmentNotFound { .. }) => return Ok(None),
+                    Err(err) => return Err(err.into()),
+                }
+            }
+            // Read first, then check: the entries read are `log_id`'s.
+            match self.manifest.check_live(log, log_id).await {
+                Ok(()) => work(read).await.map(Some),
+                Err(manifest::Error::LogReplaced { .. }) => Ok(None),
+                Err(err) => Err(err.into()),
+            }
+        }
+        .await;
+        self.release_claims(&held).await?;
+        result
+    }
+
+    async fn release_claims(&self, claims: &[String]) -> Result<()> {
+        for claim in claims {
+            self.manifest
+                .release_claim(claim, &self.claim_holder())
+                .await?;
+        }
+        Ok(())
+    }
+
+    /// The claim of one segment: `segment/<ns>/<log>/<log_id>/<segment_id>`.
+    fn segment_claim(&self, log: &LogName, log_id: u64, segment_id: u64) -> String {
+        format!(
+            "segment/{}/{}/{log_id}/{segment_id}",
+            log.namespace(),
+            log.log()
+        )
     }
 
     /// Runs `work` on the segment's current manifest entry while holding
@@ -418,11 +592,7 @@ impl Compactor {
         F: FnOnce(SegmentMeta) -> Fut,
         Fut: Future<Output = Result<T>>,
     {
-        let claim = format!(
-            "segment/{}/{}/{log_id}/{segment_id}",
-            log.namespace(),
-            log.log()
-        );
+        let claim = self.segment_claim(log, log_id, segment_id);
         if !self
             .manifest
             .claim(&claim, &self.claim_holder(), self.lease)
@@ -491,6 +661,10 @@ impl Compactor {
     ) -> Result<bool> {
         let deleted = self
             .claimed(log, log_id.0, segment_id.0, |segment| async move {
+                // A merge in progress is finished or undone first.
+                if segment.merging_into.is_some() {
+                    return Ok(false);
+                }
                 // Read afresh: offloaded since the pass listed it (its file
                 // then in the table), it waits for the table's removal and
                 // grace like any other.
@@ -791,10 +965,24 @@ impl Compactor {
         segment: &SegmentMeta,
         copies: bool,
     ) -> Result<()> {
-        if let Some(object) = &segment.object {
+        if let Some(retired) = &segment.retired_object {
+            self.delete_object(&retired.object.key.as_str().into())
+                .await?;
+        }
+        // A merged object goes with the segment that ends it: the earlier
+        // ones are below the trim point by then, and the later ones keep it.
+        let shared = (segment.object.as_ref().and_then(|o| o.merged))
+            .filter(|range| segment.end_offset != Some(range.end_offset));
+        if let Some(object) = segment.object.as_ref().filter(|_| shared.is_none()) {
             self.delete_object(&object_store::path::Path::from(object.key.as_str()))
                 .await?;
             failpoint::hit("retention.after_object_delete");
+            if let Some(range) = object.merged {
+                let bounds = (range.start_offset, range.end_offset);
+                let copies =
+                    segment_file::merged_cut_folder(&self.objects.prefix, log, log_id, bounds);
+                self.delete_under(&copies).await?;
+            }
             // Its copies cut for the table left it no later than its file
             // (a purge deletes the whole folder after).
             if copies && (self.tables.is_some() || segment.table_cut_offset.is_some()) {

@@ -5,6 +5,7 @@
 //! | module | owns |
 //! |---|---|
 //! | [`offload`] | reading a sealed segment from its replicas, crash-safe upload, the `offloaded` CAS |
+//! | [`merge`] | merging adjacent small files of a log into one, in the manifest and the log's table |
 //! | [`failpoint`] | named crash points of the offload steps, for tests (`compactor.failpoints`) |
 //! | [`compactor`] | the work loop: offload, cache drops after a grace period, retention, deleted logs |
 //! | [`orphans`] | the sweep of object folders whose log id no live log has |
@@ -16,6 +17,9 @@
 pub mod compactor;
 pub mod error;
 pub mod failpoint;
+pub mod merge;
+#[cfg(test)]
+mod merge_tests;
 pub mod offload;
 pub mod orphans;
 #[cfg(test)]

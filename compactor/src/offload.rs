@@ -242,7 +242,7 @@ pub(crate) async fn cpu_work<T: Send + 'static>(
 /// offload in flight). Then it is the segment's file, described by its own
 /// size and checksum, returned with whether it is in the current layout.
 /// Other content is a conflict.
-async fn adopt_equal_object(
+pub(crate) async fn adopt_equal_object(
     existing: Bytes,
     ours: SegmentFile,
     key: &object_store::path::Path,
@@ -431,6 +431,7 @@ pub async fn offload_segment(
         size: file.bytes.len() as u64,
         crc32c: file.crc32c,
         offloaded_at_ms: dlog_wire::now_ms(),
+        merged: None,
     };
     manifest
         .mark_offloaded(log, log_id, segment.segment_id, object.clone())

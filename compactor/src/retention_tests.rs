@@ -102,6 +102,7 @@ async fn one_old_segment(
         size: 1,
         crc32c: 0,
         offloaded_at_ms: old,
+        merged: None,
     };
     manifest
         .mark_offloaded(log, fence.log_id, segment.segment_id, object)

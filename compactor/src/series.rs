@@ -18,6 +18,10 @@ pub const PARQUET_WRITTEN_BYTES: &str = "dlog_compactor_parquet_written_bytes_to
 pub const RETENTION_DELETED_SEGMENTS: &str = "dlog_compactor_retention_deleted_segments_total";
 /// Seconds to append one offloaded file to its log's Iceberg table.
 pub const TABLE_COMMIT_DURATION: &str = "dlog_compactor_table_commit_duration_seconds";
+/// Segments whose files were merged into larger ones.
+pub const MERGED_SEGMENTS: &str = "dlog_compactor_merged_segments_total";
+/// Seconds to merge one run of adjacent segments' files.
+pub const MERGE_DURATION: &str = "dlog_compactor_merge_duration_seconds";
 /// Seconds of one pass over every log.
 pub const PASS_DURATION: &str = "dlog_compactor_pass_duration_seconds";
 
@@ -53,6 +57,16 @@ pub fn describe() {
         TABLE_COMMIT_DURATION,
         Unit::Seconds,
         "Time to append one offloaded file to its log's Iceberg table"
+    );
+    describe_counter!(
+        MERGED_SEGMENTS,
+        Unit::Count,
+        "Segments whose files were merged into larger ones"
+    );
+    describe_histogram!(
+        MERGE_DURATION,
+        Unit::Seconds,
+        "Time to merge one run of adjacent segments' files"
     );
     describe_histogram!(
         PASS_DURATION,

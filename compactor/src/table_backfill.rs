@@ -41,9 +41,13 @@ use crate::table_cut::{CutIn, cut_below_trim, write_copy};
 /// Whether the table should hold `segment`'s file (or a copy) and the
 /// backfill may put it there: it is offloaded, holds records, was not taken
 /// out of the table, and was not backfilled before (one that left the table
-/// since was taken out by something else).
+/// since was taken out by something else). Merged files never are: only
+/// files already in the table are merged, and a merge's crash leaves
+/// either the old files or the merged one there.
 pub fn candidate(segment: &SegmentMeta) -> bool {
-    segment.object.is_some()
+    segment.object.as_ref().is_some_and(|o| o.merged.is_none())
+        && segment.merging_into.is_none()
+        && segment.retired_object.is_none()
         && segment.table_removed_at_ms.is_none()
         && segment.table_backfilled_at_ms.is_none()
         && segment

@@ -82,11 +82,16 @@ pub async fn cut_below_trim(
         return Ok(false);
     };
     let end = segment.end_offset.unwrap_or(segment.start_offset);
-    if !(segment.start_offset < trim_offset && trim_offset < end) {
+    // A merge in progress finishes first (`merge`): its file is the one
+    // to cut then.
+    if !(segment.start_offset < trim_offset && trim_offset < end) || segment.merging_into.is_some()
+    {
         return Ok(false);
     }
     let own = to.objects.url_of(&object.key.as_str().into());
-    let copies = to.tables.copies_prefix(log, log_id, segment.segment_id);
+    let copies = to
+        .tables
+        .folder_prefix(&copies_folder(to, log, log_id, segment));
     let mut committed = false;
     let mut attempts = 0;
     loop {
@@ -116,10 +121,14 @@ pub async fn cut_below_trim(
             file,
             segment_id: segment.segment_id,
             start_offset: trim_offset,
-            end_offset: end,
+            end_offset: object_end(segment),
             time_range_ms: file.time_range_ms,
         };
-        match to.tables.replace(log, log_id, &own, &entry).await? {
+        match to
+            .tables
+            .replace(log, log_id, (&own, &copies), &entry)
+            .await?
+        {
             Replaced::Committed => {
                 committed = true;
                 tracing::info!(copy = %key, "hid the rows below the trim point from the log's table");
@@ -141,7 +150,9 @@ pub(crate) async fn write_copy(
     trim_offset: u64,
 ) -> Result<(object_store::path::Path, segment_file::SegmentFile)> {
     let object = segment.object.as_ref().expect("checked by the caller");
-    let end = segment.end_offset.unwrap_or(segment.start_offset);
+    // A merged object is cut whole from the trim point on: its copy holds
+    // the later segments' rows too.
+    let end = object_end(segment);
     let (bytes, _) =
         read_recorded(to.objects, object, |reason| cut_error(log, segment, reason)).await?;
     let (owned_log, segment_id) = (log.clone(), segment.segment_id);
@@ -160,18 +171,41 @@ pub(crate) async fn write_copy(
         .await
         .map_err(|err| cut_error(log, segment, format!("encoding task failed: {err}")))?
         .map_err(|err| cut_error(log, segment, format!("rewrite {}: {err}", object.key)))?;
-    let key = segment_file::cut_key(
-        &to.objects.prefix,
-        log,
-        log_id,
-        segment.segment_id,
-        (trim_offset, end),
-        file.crc32c,
-    );
+    let folder = copies_folder(to, log, log_id, segment);
+    let key = segment_file::cut_key(&folder, (trim_offset, end), file.crc32c);
     upload(to.objects, &key, &file).await?;
     verify_upload(to.objects, &key, file.crc32c).await?;
     failpoint::hit("retention.after_cut_upload");
     Ok((key, file))
+}
+
+/// The end of the rows of the segment's object: the segment's end, or
+/// the merged object's.
+fn object_end(segment: &SegmentMeta) -> u64 {
+    match segment.object.as_ref().and_then(|o| o.merged) {
+        Some(range) => range.end_offset,
+        None => segment.end_offset.unwrap_or(segment.start_offset),
+    }
+}
+
+/// The folder of the copies of the segment's object cut at trim points:
+/// the segment's own, or the merged object's (deleted with it).
+pub(crate) fn copies_folder(
+    to: CutIn<'_>,
+    log: &LogName,
+    log_id: u64,
+    segment: &SegmentMeta,
+) -> object_store::path::Path {
+    let prefix = &to.objects.prefix;
+    match segment.object.as_ref().and_then(|o| o.merged) {
+        Some(range) => segment_file::merged_cut_folder(
+            prefix,
+            log,
+            log_id,
+            (range.start_offset, range.end_offset),
+        ),
+        None => segment_file::cut_folder(prefix, log, log_id, segment.segment_id),
+    }
 }
 
 fn cut_error(log: &LogName, segment: &SegmentMeta, reason: String) -> Error {

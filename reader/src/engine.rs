@@ -581,15 +581,22 @@ impl ReadEngine {
         };
         let groups = self.parquet.row_groups_from(object, column, from).await?;
         let total = self.parquet.metadata(object).await?.num_row_groups();
+        // The segment's own rows: a merged object holds its neighbours' too.
+        let end = segment.end_offset.unwrap_or(u64::MAX);
+        let own = segment.start_offset..end;
         // From the first row group that may hold the start, every one after.
         for group in groups.first().copied().unwrap_or(total)..total {
             let rows = self.parquet.row_group(object, group).await?;
-            for record in rows.iter() {
+            for record in rows.iter().filter(|r| own.contains(&r.offset)) {
                 out.push(record).await;
             }
-            if out.done() {
-                return Ok(());
+            let past_end = rows.last().is_some_and(|r| r.offset + 1 >= end);
+            if out.done() || past_end {
+                break;
             }
+        }
+        if out.done() {
+            return Ok(());
         }
         out.next = out.next.max(segment.end_offset.unwrap_or(out.next));
         Ok(())

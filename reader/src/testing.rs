@@ -178,6 +178,7 @@ impl Fixture {
             size: file.len() as u64,
             crc32c: crc32c::crc32c(&file),
             offloaded_at_ms: 1,
+            merged: None,
         };
         self.manifest
             .mark_offloaded(log, fence.log_id, segment.segment_id, object)

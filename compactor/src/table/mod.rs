@@ -431,12 +431,12 @@ impl LogTables {
             if trim_offset_of(&table) >= file.end_offset {
                 return Ok(Appended::BelowTrim);
             }
-            // Its rows may be there in a copy of it cut at a trim point
-            // inside it (`replace`) instead.
-            let copies = self.copies_prefix(log, log_id, file.segment_id);
-            if (contents.live().iter())
-                .any(|f| f.location == location || f.location.starts_with(&copies))
-            {
+            // Its rows may be there in another file instead: a copy of it
+            // cut at a trim point inside it (`replace`), or a file merged
+            // from it and its neighbours' (`merge`). The table never holds
+            // two files whose offsets overlap.
+            let (start, end) = (file.start_offset as i64, file.end_offset as i64);
+            if (contents.live().iter()).any(|f| f.location == location || overlaps(f, start, end)) {
                 return Ok(Appended::AlreadyThere);
             }
             let change = Change {
@@ -516,7 +516,12 @@ impl LogTables {
     /// inside it ([`segment_file::cut_folder`]).
     pub fn copies_prefix(&self, log: &LogName, log_id: u64, segment_id: u64) -> String {
         let folder = segment_file::cut_folder(&self.objects.prefix, log, log_id, segment_id);
-        format!("{}/", self.objects.url_of(&folder))
+        self.folder_prefix(&folder)
+    }
+
+    /// The URL prefix of the objects in `folder`.
+    pub fn folder_prefix(&self, folder: &Path) -> String {
+        format!("{}/", self.objects.url_of(folder))
     }
 
     /// Puts `new`, a copy of the segment's file holding its rows from a
@@ -526,21 +531,21 @@ impl LogTables {
     /// loaded, like every commit: nothing changes (`Gone`) if no file of the
     /// segment is left (another commit removed them), or if the table hides
     /// more of it already (a cut or a trim point at or past `new`'s start).
+    /// `copies` is the URL prefix of the file's copies.
     pub async fn replace(
         &self,
         log: &LogName,
         log_id: u64,
-        own: &str,
+        (own, copies): (&str, &str),
         new: &TableFile<'_>,
     ) -> Result<Replaced> {
         let name = log.to_string();
         let location = self.objects.url_of(new.key);
-        let copies = self.copies_prefix(log, log_id, new.segment_id);
         let failed = |what: &str| Error::wrap(&name, what);
         for _ in 0..ATTEMPTS {
             let (table, contents) = self.loaded(log, log_id).await?;
             let segments: Vec<LiveFile> = (contents.live().into_iter())
-                .filter(|f| f.location == own || f.location.starts_with(&copies))
+                .filter(|f| f.location == own || f.location.starts_with(copies))
                 .collect();
             let there = segments.iter().any(|f| f.location == location);
             // The segment's other files, which `new` replaces.
@@ -591,6 +596,79 @@ impl LogTables {
         Err(Error::new(
             &name,
             format!("put {location} in: {ATTEMPTS} commits lost to others in a row"),
+            None,
+        ))
+    }
+
+    /// Whether the files at `olds` (adjacent segments' files holding the
+    /// offsets `start..end`) may be merged: all live, no other live file
+    /// holds any of those offsets, and the table's trim point is not past
+    /// `start`. Looked at before a merge starts, so a merge the table
+    /// would refuse is not begun.
+    pub async fn mergeable(
+        &self,
+        log: &LogName,
+        log_id: u64,
+        olds: &[String],
+        (start, end): (u64, u64),
+    ) -> Result<bool> {
+        let (table, contents) = self.loaded(log, log_id).await?;
+        let state = merge_state(&table, &contents.live(), olds, None, (start, end));
+        Ok(state == MergeState::Ready)
+    }
+
+    /// Puts `new`, the files of adjacent segments merged into one, in the
+    /// table instead of those files (`olds`, their locations), in one
+    /// commit (an Iceberg `replace` snapshot: same rows, other files).
+    /// Decided on the table as loaded: `Gone` (nothing changed) unless
+    /// every old file is live, no other live file holds any of `new`'s
+    /// offsets and the table's trim point is not past its start;
+    /// `AlreadyThere` once `new` is live and no old file is.
+    pub async fn merge(
+        &self,
+        log: &LogName,
+        log_id: u64,
+        olds: &[String],
+        new: &TableFile<'_>,
+    ) -> Result<Replaced> {
+        let name = log.to_string();
+        let location = self.objects.url_of(new.key);
+        let failed = |what: &str| Error::wrap(&name, what);
+        let range = (new.start_offset, new.end_offset);
+        for _ in 0..ATTEMPTS {
+            let (table, contents) = self.loaded(log, log_id).await?;
+            match merge_state(&table, &contents.live(), olds, Some(&location), range) {
+                MergeState::Ready => {}
+                MergeState::Done => return Ok(Replaced::AlreadyThere),
+                MergeState::Refused => return Ok(Replaced::Gone),
+                MergeState::Mixed => {
+                    return Err(Error::new(
+                        &name,
+                        format!("{location} is in the table beside files it merged"),
+                        None,
+                    ));
+                }
+            }
+            let change = Change {
+                operation: Operation::Replace,
+                add: vec![data_file(&location, new).map_err(failed("describe file"))?],
+                remove: olds.iter().cloned().collect(),
+                summary: HashMap::from([
+                    ("dlog.start-offset".to_owned(), new.start_offset.to_string()),
+                    ("dlog.end-offset".to_owned(), new.end_offset.to_string()),
+                    ("dlog.merged-files".to_owned(), olds.len().to_string()),
+                ]),
+                ..Change::default()
+            };
+            match commit::commit(&table, contents, change, &self.rows).await {
+                Ok(Outcome::Committed) => return Ok(Replaced::Committed),
+                Ok(Outcome::Conflict) => continue,
+                Err(err) => return Err(failed(&format!("merge into {location}"))(err)),
+            }
+        }
+        Err(Error::new(
+            &name,
+            format!("merge into {location}: {ATTEMPTS} commits lost to others in a row"),
             None,
         ))
     }
@@ -814,4 +892,50 @@ impl LogTables {
             .map_err(|err| Error::new(&name, "list files", Some(err)))?;
         Ok(contents.live().into_iter().map(|f| f.location).collect())
     }
+}
+
+/// Whether the live file holds any offset of `start..end` (by its
+/// `log_offset` bounds; a file without them holds none of dlog's rows).
+fn overlaps(file: &LiveFile, start: i64, end: i64) -> bool {
+    match (file.first_offset, file.last_offset) {
+        (Some(first), Some(last)) => first < end && last >= start,
+        _ => false,
+    }
+}
+
+/// Where a merge of the files `olds` into the file at `new` stands in a
+/// table.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum MergeState {
+    /// Every old file is live, nothing else holds their offsets: commit.
+    Ready,
+    /// The merged file is live and none of the old ones: committed before.
+    Done,
+    /// The table changed so that the merge would lose or repeat rows.
+    Refused,
+    /// The merged file is live beside old ones: not a table dlog made.
+    Mixed,
+}
+
+fn merge_state(
+    table: &Table,
+    live: &[LiveFile],
+    olds: &[String],
+    new: Option<&str>,
+    (start, end): (u64, u64),
+) -> MergeState {
+    let is_live = |at: &str| live.iter().any(|f| f.location == at);
+    let there = new.is_some_and(is_live);
+    let olds_live = olds.iter().filter(|at| is_live(at)).count();
+    match (there, olds_live) {
+        (true, 0) => return MergeState::Done,
+        (true, _) => return MergeState::Mixed,
+        _ => {}
+    }
+    let (first, past) = (start as i64, end as i64);
+    let strangers = (live.iter()).any(|f| !olds.contains(&f.location) && overlaps(f, first, past));
+    if olds_live < olds.len() || strangers || trim_offset_of(table) > start {
+        return MergeState::Refused;
+    }
+    MergeState::Ready
 }

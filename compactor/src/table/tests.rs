@@ -203,7 +203,11 @@ async fn a_copy_cut_at_the_trim_point_replaces_its_segments_file_once() {
     assert!(tables.files_across(&log, 1, 10).await.unwrap().is_empty());
 
     let copy = file(5);
-    let copy_key = segment_file::cut_key(&setup.objects.prefix, &log, 1, 2, (15, 20), copy.crc32c);
+    let copy_key = segment_file::cut_key(
+        &segment_file::cut_folder(&setup.objects.prefix, &log, 1, 2),
+        (15, 20),
+        copy.crc32c,
+    );
     let entry = TableFile {
         key: &copy_key,
         file: &copy,
@@ -212,7 +216,8 @@ async fn a_copy_cut_at_the_trim_point_replaces_its_segments_file_once() {
         end_offset: 20,
         time_range_ms: copy.time_range_ms,
     };
-    let replace = || tables.replace(&log, 1, &segment, &entry);
+    let copies = tables.copies_prefix(&log, 1, 2);
+    let replace = || tables.replace(&log, 1, (&segment, &copies), &entry);
     assert_eq!(replace().await.unwrap(), Replaced::Committed);
     assert_eq!(replace().await.unwrap(), Replaced::AlreadyThere);
     let copy_url = setup.objects.url_of(&copy_key);
@@ -258,8 +263,11 @@ async fn a_copy_cut_at_the_trim_point_replaces_its_segments_file_once() {
     // lease) changes nothing; a later one replaces the copy.
     let cut_at = |start: u64, end: u64| {
         let copy = file(end - start);
-        let key =
-            segment_file::cut_key(&setup.objects.prefix, &log, 1, 2, (start, end), copy.crc32c);
+        let key = segment_file::cut_key(
+            &segment_file::cut_folder(&setup.objects.prefix, &log, 1, 2),
+            (start, end),
+            copy.crc32c,
+        );
         (key, copy)
     };
     let (late_key, late_copy) = cut_at(12, 20);
@@ -270,7 +278,10 @@ async fn a_copy_cut_at_the_trim_point_replaces_its_segments_file_once() {
         ..entry.clone()
     };
     assert_eq!(
-        tables.replace(&log, 1, &segment, &late).await.unwrap(),
+        tables
+            .replace(&log, 1, (&segment, &copies), &late)
+            .await
+            .unwrap(),
         Replaced::Gone
     );
     assert_eq!(tables.data_files(&log).await.unwrap(), vec![copy_url]);
@@ -282,7 +293,10 @@ async fn a_copy_cut_at_the_trim_point_replaces_its_segments_file_once() {
         ..entry.clone()
     };
     assert_eq!(
-        tables.replace(&log, 1, &segment, &next).await.unwrap(),
+        tables
+            .replace(&log, 1, (&segment, &copies), &next)
+            .await
+            .unwrap(),
         Replaced::Committed
     );
     let next_url = setup.objects.url_of(&next_key);

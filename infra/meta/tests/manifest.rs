@@ -484,6 +484,7 @@ async fn segments_move_open_sealed_offloaded(f: Fixture) {
         size: 10,
         crc32c: 7,
         offloaded_at_ms: 0,
+        merged: None,
     };
     let err = m
         .mark_offloaded(&log, id, s1.segment_id, object.clone())

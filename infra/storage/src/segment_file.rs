@@ -257,19 +257,27 @@ pub fn cut_folder(prefix: &Path, log: &LogName, log_id: u64, segment_id: u64) ->
         .join(format!("{segment_id:020}"))
 }
 
-/// The copy of a segment's file holding its rows `start_offset..end_offset`
-/// (the segment's end), in [`cut_folder`]. Its CRC32C is part of the name:
-/// a release that encodes the same rows into other bytes writes beside an
-/// earlier release's copy, never over it.
-pub fn cut_key(
+/// `<log folder>/_trimmed/<start:020>-<end:020>`: the copies of a merged
+/// object (the files of the segments `start..end` merged into one) cut at
+/// trim points inside it. Deleted with the merged object, by the segment
+/// that ends it.
+pub fn merged_cut_folder(
     prefix: &Path,
     log: &LogName,
     log_id: u64,
-    segment_id: u64,
     (start_offset, end_offset): (u64, u64),
-    crc32c: u32,
 ) -> Path {
-    cut_folder(prefix, log, log_id, segment_id).join(format!(
+    log_folder(prefix, log, log_id)
+        .join("_trimmed")
+        .join(format!("{start_offset:020}-{end_offset:020}"))
+}
+
+/// The copy of a file holding its rows `start_offset..end_offset` (the
+/// file's end), in `folder` ([`cut_folder`] or [`merged_cut_folder`]). Its
+/// CRC32C is part of the name: a release that encodes the same rows into
+/// other bytes writes beside an earlier release's copy, never over it.
+pub fn cut_key(folder: &Path, (start_offset, end_offset): (u64, u64), crc32c: u32) -> Path {
+    folder.clone().join(format!(
         "{start_offset:020}-{end_offset:020}-{crc32c:08x}.parquet"
     ))
 }

@@ -1135,6 +1135,46 @@ impl Manifest {
         .await
     }
 
+    /// Writes several segments of the live log `log_id` in one
+    /// transaction, each compared with the revision it was read at: all
+    /// are written or none (false when one changed meanwhile, or the log id
+    /// is no longer live). A merge of segments' files records its start
+    /// and its end on every segment of the merge at once this way.
+    pub async fn rewrite_segments(
+        &self,
+        log: &LogName,
+        log_id: LogId,
+        changes: &[(Versioned<SegmentMeta>, SegmentMeta)],
+    ) -> Result<bool> {
+        let mut compares = Vec::with_capacity(changes.len());
+        let mut puts = Vec::with_capacity(changes.len());
+        for (read, changed) in changes {
+            let key = self.segment_key(log, read.value.segment_id);
+            compares.push(Compare::mod_revision_is(&key, read.mod_revision));
+            puts.push(TxnOp::put(&key, encode_json(changed)));
+        }
+        let txn = Txn::new().when(compares).and_then(puts);
+        match self.on_live_log(log, log_id.0, txn).await {
+            Ok(written) => Ok(written),
+            Err(Error::LogReplaced { .. }) => Ok(false),
+            Err(err) => Err(err),
+        }
+    }
+
+    /// Forgets a segment's retired object (deleted after its grace).
+    pub async fn forget_retired_object(
+        &self,
+        log: &LogName,
+        log_id: LogId,
+        segment: SegmentId,
+    ) -> Result<()> {
+        self.update_segment(log, log_id, segment, |meta| SegmentMeta {
+            retired_object: None,
+            ..meta
+        })
+        .await
+    }
+
     /// Rewrites a segment of the live log `log_id` as `change` makes it,
     /// if nothing changed it since it was read.
     async fn update_segment(

@@ -203,6 +203,42 @@ pub struct ObjectInfo {
     /// period later.
     #[serde(default)]
     pub offloaded_at_ms: i64,
+    /// Set when the object is a merge of adjacent segments' files (the
+    /// compactor's merge of small files): the offsets it holds, this
+    /// segment's among them. Readers take only the segment's own rows.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub merged: Option<OffsetRange>,
+}
+
+/// The offsets `start_offset..end_offset` (end exclusive).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OffsetRange {
+    pub start_offset: u64,
+    pub end_offset: u64,
+}
+
+/// A merge of adjacent segments' files into one object, recorded on each
+/// of those segments before the object is written, so that a merge cut
+/// short by a crash is finished or undone by the next pass, never left
+/// as an object nobody records.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MergeIntent {
+    /// The merged object's key.
+    pub key: String,
+    /// The offsets of the segments merged (first segment's start to the
+    /// last one's end).
+    pub range: OffsetRange,
+    /// The merge is being undone: its object is deleted, then the intent.
+    #[serde(default)]
+    pub abandoned: bool,
+}
+
+/// A segment's own object after its rows moved into a merged object:
+/// deleted a grace period after `at_ms`, once no reader planned on it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RetiredObject {
+    pub object: ObjectInfo,
+    pub at_ms: i64,
 }
 
 /// `log/<ns>/<log>/seg/<segment_id:020>`.
@@ -243,6 +279,12 @@ pub struct SegmentMeta {
     /// log's Iceberg table: it is not put back if it leaves the table.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub table_backfilled_at_ms: Option<i64>,
+    /// A merge of this segment's file with its neighbours' in progress.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub merging_into: Option<MergeIntent>,
+    /// The segment's own object, replaced by a merged one (`object`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retired_object: Option<RetiredObject>,
 }
 
 impl SegmentMeta {
@@ -275,6 +317,8 @@ impl SegmentMeta {
             table_removed_at_ms: None,
             table_cut_offset: None,
             table_backfilled_at_ms: None,
+            merging_into: None,
+            retired_object: None,
         }
     }
 }

@@ -1,0 +1,477 @@
+//! Merging the small files of adjacent offloaded segments of a log into
+//! one file (ARCHITECTURE.md, "The compactor, crash by crash").
+//!
+//! A log that rolls segments often (by time, or a small roll size) leaves
+//! many small Parquet files, which table engines read slowly. The
+//! compactor rewrites a run of adjacent offloaded segments' files into one
+//! object of up to `merge_target_bytes` ([`plan`] picks the runs), swaps it
+//! for their files in the log's Iceberg table, and points each segment's
+//! manifest entry at it ([`ObjectInfo::merged`] names the offsets it
+//! holds; `dlog read` takes only the segment's own rows from it). Each
+//! segment's own object is kept as its `retired_object` for the table file
+//! grace, so a read or a query planned before the merge finishes reading
+//! it, and is deleted after that ([`crate::Compactor`]).
+//!
+//! Step by step, under the claims of every segment of the run (read again
+//! under them):
+//!
+//! 1. record the merge on every segment of the run in one manifest
+//!    transaction ([`MergeIntent`]: the merged object's key, unique to this
+//!    merge, and its offsets), after checking that the table holds exactly
+//!    the run's files;
+//! 2. read each segment's object, checked against the CRC32C the manifest
+//!    recorded, and encode their rows as one file (deterministic bytes);
+//! 3. upload it with `PutMode::Create` and read it back;
+//! 4. with Iceberg tables on, swap the run's files for it in one `replace`
+//!    snapshot ([`LogTables::merge`]), unless the table changed so that the
+//!    swap would lose or repeat rows (a trim removed one of them): then the
+//!    merge is undone (below);
+//! 5. in one manifest transaction, point every segment of the run at the
+//!    merged object, keep its own object as retired, and clear the intent.
+//!
+//! Undoing a merge: mark the intent abandoned (one transaction, which also
+//! fences a compactor paused in the steps above: its step 5 compares the
+//! revisions it read), delete the merged object, clear the intent.
+//!
+//! | crash after step | state | the next pass |
+//! |---|---|---|
+//! | 1 (`merge.after_intent`) | intent recorded, nothing written | resumes the intent: 2–5 |
+//! | 3 (`merge.after_upload`) | object uploaded, table and segments unchanged | uploads again (same key, same bytes), then 4–5 |
+//! | 4 (`merge.after_table_commit`) | merged file in the table, segments on their own objects | finds it in the table (`AlreadyThere`), then 5 |
+//! | 5 (`merge.after_manifest`) | segments on the merged object | deletes the retired objects after the grace |
+//! | undo, abandoned (`merge.after_abandon`) | intent abandoned, object maybe there | deletes the object, clears the intent |
+//!
+//! While a segment carries an intent, retention does not delete it and a
+//! trim cut does not touch it: the merge finishes or is undone first. A
+//! merged object is deleted with the segment that ends it (every earlier
+//! one is below the trim point by then), with the copies cut from it at
+//! trim points ([`segment_file::merged_cut_folder`]).
+
+use dlog_meta::manifest::{
+    Manifest, MergeIntent, ObjectInfo, OffsetRange, RetiredObject, SegmentMeta, SegmentState,
+    Versioned,
+};
+use dlog_storage::objstore::ObjectStoreHandle;
+use dlog_storage::segment_file::{self, FileInfo};
+use dlog_wire::ids::LogId;
+use dlog_wire::names::LogName;
+use object_store::ObjectStoreExt;
+
+use crate::error::{Error, Result};
+use crate::failpoint;
+use crate::offload::{
+    adopt_equal_object, cpu_work, read_object, read_recorded, upload, verify_upload,
+};
+use crate::series;
+use crate::table::{LogTables, Replaced, TableFile};
+
+/// The default size merged files are made up to (128 MiB).
+pub const DEFAULT_TARGET_BYTES: u64 = 128 * 1024 * 1024;
+
+/// The most segments one merge takes: its manifest transactions compare
+/// and write every one of them, and etcd allows 128 operations per
+/// transaction by default.
+pub const MAX_RUN_SEGMENTS: usize = 60;
+
+/// What a merge reads from and writes to.
+#[derive(Debug, Clone, Copy)]
+pub struct MergeIn<'a> {
+    pub manifest: &'a Manifest,
+    pub objects: &'a ObjectStoreHandle,
+    pub tables: Option<&'a LogTables>,
+    /// See [`crate::CompactorOptions::encode_inline`].
+    pub encode_inline: bool,
+}
+
+/// What became of a run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Merged {
+    /// Its segments point at the merged object now.
+    Done,
+    /// The merge was given up and its object deleted; the segments keep
+    /// their own files.
+    Undone,
+    /// Nothing done: the segments changed meanwhile, or the table would
+    /// refuse the merge.
+    Skipped,
+}
+
+/// Whether the segment's file may be merged with its neighbours': an
+/// offloaded segment with records, on its own object smaller than
+/// `target`, at or above the trim point, not merged before, and still
+/// wholly in its log's table (not removed, not cut at a trim point).
+pub fn mergeable(segment: &SegmentMeta, trim_point: u64, target: u64) -> bool {
+    segment.state == SegmentState::Offloaded
+        && (segment.object.as_ref()).is_some_and(|o| o.merged.is_none() && o.size < target)
+        && segment.merging_into.is_none()
+        && segment.retired_object.is_none()
+        && segment.table_removed_at_ms.is_none()
+        && segment.table_cut_offset.is_none()
+        && segment.start_offset >= trim_point
+        && segment
+            .end_offset
+            .is_some_and(|end| end > segment.start_offset)
+}
+
+/// The runs of segment ids to work on, in offset order: first every merge
+/// in progress (the segments carrying one intent), then new runs. A new run
+/// is two or more adjacent mergeable segments whose files together stay
+/// within `target` bytes, and it is taken only once it is complete: the
+/// next segment is offloaded and cannot join (its file would pass the
+/// target, or it is not mergeable and never will be: merged already, too
+/// big), or the run reached [`MAX_RUN_SEGMENTS`]. So a log that writes
+/// slowly gets files of the target size, not a merge per pass.
+pub fn plan(segments: &[SegmentMeta], trim_point: u64, target: u64) -> Vec<Vec<u64>> {
+    let mut runs: Vec<Vec<u64>> = Vec::new();
+    let mut resumed: Vec<(&str, Vec<u64>)> = Vec::new();
+    for segment in segments {
+        if let Some(intent) = &segment.merging_into {
+            match resumed.iter_mut().find(|(key, _)| *key == intent.key) {
+                Some((_, ids)) => ids.push(segment.segment_id),
+                None => resumed.push((&intent.key, vec![segment.segment_id])),
+            }
+        }
+    }
+    runs.extend(resumed.into_iter().map(|(_, ids)| ids));
+
+    let size = |s: &SegmentMeta| s.object.as_ref().map_or(0, |o| o.size);
+    let mut run: Vec<&SegmentMeta> = Vec::new();
+    let mut run_bytes = 0u64;
+    for segment in segments {
+        let adjacent = run
+            .last()
+            .is_some_and(|last| last.end_offset == Some(segment.start_offset));
+        if !run.is_empty() && !adjacent {
+            run.clear(); // a gap (deleted or missing segment): start again
+        }
+        if mergeable(segment, trim_point, target) {
+            if !run.is_empty() && run_bytes + size(segment) > target {
+                if run.len() > 1 {
+                    runs.push(run.iter().map(|s| s.segment_id).collect());
+                }
+                run.clear();
+            }
+            if run.is_empty() {
+                run_bytes = 0;
+            }
+            run.push(segment);
+            run_bytes += size(segment);
+            if run.len() == MAX_RUN_SEGMENTS {
+                runs.push(run.iter().map(|s| s.segment_id).collect());
+                run.clear();
+            }
+            continue;
+        }
+        // Offloaded and never mergeable as it is: the run before it is
+        // complete. Anything else (sealed, open) may still join later.
+        let settled = segment.state == SegmentState::Offloaded && segment.merging_into.is_none();
+        if run.len() > 1 && settled {
+            runs.push(run.iter().map(|s| s.segment_id).collect());
+        }
+        run.clear();
+    }
+    runs
+}
+
+/// Merges (or resumes or undoes the merge of) the run, whose segments the
+/// caller claimed and read under the claims, in offset order.
+#[tracing::instrument(name = "merge", skip_all, fields(%log, first = run.first().map(|s| s.value.segment_id), segments = run.len()))]
+pub async fn merge_run(
+    to: MergeIn<'_>,
+    log: &LogName,
+    log_id: u64,
+    run: Vec<Versioned<SegmentMeta>>,
+    target: u64,
+) -> Result<Merged> {
+    let (Some(first), Some(last)) = (run.first(), run.last()) else {
+        return Ok(Merged::Skipped);
+    };
+    let range = OffsetRange {
+        start_offset: first.value.start_offset,
+        end_offset: last.value.end_offset.unwrap_or(first.value.start_offset),
+    };
+    let intents: Vec<Option<&MergeIntent>> =
+        run.iter().map(|s| s.value.merging_into.as_ref()).collect();
+    let run = match intents.first().copied().flatten() {
+        None if intents.iter().all(Option::is_none) => {
+            let trim_point = to.manifest.trim_point(log).await?;
+            let fresh = run.iter().all(|s| mergeable(&s.value, trim_point, target))
+                && adjacent(&run)
+                && run.len() > 1;
+            if !fresh || !table_agrees(to, log, log_id, &run, range).await? {
+                return Ok(Merged::Skipped);
+            }
+            let key = merged_key(to.objects, log, log_id, range);
+            let intent = MergeIntent {
+                key: key.to_string(),
+                range,
+                abandoned: false,
+            };
+            if !record_intent(to.manifest, log, log_id, &run, Some(intent)).await? {
+                return Ok(Merged::Skipped);
+            }
+            failpoint::hit("merge.after_intent");
+            reread(to.manifest, log, &run).await?
+        }
+        Some(intent) if intents.iter().all(|i| *i == Some(intent)) => run,
+        // Segments changed between the plan and the claims.
+        _ => return Ok(Merged::Skipped),
+    };
+    let intent = run[0].value.merging_into.clone().expect("checked above");
+    let whole = adjacent(&run)
+        && intent.range == range
+        && (run.iter())
+            .all(|s| own_object(s).is_some() && s.value.state == SegmentState::Offloaded);
+    if intent.abandoned || !whole {
+        return undo(to, log, log_id, run, &intent).await;
+    }
+    let started = std::time::Instant::now();
+    let key = object_store::path::Path::from(intent.key.as_str());
+    let file = write_merged(to, log, &run, &key, range).await?;
+    if let Some(tables) = to.tables {
+        let olds: Vec<String> = (run.iter())
+            .filter_map(own_object)
+            .map(|o| to.objects.url_of(&o.key.as_str().into()))
+            .collect();
+        let entry = TableFile {
+            key: &key,
+            file: &file,
+            segment_id: run[0].value.segment_id,
+            start_offset: range.start_offset,
+            end_offset: range.end_offset,
+            time_range_ms: file.time_range_ms,
+        };
+        match tables.merge(log, log_id, &olds, &entry).await? {
+            Replaced::Committed | Replaced::AlreadyThere => {}
+            Replaced::Gone => {
+                tracing::info!(key = %key, "the log's table changed under the merge: undoing it");
+                return undo(to, log, log_id, run, &intent).await;
+            }
+        }
+        failpoint::hit("merge.after_table_commit");
+    }
+    let now = dlog_wire::now_ms();
+    let repointed: Vec<(Versioned<SegmentMeta>, SegmentMeta)> = run
+        .into_iter()
+        .map(|read| {
+            let own = read.value.object.clone().expect("checked above");
+            let changed = SegmentMeta {
+                object: Some(ObjectInfo {
+                    key: intent.key.clone(),
+                    size: file.bytes.len() as u64,
+                    crc32c: file.crc32c,
+                    offloaded_at_ms: own.offloaded_at_ms,
+                    merged: Some(range),
+                }),
+                retired_object: Some(RetiredObject {
+                    object: own,
+                    at_ms: now,
+                }),
+                merging_into: None,
+                ..read.value.clone()
+            };
+            (read, changed)
+        })
+        .collect();
+    let segments = repointed.len();
+    if !(to.manifest)
+        .rewrite_segments(log, LogId(log_id), &repointed)
+        .await?
+    {
+        return Ok(Merged::Skipped);
+    }
+    failpoint::hit("merge.after_manifest");
+    metrics::histogram!(series::MERGE_DURATION).record(started.elapsed());
+    metrics::counter!(series::MERGED_SEGMENTS).increment(segments as u64);
+    metrics::counter!(series::PARQUET_WRITTEN_BYTES).increment(file.bytes.len() as u64);
+    tracing::info!(key = %key, segments, bytes = file.bytes.len(), "merged the files of adjacent segments");
+    Ok(Merged::Done)
+}
+
+/// The key of a new merged object: the log folder's, named by the offsets
+/// it holds and the time the merge began, so that no two merges, and no
+/// segment, share a key (a merge undone and planned again writes anew).
+fn merged_key(
+    objects: &ObjectStoreHandle,
+    log: &LogName,
+    log_id: u64,
+    range: OffsetRange,
+) -> object_store::path::Path {
+    let folder = segment_file::log_folder(&objects.prefix, log, log_id);
+    folder.join(format!(
+        "{:020}-{:020}-m{:x}.parquet",
+        range.start_offset,
+        range.end_offset,
+        dlog_wire::now_ms()
+    ))
+}
+
+/// The segment's own object, if it is not on a merged one.
+fn own_object(segment: &Versioned<SegmentMeta>) -> Option<&ObjectInfo> {
+    let segment = &segment.value;
+    segment
+        .object
+        .as_ref()
+        .filter(|o| o.merged.is_none() && segment.retired_object.is_none())
+}
+
+/// Whether each segment starts where the one before ends.
+fn adjacent(run: &[Versioned<SegmentMeta>]) -> bool {
+    run.windows(2)
+        .all(|pair| pair[0].value.end_offset == Some(pair[1].value.start_offset))
+}
+
+/// With Iceberg tables on, whether the log's table holds exactly the run's
+/// own files (else the merge is not begun: a backfill or a trim is due).
+async fn table_agrees(
+    to: MergeIn<'_>,
+    log: &LogName,
+    log_id: u64,
+    run: &[Versioned<SegmentMeta>],
+    range: OffsetRange,
+) -> Result<bool> {
+    let Some(tables) = to.tables else {
+        return Ok(true);
+    };
+    let olds: Vec<String> = (run.iter())
+        .filter_map(own_object)
+        .map(|o| to.objects.url_of(&o.key.as_str().into()))
+        .collect();
+    let bounds = (range.start_offset, range.end_offset);
+    Ok(tables.mergeable(log, log_id, &olds, bounds).await?)
+}
+
+/// Writes `intent` (or clears it, `None`) on every segment of the run in
+/// one transaction; false if one changed since it was read.
+async fn record_intent(
+    manifest: &Manifest,
+    log: &LogName,
+    log_id: u64,
+    run: &[Versioned<SegmentMeta>],
+    intent: Option<MergeIntent>,
+) -> Result<bool> {
+    let changes: Vec<(Versioned<SegmentMeta>, SegmentMeta)> = (run.iter())
+        .map(|read| {
+            let changed = SegmentMeta {
+                merging_into: intent.clone(),
+                ..read.value.clone()
+            };
+            (read.clone(), changed)
+        })
+        .collect();
+    Ok(manifest
+        .rewrite_segments(log, LogId(log_id), &changes)
+        .await?)
+}
+
+/// The run's segments as they are now (the caller still holds their claims).
+async fn reread(
+    manifest: &Manifest,
+    log: &LogName,
+    run: &[Versioned<SegmentMeta>],
+) -> Result<Vec<Versioned<SegmentMeta>>> {
+    let mut now = Vec::with_capacity(run.len());
+    for segment in run {
+        now.push(manifest.segment(log, segment.value.segment_id).await?);
+    }
+    Ok(now)
+}
+
+/// Steps 2–3: the run's rows as one file at `key`, uploaded and read back.
+async fn write_merged(
+    to: MergeIn<'_>,
+    log: &LogName,
+    run: &[Versioned<SegmentMeta>],
+    key: &object_store::path::Path,
+    range: OffsetRange,
+) -> Result<segment_file::SegmentFile> {
+    let mut objects = Vec::with_capacity(run.len());
+    for segment in run {
+        let object = own_object(segment).expect("checked by the caller");
+        let id = segment.value.segment_id;
+        let mismatch = |reason| merge_error(log, id, reason);
+        objects.push(read_recorded(to.objects, object, mismatch).await?.0);
+    }
+    let (owned_log, first_id) = (log.clone(), run[0].value.segment_id);
+    let encode = move || {
+        let mut records = Vec::new();
+        for bytes in objects {
+            records.extend(segment_file::decode_file(bytes)?);
+        }
+        let info = FileInfo {
+            log: &owned_log,
+            segment_id: first_id,
+            start_offset: range.start_offset,
+            end_offset: range.end_offset,
+        };
+        segment_file::encode_records(&records, &info)
+    };
+    let file = cpu_work(to.encode_inline, encode)
+        .await
+        .map_err(|err| merge_error(log, first_id, format!("encoding task failed: {err}")))?
+        .map_err(|err| merge_error(log, first_id, format!("rewrite: {err}")))?;
+    let file = match upload(to.objects, key, &file).await {
+        Ok(()) => file,
+        Err(Error::ObjectConflict { .. }) => {
+            // Written by a release that encodes other bytes: kept only if
+            // it holds the same records in the current layout.
+            let existing = read_object(to.objects, key).await?;
+            match adopt_equal_object(existing, file, key, to.encode_inline).await? {
+                (kept, true) => kept,
+                (kept, false) => {
+                    return Err(Error::ObjectConflict {
+                        key: key.to_string(),
+                        size: kept.bytes.len() as u64,
+                        crc: kept.crc32c,
+                    });
+                }
+            }
+        }
+        Err(err) => return Err(err),
+    };
+    verify_upload(to.objects, key, file.crc32c).await?;
+    failpoint::hit("merge.after_upload");
+    Ok(file)
+}
+
+/// Gives the merge up: marks the intent abandoned (which fences a paused
+/// compactor's step 5), deletes the merged object, clears the intent.
+async fn undo(
+    to: MergeIn<'_>,
+    log: &LogName,
+    log_id: u64,
+    run: Vec<Versioned<SegmentMeta>>,
+    intent: &MergeIntent,
+) -> Result<Merged> {
+    let run = if intent.abandoned {
+        run
+    } else {
+        let abandoned = MergeIntent {
+            abandoned: true,
+            ..intent.clone()
+        };
+        if !record_intent(to.manifest, log, log_id, &run, Some(abandoned)).await? {
+            return Ok(Merged::Skipped);
+        }
+        failpoint::hit("merge.after_abandon");
+        reread(to.manifest, log, &run).await?
+    };
+    let key = object_store::path::Path::from(intent.key.as_str());
+    match to.objects.store.delete(&key).await {
+        Ok(()) | Err(object_store::Error::NotFound { .. }) => {}
+        Err(source) => return Err(Error::object_store("delete", &key)(source)),
+    }
+    if !record_intent(to.manifest, log, log_id, &run, None).await? {
+        return Ok(Merged::Skipped);
+    }
+    tracing::info!(key = %key, "undid a merge");
+    Ok(Merged::Undone)
+}
+
+fn merge_error(log: &LogName, segment: u64, reason: String) -> Error {
+    Error::Incomplete {
+        log: log.clone(),
+        segment,
+        reason: format!("merge: {reason}"),
+    }
+}
