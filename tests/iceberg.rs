@@ -174,20 +174,26 @@ async fn crash_at(compactor: &mut Node, point: &str) {
     compactor.start();
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn a_logs_table_holds_what_dlog_read_returns_through_crashes_and_a_trim() {
-    let Some(mut cluster) = Cluster::start_with(3, 1, 1, 1).await else {
-        return;
-    };
-    let Some(python) = require_python_module("pyiceberg.catalog.sql, duckdb, datafusion") else {
-        return;
-    };
+/// A cluster whose compactor has a catalog and a table file grace of 2 s,
+/// with its catalog and the Python that has pyiceberg, DuckDB and
+/// DataFusion; `None` (a skip) outside CI when something is missing.
+async fn cluster_with_tables() -> Option<(Cluster, Catalog, std::path::PathBuf)> {
+    let mut cluster = Cluster::start_with(3, 1, 1, 1).await?;
+    let python = require_python_module("pyiceberg.catalog.sql, duckdb, datafusion")?;
     let catalog = Catalog::new();
     let compactor = &mut cluster.compactors[0];
     compactor.kill();
     compactor.set_env("DLOG_COMPACTOR__ICEBERG_CATALOG", &catalog.sqlx);
     compactor.set_env("DLOG_COMPACTOR__TABLE_FILE_GRACE", "2s");
     compactor.start();
+    Some((cluster, catalog, python))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_logs_table_holds_what_dlog_read_returns_through_crashes_and_a_trim() {
+    let Some((mut cluster, catalog, python)) = cluster_with_tables().await else {
+        return;
+    };
     let client = cluster.client(cluster.ingests[0].address());
     let log = "lake/events";
     client.create_log(log).await.unwrap();
@@ -359,4 +365,113 @@ async fn segments_offloaded_before_the_catalog_join_the_table() {
         .map(|s| s.table_backfilled_at_ms.is_some())
         .collect();
     assert_eq!(backfilled, [true, true, false]);
+}
+
+/// Small files merged three by three, with the compactor killed at every
+/// step of a merge and of the deletion of the files it replaced: the
+/// table, and `dlog read`, hold every row once throughout; a trim inside
+/// a merged file cuts it for the table; a trim past it deletes it with the
+/// last of its segments.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn small_files_merge_through_crashes_and_trims() {
+    let Some((mut cluster, catalog, python)) = cluster_with_tables().await else {
+        return;
+    };
+    let client = cluster.client(cluster.ingests[0].address());
+    let log = "lake/merged";
+    client.create_log(log).await.unwrap();
+    // Records numbered from 100 000 on, so that every file is about as big.
+    let first_record = |segment: u64| 100_000 + segment * 1_000;
+    append_segment(&client, log, first_record(0), 2).await;
+    let first = wait_segments(&cluster, log, 1, "offloaded", offloaded).await;
+    let size = first[0].object.as_ref().unwrap().size;
+    // Three files fit in the target, four do not.
+    let target = (size * 3 + size / 2).to_string();
+    cluster.compactors[0].kill();
+    cluster.compactors[0].set_env("DLOG_COMPACTOR__MERGE_TARGET_BYTES", &target);
+
+    // Run r (segment ids 3r-2..=3r) is merged once segment 3r+1 is
+    // offloaded: each round adds three segments and kills the compactor
+    // at one step.
+    let points = [
+        "merge.after_intent",
+        "merge.after_upload",
+        "merge.after_table_commit",
+        "merge.after_manifest",
+        "merge.after_retired_delete",
+    ];
+    let merged_through = |runs: u64, retired: bool| {
+        move |s: &SegmentMeta| {
+            let merged = s.object.as_ref().is_some_and(|o| o.merged.is_some())
+                && s.merging_into.is_none()
+                && (!retired || s.retired_object.is_none());
+            offloaded(s) && (s.segment_id > 3 * runs || merged)
+        }
+    };
+    for (round, point) in (1..).zip(points) {
+        for s in 0..3 {
+            append_segment(&client, log, first_record(3 * round - 2 + s), 2).await;
+        }
+        crash_at(&mut cluster.compactors[0], point).await;
+        let count = 3 * round as usize + 1;
+        wait_segments(&cluster, log, count, "merged", merged_through(round, false)).await;
+        cluster.compactors[0].kill();
+    }
+    cluster.compactors[0].start();
+    let segments = wait_segments(&cluster, log, 16, "merged and retired", |s| {
+        merged_through(5, true)(s)
+    })
+    .await;
+    let found = check_table(&cluster, &catalog, &python, log);
+    assert_eq!(
+        (found["rows"].as_u64(), found["files"].as_u64()),
+        (Some(16 * 80), Some(6)),
+        "{found}"
+    );
+    assert!(
+        found["operations"].to_string().contains("replace"),
+        "{found}"
+    );
+    // Nothing left behind: five merged objects and the last segment's own.
+    let s3 = cluster.s3.as_ref().unwrap();
+    let objects = s3.object_store(common::OBJECT_PREFIX);
+    let name: LogName = log.parse().unwrap();
+    let log_id = cluster.manifest.log(&name).await.unwrap().log_id;
+    let data_objects = || async {
+        let folder = dlog_storage::segment_file::log_folder(&objects.prefix, &name, log_id);
+        let listed: Vec<object_store::ObjectMeta> = futures::TryStreamExt::try_collect(
+            object_store::ObjectStore::list(&*objects.store, Some(&folder)),
+        )
+        .await
+        .unwrap();
+        (listed.into_iter())
+            .map(|o| o.location.to_string())
+            .filter(|at| !at.contains("/metadata/"))
+            .collect::<Vec<String>>()
+    };
+    assert_eq!(data_objects().await.len(), 6, "{:?}", data_objects().await);
+
+    // A trim inside the second merged file (in its middle segment): the
+    // table holds the rows from there on.
+    let inside = segments[4].start_offset + 30;
+    assert_eq!(client.trim(log, inside).await.unwrap(), inside);
+    let cut = |s: &SegmentMeta| s.start_offset >= inside || s.table_cut_offset == Some(inside);
+    wait_segments(&cluster, log, 12, "cut at the trim point", cut).await;
+    let found = check_table(&cluster, &catalog, &python, log);
+    assert_eq!(found["first"].as_u64(), Some(inside), "{found}");
+    assert_eq!(found["rows"].as_u64(), Some(16 * 80 - inside), "{found}");
+
+    // A trim past the second merged file: it goes with its last segment,
+    // and the first one with its own.
+    let past = segments[5].end_offset.unwrap();
+    assert_eq!(client.trim(log, past).await.unwrap(), past);
+    wait_segments(&cluster, log, 10, "left after the trim", offloaded).await;
+    let left = data_objects().await;
+    assert_eq!(left.len(), 4, "{left:?}");
+    let found = check_table(&cluster, &catalog, &python, log);
+    assert_eq!(
+        (found["rows"].as_u64(), found["files"].as_u64()),
+        (Some(16 * 80 - past), Some(4)),
+        "{found}"
+    );
 }

@@ -10,6 +10,11 @@
 //! * `offload+table`: the same, then the append to the log's Iceberg table
 //!   (a SQLite catalog file beside the store).
 //!
+//! * `merge`: the same payload offloaded as 16 small files (not timed),
+//!   then merged as the compactor merges small files: each object read and
+//!   decoded, the rows encoded as one file, uploaded, read back, and
+//!   swapped for the 16 in the table in one `replace` commit.
+//!
 //! Then the latency of one table append as the table grows (one small file
 //! per commit, 200 commits), the figure a compactor pays per segment.
 //!
@@ -25,7 +30,9 @@ use dlog_compactor::LogTables;
 use dlog_compactor::offload::{read_object, upload};
 use dlog_compactor::table::TableFile;
 use dlog_storage::objstore::{self, ObjectStoreHandle};
-use dlog_storage::segment_file::{FileInfo, SegmentFile, encode_segment, object_key};
+use dlog_storage::segment_file::{
+    FileInfo, SegmentFile, decode_file, encode_records, encode_segment, log_folder, object_key,
+};
 use dlog_wire::codec::{Entry, EntryHeader, EntryRecord};
 use dlog_wire::names::LogName;
 use dlog_wire::record::Record;
@@ -168,20 +175,99 @@ fn main() {
         });
         let with_table = started.elapsed();
 
+        let merge_log: LogName = format!("bench/merge-{size}").parse().unwrap();
+        let (merge, merge_commit) = runtime.block_on(merge_small_files(
+            &objects,
+            &tables,
+            &merge_log,
+            &entries,
+            count as u64,
+        ));
+
         let file_mib = file.bytes.len() as f64 / (1024.0 * 1024.0);
         let ratio = payload_bytes as f64 / file.bytes.len() as f64;
         for (step, elapsed) in [
             ("encode", encode),
             ("offload", offload),
             ("offload+table", with_table),
+            ("merge", merge),
         ] {
             let (mbps, rps) = rate(payload_bytes, count, elapsed);
             println!(
                 "| {size} B | {count} | {mib} | {step} | {mbps:.0} | {rps:.0} | {file_mib:.1} | {ratio:.2} |"
             );
         }
+        println!(
+            "| {size} B | | | merge commit (16 files → 1) | {:.1} ms | | | |",
+            merge_commit.as_secs_f64() * 1e3
+        );
     }
     commit_latency(&runtime, &catalog, &objects);
+}
+
+/// Offloads `entries` as 16 small files in `log`'s table (not timed), then
+/// merges them as the compactor does; returns the time of the whole merge
+/// and of its table commit.
+async fn merge_small_files(
+    objects: &ObjectStoreHandle,
+    tables: &LogTables,
+    log: &LogName,
+    entries: &[Entry],
+    count: u64,
+) -> (Duration, Duration) {
+    const FILES: usize = 16;
+    let mut olds = Vec::new();
+    for (n, part) in entries.chunks(entries.len().div_ceil(FILES)).enumerate() {
+        let start = part[0].header.first_offset;
+        let end = part.last().unwrap().header.end_offset();
+        let info = FileInfo {
+            log,
+            segment_id: n as u64 + 1,
+            start_offset: start,
+            end_offset: end,
+        };
+        let file = encode_segment(part, &info).unwrap();
+        let key = object_key(&objects.prefix, log, 1, start, end);
+        store(objects, &key, &file).await;
+        let entry = TableFile {
+            key: &key,
+            file: &file,
+            segment_id: n as u64 + 1,
+            start_offset: start,
+            end_offset: end,
+            time_range_ms: file.time_range_ms,
+        };
+        tables.append(log, 1, &entry).await.unwrap();
+        olds.push(key);
+    }
+    let started = Instant::now();
+    let mut records = Vec::new();
+    for key in &olds {
+        let bytes = read_object(objects, key).await.unwrap();
+        records.extend(decode_file(bytes).unwrap());
+    }
+    let info = FileInfo {
+        log,
+        segment_id: 1,
+        start_offset: 0,
+        end_offset: count,
+    };
+    let file = encode_records(&records, &info).unwrap();
+    let key = log_folder(&objects.prefix, log, 1).join("merged.parquet");
+    store(objects, &key, &file).await;
+    let entry = TableFile {
+        key: &key,
+        file: &file,
+        segment_id: 1,
+        start_offset: 0,
+        end_offset: count,
+        time_range_ms: file.time_range_ms,
+    };
+    let locations: Vec<String> = olds.iter().map(|k| objects.url_of(k)).collect();
+    let committing = Instant::now();
+    let merged = tables.merge(log, 1, &locations, &entry).await.unwrap();
+    assert_eq!(merged, dlog_compactor::table::Replaced::Committed);
+    (started.elapsed(), committing.elapsed())
 }
 
 /// Times `COMMITS` table appends of one small file each, to one table.

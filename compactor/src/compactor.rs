@@ -34,7 +34,7 @@ use crate::merge::{self, MergeIn, Merged};
 use crate::series;
 use crate::table::Appended;
 use crate::table_backfill::{self, Backfilled};
-use crate::table_cut::{CutIn, cut_below_trim};
+use crate::table_cut::{self, CutIn, cut_below_trim};
 use dlog_meta::cache_clients::CacheClients;
 use dlog_meta::manifest::{self, LogMeta, LogState, Manifest, SegmentMeta, SegmentState};
 use dlog_meta::metastore::LeaseId;
@@ -407,15 +407,20 @@ impl Compactor {
                 _ => {}
             }
         }
-        if self.options.merge_target_bytes > 0 {
+        // Merges need the table: a merged file must be swapped for the
+        // files it merged in one snapshot, and a table turned on later
+        // could not tell which segments a merged file holds.
+        if self.options.merge_target_bytes > 0 && self.tables.is_some() {
             // A merge that keeps failing never holds up retention.
             if let Err(err) = self.merge_small_files(log, meta, &segments, report).await {
                 report.failures += 1;
                 tracing::warn!(%log, "merge: {err:#}");
             }
         }
-        self.delete_retired_objects(log, meta.log_id, &segments)
-            .await?;
+        if let Err(err) = (self.delete_retired_objects(log, meta.log_id, &segments)).await {
+            report.failures += 1;
+            tracing::warn!(%log, "deleting merged segments' own objects: {err:#}");
+        }
         self.apply_retention(log, meta, &segments, report).await
     }
 
@@ -441,15 +446,22 @@ impl Compactor {
             objects: &self.objects,
             tables: self.tables.as_deref(),
             encode_inline: self.options.encode_inline,
+            nonce: self.lease as u64,
         };
         for run in merge::plan(segments, trim_point, target) {
             let merged = self
                 .claimed_run(log, meta.log_id, &run, |read| async move {
                     merge::merge_run(to, log, meta.log_id, read, target).await
                 })
-                .await?;
-            if merged == Some(Merged::Done) {
-                report.merged_segments += run.len();
+                .await;
+            match merged {
+                Ok(Some(Merged::Done)) => report.merged_segments += run.len(),
+                Ok(_) => {}
+                // One run's failure does not hold up the others.
+                Err(err) => {
+                    report.failures += 1;
+                    tracing::warn!(%log, first = run[0], "merge: {err:#}");
+                }
             }
         }
         Ok(())
@@ -810,9 +822,7 @@ impl Compactor {
         // table is cut there once (`table_cut`).
         let across: Vec<&SegmentMeta> = (closed.iter().copied())
             .filter(|s| {
-                s.start_offset < trim_point
-                    && s.end_offset.is_some_and(|end| end > trim_point)
-                    && s.object.is_some()
+                table_cut::holds_trim_inside(s, trim_point)
                     && s.table_cut_offset.is_none_or(|cut| cut < trim_point)
             })
             .collect();

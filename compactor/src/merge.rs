@@ -81,6 +81,9 @@ pub struct MergeIn<'a> {
     pub tables: Option<&'a LogTables>,
     /// See [`crate::CompactorOptions::encode_inline`].
     pub encode_inline: bool,
+    /// Unique to this compactor (its lease): part of the keys of the
+    /// merged objects it writes, so that no two merges share a key.
+    pub nonce: u64,
 }
 
 /// What became of a run.
@@ -201,7 +204,7 @@ pub async fn merge_run(
             if !fresh || !table_agrees(to, log, log_id, &run, range).await? {
                 return Ok(Merged::Skipped);
             }
-            let key = merged_key(to.objects, log, log_id, range);
+            let key = merged_key(to, log, log_id, range);
             let intent = MergeIntent {
                 key: key.to_string(),
                 range,
@@ -227,8 +230,34 @@ pub async fn merge_run(
     }
     let started = std::time::Instant::now();
     let key = object_store::path::Path::from(intent.key.as_str());
-    let file = write_merged(to, log, &run, &key, range).await?;
-    if let Some(tables) = to.tables {
+    // Once the merged file is in the table, the merge only goes forward:
+    // the object is taken as uploaded (checked then), and a damaged own
+    // file of a segment no longer matters.
+    let committed = match to.tables {
+        Some(tables) => tables.is_live(log, log_id, &key).await?,
+        None => false,
+    };
+    let file = if committed {
+        let bytes = read_object(to.objects, &key).await?;
+        segment_file::SegmentFile {
+            crc32c: crc32c::crc32c(&bytes),
+            rows: range.end_offset - range.start_offset,
+            time_range_ms: None,
+            bytes,
+        }
+    } else {
+        match write_merged(to, log, &run, &key, range).await {
+            Ok(file) => file,
+            // A damaged object, a conflicting one at the key: never fixed
+            // by waiting, so the merge is undone rather than retried on
+            // every pass (with segments retention and cuts wait for).
+            Err(err) => {
+                tracing::warn!(key = %key, "merge failed, undoing it: {err:#}");
+                return undo(to, log, log_id, run, &intent).await;
+            }
+        }
+    };
+    if let Some(tables) = to.tables.filter(|_| !committed) {
         let olds: Vec<String> = (run.iter())
             .filter_map(own_object)
             .map(|o| to.objects.url_of(&o.key.as_str().into()))
@@ -289,20 +318,22 @@ pub async fn merge_run(
 }
 
 /// The key of a new merged object: the log folder's, named by the offsets
-/// it holds and the time the merge began, so that no two merges, and no
-/// segment, share a key (a merge undone and planned again writes anew).
+/// it holds, the time the merge began and the compactor's nonce, so that
+/// no two merges, and no segment, share a key (a merge undone and planned
+/// again writes anew).
 fn merged_key(
-    objects: &ObjectStoreHandle,
+    to: MergeIn<'_>,
     log: &LogName,
     log_id: u64,
     range: OffsetRange,
 ) -> object_store::path::Path {
-    let folder = segment_file::log_folder(&objects.prefix, log, log_id);
+    let folder = segment_file::log_folder(&to.objects.prefix, log, log_id);
     folder.join(format!(
-        "{:020}-{:020}-m{:x}.parquet",
+        "{:020}-{:020}-m{:x}-{:x}.parquet",
         range.start_offset,
         range.end_offset,
-        dlog_wire::now_ms()
+        dlog_wire::now_ms(),
+        to.nonce
     ))
 }
 

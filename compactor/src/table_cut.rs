@@ -81,11 +81,9 @@ pub async fn cut_below_trim(
     let Some(object) = &segment.object else {
         return Ok(false);
     };
-    let end = segment.end_offset.unwrap_or(segment.start_offset);
     // A merge in progress finishes first (`merge`): its file is the one
     // to cut then.
-    if !(segment.start_offset < trim_offset && trim_offset < end) || segment.merging_into.is_some()
-    {
+    if !holds_trim_inside(segment, trim_offset) || segment.merging_into.is_some() {
         return Ok(false);
     }
     let own = to.objects.url_of(&object.key.as_str().into());
@@ -177,6 +175,22 @@ pub(crate) async fn write_copy(
     verify_upload(to.objects, &key, file.crc32c).await?;
     failpoint::hit("retention.after_cut_upload");
     Ok((key, file))
+}
+
+/// Whether the trim point falls inside the segment's object, at an offset
+/// of this segment: strictly inside its own file, or at any offset of it
+/// past the start of the merged object it is on (a trim point at the
+/// boundary of two merged segments cuts the merged file under the later
+/// one's claim).
+pub fn holds_trim_inside(segment: &SegmentMeta, trim_offset: u64) -> bool {
+    let Some(object) = &segment.object else {
+        return false;
+    };
+    let end = segment.end_offset.unwrap_or(segment.start_offset);
+    let object_start = object
+        .merged
+        .map_or(segment.start_offset, |r| r.start_offset);
+    object_start < trim_offset && segment.start_offset <= trim_offset && trim_offset < end
 }
 
 /// The end of the rows of the segment's object: the segment's end, or

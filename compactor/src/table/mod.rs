@@ -436,7 +436,17 @@ impl LogTables {
             // from it and its neighbours' (`merge`). The table never holds
             // two files whose offsets overlap.
             let (start, end) = (file.start_offset as i64, file.end_offset as i64);
-            if (contents.live().iter()).any(|f| f.location == location || overlaps(f, start, end)) {
+            // Only dlog's own files count: a file another engine wrote
+            // with wide offset bounds must not keep segments out.
+            let folder = segment_file::log_folder(&self.objects.prefix, log, log_id);
+            let ours = self.folder_prefix(&folder);
+            let dlog_file = |at: &str| {
+                at.strip_prefix(&ours)
+                    .is_some_and(|rest| !rest.contains('/') || rest.starts_with("_trimmed/"))
+            };
+            if (contents.live().iter()).any(|f| {
+                f.location == location || (dlog_file(&f.location) && overlaps(f, start, end))
+            }) {
                 return Ok(Appended::AlreadyThere);
             }
             let change = Change {
@@ -598,6 +608,13 @@ impl LogTables {
             format!("put {location} in: {ATTEMPTS} commits lost to others in a row"),
             None,
         ))
+    }
+
+    /// Whether the file at `key` is a live data file of the log's table.
+    pub async fn is_live(&self, log: &LogName, log_id: u64, key: &Path) -> Result<bool> {
+        let (_, contents) = self.loaded(log, log_id).await?;
+        let location = self.objects.url_of(key);
+        Ok(contents.live().iter().any(|f| f.location == location))
     }
 
     /// Whether the files at `olds` (adjacent segments' files holding the
