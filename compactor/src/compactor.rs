@@ -260,6 +260,12 @@ impl Compactor {
             if meta.state != LogState::Active {
                 continue;
             }
+            let to = self.merge_in();
+            let leftovers_before = now.saturating_sub(merge::LEFTOVER_AGE.as_millis() as i64);
+            match merge::sweep_leftovers(to, &log, meta.log_id, leftovers_before).await {
+                Ok(_) | Err(Error::Manifest(manifest::Error::LogReplaced { .. })) => {}
+                Err(err) => tracing::warn!(%log, "sweeping merged objects: {err:#}"),
+            }
             match self.backfill_table(tables, &log, meta.log_id).await {
                 Ok(0) => {}
                 Ok(files) => {
@@ -441,13 +447,7 @@ impl Compactor {
             return Ok(());
         }
         let trim_point = self.manifest.trim_point(log).await?;
-        let to = MergeIn {
-            manifest: &self.manifest,
-            objects: &self.objects,
-            tables: self.tables.as_deref(),
-            encode_inline: self.options.encode_inline,
-            nonce: self.lease as u64,
-        };
+        let to = self.merge_in();
         for run in merge::plan(segments, trim_point, target) {
             let merged = self
                 .claimed_run(log, meta.log_id, &run, |read| async move {
@@ -883,6 +883,17 @@ impl Compactor {
             }
         }
         Ok(())
+    }
+
+    /// What a merge of this compactor reads from and writes to.
+    fn merge_in(&self) -> MergeIn<'_> {
+        MergeIn {
+            manifest: &self.manifest,
+            objects: &self.objects,
+            tables: self.tables.as_deref(),
+            encode_inline: self.options.encode_inline,
+            nonce: self.lease as u64,
+        }
     }
 
     /// What a cut or a backfill of this compactor reads from and writes to.

@@ -41,6 +41,14 @@
 //! | 5 (`merge.after_manifest`) | segments on the merged object | deletes the retired objects after the grace |
 //! | undo, abandoned (`merge.after_abandon`) | intent abandoned, object maybe there | deletes the object, clears the intent |
 //!
+//! A resumed merge whose file is in the table already only goes forward
+//! (step 5, from the object as uploaded); before that, a merge that fails
+//! (a damaged object, a conflicting one at its key) is undone rather than
+//! retried on every pass. An object a compactor paused past its lease
+//! uploads for a merge finished or undone meanwhile is named by nothing:
+//! [`sweep_leftovers`] deletes it a day later. Merges run only with
+//! Iceberg tables on ([`crate::Compactor`]).
+//!
 //! While a segment carries an intent, retention does not delete it and a
 //! trim cut does not touch it: the merge finishes or is undone first. A
 //! merged object is deleted with the segment that ends it (every earlier
@@ -497,6 +505,78 @@ async fn undo(
     }
     tracing::info!(key = %key, "undid a merge");
     Ok(Merged::Undone)
+}
+
+/// How old an object named as a merged object must be before the sweep
+/// may delete it when nothing names it: older than any compactor's lease
+/// by far, so that no merge of a live compactor still uploads it.
+pub const LEFTOVER_AGE: std::time::Duration = std::time::Duration::from_secs(24 * 60 * 60);
+
+/// Deletes the merged objects in the log id's folder that were written
+/// before `older_than_ms` and that nothing names: no segment's object,
+/// retired object or merge intent, and no live file of the log's table.
+/// Such an object is what a compactor paused past its lease uploads for a
+/// merge another compactor finished or undid meanwhile. The folder is
+/// listed before the manifest is read: an object listed was uploaded after
+/// its intent was recorded, so the manifest read then names it, or names
+/// what became of its merge. Returns how many objects it deleted.
+pub async fn sweep_leftovers(
+    to: MergeIn<'_>,
+    log: &LogName,
+    log_id: u64,
+    older_than_ms: i64,
+) -> Result<usize> {
+    let folder = segment_file::log_folder(&to.objects.prefix, log, log_id);
+    let listed = (to.objects.store.list_with_delimiter(Some(&folder)).await)
+        .map_err(Error::object_store("list", &folder))?;
+    let merged_names: Vec<object_store::path::Path> = (listed.objects.into_iter())
+        .filter(|o| o.last_modified.timestamp_millis() < older_than_ms)
+        .map(|o| o.location)
+        .filter(|at| at.filename().is_some_and(is_merged_name))
+        .collect();
+    if merged_names.is_empty() {
+        return Ok(0);
+    }
+    let (segments, _) = to.manifest.segments(log).await?;
+    to.manifest.check_live(log, log_id).await?;
+    let named = |key: &str| {
+        segments.iter().any(|s| {
+            s.object.as_ref().is_some_and(|o| o.key == key)
+                || s.retired_object
+                    .as_ref()
+                    .is_some_and(|r| r.object.key == key)
+                || s.merging_into.as_ref().is_some_and(|i| i.key == key)
+        })
+    };
+    let mut deleted = 0;
+    for key in merged_names {
+        if named(key.as_ref()) {
+            continue;
+        }
+        if let Some(tables) = to.tables
+            && tables.is_live(log, log_id, &key).await?
+        {
+            continue;
+        }
+        match to.objects.store.delete(&key).await {
+            Ok(()) | Err(object_store::Error::NotFound { .. }) => deleted += 1,
+            Err(source) => return Err(Error::object_store("delete", &key)(source)),
+        }
+        tracing::info!(%log, key = %key, "deleted a merged object nothing names");
+    }
+    Ok(deleted)
+}
+
+/// Whether a file name is a merged object's (`merged_key`).
+fn is_merged_name(name: &str) -> bool {
+    let Some(stem) = name.strip_suffix(".parquet") else {
+        return false;
+    };
+    let parts: Vec<&str> = stem.split('-').collect();
+    matches!(parts.as_slice(), [start, end, time, nonce]
+        if start.len() == 20 && end.len() == 20
+            && time.strip_prefix('m').is_some_and(|t| u64::from_str_radix(t, 16).is_ok())
+            && u64::from_str_radix(nonce, 16).is_ok())
 }
 
 fn merge_error(log: &LogName, segment: u64, reason: String) -> Error {

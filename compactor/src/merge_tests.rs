@@ -457,3 +457,41 @@ async fn a_merge_the_table_no_longer_allows_is_undone() {
     assert!(!exists(&setup.objects, key.as_ref()).await);
     assert_eq!(table_offsets(&setup).await, (10..40).collect::<Vec<_>>());
 }
+
+#[tokio::test]
+async fn merged_objects_nothing_names_are_swept() {
+    let size = file_size().await;
+    let setup = setup(size * 3 + size / 2).await;
+    offload_segments(&setup, 4).await;
+    setup.compactor.pass().await.unwrap();
+    let log_id = setup.manifest.log(&setup.log).await.unwrap().log_id;
+    let merged = segments(&setup).await[0].object.clone().unwrap().key;
+    // What a compactor paused past its lease uploads after another one
+    // finished (or undid) its merge.
+    let folder = segment_file::log_folder(&setup.objects.prefix, &setup.log, log_id);
+    let stray = folder.join("00000000000000000000-00000000000000000030-m5-7.parquet");
+    (setup.objects.store)
+        .put(&stray, PutPayload::from_static(b"late"))
+        .await
+        .unwrap();
+    let to = crate::merge::MergeIn {
+        manifest: &setup.manifest,
+        objects: &setup.objects,
+        tables: Some(&setup.tables),
+        encode_inline: true,
+        nonce: 1,
+    };
+    let now = dlog_wire::now_ms();
+    // Too young: kept.
+    let swept = crate::merge::sweep_leftovers(to, &setup.log, log_id, now - 60_000).await;
+    assert_eq!(swept.unwrap(), 0);
+    let swept = crate::merge::sweep_leftovers(to, &setup.log, log_id, now + 1_000).await;
+    assert_eq!(swept.unwrap(), 1);
+    assert!(!exists(&setup.objects, stray.as_ref()).await);
+    // What the manifest names stays: the merged object, the segments' own.
+    assert!(exists(&setup.objects, &merged).await);
+    for segment in segments(&setup).await {
+        assert!(exists(&setup.objects, &segment.object.unwrap().key).await);
+    }
+    assert_eq!(table_offsets(&setup).await, (0..40).collect::<Vec<_>>());
+}

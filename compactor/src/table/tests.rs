@@ -534,3 +534,43 @@ async fn metadata_no_snapshot_refers_to_is_swept_and_the_table_still_works() {
     );
     assert_eq!(tables.data_files(&log).await.unwrap().len(), 31);
 }
+
+#[tokio::test]
+async fn a_foreign_file_with_wide_bounds_does_not_keep_segments_out() {
+    let setup = setup();
+    let tables = open(&setup).await;
+    let log: LogName = "lake/foreign".parse().unwrap();
+    assert_eq!(append(&tables, &log, 1, 0, 10).await, Appended::Committed);
+    // Another engine's file in the table's data folder, with offsets far
+    // past the log's.
+    let table = tables.table(&log, 1).await.unwrap();
+    let contents = super::files::Contents::of(&table).await.unwrap();
+    let folder = segment_file::log_folder(&setup.objects.prefix, &log, 1);
+    let foreign_key = folder.join("data").join("engine-0001.parquet");
+    let foreign_file = file(1000);
+    let foreign = TableFile {
+        key: &foreign_key,
+        file: &foreign_file,
+        segment_id: 0,
+        start_offset: 0,
+        end_offset: 1_000_000,
+        time_range_ms: foreign_file.time_range_ms,
+    };
+    let location = setup.objects.url_of(&foreign_key);
+    let change = super::commit::Change {
+        operation: iceberg::spec::Operation::Append,
+        add: vec![super::files::data_file(&location, &foreign).unwrap()],
+        ..Default::default()
+    };
+    super::commit::commit(&table, contents, change, &tables.rows)
+        .await
+        .unwrap();
+    // dlog's own files still decide: the next segment goes in, the first
+    // one is there already.
+    assert_eq!(append(&tables, &log, 1, 10, 20).await, Appended::Committed);
+    assert_eq!(
+        append(&tables, &log, 1, 0, 10).await,
+        Appended::AlreadyThere
+    );
+    assert_eq!(tables.data_files(&log).await.unwrap().len(), 3);
+}
