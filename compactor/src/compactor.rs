@@ -129,6 +129,9 @@ pub struct Compactor {
     /// Segments (log id, segment id) whose file the backfill found in an
     /// earlier layout: not looked at again by this process.
     earlier_layouts: std::sync::Mutex<std::collections::HashSet<(u64, u64)>>,
+    /// Runs (log id, first segment id) whose merge failed for a reason
+    /// waiting does not fix: not planned again by this process.
+    failed_merges: std::sync::Mutex<std::collections::HashSet<(u64, u64)>>,
 }
 
 impl Compactor {
@@ -150,6 +153,7 @@ impl Compactor {
             lease,
             options,
             earlier_layouts: Default::default(),
+            failed_merges: Default::default(),
         }
     }
 
@@ -261,7 +265,9 @@ impl Compactor {
                 continue;
             }
             let to = self.merge_in();
-            let leftovers_before = now.saturating_sub(merge::LEFTOVER_AGE.as_millis() as i64);
+            let leftover_age =
+                (merge::LEFTOVER_AGE.as_millis() as i64).max(self.table_file_grace_ms());
+            let leftovers_before = now.saturating_sub(leftover_age);
             match merge::sweep_leftovers(to, &log, meta.log_id, leftovers_before).await {
                 Ok(_) | Err(Error::Manifest(manifest::Error::LogReplaced { .. })) => {}
                 Err(err) => tracing::warn!(%log, "sweeping merged objects: {err:#}"),
@@ -448,7 +454,16 @@ impl Compactor {
         }
         let trim_point = self.manifest.trim_point(log).await?;
         let to = self.merge_in();
+        let failed = |run: &[u64]| {
+            let failed = (self.failed_merges.lock()).unwrap_or_else(|e| e.into_inner());
+            failed.contains(&(meta.log_id, run[0]))
+        };
+        let resumed =
+            |id: u64| (segments.iter()).any(|s| s.segment_id == id && s.merging_into.is_some());
         for run in merge::plan(segments, trim_point, target) {
+            if failed(&run) && !resumed(run[0]) {
+                continue;
+            }
             let merged = self
                 .claimed_run(log, meta.log_id, &run, |read| async move {
                     merge::merge_run(to, log, meta.log_id, read, target).await
@@ -456,6 +471,11 @@ impl Compactor {
                 .await;
             match merged {
                 Ok(Some(Merged::Done)) => report.merged_segments += run.len(),
+                Ok(Some(Merged::Failed)) => {
+                    report.failures += 1;
+                    let mut failed = (self.failed_merges.lock()).unwrap_or_else(|e| e.into_inner());
+                    failed.insert((meta.log_id, run[0]));
+                }
                 Ok(_) => {}
                 // One run's failure does not hold up the others.
                 Err(err) => {

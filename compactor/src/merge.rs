@@ -21,33 +21,33 @@
 //!    the run's files;
 //! 2. read each segment's object, checked against the CRC32C the manifest
 //!    recorded, and encode their rows as one file (deterministic bytes);
-//! 3. upload it with `PutMode::Create` and read it back;
-//! 4. with Iceberg tables on, swap the run's files for it in one `replace`
-//!    snapshot ([`LogTables::merge`]), unless the table changed so that the
-//!    swap would lose or repeat rows (a trim removed one of them): then the
-//!    merge is undone (below);
+//! 3. upload it with `PutMode::Create`, read it back, and record its size
+//!    and CRC32C in the intent (one transaction);
+//! 4. swap the run's files for it in the log's Iceberg table in one
+//!    `replace` snapshot ([`LogTables::merge`]), unless the table changed
+//!    so that the swap would lose or repeat rows (a trim removed one of
+//!    them): then the merge is undone;
 //! 5. in one manifest transaction, point every segment of the run at the
 //!    merged object, keep its own object as retired, and clear the intent.
 //!
-//! Undoing a merge: mark the intent abandoned (one transaction, which also
-//! fences a compactor paused in the steps above: its step 5 compares the
-//! revisions it read), delete the merged object, clear the intent.
+//! Undoing a merge clears the intent in one transaction, which fences a
+//! compactor paused in the steps above (its writes compare the revisions it
+//! read). The merged object, if any, is left to [`sweep_leftovers`], which
+//! deletes it once nothing names it and the table does not hold it.
 //!
 //! | crash after step | state | the next pass |
 //! |---|---|---|
 //! | 1 (`merge.after_intent`) | intent recorded, nothing written | resumes the intent: 2–5 |
-//! | 3 (`merge.after_upload`) | object uploaded, table and segments unchanged | uploads again (same key, same bytes), then 4–5 |
-//! | 4 (`merge.after_table_commit`) | merged file in the table, segments on their own objects | finds it in the table (`AlreadyThere`), then 5 |
+//! | 3 (`merge.after_upload`) | object uploaded and recorded, table and segments unchanged | reads the object and checks it against the record, then 4–5 |
+//! | 4 (`merge.after_table_commit`) | merged file in the table, segments on their own objects | checks the object, finds it in the table (`AlreadyThere`), then 5 |
 //! | 5 (`merge.after_manifest`) | segments on the merged object | deletes the retired objects after the grace |
-//! | undo, abandoned (`merge.after_abandon`) | intent abandoned, object maybe there | deletes the object, clears the intent |
 //!
-//! A resumed merge whose file is in the table already only goes forward
-//! (step 5, from the object as uploaded); before that, a merge that fails
-//! (a damaged object, a conflicting one at its key) is undone rather than
-//! retried on every pass. An object a compactor paused past its lease
-//! uploads for a merge finished or undone meanwhile is named by nothing:
-//! [`sweep_leftovers`] deletes it a day later. Merges run only with
-//! Iceberg tables on ([`crate::Compactor`]).
+//! A crash between the upload and its record leaves an object the intent
+//! does not describe yet: the next attempt uploads the same bytes again
+//! (`AlreadyExists` with equal bytes). A merge whose write fails for a
+//! reason waiting does not fix (a damaged object) is undone and not
+//! planned again by this process; errors of the store are retried. Merges
+//! run only with Iceberg tables on ([`crate::Compactor`]).
 //!
 //! While a segment carries an intent, retention does not delete it and a
 //! trim cut does not touch it: the merge finishes or is undone first. A
@@ -57,7 +57,7 @@
 
 use dlog_meta::manifest::{
     Manifest, MergeIntent, ObjectInfo, OffsetRange, RetiredObject, SegmentMeta, SegmentState,
-    Versioned,
+    UploadedObject, Versioned,
 };
 use dlog_storage::objstore::ObjectStoreHandle;
 use dlog_storage::segment_file::{self, FileInfo};
@@ -105,6 +105,9 @@ pub enum Merged {
     /// Nothing done: the segments changed meanwhile, or the table would
     /// refuse the merge.
     Skipped,
+    /// The merge was undone because its write failed for a reason waiting
+    /// does not fix (a damaged object): not to be planned again soon.
+    Failed,
 }
 
 /// Whether the segment's file may be merged with its neighbours': an
@@ -216,7 +219,7 @@ pub async fn merge_run(
             let intent = MergeIntent {
                 key: key.to_string(),
                 range,
-                abandoned: false,
+                uploaded: None,
             };
             if !record_intent(to.manifest, log, log_id, &run, Some(intent)).await? {
                 return Ok(Merged::Skipped);
@@ -233,39 +236,53 @@ pub async fn merge_run(
         && intent.range == range
         && (run.iter())
             .all(|s| own_object(s).is_some() && s.value.state == SegmentState::Offloaded);
-    if intent.abandoned || !whole {
-        return undo(to, log, log_id, run, &intent).await;
-    }
     let started = std::time::Instant::now();
     let key = object_store::path::Path::from(intent.key.as_str());
-    // Once the merged file is in the table, the merge only goes forward:
-    // the object is taken as uploaded (checked then), and a damaged own
-    // file of a segment no longer matters.
-    let committed = match to.tables {
-        Some(tables) => tables.is_live(log, log_id, &key).await?,
-        None => false,
-    };
-    let file = if committed {
-        let bytes = read_object(to.objects, &key).await?;
-        segment_file::SegmentFile {
-            crc32c: crc32c::crc32c(&bytes),
-            rows: range.end_offset - range.start_offset,
-            time_range_ms: None,
-            bytes,
+    if !whole {
+        // Retention and cuts wait for segments with an intent, so this
+        // takes a hand-edited manifest; never undo a file the table holds.
+        if is_live(to, log, log_id, &key).await? {
+            let reason = format!("{key} is in the table, but its segments changed");
+            return Err(merge_error(log, run[0].value.segment_id, reason));
         }
-    } else {
-        match write_merged(to, log, &run, &key, range).await {
-            Ok(file) => file,
-            // A damaged object, a conflicting one at the key: never fixed
-            // by waiting, so the merge is undone rather than retried on
-            // every pass (with segments retention and cuts wait for).
-            Err(err) => {
-                tracing::warn!(key = %key, "merge failed, undoing it: {err:#}");
-                return undo(to, log, log_id, run, &intent).await;
+        return undo(to, log, log_id, run).await;
+    }
+    let (file, run) = match intent.uploaded {
+        // Uploaded and recorded by an earlier attempt (maybe in the table
+        // already): the object at the key must be exactly that one.
+        Some(uploaded) => (recorded_upload(to, log, &run, &key, uploaded).await?, run),
+        None => match write_merged(to, log, &run, &key, range).await {
+            Ok(file) => {
+                let uploaded = UploadedObject {
+                    size: file.bytes.len() as u64,
+                    crc32c: file.crc32c,
+                };
+                let recorded = MergeIntent {
+                    uploaded: Some(uploaded),
+                    ..intent.clone()
+                };
+                if !record_intent(to.manifest, log, log_id, &run, Some(recorded)).await? {
+                    return Ok(Merged::Skipped);
+                }
+                failpoint::hit("merge.after_upload");
+                let run = reread(to.manifest, log, &run).await?;
+                (file, run)
             }
-        }
+            // A damaged object or a conflicting one at the key is never
+            // fixed by waiting: the merge is undone rather than retried
+            // with segments retention and cuts wait for. Errors of the
+            // store itself are retried on the next pass.
+            Err(
+                err @ (Error::Incomplete { .. } | Error::ObjectConflict { .. } | Error::File(_)),
+            ) => {
+                tracing::warn!(key = %key, "merge failed, undoing it: {err:#}");
+                undo(to, log, log_id, run).await?;
+                return Ok(Merged::Failed);
+            }
+            Err(err) => return Err(err),
+        },
     };
-    if let Some(tables) = to.tables.filter(|_| !committed) {
+    if let Some(tables) = to.tables {
         let olds: Vec<String> = (run.iter())
             .filter_map(own_object)
             .map(|o| to.objects.url_of(&o.key.as_str().into()))
@@ -278,11 +295,14 @@ pub async fn merge_run(
             end_offset: range.end_offset,
             time_range_ms: file.time_range_ms,
         };
+        // Decided on the table as it is: committed by an earlier attempt
+        // (`AlreadyThere`), or refused for good (`Gone`: a trim took one
+        // of the files out), when the merge is undone.
         match tables.merge(log, log_id, &olds, &entry).await? {
             Replaced::Committed | Replaced::AlreadyThere => {}
             Replaced::Gone => {
                 tracing::info!(key = %key, "the log's table changed under the merge: undoing it");
-                return undo(to, log, log_id, run, &intent).await;
+                return undo(to, log, log_id, run).await;
             }
         }
         failpoint::hit("merge.after_table_commit");
@@ -352,6 +372,20 @@ fn own_object(segment: &Versioned<SegmentMeta>) -> Option<&ObjectInfo> {
         .object
         .as_ref()
         .filter(|o| o.merged.is_none() && segment.retired_object.is_none())
+}
+
+/// Whether the file at `key` is live in the log's table (false without
+/// tables).
+async fn is_live(
+    to: MergeIn<'_>,
+    log: &LogName,
+    log_id: u64,
+    key: &object_store::path::Path,
+) -> Result<bool> {
+    match to.tables {
+        Some(tables) => Ok(tables.is_live(log, log_id, key).await?),
+        None => Ok(false),
+    }
 }
 
 /// Whether each segment starts where the one before ends.
@@ -469,42 +503,65 @@ async fn write_merged(
         Err(err) => return Err(err),
     };
     verify_upload(to.objects, key, file.crc32c).await?;
-    failpoint::hit("merge.after_upload");
     Ok(file)
 }
 
-/// Gives the merge up: marks the intent abandoned (which fences a paused
-/// compactor's step 5), deletes the merged object, clears the intent.
+/// Gives the merge up: clears the intent on every segment of the run in
+/// one transaction (which also fences a compactor paused in the middle of
+/// this merge: its repoint compares the revisions it read). The merged
+/// object, if uploaded, is left to [`sweep_leftovers`]: a paused
+/// compactor may still put it in the table (only after a failed write,
+/// when the table would take it), and the sweep deletes only what the
+/// table does not hold, after the table file grace.
 async fn undo(
     to: MergeIn<'_>,
     log: &LogName,
     log_id: u64,
     run: Vec<Versioned<SegmentMeta>>,
-    intent: &MergeIntent,
 ) -> Result<Merged> {
-    let run = if intent.abandoned {
-        run
-    } else {
-        let abandoned = MergeIntent {
-            abandoned: true,
-            ..intent.clone()
-        };
-        if !record_intent(to.manifest, log, log_id, &run, Some(abandoned)).await? {
-            return Ok(Merged::Skipped);
-        }
-        failpoint::hit("merge.after_abandon");
-        reread(to.manifest, log, &run).await?
-    };
-    let key = object_store::path::Path::from(intent.key.as_str());
-    match to.objects.store.delete(&key).await {
-        Ok(()) | Err(object_store::Error::NotFound { .. }) => {}
-        Err(source) => return Err(Error::object_store("delete", &key)(source)),
-    }
     if !record_intent(to.manifest, log, log_id, &run, None).await? {
         return Ok(Merged::Skipped);
     }
-    tracing::info!(key = %key, "undid a merge");
+    let key = run.first().and_then(|s| s.value.merging_into.as_ref());
+    tracing::info!(key = ?key.map(|i| &i.key), "undid a merge");
     Ok(Merged::Undone)
+}
+
+/// The merged object an earlier attempt uploaded and recorded, read again
+/// and checked against that record (a damaged or replaced object is an
+/// error, never recorded as the segments' file).
+async fn recorded_upload(
+    to: MergeIn<'_>,
+    log: &LogName,
+    run: &[Versioned<SegmentMeta>],
+    key: &object_store::path::Path,
+    uploaded: UploadedObject,
+) -> Result<segment_file::SegmentFile> {
+    let bytes = read_object(to.objects, key).await?;
+    let crc32c = crc32c::crc32c(&bytes);
+    if crc32c != uploaded.crc32c || bytes.len() as u64 != uploaded.size {
+        let reason = format!(
+            "{key} holds {} bytes with CRC32C {crc32c:#010x}, the merge recorded {} bytes with {:#010x}",
+            bytes.len(),
+            uploaded.size,
+            uploaded.crc32c
+        );
+        return Err(merge_error(log, run[0].value.segment_id, reason));
+    }
+    let times =
+        |pick: fn(&SegmentMeta) -> Option<i64>| run.iter().filter_map(move |s| pick(&s.value));
+    let time_range_ms =
+        (times(|s| s.min_timestamp_ms).min()).zip(times(|s| s.max_timestamp_ms).max());
+    let (first, last) = (&run[0].value, &run[run.len() - 1].value);
+    Ok(segment_file::SegmentFile {
+        rows: last
+            .end_offset
+            .unwrap_or(0)
+            .saturating_sub(first.start_offset),
+        time_range_ms,
+        crc32c,
+        bytes,
+    })
 }
 
 /// How old an object named as a merged object must be before the sweep

@@ -100,7 +100,7 @@ fn merges_in_progress_are_resumed_first() {
             start_offset: 20,
             end_offset: 40,
         },
-        abandoned: false,
+        uploaded: None,
     };
     segments[2].merging_into = Some(intent.clone());
     segments[3].merging_into = Some(intent);
@@ -413,14 +413,14 @@ async fn a_merge_the_table_no_longer_allows_is_undone() {
         run
     };
     let key = segment_file::log_folder(&setup.objects.prefix, &setup.log, log_id)
-        .join("00000000000000000000-00000000000000000030-m1.parquet");
+        .join("00000000000000000000-00000000000000000030-m1-1.parquet");
     let intent = MergeIntent {
         key: key.to_string(),
         range: OffsetRange {
             start_offset: 0,
             end_offset: 30,
         },
-        abandoned: false,
+        uploaded: None,
     };
     let changes: Vec<_> = (run.iter())
         .map(|read| {
@@ -443,8 +443,9 @@ async fn a_merge_the_table_no_longer_allows_is_undone() {
         .await
         .unwrap();
 
-    // The merge is given up: object deleted, intents cleared, own files
-    // kept; retention then deletes segment 1 as usual.
+    // The merge is given up: intents cleared, own files kept; the merged
+    // object it uploaded is left to the sweep, which deletes it since
+    // nothing names it and the table does not hold it.
     setup.compactor.pass().await.unwrap();
     let after = segments(&setup).await;
     for segment in &after {
@@ -454,6 +455,17 @@ async fn a_merge_the_table_no_longer_allows_is_undone() {
             "{segment:?}"
         );
     }
+    assert!(exists(&setup.objects, key.as_ref()).await);
+    let to = crate::merge::MergeIn {
+        manifest: &setup.manifest,
+        objects: &setup.objects,
+        tables: Some(&setup.tables),
+        encode_inline: true,
+        nonce: 1,
+    };
+    let later = dlog_wire::now_ms() + 1_000;
+    let swept = crate::merge::sweep_leftovers(to, &setup.log, log_id, later).await;
+    assert_eq!(swept.unwrap(), 1);
     assert!(!exists(&setup.objects, key.as_ref()).await);
     assert_eq!(table_offsets(&setup).await, (10..40).collect::<Vec<_>>());
 }

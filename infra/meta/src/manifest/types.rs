@@ -228,9 +228,17 @@ pub struct MergeIntent {
     /// The offsets of the segments merged (first segment's start to the
     /// last one's end).
     pub range: OffsetRange,
-    /// The merge is being undone: its object is deleted, then the intent.
-    #[serde(default)]
-    pub abandoned: bool,
+    /// The merged object as uploaded and read back (before it goes in
+    /// the table): a resumed merge checks the object at the key against it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub uploaded: Option<UploadedObject>,
+}
+
+/// The size and CRC32C of an uploaded object.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UploadedObject {
+    pub size: u64,
+    pub crc32c: u32,
 }
 
 /// A segment's own object after its rows moved into a merged object:
