@@ -120,6 +120,7 @@ fn main() {
             segment_id: 1,
             start_offset: 0,
             end_offset: count as u64,
+            payload_schema: None,
         };
         // Warm-up: allocator and page cache.
         encode_segment(
@@ -200,6 +201,7 @@ fn commit_latency(runtime: &tokio::runtime::Runtime, catalog: &str, objects: &Ob
             segment_id: n + 1,
             start_offset: 0,
             end_offset: 1000,
+            payload_schema: None,
         };
         let file = encode_segment(&entries, &info).unwrap();
         let key = object_key(&objects.prefix, &log, 1, start, end);

@@ -7,13 +7,20 @@
 //!
 //! Refused with `INVALID_ARGUMENT` and the reason: A > W, W > E, E above
 //! the live cache nodes, a zero retention or quota, roll limits below
-//! 1 MiB, 100 records or 1 s.
+//! 1 MiB, 100 records or 1 s, a payload schema that is not one or that
+//! changes a field's type.
+//!
+//! A namespace's change is decided on its configuration as read and
+//! written only if that is still the one there (compare-and-swap, tried
+//! again on the newer one otherwise), so two concurrent changes never hand
+//! out one payload field id twice.
 
 use std::sync::Arc;
 
 use dlog_meta::auth::{self, Op};
 use dlog_meta::manifest::{NamespaceConfig, Replication};
 use dlog_wire::names::{LogName, Namespace};
+use dlog_wire::payload_schema::PayloadSchema;
 use dlog_wire::proto::admin_service_server::{AdminService, AdminServiceServer};
 use dlog_wire::proto::{self as pb};
 use tonic::{Request, Response, Status};
@@ -183,6 +190,26 @@ pub fn apply(mut config: NamespaceConfig, change: &pb::SettingsChange) -> Namesp
     config
 }
 
+/// `config` with the payload schema `change` declares or clears: fields
+/// named again keep their ids ([`PayloadSchema::declare`]).
+pub fn apply_payload_schema(
+    mut config: NamespaceConfig,
+    change: &pb::SettingsChange,
+) -> Result<NamespaceConfig, String> {
+    match (&change.payload_schema, change.clear_payload_schema) {
+        (Some(_), true) => {
+            return Err("a payload schema and its clearing in one change: give one".to_owned());
+        }
+        (Some(document), false) => {
+            let declared = PayloadSchema::declare(document, config.payload_schema.as_ref())?;
+            config.payload_schema = Some(declared);
+        }
+        (None, true) => config.payload_schema = config.payload_schema.map(|s| s.cleared()),
+        (None, false) => {}
+    }
+    Ok(config)
+}
+
 /// The wire form of settings in force.
 pub fn settings(config: &NamespaceConfig) -> pb::Settings {
     pb::Settings {
@@ -198,6 +225,8 @@ pub fn settings(config: &NamespaceConfig) -> pb::Settings {
         max_append_records_per_sec: config.max_append_records_per_sec,
         namespace_max_append_bytes_per_sec: config.namespace_max_append_bytes_per_sec,
         namespace_max_append_records_per_sec: config.namespace_max_append_records_per_sec,
+        payload_schema: (config.active_payload_schema())
+            .map(|schema| serde_json::to_string(schema).expect("a schema serializes")),
     }
 }
 
@@ -211,6 +240,11 @@ fn check_log_change(change: &pb::SettingsChange) -> Result<(), Status> {
     if namespace_wide {
         return Err(Status::invalid_argument(
             "namespace quotas are set on the namespace (ConfigureNamespace), not on a log",
+        ));
+    }
+    if change.payload_schema.is_some() || change.clear_payload_schema {
+        return Err(Status::invalid_argument(
+            "payload schemas are set on the namespace (ConfigureNamespace), not on a log",
         ));
     }
     Ok(())
@@ -231,19 +265,23 @@ impl AdminService for AdminServer {
         let ns = namespace_of(&request.namespace)?;
         auth::check(&grant, Op::Admin, &format!("{ns}/"))?;
         let manifest = self.node.manifest();
-        if manifest.has_namespace(&ns).await.map_err(to_status)? {
-            return Err(Status::already_exists(format!(
-                "namespace {ns} already has settings (change them with ConfigureNamespace)"
-            )));
+        let change = request.change.unwrap_or_default();
+        loop {
+            if manifest.has_namespace(&ns).await.map_err(to_status)? {
+                return Err(Status::already_exists(format!(
+                    "namespace {ns} already has settings (change them with ConfigureNamespace)"
+                )));
+            }
+            let base = manifest.default_namespace().await.map_err(to_status)?;
+            let config = apply_payload_schema(apply(base, &change), &change)
+                .map_err(Status::invalid_argument)?;
+            self.check(&config).await?;
+            // Only if it still has none: a concurrent create wins once.
+            if (manifest.put_namespace_if(&ns, &config, None).await).map_err(to_status)? {
+                tracing::info!(%ns, ?config, "namespace created");
+                break;
+            }
         }
-        let base = manifest.default_namespace().await.map_err(to_status)?;
-        let config = apply(base, &request.change.unwrap_or_default());
-        self.check(&config).await?;
-        manifest
-            .put_namespace(&ns, &config)
-            .await
-            .map_err(to_status)?;
-        tracing::info!(%ns, ?config, "namespace created");
         Ok(Response::new(self.namespace_response(&ns).await?))
     }
 
@@ -256,14 +294,21 @@ impl AdminService for AdminServer {
         let ns = namespace_of(&request.namespace)?;
         auth::check(&grant, Op::Admin, &format!("{ns}/"))?;
         let manifest = self.node.manifest();
-        let current = manifest.namespace(&ns).await.map_err(to_status)?;
-        let config = apply(current, &request.change.unwrap_or_default());
-        self.check(&config).await?;
-        manifest
-            .put_namespace(&ns, &config)
-            .await
-            .map_err(to_status)?;
-        tracing::info!(%ns, ?config, "namespace settings changed");
+        let change = request.change.unwrap_or_default();
+        loop {
+            let (current, revision) = match manifest.namespace_versioned(&ns).await {
+                Ok(Some((config, revision))) => (config, Some(revision)),
+                Ok(None) => (manifest.namespace(&ns).await.map_err(to_status)?, None),
+                Err(err) => return Err(to_status(err)),
+            };
+            let config = apply_payload_schema(apply(current, &change), &change)
+                .map_err(Status::invalid_argument)?;
+            self.check(&config).await?;
+            if (manifest.put_namespace_if(&ns, &config, revision).await).map_err(to_status)? {
+                tracing::info!(%ns, ?config, "namespace settings changed");
+                break;
+            }
+        }
         Ok(Response::new(self.namespace_response(&ns).await?))
     }
 
@@ -319,8 +364,10 @@ impl AdminService for AdminServer {
             let change = request.change.unwrap_or_default();
             check_log_change(&change)?;
             let current = manifest.log_config(&log).await.map_err(to_status)?;
-            let config = apply(current, &change);
+            let mut config = apply(current, &change);
             self.check(&config).await?;
+            // The namespace's, which the log's settings always take.
+            config.payload_schema = None;
             manifest
                 .put_log_config(&log, Some(&config))
                 .await

@@ -325,6 +325,15 @@ impl IngestNode {
         command: impl FnOnce(oneshot::Sender<T>) -> Command,
     ) -> Result<T> {
         let handle = self.owner(log).await?;
+        Self::ask_owner(&handle, log, command).await
+    }
+
+    /// Sends a command to `handle` and waits for the answer.
+    async fn ask_owner<T>(
+        handle: &OwnerHandle,
+        log: &LogName,
+        command: impl FnOnce(oneshot::Sender<T>) -> Command,
+    ) -> Result<T> {
         let (reply, answer) = oneshot::channel();
         handle
             .send(command(reply))
@@ -341,10 +350,14 @@ impl IngestNode {
         })
     }
 
+    /// Appends through this node's owner of the log, once its payloads
+    /// passed the namespace's payload schema.
     pub async fn append(&self, append: Append) -> Result<AppendAck> {
         self.retire_older_incarnation(&append).await?;
         let log = append.log.clone();
-        self.ask(&log, |reply| Command::Append {
+        let handle = self.owner(&log).await?;
+        handle.check_payloads(&append)?;
+        Self::ask_owner(&handle, &log, |reply| Command::Append {
             append,
             reply,
             session: None,
@@ -355,7 +368,8 @@ impl IngestNode {
     /// Queues an append of `session` and returns the answer to wait for
     /// (for pipelined sessions: answers come in the order the appends were
     /// queued). Once an append of the session failed, the owner refuses
-    /// its later ones unapplied.
+    /// its later ones unapplied; one whose payloads do not match the
+    /// namespace's payload schema fails here, before the owner.
     pub async fn submit(
         &self,
         append: Append,
@@ -367,6 +381,7 @@ impl IngestNode {
         if !session.admits(&log, handle.epoch) {
             return Err(Error::SessionBroken { log });
         }
+        handle.check_payloads(&append)?;
         let (reply, answer) = oneshot::channel();
         handle
             .send(Command::Append {
