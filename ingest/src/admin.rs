@@ -609,4 +609,64 @@ mod tests {
             "{err}"
         );
     }
+
+    /// A schema is declared, changed with its ids kept, refused when a
+    /// field's type changes (naming it) or when it comes with its own
+    /// clearing, and cleared with its ids kept taken; settings show it in
+    /// force as JSON with the ids; a log's change may not carry one.
+    #[test]
+    fn payload_schemas_are_declared_changed_and_cleared_on_namespaces_only() {
+        let change = |document: &str| pb::SettingsChange {
+            payload_schema: Some(document.to_owned()),
+            ..pb::SettingsChange::default()
+        };
+        let first = apply_payload_schema(
+            NamespaceConfig::default(),
+            &change(
+                r#"{"fields":[{"name":"user","type":"string"},{"name":"amount","type":"int64"}]}"#,
+            ),
+        )
+        .unwrap();
+        let shown = settings(&first).payload_schema.unwrap();
+        assert_eq!(
+            shown,
+            r#"{"fields":[{"name":"user","type":"string","id":1000},{"name":"amount","type":"int64","id":1001}]}"#
+        );
+        let second = apply_payload_schema(
+            first.clone(),
+            &change(r#"{"fields":[{"name":"region","type":"string"},{"name":"amount","type":"int64"}]}"#),
+        )
+        .unwrap();
+        let schema = second.active_payload_schema().unwrap();
+        let ids: Vec<i32> = schema.fields.iter().map(|f| f.id).collect();
+        assert_eq!((ids, schema.removed[0].id), (vec![1002, 1001], 1000));
+        let err = apply_payload_schema(
+            second.clone(),
+            &change(r#"{"fields":[{"name":"amount","type":"double"}]}"#),
+        )
+        .unwrap_err();
+        assert!(
+            err.contains(r#"field "amount": its type is int64"#),
+            "{err}"
+        );
+        let both = pb::SettingsChange {
+            clear_payload_schema: true,
+            ..change(r#"{"fields":[{"name":"a","type":"string"}]}"#)
+        };
+        assert!(apply_payload_schema(second.clone(), &both).is_err());
+        let clear = pb::SettingsChange {
+            clear_payload_schema: true,
+            ..pb::SettingsChange::default()
+        };
+        let cleared = apply_payload_schema(second, &clear).unwrap();
+        assert!(cleared.active_payload_schema().is_none());
+        assert_eq!(settings(&cleared).payload_schema, None);
+        assert_eq!(cleared.payload_schema.as_ref().unwrap().removed.len(), 3);
+        // Other settings changes leave the schema as it is.
+        let unchanged = apply_payload_schema(first.clone(), &pb::SettingsChange::default());
+        assert_eq!(unchanged.unwrap(), first);
+        let err = check_log_change(&change(r#"{"fields":[]}"#)).unwrap_err();
+        assert_eq!(err.code(), tonic::Code::InvalidArgument);
+        assert!(err.message().contains("set on the namespace"), "{err:?}");
+    }
 }
