@@ -19,6 +19,7 @@ use std::sync::Arc;
 
 use dlog_meta::auth::{self, Op};
 use dlog_meta::manifest::{NamespaceConfig, Replication};
+use dlog_meta::metastore::Revision;
 use dlog_wire::names::{LogName, Namespace};
 use dlog_wire::payload_schema::PayloadSchema;
 use dlog_wire::proto::admin_service_server::{AdminService, AdminServiceServer};
@@ -55,6 +56,25 @@ impl AdminServer {
             )));
         }
         Ok(())
+    }
+
+    /// Writes `current` with `change` applied, once checked, if the
+    /// namespace's key is still at `revision` (absent for `None`); `None`
+    /// when another write came first (decide again on it).
+    async fn put_changed(
+        &self,
+        ns: &Namespace,
+        current: NamespaceConfig,
+        revision: Option<Revision>,
+        change: &pb::SettingsChange,
+    ) -> Result<Option<NamespaceConfig>, Status> {
+        let config = apply_payload_schema(apply(current, change), change)
+            .map_err(Status::invalid_argument)?;
+        self.check(&config).await?;
+        let manifest = self.node.manifest();
+        let written =
+            (manifest.put_namespace_if(ns, &config, revision).await).map_err(to_status)?;
+        Ok(written.then_some(config))
     }
 
     async fn namespace_response(&self, ns: &Namespace) -> Result<pb::NamespaceResponse, Status> {
@@ -273,11 +293,8 @@ impl AdminService for AdminServer {
                 )));
             }
             let base = manifest.default_namespace().await.map_err(to_status)?;
-            let config = apply_payload_schema(apply(base, &change), &change)
-                .map_err(Status::invalid_argument)?;
-            self.check(&config).await?;
             // Only if it still has none: a concurrent create wins once.
-            if (manifest.put_namespace_if(&ns, &config, None).await).map_err(to_status)? {
+            if let Some(config) = self.put_changed(&ns, base, None, &change).await? {
                 tracing::info!(%ns, ?config, "namespace created");
                 break;
             }
@@ -301,10 +318,7 @@ impl AdminService for AdminServer {
                 Ok(None) => (manifest.namespace(&ns).await.map_err(to_status)?, None),
                 Err(err) => return Err(to_status(err)),
             };
-            let config = apply_payload_schema(apply(current, &change), &change)
-                .map_err(Status::invalid_argument)?;
-            self.check(&config).await?;
-            if (manifest.put_namespace_if(&ns, &config, revision).await).map_err(to_status)? {
+            if let Some(config) = self.put_changed(&ns, current, revision, &change).await? {
                 tracing::info!(%ns, ?config, "namespace settings changed");
                 break;
             }

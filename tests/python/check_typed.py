@@ -33,7 +33,8 @@ from collections import defaultdict
 import datafusion
 import duckdb
 import pyarrow.parquet as pq
-from pyiceberg.catalog.sql import SqlCatalog
+
+from iceberg_catalog import open_catalog
 
 I64 = (-(2**63), 2**63 - 1)
 
@@ -91,16 +92,7 @@ def main() -> int:
     ctx.register_parquet("records", files_dir)
     fusion = {str(r["user"]): (r["n"], r["total"]) for r in ctx.sql(QUERY.format("records")).to_pylist()}
 
-    catalog = SqlCatalog(
-        "dlog",
-        uri=uri,
-        **{
-            "s3.endpoint": endpoint,
-            "s3.access-key-id": access_key,
-            "s3.secret-access-key": secret_key,
-            "s3.region": "us-east-1",
-        },
-    )
+    catalog = open_catalog(uri, endpoint, access_key, secret_key)
     table = catalog.load_table(table_name)
     scanned = table.scan(selected_fields=("user", "amount")).to_arrow()
     aggregated = scanned.group_by("user").aggregate([([], "count_all"), ("amount", "sum")])
