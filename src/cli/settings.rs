@@ -374,4 +374,35 @@ mod tests {
         });
         assert!(err.contains("--quota-bytes-per-sec lots"), "{err}");
     }
+
+    #[test]
+    fn a_payload_schema_file_is_sent_checked_and_none_clears() {
+        let dir = tempfile::tempdir().unwrap();
+        let apply = |value: &str| {
+            let mut change = SettingsChange::default();
+            let args = PayloadSchemaArgs {
+                payload_schema: Some(value.to_owned()),
+            };
+            args.apply(&mut change).map(|()| change)
+        };
+        let good = dir.path().join("good.json");
+        let document = r#"{"fields":[{"name":"user","type":"string"}]}"#;
+        std::fs::write(&good, document).unwrap();
+        let change = apply(good.to_str().unwrap()).unwrap();
+        assert_eq!(change.payload_schema.as_deref(), Some(document));
+        assert!(!change.clear_payload_schema);
+        assert!(apply("none").unwrap().clear_payload_schema);
+        let bad = dir.path().join("bad.json");
+        std::fs::write(&bad, r#"{"fields":[{"name":"user","type":"text"}]}"#).unwrap();
+        let err = apply(bad.to_str().unwrap()).unwrap_err().to_string();
+        assert!(
+            err.starts_with("--payload-schema ") && err.contains("unknown variant `text`"),
+            "{err}"
+        );
+        let err = format!("{:#}", apply("/no/such/file.json").unwrap_err());
+        assert!(
+            err.contains("--payload-schema /no/such/file.json: No such file"),
+            "{err}"
+        );
+    }
 }
