@@ -475,3 +475,269 @@ async fn small_files_merge_through_crashes_and_trims() {
         "{found}"
     );
 }
+
+/// Runs `dlog` with `args` (and `stdin`) against the cluster's first
+/// ingest node; returns whether it succeeded, and its stdout and stderr.
+fn dlog_cli(cluster: &Cluster, args: &[&str], stdin: &str) -> (bool, String, String) {
+    use std::io::Write;
+    let mut child = Command::new(env!("CARGO_BIN_EXE_dlog"))
+        .args(args)
+        .env("DLOG_ENDPOINT", cluster.ingests[0].address())
+        .envs(cluster.cli_env())
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(stdin.as_bytes())
+        .unwrap();
+    let output = child.wait_with_output().unwrap();
+    (
+        output.status.success(),
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
+
+/// `dlog ns set` of a schema document written to `dir`.
+fn set_schema(
+    cluster: &Cluster,
+    dir: &std::path::Path,
+    ns: &str,
+    document: &str,
+) -> (bool, String) {
+    let file = dir.join(format!("schema-{}.json", fastrand_name(document)));
+    std::fs::write(&file, document).unwrap();
+    let path = file.display().to_string();
+    let (ok, stdout, stderr) = dlog_cli(cluster, &["ns", "set", ns, "--payload-schema", &path], "");
+    (ok, if ok { stdout } else { stderr })
+}
+
+/// A file name part that differs between documents.
+fn fastrand_name(document: &str) -> String {
+    format!("{:08x}", crc32c::crc32c(document.as_bytes()))
+}
+
+/// The log's Parquet objects (not the cut copies, none here), copied to
+/// `dir` as they are: what an engine pointed at the folder reads.
+async fn copy_files(cluster: &Cluster, log: &str, dir: &std::path::Path) -> usize {
+    let objects = cluster
+        .s3
+        .as_ref()
+        .unwrap()
+        .object_store(common::OBJECT_PREFIX);
+    let name: LogName = log.parse().unwrap();
+    let log_id = cluster.manifest.log(&name).await.unwrap().log_id;
+    let folder = dlog_storage::segment_file::log_folder(&objects.prefix, &name, log_id);
+    let listed: Vec<object_store::ObjectMeta> = futures::TryStreamExt::try_collect(
+        object_store::ObjectStore::list(&*objects.store, Some(&folder)),
+    )
+    .await
+    .unwrap();
+    let mut copied = 0;
+    for object in listed {
+        let key = object.location.to_string();
+        if !key.ends_with(".parquet") || key.contains("_trimmed") {
+            continue;
+        }
+        let bytes = objects.store.get(&object.location).await.unwrap();
+        let file = dir.join(object.location.filename().unwrap());
+        std::fs::write(file, bytes.bytes().await.unwrap()).unwrap();
+        copied += 1;
+    }
+    copied
+}
+
+/// Typed payloads end to end: a namespace's payload schema set with `dlog
+/// ns set` (a bad file and a type change refused, one line each), JSON
+/// records appended (a segment of them before the schema, some of which do
+/// not fit it), a non-matching append refused whole with INVALID_ARGUMENT
+/// naming the record and the field (through the SDK and `dlog append`),
+/// a field added later; then DuckDB and DataFusion over the log's Parquet
+/// files and pyiceberg over its table group by the typed `user` column,
+/// without parsing JSON, and must agree with the same grouping computed
+/// from `dlog read` of the log.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn typed_payload_columns_answer_queries_without_parsing_json() {
+    let Some(mut cluster) = Cluster::start_with(3, 1, 1, 1).await else {
+        return;
+    };
+    let Some(python) = require_python_module("pyiceberg.catalog.sql, duckdb, datafusion") else {
+        return;
+    };
+    let catalog = Catalog::new();
+    let dir = tempfile::tempdir().unwrap();
+    // Stopped while the first segment is written and the schema set, so
+    // that segment's file is encoded with the schema: its records appended
+    // before it get nulls where they do not fit.
+    let compactor = &mut cluster.compactors[0];
+    compactor.kill();
+    compactor.set_env("DLOG_COMPACTOR__ICEBERG_CATALOG", &catalog.sqlx);
+    let client = cluster.client(cluster.ingests[0].address());
+    let log = "shop/orders";
+    client.create_log(log).await.unwrap();
+
+    // Before any schema: anything goes, JSON or not.
+    let before: Vec<Record> = (0..100u64)
+        .map(|i| match i % 10 {
+            3 => Record::new(Bytes::from(format!(r#"{{"user":"u1","amount":"x{i}"}}"#))),
+            7 => Record::new(Bytes::from(format!("not json {i}"))),
+            _ if i == 50 => Record::null(),
+            _ => Record::new(Bytes::from(format!(
+                r#"{{"user":"u{}","amount":{i}}}"#,
+                i % 4
+            ))),
+        })
+        .collect();
+    client.append(log, before, None).await.unwrap();
+    client.seal(log).await.unwrap();
+
+    let (ok, err) = set_schema(
+        &cluster,
+        dir.path(),
+        "shop",
+        r#"{"fields":[{"name":"user","type":"text"}]}"#,
+    );
+    assert!(!ok && err.lines().count() == 1, "{err}");
+    assert!(err.contains("unknown variant `text`"), "{err}");
+    let schema = r#"{"fields":[{"name":"user","type":"string","required":true},{"name":"amount","type":"int64"}]}"#;
+    let (ok, out) = set_schema(&cluster, dir.path(), "shop", schema);
+    assert!(ok, "{out}");
+    assert!(
+        out.contains("user string required (id 1000), amount int64 (id 1001)"),
+        "{out}"
+    );
+
+    // A schema in force: a batch with one bad record is refused whole.
+    let next = client.get_log(log).await.unwrap().next_offset;
+    let good = |i: u64| {
+        Record::new(Bytes::from(format!(
+            r#"{{"user":"u{}","amount":{}}}"#,
+            i % 3,
+            100 + i
+        )))
+    };
+    let bad = vec![
+        good(0),
+        good(1),
+        Record::new(r#"{"user":"u9","amount":"12"}"#),
+    ];
+    let refused = client.append(log, bad, None).await.unwrap_err();
+    assert_eq!(refused.code(), tonic::Code::InvalidArgument, "{refused}");
+    assert!(
+        refused
+            .to_string()
+            .contains(r#"record 2: field "amount": expected int64, got string "12""#),
+        "{refused}"
+    );
+    let (ok, _, err) = dlog_cli(
+        &cluster,
+        &["append", log],
+        "{\"user\":\"u0\"}\n{\"amount\":3}\n",
+    );
+    assert!(!ok, "dlog append of a record without its user succeeded");
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(
+        err.contains(r#"record 1: field "user": missing (required)"#),
+        "{err}"
+    );
+    assert_eq!(
+        client.get_log(log).await.unwrap().next_offset,
+        next,
+        "part of a refused batch landed"
+    );
+
+    // Matching records: some without the optional amount.
+    let matching: Vec<Record> = (0..120u64)
+        .map(|i| {
+            if i % 5 == 0 {
+                Record::new(Bytes::from(format!(r#"{{"user":"u{}"}}"#, i % 3)))
+            } else {
+                good(i)
+            }
+        })
+        .collect();
+    client.append(log, matching, None).await.unwrap();
+    client.seal(log).await.unwrap();
+    cluster.compactors[0].start();
+    wait_segments(&cluster, log, 2, "offloaded", offloaded).await;
+
+    // A field added (the others keep their ids), a type change refused.
+    let (ok, err) = set_schema(
+        &cluster,
+        dir.path(),
+        "shop",
+        r#"{"fields":[{"name":"amount","type":"double"}]}"#,
+    );
+    assert!(!ok && err.lines().count() == 1, "{err}");
+    assert!(
+        err.contains(r#"field "amount": its type is int64"#),
+        "{err}"
+    );
+    let wider = r#"{"fields":[{"name":"user","type":"string","required":true},{"name":"amount","type":"int64"},{"name":"region","type":"string"}]}"#;
+    let (ok, out) = set_schema(&cluster, dir.path(), "shop", wider);
+    assert!(ok && out.contains("region string (id 1002)"), "{out}");
+    let regional: Vec<Record> = (0..60u64)
+        .map(|i| {
+            let region = if i % 2 == 0 { "eu" } else { "us" };
+            Record::new(Bytes::from(format!(
+                r#"{{"user":"u{}","amount":{i},"region":"{region}"}}"#,
+                i % 3
+            )))
+        })
+        .collect();
+    client.append(log, regional, None).await.unwrap();
+    client.seal(log).await.unwrap();
+    wait_segments(&cluster, log, 3, "offloaded", offloaded).await;
+
+    let files = tempfile::tempdir().unwrap();
+    assert_eq!(copy_files(&cluster, log, files.path()).await, 3);
+    let read = dlog_read(&cluster, log);
+    assert_eq!(read.lines().count(), 280);
+    let read_file = dir.path().join("read.jsonl");
+    std::fs::write(&read_file, &read).unwrap();
+    let s3 = cluster.s3.as_ref().unwrap();
+    let env: BTreeMap<String, String> = s3.env().into_iter().collect();
+    let output = Command::new(&python)
+        .arg(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/python/check_typed.py"
+        ))
+        .args([
+            catalog.sqlalchemy.clone(),
+            s3.endpoint(),
+            env["AWS_ACCESS_KEY_ID"].clone(),
+            env["AWS_SECRET_ACCESS_KEY"].clone(),
+            "shop.orders".to_owned(),
+            read_file.display().to_string(),
+            files.path().display().to_string(),
+            "region".to_owned(),
+        ])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "typed queries differ from dlog read:\n{stdout}\n{}\ncompactor log:\n{}",
+        String::from_utf8_lossy(&output.stderr),
+        cluster.compactors[0].log_text()
+    );
+    let found: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    println!("{found}");
+    // Known from what was appended: 10 records not JSON and one null
+    // payload have no user; u1 has 25 records before the schema (10 with
+    // an amount that is no int64), 40 and 20 after.
+    let groups = &found["duckdb"];
+    assert_eq!(groups["None"], serde_json::json!([11, null]), "{found}");
+    assert_eq!(groups["u1"][0], 25 + 40 + 20, "{found}");
+    assert_eq!(
+        found["ids"],
+        serde_json::json!({"user": 1000, "amount": 1001, "region": 1002}),
+        "{found}"
+    );
+    assert_eq!(found["optional"], 60, "{found}");
+}

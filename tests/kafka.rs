@@ -738,6 +738,65 @@ async fn pipelined_produce_requests_are_appended_and_answered_in_order() {
     }
 }
 
+const INVALID_RECORD: i16 = 87;
+
+/// A namespace with a payload schema: a producer's batch with a record that
+/// does not match gets INVALID_RECORD, and only that batch, though the
+/// listener merges the batches queued behind an append into one append
+/// (it then appends them one by one); the log holds every other batch, in
+/// order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_that_does_not_match_the_payload_schema_fails_alone() {
+    let node = Node::start();
+    let client = node.client();
+    let change = distributedlog::SettingsChange {
+        payload_schema: Some(r#"{"fields":[{"name":"n","type":"int64","required":true}]}"#.into()),
+        ..distributedlog::SettingsChange::default()
+    };
+    client.configure_namespace("kafka", &change).await.unwrap();
+    let mut raw = Raw::connect(&node);
+    assert_eq!(raw.create_topic("typed", 1), 0);
+
+    // Sent before any answer is read, so that batches queue and merge.
+    const REQUESTS: usize = 30;
+    const BAD: usize = 15;
+    let mut frames = Vec::new();
+    let mut expected = Vec::new();
+    let mut asked = Vec::new();
+    for i in 0..REQUESTS {
+        let values: Vec<Bytes> = (0..10)
+            .map(|j| match (i, j) {
+                (BAD, 4) => Bytes::from(r#"{"n":"four"}"#),
+                _ => Bytes::from(format!(r#"{{"n":{}}}"#, i * 10 + j)),
+            })
+            .collect();
+        if i != BAD {
+            expected.extend(values.iter().cloned());
+        }
+        let mut body = BytesMut::new();
+        produce_request("typed", batch(&values))
+            .encode(&mut body, 7)
+            .unwrap();
+        frames.extend(raw.frame(ApiKey::Produce, 7, &body));
+        asked.push(raw.correlation);
+    }
+    raw.stream.write_all(&frames).unwrap();
+    for (i, correlation) in asked.into_iter().enumerate() {
+        let mut body = Raw::response_body(raw.read_frame(), ApiKey::Produce, 7, correlation);
+        let decoded = ProduceResponse::decode(&mut body, 7).unwrap();
+        let answer = &decoded.responses[0].partition_responses[0];
+        let want = if i == BAD { INVALID_RECORD } else { 0 };
+        assert_eq!(
+            answer.error_code, want,
+            "request {i}: {:?}",
+            answer.error_message
+        );
+    }
+    let stored = read_all(&client, "kafka/typed.0").await;
+    let payloads: Vec<Bytes> = stored.into_iter().map(|r| r.record.payload).collect();
+    assert_eq!(payloads, expected, "every other batch, in order");
+}
+
 /// Runs `tests/python/SCRIPT` with `args`; its stdout, after asserting it
 /// succeeded.
 fn run_python(python: &PathBuf, script: &str, args: &[&str], node: &Node) -> String {

@@ -127,6 +127,7 @@ fn main() {
             segment_id: 1,
             start_offset: 0,
             end_offset: count as u64,
+            payload_schema: None,
         };
         // Warm-up: allocator and page cache.
         encode_segment(
@@ -225,6 +226,7 @@ async fn merge_small_files(
             segment_id: n as u64 + 1,
             start_offset: start,
             end_offset: end,
+            payload_schema: None,
         };
         let file = encode_segment(part, &info).unwrap();
         let key = object_key(&objects.prefix, log, 1, start, end);
@@ -251,6 +253,7 @@ async fn merge_small_files(
         segment_id: 1,
         start_offset: 0,
         end_offset: count,
+        payload_schema: None,
     };
     let file = encode_records(&records, &info).unwrap();
     let key = log_folder(&objects.prefix, log, 1).join("merged.parquet");
@@ -286,6 +289,7 @@ fn commit_latency(runtime: &tokio::runtime::Runtime, catalog: &str, objects: &Ob
             segment_id: n + 1,
             start_offset: 0,
             end_offset: 1000,
+            payload_schema: None,
         };
         let file = encode_segment(&entries, &info).unwrap();
         let key = object_key(&objects.prefix, &log, 1, start, end);

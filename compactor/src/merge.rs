@@ -68,7 +68,7 @@ use object_store::ObjectStoreExt;
 use crate::error::{Error, Result};
 use crate::failpoint;
 use crate::offload::{
-    adopt_equal_object, cpu_work, read_object, read_recorded, upload, verify_upload,
+    adopt_equal_object, cpu_work, payload_schema, read_object, read_recorded, upload, verify_upload,
 };
 use crate::series;
 use crate::table::{LogTables, Replaced, TableFile};
@@ -466,6 +466,7 @@ async fn write_merged(
         objects.push(read_recorded(to.objects, object, mismatch).await?.0);
     }
     let (owned_log, first_id) = (log.clone(), run[0].value.segment_id);
+    let schema = payload_schema(to.manifest, log).await?;
     let encode = move || {
         let mut records = Vec::new();
         for bytes in objects {
@@ -476,6 +477,7 @@ async fn write_merged(
             segment_id: first_id,
             start_offset: range.start_offset,
             end_offset: range.end_offset,
+            payload_schema: schema.as_ref(),
         };
         segment_file::encode_records(&records, &info)
     };

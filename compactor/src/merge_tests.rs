@@ -199,6 +199,7 @@ async fn offload_segments(setup: &Setup, count: u64) {
             segment_id: segment.segment_id,
             start_offset: start,
             end_offset: end,
+            payload_schema: None,
         };
         let file = segment_file::encode_records(&records, &info).unwrap();
         let key = segment_file::object_key(&objects.prefix, log, meta.log_id, start, end);

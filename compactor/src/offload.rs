@@ -4,7 +4,8 @@
 //!    compactors may run; a dead one's claims expire with its lease);
 //! 2. read the entries from a replica, falling back to the others on error
 //!    or CRC mismatch, up to the sealed last entry;
-//! 3. encode the Parquet file (deterministic bytes);
+//! 3. encode the Parquet file (deterministic bytes), with a typed column
+//!    per field of the namespace's payload schema as read now;
 //! 4. upload with `PutMode::Create` (multipart above a threshold); if the
 //!    object exists (a crashed earlier attempt), it must hold the same bytes;
 //! 5. verify: read the object back and compare its CRC32C;
@@ -22,8 +23,14 @@
 //! | 2–3 | nothing written | starts over |
 //! | 4 | object uploaded, segment still `sealed` | uploads again: `AlreadyExists` with the same bytes, then 5–6 |
 //! | 5 | same as 4 | same as 4 |
+//! | 6 (schema) | the table has the file's typed columns, not the file | as 4, then finds the columns there and appends the file |
 //! | 6 | file in the table, segment still `sealed` | as 4, then finds the file in the table and does not append it again |
 //! | 7 | segment `offloaded`, cache copy kept | drops it after the grace period |
+//!
+//! A payload schema changed between an attempt and the next one encodes
+//! other typed columns: the object an earlier attempt left holds the same
+//! records and is kept (`adopt_equal_object`), with the columns it has,
+//! which its table append adds to the table if it lacks them.
 //!
 //! So no crash loses data (the cache copy goes only after the manifest
 //! points at a verified object) and none duplicates rows (one object per
@@ -38,6 +45,7 @@ use dlog_meta::manifest::{Manifest, ObjectInfo, SegmentMeta};
 use dlog_storage::objstore::ObjectStoreHandle;
 use dlog_wire::codec::{self, Entry};
 use dlog_wire::names::LogName;
+use dlog_wire::payload_schema::PayloadSchema;
 use dlog_wire::proto::{ReadEntriesRequest, SegmentRef};
 use object_store::{ObjectStoreExt, PutMode, PutOptions, PutPayload};
 
@@ -153,6 +161,16 @@ pub async fn read_segment(
         )));
     }
     Ok(entries)
+}
+
+/// The payload schema of the log's namespace in force now, for the typed
+/// columns of a file written now ([`FileInfo::payload_schema`]).
+pub(crate) async fn payload_schema(
+    manifest: &Manifest,
+    log: &LogName,
+) -> Result<Option<PayloadSchema>> {
+    let config = manifest.namespace(log.namespace()).await?;
+    Ok(config.active_payload_schema().cloned())
 }
 
 /// Uploads a file at `key` so that a retry is harmless: create-only, and an
@@ -371,6 +389,7 @@ pub async fn offload_segment(
     let entries = read_segment(caches, log, log_id, segment).await?;
     failpoint::hit("offload.after_read");
     let end_offset = segment.end_offset.unwrap_or(segment.start_offset);
+    let schema = payload_schema(manifest, log).await?;
     let (owned_log, segment_id, start_offset) =
         (log.clone(), segment.segment_id, segment.start_offset);
     let encode = move || {
@@ -379,6 +398,7 @@ pub async fn offload_segment(
             segment_id,
             start_offset,
             end_offset,
+            payload_schema: schema.as_ref(),
         };
         segment_file::encode_segment(&entries, &info)
     };
@@ -488,6 +508,7 @@ mod tests {
             segment_id: 1,
             start_offset: 0,
             end_offset: payloads.len() as u64,
+            payload_schema: None,
         };
         segment_file::encode_segment(&[entry], &info).unwrap()
     }

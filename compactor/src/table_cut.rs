@@ -19,7 +19,8 @@
 //!    manifest recorded (a copy is always cut from the original, never from
 //!    an earlier copy);
 //! 3. keep the rows at or above the trim point and encode them
-//!    (deterministic bytes, the current layout; offsets checked to run
+//!    (deterministic bytes, the current layout with the typed columns of
+//!    the namespace's payload schema as read now; offsets checked to run
 //!    without a gap to the segment's end);
 //! 4. upload at [`segment_file::cut_key`], whose name carries the copy's
 //!    CRC32C, with `PutMode::Create`, and read it back;
@@ -50,7 +51,7 @@ use dlog_wire::names::LogName;
 
 use crate::error::{Error, Result};
 use crate::failpoint;
-use crate::offload::{cpu_work, read_recorded, upload, verify_upload};
+use crate::offload::{cpu_work, payload_schema, read_recorded, upload, verify_upload};
 use crate::table::{LogTables, Replaced, TableFile};
 
 /// Cuts lost to other commits in a row before the pass moves on.
@@ -153,6 +154,7 @@ pub(crate) async fn write_copy(
     let end = object_end(segment);
     let (bytes, _) =
         read_recorded(to.objects, object, |reason| cut_error(log, segment, reason)).await?;
+    let schema = payload_schema(to.manifest, log).await?;
     let (owned_log, segment_id) = (log.clone(), segment.segment_id);
     let encode = move || {
         let mut records = segment_file::decode_file(bytes)?;
@@ -162,6 +164,7 @@ pub(crate) async fn write_copy(
             segment_id,
             start_offset: trim_offset,
             end_offset: end,
+            payload_schema: schema.as_ref(),
         };
         segment_file::encode_records(&records, &info)
     };

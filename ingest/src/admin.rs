@@ -7,13 +7,21 @@
 //!
 //! Refused with `INVALID_ARGUMENT` and the reason: A > W, W > E, E above
 //! the live cache nodes, a zero retention or quota, roll limits below
-//! 1 MiB, 100 records or 1 s.
+//! 1 MiB, 100 records or 1 s, a payload schema that is not one or that
+//! changes a field's type.
+//!
+//! A namespace's change is decided on its configuration as read and
+//! written only if that is still the one there (compare-and-swap, tried
+//! again on the newer one otherwise), so two concurrent changes never hand
+//! out one payload field id twice.
 
 use std::sync::Arc;
 
 use dlog_meta::auth::{self, Op};
 use dlog_meta::manifest::{NamespaceConfig, Replication};
+use dlog_meta::metastore::Revision;
 use dlog_wire::names::{LogName, Namespace};
+use dlog_wire::payload_schema::PayloadSchema;
 use dlog_wire::proto::admin_service_server::{AdminService, AdminServiceServer};
 use dlog_wire::proto::{self as pb};
 use tonic::{Request, Response, Status};
@@ -48,6 +56,25 @@ impl AdminServer {
             )));
         }
         Ok(())
+    }
+
+    /// Writes `current` with `change` applied, once checked, if the
+    /// namespace's key is still at `revision` (absent for `None`); `None`
+    /// when another write came first (decide again on it).
+    async fn put_changed(
+        &self,
+        ns: &Namespace,
+        current: NamespaceConfig,
+        revision: Option<Revision>,
+        change: &pb::SettingsChange,
+    ) -> Result<Option<NamespaceConfig>, Status> {
+        let config = apply_payload_schema(apply(current, change), change)
+            .map_err(Status::invalid_argument)?;
+        self.check(&config).await?;
+        let manifest = self.node.manifest();
+        let written =
+            (manifest.put_namespace_if(ns, &config, revision).await).map_err(to_status)?;
+        Ok(written.then_some(config))
     }
 
     async fn namespace_response(&self, ns: &Namespace) -> Result<pb::NamespaceResponse, Status> {
@@ -183,6 +210,26 @@ pub fn apply(mut config: NamespaceConfig, change: &pb::SettingsChange) -> Namesp
     config
 }
 
+/// `config` with the payload schema `change` declares or clears: fields
+/// named again keep their ids ([`PayloadSchema::declare`]).
+pub fn apply_payload_schema(
+    mut config: NamespaceConfig,
+    change: &pb::SettingsChange,
+) -> Result<NamespaceConfig, String> {
+    match (&change.payload_schema, change.clear_payload_schema) {
+        (Some(_), true) => {
+            return Err("a payload schema and its clearing in one change: give one".to_owned());
+        }
+        (Some(document), false) => {
+            let declared = PayloadSchema::declare(document, config.payload_schema.as_ref())?;
+            config.payload_schema = Some(declared);
+        }
+        (None, true) => config.payload_schema = config.payload_schema.map(|s| s.cleared()),
+        (None, false) => {}
+    }
+    Ok(config)
+}
+
 /// The wire form of settings in force.
 pub fn settings(config: &NamespaceConfig) -> pb::Settings {
     pb::Settings {
@@ -198,6 +245,8 @@ pub fn settings(config: &NamespaceConfig) -> pb::Settings {
         max_append_records_per_sec: config.max_append_records_per_sec,
         namespace_max_append_bytes_per_sec: config.namespace_max_append_bytes_per_sec,
         namespace_max_append_records_per_sec: config.namespace_max_append_records_per_sec,
+        payload_schema: (config.active_payload_schema())
+            .map(|schema| serde_json::to_string(schema).expect("a schema serializes")),
     }
 }
 
@@ -211,6 +260,11 @@ fn check_log_change(change: &pb::SettingsChange) -> Result<(), Status> {
     if namespace_wide {
         return Err(Status::invalid_argument(
             "namespace quotas are set on the namespace (ConfigureNamespace), not on a log",
+        ));
+    }
+    if change.payload_schema.is_some() || change.clear_payload_schema {
+        return Err(Status::invalid_argument(
+            "payload schemas are set on the namespace (ConfigureNamespace), not on a log",
         ));
     }
     Ok(())
@@ -231,19 +285,20 @@ impl AdminService for AdminServer {
         let ns = namespace_of(&request.namespace)?;
         auth::check(&grant, Op::Admin, &format!("{ns}/"))?;
         let manifest = self.node.manifest();
-        if manifest.has_namespace(&ns).await.map_err(to_status)? {
-            return Err(Status::already_exists(format!(
-                "namespace {ns} already has settings (change them with ConfigureNamespace)"
-            )));
+        let change = request.change.unwrap_or_default();
+        loop {
+            if manifest.has_namespace(&ns).await.map_err(to_status)? {
+                return Err(Status::already_exists(format!(
+                    "namespace {ns} already has settings (change them with ConfigureNamespace)"
+                )));
+            }
+            let base = manifest.default_namespace().await.map_err(to_status)?;
+            // Only if it still has none: a concurrent create wins once.
+            if let Some(config) = self.put_changed(&ns, base, None, &change).await? {
+                tracing::info!(%ns, ?config, "namespace created");
+                break;
+            }
         }
-        let base = manifest.default_namespace().await.map_err(to_status)?;
-        let config = apply(base, &request.change.unwrap_or_default());
-        self.check(&config).await?;
-        manifest
-            .put_namespace(&ns, &config)
-            .await
-            .map_err(to_status)?;
-        tracing::info!(%ns, ?config, "namespace created");
         Ok(Response::new(self.namespace_response(&ns).await?))
     }
 
@@ -256,14 +311,18 @@ impl AdminService for AdminServer {
         let ns = namespace_of(&request.namespace)?;
         auth::check(&grant, Op::Admin, &format!("{ns}/"))?;
         let manifest = self.node.manifest();
-        let current = manifest.namespace(&ns).await.map_err(to_status)?;
-        let config = apply(current, &request.change.unwrap_or_default());
-        self.check(&config).await?;
-        manifest
-            .put_namespace(&ns, &config)
-            .await
-            .map_err(to_status)?;
-        tracing::info!(%ns, ?config, "namespace settings changed");
+        let change = request.change.unwrap_or_default();
+        loop {
+            let (current, revision) = match manifest.namespace_versioned(&ns).await {
+                Ok(Some((config, revision))) => (config, Some(revision)),
+                Ok(None) => (manifest.namespace(&ns).await.map_err(to_status)?, None),
+                Err(err) => return Err(to_status(err)),
+            };
+            if let Some(config) = self.put_changed(&ns, current, revision, &change).await? {
+                tracing::info!(%ns, ?config, "namespace settings changed");
+                break;
+            }
+        }
         Ok(Response::new(self.namespace_response(&ns).await?))
     }
 
@@ -319,8 +378,10 @@ impl AdminService for AdminServer {
             let change = request.change.unwrap_or_default();
             check_log_change(&change)?;
             let current = manifest.log_config(&log).await.map_err(to_status)?;
-            let config = apply(current, &change);
+            let mut config = apply(current, &change);
             self.check(&config).await?;
+            // The namespace's, which the log's settings always take.
+            config.payload_schema = None;
             manifest
                 .put_log_config(&log, Some(&config))
                 .await
@@ -561,5 +622,65 @@ mod tests {
             err.contains("namespace_max_append_records_per_sec 0"),
             "{err}"
         );
+    }
+
+    /// A schema is declared, changed with its ids kept, refused when a
+    /// field's type changes (naming it) or when it comes with its own
+    /// clearing, and cleared with its ids kept taken; settings show it in
+    /// force as JSON with the ids; a log's change may not carry one.
+    #[test]
+    fn payload_schemas_are_declared_changed_and_cleared_on_namespaces_only() {
+        let change = |document: &str| pb::SettingsChange {
+            payload_schema: Some(document.to_owned()),
+            ..pb::SettingsChange::default()
+        };
+        let first = apply_payload_schema(
+            NamespaceConfig::default(),
+            &change(
+                r#"{"fields":[{"name":"user","type":"string"},{"name":"amount","type":"int64"}]}"#,
+            ),
+        )
+        .unwrap();
+        let shown = settings(&first).payload_schema.unwrap();
+        assert_eq!(
+            shown,
+            r#"{"fields":[{"name":"user","type":"string","id":1000},{"name":"amount","type":"int64","id":1001}]}"#
+        );
+        let second = apply_payload_schema(
+            first.clone(),
+            &change(r#"{"fields":[{"name":"region","type":"string"},{"name":"amount","type":"int64"}]}"#),
+        )
+        .unwrap();
+        let schema = second.active_payload_schema().unwrap();
+        let ids: Vec<i32> = schema.fields.iter().map(|f| f.id).collect();
+        assert_eq!((ids, schema.removed[0].id), (vec![1002, 1001], 1000));
+        let err = apply_payload_schema(
+            second.clone(),
+            &change(r#"{"fields":[{"name":"amount","type":"double"}]}"#),
+        )
+        .unwrap_err();
+        assert!(
+            err.contains(r#"field "amount": its type is int64"#),
+            "{err}"
+        );
+        let both = pb::SettingsChange {
+            clear_payload_schema: true,
+            ..change(r#"{"fields":[{"name":"a","type":"string"}]}"#)
+        };
+        assert!(apply_payload_schema(second.clone(), &both).is_err());
+        let clear = pb::SettingsChange {
+            clear_payload_schema: true,
+            ..pb::SettingsChange::default()
+        };
+        let cleared = apply_payload_schema(second, &clear).unwrap();
+        assert!(cleared.active_payload_schema().is_none());
+        assert_eq!(settings(&cleared).payload_schema, None);
+        assert_eq!(cleared.payload_schema.as_ref().unwrap().removed.len(), 3);
+        // Other settings changes leave the schema as it is.
+        let unchanged = apply_payload_schema(first.clone(), &pb::SettingsChange::default());
+        assert_eq!(unchanged.unwrap(), first);
+        let err = check_log_change(&change(r#"{"fields":[]}"#)).unwrap_err();
+        assert_eq!(err.code(), tonic::Code::InvalidArgument);
+        assert!(err.message().contains("set on the namespace"), "{err:?}");
     }
 }

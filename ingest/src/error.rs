@@ -4,6 +4,7 @@ use dlog_meta::manifest::{self, NodeInfo};
 use dlog_wire::error::{Classify, ErrorKind};
 use dlog_wire::metadata;
 use dlog_wire::names::LogName;
+use dlog_wire::payload_schema::Mismatch;
 use dlog_wire::record::RecordError;
 
 #[derive(Debug, thiserror::Error)]
@@ -35,6 +36,14 @@ pub enum Error {
         log: LogName,
         expected: u64,
         actual: u64,
+    },
+    /// A payload does not match its namespace's payload schema; `index`
+    /// is the record's place in the append, from 0.
+    #[error("log {log}: record {index}: {mismatch}")]
+    PayloadMismatch {
+        log: LogName,
+        index: usize,
+        mismatch: Mismatch,
     },
     #[error("txid {txid} is below txid {last} already in log {log}")]
     TxidDecreasing { log: LogName, txid: i64, last: i64 },
@@ -107,7 +116,9 @@ impl Classify for Error {
             Error::ExpectedOffset { .. }
             | Error::EndOfStream { .. }
             | Error::SessionBroken { .. } => ErrorKind::FailedPrecondition,
-            Error::TxidDecreasing { .. } => ErrorKind::InvalidArgument,
+            Error::TxidDecreasing { .. } | Error::PayloadMismatch { .. } => {
+                ErrorKind::InvalidArgument
+            }
             Error::LogIdMismatch { .. } => ErrorKind::NotFound,
             // Refused before anything was applied, like backpressure.
             Error::Backpressure { .. }

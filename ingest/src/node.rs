@@ -325,6 +325,15 @@ impl IngestNode {
         command: impl FnOnce(oneshot::Sender<T>) -> Command,
     ) -> Result<T> {
         let handle = self.owner(log).await?;
+        Self::ask_owner(&handle, log, command).await
+    }
+
+    /// Sends a command to `handle` and waits for the answer.
+    async fn ask_owner<T>(
+        handle: &OwnerHandle,
+        log: &LogName,
+        command: impl FnOnce(oneshot::Sender<T>) -> Command,
+    ) -> Result<T> {
         let (reply, answer) = oneshot::channel();
         handle
             .send(command(reply))
@@ -341,10 +350,14 @@ impl IngestNode {
         })
     }
 
+    /// Appends through this node's owner of the log, once its payloads
+    /// passed the namespace's payload schema.
     pub async fn append(&self, append: Append) -> Result<AppendAck> {
         self.retire_older_incarnation(&append).await?;
         let log = append.log.clone();
-        self.ask(&log, |reply| Command::Append {
+        let handle = self.owner(&log).await?;
+        handle.check_payloads(&append)?;
+        Self::ask_owner(&handle, &log, |reply| Command::Append {
             append,
             reply,
             session: None,
@@ -355,7 +368,8 @@ impl IngestNode {
     /// Queues an append of `session` and returns the answer to wait for
     /// (for pipelined sessions: answers come in the order the appends were
     /// queued). Once an append of the session failed, the owner refuses
-    /// its later ones unapplied.
+    /// its later ones unapplied; one whose payloads do not match the
+    /// namespace's payload schema fails here, before the owner.
     pub async fn submit(
         &self,
         append: Append,
@@ -367,6 +381,7 @@ impl IngestNode {
         if !session.admits(&log, handle.epoch) {
             return Err(Error::SessionBroken { log });
         }
+        handle.check_payloads(&append)?;
         let (reply, answer) = oneshot::channel();
         handle
             .send(Command::Append {
@@ -877,6 +892,98 @@ mod tests {
                 err.to_string().contains("not enough live cache nodes"),
                 "{err}"
             );
+        }
+    }
+
+    /// A namespace's payload schema refuses an append with a payload that
+    /// does not match before it reaches the owner, naming the record and
+    /// the field (a matching one goes on to the owner, which has no cache
+    /// node to write to); a session append refused so closes its session;
+    /// and a schema set later reaches the running owner's check.
+    #[tokio::test]
+    async fn payloads_are_checked_against_the_namespace_schema_before_the_owner() {
+        let dir = tempfile::tempdir().unwrap();
+        let (node, manifest, log) = node_without_cache_nodes(dir.path(), "typed/orders").await;
+        let declare = |document: &str| {
+            dlog_wire::payload_schema::PayloadSchema::declare(document, None).unwrap()
+        };
+        let config = manifest::NamespaceConfig {
+            payload_schema: Some(declare(
+                r#"{"fields":[{"name":"user","type":"string","required":true},{"name":"amount","type":"int64"}]}"#,
+            )),
+            ..manifest::NamespaceConfig::default()
+        };
+        manifest
+            .put_namespace(log.namespace(), &config)
+            .await
+            .unwrap();
+        let append = |payloads: &[&str]| Append {
+            log: log.clone(),
+            records: (payloads.iter())
+                .map(|p| dlog_wire::record::Record::new(p.to_string()))
+                .collect(),
+            expected_offset: None,
+            expected_log_id: None,
+        };
+        let good = r#"{"user":"u1","amount":5}"#;
+        let err = (node
+            .append(append(&[good, good, good, r#"{"user":"u2","amount":"x"}"#]))
+            .await)
+            .unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::InvalidArgument);
+        assert_eq!(
+            err.to_string(),
+            r#"log typed/orders: record 3: field "amount": expected int64, got string "x""#
+        );
+        let err = node.append(append(&[good, "[]"])).await.unwrap_err();
+        assert!(
+            err.to_string()
+                .ends_with("record 1: payload is an array, expected a JSON object"),
+            "{err}"
+        );
+        let passed = node.append(append(&[good])).await.unwrap_err();
+        assert!(matches!(passed, Error::NoCacheNodes { .. }), "{passed}");
+
+        let session = SessionGate::default();
+        let refused = node.submit(append(&[r#"{"amount":1}"#]), &session).await;
+        assert!(
+            matches!(&refused, Err(Error::PayloadMismatch { index: 0, .. })),
+            "{refused:?}"
+        );
+        assert!(
+            refused
+                .unwrap_err()
+                .to_string()
+                .contains(r#"field "user": missing (required)"#)
+        );
+
+        // A stricter schema set now reaches the owner through its watch.
+        let stricter = manifest::NamespaceConfig {
+            payload_schema: Some(declare(
+                r#"{"fields":[{"name":"user","type":"string","required":true},{"name":"amount","type":"int64","required":true},{"name":"region","type":"string","required":true}]}"#,
+            )),
+            ..config
+        };
+        manifest
+            .put_namespace(log.namespace(), &stricter)
+            .await
+            .unwrap();
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        loop {
+            match node.append(append(&[good])).await {
+                Err(Error::PayloadMismatch { mismatch, .. }) => {
+                    assert_eq!(
+                        mismatch.to_string(),
+                        r#"field "region": missing (required)"#
+                    );
+                    break;
+                }
+                other => assert!(
+                    std::time::Instant::now() < deadline,
+                    "the new schema never applied: {other:?}"
+                ),
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
         }
     }
 }

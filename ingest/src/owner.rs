@@ -39,9 +39,10 @@ use dlog_meta::manifest::{Fence, Manifest, NamespaceConfig, SealInfo, SegmentMet
 use dlog_wire::codec::{EntryHeader, EntryRecord, encode_entry, framed_len};
 use dlog_wire::ids::{EntryId, Offset};
 use dlog_wire::names::LogName;
+use dlog_wire::payload_schema::PayloadSchema;
 use dlog_wire::proto::SegmentRef;
 use dlog_wire::record::Append;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, watch};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
@@ -416,6 +417,8 @@ pub struct Owner {
     eos_waiters: Vec<oneshot::Sender<Result<u64>>>,
     /// The settings changed since `resume.config` was read.
     config_stale: bool,
+    /// The payload schema of `resume.config`, for the handle's check.
+    payload_schema: watch::Sender<Option<Arc<PayloadSchema>>>,
 }
 
 impl std::fmt::Debug for Owner {
@@ -446,6 +449,13 @@ pub struct OwnerHandle {
     pub log_id: u64,
     commands: mpsc::Sender<Command>,
     stopped: CancellationToken,
+    /// The namespace's payload schema as the owner last read it.
+    payload_schema: watch::Receiver<Option<Arc<PayloadSchema>>>,
+}
+
+/// The payload schema of `config` that appends are checked against.
+fn schema_in_force(config: &NamespaceConfig) -> Option<Arc<PayloadSchema>> {
+    config.active_payload_schema().cloned().map(Arc::new)
 }
 
 impl OwnerHandle {
@@ -461,6 +471,28 @@ impl OwnerHandle {
     /// Waits until the owner task ended.
     pub async fn stopped(&self) {
         self.stopped.cancelled().await;
+    }
+
+    /// Checks every payload of `append` against the namespace's payload
+    /// schema, if it has one, before the append reaches the owner: one
+    /// record that does not match refuses the whole append, unapplied. On
+    /// the caller's task, so parsing payloads never holds up the owner's
+    /// acknowledgements; a namespace without a schema pays nothing.
+    pub fn check_payloads(&self, append: &Append) -> Result<()> {
+        let Some(schema) = self.payload_schema.borrow().clone() else {
+            return Ok(());
+        };
+        for (index, record) in append.records.iter().enumerate() {
+            let payload = record.nullable_payload().map(|p| &p[..]);
+            schema
+                .check(payload)
+                .map_err(|mismatch| Error::PayloadMismatch {
+                    log: append.log.clone(),
+                    index,
+                    mismatch,
+                })?;
+        }
+        Ok(())
     }
 }
 
@@ -487,6 +519,7 @@ impl Owner {
         let log_id = resume.log_id;
         let mut quotas = LogQuotas::default();
         quotas.configure(&resume.config, log.namespace(), &namespace_quotas);
+        let (payload_schema, schema_in_handle) = watch::channel(schema_in_force(&resume.config));
         let owner = Owner {
             log,
             next_offset: resume.next_offset,
@@ -513,6 +546,7 @@ impl Owner {
             // Read once more at the first wake: a change made while the
             // log was being recovered found no owner to tell.
             config_stale: true,
+            payload_schema,
         };
         let done = stopped.clone();
         tokio::spawn(async move {
@@ -524,6 +558,7 @@ impl Owner {
             log_id,
             commands,
             stopped,
+            payload_schema: schema_in_handle,
         }
     }
 
@@ -878,6 +913,7 @@ impl Owner {
                     tracing::info!(?config, "settings changed");
                     self.quotas
                         .configure(&config, self.log.namespace(), &self.namespace_quotas);
+                    self.payload_schema.send_replace(schema_in_force(&config));
                     self.resume.config = config;
                     self.config_stale = false;
                 }

@@ -178,21 +178,39 @@ async fn run(gateway: Arc<Gateway>, log: String, mut queue: mpsc::UnboundedRecei
 }
 
 /// Appends the batches of `together` (`count` records) as one append, in
-/// order, and answers each with where its records went.
+/// order, and answers each with where its records went. When that append
+/// is refused as invalid (a payload that does not match the namespace's
+/// payload schema), nothing of it was appended: each batch then goes
+/// alone, in order, so that one producer's bad record fails its own batch
+/// only.
 async fn append_together(gateway: &Gateway, log: &str, together: Vec<Submission>, count: usize) {
     let mut records = Vec::with_capacity(count);
     let mut answers = Vec::with_capacity(together.len());
     for mut submission in together {
-        answers.push((submission.records.len() as u64, submission.placed));
+        answers.push((submission.records.len(), submission.placed));
         records.append(&mut submission.records);
     }
     tracing::trace!(batches = answers.len(), records = count, "kafka: append");
+    let one_by_one = (answers.len() > 1).then(|| records.clone());
     match append(gateway, log, records).await {
         Ok(appended) => {
             let mut first_offset = appended.first_offset;
             for (len, placed) in answers {
                 let _ = placed.send(Ok((first_offset, appended.timestamp_ms)));
-                first_offset += len;
+                first_offset += len as u64;
+            }
+        }
+        Err(e) if e.kind() == ErrorKind::InvalidArgument && one_by_one.is_some() => {
+            tracing::debug!(error = %e, "kafka: append refused as invalid; batch by batch");
+            let mut records = one_by_one.unwrap_or_default().into_iter();
+            for (len, placed) in answers {
+                let batch: Vec<Record> = records.by_ref().take(len).collect();
+                let appended = append(gateway, log, batch).await;
+                let _ = placed.send(
+                    appended
+                        .map(|a| (a.first_offset, a.timestamp_ms))
+                        .map_err(|e| refusal(&e)),
+                );
             }
         }
         Err(e) => {

@@ -18,7 +18,7 @@ use object_store::{ObjectStore, ObjectStoreExt};
 
 use dlog_meta::manifest::ObjectInfo;
 use dlog_storage::objstore::ObjectStoreHandle;
-use dlog_storage::segment_file::decode_batch;
+use dlog_storage::segment_file::{decode_batch, record_columns};
 use dlog_wire::record::StoredRecord;
 use futures::TryStreamExt;
 use parquet::arrow::arrow_reader::{ArrowReaderMetadata, ArrowReaderOptions};
@@ -200,11 +200,14 @@ impl ParquetTier {
             let options =
                 ArrowReaderOptions::new().with_page_index_policy(PageIndexPolicy::Optional);
             let metadata = ArrowReaderMetadata::try_new(metadata, options).map_err(parquet)?;
-            let stream =
-                ParquetRecordBatchStreamBuilder::new_with_metadata(self.reader(object), metadata)
-                    .with_row_groups(vec![index])
-                    .build()
-                    .map_err(parquet)?;
+            let builder =
+                ParquetRecordBatchStreamBuilder::new_with_metadata(self.reader(object), metadata);
+            // The record columns only: typed payload columns are for engines.
+            let columns = record_columns(builder.parquet_schema());
+            let stream = (builder.with_projection(columns))
+                .with_row_groups(vec![index])
+                .build()
+                .map_err(parquet)?;
             let batches: Vec<_> = stream.try_collect().await.map_err(parquet)?;
             let mut records = Vec::new();
             for batch in &batches {

@@ -145,6 +145,7 @@ impl Fixture {
             segment_id: segment.segment_id,
             start_offset,
             end_offset,
+            payload_schema: None,
         };
         let file = encode_segment(&[entry], &info).unwrap();
         self.offloaded_file(log, fence, &segment, seal, file.bytes)

@@ -39,6 +39,10 @@ pub struct Settings {
     /// Appended records per second, like
     /// [`Settings::namespace_max_append_bytes_per_sec`].
     pub namespace_max_append_records_per_sec: Option<u64>,
+    /// The namespace's payload schema in force, as JSON with each field's
+    /// Iceberg/Parquet field id (docs/wire.md, "Payload schemas"); `None`:
+    /// payloads are not checked.
+    pub payload_schema: Option<String>,
     /// Whether these are the namespace's (or log's) own settings; `false`:
     /// inherited from the cluster default (or the log's namespace).
     pub own: bool,
@@ -60,6 +64,7 @@ impl Settings {
             max_append_records_per_sec: s.max_append_records_per_sec,
             namespace_max_append_bytes_per_sec: s.namespace_max_append_bytes_per_sec,
             namespace_max_append_records_per_sec: s.namespace_max_append_records_per_sec,
+            payload_schema: s.payload_schema,
             own,
         }
     }
@@ -88,6 +93,10 @@ pub struct SettingsChange {
     pub namespace_max_append_bytes_per_sec: Option<u64>,
     /// See [`Settings::namespace_max_append_records_per_sec`]; namespaces only.
     pub namespace_max_append_records_per_sec: Option<u64>,
+    /// A payload schema document (JSON: `{"fields":[{"name":"user",
+    /// "type":"string","required":true}]}`); namespaces only. Appends whose
+    /// payloads do not match are refused with `INVALID_ARGUMENT`.
+    pub payload_schema: Option<String>,
     /// Keep records forever (no age limit).
     pub clear_retention_ms: bool,
     /// No size limit.
@@ -100,6 +109,8 @@ pub struct SettingsChange {
     pub clear_namespace_max_append_bytes_per_sec: bool,
     /// No records quota for the namespace.
     pub clear_namespace_max_append_records_per_sec: bool,
+    /// Stop checking payloads (the field ids stay taken); namespaces only.
+    pub clear_payload_schema: bool,
 }
 
 impl SettingsChange {
@@ -133,6 +144,8 @@ impl SettingsChange {
             clear_namespace_max_append_bytes_per_sec: self.clear_namespace_max_append_bytes_per_sec,
             clear_namespace_max_append_records_per_sec: self
                 .clear_namespace_max_append_records_per_sec,
+            payload_schema: self.payload_schema.clone(),
+            clear_payload_schema: self.clear_payload_schema,
         }
     }
 }

@@ -1,10 +1,12 @@
 //! `dlog ns …`, and the settings flags of `dlog logs create|config`:
-//! retention, roll policy, replication and quota through `AdminService`.
+//! retention, roll policy, replication and quota through `AdminService`;
+//! a namespace's payload schema (`dlog ns config NS --payload-schema FILE`).
 
 use std::time::Duration;
 
-use anyhow::{Context, bail};
+use anyhow::{Context, anyhow, bail};
 use distributedlog::{Client, Settings, SettingsChange};
+use dlog_wire::payload_schema::PayloadSchema;
 use serde_json::json;
 
 /// Settings flags; only those given change.
@@ -107,6 +109,37 @@ impl SettingsArgs {
     }
 }
 
+/// The payload schema flag of `dlog ns create|config` (namespaces only).
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct PayloadSchemaArgs {
+    /// A payload schema (a JSON file: {"fields":[{"name":"user","type":"string","required":true},
+    /// ...]}, types string, int64, double, boolean, timestamp): appends whose payloads do not
+    /// match are refused, and the Parquet files and Iceberg tables get a typed column per field;
+    /// `none` stops checking.
+    #[arg(long, value_name = "FILE|none")]
+    pub payload_schema: Option<String>,
+}
+
+impl PayloadSchemaArgs {
+    /// Adds the schema change to `change`. A file that is not a schema
+    /// document is refused here, before any call (the node refuses what
+    /// only it can tell: a field whose type changes).
+    pub fn apply(&self, change: &mut SettingsChange) -> anyhow::Result<()> {
+        match self.payload_schema.as_deref() {
+            None => {}
+            Some("none") => change.clear_payload_schema = true,
+            Some(file) => {
+                let document = std::fs::read_to_string(file)
+                    .with_context(|| format!("--payload-schema {file}"))?;
+                PayloadSchema::declare(&document, None)
+                    .map_err(|reason| anyhow!("--payload-schema {file}: {reason}"))?;
+                change.payload_schema = Some(document);
+            }
+        }
+        Ok(())
+    }
+}
+
 fn millis(text: &str, flag: &str) -> anyhow::Result<u64> {
     let age: Duration = humantime::parse_duration(text)
         .with_context(|| format!("{flag} {text}: expected a duration such as 7d, 12h or 90m"))?;
@@ -142,12 +175,17 @@ pub enum NsCommand {
         namespace: String,
         #[command(flatten)]
         settings: SettingsArgs,
+        #[command(flatten)]
+        schema: PayloadSchemaArgs,
     },
     /// Change a namespace's settings (only the flags given); running logs apply them at once.
+    #[command(alias = "set")]
     Config {
         namespace: String,
         #[command(flatten)]
         settings: SettingsArgs,
+        #[command(flatten)]
+        schema: PayloadSchemaArgs,
     },
     /// Namespaces with settings of their own or with logs.
     List,
@@ -164,18 +202,21 @@ pub async fn ns(client: &Client, command: NsCommand) -> anyhow::Result<()> {
         NsCommand::Create {
             namespace,
             settings,
+            schema,
         } => {
-            let settings = client
-                .create_namespace(&namespace, &settings.change()?)
-                .await?;
+            let mut change = settings.change()?;
+            schema.apply(&mut change)?;
+            let settings = client.create_namespace(&namespace, &change).await?;
             println!("created namespace {namespace}");
             print_settings(&settings, false);
         }
         NsCommand::Config {
             namespace,
             settings,
+            schema,
         } => {
-            let change = settings.change()?;
+            let mut change = settings.change()?;
+            schema.apply(&mut change)?;
             if change.is_empty() {
                 bail!("nothing to change: give at least one setting (see dlog ns config --help)");
             }
@@ -247,6 +288,23 @@ pub fn print_settings(settings: &Settings, as_json: bool) {
         "ns quota records/s: {}",
         or(settings.namespace_max_append_records_per_sec, "none")
     );
+    println!("payload schema:     {}", schema_text(settings));
+}
+
+/// The payload schema in force as `name type [required] (id N)` items.
+fn schema_text(settings: &Settings) -> String {
+    let schema = (settings.payload_schema.as_deref())
+        .and_then(|json| serde_json::from_str::<PayloadSchema>(json).ok());
+    let Some(schema) = schema else {
+        return "none".to_owned();
+    };
+    let fields: Vec<String> = (schema.fields.iter())
+        .map(|f| {
+            let required = if f.required { " required" } else { "" };
+            format!("{} {}{required} (id {})", f.name, f.field_type, f.id)
+        })
+        .collect();
+    fields.join(", ")
 }
 
 pub fn settings_json(settings: &Settings) -> serde_json::Value {
@@ -262,6 +320,8 @@ pub fn settings_json(settings: &Settings) -> serde_json::Value {
         "max_append_records_per_sec": settings.max_append_records_per_sec,
         "namespace_max_append_bytes_per_sec": settings.namespace_max_append_bytes_per_sec,
         "namespace_max_append_records_per_sec": settings.namespace_max_append_records_per_sec,
+        "payload_schema": (settings.payload_schema.as_deref())
+            .and_then(|json| serde_json::from_str::<serde_json::Value>(json).ok()),
     })
 }
 
@@ -313,5 +373,36 @@ mod tests {
             ..SettingsArgs::default()
         });
         assert!(err.contains("--quota-bytes-per-sec lots"), "{err}");
+    }
+
+    #[test]
+    fn a_payload_schema_file_is_sent_checked_and_none_clears() {
+        let dir = tempfile::tempdir().unwrap();
+        let apply = |value: &str| {
+            let mut change = SettingsChange::default();
+            let args = PayloadSchemaArgs {
+                payload_schema: Some(value.to_owned()),
+            };
+            args.apply(&mut change).map(|()| change)
+        };
+        let good = dir.path().join("good.json");
+        let document = r#"{"fields":[{"name":"user","type":"string"}]}"#;
+        std::fs::write(&good, document).unwrap();
+        let change = apply(good.to_str().unwrap()).unwrap();
+        assert_eq!(change.payload_schema.as_deref(), Some(document));
+        assert!(!change.clear_payload_schema);
+        assert!(apply("none").unwrap().clear_payload_schema);
+        let bad = dir.path().join("bad.json");
+        std::fs::write(&bad, r#"{"fields":[{"name":"user","type":"text"}]}"#).unwrap();
+        let err = apply(bad.to_str().unwrap()).unwrap_err().to_string();
+        assert!(
+            err.starts_with("--payload-schema ") && err.contains("unknown variant `text`"),
+            "{err}"
+        );
+        let err = format!("{:#}", apply("/no/such/file.json").unwrap_err());
+        assert!(
+            err.contains("--payload-schema /no/such/file.json: No such file"),
+            "{err}"
+        );
     }
 }

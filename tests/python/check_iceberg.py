@@ -26,7 +26,8 @@ import duckdb
 import pyarrow as pa
 import pyarrow.compute as pc
 from datafusion.object_store import AmazonS3
-from pyiceberg.catalog.sql import SqlCatalog
+
+from iceberg_catalog import open_catalog
 
 EPOCH = datetime.datetime(1970, 1, 1, tzinfo=datetime.timezone.utc)
 
@@ -88,16 +89,7 @@ AGGREGATE = (
 
 def main() -> int:
     uri, endpoint, bucket, access_key, secret_key, table_name, read_path = sys.argv[1:8]
-    catalog = SqlCatalog(
-        "dlog",
-        uri=uri,
-        **{
-            "s3.endpoint": endpoint,
-            "s3.access-key-id": access_key,
-            "s3.secret-access-key": secret_key,
-            "s3.region": "us-east-1",
-        },
-    )
+    catalog = open_catalog(uri, endpoint, access_key, secret_key)
     table = catalog.load_table(table_name)
     scanned = table.scan().to_arrow().sort_by("log_offset")
     with open(read_path) as lines:

@@ -1,6 +1,7 @@
 //! The snapshots the compactor commits to a log's table: files added
 //! (offload), files removed (retention, trim), or both (a merge), with
-//! table properties set in the same commit.
+//! table properties set in the same commit. A schema change (typed payload
+//! columns added) is a commit of its own, without files.
 //!
 //! Snapshot expiry, too, is a metadata commit of ours ([`expire`]).
 //!
@@ -25,7 +26,8 @@ use std::str::FromStr;
 
 use iceberg::spec::{
     DataFile, FormatVersion, MAIN_BRANCH, ManifestFile, ManifestListWriter, ManifestWriter,
-    ManifestWriterBuilder, Operation, Snapshot, SnapshotReference, SnapshotRetention, Summary,
+    ManifestWriterBuilder, Operation, Schema, Snapshot, SnapshotReference, SnapshotRetention,
+    Summary, TableMetadataBuilder,
 };
 use iceberg::table::Table;
 use iceberg::{Error, ErrorKind, MetadataLocation, Result, TableIdent, TableUpdate};
@@ -57,6 +59,8 @@ pub struct Change {
     pub properties: HashMap<String, String>,
     /// Extra snapshot summary entries.
     pub summary: HashMap<String, String>,
+    /// The table's new current schema; only in a commit without files.
+    pub schema: Option<Schema>,
 }
 
 /// The SQL catalog's table rows, for the compare-and-swap of a table's
@@ -196,8 +200,25 @@ pub async fn commit(
     }
     let current_location = table.metadata_location_result()?.to_owned();
     if change.add.is_empty() && change.remove.is_empty() {
-        let properties = change.properties;
-        return commit_properties(table, &current_location, properties, rows, started_ms).await;
+        let mut updates = Vec::new();
+        if let Some(schema) = change.schema {
+            updates.push(TableUpdate::AddSchema { schema });
+            updates.push(TableUpdate::SetCurrentSchema {
+                schema_id: TableMetadataBuilder::LAST_ADDED,
+            });
+        }
+        if !change.properties.is_empty() {
+            updates.push(TableUpdate::SetProperties {
+                updates: change.properties,
+            });
+        }
+        return apply(table, &current_location, updates, rows, started_ms).await;
+    }
+    if change.schema.is_some() {
+        return Err(Error::new(
+            ErrorKind::FeatureUnsupported,
+            "a schema change is committed on its own, before files with its columns",
+        ));
     }
     let snapshot_id = fastrand::i64(1..i64::MAX);
     let sequence = metadata.next_sequence_number();
@@ -370,20 +391,6 @@ fn named_snapshots(metadata: &iceberg::spec::TableMetadata) -> Result<HashSet<i6
     Ok((refs.into_iter().flat_map(|refs| refs.values()))
         .filter_map(|reference| reference.get("snapshot-id")?.as_i64())
         .collect())
-}
-
-/// Sets table properties alone, without a snapshot.
-async fn commit_properties(
-    table: &Table,
-    current_location: &str,
-    properties: HashMap<String, String>,
-    rows: &CatalogRows,
-    started_ms: i64,
-) -> Result<Outcome> {
-    let updates = vec![TableUpdate::SetProperties {
-        updates: properties,
-    }];
-    apply(table, current_location, updates, rows, started_ms).await
 }
 
 /// Writes the table's metadata with `updates` applied as its next version,

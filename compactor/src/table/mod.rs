@@ -36,9 +36,11 @@
 //! |---|---|
 //! | this one | the catalog, a log's table (created, replaced, dropped), appends, removals, expiry |
 //! | `commit` | building a snapshot and swapping the catalog row to it |
+//! | `columns` | the typed payload columns a file brings, added to the table's schema before it |
 //! | `files` | what a table holds: live files and their bounds, a file's entry, dlog's properties |
 //! | `storage` | Iceberg's file access over the cluster's object store |
 
+mod columns;
 mod commit;
 mod files;
 mod storage;
@@ -415,8 +417,35 @@ impl LogTables {
         self.objects.url_of(&folder)
     }
 
+    /// Adds to `table` the typed payload columns of `file` it lacks, in a
+    /// commit of its own before the file's ([`columns`]); true when the
+    /// table changed (by this commit or another one that came first): the
+    /// caller loads it again.
+    async fn add_columns_of(&self, table: &Table, file: &SegmentFile, name: &str) -> Result<bool> {
+        let what = "add the file's typed columns";
+        let Some(schema) =
+            columns::with_columns_of(table, file).map_err(Error::wrap(name, what))?
+        else {
+            return Ok(false);
+        };
+        let change = Change {
+            schema: Some(schema),
+            ..Change::default()
+        };
+        let outcome = (commit::commit(table, Contents::default(), change, &self.rows).await)
+            .map_err(Error::wrap(name, what))?;
+        if outcome == Outcome::Committed {
+            tracing::info!(
+                table = name,
+                "added a file's typed payload columns to the table's schema"
+            );
+        }
+        Ok(true)
+    }
+
     /// Appends one offloaded file to its log's table, unless it is there
-    /// or below the table's trim point.
+    /// or below the table's trim point. The table gets the file's typed
+    /// payload columns first, if it lacks some.
     pub async fn append(
         &self,
         log: &LogName,
@@ -448,6 +477,9 @@ impl LogTables {
                 f.location == location || (dlog_file(&f.location) && overlaps(f, start, end))
             }) {
                 return Ok(Appended::AlreadyThere);
+            }
+            if self.add_columns_of(&table, file.file, &name).await? {
+                continue;
             }
             let change = Change {
                 operation: Operation::Append,
@@ -573,6 +605,9 @@ impl LogTables {
             if (!there && others.is_empty()) || stale {
                 return Ok(Replaced::Gone);
             }
+            if !there && self.add_columns_of(&table, new.file, &name).await? {
+                continue;
+            }
             // With `new` there already, only the others go: a whole file
             // appended beside it by a compactor of an earlier release.
             let add = if there {
@@ -655,7 +690,11 @@ impl LogTables {
         for _ in 0..ATTEMPTS {
             let (table, contents) = self.loaded(log, log_id).await?;
             match merge_state(&table, &contents.live(), olds, Some(&location), range) {
-                MergeState::Ready => {}
+                MergeState::Ready => {
+                    if self.add_columns_of(&table, new.file, &name).await? {
+                        continue;
+                    }
+                }
                 MergeState::Done => return Ok(Replaced::AlreadyThere),
                 MergeState::Refused => return Ok(Replaced::Gone),
                 MergeState::Mixed => {

@@ -4,8 +4,10 @@
 
 use bytes::Bytes;
 use dlog_storage::objstore::{self, ObjectStoreHandle};
-use dlog_storage::segment_file::{self, SegmentFile};
+use dlog_storage::segment_file::{self, FileInfo, SegmentFile};
 use dlog_wire::names::LogName;
+use dlog_wire::payload_schema::PayloadSchema;
+use dlog_wire::record::{Record, StoredRecord};
 use object_store::path::Path;
 
 use super::{Appended, LogTables, Replaced, TableFile};
@@ -51,14 +53,29 @@ async fn wipe(objects: &ObjectStoreHandle, folder: &Path) {
     }
 }
 
+/// A segment file of `rows` JSON records `{"user":"u<i%3>","n":<i>}`.
 fn file(rows: u64) -> SegmentFile {
-    let bytes = Bytes::from(vec![7u8; 100 + rows as usize]);
-    SegmentFile {
-        crc32c: crc32c::crc32c(&bytes),
-        bytes,
-        rows,
-        time_range_ms: Some((1_700_000_000_000, 1_700_000_000_999)),
-    }
+    typed_file(rows, None)
+}
+
+/// [`file`] with the typed columns of `schema`.
+fn typed_file(rows: u64, schema: Option<&PayloadSchema>) -> SegmentFile {
+    let log: LogName = "lake/events".parse().unwrap();
+    let records: Vec<StoredRecord> = (0..rows)
+        .map(|i| StoredRecord {
+            offset: i,
+            timestamp_ms: 1_700_000_000_000 + i as i64,
+            record: Record::new(Bytes::from(format!(r#"{{"user":"u{}","n":{i}}}"#, i % 3))),
+        })
+        .collect();
+    let info = FileInfo {
+        log: &log,
+        segment_id: 1,
+        start_offset: 0,
+        end_offset: rows,
+        payload_schema: schema,
+    };
+    segment_file::encode_records(&records, &info).unwrap()
 }
 
 fn key(objects: &ObjectStoreHandle, log: &LogName, id: u64, start: u64, end: u64) -> Path {
@@ -573,4 +590,93 @@ async fn a_foreign_file_with_wide_bounds_does_not_keep_segments_out() {
         Appended::AlreadyThere
     );
     assert_eq!(tables.data_files(&log).await.unwrap().len(), 3);
+}
+
+/// A table gets the typed payload columns a file brings, with the file's
+/// field ids, before the file: a field added later adds its column (the
+/// earlier ones stay), a file of an earlier schema adds nothing, and a
+/// file whose column id the table has under another name is refused.
+#[tokio::test]
+async fn typed_columns_join_the_schema_before_their_files() {
+    let setup = setup();
+    let tables = open(&setup).await;
+    let log: LogName = "lake/typed".parse().unwrap();
+    let first = PayloadSchema::declare(
+        r#"{"fields":[{"name":"user","type":"string","required":true}]}"#,
+        None,
+    )
+    .unwrap();
+    let second = PayloadSchema::declare(
+        r#"{"fields":[{"name":"n","type":"int64"},{"name":"at","type":"timestamp"}]}"#,
+        Some(&first),
+    )
+    .unwrap();
+    let append_typed = |start: u64, schema: PayloadSchema| {
+        let tables = &tables;
+        let log = log.clone();
+        async move {
+            let key = key(&tables.objects, &log, 4, start, start + 10);
+            let file = typed_file(10, Some(&schema));
+            let entry = TableFile {
+                key: &key,
+                file: &file,
+                segment_id: start / 10 + 1,
+                start_offset: start,
+                end_offset: start + 10,
+                time_range_ms: file.time_range_ms,
+            };
+            tables.append(&log, 4, &entry).await
+        }
+    };
+    let columns = |table: &iceberg::table::Table| -> Vec<(String, i32, String, bool)> {
+        let schema = table.metadata().current_schema();
+        (schema.as_struct().fields().iter())
+            .filter(|f| f.id >= dlog_wire::payload_schema::FIRST_FIELD_ID)
+            .map(|f| (f.name.clone(), f.id, f.field_type.to_string(), f.required))
+            .collect()
+    };
+    let column = |name: &str, id: i32, kind: &str| (name.to_owned(), id, kind.to_owned(), false);
+
+    assert_eq!(append(&tables, &log, 4, 0, 10).await, Appended::Committed);
+    let table = tables.table(&log, 4).await.unwrap();
+    assert!(columns(&table).is_empty());
+    let plain_schema = table.metadata().current_schema_id();
+
+    assert_eq!(
+        append_typed(10, first.clone()).await.unwrap(),
+        Appended::Committed
+    );
+    let table = tables.table(&log, 4).await.unwrap();
+    assert_eq!(columns(&table), [column("user", 1000, "string")]);
+    assert_ne!(table.metadata().current_schema_id(), plain_schema);
+    // One snapshot per file: the schema change is a commit of its own.
+    assert_eq!(table.metadata().snapshots().count(), 2);
+
+    assert_eq!(
+        append_typed(20, second.clone()).await.unwrap(),
+        Appended::Committed
+    );
+    let table = tables.table(&log, 4).await.unwrap();
+    assert_eq!(
+        columns(&table),
+        [
+            column("user", 1000, "string"),
+            column("n", 1001, "long"),
+            column("at", 1002, "timestamptz")
+        ]
+    );
+    assert_eq!(table.metadata().last_column_id(), 1002);
+    let evolved = table.metadata().current_schema_id();
+    // A file of the first schema (an offload retried after the change).
+    assert_eq!(append_typed(30, first).await.unwrap(), Appended::Committed);
+    let table = tables.table(&log, 4).await.unwrap();
+    assert_eq!(table.metadata().current_schema_id(), evolved);
+    assert_eq!(tables.data_files(&log).await.unwrap().len(), 4);
+
+    // Id 1001 under another name: the file stays out.
+    let mut clash = second.clone();
+    clash.fields[0].name = "count".to_owned();
+    let refused = append_typed(40, clash).await.unwrap_err().to_string();
+    assert!(refused.contains("typed columns"), "{refused}");
+    assert_eq!(tables.data_files(&log).await.unwrap().len(), 4);
 }

@@ -22,6 +22,16 @@
 //! tombstone), empty for an empty one; `producer_time` is the client's
 //! own time, null when it gave none (`append_time` is the owner's).
 //!
+//! A namespace with a payload schema (`dlog_wire::payload_schema`) gets
+//! one more column per field after these, named as the field, typed
+//! (`Utf8`, `Int64`, `Float64`, `Boolean`, `Timestamp(µs, UTC)`), nullable,
+//! with the field's id (1000 up): the value of that field of the record's
+//! JSON payload, null where the field is absent, null or of another type,
+//! or the payload no JSON object (a record appended before the schema
+//! said so). The raw `payload` stays. A file without a schema is
+//! byte for byte what it was before typed columns existed, and dlog's own
+//! readers read only the record columns ([`record_columns`]).
+//!
 //! Files are written in format version 3 (the above). Reading takes every
 //! version: version 2 files have `offset UInt64`, `timestamp
 //! Timestamp(ms, UTC)` and `producer_time_ms Int64?`; version 1 files also
@@ -31,7 +41,10 @@
 
 use std::sync::Arc;
 
-use arrow_array::builder::{BinaryBuilder, NullBufferBuilder, OffsetBufferBuilder, StringBuilder};
+use arrow_array::builder::{
+    BinaryBuilder, BooleanBuilder, Float64Builder, Int64Builder, NullBufferBuilder,
+    OffsetBufferBuilder, StringBuilder, TimestampMicrosecondBuilder,
+};
 use arrow_array::cast::AsArray;
 use arrow_array::types::{
     Int64Type, TimestampMicrosecondType, TimestampMillisecondType, UInt64Type,
@@ -44,14 +57,15 @@ use arrow_schema::{DataType, Field, FieldRef, Fields, Schema, SchemaRef, TimeUni
 use bytes::Bytes;
 use dlog_wire::codec::{Entry, EntryRecord};
 use dlog_wire::names::LogName;
+use dlog_wire::payload_schema::{self, FieldType, PayloadSchema, Typed};
 use dlog_wire::record::{Headers, Record, StoredRecord};
 use object_store::path::Path;
-use parquet::arrow::ArrowWriter;
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+use parquet::arrow::{ArrowWriter, PARQUET_FIELD_ID_META_KEY, ProjectionMask};
 use parquet::basic::{Compression, Encoding, ZstdLevel};
 use parquet::file::metadata::{FooterTail, KeyValue, ParquetMetaDataReader};
 use parquet::file::properties::{EnabledStatistics, WriterProperties};
-use parquet::schema::types::ColumnPath;
+use parquet::schema::types::{ColumnPath, SchemaDescriptor};
 
 /// A segment file could not be written or read.
 #[derive(Debug, thiserror::Error)]
@@ -185,13 +199,16 @@ fn field_id(path: &str) -> i32 {
         .expect("every field of the layout has an id")
 }
 
-/// A field carrying its Iceberg field id.
-fn field(path: &str, name: &str, data_type: DataType, nullable: bool) -> Field {
-    let id = std::collections::HashMap::from([(
-        "PARQUET:field_id".to_owned(),
-        field_id(path).to_string(),
-    )]);
+/// A field carrying Iceberg field id `id`.
+fn field_with_id(id: i32, name: &str, data_type: DataType, nullable: bool) -> Field {
+    let id =
+        std::collections::HashMap::from([(PARQUET_FIELD_ID_META_KEY.to_owned(), id.to_string())]);
     Field::new(name, data_type, nullable).with_metadata(id)
+}
+
+/// A field of the record columns, carrying its Iceberg field id.
+fn field(path: &str, name: &str, data_type: DataType, nullable: bool) -> Field {
+    field_with_id(field_id(path), name, data_type, nullable)
 }
 
 fn micros_utc() -> DataType {
@@ -218,9 +235,15 @@ fn header_item() -> FieldRef {
     ))
 }
 
-/// The Arrow schema of the segment files written now (format version 3).
+/// The Arrow schema of the segment files written now (format version 3)
+/// without typed payload columns: the record columns.
 pub fn schema() -> SchemaRef {
-    Arc::new(Schema::new(vec![
+    file_schema(None)
+}
+
+/// The record columns, then a typed column per field of `payload_schema`.
+fn file_schema(payload_schema: Option<&PayloadSchema>) -> SchemaRef {
+    let mut fields = vec![
         field("log_offset", "log_offset", DataType::Int64, false),
         field("append_time", "append_time", micros_utc(), false),
         field("txid", "txid", DataType::Int64, true),
@@ -228,7 +251,56 @@ pub fn schema() -> SchemaRef {
         field("headers", "headers", DataType::List(header_item()), true),
         field("payload", "payload", DataType::Binary, true),
         field("producer_time", "producer_time", micros_utc(), true),
-    ]))
+    ];
+    let typed = payload_schema.into_iter().flat_map(|s| &s.fields);
+    fields.extend(typed.map(|f| field_with_id(f.id, &f.name, arrow_type(f.field_type), true)));
+    Arc::new(Schema::new(fields))
+}
+
+/// The column type of a payload field.
+fn arrow_type(field_type: FieldType) -> DataType {
+    match field_type {
+        FieldType::String => DataType::Utf8,
+        FieldType::Int64 => DataType::Int64,
+        FieldType::Double => DataType::Float64,
+        FieldType::Boolean => DataType::Boolean,
+        FieldType::Timestamp => micros_utc(),
+    }
+}
+
+/// The typed payload columns of a whole segment file in memory: its
+/// fields with a field id from [`payload_schema::FIRST_FIELD_ID`] up, as
+/// a schema of their own (none: an empty one).
+pub fn payload_columns(bytes: &Bytes) -> Result<Schema> {
+    let builder = ParquetRecordBatchReaderBuilder::try_new(bytes.clone()).map_err(|source| {
+        Error::Parquet {
+            what: "read footer",
+            source,
+        }
+    })?;
+    let typed = |field: &&FieldRef| {
+        (field.metadata().get(PARQUET_FIELD_ID_META_KEY))
+            .and_then(|id| id.parse::<i32>().ok())
+            .is_some_and(|id| id >= payload_schema::FIRST_FIELD_ID)
+    };
+    let fields: Vec<FieldRef> = builder
+        .schema()
+        .fields()
+        .iter()
+        .filter(typed)
+        .cloned()
+        .collect();
+    Ok(Schema::new(fields))
+}
+
+/// The record columns of a file of any layout, for reading records: its
+/// typed payload columns are left unread.
+pub fn record_columns(schema: &SchemaDescriptor) -> ProjectionMask {
+    let roots = (0..schema.root_schema().get_fields().len()).filter(|&i| {
+        let name = schema.root_schema().get_fields()[i].name();
+        payload_schema::RESERVED_NAMES.contains(&name)
+    });
+    ProjectionMask::roots(schema, roots)
 }
 
 /// `<prefix>/ns=<ns>/log=<log>/id=<log_id>/<start:020>-<end:020>.parquet`:
@@ -302,13 +374,24 @@ pub struct SegmentFile {
     pub time_range_ms: Option<(i64, i64)>,
 }
 
-/// What the file says about itself.
+/// What the file says about itself, and how its payloads are typed.
 #[derive(Debug, Clone)]
 pub struct FileInfo<'a> {
     pub log: &'a LogName,
     pub segment_id: u64,
     pub start_offset: u64,
     pub end_offset: u64,
+    /// The namespace's payload schema as the encoder read it: a typed
+    /// column per field. `None` (or a schema without fields in force):
+    /// the record columns only.
+    pub payload_schema: Option<&'a PayloadSchema>,
+}
+
+impl FileInfo<'_> {
+    /// The payload schema whose fields become columns, if any.
+    fn typed(&self) -> Option<&PayloadSchema> {
+        self.payload_schema.filter(|s| s.is_active())
+    }
 }
 
 fn properties(info: &FileInfo<'_>) -> Result<WriterProperties> {
@@ -346,6 +429,14 @@ fn properties(info: &FileInfo<'_>) -> Result<WriterProperties> {
             Encoding::DELTA_BINARY_PACKED,
         )
         .set_column_dictionary_enabled(ColumnPath::from("payload"), false);
+    // Typed columns get row group statistics: engines skip row groups by
+    // them in a query's filter.
+    for field in info.typed().into_iter().flat_map(|s| &s.fields) {
+        builder = builder.set_column_statistics_enabled(
+            ColumnPath::from(field.name.as_str()),
+            EnabledStatistics::Chunk,
+        );
+    }
     Ok(builder.build())
 }
 
@@ -364,7 +455,10 @@ type TimeRange = Option<(i64, i64)>;
 /// The segment's rows in `start..end`, in batches of at most
 /// [`BATCH_BYTES`] (and at least one batch), with the smallest and largest
 /// append time.
-fn batches<'a>(rows: impl Iterator<Item = Row<'a>>) -> Result<(Vec<RecordBatch>, TimeRange)> {
+fn batches<'a>(
+    rows: impl Iterator<Item = Row<'a>>,
+    typed: Option<&PayloadSchema>,
+) -> Result<(Vec<RecordBatch>, TimeRange)> {
     let mut batches = Vec::new();
     let mut time_range_ms: TimeRange = None;
     let (mut chunk, mut bytes) = (Vec::new(), 0usize);
@@ -374,19 +468,84 @@ fn batches<'a>(rows: impl Iterator<Item = Row<'a>>) -> Result<(Vec<RecordBatch>,
             Some(time_range_ms.map_or((time, time), |(lo, hi)| (lo.min(time), hi.max(time))));
         let size = record.size();
         if !chunk.is_empty() && bytes.saturating_add(size) > BATCH_BYTES {
-            batches.push(batch(&chunk)?);
+            batches.push(batch(&chunk, typed)?);
             (chunk, bytes) = (Vec::new(), 0);
         }
         chunk.push(row);
         bytes += size;
     }
     if !chunk.is_empty() || batches.is_empty() {
-        batches.push(batch(&chunk)?);
+        batches.push(batch(&chunk, typed)?);
     }
     Ok((batches, time_range_ms))
 }
 
-fn batch(rows: &[Row<'_>]) -> Result<RecordBatch> {
+/// The builder of one typed payload column.
+enum TypedColumn {
+    String(StringBuilder),
+    Int64(Int64Builder),
+    Double(Float64Builder),
+    Boolean(BooleanBuilder),
+    Timestamp(TimestampMicrosecondBuilder),
+}
+
+impl TypedColumn {
+    fn new(field_type: FieldType, rows: usize) -> TypedColumn {
+        match field_type {
+            FieldType::String => TypedColumn::String(StringBuilder::with_capacity(rows, 0)),
+            FieldType::Int64 => TypedColumn::Int64(Int64Builder::with_capacity(rows)),
+            FieldType::Double => TypedColumn::Double(Float64Builder::with_capacity(rows)),
+            FieldType::Boolean => TypedColumn::Boolean(BooleanBuilder::with_capacity(rows)),
+            FieldType::Timestamp => {
+                TypedColumn::Timestamp(TimestampMicrosecondBuilder::with_capacity(rows))
+            }
+        }
+    }
+
+    /// Appends a value (of the column's type: the conversion is by it) or a null.
+    fn append(&mut self, value: Option<Typed<'_>>) {
+        match (self, value) {
+            (TypedColumn::String(b), Some(Typed::String(v))) => b.append_value(v),
+            (TypedColumn::Int64(b), Some(Typed::Int64(v))) => b.append_value(v),
+            (TypedColumn::Double(b), Some(Typed::Double(v))) => b.append_value(v),
+            (TypedColumn::Boolean(b), Some(Typed::Boolean(v))) => b.append_value(v),
+            (TypedColumn::Timestamp(b), Some(Typed::Timestamp(v))) => b.append_value(v),
+            (TypedColumn::String(b), _) => b.append_null(),
+            (TypedColumn::Int64(b), _) => b.append_null(),
+            (TypedColumn::Double(b), _) => b.append_null(),
+            (TypedColumn::Boolean(b), _) => b.append_null(),
+            (TypedColumn::Timestamp(b), _) => b.append_null(),
+        }
+    }
+
+    fn finish(self) -> ArrayRef {
+        match self {
+            TypedColumn::String(mut b) => Arc::new(b.finish()),
+            TypedColumn::Int64(mut b) => Arc::new(b.finish()),
+            TypedColumn::Double(mut b) => Arc::new(b.finish()),
+            TypedColumn::Boolean(mut b) => Arc::new(b.finish()),
+            TypedColumn::Timestamp(mut b) => Arc::new(b.finish().with_timezone("UTC")),
+        }
+    }
+}
+
+/// The typed payload columns of `rows`, one per field of `schema`. Each
+/// payload is parsed once (serde_json); what does not fit is null.
+fn typed_columns(rows: &[Row<'_>], schema: &PayloadSchema) -> Vec<ArrayRef> {
+    let mut columns: Vec<TypedColumn> = (schema.fields.iter())
+        .map(|f| TypedColumn::new(f.field_type, rows.len()))
+        .collect();
+    for (_, _, record) in rows {
+        let payload = record.nullable_payload().map(|p| &p[..]);
+        let object = payload_schema::parse_object(payload).ok();
+        for (column, value) in columns.iter_mut().zip(schema.row(object.as_ref())) {
+            column.append(value);
+        }
+    }
+    columns.into_iter().map(TypedColumn::finish).collect()
+}
+
+fn batch(rows: &[Row<'_>], typed: Option<&PayloadSchema>) -> Result<RecordBatch> {
     let count = rows.len();
     let mut offsets = Vec::with_capacity(count);
     let mut timestamps = Vec::with_capacity(count);
@@ -433,7 +592,7 @@ fn batch(rows: &[Row<'_>]) -> Result<RecordBatch> {
         header_nulls.finish(),
     )
     .map_err(arrow("headers"))?;
-    let columns: Vec<ArrayRef> = vec![
+    let mut columns: Vec<ArrayRef> = vec![
         Arc::new(Int64Array::from(offsets)),
         Arc::new(TimestampMicrosecondArray::from(timestamps).with_timezone("UTC")),
         Arc::new(Int64Array::from(txids)),
@@ -442,7 +601,10 @@ fn batch(rows: &[Row<'_>]) -> Result<RecordBatch> {
         Arc::new(payloads.finish()) as Arc<BinaryArray>,
         Arc::new(TimestampMicrosecondArray::from(producer_times).with_timezone("UTC")),
     ];
-    RecordBatch::try_new(schema(), columns).map_err(arrow("record batch"))
+    if let Some(schema) = typed {
+        columns.extend(typed_columns(rows, schema));
+    }
+    RecordBatch::try_new(file_schema(typed), columns).map_err(arrow("record batch"))
 }
 
 /// Encodes a segment's entries (in order, covering `start..end` exactly).
@@ -485,7 +647,7 @@ fn encode_rows<'a>(
     rows: impl Iterator<Item = Row<'a>>,
     info: &FileInfo<'_>,
 ) -> Result<SegmentFile> {
-    let (batches, time_range_ms) = batches(rows)?;
+    let (batches, time_range_ms) = batches(rows, info.typed())?;
     let rows: u64 = batches.iter().map(|b| b.num_rows() as u64).sum();
     if rows != info.end_offset - info.start_offset {
         return Err(Error::Incomplete {
@@ -499,13 +661,15 @@ fn encode_rows<'a>(
     }
     let memory: usize = batches.iter().map(|b| b.get_array_memory_size()).sum();
     let mut buffer = Vec::with_capacity(memory / 2);
-    let mut writer =
-        ArrowWriter::try_new(&mut buffer, schema(), Some(properties(info)?)).map_err(|err| {
-            Error::Parquet {
-                what: "start writer",
-                source: err,
-            }
-        })?;
+    let mut writer = ArrowWriter::try_new(
+        &mut buffer,
+        file_schema(info.typed()),
+        Some(properties(info)?),
+    )
+    .map_err(|err| Error::Parquet {
+        what: "start writer",
+        source: err,
+    })?;
     for batch in &batches {
         writer.write(batch).map_err(|err| Error::Parquet {
             what: "write rows",
@@ -714,10 +878,10 @@ pub fn decode_batch(batch: &RecordBatch) -> Result<Vec<StoredRecord>> {
 /// Every record of a whole segment file held in memory.
 pub fn decode_file(bytes: Bytes) -> Result<Vec<StoredRecord>> {
     let parquet = |what| move |source| Error::Parquet { what, source };
-    let reader = ParquetRecordBatchReaderBuilder::try_new(bytes)
-        .map_err(parquet("read footer"))?
-        .build()
-        .map_err(parquet("start reading"))?;
+    let builder =
+        ParquetRecordBatchReaderBuilder::try_new(bytes).map_err(parquet("read footer"))?;
+    let columns = record_columns(builder.parquet_schema());
+    let reader = (builder.with_projection(columns).build()).map_err(parquet("start reading"))?;
     let mut records = Vec::new();
     for batch in reader {
         let batch = batch.map_err(|source| Error::Arrow {

@@ -74,6 +74,7 @@ fn records_round_trip_exactly() {
         segment_id: 4,
         start_offset: start,
         end_offset: start + count,
+        payload_schema: None,
     };
     let file = encode_segment(&entries(start, count, 100), &info).unwrap();
     assert_eq!(file.rows, count);
@@ -197,6 +198,7 @@ fn the_same_records_give_the_same_bytes() {
         segment_id: 1,
         start_offset: 0,
         end_offset: 500,
+        payload_schema: None,
     };
     let a = encode_segment(&entries(0, 500, 7), &info).unwrap();
     let b = encode_segment(&entries(0, 500, 50), &info).unwrap();
@@ -214,6 +216,7 @@ fn missing_records_are_refused() {
         segment_id: 1,
         start_offset: 0,
         end_offset: 600,
+        payload_schema: None,
     };
     let err = encode_segment(&entries(0, 500, 10), &info).unwrap_err();
     assert_eq!(

@@ -41,6 +41,7 @@ fn a_segment_over_2_gib_of_payload_is_encoded() {
         segment_id: 1,
         start_offset: 0,
         end_offset: count,
+        payload_schema: None,
     };
     let file = encode_segment(&entries, &info).expect("encoded");
     assert_eq!(file.rows, count);

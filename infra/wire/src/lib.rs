@@ -9,6 +9,7 @@
 //! | [`names`] | validated namespace and log names |
 //! | [`limits`] | size and count limits of records and appends |
 //! | [`record`] | validated records and appends, converted from protobuf |
+//! | [`payload_schema`] | typed payloads: a namespace's schema of JSON fields, the check of appends, the typed values of offload |
 //! | [`codec`] | the binary entry format cache nodes store and serve: header, records, CRC32C |
 //! | [`error`] | error kinds, retryability and the mapping to gRPC status |
 //! | [`pipeline`] | the server side of an ordered, pipelined bidirectional stream |
@@ -21,6 +22,7 @@ pub mod ids;
 pub mod limits;
 pub mod metadata;
 pub mod names;
+pub mod payload_schema;
 pub mod pipeline;
 pub mod proto;
 pub mod record;

@@ -275,6 +275,45 @@ impl Manifest {
         }
     }
 
+    /// A namespace's own configuration with the revision it was read at,
+    /// or `None` when it has none, for [`Manifest::put_namespace_if`].
+    pub async fn namespace_versioned(
+        &self,
+        ns: &Namespace,
+    ) -> Result<Option<(NamespaceConfig, Revision)>> {
+        match self.store.get(&self.namespace_key(ns)).await? {
+            Some(kv) => Ok(Some((decode_json(&kv)?, kv.mod_revision))),
+            None => Ok(None),
+        }
+    }
+
+    /// Writes a namespace's configuration if its key is still as read:
+    /// at `revision`, or absent for `None`. False when another write came
+    /// first. A change decided on what was read (payload field ids handed
+    /// out after the highest one there) is thus never lost to, nor mixed
+    /// with, a concurrent one.
+    pub async fn put_namespace_if(
+        &self,
+        ns: &Namespace,
+        config: &NamespaceConfig,
+        revision: Option<Revision>,
+    ) -> Result<bool> {
+        config
+            .replication
+            .validate()
+            .map_err(Error::InvalidConfig)?;
+        config.validate_retention().map_err(Error::InvalidConfig)?;
+        let key = self.namespace_key(ns);
+        let compare = match revision {
+            Some(revision) => Compare::mod_revision_is(&key, revision),
+            None => Compare::absent(&key),
+        };
+        let txn = Txn::new()
+            .when([compare])
+            .and_then([TxnOp::put(&key, encode_json(config))]);
+        Ok(self.store.txn(txn).await?.succeeded)
+    }
+
     /// Sets the configuration of namespaces that have none of their own
     /// (standalone mode sets replication 1/1/1 here).
     pub async fn put_default_namespace(&self, config: &NamespaceConfig) -> Result<()> {
@@ -371,7 +410,8 @@ impl Manifest {
     }
 
     /// The configuration that applies to a log: its overrides, else its
-    /// namespace's; the namespace-wide quotas are always the namespace's.
+    /// namespace's; the namespace-wide quotas and the payload schema are
+    /// always the namespace's.
     pub async fn log_config(&self, log: &LogName) -> Result<NamespaceConfig> {
         let namespace = self.namespace(log.namespace()).await?;
         match self.log(log).await?.config {
@@ -381,6 +421,7 @@ impl Manifest {
                     namespace.namespace_max_append_bytes_per_sec;
                 config.namespace_max_append_records_per_sec =
                     namespace.namespace_max_append_records_per_sec;
+                config.payload_schema = namespace.payload_schema;
                 Ok(config)
             }
             None => Ok(namespace),

@@ -3,6 +3,7 @@
 
 use dlog_wire::codec::{Entry, EntryRecord};
 use dlog_wire::ids::{EntryId, Offset};
+use dlog_wire::payload_schema::PayloadSchema;
 use serde::{Deserialize, Serialize};
 
 /// Replication of a log's segments: ensemble size E, write quorum W, ack
@@ -102,6 +103,13 @@ pub struct NamespaceConfig {
     pub namespace_max_append_bytes_per_sec: Option<u64>,
     /// Appended records per second, like `namespace_max_append_bytes_per_sec`.
     pub namespace_max_append_records_per_sec: Option<u64>,
+    /// The JSON fields of the namespace's payloads and their types, with
+    /// the field ids of their columns (`dlog_wire::payload_schema`). Set on
+    /// the namespace only, like the namespace-wide quotas. Once set it is
+    /// never dropped: a cleared schema keeps its fields as removed, so their
+    /// ids are never handed out again.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub payload_schema: Option<PayloadSchema>,
 }
 
 /// The longest retention age accepted: 100 years. Longer is meant as
@@ -109,6 +117,12 @@ pub struct NamespaceConfig {
 pub const MAX_RETENTION_MS: u64 = 100 * 365 * 24 * 60 * 60 * 1000;
 
 impl NamespaceConfig {
+    /// The payload schema that checks appends and types columns, if the
+    /// namespace has one in force (not cleared).
+    pub fn active_payload_schema(&self) -> Option<&PayloadSchema> {
+        self.payload_schema.as_ref().filter(|s| s.is_active())
+    }
+
     /// Checks the retention settings: an age must be 1 ms to
     /// [`MAX_RETENTION_MS`], a size at least 1 byte (absent keeps all).
     pub fn validate_retention(&self) -> Result<(), String> {
