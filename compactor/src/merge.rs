@@ -68,7 +68,8 @@ use object_store::ObjectStoreExt;
 use crate::error::{Error, Result};
 use crate::failpoint;
 use crate::offload::{
-    adopt_equal_object, cpu_work, payload_schema, read_object, read_recorded, upload, verify_upload,
+    adopt_equal_object, cpu_work, payload_schema, read_object, read_recorded, upload_create_only,
+    verify_upload,
 };
 use crate::series;
 use crate::table::{LogTables, Replaced, TableFile};
@@ -485,7 +486,7 @@ async fn write_merged(
         .await
         .map_err(|err| merge_error(log, first_id, format!("encoding task failed: {err}")))?
         .map_err(|err| merge_error(log, first_id, format!("rewrite: {err}")))?;
-    let file = match upload(to.objects, key, &file).await {
+    let file = match upload_create_only(to.objects, key, &file).await {
         Ok(()) => file,
         Err(Error::ObjectConflict { .. }) => {
             // Written by a release that encodes other bytes: kept only if

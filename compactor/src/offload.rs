@@ -180,9 +180,31 @@ pub async fn upload(
     key: &object_store::path::Path,
     file: &SegmentFile,
 ) -> Result<()> {
+    upload_as(objects, key, file, true).await
+}
+
+/// [`upload`], in one create-only request whatever the size: for a merged
+/// file, whose attempts may encode other bytes (the namespace's payload
+/// schema changed between them), so that a paused attempt's upload can
+/// never replace the object another attempt recorded, as a multipart
+/// upload completed late would.
+pub async fn upload_create_only(
+    objects: &ObjectStoreHandle,
+    key: &object_store::path::Path,
+    file: &SegmentFile,
+) -> Result<()> {
+    upload_as(objects, key, file, false).await
+}
+
+async fn upload_as(
+    objects: &ObjectStoreHandle,
+    key: &object_store::path::Path,
+    file: &SegmentFile,
+    multipart: bool,
+) -> Result<()> {
     let store = &objects.store;
     let object_error = |what: &'static str| Error::object_store(what, key);
-    let created = if file.bytes.len() >= MULTIPART_THRESHOLD {
+    let created = if multipart && file.bytes.len() >= MULTIPART_THRESHOLD {
         // Multipart uploads cannot be create-only; check first instead. The
         // bytes are deterministic, so a concurrent or repeated upload of
         // the same segment writes the same object.

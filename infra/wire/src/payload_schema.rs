@@ -256,6 +256,14 @@ impl PayloadSchema {
                     .to_owned(),
             );
         }
+        // Before the pairwise name checks below, so a huge document is
+        // refused at once.
+        if declared.fields.len() > MAX_FIELDS {
+            return Err(format!(
+                "payload schema: {} fields, more than {MAX_FIELDS}",
+                declared.fields.len()
+            ));
+        }
         let known: Vec<&PayloadField> = previous
             .map(|p| p.fields.iter().chain(&p.removed).collect())
             .unwrap_or_default();
