@@ -550,6 +550,13 @@ impl NodeConfig {
                  compactor.orphan_sweep_interval (a purge record must outlive a sweep)"
             );
         }
+        if self.compactor.merge_target_bytes > dlog_meta::manifest::MAX_ROLL_BYTES {
+            bail!(
+                "settings: compactor.merge_target_bytes must be at most {} \
+                 (a merged file is uploaded in one request)",
+                dlog_meta::manifest::MAX_ROLL_BYTES
+            );
+        }
         self.tls.files()?;
         self.tls.etcd()?;
         for (key, value) in [

@@ -11,9 +11,10 @@
 //!   (a SQLite catalog file beside the store).
 //!
 //! * `merge`: the same payload offloaded as 16 small files (not timed),
-//!   then merged as the compactor merges small files: each object read and
-//!   decoded, the rows encoded as one file, uploaded, read back, and
-//!   swapped for the 16 in the table in one `replace` commit.
+//!   then merged as the compactor merges small files
+//!   (`dlog_compactor::merge::merge_files`: each object read, its row
+//!   groups copied into one file), uploaded, read back, and swapped for
+//!   the 16 in the table in one `replace` commit.
 //!
 //! Then the latency of one table append as the table grows (one small file
 //! per commit, 200 commits), the figure a compactor pays per segment.
@@ -27,12 +28,11 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use dlog_compactor::LogTables;
+use dlog_compactor::merge::merge_files;
 use dlog_compactor::offload::{read_object, upload};
 use dlog_compactor::table::TableFile;
 use dlog_storage::objstore::{self, ObjectStoreHandle};
-use dlog_storage::segment_file::{
-    FileInfo, SegmentFile, decode_file, encode_records, encode_segment, log_folder, object_key,
-};
+use dlog_storage::segment_file::{FileInfo, SegmentFile, encode_segment, log_folder, object_key};
 use dlog_wire::codec::{Entry, EntryHeader, EntryRecord};
 use dlog_wire::names::LogName;
 use dlog_wire::record::Record;
@@ -217,7 +217,7 @@ async fn merge_small_files(
     count: u64,
 ) -> (Duration, Duration) {
     const FILES: usize = 16;
-    let mut olds = Vec::new();
+    let (mut olds, mut segments) = (Vec::new(), Vec::new());
     for (n, part) in entries.chunks(entries.len().div_ceil(FILES)).enumerate() {
         let start = part[0].header.first_offset;
         let end = part.last().unwrap().header.end_offset();
@@ -241,12 +241,12 @@ async fn merge_small_files(
         };
         tables.append(log, 1, &entry).await.unwrap();
         olds.push(key);
+        segments.push((n as u64 + 1, start, end));
     }
     let started = Instant::now();
-    let mut records = Vec::new();
+    let mut files = Vec::new();
     for key in &olds {
-        let bytes = read_object(objects, key).await.unwrap();
-        records.extend(decode_file(bytes).unwrap());
+        files.push(read_object(objects, key).await.unwrap());
     }
     let info = FileInfo {
         log,
@@ -255,7 +255,7 @@ async fn merge_small_files(
         end_offset: count,
         payload_schema: None,
     };
-    let file = encode_records(&records, &info).unwrap();
+    let file = merge_files(files, &segments, &info, None).unwrap();
     let key = log_folder(&objects.prefix, log, 1).join("merged.parquet");
     store(objects, &key, &file).await;
     let entry = TableFile {

@@ -20,7 +20,10 @@
 //!    merge, and its offsets), after checking that the table holds exactly
 //!    the run's files;
 //! 2. read each segment's object, checked against the CRC32C the manifest
-//!    recorded, and encode their rows as one file (deterministic bytes);
+//!    recorded, and join them into one file (deterministic bytes): their
+//!    row groups copied as they are (`segment_concat`, which keeps every
+//!    file's typed columns), a file of an earlier layout first encoded
+//!    again alone in the current one;
 //! 3. upload it with `PutMode::Create`, read it back, and record its size
 //!    and CRC32C in the intent (one transaction);
 //! 4. swap the run's files for it in the log's Iceberg table in one
@@ -60,6 +63,7 @@ use dlog_meta::manifest::{
     UploadedObject, Versioned,
 };
 use dlog_storage::objstore::ObjectStoreHandle;
+use dlog_storage::segment_concat;
 use dlog_storage::segment_file::{self, FileInfo};
 use dlog_wire::ids::LogId;
 use dlog_wire::names::LogName;
@@ -68,8 +72,7 @@ use object_store::ObjectStoreExt;
 use crate::error::{Error, Result};
 use crate::failpoint;
 use crate::offload::{
-    adopt_equal_object, cpu_work, payload_schema, read_object, read_recorded, upload_create_only,
-    verify_upload,
+    adopt_equal_object, cpu_work, payload_schema, read_object, read_recorded, upload, verify_upload,
 };
 use crate::series;
 use crate::table::{LogTables, Replaced, TableFile};
@@ -468,11 +471,17 @@ async fn write_merged(
     }
     let (owned_log, first_id) = (log.clone(), run[0].value.segment_id);
     let schema = payload_schema(to.manifest, log).await?;
+    let time_range_ms = run_time_range(run);
+    let segments: Vec<(u64, u64, u64)> = (run.iter())
+        .map(|s| {
+            (
+                s.value.segment_id,
+                s.value.start_offset,
+                s.value.end_offset.unwrap_or(0),
+            )
+        })
+        .collect();
     let encode = move || {
-        let mut records = Vec::new();
-        for bytes in objects {
-            records.extend(segment_file::decode_file(bytes)?);
-        }
         let info = FileInfo {
             log: &owned_log,
             segment_id: first_id,
@@ -480,13 +489,13 @@ async fn write_merged(
             end_offset: range.end_offset,
             payload_schema: schema.as_ref(),
         };
-        segment_file::encode_records(&records, &info)
+        merge_files(objects, &segments, &info, time_range_ms)
     };
     let file = cpu_work(to.encode_inline, encode)
         .await
         .map_err(|err| merge_error(log, first_id, format!("encoding task failed: {err}")))?
         .map_err(|err| merge_error(log, first_id, format!("rewrite: {err}")))?;
-    let file = match upload_create_only(to.objects, key, &file).await {
+    let file = match upload(to.objects, key, &file).await {
         Ok(()) => file,
         Err(Error::ObjectConflict { .. }) => {
             // Written by a release that encodes other bytes: kept only if
@@ -551,10 +560,7 @@ async fn recorded_upload(
         );
         return Err(merge_error(log, run[0].value.segment_id, reason));
     }
-    let times =
-        |pick: fn(&SegmentMeta) -> Option<i64>| run.iter().filter_map(move |s| pick(&s.value));
-    let time_range_ms =
-        (times(|s| s.min_timestamp_ms).min()).zip(times(|s| s.max_timestamp_ms).max());
+    let time_range_ms = run_time_range(run);
     let (first, last) = (&run[0].value, &run[run.len() - 1].value);
     Ok(segment_file::SegmentFile {
         rows: last
@@ -565,6 +571,51 @@ async fn recorded_upload(
         crc32c,
         bytes,
     })
+}
+
+/// The files of a run's segments (`segments`: id, start and end offset of
+/// each, in order) as one file described by `info`. Files in the current
+/// layout are joined as they are, typed columns included
+/// ([`segment_concat::concat_files`]); a file of an earlier layout is
+/// first encoded again alone, in the current one. Deterministic bytes.
+pub fn merge_files(
+    objects: Vec<bytes::Bytes>,
+    segments: &[(u64, u64, u64)],
+    info: &FileInfo<'_>,
+    time_range_ms: Option<(i64, i64)>,
+) -> segment_file::Result<segment_file::SegmentFile> {
+    let mut files = Vec::with_capacity(objects.len());
+    for (bytes, &(segment_id, start_offset, end_offset)) in objects.iter().zip(segments) {
+        if segment_concat::is_current_layout(bytes)? {
+            files.push(bytes.clone());
+            continue;
+        }
+        let records = segment_file::decode_file(bytes.clone())?;
+        let own = FileInfo {
+            segment_id,
+            start_offset,
+            end_offset,
+            ..info.clone()
+        };
+        files.push(segment_file::encode_records(&records, &own)?.bytes);
+    }
+    if let Some(file) = segment_concat::concat_files(&files, info, time_range_ms)? {
+        return Ok(file);
+    }
+    // Columns that cannot be joined (one id under two names: never
+    // written by one namespace's history): every record encoded again.
+    let mut records = Vec::new();
+    for bytes in objects {
+        records.extend(segment_file::decode_file(bytes)?);
+    }
+    segment_file::encode_records(&records, info)
+}
+
+/// The smallest and largest append time of the run's records, ms.
+fn run_time_range(run: &[Versioned<SegmentMeta>]) -> Option<(i64, i64)> {
+    let times =
+        |pick: fn(&SegmentMeta) -> Option<i64>| run.iter().filter_map(move |s| pick(&s.value));
+    (times(|s| s.min_timestamp_ms).min()).zip(times(|s| s.max_timestamp_ms).max())
 }
 
 /// How old an object named as a merged object must be before the sweep

@@ -6,7 +6,7 @@
 //!    or CRC mismatch, up to the sealed last entry;
 //! 3. encode the Parquet file (deterministic bytes), with a typed column
 //!    per field of the namespace's payload schema as read now;
-//! 4. upload with `PutMode::Create` (multipart above a threshold); if the
+//! 4. upload with `PutMode::Create`, in one request ([`upload`]); if the
 //!    object exists (a crashed earlier attempt), it must hold the same bytes;
 //! 5. verify: read the object back and compare its CRC32C;
 //! 6. with Iceberg tables on, append the file to the log's table, unless
@@ -52,9 +52,9 @@ use object_store::{ObjectStoreExt, PutMode, PutOptions, PutPayload};
 use crate::error::{Error, Result};
 use dlog_storage::segment_file::{self, FileInfo, SegmentFile};
 
-/// Objects at least this big go up as multipart uploads.
-pub const MULTIPART_THRESHOLD: usize = 32 * 1024 * 1024;
-const PART_SIZE: usize = 16 * 1024 * 1024;
+/// The largest roll size a namespace may set: its segments' files then
+/// stay below S3's 5 GiB limit of one upload request ([`upload`]).
+pub const MAX_SINGLE_UPLOAD_ROLL_BYTES: u64 = dlog_meta::manifest::MAX_ROLL_BYTES;
 
 /// Reads every entry of a sealed segment from its replicas, in order.
 pub async fn read_segment(
@@ -173,75 +173,30 @@ pub(crate) async fn payload_schema(
     Ok(config.active_payload_schema().cloned())
 }
 
-/// Uploads a file at `key` so that a retry is harmless: create-only, and an
-/// existing object must already hold exactly these bytes.
+/// Uploads a file at `key` so that a retry is harmless: in one
+/// create-only request whatever its size (a multipart upload cannot be
+/// create-only, and one completed late by an attempt paused past its
+/// claim would replace the object another attempt recorded, with other
+/// bytes when the two encoded differently: another release, or another
+/// payload schema). An existing object must already hold exactly these
+/// bytes. S3 takes up to 5 GiB in one request; a segment's file stays
+/// below that, as segments roll at [`MAX_SINGLE_UPLOAD_ROLL_BYTES`] at
+/// most (merged files: `merge_target_bytes`, capped the same), and the S3
+/// store's request timeout is long enough for such a body
+/// (`dlog_storage::objstore`).
 pub async fn upload(
     objects: &ObjectStoreHandle,
     key: &object_store::path::Path,
     file: &SegmentFile,
 ) -> Result<()> {
-    upload_as(objects, key, file, true).await
-}
-
-/// [`upload`], in one create-only request whatever the size: for a merged
-/// file, whose attempts may encode other bytes (the namespace's payload
-/// schema changed between them), so that a paused attempt's upload can
-/// never replace the object another attempt recorded, as a multipart
-/// upload completed late would.
-pub async fn upload_create_only(
-    objects: &ObjectStoreHandle,
-    key: &object_store::path::Path,
-    file: &SegmentFile,
-) -> Result<()> {
-    upload_as(objects, key, file, false).await
-}
-
-async fn upload_as(
-    objects: &ObjectStoreHandle,
-    key: &object_store::path::Path,
-    file: &SegmentFile,
-    multipart: bool,
-) -> Result<()> {
-    let store = &objects.store;
-    let object_error = |what: &'static str| Error::object_store(what, key);
-    let created = if multipart && file.bytes.len() >= MULTIPART_THRESHOLD {
-        // Multipart uploads cannot be create-only; check first instead. The
-        // bytes are deterministic, so a concurrent or repeated upload of
-        // the same segment writes the same object.
-        match store.head(key).await {
-            Ok(_) => Err(object_store::Error::AlreadyExists {
-                path: key.to_string(),
-                source: "exists".into(),
-            }),
-            Err(object_store::Error::NotFound { .. }) => {
-                let mut upload = store
-                    .put_multipart(key)
-                    .await
-                    .map_err(object_error("start multipart upload of"))?;
-                for part in file.bytes.chunks(PART_SIZE) {
-                    upload
-                        .put_part(PutPayload::from(file.bytes.slice_ref(part)))
-                        .await
-                        .map_err(object_error("upload part of"))?;
-                }
-                upload
-                    .complete()
-                    .await
-                    .map_err(object_error("complete upload of"))?;
-                Ok(())
-            }
-            Err(err) => Err(err),
-        }
-    } else {
-        let options = PutOptions {
-            mode: PutMode::Create,
-            ..PutOptions::default()
-        };
-        store
-            .put_opts(key, PutPayload::from(file.bytes.clone()), options)
-            .await
-            .map(|_| ())
+    let options = PutOptions {
+        mode: PutMode::Create,
+        ..PutOptions::default()
     };
+    let created = (objects.store)
+        .put_opts(key, PutPayload::from(file.bytes.clone()), options)
+        .await
+        .map(|_| ());
     match created {
         Ok(()) => Ok(()),
         Err(object_store::Error::AlreadyExists { .. }) => {
@@ -258,7 +213,7 @@ async fn upload_as(
                 })
             }
         }
-        Err(err) => Err(object_error("upload")(err)),
+        Err(err) => Err(Error::object_store("upload", key)(err)),
     }
 }
 

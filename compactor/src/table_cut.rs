@@ -18,10 +18,12 @@
 //! 2. read the segment's own object and check it against the CRC32C the
 //!    manifest recorded (a copy is always cut from the original, never from
 //!    an earlier copy);
-//! 3. keep the rows at or above the trim point and encode them
-//!    (deterministic bytes, the current layout with the typed columns of
-//!    the namespace's payload schema as read now; offsets checked to run
-//!    without a gap to the segment's end);
+//! 3. keep the rows at or above the trim point and write them
+//!    (deterministic bytes; offsets checked to run without a gap to the
+//!    segment's end): with the file's own columns, typed ones included,
+//!    when it is in the current layout (`segment_concat::cut_file`), else
+//!    encoded again in the current layout with the typed columns of the
+//!    namespace's payload schema as read now;
 //! 4. upload at [`segment_file::cut_key`], whose name carries the copy's
 //!    CRC32C, with `PutMode::Create`, and read it back;
 //! 5. put the copy in the table instead of the segment's files, if the
@@ -45,6 +47,7 @@
 
 use dlog_meta::manifest::{Manifest, SegmentMeta};
 use dlog_storage::objstore::ObjectStoreHandle;
+use dlog_storage::segment_concat;
 use dlog_storage::segment_file::{self, FileInfo};
 use dlog_wire::ids::{LogId, SegmentId};
 use dlog_wire::names::LogName;
@@ -157,8 +160,6 @@ pub(crate) async fn write_copy(
     let schema = payload_schema(to.manifest, log).await?;
     let (owned_log, segment_id) = (log.clone(), segment.segment_id);
     let encode = move || {
-        let mut records = segment_file::decode_file(bytes)?;
-        records.retain(|record| record.offset >= trim_offset);
         let info = FileInfo {
             log: &owned_log,
             segment_id,
@@ -166,6 +167,13 @@ pub(crate) async fn write_copy(
             end_offset: end,
             payload_schema: schema.as_ref(),
         };
+        // A file in the current layout keeps its own columns (typed ones
+        // of fields since removed included); others are encoded again.
+        if let Some(file) = segment_concat::cut_file(bytes.clone(), trim_offset, &info)? {
+            return Ok(file);
+        }
+        let mut records = segment_file::decode_file(bytes)?;
+        records.retain(|record| record.offset >= trim_offset);
         segment_file::encode_records(&records, &info)
     };
     let file = cpu_work(to.encode_inline, encode)

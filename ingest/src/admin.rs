@@ -18,8 +18,7 @@
 use std::sync::Arc;
 
 use dlog_meta::auth::{self, Op};
-use dlog_meta::manifest::{NamespaceConfig, Replication};
-use dlog_meta::metastore::Revision;
+use dlog_meta::manifest::{MAX_ROLL_BYTES, NamespaceConfig, NamespaceRevisions, Replication};
 use dlog_wire::names::{LogName, Namespace};
 use dlog_wire::payload_schema::PayloadSchema;
 use dlog_wire::proto::admin_service_server::{AdminService, AdminServiceServer};
@@ -59,13 +58,13 @@ impl AdminServer {
     }
 
     /// Writes `current` with `change` applied, once checked, if the
-    /// namespace's key is still at `revision` (absent for `None`); `None`
-    /// when another write came first (decide again on it).
+    /// namespace's keys are still as read (`revisions`); `None` when
+    /// another write came first (decide again on it).
     async fn put_changed(
         &self,
         ns: &Namespace,
         current: NamespaceConfig,
-        revision: Option<Revision>,
+        revisions: NamespaceRevisions,
         change: &pb::SettingsChange,
     ) -> Result<Option<NamespaceConfig>, Status> {
         let config = apply_payload_schema(apply(current, change), change)
@@ -73,7 +72,7 @@ impl AdminServer {
         self.check(&config).await?;
         let manifest = self.node.manifest();
         let written =
-            (manifest.put_namespace_if(ns, &config, revision).await).map_err(to_status)?;
+            (manifest.put_namespace_if(ns, &config, revisions).await).map_err(to_status)?;
         Ok(written.then_some(config))
     }
 
@@ -135,6 +134,12 @@ pub fn check_settings(config: &NamespaceConfig) -> Result<(), String> {
         if value < least {
             return Err(format!("{name} {value} must be at least {least}"));
         }
+    }
+    if roll.max_bytes > MAX_ROLL_BYTES {
+        return Err(format!(
+            "roll_max_bytes {} must be at most {MAX_ROLL_BYTES} (a segment's file is uploaded in one request)",
+            roll.max_bytes
+        ));
     }
     for (name, quota) in [
         ("max_append_bytes_per_sec", config.max_append_bytes_per_sec),
@@ -287,14 +292,16 @@ impl AdminService for AdminServer {
         let manifest = self.node.manifest();
         let change = request.change.unwrap_or_default();
         loop {
-            if manifest.has_namespace(&ns).await.map_err(to_status)? {
+            // The cluster's default settings, with the namespace's own
+            // payload schema if it has one.
+            let (base, revisions) = manifest.namespace_versioned(&ns).await.map_err(to_status)?;
+            if revisions.settings.is_some() {
                 return Err(Status::already_exists(format!(
                     "namespace {ns} already has settings (change them with ConfigureNamespace)"
                 )));
             }
-            let base = manifest.default_namespace().await.map_err(to_status)?;
             // Only if it still has none: a concurrent create wins once.
-            if let Some(config) = self.put_changed(&ns, base, None, &change).await? {
+            if let Some(config) = self.put_changed(&ns, base, revisions, &change).await? {
                 tracing::info!(%ns, ?config, "namespace created");
                 break;
             }
@@ -313,12 +320,9 @@ impl AdminService for AdminServer {
         let manifest = self.node.manifest();
         let change = request.change.unwrap_or_default();
         loop {
-            let (current, revision) = match manifest.namespace_versioned(&ns).await {
-                Ok(Some((config, revision))) => (config, Some(revision)),
-                Ok(None) => (manifest.namespace(&ns).await.map_err(to_status)?, None),
-                Err(err) => return Err(to_status(err)),
-            };
-            if let Some(config) = self.put_changed(&ns, current, revision, &change).await? {
+            let (current, revisions) =
+                manifest.namespace_versioned(&ns).await.map_err(to_status)?;
+            if let Some(config) = self.put_changed(&ns, current, revisions, &change).await? {
                 tracing::info!(%ns, ?config, "namespace settings changed");
                 break;
             }
@@ -582,6 +586,15 @@ mod tests {
         });
         assert!(
             err.contains("roll_max_records 0 must be at least 100"),
+            "{err}"
+        );
+        // A segment's file goes up in one request (S3: at most 5 GiB).
+        let err = with(pb::SettingsChange {
+            roll_max_bytes: Some(MAX_ROLL_BYTES + 1),
+            ..Default::default()
+        });
+        assert!(
+            err.contains("roll_max_bytes 1073741825 must be at most"),
             "{err}"
         );
         let err = with(pb::SettingsChange {

@@ -35,7 +35,9 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
-use dlog_meta::manifest::{Fence, Manifest, NamespaceConfig, SealInfo, SegmentMeta};
+use dlog_meta::manifest::{
+    Fence, MAX_ROLL_BYTES, Manifest, NamespaceConfig, SealInfo, SegmentMeta,
+};
 use dlog_wire::codec::{EntryHeader, EntryRecord, encode_entry, framed_len};
 use dlog_wire::ids::{EntryId, Offset};
 use dlog_wire::names::LogName;
@@ -948,7 +950,9 @@ impl Owner {
         if segment.rolling.is_some() || segment.records == 0 {
             return;
         }
-        let too_big = segment.stats.bytes >= roll.max_bytes || segment.records >= roll.max_records;
+        // Capped here too: a roll size stored before the cap existed.
+        let max_bytes = roll.max_bytes.min(MAX_ROLL_BYTES);
+        let too_big = segment.stats.bytes >= max_bytes || segment.records >= roll.max_records;
         let too_old = segment.opened.elapsed() >= Duration::from_millis(roll.max_age_ms);
         if too_big || too_old {
             tracing::debug!(

@@ -180,9 +180,12 @@ async fn run(gateway: Arc<Gateway>, log: String, mut queue: mpsc::UnboundedRecei
 /// Appends the batches of `together` (`count` records) as one append, in
 /// order, and answers each with where its records went. When that append
 /// is refused as invalid (a payload that does not match the namespace's
-/// payload schema), nothing of it was appended: each batch then goes
-/// alone, in order, so that one producer's bad record fails its own batch
-/// only.
+/// payload schema) and no attempt of it was in doubt, nothing of it was
+/// appended: each batch then goes alone, in order, so that one producer's
+/// bad record fails its own batch only. After an attempt in doubt (which
+/// may have appended every batch before the namespace's schema changed
+/// and refused the next attempt) every batch gets the refusal instead:
+/// going alone could append a batch twice and answer it as once.
 async fn append_together(gateway: &Gateway, log: &str, together: Vec<Submission>, count: usize) {
     let mut records = Vec::with_capacity(count);
     let mut answers = Vec::with_capacity(together.len());
@@ -192,7 +195,8 @@ async fn append_together(gateway: &Gateway, log: &str, together: Vec<Submission>
     }
     tracing::trace!(batches = answers.len(), records = count, "kafka: append");
     let one_by_one = (answers.len() > 1).then(|| records.clone());
-    match append(gateway, log, records).await {
+    let (appended, in_doubt) = append(gateway, log, records).await;
+    match appended {
         Ok(appended) => {
             let mut first_offset = appended.first_offset;
             for (len, placed) in answers {
@@ -200,12 +204,12 @@ async fn append_together(gateway: &Gateway, log: &str, together: Vec<Submission>
                 first_offset += len as u64;
             }
         }
-        Err(e) if e.kind() == ErrorKind::InvalidArgument && one_by_one.is_some() => {
+        Err(e) if e.kind() == ErrorKind::InvalidArgument && !in_doubt && one_by_one.is_some() => {
             tracing::debug!(error = %e, "kafka: append refused as invalid; batch by batch");
             let mut records = one_by_one.unwrap_or_default().into_iter();
             for (len, placed) in answers {
                 let batch: Vec<Record> = records.by_ref().take(len).collect();
-                let appended = append(gateway, log, batch).await;
+                let (appended, _) = append(gateway, log, batch).await;
                 let _ = placed.send(
                     appended
                         .map(|a| (a.first_offset, a.timestamp_ms))
@@ -230,28 +234,53 @@ async fn append_together(gateway: &Gateway, log: &str, together: Vec<Submission>
 /// as before; one in doubt (a timeout, a quorum lost mid-append) may write
 /// the records twice, as the SDK's own retry of a plain append does. Order
 /// holds either way: the retry is queued at the owner after the attempt.
+/// Also answers whether an attempt before the last may have been applied:
+/// an in-process attempt that timed out or failed `UNAVAILABLE` (which
+/// may come after the records were sent to cache nodes), or one the
+/// client made and marked so ([`distributedlog::ClientError::earlier_attempt_in_doubt`]).
 async fn append(
     gateway: &Gateway,
     log: &str,
     records: Vec<Record>,
-) -> Result<distributedlog::Appended, distributedlog::ClientError> {
+) -> (
+    Result<distributedlog::Appended, distributedlog::ClientError>,
+    bool,
+) {
+    let mut in_doubt = false;
     if let Some(ingest) = &gateway.ingest {
         let attempt = tokio::time::timeout(INGEST_ATTEMPT, ingest.append(log, records.clone()));
         match attempt.await {
-            Ok(Ok(appended)) => return Ok(appended),
+            Ok(Ok(appended)) => return (Ok(appended), false),
             Ok(Err(e))
                 if !matches!(
                     e.kind(),
                     ErrorKind::Unavailable | ErrorKind::ResourceExhausted
                 ) =>
             {
-                return Err(e);
+                return (Err(e), false);
             }
             Ok(Err(e)) => {
+                // A redirect to the owner elsewhere applied nothing.
+                in_doubt = e.kind() == ErrorKind::Unavailable && !is_redirect(&e);
                 tracing::debug!(error = %e, "kafka: in-process append failed; through the client")
             }
-            Err(_) => tracing::debug!("kafka: in-process append timed out; through the client"),
+            Err(_) => {
+                in_doubt = true;
+                tracing::debug!("kafka: in-process append timed out; through the client")
+            }
         }
     }
-    gateway.client.append(log, records, None).await
+    let appended = gateway.client.append(log, records, None).await;
+    let in_doubt = in_doubt
+        || appended
+            .as_ref()
+            .is_err_and(|e| e.earlier_attempt_in_doubt());
+    (appended, in_doubt)
+}
+
+/// Whether a failure is a redirect to the log's owner on another node
+/// (which refused the append before taking it).
+fn is_redirect(e: &distributedlog::ClientError) -> bool {
+    matches!(e, distributedlog::ClientError::Status(status)
+        if status.metadata().contains_key(dlog_wire::metadata::OWNER))
 }

@@ -87,6 +87,14 @@ pub enum Error {
 }
 
 impl Error {
+    /// Whether an attempt before the one that failed so may have been
+    /// applied (it timed out, or lost its connection or its quorum): a
+    /// plain append that failed with this set may be in the log, once or
+    /// more. `UNAVAILABLE` failures are always in doubt, set or not.
+    pub fn earlier_attempt_in_doubt(&self) -> bool {
+        matches!(self, Error::Status(status) if status.metadata().contains_key(IN_DOUBT_KEY))
+    }
+
     /// What kind of failure this is (decides retries).
     pub fn kind(&self) -> ErrorKind {
         match self {
@@ -151,11 +159,20 @@ fn in_doubt_status(status: tonic::Status, in_doubt: bool) -> tonic::Status {
         return status;
     }
     let message = format!("{}; {MAY_BE_APPLIED}", status.message());
+    let mut metadata = status.metadata().clone();
+    metadata.insert(
+        IN_DOUBT_KEY,
+        tonic::metadata::MetadataValue::from_static("1"),
+    );
     if status.code() == tonic::Code::ResourceExhausted {
-        return tonic::Status::unavailable(message);
+        return tonic::Status::with_metadata(tonic::Code::Unavailable, message, metadata);
     }
-    tonic::Status::with_metadata(status.code(), message, status.metadata().clone())
+    tonic::Status::with_metadata(status.code(), message, metadata)
 }
+
+/// Set on a failure's status when an earlier attempt was in doubt
+/// ([`Error::earlier_attempt_in_doubt`]); never sent by a server.
+const IN_DOUBT_KEY: &str = "x-dlog-earlier-attempt-in-doubt";
 
 /// One page of a log listing ([`Client::list_logs_page`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -1022,6 +1039,13 @@ mod tests {
             .insert(dlog_wire::metadata::NEXT_OFFSET, "4".parse().unwrap());
         let err = Error::Status(in_doubt_status(mismatch, true));
         assert_eq!(err.next_offset(), Some(4));
+        assert!(err.earlier_attempt_in_doubt());
+
+        // Callers that split a refused append tell the two apart.
+        let invalid = tonic::Status::invalid_argument("record 2: field \"a\"");
+        let doubted = Error::Status(in_doubt_status(invalid.clone(), true));
+        assert!(doubted.earlier_attempt_in_doubt());
+        assert!(!Error::Status(in_doubt_status(invalid, false)).earlier_attempt_in_doubt());
 
         let busy = in_doubt_status(tonic::Status::resource_exhausted("retry later"), true);
         assert_eq!(busy.code(), tonic::Code::Unavailable);

@@ -14,6 +14,7 @@ use dlog_testkit::EtcdServer;
 use dlog_wire::error::{Classify, ErrorKind};
 use dlog_wire::ids::{Epoch, LogId, Offset, SegmentId};
 use dlog_wire::names::{LogName, Namespace};
+use dlog_wire::payload_schema::PayloadSchema;
 
 struct Fixture {
     manifest: Manifest,
@@ -141,6 +142,147 @@ async fn namespace_config(f: Fixture) {
     assert_eq!(
         err.to_string(),
         "invalid namespace configuration: replication 2/3/2 must satisfy ensemble >= write quorum >= ack quorum >= 1"
+    );
+}
+
+/// A namespace's payload schema lives under a key of its own: a node of
+/// the release before typed payloads writes the namespace's settings back
+/// without the field it does not know, and the schema (with its field id
+/// history) must survive that.
+async fn a_payload_schema_survives_a_settings_write_that_does_not_know_it(f: Fixture) {
+    let m = &f.manifest;
+    let ns = Namespace::new("typed").unwrap();
+    let first = PayloadSchema::declare(
+        r#"{"fields":[{"name":"user","type":"string"},{"name":"amount","type":"int64"}]}"#,
+        None,
+    )
+    .unwrap();
+    // `amount` removed: its id 1001 stays taken.
+    let schema = PayloadSchema::declare(
+        r#"{"fields":[{"name":"user","type":"string"}]}"#,
+        Some(&first),
+    )
+    .unwrap();
+    let config = NamespaceConfig {
+        retention_ms: Some(3_600_000),
+        payload_schema: Some(schema.clone()),
+        ..NamespaceConfig::default()
+    };
+    m.put_namespace(&ns, &config).await.unwrap();
+    assert_eq!(m.namespace(&ns).await.unwrap(), config);
+
+    // What an earlier release writes: its own fields, read and written back.
+    let earlier = serde_json::json!({
+        "retention_ms": 7_200_000,
+        "roll": {"max_bytes": 268435456, "max_records": 10000000, "max_age_ms": 600000},
+        "replication": {"ensemble": 3, "write_quorum": 3, "ack_quorum": 2},
+    });
+    let key = format!("{}ns/typed", m.root());
+    m.store()
+        .put(&key, serde_json::to_vec(&earlier).unwrap().into())
+        .await
+        .unwrap();
+    let now = m.namespace(&ns).await.unwrap();
+    assert_eq!(now.retention_ms, Some(7_200_000));
+    assert_eq!(
+        now.payload_schema.as_ref(),
+        Some(&schema),
+        "the schema and its removed fields outlive the earlier release's write"
+    );
+
+    // Declared again later: `amount` comes back under its old id, never
+    // under a new one (a table would hold id 1001 under that name).
+    let again = PayloadSchema::declare(
+        r#"{"fields":[{"name":"user","type":"string"},{"name":"amount","type":"int64"}]}"#,
+        now.payload_schema.as_ref(),
+    )
+    .unwrap();
+    assert_eq!(again, first);
+}
+
+/// Changes decided on a namespace as read are written only if neither of
+/// its keys moved since; a schema written inside the settings (the release
+/// before its own key) is read, and moved to its key by the next change.
+async fn namespace_changes_compare_both_keys_and_move_an_inline_schema(f: Fixture) {
+    let m = &f.manifest;
+    let ns = Namespace::new("inline").unwrap();
+    let schema =
+        PayloadSchema::declare(r#"{"fields":[{"name":"user","type":"string"}]}"#, None).unwrap();
+    let inline = NamespaceConfig {
+        payload_schema: Some(schema.clone()),
+        ..NamespaceConfig::default()
+    };
+    let key = format!("{}ns/inline", m.root());
+    m.store()
+        .put(&key, serde_json::to_vec(&inline).unwrap().into())
+        .await
+        .unwrap();
+    let (read, revisions) = m.namespace_versioned(&ns).await.unwrap();
+    assert_eq!(read, inline);
+    assert!(revisions.settings.is_some() && revisions.payload_schema.is_none());
+
+    let changed = NamespaceConfig {
+        retention_ms: Some(60_000),
+        ..read
+    };
+    assert!(m.put_namespace_if(&ns, &changed, revisions).await.unwrap());
+    assert_eq!(m.namespace(&ns).await.unwrap(), changed);
+    // Both copies: the key, and the settings' for nodes of the release
+    // before the key, which read it there.
+    let schema_key = format!("{}payload_schema/inline", m.root());
+    let raw = m.store().get(&key).await.unwrap().unwrap();
+    let settings: NamespaceConfig = serde_json::from_slice(&raw.value).unwrap();
+    assert_eq!(settings.payload_schema.as_ref(), Some(&schema));
+    let raw = m.store().get(&schema_key).await.unwrap().unwrap();
+    assert_eq!(
+        serde_json::from_slice::<PayloadSchema>(&raw.value).unwrap(),
+        schema
+    );
+    assert_eq!(
+        m.settings_change(&schema_key),
+        Some(dlog_meta::manifest::SettingsChange::Namespace(ns.clone())),
+        "watchers hear of schema changes"
+    );
+
+    // A write on stale revisions is refused: the settings moved.
+    assert!(!m.put_namespace_if(&ns, &changed, revisions).await.unwrap());
+    // ... or only the schema did.
+    let (_, current) = m.namespace_versioned(&ns).await.unwrap();
+    let cleared = NamespaceConfig {
+        payload_schema: Some(schema.cleared()),
+        ..changed.clone()
+    };
+    m.store()
+        .put(
+            &schema_key,
+            serde_json::to_vec(&schema.cleared()).unwrap().into(),
+        )
+        .await
+        .unwrap();
+    assert!(!m.put_namespace_if(&ns, &changed, current).await.unwrap());
+    assert_eq!(m.namespace(&ns).await.unwrap(), cleared);
+
+    // A node of the release before the key changes the schema inside the
+    // settings (declared from the copy there, so its ids follow on): that
+    // change counts, as the settings are newer than the key.
+    let (now, _) = m.namespace_versioned(&ns).await.unwrap();
+    let declared = PayloadSchema::declare(
+        r#"{"fields":[{"name":"amount","type":"int64"}]}"#,
+        now.payload_schema.as_ref(),
+    )
+    .unwrap();
+    assert_eq!(declared.fields[0].id, 1001);
+    let earlier_node = NamespaceConfig {
+        payload_schema: Some(declared.clone()),
+        ..now
+    };
+    m.store()
+        .put(&key, serde_json::to_vec(&earlier_node).unwrap().into())
+        .await
+        .unwrap();
+    assert_eq!(
+        m.namespace(&ns).await.unwrap().payload_schema,
+        Some(declared)
     );
 }
 
@@ -665,6 +807,8 @@ macro_rules! manifest_suite {
 
             case!(log_life_cycle);
             case!(namespace_config);
+            case!(namespace_changes_compare_both_keys_and_move_an_inline_schema);
+            case!(a_payload_schema_survives_a_settings_write_that_does_not_know_it);
             case!(stale_epochs_are_refused);
             case!(a_stale_compactor_never_touches_a_recreated_log);
             case!(subscription_commits_never_move_back);

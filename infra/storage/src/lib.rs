@@ -6,4 +6,5 @@
 //! | [`objstore`] | object stores built from a URL (`s3://`, `file://`, `memory://`) |
 
 pub mod objstore;
+pub mod segment_concat;
 pub mod segment_file;

@@ -10,8 +10,9 @@
 
 use std::sync::Arc;
 
+use object_store::ClientConfigKey;
 use object_store::ObjectStore;
-use object_store::aws::AmazonS3Builder;
+use object_store::aws::{AmazonS3Builder, AmazonS3ConfigKey};
 use object_store::local::LocalFileSystem;
 use object_store::memory::InMemory;
 use object_store::path::Path;
@@ -72,6 +73,13 @@ impl Classify for Error {
     }
 }
 
+/// How long one S3 request may take, its body included (object_store's
+/// default is 30 s). The compactor uploads each file in one create-only
+/// request (`dlog_compactor::offload::upload`), up to a few GiB: at 10 MB/s
+/// that is minutes. A connection that cannot be set up still fails after
+/// object_store's connect timeout (5 s).
+const REQUEST_TIMEOUT: &str = "10m";
+
 /// Opens the store a URL names, configuring S3 from the environment.
 pub fn open(url: &str) -> Result<ObjectStoreHandle, Error> {
     open_with(url, std::iter::empty::<(String, String)>())
@@ -127,7 +135,13 @@ where
         if bucket.is_empty() {
             return Err(invalid("no bucket: expected s3://BUCKET[/PREFIX]"));
         }
-        let mut builder = AmazonS3Builder::from_env().with_bucket_name(bucket);
+        // Before the caller's options, which may set another.
+        let mut builder = AmazonS3Builder::from_env()
+            .with_bucket_name(bucket)
+            .with_config(
+                AmazonS3ConfigKey::Client(ClientConfigKey::Timeout),
+                REQUEST_TIMEOUT,
+            );
         for (key, value) in s3_options {
             let key = key
                 .as_ref()

@@ -395,6 +395,12 @@ impl FileInfo<'_> {
 }
 
 fn properties(info: &FileInfo<'_>) -> Result<WriterProperties> {
+    properties_for(info, &file_schema(info.typed()))
+}
+
+/// The writer properties of a file of `schema` (the record columns, then
+/// typed payload columns), described by `info`.
+pub(crate) fn properties_for(info: &FileInfo<'_>, schema: &Schema) -> Result<WriterProperties> {
     let zstd = ZstdLevel::try_new(1).map_err(|err| Error::Parquet {
         what: "zstd level",
         source: err,
@@ -431,9 +437,10 @@ fn properties(info: &FileInfo<'_>) -> Result<WriterProperties> {
         .set_column_dictionary_enabled(ColumnPath::from("payload"), false);
     // Typed columns get row group statistics: engines skip row groups by
     // them in a query's filter.
-    for field in info.typed().into_iter().flat_map(|s| &s.fields) {
+    let record_columns = file_schema(None).fields().len();
+    for field in schema.fields().iter().skip(record_columns) {
         builder = builder.set_column_statistics_enabled(
-            ColumnPath::from(field.name.as_str()),
+            ColumnPath::from(field.name().as_str()),
             EnabledStatistics::Chunk,
         );
     }
@@ -537,7 +544,7 @@ fn typed_columns(rows: &[Row<'_>], schema: &PayloadSchema) -> Vec<ArrayRef> {
         .collect();
     for (_, _, record) in rows {
         let payload = record.nullable_payload().map(|p| &p[..]);
-        let object = payload_schema::parse_object(payload).ok();
+        let object = schema.parse(payload).ok();
         for (column, value) in columns.iter_mut().zip(schema.row(object.as_ref())) {
             column.append(value);
         }
@@ -836,6 +843,20 @@ impl<'a> Int64Column<'a> {
     fn value_opt(&self, row: usize) -> Option<i64> {
         self.array().is_valid(row).then(|| self.value(row))
     }
+}
+
+/// The offsets of a batch of a current-layout file.
+pub(crate) fn offsets_of(batch: &RecordBatch) -> Result<Vec<i64>> {
+    let offsets = Int64Column::required(batch, &["log_offset"])?;
+    Ok((0..batch.num_rows())
+        .map(|row| offsets.value(row))
+        .collect())
+}
+
+/// The append times of a batch of a current-layout file, ms.
+pub(crate) fn append_times_ms(batch: &RecordBatch) -> Result<Vec<i64>> {
+    let times = Int64Column::required(batch, &["append_time"])?;
+    Ok((0..batch.num_rows()).map(|row| times.value(row)).collect())
 }
 
 /// The records of one batch read from a segment file, in row order

@@ -207,13 +207,209 @@ fn describe(value: &Value) -> String {
     }
 }
 
-/// A payload's JSON object (`None` is a null payload).
-pub fn parse_object(payload: Option<&[u8]>) -> Result<Map<String, Value>, Mismatch> {
+/// The fields of a payload's JSON object that `wanted` names (`None` is
+/// a null payload). Nothing else of the payload is kept: other fields are
+/// read through and dropped, and an array or object value is kept as an
+/// empty one (no payload field type takes one), so checking a large
+/// payload costs a pass over its bytes, not a copy of it as JSON values.
+/// What is read through is checked as serde_json checks a document it
+/// reads into values (UTF-8, escapes, numbers in range, nesting depth):
+/// the payloads accepted are exactly those.
+pub fn parse_fields(
+    payload: Option<&[u8]>,
+    wanted: impl Fn(&str) -> bool,
+) -> Result<Map<String, Value>, Mismatch> {
     let payload = payload.ok_or(Mismatch::NullPayload)?;
-    match serde_json::from_slice::<Value>(payload) {
-        Ok(Value::Object(object)) => Ok(object),
-        Ok(other) => Err(Mismatch::NotObject(describe(&other))),
+    let mut reader = serde_json::Deserializer::from_slice(payload);
+    let parsed = serde::de::DeserializeSeed::deserialize(Fields { wanted: &wanted }, &mut reader)
+        .and_then(|parsed| reader.end().map(|()| parsed));
+    match parsed {
+        Ok(Ok(object)) => Ok(object),
+        Ok(Err(other)) => Err(Mismatch::NotObject(describe(&other))),
         Err(err) => Err(Mismatch::NotJson(err.to_string())),
+    }
+}
+
+/// Reads a top-level JSON value: an object's wanted fields, or (as `Err`)
+/// a value of another kind, shallow ([`Shallow`]).
+struct Fields<'a, W> {
+    wanted: &'a W,
+}
+
+impl<'de, W: Fn(&str) -> bool> serde::de::DeserializeSeed<'de> for Fields<'_, W> {
+    type Value = Result<Map<String, Value>, Value>;
+
+    fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+        d.deserialize_any(self)
+    }
+}
+
+impl<'de, W: Fn(&str) -> bool> serde::de::Visitor<'de> for Fields<'_, W> {
+    type Value = Result<Map<String, Value>, Value>;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("a JSON value")
+    }
+
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+        let mut object = Map::new();
+        while let Some(name) = map.next_key::<std::borrow::Cow<'de, str>>()? {
+            if (self.wanted)(&name) {
+                // A repeated name: the last value counts, as in serde_json.
+                object.insert(name.into_owned(), map.next_value::<Shallow>()?.0);
+            } else {
+                map.next_value::<Skip>()?;
+            }
+        }
+        Ok(Ok(object))
+    }
+
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, seq: A) -> Result<Self::Value, A::Error> {
+        Skip::seq(seq)?;
+        Ok(Err(Value::Array(Vec::new())))
+    }
+
+    fn visit_bool<E>(self, v: bool) -> Result<Self::Value, E> {
+        Ok(Err(Value::Bool(v)))
+    }
+
+    fn visit_i64<E>(self, v: i64) -> Result<Self::Value, E> {
+        Ok(Err(Value::from(v)))
+    }
+
+    fn visit_u64<E>(self, v: u64) -> Result<Self::Value, E> {
+        Ok(Err(Value::from(v)))
+    }
+
+    fn visit_f64<E>(self, v: f64) -> Result<Self::Value, E> {
+        Ok(Err(Value::from(v)))
+    }
+
+    fn visit_str<E>(self, v: &str) -> Result<Self::Value, E> {
+        Ok(Err(Value::String(v.to_owned())))
+    }
+
+    fn visit_unit<E>(self) -> Result<Self::Value, E> {
+        Ok(Err(Value::Null))
+    }
+}
+
+/// A JSON value with its arrays and objects read but not kept (empty).
+struct Shallow(Value);
+
+impl<'de> Deserialize<'de> for Shallow {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Shallow, D::Error> {
+        d.deserialize_any(ShallowVisitor)
+    }
+}
+
+struct ShallowVisitor;
+
+impl<'de> serde::de::Visitor<'de> for ShallowVisitor {
+    type Value = Shallow;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("a JSON value")
+    }
+
+    fn visit_bool<E>(self, v: bool) -> Result<Shallow, E> {
+        Ok(Shallow(Value::Bool(v)))
+    }
+
+    fn visit_i64<E>(self, v: i64) -> Result<Shallow, E> {
+        Ok(Shallow(Value::from(v)))
+    }
+
+    fn visit_u64<E>(self, v: u64) -> Result<Shallow, E> {
+        Ok(Shallow(Value::from(v)))
+    }
+
+    fn visit_f64<E>(self, v: f64) -> Result<Shallow, E> {
+        Ok(Shallow(Value::from(v)))
+    }
+
+    fn visit_str<E>(self, v: &str) -> Result<Shallow, E> {
+        Ok(Shallow(Value::String(v.to_owned())))
+    }
+
+    fn visit_unit<E>(self) -> Result<Shallow, E> {
+        Ok(Shallow(Value::Null))
+    }
+
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, seq: A) -> Result<Shallow, A::Error> {
+        Skip::seq(seq)?;
+        Ok(Shallow(Value::Array(Vec::new())))
+    }
+
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, map: A) -> Result<Shallow, A::Error> {
+        Skip::map(map)?;
+        Ok(Shallow(Value::Object(Map::new())))
+    }
+}
+
+/// A JSON value read and dropped. Unlike serde's `IgnoredAny` (for which
+/// serde_json skips bytes without checking UTF-8, escapes, number ranges or
+/// depth), it is read as any value is (`deserialize_any`), so a payload
+/// that serde_json would refuse as a value is refused here too.
+struct Skip;
+
+impl Skip {
+    fn seq<'de, A: serde::de::SeqAccess<'de>>(mut seq: A) -> Result<(), A::Error> {
+        while seq.next_element::<Skip>()?.is_some() {}
+        Ok(())
+    }
+
+    fn map<'de, A: serde::de::MapAccess<'de>>(mut map: A) -> Result<(), A::Error> {
+        while map.next_entry::<Skip, Skip>()?.is_some() {}
+        Ok(())
+    }
+}
+
+impl<'de> Deserialize<'de> for Skip {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Skip, D::Error> {
+        d.deserialize_any(SkipVisitor)
+    }
+}
+
+struct SkipVisitor;
+
+impl<'de> serde::de::Visitor<'de> for SkipVisitor {
+    type Value = Skip;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("a JSON value")
+    }
+
+    fn visit_bool<E>(self, _: bool) -> Result<Skip, E> {
+        Ok(Skip)
+    }
+
+    fn visit_i64<E>(self, _: i64) -> Result<Skip, E> {
+        Ok(Skip)
+    }
+
+    fn visit_u64<E>(self, _: u64) -> Result<Skip, E> {
+        Ok(Skip)
+    }
+
+    fn visit_f64<E>(self, _: f64) -> Result<Skip, E> {
+        Ok(Skip)
+    }
+
+    fn visit_str<E>(self, _: &str) -> Result<Skip, E> {
+        Ok(Skip)
+    }
+
+    fn visit_unit<E>(self) -> Result<Skip, E> {
+        Ok(Skip)
+    }
+
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, seq: A) -> Result<Skip, A::Error> {
+        Skip::seq(seq).map(|()| Skip)
+    }
+
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, map: A) -> Result<Skip, A::Error> {
+        Skip::map(map).map(|()| Skip)
     }
 }
 
@@ -356,7 +552,7 @@ impl PayloadSchema {
         if !self.is_active() {
             return Ok(());
         }
-        let object = parse_object(payload)?;
+        let object = self.parse(payload)?;
         for field in &self.fields {
             let Some(value) = object.get(&field.name) else {
                 if field.required {
@@ -379,6 +575,11 @@ impl PayloadSchema {
             }
         }
         Ok(())
+    }
+
+    /// The fields in force of a payload's JSON object ([`parse_fields`]).
+    pub fn parse(&self, payload: Option<&[u8]>) -> Result<Map<String, Value>, Mismatch> {
+        parse_fields(payload, |name| self.fields.iter().any(|f| f.name == name))
     }
 
     /// The typed values of a record, one per field in schema order: `None`
@@ -619,12 +820,71 @@ mod tests {
     }
 
     #[test]
+    fn payloads_are_read_without_keeping_what_the_schema_does_not_name() {
+        let schema = declare(USERS, None);
+        let check = |payload: &str| schema.check(Some(payload.as_bytes()));
+        // Containers are read through, never kept, and named by kind.
+        let big = format!(
+            r#"{{"user":"u","skip":[{}0],"amount":1}}"#,
+            r#"[1,{"a":2}],"#.repeat(10_000)
+        );
+        assert!(check(&big).is_ok());
+        let err = check(r#"{"user":["a",{"b":[1]}]}"#).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            r#"field "user": expected string, got an array"#
+        );
+        let err = check(r#"[1,2,{"user":"u"}]"#).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "payload is an array, expected a JSON object"
+        );
+        let err = check(r#""text""#).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            r#"payload is string "text", expected a JSON object"#
+        );
+        // As serde_json reads a document: the last of repeated names, and
+        // nothing after the value.
+        assert!(check(r#"{"user":1,"user":"u"}"#).is_ok());
+        assert!(matches!(
+            check(r#"{"user":"u"} x"#),
+            Err(Mismatch::NotJson(_))
+        ));
+        assert!(matches!(check(r#"{"user":"u""#), Err(Mismatch::NotJson(_))));
+        // What is read through is checked as serde_json checks values: the
+        // same payloads are refused whichever field holds them.
+        let deep = |inner: &str| format!("{}{inner}{}", "[".repeat(200), "]".repeat(200));
+        let refused_as_values = [
+            br#"{"user":"u","x":"\ud800"}"#.to_vec(),
+            br#"{"user":"u","x":1e400}"#.to_vec(),
+            [br#"{"user":"u","x":""#.as_slice(), b"\xff\"}"].concat(),
+            format!(r#"{{"user":"u","x":{}}}"#, deep("1")).into_bytes(),
+            format!(r#"{{"user":"u","x":[{{"a":{}}}]}}"#, deep("1")).into_bytes(),
+            format!(r#"{{"user":{}}}"#, deep("1")).into_bytes(),
+        ];
+        for payload in refused_as_values {
+            assert!(serde_json::from_slice::<Value>(&payload).is_err());
+            let got = schema.check(Some(&payload));
+            let shown = String::from_utf8_lossy(&payload);
+            assert!(
+                matches!(got, Err(Mismatch::NotJson(_))),
+                "{got:?} for {shown}"
+            );
+        }
+    }
+
+    #[test]
     fn a_row_holds_nulls_where_a_value_does_not_fit() {
         let schema = declare(USERS, None);
-        let object = parse_object(Some(
-            br#"{"user":"u1","amount":"x","ok":true,"score":3,"at":"1970-01-01T00:00:01.5Z"}"#,
-        ))
+        let object = (schema.parse(Some(
+            br#"{"user":"u1","amount":"x","ok":true,"score":3,"at":"1970-01-01T00:00:01.5Z","other":[1,{"a":2}]}"#,
+        )))
         .unwrap();
+        assert!(
+            !object.contains_key("other"),
+            "fields outside the schema are not kept"
+        );
         let row: Vec<Option<Typed<'_>>> = schema.row(Some(&object)).collect();
         assert_eq!(
             row,

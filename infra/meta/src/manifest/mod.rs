@@ -3,6 +3,7 @@
 //!
 //! ```text
 //! ns/<ns>                          NamespaceConfig            admin
+//! payload_schema/<ns>              PayloadSchema              admin
 //! log/<ns>/<log>/meta              LogMeta                    admin
 //! log/<ns>/<log>/id                live log id (decimal)      admin (create; deleted by delete)
 //! log/<ns>/<log>/epoch             writer epoch (decimal)     new owner, by CAS
@@ -185,6 +186,13 @@ impl Manifest {
         format!("{}ns/{ns}", self.root)
     }
 
+    /// Beside `ns/<ns>`, not in it: a node of an earlier release that
+    /// writes the namespace's settings back never erases the schema (and
+    /// its field id history), as it would a field it does not know.
+    fn payload_schema_key(&self, ns: &Namespace) -> String {
+        format!("{}payload_schema/{ns}", self.root)
+    }
+
     fn default_namespace_key(&self) -> String {
         format!("{}default_ns", self.root)
     }
@@ -253,42 +261,84 @@ impl Manifest {
 
     // ---- namespaces ----
 
-    /// Writes a namespace's configuration.
+    /// Writes a namespace's configuration, its payload schema included
+    /// (none: the namespace's schema key is removed).
     pub async fn put_namespace(&self, ns: &Namespace, config: &NamespaceConfig) -> Result<()> {
         config
             .replication
             .validate()
             .map_err(Error::InvalidConfig)?;
         config.validate_retention().map_err(Error::InvalidConfig)?;
-        self.store
-            .put(&self.namespace_key(ns), encode_json(config))
-            .await?;
+        let txn = Txn::new().and_then(self.namespace_writes(ns, config));
+        self.store.txn(txn).await?;
         Ok(())
+    }
+
+    /// The writes of a namespace's configuration: the settings at
+    /// `ns/<ns>`, and the payload schema at its own key. The settings keep
+    /// a copy of the schema for nodes of the release before that key,
+    /// which read and enforce it there ([`Manifest::namespace_versioned`]
+    /// says which copy counts).
+    fn namespace_writes(&self, ns: &Namespace, config: &NamespaceConfig) -> [TxnOp; 2] {
+        let schema_key = self.payload_schema_key(ns);
+        let schema = match &config.payload_schema {
+            Some(schema) => TxnOp::put(&schema_key, encode_json(schema)),
+            None => TxnOp::delete(&schema_key),
+        };
+        [
+            TxnOp::put(self.namespace_key(ns), encode_json(config)),
+            schema,
+        ]
     }
 
     /// A namespace's configuration; when none was written, the cluster's
     /// default ([`Manifest::put_default_namespace`]), else the built-in one.
+    /// Its payload schema is the namespace's own in either case.
     pub async fn namespace(&self, ns: &Namespace) -> Result<NamespaceConfig> {
-        match self.store.get(&self.namespace_key(ns)).await? {
-            Some(kv) => decode_json(&kv),
-            None => self.default_namespace().await,
-        }
+        Ok(self.namespace_versioned(ns).await?.0)
     }
 
-    /// A namespace's own configuration with the revision it was read at,
-    /// or `None` when it has none, for [`Manifest::put_namespace_if`].
+    /// A namespace's configuration as [`Manifest::namespace`] answers it,
+    /// with the revisions its keys were read at (in one read), for
+    /// [`Manifest::put_namespace_if`].
     pub async fn namespace_versioned(
         &self,
         ns: &Namespace,
-    ) -> Result<Option<(NamespaceConfig, Revision)>> {
-        match self.store.get(&self.namespace_key(ns)).await? {
-            Some(kv) => Ok(Some((decode_json(&kv)?, kv.mod_revision))),
-            None => Ok(None),
+    ) -> Result<(NamespaceConfig, NamespaceRevisions)> {
+        let (key, schema_key) = (self.namespace_key(ns), self.payload_schema_key(ns));
+        let read = Txn::new().and_then([TxnOp::get(&key), TxnOp::get(&schema_key)]);
+        let mut gets = self.store.txn(read).await?.gets.into_iter();
+        let (own, schema) = (gets.next().flatten(), gets.next().flatten());
+        let mut config = match &own {
+            Some(kv) => decode_json(kv)?,
+            None => self.default_namespace().await?,
+        };
+        // The schema key, unless the settings were written after it with a
+        // schema of their own: a node of the release before the key changed
+        // the schema there (this release writes both in one transaction;
+        // the release before typed payloads writes no schema at all). A
+        // schema only inside the settings is that release's as well.
+        let inline_is_newer = match (&own, &schema) {
+            (Some(own), Some(key)) => {
+                own.mod_revision > key.mod_revision && config.payload_schema.is_some()
+            }
+            _ => false,
+        };
+        match &schema {
+            Some(_) if inline_is_newer => {}
+            Some(kv) => config.payload_schema = Some(decode_json(kv)?),
+            None if own.is_some() => {}
+            None => config.payload_schema = None,
         }
+        let revisions = NamespaceRevisions {
+            settings: own.map(|kv| kv.mod_revision),
+            payload_schema: schema.map(|kv| kv.mod_revision),
+        };
+        Ok((config, revisions))
     }
 
-    /// Writes a namespace's configuration if its key is still as read:
-    /// at `revision`, or absent for `None`. False when another write came
+    /// Writes a namespace's configuration if its keys are still as read
+    /// ([`Manifest::namespace_versioned`]). False when another write came
     /// first. A change decided on what was read (payload field ids handed
     /// out after the highest one there) is thus never lost to, nor mixed
     /// with, a concurrent one.
@@ -296,21 +346,23 @@ impl Manifest {
         &self,
         ns: &Namespace,
         config: &NamespaceConfig,
-        revision: Option<Revision>,
+        read: NamespaceRevisions,
     ) -> Result<bool> {
         config
             .replication
             .validate()
             .map_err(Error::InvalidConfig)?;
         config.validate_retention().map_err(Error::InvalidConfig)?;
-        let key = self.namespace_key(ns);
-        let compare = match revision {
-            Some(revision) => Compare::mod_revision_is(&key, revision),
-            None => Compare::absent(&key),
+        let as_read = |key: String, revision: Option<Revision>| match revision {
+            Some(revision) => Compare::mod_revision_is(key, revision),
+            None => Compare::absent(key),
         };
         let txn = Txn::new()
-            .when([compare])
-            .and_then([TxnOp::put(&key, encode_json(config))]);
+            .when([
+                as_read(self.namespace_key(ns), read.settings),
+                as_read(self.payload_schema_key(ns), read.payload_schema),
+            ])
+            .and_then(self.namespace_writes(ns, config));
         Ok(self.store.txn(txn).await?.succeeded)
     }
 
@@ -402,7 +454,9 @@ impl Manifest {
         if rest == "default_ns" {
             return Some(SettingsChange::Default);
         }
-        if let Some(ns) = rest.strip_prefix("ns/") {
+        if let Some(ns) =
+            (rest.strip_prefix("ns/")).or_else(|| rest.strip_prefix("payload_schema/"))
+        {
             return Namespace::new(ns).ok().map(SettingsChange::Namespace);
         }
         let name = rest.strip_prefix("log/")?.strip_suffix("/meta")?;

@@ -1,6 +1,7 @@
 //! Values stored in the manifest. JSON, so operators can read them with
 //! `etcdctl get --prefix /dlog/`.
 
+use crate::metastore::Revision;
 use dlog_wire::codec::{Entry, EntryRecord};
 use dlog_wire::ids::{EntryId, Offset};
 use dlog_wire::payload_schema::PayloadSchema;
@@ -63,6 +64,13 @@ impl Default for Replication {
     }
 }
 
+/// The largest roll size ([`RollPolicy::max_bytes`]): a namespace may not
+/// set more, and an owner rolls at this size whatever was stored before.
+/// The compactor uploads every file in one create-only request, which S3
+/// takes up to 5 GiB; a segment's file stays well below that even when
+/// typed payload columns repeat its payloads' strings.
+pub const MAX_ROLL_BYTES: u64 = 1024 * 1024 * 1024;
+
 /// When the owner rolls the open segment to a new one.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default)]
@@ -107,9 +115,21 @@ pub struct NamespaceConfig {
     /// the field ids of their columns (`dlog_wire::payload_schema`). Set on
     /// the namespace only, like the namespace-wide quotas. Once set it is
     /// never dropped: a cleared schema keeps its fields as removed, so their
-    /// ids are never handed out again.
+    /// ids are never handed out again. Kept under a key of its own
+    /// (`payload_schema/<ns>`); read inside these settings only where a
+    /// release before that key wrote it.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub payload_schema: Option<PayloadSchema>,
+}
+
+/// The revisions of a namespace's keys as read
+/// ([`super::Manifest::namespace_versioned`]); `None`: the key was absent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct NamespaceRevisions {
+    /// `ns/<ns>`: absent when the namespace has no settings of its own.
+    pub settings: Option<Revision>,
+    /// `payload_schema/<ns>`.
+    pub payload_schema: Option<Revision>,
 }
 
 /// The longest retention age accepted: 100 years. Longer is meant as
