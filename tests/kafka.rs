@@ -87,6 +87,29 @@ async fn read_all(client: &distributedlog::Client, log: &str) -> Vec<distributed
         .unwrap()
 }
 
+/// The first `count` records of `log`, waiting for them: a read that stops
+/// at the tail stops at the LAC the cache nodes know, which reaches the
+/// last acknowledged append a moment after its answer (the owner's next
+/// add, or its idle LAC update).
+async fn read_acknowledged(
+    client: &distributedlog::Client,
+    log: &str,
+    count: usize,
+) -> Vec<distributedlog::StoredRecord> {
+    let options = distributedlog::ReadOptions {
+        limit: Some(count as u64),
+        follow: true,
+        ..distributedlog::ReadOptions::default()
+    };
+    let read = client
+        .reader(log, distributedlog::Start::Earliest, options)
+        .try_collect();
+    tokio::time::timeout(Duration::from_secs(30), read)
+        .await
+        .expect("the acknowledged records are read within 30 s")
+        .unwrap()
+}
+
 fn kcat() -> Option<PathBuf> {
     require_binary(
         "kcat",
@@ -792,9 +815,11 @@ async fn a_batch_that_does_not_match_the_payload_schema_fails_alone() {
             answer.error_message
         );
     }
-    let stored = read_all(&client, "kafka/typed.0").await;
+    let stored = read_acknowledged(&client, "kafka/typed.0", expected.len()).await;
     let payloads: Vec<Bytes> = stored.into_iter().map(|r| r.record.payload).collect();
     assert_eq!(payloads, expected, "every other batch, in order");
+    // Nothing more: the bad batch was not appended.
+    assert_eq!(read_all(&client, "kafka/typed.0").await.len(), expected.len());
 }
 
 /// Runs `tests/python/SCRIPT` with `args`; its stdout, after asserting it
