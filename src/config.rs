@@ -556,12 +556,10 @@ impl NodeConfig {
                  compactor.orphan_sweep_interval (a purge record must outlive a sweep)"
             );
         }
-        if let Some(zone) = &self.zone {
-            if zone.trim() != zone || zone.chars().any(char::is_control) {
-                bail!(
-                    "settings: zone {zone:?} must not have surrounding spaces or control characters"
-                );
-            }
+        if let Some(zone) = &self.zone
+            && (zone.trim() != zone || zone.chars().any(char::is_control))
+        {
+            bail!("settings: zone {zone:?} must not have surrounding spaces or control characters");
         }
         self.tls.files()?;
         self.tls.etcd()?;

@@ -4,7 +4,7 @@
 use std::ops::Deref;
 
 use dlog_meta::cache_clients::{self, CacheClients};
-use dlog_meta::manifest::{Manifest, NodeInfo};
+use dlog_meta::manifest::Manifest;
 
 use crate::error::{Error, Result};
 use crate::links::{Attachment, ReplicaLinks, SegmentKey};
