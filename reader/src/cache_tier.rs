@@ -341,8 +341,8 @@ impl CacheTier {
                 break;
             }
         }
-        let locality = locality(&source.segment, &self.zone, node);
-        series::count_fetched(locality.label(), bytes);
+        let replica = locality(&source.segment, &self.zone, node);
+        series::count_fetched(replica.label(), bytes);
         Ok(entries)
     }
 
