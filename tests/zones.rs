@@ -263,7 +263,7 @@ async fn zone_loss(caches_per_zone: usize, zones: fn(&str, usize) -> &'static st
         }
     }
     // Until their leases expire the dead nodes are still registered (and
-    // may be placed, then replaced); segments placed after are not.
+    // may be placed, then given up); they go with their leases.
     let lost_caches: Vec<String> = (1..=cluster.caches.len())
         .filter(|&i| zones("cache", i) == lost)
         .map(|i| format!("cache-{i}"))
@@ -279,11 +279,6 @@ async fn zone_loss(caches_per_zone: usize, zones: fn(&str, usize) -> &'static st
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    let placed_before: Vec<u64> = segments(&cluster, log)
-        .await
-        .iter()
-        .map(|s| s.segment_id)
-        .collect();
     // Appends go on: the first acknowledgement past the kill (an append
     // in flight at the kill may still land at `acked_at_kill`).
     let resumed = loop {
@@ -296,8 +291,18 @@ async fn zone_loss(caches_per_zone: usize, zones: fn(&str, usize) -> &'static st
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     };
-    // Then some more, on ensembles of the surviving zones.
+    assert!(
+        resumed < Duration::from_secs(20),
+        "appends resumed only {resumed:?} after zone {lost} was lost"
+    );
+    // Then some more, on ensembles placed (after this roll) among the
+    // surviving zones only.
     tokio::time::sleep(Duration::from_secs(LEASE_TTL_SECS + 1)).await;
+    let placed_before: Vec<u64> = segments(&cluster, log)
+        .await
+        .iter()
+        .map(|s| s.segment_id)
+        .collect();
     seal(&client, log).await;
     tokio::time::sleep(Duration::from_millis(500)).await;
     control.stop.store(true, Ordering::Relaxed);
