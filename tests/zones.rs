@@ -62,7 +62,8 @@ fn sample(node: &Node, series: &str) -> f64 {
         .filter_map(|line| line.rsplit_once(' '))
         .filter(|(name, _)| *name == series)
         .map(|(_, value)| value.parse::<f64>().unwrap())
-        .sum()
+        // An empty sum is -0.
+        .fold(0.0, |sum, value| sum + value)
 }
 
 /// The zone each registered cache node gave (`--zone`), by id.
