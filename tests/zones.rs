@@ -498,10 +498,10 @@ async fn uneven_zones_still_spread_and_count_the_relaxed_rule() {
     let ingest = &cluster.ingests[0];
     let client = cluster.client(ingest.address());
     // Several logs: the seeds (log ids) rotate the zones and nodes.
-    let logs = ["uneven/1", "uneven/2", "uneven/3", "uneven/4", "uneven/5"];
+    let logs: Vec<String> = (1..=8).map(|i| format!("uneven/{i}")).collect();
     let mut placed = 0;
     let mut nodes_used = BTreeSet::new();
-    for log in logs {
+    for log in &logs {
         client.create_log(log).await.unwrap();
         append_batches(&client, log, log, 3).await;
         for segment in segments(&cluster, log).await {
