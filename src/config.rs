@@ -27,6 +27,9 @@ use figment::value::{Dict, Map};
 use figment::{Figment, Metadata, Profile, Provider};
 use serde::{Deserialize, Deserializer, Serialize};
 
+/// Longest zone name: a segment's metadata carries its replicas' zones.
+const MAX_ZONE_LEN: usize = 64;
+
 /// Everything a node runs with.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -48,6 +51,11 @@ pub struct NodeConfig {
     pub metrics_listen: Option<String>,
     /// Cache role: rejoin under a registered id whose data is gone.
     pub reinit_cache: bool,
+    /// The node's availability zone (any label; unset: none), registered
+    /// with the node: ensembles spread over the cache nodes' zones, and
+    /// readers prefer replicas in their own (ARCHITECTURE.md, "Replica
+    /// placement").
+    pub zone: Option<String>,
     pub node: NodeSection,
     pub ingest: IngestSection,
     pub cache: CacheSection,
@@ -175,7 +183,7 @@ pub struct AuthSection {
 
 /// The top-level keys, for telling the environment variables that are
 /// settings from those that are not: plain keys, then the sections.
-const TOP_KEYS: [&str; 16] = [
+const TOP_KEYS: [&str; 17] = [
     "roles",
     "metastore",
     "object_store",
@@ -184,6 +192,7 @@ const TOP_KEYS: [&str; 16] = [
     "node_id",
     "metrics_listen",
     "reinit_cache",
+    "zone",
     "node",
     "ingest",
     "cache",
@@ -394,7 +403,7 @@ fn environment() -> Env {
 /// Sections of the settings (the top-level keys from `node` on):
 /// `DLOG_<SECTION>_<KEY>` with one underscore is a mistake for
 /// `DLOG_<SECTION>__<KEY>`.
-const SECTIONS: &[&str] = TOP_KEYS.split_at(8).1;
+const SECTIONS: &[&str] = TOP_KEYS.split_at(9).1;
 
 /// Environment variables of earlier versions, and what replaced them.
 const RENAMED: [(&str, &str); 6] = [
@@ -557,6 +566,16 @@ impl NodeConfig {
                 dlog_meta::manifest::MAX_ROLL_BYTES
             );
         }
+        if let Some(zone) = &self.zone
+            && (zone.trim() != zone
+                || zone.chars().any(char::is_control)
+                || zone.len() > MAX_ZONE_LEN)
+        {
+            bail!(
+                "settings: zone {zone:?} must be at most {MAX_ZONE_LEN} bytes, \
+                 without surrounding spaces or control characters"
+            );
+        }
         self.tls.files()?;
         self.tls.etcd()?;
         for (key, value) in [
@@ -650,6 +669,7 @@ mod tests {
             data_dir: Some(PathBuf::new()),
             node_id: Some(String::new()),
             metrics_listen: Some(String::new()),
+            zone: Some(String::new()),
             ..NodeConfig::default()
         };
         let table: toml::Table = config.to_toml().unwrap().parse().unwrap();
@@ -710,9 +730,10 @@ mod tests {
             jail.set_env("DLOG_LISTEN", "127.0.0.1:2");
             jail.set_env("DLOG_INGEST__LINGER", "4ms");
             jail.set_env("DLOG_CACHE__RECONCILE_INTERVAL", "2s");
-            // Not settings: left alone.
+            // Not a setting: left alone.
             jail.set_env("DLOG_ENDPOINT", "http://elsewhere");
-            jail.set_env("DLOG_ZONE", "a");
+            // The zone Terraform writes to the node's environment.
+            jail.set_env("DLOG_ZONE", "eu-west-1a");
             let flags = [("listen", Value::from("127.0.0.1:3"))];
             let config = load(NodeConfig::default(), Some(Path::new("node.toml")), &flags).unwrap();
             assert_eq!(config.roles, ["ingest", "cache"]);
@@ -720,6 +741,7 @@ mod tests {
             assert_eq!(config.ingest.linger, Duration::from_millis(4));
             assert_eq!(config.ingest.max_in_flight_bytes, 1000);
             assert_eq!(config.cache.reconcile_interval, Duration::from_secs(2));
+            assert_eq!(config.zone.as_deref(), Some("eu-west-1a"));
             assert_eq!(config.compactor_options().orphan_sweep_interval, None);
             // Untouched keys keep the roles' defaults.
             assert_eq!(config.reader.max_reads, ReaderOptions::default().max_reads);
@@ -729,6 +751,20 @@ mod tests {
             jail.set_env("DLOG_ROLES", "reader, compactor");
             let config = load(NodeConfig::default(), None, &[]).unwrap();
             assert_eq!(config.roles, ["reader", "compactor"]);
+            // The flag wins over the environment.
+            let flags = [("zone", Value::from("b"))];
+            let config = load(NodeConfig::default(), None, &flags).unwrap();
+            assert_eq!(config.zone.as_deref(), Some("b"));
+            let flags = [("zone", Value::from(" b"))];
+            let err = load(NodeConfig::default(), None, &flags)
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains("zone"), "{err}");
+            let flags = [("zone", Value::from("z".repeat(65)))];
+            let err = load(NodeConfig::default(), None, &flags)
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains("at most 64 bytes"), "{err}");
             Ok(())
         });
     }

@@ -194,7 +194,7 @@ pub async fn serve(options: ServeOptions, shutdown: CancellationToken) -> anyhow
             Some(_) => format!("https://{addr}"),
             None => format!("http://{addr}"),
         },
-        zone: String::new(),
+        zone: config.zone.clone().unwrap_or_default(),
         capacity: 0,
         kafka: kafka_listener.as_ref().map(|k| k.advertised.to_string()),
     };
@@ -348,12 +348,15 @@ pub async fn serve(options: ServeOptions, shutdown: CancellationToken) -> anyhow
     }
 
     if let (true, Some(objects)) = (roles.contains(&Role::Reader), &objects) {
-        let engine = Arc::new(ReadEngine::with_cache_clients(
-            manifest.clone(),
-            objects.clone(),
-            config.reader.clone(),
-            cache_clients(),
-        ));
+        let engine = Arc::new(
+            ReadEngine::with_cache_clients(
+                manifest.clone(),
+                objects.clone(),
+                config.reader.clone(),
+                cache_clients(),
+            )
+            .with_zone(&node.zone),
+        );
         sampled.reader = Some(engine.clone());
         routes.add_service(
             ReadServer::new(engine)
@@ -454,7 +457,7 @@ pub async fn serve(options: ServeOptions, shutdown: CancellationToken) -> anyhow
     // Registered, listening: load balancers may send work.
     readiness.set(true);
     let role_names: Vec<&str> = roles.iter().map(|r| r.as_str()).collect();
-    tracing::info!(node = %node.id, %addr, roles = %role_names.join(","), "serving");
+    tracing::info!(node = %node.id, zone = %node.zone, %addr, roles = %role_names.join(","), "serving");
 
     // Each request's token, as a grant the services check (none when
     // tokens are off: every call allowed).

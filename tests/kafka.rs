@@ -819,7 +819,10 @@ async fn a_batch_that_does_not_match_the_payload_schema_fails_alone() {
     let payloads: Vec<Bytes> = stored.into_iter().map(|r| r.record.payload).collect();
     assert_eq!(payloads, expected, "every other batch, in order");
     // Nothing more: the bad batch was not appended.
-    assert_eq!(read_all(&client, "kafka/typed.0").await.len(), expected.len());
+    assert_eq!(
+        read_all(&client, "kafka/typed.0").await.len(),
+        expected.len()
+    );
 }
 
 /// Runs `tests/python/SCRIPT` with `args`; its stdout, after asserting it

@@ -172,6 +172,7 @@ mod tests {
             segment_id,
             epoch: 1,
             ensemble: vec!["a".into()],
+            zones: Vec::new(),
             write_quorum: 1,
             ack_quorum: 1,
             start_offset: 0,

@@ -17,6 +17,7 @@
 //! | [`recovery`] | fence, copy and seal a segment left open (ARCHITECTURE.md, "The recovery protocol") |
 //! | [`quota`] | append quotas per log and per namespace (bytes and records per second) |
 //! | [`pool`] | connections to cache nodes, ensemble choice |
+//! | [`placement`] | the placement rules: which live nodes, over which zones, make an ensemble |
 //! | [`service`] | the public `LogService` gRPC server |
 //! | [`admin`] | the `AdminService`: namespace and log settings through the API |
 //! | [`error`] | errors and their gRPC status, redirects included |
@@ -29,6 +30,7 @@ pub mod links;
 pub mod node;
 pub mod orphans;
 pub mod owner;
+pub mod placement;
 pub mod pool;
 pub mod quota;
 pub mod recovery;

@@ -1012,7 +1012,7 @@ impl Owner {
     async fn open_segment(&mut self) -> Result<()> {
         let config = &self.resume.config;
         let replication = config.replication;
-        let ensemble = match self
+        let placement = match self
             .pool
             .choose_ensemble(
                 replication.ensemble as usize,
@@ -1021,7 +1021,7 @@ impl Owner {
             )
             .await
         {
-            Ok(ensemble) => ensemble,
+            Ok(placement) => placement,
             Err(err) => {
                 tracing::warn!("cannot open a segment yet: {err:#}");
                 self.open_retry_at = Some(Instant::now() + Duration::from_millis(500));
@@ -1032,6 +1032,7 @@ impl Owner {
             }
         };
         self.open_retry_at = None;
+        let ensemble = &placement.nodes;
         let ack_quorum = (replication.ack_quorum as usize).min(ensemble.len());
         let write_quorum = (replication.write_quorum as usize).min(ensemble.len());
         let start_offset = self
@@ -1044,11 +1045,22 @@ impl Owner {
             write_quorum as u32,
             ack_quorum as u32,
             start_offset,
-        );
+        )
+        .with_zones(placement.zones());
         let meta = self
             .manifest
             .create_segment(&self.log, self.resume.fence(), template)
             .await?;
+        for relaxed in &placement.relaxed {
+            tracing::warn!(
+                segment = meta.segment_id,
+                rule = relaxed.rule(),
+                ensemble = ?meta.ensemble,
+                zones = ?meta.zones,
+                "placement relaxed: {relaxed}"
+            );
+            metrics::counter!(series::PLACEMENT_RELAXED, "rule" => relaxed.rule()).increment(1);
+        }
         let reference = SegmentRef {
             log: self.log.to_string(),
             log_id: self.resume.log_id,
@@ -1079,7 +1091,7 @@ impl Owner {
                 reason: format!("the log was deleted as its segment opened: {err}"),
             });
         }
-        tracing::info!(segment = meta.segment_id, ensemble = ?meta.ensemble, start_offset, "opened segment");
+        tracing::info!(segment = meta.segment_id, ensemble = ?meta.ensemble, zones = ?meta.zones, start_offset, "opened segment");
         self.segment = Some(OpenSegment {
             stats: SealInfo::empty(start_offset),
             meta,

@@ -1,13 +1,14 @@
 //! Cache node connections of an ingest node and the choice of ensembles
-//! among the live ones.
+//! among the live ones (by the rules of [`crate::placement`]).
 
 use std::ops::Deref;
 
 use dlog_meta::cache_clients::{self, CacheClients};
-use dlog_meta::manifest::{Manifest, NodeInfo};
+use dlog_meta::manifest::Manifest;
 
 use crate::error::{Error, Result};
 use crate::links::{Attachment, ReplicaLinks, SegmentKey};
+use crate::placement::{self, Placement};
 use crate::replicas::EventSender;
 
 pub use dlog_meta::cache_clients::CacheClient;
@@ -78,22 +79,29 @@ impl CachePool {
             .await
     }
 
-    /// Live nodes outside `ensemble`, the cluster's list rotated by `seed`
-    /// (so that replacements spread over the nodes).
-    pub async fn spare_nodes(&self, ensemble: &[String], seed: u64) -> Result<Vec<String>> {
-        let mut spares: Vec<String> = self
-            .clients
-            .live_nodes()
-            .await?
-            .into_iter()
-            .map(|node| node.id)
-            .filter(|id| !ensemble.contains(id))
+    /// Live nodes outside `ensemble`, to replace the members not in
+    /// `kept`: those in a zone no kept member is in first, then the others,
+    /// each part spread over zones and rotated by `seed` (so replacements
+    /// spread over the nodes; [`placement::spread`]).
+    pub async fn spare_nodes(
+        &self,
+        ensemble: &[String],
+        kept: &[String],
+        seed: u64,
+    ) -> Result<Vec<String>> {
+        let live = self.clients.live_nodes().await?;
+        let kept_zones: Vec<String> = live
+            .iter()
+            .filter(|node| kept.contains(&node.id))
+            .map(|node| node.zone.clone())
             .collect();
-        if !spares.is_empty() {
-            let rotate = (seed % spares.len() as u64) as usize;
-            spares.rotate_left(rotate);
-        }
-        Ok(spares)
+        let spares: Vec<_> = live
+            .into_iter()
+            .filter(|node| !ensemble.contains(&node.id))
+            .collect();
+        let ordered =
+            placement::prefer_missing_zones(placement::spread(&spares, seed), &kept_zones);
+        Ok(ordered.into_iter().map(|node| node.id).collect())
     }
 
     /// How many cache nodes are live now.
@@ -102,23 +110,22 @@ impl CachePool {
     }
 
     /// Picks `size` live nodes (fewer if fewer are live, but never fewer
-    /// than `ack_quorum`), spreading logs over nodes by `seed`.
+    /// than `ack_quorum`) over as many zones as are live, spreading logs
+    /// over nodes by `seed` ([`placement::place`]); the placement says
+    /// which rules gave way.
     pub async fn choose_ensemble(
         &self,
         size: usize,
         ack_quorum: usize,
         seed: u64,
-    ) -> Result<Vec<NodeInfo>> {
-        let mut live = self.clients.live_nodes().await?;
+    ) -> Result<Placement> {
+        let live = self.clients.live_nodes().await?;
         if live.len() < ack_quorum.max(1) {
             return Err(Error::NoCacheNodes {
                 live: live.len(),
                 needed: ack_quorum.max(1),
             });
         }
-        let rotate = (seed % live.len() as u64) as usize;
-        live.rotate_left(rotate);
-        live.truncate(size.max(1));
-        Ok(live)
+        Ok(placement::place(&live, size, seed))
     }
 }

@@ -29,6 +29,10 @@ pub const OWNED_LOGS: &str = "dlog_ingest_owned_logs";
 pub const OWNERSHIP_CHANGES: &str = "dlog_ingest_ownership_changes_total";
 /// Open segments recovered (fenced, copied, sealed) on taking a log over.
 pub const RECOVERIES: &str = "dlog_ingest_segment_recoveries_total";
+/// Segments opened on an ensemble that relaxed a placement rule, by `rule`
+/// (`ensemble_size`: fewer live cache nodes than E; `distinct_zones`:
+/// fewer live zones than replicas).
+pub const PLACEMENT_RELAXED: &str = "dlog_ingest_placement_relaxed_total";
 /// Seconds one segment's recovery took.
 pub const RECOVERY_DURATION: &str = "dlog_ingest_segment_recovery_duration_seconds";
 
@@ -73,6 +77,11 @@ pub fn describe() {
         "Log ownerships acquired or released"
     );
     describe_counter!(RECOVERIES, Unit::Count, "Open segments recovered");
+    describe_counter!(
+        PLACEMENT_RELAXED,
+        Unit::Count,
+        "Segments opened on an ensemble that relaxed a placement rule, by rule (ensemble_size, distinct_zones)"
+    );
     describe_histogram!(
         RECOVERY_DURATION,
         Unit::Seconds,

@@ -12,6 +12,14 @@
 //! message, a fetch also asks the next replica when the first has not
 //! answered in [`HEDGE_AFTER`], and replicas that failed or missed a
 //! deadline are asked last for a while.
+//!
+//! Zones: replicas in this node's zone (`--zone`, as the segment's
+//! placement recorded the replicas') are asked before the others, so a
+//! read crosses zones only when no replica of its own zone answers; one
+//! that does not have an entry of an open segment yet (a few milliseconds
+//! behind the LAC another replica reported) is asked again a few times
+//! over up to 100 ms before another zone is. The bytes fetched are counted
+//! by whether they crossed (`dlog_reader_cache_fetched_bytes_total{zone}`).
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -41,6 +49,12 @@ const LAC_POLL: Duration = Duration::from_secs(5);
 pub const REQUEST_DEADLINE: Duration = Duration::from_secs(2);
 /// How long a fetch waits on one replica before it also asks the next.
 const HEDGE_AFTER: Duration = Duration::from_millis(300);
+/// How often, and after how long, a replica in this node's zone that does
+/// not have an entry of an open segment yet (its LAC a little behind the
+/// one read elsewhere) is asked again before a replica in another zone:
+/// at most 100 ms, within [`HEDGE_AFTER`].
+const LOCAL_RETRIES: u32 = 4;
+const LOCAL_RETRY_AFTER: Duration = Duration::from_millis(25);
 /// How long a replica that failed or timed out is asked last.
 const SLOW_FOR: Duration = Duration::from_secs(10);
 /// Open segments whose last answered LAC a node remembers (the newest
@@ -92,6 +106,8 @@ pub struct CacheTier {
     /// only an older LAC piggybacked on their entries).
     answered_lacs: moka::future::Cache<(u64, u64), u64>,
     slow: Arc<SlowNodes>,
+    /// This node's zone; empty: none.
+    zone: Arc<str>,
 }
 
 /// Replicas that failed or missed a deadline lately: asked last (never
@@ -111,12 +127,49 @@ impl SlowNodes {
             .is_some_and(|since| since.elapsed() < SLOW_FOR)
     }
 
-    /// `ensemble` rotated by `turn` (to spread load), slow nodes last.
-    fn order<'a>(&self, ensemble: &'a [String], turn: usize) -> Vec<&'a str> {
+    /// The segment's replicas in the order to ask them: those in `zone`
+    /// first, then the others, each part rotated by `turn` (to spread
+    /// load); slow nodes last of all.
+    fn order<'a>(&self, segment: &'a SegmentMeta, zone: &str, turn: usize) -> Vec<&'a str> {
+        let ensemble = &segment.ensemble;
         let n = ensemble.len();
         let rotated = (0..n).map(|i| ensemble[(turn + i) % n].as_str());
-        let (fast, slow): (Vec<&str>, Vec<&str>) = rotated.partition(|node| !self.is_slow(node));
+        let (local, remote): (Vec<&str>, Vec<&str>) =
+            rotated.partition(|node| locality(segment, zone, node) == Locality::Same);
+        let (fast, slow): (Vec<&str>, Vec<&str>) = local
+            .into_iter()
+            .chain(remote)
+            .partition(|node| !self.is_slow(node));
         fast.into_iter().chain(slow).collect()
+    }
+}
+
+/// Where a replica is from a reader's point of view.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Locality {
+    Same,
+    Cross,
+    /// The reader's zone or the replica's is not known.
+    Unknown,
+}
+
+impl Locality {
+    fn label(self) -> &'static str {
+        match self {
+            Locality::Same => "same",
+            Locality::Cross => "cross",
+            Locality::Unknown => "unknown",
+        }
+    }
+}
+
+/// Whether replica `node` of `segment` is in `zone` (the reader's).
+pub(crate) fn locality(segment: &SegmentMeta, zone: &str, node: &str) -> Locality {
+    match segment.zone_of(node) {
+        _ if zone.is_empty() => Locality::Unknown,
+        None => Locality::Unknown,
+        Some(theirs) if theirs == zone => Locality::Same,
+        Some(_) => Locality::Cross,
     }
 }
 
@@ -139,7 +192,13 @@ impl CacheTier {
                 .time_to_idle(Duration::from_secs(600))
                 .build(),
             slow: Arc::default(),
+            zone: Arc::from(""),
         }
+    }
+
+    /// This node's zone: replicas in it are asked first.
+    pub fn set_zone(&mut self, zone: &str) {
+        self.zone = Arc::from(zone);
     }
 
     /// Entry `entry` of the segment; `last` is the highest entry the read
@@ -179,12 +238,20 @@ impl CacheTier {
         let sealed = source.segment.state != SegmentState::Open;
         let count = (last.saturating_sub(entry) + 1).min(PREFETCH);
         let mut errors = Vec::new();
-        let ensemble = &source.segment.ensemble;
-        let mut untried = self.slow.order(ensemble, entry as usize).into_iter();
+        let mut untried = self
+            .slow
+            .order(&source.segment, &self.zone, entry as usize)
+            .into_iter();
         let mut asking = futures::stream::FuturesUnordered::new();
-        let start = |node: &str| {
+        // Re-asks left for a replica of this node's zone that does not
+        // have an entry of an open segment yet.
+        let mut local_retries = LOCAL_RETRIES;
+        let start = |node: &str, after: Duration| {
             let node = node.to_owned();
             async move {
+                if !after.is_zero() {
+                    tokio::time::sleep(after).await;
+                }
                 let answer = self
                     .fetch_from(source, &node, entry, count, sealed.then_some(last))
                     .await;
@@ -192,7 +259,7 @@ impl CacheTier {
             }
         };
         if let Some(node) = untried.next() {
-            asking.push(start(node));
+            asking.push(start(node, Duration::ZERO));
         }
         loop {
             let hedge = tokio::time::sleep(HEDGE_AFTER);
@@ -214,20 +281,33 @@ impl CacheTier {
                     }
                     Some((node, answer)) => {
                         match answer {
+                            // Behind the LAC others reported by a few
+                            // milliseconds, most likely (every replica
+                            // gets every entry): asked again shortly before
+                            // another zone is.
+                            Ok(_) if !sealed
+                                && local_retries > 0
+                                && locality(&source.segment, &self.zone, &node) == Locality::Same =>
+                            {
+                                local_retries -= 1;
+                                asking.push(start(&node, LOCAL_RETRY_AFTER));
+                                continue;
+                            }
                             Ok(_) => errors.push(format!("{node}: does not have entry {entry} yet")),
                             Err(reason) => {
+                                tracing::debug!(%node, entry, "replica failed: {reason}");
                                 self.slow.mark(&node);
                                 errors.push(format!("{node}: {reason}"));
                             }
                         }
                         if let Some(node) = untried.next() {
-                            asking.push(start(node));
+                            asking.push(start(node, Duration::ZERO));
                         }
                     }
                 },
                 () = hedge, if untried.len() > 0 => {
                     if let Some(node) = untried.next() {
-                        asking.push(start(node));
+                        asking.push(start(node, Duration::ZERO));
                     }
                 }
             }
@@ -258,12 +338,25 @@ impl CacheTier {
             fence_epoch: None,
             sealed_last_entry,
         };
-        let mut stream = tokio::time::timeout(REQUEST_DEADLINE, client.read_entries(request))
+        let answer = tokio::time::timeout(REQUEST_DEADLINE, client.read_entries(request))
             .await
-            .map_err(|_| late("read entries"))?
-            .map_err(|status| status.message().to_owned())?
-            .into_inner();
+            .map_err(|_| late("read entries"))?;
+        let mut stream = match answer {
+            Ok(response) => response.into_inner(),
+            // Of an open segment: the node's LAC already covers an entry it
+            // has not indexed yet. It does not have it yet, like a node
+            // whose LAC is behind; not a failure to ask it last for.
+            Err(status)
+                if sealed_last_entry.is_none()
+                    && status.code() == tonic::Code::NotFound
+                    && status.message().starts_with("entry ") =>
+            {
+                return Ok(Vec::new());
+            }
+            Err(status) => return Err(status.message().to_owned()),
+        };
         let mut entries = Vec::new();
+        let mut bytes = 0u64;
         // An idle deadline per message: a node that stops mid-stream is
         // given up like one that never answered.
         while let Some(message) = tokio::time::timeout(REQUEST_DEADLINE, stream.message())
@@ -271,9 +364,10 @@ impl CacheTier {
             .map_err(|_| late("next entry"))?
             .map_err(|s| s.message().to_owned())?
         {
+            bytes += message.entry.len() as u64;
             // The entry cache keeps it: not the whole receive buffer with it.
-            let bytes = dlog_wire::codec::own_buffer(message.entry);
-            let entry = decode_entry(bytes).map_err(|err| err.to_string())?;
+            let owned = dlog_wire::codec::own_buffer(message.entry);
+            let entry = decode_entry(owned).map_err(|err| err.to_string())?;
             let expected = from + entries.len() as u64;
             if entry.header.entry_id != expected || entry.header.log_id != source.log_id {
                 return Err(format!(
@@ -286,6 +380,8 @@ impl CacheTier {
                 break;
             }
         }
+        let replica = locality(&source.segment, &self.zone, node);
+        series::count_fetched(replica.label(), bytes);
         Ok(entries)
     }
 
@@ -315,8 +411,9 @@ impl CacheTier {
     pub fn lac(&self, source: &SegmentSource) -> watch::Receiver<Option<u64>> {
         let key = (source.log_id, source.segment.segment_id);
         let (caches, slow, source) = (self.caches.clone(), self.slow.clone(), source.clone());
+        let zone = self.zone.clone();
         self.lacs.subscribe(key, None, move |sender| {
-            follow_lac(caches, slow, source, sender)
+            follow_lac(caches, slow, zone, source, sender)
         })
     }
 
@@ -411,18 +508,20 @@ async fn read_lac(
         .unwrap_or_else(|_| Err(format!("no LAC answer in {deadline:?}")))
 }
 
-/// Long-polls one replica at a time for the LAC, the fastest first; a
-/// replica that fails or misses its deadline is asked last for a while.
+/// Long-polls one replica at a time for the LAC, one in this node's zone
+/// first; a replica that fails or misses its deadline is asked last for a
+/// while.
 async fn follow_lac(
     caches: Arc<CacheClients>,
     slow: Arc<SlowNodes>,
+    zone: Arc<str>,
     source: SegmentSource,
     sender: Arc<watch::Sender<Option<u64>>>,
 ) {
-    let ensemble = &source.segment.ensemble;
     let mut turn = 0;
     loop {
-        let Some(node) = slow.order(ensemble, turn).first().map(|n| n.to_string()) else {
+        let order = slow.order(&source.segment, &zone, turn);
+        let Some(node) = order.first().map(|n| n.to_string()) else {
             return;
         };
         let known = *sender.borrow();
@@ -438,5 +537,50 @@ async fn follow_lac(
                 tokio::time::sleep(Duration::from_millis(50)).await;
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn segment(ensemble: &[&str], zones: &[&str]) -> SegmentMeta {
+        SegmentMeta::open(1, ensemble.iter().map(|n| n.to_string()).collect(), 3, 2, 0)
+            .with_zones(zones.iter().map(|z| z.to_string()).collect())
+    }
+
+    #[test]
+    fn replicas_in_the_readers_zone_are_asked_first_and_slow_ones_last() {
+        let slow = SlowNodes::default();
+        let segment = segment(&["c1", "c2", "c3"], &["a", "b", "c"]);
+        for turn in 0..6 {
+            let order = slow.order(&segment, "b", turn);
+            assert_eq!(order[0], "c2", "turn {turn}: {order:?}");
+            assert_eq!(order.len(), 3);
+        }
+        // The others still take turns behind it.
+        let seconds: std::collections::BTreeSet<&str> = (0..6)
+            .map(|turn| slow.order(&segment, "b", turn)[1])
+            .collect();
+        assert_eq!(seconds.len(), 2, "{seconds:?}");
+        // The local replica failed: asked last, the others first.
+        slow.mark("c2");
+        assert_eq!(*slow.order(&segment, "b", 0).last().unwrap(), "c2");
+        // No zone of the reader's: plain rotation.
+        let fresh = SlowNodes::default();
+        assert_eq!(fresh.order(&segment, "", 1), ["c2", "c3", "c1"]);
+    }
+
+    #[test]
+    fn locality_needs_both_zones() {
+        let placed = segment(&["c1", "c2"], &["a", ""]);
+        assert_eq!(locality(&placed, "a", "c1"), Locality::Same);
+        assert_eq!(locality(&placed, "b", "c1"), Locality::Cross);
+        assert_eq!(locality(&placed, "a", "c2"), Locality::Unknown);
+        assert_eq!(locality(&placed, "", "c1"), Locality::Unknown);
+        assert_eq!(locality(&placed, "a", "c9"), Locality::Unknown);
+        // A segment from before zones.
+        let old = segment(&["c1"], &[]);
+        assert_eq!(locality(&old, "a", "c1"), Locality::Unknown);
     }
 }

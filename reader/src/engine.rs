@@ -297,6 +297,12 @@ impl ReadEngine {
         }
     }
 
+    /// This node's zone (`--zone`): replicas in it are read first.
+    pub fn with_zone(mut self, zone: &str) -> ReadEngine {
+        self.cache.set_zone(zone);
+        self
+    }
+
     pub fn manifest(&self) -> &Manifest {
         &self.manifest
     }

@@ -15,6 +15,10 @@ pub const SERVED_BYTES: &str = "dlog_reader_served_bytes_total";
 /// Lookups in the node's shared caches, by `tier` (`cache` entries,
 /// `parquet` row groups) and `result` (`hit`, `miss`).
 pub const CACHE_LOOKUPS: &str = "dlog_reader_cache_lookups_total";
+/// Bytes of entries fetched from cache nodes, by `zone`: `same` (a replica
+/// in this node's zone), `cross` (another zone), `unknown` (this node or
+/// the replica has no zone recorded).
+pub const CACHE_FETCHED_BYTES: &str = "dlog_reader_cache_fetched_bytes_total";
 /// Seconds from a record's acknowledgement timestamp to its delivery to a
 /// read that waited at the tail (millisecond resolution).
 pub const DELIVERY_LATENCY: &str = "dlog_reader_append_to_delivery_seconds";
@@ -34,6 +38,11 @@ pub fn describe() {
         Unit::Count,
         "Lookups in the reader's caches by tier (cache, parquet) and result (hit, miss)"
     );
+    describe_counter!(
+        CACHE_FETCHED_BYTES,
+        Unit::Bytes,
+        "Bytes of entries fetched from cache nodes, by zone (same, cross, unknown)"
+    );
     describe_histogram!(
         DELIVERY_LATENCY,
         Unit::Seconds,
@@ -45,4 +54,10 @@ pub fn describe() {
 pub(crate) fn count_lookup(tier: &'static str, missed: bool) {
     let result = if missed { "miss" } else { "hit" };
     metrics::counter!(CACHE_LOOKUPS, "tier" => tier, "result" => result).increment(1);
+}
+
+/// Counts the bytes of entries fetched from one replica, by `zone`
+/// (`same`, `cross`, `unknown`).
+pub(crate) fn count_fetched(zone: &'static str, bytes: u64) {
+    metrics::counter!(CACHE_FETCHED_BYTES, "zone" => zone).increment(bytes);
 }

@@ -101,6 +101,10 @@ pub enum Command {
         /// segments created before this start.
         #[arg(long)]
         reinit_cache: bool,
+        /// The node's availability zone (the setting zone): ensembles spread
+        /// over the cache nodes' zones, readers prefer replicas in their own.
+        #[arg(long)]
+        zone: Option<String>,
         /// Serve Kafka clients on HOST:PORT (nodes with the reader role); off if not given.
         #[arg(long)]
         kafka_listen: Option<String>,
@@ -207,6 +211,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         node_id,
         metrics_listen,
         reinit_cache,
+        zone,
         kafka_listen,
         settings,
     } = args.command
@@ -224,6 +229,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         if reinit_cache {
             flags.set("reinit_cache", true);
         }
+        flags.set_some("zone", zone);
         flags.set_some("kafka.listen", kafka_listen);
         settings.flags(&mut flags);
         flags.set_some("tls.ca", args.tls_ca.clone());

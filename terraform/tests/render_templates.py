@@ -257,6 +257,7 @@ def check_node(c: Checks, name: str, doc: dict, catalog: bool = False) -> None:
     c.check("StartLimitIntervalSec=0" in unit, f"{name}: dlog.service must never stop restarting")
     exec_start = " ".join(unit_values(unit, "ExecStart"))
     c.check("--metrics-listen 0.0.0.0:9100" in exec_start, f"{name}: dlog serve must serve metrics on metrics_port")
+    c.check("--zone ${DLOG_ZONE}" in exec_start, f"{name}: dlog serve must be given the instance's zone (--zone)")
     c.check(exec_start.endswith(" --auth-tokens"), f"{name}: dlog serve must require client tokens (client_tokens)")
     c.check(
         "--tls-cert /etc/dlog/tls/cert.pem --tls-key /etc/dlog/tls/key.pem --tls-ca /etc/dlog/tls/ca.pem" in exec_start,

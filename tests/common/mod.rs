@@ -268,6 +268,9 @@ pub struct ClusterSpec {
     /// TLS everywhere: nodes serve and connect over TLS with node
     /// certificates, and etcd takes TLS with client certificates only.
     pub tls: bool,
+    /// The `--zone` of each node, by role (`"cache"`, `"ingest"`,
+    /// `"compactor"`, `"reader"`) and number from 1; none if unset.
+    pub zones: Option<fn(&str, usize) -> &'static str>,
 }
 
 impl Default for ClusterSpec {
@@ -282,6 +285,7 @@ impl Default for ClusterSpec {
             auth_tokens: false,
             // Test clusters run with TLS on unless DLOG_TEST_TLS=0.
             tls: std::env::var("DLOG_TEST_TLS").map_or(true, |v| v != "0"),
+            zones: None,
         }
     }
 }
@@ -326,6 +330,7 @@ impl Cluster {
             etcd_members,
             auth_tokens,
             tls,
+            zones,
         } = spec;
         let ingests_read = ingest_roles.contains("reader");
         let dir = tempfile::tempdir().unwrap();
@@ -350,7 +355,9 @@ impl Cluster {
             gid: next_gid(),
             dir: dir.path().join(format!("{role}-{i}")),
             metastore: etcd.url(),
-            extra_args: Vec::new(),
+            extra_args: zones.map_or_else(Vec::new, |zone_of| {
+                vec!["--zone".to_owned(), zone_of(role, i).to_owned()]
+            }),
             env: pki
                 .as_ref()
                 .map_or_else(Vec::new, |pki| pki.node_env(&format!("{role}-{i}"))),
@@ -371,10 +378,10 @@ impl Cluster {
             .chain(ingests.iter_mut().filter(|_| ingests_read));
         for n in object_store_users {
             let s3 = s3.as_ref().expect("started with compactors or readers");
-            n.extra_args = vec![
+            n.extra_args.extend([
                 "--object-store".into(),
                 format!("s3://{}/{OBJECT_PREFIX}", S3Server::BUCKET),
-            ];
+            ]);
             n.env.extend(s3.env());
             n.env
                 .push(("DLOG_COMPACTOR__CACHE_DROP_GRACE".into(), "1s".into()));

@@ -694,6 +694,83 @@ async fn segments_move_open_sealed_offloaded(f: Fixture) {
     assert_eq!(err.to_string(), "segment 1 of log ns/segs not found");
 }
 
+/// The placement's zones are kept from creation to seal; a seal that
+/// records recovery's replacements records their registered zones; a
+/// segment written before zones (no `zones` key) decodes with none.
+async fn segment_zones_follow_the_ensemble(f: Fixture) {
+    let m = &f.manifest;
+    let log = name("ns/zoned");
+    let id = m.create_log(&log).await.unwrap().log_id;
+    let epoch = m.bump_epoch(&log, LogId(id), Epoch(0)).await.unwrap();
+    let zones: Vec<String> = ["a", "b", "c"].map(String::from).to_vec();
+    let s1 = m
+        .create_segment(&log, epoch, open_segment(0).with_zones(zones.clone()))
+        .await
+        .unwrap();
+    assert_eq!(
+        m.segment(&log, s1.segment_id).await.unwrap().value.zones,
+        zones
+    );
+    assert_eq!(s1.zone_of("c2"), Some("b"));
+    let seal = SealInfo {
+        end_offset: 10,
+        last_entry_id: Some(0),
+        ..SealInfo::default()
+    };
+    let sealed = m
+        .seal_segment(&log, epoch, s1.segment_id, &seal)
+        .await
+        .unwrap();
+    assert_eq!(sealed.zones, zones, "a plain seal keeps them");
+
+    // c2 replaced by c4 (registered in zone d) and c3 by c5 (not
+    // registered any more): the kept nodes keep their zones.
+    let lease = m
+        .store()
+        .lease_grant(Duration::from_secs(30))
+        .await
+        .unwrap();
+    let c4 = NodeInfo {
+        zone: "d".into(),
+        ..node("c4")
+    };
+    m.register_node(Role::Cache, &c4, lease).await.unwrap();
+    let s2 = m
+        .create_segment(&log, epoch, open_segment(10).with_zones(zones.clone()))
+        .await
+        .unwrap();
+    let replaced = vec!["c1".to_owned(), "c4".to_owned(), "c5".to_owned()];
+    let sealed = m
+        .seal_segment_with_ensemble(
+            &log,
+            epoch,
+            s2.segment_id,
+            &SealInfo {
+                end_offset: 20,
+                last_entry_id: Some(0),
+                ..SealInfo::default()
+            },
+            Some(replaced.clone()),
+        )
+        .await
+        .unwrap();
+    assert_eq!(sealed.ensemble, replaced);
+    assert_eq!(sealed.zones, ["a", "d", ""]);
+    assert_eq!(sealed.zone_of("c5"), None);
+    assert_eq!(
+        m.segment(&log, s2.segment_id).await.unwrap().value.zones,
+        ["a", "d", ""]
+    );
+
+    // The JSON of a segment from before zones.
+    let mut old = serde_json::to_value(open_segment(0)).unwrap();
+    assert!(old.get("zones").is_none(), "no zones, no key: {old}");
+    old.as_object_mut().unwrap().remove("zones");
+    let decoded: SegmentMeta = serde_json::from_value(old).unwrap();
+    assert!(decoded.zones.is_empty());
+    assert_eq!(decoded.zone_of("c1"), None);
+}
+
 async fn trim_subscriptions_and_nodes(f: Fixture) {
     let m = &f.manifest;
     let log = name("ns/t");
@@ -817,6 +894,7 @@ macro_rules! manifest_suite {
             case!(concurrent_claimants_get_exactly_one_winner);
             case!(segments_move_open_sealed_offloaded);
             case!(trim_subscriptions_and_nodes);
+            case!(segment_zones_follow_the_ensemble);
             case!(a_claim_is_given_back_only_by_its_holder);
         }
     };

@@ -58,8 +58,9 @@ enum FillError {
 /// outside `ensemble` in place of lagging nodes, damaged ones first: every
 /// lagging node if `nodes.required` (a copy missed its quorum), else only the
 /// damaged ones (a node that is only slow is not worth a whole copy). A
-/// spare that fails is not tried again; spares are taken in an order
-/// rotated by `seed`, so replacements spread over the cluster; with no
+/// spare that fails is not tried again; spares in zones the kept members
+/// lack come first, in an order rotated by `seed`, so replacements spread
+/// over the cluster ([`CachePool::spare_nodes`]); with no
 /// spare left, the node is filled in place. Returns the
 /// new ensemble, each replaced node swapped for its replacement in place.
 /// If required, fails unless the kept nodes (not lagging) and the filled
@@ -75,14 +76,19 @@ pub(super) async fn replace_lagging(
 ) -> Result<Vec<String>, String> {
     let required = nodes.required;
     let seed = segment.log_id ^ segment.segment_id.rotate_left(32);
-    let mut spares = pool
-        .spare_nodes(ensemble, seed)
-        .await
-        .map_err(|err| format!("no replacement: {err:#}"))?
-        .into_iter();
     let mut slots: Vec<usize> = (0..ensemble.len())
         .filter(|&i| nodes.damaged[i] || (required && nodes.lagging[i]))
         .collect();
+    // Spares in zones the kept members lack come first.
+    let kept: Vec<String> = (0..ensemble.len())
+        .filter(|i| !slots.contains(i))
+        .map(|i| ensemble[i].clone())
+        .collect();
+    let mut spares = pool
+        .spare_nodes(ensemble, &kept, seed)
+        .await
+        .map_err(|err| format!("no replacement: {err:#}"))?
+        .into_iter();
     slots.sort_by_key(|&i| !nodes.damaged[i]);
     // Sources: nodes that took every copy first, damaged nodes never.
     let mut sources: Vec<&str> = (0..ensemble.len())

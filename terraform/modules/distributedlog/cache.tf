@@ -58,6 +58,11 @@ resource "aws_instance" "cache" {
       condition     = length(distinct(local.cache_zones)) >= min(length(var.cache_nodes), 3)
       error_message = "cache_nodes must span at least min(number of cache nodes, 3) availability zones, so an ensemble of 3 can have its replicas in 3 zones: ${join(", ", local.cache_zones)}."
     }
+
+    precondition {
+      condition     = length(local.zones_without_a_cache) == 0
+      error_message = "Every availability zone of subnet_ids needs at least one cache node (replicas are placed one per zone and readers read their own zone's): none in ${join(", ", sort(tolist(local.zones_without_a_cache)))}."
+    }
   }
 
   # Cache nodes register in etcd at start; have the members up first.

@@ -18,12 +18,14 @@ data "aws_ami" "node" {
   }
 }
 
-# The subnets of the stable nodes, by ID: their zones decide placement and
-# the zone preconditions of etcd.tf and cache.tf.
+# The subnets of the stable nodes and of the auto-scaling groups, by ID:
+# their zones decide placement and the zone preconditions of etcd.tf and
+# cache.tf.
 data "aws_subnet" "node" {
   for_each = toset(concat(
     [for m in values(var.etcd_members) : m.subnet_id],
     [for c in values(var.cache_nodes) : c.subnet_id],
+    var.subnet_ids,
   ))
   id = each.key
 }
@@ -53,6 +55,11 @@ locals {
   ])
   etcd_zones  = [for name in local.etcd_names : data.aws_subnet.node[var.etcd_members[name].subnet_id].availability_zone]
   cache_zones = [for name in sort(keys(var.cache_nodes)) : data.aws_subnet.node[var.cache_nodes[name].subnet_id].availability_zone]
+  # The zones the ingest, reader and compactor groups run in: each needs a
+  # cache node, so a zone's readers have a replica to read locally and
+  # ensembles (3/3/2) can put one replica in each zone.
+  group_zones           = distinct([for id in var.subnet_ids : data.aws_subnet.node[id].availability_zone])
+  zones_without_a_cache = setsubtract(local.group_zones, local.cache_zones)
 
   # The two URLs of `dlog serve` (docs/cli.md).
   metastore_url    = "etcd://${join(",", local.etcd_endpoints)}/${var.cluster_name}"

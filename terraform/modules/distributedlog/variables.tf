@@ -405,7 +405,7 @@ variable "etcd_snapshot_retention_days" {
 # ------------------------------------------------------------------ cache ---
 
 variable "cache_nodes" {
-  description = "Cache nodes by stable name (such as cache-a) with the subnet each runs in; at least the largest ensemble size (E) of any namespace, spread over at least min(count, 3) availability zones. A new entry adds a node; see the guide before removing one."
+  description = "Cache nodes by stable name (such as cache-a) with the subnet each runs in; at least the largest ensemble size (E) of any namespace, spread over at least min(count, 3) availability zones, with at least one in every availability zone of subnet_ids. A new entry adds a node; see the guide before removing one."
   type = map(object({
     subnet_id = string
   }))

@@ -1083,9 +1083,38 @@ impl Manifest {
             .await
     }
 
+    /// The zones of `ensemble`, replacing `segment`'s: a node that was in
+    /// the segment's ensemble keeps its recorded zone, another has the zone
+    /// of its cache node registration (`""` if it has none or is gone).
+    /// Empty if the segment recorded no zones and no node has one.
+    async fn zones_of(&self, segment: &SegmentMeta, ensemble: &[String]) -> Result<Vec<String>> {
+        let registered = self.nodes(Role::Cache).await?;
+        let zones: Vec<String> = ensemble
+            .iter()
+            .map(|node| {
+                let recorded = segment
+                    .ensemble
+                    .iter()
+                    .position(|n| n == node)
+                    .and_then(|slot| segment.zones.get(slot));
+                match recorded {
+                    Some(zone) => zone.clone(),
+                    None => registered
+                        .iter()
+                        .find(|n| n.id == *node)
+                        .map_or_else(String::new, |n| n.zone.clone()),
+                }
+            })
+            .collect();
+        if segment.zones.is_empty() && zones.iter().all(String::is_empty) {
+            return Ok(Vec::new());
+        }
+        Ok(zones)
+    }
+
     /// [`Manifest::seal_segment`], recording `ensemble` (if given) as the
     /// nodes that hold the sealed segment: recovery's replacements for
-    /// nodes that could not take its copies.
+    /// nodes that could not take its copies (with their zones).
     pub async fn seal_segment_with_ensemble(
         &self,
         log: &LogName,
@@ -1103,10 +1132,17 @@ impl Manifest {
                 actual: current.value.state,
             });
         }
-        let ensemble = ensemble.unwrap_or_else(|| current.value.ensemble.clone());
+        let (ensemble, zones) = match ensemble {
+            Some(ensemble) if ensemble != current.value.ensemble => {
+                let zones = self.zones_of(&current.value, &ensemble).await?;
+                (ensemble, zones)
+            }
+            _ => (current.value.ensemble.clone(), current.value.zones.clone()),
+        };
         let sealed = SegmentMeta {
             state: SegmentState::Sealed,
             ensemble,
+            zones,
             end_offset: Some(seal.end_offset),
             last_entry_id: seal.last_entry_id,
             bytes: seal.bytes,

@@ -291,6 +291,11 @@ pub struct SegmentMeta {
     pub epoch: u64,
     /// Cache node ids holding the segment.
     pub ensemble: Vec<String>,
+    /// The zone of each node of `ensemble`, slot by slot, as registered
+    /// when the segment was placed (empty: a segment of a version before
+    /// zones, or a zone unknown; `""` for a node without a zone).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub zones: Vec<String>,
     pub write_quorum: u32,
     pub ack_quorum: u32,
     pub start_offset: u64,
@@ -343,6 +348,7 @@ impl SegmentMeta {
             segment_id: 0,
             epoch,
             ensemble,
+            zones: Vec::new(),
             write_quorum,
             ack_quorum,
             start_offset,
@@ -362,6 +368,21 @@ impl SegmentMeta {
             merging_into: None,
             retired_object: None,
         }
+    }
+
+    /// The template with the zone of each ensemble node, slot by slot.
+    pub fn with_zones(mut self, zones: Vec<String>) -> SegmentMeta {
+        self.zones = zones;
+        self
+    }
+
+    /// The zone of the ensemble node `node`, if recorded and not empty.
+    pub fn zone_of(&self, node: &str) -> Option<&str> {
+        let slot = self.ensemble.iter().position(|n| n == node)?;
+        self.zones
+            .get(slot)
+            .map(String::as_str)
+            .filter(|zone| !zone.is_empty())
     }
 }
 
