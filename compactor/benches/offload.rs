@@ -14,7 +14,9 @@
 //!   then merged as the compactor merges small files
 //!   (`dlog_compactor::merge::merge_files`: each object read, its row
 //!   groups copied into one file), uploaded, read back, and swapped for
-//!   the 16 in the table in one `replace` commit.
+//!   the 16 in the table in one `replace` commit; and `merge, rows
+//!   re-encoded`, the same with every row decoded and encoded again (the
+//!   way before the copy, still taken for files of earlier layouts).
 //!
 //! Then the latency of one table append as the table grows (one small file
 //! per commit, 200 commits), the figure a compactor pays per segment.
@@ -32,7 +34,9 @@ use dlog_compactor::merge::merge_files;
 use dlog_compactor::offload::{read_object, upload};
 use dlog_compactor::table::TableFile;
 use dlog_storage::objstore::{self, ObjectStoreHandle};
-use dlog_storage::segment_file::{FileInfo, SegmentFile, encode_segment, log_folder, object_key};
+use dlog_storage::segment_file::{
+    FileInfo, SegmentFile, decode_file, encode_records, encode_segment, log_folder, object_key,
+};
 use dlog_wire::codec::{Entry, EntryHeader, EntryRecord};
 use dlog_wire::names::LogName;
 use dlog_wire::record::Record;
@@ -183,6 +187,16 @@ fn main() {
             &merge_log,
             &entries,
             count as u64,
+            Join::Copy,
+        ));
+        let reencode_log: LogName = format!("bench/reencode-{size}").parse().unwrap();
+        let (reencode, _) = runtime.block_on(merge_small_files(
+            &objects,
+            &tables,
+            &reencode_log,
+            &entries,
+            count as u64,
+            Join::Reencode,
         ));
 
         let file_mib = file.bytes.len() as f64 / (1024.0 * 1024.0);
@@ -192,6 +206,7 @@ fn main() {
             ("offload", offload),
             ("offload+table", with_table),
             ("merge", merge),
+            ("merge, rows re-encoded", reencode),
         ] {
             let (mbps, rps) = rate(payload_bytes, count, elapsed);
             println!(
@@ -206,8 +221,18 @@ fn main() {
     commit_latency(&runtime, &catalog, &objects);
 }
 
+/// How a merge joins its files.
+#[derive(Clone, Copy)]
+enum Join {
+    /// As the compactor does: row groups copied ([`merge_files`]).
+    Copy,
+    /// Every row decoded and encoded again (the compactor before the copy,
+    /// and its way with files of earlier layouts), for comparison.
+    Reencode,
+}
+
 /// Offloads `entries` as 16 small files in `log`'s table (not timed), then
-/// merges them as the compactor does; returns the time of the whole merge
+/// merges them by `join`; returns the time of the whole merge
 /// and of its table commit.
 async fn merge_small_files(
     objects: &ObjectStoreHandle,
@@ -215,6 +240,7 @@ async fn merge_small_files(
     log: &LogName,
     entries: &[Entry],
     count: u64,
+    join: Join,
 ) -> (Duration, Duration) {
     const FILES: usize = 16;
     let (mut olds, mut segments) = (Vec::new(), Vec::new());
@@ -255,7 +281,16 @@ async fn merge_small_files(
         end_offset: count,
         payload_schema: None,
     };
-    let file = merge_files(files, &segments, &info, None).unwrap();
+    let file = match join {
+        Join::Copy => merge_files(files, &segments, &info, None).unwrap(),
+        Join::Reencode => {
+            let mut records = Vec::new();
+            for bytes in files {
+                records.extend(decode_file(bytes).unwrap());
+            }
+            encode_records(&records, &info).unwrap()
+        }
+    };
     let key = log_folder(&objects.prefix, log, 1).join("merged.parquet");
     store(objects, &key, &file).await;
     let entry = TableFile {
