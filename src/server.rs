@@ -369,7 +369,15 @@ pub async fn serve(options: ServeOptions, shutdown: CancellationToken) -> anyhow
     }
 
     let mut compactor_task = None;
-    if let (true, Some(objects)) = (roles.contains(&Role::Compactor), objects) {
+    if let (true, Some(shared)) = (roles.contains(&Role::Compactor), objects) {
+        // S3 through a handle of its own: whole files go up in one request,
+        // which may take longer than other roles' requests should wait.
+        let url = config.object_store.as_deref().unwrap_or_default();
+        let objects = if url.starts_with("s3://") {
+            dlog_storage::objstore::open_for_uploads(url).context("--object-store")?
+        } else {
+            shared
+        };
         let options = config.compactor_options();
         let catalog = &config.compactor.iceberg_catalog;
         let tables = if catalog.is_empty() {

@@ -183,20 +183,28 @@ pub(crate) async fn payload_schema(
 /// below that, as segments roll at [`MAX_SINGLE_UPLOAD_ROLL_BYTES`] at
 /// most (merged files: `merge_target_bytes`, capped the same), and the S3
 /// store's request timeout is long enough for such a body
-/// (`dlog_storage::objstore`).
+/// (`dlog_storage::objstore`). A file over [`MAX_SINGLE_REQUEST_BYTES`] (a
+/// segment rolled before the cap, by a larger roll size) can only go up in
+/// parts, after a check that nothing is at the key: that alone keeps the
+/// risk above, so it is logged.
 pub async fn upload(
     objects: &ObjectStoreHandle,
     key: &object_store::path::Path,
     file: &SegmentFile,
 ) -> Result<()> {
-    let options = PutOptions {
-        mode: PutMode::Create,
-        ..PutOptions::default()
+    let created = if file.bytes.len() as u64 > MAX_SINGLE_REQUEST_BYTES {
+        tracing::warn!(%key, bytes = file.bytes.len(), "a file over 5 GiB goes up in parts, which cannot be create-only");
+        upload_in_parts(objects, key, file).await
+    } else {
+        let options = PutOptions {
+            mode: PutMode::Create,
+            ..PutOptions::default()
+        };
+        (objects.store)
+            .put_opts(key, PutPayload::from(file.bytes.clone()), options)
+            .await
+            .map(|_| ())
     };
-    let created = (objects.store)
-        .put_opts(key, PutPayload::from(file.bytes.clone()), options)
-        .await
-        .map(|_| ());
     match created {
         Ok(()) => Ok(()),
         Err(object_store::Error::AlreadyExists { .. }) => {
@@ -215,6 +223,36 @@ pub async fn upload(
         }
         Err(err) => Err(Error::object_store("upload", key)(err)),
     }
+}
+
+/// The most S3 takes in one upload request (5 GiB).
+pub const MAX_SINGLE_REQUEST_BYTES: u64 = 5 * 1024 * 1024 * 1024;
+const PART_SIZE: usize = 64 * 1024 * 1024;
+
+/// A multipart upload at `key` if nothing is there yet (`AlreadyExists`
+/// otherwise, which the caller compares).
+async fn upload_in_parts(
+    objects: &ObjectStoreHandle,
+    key: &object_store::path::Path,
+    file: &SegmentFile,
+) -> object_store::Result<()> {
+    match objects.store.head(key).await {
+        Ok(_) => {
+            return Err(object_store::Error::AlreadyExists {
+                path: key.to_string(),
+                source: "exists".into(),
+            });
+        }
+        Err(object_store::Error::NotFound { .. }) => {}
+        Err(err) => return Err(err),
+    }
+    let mut upload = objects.store.put_multipart(key).await?;
+    for part in file.bytes.chunks(PART_SIZE) {
+        upload
+            .put_part(PutPayload::from(file.bytes.slice_ref(part)))
+            .await?;
+    }
+    upload.complete().await.map(|_| ())
 }
 
 /// Runs CPU work (encoding, decoding) on tokio's blocking pool, off the

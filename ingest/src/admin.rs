@@ -205,7 +205,11 @@ pub fn apply(mut config: NamespaceConfig, change: &pb::SettingsChange) -> Namesp
         change.clear_namespace_max_append_records_per_sec,
     );
     let roll = &mut config.roll;
-    roll.max_bytes = change.roll_max_bytes.unwrap_or(roll.max_bytes);
+    // A roll size stored before the cap is brought under it by any change
+    // (owners roll there already); a change that asks for more is refused.
+    roll.max_bytes = change
+        .roll_max_bytes
+        .unwrap_or(roll.max_bytes.min(MAX_ROLL_BYTES));
     roll.max_records = change.roll_max_records.unwrap_or(roll.max_records);
     roll.max_age_ms = change.roll_max_age_ms.unwrap_or(roll.max_age_ms);
     let replication = &mut config.replication;
@@ -525,6 +529,19 @@ fn token_info(record: dlog_meta::manifest::TokenRecord) -> pb::TokenInfo {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_roll_size_stored_before_the_cap_is_brought_under_it_by_any_change() {
+        let mut stored = NamespaceConfig::default();
+        stored.roll.max_bytes = 4 * MAX_ROLL_BYTES;
+        let change = pb::SettingsChange {
+            retention_ms: Some(60_000),
+            ..Default::default()
+        };
+        let changed = apply(stored, &change);
+        assert_eq!(changed.roll.max_bytes, MAX_ROLL_BYTES);
+        assert!(check_settings(&changed).is_ok());
+    }
 
     #[test]
     fn a_change_sets_only_what_it_names_and_clears_on_request() {

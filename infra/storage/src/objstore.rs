@@ -10,9 +10,8 @@
 
 use std::sync::Arc;
 
-use object_store::ClientConfigKey;
 use object_store::ObjectStore;
-use object_store::aws::{AmazonS3Builder, AmazonS3ConfigKey};
+use object_store::aws::AmazonS3Builder;
 use object_store::local::LocalFileSystem;
 use object_store::memory::InMemory;
 use object_store::path::Path;
@@ -73,16 +72,27 @@ impl Classify for Error {
     }
 }
 
-/// How long one S3 request may take, its body included (object_store's
-/// default is 30 s). The compactor uploads each file in one create-only
-/// request (`dlog_compactor::offload::upload`), up to a few GiB: at 10 MB/s
-/// that is minutes. A connection that cannot be set up still fails after
-/// object_store's connect timeout (5 s).
-const REQUEST_TIMEOUT: &str = "10m";
+/// How long one S3 request of the compactor may take, its body included
+/// (object_store's default, kept for every other role, is 30 s). The
+/// compactor uploads each file in one create-only request
+/// (`dlog_compactor::offload::upload`), up to a few GiB: at 10 MB/s that is
+/// minutes. A connection that cannot be set up still fails after
+/// object_store's connect timeout (5 s). `AWS_TIMEOUT` overrides it.
+const UPLOAD_REQUEST_TIMEOUT: &str = "10m";
 
 /// Opens the store a URL names, configuring S3 from the environment.
 pub fn open(url: &str) -> Result<ObjectStoreHandle, Error> {
     open_with(url, std::iter::empty::<(String, String)>())
+}
+
+/// [`open`], for a role that uploads whole files in one request (the
+/// compactor): S3 requests may take [`UPLOAD_REQUEST_TIMEOUT`], unless the
+/// environment sets `AWS_TIMEOUT`.
+pub fn open_for_uploads(url: &str) -> Result<ObjectStoreHandle, Error> {
+    let timeout = std::env::var_os("AWS_TIMEOUT")
+        .is_none()
+        .then_some(("timeout", UPLOAD_REQUEST_TIMEOUT));
+    open_with(url, timeout)
 }
 
 /// Opens the store a URL names; `s3_options` (object_store's `aws_*` config
@@ -135,13 +145,7 @@ where
         if bucket.is_empty() {
             return Err(invalid("no bucket: expected s3://BUCKET[/PREFIX]"));
         }
-        // Before the caller's options, which may set another.
-        let mut builder = AmazonS3Builder::from_env()
-            .with_bucket_name(bucket)
-            .with_config(
-                AmazonS3ConfigKey::Client(ClientConfigKey::Timeout),
-                REQUEST_TIMEOUT,
-            );
+        let mut builder = AmazonS3Builder::from_env().with_bucket_name(bucket);
         for (key, value) in s3_options {
             let key = key
                 .as_ref()
@@ -169,6 +173,17 @@ mod tests {
     use super::*;
     use bytes::Bytes;
     use object_store::{ObjectStoreExt, PutPayload};
+
+    #[test]
+    fn the_uploading_handle_takes_the_longer_timeout_as_an_s3_option() {
+        // The option must parse (an unknown key is an error), for S3 and
+        // for the other stores alike.
+        let s3 = open_for_uploads("s3://bucket/prefix").unwrap();
+        assert_eq!(s3.root, "s3://bucket");
+        assert!(open_for_uploads("memory://").is_ok());
+        let bad = open_with("s3://bucket", [("no_such_option", "1")]);
+        assert!(bad.is_err());
+    }
 
     #[tokio::test]
     async fn file_and_memory_urls_store_objects() {
