@@ -52,6 +52,8 @@ struct Input {
     metadata: ParquetMetaData,
     /// Its typed payload columns by name, with the index of their leaf.
     typed_leaves: BTreeMap<String, usize>,
+    /// How many top-level record columns come before them.
+    record_roots: usize,
 }
 
 /// The files `files` (in offset order, together covering
@@ -110,6 +112,7 @@ pub fn concat_files(
             bytes: bytes.clone(),
             metadata,
             typed_leaves,
+            record_roots: records,
         });
     }
     // One name for one id only (ids are never reused for another name).
@@ -286,8 +289,7 @@ fn typed_leaves(schema: &SchemaDescriptor, record_roots: usize) -> BTreeMap<Stri
 /// the typed column of the same name otherwise; `None`: the input has
 /// no such column (it is written as nulls).
 fn source_leaf(input: &Input, leaf: usize, output: &SchemaDescriptor) -> Option<usize> {
-    let record_roots = segment_file::schema().fields().len();
-    if output.get_column_root_idx(leaf) < record_roots {
+    if output.get_column_root_idx(leaf) < input.record_roots {
         return Some(leaf);
     }
     let column = output.column(leaf);
