@@ -50,7 +50,7 @@ async fn write_until(
     control: Control,
 ) -> Written {
     let mut written = Written::default();
-    let mut next = next_offset(&client, log).await;
+    let mut next = common::next_offset(&client, log, 100).await;
     let mut i = 0u64;
     while !control.stop.load(Ordering::Relaxed) {
         let payload = Bytes::from(format!("{prefix}-{i}"));
@@ -72,21 +72,11 @@ async fn write_until(
                 // Failed (maybe after landing): learn where the log is now.
                 written.in_doubt.push(payload);
                 tracing::debug!("append failed: {err}");
-                next = next_offset(&client, log).await;
+                next = common::next_offset(&client, log, 100).await;
             }
         }
     }
     written
-}
-
-async fn next_offset(client: &Client, log: &str) -> u64 {
-    for _ in 0..100 {
-        match client.get_log(log).await {
-            Ok(info) => return info.next_offset,
-            Err(_) => tokio::time::sleep(Duration::from_millis(200)).await,
-        }
-    }
-    panic!("the log never became available again");
 }
 
 /// Lost, duplicated, reordered, unknown: the checker.
@@ -122,16 +112,6 @@ fn check(stored: &BTreeMap<u64, Bytes>, writers: &[&Written]) {
             "record nobody wrote at {offset}: {payload:?}"
         );
     }
-}
-
-async fn seal(client: &Client, log: &str) {
-    for _ in 0..50 {
-        if client.seal(log).await.is_ok() {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-    panic!("could not seal {log}");
 }
 
 fn endpoints(cluster: &Cluster) -> String {
@@ -199,7 +179,7 @@ async fn owner_killed_mid_stream_loses_no_acknowledged_record() {
         .unwrap();
     assert!(after > before_kill, "the new owner has a newer epoch");
 
-    seal(&client, "failover/a").await;
+    common::seal(&client, "failover/a", 50).await;
     let stored = cluster.read_back("failover/a").await;
     check(&stored, &[&written]);
     eprintln!(
@@ -357,7 +337,7 @@ async fn a_frozen_owner_past_its_lease_is_fenced_out() {
          owner froze: writes did not continue on the survivor"
     );
 
-    seal(&client, "freeze/a").await;
+    common::seal(&client, "freeze/a", 50).await;
     let stored = cluster.read_back("freeze/a").await;
     for probe in &probes {
         assert!(
@@ -464,7 +444,7 @@ async fn an_owner_fenced_on_its_ensemble_cannot_append() {
 
     // A new acquisition (the SDK's retry) recovers the log: the zombie
     // record is nowhere.
-    seal(&client, log).await;
+    common::seal(&client, log, 50).await;
     let stored = cluster.read_back(log).await;
     assert_eq!(stored, written.acked, "nothing new is readable");
     check(&stored, &[&written]);
@@ -511,7 +491,7 @@ async fn a_cache_node_killed_mid_stream_rolls_the_segment() {
         "the new ensemble avoids the dead node"
     );
 
-    seal(&client, "cachefail/a").await;
+    common::seal(&client, "cachefail/a", 50).await;
     let stored = cluster.read_back("cachefail/a").await;
     check(&stored, &[&written]);
     eprintln!(

@@ -13,28 +13,8 @@ mod common;
 use std::time::Duration;
 
 use common::Cluster;
-use distributedlog::{Client, WriterOptions};
+use distributedlog::WriterOptions;
 use dlog_wire::record::Record;
-
-async fn next_offset(client: &Client, log: &str) -> u64 {
-    for _ in 0..150 {
-        match client.get_log(log).await {
-            Ok(info) => return info.next_offset,
-            Err(_) => tokio::time::sleep(Duration::from_millis(200)).await,
-        }
-    }
-    panic!("{log} never became available again");
-}
-
-async fn seal(client: &Client, log: &str) {
-    for _ in 0..150 {
-        if client.seal(log).await.is_ok() {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-    panic!("could not seal {log}");
-}
 
 /// The cache tier stalls (`SIGSTOP`), so an append hangs in its owner; the
 /// client's attempt times out and the writer retries it. The owner is then
@@ -74,8 +54,8 @@ async fn a_retried_write_stuck_in_flight_is_not_acknowledged() {
         .expect("the write ends")
         .unwrap();
     let client = cluster.client(cluster.ingests[0].address());
-    let end = next_offset(&client, LOG).await;
-    seal(&client, LOG).await;
+    let end = common::next_offset(&client, LOG, 150).await;
+    common::seal(&client, LOG, 150).await;
     let stored = cluster.read_back(LOG).await;
     eprintln!("write outcome: {outcome:?}; log end {end}; stored {stored:?}");
     if let Ok(offset) = outcome {

@@ -122,7 +122,7 @@ struct Control {
 /// Appends one record at a time at its expected offset until stopped.
 async fn write_until(client: Arc<Client>, log: &'static str, control: Control) -> Written {
     let mut written = Written::default();
-    let mut next = next_offset(&client, log).await;
+    let mut next = common::next_offset(&client, log, 150).await;
     let mut i = 0u64;
     while !control.stop.load(Ordering::Relaxed) {
         let payload = Bytes::from(format!("z-{i}"));
@@ -140,31 +140,11 @@ async fn write_until(client: Arc<Client>, log: &'static str, control: Control) -
             Err(_) => {
                 written.in_doubt.push(payload);
                 tokio::time::sleep(Duration::from_millis(50)).await;
-                next = next_offset(&client, log).await;
+                next = common::next_offset(&client, log, 150).await;
             }
         }
     }
     written
-}
-
-async fn next_offset(client: &Client, log: &str) -> u64 {
-    for _ in 0..150 {
-        match client.get_log(log).await {
-            Ok(info) => return info.next_offset,
-            Err(_) => tokio::time::sleep(Duration::from_millis(200)).await,
-        }
-    }
-    panic!("{log} never became available again");
-}
-
-async fn seal(client: &Client, log: &str) {
-    for _ in 0..100 {
-        if client.seal(log).await.is_ok() {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-    panic!("could not seal {log}");
 }
 
 /// Every acknowledged record at its offset, offsets dense, nothing twice,
@@ -218,7 +198,7 @@ async fn zone_loss(caches_per_zone: usize, zones: fn(&str, usize) -> &'static st
     // Roll twice on the way, so more than one ensemble is placed.
     for _ in 0..3 {
         tokio::time::sleep(Duration::from_millis(700)).await;
-        seal(&client, log).await;
+        common::seal(&client, log, 100).await;
     }
     tokio::time::sleep(Duration::from_millis(500)).await;
 
@@ -304,14 +284,14 @@ async fn zone_loss(caches_per_zone: usize, zones: fn(&str, usize) -> &'static st
         .iter()
         .map(|s| s.segment_id)
         .collect();
-    seal(&client, log).await;
+    common::seal(&client, log, 100).await;
     tokio::time::sleep(Duration::from_millis(500)).await;
     control.stop.store(true, Ordering::Relaxed);
     let written = writer.await.unwrap();
     let acked_after = written.acked.range(acked_at_kill + 1..).count();
     assert!(acked_after > 0, "nothing acknowledged after the loss");
 
-    seal(&client, log).await;
+    common::seal(&client, log, 100).await;
     let after = segments(&cluster, log).await;
     let placed_after: Vec<&SegmentMeta> = after
         .iter()

@@ -701,3 +701,26 @@ where
         }
     }
 }
+
+/// The log's next offset, asked up to `tries` times 200 ms apart while no
+/// node answers for it (an owner failing over).
+pub async fn next_offset(client: &distributedlog::Client, log: &str, tries: usize) -> u64 {
+    for _ in 0..tries {
+        match client.get_log(log).await {
+            Ok(info) => return info.next_offset,
+            Err(_) => tokio::time::sleep(Duration::from_millis(200)).await,
+        }
+    }
+    panic!("{log} never became available again");
+}
+
+/// Seals the log's open segment, tried up to `tries` times 200 ms apart.
+pub async fn seal(client: &distributedlog::Client, log: &str, tries: usize) {
+    for _ in 0..tries {
+        if client.seal(log).await.is_ok() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    panic!("could not seal {log}");
+}
