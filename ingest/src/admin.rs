@@ -497,6 +497,27 @@ impl AdminService for AdminServer {
         tracing::info!(id = ?id, "token revoked");
         Ok(Response::new(pb::RevokeTokenResponse {}))
     }
+
+    async fn get_placement(
+        &self,
+        request: Request<pb::GetPlacementRequest>,
+    ) -> Result<Response<pb::GetPlacementResponse>, Status> {
+        auth::authorize(&request, Op::Admin, "")?;
+        let report = self.node.placement_report().await.map_err(to_status)?;
+        Ok(Response::new(report))
+    }
+
+    async fn move_log(
+        &self,
+        request: Request<pb::MoveLogRequest>,
+    ) -> Result<Response<pb::MoveLogResponse>, Status> {
+        let grant = auth::grant_of(&request);
+        let request = request.into_inner();
+        let log = auth::log_for(&grant, Op::Admin, &request.log)?;
+        let node = (!request.node.is_empty()).then_some(request.node.as_str());
+        let preferred = self.node.move_log(&log, node).await.map_err(to_status)?;
+        Ok(Response::new(pb::MoveLogResponse { preferred }))
+    }
 }
 
 /// A token's scope: empty (everything), a namespace prefix, or a log

@@ -97,6 +97,9 @@ pub enum Error {
     Recovery { log: LogName, reason: String },
     #[error("the ingest node is shutting down")]
     ShuttingDown,
+    /// A log moved by hand to a node that is not a live ingest node.
+    #[error("no live ingest node {node:?} (live: {live})")]
+    NoSuchNode { node: String, live: String },
     #[error(transparent)]
     Record(#[from] RecordError),
     #[error(transparent)]
@@ -119,7 +122,7 @@ impl Classify for Error {
             Error::TxidDecreasing { .. } | Error::PayloadMismatch { .. } => {
                 ErrorKind::InvalidArgument
             }
-            Error::LogIdMismatch { .. } => ErrorKind::NotFound,
+            Error::LogIdMismatch { .. } | Error::NoSuchNode { .. } => ErrorKind::NotFound,
             // Refused before anything was applied, like backpressure.
             Error::Backpressure { .. }
             | Error::NodeBackpressure { .. }

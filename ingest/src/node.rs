@@ -26,7 +26,9 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
-use dlog_meta::manifest::{self, LogState, Manifest, NodeInfo, SegmentState, SettingsChange};
+use dlog_meta::manifest::{
+    self, LogState, Manifest, NodeInfo, PlacementView, SegmentState, SettingsChange,
+};
 use dlog_meta::metastore::{LeaseId, Revision, WatchEvent};
 use dlog_wire::ids::{Epoch, LogId};
 use dlog_wire::limits::Limits;
@@ -46,6 +48,8 @@ use crate::quota::NamespaceQuotas;
 use crate::recovery::recover_segment;
 use crate::series;
 
+mod balance;
+
 /// Settings of an ingest node.
 #[derive(Debug, Clone)]
 pub struct IngestOptions {
@@ -53,6 +57,10 @@ pub struct IngestOptions {
     pub limits: Limits,
     /// Bytes appended but not yet answered, over all logs of the node.
     pub max_node_in_flight_bytes: usize,
+    /// Balanced ownership ([`balance`]): take only the logs the placement
+    /// rule gives this node, redirect the rest there, and hand a log over
+    /// when the rule moves it. Off: any node takes any unowned log.
+    pub balance: bool,
 }
 
 impl Default for IngestOptions {
@@ -61,6 +69,7 @@ impl Default for IngestOptions {
             owner: OwnerOptions::default(),
             limits: Limits::default(),
             max_node_in_flight_bytes: 512 * 1024 * 1024,
+            balance: true,
         }
     }
 }
@@ -92,6 +101,9 @@ pub struct IngestNode {
     /// One lock per log being taken over, so two requests never take the
     /// same log twice while different logs are taken over in parallel.
     acquiring: Mutex<HashMap<LogName, Arc<tokio::sync::Mutex<()>>>>,
+    /// The live ingest nodes and the logs moved by hand, as last read
+    /// ([`balance`]).
+    placement: std::sync::RwLock<Arc<PlacementView>>,
     /// Clean shutdown of the owners (they seal).
     shutdown: CancellationToken,
     /// The lease is gone: owners stop at once.
@@ -133,11 +145,15 @@ impl IngestNode {
             options,
             owners: Mutex::default(),
             acquiring: Mutex::default(),
+            placement: std::sync::RwLock::default(),
             shutdown: CancellationToken::new(),
             lost: lease_lost,
         });
         tokio::spawn(watch_ownership(Arc::downgrade(&node)));
         tokio::spawn(watch_settings(Arc::downgrade(&node)));
+        if node.options.balance {
+            tokio::spawn(balance::watch_placement(Arc::downgrade(&node)));
+        }
         node
     }
 
@@ -195,6 +211,19 @@ impl IngestNode {
         if self.lost.is_cancelled() || self.shutdown.is_cancelled() {
             return Err(Error::ShuttingDown);
         }
+        if let Some(other) = self.preferred_elsewhere(log) {
+            return Err(Error::NotOwner {
+                log: log.clone(),
+                owner: Box::new(other),
+            });
+        }
+        self.one_at_a_time(log, self.take_ownership(log)).await
+    }
+
+    /// Runs `work` on `log` holding the log's lock: no two take-overs or
+    /// hand-overs of one log at a time on this node, while different logs
+    /// go in parallel.
+    async fn one_at_a_time<T>(&self, log: &LogName, work: impl Future<Output = T>) -> T {
         let log_lock = self
             .acquiring
             .lock()
@@ -202,8 +231,9 @@ impl IngestNode {
             .entry(log.clone())
             .or_default()
             .clone();
-        let _one_at_a_time = log_lock.lock().await;
-        let result = self.take_ownership(log).await;
+        let guard = log_lock.lock().await;
+        let result = work.await;
+        drop(guard);
         let mut acquiring = self.acquiring.lock().unwrap_or_else(|p| p.into_inner());
         // The map holds one reference; ours is the other: nobody waits.
         if Arc::strong_count(&log_lock) <= 2 {
@@ -217,20 +247,19 @@ impl IngestNode {
         if let Some(handle) = self.running_owner(log) {
             return Ok(handle);
         }
+        // The rule may have moved the log while this request waited for
+        // the lock (a hand-over of it ran).
+        if let Some(other) = self.preferred_elsewhere(log) {
+            return Err(Error::NotOwner {
+                log: log.clone(),
+                owner: Box::new(other),
+            });
+        }
         let meta = self.manifest.log(log).await?;
         if meta.state == LogState::Deleting {
             return Err(manifest::Error::LogNotFound(log.clone()).into());
         }
-        let since = match self.manifest.claim_owner(log, &self.me, self.lease).await {
-            Ok(revision) => revision,
-            Err(manifest::Error::OwnedBy { owner, .. }) => {
-                return Err(Error::NotOwner {
-                    log: log.clone(),
-                    owner,
-                });
-            }
-            Err(err) => return Err(err.into()),
-        };
+        let since = self.claim(log).await?;
         let stop = self.lost.child_token();
         match self
             .take_over(log, meta.log_id, meta.end_of_stream, stop.clone())

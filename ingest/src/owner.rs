@@ -36,7 +36,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use dlog_meta::manifest::{
-    Fence, MAX_ROLL_BYTES, Manifest, NamespaceConfig, SealInfo, SegmentMeta,
+    Fence, MAX_ROLL_BYTES, Manifest, NamespaceConfig, NodeInfo, SealInfo, SegmentMeta,
 };
 use dlog_wire::codec::{EntryHeader, EntryRecord, encode_entry, framed_len};
 use dlog_wire::ids::{EntryId, Offset};
@@ -168,6 +168,13 @@ pub enum Command {
     /// The log's settings changed in the manifest: read them again (the
     /// roll policy applies at once, replication from the next segment).
     Reconfigure,
+    /// Hand the log over to `to` (balanced ownership): finish what is in
+    /// flight, seal, stop; appends not yet sent, and those after, are
+    /// redirected to `to` (not applied). The node releases the owner key
+    /// once the owner stopped.
+    HandOver {
+        to: Box<NodeInfo>,
+    },
 }
 
 /// Where a recovered log continues.
@@ -421,6 +428,9 @@ pub struct Owner {
     config_stale: bool,
     /// The payload schema of `resume.config`, for the handle's check.
     payload_schema: watch::Sender<Option<Arc<PayloadSchema>>>,
+    /// Handing the log over to this node: what is refused from now on is
+    /// redirected there.
+    handing_to: Option<NodeInfo>,
 }
 
 impl std::fmt::Debug for Owner {
@@ -549,6 +559,7 @@ impl Owner {
             // log was being recovered found no owner to tell.
             config_stale: true,
             payload_schema,
+            handing_to: None,
         };
         let done = stopped.clone();
         tokio::spawn(async move {
@@ -586,6 +597,11 @@ impl Owner {
                 _ = shutdown.cancelled() => break self.shut_down(&mut events).await,
                 Some((segment_id, event)) = events.recv() => self.on_event(segment_id, event),
                 command = commands.recv() => match command {
+                    Some(Command::HandOver { to }) => {
+                        tracing::info!(to = to.id, "handing the log over");
+                        self.handing_to = Some(*to);
+                        break self.shut_down(&mut events).await;
+                    }
                     Some(command) => self.on_command(command),
                     None => break Ok(()),
                 },
@@ -610,7 +626,20 @@ impl Owner {
         }
         commands.close();
         while let Ok(command) = commands.try_recv() {
-            self.refuse(command, Error::ShuttingDown);
+            self.refuse(command, self.stopping());
+        }
+    }
+
+    /// Why an append is refused while this owner stops cleanly: a redirect
+    /// to the node taking the log over, or the node shutting down. Either
+    /// way the append was not applied.
+    fn stopping(&self) -> Error {
+        match &self.handing_to {
+            Some(to) => Error::NotOwner {
+                log: self.log.clone(),
+                owner: Box::new(to.clone()),
+            },
+            None => Error::ShuttingDown,
         }
     }
 
@@ -656,7 +685,7 @@ impl Owner {
             Command::Info { reply } => {
                 let _ = reply.send(self.info());
             }
-            Command::Reconfigure => {}
+            Command::Reconfigure | Command::HandOver { .. } => {}
         }
     }
 
@@ -697,6 +726,8 @@ impl Owner {
                 let _ = reply.send(self.info());
             }
             Command::Reconfigure => self.config_stale = true,
+            // Taken in the run loop, before commands reach here.
+            Command::HandOver { .. } => {}
         }
     }
 
@@ -1203,12 +1234,27 @@ impl Owner {
         Ok(())
     }
 
-    /// Clean shutdown: let what is in flight finish (briefly), seal, stop.
+    /// Clean shutdown or hand-over: let what is in flight finish (briefly),
+    /// seal at what was acknowledged, stop. Appends not yet sent, and
+    /// those still unacknowledged at the seal, are not in the log: they
+    /// are refused as [`Self::stopping`] says.
+    ///
+    /// Crash points: dying before the seal leaves the segment open, and
+    /// the next owner recovers it (an ordinary failover); after it, the
+    /// next owner finds every segment sealed and recovers nothing.
     async fn shut_down(
         &mut self,
         events: &mut mpsc::UnboundedReceiver<(u64, ReplicaEvent)>,
     ) -> Result<()> {
-        self.fail_batch(|| Error::ShuttingDown);
+        let stopping = self.stopping();
+        let refusal = || match &stopping {
+            Error::NotOwner { log, owner } => Error::NotOwner {
+                log: log.clone(),
+                owner: owner.clone(),
+            },
+            _ => Error::ShuttingDown,
+        };
+        self.fail_batch(refusal);
         let deadline = Instant::now() + Duration::from_secs(5);
         while !self.in_flight.is_empty() && Instant::now() < deadline {
             match tokio::time::timeout_at(deadline, events.recv()).await {
@@ -1219,7 +1265,7 @@ impl Owner {
         if self.segment.is_some() {
             self.seal_segment().await?;
         }
-        self.fail_all(|| Error::ShuttingDown);
+        self.fail_all(refusal);
         tracing::info!("released the log");
         Ok(())
     }

@@ -49,6 +49,7 @@
 //! | [`info`] | what admin calls answer: [`LogInfo`], [`SegmentInfo`], [`Sealed`], [`ClusterStatus`] |
 //! | [`settings`] | namespace and log settings: [`Settings`], [`SettingsChange`] |
 //! | [`tokens`] | client tokens: [`TokenInfo`]; [`Client::with_token`] sends one |
+//! | [`placement`] | where logs are owned: [`Placement`]; [`Client::move_log`] moves one by hand |
 
 #![warn(missing_docs)]
 
@@ -56,6 +57,7 @@ pub mod client;
 pub mod info;
 pub mod log_reader;
 pub mod log_writer;
+pub mod placement;
 mod retry;
 pub mod settings;
 pub mod tokens;
@@ -67,5 +69,6 @@ pub use dlog_wire::record::{Headers, Record, RecordError, StoredRecord};
 pub use info::{ClusterStatus, LogInfo, NodeInfo, Sealed, SegmentInfo, SegmentState};
 pub use log_reader::{LogReader, ReadOptions, Start, TailInfo};
 pub use log_writer::{LogWriter, PendingWrite, WriterOptions};
+pub use placement::{MovedLog, NodePlacement, Placement};
 pub use settings::{Settings, SettingsChange};
 pub use tokens::TokenInfo;

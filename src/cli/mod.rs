@@ -5,6 +5,7 @@ use std::path::PathBuf;
 
 mod admin;
 mod append;
+mod placement;
 mod progress;
 mod read;
 mod settings;
@@ -125,6 +126,11 @@ pub enum Command {
     Token {
         #[command(subcommand)]
         command: tokens::TokenCommand,
+    },
+    /// Where logs are owned: logs per ingest node; move a log by hand (needs admin).
+    Placement {
+        #[command(subcommand)]
+        command: placement::PlacementCommand,
     },
     /// Namespaces: settings (retention, roll policy, replication, quota) for their logs.
     Ns {
@@ -317,6 +323,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         Command::Logs { command } => admin::logs(&client, command).await,
         Command::Ns { command } => settings::ns(&client, command).await,
         Command::Token { command } => tokens::token(&client, command).await,
+        Command::Placement { command } => placement::placement(&client, command).await,
         Command::Sub { command } => sub::sub(&client, command).await,
         Command::Append {
             log,

@@ -436,6 +436,46 @@ impl Cluster {
         })
     }
 
+    /// Starts one more ingest node, set up like the first (zone, TLS,
+    /// tokens), and waits until it registered; returns its index.
+    #[allow(dead_code)]
+    pub async fn add_ingest(&mut self) -> usize {
+        let first = &self.ingests[0];
+        let id = format!("ingest-{}", self.ingests.len() + 1);
+        let mut env = (self.pki.as_ref()).map_or_else(Vec::new, |pki| pki.node_env(&id));
+        env.extend(
+            (first.env.iter())
+                .filter(|(key, _)| !key.starts_with("DLOG_TLS__"))
+                .cloned(),
+        );
+        let mut node = Node {
+            id: id.clone(),
+            role: first.role,
+            port: free_port(),
+            metrics_port: free_port(),
+            process: None,
+            gid: next_gid(),
+            dir: first.dir.with_file_name(&id),
+            metastore: first.metastore.clone(),
+            extra_args: first.extra_args.clone(),
+            env,
+            tls: first.tls,
+        };
+        node.start();
+        self.ingests.push(node);
+        for _ in 0..300 {
+            let registered = retry_etcd("read the ingest nodes", || {
+                self.manifest.nodes(dlog_meta::manifest::Role::Ingest)
+            })
+            .await;
+            if registered.iter().any(|n| n.id == id) {
+                return self.ingests.len() - 1;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        panic!("{id} did not register in 30 s");
+    }
+
     /// A client of `endpoints` of this cluster, trusting its CA when it
     /// runs TLS.
     #[allow(dead_code)]

@@ -12,6 +12,7 @@
 //! | [`payload_schema`] | typed payloads: a namespace's schema of JSON fields, the check of appends, the typed values of offload |
 //! | [`codec`] | the binary entry format cache nodes store and serve: header, records, CRC32C |
 //! | [`error`] | error kinds, retryability and the mapping to gRPC status |
+//! | [`placement`] | the rule that names a log's preferred ingest node (rendezvous hashing) |
 //! | [`pipeline`] | the server side of an ordered, pipelined bidirectional stream |
 //! | [`http2`] | the HTTP/2 flow-control windows of every dlog server |
 
@@ -24,6 +25,7 @@ pub mod metadata;
 pub mod names;
 pub mod payload_schema;
 pub mod pipeline;
+pub mod placement;
 pub mod proto;
 pub mod record;
 

@@ -12,6 +12,7 @@
 //! log/<ns>/<log>/trim              trim offset (decimal)      admin / retention
 //! log/<ns>/<log>/sub/<name>        committed offset (decimal) readers
 //! owner/<ns>/<log>                 NodeInfo, on the owner's lease
+//! placement/<ns>/<log>             {"node": id}               admin (a log moved by hand)
 //! node/<role>/<id>                 NodeInfo, on the node's lease
 //! counter/log_id                   last log id (decimal)
 //! claim/<what>                     holder id, on its lease    workers (compactors)
@@ -40,9 +41,11 @@ use dlog_wire::error::{Classify, ErrorKind};
 use dlog_wire::ids::{Epoch, LogId, Offset, SegmentId};
 use dlog_wire::names::{LogName, Namespace};
 
+mod placement;
 mod purged;
 mod tokens;
 mod types;
+pub use placement::PlacementView;
 pub use purged::Purged;
 pub use tokens::TokenRecord;
 pub use types::*;

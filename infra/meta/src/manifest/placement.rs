@@ -1,0 +1,148 @@
+//! Where logs should be owned: the live ingest nodes (`node/ingest/<id>`)
+//! and the moves an operator asked for (`placement/<ns>/<log>` → the node
+//! id). The preferred owner of a log is the node its placement key names
+//! while that node is live, otherwise the rendezvous rule over the live
+//! ingest nodes ([`dlog_wire::placement`]). The owner keys
+//! (`owner/<ns>/<log>`) say who owns a log now.
+
+use std::collections::HashMap;
+
+use dlog_wire::names::LogName;
+use serde::{Deserialize, Serialize};
+
+use super::{Manifest, NodeInfo, Result, Role, decode_json, encode_json};
+use crate::metastore::{Revision, Txn, TxnOp, WatchStream};
+
+/// A log's placement key: the node an operator moved it to.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+struct Placement {
+    node: String,
+}
+
+/// The live ingest nodes and the operators' moves, read at one revision.
+#[derive(Debug, Clone, Default)]
+pub struct PlacementView {
+    pub nodes: Vec<NodeInfo>,
+    /// Logs moved by hand, to the node id.
+    pub moved: HashMap<LogName, String>,
+    pub revision: Revision,
+}
+
+impl PlacementView {
+    /// The node that should own `log`: the node it was moved to while
+    /// that node is live, otherwise the rendezvous rule's choice.
+    pub fn preferred(&self, log: &LogName) -> Option<&NodeInfo> {
+        if let Some(node) = self.moved.get(log)
+            && let Some(live) = self.nodes.iter().find(|n| &n.id == node)
+        {
+            return Some(live);
+        }
+        let name = log.to_string();
+        let id = dlog_wire::placement::preferred(&name, self.nodes.iter().map(|n| n.id.as_str()))?;
+        self.nodes.iter().find(|n| n.id == id)
+    }
+}
+
+impl Manifest {
+    /// Prefix of the placement keys (logs moved by hand).
+    pub fn placements_prefix(&self) -> String {
+        format!("{}placement/", self.root)
+    }
+
+    fn placement_key(&self, log: &LogName) -> String {
+        format!(
+            "{}{}/{}",
+            self.placements_prefix(),
+            log.namespace(),
+            log.log()
+        )
+    }
+
+    /// Moves `log` to the ingest node `node` (`None`: back to the rule).
+    /// The log must exist; whether the node is live is the caller's check
+    /// (a move to a node that is not live waits for it, and the rule
+    /// decides meanwhile).
+    pub async fn set_placement(&self, log: &LogName, node: Option<&str>) -> Result<()> {
+        self.log(log).await?;
+        let key = self.placement_key(log);
+        let op = match node {
+            Some(node) => TxnOp::put(
+                &key,
+                encode_json(&Placement {
+                    node: node.to_owned(),
+                }),
+            ),
+            None => TxnOp::delete(&key),
+        };
+        self.store.txn(Txn::new().and_then([op])).await?;
+        Ok(())
+    }
+
+    /// The live ingest nodes and the moved logs. `revision` is that of
+    /// the first read: watching both prefixes from after it misses no
+    /// change (one between the two reads is seen twice).
+    pub async fn placement_view(&self) -> Result<PlacementView> {
+        let nodes = self
+            .store
+            .range(&self.nodes_prefix(Role::Ingest), true)
+            .await?;
+        let placements = self.store.range(&self.placements_prefix(), true).await?;
+        let revision = nodes.revision;
+        let (nodes, placements) = (nodes.kvs, placements.kvs);
+        let nodes = nodes
+            .iter()
+            .map(decode_json)
+            .collect::<Result<Vec<NodeInfo>>>()?;
+        let prefix = self.placements_prefix();
+        let mut moved = HashMap::new();
+        for kv in &placements {
+            let Some((ns, log)) = kv.key.strip_prefix(&prefix).and_then(|k| k.split_once('/'))
+            else {
+                continue;
+            };
+            let (Ok(log), Ok(placement)) = (LogName::new(ns, log), decode_json::<Placement>(kv))
+            else {
+                tracing::warn!(key = kv.key, "a placement key does not decode");
+                continue;
+            };
+            moved.insert(log, placement.node);
+        }
+        Ok(PlacementView {
+            nodes,
+            moved,
+            revision,
+        })
+    }
+
+    /// Changes of the ingest registrations from `start_revision` on.
+    pub async fn watch_ingest_nodes(
+        &self,
+        start_revision: Option<Revision>,
+    ) -> Result<WatchStream> {
+        Ok(self
+            .store
+            .watch(&self.nodes_prefix(Role::Ingest), start_revision)
+            .await?)
+    }
+
+    /// Changes of the placement keys from `start_revision` on.
+    pub async fn watch_placements(&self, start_revision: Option<Revision>) -> Result<WatchStream> {
+        Ok(self
+            .store
+            .watch(&self.placements_prefix(), start_revision)
+            .await?)
+    }
+
+    /// Every owner key: the log and the node owning it.
+    pub async fn owners(&self) -> Result<Vec<(LogName, NodeInfo)>> {
+        let range = self.store.range(&self.owners_prefix(), true).await?;
+        let mut owners = Vec::with_capacity(range.kvs.len());
+        for kv in &range.kvs {
+            let Some(log) = self.log_of_owner_key(&kv.key) else {
+                continue;
+            };
+            owners.push((log, decode_json(kv)?));
+        }
+        Ok(owners)
+    }
+}

@@ -1,0 +1,311 @@
+//! Balanced ownership (ARCHITECTURE.md, "Balanced ownership"): which logs
+//! this node should own, and the hand-over of the others.
+//!
+//! Every ingest node follows the live ingest registrations and the logs
+//! moved by hand ([`PlacementView`]). A request for a log nobody here owns
+//! is taken only if the rule prefers this node; otherwise it is redirected
+//! to the preferred node (`UNAVAILABLE` + `dlog-owner`, not applied). When
+//! the view changes, each owned log the rule now gives to another node is
+//! handed over:
+//!
+//! 1. drain: the log leaves this node's owners (new requests are
+//!    redirected), and its owner is told to hand over: appends not yet sent
+//!    are refused with a redirect, those in flight finish (briefly);
+//! 2. seal: the owner seals its open segment at what was acknowledged
+//!    (fenced by its epoch), refuses the rest with a redirect, and stops;
+//! 3. release: the owner key is deleted, compared on its revision;
+//! 4. take over: the next request reaches the preferred node, which claims
+//!    the key (waiting briefly if the old owner still holds it), bumps the
+//!    epoch and finds every segment sealed: no recovery.
+//!
+//! Crash points: the old node dying before the seal leaves an open segment
+//! and an owner key on its lease; the lease expires and the new owner
+//! recovers the segment (an ordinary failover). Dying after the seal,
+//! before the release: the key expires with the lease, and nothing needs
+//! recovery. After the release, before the new owner claims: the log is
+//! unowned, and the next request claims it. The new owner dying in the
+//! take-over is the failover of [`super`]. Whatever the rule says, the
+//! owner key and the epoch fence decide who may write: nodes that
+//! disagree for a moment on the live set only redirect once more.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Weak};
+use std::time::{Duration, Instant};
+
+use dlog_meta::manifest::{self, NodeInfo, PlacementView};
+use dlog_meta::metastore::Revision;
+use dlog_wire::names::LogName;
+use dlog_wire::proto as pb;
+use futures::{FutureExt, StreamExt};
+use tracing::Instrument;
+
+use super::IngestNode;
+use crate::error::{Error, Result};
+use crate::owner::Command;
+use crate::series;
+
+/// How long a node the rule prefers waits for the current owner to hand
+/// a log over before redirecting the request there.
+const HAND_OVER_WAIT: Duration = Duration::from_secs(2);
+/// How long a hand-over waits for its owner to seal and stop before it
+/// releases the key anyway (the next owner then recovers the segment).
+const HAND_OVER_TIMEOUT: Duration = Duration::from_secs(30);
+/// Hand-overs one node runs at a time.
+const PARALLEL_HAND_OVERS: usize = 16;
+/// A burst of registration changes (a node starting) is read once.
+const SETTLE: Duration = Duration::from_millis(100);
+
+impl IngestNode {
+    /// The node the rule gives `log` to, when it is not this one.
+    pub(super) fn preferred_elsewhere(&self, log: &LogName) -> Option<NodeInfo> {
+        if !self.options.balance {
+            return None;
+        }
+        let view = self
+            .placement
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        view.preferred(log)
+            .filter(|node| node.id != self.me.id)
+            .cloned()
+    }
+
+    /// The placement view to decide by, with this node in it: it is live
+    /// while it runs, even before its registration is seen.
+    fn set_view(&self, mut view: PlacementView) {
+        if !view.nodes.iter().any(|n| n.id == self.me.id) {
+            view.nodes.push(self.me.clone());
+        }
+        *self.placement.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(view);
+    }
+
+    /// Claims the owner key of `log`. With balancing, when another node
+    /// holds it while the rule gives the log to this one, waits a moment
+    /// for that node's hand-over before redirecting the request to it.
+    pub(super) async fn claim(&self, log: &LogName) -> Result<Revision> {
+        let deadline = Instant::now() + HAND_OVER_WAIT;
+        loop {
+            match self.manifest.claim_owner(log, &self.me, self.lease).await {
+                Ok(revision) => return Ok(revision),
+                Err(manifest::Error::OwnedBy { owner, .. }) => {
+                    if !self.options.balance
+                        || Instant::now() >= deadline
+                        || self.preferred_elsewhere(log).is_some()
+                        || self.shutdown.is_cancelled()
+                    {
+                        return Err(Error::NotOwner {
+                            log: log.clone(),
+                            owner,
+                        });
+                    }
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+                Err(err) => return Err(err.into()),
+            }
+        }
+    }
+
+    /// Hands over every owned log the rule now gives to another node.
+    async fn rebalance(self: &Arc<Self>) {
+        let moves: Vec<(LogName, NodeInfo)> = self
+            .owned_logs()
+            .into_iter()
+            .filter_map(|log| self.preferred_elsewhere(&log).map(|to| (log, to)))
+            .collect();
+        if moves.is_empty() {
+            return;
+        }
+        tracing::info!(
+            logs = moves.len(),
+            "handing logs over to the nodes the placement rule prefers"
+        );
+        futures::stream::iter(moves)
+            .for_each_concurrent(PARALLEL_HAND_OVERS, |(log, to)| async move {
+                self.hand_over(&log, to).await;
+            })
+            .await;
+    }
+
+    /// Drains, seals and releases `log` for `to` (the module's steps 1–3).
+    async fn hand_over(&self, log: &LogName, to: NodeInfo) {
+        let span = tracing::info_span!("hand_over", %log, to = to.id);
+        let work = async {
+            // Still ours, and still to be moved (the view may have changed
+            // while this waited for the lock)?
+            if self.preferred_elsewhere(log).is_none() {
+                return;
+            }
+            let owned = self
+                .owners
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .remove(log);
+            let Some(owned) = owned else { return };
+            let epoch = owned.handle.epoch;
+            let to_id = to.id.clone();
+            if owned
+                .handle
+                .send(Command::HandOver { to: Box::new(to) })
+                .await
+                .is_some()
+                && tokio::time::timeout(HAND_OVER_TIMEOUT, owned.handle.stopped())
+                    .await
+                    .is_err()
+            {
+                tracing::warn!(%log, epoch, "the owner did not stop in time: stopping it; the next owner recovers the log");
+            }
+            owned.stop.cancel();
+            match self.manifest.release_owner(log, &self.me.id).await {
+                Ok(_) => {
+                    metrics::counter!(series::OWNERSHIP_CHANGES, "change" => "handed_over")
+                        .increment(1);
+                    tracing::info!(%log, epoch, to = to_id, "handed the log over");
+                }
+                // The key stays until the lease ends; the new owner redirects
+                // to this node meanwhile, which redirects back: retried by
+                // the client, resolved by the next view or the lease.
+                Err(err) => {
+                    tracing::warn!(%log, epoch, "releasing the owner key after a hand-over: {err:#}")
+                }
+            }
+        };
+        self.one_at_a_time(log, work.instrument(span)).await
+    }
+}
+
+impl IngestNode {
+    /// Where logs are owned: each live ingest node with the logs it owns
+    /// and how many of those the rule gives elsewhere, and the logs moved
+    /// by hand.
+    pub async fn placement_report(&self) -> manifest::Result<pb::GetPlacementResponse> {
+        let view = self.manifest.placement_view().await?;
+        let owners = self.manifest.owners().await?;
+        let mut nodes: BTreeMap<&str, pb::NodePlacement> = (view.nodes.iter())
+            .map(|n| {
+                let placement = pb::NodePlacement {
+                    id: n.id.clone(),
+                    address: n.address.clone(),
+                    zone: n.zone.clone(),
+                    owned: 0,
+                    misplaced: 0,
+                };
+                (n.id.as_str(), placement)
+            })
+            .collect();
+        let mut owned_elsewhere = 0;
+        let mut owner_of = HashMap::new();
+        for (log, owner) in &owners {
+            owner_of.insert(log, owner.id.as_str());
+            let Some(node) = nodes.get_mut(owner.id.as_str()) else {
+                owned_elsewhere += 1;
+                continue;
+            };
+            node.owned += 1;
+            if view.preferred(log).is_some_and(|p| p.id != owner.id) {
+                node.misplaced += 1;
+            }
+        }
+        let mut moved: Vec<pb::MovedLog> = (view.moved.iter())
+            .map(|(log, node)| pb::MovedLog {
+                log: log.to_string(),
+                node: node.clone(),
+                owner: owner_of.get(log).map(|o| o.to_string()).unwrap_or_default(),
+            })
+            .collect();
+        moved.sort_by(|a, b| a.log.cmp(&b.log));
+        Ok(pb::GetPlacementResponse {
+            nodes: nodes.into_values().collect(),
+            moved,
+            owned_elsewhere,
+        })
+    }
+
+    /// Moves `log` to the ingest node `node` by hand (`None`: back to the
+    /// rule), answering the node that should own it now. The owner sees
+    /// the placement key change and hands the log over.
+    pub async fn move_log(&self, log: &LogName, node: Option<&str>) -> Result<String> {
+        let view = self.manifest.placement_view().await?;
+        if let Some(node) = node
+            && !view.nodes.iter().any(|n| n.id == node)
+        {
+            let live: Vec<&str> = view.nodes.iter().map(|n| n.id.as_str()).collect();
+            return Err(Error::NoSuchNode {
+                node: node.to_owned(),
+                live: live.join(", "),
+            });
+        }
+        self.manifest.set_placement(log, node).await?;
+        let mut view = view;
+        match node {
+            Some(node) => view.moved.insert(log.clone(), node.to_owned()),
+            None => view.moved.remove(log),
+        };
+        let preferred = view
+            .preferred(log)
+            .map(|n| n.id.clone())
+            .unwrap_or_default();
+        tracing::info!(%log, node = node.unwrap_or("(the rule)"), preferred, "log moved by hand");
+        Ok(preferred)
+    }
+}
+
+/// Follows the live ingest nodes and the logs moved by hand, and hands
+/// over the logs the rule moves elsewhere. Ends with the node.
+pub(super) async fn watch_placement(node: Weak<IngestNode>) {
+    loop {
+        let Some(strong) = node.upgrade() else { return };
+        if strong.shutdown.is_cancelled() || strong.lost.is_cancelled() {
+            return;
+        }
+        let watched = async {
+            let view = strong.manifest.placement_view().await?;
+            let from = Some(view.revision + 1);
+            strong.set_view(view);
+            let nodes = strong.manifest.watch_ingest_nodes(from).await?;
+            let moved = strong.manifest.watch_placements(from).await?;
+            Ok::<_, manifest::Error>(futures::stream::select(nodes, moved))
+        };
+        let mut events = match watched.await {
+            Ok(events) => events,
+            Err(err) => {
+                tracing::warn!("watching the ingest nodes and placements: {err:#}");
+                drop(strong);
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                continue;
+            }
+        };
+        strong.rebalance().await;
+        let (shutdown, lost) = (strong.shutdown.clone(), strong.lost.clone());
+        drop(strong);
+        loop {
+            let event = tokio::select! {
+                biased;
+                _ = shutdown.cancelled() => return,
+                _ = lost.cancelled() => return,
+                event = events.next() => event,
+            };
+            match event {
+                Some(Ok(_)) => {}
+                Some(Err(err)) => {
+                    tracing::warn!("the placement watch ended: {err:#}");
+                    break;
+                }
+                None => break,
+            }
+            // Let a burst settle, then read the whole view again.
+            tokio::time::sleep(SETTLE).await;
+            while let Some(Some(Ok(_))) = events.next().now_or_never() {}
+            let Some(strong) = node.upgrade() else { return };
+            match strong.manifest.placement_view().await {
+                Ok(view) => strong.set_view(view),
+                Err(err) => {
+                    tracing::warn!("reading the ingest nodes and placements: {err:#}");
+                    break;
+                }
+            }
+            strong.rebalance().await;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
