@@ -86,13 +86,15 @@ async fn write(
 ) -> (BTreeMap<String, BTreeMap<u64, Bytes>>, Vec<String>) {
     let mut acked: BTreeMap<String, BTreeMap<u64, Bytes>> = BTreeMap::new();
     let mut errors = Vec::new();
-    // Offset 0 holds each log's first record.
-    let mut next: HashMap<String, u64> = logs.iter().map(|l| (l.clone(), 1)).collect();
+    let mut next: HashMap<String, u64> = HashMap::new();
+    for log in &logs {
+        next.insert(log.clone(), common::next_offset(&client, log, 50).await);
+    }
     let mut round = 0u64;
     while !stop.load(Ordering::Relaxed) {
         for log in &logs {
             let offset = next[log];
-            let payload = Bytes::from(format!("{log}@{round}"));
+            let payload = Bytes::from(format!("{log}@{offset}/{round}"));
             match client
                 .append(log, vec![Record::new(payload.clone())], Some(offset))
                 .await
@@ -117,6 +119,67 @@ async fn write(
         round += 1;
     }
     (acked, errors)
+}
+
+/// Writers at expected offsets over the written logs, until `stop`.
+type Writers = Vec<tokio::task::JoinHandle<(BTreeMap<String, BTreeMap<u64, Bytes>>, Vec<String>)>>;
+
+fn start_writers(client: &Arc<Client>, stop: &Arc<AtomicBool>) -> Writers {
+    (0..WRITERS)
+        .map(|w| {
+            let logs: Vec<String> = (0..WRITTEN)
+                .filter(|i| i % WRITERS == w)
+                .map(log_name)
+                .collect();
+            tokio::spawn(write(client.clone(), logs, stop.clone()))
+        })
+        .collect()
+}
+
+/// Stops the writers; adds what they acknowledged to `acked`, and fails on
+/// any error they met.
+async fn stop_writers(
+    writers: Writers,
+    stop: &AtomicBool,
+    acked: &mut BTreeMap<String, BTreeMap<u64, Bytes>>,
+    phase: &str,
+) {
+    stop.store(true, Ordering::Relaxed);
+    let mut errors = Vec::new();
+    let mut count = 0;
+    for writer in writers {
+        let (their_acked, their_errors) = writer.await.unwrap();
+        for (log, records) in their_acked {
+            count += records.len();
+            acked.entry(log).or_default().extend(records);
+        }
+        errors.extend(their_errors);
+    }
+    assert!(
+        errors.is_empty(),
+        "{phase}: {} appends failed: {errors:#?}",
+        errors.len()
+    );
+    assert!(
+        count > WRITTEN,
+        "{phase}: the writers wrote only {count} records"
+    );
+}
+
+/// Every acknowledged record is in its log, once, at its offset, and
+/// nothing else is (each log sealed first, then read from the replicas).
+async fn check_written(
+    cluster: &Cluster,
+    client: &Client,
+    acked: &BTreeMap<String, BTreeMap<u64, Bytes>>,
+) {
+    for (log, records) in acked {
+        common::seal(client, log, 50).await;
+        let stored = cluster.read_back(log).await;
+        let mut expected = records.clone();
+        expected.insert(0, Bytes::from(format!("{log}@start")));
+        assert_eq!(stored, expected, "{log}");
+    }
 }
 
 /// Waits until every ingest node owns only logs the rule gives it
@@ -197,35 +260,16 @@ async fn logs_spread_over_ingest_nodes_and_a_new_node_takes_its_share_by_hand_ov
     }
 
     // Writers at expected offsets while a fifth node joins.
+    let mut acked = BTreeMap::new();
     let stop = Arc::new(AtomicBool::new(false));
-    let writers: Vec<_> = (0..WRITERS)
-        .map(|w| {
-            let logs: Vec<String> = (0..WRITTEN)
-                .filter(|i| i % WRITERS == w)
-                .map(log_name)
-                .collect();
-            tokio::spawn(write(client.clone(), logs, stop.clone()))
-        })
-        .collect();
+    let writers = start_writers(&client, &stop);
     tokio::time::sleep(Duration::from_secs(1)).await;
     let fifth = cluster.add_ingest().await;
     wait_settled(&client, 5).await;
     // The moved logs are unowned until their next append.
     touch_all(&client, "second").await;
     tokio::time::sleep(Duration::from_secs(1)).await;
-    stop.store(true, Ordering::Relaxed);
-    let mut acked = BTreeMap::new();
-    let mut errors = Vec::new();
-    for writer in writers {
-        let (their_acked, their_errors) = writer.await.unwrap();
-        acked.extend(their_acked);
-        errors.extend(their_errors);
-    }
-    assert!(
-        errors.is_empty(),
-        "{} appends failed: {errors:#?}",
-        errors.len()
-    );
+    stop_writers(writers, &stop, &mut acked, "a node joining").await;
 
     // Only the fifth node's share moved, each log by hand-over.
     let five: Vec<String> = cluster.ingests.iter().map(|n| n.id.clone()).collect();
@@ -263,18 +307,7 @@ async fn logs_spread_over_ingest_nodes_and_a_new_node_takes_its_share_by_hand_ov
         "the new owner recovered a segment: a move was a failover"
     );
 
-    // Every acknowledged record is in its log, once, at its offset.
-    for (log, records) in &acked {
-        common::seal(&client, log, 50).await;
-        let stored = cluster.read_back(log).await;
-        let mut expected = records.clone();
-        expected.insert(0, Bytes::from(format!("{log}@start")));
-        assert_eq!(stored, expected, "{log}");
-    }
-    assert!(
-        acked.values().map(BTreeMap::len).sum::<usize>() > WRITTEN,
-        "the writers wrote"
-    );
+    check_written(&cluster, &client, &acked).await;
 
     // By hand: `dlog placement move` and `show`.
     let mut env = cluster.cli_env();
@@ -356,4 +389,62 @@ async fn logs_spread_over_ingest_nodes_and_a_new_node_takes_its_share_by_hand_ov
         assert!(Instant::now() < deadline, "{log} never went back to {from}");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+
+    // A clean shutdown (SIGTERM) hands the node's logs over to their
+    // preferred nodes among the others: the writers see no error, and no
+    // log is recovered (every segment was sealed).
+    let stop = Arc::new(AtomicBool::new(false));
+    let writers = start_writers(&client, &stop);
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let leaving = cluster.ingests[fifth].process.as_mut().unwrap();
+    let exited = tokio::task::block_in_place(|| leaving.terminate()).unwrap();
+    assert!(exited.success(), "{exited:?}");
+    wait_settled(&client, 4).await;
+    touch_all(&client, "third").await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    stop_writers(writers, &stop, &mut acked, "a node shutting down").await;
+    check_written(&cluster, &client, &acked).await;
+    let last = owners(&cluster).await;
+    for (log, owner) in &last {
+        let preferred = dlog_wire::placement::preferred(log, four.iter().map(String::as_str));
+        assert_eq!(Some(owner.as_str()), preferred, "{log} after the shutdown");
+    }
+    let recovered: f64 = cluster.ingests[..4]
+        .iter()
+        .map(|n| sample(n, "dlog_ingest_segment_recoveries_total"))
+        .sum();
+    assert_eq!(
+        recovered, 0.0,
+        "a log was recovered: a hand-over was a failover"
+    );
+
+    // One hop: a client computes the rule over the ingest nodes it listed,
+    // so a log's first request goes straight to its owner. With its only
+    // endpoint killed, it still appends to logs the rule gives elsewhere.
+    let direct = cluster.client(cluster.ingests[0].address());
+    let (warm, cold) = {
+        let mut others = (WRITTEN + 1..LOGS)
+            .map(log_name)
+            .filter(|log| last[log] != four[0]);
+        (others.next().unwrap(), others.next().unwrap())
+    };
+    direct
+        .append(&warm, vec![Record::new("warm")], None)
+        .await
+        .unwrap();
+    cluster.ingests[0].kill();
+    let started = Instant::now();
+    let appended = direct
+        .append(&cold, vec![Record::new("one hop")], None)
+        .await;
+    assert!(
+        appended.is_ok(),
+        "{cold} (owned by {}) through a client whose endpoint is dead: {appended:?}",
+        last[&cold]
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "{:?}",
+        started.elapsed()
+    );
 }

@@ -8,7 +8,7 @@
 //!
 //! | module | owns |
 //! |---|---|
-//! | [`node`] | ownership: claim, epoch bump, recovery, routing and redirects |
+//! | [`node`] | ownership: claim, epoch bump, recovery, routing and redirects; balanced ownership and hand-overs (`node::balance`) |
 //! | [`owner`] | one log's sequencing, batching, quorum acks, segment roll and seal |
 //! | [`replicas`] | one open segment's replicas: sends, acks, failures |
 //! | [`links`] | the shared `Replicate` stream to each cache node that carries every segment's adds |

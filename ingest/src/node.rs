@@ -1,7 +1,9 @@
 //! An ingest node: which logs it owns, how it takes ownership, and how it
 //! routes requests to its owners or redirects them to another node's.
 //!
-//! Taking ownership of a log (the first write reaching this node):
+//! Taking ownership of a log (the first write reaching this node, when the
+//! placement rule prefers this node; otherwise the request is redirected
+//! to the preferred node, [`balance`]):
 //! 1. create `owner/<log>` on this node's lease (fails if another node holds
 //!    it: the request is redirected there);
 //! 2. compare-and-swap the epoch up by one;
@@ -102,8 +104,16 @@ pub struct IngestNode {
     /// same log twice while different logs are taken over in parallel.
     acquiring: Mutex<HashMap<LogName, Arc<tokio::sync::Mutex<()>>>>,
     /// The live ingest nodes and the logs moved by hand, as last read
-    /// ([`balance`]).
-    placement: std::sync::RwLock<Arc<PlacementView>>,
+    /// ([`balance`]); `None` until the first read.
+    placement: tokio::sync::watch::Sender<Option<Arc<PlacementView>>>,
+    /// Wakes the rebalancer: the view changed, or a log was taken.
+    rebalance: tokio::sync::Notify,
+    /// Logs handed over whose owner key could not be released yet (the
+    /// rebalancer tries again).
+    unreleased: Mutex<std::collections::HashSet<LogName>>,
+    /// Shutting down: no log is taken any more; requests are redirected to
+    /// the logs' preferred nodes.
+    draining: std::sync::atomic::AtomicBool,
     /// Clean shutdown of the owners (they seal).
     shutdown: CancellationToken,
     /// The lease is gone: owners stop at once.
@@ -145,7 +155,10 @@ impl IngestNode {
             options,
             owners: Mutex::default(),
             acquiring: Mutex::default(),
-            placement: std::sync::RwLock::default(),
+            placement: tokio::sync::watch::Sender::new(None),
+            rebalance: tokio::sync::Notify::new(),
+            unreleased: Mutex::default(),
+            draining: std::sync::atomic::AtomicBool::new(false),
             shutdown: CancellationToken::new(),
             lost: lease_lost,
         });
@@ -153,6 +166,7 @@ impl IngestNode {
         tokio::spawn(watch_settings(Arc::downgrade(&node)));
         if node.options.balance {
             tokio::spawn(balance::watch_placement(Arc::downgrade(&node)));
+            tokio::spawn(balance::run_rebalancer(Arc::downgrade(&node)));
         }
         node
     }
@@ -208,8 +222,18 @@ impl IngestNode {
         if let Some(handle) = self.running_owner(log) {
             return Ok(handle);
         }
-        if self.lost.is_cancelled() || self.shutdown.is_cancelled() {
+        if self.lost.is_cancelled() {
             return Err(Error::ShuttingDown);
+        }
+        self.wait_for_placement().await;
+        if self.is_draining() {
+            return Err(match self.preferred_elsewhere(log) {
+                Some(other) => Error::NotOwner {
+                    log: log.clone(),
+                    owner: Box::new(other),
+                },
+                None => Error::ShuttingDown,
+            });
         }
         if let Some(other) = self.preferred_elsewhere(log) {
             return Err(Error::NotOwner {
@@ -261,10 +285,7 @@ impl IngestNode {
         }
         let since = self.claim(log).await?;
         let stop = self.lost.child_token();
-        match self
-            .take_over(log, meta.log_id, meta.end_of_stream, stop.clone())
-            .await
-        {
+        match self.take_over(log, meta.log_id, stop.clone()).await {
             Ok(handle) => {
                 let owned = Owned {
                     handle: handle.clone(),
@@ -278,11 +299,15 @@ impl IngestNode {
                     metrics::counter!(series::OWNERSHIP_CHANGES, "change" => "acquired")
                         .increment(1);
                 }
+                // The view may have moved the log while it was taken.
+                self.rebalance.notify_one();
                 Ok(handle)
             }
             Err(err) => {
                 tracing::warn!(%log, "taking ownership failed: {err:#}");
-                let _ = self.manifest.release_owner(log, &self.me.id).await;
+                let _ = (self.manifest)
+                    .release_owner(log, &self.me.id, Some(self.lease))
+                    .await;
                 Err(err)
             }
         }
@@ -292,14 +317,16 @@ impl IngestNode {
         &self,
         log: &LogName,
         log_id: u64,
-        end_of_stream: Option<u64>,
         stop: CancellationToken,
     ) -> Result<OwnerHandle> {
         let seen = self.manifest.epoch(log).await?;
-        let fence = self
-            .manifest
-            .bump_epoch(log, LogId(log_id), Epoch(seen))
+        // The end of stream as of the epoch move, not as read before the
+        // claim: the previous owner may have marked one meanwhile (during
+        // a hand-over), and can mark none after the move.
+        let (fence, meta) = (self.manifest)
+            .take_epoch(log, LogId(log_id), Epoch(seen))
             .await?;
+        let end_of_stream = meta.end_of_stream;
         let epoch = fence.epoch;
         let config = self.manifest.log_config(log).await?;
         let (segments, _) = self.manifest.segments(log).await?;
@@ -614,10 +641,18 @@ impl IngestNode {
         }
     }
 
-    /// Clean shutdown: owners finish what is in flight and seal, then the
-    /// owner keys are released so clients move on at once.
+    /// Clean shutdown: the node leaves the placement rule (its
+    /// registration is removed), so the other nodes take its logs; each
+    /// owner hands its log over to the log's preferred node (appends not
+    /// applied are redirected there), or with no other node finishes what
+    /// is in flight and seals; then the owner keys are released so the
+    /// next owners take over at once.
     pub async fn shut_down(&self) {
-        self.shutdown.cancel();
+        self.draining
+            .store(true, std::sync::atomic::Ordering::SeqCst);
+        if self.options.balance {
+            self.leave_placement().await;
+        }
         let owners: Vec<(LogName, Owned)> = self
             .owners
             .lock()
@@ -626,12 +661,34 @@ impl IngestNode {
             .collect();
         metrics::counter!(series::OWNERSHIP_CHANGES, "change" => "released")
             .increment(owners.len() as u64);
+        // Hand-overs first: the shutdown signal would take precedence over
+        // a hand-over command the owner has not read yet.
+        let mut handed = Vec::new();
+        for (log, owned) in &owners {
+            if let Some(to) = self.preferred_elsewhere(log)
+                && (owned.handle)
+                    .send(Command::HandOver { to: Box::new(to) })
+                    .await
+                    .is_some()
+            {
+                handed.push(owned.handle.clone());
+            }
+        }
+        futures::future::join_all(handed.iter().map(OwnerHandle::stopped)).await;
+        self.shutdown.cancel();
         for (log, owned) in owners {
             owned.handle.stopped().await;
-            if let Err(err) = self.manifest.release_owner(&log, &self.me.id).await {
+            if let Err(err) = (self.manifest)
+                .release_owner(&log, &self.me.id, Some(self.lease))
+                .await
+            {
                 tracing::warn!(%log, "releasing ownership failed: {err:#}");
             }
         }
+    }
+
+    fn is_draining(&self) -> bool {
+        self.shutdown.is_cancelled() || self.draining.load(std::sync::atomic::Ordering::SeqCst)
     }
 }
 

@@ -5,8 +5,9 @@
 //! ones do too: at start it sweeps every log with an open segment and no
 //! live owner, and afterwards it watches owner keys and adopts a log when
 //! its owner key disappears (lease expired, node released it) while a
-//! segment is still open, and sweeps again every 30 s. Several ingest
-//! nodes may race for a log; the owner claim picks one.
+//! segment is still open, and sweeps again every 30 s. Only the node the
+//! placement rule prefers adopts a log (the others are redirected by
+//! [`IngestNode::owner`]); should several race, the owner claim picks one.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -14,7 +15,7 @@ use std::time::Duration;
 use dlog_meta::manifest::{self, LogState, SegmentState};
 use dlog_meta::metastore::WatchEvent;
 use dlog_wire::names::LogName;
-use futures::StreamExt;
+use futures::{FutureExt, StreamExt};
 use tokio_util::sync::CancellationToken;
 
 use crate::error::Error;
@@ -22,6 +23,9 @@ use crate::node::IngestNode;
 
 /// How often every log is checked again for a missing owner.
 const RESWEEP: Duration = Duration::from_secs(30);
+/// How long after owner keys vanish their logs are adopted: the placement
+/// view settles 100 ms after a registration change, then is read again.
+const PLACEMENT_SETTLE: Duration = Duration::from_millis(400);
 
 /// Runs until `stop` is cancelled.
 pub async fn adopt_orphans(node: Arc<IngestNode>, stop: CancellationToken) {
@@ -63,7 +67,19 @@ async fn watch_and_adopt(node: &IngestNode) {
             };
             match event {
                 Some(Ok(WatchEvent::Delete { key, .. })) => {
-                    if let Some(log) = manifest.log_of_owner_key(&key) {
+                    // Owner keys of a node whose lease ended go together
+                    // with its registration: let the placement view see
+                    // the registration go first, or the rule would still
+                    // name the dead node and no node would adopt.
+                    let mut orphans: Vec<LogName> =
+                        manifest.log_of_owner_key(&key).into_iter().collect();
+                    while let Some(Some(Ok(event))) = events.next().now_or_never() {
+                        if let WatchEvent::Delete { key, .. } = event {
+                            orphans.extend(manifest.log_of_owner_key(&key));
+                        }
+                    }
+                    tokio::time::sleep(PLACEMENT_SETTLE).await;
+                    for log in orphans {
                         adopt_if_orphaned(node, &log).await;
                     }
                 }

@@ -25,7 +25,8 @@ pub const QUOTA_REFUSALS: &str = "dlog_ingest_quota_refusals_total";
 pub const SUBSCRIPTION_LAG: &str = "dlog_subscription_lag_records";
 /// Logs this node owns now.
 pub const OWNED_LOGS: &str = "dlog_ingest_owned_logs";
-/// Ownership taken (`change="acquired"`) or given up (`change="released"`).
+/// Ownership taken (`change="acquired"`), given up (`change="released"`),
+/// or handed over to the placement rule's node (`change="handed_over"`).
 pub const OWNERSHIP_CHANGES: &str = "dlog_ingest_ownership_changes_total";
 /// Open segments recovered (fenced, copied, sealed) on taking a log over.
 pub const RECOVERIES: &str = "dlog_ingest_segment_recoveries_total";

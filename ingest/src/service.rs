@@ -356,6 +356,28 @@ impl LogService for LogServer {
         }))
     }
 
+    async fn list_ingest_nodes(
+        &self,
+        request: Request<pb::ListIngestNodesRequest>,
+    ) -> Result<Response<pb::ListIngestNodesResponse>, Status> {
+        // Any valid token: a client with one may be redirected to any of
+        // these nodes anyway.
+        if let Some(grant) = grant_of(&request)
+            && grant.listing_prefix().is_none()
+        {
+            return Err(Status::unauthenticated("a valid token is needed"));
+        }
+        let nodes = (self.node.placement_nodes().into_iter())
+            .map(|n| pb::NodeInfo {
+                role: Role::Ingest.as_str().to_owned(),
+                id: n.id,
+                address: n.address,
+                zone: n.zone,
+            })
+            .collect();
+        Ok(Response::new(pb::ListIngestNodesResponse { nodes }))
+    }
+
     async fn get_status(
         &self,
         request: Request<pb::GetStatusRequest>,

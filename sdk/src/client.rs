@@ -31,7 +31,7 @@ use crate::unreachable::{Role, Unreachable};
 /// Longest a single request may take: a frozen node must not hang a client.
 /// (For a `Read` stream it bounds nothing: streams use a channel without it,
 /// and HTTP/2 keep-alive pings find a frozen node instead.)
-const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
+pub(crate) const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
 /// HTTP/2 pings on connections with open streams, and how long to wait for
 /// the answer: a node that stopped answering fails its streams with
 /// `UNAVAILABLE` within about 20 s.
@@ -268,6 +268,9 @@ pub struct Client {
     /// `Read` streams (no per-request timeout).
     channels: Arc<Mutex<HashMap<String, Channel>>>,
     owners: Arc<Mutex<HashMap<String, String>>>,
+    /// The live ingest nodes, to send a log's first request to its
+    /// preferred owner ([`crate::routing`]).
+    pub(crate) directory: Arc<tokio::sync::Mutex<crate::routing::Directory>>,
     /// Sent with every request ([`Client::with_token`]).
     credentials: Credentials,
     /// How `https://` endpoints are checked ([`Client::with_tls`]).
@@ -372,6 +375,7 @@ impl Client {
             write,
             channels: Arc::default(),
             owners: Arc::default(),
+            directory: Arc::default(),
             credentials: Credentials::default(),
             tls: None,
         }
@@ -486,7 +490,7 @@ impl Client {
         Ok(channel)
     }
 
-    fn log_client(&self, address: &str) -> Result<LogServiceClient<Transport>> {
+    pub(crate) fn log_client(&self, address: &str) -> Result<LogServiceClient<Transport>> {
         Ok(LogServiceClient::with_interceptor(
             self.channel(address, false)?,
             self.credentials.clone(),
@@ -511,6 +515,26 @@ impl Client {
             self.credentials.clone(),
         )
         .max_decoding_message_size(MAX_MESSAGE_BYTES))
+    }
+
+    /// The write endpoint requests go to now.
+    pub(crate) fn write_endpoint(&self) -> String {
+        self.write.current()
+    }
+
+    /// Remembers `log`'s preferred owner by the placement rule as its
+    /// owner, unless an owner is known already: its first request goes
+    /// there straight.
+    async fn guess_owner(&self, log: &str) {
+        let known = (self.owners.lock().unwrap_or_else(|p| p.into_inner())).contains_key(log);
+        if known {
+            return;
+        }
+        if let Some(address) = self.preferred_address(log).await {
+            (self.owners.lock().unwrap_or_else(|p| p.into_inner()))
+                .entry(log.to_owned())
+                .or_insert(address);
+        }
     }
 
     fn address_for(&self, log: Option<&str>, endpoints: &Endpoints) -> String {
@@ -570,6 +594,12 @@ impl Client {
         // gave, for a call that ends without one.
         let mut unreachable = endpoints.unreachable();
         let mut last_answer: Option<String> = None;
+        let mut redirected_by = std::collections::HashSet::new();
+        if let Some(log) = log
+            && std::ptr::eq(endpoints, &self.write)
+        {
+            self.guess_owner(log).await;
+        }
         while attempts < MAX_ATTEMPTS {
             attempts += 1;
             let address = self.address_for(log, endpoints);
@@ -609,6 +639,12 @@ impl Client {
                             .unwrap_or_else(|p| p.into_inner())
                             .insert(log.to_owned(), owner.clone());
                         last_error = Some(status);
+                        // Redirected by a node a second time: nodes name
+                        // each other while their views of the live nodes
+                        // differ (a moment): wait before going round again.
+                        if !redirected_by.insert(address) && !retries.pause().await {
+                            break;
+                        }
                         continue;
                     }
                     if !kind.is_retryable() {

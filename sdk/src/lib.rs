@@ -44,6 +44,7 @@
 //! | [`client`] | [`Client`]: connections, redirects to log owners, retries; admin calls and appends |
 //! | [`log_writer`] | [`LogWriter`]: ordered, batched, exactly-once writes |
 //! | [`log_reader`] | [`LogReader`]: reads that resume after failures; tail; subscriptions |
+//! | `routing` | a log's first request straight to its preferred owner: the placement rule over the live ingest nodes |
 //! | `retry` | the one retry policy: backoff with jitter, attempts, a total deadline |
 //! | `unreachable` | the error of a call no node answered: each endpoint tried, once, with its role |
 //! | [`info`] | what admin calls answer: [`LogInfo`], [`SegmentInfo`], [`Sealed`], [`ClusterStatus`] |
@@ -59,6 +60,7 @@ pub mod log_reader;
 pub mod log_writer;
 pub mod placement;
 mod retry;
+mod routing;
 pub mod settings;
 pub mod tokens;
 mod unreachable;

@@ -953,6 +953,13 @@ mod tests {
         ) -> Answer<pb::GetStatusResponse> {
             Err(tonic::Status::unimplemented(""))
         }
+
+        async fn list_ingest_nodes(
+            &self,
+            _: tonic::Request<pb::ListIngestNodesRequest>,
+        ) -> Answer<pb::ListIngestNodesResponse> {
+            Err(tonic::Status::unimplemented(""))
+        }
     }
 
     /// Reads of the one log: its payloads from an offset, at most `limit`.

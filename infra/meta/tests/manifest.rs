@@ -607,8 +607,19 @@ async fn concurrent_claimants_get_exactly_one_winner(f: Fixture) {
     m.claim_owner(&log, &node("next"), next_lease)
         .await
         .unwrap();
-    assert!(!m.release_owner(&log, "someone-else").await.unwrap());
-    assert!(m.release_owner(&log, "next").await.unwrap());
+    assert!(!m.release_owner(&log, "someone-else", None).await.unwrap());
+    // On another lease (a process restarted under the id): not released.
+    let other_lease = store.lease_grant(Duration::from_secs(30)).await.unwrap();
+    assert!(
+        !m.release_owner(&log, "next", Some(other_lease))
+            .await
+            .unwrap()
+    );
+    assert!(
+        m.release_owner(&log, "next", Some(next_lease))
+            .await
+            .unwrap()
+    );
     assert_eq!(m.owner(&log).await.unwrap(), None);
 }
 

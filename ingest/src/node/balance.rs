@@ -32,7 +32,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 
-use dlog_meta::manifest::{self, NodeInfo, PlacementView};
+use dlog_meta::manifest::{self, NodeInfo, PlacementView, Role};
 use dlog_meta::metastore::Revision;
 use dlog_wire::names::LogName;
 use dlog_wire::proto as pb;
@@ -54,6 +54,15 @@ const HAND_OVER_TIMEOUT: Duration = Duration::from_secs(30);
 const PARALLEL_HAND_OVERS: usize = 16;
 /// A burst of registration changes (a node starting) is read once.
 const SETTLE: Duration = Duration::from_millis(100);
+/// How long a starting node waits for its first placement view before it
+/// decides without one.
+const FIRST_VIEW_WAIT: Duration = Duration::from_secs(2);
+/// Releases of a handed-over log's key tried at once; then the rebalancer
+/// tries again.
+const RELEASE_ATTEMPTS: u32 = 3;
+/// The rebalancer runs at least this often: a log taken while the view
+/// changed, or a key not released, is dealt with without a new change.
+const REBALANCE_EVERY: Duration = Duration::from_secs(10);
 
 impl IngestNode {
     /// The node the rule gives `log` to, when it is not this one.
@@ -61,23 +70,63 @@ impl IngestNode {
         if !self.options.balance {
             return None;
         }
-        let view = self
-            .placement
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone();
+        let view = self.placement.borrow().clone()?;
         view.preferred(log)
             .filter(|node| node.id != self.me.id)
             .cloned()
     }
 
-    /// The placement view to decide by, with this node in it: it is live
-    /// while it runs, even before its registration is seen.
+    /// Waits (a moment at most) for the first read of the placement view,
+    /// so a starting node does not take logs the rule gives elsewhere.
+    pub(super) async fn wait_for_placement(&self) {
+        if !self.options.balance || self.placement.borrow().is_some() {
+            return;
+        }
+        let mut view = self.placement.subscribe();
+        let _ = tokio::time::timeout(FIRST_VIEW_WAIT, view.wait_for(Option::is_some)).await;
+    }
+
+    /// The live ingest nodes as this node last read them (itself
+    /// included while it runs), for clients computing the rule themselves.
+    pub fn placement_nodes(&self) -> Vec<NodeInfo> {
+        match self.placement.borrow().as_ref() {
+            Some(view) => view.nodes.clone(),
+            None if self.is_draining() => Vec::new(),
+            None => vec![self.me.clone()],
+        }
+    }
+
+    /// The placement view to decide by, with this node in it while it
+    /// runs (live even before its registration is seen), never while it
+    /// shuts down; wakes the rebalancer.
     fn set_view(&self, mut view: PlacementView) {
-        if !view.nodes.iter().any(|n| n.id == self.me.id) {
+        let draining = self.is_draining();
+        view.nodes.retain(|n| !(draining && n.id == self.me.id));
+        if !draining && !view.nodes.iter().any(|n| n.id == self.me.id) {
             view.nodes.push(self.me.clone());
         }
-        *self.placement.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(view);
+        self.placement.send_replace(Some(Arc::new(view)));
+        self.rebalance.notify_one();
+    }
+
+    /// Shutting down: removes this node's ingest registration, so every
+    /// node's rule stops naming it within moments, and from its own view
+    /// at once.
+    pub(super) async fn leave_placement(&self) {
+        if let Err(err) = self
+            .manifest
+            .deregister_node(Role::Ingest, &self.me.id)
+            .await
+        {
+            tracing::warn!("removing this node's registration before shutting down: {err:#}");
+        }
+        let view = self
+            .placement
+            .borrow()
+            .as_deref()
+            .cloned()
+            .unwrap_or_default();
+        self.set_view(view);
     }
 
     /// Claims the owner key of `log`. With balancing, when another node
@@ -92,7 +141,7 @@ impl IngestNode {
                     if !self.options.balance
                         || Instant::now() >= deadline
                         || self.preferred_elsewhere(log).is_some()
-                        || self.shutdown.is_cancelled()
+                        || self.is_draining()
                     {
                         return Err(Error::NotOwner {
                             log: log.clone(),
@@ -106,36 +155,43 @@ impl IngestNode {
         }
     }
 
-    /// Hands over every owned log the rule now gives to another node.
-    async fn rebalance(self: &Arc<Self>) {
-        let moves: Vec<(LogName, NodeInfo)> = self
+    /// Hands over every owned log the rule now gives to another node, and
+    /// releases the keys of logs handed over earlier that are still held.
+    async fn rebalance(&self) {
+        let moves: Vec<LogName> = self
             .owned_logs()
             .into_iter()
-            .filter_map(|log| self.preferred_elsewhere(&log).map(|to| (log, to)))
+            .filter(|log| self.preferred_elsewhere(log).is_some())
             .collect();
-        if moves.is_empty() {
-            return;
+        if !moves.is_empty() {
+            tracing::info!(
+                logs = moves.len(),
+                "handing logs over to the nodes the placement rule prefers"
+            );
         }
-        tracing::info!(
-            logs = moves.len(),
-            "handing logs over to the nodes the placement rule prefers"
-        );
         futures::stream::iter(moves)
-            .for_each_concurrent(PARALLEL_HAND_OVERS, |(log, to)| async move {
-                self.hand_over(&log, to).await;
+            .for_each_concurrent(PARALLEL_HAND_OVERS, |log| async move {
+                self.hand_over(&log).await;
             })
             .await;
+        let unreleased: Vec<LogName> = (self.unreleased.lock().unwrap_or_else(|p| p.into_inner()))
+            .iter()
+            .cloned()
+            .collect();
+        for log in unreleased {
+            self.one_at_a_time(&log, self.release_handed_over(&log))
+                .await;
+        }
     }
 
-    /// Drains, seals and releases `log` for `to` (the module's steps 1–3).
-    async fn hand_over(&self, log: &LogName, to: NodeInfo) {
-        let span = tracing::info_span!("hand_over", %log, to = to.id);
+    /// Drains, seals and releases `log` for its preferred node (the
+    /// module's steps 1–3).
+    async fn hand_over(&self, log: &LogName) {
         let work = async {
-            // Still ours, and still to be moved (the view may have changed
-            // while this waited for the lock)?
-            if self.preferred_elsewhere(log).is_none() {
+            // Decided under the log's lock, on the view as it is now.
+            let Some(to) = self.preferred_elsewhere(log) else {
                 return;
-            }
+            };
             let owned = self
                 .owners
                 .lock()
@@ -143,7 +199,7 @@ impl IngestNode {
                 .remove(log);
             let Some(owned) = owned else { return };
             let epoch = owned.handle.epoch;
-            let to_id = to.id.clone();
+            tracing::info!(%log, epoch, to = to.id, "handing the log over");
             if owned
                 .handle
                 .send(Command::HandOver { to: Box::new(to) })
@@ -156,21 +212,49 @@ impl IngestNode {
                 tracing::warn!(%log, epoch, "the owner did not stop in time: stopping it; the next owner recovers the log");
             }
             owned.stop.cancel();
-            match self.manifest.release_owner(log, &self.me.id).await {
-                Ok(_) => {
-                    metrics::counter!(series::OWNERSHIP_CHANGES, "change" => "handed_over")
-                        .increment(1);
-                    tracing::info!(%log, epoch, to = to_id, "handed the log over");
+            self.unreleased
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .insert(log.clone());
+            self.release_handed_over(log).await;
+        };
+        self.one_at_a_time(log, work.instrument(tracing::info_span!("hand_over", %log)))
+            .await
+    }
+
+    /// Releases the owner key of a log handed over (step 3), trying a few
+    /// times; a key still held stays in `unreleased` for the rebalancer.
+    /// The caller holds the log's lock.
+    async fn release_handed_over(&self, log: &LogName) {
+        if self.running_owner(log).is_some() {
+            // Taken again since (the rule came back to this node).
+            self.forget_unreleased(log);
+            return;
+        }
+        for attempt in 1..=RELEASE_ATTEMPTS {
+            match (self.manifest)
+                .release_owner(log, &self.me.id, Some(self.lease))
+                .await
+            {
+                Ok(released) => {
+                    self.forget_unreleased(log);
+                    if released {
+                        metrics::counter!(series::OWNERSHIP_CHANGES, "change" => "handed_over")
+                            .increment(1);
+                        tracing::info!(%log, "handed the log over");
+                    }
+                    return;
                 }
-                // The key stays until the lease ends; the new owner redirects
-                // to this node meanwhile, which redirects back: retried by
-                // the client, resolved by the next view or the lease.
                 Err(err) => {
-                    tracing::warn!(%log, epoch, "releasing the owner key after a hand-over: {err:#}")
+                    tracing::warn!(%log, attempt, "releasing the owner key after a hand-over: {err:#}");
+                    tokio::time::sleep(Duration::from_millis(200) * attempt).await;
                 }
             }
-        };
-        self.one_at_a_time(log, work.instrument(span)).await
+        }
+    }
+
+    fn forget_unreleased(&self, log: &LogName) {
+        (self.unreleased.lock().unwrap_or_else(|p| p.into_inner())).remove(log);
     }
 }
 
@@ -250,6 +334,32 @@ impl IngestNode {
     }
 }
 
+/// Hands logs over whenever the view changes or a log was taken, and
+/// every [`REBALANCE_EVERY`]; in a task of its own, so the view stays
+/// current while hand-overs run. Ends with the node.
+pub(super) async fn run_rebalancer(node: Weak<IngestNode>) {
+    loop {
+        let Some(strong) = node.upgrade() else { return };
+        let (shutdown, lost) = (strong.shutdown.clone(), strong.lost.clone());
+        let woken = async {
+            tokio::select! {
+                _ = strong.rebalance.notified() => {}
+                _ = tokio::time::sleep(REBALANCE_EVERY) => {}
+            }
+        };
+        tokio::select! {
+            biased;
+            _ = shutdown.cancelled() => return,
+            _ = lost.cancelled() => return,
+            _ = woken => {}
+        }
+        if strong.is_draining() || strong.placement.borrow().is_none() {
+            continue;
+        }
+        strong.rebalance().await;
+    }
+}
+
 /// Follows the live ingest nodes and the logs moved by hand, and hands
 /// over the logs the rule moves elsewhere. Ends with the node.
 pub(super) async fn watch_placement(node: Weak<IngestNode>) {
@@ -275,7 +385,6 @@ pub(super) async fn watch_placement(node: Weak<IngestNode>) {
                 continue;
             }
         };
-        strong.rebalance().await;
         let (shutdown, lost) = (strong.shutdown.clone(), strong.lost.clone());
         drop(strong);
         loop {
@@ -295,7 +404,13 @@ pub(super) async fn watch_placement(node: Weak<IngestNode>) {
             }
             // Let a burst settle, then read the whole view again.
             tokio::time::sleep(SETTLE).await;
-            while let Some(Some(Ok(_))) = events.next().now_or_never() {}
+            let mut ended = false;
+            while let Some(event) = events.next().now_or_never() {
+                if !matches!(event, Some(Ok(_))) {
+                    ended = true;
+                    break;
+                }
+            }
             let Some(strong) = node.upgrade() else { return };
             match strong.manifest.placement_view().await {
                 Ok(view) => strong.set_view(view),
@@ -304,7 +419,10 @@ pub(super) async fn watch_placement(node: Weak<IngestNode>) {
                     break;
                 }
             }
-            strong.rebalance().await;
+            if ended {
+                tracing::warn!("the placement watch ended");
+                break;
+            }
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
     }

@@ -642,6 +642,9 @@ impl Manifest {
                             TxnOp::put(&meta_key, encode_json(&meta)),
                             TxnOp::delete(self.id_key(log)),
                             TxnOp::delete(self.owner_key(log)),
+                            // A log re-created under the name starts on
+                            // the placement rule, not on an old move.
+                            TxnOp::delete(self.placement_key(log)),
                         ]),
                 )
                 .await?;
@@ -714,6 +717,19 @@ impl Manifest {
     /// another claimant moved it first, `LogNotFound` if the log is
     /// deleted or is no longer `log_id`.
     pub async fn bump_epoch(&self, log: &LogName, log_id: LogId, seen: Epoch) -> Result<Fence> {
+        Ok(self.take_epoch(log, log_id, seen).await?.0)
+    }
+
+    /// [`Manifest::bump_epoch`], also answering the log's metadata as it
+    /// was when the epoch moved (the bump compares it): an end of stream
+    /// the previous owner marked is in it, and that owner can mark none
+    /// after the bump.
+    pub async fn take_epoch(
+        &self,
+        log: &LogName,
+        log_id: LogId,
+        seen: Epoch,
+    ) -> Result<(Fence, LogMeta)> {
         let (log_id, seen) = (log_id.0, seen.0);
         let meta = self.log_versioned(log).await?;
         if meta.value.log_id != log_id || meta.value.state != LogState::Active {
@@ -737,10 +753,11 @@ impl Manifest {
             )
             .await?;
         if response.succeeded {
-            return Ok(Fence {
+            let fence = Fence {
                 log_id,
                 epoch: next,
-            });
+            };
+            return Ok((fence, meta.value));
         }
         let now = self.log_versioned(log).await?;
         if now.value.log_id != log_id || now.value.state != LogState::Active {
@@ -939,14 +956,20 @@ impl Manifest {
         }
     }
 
-    /// Gives up ownership if `node_id` still holds it.
-    pub async fn release_owner(&self, log: &LogName, node_id: &str) -> Result<bool> {
+    /// Gives up ownership if `node_id` still holds it (on `lease`, when
+    /// given: a process restarted under the same id holds it on another).
+    pub async fn release_owner(
+        &self,
+        log: &LogName,
+        node_id: &str,
+        lease: Option<LeaseId>,
+    ) -> Result<bool> {
         let key = self.owner_key(log);
         let Some(kv) = self.store.get(&key).await? else {
             return Ok(false);
         };
         let owner: NodeInfo = decode_json(&kv)?;
-        if owner.id != node_id {
+        if owner.id != node_id || lease.is_some_and(|lease| kv.lease != Some(lease)) {
             return Ok(false);
         }
         let response = self

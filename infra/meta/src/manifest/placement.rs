@@ -49,7 +49,7 @@ impl Manifest {
         format!("{}placement/", self.root)
     }
 
-    fn placement_key(&self, log: &LogName) -> String {
+    pub(super) fn placement_key(&self, log: &LogName) -> String {
         format!(
             "{}{}/{}",
             self.placements_prefix(),
@@ -112,6 +112,16 @@ impl Manifest {
             moved,
             revision,
         })
+    }
+
+    /// Removes a node's registration of `role` ahead of its lease (a node
+    /// shutting down: the placement rule stops naming it at once).
+    pub async fn deregister_node(&self, role: Role, id: &str) -> Result<()> {
+        let key = format!("{}{id}", self.nodes_prefix(role));
+        self.store
+            .txn(Txn::new().and_then([TxnOp::delete(key)]))
+            .await?;
+        Ok(())
     }
 
     /// Changes of the ingest registrations from `start_revision` on.
