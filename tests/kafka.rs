@@ -1069,6 +1069,8 @@ async fn kafka_cluster(listeners: &[usize], log: &str) -> Option<(common::Cluste
     }
     let owner = cluster.client(cluster.ingests[1].address());
     owner.create_log(log).await.unwrap();
+    // Owned by ingest-2 whatever the placement rule says of its name.
+    cluster.place(&owner, log, 1).await;
     let first = vec![distributedlog::Record::new("first")];
     owner.append(log, first, None).await.unwrap();
     assert_eq!(cluster.owner_of(log).await, Some(1));

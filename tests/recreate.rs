@@ -26,6 +26,36 @@ async fn connect(cluster: &Cluster, address: String) -> LogServiceClient<Channel
     LogServiceClient::new(cluster.channel(&address).await)
 }
 
+/// Places the log on ingest node `node` (`placement/<log>`), then appends
+/// `payload` through that node once its placement view has the move (a
+/// redirect before that applies nothing).
+async fn append_placed(
+    cluster: &Cluster,
+    client: &mut LogServiceClient<Channel>,
+    node: &str,
+    payload: &str,
+) -> pb::AppendResponse {
+    let log: LogName = LOG.parse().unwrap();
+    cluster
+        .manifest
+        .set_placement(&log, Some(node))
+        .await
+        .unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        match append(client, payload).await {
+            Ok(appended) => return appended,
+            Err(status)
+                if status.code() == tonic::Code::Unavailable
+                    && std::time::Instant::now() < deadline =>
+            {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            Err(status) => panic!("append through {node}: {status:?}"),
+        }
+    }
+}
+
 async fn append(
     client: &mut LogServiceClient<Channel>,
     payload: &str,
@@ -67,7 +97,7 @@ async fn the_old_owner_of_a_recreated_log_cannot_write_into_it() {
         .create_log(pb::CreateLogRequest { log: LOG.into() })
         .await
         .unwrap();
-    let first = append(&mut old_node, "old-0").await.unwrap();
+    let first = append_placed(&cluster, &mut old_node, "ingest-1", "old-0").await;
     assert_eq!(first.first_offset, 0);
     assert_eq!(cluster.owner_of(LOG).await, Some(0));
     let old_id = cluster.manifest.log(&log).await.unwrap().log_id;
@@ -96,7 +126,7 @@ async fn the_old_owner_of_a_recreated_log_cannot_write_into_it() {
     assert_ne!(new_id, old_id, "a re-created log has a new log id");
 
     // Node 1 takes the new log: its epoch starts over at 1.
-    let appended = append(&mut new_node, "new-0").await.unwrap();
+    let appended = append_placed(&cluster, &mut new_node, "ingest-2", "new-0").await;
     assert_eq!(appended.first_offset, 0);
     assert_eq!(cluster.owner_of(LOG).await, Some(1));
     let (before, _) = cluster.manifest.segments(&log).await.unwrap();

@@ -11,6 +11,10 @@ use dlog_wire::record::RecordError;
 pub enum Error {
     #[error("log {log} is owned by node {} at {}", owner.id, owner.address)]
     NotOwner { log: LogName, owner: Box<NodeInfo> },
+    /// The placement rule gives the log to another node (balanced
+    /// ownership), or this node is handing it over there: not applied.
+    #[error("log {log} is placed on node {} at {}: ask there", node.id, node.address)]
+    Elsewhere { log: LogName, node: Box<NodeInfo> },
     #[error("expected offset {expected} but the next offset of log {log} is {actual}")]
     ExpectedOffset {
         log: LogName,
@@ -110,6 +114,7 @@ impl Classify for Error {
     fn kind(&self) -> ErrorKind {
         match self {
             Error::NotOwner { .. }
+            | Error::Elsewhere { .. }
             | Error::NoCacheNodes { .. }
             | Error::Cache { .. }
             | Error::OwnershipLost { .. }
@@ -139,7 +144,7 @@ impl Error {
     /// The owner to redirect to, when this is a redirect.
     pub fn owner(&self) -> Option<&NodeInfo> {
         match self {
-            Error::NotOwner { owner, .. } => Some(owner),
+            Error::NotOwner { owner, .. } | Error::Elsewhere { node: owner, .. } => Some(owner),
             Error::Manifest(manifest::Error::OwnedBy { owner, .. }) => Some(owner),
             _ => None,
         }

@@ -226,20 +226,18 @@ impl IngestNode {
             return Err(Error::ShuttingDown);
         }
         self.wait_for_placement().await;
-        if self.is_draining() {
-            return Err(match self.preferred_elsewhere(log) {
-                Some(other) => Error::NotOwner {
-                    log: log.clone(),
-                    owner: Box::new(other),
-                },
-                None => Error::ShuttingDown,
+        if let Some(node) = self.preferred_elsewhere(log) {
+            // A log that does not exist is not found here, as anywhere.
+            if self.manifest.log(log).await?.state == LogState::Deleting {
+                return Err(manifest::Error::LogNotFound(log.clone()).into());
+            }
+            return Err(Error::Elsewhere {
+                log: log.clone(),
+                node: Box::new(node),
             });
         }
-        if let Some(other) = self.preferred_elsewhere(log) {
-            return Err(Error::NotOwner {
-                log: log.clone(),
-                owner: Box::new(other),
-            });
+        if self.is_draining() {
+            return Err(Error::ShuttingDown);
         }
         self.one_at_a_time(log, self.take_ownership(log)).await
     }
@@ -273,10 +271,10 @@ impl IngestNode {
         }
         // The rule may have moved the log while this request waited for
         // the lock (a hand-over of it ran).
-        if let Some(other) = self.preferred_elsewhere(log) {
-            return Err(Error::NotOwner {
+        if let Some(node) = self.preferred_elsewhere(log) {
+            return Err(Error::Elsewhere {
                 log: log.clone(),
-                owner: Box::new(other),
+                node: Box::new(node),
             });
         }
         let meta = self.manifest.log(log).await?;

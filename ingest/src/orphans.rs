@@ -131,6 +131,7 @@ async fn adopt_if_orphaned(node: &IngestNode, log: &LogName) {
         // Deleted meanwhile (its owner key goes with the deletion): nothing
         // to adopt.
         Err(Error::NotOwner { .. })
+        | Err(Error::Elsewhere { .. })
         | Err(Error::ShuttingDown)
         | Err(Error::Manifest(manifest::Error::LogNotFound(_))) => {}
         Err(err) => tracing::warn!(%log, "adopting an orphaned log failed: {err:#}"),

@@ -635,9 +635,9 @@ impl Owner {
     /// way the append was not applied.
     fn stopping(&self) -> Error {
         match &self.handing_to {
-            Some(to) => Error::NotOwner {
+            Some(to) => Error::Elsewhere {
                 log: self.log.clone(),
-                owner: Box::new(to.clone()),
+                node: Box::new(to.clone()),
             },
             None => Error::ShuttingDown,
         }
@@ -1248,9 +1248,9 @@ impl Owner {
     ) -> Result<()> {
         let stopping = self.stopping();
         let refusal = || match &stopping {
-            Error::NotOwner { log, owner } => Error::NotOwner {
+            Error::Elsewhere { log, node } => Error::Elsewhere {
                 log: log.clone(),
-                owner: owner.clone(),
+                node: node.clone(),
             },
             _ => Error::ShuttingDown,
         };

@@ -103,8 +103,10 @@ pub async fn client(
             Ok(Err(err)) => {
                 match &err {
                     IngestError::ExpectedOffset { actual, .. } => next_expected = *actual,
-                    IngestError::NotOwner { owner, .. } => {
-                        preferred = cluster.ingest_by_id(&owner.id);
+                    IngestError::NotOwner { .. } | IngestError::Elsewhere { .. } => {
+                        preferred = err
+                            .owner()
+                            .and_then(|owner| cluster.ingest_by_id(&owner.id));
                     }
                     _ => {}
                 }

@@ -423,7 +423,7 @@ impl Cluster {
             );
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
-        Some(Cluster {
+        let cluster = Cluster {
             etcd,
             s3,
             caches,
@@ -433,7 +433,47 @@ impl Cluster {
             manifest,
             pki,
             _dir: dir,
-        })
+        };
+        cluster.wait_placement_views().await;
+        Some(cluster)
+    }
+
+    /// Waits until every running ingest node's placement view lists every
+    /// running ingest node: before that, a node may take a log the rule
+    /// gives to a node it has not seen yet, and hand it over a moment later
+    /// (balanced ownership), which tests pinning owners would take for a
+    /// change of owner.
+    pub async fn wait_placement_views(&self) {
+        let running: Vec<&Node> = (self.ingests.iter())
+            .filter(|n| n.process.is_some())
+            .collect();
+        for node in &running {
+            let deadline = std::time::Instant::now() + Duration::from_secs(30);
+            loop {
+                let listed = match self.try_channel(&node.address()).await {
+                    Ok(channel) => {
+                        let mut client =
+                            dlog_wire::proto::log_service_client::LogServiceClient::new(channel);
+                        (client
+                            .list_ingest_nodes(dlog_wire::proto::ListIngestNodesRequest {})
+                            .await)
+                            .map(|r| r.into_inner().nodes.len())
+                            .unwrap_or(0)
+                    }
+                    Err(_) => 0,
+                };
+                if listed == running.len() {
+                    break;
+                }
+                assert!(
+                    std::time::Instant::now() < deadline,
+                    "{} lists {listed} of {} ingest nodes after 30 s",
+                    node.id,
+                    running.len()
+                );
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
     }
 
     /// Starts one more ingest node, set up like the first (zone, TLS,
@@ -469,11 +509,31 @@ impl Cluster {
             })
             .await;
             if registered.iter().any(|n| n.id == id) {
+                self.wait_placement_views().await;
                 return self.ingests.len() - 1;
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
         panic!("{id} did not register in 30 s");
+    }
+
+    /// Moves `log` to ingest node `index` by hand (`MoveLog`) and waits
+    /// until that node owns it: each `SealLog` (which appends nothing) is
+    /// taken by the node the placement rule names as the answering node
+    /// sees it, so once every node has the move, ingest `index` claims it.
+    #[allow(dead_code)]
+    pub async fn place(&self, client: &distributedlog::Client, log: &str, index: usize) {
+        let node = &self.ingests[index].id;
+        client.move_log(log, Some(node)).await.unwrap();
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        while self.owner_of(log).await != Some(index) {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "{log} not owned by {node} 30 s after its move"
+            );
+            let _ = client.seal(log).await;
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
     }
 
     /// A client of `endpoints` of this cluster, trusting its CA when it
