@@ -110,7 +110,7 @@ pub struct IngestNode {
     rebalance: tokio::sync::Notify,
     /// Logs handed over whose owner key could not be released yet (the
     /// rebalancer tries again).
-    unreleased: Mutex<std::collections::HashSet<LogName>>,
+    unreleased: Mutex<std::collections::BTreeSet<LogName>>,
     /// Shutting down: no log is taken any more; requests are redirected to
     /// the logs' preferred nodes.
     draining: std::sync::atomic::AtomicBool,

@@ -347,7 +347,13 @@ impl Cluster {
             me,
             lease,
             lost.clone(),
-            IngestOptions::default(),
+            // The simulated ingest nodes do not register, so the placement
+            // rule would name no other node: balancing off, as in a
+            // cluster of one.
+            IngestOptions {
+                balance: false,
+                ..IngestOptions::default()
+            },
             pool,
         );
         let installed = {

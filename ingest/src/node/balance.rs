@@ -30,7 +30,9 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Weak};
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use tokio::time::Instant;
 
 use dlog_meta::manifest::{self, NodeInfo, PlacementView, Role};
 use dlog_meta::metastore::Revision;
@@ -343,6 +345,8 @@ pub(super) async fn run_rebalancer(node: Weak<IngestNode>) {
         let (shutdown, lost) = (strong.shutdown.clone(), strong.lost.clone());
         let woken = async {
             tokio::select! {
+                // In a fixed order, so a simulated run is reproducible.
+                biased;
                 _ = strong.rebalance.notified() => {}
                 _ = tokio::time::sleep(REBALANCE_EVERY) => {}
             }

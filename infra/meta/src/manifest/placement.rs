@@ -5,7 +5,7 @@
 //! ingest nodes ([`dlog_wire::placement`]). The owner keys
 //! (`owner/<ns>/<log>`) say who owns a log now.
 
-use std::collections::HashMap;
+use std::collections::BTreeMap;
 
 use dlog_wire::names::LogName;
 use serde::{Deserialize, Serialize};
@@ -24,7 +24,7 @@ struct Placement {
 pub struct PlacementView {
     pub nodes: Vec<NodeInfo>,
     /// Logs moved by hand, to the node id.
-    pub moved: HashMap<LogName, String>,
+    pub moved: BTreeMap<LogName, String>,
     pub revision: Revision,
 }
 
@@ -94,7 +94,7 @@ impl Manifest {
             .map(decode_json)
             .collect::<Result<Vec<NodeInfo>>>()?;
         let prefix = self.placements_prefix();
-        let mut moved = HashMap::new();
+        let mut moved = BTreeMap::new();
         for kv in &placements {
             let Some((ns, log)) = kv.key.strip_prefix(&prefix).and_then(|k| k.split_once('/'))
             else {
