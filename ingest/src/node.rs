@@ -108,8 +108,10 @@ pub struct IngestNode {
     placement: tokio::sync::watch::Sender<Option<Arc<PlacementView>>>,
     /// Wakes the rebalancer: the view changed, or a log was taken.
     rebalance: tokio::sync::Notify,
-    /// Logs handed over whose owner key could not be released yet (the
-    /// rebalancer tries again).
+    /// Logs whose owner key this node may hold without running their
+    /// owner: a hand-over whose release failed, a take-over that failed or
+    /// was cancelled (its request dropped) after its claim. The rebalancer
+    /// releases such a key unless the log's owner runs here by then.
     unreleased: Mutex<std::collections::BTreeSet<LogName>>,
     /// Shutting down: no log is taken any more; requests are redirected to
     /// the logs' preferred nodes.
@@ -281,7 +283,13 @@ impl IngestNode {
         if meta.state == LogState::Deleting {
             return Err(manifest::Error::LogNotFound(log.clone()).into());
         }
-        let since = self.claim(log).await?;
+        // Until the owner runs: should this future be dropped after the
+        // claim, the rebalancer releases the key.
+        self.mark_unreleased(log);
+        let since = self
+            .claim(log)
+            .await
+            .inspect_err(|_| self.forget_unreleased(log))?;
         let stop = self.lost.child_token();
         match self.take_over(log, meta.log_id, stop.clone()).await {
             Ok(handle) => {
@@ -297,15 +305,21 @@ impl IngestNode {
                     metrics::counter!(series::OWNERSHIP_CHANGES, "change" => "acquired")
                         .increment(1);
                 }
+                drop(owners);
+                self.forget_unreleased(log);
                 // The view may have moved the log while it was taken.
                 self.rebalance.notify_one();
                 Ok(handle)
             }
             Err(err) => {
                 tracing::warn!(%log, "taking ownership failed: {err:#}");
-                let _ = (self.manifest)
+                let released = (self.manifest)
                     .release_owner(log, &self.me.id, Some(self.lease))
                     .await;
+                // Not released (etcd failed): the rebalancer tries again.
+                if released.is_ok() {
+                    self.forget_unreleased(log);
+                }
                 Err(err)
             }
         }
@@ -672,9 +686,17 @@ impl IngestNode {
                 handed.push(owned.handle.clone());
             }
         }
-        futures::future::join_all(handed.iter().map(OwnerHandle::stopped)).await;
+        // Bounded, so the other owners still seal within the drain period
+        // (a hand-over's owner waits up to 5 s for what is in flight).
+        let handed_over = futures::future::join_all(handed.iter().map(OwnerHandle::stopped));
+        if tokio::time::timeout(HAND_OVER_DRAIN, handed_over)
+            .await
+            .is_err()
+        {
+            tracing::warn!("hand-overs still running after {HAND_OVER_DRAIN:?}: sealing the rest");
+        }
         self.shutdown.cancel();
-        for (log, owned) in owners {
+        let release = |(log, owned): (LogName, Owned)| async move {
             owned.handle.stopped().await;
             if let Err(err) = (self.manifest)
                 .release_owner(&log, &self.me.id, Some(self.lease))
@@ -682,7 +704,8 @@ impl IngestNode {
             {
                 tracing::warn!(%log, "releasing ownership failed: {err:#}");
             }
-        }
+        };
+        futures::future::join_all(owners.into_iter().map(release)).await;
     }
 
     fn is_draining(&self) -> bool {
@@ -736,6 +759,11 @@ async fn watch_settings(node: Weak<IngestNode>) {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }
+
+/// How long a node shutting down waits for its hand-overs before it tells
+/// every owner left to seal (the drain period, 10 s by default, bounds the
+/// whole shutdown).
+const HAND_OVER_DRAIN: Duration = Duration::from_secs(6);
 
 /// How long the gauge sampler waits for one owner's answer.
 const SAMPLE_WAIT: Duration = Duration::from_secs(1);
@@ -820,6 +848,73 @@ mod tests {
         let log: LogName = log.parse().unwrap();
         manifest.create_log(&log).await.unwrap();
         (node, manifest, log)
+    }
+
+    /// Balanced ownership on one node with a second ingest node
+    /// registered: a log the rule gives to that node is redirected there
+    /// (`Elsewhere`, with its address), a missing log is still not found,
+    /// and an owner key this node holds for such a log without running its
+    /// owner (a take-over whose request was dropped after the claim) is
+    /// released by the rebalancer (before: it stayed, and the two nodes
+    /// redirected to each other until this one restarted).
+    #[tokio::test]
+    async fn logs_placed_elsewhere_are_redirected_and_stray_keys_released() {
+        let dir = tempfile::tempdir().unwrap();
+        let (node, manifest, _) = node_without_cache_nodes(dir.path(), "ns/first").await;
+        let other = NodeInfo {
+            id: "ingest-2".into(),
+            address: "http://127.0.0.1:2".into(),
+            zone: String::new(),
+            capacity: 0,
+            kafka: None,
+        };
+        let store = manifest.store().clone();
+        let lease = store.lease_grant(Duration::from_secs(600)).await.unwrap();
+        manifest
+            .register_node(manifest::Role::Ingest, &other, lease)
+            .await
+            .unwrap();
+        // A log the rule gives to ingest-2 among the two.
+        let name = (0..)
+            .map(|i| format!("ns/log-{i}"))
+            .find(|log| {
+                dlog_wire::placement::preferred(log, ["ingest-1", "ingest-2"]) == Some("ingest-2")
+            })
+            .unwrap();
+        let log: LogName = name.parse().unwrap();
+        manifest.create_log(&log).await.unwrap();
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while node.placement_nodes().len() < 2 {
+            assert!(std::time::Instant::now() < deadline, "ingest-2 never seen");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+
+        let err = node.owner(&log).await.unwrap_err();
+        assert!(
+            matches!(&err, Error::Elsewhere { node, .. } if node.id == "ingest-2"),
+            "{err}"
+        );
+        assert_eq!(err.kind(), ErrorKind::Unavailable);
+        assert_eq!(
+            err.owner().map(|n| n.address.as_str()),
+            Some("http://127.0.0.1:2")
+        );
+        let missing: LogName = "ns/missing".parse().unwrap();
+        let err = node.owner(&missing).await.unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::NotFound, "{err}");
+
+        // A key of this node's, with no owner running here.
+        manifest
+            .claim_owner(&log, node.me(), node.lease)
+            .await
+            .unwrap();
+        node.mark_unreleased(&log);
+        node.rebalance().await;
+        assert_eq!(
+            manifest.owner(&log).await.unwrap(),
+            None,
+            "the stray key stayed"
+        );
     }
 
     /// Records with no bytes (an empty payload, no key, no headers) cost

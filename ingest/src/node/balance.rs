@@ -62,6 +62,8 @@ const FIRST_VIEW_WAIT: Duration = Duration::from_secs(2);
 /// Releases of a handed-over log's key tried at once; then the rebalancer
 /// tries again.
 const RELEASE_ATTEMPTS: u32 = 3;
+/// How long a node shutting down waits to remove its registration.
+const DEREGISTER_WAIT: Duration = Duration::from_secs(1);
 /// The rebalancer runs at least this often: a log taken while the view
 /// changed, or a key not released, is dealt with without a new change.
 const REBALANCE_EVERY: Duration = Duration::from_secs(10);
@@ -101,26 +103,31 @@ impl IngestNode {
     /// The placement view to decide by, with this node in it while it
     /// runs (live even before its registration is seen), never while it
     /// shuts down; wakes the rebalancer.
-    fn set_view(&self, mut view: PlacementView) {
+    fn set_view(&self, view: PlacementView) {
+        self.store_view(view);
+        self.rebalance.notify_one();
+    }
+
+    /// [`Self::set_view`] without waking the rebalancer.
+    fn store_view(&self, mut view: PlacementView) {
         let draining = self.is_draining();
         view.nodes.retain(|n| !(draining && n.id == self.me.id));
         if !draining && !view.nodes.iter().any(|n| n.id == self.me.id) {
             view.nodes.push(self.me.clone());
         }
         self.placement.send_replace(Some(Arc::new(view)));
-        self.rebalance.notify_one();
     }
 
     /// Shutting down: removes this node's ingest registration, so every
     /// node's rule stops naming it within moments, and from its own view
     /// at once.
     pub(super) async fn leave_placement(&self) {
-        if let Err(err) = self
-            .manifest
-            .deregister_node(Role::Ingest, &self.me.id)
-            .await
-        {
-            tracing::warn!("removing this node's registration before shutting down: {err:#}");
+        let deregister = (self.manifest).deregister_node(Role::Ingest, &self.me.id, self.lease);
+        let what = "removing this node's registration before shutting down";
+        match tokio::time::timeout(DEREGISTER_WAIT, deregister).await {
+            Ok(Ok(_)) => {}
+            Ok(Err(err)) => tracing::warn!("{what}: {err:#}"),
+            Err(_) => tracing::warn!("{what}: no answer in {DEREGISTER_WAIT:?}"),
         }
         let view = self
             .placement
@@ -159,7 +166,7 @@ impl IngestNode {
 
     /// Hands over every owned log the rule now gives to another node, and
     /// releases the keys of logs handed over earlier that are still held.
-    async fn rebalance(&self) {
+    pub(super) async fn rebalance(&self) {
         let moves: Vec<LogName> = self
             .owned_logs()
             .into_iter()
@@ -181,8 +188,9 @@ impl IngestNode {
             .cloned()
             .collect();
         for log in unreleased {
-            self.one_at_a_time(&log, self.release_handed_over(&log))
-                .await;
+            if self.one_at_a_time(&log, self.release_unowned(&log)).await {
+                tracing::info!(%log, "released the owner key of a log not owned here");
+            }
         }
     }
 
@@ -214,24 +222,26 @@ impl IngestNode {
                 tracing::warn!(%log, epoch, "the owner did not stop in time: stopping it; the next owner recovers the log");
             }
             owned.stop.cancel();
-            self.unreleased
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .insert(log.clone());
-            self.release_handed_over(log).await;
+            self.mark_unreleased(log);
+            if self.release_unowned(log).await {
+                metrics::counter!(series::OWNERSHIP_CHANGES, "change" => "handed_over")
+                    .increment(1);
+                tracing::info!(%log, epoch, "handed the log over");
+            }
         };
         self.one_at_a_time(log, work.instrument(tracing::info_span!("hand_over", %log)))
             .await
     }
 
-    /// Releases the owner key of a log handed over (step 3), trying a few
-    /// times; a key still held stays in `unreleased` for the rebalancer.
-    /// The caller holds the log's lock.
-    async fn release_handed_over(&self, log: &LogName) {
+    /// Releases this node's owner key of `log` when no owner of it runs
+    /// here (step 3, and the clean-up of `unreleased`), trying a few times;
+    /// a key still held stays in `unreleased` for the rebalancer. True
+    /// when this call deleted the key. The caller holds the log's lock.
+    async fn release_unowned(&self, log: &LogName) -> bool {
         if self.running_owner(log).is_some() {
             // Taken again since (the rule came back to this node).
             self.forget_unreleased(log);
-            return;
+            return false;
         }
         for attempt in 1..=RELEASE_ATTEMPTS {
             match (self.manifest)
@@ -240,22 +250,24 @@ impl IngestNode {
             {
                 Ok(released) => {
                     self.forget_unreleased(log);
-                    if released {
-                        metrics::counter!(series::OWNERSHIP_CHANGES, "change" => "handed_over")
-                            .increment(1);
-                        tracing::info!(%log, "handed the log over");
-                    }
-                    return;
+                    return released;
                 }
                 Err(err) => {
-                    tracing::warn!(%log, attempt, "releasing the owner key after a hand-over: {err:#}");
+                    tracing::warn!(%log, attempt, "releasing the owner key of a log not owned here: {err:#}");
                     tokio::time::sleep(Duration::from_millis(200) * attempt).await;
                 }
             }
         }
+        false
     }
 
-    fn forget_unreleased(&self, log: &LogName) {
+    pub(super) fn mark_unreleased(&self, log: &LogName) {
+        if self.options.balance {
+            (self.unreleased.lock().unwrap_or_else(|p| p.into_inner())).insert(log.clone());
+        }
+    }
+
+    pub(super) fn forget_unreleased(&self, log: &LogName) {
         (self.unreleased.lock().unwrap_or_else(|p| p.into_inner())).remove(log);
     }
 }
@@ -347,18 +359,26 @@ pub(super) async fn run_rebalancer(node: Weak<IngestNode>) {
             tokio::select! {
                 // In a fixed order, so a simulated run is reproducible.
                 biased;
-                _ = strong.rebalance.notified() => {}
-                _ = tokio::time::sleep(REBALANCE_EVERY) => {}
+                _ = strong.rebalance.notified() => false,
+                _ = tokio::time::sleep(REBALANCE_EVERY) => true,
             }
         };
-        tokio::select! {
+        let timed_out = tokio::select! {
             biased;
             _ = shutdown.cancelled() => return,
             _ = lost.cancelled() => return,
-            _ = woken => {}
-        }
+            timed_out = woken => timed_out,
+        };
         if strong.is_draining() || strong.placement.borrow().is_none() {
             continue;
+        }
+        if timed_out {
+            // A watch that stalls without an error must not keep a stale
+            // view: read it again now and then.
+            match strong.manifest.placement_view().await {
+                Ok(view) => strong.store_view(view),
+                Err(err) => tracing::debug!("reading the placement view: {err:#}"),
+            }
         }
         strong.rebalance().await;
     }

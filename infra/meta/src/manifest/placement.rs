@@ -10,8 +10,8 @@ use std::collections::BTreeMap;
 use dlog_wire::names::LogName;
 use serde::{Deserialize, Serialize};
 
-use super::{Manifest, NodeInfo, Result, Role, decode_json, encode_json};
-use crate::metastore::{Revision, Txn, TxnOp, WatchStream};
+use super::{Error, LogState, Manifest, NodeInfo, Result, Role, decode_json, encode_json};
+use crate::metastore::{Compare, LeaseId, Revision, Txn, TxnOp, WatchStream};
 
 /// A log's placement key: the node an operator moved it to.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -61,21 +61,35 @@ impl Manifest {
     /// Moves `log` to the ingest node `node` (`None`: back to the rule).
     /// The log must exist; whether the node is live is the caller's check
     /// (a move to a node that is not live waits for it, and the rule
-    /// decides meanwhile).
+    /// decides meanwhile). Written on the log as read, active: a deletion
+    /// that runs meanwhile (it deletes this key) is not undone by a put
+    /// landing after it.
     pub async fn set_placement(&self, log: &LogName, node: Option<&str>) -> Result<()> {
-        self.log(log).await?;
-        let key = self.placement_key(log);
-        let op = match node {
-            Some(node) => TxnOp::put(
-                &key,
-                encode_json(&Placement {
-                    node: node.to_owned(),
-                }),
-            ),
-            None => TxnOp::delete(&key),
-        };
-        self.store.txn(Txn::new().and_then([op])).await?;
-        Ok(())
+        loop {
+            let meta = self.log_versioned(log).await?;
+            if meta.value.state != LogState::Active {
+                return Err(Error::LogNotFound(log.clone()));
+            }
+            let key = self.placement_key(log);
+            let op = match node {
+                Some(node) => TxnOp::put(
+                    &key,
+                    encode_json(&Placement {
+                        node: node.to_owned(),
+                    }),
+                ),
+                None => TxnOp::delete(&key),
+            };
+            let unchanged = Compare::mod_revision_is(self.meta_key(log), meta.mod_revision);
+            let response = (self.store)
+                .txn(Txn::new().when([unchanged]).and_then([op]))
+                .await?;
+            // Otherwise the log changed meanwhile (settings, end of stream,
+            // deletion): decide again on it as it is now.
+            if response.succeeded {
+                return Ok(());
+            }
+        }
     }
 
     /// The live ingest nodes and the moved logs. `revision` is that of
@@ -115,13 +129,22 @@ impl Manifest {
     }
 
     /// Removes a node's registration of `role` ahead of its lease (a node
-    /// shutting down: the placement rule stops naming it at once).
-    pub async fn deregister_node(&self, role: Role, id: &str) -> Result<()> {
+    /// shutting down: the placement rule stops naming it at once), if it
+    /// is still on `lease`: a process started since under the same id
+    /// keeps its own. True when removed.
+    pub async fn deregister_node(&self, role: Role, id: &str, lease: LeaseId) -> Result<bool> {
         let key = format!("{}{id}", self.nodes_prefix(role));
-        self.store
-            .txn(Txn::new().and_then([TxnOp::delete(key)]))
+        let Some(kv) = self.store.get(&key).await? else {
+            return Ok(false);
+        };
+        if kv.lease != Some(lease) {
+            return Ok(false);
+        }
+        let unchanged = Compare::mod_revision_is(&key, kv.mod_revision);
+        let response = (self.store)
+            .txn(Txn::new().when([unchanged]).and_then([TxnOp::delete(&key)]))
             .await?;
-        Ok(())
+        Ok(response.succeeded)
     }
 
     /// Changes of the ingest registrations from `start_revision` on.
