@@ -1,7 +1,7 @@
 //! Iceberg tables of the logs (ARCHITECTURE.md, "Iceberg tables"): one
 //! table per log, `<namespace>.<log>` in an Iceberg SQL catalog (SQLite
-//! or Postgres, the catalog pyiceberg, Spark and Trino call JDBC/SQL),
-//! located in the log id's folder and holding that folder's Parquet files
+//! or Postgres, the catalog pyiceberg, Spark and Trino call JDBC/SQL) or
+//! in the AWS Glue Data Catalog, located in the log id's folder and holding that folder's Parquet files
 //! as its data files, as they were written.
 //!
 //! The compactor appends each offloaded file to its log's table between
@@ -34,39 +34,44 @@
 //!
 //! | module | owns |
 //! |---|---|
-//! | this one | the catalog, a log's table (created, replaced, dropped), appends, removals, expiry |
-//! | `commit` | building a snapshot and swapping the catalog row to it |
+//! | this one | a log's table (created, replaced, dropped), appends, removals, expiry |
+//! | `catalog` | the catalog chosen by its URI: loads, creations, and the compare-and-swap and conditional drop of a table's entry |
+//! | `sql` | the Iceberg SQL catalog (SQLite, Postgres) and its table rows |
+//! | `glue` | the AWS Glue Data Catalog |
+//! | `commit` | building a snapshot and swapping the catalog entry to it |
 //! | `columns` | the typed payload columns a file brings, added to the table's schema before it |
 //! | `files` | what a table holds: live files and their bounds, a file's entry, dlog's properties |
 //! | `storage` | Iceberg's file access over the cluster's object store |
 
+mod catalog;
 mod columns;
 mod commit;
 mod files;
+mod glue;
+mod sql;
 mod storage;
 #[cfg(test)]
 mod tests;
 
 use std::collections::HashMap;
-use std::sync::Arc;
 
 use dlog_storage::objstore::ObjectStoreHandle;
 use dlog_storage::segment_file::{self, SegmentFile};
 use dlog_wire::names::LogName;
 use iceberg::spec::Operation;
 use iceberg::table::Table;
-use iceberg::{Catalog, CatalogBuilder, ErrorKind, NamespaceIdent, TableCreation, TableIdent};
+use iceberg::{ErrorKind, NamespaceIdent, TableCreation, TableIdent};
 
-use commit::{CatalogRows, Change, Outcome};
+use catalog::TableCatalog;
+use commit::{Change, Outcome};
 pub use files::LiveFile;
 use files::{Contents, data_file, table_log_id, trim_offset_of};
-use iceberg_catalog_sql::{SqlBindStyle, SqlCatalog, SqlCatalogBuilder};
 use object_store::path::Path;
 
 pub use storage::{ObjectStorage, ObjectStorageFactory};
 
-/// The catalog name the tables are registered under (`catalog_name` in
-/// the SQL catalog's rows; pyiceberg's `SqlCatalog("dlog", ...)`).
+/// The catalog name the tables are registered under in a SQL catalog
+/// (`catalog_name` in its rows; pyiceberg's `SqlCatalog("dlog", ...)`).
 pub const CATALOG_NAME: &str = "dlog";
 
 /// `uri` with its password, if it has one, shown as `***`: for messages
@@ -186,8 +191,7 @@ pub enum Appended {
 
 /// The Iceberg tables of every log, in one catalog.
 pub struct LogTables {
-    catalog: SqlCatalog,
-    rows: CatalogRows,
+    catalog: TableCatalog,
     objects: ObjectStoreHandle,
 }
 
@@ -200,54 +204,25 @@ impl std::fmt::Debug for LogTables {
 }
 
 impl LogTables {
-    /// Opens (creating its tables if need be) the SQL catalog at `uri`:
-    /// `sqlite:///PATH?mode=rwc` or `postgres://...`.
+    /// Opens the catalog at `uri`: the SQL catalog
+    /// (`sqlite:///PATH?mode=rwc` or `postgres://...`, its tables created
+    /// if need be) or the AWS Glue Data Catalog
+    /// (`glue://?region=REGION`, `glue`).
     pub async fn open(uri: &str, objects: ObjectStoreHandle) -> Result<LogTables> {
-        let postgres = uri.starts_with("postgres");
-        let bind = || {
-            if postgres {
-                SqlBindStyle::DollarNumeric
-            } else {
-                SqlBindStyle::QMark
-            }
-        };
-        // The catalog creates its tables if missing; two compactors
-        // starting at once race on that in Postgres (the loser's `CREATE
-        // TABLE IF NOT EXISTS` fails): the next attempt finds them.
-        let mut attempt = 0;
-        let catalog = loop {
-            attempt += 1;
-            let opened = SqlCatalogBuilder::default()
-                .uri(uri)
-                .warehouse_location(objects.url_of(&objects.prefix))
-                .sql_bind_style(bind())
-                .with_storage_factory(Arc::new(ObjectStorageFactory::new(objects.clone())))
-                .load(CATALOG_NAME, HashMap::new())
-                .await;
-            match opened {
-                Ok(catalog) => break catalog,
-                Err(err) if attempt < 5 => {
-                    let uri = redacted_uri(uri);
-                    tracing::info!(attempt, "opening the Iceberg catalog {uri}: {err}");
-                    tokio::time::sleep(std::time::Duration::from_millis(100 * attempt)).await;
-                }
-                Err(err) => {
-                    let what = format!("open {}", redacted_uri(uri));
-                    return Err(Error::wrap("catalog", &what)(err));
-                }
-            }
-        };
-        let rows = CatalogRows::connect(uri, bind(), CATALOG_NAME)
-            .await
-            .map_err(Error::wrap(
-                "catalog",
-                &format!("open {}", redacted_uri(uri)),
-            ))?;
-        Ok(LogTables {
-            catalog,
-            rows,
-            objects,
-        })
+        Self::open_with(uri, objects, None).await
+    }
+
+    /// [`Self::open`], with `glue_credentials` instead of the standard AWS
+    /// chain's for a Glue catalog (the tests').
+    async fn open_with(
+        uri: &str,
+        objects: ObjectStoreHandle,
+        glue_credentials: Option<aws_sdk_glue::config::Credentials>,
+    ) -> Result<LogTables> {
+        let catalog = (TableCatalog::open(uri, &objects, glue_credentials).await).map_err(
+            Error::wrap("catalog", &format!("open {}", redacted_uri(uri))),
+        )?;
+        Ok(LogTables { catalog, objects })
     }
 
     fn ident(log: &LogName) -> TableIdent {
@@ -307,7 +282,8 @@ impl LogTables {
                         // (a compactor's clock far behind the table's last
                         // update) keeps working, and is tried again at the
                         // next load.
-                        match commit::commit(&table, Contents::default(), change, &self.rows).await
+                        match commit::commit(&table, Contents::default(), change, &self.catalog)
+                            .await
                         {
                             Ok(_) => continue,
                             Err(err) => {
@@ -329,20 +305,20 @@ impl LogTables {
                         let at = table.metadata_location().unwrap_or_default().to_owned();
                         tracing::info!(%log, log_id, "dropping the table of an earlier log of this name");
                         // Only the table as loaded: not one created since.
-                        (self.rows.drop_if(&ident, &at).await)
+                        (self.catalog.drop_if(&ident, &at).await)
                             .map_err(fail("drop the earlier log's table"))?;
                         continue;
                     }
                 },
                 Err(err) if err.kind() == ErrorKind::TableNotFound => {}
                 Err(err) => {
-                    let at =
-                        (self.rows.location(&ident).await).map_err(fail("read the catalog row"))?;
+                    let at = (self.catalog.location(&ident).await)
+                        .map_err(fail("read the catalog row"))?;
                     match at {
                         Some(at) if self.purged_metadata(log, log_id, &at).await => {
                             tracing::warn!(%log, log_id, metadata = %at,
                                 "dropping the table of an earlier log id whose metadata is gone: {err}");
-                            (self.rows.drop_if(&ident, &at).await)
+                            (self.catalog.drop_if(&ident, &at).await)
                                 .map_err(fail("drop an unreadable table"))?;
                             continue;
                         }
@@ -351,15 +327,8 @@ impl LogTables {
                 }
             }
             let namespace = ident.namespace().clone();
-            match self
-                .catalog
-                .create_namespace(&namespace, HashMap::new())
-                .await
-            {
-                Ok(_) => {}
-                Err(err) if err.kind() == ErrorKind::NamespaceAlreadyExists => {}
-                Err(err) => return Err(fail("create namespace")(err)),
-            }
+            (self.catalog.create_namespace_if_missing(&namespace).await)
+                .map_err(fail("create namespace"))?;
             let schema = iceberg::arrow::arrow_schema_to_schema(&segment_file::schema())
                 .map_err(fail("schema"))?;
             let creation = TableCreation::builder()
@@ -432,7 +401,7 @@ impl LogTables {
             schema: Some(schema),
             ..Change::default()
         };
-        let outcome = (commit::commit(table, Contents::default(), change, &self.rows).await)
+        let outcome = (commit::commit(table, Contents::default(), change, &self.catalog).await)
             .map_err(Error::wrap(name, what))?;
         if outcome == Outcome::Committed {
             tracing::info!(
@@ -494,7 +463,7 @@ impl LogTables {
                 ]),
                 ..Change::default()
             };
-            match commit::commit(&table, contents, change, &self.rows).await {
+            match commit::commit(&table, contents, change, &self.catalog).await {
                 Ok(Outcome::Committed) => return Ok(Appended::Committed),
                 Ok(Outcome::Conflict) => continue,
                 Err(err) => return Err(failed(&format!("append {location}"))(err)),
@@ -632,7 +601,7 @@ impl LogTables {
                 ]),
                 ..Change::default()
             };
-            match commit::commit(&table, contents, change, &self.rows).await {
+            match commit::commit(&table, contents, change, &self.catalog).await {
                 Ok(Outcome::Committed) => return Ok(Replaced::Committed),
                 Ok(Outcome::Conflict) => continue,
                 Err(err) => return Err(failed(&format!("put {location} in"))(err)),
@@ -716,7 +685,7 @@ impl LogTables {
                 ]),
                 ..Change::default()
             };
-            match commit::commit(&table, contents, change, &self.rows).await {
+            match commit::commit(&table, contents, change, &self.catalog).await {
                 Ok(Outcome::Committed) => return Ok(Replaced::Committed),
                 Ok(Outcome::Conflict) => continue,
                 Err(err) => return Err(failed(&format!("merge into {location}"))(err)),
@@ -772,7 +741,7 @@ impl LogTables {
                 summary: HashMap::from([("dlog.trim-offset".to_owned(), trim_offset.to_string())]),
                 ..Change::default()
             };
-            match commit::commit(&table, contents, change, &self.rows).await {
+            match commit::commit(&table, contents, change, &self.catalog).await {
                 Ok(Outcome::Committed) => {
                     // No earlier than any snapshot of the table: the grace
                     // of the removed files counts from here, whatever the
@@ -811,7 +780,7 @@ impl LogTables {
         };
         let failed = |err| Error::new(&name, "expire snapshots", Some(err));
         for _ in 0..ATTEMPTS {
-            match commit::expire(&table, older_than_ms, &self.rows).await {
+            match commit::expire(&table, older_than_ms, &self.catalog).await {
                 Ok(None | Some(Outcome::Committed)) => return Ok(()),
                 Ok(Some(Outcome::Conflict)) => table = self.table(log, log_id).await?,
                 Err(err) => return Err(failed(err)),
@@ -919,14 +888,14 @@ impl LogTables {
                     // Unreadable (its metadata deleted by a purge): drop it
                     // if it lies in this log id's folder.
                     let folder = self.folder(log, log_id);
-                    match self.rows.location(&ident).await {
+                    match self.catalog.location(&ident).await {
                         Ok(Some(at)) if at.starts_with(&format!("{folder}/")) => at,
                         Ok(_) => return Ok(()),
                         Err(_) => return Err(Error::new(&name, "load", Some(err))),
                     }
                 }
             };
-            if (self.rows.drop_if(&ident, &at).await)
+            if (self.catalog.drop_if(&ident, &at).await)
                 .map_err(|err| Error::new(&name, "drop", Some(err)))?
             {
                 return Ok(());
