@@ -1,6 +1,8 @@
 //! The table operations against a real SQLite catalog file and the
 //! in-memory object store: idempotent appends, removals guarded by the
-//! recorded trim point, racing compactors, re-created logs.
+//! recorded trim point, racing compactors, re-created logs. Each case but
+//! the race runs again against the Glue catalog, on a moto server
+//! ([`cases`]); the Glue catalog's own conventions are checked at the end.
 
 use bytes::Bytes;
 use dlog_storage::objstore::{self, ObjectStoreHandle};
@@ -10,12 +12,17 @@ use dlog_wire::payload_schema::PayloadSchema;
 use dlog_wire::record::{Record, StoredRecord};
 use object_store::path::Path;
 
+use aws_sdk_glue::config::Credentials;
+use dlog_testkit::MotoServer;
+
 use super::{Appended, LogTables, Replaced, TableFile};
 
 struct Setup {
     _dir: tempfile::TempDir,
     uri: String,
     objects: ObjectStoreHandle,
+    /// The Glue-compatible server a `glue://` URI names.
+    _moto: Option<MotoServer>,
 }
 
 /// A fresh SQLite catalog file, or the catalog database that
@@ -29,11 +36,35 @@ fn setup() -> Setup {
         _dir: dir,
         uri,
         objects: objstore::open("memory://").unwrap(),
+        _moto: None,
     }
 }
 
+/// A fresh moto server as the Glue catalog, or `None` (skip) without one
+/// outside CI.
+fn glue_setup() -> Option<Setup> {
+    let moto = MotoServer::start()?;
+    Some(Setup {
+        _dir: tempfile::tempdir().unwrap(),
+        uri: moto.glue_uri(),
+        objects: objstore::open("memory://").unwrap(),
+        _moto: Some(moto),
+    })
+}
+
+/// The credentials the tests sign Glue requests with (moto takes any).
+fn test_credentials() -> Credentials {
+    Credentials::new(
+        MotoServer::ACCESS_KEY,
+        MotoServer::SECRET_KEY,
+        None,
+        None,
+        "dlog-tests",
+    )
+}
+
 async fn open(setup: &Setup) -> LogTables {
-    LogTables::open(&setup.uri, setup.objects.clone())
+    LogTables::open_with(&setup.uri, setup.objects.clone(), Some(test_credentials()))
         .await
         .unwrap()
 }
@@ -108,9 +139,7 @@ async fn try_append(
     tables.append(log, id, &entry).await
 }
 
-#[tokio::test]
-async fn an_append_is_committed_once_and_the_table_has_the_layout_ids() {
-    let setup = setup();
+async fn an_append_is_committed_once_and_the_table_has_the_layout_ids(setup: Setup) {
     let tables = open(&setup).await;
     let log: LogName = "lake/events".parse().unwrap();
     assert_eq!(append(&tables, &log, 4, 0, 10).await, Appended::Committed);
@@ -143,9 +172,7 @@ async fn an_append_is_committed_once_and_the_table_has_the_layout_ids() {
     );
 }
 
-#[tokio::test]
-async fn removed_files_leave_the_table_and_never_come_back() {
-    let setup = setup();
+async fn removed_files_leave_the_table_and_never_come_back(setup: Setup) {
     let tables = open(&setup).await;
     let log: LogName = "lake/trimmed".parse().unwrap();
     for start in [0, 10, 20] {
@@ -203,9 +230,7 @@ async fn removed_files_leave_the_table_and_never_come_back() {
     assert_eq!(tables.data_files(&log).await.unwrap().len(), 2);
 }
 
-#[tokio::test]
-async fn a_copy_cut_at_the_trim_point_replaces_its_segments_file_once() {
-    let setup = setup();
+async fn a_copy_cut_at_the_trim_point_replaces_its_segments_file_once(setup: Setup) {
     let tables = open(&setup).await;
     let log: LogName = "lake/cut".parse().unwrap();
     append(&tables, &log, 1, 0, 10).await;
@@ -267,7 +292,7 @@ async fn a_copy_cut_at_the_trim_point_replaces_its_segments_file_once() {
         add: vec![super::files::data_file(&segment, &own).unwrap()],
         ..Default::default()
     };
-    super::commit::commit(&table, contents, change, &tables.rows)
+    super::commit::commit(&table, contents, change, &tables.catalog)
         .await
         .unwrap();
     assert_eq!(tables.data_files(&log).await.unwrap().len(), 2);
@@ -336,14 +361,10 @@ async fn a_copy_cut_at_the_trim_point_replaces_its_segments_file_once() {
 async fn racing_compactors_append_each_file_exactly_once() {
     let setup = setup();
     let log: LogName = "lake/race".parse().unwrap();
-    let first = LogTables::open(&setup.uri, setup.objects.clone())
-        .await
-        .unwrap();
+    let first = open(&setup).await;
     // Created before the race, so both see one table.
     append(&first, &log, 9, 0, 10).await;
-    let second = LogTables::open(&setup.uri, setup.objects.clone())
-        .await
-        .unwrap();
+    let second = open(&setup).await;
     let mut tasks = Vec::new();
     for (n, tables) in [first, second].into_iter().enumerate() {
         let log = log.clone();
@@ -383,9 +404,7 @@ async fn racing_compactors_append_each_file_exactly_once() {
     );
 }
 
-#[tokio::test]
-async fn a_recreated_log_gets_a_new_table_and_a_stale_compactor_cannot_take_it_back() {
-    let setup = setup();
+async fn a_recreated_log_gets_a_new_table_and_a_stale_compactor_cannot_take_it_back(setup: Setup) {
     let tables = open(&setup).await;
     let log: LogName = "lake/again".parse().unwrap();
     append(&tables, &log, 3, 0, 10).await;
@@ -407,9 +426,7 @@ async fn a_recreated_log_gets_a_new_table_and_a_stale_compactor_cannot_take_it_b
     assert!(tables.data_files(&log).await.is_err(), "dropped");
 }
 
-#[tokio::test]
-async fn many_appends_keep_a_bounded_number_of_manifests() {
-    let setup = setup();
+async fn many_appends_keep_a_bounded_number_of_manifests(setup: Setup) {
     let tables = open(&setup).await;
     let log: LogName = "lake/many".parse().unwrap();
     for n in 0..40 {
@@ -442,9 +459,7 @@ async fn many_appends_keep_a_bounded_number_of_manifests() {
     assert_eq!(summary["deleted-data-files"], "20", "{summary:?}");
 }
 
-#[tokio::test]
-async fn an_unreadable_table_of_a_purged_log_id_does_not_block_its_successor() {
-    let setup = setup();
+async fn an_unreadable_table_of_a_purged_log_id_does_not_block_its_successor(setup: Setup) {
     let tables = open(&setup).await;
     let log: LogName = "lake/zombie".parse().unwrap();
     append(&tables, &log, 3, 0, 10).await;
@@ -471,7 +486,11 @@ async fn an_unreadable_table_of_a_purged_log_id_does_not_block_its_successor() {
     )
     .await;
     assert!(try_append(&tables, &log, 3, 10, 20).await.is_err());
-    let row = tables.rows.location(&LogTables::ident(&log)).await.unwrap();
+    let row = tables
+        .catalog
+        .location(&LogTables::ident(&log))
+        .await
+        .unwrap();
     assert!(
         row.is_some_and(|at| at.contains("/id=7/")),
         "id 7's row stays"
@@ -498,9 +517,7 @@ fn a_catalog_uri_is_shown_without_its_password() {
     }
 }
 
-#[tokio::test]
-async fn metadata_no_snapshot_refers_to_is_swept_and_the_table_still_works() {
-    let setup = setup();
+async fn metadata_no_snapshot_refers_to_is_swept_and_the_table_still_works(setup: Setup) {
     let tables = open(&setup).await;
     let log: LogName = "lake/swept".parse().unwrap();
     for n in 0..30 {
@@ -552,9 +569,7 @@ async fn metadata_no_snapshot_refers_to_is_swept_and_the_table_still_works() {
     assert_eq!(tables.data_files(&log).await.unwrap().len(), 31);
 }
 
-#[tokio::test]
-async fn a_foreign_file_with_wide_bounds_does_not_keep_segments_out() {
-    let setup = setup();
+async fn a_foreign_file_with_wide_bounds_does_not_keep_segments_out(setup: Setup) {
     let tables = open(&setup).await;
     let log: LogName = "lake/foreign".parse().unwrap();
     assert_eq!(append(&tables, &log, 1, 0, 10).await, Appended::Committed);
@@ -579,7 +594,7 @@ async fn a_foreign_file_with_wide_bounds_does_not_keep_segments_out() {
         add: vec![super::files::data_file(&location, &foreign).unwrap()],
         ..Default::default()
     };
-    super::commit::commit(&table, contents, change, &tables.rows)
+    super::commit::commit(&table, contents, change, &tables.catalog)
         .await
         .unwrap();
     // dlog's own files still decide: the next segment goes in, the first
@@ -596,9 +611,7 @@ async fn a_foreign_file_with_wide_bounds_does_not_keep_segments_out() {
 /// field ids, before the file: a field added later adds its column (the
 /// earlier ones stay), a file of an earlier schema adds nothing, and a
 /// file whose column id the table has under another name is refused.
-#[tokio::test]
-async fn typed_columns_join_the_schema_before_their_files() {
-    let setup = setup();
+async fn typed_columns_join_the_schema_before_their_files(setup: Setup) {
     let tables = open(&setup).await;
     let log: LogName = "lake/typed".parse().unwrap();
     let first = PayloadSchema::declare(
@@ -679,4 +692,180 @@ async fn typed_columns_join_the_schema_before_their_files() {
     let refused = append_typed(40, clash).await.unwrap_err().to_string();
     assert!(refused.contains("typed columns"), "{refused}");
     assert_eq!(tables.data_files(&log).await.unwrap().len(), 4);
+}
+
+/// Each case as a test against the SQL catalog (`sql`) and against the Glue
+/// catalog on a moto server (`glue`). Not the race of two compactors: moto
+/// ignores UpdateTable's `VersionId`, so a race there would lose commits
+/// that AWS Glue refuses.
+macro_rules! cases {
+    ($($case:ident),* $(,)?) => {$(
+        mod $case {
+            #[tokio::test]
+            async fn sql() {
+                super::$case(super::setup()).await;
+            }
+
+            #[tokio::test]
+            async fn glue() {
+                if let Some(setup) = super::glue_setup() {
+                    super::$case(setup).await;
+                }
+            }
+        }
+    )*};
+}
+
+cases!(
+    an_append_is_committed_once_and_the_table_has_the_layout_ids,
+    removed_files_leave_the_table_and_never_come_back,
+    a_copy_cut_at_the_trim_point_replaces_its_segments_file_once,
+    a_recreated_log_gets_a_new_table_and_a_stale_compactor_cannot_take_it_back,
+    many_appends_keep_a_bounded_number_of_manifests,
+    an_unreadable_table_of_a_purged_log_id_does_not_block_its_successor,
+    metadata_no_snapshot_refers_to_is_swept_and_the_table_still_works,
+    a_foreign_file_with_wide_bounds_does_not_keep_segments_out,
+    typed_columns_join_the_schema_before_their_files,
+);
+
+/// A Glue client of the setup's moto server, to look at what the catalog
+/// wrote the way another engine would.
+fn glue_client(setup: &Setup) -> aws_sdk_glue::Client {
+    use aws_sdk_glue::config::{BehaviorVersion, Region};
+    let moto = setup._moto.as_ref().expect("a Glue setup");
+    let config = aws_sdk_glue::Config::builder()
+        .behavior_version(BehaviorVersion::latest())
+        .region(Region::new(MotoServer::REGION))
+        .endpoint_url(moto.endpoint())
+        .credentials_provider(test_credentials())
+        .build();
+    aws_sdk_glue::Client::from_conf(config)
+}
+
+#[tokio::test]
+async fn a_glue_table_follows_the_iceberg_conventions_and_swaps_only_from_its_location() {
+    let Some(setup) = glue_setup() else { return };
+    let tables = open(&setup).await;
+    let log: LogName = "lake/glued".parse().unwrap();
+    let ident = LogTables::ident(&log);
+    append(&tables, &log, 2, 0, 10).await;
+    let first = tables.catalog.location(&ident).await.unwrap().unwrap();
+    append(&tables, &log, 2, 10, 20).await;
+    let second = tables.catalog.location(&ident).await.unwrap().unwrap();
+    assert_ne!(first, second);
+
+    // What engines read: an external table typed ICEBERG, naming its
+    // current and previous metadata files, located in the log's folder.
+    let glue = glue_client(&setup);
+    let got = glue
+        .get_table()
+        .database_name("lake")
+        .name("glued")
+        .send()
+        .await
+        .unwrap();
+    let table = got.table.unwrap();
+    assert_eq!(table.table_type(), Some("EXTERNAL_TABLE"));
+    let parameters = table.parameters().unwrap();
+    assert_eq!(parameters["table_type"], "ICEBERG");
+    assert_eq!(parameters["metadata_location"], second);
+    assert!(
+        parameters.contains_key("previous_metadata_location"),
+        "{parameters:?}"
+    );
+    let location = table.storage_descriptor().and_then(|sd| sd.location());
+    assert_eq!(location, Some(tables.folder(&log, 2).as_str()));
+    assert!(second.starts_with(&format!("{}/metadata/", tables.folder(&log, 2))));
+
+    // A swap from a location the table has left is refused, and changes
+    // nothing; one from its current location moves it.
+    assert!(
+        !tables
+            .catalog
+            .swap(&ident, &first, "memory://x")
+            .await
+            .unwrap()
+    );
+    assert_eq!(
+        tables.catalog.location(&ident).await.unwrap().as_deref(),
+        Some(second.as_str())
+    );
+    assert!(tables.catalog.swap(&ident, &second, &first).await.unwrap());
+    let table = (glue
+        .get_table()
+        .database_name("lake")
+        .name("glued")
+        .send()
+        .await)
+        .unwrap()
+        .table
+        .unwrap();
+    let parameters = table.parameters().unwrap();
+    assert_eq!(parameters["metadata_location"], first);
+    assert_eq!(parameters["previous_metadata_location"], second);
+    // Other parameters stay.
+    assert_eq!(parameters["table_type"], "ICEBERG");
+
+    // A drop conditional on a location the table has left drops nothing.
+    assert!(!tables.catalog.drop_if(&ident, &second).await.unwrap());
+    assert!(tables.catalog.drop_if(&ident, &first).await.unwrap());
+    assert_eq!(tables.catalog.location(&ident).await.unwrap(), None);
+}
+
+#[tokio::test]
+async fn a_missing_glue_table_is_not_found_and_mixed_case_names_are_refused() {
+    let Some(setup) = glue_setup() else { return };
+    let tables = open(&setup).await;
+    // No database, then a database without the table.
+    for name in ["nowhere/absent", "lake/absent"] {
+        let log: LogName = name.parse().unwrap();
+        let err = (tables.catalog.load_table(&LogTables::ident(&log)).await)
+            .err()
+            .expect("no table");
+        assert_eq!(err.kind(), iceberg::ErrorKind::TableNotFound, "{err}");
+        if name == "nowhere/absent" {
+            append(&tables, &"lake/present".parse().unwrap(), 1, 0, 10).await;
+        }
+    }
+    let log: LogName = "lake/Events".parse().unwrap();
+    let err = try_append(&tables, &log, 1, 0, 10).await.unwrap_err();
+    let chain = std::iter::successors(Some(&err as &dyn std::error::Error), |e| e.source())
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join(": ");
+    assert!(chain.contains("lower case"), "{chain}");
+}
+
+#[tokio::test]
+async fn a_glue_catalog_uri_is_parsed_strictly() {
+    use super::glue::GlueUri;
+    assert_eq!(
+        GlueUri::parse("glue://?region=eu-west-1&endpoint=http://127.0.0.1:5000&catalog_id=123")
+            .unwrap(),
+        GlueUri {
+            region: Some("eu-west-1".into()),
+            endpoint: Some("http://127.0.0.1:5000".into()),
+            catalog_id: Some("123".into()),
+        }
+    );
+    assert_eq!(GlueUri::parse("glue://").unwrap(), GlueUri::default());
+    for (uri, why) in [
+        ("glue://host?region=x", "no host"),
+        ("glue://?region=", "empty"),
+        ("glue://?region=a&region=b", "twice"),
+        ("glue://?warehouse=s3://b", "unknown key"),
+    ] {
+        let err = GlueUri::parse(uri).unwrap_err();
+        assert!(err.contains(why), "{uri}: {err}");
+    }
+    // Opening says which URI failed, on one line.
+    let objects = objstore::open("memory://").unwrap();
+    let err = LogTables::open("glue://?bucket=x", objects)
+        .await
+        .unwrap_err();
+    let shown = err.to_string();
+    assert!(
+        shown.contains("glue://?bucket=x") && !shown.contains('\n'),
+        "{shown}"
+    );
 }
