@@ -30,8 +30,9 @@
 //! metadata `at`. A table re-created (or committed to) between the two
 //! calls is deleted too. A re-created log's table lost so is created again
 //! on its next load, and `table_backfill` brings back the segments
-//! offloaded before that table's creation time; see ARCHITECTURE.md,
-//! "Iceberg tables", for what that does not cover.
+//! offloaded before that table's creation time, except merged files and
+//! segments backfilled once before (ARCHITECTURE.md, "Decisions", the Glue
+//! catalog).
 //!
 //! Glue keeps names in lower case, so two dlog names differing only in
 //! case would share one Glue table: a name with an upper-case letter is

@@ -819,9 +819,9 @@ async fn a_missing_glue_table_is_not_found_and_mixed_case_names_are_refused() {
     // No database, then a database without the table.
     for name in ["nowhere/absent", "lake/absent"] {
         let log: LogName = name.parse().unwrap();
-        let err = (tables.catalog.load_table(&LogTables::ident(&log)).await)
-            .err()
-            .expect("no table");
+        let Err(err) = tables.catalog.load_table(&LogTables::ident(&log)).await else {
+            panic!("{name}: no table expected");
+        };
         assert_eq!(err.kind(), iceberg::ErrorKind::TableNotFound, "{err}");
         if name == "nowhere/absent" {
             append(&tables, &"lake/present".parse().unwrap(), 1, 0, 10).await;
