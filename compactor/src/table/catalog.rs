@@ -43,6 +43,15 @@ impl TableCatalog {
         Ok(TableCatalog::Sql { catalog, rows })
     }
 
+    /// Whether the catalog can hold a table named `ident` (Glue cannot
+    /// hold upper-case names).
+    pub fn holds(&self, ident: &TableIdent) -> bool {
+        match self {
+            TableCatalog::Sql { .. } => true,
+            TableCatalog::Glue(_) => GlueCatalog::holds(ident),
+        }
+    }
+
     /// The table `ident`; an error of kind `TableNotFound` when there is
     /// none.
     pub async fn load_table(&self, ident: &TableIdent) -> Result<Table> {

@@ -27,16 +27,26 @@
 //!
 //! Drop ([`GlueCatalog::drop_if`]): Glue's DeleteTable takes no version,
 //! so a drop is check-then-delete: GetTable, and DeleteTable if it names
-//! metadata `at`. A table re-created (or committed to) between the two
-//! calls is deleted too. A re-created log's table lost so is created again
-//! on its next load, and `table_backfill` brings back the segments
-//! offloaded before that table's creation time, except merged files and
-//! segments backfilled once before (ARCHITECTURE.md, "Decisions", the Glue
-//! catalog).
+//! metadata `at` and is dlog's (an Iceberg table with the `dlog.log-id`
+//! parameter dlog sets at creation; another's table is never deleted). A
+//! table re-created (or committed to) between the two calls is deleted
+//! too. The SDK does not retry the DeleteTable: a retry after a first
+//! attempt that succeeded but timed out would delete a table created
+//! since. A re-created log's table lost so is created again on its next
+//! load, and `table_backfill` brings back the segments offloaded before
+//! that table's creation time (and a margin after it), except merged
+//! files and segments backfilled once before (ARCHITECTURE.md,
+//! "Decisions", the Glue catalog).
+//!
+//! An update ([`GlueCatalog::swap`]) starts from the table GetTable
+//! returned and changes only the parameters dlog owns, so what engines
+//! set on the table (its storage descriptor's columns, partition keys,
+//! owner, other parameters) stays.
 //!
 //! Glue keeps names in lower case, so two dlog names differing only in
 //! case would share one Glue table: a name with an upper-case letter is
-//! refused here rather than let the two logs' tables replace each other.
+//! refused here rather than let the two logs' tables replace each other,
+//! and the compactor gives such a log no table ([`GlueCatalog::holds`]).
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -44,6 +54,7 @@ use std::time::Duration;
 use aws_config::BehaviorVersion;
 use aws_config::timeout::TimeoutConfig;
 use aws_sdk_glue::Client;
+use aws_sdk_glue::config::retry::RetryConfig;
 use aws_sdk_glue::config::{Credentials, Region};
 use aws_sdk_glue::error::{DisplayErrorContext, SdkError};
 use aws_sdk_glue::types::{DatabaseInput, StorageDescriptor, TableInput};
@@ -64,6 +75,10 @@ const ICEBERG: &str = "ICEBERG";
 const METADATA_LOCATION: &str = "metadata_location";
 /// The Glue table parameter naming the metadata file before it.
 const PREVIOUS_METADATA_LOCATION: &str = "previous_metadata_location";
+/// The Glue table parameter marking a table as dlog's, set when dlog
+/// creates it: the log id, as in the table property of that name. A
+/// table without it is never deleted.
+pub(super) const LOG_ID_PARAMETER: &str = super::LOG_ID_PROPERTY;
 /// Glue's table type of tables whose data it does not manage.
 const EXTERNAL_TABLE: &str = "EXTERNAL_TABLE";
 
@@ -190,6 +205,11 @@ impl GlueCatalog {
             file_io,
             runtime: Runtime::try_current()?,
         })
+    }
+
+    /// Whether Glue can hold a table named `ident` ([`names`]).
+    pub fn holds(ident: &TableIdent) -> bool {
+        names(ident).is_ok()
     }
 
     /// The Glue table of `ident`, `None` when there is none.
@@ -344,10 +364,14 @@ impl GlueCatalog {
         let at = MetadataLocation::new_with_metadata(location, &metadata);
         metadata.write_to(&self.file_io, &at).await?;
         let at = at.to_string();
-        let parameters = HashMap::from([
+        let mut parameters = HashMap::from([
             (TABLE_TYPE.to_owned(), ICEBERG.to_owned()),
             (METADATA_LOCATION.to_owned(), at.clone()),
         ]);
+        // dlog's mark, which `drop_if` looks for.
+        if let Some(log_id) = metadata.properties().get(LOG_ID_PARAMETER) {
+            parameters.insert(LOG_ID_PARAMETER.to_owned(), log_id.clone());
+        }
         let created = (self.client.create_table())
             .set_catalog_id(self.catalog_id.clone())
             .database_name(&database)
@@ -398,25 +422,8 @@ impl GlueCatalog {
                 format!("Glue table {ident}: GetTable returned no VersionId, no safe update"),
             ));
         };
-        let (database, name) = names(ident)?;
-        // The table's other parameters (set by engines, or by Glue) stay.
-        let mut parameters = glue.parameters().cloned().unwrap_or_default();
-        parameters.insert(TABLE_TYPE.to_owned(), ICEBERG.to_owned());
-        parameters.insert(METADATA_LOCATION.to_owned(), to.to_owned());
-        parameters.insert(PREVIOUS_METADATA_LOCATION.to_owned(), from.to_owned());
-        let location = (glue.storage_descriptor())
-            .and_then(|sd| sd.location())
-            .map(str::to_owned);
-        let input = TableInput::builder()
-            .name(name)
-            .table_type(glue.table_type().unwrap_or(EXTERNAL_TABLE))
-            .set_description(glue.description().map(str::to_owned))
-            .set_parameters(Some(parameters))
-            .storage_descriptor(StorageDescriptor::builder().set_location(location).build())
-            .build()
-            .map_err(|err| {
-                Error::new(ErrorKind::Unexpected, format!("Glue table {ident}: {err}"))
-            })?;
+        let (database, _) = names(ident)?;
+        let input = Self::updated_input(ident, &glue, from, to)?;
         let updated = (self.client.update_table())
             .set_catalog_id(self.catalog_id.clone())
             .database_name(&database)
@@ -442,21 +449,78 @@ impl GlueCatalog {
         }
     }
 
-    /// Deletes the Glue table if it names metadata `at`: check-then-delete
+    /// The input of an UpdateTable moving the Glue table `glue` from
+    /// metadata `from` to `to`: the table as GetTable returned it (its
+    /// storage descriptor, partition keys, owner, description, parameters
+    /// and whatever else engines or Glue set on it), with only the
+    /// parameters dlog owns changed.
+    fn updated_input(
+        ident: &TableIdent,
+        glue: &aws_sdk_glue::types::Table,
+        from: &str,
+        to: &str,
+    ) -> Result<TableInput> {
+        let mut parameters = glue.parameters().cloned().unwrap_or_default();
+        parameters.insert(TABLE_TYPE.to_owned(), ICEBERG.to_owned());
+        parameters.insert(METADATA_LOCATION.to_owned(), to.to_owned());
+        parameters.insert(PREVIOUS_METADATA_LOCATION.to_owned(), from.to_owned());
+        TableInput::builder()
+            .name(glue.name())
+            .set_description(glue.description().map(str::to_owned))
+            .set_owner(glue.owner().map(str::to_owned))
+            .set_last_access_time(glue.last_access_time().cloned())
+            .set_last_analyzed_time(glue.last_analyzed_time().cloned())
+            .retention(glue.retention())
+            .set_storage_descriptor(glue.storage_descriptor().cloned())
+            .set_partition_keys(Some(glue.partition_keys().to_vec()))
+            .set_view_original_text(glue.view_original_text().map(str::to_owned))
+            .set_view_expanded_text(glue.view_expanded_text().map(str::to_owned))
+            .table_type(glue.table_type().unwrap_or(EXTERNAL_TABLE))
+            .set_parameters(Some(parameters))
+            .set_target_table(glue.target_table().cloned())
+            .build()
+            .map_err(|err| Error::new(ErrorKind::Unexpected, format!("Glue table {ident}: {err}")))
+    }
+
+    /// Deletes the Glue table if it names metadata `at` and is dlog's (an
+    /// Iceberg table carrying [`LOG_ID_PARAMETER`]): check-then-delete
     /// (the module doc); false when it names other metadata, or is gone.
+    /// A table that is not dlog's is refused with an error: dlog never
+    /// deletes another's table, whatever its metadata location.
     pub async fn drop_if(&self, ident: &TableIdent, at: &str) -> Result<bool> {
         let Some(glue) = self.get(ident).await? else {
             return Ok(false);
         };
-        let named = (glue.parameters()).and_then(|p| p.get(METADATA_LOCATION));
+        let parameters = glue.parameters();
+        let named = parameters.and_then(|p| p.get(METADATA_LOCATION));
         if named.map(String::as_str) != Some(at) {
             return Ok(false);
         }
+        let iceberg = (parameters.and_then(|p| p.get(TABLE_TYPE)))
+            .is_some_and(|kind| kind.eq_ignore_ascii_case(ICEBERG));
+        let dlogs = parameters.is_some_and(|p| p.contains_key(LOG_ID_PARAMETER));
+        if !iceberg || !dlogs {
+            return Err(Error::new(
+                ErrorKind::DataInvalid,
+                format!(
+                    "Glue table {ident} is not dlog's (no {TABLE_TYPE}={ICEBERG} and \
+                     {LOG_ID_PARAMETER} parameters): not deleted"
+                ),
+            ));
+        }
         let (database, name) = names(ident)?;
+        // Not retried by the SDK: a first attempt that timed out may have
+        // deleted the table, and a retry would then delete a table created
+        // under the name meanwhile (a re-created log's). After an error the
+        // caller decides again on its next pass, from a fresh GetTable.
         let deleted = (self.client.delete_table())
             .set_catalog_id(self.catalog_id.clone())
             .database_name(&database)
             .name(name)
+            .customize()
+            .config_override(
+                aws_sdk_glue::config::Builder::default().retry_config(RetryConfig::disabled()),
+            )
             .send()
             .await;
         match deleted {
