@@ -17,7 +17,9 @@
 //! table before their objects go, and records the trim point in the table
 //! (`dlog.trim-offset`) in the same commit; an append of a file wholly below it is refused, so a
 //! compactor that was paused past its lease never brings a removed file
-//! back.
+//! back. A table records the log's trim point from its creation on (every
+//! operation that may create it is given the manifest's), so a re-created
+//! table refuses such a file too.
 //!
 //! A segment with the trim point inside it has its file swapped for a copy
 //! holding its rows from the trim point on ([`LogTables::replace`],
@@ -30,7 +32,10 @@
 //!
 //! A table belongs to one log id (table property `dlog.log-id`): a log
 //! deleted and re-created under its name gets a new table, and a deleted
-//! log's table is dropped with it.
+//! log's table is dropped with it. A table under a log's name without that
+//! property is not dlog's (the catalog may be shared: a Glue database is
+//! the account's) and is never dropped: the log's table operations fail
+//! until someone renames or drops it.
 //!
 //! | module | owns |
 //! |---|---|
@@ -108,6 +113,9 @@ const GC_ENABLED_PROPERTY: &str = "gc.enabled";
 /// offloaded before then are added by the backfill (`table_backfill`).
 /// Tables of an earlier release have none, and get no backfill.
 pub const CREATED_AT_PROPERTY: &str = "dlog.created-at-ms";
+/// How long after a table's creation (`dlog.created-at-ms`) an offloaded
+/// segment may have been and still be backfilled ([`LogTables::missing_files`]).
+pub const BACKFILL_MARGIN_MS: i64 = 10 * 60 * 1000;
 /// Commits lost to other commits in a row before an operation gives up
 /// (until the next pass).
 const ATTEMPTS: usize = 16;
@@ -214,7 +222,7 @@ impl LogTables {
 
     /// [`Self::open`], with `glue_credentials` instead of the standard AWS
     /// chain's for a Glue catalog (the tests').
-    async fn open_with(
+    pub(crate) async fn open_with(
         uri: &str,
         objects: ObjectStoreHandle,
         glue_credentials: Option<aws_sdk_glue::config::Credentials>,
@@ -225,6 +233,13 @@ impl LogTables {
         Ok(LogTables { catalog, objects })
     }
 
+    /// Whether the catalog can hold the log's table: not a Glue catalog
+    /// and a name with an upper-case letter ([`glue`]). A log it cannot
+    /// hold gets no table, and is compacted as without a catalog.
+    pub fn holds(&self, log: &LogName) -> bool {
+        self.catalog.holds(&Self::ident(log))
+    }
+
     fn ident(log: &LogName) -> TableIdent {
         TableIdent::new(
             NamespaceIdent::new(log.namespace().to_string()),
@@ -232,10 +247,15 @@ impl LogTables {
         )
     }
 
-    /// The table of `log_id` ([`Self::table`], created if missing) with
-    /// the manifests of its current snapshot, read once.
-    async fn loaded(&self, log: &LogName, log_id: u64) -> Result<(Table, Contents)> {
-        let table = self.table(log, log_id).await?;
+    /// The table of `log_id` ([`Self::table`], created if missing, with
+    /// `trim_offset`) with the manifests of its current snapshot, read once.
+    async fn loaded(
+        &self,
+        log: &LogName,
+        log_id: u64,
+        trim_offset: u64,
+    ) -> Result<(Table, Contents)> {
+        let table = self.table(log, log_id, trim_offset).await?;
         let contents = (Contents::of(&table).await)
             .map_err(|err| Error::new(&log.to_string(), "list files", Some(err)))?;
         Ok((table, contents))
@@ -255,8 +275,13 @@ impl LogTables {
     /// The table of `log_id`, created if missing. A table of an earlier
     /// log id under the name is dropped first (its files went, or go, with
     /// that log's purge), and so is an unreadable row whose metadata file
-    /// is gone from an earlier log id's folder (a purged log's table).
-    pub async fn table(&self, log: &LogName, log_id: u64) -> Result<Table> {
+    /// is gone from an earlier log id's folder (a purged log's table). A
+    /// table under the name without `dlog.log-id` is not dlog's: an error,
+    /// and never dropped. A table created here records `trim_offset`, the
+    /// log's trim point (the manifest's), as its trim point at once, so a
+    /// compactor paused past its lease cannot append a file below it (one
+    /// whose object retention deletes) to a re-created table.
+    pub async fn table(&self, log: &LogName, log_id: u64, trim_offset: u64) -> Result<Table> {
         let ident = Self::ident(log);
         let name = log.to_string();
         let fail = |what: &str| Error::wrap(&name, what);
@@ -301,13 +326,26 @@ impl LogTables {
                             None,
                         ));
                     }
-                    _ => {
+                    Some(_) => {
                         let at = table.metadata_location().unwrap_or_default().to_owned();
                         tracing::info!(%log, log_id, "dropping the table of an earlier log of this name");
                         // Only the table as loaded: not one created since.
                         (self.catalog.drop_if(&ident, &at).await)
                             .map_err(fail("drop the earlier log's table"))?;
                         continue;
+                    }
+                    // Not dlog's: the catalog may be shared (a Glue
+                    // database is the account's), and another's table is
+                    // never dropped.
+                    None => {
+                        return Err(Error::new(
+                            &name,
+                            format!(
+                                "exists and was not created by dlog (no {LOG_ID_PROPERTY}): \
+                                 rename it or drop it yourself"
+                            ),
+                            None,
+                        ));
                     }
                 },
                 Err(err) if err.kind() == ErrorKind::TableNotFound => {}
@@ -343,6 +381,7 @@ impl LogTables {
                         CREATED_AT_PROPERTY.to_owned(),
                         dlog_wire::now_ms().to_string(),
                     ),
+                    (TRIM_OFFSET_PROPERTY.to_owned(), trim_offset.to_string()),
                 ])
                 .build();
             match self.catalog.create_table(&namespace, creation).await {
@@ -414,18 +453,20 @@ impl LogTables {
 
     /// Appends one offloaded file to its log's table, unless it is there
     /// or below the table's trim point. The table gets the file's typed
-    /// payload columns first, if it lacks some.
+    /// payload columns first, if it lacks some. `trim_offset`: the log's
+    /// trim point, recorded by a table created here ([`Self::table`]).
     pub async fn append(
         &self,
         log: &LogName,
         log_id: u64,
+        trim_offset: u64,
         file: &TableFile<'_>,
     ) -> Result<Appended> {
         let name = log.to_string();
         let location = self.objects.url_of(file.key);
         let failed = |what: &str| Error::wrap(&name, what);
         for _ in 0..ATTEMPTS {
-            let (table, contents) = self.loaded(log, log_id).await?;
+            let (table, contents) = self.loaded(log, log_id, trim_offset).await?;
             if trim_offset_of(&table) >= file.end_offset {
                 return Ok(Appended::BelowTrim);
             }
@@ -477,15 +518,16 @@ impl LogTables {
     }
 
     /// The live files of the log's table that hold rows both below and at
-    /// or above `offset` (a segment's file with a trim point inside it);
-    /// the table is created if it is missing.
+    /// or above `offset` (a segment's file with the log's trim point,
+    /// `offset`, inside it); the table is created if it is missing, with
+    /// `offset` as its trim point.
     pub async fn files_across(
         &self,
         log: &LogName,
         log_id: u64,
         offset: u64,
     ) -> Result<Vec<LiveFile>> {
-        let (_, contents) = self.loaded(log, log_id).await?;
+        let (_, contents) = self.loaded(log, log_id, offset).await?;
         let offset = offset as i64;
         Ok((contents.live().into_iter())
             .filter(|file| {
@@ -496,27 +538,36 @@ impl LogTables {
     }
 
     /// Of `segments` (segment id, object key, when it was offloaded), those
-    /// offloaded before the table was created whose file the table does not
-    /// hold, neither as it is nor as a copy cut at a trim point. Segments
-    /// offloaded since were appended by their offload: one missing now was
+    /// offloaded before the table was created, or up to
+    /// [`BACKFILL_MARGIN_MS`] after, whose file the table does not hold,
+    /// neither as it is nor as a copy cut at a trim point. Segments
+    /// offloaded later were appended by their offload: one missing now was
     /// taken out by something else (another engine), not lost, and is not
-    /// brought back. The table is created if it is missing.
+    /// brought back. The margin covers the compactors' clocks differing and
+    /// a segment appended to a table dropped (and re-created) between its
+    /// append and its manifest write; it is safe because a segment whose
+    /// file is in the table is left out here, and an append of a file the
+    /// table holds, or of one overlapping a dlog file it holds, adds
+    /// nothing ([`Self::append`]: `AlreadyThere`). The table is created if
+    /// it is missing, with `trim_offset`.
     pub async fn missing_files(
         &self,
         log: &LogName,
         log_id: u64,
+        trim_offset: u64,
         segments: &[(u64, Path, i64)],
     ) -> Result<Vec<u64>> {
-        let (table, contents) = self.loaded(log, log_id).await?;
-        let created_at: i64 = (table.metadata().properties().get(CREATED_AT_PROPERTY))
-            .and_then(|at| at.parse().ok())
-            .unwrap_or(i64::MIN);
+        let (table, contents) = self.loaded(log, log_id, trim_offset).await?;
+        // Tables of an earlier release have no creation time: no backfill.
+        let before: i64 = (table.metadata().properties().get(CREATED_AT_PROPERTY))
+            .and_then(|at| at.parse::<i64>().ok())
+            .map_or(i64::MIN, |at| at.saturating_add(BACKFILL_MARGIN_MS));
         let live: Vec<String> = contents.live().into_iter().map(|f| f.location).collect();
         Ok((segments.iter())
             .filter(|(segment_id, key, offloaded_at)| {
                 let own = self.objects.url_of(key);
                 let copies = self.copies_prefix(log, log_id, *segment_id);
-                *offloaded_at < created_at
+                *offloaded_at < before
                     && !(live.iter()).any(|at| *at == own || at.starts_with(&copies))
             })
             .map(|(segment_id, _, _)| *segment_id)
@@ -547,6 +598,7 @@ impl LogTables {
         &self,
         log: &LogName,
         log_id: u64,
+        trim_offset: u64,
         (own, copies): (&str, &str),
         new: &TableFile<'_>,
     ) -> Result<Replaced> {
@@ -554,7 +606,7 @@ impl LogTables {
         let location = self.objects.url_of(new.key);
         let failed = |what: &str| Error::wrap(&name, what);
         for _ in 0..ATTEMPTS {
-            let (table, contents) = self.loaded(log, log_id).await?;
+            let (table, contents) = self.loaded(log, log_id, trim_offset).await?;
             let segments: Vec<LiveFile> = (contents.live().into_iter())
                 .filter(|f| f.location == own || f.location.starts_with(copies))
                 .collect();
@@ -615,8 +667,14 @@ impl LogTables {
     }
 
     /// Whether the file at `key` is a live data file of the log's table.
-    pub async fn is_live(&self, log: &LogName, log_id: u64, key: &Path) -> Result<bool> {
-        let (_, contents) = self.loaded(log, log_id).await?;
+    pub async fn is_live(
+        &self,
+        log: &LogName,
+        log_id: u64,
+        trim_offset: u64,
+        key: &Path,
+    ) -> Result<bool> {
+        let (_, contents) = self.loaded(log, log_id, trim_offset).await?;
         let location = self.objects.url_of(key);
         Ok(contents.live().iter().any(|f| f.location == location))
     }
@@ -630,10 +688,11 @@ impl LogTables {
         &self,
         log: &LogName,
         log_id: u64,
+        trim_offset: u64,
         olds: &[String],
         (start, end): (u64, u64),
     ) -> Result<bool> {
-        let (table, contents) = self.loaded(log, log_id).await?;
+        let (table, contents) = self.loaded(log, log_id, trim_offset).await?;
         let state = merge_state(&table, &contents.live(), olds, None, (start, end));
         Ok(state == MergeState::Ready)
     }
@@ -649,6 +708,7 @@ impl LogTables {
         &self,
         log: &LogName,
         log_id: u64,
+        trim_offset: u64,
         olds: &[String],
         new: &TableFile<'_>,
     ) -> Result<Replaced> {
@@ -657,7 +717,7 @@ impl LogTables {
         let failed = |what: &str| Error::wrap(&name, what);
         let range = (new.start_offset, new.end_offset);
         for _ in 0..ATTEMPTS {
-            let (table, contents) = self.loaded(log, log_id).await?;
+            let (table, contents) = self.loaded(log, log_id, trim_offset).await?;
             match merge_state(&table, &contents.live(), olds, Some(&location), range) {
                 MergeState::Ready => {
                     if self.add_columns_of(&table, new.file, &name).await? {
@@ -714,7 +774,7 @@ impl LogTables {
         let name = log.to_string();
         let failed = |what: &str| Error::wrap(&name, what);
         for _ in 0..ATTEMPTS {
-            let (table, contents) = self.loaded(log, log_id).await?;
+            let (table, contents) = self.loaded(log, log_id, trim_offset).await?;
             let remove: std::collections::HashSet<String> = (contents.live().into_iter())
                 .filter(|file| {
                     file.last_offset
@@ -782,7 +842,10 @@ impl LogTables {
         for _ in 0..ATTEMPTS {
             match commit::expire(&table, older_than_ms, &self.catalog).await {
                 Ok(None | Some(Outcome::Committed)) => return Ok(()),
-                Ok(Some(Outcome::Conflict)) => table = self.table(log, log_id).await?,
+                Ok(Some(Outcome::Conflict)) => match self.existing(log, log_id).await? {
+                    Some(again) => table = again,
+                    None => return Ok(()),
+                },
                 Err(err) => return Err(failed(err)),
             }
         }

@@ -126,6 +126,18 @@ async fn try_append(
     start: u64,
     end: u64,
 ) -> super::Result<Appended> {
+    try_append_trimmed(tables, log, id, 0, start, end).await
+}
+
+/// [`try_append`] by a compactor that read the log's trim point as `trim`.
+async fn try_append_trimmed(
+    tables: &LogTables,
+    log: &LogName,
+    id: u64,
+    trim: u64,
+    start: u64,
+    end: u64,
+) -> super::Result<Appended> {
     let key = key(&tables.objects, log, id, start, end);
     let file = file(end - start);
     let entry = TableFile {
@@ -136,7 +148,7 @@ async fn try_append(
         end_offset: end,
         time_range_ms: file.time_range_ms,
     };
-    tables.append(log, id, &entry).await
+    tables.append(log, id, trim, &entry).await
 }
 
 async fn an_append_is_committed_once_and_the_table_has_the_layout_ids(setup: Setup) {
@@ -156,7 +168,7 @@ async fn an_append_is_committed_once_and_the_table_has_the_layout_ids(setup: Set
     );
 
     // The catalog kept the ids written into the Parquet files.
-    let table = tables.table(&log, 4).await.unwrap();
+    let table = tables.table(&log, 4, 0).await.unwrap();
     let schema = table.metadata().current_schema();
     for (path, id) in segment_file::FIELD_IDS {
         let field = schema
@@ -198,7 +210,7 @@ async fn removed_files_leave_the_table_and_never_come_back(setup: Setup) {
     // Raising the trim point with nothing to remove records it alone, and
     // a file appended wholly below it is refused.
     let snapshots = tables
-        .table(&log, 1)
+        .table(&log, 1, 0)
         .await
         .unwrap()
         .metadata()
@@ -210,7 +222,7 @@ async fn removed_files_leave_the_table_and_never_come_back(setup: Setup) {
         "10..20"
     );
     assert_eq!(tables.remove_below(&log, 1, 25).await.unwrap().files, 0);
-    let table = tables.table(&log, 1).await.unwrap();
+    let table = tables.table(&log, 1, 0).await.unwrap();
     assert_eq!(
         table.metadata().snapshots().count(),
         snapshots + 1,
@@ -225,7 +237,7 @@ async fn removed_files_leave_the_table_and_never_come_back(setup: Setup) {
     // Expiring keeps the current snapshot only once all are older.
     let now = dlog_wire::now_ms();
     tables.expire_snapshots(&log, 1, now + 1).await.unwrap();
-    let table = tables.table(&log, 1).await.unwrap();
+    let table = tables.table(&log, 1, 0).await.unwrap();
     assert_eq!(table.metadata().snapshots().count(), 1);
     assert_eq!(tables.data_files(&log).await.unwrap().len(), 2);
 }
@@ -259,7 +271,7 @@ async fn a_copy_cut_at_the_trim_point_replaces_its_segments_file_once(setup: Set
         time_range_ms: copy.time_range_ms,
     };
     let copies = tables.copies_prefix(&log, 1, 2);
-    let replace = || tables.replace(&log, 1, (&segment, &copies), &entry);
+    let replace = || tables.replace(&log, 1, 0, (&segment, &copies), &entry);
     assert_eq!(replace().await.unwrap(), Replaced::Committed);
     assert_eq!(replace().await.unwrap(), Replaced::AlreadyThere);
     let copy_url = setup.objects.url_of(&copy_key);
@@ -277,7 +289,7 @@ async fn a_copy_cut_at_the_trim_point_replaces_its_segments_file_once(setup: Set
     );
     // One of an earlier release appends it all the same, beside the copy:
     // the same cut again takes it out.
-    let table = tables.table(&log, 1).await.unwrap();
+    let table = tables.table(&log, 1, 0).await.unwrap();
     let contents = super::files::Contents::of(&table).await.unwrap();
     let own_file = file(10);
     let own_key = key(&setup.objects, &log, 1, 10, 20);
@@ -321,7 +333,7 @@ async fn a_copy_cut_at_the_trim_point_replaces_its_segments_file_once(setup: Set
     };
     assert_eq!(
         tables
-            .replace(&log, 1, (&segment, &copies), &late)
+            .replace(&log, 1, 0, (&segment, &copies), &late)
             .await
             .unwrap(),
         Replaced::Gone
@@ -336,14 +348,14 @@ async fn a_copy_cut_at_the_trim_point_replaces_its_segments_file_once(setup: Set
     };
     assert_eq!(
         tables
-            .replace(&log, 1, (&segment, &copies), &next)
+            .replace(&log, 1, 0, (&segment, &copies), &next)
             .await
             .unwrap(),
         Replaced::Committed
     );
     let next_url = setup.objects.url_of(&next_key);
     assert_eq!(tables.data_files(&log).await.unwrap(), vec![next_url]);
-    let table = tables.table(&log, 1).await.unwrap();
+    let table = tables.table(&log, 1, 0).await.unwrap();
     let operations: Vec<_> = (table.metadata().snapshots())
         .map(|s| s.summary().operation.clone())
         .collect();
@@ -435,7 +447,7 @@ async fn many_appends_keep_a_bounded_number_of_manifests(setup: Setup) {
             Appended::Committed
         );
     }
-    let table = tables.table(&log, 2).await.unwrap();
+    let table = tables.table(&log, 2, 0).await.unwrap();
     let snapshot = table.metadata().current_snapshot().unwrap();
     let list = table.manifest_list_reader(snapshot).load().await.unwrap();
     assert!(
@@ -448,7 +460,7 @@ async fn many_appends_keep_a_bounded_number_of_manifests(setup: Setup) {
     assert_eq!(tables.remove_below(&log, 2, 205).await.unwrap().files, 20);
     let files = tables.data_files(&log).await.unwrap();
     assert_eq!(files.len(), 20);
-    let summary = &tables.table(&log, 2).await.unwrap();
+    let summary = &tables.table(&log, 2, 0).await.unwrap();
     let summary = &summary
         .metadata()
         .current_snapshot()
@@ -556,7 +568,7 @@ async fn metadata_no_snapshot_refers_to_is_swept_and_the_table_still_works(setup
         manifests_before + metadata_before + 1,
         "the expiry wrote one metadata file"
     );
-    let table = tables.table(&log, 3).await.unwrap();
+    let table = tables.table(&log, 3, 0).await.unwrap();
     let snapshot = table.metadata().current_snapshot().unwrap();
     let list = table.manifest_list_reader(snapshot).load().await.unwrap();
     // The current snapshot's list and manifests are what is left of them.
@@ -575,7 +587,7 @@ async fn a_foreign_file_with_wide_bounds_does_not_keep_segments_out(setup: Setup
     assert_eq!(append(&tables, &log, 1, 0, 10).await, Appended::Committed);
     // Another engine's file in the table's data folder, with offsets far
     // past the log's.
-    let table = tables.table(&log, 1).await.unwrap();
+    let table = tables.table(&log, 1, 0).await.unwrap();
     let contents = super::files::Contents::of(&table).await.unwrap();
     let folder = segment_file::log_folder(&setup.objects.prefix, &log, 1);
     let foreign_key = folder.join("data").join("engine-0001.parquet");
@@ -638,7 +650,7 @@ async fn typed_columns_join_the_schema_before_their_files(setup: Setup) {
                 end_offset: start + 10,
                 time_range_ms: file.time_range_ms,
             };
-            tables.append(&log, 4, &entry).await
+            tables.append(&log, 4, 0, &entry).await
         }
     };
     let columns = |table: &iceberg::table::Table| -> Vec<(String, i32, String, bool)> {
@@ -651,7 +663,7 @@ async fn typed_columns_join_the_schema_before_their_files(setup: Setup) {
     let column = |name: &str, id: i32, kind: &str| (name.to_owned(), id, kind.to_owned(), false);
 
     assert_eq!(append(&tables, &log, 4, 0, 10).await, Appended::Committed);
-    let table = tables.table(&log, 4).await.unwrap();
+    let table = tables.table(&log, 4, 0).await.unwrap();
     assert!(columns(&table).is_empty());
     let plain_schema = table.metadata().current_schema_id();
 
@@ -659,7 +671,7 @@ async fn typed_columns_join_the_schema_before_their_files(setup: Setup) {
         append_typed(10, first.clone()).await.unwrap(),
         Appended::Committed
     );
-    let table = tables.table(&log, 4).await.unwrap();
+    let table = tables.table(&log, 4, 0).await.unwrap();
     assert_eq!(columns(&table), [column("user", 1000, "string")]);
     assert_ne!(table.metadata().current_schema_id(), plain_schema);
     // One snapshot per file: the schema change is a commit of its own.
@@ -669,7 +681,7 @@ async fn typed_columns_join_the_schema_before_their_files(setup: Setup) {
         append_typed(20, second.clone()).await.unwrap(),
         Appended::Committed
     );
-    let table = tables.table(&log, 4).await.unwrap();
+    let table = tables.table(&log, 4, 0).await.unwrap();
     assert_eq!(
         columns(&table),
         [
@@ -682,7 +694,7 @@ async fn typed_columns_join_the_schema_before_their_files(setup: Setup) {
     let evolved = table.metadata().current_schema_id();
     // A file of the first schema (an offload retried after the change).
     assert_eq!(append_typed(30, first).await.unwrap(), Appended::Committed);
-    let table = tables.table(&log, 4).await.unwrap();
+    let table = tables.table(&log, 4, 0).await.unwrap();
     assert_eq!(table.metadata().current_schema_id(), evolved);
     assert_eq!(tables.data_files(&log).await.unwrap().len(), 4);
 
@@ -692,6 +704,93 @@ async fn typed_columns_join_the_schema_before_their_files(setup: Setup) {
     let refused = append_typed(40, clash).await.unwrap_err().to_string();
     assert!(refused.contains("typed columns"), "{refused}");
     assert_eq!(tables.data_files(&log).await.unwrap().len(), 4);
+}
+
+async fn a_foreign_table_under_a_logs_name_is_refused_and_never_dropped(setup: Setup) {
+    let tables = open(&setup).await;
+    let log: LogName = "lake/theirs".parse().unwrap();
+    let ident = LogTables::ident(&log);
+    // Another team's Iceberg table under the log's name, without dlog's
+    // `dlog.log-id`.
+    (tables
+        .catalog
+        .create_namespace_if_missing(ident.namespace())
+        .await)
+        .unwrap();
+    let schema = iceberg::arrow::arrow_schema_to_schema(&segment_file::schema()).unwrap();
+    let creation = iceberg::TableCreation::builder()
+        .name("theirs".to_owned())
+        .location("memory://elsewhere/theirs".to_owned())
+        .schema(schema)
+        .build();
+    (tables
+        .catalog
+        .create_table(ident.namespace(), creation)
+        .await)
+        .unwrap();
+    let theirs = tables.catalog.location(&ident).await.unwrap().unwrap();
+
+    for id in [1, 2] {
+        let err = try_append(&tables, &log, id, 0, 10).await.unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("not created by dlog (no dlog.log-id)"),
+            "{err}"
+        );
+    }
+    // Neither a deleted log's drop nor a purge's takes it.
+    tables.drop_log(&log, 1).await.unwrap();
+    assert_eq!(
+        tables.catalog.location(&ident).await.unwrap().as_deref(),
+        Some(theirs.as_str()),
+        "their table stays"
+    );
+}
+
+async fn a_created_table_records_the_trim_point_at_once(setup: Setup) {
+    let tables = open(&setup).await;
+    let log: LogName = "lake/trimmed".parse().unwrap();
+    append(&tables, &log, 1, 0, 10).await;
+    // Re-created, trimmed to 30 before its table was: the table has the
+    // trim point from its creation on...
+    assert_eq!(
+        try_append_trimmed(&tables, &log, 2, 30, 30, 40)
+            .await
+            .unwrap(),
+        Appended::Committed
+    );
+    let table = tables.table(&log, 2, 0).await.unwrap();
+    assert_eq!(super::files::trim_offset_of(&table), 30);
+    // ...so a compactor paused past its lease, with an older trim point,
+    // cannot append a file below it (whose object retention deletes).
+    assert_eq!(
+        try_append_trimmed(&tables, &log, 2, 0, 10, 20)
+            .await
+            .unwrap(),
+        Appended::BelowTrim
+    );
+    assert_eq!(tables.data_files(&log).await.unwrap().len(), 1);
+}
+
+async fn the_backfill_takes_segments_offloaded_shortly_after_the_tables_creation(setup: Setup) {
+    let tables = open(&setup).await;
+    let log: LogName = "lake/margin".parse().unwrap();
+    let table = tables.table(&log, 1, 0).await.unwrap();
+    let created: i64 = table.metadata().properties()[super::CREATED_AT_PROPERTY]
+        .parse()
+        .unwrap();
+    let margin = super::BACKFILL_MARGIN_MS;
+    let segment = |id: u64, at: i64| (id, key(&tables.objects, &log, 1, id * 10, id * 10 + 10), at);
+    let segments = [
+        segment(1, created - 1),
+        // Another compactor's clock behind, or an append to a table
+        // dropped before its manifest write.
+        segment(2, created + margin / 2),
+        // Appended by its offload: missing now means taken out.
+        segment(3, created + margin + 1),
+    ];
+    let missing = tables.missing_files(&log, 1, 0, &segments).await.unwrap();
+    assert_eq!(missing, [1, 2]);
 }
 
 /// Each case as a test against the SQL catalog (`sql`) and against the Glue
@@ -726,6 +825,9 @@ cases!(
     metadata_no_snapshot_refers_to_is_swept_and_the_table_still_works,
     a_foreign_file_with_wide_bounds_does_not_keep_segments_out,
     typed_columns_join_the_schema_before_their_files,
+    a_foreign_table_under_a_logs_name_is_refused_and_never_dropped,
+    a_created_table_records_the_trim_point_at_once,
+    the_backfill_takes_segments_offloaded_shortly_after_the_tables_creation,
 );
 
 /// A Glue client of the setup's moto server, to look at what the catalog
@@ -768,6 +870,7 @@ async fn a_glue_table_follows_the_iceberg_conventions_and_swaps_only_from_its_lo
     assert_eq!(table.table_type(), Some("EXTERNAL_TABLE"));
     let parameters = table.parameters().unwrap();
     assert_eq!(parameters["table_type"], "ICEBERG");
+    assert_eq!(parameters["dlog.log-id"], "2", "dlog's mark");
     assert_eq!(parameters["metadata_location"], second);
     assert!(
         parameters.contains_key("previous_metadata_location"),
@@ -813,6 +916,123 @@ async fn a_glue_table_follows_the_iceberg_conventions_and_swaps_only_from_its_lo
 }
 
 #[tokio::test]
+async fn a_glue_commit_keeps_what_other_engines_set_on_the_table() {
+    use aws_sdk_glue::types::{Column, StorageDescriptor, TableInput};
+    let Some(setup) = glue_setup() else { return };
+    let tables = open(&setup).await;
+    let log: LogName = "lake/shared".parse().unwrap();
+    append(&tables, &log, 2, 0, 10).await;
+    let glue = glue_client(&setup);
+    let get = || async {
+        (glue
+            .get_table()
+            .database_name("lake")
+            .name("shared")
+            .send()
+            .await)
+            .unwrap()
+            .table
+            .unwrap()
+    };
+    // An engine adds its columns, partition keys, owner and a parameter.
+    let table = get().await;
+    let column = |name: &str| {
+        Column::builder()
+            .name(name)
+            .r#type("string")
+            .build()
+            .unwrap()
+    };
+    let mut parameters = table.parameters().unwrap().clone();
+    parameters.insert("engine.setting".to_owned(), "kept".to_owned());
+    let sd = table.storage_descriptor().unwrap();
+    let input = TableInput::builder()
+        .name("shared")
+        .table_type(table.table_type().unwrap())
+        .owner("analytics")
+        .description("events, by day")
+        .partition_keys(column("day"))
+        .set_parameters(Some(parameters))
+        .storage_descriptor(
+            StorageDescriptor::builder()
+                .set_location(sd.location().map(str::to_owned))
+                .columns(column("payload"))
+                .build(),
+        )
+        .build()
+        .unwrap();
+    (glue
+        .update_table()
+        .database_name("lake")
+        .table_input(input)
+        .send()
+        .await)
+        .unwrap();
+
+    append(&tables, &log, 2, 10, 20).await;
+    let table = get().await;
+    let parameters = table.parameters().unwrap();
+    assert_eq!(
+        parameters["metadata_location"],
+        tables
+            .catalog
+            .location(&LogTables::ident(&log))
+            .await
+            .unwrap()
+            .unwrap()
+    );
+    assert_eq!(parameters["engine.setting"], "kept");
+    assert_eq!(table.owner(), Some("analytics"));
+    assert_eq!(table.description(), Some("events, by day"));
+    let names = |columns: &[Column]| {
+        columns
+            .iter()
+            .map(|c| c.name().to_owned())
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(names(table.partition_keys()), ["day"]);
+    let sd = table.storage_descriptor().unwrap();
+    assert_eq!(names(sd.columns()), ["payload"]);
+    assert_eq!(sd.location(), Some(tables.folder(&log, 2).as_str()));
+    assert_eq!(tables.data_files(&log).await.unwrap().len(), 2);
+}
+
+#[tokio::test]
+async fn a_glue_table_not_marked_as_dlogs_is_never_deleted() {
+    use aws_sdk_glue::types::{DatabaseInput, TableInput};
+    use std::collections::HashMap;
+    let Some(setup) = glue_setup() else { return };
+    let tables = open(&setup).await;
+    let glue = glue_client(&setup);
+    let database = DatabaseInput::builder().name("lake").build().unwrap();
+    (glue.create_database().database_input(database).send().await).unwrap();
+    let at = "memory://elsewhere/metadata/00000-x.metadata.json";
+    let input = TableInput::builder()
+        .name("foreign")
+        .table_type("EXTERNAL_TABLE")
+        .set_parameters(Some(HashMap::from([
+            ("table_type".to_owned(), "ICEBERG".to_owned()),
+            ("metadata_location".to_owned(), at.to_owned()),
+        ])))
+        .build()
+        .unwrap();
+    (glue
+        .create_table()
+        .database_name("lake")
+        .table_input(input)
+        .send()
+        .await)
+        .unwrap();
+    let ident = LogTables::ident(&"lake/foreign".parse().unwrap());
+    let err = tables.catalog.drop_if(&ident, at).await.unwrap_err();
+    assert!(err.to_string().contains("not dlog's"), "{err}");
+    assert_eq!(
+        tables.catalog.location(&ident).await.unwrap().as_deref(),
+        Some(at)
+    );
+}
+
+#[tokio::test]
 async fn a_missing_glue_table_is_not_found_and_mixed_case_names_are_refused() {
     let Some(setup) = glue_setup() else { return };
     let tables = open(&setup).await;
@@ -828,6 +1048,8 @@ async fn a_missing_glue_table_is_not_found_and_mixed_case_names_are_refused() {
         }
     }
     let log: LogName = "lake/Events".parse().unwrap();
+    assert!(!tables.holds(&log), "the compactor gives it no table");
+    assert!(tables.holds(&"lake/events".parse().unwrap()));
     let err = try_append(&tables, &log, 1, 0, 10).await.unwrap_err();
     let chain = std::iter::successors(Some(&err as &dyn std::error::Error), |e| e.source())
         .map(ToString::to_string)
