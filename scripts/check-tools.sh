@@ -49,6 +49,8 @@ check "iptables with the owner match (Debian: iptables; the campaign's partition
 check "s3s-fs (cargo install s3s-fs --version 0.14.1 --features binary)" s3s-fs --help
 check "pyarrow in $venv" "$venv/bin/python" -c 'import pyarrow.parquet, pyarrow.fs'
 check "pyiceberg, duckdb and datafusion in $venv (PyPI)" "$venv/bin/python" -c 'import pyiceberg.catalog.sql, duckdb, datafusion'
+check "moto_server with Glue in $venv (PyPI moto[server,glue])" "$venv/bin/python" -c 'import moto.server, moto.glue, boto3'
+check "moto_server executable in $venv" test -x "$venv/bin/moto_server"
 check "kafka-python and confluent-kafka in $venv (PyPI)" "$venv/bin/python" -c 'import kafka, confluent_kafka'
 check "grpcio, grpcio-tools and grpcio-reflection in $venv (PyPI)" "$venv/bin/python" -c 'import grpc, grpc_tools.protoc, grpc_reflection.v1alpha.proto_reflection_descriptor_database'
 check "python-hcl2 in $venv" "$venv/bin/python" -c 'import hcl2'

@@ -3,9 +3,9 @@
 # its well-known types, etcd and etcdctl (Debian's etcd-server, etcd-client),
 # iptables, strace, the s3s-fs S3-compatible server, the project venv (pyarrow,
 # nats-server, grpcio with its tools and reflection client, python-hcl2,
-# PyYAML, terraform for `fmt` and template rendering), checkov in its own
-# venv, shellcheck and jq, script (bsdutils), redis-server, kcat and
-# cargo-nextest. Then checks every tool the way the
+# PyYAML, terraform for `fmt` and template rendering, moto's Glue-compatible
+# server), checkov in its own venv, shellcheck and jq, script (bsdutils),
+# redis-server, kcat and cargo-nextest. Then checks every tool the way the
 # tests use it (scripts/check-tools.sh) and fails naming what is missing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -84,6 +84,14 @@ if ! "$venv/bin/python" -c 'import pyiceberg.catalog.sql, duckdb, datafusion' >/
     echo "installing pyiceberg, duckdb and datafusion into $venv" >&2
     "$venv/bin/pip" install -q --disable-pip-version-check \
         'pyiceberg[sql-sqlite,pyarrow]==0.12.0' 'duckdb==2.0.1' 'datafusion==55.0.0'
+fi
+# moto's server: a Glue-compatible server for the Glue catalog's tests
+# (compactor/src/table/tests.rs); boto3 with it lets pyiceberg's GlueCatalog
+# read those tables.
+if ! "$venv/bin/python" -c 'import moto.server, moto.glue, boto3' >/dev/null 2>&1 \
+    || [ ! -x "$venv/bin/moto_server" ]; then
+    echo "installing moto (server, glue) into $venv" >&2
+    "$venv/bin/pip" install -q --disable-pip-version-check 'moto[server,glue]==5.2.5'
 fi
 # Kafka clients no one here wrote, for the Kafka listener's tests: kafka-python
 # (a consumer group) and confluent-kafka (librdkafka, idempotent producers).

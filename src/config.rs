@@ -292,9 +292,12 @@ pub struct CompactorSection {
     pub orphan_sweep_interval: Duration,
     #[serde(with = "humantime_serde")]
     pub keep_purge_records: Duration,
-    /// The Iceberg SQL catalog the logs' tables are registered in:
-    /// `sqlite:///PATH?mode=rwc` or `postgres://...`; empty: no tables.
-    /// Standalone mode defaults it to a SQLite file in its data folder.
+    /// The Iceberg catalog the logs' tables are registered in: the SQL
+    /// catalog at `sqlite:///PATH?mode=rwc` or `postgres://...`, or the AWS
+    /// Glue Data Catalog at `glue://?region=REGION` (optional
+    /// `&catalog_id=ACCOUNT`, `&endpoint=URL`; credentials from the
+    /// standard AWS chain); empty: no tables. Standalone mode defaults it
+    /// to a SQLite file in its data folder.
     pub iceberg_catalog: String,
     /// How long a file removed from a table stays in the object store.
     #[serde(with = "humantime_serde")]

@@ -176,7 +176,7 @@ fn main() {
                 end_offset: count as u64,
                 time_range_ms: file_again.time_range_ms,
             };
-            tables.append(&table_log, 1, &entry).await.unwrap();
+            tables.append(&table_log, 1, 0, &entry).await.unwrap();
         });
         let with_table = started.elapsed();
 
@@ -265,7 +265,7 @@ async fn merge_small_files(
             end_offset: end,
             time_range_ms: file.time_range_ms,
         };
-        tables.append(log, 1, &entry).await.unwrap();
+        tables.append(log, 1, 0, &entry).await.unwrap();
         olds.push(key);
         segments.push((n as u64 + 1, start, end));
     }
@@ -303,7 +303,7 @@ async fn merge_small_files(
     };
     let locations: Vec<String> = olds.iter().map(|k| objects.url_of(k)).collect();
     let committing = Instant::now();
-    let merged = tables.merge(log, 1, &locations, &entry).await.unwrap();
+    let merged = tables.merge(log, 1, 0, &locations, &entry).await.unwrap();
     assert_eq!(merged, dlog_compactor::table::Replaced::Committed);
     (started.elapsed(), committing.elapsed())
 }
@@ -338,7 +338,7 @@ fn commit_latency(runtime: &tokio::runtime::Runtime, catalog: &str, objects: &Ob
             time_range_ms: file.time_range_ms,
         };
         let started = Instant::now();
-        runtime.block_on(tables.append(&log, 1, &entry)).unwrap();
+        runtime.block_on(tables.append(&log, 1, 0, &entry)).unwrap();
         latencies.push(started.elapsed());
     }
     println!();

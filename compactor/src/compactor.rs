@@ -132,6 +132,9 @@ pub struct Compactor {
     /// Runs (log id, first segment id) whose merge failed for a reason
     /// waiting does not fix: not planned again by this process.
     failed_merges: std::sync::Mutex<std::collections::HashSet<(u64, u64)>>,
+    /// Logs whose name the catalog cannot hold, warned about in this pass
+    /// ([`Compactor::tables_of`]).
+    unheld_names: std::sync::Mutex<std::collections::HashSet<LogName>>,
 }
 
 impl Compactor {
@@ -154,6 +157,7 @@ impl Compactor {
             options,
             earlier_layouts: Default::default(),
             failed_merges: Default::default(),
+            unheld_names: Default::default(),
         }
     }
 
@@ -169,6 +173,25 @@ impl Compactor {
     pub fn with_tables(mut self, tables: Arc<LogTables>) -> Compactor {
         self.tables = Some(tables);
         self
+    }
+
+    /// The tables for `log`: `None` without a catalog, and for a log whose
+    /// name the catalog cannot hold (Glue keeps names in lower case, so
+    /// one with an upper-case letter): that log gets no table, and is
+    /// offloaded, merged (not: merges need the table), retained and purged
+    /// as without a catalog, never held up or holding up others. Warned
+    /// about once per pass.
+    fn tables_of(&self, log: &LogName) -> Option<&LogTables> {
+        let tables = self.tables.as_deref()?;
+        if tables.holds(log) {
+            return Some(tables);
+        }
+        let mut warned = (self.unheld_names.lock()).unwrap_or_else(|e| e.into_inner());
+        if warned.insert(log.clone()) {
+            tracing::warn!(%log, "the Iceberg catalog cannot hold this log's name (Glue keeps \
+                names in lower case): the log gets no table, and is compacted as without one");
+        }
+        None
     }
 
     /// What this compactor's claims hold: its node id and lease, so that
@@ -215,34 +238,45 @@ impl Compactor {
     pub async fn sweep_orphans(&self) -> Result<usize> {
         let mut deleted = 0;
         for purged in self.manifest.purged_logs().await? {
-            // Defence against an id handed out again (a log id counter set
-            // back by hand after an etcd restore): never sweep a live log.
-            match self.manifest.log(&purged.log).await {
-                Ok(meta) if meta.log_id == purged.log_id => {
-                    tracing::warn!(log = %purged.log, log_id = purged.log_id,
-                        "a purged log id is live again; its folder is not swept");
-                    continue;
-                }
-                Ok(_) | Err(manifest::Error::LogNotFound(_)) => {}
-                Err(err) => return Err(err.into()),
-            }
-            // A compactor that resumed after the purge may have created the
-            // purged log id's table again.
-            if let Some(tables) = &self.tables {
-                tables.drop_log(&purged.log, purged.log_id).await?;
-            }
-            let swept = self.delete_log_objects(&purged.log, purged.log_id).await?;
-            if swept > 0 {
-                tracing::info!(log = %purged.log, log_id = purged.log_id, objects = swept,
-                    "deleted objects uploaded after their log was purged");
-            }
-            deleted += swept;
-            let keep = self.options.keep_purge_records;
-            if crate::orphans::record_expired(&purged, keep, dlog_wire::now_ms()) {
-                self.manifest.forget_purge(purged.log_id).await?;
+            // One record's failure never holds up the others.
+            match self.sweep_purged(&purged).await {
+                Ok(swept) => deleted += swept,
+                Err(err) => tracing::warn!(log = %purged.log, log_id = purged.log_id,
+                    "sweeping a purged log's folder: {err:#}"),
             }
         }
         Ok(deleted)
+    }
+
+    /// [`Self::sweep_orphans`] for one purge record; returns how many
+    /// objects it deleted.
+    async fn sweep_purged(&self, purged: &manifest::Purged) -> Result<usize> {
+        // Defence against an id handed out again (a log id counter set
+        // back by hand after an etcd restore): never sweep a live log.
+        match self.manifest.log(&purged.log).await {
+            Ok(meta) if meta.log_id == purged.log_id => {
+                tracing::warn!(log = %purged.log, log_id = purged.log_id,
+                    "a purged log id is live again; its folder is not swept");
+                return Ok(0);
+            }
+            Ok(_) | Err(manifest::Error::LogNotFound(_)) => {}
+            Err(err) => return Err(err.into()),
+        }
+        // A compactor that resumed after the purge may have created the
+        // purged log id's table again.
+        if let Some(tables) = self.tables_of(&purged.log) {
+            tables.drop_log(&purged.log, purged.log_id).await?;
+        }
+        let swept = self.delete_log_objects(&purged.log, purged.log_id).await?;
+        if swept > 0 {
+            tracing::info!(log = %purged.log, log_id = purged.log_id, objects = swept,
+                "deleted objects uploaded after their log was purged");
+        }
+        let keep = self.options.keep_purge_records;
+        if crate::orphans::record_expired(purged, keep, dlog_wire::now_ms()) {
+            self.manifest.forget_purge(purged.log_id).await?;
+        }
+        Ok(swept)
     }
 
     /// Expires the snapshots older than `table_file_grace` of every live
@@ -252,9 +286,9 @@ impl Compactor {
     /// table metadata stops growing with each offload. Runs with the orphan
     /// sweep.
     pub async fn expire_table_snapshots(&self) -> Result<()> {
-        let Some(tables) = &self.tables else {
+        if self.tables.is_none() {
             return Ok(());
-        };
+        }
         let now = dlog_wire::now_ms();
         let older_than = now.saturating_sub(self.table_file_grace_ms());
         let sweep_age = self
@@ -264,7 +298,7 @@ impl Compactor {
             if meta.state != LogState::Active {
                 continue;
             }
-            let to = self.merge_in();
+            let to = self.merge_in(&log);
             let leftover_age =
                 (merge::LEFTOVER_AGE.as_millis() as i64).max(self.table_file_grace_ms());
             let leftovers_before = now.saturating_sub(leftover_age);
@@ -272,6 +306,9 @@ impl Compactor {
                 Ok(_) | Err(Error::Manifest(manifest::Error::LogReplaced { .. })) => {}
                 Err(err) => tracing::warn!(%log, "sweeping merged objects: {err:#}"),
             }
+            let Some(tables) = self.tables_of(&log) else {
+                continue;
+            };
             match self.backfill_table(tables, &log, meta.log_id).await {
                 Ok(0) => {}
                 Ok(files) => {
@@ -333,7 +370,8 @@ impl Compactor {
         }
         let to = self.cut_in(tables);
         let mut appended = 0;
-        for segment_id in tables.missing_files(log, log_id, &candidates).await? {
+        let trim = self.manifest.trim_point(log).await?;
+        for segment_id in tables.missing_files(log, log_id, trim, &candidates).await? {
             let backfilled = self
                 .claimed(log, log_id, segment_id, |segment| async move {
                     table_backfill::backfill_segment(to, log, log_id, &segment).await
@@ -360,6 +398,9 @@ impl Compactor {
     pub async fn pass(&self) -> Result<PassReport> {
         let started = std::time::Instant::now();
         let mut report = PassReport::default();
+        (self.unheld_names.lock())
+            .unwrap_or_else(|e| e.into_inner())
+            .clear();
         for (log, meta) in self.manifest.log_metas("").await? {
             let result = match meta.state {
                 LogState::Deleting => self.purge_log(&log, &meta, &mut report).await,
@@ -422,7 +463,7 @@ impl Compactor {
         // Merges need the table: a merged file must be swapped for the
         // files it merged in one snapshot, and a table turned on later
         // could not tell which segments a merged file holds.
-        if self.options.merge_target_bytes > 0 && self.tables.is_some() {
+        if self.options.merge_target_bytes > 0 && self.tables_of(log).is_some() {
             // A merge that keeps failing never holds up retention.
             if let Err(err) = self.merge_small_files(log, meta, &segments, report).await {
                 report.failures += 1;
@@ -453,7 +494,7 @@ impl Compactor {
             return Ok(());
         }
         let trim_point = self.manifest.trim_point(log).await?;
-        let to = self.merge_in();
+        let to = self.merge_in(log);
         let failed = |run: &[u64]| {
             let failed = (self.failed_merges.lock()).unwrap_or_else(|e| e.into_inner());
             failed.contains(&(meta.log_id, run[0]))
@@ -512,7 +553,7 @@ impl Compactor {
                 else {
                     return Ok(());
                 };
-                if let Some(tables) = &self.tables {
+                if let Some(tables) = self.tables_of(log) {
                     tables
                         .expire_snapshots(log, log_id, now.saturating_sub(grace))
                         .await?;
@@ -672,7 +713,7 @@ impl Compactor {
                     manifest: &self.manifest,
                     caches: &self.caches,
                     objects: &self.objects,
-                    tables: self.tables.as_deref(),
+                    tables: self.tables_of(log),
                 };
                 offload_segment(to, log, meta.log_id, &segment, self.options.encode_inline).await?;
                 Ok(true)
@@ -700,7 +741,7 @@ impl Compactor {
                 // Read afresh: offloaded since the pass listed it (its file
                 // then in the table), it waits for the table's removal and
                 // grace like any other.
-                if let Some(tables) = &self.tables
+                if let Some(tables) = self.tables_of(log)
                     && segment.object.is_some()
                 {
                     if !self.table_grace_over(&segment, now_ms) {
@@ -858,7 +899,7 @@ impl Compactor {
             .await;
         // After the deletions, so that a cut that keeps failing never holds
         // them up; and whatever they did, so that neither holds up the other.
-        if let Some(tables) = &self.tables {
+        if let Some(tables) = self.tables_of(log) {
             for segment in across {
                 if let Err(err) = self
                     .cut_in_table(tables, log, meta.log_id, segment.segment_id, trim_point)
@@ -885,7 +926,7 @@ impl Compactor {
         // One clock reading decides which files are past their grace and
         // which snapshots expire, so no file goes that a kept snapshot lists.
         let now = dlog_wire::now_ms();
-        let below = match &self.tables {
+        let below = match self.tables_of(log) {
             Some(tables) => {
                 self.leave_table(tables, log, meta, below, trim_point, now)
                     .await?
@@ -905,12 +946,12 @@ impl Compactor {
         Ok(())
     }
 
-    /// What a merge of this compactor reads from and writes to.
-    fn merge_in(&self) -> MergeIn<'_> {
+    /// What a merge of this compactor on `log` reads from and writes to.
+    fn merge_in(&self, log: &LogName) -> MergeIn<'_> {
         MergeIn {
             manifest: &self.manifest,
             objects: &self.objects,
-            tables: self.tables.as_deref(),
+            tables: self.tables_of(log),
             encode_inline: self.options.encode_inline,
             nonce: self.lease as u64,
         }
@@ -1026,7 +1067,7 @@ impl Compactor {
             }
             // Its copies cut for the table left it no later than its file
             // (a purge deletes the whole folder after).
-            if copies && (self.tables.is_some() || segment.table_cut_offset.is_some()) {
+            if copies && (self.tables_of(log).is_some() || segment.table_cut_offset.is_some()) {
                 let copies =
                     segment_file::cut_folder(&self.objects.prefix, log, log_id, segment.segment_id);
                 self.delete_under(&copies).await?;
@@ -1054,7 +1095,7 @@ impl Compactor {
             Err(err) => return Err(err.into()),
         }
         // The table first, so that no table reader meets deleted files.
-        if let Some(tables) = &self.tables {
+        if let Some(tables) = self.tables_of(log) {
             tables.drop_log(log, meta.log_id).await?;
         }
         // Open segments go too: nobody can seal them any more (the deletion

@@ -302,7 +302,8 @@ pub async fn merge_run(
         // Decided on the table as it is: committed by an earlier attempt
         // (`AlreadyThere`), or refused for good (`Gone`: a trim took one
         // of the files out), when the merge is undone.
-        match tables.merge(log, log_id, &olds, &entry).await? {
+        let trim = to.manifest.trim_point(log).await?;
+        match tables.merge(log, log_id, trim, &olds, &entry).await? {
             Replaced::Committed | Replaced::AlreadyThere => {}
             Replaced::Gone => {
                 tracing::info!(key = %key, "the log's table changed under the merge: undoing it");
@@ -387,7 +388,10 @@ async fn is_live(
     key: &object_store::path::Path,
 ) -> Result<bool> {
     match to.tables {
-        Some(tables) => Ok(tables.is_live(log, log_id, key).await?),
+        Some(tables) => {
+            let trim = to.manifest.trim_point(log).await?;
+            Ok(tables.is_live(log, log_id, trim, key).await?)
+        }
         None => Ok(false),
     }
 }
@@ -415,7 +419,8 @@ async fn table_agrees(
         .map(|o| to.objects.url_of(&o.key.as_str().into()))
         .collect();
     let bounds = (range.start_offset, range.end_offset);
-    Ok(tables.mergeable(log, log_id, &olds, bounds).await?)
+    let trim = to.manifest.trim_point(log).await?;
+    Ok(tables.mergeable(log, log_id, trim, &olds, bounds).await?)
 }
 
 /// Writes `intent` (or clears it, `None`) on every segment of the run in
@@ -659,13 +664,14 @@ pub async fn sweep_leftovers(
                 || s.merging_into.as_ref().is_some_and(|i| i.key == key)
         })
     };
+    let trim = to.manifest.trim_point(log).await?;
     let mut deleted = 0;
     for key in merged_names {
         if named(key.as_ref()) {
             continue;
         }
         if let Some(tables) = to.tables
-            && tables.is_live(log, log_id, &key).await?
+            && tables.is_live(log, log_id, trim, &key).await?
         {
             continue;
         }

@@ -215,7 +215,7 @@ async fn offload_segments(setup: &Setup, count: u64) {
             end_offset: end,
             time_range_ms: file.time_range_ms,
         };
-        let appended = tables.append(log, meta.log_id, &entry).await.unwrap();
+        let appended = tables.append(log, meta.log_id, 0, &entry).await.unwrap();
         assert_eq!(appended, Appended::Committed);
         let object = ObjectInfo {
             key: key.to_string(),
@@ -317,7 +317,7 @@ async fn adjacent_small_files_become_one_in_the_table_and_the_manifest() {
     };
     let appended = setup
         .tables
-        .append(&setup.log, log_id, &late)
+        .append(&setup.log, log_id, 0, &late)
         .await
         .unwrap();
     assert_eq!(appended, Appended::AlreadyThere);

@@ -456,7 +456,9 @@ pub async fn offload_segment(
             end_offset,
             time_range_ms: file.time_range_ms,
         };
-        let appended = tables.append(log, log_id, &file).await?;
+        // The trim point a table created by this append records at once.
+        let trim = manifest.trim_point(log).await?;
+        let appended = tables.append(log, log_id, trim, &file).await?;
         metrics::histogram!(series::TABLE_COMMIT_DURATION).record(started.elapsed());
         tracing::debug!(%log, segment = segment_id, ?appended, "appended to the log's table");
         failpoint::hit("offload.after_table_commit");

@@ -278,3 +278,67 @@ async fn the_orphan_sweep_deletes_late_objects_of_purged_logs_only() {
         .unwrap();
     assert_eq!(kept, [expected(&recreated, live)]);
 }
+
+/// With the Glue catalog, a log whose name Glue cannot hold (an upper-case
+/// letter) gets no table and is purged as without a catalog; neither its
+/// purge nor its purge record's sweep holds up the other logs'.
+#[tokio::test]
+async fn a_log_name_the_catalog_cannot_hold_gets_no_table_and_holds_up_nothing() {
+    use dlog_storage::segment_file::log_folder;
+    use dlog_testkit::MotoServer;
+
+    use crate::table::LogTables;
+
+    let Some(moto) = MotoServer::start() else {
+        return;
+    };
+    let (_dir, store, manifest, objects, _) = compactor_on_memory().await;
+    let credentials = aws_sdk_glue::config::Credentials::new(
+        MotoServer::ACCESS_KEY,
+        MotoServer::SECRET_KEY,
+        None,
+        None,
+        "dlog-tests",
+    );
+    let tables = LogTables::open_with(&moto.glue_uri(), objects.clone(), Some(credentials))
+        .await
+        .unwrap();
+    let compactor = compactor_on(
+        &store,
+        &manifest,
+        &objects,
+        "compactor-1",
+        CompactorOptions::default(),
+    )
+    .await
+    .with_tables(Arc::new(tables));
+    let put = |log: LogName, log_id: u64| {
+        let objects = objects.clone();
+        async move {
+            let path = log_folder(&objects.prefix, &log, log_id).join("0-10.parquet");
+            objects
+                .store
+                .put(&path, PutPayload::from(Bytes::from_static(b"x")))
+                .await
+                .unwrap();
+        }
+    };
+
+    // A deleted log of each kind: both purged in one pass.
+    let mixed: LogName = "lake/Mixed".parse().unwrap();
+    let lower: LogName = "lake/lower".parse().unwrap();
+    one_old_segment(&manifest, &objects, &mixed).await;
+    one_old_segment(&manifest, &objects, &lower).await;
+    let mixed_id = manifest.log(&mixed).await.unwrap().log_id;
+    let lower_id = manifest.log(&lower).await.unwrap().log_id;
+    manifest.delete_log(&mixed).await.unwrap();
+    manifest.delete_log(&lower).await.unwrap();
+    let report = compactor.pass().await.unwrap();
+    assert_eq!((report.purged_logs, report.failures), (2, 0), "{report:?}");
+
+    // Late uploads into both purged folders: the mixed-case record (the
+    // first) does not stop the sweep of the other.
+    put(mixed.clone(), mixed_id).await;
+    put(lower.clone(), lower_id).await;
+    assert_eq!(compactor.sweep_orphans().await.unwrap(), 2);
+}

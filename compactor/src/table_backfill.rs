@@ -3,12 +3,15 @@
 //! a cluster that ran without; ARCHITECTURE.md, "Iceberg tables").
 //!
 //! Runs with the sweep. The segments looked at are those offloaded before
-//! the table's creation (table property `dlog.created-at-ms`), not taken
-//! out of the table by retention, whose file (or a copy of it) the table
-//! does not hold ([`LogTables::missing_files`]). A segment offloaded since
-//! was appended by its offload, so one missing from the table now was taken
-//! out by something else, and is not brought back. For each, under the
-//! segment's claim:
+//! the table's creation (table property `dlog.created-at-ms`) or within
+//! [`crate::table::BACKFILL_MARGIN_MS`] after it (another compactor's clock;
+//! a segment appended to a table dropped and re-created before its
+//! manifest write), not taken out of the table by retention, whose file
+//! (or a copy of it) the table does not hold
+//! ([`LogTables::missing_files`]). A segment offloaded later was appended
+//! by its offload, so one missing from the table now was taken out by
+//! something else, and is not brought back. For each, under the segment's
+//! claim:
 //!
 //! 1. skip it if it lies wholly below the log's trim point;
 //! 2. read its footer (two range reads of its end): a file of an earlier
@@ -100,7 +103,7 @@ pub async fn backfill_segment(
             end_offset: end,
             time_range_ms: copy.time_range_ms,
         };
-        let appended = to.tables.append(log, log_id, &entry).await?;
+        let appended = to.tables.append(log, log_id, trim, &entry).await?;
         return settle(to, log, log_id, segment, appended).await;
     }
     let mismatch = |reason| Error::Incomplete {
@@ -124,7 +127,7 @@ pub async fn backfill_segment(
         end_offset: end,
         time_range_ms,
     };
-    let appended = to.tables.append(log, log_id, &entry).await?;
+    let appended = to.tables.append(log, log_id, trim, &entry).await?;
     settle(to, log, log_id, segment, appended).await
 }
 

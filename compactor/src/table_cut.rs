@@ -128,7 +128,7 @@ pub async fn cut_below_trim(
         };
         match to
             .tables
-            .replace(log, log_id, (&own, &copies), &entry)
+            .replace(log, log_id, trim_offset, (&own, &copies), &entry)
             .await?
         {
             Replaced::Committed => {

@@ -16,7 +16,8 @@ Terraform's own template engine. For each scenario below this script:
     completion on the node's own group, the etcd start guard, WAL on its
     own volume, snapshots and staggered defragmentation, the SSM agent only
     with enable_ssm, log shipping everywhere, the Iceberg catalog's URI
-    fetched on compactors with iceberg_catalog and nowhere else.
+    fetched on compactors with the RDS catalog and nowhere else, the Glue
+    catalog's URI given to compactors with iceberg_catalog_kind = "glue".
 
 Usage: render_templates.py TERRAFORM_DIR TERRAFORM_BINARY [OUT_DIR]
 OUT_DIR (default: a temporary folder) keeps the rendered files, which
@@ -93,6 +94,7 @@ NODE_COMMON = f"""
 
 # What every role but a compactor with iceberg_catalog gets (main.tf).
 NO_CATALOG = """
+    catalog_uri          = ""
     catalog_fetch        = false
     catalog_secret_arn   = ""
     catalog_endpoint     = ""
@@ -100,9 +102,19 @@ NO_CATALOG = """
 
 # A compactor's part with iceberg_catalog (catalog.tf: local.catalog_node_vars).
 WITH_CATALOG = f"""
+    catalog_uri          = ""
     catalog_fetch        = true
     catalog_secret_arn   = "{CATALOG_SECRET}"
     catalog_endpoint     = "{CATALOG_ENDPOINT}"
+"""
+
+# A compactor's part with iceberg_catalog_kind = "glue": a fixed URI, no fetch.
+GLUE_URI = "glue://?region=eu-west-1"
+WITH_GLUE = f"""
+    catalog_uri          = "{GLUE_URI}"
+    catalog_fetch        = false
+    catalog_secret_arn   = ""
+    catalog_endpoint     = ""
 """
 
 COMPACTOR = """
@@ -188,6 +200,7 @@ SCENARIOS = {
     # and without it.
     "compactor": ("dlog-node.tftpl", NODE_COMMON + WITH_CATALOG + COMPACTOR),
     "compactor-no-catalog": ("dlog-node.tftpl", NODE_COMMON + NO_CATALOG + COMPACTOR),
+    "compactor-glue": ("dlog-node.tftpl", NODE_COMMON + WITH_GLUE + COMPACTOR),
 }
 
 
@@ -352,6 +365,20 @@ def check_all(c: Checks, rendered: dict[str, str]) -> dict[str, dict]:
     check_node(c, "compactor", docs["compactor"], catalog=True)
     check_node(c, "compactor-no-catalog", docs["compactor-no-catalog"])
     check_catalog(c, docs["compactor"])
+    check_node(c, "compactor-glue", docs["compactor-glue"])
+    glue_unit = files_of(docs["compactor-glue"]).get("/etc/systemd/system/dlog.service", "")
+    c.check(
+        unit_values(glue_unit, "Environment") == [f'"DLOG_COMPACTOR__ICEBERG_CATALOG={GLUE_URI}"'],
+        "compactor-glue: dlog.service must be given the Glue catalog's URI",
+    )
+    c.check(
+        "dlog-catalog-fetch" not in rendered["compactor-glue"] and "/run/dlog/catalog.env" not in rendered["compactor-glue"],
+        "compactor-glue: no catalog secret to fetch with Glue",
+    )
+    c.check(
+        unit_values(files_of(docs["compactor"]).get("/etc/systemd/system/dlog.service", ""), "Environment") == [],
+        "compactor: the RDS catalog's URI comes from dlog-catalog-fetch only",
+    )
     for name in ("ingest", "cache", "compactor-no-catalog"):
         c.check("catalog" not in rendered[name].lower(), f"{name}: the Iceberg catalog belongs to compactors with iceberg_catalog only")
 

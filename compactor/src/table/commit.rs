@@ -8,10 +8,11 @@
 //! iceberg-rust 0.10 commits only appends and snapshot expiry itself, and
 //! its transactions re-apply an action on a table that changed under them
 //! without a condition of ours. So the compactor builds each snapshot with
-//! the crate's manifest and metadata writers and commits it with the SQL
-//! catalog's own compare-and-swap: the table's row moves to the new
-//! metadata file only if it still names the metadata this snapshot was
-//! built on ([`CatalogRows::swap`]). Every caller decides what to commit
+//! the crate's manifest and metadata writers and commits it with the
+//! catalog's compare-and-swap: the table's entry moves to the new metadata
+//! file only if it still names the metadata this snapshot was built on
+//! ([`TableCatalog::swap`]: a conditional row update in the SQL catalog,
+//! a `VersionId`-guarded update in Glue). Every caller decides what to commit
 //! from the table it loaded, so a lost race is simply done again on the
 //! newer table, and whatever the race did (the file is there already, the
 //! trim point moved past it) is seen there.
@@ -30,12 +31,10 @@ use iceberg::spec::{
     Summary, TableMetadataBuilder,
 };
 use iceberg::table::Table;
-use iceberg::{Error, ErrorKind, MetadataLocation, Result, TableIdent, TableUpdate};
-use iceberg_catalog_sql::SqlBindStyle;
+use iceberg::{Error, ErrorKind, MetadataLocation, Result, TableUpdate};
 
+use super::catalog::TableCatalog;
 use super::files::Contents;
-use sqlx::AnyPool;
-use sqlx::any::AnyPoolOptions;
 
 /// Manifests a table may have before a commit merges their live entries
 /// into one.
@@ -63,114 +62,6 @@ pub struct Change {
     pub schema: Option<Schema>,
 }
 
-/// The SQL catalog's table rows, for the compare-and-swap of a table's
-/// metadata location (the `iceberg_tables` table every SQL/JDBC catalog
-/// implementation shares).
-pub struct CatalogRows {
-    pool: AnyPool,
-    bind: SqlBindStyle,
-    catalog: String,
-}
-
-impl CatalogRows {
-    pub async fn connect(uri: &str, bind: SqlBindStyle, catalog: &str) -> Result<CatalogRows> {
-        sqlx::any::install_default_drivers();
-        let pool = AnyPoolOptions::new()
-            .max_connections(2)
-            .connect(uri)
-            .await
-            .map_err(|err| {
-                Error::new(ErrorKind::Unexpected, "connect to the catalog database")
-                    .with_source(err)
-            })?;
-        Ok(CatalogRows {
-            pool,
-            bind,
-            catalog: catalog.to_owned(),
-        })
-    }
-
-    /// The bind markers of `n` parameters in this database's style.
-    fn marks(&self, n: usize) -> Vec<String> {
-        match self.bind {
-            SqlBindStyle::QMark => vec!["?".to_owned(); n],
-            SqlBindStyle::DollarNumeric => (1..=n).map(|i| format!("${i}")).collect(),
-        }
-    }
-
-    /// Deletes the table's row if it still names metadata `at` (the
-    /// table the caller loaded and decided about); false when it names
-    /// other metadata now, or is gone. The catalog's own drop deletes by
-    /// name, which would also take a table created since.
-    pub async fn drop_if(&self, table: &TableIdent, at: &str) -> Result<bool> {
-        let marks = self.marks(4);
-        let sql = format!(
-            "DELETE FROM iceberg_tables WHERE catalog_name = {} AND table_namespace = {} \
-             AND table_name = {} AND metadata_location = {}",
-            marks[0], marks[1], marks[2], marks[3]
-        );
-        let namespace = table.namespace().clone().inner().join(".");
-        let done = sqlx::query(&sql)
-            .bind(&self.catalog)
-            .bind(namespace)
-            .bind(table.name())
-            .bind(at)
-            .execute(&self.pool)
-            .await
-            .map_err(|err| {
-                Error::new(ErrorKind::Unexpected, "delete the catalog row").with_source(err)
-            })?;
-        Ok(done.rows_affected() == 1)
-    }
-
-    /// The metadata location the table's row names, if there is a row.
-    pub async fn location(&self, table: &TableIdent) -> Result<Option<String>> {
-        let marks = self.marks(3);
-        let sql = format!(
-            "SELECT metadata_location FROM iceberg_tables WHERE catalog_name = {} \
-             AND table_namespace = {} AND table_name = {}",
-            marks[0], marks[1], marks[2]
-        );
-        let namespace = table.namespace().clone().inner().join(".");
-        let row = sqlx::query_scalar::<_, Option<String>>(&sql)
-            .bind(&self.catalog)
-            .bind(namespace)
-            .bind(table.name())
-            .fetch_optional(&self.pool)
-            .await
-            .map_err(|err| {
-                Error::new(ErrorKind::Unexpected, "read the catalog row").with_source(err)
-            })?;
-        Ok(row.flatten())
-    }
-
-    /// Moves the table's row from metadata `from` to `to`; false when the
-    /// row names other metadata now (another commit won).
-    pub async fn swap(&self, table: &TableIdent, from: &str, to: &str) -> Result<bool> {
-        let marks = self.marks(6);
-        let sql = format!(
-            "UPDATE iceberg_tables SET metadata_location = {}, previous_metadata_location = {} \
-             WHERE catalog_name = {} AND table_namespace = {} AND table_name = {} \
-             AND metadata_location = {}",
-            marks[0], marks[1], marks[2], marks[3], marks[4], marks[5]
-        );
-        let namespace = table.namespace().clone().inner().join(".");
-        let done = sqlx::query(&sql)
-            .bind(to)
-            .bind(from)
-            .bind(&self.catalog)
-            .bind(namespace)
-            .bind(table.name())
-            .bind(from)
-            .execute(&self.pool)
-            .await
-            .map_err(|err| {
-                Error::new(ErrorKind::Unexpected, "update the catalog row").with_source(err)
-            })?;
-        Ok(done.rows_affected() == 1)
-    }
-}
-
 /// What a commit did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Outcome {
@@ -185,7 +76,7 @@ pub async fn commit(
     table: &Table,
     contents: Contents,
     change: Change,
-    rows: &CatalogRows,
+    catalog: &TableCatalog,
 ) -> Result<Outcome> {
     let started_ms = dlog_wire::now_ms();
     let metadata = table.metadata();
@@ -212,7 +103,7 @@ pub async fn commit(
                 updates: change.properties,
             });
         }
-        return apply(table, &current_location, updates, rows, started_ms).await;
+        return apply(table, &current_location, updates, catalog, started_ms).await;
     }
     if change.schema.is_some() {
         return Err(Error::new(
@@ -336,7 +227,7 @@ pub async fn commit(
             updates: change.properties,
         });
     }
-    apply(table, &current_location, updates, rows, started_ms).await
+    apply(table, &current_location, updates, catalog, started_ms).await
 }
 
 /// Removes the table's snapshots replaced before `older_than_ms` from its
@@ -348,7 +239,7 @@ pub async fn commit(
 pub(super) async fn expire(
     table: &Table,
     older_than_ms: i64,
-    rows: &CatalogRows,
+    catalog: &TableCatalog,
 ) -> Result<Option<Outcome>> {
     let started_ms = dlog_wire::now_ms();
     let metadata = table.metadata();
@@ -377,7 +268,7 @@ pub(super) async fn expire(
         snapshot_ids: expired,
     }];
     Ok(Some(
-        apply(table, &current_location, updates, rows, started_ms).await?,
+        apply(table, &current_location, updates, catalog, started_ms).await?,
     ))
 }
 
@@ -394,12 +285,12 @@ fn named_snapshots(metadata: &iceberg::spec::TableMetadata) -> Result<HashSet<i6
 }
 
 /// Writes the table's metadata with `updates` applied as its next version,
-/// then swaps the catalog row to it.
+/// then swaps the catalog entry to it.
 async fn apply(
     table: &Table,
     current_location: &str,
     updates: Vec<TableUpdate>,
-    rows: &CatalogRows,
+    catalog: &TableCatalog,
     started_ms: i64,
 ) -> Result<Outcome> {
     let mut builder = (table.metadata().clone()).into_builder(Some(current_location.to_owned()));
@@ -418,7 +309,7 @@ async fn apply(
         tracing::warn!(table = %table.identifier(), took_ms, "a table commit took too long: given up, done again");
         return Ok(Outcome::Conflict);
     }
-    let swapped = rows
+    let swapped = catalog
         .swap(
             table.identifier(),
             current_location,

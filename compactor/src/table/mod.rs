@@ -1,7 +1,7 @@
 //! Iceberg tables of the logs (ARCHITECTURE.md, "Iceberg tables"): one
 //! table per log, `<namespace>.<log>` in an Iceberg SQL catalog (SQLite
-//! or Postgres, the catalog pyiceberg, Spark and Trino call JDBC/SQL),
-//! located in the log id's folder and holding that folder's Parquet files
+//! or Postgres, the catalog pyiceberg, Spark and Trino call JDBC/SQL) or
+//! in the AWS Glue Data Catalog, located in the log id's folder and holding that folder's Parquet files
 //! as its data files, as they were written.
 //!
 //! The compactor appends each offloaded file to its log's table between
@@ -17,7 +17,9 @@
 //! table before their objects go, and records the trim point in the table
 //! (`dlog.trim-offset`) in the same commit; an append of a file wholly below it is refused, so a
 //! compactor that was paused past its lease never brings a removed file
-//! back.
+//! back. A table records the log's trim point from its creation on (every
+//! operation that may create it is given the manifest's), so a re-created
+//! table refuses such a file too.
 //!
 //! A segment with the trim point inside it has its file swapped for a copy
 //! holding its rows from the trim point on ([`LogTables::replace`],
@@ -30,43 +32,51 @@
 //!
 //! A table belongs to one log id (table property `dlog.log-id`): a log
 //! deleted and re-created under its name gets a new table, and a deleted
-//! log's table is dropped with it.
+//! log's table is dropped with it. A table under a log's name without that
+//! property is not dlog's (the catalog may be shared: a Glue database is
+//! the account's) and is never dropped: the log's table operations fail
+//! until someone renames or drops it.
 //!
 //! | module | owns |
 //! |---|---|
-//! | this one | the catalog, a log's table (created, replaced, dropped), appends, removals, expiry |
-//! | `commit` | building a snapshot and swapping the catalog row to it |
+//! | this one | a log's table (created, replaced, dropped), appends, removals, expiry |
+//! | `catalog` | the catalog chosen by its URI: loads, creations, and the compare-and-swap and conditional drop of a table's entry |
+//! | `sql` | the Iceberg SQL catalog (SQLite, Postgres) and its table rows |
+//! | `glue` | the AWS Glue Data Catalog |
+//! | `commit` | building a snapshot and swapping the catalog entry to it |
 //! | `columns` | the typed payload columns a file brings, added to the table's schema before it |
 //! | `files` | what a table holds: live files and their bounds, a file's entry, dlog's properties |
 //! | `storage` | Iceberg's file access over the cluster's object store |
 
+mod catalog;
 mod columns;
 mod commit;
 mod files;
+mod glue;
+mod sql;
 mod storage;
 #[cfg(test)]
 mod tests;
 
 use std::collections::HashMap;
-use std::sync::Arc;
 
 use dlog_storage::objstore::ObjectStoreHandle;
 use dlog_storage::segment_file::{self, SegmentFile};
 use dlog_wire::names::LogName;
 use iceberg::spec::Operation;
 use iceberg::table::Table;
-use iceberg::{Catalog, CatalogBuilder, ErrorKind, NamespaceIdent, TableCreation, TableIdent};
+use iceberg::{ErrorKind, NamespaceIdent, TableCreation, TableIdent};
 
-use commit::{CatalogRows, Change, Outcome};
+use catalog::TableCatalog;
+use commit::{Change, Outcome};
 pub use files::LiveFile;
 use files::{Contents, data_file, table_log_id, trim_offset_of};
-use iceberg_catalog_sql::{SqlBindStyle, SqlCatalog, SqlCatalogBuilder};
 use object_store::path::Path;
 
 pub use storage::{ObjectStorage, ObjectStorageFactory};
 
-/// The catalog name the tables are registered under (`catalog_name` in
-/// the SQL catalog's rows; pyiceberg's `SqlCatalog("dlog", ...)`).
+/// The catalog name the tables are registered under in a SQL catalog
+/// (`catalog_name` in its rows; pyiceberg's `SqlCatalog("dlog", ...)`).
 pub const CATALOG_NAME: &str = "dlog";
 
 /// `uri` with its password, if it has one, shown as `***`: for messages
@@ -103,6 +113,9 @@ const GC_ENABLED_PROPERTY: &str = "gc.enabled";
 /// offloaded before then are added by the backfill (`table_backfill`).
 /// Tables of an earlier release have none, and get no backfill.
 pub const CREATED_AT_PROPERTY: &str = "dlog.created-at-ms";
+/// How long after a table's creation (`dlog.created-at-ms`) an offloaded
+/// segment may have been and still be backfilled ([`LogTables::missing_files`]).
+pub const BACKFILL_MARGIN_MS: i64 = 10 * 60 * 1000;
 /// Commits lost to other commits in a row before an operation gives up
 /// (until the next pass).
 const ATTEMPTS: usize = 16;
@@ -186,8 +199,7 @@ pub enum Appended {
 
 /// The Iceberg tables of every log, in one catalog.
 pub struct LogTables {
-    catalog: SqlCatalog,
-    rows: CatalogRows,
+    catalog: TableCatalog,
     objects: ObjectStoreHandle,
 }
 
@@ -200,54 +212,32 @@ impl std::fmt::Debug for LogTables {
 }
 
 impl LogTables {
-    /// Opens (creating its tables if need be) the SQL catalog at `uri`:
-    /// `sqlite:///PATH?mode=rwc` or `postgres://...`.
+    /// Opens the catalog at `uri`: the SQL catalog
+    /// (`sqlite:///PATH?mode=rwc` or `postgres://...`, its tables created
+    /// if need be) or the AWS Glue Data Catalog
+    /// (`glue://?region=REGION`, `glue`).
     pub async fn open(uri: &str, objects: ObjectStoreHandle) -> Result<LogTables> {
-        let postgres = uri.starts_with("postgres");
-        let bind = || {
-            if postgres {
-                SqlBindStyle::DollarNumeric
-            } else {
-                SqlBindStyle::QMark
-            }
-        };
-        // The catalog creates its tables if missing; two compactors
-        // starting at once race on that in Postgres (the loser's `CREATE
-        // TABLE IF NOT EXISTS` fails): the next attempt finds them.
-        let mut attempt = 0;
-        let catalog = loop {
-            attempt += 1;
-            let opened = SqlCatalogBuilder::default()
-                .uri(uri)
-                .warehouse_location(objects.url_of(&objects.prefix))
-                .sql_bind_style(bind())
-                .with_storage_factory(Arc::new(ObjectStorageFactory::new(objects.clone())))
-                .load(CATALOG_NAME, HashMap::new())
-                .await;
-            match opened {
-                Ok(catalog) => break catalog,
-                Err(err) if attempt < 5 => {
-                    let uri = redacted_uri(uri);
-                    tracing::info!(attempt, "opening the Iceberg catalog {uri}: {err}");
-                    tokio::time::sleep(std::time::Duration::from_millis(100 * attempt)).await;
-                }
-                Err(err) => {
-                    let what = format!("open {}", redacted_uri(uri));
-                    return Err(Error::wrap("catalog", &what)(err));
-                }
-            }
-        };
-        let rows = CatalogRows::connect(uri, bind(), CATALOG_NAME)
-            .await
-            .map_err(Error::wrap(
-                "catalog",
-                &format!("open {}", redacted_uri(uri)),
-            ))?;
-        Ok(LogTables {
-            catalog,
-            rows,
-            objects,
-        })
+        Self::open_with(uri, objects, None).await
+    }
+
+    /// [`Self::open`], with `glue_credentials` instead of the standard AWS
+    /// chain's for a Glue catalog (the tests').
+    pub(crate) async fn open_with(
+        uri: &str,
+        objects: ObjectStoreHandle,
+        glue_credentials: Option<aws_sdk_glue::config::Credentials>,
+    ) -> Result<LogTables> {
+        let catalog = (TableCatalog::open(uri, &objects, glue_credentials).await).map_err(
+            Error::wrap("catalog", &format!("open {}", redacted_uri(uri))),
+        )?;
+        Ok(LogTables { catalog, objects })
+    }
+
+    /// Whether the catalog can hold the log's table: not a Glue catalog
+    /// and a name with an upper-case letter ([`glue`]). A log it cannot
+    /// hold gets no table, and is compacted as without a catalog.
+    pub fn holds(&self, log: &LogName) -> bool {
+        self.catalog.holds(&Self::ident(log))
     }
 
     fn ident(log: &LogName) -> TableIdent {
@@ -257,10 +247,15 @@ impl LogTables {
         )
     }
 
-    /// The table of `log_id` ([`Self::table`], created if missing) with
-    /// the manifests of its current snapshot, read once.
-    async fn loaded(&self, log: &LogName, log_id: u64) -> Result<(Table, Contents)> {
-        let table = self.table(log, log_id).await?;
+    /// The table of `log_id` ([`Self::table`], created if missing, with
+    /// `trim_offset`) with the manifests of its current snapshot, read once.
+    async fn loaded(
+        &self,
+        log: &LogName,
+        log_id: u64,
+        trim_offset: u64,
+    ) -> Result<(Table, Contents)> {
+        let table = self.table(log, log_id, trim_offset).await?;
         let contents = (Contents::of(&table).await)
             .map_err(|err| Error::new(&log.to_string(), "list files", Some(err)))?;
         Ok((table, contents))
@@ -280,8 +275,13 @@ impl LogTables {
     /// The table of `log_id`, created if missing. A table of an earlier
     /// log id under the name is dropped first (its files went, or go, with
     /// that log's purge), and so is an unreadable row whose metadata file
-    /// is gone from an earlier log id's folder (a purged log's table).
-    pub async fn table(&self, log: &LogName, log_id: u64) -> Result<Table> {
+    /// is gone from an earlier log id's folder (a purged log's table). A
+    /// table under the name without `dlog.log-id` is not dlog's: an error,
+    /// and never dropped. A table created here records `trim_offset`, the
+    /// log's trim point (the manifest's), as its trim point at once, so a
+    /// compactor paused past its lease cannot append a file below it (one
+    /// whose object retention deletes) to a re-created table.
+    pub async fn table(&self, log: &LogName, log_id: u64, trim_offset: u64) -> Result<Table> {
         let ident = Self::ident(log);
         let name = log.to_string();
         let fail = |what: &str| Error::wrap(&name, what);
@@ -307,7 +307,8 @@ impl LogTables {
                         // (a compactor's clock far behind the table's last
                         // update) keeps working, and is tried again at the
                         // next load.
-                        match commit::commit(&table, Contents::default(), change, &self.rows).await
+                        match commit::commit(&table, Contents::default(), change, &self.catalog)
+                            .await
                         {
                             Ok(_) => continue,
                             Err(err) => {
@@ -325,24 +326,37 @@ impl LogTables {
                             None,
                         ));
                     }
-                    _ => {
+                    Some(_) => {
                         let at = table.metadata_location().unwrap_or_default().to_owned();
                         tracing::info!(%log, log_id, "dropping the table of an earlier log of this name");
                         // Only the table as loaded: not one created since.
-                        (self.rows.drop_if(&ident, &at).await)
+                        (self.catalog.drop_if(&ident, &at).await)
                             .map_err(fail("drop the earlier log's table"))?;
                         continue;
+                    }
+                    // Not dlog's: the catalog may be shared (a Glue
+                    // database is the account's), and another's table is
+                    // never dropped.
+                    None => {
+                        return Err(Error::new(
+                            &name,
+                            format!(
+                                "exists and was not created by dlog (no {LOG_ID_PROPERTY}): \
+                                 rename it or drop it yourself"
+                            ),
+                            None,
+                        ));
                     }
                 },
                 Err(err) if err.kind() == ErrorKind::TableNotFound => {}
                 Err(err) => {
-                    let at =
-                        (self.rows.location(&ident).await).map_err(fail("read the catalog row"))?;
+                    let at = (self.catalog.location(&ident).await)
+                        .map_err(fail("read the catalog row"))?;
                     match at {
                         Some(at) if self.purged_metadata(log, log_id, &at).await => {
                             tracing::warn!(%log, log_id, metadata = %at,
                                 "dropping the table of an earlier log id whose metadata is gone: {err}");
-                            (self.rows.drop_if(&ident, &at).await)
+                            (self.catalog.drop_if(&ident, &at).await)
                                 .map_err(fail("drop an unreadable table"))?;
                             continue;
                         }
@@ -351,15 +365,8 @@ impl LogTables {
                 }
             }
             let namespace = ident.namespace().clone();
-            match self
-                .catalog
-                .create_namespace(&namespace, HashMap::new())
-                .await
-            {
-                Ok(_) => {}
-                Err(err) if err.kind() == ErrorKind::NamespaceAlreadyExists => {}
-                Err(err) => return Err(fail("create namespace")(err)),
-            }
+            (self.catalog.create_namespace_if_missing(&namespace).await)
+                .map_err(fail("create namespace"))?;
             let schema = iceberg::arrow::arrow_schema_to_schema(&segment_file::schema())
                 .map_err(fail("schema"))?;
             let creation = TableCreation::builder()
@@ -374,6 +381,7 @@ impl LogTables {
                         CREATED_AT_PROPERTY.to_owned(),
                         dlog_wire::now_ms().to_string(),
                     ),
+                    (TRIM_OFFSET_PROPERTY.to_owned(), trim_offset.to_string()),
                 ])
                 .build();
             match self.catalog.create_table(&namespace, creation).await {
@@ -432,7 +440,7 @@ impl LogTables {
             schema: Some(schema),
             ..Change::default()
         };
-        let outcome = (commit::commit(table, Contents::default(), change, &self.rows).await)
+        let outcome = (commit::commit(table, Contents::default(), change, &self.catalog).await)
             .map_err(Error::wrap(name, what))?;
         if outcome == Outcome::Committed {
             tracing::info!(
@@ -445,18 +453,20 @@ impl LogTables {
 
     /// Appends one offloaded file to its log's table, unless it is there
     /// or below the table's trim point. The table gets the file's typed
-    /// payload columns first, if it lacks some.
+    /// payload columns first, if it lacks some. `trim_offset`: the log's
+    /// trim point, recorded by a table created here ([`Self::table`]).
     pub async fn append(
         &self,
         log: &LogName,
         log_id: u64,
+        trim_offset: u64,
         file: &TableFile<'_>,
     ) -> Result<Appended> {
         let name = log.to_string();
         let location = self.objects.url_of(file.key);
         let failed = |what: &str| Error::wrap(&name, what);
         for _ in 0..ATTEMPTS {
-            let (table, contents) = self.loaded(log, log_id).await?;
+            let (table, contents) = self.loaded(log, log_id, trim_offset).await?;
             if trim_offset_of(&table) >= file.end_offset {
                 return Ok(Appended::BelowTrim);
             }
@@ -494,7 +504,7 @@ impl LogTables {
                 ]),
                 ..Change::default()
             };
-            match commit::commit(&table, contents, change, &self.rows).await {
+            match commit::commit(&table, contents, change, &self.catalog).await {
                 Ok(Outcome::Committed) => return Ok(Appended::Committed),
                 Ok(Outcome::Conflict) => continue,
                 Err(err) => return Err(failed(&format!("append {location}"))(err)),
@@ -508,15 +518,16 @@ impl LogTables {
     }
 
     /// The live files of the log's table that hold rows both below and at
-    /// or above `offset` (a segment's file with a trim point inside it);
-    /// the table is created if it is missing.
+    /// or above `offset` (a segment's file with the log's trim point,
+    /// `offset`, inside it); the table is created if it is missing, with
+    /// `offset` as its trim point.
     pub async fn files_across(
         &self,
         log: &LogName,
         log_id: u64,
         offset: u64,
     ) -> Result<Vec<LiveFile>> {
-        let (_, contents) = self.loaded(log, log_id).await?;
+        let (_, contents) = self.loaded(log, log_id, offset).await?;
         let offset = offset as i64;
         Ok((contents.live().into_iter())
             .filter(|file| {
@@ -527,27 +538,36 @@ impl LogTables {
     }
 
     /// Of `segments` (segment id, object key, when it was offloaded), those
-    /// offloaded before the table was created whose file the table does not
-    /// hold, neither as it is nor as a copy cut at a trim point. Segments
-    /// offloaded since were appended by their offload: one missing now was
+    /// offloaded before the table was created, or up to
+    /// [`BACKFILL_MARGIN_MS`] after, whose file the table does not hold,
+    /// neither as it is nor as a copy cut at a trim point. Segments
+    /// offloaded later were appended by their offload: one missing now was
     /// taken out by something else (another engine), not lost, and is not
-    /// brought back. The table is created if it is missing.
+    /// brought back. The margin covers the compactors' clocks differing and
+    /// a segment appended to a table dropped (and re-created) between its
+    /// append and its manifest write; it is safe because a segment whose
+    /// file is in the table is left out here, and an append of a file the
+    /// table holds, or of one overlapping a dlog file it holds, adds
+    /// nothing ([`Self::append`]: `AlreadyThere`). The table is created if
+    /// it is missing, with `trim_offset`.
     pub async fn missing_files(
         &self,
         log: &LogName,
         log_id: u64,
+        trim_offset: u64,
         segments: &[(u64, Path, i64)],
     ) -> Result<Vec<u64>> {
-        let (table, contents) = self.loaded(log, log_id).await?;
-        let created_at: i64 = (table.metadata().properties().get(CREATED_AT_PROPERTY))
-            .and_then(|at| at.parse().ok())
-            .unwrap_or(i64::MIN);
+        let (table, contents) = self.loaded(log, log_id, trim_offset).await?;
+        // Tables of an earlier release have no creation time: no backfill.
+        let before: i64 = (table.metadata().properties().get(CREATED_AT_PROPERTY))
+            .and_then(|at| at.parse::<i64>().ok())
+            .map_or(i64::MIN, |at| at.saturating_add(BACKFILL_MARGIN_MS));
         let live: Vec<String> = contents.live().into_iter().map(|f| f.location).collect();
         Ok((segments.iter())
             .filter(|(segment_id, key, offloaded_at)| {
                 let own = self.objects.url_of(key);
                 let copies = self.copies_prefix(log, log_id, *segment_id);
-                *offloaded_at < created_at
+                *offloaded_at < before
                     && !(live.iter()).any(|at| *at == own || at.starts_with(&copies))
             })
             .map(|(segment_id, _, _)| *segment_id)
@@ -578,6 +598,7 @@ impl LogTables {
         &self,
         log: &LogName,
         log_id: u64,
+        trim_offset: u64,
         (own, copies): (&str, &str),
         new: &TableFile<'_>,
     ) -> Result<Replaced> {
@@ -585,7 +606,7 @@ impl LogTables {
         let location = self.objects.url_of(new.key);
         let failed = |what: &str| Error::wrap(&name, what);
         for _ in 0..ATTEMPTS {
-            let (table, contents) = self.loaded(log, log_id).await?;
+            let (table, contents) = self.loaded(log, log_id, trim_offset).await?;
             let segments: Vec<LiveFile> = (contents.live().into_iter())
                 .filter(|f| f.location == own || f.location.starts_with(copies))
                 .collect();
@@ -632,7 +653,7 @@ impl LogTables {
                 ]),
                 ..Change::default()
             };
-            match commit::commit(&table, contents, change, &self.rows).await {
+            match commit::commit(&table, contents, change, &self.catalog).await {
                 Ok(Outcome::Committed) => return Ok(Replaced::Committed),
                 Ok(Outcome::Conflict) => continue,
                 Err(err) => return Err(failed(&format!("put {location} in"))(err)),
@@ -646,8 +667,14 @@ impl LogTables {
     }
 
     /// Whether the file at `key` is a live data file of the log's table.
-    pub async fn is_live(&self, log: &LogName, log_id: u64, key: &Path) -> Result<bool> {
-        let (_, contents) = self.loaded(log, log_id).await?;
+    pub async fn is_live(
+        &self,
+        log: &LogName,
+        log_id: u64,
+        trim_offset: u64,
+        key: &Path,
+    ) -> Result<bool> {
+        let (_, contents) = self.loaded(log, log_id, trim_offset).await?;
         let location = self.objects.url_of(key);
         Ok(contents.live().iter().any(|f| f.location == location))
     }
@@ -661,10 +688,11 @@ impl LogTables {
         &self,
         log: &LogName,
         log_id: u64,
+        trim_offset: u64,
         olds: &[String],
         (start, end): (u64, u64),
     ) -> Result<bool> {
-        let (table, contents) = self.loaded(log, log_id).await?;
+        let (table, contents) = self.loaded(log, log_id, trim_offset).await?;
         let state = merge_state(&table, &contents.live(), olds, None, (start, end));
         Ok(state == MergeState::Ready)
     }
@@ -680,6 +708,7 @@ impl LogTables {
         &self,
         log: &LogName,
         log_id: u64,
+        trim_offset: u64,
         olds: &[String],
         new: &TableFile<'_>,
     ) -> Result<Replaced> {
@@ -688,7 +717,7 @@ impl LogTables {
         let failed = |what: &str| Error::wrap(&name, what);
         let range = (new.start_offset, new.end_offset);
         for _ in 0..ATTEMPTS {
-            let (table, contents) = self.loaded(log, log_id).await?;
+            let (table, contents) = self.loaded(log, log_id, trim_offset).await?;
             match merge_state(&table, &contents.live(), olds, Some(&location), range) {
                 MergeState::Ready => {
                     if self.add_columns_of(&table, new.file, &name).await? {
@@ -716,7 +745,7 @@ impl LogTables {
                 ]),
                 ..Change::default()
             };
-            match commit::commit(&table, contents, change, &self.rows).await {
+            match commit::commit(&table, contents, change, &self.catalog).await {
                 Ok(Outcome::Committed) => return Ok(Replaced::Committed),
                 Ok(Outcome::Conflict) => continue,
                 Err(err) => return Err(failed(&format!("merge into {location}"))(err)),
@@ -745,7 +774,7 @@ impl LogTables {
         let name = log.to_string();
         let failed = |what: &str| Error::wrap(&name, what);
         for _ in 0..ATTEMPTS {
-            let (table, contents) = self.loaded(log, log_id).await?;
+            let (table, contents) = self.loaded(log, log_id, trim_offset).await?;
             let remove: std::collections::HashSet<String> = (contents.live().into_iter())
                 .filter(|file| {
                     file.last_offset
@@ -772,7 +801,7 @@ impl LogTables {
                 summary: HashMap::from([("dlog.trim-offset".to_owned(), trim_offset.to_string())]),
                 ..Change::default()
             };
-            match commit::commit(&table, contents, change, &self.rows).await {
+            match commit::commit(&table, contents, change, &self.catalog).await {
                 Ok(Outcome::Committed) => {
                     // No earlier than any snapshot of the table: the grace
                     // of the removed files counts from here, whatever the
@@ -811,9 +840,12 @@ impl LogTables {
         };
         let failed = |err| Error::new(&name, "expire snapshots", Some(err));
         for _ in 0..ATTEMPTS {
-            match commit::expire(&table, older_than_ms, &self.rows).await {
+            match commit::expire(&table, older_than_ms, &self.catalog).await {
                 Ok(None | Some(Outcome::Committed)) => return Ok(()),
-                Ok(Some(Outcome::Conflict)) => table = self.table(log, log_id).await?,
+                Ok(Some(Outcome::Conflict)) => match self.existing(log, log_id).await? {
+                    Some(again) => table = again,
+                    None => return Ok(()),
+                },
                 Err(err) => return Err(failed(err)),
             }
         }
@@ -919,14 +951,14 @@ impl LogTables {
                     // Unreadable (its metadata deleted by a purge): drop it
                     // if it lies in this log id's folder.
                     let folder = self.folder(log, log_id);
-                    match self.rows.location(&ident).await {
+                    match self.catalog.location(&ident).await {
                         Ok(Some(at)) if at.starts_with(&format!("{folder}/")) => at,
                         Ok(_) => return Ok(()),
                         Err(_) => return Err(Error::new(&name, "load", Some(err))),
                     }
                 }
             };
-            if (self.rows.drop_if(&ident, &at).await)
+            if (self.catalog.drop_if(&ident, &at).await)
                 .map_err(|err| Error::new(&name, "drop", Some(err)))?
             {
                 return Ok(());

@@ -1,20 +1,24 @@
-//! `dlog-testkit`, test support: real etcd and S3-compatible servers, and
-//! child processes with kill / stop / continue controls for fault tests.
+//! `dlog-testkit`, test support: real etcd, S3-compatible and Glue-compatible
+//! (moto) servers, and child processes with kill / stop / continue controls
+//! for fault tests.
 //!
 //! Servers bind free loopback ports and keep their data in a temporary
 //! directory; dropping the handle kills the process and removes the data.
 //!
-//! Binaries are found on `PATH` (and in `$CARGO_HOME/bin` for `s3s-fs`);
+//! Binaries are found on `PATH` (and in `$CARGO_HOME/bin` for `s3s-fs`, in
+//! the project venv for `moto_server`);
 //! `scripts/install-test-deps.sh` installs them. When one is missing, a
 //! test is skipped with a message on stderr, except under `CI=true`, where a
 //! missing server is a failure.
 
 mod etcd;
+mod moto;
 mod ports;
 mod process;
 mod s3;
 
 pub use etcd::EtcdServer;
+pub use moto::MotoServer;
 pub use ports::free_port;
 pub use process::Process;
 pub use s3::S3Server;

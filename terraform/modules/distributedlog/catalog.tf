@@ -1,12 +1,10 @@
-# The Iceberg catalog (iceberg_catalog, on by default): an RDS for
-# PostgreSQL database holding the SQL catalog that every log's table is
-# registered in (docs/iceberg.md). Compactors commit to it; pyiceberg,
-# Spark, Trino and Flink (Iceberg's JDBC catalog) read the same rows.
-#
-# Why a SQL database and not Glue or S3 Tables: the compactor commits a
-# snapshot with a compare-and-swap on the table's row of the SQL catalog
-# (a conditional UPDATE of its metadata location, compactor/src/table/
-# commit.rs); those catalogs would need another commit path, not built.
+# The Iceberg catalog with iceberg_catalog (on by default) and
+# iceberg_catalog_kind = "postgres" (the default is "glue"): an RDS for PostgreSQL
+# database holding the SQL catalog that every log's table is registered in
+# (docs/iceberg.md). Compactors commit to it; pyiceberg, Spark, Trino and
+# Flink (Iceberg's JDBC catalog) read the same rows. With "glue" the AWS
+# Glue Data Catalog is the catalog instead and none of this file's
+# resources exist (glue.tf).
 #
 # What the module sets up:
 #   database     encrypted with the module's KMS key, Multi-AZ, private,
@@ -19,7 +17,7 @@
 #                key: it is never in Terraform's state
 #   network      5432 from the compactor group and catalog_allowed_cidrs,
 #                nothing else (the rules are network.tf's, merged in with
-#                iceberg_catalog)
+#                the RDS catalog)
 #   compactors   read that one secret (iam.tf) and build their catalog URI
 #                from it at every start and every 15 minutes
 #                (scripts/dlog-catalog-fetch.sh); a rotated password
@@ -32,12 +30,16 @@
 # at start does not start (it would otherwise offload files into no table).
 
 data "aws_subnet" "catalog" {
-  for_each = var.iceberg_catalog ? toset(var.subnet_ids) : toset([])
+  for_each = local.catalog_rds ? toset(var.subnet_ids) : toset([])
 
   id = each.key
 }
 
 locals {
+  # Which catalog: the RDS database of this file, or Glue (glue.tf).
+  catalog_rds  = var.iceberg_catalog && var.iceberg_catalog_kind == "postgres"
+  catalog_glue = var.iceberg_catalog && var.iceberg_catalog_kind == "glue"
+
   catalog_port         = 5432
   catalog_database     = "iceberg"
   catalog_username     = "dlog"
@@ -47,16 +49,19 @@ locals {
   catalog_fetch_script = file("${path.module}/scripts/dlog-catalog-fetch.sh")
 
   # The compactor's part of dlog-node.tftpl; node_template_vars (main.tf)
-  # gives every other role catalog_fetch = false.
+  # gives every other role catalog_fetch = false and no catalog_uri. The
+  # RDS catalog's URI is fetched at start (it holds the password); Glue's
+  # is fixed.
   catalog_node_vars = {
-    catalog_fetch      = var.iceberg_catalog
-    catalog_secret_arn = var.iceberg_catalog ? aws_db_instance.catalog[0].master_user_secret[0].secret_arn : ""
-    catalog_endpoint   = var.iceberg_catalog ? "${aws_db_instance.catalog[0].address}:${local.catalog_port}/${local.catalog_database}" : ""
+    catalog_uri        = local.catalog_glue ? local.glue_catalog_uri : ""
+    catalog_fetch      = local.catalog_rds
+    catalog_secret_arn = local.catalog_rds ? aws_db_instance.catalog[0].master_user_secret[0].secret_arn : ""
+    catalog_endpoint   = local.catalog_rds ? "${aws_db_instance.catalog[0].address}:${local.catalog_port}/${local.catalog_database}" : ""
   }
 }
 
 resource "aws_db_subnet_group" "catalog" {
-  count = var.iceberg_catalog ? 1 : 0
+  count = local.catalog_rds ? 1 : 0
 
   name        = local.catalog_identifier
   description = "distributedlog ${var.cluster_name}: Iceberg catalog"
@@ -72,7 +77,7 @@ resource "aws_db_subnet_group" "catalog" {
 }
 
 resource "aws_security_group" "catalog" {
-  count = var.iceberg_catalog ? 1 : 0
+  count = local.catalog_rds ? 1 : 0
 
   name        = local.catalog_identifier
   description = "distributedlog ${var.cluster_name}: Iceberg catalog database"
@@ -83,7 +88,7 @@ resource "aws_security_group" "catalog" {
 # A new family (catalog_engine_version) makes a new group before the
 # instance moves to it.
 resource "aws_db_parameter_group" "catalog" {
-  count = var.iceberg_catalog ? 1 : 0
+  count = local.catalog_rds ? 1 : 0
 
   name_prefix = "${local.catalog_identifier}-"
   family      = "postgres${var.catalog_engine_version}"
@@ -127,7 +132,7 @@ resource "aws_db_parameter_group" "catalog" {
 # RDS writes exported logs to these groups; made here so that they have a
 # retention (RDS would create them to keep everything forever).
 resource "aws_cloudwatch_log_group" "catalog" {
-  for_each = var.iceberg_catalog ? toset(local.catalog_log_types) : toset([])
+  for_each = local.catalog_rds ? toset(local.catalog_log_types) : toset([])
 
   name              = "/aws/rds/instance/${local.catalog_identifier}/${each.key}"
   retention_in_days = var.log_retention_days
@@ -153,7 +158,7 @@ data "aws_iam_policy_document" "catalog_monitoring_assume" {
 }
 
 resource "aws_iam_role" "catalog_monitoring" {
-  count = var.iceberg_catalog && var.catalog_monitoring_interval_seconds > 0 ? 1 : 0
+  count = local.catalog_rds && var.catalog_monitoring_interval_seconds > 0 ? 1 : 0
 
   name               = "${local.catalog_identifier}-monitoring"
   description        = "distributedlog ${var.cluster_name}: RDS enhanced monitoring of the Iceberg catalog"
@@ -169,7 +174,7 @@ resource "aws_iam_role_policy_attachment" "catalog_monitoring" {
 }
 
 resource "aws_db_instance" "catalog" {
-  count = var.iceberg_catalog ? 1 : 0
+  count = local.catalog_rds ? 1 : 0
 
   identifier     = local.catalog_identifier
   engine         = "postgres"

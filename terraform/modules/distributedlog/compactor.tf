@@ -14,8 +14,8 @@ resource "aws_launch_template" "compactor" {
   update_default_version = true
 
   # gzip: the rendered cloud-config is over EC2's 16 KB limit.
-  # With iceberg_catalog, cloud-init also gets the catalog's secret and
-  # endpoint (catalog.tf).
+  # With iceberg_catalog, cloud-init also gets the RDS catalog's secret and
+  # endpoint, or the Glue catalog's URI (catalog.tf, glue.tf).
   user_data = base64gzip(templatefile("${path.module}/templates/dlog-node.tftpl", merge(local.node_template_vars, {
     role            = "compactor"
     port            = var.compactor_port

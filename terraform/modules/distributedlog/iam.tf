@@ -269,7 +269,7 @@ resource "aws_iam_role_policy" "tls_secret" {
 # The Iceberg catalog: the compactor reads the database password that RDS
 # keeps (and rotates) in Secrets Manager, encrypted with the segment key.
 data "aws_iam_policy_document" "catalog_secret" {
-  count = var.iceberg_catalog ? 1 : 0
+  count = local.catalog_rds ? 1 : 0
 
   source_policy_documents = [data.aws_iam_policy_document.decrypt_secrets.json]
 
@@ -281,7 +281,7 @@ data "aws_iam_policy_document" "catalog_secret" {
 }
 
 resource "aws_iam_role_policy" "catalog_secret" {
-  count = var.iceberg_catalog ? 1 : 0
+  count = local.catalog_rds ? 1 : 0
 
   name   = "iceberg-catalog-secret-read"
   role   = aws_iam_role.node["compactor"].id

@@ -99,6 +99,7 @@ locals {
     metric_namespace     = local.metric_namespace
     report_script        = local.report_script
     ssm_agent_script     = local.ssm_agent_script
+    catalog_uri          = ""
     catalog_fetch        = false
     catalog_secret_arn   = ""
     catalog_endpoint     = ""

@@ -7,7 +7,7 @@
 #   every node -> etcd          2379 (client)
 #   etcd      <-> etcd          2380 (peer)
 #   Prometheus -> dlog nodes  metrics_port, only from metrics_allowed_cidrs (empty by default)
-#   compactor -> catalog      5432, with iceberg_catalog (catalog.tf)
+#   compactor -> catalog      5432, with the RDS catalog (catalog.tf)
 #   query engines -> catalog  5432, only from catalog_allowed_cidrs (empty by default)
 #   SSH (22) only from ssh_allowed_cidrs, which is empty by default.
 # Egress is limited the same way, plus 80/443 to egress_cidrs for packages,
@@ -33,7 +33,7 @@ locals {
   security_group_ids = merge(
     { nlb = aws_security_group.nlb.id },
     { for role in local.node_roles : role => aws_security_group.node[role].id },
-    var.iceberg_catalog ? { catalog = aws_security_group.catalog[0].id } : {},
+    local.catalog_rds ? { catalog = aws_security_group.catalog[0].id } : {},
   )
 
   # Every allowed connection between two groups becomes an ingress rule on
@@ -54,7 +54,7 @@ locals {
       etcd-to-etcd-client = { from = "etcd", to = "etcd", port = local.etcd_client_port, what = "member health checks" }
       etcd-to-etcd-peer   = { from = "etcd", to = "etcd", port = local.etcd_peer_port, what = "raft peers" }
     },
-    var.iceberg_catalog ? {
+    local.catalog_rds ? {
       compactor-to-catalog = { from = "compactor", to = "catalog", port = local.catalog_port, what = "Iceberg table commits" }
     } : {},
   )
@@ -72,7 +72,7 @@ locals {
   catalog_client_rules = {
     for cidr in var.catalog_allowed_cidrs : "catalog-${cidr}" => {
       group = "catalog", port = local.catalog_port, cidr = cidr, what = "query engines reading the Iceberg catalog"
-    } if var.iceberg_catalog
+    } if local.catalog_rds
   }
 
   # Prometheus scrapes every dlog node's metrics port.

@@ -95,7 +95,7 @@ output "autoscaling_group_names" {
 }
 
 output "security_group_ids" {
-  description = "Security group IDs by role (nlb, ingest, reader, cache, compactor, etcd), and catalog with iceberg_catalog."
+  description = "Security group IDs by role (nlb, ingest, reader, cache, compactor, etcd), and catalog with the RDS catalog (iceberg_catalog_kind = \"postgres\")."
   value       = local.security_group_ids
 }
 
@@ -104,36 +104,37 @@ output "iam_role_arns" {
   value       = { for role in local.node_roles : role => aws_iam_role.node[role].arn }
 }
 
-# The Iceberg catalog (catalog.tf); null without iceberg_catalog.
+# The RDS Iceberg catalog (catalog.tf); null without it (no iceberg_catalog,
+# or iceberg_catalog_kind = "glue").
 
 output "catalog_endpoint" {
   description = "HOST:PORT of the Iceberg catalog database (RDS for PostgreSQL)."
-  value       = var.iceberg_catalog ? aws_db_instance.catalog[0].endpoint : null
+  value       = local.catalog_rds ? aws_db_instance.catalog[0].endpoint : null
 }
 
 output "catalog_address" {
   description = "Host name of the Iceberg catalog database; its TLS certificate carries this name."
-  value       = var.iceberg_catalog ? aws_db_instance.catalog[0].address : null
+  value       = local.catalog_rds ? aws_db_instance.catalog[0].address : null
 }
 
 output "catalog_port" {
   description = "Port of the Iceberg catalog database."
-  value       = var.iceberg_catalog ? local.catalog_port : null
+  value       = local.catalog_rds ? local.catalog_port : null
 }
 
 output "catalog_database" {
   description = "Database that holds the catalog's tables (iceberg_tables, iceberg_namespace_properties)."
-  value       = var.iceberg_catalog ? local.catalog_database : null
+  value       = local.catalog_rds ? local.catalog_database : null
 }
 
 output "catalog_secret_arn" {
   description = "Secrets Manager secret in which RDS keeps and rotates the catalog's user and password (JSON: username, password)."
-  value       = var.iceberg_catalog ? aws_db_instance.catalog[0].master_user_secret[0].secret_arn : null
+  value       = local.catalog_rds ? aws_db_instance.catalog[0].master_user_secret[0].secret_arn : null
 }
 
 output "catalog_uri_templates" {
   description = "Connection strings of the catalog without the password, TLS checked against the RDS CA bundle saved as rds-ca.pem: pyiceberg's SqlCatalog uri (replace PASSWORD) and the JDBC catalog's uri (user and password go in jdbc.user and jdbc.password)."
-  value = var.iceberg_catalog ? {
+  value = local.catalog_rds ? {
     pyiceberg = "postgresql+psycopg2://${local.catalog_username}:PASSWORD@${aws_db_instance.catalog[0].address}:${local.catalog_port}/${local.catalog_database}?sslmode=verify-full&sslrootcert=rds-ca.pem"
     jdbc      = "jdbc:postgresql://${aws_db_instance.catalog[0].address}:${local.catalog_port}/${local.catalog_database}?sslmode=verify-full&sslrootcert=rds-ca.pem"
   } : null
@@ -141,5 +142,5 @@ output "catalog_uri_templates" {
 
 output "catalog_resource_id" {
   description = "Resource ID of the catalog database, for the rds-db:connect permission of IAM-authenticated database users (arn:aws:rds-db:REGION:ACCOUNT:dbuser:RESOURCE_ID/USER)."
-  value       = var.iceberg_catalog ? aws_db_instance.catalog[0].resource_id : null
+  value       = local.catalog_rds ? aws_db_instance.catalog[0].resource_id : null
 }

@@ -508,9 +508,20 @@ variable "compactor_desired_capacity" {
 # -------------------------------------------------------- iceberg catalog ---
 
 variable "iceberg_catalog" {
-  description = "Create the Iceberg SQL catalog (catalog.tf): an RDS for PostgreSQL database that every compactor commits each log's table to (compactor.iceberg_catalog, docs/iceberg.md) and query engines read. false: no database, and compactors write Parquet files only, in no table."
+  description = "Register every log's Iceberg table in a catalog that every compactor commits to (compactor.iceberg_catalog, docs/iceberg.md) and query engines read; iceberg_catalog_kind says which. false: no catalog, and compactors write Parquet files only, in no table."
   type        = bool
   default     = true
+}
+
+variable "iceberg_catalog_kind" {
+  description = "The Iceberg catalog with iceberg_catalog: \"postgres\", an RDS for PostgreSQL database holding the SQL catalog (catalog.tf), or \"glue\", the account's AWS Glue Data Catalog in the cluster's region (glue.tf: a Glue database per dlog namespace, created by the compactors; no database server). Defaults to \"glue\". Clusters deployed before the default changed, with the RDS catalog, must set \"postgres\" to keep it: otherwise apply plans to delete the RDS instance, which its deletion protection refuses. Changing it on a running cluster starts new, empty tables in the other catalog (docs/iceberg.md)."
+  type        = string
+  default     = "glue"
+
+  validation {
+    condition     = contains(["postgres", "glue"], var.iceberg_catalog_kind)
+    error_message = "iceberg_catalog_kind must be \"postgres\" or \"glue\"."
+  }
 }
 
 variable "catalog_instance_class" {
