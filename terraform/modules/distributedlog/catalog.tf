@@ -1,5 +1,5 @@
 # The Iceberg catalog with iceberg_catalog (on by default) and
-# iceberg_catalog_kind = "postgres" (the default is "glue"): an RDS for PostgreSQL
+# iceberg_catalog_kind = "postgres" (the default): an RDS for PostgreSQL
 # database holding the SQL catalog that every log's table is registered in
 # (docs/iceberg.md). Compactors commit to it; pyiceberg, Spark, Trino and
 # Flink (Iceberg's JDBC catalog) read the same rows. With "glue" the AWS

@@ -514,9 +514,9 @@ variable "iceberg_catalog" {
 }
 
 variable "iceberg_catalog_kind" {
-  description = "The Iceberg catalog with iceberg_catalog: \"postgres\", an RDS for PostgreSQL database holding the SQL catalog (catalog.tf), or \"glue\", the account's AWS Glue Data Catalog in the cluster's region (glue.tf: a Glue database per dlog namespace, created by the compactors; no database server). Defaults to \"glue\". Clusters deployed before the default changed, with the RDS catalog, must set \"postgres\" to keep it: otherwise apply plans to delete the RDS instance, which its deletion protection refuses. Changing it on a running cluster starts new, empty tables in the other catalog (docs/iceberg.md)."
+  description = "The Iceberg catalog with iceberg_catalog: \"postgres\", an RDS for PostgreSQL database holding the SQL catalog (catalog.tf), or \"glue\", the account's AWS Glue Data Catalog in the cluster's region (glue.tf: a Glue database per dlog namespace, created by the compactors; no database server). Changing it on a running cluster starts new, empty tables in the other catalog (docs/iceberg.md)."
   type        = string
-  default     = "glue"
+  default     = "postgres"
 
   validation {
     condition     = contains(["postgres", "glue"], var.iceberg_catalog_kind)
