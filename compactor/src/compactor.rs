@@ -371,7 +371,26 @@ impl Compactor {
         let to = self.cut_in(tables);
         let mut appended = 0;
         let trim = self.manifest.trim_point(log).await?;
-        for segment_id in tables.missing_files(log, log_id, trim, &candidates).await? {
+        let backfill = tables.missing_files(log, log_id, trim, &candidates).await?;
+        for segment_id in backfill.held_in_margin {
+            // Appended by its offload: never a candidate again, so a rewrite
+            // of its file by another engine does not bring it back.
+            let marked = self
+                .claimed(log, log_id, segment_id, |segment| async move {
+                    if table_backfill::candidate(&segment) {
+                        let (id, segment) = (LogId(log_id), SegmentId(segment.segment_id));
+                        (self.manifest)
+                            .mark_table_backfilled(log, id, segment, dlog_wire::now_ms())
+                            .await?;
+                    }
+                    Ok(())
+                })
+                .await;
+            if let Err(err) = marked {
+                tracing::warn!(%log, segment = segment_id, "table backfill: {err:#}");
+            }
+        }
+        for segment_id in backfill.missing {
             let backfilled = self
                 .claimed(log, log_id, segment_id, |segment| async move {
                     table_backfill::backfill_segment(to, log, log_id, &segment).await

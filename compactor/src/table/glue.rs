@@ -496,16 +496,16 @@ impl GlueCatalog {
         if named.map(String::as_str) != Some(at) {
             return Ok(false);
         }
+        // `at` is metadata the caller read and found dlog's (its
+        // `dlog.log-id` property, or a path in dlog's folder of an earlier
+        // log id); the Glue parameter of that name is not required, since
+        // another engine's commit may rewrite the parameters without it.
         let iceberg = (parameters.and_then(|p| p.get(TABLE_TYPE)))
             .is_some_and(|kind| kind.eq_ignore_ascii_case(ICEBERG));
-        let dlogs = parameters.is_some_and(|p| p.contains_key(LOG_ID_PARAMETER));
-        if !iceberg || !dlogs {
+        if !iceberg {
             return Err(Error::new(
                 ErrorKind::DataInvalid,
-                format!(
-                    "Glue table {ident} is not dlog's (no {TABLE_TYPE}={ICEBERG} and \
-                     {LOG_ID_PARAMETER} parameters): not deleted"
-                ),
+                format!("Glue table {ident} is not an Iceberg table: not deleted"),
             ));
         }
         let (database, name) = names(ident)?;

@@ -185,6 +185,22 @@ pub enum Replaced {
     Gone,
 }
 
+/// How long a log whose table name another's table takes goes without a
+/// table before the name is looked at again.
+const OCCUPIED_RECHECK_MS: i64 = 60 * 60 * 1000;
+
+/// What the backfill should do with its candidate segments
+/// ([`LogTables::missing_files`]).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Backfill {
+    /// Segments whose file the table lacks: to append.
+    pub missing: Vec<u64>,
+    /// Segments offloaded within the margin after the table's creation
+    /// whose file it holds: to record as backfilled, so that they are never
+    /// candidates again.
+    pub held_in_margin: Vec<u64>,
+}
+
 /// What an append did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Appended {
@@ -201,6 +217,10 @@ pub enum Appended {
 pub struct LogTables {
     catalog: TableCatalog,
     objects: ObjectStoreHandle,
+    /// Names taken by a table dlog did not create, and when that was
+    /// found: such a log gets no table ([`Self::holds`]) until the name
+    /// is looked at again, [`OCCUPIED_RECHECK_MS`] later.
+    occupied: std::sync::Mutex<HashMap<LogName, i64>>,
 }
 
 impl std::fmt::Debug for LogTables {
@@ -230,14 +250,45 @@ impl LogTables {
         let catalog = (TableCatalog::open(uri, &objects, glue_credentials).await).map_err(
             Error::wrap("catalog", &format!("open {}", redacted_uri(uri))),
         )?;
-        Ok(LogTables { catalog, objects })
+        Ok(LogTables {
+            catalog,
+            objects,
+            occupied: std::sync::Mutex::default(),
+        })
     }
 
     /// Whether the catalog can hold the log's table: not a Glue catalog
     /// and a name with an upper-case letter ([`glue`]). A log it cannot
     /// hold gets no table, and is compacted as without a catalog.
     pub fn holds(&self, log: &LogName) -> bool {
-        self.catalog.holds(&Self::ident(log))
+        if !self.catalog.holds(&Self::ident(log)) {
+            return false;
+        }
+        let mut occupied = self.occupied.lock().unwrap_or_else(|p| p.into_inner());
+        match occupied.get(log) {
+            Some(at) if dlog_wire::now_ms() < at.saturating_add(OCCUPIED_RECHECK_MS) => false,
+            Some(_) => {
+                occupied.remove(log);
+                true
+            }
+            None => true,
+        }
+    }
+
+    /// The log's name is taken by a table dlog did not create: the log
+    /// gets no table for now ([`Self::holds`]), and this error says why.
+    /// Once the name is free again, the table dlog then creates gets every
+    /// segment offloaded before it from the backfill.
+    fn occupied_by_another(&self, log: &LogName, why: String) -> Error {
+        (self.occupied.lock().unwrap_or_else(|p| p.into_inner()))
+            .insert(log.clone(), dlog_wire::now_ms());
+        tracing::warn!(%log, "the log's table name is taken by a table dlog did not create ({why}): \
+            the log gets no table until the name is free (looked at again hourly)");
+        Error::new(
+            &log.to_string(),
+            format!("{why}: the log gets no table until that table is renamed or dropped"),
+            None,
+        )
     }
 
     fn ident(log: &LogName) -> TableIdent {
@@ -338,20 +389,27 @@ impl LogTables {
                     // database is the account's), and another's table is
                     // never dropped.
                     None => {
-                        return Err(Error::new(
-                            &name,
-                            format!(
-                                "exists and was not created by dlog (no {LOG_ID_PROPERTY}): \
-                                 rename it or drop it yourself"
-                            ),
-                            None,
-                        ));
+                        let why =
+                            format!("exists and was not created by dlog (no {LOG_ID_PROPERTY})");
+                        return Err(self.occupied_by_another(log, why));
                     }
                 },
                 Err(err) if err.kind() == ErrorKind::TableNotFound => {}
                 Err(err) => {
-                    let at = (self.catalog.location(&ident).await)
-                        .map_err(fail("read the catalog row"))?;
+                    let at = match self.catalog.location(&ident).await {
+                        Ok(at) => at,
+                        // A Glue table that is not an Iceberg table.
+                        Err(located) if located.kind() == ErrorKind::DataInvalid => {
+                            return Err(self.occupied_by_another(log, located.to_string()));
+                        }
+                        Err(located) => return Err(fail("read the catalog row")(located)),
+                    };
+                    if let Some(at) = &at
+                        && self.objects.key_of(at).is_none()
+                    {
+                        let why = format!("its metadata {at} lies outside dlog's object store");
+                        return Err(self.occupied_by_another(log, why));
+                    }
                     match at {
                         Some(at) if self.purged_metadata(log, log_id, &at).await => {
                             tracing::warn!(%log, log_id, metadata = %at,
@@ -540,38 +598,51 @@ impl LogTables {
     /// Of `segments` (segment id, object key, when it was offloaded), those
     /// offloaded before the table was created, or up to
     /// [`BACKFILL_MARGIN_MS`] after, whose file the table does not hold,
-    /// neither as it is nor as a copy cut at a trim point. Segments
-    /// offloaded later were appended by their offload: one missing now was
-    /// taken out by something else (another engine), not lost, and is not
-    /// brought back. The margin covers the compactors' clocks differing and
-    /// a segment appended to a table dropped (and re-created) between its
-    /// append and its manifest write; it is safe because a segment whose
-    /// file is in the table is left out here, and an append of a file the
-    /// table holds, or of one overlapping a dlog file it holds, adds
-    /// nothing ([`Self::append`]: `AlreadyThere`). The table is created if
-    /// it is missing, with `trim_offset`.
+    /// neither as it is nor as a copy cut at a trim point ([`Backfill`]).
+    /// Segments offloaded later were appended by their offload: one missing
+    /// now was taken out by something else (another engine), not lost, and
+    /// is not brought back. The margin covers the compactors' clocks
+    /// differing and a segment appended to a table dropped (and re-created)
+    /// between its append and its manifest write; it is safe because a
+    /// segment whose file is in the table is left out here, and an append
+    /// of a file the table holds, or of one overlapping a dlog file it
+    /// holds, adds nothing ([`Self::append`]: `AlreadyThere`). Segments in
+    /// the margin whose file the table holds are answered too, for the
+    /// caller to record as backfilled: otherwise they would stay
+    /// candidates, and be brought back should another engine rewrite their
+    /// file later. The table is created if it is missing, with
+    /// `trim_offset`.
     pub async fn missing_files(
         &self,
         log: &LogName,
         log_id: u64,
         trim_offset: u64,
         segments: &[(u64, Path, i64)],
-    ) -> Result<Vec<u64>> {
+    ) -> Result<Backfill> {
         let (table, contents) = self.loaded(log, log_id, trim_offset).await?;
         // Tables of an earlier release have no creation time: no backfill.
-        let before: i64 = (table.metadata().properties().get(CREATED_AT_PROPERTY))
-            .and_then(|at| at.parse::<i64>().ok())
-            .map_or(i64::MIN, |at| at.saturating_add(BACKFILL_MARGIN_MS));
+        let created: Option<i64> = (table.metadata().properties().get(CREATED_AT_PROPERTY))
+            .and_then(|at| at.parse::<i64>().ok());
+        let (created, before) = match created {
+            Some(at) => (at, at.saturating_add(BACKFILL_MARGIN_MS)),
+            None => (i64::MIN, i64::MIN),
+        };
         let live: Vec<String> = contents.live().into_iter().map(|f| f.location).collect();
-        Ok((segments.iter())
-            .filter(|(segment_id, key, offloaded_at)| {
-                let own = self.objects.url_of(key);
-                let copies = self.copies_prefix(log, log_id, *segment_id);
-                *offloaded_at < before
-                    && !(live.iter()).any(|at| *at == own || at.starts_with(&copies))
-            })
-            .map(|(segment_id, _, _)| *segment_id)
-            .collect())
+        let mut backfill = Backfill::default();
+        for (segment_id, key, offloaded_at) in segments {
+            if *offloaded_at >= before {
+                continue;
+            }
+            let own = self.objects.url_of(key);
+            let copies = self.copies_prefix(log, log_id, *segment_id);
+            let held = (live.iter()).any(|at| *at == own || at.starts_with(&copies));
+            if !held {
+                backfill.missing.push(*segment_id);
+            } else if *offloaded_at >= created {
+                backfill.held_in_margin.push(*segment_id);
+            }
+        }
+        Ok(backfill)
     }
 
     /// The URL prefix of the copies of a segment's file cut at trim points
@@ -954,6 +1025,8 @@ impl LogTables {
                     match self.catalog.location(&ident).await {
                         Ok(Some(at)) if at.starts_with(&format!("{folder}/")) => at,
                         Ok(_) => return Ok(()),
+                        // Not an Iceberg table: not dlog's, nothing to drop.
+                        Err(located) if located.kind() == ErrorKind::DataInvalid => return Ok(()),
                         Err(_) => return Err(Error::new(&name, "load", Some(err))),
                     }
                 }

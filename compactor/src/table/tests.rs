@@ -738,6 +738,8 @@ async fn a_foreign_table_under_a_logs_name_is_refused_and_never_dropped(setup: S
             "{err}"
         );
     }
+    // The log gets no table until the name is free.
+    assert!(!tables.holds(&log), "the log still gets a table");
     // Neither a deleted log's drop nor a purge's takes it.
     tables.drop_log(&log, 1).await.unwrap();
     assert_eq!(
@@ -789,8 +791,9 @@ async fn the_backfill_takes_segments_offloaded_shortly_after_the_tables_creation
         // Appended by its offload: missing now means taken out.
         segment(3, created + margin + 1),
     ];
-    let missing = tables.missing_files(&log, 1, 0, &segments).await.unwrap();
-    assert_eq!(missing, [1, 2]);
+    let backfill = tables.missing_files(&log, 1, 0, &segments).await.unwrap();
+    assert_eq!(backfill.missing, [1, 2]);
+    assert!(backfill.held_in_margin.is_empty(), "{backfill:?}");
 }
 
 /// Each case as a test against the SQL catalog (`sql`) and against the Glue
@@ -998,7 +1001,7 @@ async fn a_glue_commit_keeps_what_other_engines_set_on_the_table() {
 }
 
 #[tokio::test]
-async fn a_glue_table_not_marked_as_dlogs_is_never_deleted() {
+async fn a_glue_table_that_is_not_iceberg_is_never_deleted_nor_blocks_the_log() {
     use aws_sdk_glue::types::{DatabaseInput, TableInput};
     use std::collections::HashMap;
     let Some(setup) = glue_setup() else { return };
@@ -1010,10 +1013,10 @@ async fn a_glue_table_not_marked_as_dlogs_is_never_deleted() {
     let input = TableInput::builder()
         .name("foreign")
         .table_type("EXTERNAL_TABLE")
-        .set_parameters(Some(HashMap::from([
-            ("table_type".to_owned(), "ICEBERG".to_owned()),
-            ("metadata_location".to_owned(), at.to_owned()),
-        ])))
+        .set_parameters(Some(HashMap::from([(
+            "classification".to_owned(),
+            "json".to_owned(),
+        )])))
         .build()
         .unwrap();
     (glue
@@ -1023,13 +1026,24 @@ async fn a_glue_table_not_marked_as_dlogs_is_never_deleted() {
         .send()
         .await)
         .unwrap();
-    let ident = LogTables::ident(&"lake/foreign".parse().unwrap());
-    let err = tables.catalog.drop_if(&ident, at).await.unwrap_err();
-    assert!(err.to_string().contains("not dlog's"), "{err}");
-    assert_eq!(
-        tables.catalog.location(&ident).await.unwrap().as_deref(),
-        Some(at)
-    );
+    let log: LogName = "lake/foreign".parse().unwrap();
+    let ident = LogTables::ident(&log);
+    // It names no metadata at all: nothing of dlog's to drop.
+    assert!(!tables.catalog.drop_if(&ident, at).await.unwrap());
+    // A deleted log's drop leaves it (not dlog's); the log gets no table
+    // meanwhile, instead of failing every pass.
+    tables.drop_log(&log, 1).await.unwrap();
+    let err = try_append(&tables, &log, 1, 0, 10).await.unwrap_err();
+    assert!(err.to_string().contains("not an Iceberg table"), "{err}");
+    assert!(!tables.holds(&log), "the log still gets a table");
+    let kept = (glue
+        .get_table()
+        .database_name("lake")
+        .name("foreign")
+        .send()
+        .await)
+        .unwrap();
+    assert_eq!(kept.table().map(|t| t.name()), Some("foreign"));
 }
 
 #[tokio::test]
