@@ -358,13 +358,16 @@ async fn segments_offloaded_before_the_catalog_join_the_table() {
         "{found}"
     );
     assert_eq!(found["first"].as_u64(), Some(50), "{found}");
-    // Each added once: recorded on the segments offloaded before the
-    // catalog, not on the one offloaded with it.
+    // Each added once (three files above): recorded on the segments
+    // offloaded before the catalog. The one offloaded with it was appended
+    // by its offload; a sweep after that records it too (it lies within
+    // the backfill's margin after the table's creation, and is in the
+    // table), whether or not that sweep ran yet.
     let segments = wait_segments(&cluster, log, 3, "offloaded", offloaded).await;
     let backfilled: Vec<bool> = (segments.iter())
         .map(|s| s.table_backfilled_at_ms.is_some())
         .collect();
-    assert_eq!(backfilled, [true, true, false]);
+    assert_eq!(backfilled[..2], [true, true], "{backfilled:?}");
 }
 
 /// Small files merged three by three, with the compactor killed at every
