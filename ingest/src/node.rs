@@ -286,10 +286,18 @@ impl IngestNode {
         // Until the owner runs: should this future be dropped after the
         // claim, the rebalancer releases the key.
         self.mark_unreleased(log);
-        let since = self
-            .claim(log)
-            .await
-            .inspect_err(|_| self.forget_unreleased(log))?;
+        let since = match self.claim(log).await {
+            Ok(since) => since,
+            Err(err) => {
+                // Another node holds the key: nothing of ours to release.
+                // Any other failure (etcd did not answer) may have
+                // committed the claim: the rebalancer checks the key.
+                if matches!(err, Error::NotOwner { .. }) {
+                    self.forget_unreleased(log);
+                }
+                return Err(err);
+            }
+        };
         let stop = self.lost.child_token();
         match self.take_over(log, meta.log_id, stop.clone()).await {
             Ok(handle) => {
