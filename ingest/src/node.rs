@@ -632,6 +632,20 @@ impl IngestNode {
         Ok(revision)
     }
 
+    /// After the owner-key watch (re)started: has the keys on this node's
+    /// lease with no owner running released, as the watch would have had
+    /// it seen them written. Best effort, and at most once a minute (it
+    /// reads every owner key).
+    async fn release_strays_listed(&self) {
+        if !self.options.balance {
+            return;
+        }
+        match self.manifest.owned_on_lease(&self.me.id, self.lease).await {
+            Ok(logs) => logs.iter().for_each(|log| self.release_if_stray(log)),
+            Err(err) => tracing::warn!("listing this node's owner keys: {err:#}"),
+        }
+    }
+
     /// Applies one watched change of an owner key.
     fn on_owner_event(&self, event: &WatchEvent) {
         let Some(log) = self.manifest.log_of_owner_key(event.key()) else {
@@ -647,15 +661,21 @@ impl IngestNode {
             .unwrap_or_else(|p| p.into_inner())
             .get(&log)
             .map(|owned| owned.since);
-        if current.is_none_or(|since| revision < since) {
-            return;
-        }
         let ours = match event {
             WatchEvent::Put(kv) => {
                 Manifest::decode_owner(kv).is_ok_and(|owner| self.holds(&owner, kv.lease))
             }
             WatchEvent::Delete { .. } => false,
         };
+        let Some(since) = current else {
+            if ours {
+                self.release_if_stray(&log);
+            }
+            return;
+        };
+        if revision < since {
+            return;
+        }
         if !ours {
             self.forget(&log);
         }
@@ -768,6 +788,10 @@ async fn watch_settings(node: Weak<IngestNode>) {
     }
 }
 
+/// The owner keys on a node's lease are listed when its owner-key watch
+/// starts, then after a watch gap at most this often.
+const STRAY_LISTING_EVERY: Duration = Duration::from_secs(60);
+
 /// How long a node shutting down waits for its hand-overs before it tells
 /// every owner left to seal (the drain period, 10 s by default, bounds the
 /// whole shutdown).
@@ -780,6 +804,7 @@ const SAMPLE_WAIT: Duration = Duration::from_secs(1);
 /// (reads the key of every owned log), then follows the changes; again
 /// after any gap. Ends with the node (dropped, shut down or lease lost).
 async fn watch_ownership(node: Weak<IngestNode>) {
+    let mut listed: Option<tokio::time::Instant> = None;
     loop {
         let Some(strong) = node.upgrade() else { return };
         if strong.shutdown.is_cancelled() || strong.lost.is_cancelled() {
@@ -798,6 +823,10 @@ async fn watch_ownership(node: Weak<IngestNode>) {
                 continue;
             }
         };
+        if listed.is_none_or(|at| at.elapsed() >= STRAY_LISTING_EVERY) {
+            listed = Some(tokio::time::Instant::now());
+            strong.release_strays_listed().await;
+        }
         let (shutdown, lost) = (strong.shutdown.clone(), strong.lost.clone());
         drop(strong);
         loop {
@@ -923,6 +952,72 @@ mod tests {
             None,
             "the stray key stayed"
         );
+    }
+
+    /// Waits until `log` has no owner key, failing after 15 s (the
+    /// rebalancer's period is 10 s: a release must come from the event).
+    async fn wait_released(manifest: &Manifest, log: &LogName, what: &str) {
+        let deadline = std::time::Instant::now() + Duration::from_secs(15);
+        while manifest.owner(log).await.unwrap().is_some() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "{what}: the key stayed"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// However an owner key of this node's came to be held with no owner
+    /// running here, it is released once the owner-key watch shows it (or
+    /// its start lists it). Before, only the paths that mark the log
+    /// released one: a key written without the mark (as a claim whose etcd
+    /// answer was lost was, until 079dd45) stayed, and the preferred node
+    /// waited for it, then redirected here, and this node there.
+    #[tokio::test]
+    async fn an_owner_key_without_an_owner_is_released_however_it_came() {
+        let dir = tempfile::tempdir().unwrap();
+        let (node, manifest, log) = node_without_cache_nodes(dir.path(), "ns/first").await;
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while node.placement_nodes().is_empty() || node.placement.borrow().is_none() {
+            assert!(std::time::Instant::now() < deadline, "no placement view");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let started = std::time::Instant::now();
+        manifest
+            .claim_owner(&log, node.me(), node.lease)
+            .await
+            .unwrap();
+        wait_released(&manifest, &log, "seen in the watch").await;
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "{:?}",
+            started.elapsed()
+        );
+
+        // Written before the watch started (a store of its own, so the
+        // node above does not see it): only the listing finds it.
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("embedded://{}", dir.path().join("meta").display());
+        let (store, cluster) = dlog_meta::metastore::open(&url).await.unwrap();
+        let lease = store.lease_grant(Duration::from_secs(600)).await.unwrap();
+        let manifest = Manifest::new(store, &cluster);
+        manifest.create_log(&log).await.unwrap();
+        manifest.claim_owner(&log, node.me(), lease).await.unwrap();
+        let started = std::time::Instant::now();
+        let listing = IngestNode::new(
+            manifest.clone(),
+            node.me().clone(),
+            lease,
+            CancellationToken::new(),
+            IngestOptions::default(),
+        );
+        wait_released(&manifest, &log, "listed at the start").await;
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "{:?}",
+            started.elapsed()
+        );
+        assert!(listing.running_owner(&log).is_none());
     }
 
     /// Records with no bytes (an empty payload, no key, no headers) cost

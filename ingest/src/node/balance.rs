@@ -188,7 +188,11 @@ impl IngestNode {
             .cloned()
             .collect();
         for log in unreleased {
-            if self.one_at_a_time(&log, self.release_unowned(&log)).await {
+            // Shutting down, owners that left the map may still seal (their
+            // keys go with the shutdown's release or the lease): checked
+            // under the lock, as a take-over may have just ended.
+            let release = async { !self.is_draining() && self.release_unowned(&log).await };
+            if self.one_at_a_time(&log, release).await {
                 tracing::info!(%log, "released the owner key of a log not owned here");
             }
         }
@@ -259,6 +263,28 @@ impl IngestNode {
             }
         }
         false
+    }
+
+    /// An owner key of this node's was seen for `log` while no owner of
+    /// it runs here. Unless a take-over of the log is under way (it is
+    /// marked then) or a hand-over (it releases the key itself, and the
+    /// rebalancer's release waits for its lock), nothing would ever
+    /// release that key, and the node the rule prefers would wait for it,
+    /// then redirect here, while this node redirects there: it goes to the
+    /// rebalancer. A stale event (the key was released since) costs one
+    /// compare in etcd.
+    pub(super) fn release_if_stray(&self, log: &LogName) {
+        // Shutting down, the owners left the map while they still hand
+        // over or seal: their keys are the shutdown's to release.
+        if !self.options.balance || self.is_draining() || self.running_owner(log).is_some() {
+            return;
+        }
+        let marked =
+            !(self.unreleased.lock().unwrap_or_else(|p| p.into_inner())).insert(log.clone());
+        if !marked {
+            tracing::info!(%log, "found an owner key of this node's with no owner running: releasing it");
+            self.rebalance.notify_one();
+        }
     }
 
     pub(super) fn mark_unreleased(&self, log: &LogName) {

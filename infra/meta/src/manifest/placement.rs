@@ -178,4 +178,16 @@ impl Manifest {
         }
         Ok(owners)
     }
+
+    /// The logs whose owner key names `node` on `lease` (keys that do not
+    /// decode are passed over).
+    pub async fn owned_on_lease(&self, node: &str, lease: LeaseId) -> Result<Vec<LogName>> {
+        let range = self.store.range(&self.owners_prefix(), true).await?;
+        let logs = (range.kvs.iter())
+            .filter(|kv| kv.lease == Some(lease))
+            .filter(|kv| decode_json::<NodeInfo>(kv).is_ok_and(|owner| owner.id == node))
+            .filter_map(|kv| self.log_of_owner_key(&kv.key))
+            .collect();
+        Ok(logs)
+    }
 }
