@@ -106,6 +106,8 @@ pub struct IngestNode {
     /// The live ingest nodes and the logs moved by hand, as last read
     /// ([`balance`]); `None` until the first read.
     placement: tokio::sync::watch::Sender<Option<Arc<PlacementView>>>,
+    /// Told each time a view is stored (requests wait for the first).
+    view_stored: tokio::sync::Notify,
     /// Wakes the rebalancer: the view changed, or a log was taken.
     rebalance: tokio::sync::Notify,
     /// Logs whose owner key this node may hold without running their
@@ -158,6 +160,7 @@ impl IngestNode {
             owners: Mutex::default(),
             acquiring: Mutex::default(),
             placement: tokio::sync::watch::Sender::new(None),
+            view_stored: tokio::sync::Notify::new(),
             rebalance: tokio::sync::Notify::new(),
             unreleased: Mutex::default(),
             draining: std::sync::atomic::AtomicBool::new(false),

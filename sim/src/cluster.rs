@@ -336,6 +336,13 @@ impl Cluster {
             capacity: 0,
             kafka: None,
         };
+        // Registered as a real node is, so the placement rule spreads the
+        // logs over the live ingest nodes and moves them by hand-over as
+        // nodes crash, pause and come back.
+        self.manifest
+            .register_node(Role::Ingest, &me, lease)
+            .await
+            .expect("register");
         self.net.heal_party(&id);
         let pool = Arc::new(CachePool::with_connector(
             manifest.clone(),
@@ -347,13 +354,7 @@ impl Cluster {
             me,
             lease,
             lost.clone(),
-            // The simulated ingest nodes do not register, so the placement
-            // rule would name no other node: balancing off, as in a
-            // cluster of one.
-            IngestOptions {
-                balance: false,
-                ..IngestOptions::default()
-            },
+            IngestOptions::default(),
             pool,
         );
         let installed = {

@@ -86,8 +86,16 @@ impl IngestNode {
         if !self.options.balance || self.placement.borrow().is_some() {
             return;
         }
-        let mut view = self.placement.subscribe();
-        let _ = tokio::time::timeout(FIRST_VIEW_WAIT, view.wait_for(Option::is_some)).await;
+        // A plain `Notify`, not the watch channel's own wait: that one
+        // wakes its waiters in an order of tokio's random choosing, which a
+        // simulated run could not repeat.
+        let seen = self.view_stored.notified();
+        tokio::pin!(seen);
+        seen.as_mut().enable();
+        if self.placement.borrow().is_some() {
+            return;
+        }
+        let _ = tokio::time::timeout(FIRST_VIEW_WAIT, seen).await;
     }
 
     /// The live ingest nodes as this node last read them (itself
@@ -116,6 +124,7 @@ impl IngestNode {
             view.nodes.push(self.me.clone());
         }
         self.placement.send_replace(Some(Arc::new(view)));
+        self.view_stored.notify_waiters();
     }
 
     /// Shutting down: removes this node's ingest registration, so every
