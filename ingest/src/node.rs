@@ -184,7 +184,7 @@ impl IngestNode {
     /// Tells the owners a settings change concerns to read their settings
     /// again: one log's, a namespace's, or (the default changed) all.
     async fn on_settings_change(&self, change: &SettingsChange) {
-        let concerned: Vec<OwnerHandle> = {
+        let mut concerned: Vec<(LogName, OwnerHandle)> = {
             let owners = self.owners.lock().unwrap_or_else(|p| p.into_inner());
             owners
                 .iter()
@@ -193,10 +193,12 @@ impl IngestNode {
                     SettingsChange::Namespace(ns) => log.namespace() == ns,
                     SettingsChange::Log(changed) => *log == changed,
                 })
-                .map(|(_, owned)| owned.handle.clone())
+                .map(|(log, owned)| (log.clone(), owned.handle.clone()))
                 .collect()
         };
-        for handle in concerned {
+        // In name order, so a simulated run is reproducible.
+        concerned.sort_by(|(a, _), (b, _)| a.cmp(b));
+        for (_, handle) in concerned {
             let _ = handle.send(Command::Reconfigure).await;
         }
     }
