@@ -367,6 +367,41 @@ async fn keep_alive_holds_a_lease_and_revoke_ends_it(f: Fixture) {
     ));
 }
 
+/// A prefix whose keys and values pass the 4 MiB of one etcd answer
+/// (gRPC's default message limit) is read whole, in key order, and keys
+/// just outside it are not (before: "decoded message length too large",
+/// so an owner could not read a log of some 10 000 segments).
+async fn a_prefix_larger_than_one_answer_is_read_whole(f: Fixture) {
+    let value = Bytes::from(vec![b'v'; 2048]);
+    let (keys, per_txn) = (2600, 100);
+    let mut last = 0;
+    for batch in 0..keys / per_txn {
+        let puts = (0..per_txn).map(|i| {
+            TxnOp::put(
+                f.key(&format!("p/{:05}", batch * per_txn + i)),
+                value.clone(),
+            )
+        });
+        last = f
+            .store
+            .txn(Txn::new().and_then(puts))
+            .await
+            .unwrap()
+            .revision;
+    }
+    // Beside the prefix: "p0" sorts right after "p/"'s range.
+    f.store.put(&f.key("p0"), Bytes::from("x")).await.unwrap();
+    f.store.put(&f.key("o"), Bytes::from("x")).await.unwrap();
+
+    let range = f.store.range(&f.key("p/"), true).await.unwrap();
+    assert_eq!(range.kvs.len(), keys, "keys read");
+    assert!(range.revision > last, "{} read at {last}", range.revision);
+    let expected: Vec<String> = (0..keys).map(|i| f.key(&format!("p/{i:05}"))).collect();
+    let read: Vec<&str> = range.kvs.iter().map(|kv| kv.key.as_str()).collect();
+    assert!(read == expected, "keys out of order or missing");
+    assert!(range.kvs.iter().all(|kv| kv.value == value));
+}
+
 macro_rules! conformance {
     ($backend:ident) => {
         mod $backend {
@@ -391,6 +426,7 @@ macro_rules! conformance {
             case!(watch_without_start_sees_only_new_changes);
             case!(lease_expiry_deletes_keys_and_tells_watchers);
             case!(keep_alive_holds_a_lease_and_revoke_ends_it);
+            case!(a_prefix_larger_than_one_answer_is_read_whole);
         }
     };
 }

@@ -91,6 +91,63 @@ impl EtcdStore {
     }
 }
 
+/// Keys read per request of a prefix read: one gRPC answer stays far
+/// below the client's 4 MiB message limit, which a prefix of some 20 000
+/// owner keys, or a log's 10 000 segments, would pass in one answer.
+const RANGE_PAGE: i64 = 500;
+/// Prefix reads tried while their snapshot is compacted away under them.
+const RANGE_ATTEMPTS: u32 = 3;
+
+impl EtcdStore {
+    /// Every key under `prefix`, in key order, in pages of [`RANGE_PAGE`]
+    /// read at the first page's revision: one consistent snapshot.
+    async fn range_in_pages(&self, prefix: &str) -> Result<RangeResponse> {
+        let end = prefix_end(prefix.as_bytes());
+        let mut from = prefix.as_bytes().to_vec();
+        let mut kvs = Vec::new();
+        let mut revision = 0;
+        loop {
+            let mut options = etcd::GetOptions::new()
+                .with_range(end.clone())
+                .with_limit(RANGE_PAGE);
+            if revision != 0 {
+                options = options.with_revision(revision);
+            }
+            let response = (self.client())
+                .get(from.clone(), Some(options))
+                .await
+                .map_err(map_err)?;
+            if revision == 0 {
+                revision = response.header().map_or(0, |h| h.revision());
+            }
+            for kv in response.kvs() {
+                kvs.push(convert_kv(kv)?);
+            }
+            match response.kvs().last() {
+                Some(last) if response.more() => {
+                    from = last.key().to_vec();
+                    from.push(0);
+                }
+                _ => return Ok(RangeResponse { kvs, revision }),
+            }
+        }
+    }
+}
+
+/// The end of etcd's range for keys starting with `prefix`: the prefix
+/// with its last byte below 0xff raised by one and what follows cut; "\0"
+/// (to the end of the key space) when there is none.
+fn prefix_end(prefix: &[u8]) -> Vec<u8> {
+    match prefix.iter().rposition(|&b| b < 0xff) {
+        Some(at) => {
+            let mut end = prefix[..=at].to_vec();
+            end[at] += 1;
+            end
+        }
+        None => vec![0],
+    }
+}
+
 /// Maps etcd's "lease not found" (a gRPC status or a keep-alive error) to
 /// [`Error::LeaseNotFound`]; callers fill in the lease id.
 fn map_err(err: etcd::Error) -> Error {
@@ -160,15 +217,28 @@ fn convert_op(op: TxnOp) -> etcd::TxnOp {
 #[async_trait]
 impl MetaStore for EtcdStore {
     async fn range(&self, key: &str, prefix: bool) -> Result<RangeResponse> {
-        let options = prefix.then(|| etcd::GetOptions::new().with_prefix());
-        let response = self.client().get(key, options).await.map_err(map_err)?;
-        let revision = response.header().map_or(0, |h| h.revision());
-        let kvs = response
-            .kvs()
-            .iter()
-            .map(convert_kv)
-            .collect::<Result<Vec<_>>>()?;
-        Ok(RangeResponse { kvs, revision })
+        if !prefix {
+            let response = self.client().get(key, None).await.map_err(map_err)?;
+            let revision = response.header().map_or(0, |h| h.revision());
+            let kvs = response
+                .kvs()
+                .iter()
+                .map(convert_kv)
+                .collect::<Result<Vec<_>>>()?;
+            return Ok(RangeResponse { kvs, revision });
+        }
+        // The snapshot was compacted away between two pages of a long read:
+        // read it all again (other errors are the caller's to retry).
+        let mut attempt = 1;
+        loop {
+            match self.range_in_pages(key).await {
+                Err(err) if attempt < RANGE_ATTEMPTS && err.to_string().contains("compacted") => {
+                    tracing::debug!(key, attempt, "reading a prefix again: {err:#}");
+                    attempt += 1;
+                }
+                result => return result,
+            }
+        }
     }
 
     async fn txn(&self, txn: super::Txn) -> Result<TxnResponse> {
