@@ -330,7 +330,7 @@ pub async fn establish(
 }
 
 /// Whether some segment in the manifest names `node_id` in its ensemble
-/// (one read of every log's keys; an error where that is too large).
+/// (one read of every log's keys, in pages on etcd).
 async fn placed_on(manifest: &Manifest, node_id: &str) -> Result<bool, Error> {
     #[derive(Deserialize)]
     struct Placed {

@@ -103,7 +103,11 @@ impl EtcdStore {
     /// read at the first page's revision: one consistent snapshot.
     async fn range_in_pages(&self, prefix: &str) -> Result<RangeResponse> {
         let end = prefix_end(prefix.as_bytes());
-        let mut from = prefix.as_bytes().to_vec();
+        // etcd names "every key" as the range from "\0" to "\0".
+        let mut from = match prefix {
+            "" => vec![0],
+            prefix => prefix.as_bytes().to_vec(),
+        };
         let mut kvs = Vec::new();
         let mut revision = 0;
         loop {
@@ -118,7 +122,15 @@ impl EtcdStore {
                 .await
                 .map_err(map_err)?;
             if revision == 0 {
-                revision = response.header().map_or(0, |h| h.revision());
+                // Without it the pages could not be read at one revision.
+                revision = (response.header())
+                    .map(|h| h.revision())
+                    .filter(|&r| r > 0)
+                    .ok_or_else(|| {
+                        Error::Unavailable(format!(
+                            "etcd answered a read of {prefix} without its revision"
+                        ))
+                    })?;
             }
             for kv in response.kvs() {
                 kvs.push(convert_kv(kv)?);
@@ -132,6 +144,14 @@ impl EtcdStore {
             }
         }
     }
+}
+
+/// Whether etcd refused a read because its revision was compacted away
+/// (status OUT_OF_RANGE, "etcdserver: mvcc: required revision has been
+/// compacted").
+fn is_compacted(err: &Error) -> bool {
+    matches!(err, Error::Etcd(etcd::Error::GRpcStatus(status))
+        if status.code() == tonic::Code::OutOfRange && status.message().contains("compacted"))
 }
 
 /// The end of etcd's range for keys starting with `prefix`: the prefix
@@ -232,7 +252,7 @@ impl MetaStore for EtcdStore {
         let mut attempt = 1;
         loop {
             match self.range_in_pages(key).await {
-                Err(err) if attempt < RANGE_ATTEMPTS && err.to_string().contains("compacted") => {
+                Err(err) if attempt < RANGE_ATTEMPTS && is_compacted(&err) => {
                     tracing::debug!(key, attempt, "reading a prefix again: {err:#}");
                     attempt += 1;
                 }
@@ -386,4 +406,31 @@ fn convert_events(response: &etcd::WatchResponse) -> Result<Vec<WatchEvent>> {
             })
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_prefix_ends_where_etcd_ends_it() {
+        assert_eq!(prefix_end(b"/dlog/a/"), b"/dlog/a0".to_vec());
+        assert_eq!(prefix_end(b"a\xff"), b"b".to_vec());
+        assert_eq!(prefix_end(b"\xff\xff"), vec![0]);
+        assert_eq!(prefix_end(b""), vec![0]);
+    }
+
+    /// Only etcd's "compacted" refusal starts a prefix read again.
+    #[test]
+    fn only_a_compacted_revision_reads_a_prefix_again() {
+        let status = |code, message: &str| {
+            Error::Etcd(etcd::Error::GRpcStatus(tonic::Status::new(code, message)))
+        };
+        let compacted = "etcdserver: mvcc: required revision has been compacted";
+        assert!(is_compacted(&status(tonic::Code::OutOfRange, compacted)));
+        assert!(!is_compacted(&status(tonic::Code::Unavailable, compacted)));
+        let future = "etcdserver: mvcc: required revision is a future revision";
+        assert!(!is_compacted(&status(tonic::Code::OutOfRange, future)));
+        assert!(!is_compacted(&Error::Unavailable(compacted.into())));
+    }
 }
