@@ -667,8 +667,11 @@ impl IngestNode {
             .get(&log)
             .map(|owned| owned.since);
         let ours = match event {
+            // The lease first: most events are other nodes' keys, which
+            // need no decoding.
             WatchEvent::Put(kv) => {
-                Manifest::decode_owner(kv).is_ok_and(|owner| self.holds(&owner, kv.lease))
+                kv.lease == Some(self.lease)
+                    && Manifest::decode_owner(kv).is_ok_and(|owner| self.holds(&owner, kv.lease))
             }
             WatchEvent::Delete { .. } => false,
         };

@@ -285,21 +285,20 @@ impl IngestNode {
     pub(super) fn release_if_stray(&self, log: &LogName) {
         // Shutting down, the owners left the map while they still hand
         // over or seal: their keys are the shutdown's to release.
-        if !self.options.balance || self.is_draining() || self.running_owner(log).is_some() {
+        if self.is_draining() || self.running_owner(log).is_some() {
             return;
         }
-        let marked =
-            !(self.unreleased.lock().unwrap_or_else(|p| p.into_inner())).insert(log.clone());
-        if !marked {
+        if self.mark_unreleased(log) {
             tracing::info!(%log, "found an owner key of this node's with no owner running: releasing it");
             self.rebalance.notify_one();
         }
     }
 
-    pub(super) fn mark_unreleased(&self, log: &LogName) {
-        if self.options.balance {
-            (self.unreleased.lock().unwrap_or_else(|p| p.into_inner())).insert(log.clone());
-        }
+    /// Marks `log` for the rebalancer (with balancing); true when it was
+    /// not marked yet.
+    pub(super) fn mark_unreleased(&self, log: &LogName) -> bool {
+        self.options.balance
+            && (self.unreleased.lock().unwrap_or_else(|p| p.into_inner())).insert(log.clone())
     }
 
     pub(super) fn forget_unreleased(&self, log: &LogName) {
